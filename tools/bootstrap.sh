@@ -1,0 +1,39 @@
+#!/bin/sh
+# Install everything smx needs on a Debian 12 machine: Debian packages
+# (only those that are missing, so a second run is fast and needs no
+# network) and the Python packages into the local virtual environment .venv.
+# Idempotent; used by "make run", "make test" and "make bench".
+set -eu
+cd "$(dirname "$0")/.."
+
+DEBS="python3 python3-venv python3-dev build-essential libdb5.3-dev db5.3-util \
+postfix swaks dovecot-lmtpd dnsmasq-base openssl"
+
+missing=""
+for p in $DEBS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+        || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "bootstrap: installing Debian packages:$missing"
+    # Postfix is installed only for its tools (smtp-sink, smtp-source);
+    # "No configuration" leaves the daemon stopped and unconfigured.
+    echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+    echo "postfix postfix/mailname string smx-test.localdomain" | $SUDO debconf-set-selections
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.smx-installed
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/pip install -q --upgrade pip
+    # berkeleydb builds against Debian's libdb5.3-dev.
+    BERKELEYDB_DIR=/usr .venv/bin/pip install -q --config-settings editable_mode=compat -e '.[test]'
+    touch "$stamp"
+fi

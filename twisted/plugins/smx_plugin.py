@@ -1,0 +1,3 @@
+from twisted.application.service import ServiceMaker
+
+smx = ServiceMaker("smx", "smx.tap", "smx: a sendmail X mail transfer agent", "smx")
