@@ -1,0 +1,131 @@
+# -*- test-case-name: smx.test.test_interfaces -*-
+"""
+In-memory fakes of L{IQueueManager} and L{IContentStore} for unit tests of
+the components that use them (like C{twisted.internet.testing}).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Dict, List, Optional
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from smx.interfaces import IContentStore, IQueueManager
+
+
+class _MemoryWriter:
+    def __init__(self, store: "MemoryContentStore", transactionId: str) -> None:
+        self._store = store
+        self._id = transactionId
+        self._chunks = []  # type: List[bytes]
+
+    def write(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def commit(self) -> defer.Deferred:
+        if self._store.failCommit is not None:
+            return defer.fail(self._store.failCommit)
+        self._store.contents[self._id] = b"".join(self._chunks)
+        return defer.succeed(None)
+
+    def abort(self) -> None:
+        self._chunks = []
+        self._store.aborted.append(self._id)
+
+
+@implementer(IContentStore)
+class MemoryContentStore:
+    """
+    Message contents in a C{dict}.
+
+    @ivar contents: transaction id -> committed bytes.
+    @ivar failCommit: if set, an exception every C{commit()} fails with.
+    @ivar aborted: ids whose writer was aborted.
+    """
+
+    def __init__(self) -> None:
+        self.contents = {}  # type: Dict[str, bytes]
+        self.failCommit = None  # type: Optional[Exception]
+        self.aborted = []  # type: List[str]
+
+    def createWriter(self, transactionId):
+        return _MemoryWriter(self, transactionId)
+
+    def open(self, transactionId):
+        return io.BytesIO(self.contents[transactionId])
+
+    def path(self, transactionId):
+        return "memory:" + transactionId
+
+    def remove(self, transactionId):
+        self.contents.pop(transactionId, None)
+
+    def transactionIds(self):
+        return sorted(self.contents)
+
+
+@implementer(IQueueManager)
+class FakeQueueManager:
+    """
+    A queue manager that records what it is given.
+
+    @ivar envelopes: every committed envelope, in order.
+    @ivar sessions: open session ids -> client address.
+    @ivar refuseSession: a reply to refuse new sessions with, or C{None}.
+    @ivar refuseTransaction: a reply for C{checkAcceptance}, or C{None}.
+    @ivar failCommit: an exception C{commitTransaction} fails with, or
+        C{None}.
+    @ivar pending: if set to a list, C{commitTransaction} returns an
+        unfired Deferred appended here (to test waiting for the commit).
+    """
+
+    def __init__(self) -> None:
+        self.envelopes = []  # type: List[Dict[str, Any]]
+        self.sessions = {}  # type: Dict[str, str]
+        self.closed = []  # type: List[str]
+        self.refuseSession = None  # type: Optional[Dict[str, Any]]
+        self.refuseTransaction = None  # type: Optional[Dict[str, Any]]
+        self.failCommit = None  # type: Optional[Exception]
+        self.pending = None  # type: Optional[List[defer.Deferred]]
+        self.controls = []  # type: List[tuple]
+
+    def sessionOpen(self, sessionId, clientAddress):
+        if self.refuseSession is not None:
+            return defer.succeed(self.refuseSession)
+        self.sessions[sessionId] = clientAddress
+        return defer.succeed(None)
+
+    def sessionClose(self, sessionId, clientAddress):
+        self.sessions.pop(sessionId, None)
+        self.closed.append(sessionId)
+
+    def checkAcceptance(self, size):
+        return defer.succeed(self.refuseTransaction)
+
+    def commitTransaction(self, envelope):
+        if self.failCommit is not None:
+            return defer.fail(self.failCommit)
+        self.envelopes.append(envelope)
+        if self.pending is not None:
+            d = defer.Deferred()  # type: defer.Deferred
+            self.pending.append(d)
+            return d
+        return defer.succeed(None)
+
+    def status(self):
+        return defer.succeed(
+            {"transactions": len(self.envelopes), "sessions": len(self.sessions)}
+        )
+
+    def listQueue(self):
+        return defer.succeed([dict(e) for e in self.envelopes])
+
+    def control(self, command, transactionId=None, recipient=None):
+        self.controls.append((command, transactionId, recipient))
+        if transactionId is not None and not any(
+            e["id"] == transactionId for e in self.envelopes
+        ):
+            return defer.fail(KeyError(transactionId))
+        return defer.succeed({"command": command, "id": transactionId})
