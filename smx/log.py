@@ -322,7 +322,7 @@ class Logger:
     def _problem(self, severity: str, func: str, fields: Dict[str, Any]) -> None:
         record = {"sev": severity, "func": func}  # type: Dict[str, Any]
         record.update(fields)
-        self.emit(severity, 1, record)
+        self.emit(severity, 0, record)
 
     def warn(self, func: str, **fields: Any) -> None:
         """Something is wrong but nothing failed (C{sev=WARN})."""
