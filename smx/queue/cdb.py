@@ -1,0 +1,286 @@
+# -*- test-case-name: smx.queue.test.test_cdb -*-
+"""
+NAME
+    smx.queue.cdb - CDB, the content database: message contents as files
+
+SYNOPSIS
+    store = FileContentStore("/var/spool/smx")
+    writer = store.createWriter("S00000000407CE49200")
+    writer.write(chunk); ...
+    d = writer.commit()        # fires when file and directory are synced
+
+DESCRIPTION
+    Every message is stored exactly as received, in one file named by the
+    SMTPS transaction id in one of the sixteen directories C{0}-C{9},
+    C{A}-C{F} under the base directory (seed §4.1, §10).  The directory is
+    chosen by the last hexadecimal digit of the counter part of the id, so
+    consecutive transactions spread over all sixteen directories.
+
+    Writes are buffered and go to the file in large chunks.  C{commit()}
+    flushes the buffer, C{fsync}s the file and then its directory: only
+    then is the content on stable storage.  The sync runs in the thread
+    pool given to the store (so that the reactor keeps serving other
+    clients), or synchronously when no pool is given.
+
+CONFIGURATION PARAMETERS
+    CDB_base_directory (global, seed §5.4)
+
+SECURITY
+    Files are created with mode 0640 and O_EXCL: an existing file is never
+    overwritten.  Transaction ids are checked before they become file
+    names.
+
+DIAGNOSTICS
+    A failed write (a full disk: ENOSPC, EDQUOT) does not raise from
+    C{write()}: it is remembered, the partial file is removed and
+    C{commit()} errbacks with the L{OSError}, which SMTPS answers with 451.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, List, Optional
+
+from twisted.internet import defer, threads
+from zope.interface import implementer
+
+from smx.ids import isServerId
+from smx.interfaces import IContentStore
+
+#: the sixteen CDB directories (seed §4.1)
+DIRECTORIES = tuple("0123456789ABCDEF")
+
+#: bytes gathered before one write(2)
+CHUNK_SIZE = 128 * 1024
+
+#: the write(2) used (tests replace it to simulate a full disk)
+_write = os.write
+
+
+def fsyncDirectory(path: str) -> None:
+    """
+    C{fsync} a directory, so that a file created or removed in it is on
+    stable storage.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def directoryFor(transactionId: str) -> str:
+    """
+    @return: the CDB directory (C{"0"}..C{"F"}) of a transaction id.
+    """
+    # S + 16 hex digits of counter + 2 hex digits of process id
+    if len(transactionId) >= 17:
+        return transactionId[16].upper()
+    return transactionId[-1:].upper() or "0"
+
+
+class ContentWriter:
+    """
+    Writes the content of one transaction (see L{IContentStore.createWriter}).
+
+    @ivar size: bytes written so far.
+    """
+
+    def __init__(self, store: "FileContentStore", transactionId: str) -> None:
+        self._store = store
+        self.transactionId = transactionId
+        self.path = store.path(transactionId)
+        self._buffer = []  # type: List[bytes]
+        self._buffered = 0
+        self.size = 0
+        self._error = None  # type: Optional[OSError]
+        self._fd = None  # type: Optional[int]
+        self._done = False
+        self._created = False
+        try:
+            self._fd = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640
+            )
+            self._created = True
+        except OSError as e:
+            self._error = e
+
+    def write(self, data: bytes) -> None:
+        """
+        Add C{data} to the content.  Errors are kept for L{commit}.
+        """
+        if self._error is not None or self._done:
+            return
+        self._buffer.append(data)
+        self._buffered += len(data)
+        self.size += len(data)
+        if self._buffered >= self._store.chunkSize:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer or self._fd is None:
+            return
+        data = b"".join(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+        self._buffer = []
+        self._buffered = 0
+        try:
+            view = memoryview(data)
+            while view:
+                n = _write(self._fd, view)
+                view = view[n:]
+        except OSError as e:
+            self._error = e
+
+    def _sync(self) -> None:
+        """Flush, fsync the file, close it, fsync its directory."""
+        assert self._fd is not None
+        try:
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+        fsyncDirectory(os.path.dirname(self.path))
+
+    def commit(self) -> defer.Deferred:
+        """
+        @return: a L{Deferred} firing with C{None} once the content and its
+            directory entry are on stable storage; it errbacks with the
+            L{OSError} of a failed write or sync (the file is removed).
+        """
+        if self._done:
+            return defer.fail(RuntimeError("commit after commit or abort"))
+        self._flush()
+        self._done = True
+        if self._error is not None:
+            error = self._error
+            self._removeFile()
+            return defer.fail(error)
+        if self._store.threadPool is not None:
+            d = threads.deferToThreadPool(
+                self._store.reactor, self._store.threadPool, self._sync
+            )
+        else:
+            d = defer.maybeDeferred(self._sync)
+        d.addErrback(self._ebSync)
+        return d
+
+    def _ebSync(self, failure: Any) -> Any:
+        self._removeFile()
+        return failure
+
+    def _removeFile(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+        if not self._created:
+            return
+        self._created = False
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    def abort(self) -> None:
+        """
+        Give up: the partial file is removed.
+        """
+        self._done = True
+        self._buffer = []
+        self._removeFile()
+
+
+@implementer(IContentStore)
+class FileContentStore:
+    """
+    L{IContentStore} on files (seed §4.1).
+
+    @ivar baseDirectory: the directory holding C{0}..C{F}.
+    @ivar threadPool: a L{twisted.python.threadpool.ThreadPool} for the
+        syncs, or C{None} to sync in the calling thread.
+    """
+
+    def __init__(
+        self,
+        baseDirectory: str,
+        threadPool: Any = None,
+        reactor: Any = None,
+        chunkSize: int = CHUNK_SIZE,
+        create: bool = True,
+    ) -> None:
+        self.baseDirectory = os.path.abspath(baseDirectory)
+        self.threadPool = threadPool
+        if reactor is None and threadPool is not None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.reactor = reactor
+        self.chunkSize = chunkSize
+        if create:
+            self.createDirectories()
+
+    def createDirectories(self) -> None:
+        """
+        Create the base directory and its sixteen subdirectories (mode 0771,
+        seed §4.1) if they are missing.
+        """
+        os.makedirs(self.baseDirectory, exist_ok=True)
+        for name in DIRECTORIES:
+            path = os.path.join(self.baseDirectory, name)
+            if not os.path.isdir(path):
+                os.mkdir(path, 0o771)
+
+    def _checkId(self, transactionId: str) -> None:
+        if not isServerId(transactionId) and not (
+            transactionId
+            and transactionId.isalnum()
+            and transactionId.isascii()
+            and len(transactionId) < 64
+        ):
+            raise ValueError("bad transaction id %r" % (transactionId,))
+
+    def createWriter(self, transactionId):
+        self._checkId(transactionId)
+        return ContentWriter(self, transactionId)
+
+    def open(self, transactionId):
+        self._checkId(transactionId)
+        try:
+            return open(self.path(transactionId), "rb")
+        except FileNotFoundError:
+            raise KeyError(transactionId)
+
+    def path(self, transactionId):
+        return os.path.join(
+            self.baseDirectory, directoryFor(transactionId), transactionId
+        )
+
+    def remove(self, transactionId):
+        self._checkId(transactionId)
+        try:
+            os.unlink(self.path(transactionId))
+        except FileNotFoundError:
+            pass
+
+    def exists(self, transactionId: str) -> bool:
+        """Is content stored under C{transactionId}?"""
+        return os.path.exists(self.path(transactionId))
+
+    def size(self, transactionId: str) -> int:
+        """@return: the size of the stored content in bytes."""
+        try:
+            return os.stat(self.path(transactionId)).st_size
+        except FileNotFoundError:
+            raise KeyError(transactionId)
+
+    def transactionIds(self):
+        ids = []  # type: List[str]
+        for name in DIRECTORIES:
+            try:
+                entries = os.listdir(os.path.join(self.baseDirectory, name))
+            except FileNotFoundError:
+                continue
+            ids.extend(e for e in entries if not e.startswith("."))
+        return sorted(ids)

@@ -1,0 +1,155 @@
+# -*- test-case-name: smx.queue.test.test_cdb -*-
+"""
+Tests for L{smx.queue.cdb}: real files in a temporary directory.
+"""
+
+import errno
+import os
+
+from twisted.python.threadpool import ThreadPool
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from smx.interfaces import IContentStore
+from smx.queue import cdb
+
+TA = "S00000000407CE49200"
+
+
+class FileContentStoreTests(unittest.TestCase):
+    """
+    Tests for L{cdb.FileContentStore}.
+    """
+
+    def setUp(self):
+        self.base = self.mktemp()
+        self.store = cdb.FileContentStore(self.base)
+
+    def test_interface(self):
+        """
+        The store provides L{IContentStore}.
+        """
+        self.assertTrue(verifyObject(IContentStore, self.store))
+
+    def test_directories(self):
+        """
+        The sixteen directories 0-9, A-F exist after construction.
+        """
+        self.assertEqual(sorted(os.listdir(self.base)), sorted("0123456789ABCDEF"))
+
+    def test_roundTrip(self):
+        """
+        Written and committed content is read back unchanged from a file
+        named by the transaction id in the directory of its last counter
+        digit.
+        """
+        w = self.store.createWriter(TA)
+        w.write(b"Subject: x\r\n\r\n")
+        w.write(b"body\r\n" * 50000)
+        self.successResultOf(w.commit())
+        self.assertEqual(
+            self.store.path(TA), os.path.join(os.path.abspath(self.base), "2", TA)
+        )
+        with self.store.open(TA) as f:
+            self.assertEqual(f.read(), b"Subject: x\r\n\r\n" + b"body\r\n" * 50000)
+        self.assertEqual(self.store.transactionIds(), [TA])
+        self.assertEqual(self.store.size(TA), 14 + 6 * 50000)
+
+    def test_chunkedWrites(self):
+        """
+        Small writes are gathered into chunks of at least C{chunkSize}
+        bytes before they reach the file.
+        """
+        calls = []
+
+        def write(fd, data):
+            calls.append(len(data))
+            return os.write(fd, data)
+
+        self.patch(cdb, "_write", write)
+        store = cdb.FileContentStore(self.mktemp(), chunkSize=1000)
+        w = store.createWriter(TA)
+        for i in range(100):
+            w.write(b"x" * 100)
+        self.successResultOf(w.commit())
+        self.assertEqual(calls, [1000] * 10)
+
+    def test_remove(self):
+        """
+        C{remove} deletes the content; removing missing content is not an
+        error; opening it raises L{KeyError}.
+        """
+        w = self.store.createWriter(TA)
+        w.write(b"x")
+        self.successResultOf(w.commit())
+        self.store.remove(TA)
+        self.store.remove(TA)
+        self.assertRaises(KeyError, self.store.open, TA)
+        self.assertEqual(self.store.transactionIds(), [])
+
+    def test_abort(self):
+        """
+        An aborted writer leaves no file behind.
+        """
+        w = self.store.createWriter(TA)
+        w.write(b"x")
+        w.abort()
+        self.assertFalse(os.path.exists(self.store.path(TA)))
+
+    def test_fullDisk(self):
+        """
+        A write failing with ENOSPC makes C{commit} errback with the
+        L{OSError} and removes the partial file.
+        """
+
+        def write(fd, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(cdb, "_write", write)
+        w = self.store.createWriter(TA)
+        w.write(b"x" * 10)
+        f = self.failureResultOf(w.commit(), OSError)
+        self.assertEqual(f.value.errno, errno.ENOSPC)
+        self.assertFalse(os.path.exists(self.store.path(TA)))
+
+    def test_noOverwrite(self):
+        """
+        A second writer for an existing id fails at commit and does not
+        touch the stored content.
+        """
+        w = self.store.createWriter(TA)
+        w.write(b"first")
+        self.successResultOf(w.commit())
+        w2 = self.store.createWriter(TA)
+        w2.write(b"second")
+        self.failureResultOf(w2.commit(), OSError)
+        # the failing writer must not have removed the first file
+        with self.store.open(TA) as f:
+            self.assertEqual(f.read(), b"first")
+
+    def test_badId(self):
+        """
+        Ids that are not plain names are refused.
+        """
+        self.assertRaises(ValueError, self.store.createWriter, "../etc")
+        self.assertRaises(ValueError, self.store.open, "")
+
+    def test_threadPool(self):
+        """
+        With a thread pool the sync runs there and C{commit} fires.
+        """
+        from twisted.internet import reactor
+
+        pool = ThreadPool(1, 2)
+        pool.start()
+        self.addCleanup(pool.stop)
+        store = cdb.FileContentStore(self.mktemp(), threadPool=pool, reactor=reactor)
+        w = store.createWriter(TA)
+        w.write(b"pooled")
+        d = w.commit()
+
+        def check(_):
+            with store.open(TA) as f:
+                self.assertEqual(f.read(), b"pooled")
+
+        return d.addCallback(check)
