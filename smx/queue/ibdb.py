@@ -1,0 +1,370 @@
+# -*- test-case-name: smx.queue.test.test_ibdb -*-
+"""
+NAME
+    smx.queue.ibdb - IBDB, the incoming backup database: an envelope log
+
+SYNOPSIS
+    log = IncomingBackupLog(directory, reactor, maxCommitDelay=0.01,
+                            maxOpenTransactions=100, fileSize=1 << 22)
+    log.start()
+    d = log.append(TRANSACTION, envelope)   # fires once on stable storage
+    log.release(transactionId)              # no longer needs its record
+    for record in readLog(directory, report): ...
+
+DESCRIPTION
+    IBDB is a sequence of append-only files C{ibdb.NNNNNNNNNN} in one
+    directory (seed §10).  Each record is::
+
+        magic "SMXI" | version (1) | type (1) | length (4) | crc32 (4) | payload
+
+    with a JSON payload.  The CRC covers the version, type, length and
+    payload, so that a record torn by a crash (the last one of a file) or
+    damaged later is detected and skipped, never misread.  The types are
+
+        - C{T}: a new transaction: the envelope with its recipients;
+        - C{R}: recipient states of a transaction (delivered, failed,
+          deferred = moved to DEFEDB, deleted);
+        - C{D}: the transaction is finished.
+
+    Group commit: records are gathered in memory and written with one
+    write(2) and one fsync(2) when C{maxOpenTransactions} records wait or
+    C{maxCommitDelay} has passed since the first of them, whichever comes
+    first.  The Deferred of every record fires after that fsync; SMTPS
+    answers 250 only then.
+
+    When the current file reaches C{fileSize} bytes a new file is started.
+    A file is removed when it is not the current one and no transaction
+    whose C{T} record it holds is still referenced (L{release}).
+
+CONFIGURATION PARAMETERS
+    IBDB { max_commit_delay; size; max_open_TAs }   (qmgr, seed §5.7)
+
+SECURITY
+    Files are created mode 0600 in a directory only QMGR uses (0700).
+
+DIAGNOSTICS
+    A failed write or fsync (a full disk) fails the Deferreds of exactly
+    the records of that commit; the file is truncated back to its last
+    good record and the log goes on.  Damaged records are reported once
+    each with the file and offset by the C{report} callable of the reader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+
+from twisted.internet import defer
+
+from smx.queue.cdb import fsyncDirectory
+
+MAGIC = b"SMXI"
+VERSION = 1
+_HEADER = struct.Struct(">4sBcII")
+HEADER_SIZE = _HEADER.size
+
+#: record types
+TRANSACTION = b"T"
+RECIPIENTS = b"R"
+DONE = b"D"
+TYPES = (TRANSACTION, RECIPIENTS, DONE)
+
+FILE_PREFIX = "ibdb."
+
+
+def encodeRecord(recordType: bytes, payload: Any) -> bytes:
+    """
+    @return: the bytes of one record with a JSON C{payload}.
+    """
+    body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+    head = struct.pack(">BcI", VERSION, recordType, len(body))
+    crc = zlib.crc32(body, zlib.crc32(head))
+    return MAGIC + head + struct.pack(">I", crc) + body
+
+
+def _fileNumber(name: str) -> Optional[int]:
+    if not name.startswith(FILE_PREFIX):
+        return None
+    digits = name[len(FILE_PREFIX) :]
+    if not digits.isdigit():
+        return None
+    return int(digits)
+
+
+def logFiles(directory: str) -> List[Tuple[int, str]]:
+    """
+    @return: C{(number, path)} of every IBDB file in C{directory}, oldest
+        first.
+    """
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        n = _fileNumber(name)
+        if n is not None:
+            out.append((n, os.path.join(directory, name)))
+    out.sort()
+    return out
+
+
+def readLogFile(
+    path: str, report: Callable[[str], None]
+) -> Iterator[Tuple[bytes, Any]]:
+    """
+    Read the records of one IBDB file.
+
+    @param report: called with a one-line description of each damaged
+        record (naming the file and offset); reading goes on after it.
+    @return: an iterator of C{(type, payload)}.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        report("%s: cannot read: %s" % (path, e.strerror))
+        return
+    offset = 0
+    end = len(data)
+    while offset < end:
+        if end - offset < HEADER_SIZE:
+            report("%s: offset %d: torn record at end of file skipped" % (path, offset))
+            return
+        magic, version, rtype, length, crc = _HEADER.unpack_from(data, offset)
+        problem = None
+        if magic != MAGIC:
+            problem = "bad record marker"
+        elif version != VERSION:
+            problem = "unknown record version %d" % (version,)
+        elif offset + HEADER_SIZE + length > end:
+            report("%s: offset %d: torn record at end of file skipped" % (path, offset))
+            return
+        else:
+            body = data[offset + HEADER_SIZE : offset + HEADER_SIZE + length]
+            head = data[offset + 4 : offset + 10]
+            if zlib.crc32(body, zlib.crc32(head)) != crc:
+                problem = "checksum mismatch"
+            elif rtype not in TYPES:
+                problem = "unknown record type %r" % (rtype,)
+            else:
+                try:
+                    payload = json.loads(body.decode("utf-8"))
+                except ValueError:
+                    problem = "undecodable payload"
+                else:
+                    yield rtype, payload
+                    offset += HEADER_SIZE + length
+                    continue
+        # resynchronise at the next record marker
+        following = data.find(MAGIC, offset + 1)
+        if following < 0:
+            report(
+                "%s: offset %d: %s, %d bytes skipped to end of file"
+                % (path, offset, problem, end - offset)
+            )
+            return
+        report(
+            "%s: offset %d: %s, %d bytes skipped"
+            % (path, offset, problem, following - offset)
+        )
+        offset = following
+
+
+def readLog(
+    directory: str, report: Callable[[str], None]
+) -> Iterator[Tuple[bytes, Any]]:
+    """
+    Read every record of every IBDB file in C{directory}, oldest first.
+    """
+    for _, path in logFiles(directory):
+        yield from readLogFile(path, report)
+
+
+class IncomingBackupLog:
+    """
+    The writer of IBDB, with group commit and rotation.
+
+    @ivar commits: number of fsyncs done (for status and tests).
+    @ivar records: number of records committed.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        reactor: Any,
+        maxCommitDelay: float = 0.01,
+        maxOpenTransactions: int = 100,
+        fileSize: int = 4 * 1024 * 1024,
+        sync: Callable[[int], None] = os.fsync,
+    ) -> None:
+        self.directory = os.path.abspath(directory)
+        self.reactor = reactor
+        self.maxCommitDelay = maxCommitDelay
+        self.maxOpenTransactions = max(1, maxOpenTransactions)
+        self.fileSize = fileSize
+        self._syncFile = sync
+        self._fd = None  # type: Optional[int]
+        self._number = 0
+        self._size = 0
+        self._pending = []  # type: List[bytes]
+        self._waiting = []  # type: List[defer.Deferred]
+        self._timer = None  # type: Any
+        self._live = {}  # type: Dict[int, Set[str]]
+        self._fileOf = {}  # type: Dict[str, int]
+        self.commits = 0
+        self.records = 0
+
+    def start(self) -> None:
+        """
+        Open a new current file after the existing ones.
+        """
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        existing = logFiles(self.directory)
+        self._number = existing[-1][0] if existing else 0
+        for n, _ in existing:
+            self._live.setdefault(n, set())
+        self._openNext()
+
+    @property
+    def currentPath(self) -> str:
+        return os.path.join(self.directory, "%s%010d" % (FILE_PREFIX, self._number))
+
+    def _openNext(self) -> None:
+        self._number += 1
+        self._fd = os.open(
+            self.currentPath,
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+            0o600,
+        )
+        self._size = os.fstat(self._fd).st_size
+        self._live.setdefault(self._number, set())
+        fsyncDirectory(self.directory)
+
+    def append(self, recordType: bytes, payload: Any) -> defer.Deferred:
+        """
+        Add a record; for a C{T} record the transaction C{payload["id"]}
+        becomes referenced by the current file until L{release}.
+
+        @return: a L{Deferred} firing with C{None} once the record is on
+            stable storage, or errbacking with the L{OSError} that kept it
+            from getting there.
+        """
+        if self._fd is None:
+            return defer.fail(OSError("IBDB is not open"))
+        record = encodeRecord(recordType, payload)
+        if recordType == TRANSACTION:
+            taId = payload["id"]
+            old = self._fileOf.get(taId)
+            if old is not None:
+                self._live.get(old, set()).discard(taId)
+            self._fileOf[taId] = self._number
+            self._live[self._number].add(taId)
+        d = defer.Deferred()  # type: defer.Deferred
+        self._pending.append(record)
+        self._waiting.append(d)
+        if len(self._pending) >= self.maxOpenTransactions:
+            self.commit()
+        elif self._timer is None:
+            self._timer = self.reactor.callLater(self.maxCommitDelay, self.commit)
+        return d
+
+    def commit(self) -> None:
+        """
+        Write and fsync every waiting record now, then fire their Deferreds.
+        """
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        if not self._pending or self._fd is None:
+            return
+        data = b"".join(self._pending)
+        waiting = self._waiting
+        self._pending = []
+        self._waiting = []
+        error = None  # type: Optional[OSError]
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            self._syncFile(self._fd)
+        except OSError as e:
+            error = e
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                pass
+        if error is None:
+            self._size += len(data)
+            self.commits += 1
+            self.records += len(waiting)
+            if self._size >= self.fileSize:
+                self._rotate()
+            for d in waiting:
+                d.callback(None)
+        else:
+            for d in waiting:
+                d.errback(error)
+
+    def _rotate(self) -> None:
+        oldFd, old = self._fd, self._number
+        try:
+            self._openNext()
+        except OSError:
+            # keep appending to the old file; try again after the next commit
+            self._number = old
+            self._fd = oldFd
+            return
+        if oldFd is not None:
+            os.close(oldFd)
+        self._maybeRemove(old)
+
+    def release(self, transactionId: str) -> None:
+        """
+        The C{T} record of C{transactionId} is no longer needed: every
+        recipient is final or safely in DEFEDB.  Removes its file if that
+        was the last reference and the file is not the current one.
+        """
+        n = self._fileOf.pop(transactionId, None)
+        if n is None:
+            return
+        live = self._live.get(n)
+        if live is not None:
+            live.discard(transactionId)
+            self._maybeRemove(n)
+
+    def _maybeRemove(self, number: int) -> None:
+        if number == self._number or self._live.get(number):
+            return
+        self._live.pop(number, None)
+        path = os.path.join(self.directory, "%s%010d" % (FILE_PREFIX, number))
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def removeOlderFiles(self) -> None:
+        """
+        Remove every file older than the current one whose transactions are
+        not referenced (after recovery rewrote the live ones).
+        """
+        for n in list(self._live):
+            self._maybeRemove(n)
+
+    def fileCount(self) -> int:
+        """@return: the number of IBDB files in use."""
+        return len(self._live)
+
+    def stop(self) -> None:
+        """
+        Commit what is waiting and close the current file.
+        """
+        self.commit()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,182 @@
+# -*- test-case-name: smx.queue.test.test_ibdb -*-
+"""
+Tests for L{smx.queue.ibdb}: real files in a temporary directory, time from
+a L{Clock}.
+"""
+
+import errno
+import os
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from smx.queue import ibdb
+
+
+class IncomingBackupLogTests(unittest.TestCase):
+    """
+    Tests for L{ibdb.IncomingBackupLog}.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.dir = os.path.abspath(self.mktemp())
+        self.syncs = []
+
+        def sync(fd):
+            self.syncs.append(fd)
+            os.fsync(fd)
+
+        self.log = ibdb.IncomingBackupLog(
+            self.dir,
+            self.clock,
+            maxCommitDelay=0.005,
+            maxOpenTransactions=3,
+            fileSize=10000,
+            sync=sync,
+        )
+        self.log.start()
+        self.addCleanup(self.log.stop)
+
+    def read(self):
+        problems = []
+        records = list(ibdb.readLog(self.dir, problems.append))
+        return records, problems
+
+    def test_groupCommitByDelay(self):
+        """
+        Records wait for C{maxCommitDelay}; then one fsync commits all of
+        them and every Deferred fires.
+        """
+        d1 = self.log.append(ibdb.TRANSACTION, {"id": "S1", "rcpts": []})
+        d2 = self.log.append(ibdb.DONE, {"id": "S0"})
+        self.assertNoResult(d1)
+        self.assertEqual(self.read()[0], [])
+        self.clock.advance(0.005)
+        self.successResultOf(d1)
+        self.successResultOf(d2)
+        self.assertEqual(len(self.syncs), 1)
+        self.assertEqual(
+            self.read(),
+            ([(b"T", {"id": "S1", "rcpts": []}), (b"D", {"id": "S0"})], []),
+        )
+
+    def test_groupCommitByCount(self):
+        """
+        C{maxOpenTransactions} waiting records are committed at once,
+        without waiting for the delay.
+        """
+        ds = [self.log.append(ibdb.DONE, {"id": "S%d" % i}) for i in range(3)]
+        for d in ds:
+            self.successResultOf(d)
+        self.assertEqual(len(self.syncs), 1)
+        self.assertEqual(self.log.commits, 1)
+        self.assertEqual(self.log.records, 3)
+
+    def test_tornLastRecord(self):
+        """
+        A record cut off by a crash at the end of a file is reported and
+        skipped; the records before it are read.
+        """
+        self.log.append(ibdb.DONE, {"id": "S1"})
+        self.log.append(ibdb.DONE, {"id": "S2"})
+        self.log.commit()
+        path = self.log.currentPath
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            f.truncate(size - 3)
+        records, problems = self.read()
+        self.assertEqual(records, [(b"D", {"id": "S1"})])
+        self.assertEqual(len(problems), 1)
+        self.assertIn("torn record", problems[0])
+        self.assertIn(path, problems[0])
+
+    def test_corruptRecordInMiddle(self):
+        """
+        A damaged record in the middle of a file is reported with its
+        offset and skipped; the following records are still read.
+        """
+        for i in range(3):
+            self.log.append(ibdb.DONE, {"id": "S%d" % i})
+        path = self.log.currentPath
+        with open(path, "r+b") as f:
+            data = bytearray(f.read())
+            # change a byte of the second record's payload
+            second = data.find(ibdb.MAGIC, 1)
+            data[second + ibdb.HEADER_SIZE + 2] ^= 0xFF
+            f.seek(0)
+            f.write(data)
+        records, problems = self.read()
+        self.assertEqual(records, [(b"D", {"id": "S0"}), (b"D", {"id": "S2"})])
+        self.assertEqual(len(problems), 1)
+        self.assertIn("checksum mismatch", problems[0])
+        self.assertIn("offset %d" % (second,), problems[0])
+
+    def test_rotationAndRemoval(self):
+        """
+        A file that reached C{fileSize} is closed and a new one opened; the
+        old one is removed once every transaction it holds is released.
+        """
+        big = "x" * 6000
+        self.log.append(ibdb.TRANSACTION, {"id": "S1", "pad": big})
+        self.log.append(ibdb.TRANSACTION, {"id": "S2", "pad": big})
+        self.log.commit()
+        self.assertEqual(len(ibdb.logFiles(self.dir)), 2)
+        self.log.release("S1")
+        self.assertEqual(len(ibdb.logFiles(self.dir)), 2)
+        self.log.release("S2")
+        files = ibdb.logFiles(self.dir)
+        self.assertEqual([p for _, p in files], [self.log.currentPath])
+
+    def test_currentFileNotRemoved(self):
+        """
+        Releasing every transaction of the current file keeps the file.
+        """
+        self.log.append(ibdb.TRANSACTION, {"id": "S1"})
+        self.log.commit()
+        self.log.release("S1")
+        self.assertTrue(os.path.exists(self.log.currentPath))
+
+    def test_fullDisk(self):
+        """
+        A failing fsync fails the Deferreds of that commit, the file is
+        truncated to its last good record and later commits work.
+        """
+        self.log.append(ibdb.DONE, {"id": "S1"})
+        self.log.commit()
+        good = os.path.getsize(self.log.currentPath)
+
+        def failingSync(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.log._syncFile = failingSync
+        d = self.log.append(ibdb.DONE, {"id": "S2"})
+        self.log.commit()
+        self.failureResultOf(d, OSError)
+        self.assertEqual(os.path.getsize(self.log.currentPath), good)
+        self.log._syncFile = os.fsync
+        d = self.log.append(ibdb.DONE, {"id": "S3"})
+        self.log.commit()
+        self.successResultOf(d)
+        self.assertEqual(
+            self.read(), ([(b"D", {"id": "S1"}), (b"D", {"id": "S3"})], [])
+        )
+
+    def test_restartAppends(self):
+        """
+        A new writer starts a new file after the existing ones, and
+        C{removeOlderFiles} removes the old ones.
+        """
+        self.log.append(ibdb.DONE, {"id": "S1"})
+        self.log.stop()
+        log2 = ibdb.IncomingBackupLog(self.dir, self.clock)
+        log2.start()
+        self.addCleanup(log2.stop)
+        self.assertEqual(len(ibdb.logFiles(self.dir)), 2)
+        log2.append(ibdb.DONE, {"id": "S2"})
+        log2.commit()
+        self.assertEqual(
+            self.read(), ([(b"D", {"id": "S1"}), (b"D", {"id": "S2"})], [])
+        )
+        log2.removeOlderFiles()
+        self.assertEqual(self.read(), ([(b"D", {"id": "S2"})], []))
