@@ -1,0 +1,694 @@
+# -*- test-case-name: smx.mail.test.test_client -*-
+"""
+The ESMTP and LMTP client protocol of SMTPC as a sans-I/O state machine.
+
+Replies go in (L{ReplyParser} turns bytes into L{Reply} objects,
+L{ClientMachine.replyReceived} takes them), events come out: L{Send}
+(bytes to write), L{StartTLS}, L{SessionReady}, L{SessionFailed},
+L{SendBody} and L{TransactionDone}.  Nothing here knows about sockets,
+reactors or time; L{smx.mail.smtpc} is the Twisted adapter.
+
+What the machine does (RFC 5321, RFC 1869, RFC 2920, RFC 3207, RFC 6152,
+RFC 1870, RFC 2033):
+
+  - EHLO (LHLO for LMTP), and HELO when the server refuses EHLO with 5xx;
+  - STARTTLS whenever the server offers it and the caller can do TLS, then
+    EHLO again (a refused STARTTLS continues in clear text; a failed
+    handshake is the caller's connection failure);
+  - one transaction with many recipients: C{MAIL FROM} with C{SIZE=} when
+    offered and C{BODY=8BITMIME} for an 8-bit body when offered; with
+    PIPELINING, C{MAIL}, every C{RCPT} and C{DATA} in one write;
+  - a per-recipient result; for LMTP one reply per accepted recipient after
+    the final dot;
+  - a connection lost, a timeout or a garbled reply in the middle of a
+    transaction makes every recipient without a definitive answer a
+    temporary failure: nothing is reported delivered that the server did
+    not accept.
+
+L{BodyEncoder} turns message content into the DATA stream: every lone LF
+and lone CR becomes CRLF, lines starting with a dot get another one, and
+the stream ends with CRLF.CRLF; it works on large chunks with C{bytes}
+methods only.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+
+#: the longest reply line accepted (RFC 5321 says 512; be generous)
+MAX_REPLY_LINE = 8192
+
+#: the most lines in one multi-line reply (EHLO keywords and the like)
+MAX_REPLY_LINES = 256
+
+
+class ProtocolError(Exception):
+    """
+    The server sent something that is not an SMTP reply.
+    """
+
+
+class Reply:
+    """
+    One (possibly multi-line) SMTP reply.
+
+    @ivar code: the three-digit reply code.
+    @ivar lines: the text of every line, without the code and separator.
+    """
+
+    __slots__ = ("code", "lines")
+
+    def __init__(self, code: int, lines: Sequence[str]) -> None:
+        self.code = code
+        self.lines = list(lines)
+
+    def __repr__(self) -> str:
+        return "Reply(%d, %r)" % (self.code, self.lines)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Reply)
+            and self.code == other.code
+            and self.lines == other.lines
+        )
+
+    @property
+    def text(self) -> str:
+        """
+        The reply as one line of text: the code and the text of every line
+        joined by spaces (C{"550 5.1.1 unknown user"}).
+        """
+        body = " ".join(line for line in self.lines if line)
+        return ("%d %s" % (self.code, body)).rstrip()
+
+    @property
+    def positive(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def status(self) -> str:
+        """C{"ok"}, C{"temp"} or C{"perm"} for the code's class."""
+        if self.code < 400:
+            return "ok"
+        if self.code < 500:
+            return "temp"
+        return "perm"
+
+
+class ReplyParser:
+    """
+    Bytes in, L{Reply} objects out.  A line ends with LF (CRLF expected, a
+    bare LF is tolerated from servers).
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._code = 0
+        self._lines = []  # type: List[str]
+
+    def feed(self, data: bytes) -> List[Reply]:
+        """
+        @return: every reply completed by C{data}.
+        @raise ProtocolError: for a line that is not a reply or too long.
+        """
+        self._buffer += data
+        replies = []
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) > MAX_REPLY_LINE:
+                    raise ProtocolError("reply line too long")
+                return replies
+            line = self._buffer[:end]
+            self._buffer = self._buffer[end + 1 :]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > MAX_REPLY_LINE:
+                raise ProtocolError("reply line too long")
+            reply = self._line(line)
+            if reply is not None:
+                replies.append(reply)
+
+    def _line(self, line: bytes) -> Optional[Reply]:
+        head = line[:3]
+        sep = line[3:4]
+        if len(head) != 3 or not head.isdigit() or sep not in (b"", b" ", b"-"):
+            raise ProtocolError("not an SMTP reply: %r" % (line[:80],))
+        code = int(head)
+        if not 200 <= code <= 599:
+            raise ProtocolError("reply code out of range: %r" % (line[:80],))
+        if self._lines and code != self._code:
+            raise ProtocolError("reply codes differ in a multi-line reply")
+        self._code = code
+        self._lines.append(line[4:].decode("utf-8", "replace"))
+        if len(self._lines) > MAX_REPLY_LINES:
+            raise ProtocolError("multi-line reply too long")
+        if sep == b"-":
+            return None
+        reply = Reply(code, self._lines)
+        self._lines = []
+        return reply
+
+
+class BodyEncoder:
+    """
+    Encode message content for DATA: line ends normalised to CRLF (a lone
+    LF or lone CR becomes CRLF), dot-stuffing, and the final C{.CRLF}.
+    Feed it chunks of any size with L{encode}, then call L{finish}.
+    """
+
+    def __init__(self) -> None:
+        self._atLineStart = True
+        self._pendingCR = False
+        self._empty = True
+
+    def encode(self, chunk: bytes) -> bytes:
+        """
+        @return: the encoded form of C{chunk} (a trailing CR is held back
+            until the next chunk shows whether an LF follows).
+        """
+        if self._pendingCR:
+            chunk = b"\r" + chunk
+            self._pendingCR = False
+        if chunk.endswith(b"\r"):
+            chunk = chunk[:-1]
+            self._pendingCR = True
+        if not chunk:
+            return b""
+        self._empty = False
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        chunk = chunk.replace(b"\n", b"\r\n")
+        if b"\n." in chunk:
+            chunk = chunk.replace(b"\n.", b"\n..")
+        if self._atLineStart and chunk[:1] == b".":
+            chunk = b"." + chunk
+        self._atLineStart = chunk.endswith(b"\n")
+        return chunk
+
+    def finish(self) -> bytes:
+        """
+        @return: what ends the DATA stream: a pending CR as CRLF, a CRLF if
+            the content did not end with one, and C{.CRLF}.
+        """
+        out = b""
+        if self._pendingCR:
+            self._pendingCR = False
+            self._empty = False
+            out = b"\r\n"
+            self._atLineStart = True
+        if not self._empty and not self._atLineStart:
+            out += b"\r\n"
+        return out + b".\r\n"
+
+
+def encodeBody(data: bytes) -> bytes:
+    """
+    Encode a whole message at once (see L{BodyEncoder}).
+    """
+    encoder = BodyEncoder()
+    return encoder.encode(data) + encoder.finish()
+
+
+# Events -------------------------------------------------------------------
+
+
+class Send:
+    """Write C{data} to the server."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return "Send(%r)" % (self.data,)
+
+
+class StartTLS:
+    """The server said 220 to STARTTLS: start the TLS handshake now and
+    call L{ClientMachine.tlsStarted} once it is complete."""
+
+    def __repr__(self) -> str:
+        return "StartTLS()"
+
+
+class SessionReady:
+    """
+    The session can carry a transaction (after the greeting and EHLO, or
+    after RSET).
+
+    @ivar extensions: the EHLO keywords in upper case -> their parameters.
+    """
+
+    def __init__(self, extensions: Dict[str, str]) -> None:
+        self.extensions = extensions
+
+    def __repr__(self) -> str:
+        return "SessionReady(%r)" % (sorted(self.extensions),)
+
+
+class SessionFailed:
+    """
+    The session cannot carry a transaction.
+
+    @ivar where: C{"greeting"} or C{"ehlo"} (or the stage of an RSET).
+    @ivar code: the reply code, or 0 if there was no reply.
+    @ivar reply: the reply text or a description of the problem.
+    """
+
+    def __init__(self, where: str, code: int, reply: str) -> None:
+        self.where = where
+        self.code = code
+        self.reply = reply
+
+    def __repr__(self) -> str:
+        return "SessionFailed(%r, %r, %r)" % (self.where, self.code, self.reply)
+
+
+class SendBody:
+    """The server said 354: send the encoded content (see L{BodyEncoder})
+    and then call L{ClientMachine.bodySent}."""
+
+    def __repr__(self) -> str:
+        return "SendBody()"
+
+
+class TransactionDone:
+    """
+    The transaction is over.
+
+    @ivar results: one C{dict} per recipient, in the order given:
+        C{{"status": "ok"|"temp"|"perm", "code": int, "reply": str,
+        "where": str}}.
+    @ivar mailReply: the L{Reply} to MAIL, or C{None}.
+    @ivar rcptReplies: the L{Reply} to each RCPT (C{None} if none came).
+    @ivar reusable: can the session carry another transaction?
+    """
+
+    def __init__(
+        self,
+        results: List[Dict[str, Any]],
+        mailReply: Optional[Reply],
+        rcptReplies: List[Optional[Reply]],
+        reusable: bool,
+    ) -> None:
+        self.results = results
+        self.mailReply = mailReply
+        self.rcptReplies = rcptReplies
+        self.reusable = reusable
+
+    def __repr__(self) -> str:
+        return "TransactionDone(%r)" % (self.results,)
+
+
+# States -------------------------------------------------------------------
+
+GREETING = "greeting"
+EHLO = "ehlo"
+HELO = "helo"
+STARTTLS = "starttls"
+HANDSHAKE = "handshake"
+READY = "ready"
+RSET = "rset"
+TRANSACTION = "transaction"
+BODY = "body"
+DOT = "dot"
+CLOSED = "closed"
+
+
+class ClientMachine:
+    """
+    One ESMTP or LMTP client session.
+
+    @ivar state: the current state (C{greeting}, C{ehlo}, C{helo},
+        C{starttls}, C{handshake}, C{ready}, C{rset}, C{transaction},
+        C{body}, C{dot}, C{closed}).
+    @ivar extensions: the server's EHLO keywords (upper case) -> parameters.
+    @ivar tls: is the session protected by TLS?
+    @ivar greeting: the server's greeting L{Reply}.
+    """
+
+    def __init__(self, heloName: str, lmtp: bool = False, canTLS: bool = False):
+        """
+        @param heloName: the name to greet the server with.
+        @param lmtp: speak LMTP (LHLO; a reply per recipient after the dot).
+        @param canTLS: can the caller start TLS (then STARTTLS is used
+            whenever offered)?
+        """
+        self.heloName = heloName
+        self.lmtp = lmtp
+        self.canTLS = canTLS
+        self.state = GREETING
+        self.extensions = {}  # type: Dict[str, str]
+        self.tls = False
+        self.greeting = None  # type: Optional[Reply]
+        self._expected = deque()  # type: Deque[Tuple[str, int]]
+        self._reset()
+
+    def _reset(self) -> None:
+        self._recipients = []  # type: List[str]
+        self._results = []  # type: List[Optional[Dict[str, Any]]]
+        self._mailReply = None  # type: Optional[Reply]
+        self._rcptReplies = []  # type: List[Optional[Reply]]
+        self._accepted = []  # type: List[int]
+        self._mailFailed = False
+        self._pipelined = False
+        self._nextRcpt = 0
+        self._dataSent = False
+        self._emptyData = False
+
+    # what the caller tells us ---------------------------------------------
+
+    def replyReceived(self, reply: Reply) -> List[Any]:
+        """
+        Handle one reply from the server.
+
+        @return: a C{list} of events.
+        """
+        if self.state == CLOSED:
+            return []
+        if reply.code == 421 and self.state != GREETING:
+            # the server is closing the session (RFC 5321 3.8)
+            return self.connectionFailed(reply.text, reply.code)
+        handler = getattr(self, "_reply_" + self.state)
+        return handler(reply)
+
+    def tlsStarted(self) -> List[Any]:
+        """
+        The TLS handshake is complete: greet again (RFC 3207 4.2).
+        """
+        self.tls = True
+        self.extensions = {}
+        return self._sendHello()
+
+    def startTransaction(
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        size: int = 0,
+        bodyType: str = "7BIT",
+    ) -> List[Any]:
+        """
+        Start a mail transaction; only in state C{ready}.
+
+        @param sender: the reverse path without angle brackets.
+        @param recipients: the forward paths without angle brackets.
+        @param size: the content size in bytes (for C{SIZE=}).
+        @param bodyType: C{"7BIT"} or C{"8BITMIME"}.
+        @return: a C{list} of events.
+        """
+        if self.state != READY:
+            raise RuntimeError("startTransaction in state %s" % (self.state,))
+        if not recipients:
+            raise ValueError("a transaction needs recipients")
+        self._reset()
+        self._recipients = list(recipients)
+        self._results = [None] * len(recipients)
+        self._rcptReplies = [None] * len(recipients)
+        self.state = TRANSACTION
+        limit = self.extensions.get("SIZE", "")
+        if limit.isdigit() and int(limit) > 0 and size > int(limit):
+            text = "552 5.3.4 message size %d exceeds the server's limit %s" % (
+                size,
+                limit,
+            )
+            for i in range(len(recipients)):
+                self._results[i] = _result("perm", 552, text, "mail")
+            return self._done(reusable=True)
+        mail = b"MAIL FROM:<" + sender.encode("utf-8") + b">"
+        if "SIZE" in self.extensions:
+            mail += b" SIZE=%d" % (size,)
+        if bodyType.upper() == "8BITMIME" and "8BITMIME" in self.extensions:
+            mail += b" BODY=8BITMIME"
+        if "PIPELINING" in self.extensions:
+            self._pipelined = True
+            commands = [mail]
+            self._expected.append(("mail", 0))
+            for i, rcpt in enumerate(self._recipients):
+                commands.append(b"RCPT TO:<" + rcpt.encode("utf-8") + b">")
+                self._expected.append(("rcpt", i))
+            commands.append(b"DATA")
+            self._expected.append(("data", 0))
+            self._dataSent = True
+            return [Send(b"\r\n".join(commands) + b"\r\n")]
+        self._expected.append(("mail", 0))
+        return [Send(mail + b"\r\n")]
+
+    def bodySent(self) -> List[Any]:
+        """
+        The encoded content including the final dot was written.
+        """
+        if self.state != BODY:
+            raise RuntimeError("bodySent in state %s" % (self.state,))
+        self.state = DOT
+        if self.lmtp:
+            for i in self._accepted:
+                self._expected.append(("dot", i))
+        else:
+            self._expected.append(("dot", -1))
+        return []
+
+    def reset(self) -> List[Any]:
+        """
+        Send RSET (before a cached session carries a new transaction); a
+        L{SessionReady} or L{SessionFailed} follows.
+        """
+        if self.state != READY:
+            raise RuntimeError("reset in state %s" % (self.state,))
+        self.state = RSET
+        return [Send(b"RSET\r\n")]
+
+    def quit(self) -> List[Any]:
+        """
+        End the session politely.
+        """
+        if self.state == CLOSED:
+            return []
+        self.state = CLOSED
+        return [Send(b"QUIT\r\n")]
+
+    def connectionFailed(self, why: str, code: int = 0) -> List[Any]:
+        """
+        The connection was lost, timed out, or the server sent garbage.
+
+        @param why: a description (or the text of a 421 reply).
+        @param code: the reply code, if a reply ended the session.
+        @return: a L{SessionFailed} before a transaction, a
+            L{TransactionDone} (every recipient without a definitive
+            answer failed temporarily) during one, else nothing.
+        """
+        state = self.state
+        self.state = CLOSED
+        self._expected.clear()
+        if state in (GREETING, EHLO, HELO, STARTTLS, HANDSHAKE, RSET):
+            where = "greeting" if state == GREETING else "ehlo"
+            return [SessionFailed(where, code, why)]
+        if state in (TRANSACTION, BODY, DOT):
+            where = self._where(state)
+            text = why if code else "451 4.4.2 %s" % (why,)
+            for i, result in enumerate(self._results):
+                if result is None or (result["status"] == "ok" and state != DOT):
+                    self._results[i] = _result("temp", code or 451, text, where)
+                elif result["status"] == "ok" and state == DOT:
+                    if result["where"] != "final_dot":
+                        self._results[i] = _result("temp", code or 451, text, where)
+            return self._done(reusable=False)
+        return []
+
+    # replies by state -----------------------------------------------------
+
+    def _reply_greeting(self, reply: Reply) -> List[Any]:
+        self.greeting = reply
+        if reply.code != 220:
+            self.state = CLOSED
+            return [
+                SessionFailed("greeting", reply.code, reply.text),
+                Send(b"QUIT\r\n"),
+            ]
+        return self._sendHello()
+
+    def _sendHello(self) -> List[Any]:
+        self.state = EHLO
+        verb = b"LHLO " if self.lmtp else b"EHLO "
+        return [Send(verb + self.heloName.encode("ascii", "replace") + b"\r\n")]
+
+    def _reply_ehlo(self, reply: Reply) -> List[Any]:
+        if reply.code == 250:
+            self.extensions = _parseExtensions(reply.lines[1:])
+            if (
+                self.canTLS
+                and not self.tls
+                and not self.lmtp
+                and "STARTTLS" in self.extensions
+            ):
+                self.state = STARTTLS
+                return [Send(b"STARTTLS\r\n")]
+            self.state = READY
+            return [SessionReady(self.extensions)]
+        if 500 <= reply.code < 600 and not self.lmtp and not self.tls:
+            self.state = HELO
+            return [Send(b"HELO " + self.heloName.encode("ascii", "replace") + b"\r\n")]
+        self.state = CLOSED
+        return [SessionFailed("ehlo", reply.code, reply.text), Send(b"QUIT\r\n")]
+
+    def _reply_helo(self, reply: Reply) -> List[Any]:
+        if reply.code == 250:
+            self.extensions = {}
+            self.state = READY
+            return [SessionReady(self.extensions)]
+        self.state = CLOSED
+        return [SessionFailed("ehlo", reply.code, reply.text), Send(b"QUIT\r\n")]
+
+    def _reply_starttls(self, reply: Reply) -> List[Any]:
+        if reply.code == 220:
+            self.state = HANDSHAKE
+            return [StartTLS()]
+        # refused: go on in clear text with what the server offered
+        self.state = READY
+        return [SessionReady(self.extensions)]
+
+    def _reply_handshake(self, reply: Reply) -> List[Any]:
+        # nothing may arrive before the handshake is complete (it would be
+        # data injected in clear text before TLS, CVE-2011-0411 class)
+        return self.connectionFailed("reply before the TLS handshake")
+
+    def _reply_ready(self, reply: Reply) -> List[Any]:
+        return self.connectionFailed("unexpected reply %s" % (reply.text,))
+
+    def _reply_rset(self, reply: Reply) -> List[Any]:
+        if reply.code == 250:
+            self.state = READY
+            return [SessionReady(self.extensions)]
+        self.state = CLOSED
+        return [SessionFailed("ehlo", reply.code, reply.text), Send(b"QUIT\r\n")]
+
+    def _reply_transaction(self, reply: Reply) -> List[Any]:
+        if not self._expected:
+            return self.connectionFailed("unexpected reply %s" % (reply.text,))
+        kind, index = self._expected.popleft()
+        if kind == "mail":
+            self._mailReply = reply
+            if reply.code // 100 != 2:
+                self._mailFailed = True
+                for i in range(len(self._recipients)):
+                    self._results[i] = _result(
+                        reply.status, reply.code, reply.text, "mail"
+                    )
+                if not self._pipelined:
+                    return self._done(reusable=True)
+                return []
+            if not self._pipelined:
+                return self._sendNextRcpt()
+            return []
+        if kind == "rcpt":
+            self._rcptReplies[index] = reply
+            if self._mailFailed:
+                return []
+            if reply.code // 100 == 2:
+                self._accepted.append(index)
+                self._results[index] = _result("ok", reply.code, reply.text, "rcpt")
+            else:
+                status = "temp" if reply.code < 500 else "perm"
+                self._results[index] = _result(status, reply.code, reply.text, "rcpt")
+            if not self._pipelined:
+                return self._sendNextRcpt()
+            return []
+        if kind == "data":
+            if reply.code == 354:
+                if self._mailFailed or not self._accepted:
+                    # the server took DATA without a recipient: end it
+                    self._emptyData = True
+                    self.state = DOT
+                    self._expected.append(("dot", -2))
+                    return [Send(b".\r\n")]
+                self.state = BODY
+                return [SendBody()]
+            if not self._mailFailed:
+                for i in self._accepted:
+                    self._results[i] = _result(
+                        reply.status, reply.code, reply.text, "data"
+                    )
+            return self._done(reusable=True)
+        return self.connectionFailed("unexpected reply %s" % (reply.text,))
+
+    def _sendNextRcpt(self) -> List[Any]:
+        if self._nextRcpt < len(self._recipients):
+            i = self._nextRcpt
+            self._nextRcpt += 1
+            self._expected.append(("rcpt", i))
+            rcpt = self._recipients[i].encode("utf-8")
+            return [Send(b"RCPT TO:<" + rcpt + b">\r\n")]
+        if not self._accepted:
+            return self._done(reusable=True)
+        self._expected.append(("data", 0))
+        self._dataSent = True
+        return [Send(b"DATA\r\n")]
+
+    def _reply_body(self, reply: Reply) -> List[Any]:
+        return self.connectionFailed(
+            "reply while sending the message: %s" % (reply.text,)
+        )
+
+    def _reply_dot(self, reply: Reply) -> List[Any]:
+        if not self._expected:
+            return self.connectionFailed("unexpected reply %s" % (reply.text,))
+        kind, index = self._expected.popleft()
+        if index == -2:
+            return self._done(reusable=True)
+        if kind != "dot":
+            return self.connectionFailed("unexpected reply %s" % (reply.text,))
+        if index == -1:
+            for i in self._accepted:
+                self._results[i] = _result(
+                    reply.status, reply.code, reply.text, "final_dot"
+                )
+        else:
+            self._results[index] = _result(
+                reply.status, reply.code, reply.text, "final_dot"
+            )
+        if self._expected:
+            return []
+        return self._done(reusable=True)
+
+    def _done(self, reusable: bool) -> List[Any]:
+        if self.state != CLOSED:
+            self.state = READY
+        self._expected.clear()
+        results = []
+        for result in self._results:
+            if result is None:
+                result = _result("temp", 451, "451 4.4.0 no reply", "rcpt")
+            results.append(result)
+        event = TransactionDone(
+            results, self._mailReply, list(self._rcptReplies), reusable
+        )
+        self._results = []
+        return [event]
+
+    def _where(self, state: str) -> str:
+        if state == TRANSACTION:
+            if self._mailReply is None:
+                return "mail"
+            if self._dataSent and not self._expected:
+                return "data"
+            if self._expected and self._expected[0][0] == "data":
+                return "data"
+            return "rcpt"
+        if state == BODY:
+            return "data"
+        return "final_dot"
+
+
+def _result(status: str, code: int, reply: str, where: str) -> Dict[str, Any]:
+    return {"status": status, "code": code, "reply": reply, "where": where}
+
+
+def _parseExtensions(lines: Sequence[str]) -> Dict[str, str]:
+    extensions = {}
+    for line in lines:
+        keyword, _, params = line.strip().partition(" ")
+        if keyword:
+            extensions[keyword.upper()] = params.strip()
+    return extensions
