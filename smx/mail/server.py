@@ -1,0 +1,850 @@
+# -*- test-case-name: smx.mail.test.test_server -*-
+"""
+The ESMTP server protocol as a sans-I/O state machine (RFC 5321, 1870,
+2034, 2920, 3207, 4954; seed §5.9, §9.1).
+
+Bytes go in with L{ServerConnection.receiveData}; L{ServerConnection.
+nextEvent} returns what the client asked for (L{Helo}, L{MailFrom},
+L{RcptTo}, L{DataCommand}, L{DataChunk}, L{EndOfData}, ...) or one of the
+markers L{NEED_DATA} (every complete input line is used up: time to write
+the replies, which batches the replies to a pipelined group), L{PAUSED} (the
+last event still waits for its reply) and L{CLOSE} (write the replies, then
+close).  The caller answers an event with L{ServerConnection.accept} or
+L{ServerConnection.reject}; the bytes to write are taken with
+L{ServerConnection.dataToSend}.  Nothing here knows sockets, reactors or
+Deferreds.
+
+The machine answers by itself everything that needs no policy: syntax
+errors, commands out of sequence, NOOP, HELP, VRFY, EXPN, lines that are
+too long or do not end in CRLF, the size and recipient limits, and too many
+bad commands (421).
+
+DATA is scanned a whole received chunk at a time with C{bytes.find}: only
+lines starting with a dot cost a Python-level step.  Only C{<CRLF>.<CRLF>}
+ends the data; a bare CR or LF anywhere in it is remembered and reported
+with L{EndOfData} (SMTP smuggling), as is a message over the size limit,
+which is read to its end but no longer passed on.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from smx.mail.address import PathSyntaxError, parsePath
+
+#: longest command line without CRLF (RFC 5321 §4.5.3.1.4: 512 with CRLF)
+MAX_COMMAND_LINE = 510
+#: longest AUTH line (RFC 4954 §4)
+MAX_AUTH_LINE = 12288
+#: how much of the header section is scanned for Received: and Message-Id:
+MAX_HEADER_SCAN = 256 * 1024
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NEED_DATA = _Marker("NEED_DATA")
+PAUSED = _Marker("PAUSED")
+CLOSE = _Marker("CLOSE")
+
+
+class Event:
+    """
+    Something the client asked for.  Events other than L{DataChunk} wait
+    for L{ServerConnection.accept} or L{ServerConnection.reject}.
+    """
+
+    needsReply = True
+
+    def __repr__(self) -> str:
+        return "%s(%s)" % (
+            self.__class__.__name__,
+            ", ".join("%s=%r" % (k, getattr(self, k)) for k in self.__slots__),
+        )
+
+    __slots__ = ()  # type: Tuple[str, ...]
+
+
+class Helo(Event):
+    """C{HELO} or C{EHLO}; C{extended} is true for EHLO."""
+
+    __slots__ = ("name", "extended")
+
+    def __init__(self, name: str, extended: bool) -> None:
+        self.name = name
+        self.extended = extended
+
+
+class MailFrom(Event):
+    """
+    C{MAIL FROM:}.
+
+    @ivar sender: the reverse path without brackets, C{""} for C{<>}.
+    @ivar size: the declared C{SIZE=}, or 0.
+    @ivar body: C{"7BIT"} or C{"8BITMIME"}.
+    @ivar parameters: every C{(KEYWORD, value)} given.
+    """
+
+    __slots__ = ("sender", "size", "body", "parameters")
+
+    def __init__(self, sender, size, body, parameters) -> None:
+        self.sender = sender
+        self.size = size
+        self.body = body
+        self.parameters = parameters
+
+
+class RcptTo(Event):
+    """C{RCPT TO:}; C{recipient} is the forward path without brackets."""
+
+    __slots__ = ("recipient", "parameters")
+
+    def __init__(self, recipient, parameters) -> None:
+        self.recipient = recipient
+        self.parameters = parameters
+
+
+class DataCommand(Event):
+    """C{DATA}; accept it to receive the message (354)."""
+
+    __slots__ = ()
+
+
+class Rset(Event):
+    """C{RSET}."""
+
+    __slots__ = ()
+
+
+class Quit(Event):
+    """C{QUIT}."""
+
+    __slots__ = ()
+
+
+class StartTLS(Event):
+    """
+    C{STARTTLS}; accepting it writes 220 and discards every byte received
+    after the command.  Call L{ServerConnection.tlsStarted} once the
+    transport speaks TLS.
+    """
+
+    __slots__ = ()
+
+
+class Auth(Event):
+    """
+    C{AUTH mechanism [initial-response]}: answer with
+    L{ServerConnection.challenge}, L{ServerConnection.accept} (235) or
+    L{ServerConnection.reject}.
+    """
+
+    __slots__ = ("mechanism", "initial")
+
+    def __init__(self, mechanism: str, initial: Optional[str]) -> None:
+        self.mechanism = mechanism
+        self.initial = initial
+
+
+class AuthResponse(Event):
+    """A client's line answering a 334 challenge (not C{*}: that cancels)."""
+
+    __slots__ = ("line",)
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+
+class DataChunk(Event):
+    """
+    Message content as received, dot-unstuffed, in large pieces; needs no
+    reply.
+    """
+
+    needsReply = False
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class EndOfData(Event):
+    """
+    The final dot.
+
+    @ivar size: bytes of content (after dot-unstuffing).
+    @ivar hops: the number of C{Received:} headers.
+    @ivar messageId: the C{Message-Id:} header value, or C{None}.
+    @ivar tooBig: the content exceeded the size limit (and was not passed
+        on completely).
+    @ivar badLineEnd: a bare CR or LF was found in the content.
+    """
+
+    __slots__ = ("size", "hops", "messageId", "tooBig", "badLineEnd")
+
+    def __init__(self, size, hops, messageId, tooBig, badLineEnd) -> None:
+        self.size = size
+        self.hops = hops
+        self.messageId = messageId
+        self.tooBig = tooBig
+        self.badLineEnd = badLineEnd
+
+
+# states
+_GREETING = "greeting"
+_COMMAND = "command"
+_REFUSED = "refused"
+_DATA = "data"
+_AUTH = "auth"
+_TLS = "tls"
+_CLOSED = "closed"
+
+_SYNTAX_CODES = frozenset([500, 501, 502, 503, 504, 555])
+
+
+def softened(code: int, dsn: str) -> Tuple[int, str]:
+    """
+    The C{softbounce} form of a reply (seed §5.9 4f): 5xy becomes 4xy.
+    """
+    if 500 <= code < 600:
+        return code - 100, "4" + dsn[1:] if dsn.startswith("5") else dsn
+    return code, dsn
+
+
+def cleanText(text: str) -> str:
+    """
+    Reply text with every control character replaced by a space (CR, LF
+    and NUL never reach the client from a map or a header).
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+def formatReply(code: int, dsn: Optional[str], text: str) -> bytes:
+    """
+    Format a reply; C{text} may hold several lines separated by C{"\\n"}.
+    """
+    lines = text.split("\n")
+    prefix = "%d %s " % (code, dsn) if dsn else "%d " % (code,)
+    prefixMore = "%d-%s " % (code, dsn) if dsn else "%d-" % (code,)
+    out = []
+    for i, line in enumerate(lines):
+        p = prefix if i == len(lines) - 1 else prefixMore
+        out.append(p + cleanText(line) + "\r\n")
+    return "".join(out).encode("ascii", "replace")
+
+
+class ServerConnection:
+    """
+    One ESMTP server session.
+
+    @ivar hostname: the name in the greeting and the EHLO reply.
+    @ivar heloName: the name given with the last accepted HELO/EHLO.
+    @ivar extended: the client used EHLO.
+    @ivar tls: TLS is active.
+    @ivar authenticated: a client authenticated (AUTH).
+    @ivar transactions: MAIL commands accepted in this session.
+    @ivar recipients: recipients accepted in the current transaction.
+    @ivar sessionRecipients: recipients accepted in this session.
+    @ivar badCommands: bad commands seen in this session.
+    """
+
+    def __init__(
+        self,
+        hostname: str,
+        maxMessageSize: int = 8 * 1024 * 1024,
+        maxRecipientsPerTransaction: int = 0,
+        maxRecipientsPerSession: int = 0,
+        maxTransactions: int = 0,
+        maxBadCommands: int = 3,
+        eightBitMime: bool = False,
+        tlsAvailable: bool = False,
+        authMechanisms: Tuple[str, ...] = (),
+        authRequiresTLS: bool = True,
+        softbounce: bool = False,
+        greeting: str = "ESMTP smx",
+    ) -> None:
+        """
+        Limits of 0 mean unlimited.
+        """
+        self.hostname = hostname
+        self.maxMessageSize = maxMessageSize
+        self.maxRecipientsPerTransaction = maxRecipientsPerTransaction
+        self.maxRecipientsPerSession = maxRecipientsPerSession
+        self.maxTransactions = maxTransactions
+        self.maxBadCommands = maxBadCommands
+        self.eightBitMime = eightBitMime
+        self.tlsAvailable = tlsAvailable
+        self.authMechanisms = tuple(m.upper() for m in authMechanisms)
+        self.authRequiresTLS = authRequiresTLS
+        self.softbounce = softbounce
+        self.greeting = greeting
+        self.heloName = None  # type: Optional[str]
+        self.extended = False
+        self.tls = False
+        self.authenticated = False
+        self.transactions = 0
+        self.recipients = 0
+        self.sessionRecipients = 0
+        self.badCommands = 0
+        self._inTransaction = False
+        self._state = _GREETING
+        self._buffer = b""
+        self._discardLine = False
+        self._out = []  # type: List[bytes]
+        self._pending = None  # type: Optional[Event]
+        self._ready = []  # type: List[Event]
+        self._resetData()
+
+    # -- output ---------------------------------------------------------
+
+    def dataToSend(self) -> bytes:
+        """
+        @return: every byte of reply produced so far (and forget them).
+        """
+        out = b"".join(self._out)
+        self._out = []
+        return out
+
+    def _send(self, code: int, dsn: Optional[str], text: str) -> None:
+        self._out.append(formatReply(code, dsn, text))
+
+    def _policy(self, code: int, dsn: str, text: str) -> None:
+        if self.softbounce and code not in _SYNTAX_CODES:
+            code, dsn = softened(code, dsn)
+        self._send(code, dsn, text)
+
+    @property
+    def closed(self) -> bool:
+        """The session is over: write what is left and close."""
+        return self._state == _CLOSED
+
+    # -- session start and end --------------------------------------------
+
+    def greet(self) -> None:
+        """Write the 220 greeting and start reading commands."""
+        self._send(220, None, "%s %s" % (self.hostname, self.greeting))
+        self._state = _COMMAND
+
+    def refuse(self, code: int, dsn: str, text: str) -> None:
+        """
+        Refuse the session: a 4xx closes it with 421, a 5xx greets with 554
+        and then answers 503 to everything but QUIT (RFC 5321 §3.1).
+        """
+        if self.softbounce:
+            code, dsn = softened(code, dsn)
+        if code < 500:
+            self._send(421, dsn, "%s %s" % (self.hostname, text))
+            self._state = _CLOSED
+        else:
+            self._send(554, dsn, "%s %s" % (self.hostname, text))
+            self._state = _REFUSED
+
+    def timeout(self) -> None:
+        """The client was silent for too long: 421 4.4.2 and close."""
+        self._send(421, "4.4.2", "%s Error: timeout exceeded" % (self.hostname,))
+        self._state = _CLOSED
+
+    def shutdown(self) -> None:
+        """The server stops: 421 4.3.2 and close."""
+        self._send(421, "4.3.2", "%s Service shutting down" % (self.hostname,))
+        self._state = _CLOSED
+
+    # -- input ----------------------------------------------------------
+
+    def receiveData(self, data: bytes) -> None:
+        """Bytes from the client."""
+        if self._state in (_TLS, _CLOSED):
+            return
+        if self._discardLine:
+            i = data.find(b"\n")
+            if i < 0:
+                return
+            self._discardLine = False
+            data = data[i + 1 :]
+        self._buffer = self._buffer + data if self._buffer else data
+
+    def nextEvent(self):
+        """
+        @return: the next L{Event}, or L{NEED_DATA}, L{PAUSED}, L{CLOSE}.
+        """
+        if self._ready:
+            event = self._ready.pop(0)
+            if event.needsReply:
+                self._pending = event
+            return event
+        if self._state == _CLOSED:
+            return CLOSE
+        if self._pending is not None:
+            return PAUSED
+        while True:
+            if self._state == _DATA:
+                event = self._dataEvent()
+            elif self._state in (_COMMAND, _REFUSED, _AUTH):
+                event = self._commandEvent()
+            else:
+                return NEED_DATA
+            if event is None:
+                continue
+            if event is NEED_DATA or event is CLOSE:
+                return event
+            if event.needsReply:
+                self._pending = event
+            return event
+
+    # -- replies to events ------------------------------------------------
+
+    def accept(self, text: Optional[str] = None) -> None:
+        """
+        Answer the pending event positively, with the standard reply (or
+        C{text} in place of its human part).
+        """
+        event = self._takePending()
+        if isinstance(event, Helo):
+            self._reset()
+            self.heloName = event.name
+            self.extended = event.extended
+            if event.extended:
+                self._send(250, None, "\n".join(self._ehloLines(text)))
+            else:
+                self._send(250, None, text or self.hostname)
+        elif isinstance(event, MailFrom):
+            self._reset()
+            self._inTransaction = True
+            self.transactions += 1
+            self._bodyType = event.body
+            self._send(250, "2.1.0", text or "<%s>... Sender ok" % (event.sender,))
+        elif isinstance(event, RcptTo):
+            self.recipients += 1
+            self.sessionRecipients += 1
+            self._send(
+                250, "2.1.5", text or "<%s>... Recipient ok" % (event.recipient,)
+            )
+        elif isinstance(event, DataCommand):
+            self._send(
+                354, None, text or 'Enter mail, end with "." on a line by itself'
+            )
+            self._state = _DATA
+            self._resetData()
+        elif isinstance(event, EndOfData):
+            self._send(250, "2.0.0", text or "Message accepted for delivery")
+            self._reset()
+        elif isinstance(event, Rset):
+            self._reset()
+            self._send(250, "2.0.0", text or "Reset state")
+        elif isinstance(event, Quit):
+            self._send(221, "2.0.0", text or "%s closing connection" % self.hostname)
+            self._state = _CLOSED
+        elif isinstance(event, StartTLS):
+            self._send(220, "2.0.0", text or "Ready to start TLS")
+            # CVE-2011-0411: nothing sent before the handshake is a command
+            self._buffer = b""
+            self._state = _TLS
+        elif isinstance(event, (Auth, AuthResponse)):
+            self._send(235, "2.7.0", text or "Authentication successful")
+            self.authenticated = True
+            self._state = _COMMAND
+        else:  # pragma: no cover
+            raise RuntimeError("accept: no reply for %r" % (event,))
+
+    def reject(self, code: int, dsn: str, text: str) -> None:
+        """
+        Answer the pending event negatively (softbounce applied).  A
+        rejected L{EndOfData} ends the transaction; a rejected L{StartTLS}
+        or AUTH leaves the session as it was.
+        """
+        event = self._takePending()
+        self._policy(code, dsn, text)
+        if isinstance(event, EndOfData):
+            self._reset()
+        elif isinstance(event, (Auth, AuthResponse)):
+            self._state = _COMMAND
+        elif isinstance(event, Quit) or code == 421:
+            self._state = _CLOSED
+
+    def challenge(self, text: str) -> None:
+        """
+        Answer a pending L{Auth} or L{AuthResponse} with C{334 text}; the
+        next line is an L{AuthResponse}.
+        """
+        event = self._takePending()
+        if not isinstance(event, (Auth, AuthResponse)):  # pragma: no cover
+            raise RuntimeError("challenge: %r is no AUTH" % (event,))
+        self._send(334, None, text)
+        self._state = _AUTH
+
+    def tlsStarted(self) -> None:
+        """
+        The TLS handshake is done: forget everything said before it (RFC
+        3207 §4.2) and read commands again.
+        """
+        self._reset()
+        self.heloName = None
+        self.extended = False
+        self.authenticated = False
+        self.tls = True
+        self._buffer = b""
+        self._state = _COMMAND
+
+    def _takePending(self) -> Event:
+        event = self._pending
+        if event is None:  # pragma: no cover
+            raise RuntimeError("no event waits for a reply")
+        self._pending = None
+        return event
+
+    def _reset(self) -> None:
+        self._inTransaction = False
+        self.recipients = 0
+        self._bodyType = "7BIT"
+
+    def _ehloLines(self, text: Optional[str]) -> List[str]:
+        lines = [text or "%s Hello" % (self.hostname,), "PIPELINING"]
+        lines.append(
+            "SIZE %d" % (self.maxMessageSize,) if self.maxMessageSize else "SIZE"
+        )
+        if self.eightBitMime:
+            lines.append("8BITMIME")
+        lines.append("ENHANCEDSTATUSCODES")
+        if self.tlsAvailable and not self.tls:
+            lines.append("STARTTLS")
+        if self._authOffered():
+            lines.append("AUTH " + " ".join(self.authMechanisms))
+        lines.append("HELP")
+        return lines
+
+    def _authOffered(self) -> bool:
+        return (
+            bool(self.authMechanisms)
+            and not self.authenticated
+            and (self.tls or not self.authRequiresTLS)
+        )
+
+    # -- commands -------------------------------------------------------
+
+    def _commandEvent(self):
+        buf = self._buffer
+        i = buf.find(b"\n")
+        limit = MAX_AUTH_LINE if self._state == _AUTH else MAX_COMMAND_LINE
+        if i < 0:
+            if len(buf) > limit + 1 and not (
+                limit == MAX_COMMAND_LINE
+                and buf[:5].upper() == b"AUTH "
+                and len(buf) <= MAX_AUTH_LINE + 1
+            ):
+                self._buffer = b""
+                self._discardLine = True
+                return self._bad(500, "5.5.2", "Line too long")
+            return NEED_DATA
+        line = buf[:i]
+        self._buffer = buf[i + 1 :]
+        if not line.endswith(b"\r"):
+            return self._bad(500, "5.5.2", "Syntax error: lines must end in CRLF")
+        line = line[:-1]
+        if len(line) > limit and not (
+            line[:5].upper() == b"AUTH " and len(line) <= MAX_AUTH_LINE
+        ):
+            return self._bad(500, "5.5.2", "Line too long")
+        if b"\r" in line or b"\0" in line:
+            return self._bad(500, "5.5.2", "Syntax error: bare CR or NUL")
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            return self._bad(500, "5.5.2", "Syntax error: 8-bit characters")
+        if self._state == _AUTH:
+            self._state = _COMMAND
+            if text == "*":
+                self._send(501, "5.7.0", "Authentication aborted")
+                return None
+            return AuthResponse(text)
+        verb, _, argument = text.partition(" ")
+        verb = verb.upper()
+        if self._state == _REFUSED and verb != "QUIT":
+            self._send(503, "5.5.1", "Bad sequence of commands: session refused")
+            return None
+        method = getattr(self, "do_" + verb, None)
+        if method is None or not verb.isalpha():
+            return self._bad(500, "5.5.1", "Command unrecognized")
+        return method(argument, _ != "")
+
+    def _bad(self, code: int, dsn: str, text: str):
+        self.badCommands += 1
+        if self.maxBadCommands and self.badCommands > self.maxBadCommands:
+            self._send(421, "4.7.0", "%s Too many bad commands" % (self.hostname,))
+            self._state = _CLOSED
+            return CLOSE
+        self._send(code, dsn, text)
+        return None
+
+    def _syntax(self, text: str, dsn: str = "5.5.4", code: int = 501) -> None:
+        self._send(code, dsn, text)
+        return None
+
+    def _sequence(self, text: str):
+        self._send(503, "5.5.1", text)
+        return None
+
+    def do_EHLO(self, argument: str, hasArgument: bool):
+        return self._helo("EHLO", argument)
+
+    def do_HELO(self, argument: str, hasArgument: bool):
+        return self._helo("HELO", argument)
+
+    def _helo(self, verb: str, argument: str):
+        if not argument or " " in argument.strip() or not argument.isprintable():
+            return self._syntax("Syntax: %s hostname" % (verb,))
+        return Helo(argument.strip(), verb == "EHLO")
+
+    def do_MAIL(self, argument: str, hasArgument: bool):
+        if self.heloName is None:
+            return self._sequence("Polite people say HELO first")
+        if self._inTransaction:
+            return self._sequence("Sender already specified")
+        if argument[:5].upper() != "FROM:":
+            return self._syntax("Syntax: MAIL FROM:<address>", "5.5.2")
+        try:
+            sender, params = parsePath(argument[5:], allowNull=True)
+        except PathSyntaxError as e:
+            return self._syntax("Syntax error in MAIL: " + e.text, e.dsn, e.code)
+        if params and not self.extended:
+            return self._syntax("Parameters need EHLO", "5.5.4", 555)
+        size = 0
+        body = "7BIT"
+        for keyword, value in params:
+            if keyword == "SIZE" and value is not None and value.isdigit():
+                if len(value) > 20:
+                    value = "9" * 20
+                size = int(value)
+            elif keyword == "BODY" and value is not None:
+                body = value.upper()
+                if body not in ("7BIT", "8BITMIME") or (
+                    body == "8BITMIME" and not self.eightBitMime
+                ):
+                    return self._syntax("Unsupported BODY type", "5.5.4", 555)
+            elif keyword == "AUTH" and value is not None:
+                pass
+            else:
+                return self._syntax(
+                    "Unsupported or malformed parameter %s" % (keyword,), "5.5.4", 555
+                )
+        if self.maxMessageSize and size > self.maxMessageSize:
+            self._policy(552, "5.3.4", "Message size exceeds fixed maximum size")
+            return None
+        if self.maxTransactions and self.transactions >= self.maxTransactions:
+            self._policy(452, "4.3.2", "Too many transactions in this session")
+            return None
+        return MailFrom(sender, size, body, params)
+
+    def do_RCPT(self, argument: str, hasArgument: bool):
+        if not self._inTransaction:
+            return self._sequence("Need MAIL before RCPT")
+        if argument[:3].upper() != "TO:":
+            return self._syntax("Syntax: RCPT TO:<address>", "5.5.2")
+        try:
+            recipient, params = parsePath(
+                argument[3:], allowNull=False, allowPostmaster=True
+            )
+        except PathSyntaxError as e:
+            return self._syntax("Syntax error in RCPT: " + e.text, e.dsn, e.code)
+        if params:
+            return self._syntax(
+                "Unsupported parameter %s" % (params[0][0],), "5.5.4", 555
+            )
+        if (
+            self.maxRecipientsPerTransaction
+            and self.recipients >= self.maxRecipientsPerTransaction
+        ):
+            self._send(452, "4.5.3", "Too many recipients")
+            return None
+        if (
+            self.maxRecipientsPerSession
+            and self.sessionRecipients >= self.maxRecipientsPerSession
+        ):
+            self._send(452, "4.5.3", "Too many recipients in this session")
+            return None
+        return RcptTo(recipient, params)
+
+    def do_DATA(self, argument: str, hasArgument: bool):
+        if hasArgument:
+            return self._syntax("Syntax: DATA")
+        if not self._inTransaction:
+            return self._sequence("Need MAIL command")
+        if not self.recipients:
+            self._send(554, "5.5.1", "No valid recipients")
+            return None
+        return DataCommand()
+
+    def do_RSET(self, argument: str, hasArgument: bool):
+        if hasArgument:
+            return self._syntax("Syntax: RSET")
+        return Rset()
+
+    def do_NOOP(self, argument: str, hasArgument: bool):
+        self._send(250, "2.0.0", "OK")
+        return None
+
+    def do_QUIT(self, argument: str, hasArgument: bool):
+        if hasArgument:
+            return self._syntax("Syntax: QUIT")
+        return Quit()
+
+    def do_VRFY(self, argument: str, hasArgument: bool):
+        if not argument:
+            return self._syntax("Syntax: VRFY address")
+        self._send(252, "2.5.2", "Cannot VRFY user, but will accept message")
+        return None
+
+    def do_EXPN(self, argument: str, hasArgument: bool):
+        self._send(502, "5.5.1", "EXPN not available")
+        return None
+
+    def do_HELP(self, argument: str, hasArgument: bool):
+        self._send(
+            214,
+            "2.0.0",
+            "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
+            + (" STARTTLS" if self.tlsAvailable else "")
+            + (" AUTH" if self.authMechanisms else ""),
+        )
+        return None
+
+    def do_STARTTLS(self, argument: str, hasArgument: bool):
+        if hasArgument:
+            return self._syntax("Syntax: STARTTLS")
+        if self.tls:
+            return self._sequence("TLS already active")
+        if not self.tlsAvailable:
+            self._send(502, "5.5.1", "STARTTLS not available")
+            return None
+        return StartTLS()
+
+    def do_AUTH(self, argument: str, hasArgument: bool):
+        if not self.authMechanisms:
+            self._send(502, "5.5.1", "AUTH not available")
+            return None
+        if self.heloName is None or not self.extended:
+            return self._sequence("Send EHLO first")
+        if self.authenticated:
+            return self._sequence("Already authenticated")
+        if self._inTransaction:
+            return self._sequence("AUTH not allowed during a mail transaction")
+        if not self._authOffered():
+            self._send(538, "5.7.11", "Encryption required for authentication")
+            return None
+        words = argument.split(" ")
+        if not words[0] or len(words) > 2:
+            return self._syntax("Syntax: AUTH mechanism [initial-response]")
+        mechanism = words[0].upper()
+        if mechanism not in self.authMechanisms:
+            self._send(504, "5.5.4", "Unrecognized authentication type")
+            return None
+        return Auth(mechanism, words[1] if len(words) == 2 else None)
+
+    # -- DATA -----------------------------------------------------------
+
+    def _resetData(self) -> None:
+        self._atLineStart = True
+        self._size = 0
+        self._tooBig = False
+        self._badLineEnd = False
+        self._inHeaders = True
+        self._header = bytearray()
+        self._hops = 0
+        self._messageId = None  # type: Optional[str]
+
+    def _dataEvent(self):
+        buf = self._buffer
+        pos = 0
+        end = -1
+        pieces = []  # type: List[bytes]
+        n = len(buf)
+        while True:
+            if self._atLineStart:
+                if pos >= n:
+                    break
+                if buf[pos] == 0x2E:  # "."
+                    if buf.startswith(b".\r\n", pos):
+                        end = pos + 3
+                        break
+                    if n - pos < 3 and b".\r\n".startswith(buf[pos:]):
+                        break
+                    pos += 1
+                self._atLineStart = False
+            i = buf.find(b"\r\n.", pos)
+            if i < 0:
+                if buf.endswith(b"\r\n"):
+                    pieces.append(buf[pos:])
+                    pos = n
+                    self._atLineStart = True
+                elif buf.endswith(b"\r"):
+                    pieces.append(buf[pos : n - 1])
+                    pos = n - 1
+                else:
+                    pieces.append(buf[pos:])
+                    pos = n
+                break
+            pieces.append(buf[pos : i + 2])
+            pos = i + 2
+            self._atLineStart = True
+        self._buffer = buf[end:] if end >= 0 else buf[pos:]
+        chunk = b"".join(pieces)
+        event = None
+        if chunk:
+            self._size += len(chunk)
+            if not self._badLineEnd:
+                crlf = chunk.count(b"\r\n")
+                if chunk.count(b"\r") != crlf or chunk.count(b"\n") != crlf:
+                    self._badLineEnd = True
+            if self._inHeaders:
+                self._scanHeader(chunk)
+            if self.maxMessageSize and self._size > self.maxMessageSize:
+                self._tooBig = True
+            if not (self._tooBig or self._badLineEnd):
+                event = DataChunk(chunk)
+        if end >= 0:
+            if self._inHeaders:
+                self._parseHeader(bytes(self._header))
+            self._state = _COMMAND
+            final = EndOfData(
+                self._size, self._hops, self._messageId, self._tooBig, self._badLineEnd
+            )
+            if event is None:
+                return final
+            self._ready.append(final)
+            return event
+        return event if event is not None else NEED_DATA
+
+    def _scanHeader(self, chunk: bytes) -> None:
+        header = self._header
+        start = max(0, len(header) - 3)
+        header += chunk
+        if header.startswith(b"\r\n"):
+            self._inHeaders = False
+            return
+        i = header.find(b"\r\n\r\n", start)
+        if i >= 0:
+            self._parseHeader(bytes(header[: i + 2]))
+        elif len(header) > MAX_HEADER_SCAN:
+            self._parseHeader(bytes(header))
+
+    def _parseHeader(self, header: bytes) -> None:
+        self._inHeaders = False
+        self._header = bytearray()
+        lines = header.split(b"\r\n")
+        for i, line in enumerate(lines):
+            lower = line[:11].lower()
+            if lower.startswith(b"received:"):
+                self._hops += 1
+            elif lower == b"message-id:" and self._messageId is None:
+                value = line[11:].strip()
+                j = i + 1
+                while not value and j < len(lines) and lines[j][:1] in (b" ", b"\t"):
+                    value = lines[j].strip()
+                    j += 1
+                self._messageId = value.decode("ascii", "replace")
