@@ -1,0 +1,206 @@
+# -*- test-case-name: smx.maps.test.test_integration_dns -*-
+"""
+A Twisted Names authoritative DNS server on 127.0.0.1 and a free port,
+serving test zones, for integration tests of smx (SMAR, SMTPC, end to end).
+
+    from smx.maps.test.dnsserver import startDNSServer
+
+    port, stop = startDNSServer({
+        "remote.test": [("MX", 10, "mx.remote.test")],
+        "mx.remote.test": [("A", "127.0.0.2"), ("AAAA", "::1")],
+        "2.0.0.127.in-addr.arpa": [("PTR", "mx.remote.test")],
+        "4.3.2.1.dnsbl.test": [("A", "127.0.0.2"), ("TXT", "listed")],
+    }, truncate={"big.test"}, timeout={"slow.test"})
+    ... nameserver = "127.0.0.1:%d" % port ...
+    yield stop()      # or self.addCleanup(stop)
+
+Record types: C{("A", addr)}, C{("AAAA", addr)}, C{("MX", pref, host)},
+C{("PTR", name)}, C{("TXT", text)}, C{("CNAME", name)}; an optional last
+element is the TTL (default 300).  A name with no records at all answers
+NXDOMAIN; a name with records but none of the type asked for answers
+NOERROR with no answers (NODATA).
+
+Misbehaviour: names in C{truncate} are answered over UDP with the TC bit
+and no records (the full answer only over TCP); names in C{timeout} are
+never answered; names in C{garbage} are answered over UDP with bytes that
+are not a DNS message; names in C{servfail} answer SERVFAIL.  C{queries}
+on the returned server object (see L{startDNSServerWithLog}) records
+every question as C{(name, type, "udp" | "tcp")}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from twisted.internet import defer
+from twisted.names import dns, error, server
+from twisted.names.common import ResolverBase
+
+_TYPES = {
+    "A": dns.A,
+    "AAAA": dns.AAAA,
+    "MX": dns.MX,
+    "PTR": dns.PTR,
+    "TXT": dns.TXT,
+    "CNAME": dns.CNAME,
+}
+
+
+def _payload(record: tuple) -> Tuple[int, Any, int]:
+    kind = record[0].upper()
+    if kind == "A":
+        return dns.A, dns.Record_A(record[1]), _ttl(record, 2)
+    if kind == "AAAA":
+        return dns.AAAA, dns.Record_AAAA(record[1]), _ttl(record, 2)
+    if kind == "MX":
+        return dns.MX, dns.Record_MX(record[1], record[2]), _ttl(record, 3)
+    if kind == "PTR":
+        return dns.PTR, dns.Record_PTR(record[1]), _ttl(record, 2)
+    if kind == "TXT":
+        text = record[1].encode() if isinstance(record[1], str) else record[1]
+        return dns.TXT, dns.Record_TXT(text), _ttl(record, 2)
+    if kind == "CNAME":
+        return dns.CNAME, dns.Record_CNAME(record[1]), _ttl(record, 2)
+    raise ValueError("unknown record type %r" % (record[0],))
+
+
+def _ttl(record: tuple, index: int) -> int:
+    return int(record[index]) if len(record) > index else 300
+
+
+class TestZoneResolver(ResolverBase):
+    """
+    Answers from a dict of names to records.
+    """
+
+    def __init__(self, records: Dict[str, List[tuple]]):
+        ResolverBase.__init__(self)
+        self.records = {}  # type: Dict[str, List[Tuple[int, Any, int]]]
+        for name, rrs in records.items():
+            self.records[name.lower().rstrip(".")] = [_payload(r) for r in rrs]
+
+    def _lookup(self, name, cls, type, timeout=None):
+        if isinstance(name, bytes):
+            name = name.decode("ascii")
+        key = name.lower().rstrip(".")
+        rrs = self.records.get(key)
+        if rrs is None:
+            return defer.fail(error.DomainError(name))
+        answers = []
+        for rtype, payload, ttl in rrs:
+            if rtype == type or (rtype == dns.CNAME and type != dns.CNAME):
+                answers.append(
+                    dns.RRHeader(name, rtype, dns.IN, ttl, payload, auth=True)
+                )
+                if rtype == dns.CNAME:
+                    target = payload.name.name.decode("ascii").lower()
+                    for t2, p2, ttl2 in self.records.get(target, []):
+                        if t2 == type:
+                            answers.append(
+                                dns.RRHeader(target, t2, dns.IN, ttl2, p2, auth=True)
+                            )
+        return defer.succeed((answers, [], []))
+
+
+class TestDNSServerFactory(server.DNSServerFactory):
+    """
+    A server factory that can misbehave for chosen names.
+    """
+
+    def __init__(self, resolver, truncate=(), timeout=(), garbage=(), servfail=()):
+        server.DNSServerFactory.__init__(self, authorities=[resolver])
+        self.truncate = {n.lower() for n in truncate}
+        self.timeout = {n.lower() for n in timeout}
+        self.garbage = {n.lower() for n in garbage}
+        self.servfail = {n.lower() for n in servfail}
+        self.queries = []  # type: List[Tuple[str, str, str]]
+
+    def handleQuery(self, message, protocol, address):
+        q = message.queries[0]
+        name = q.name.name.decode("ascii").lower().rstrip(".")
+        self.queries.append(
+            (
+                name,
+                dns.QUERY_TYPES.get(q.type, str(q.type)),
+                "udp" if address else "tcp",
+            )
+        )
+        if name in self.timeout:
+            return None
+        if address is not None and name in self.garbage:
+            protocol.transport.write(b"\x00\x01garbage", address)
+            return None
+        if name in self.servfail:
+            response = self._responseFromMessage(message=message, rCode=dns.ESERVER)
+            self.sendReply(protocol, response, address)
+            return None
+        if address is not None and name in self.truncate:
+            response = self._responseFromMessage(message=message, rCode=dns.OK)
+            response.trunc = True
+            self.sendReply(protocol, response, address)
+            return None
+        return server.DNSServerFactory.handleQuery(self, message, protocol, address)
+
+
+def startDNSServerWithLog(
+    records: Dict[str, List[tuple]],
+    truncate: Iterable[str] = (),
+    timeout: Iterable[str] = (),
+    garbage: Iterable[str] = (),
+    servfail: Iterable[str] = (),
+    reactor: Optional[Any] = None,
+):
+    """
+    Like L{startDNSServer} but also return the factory, whose C{queries}
+    lists every question received.
+
+    @return: C{(port, stop, factory)}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    factory = TestDNSServerFactory(
+        TestZoneResolver(records), truncate, timeout, garbage, servfail
+    )
+    protocol = dns.DNSDatagramProtocol(factory)
+    udp = reactor.listenUDP(0, protocol, interface="127.0.0.1")
+    port = udp.getHost().port
+    try:
+        tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")
+    except Exception:
+        udp.stopListening()
+        raise
+
+    def stop():
+        for proto in list(factory.connections):
+            proto.transport.loseConnection()
+        return defer.gatherResults(
+            [
+                defer.maybeDeferred(udp.stopListening),
+                defer.maybeDeferred(tcp.stopListening),
+            ]
+        )
+
+    return port, stop, factory
+
+
+def startDNSServer(
+    records: Dict[str, List[tuple]],
+    truncate: Iterable[str] = (),
+    timeout: Iterable[str] = (),
+    garbage: Iterable[str] = (),
+    servfail: Iterable[str] = (),
+    reactor: Optional[Any] = None,
+):
+    """
+    Start an authoritative server for C{records} on 127.0.0.1, UDP and TCP
+    on the same free port.
+
+    @return: C{(port, stop)}; C{stop()} returns a L{Deferred} that fires
+        once both ports are closed.
+    """
+    port, stop, _ = startDNSServerWithLog(
+        records, truncate, timeout, garbage, servfail, reactor
+    )
+    return port, stop

@@ -1,0 +1,170 @@
+# -*- test-case-name: smx.maps.test.test_integration_dns -*-
+"""
+Integration tests of L{smx.maps.dns}: real queries over loopback UDP and
+TCP to the Twisted Names server of L{smx.maps.test.dnsserver}.
+"""
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from smx.log import Logger, MemorySink
+from smx.maps.dns import DNSResolver, parseNameserver, reverseName
+from smx.maps.errors import DNSPermanentError, DNSTemporaryError
+from smx.maps.test.dnsserver import startDNSServerWithLog
+
+ZONE = {
+    "remote.test": [("MX", 10, "mx1.remote.test"), ("MX", 20, "mx2.remote.test")],
+    "mx1.remote.test": [("A", "127.0.0.2"), ("AAAA", "::1")],
+    "mx2.remote.test": [("A", "127.0.0.3", 1)],
+    "noaddr.test": [("TXT", "only text")],
+    "2.0.0.127.in-addr.arpa": [("PTR", "mx1.remote.test")],
+    "big.test": [("A", "127.0.0.%d" % i) for i in range(1, 60)],
+    "alias.test": [("CNAME", "mx1.remote.test")],
+}
+
+
+class ParseTests(unittest.TestCase):
+    """
+    The C{nameserver} entry syntax.
+    """
+
+    def test_forms(self):
+        """
+        C{addr}, C{addr:port}, C{[v6]:port} and a bare IPv6 address.
+        """
+        self.assertEqual(parseNameserver("127.0.0.1"), ("127.0.0.1", 53))
+        self.assertEqual(parseNameserver("127.0.0.1:5353"), ("127.0.0.1", 5353))
+        self.assertEqual(parseNameserver("[::1]:5353"), ("::1", 5353))
+        self.assertEqual(parseNameserver("::1"), ("::1", 53))
+
+    def test_bad(self):
+        """
+        Host names and bad ports are refused with C{ValueError}.
+        """
+        for bad in ("ns.example", "127.0.0.1:0", "127.0.0.1:x", "[::1", "[::1]x"):
+            self.assertRaises(ValueError, parseNameserver, bad)
+
+    def test_reverseName(self):
+        """
+        IPv4 addresses map into C{in-addr.arpa}.
+        """
+        self.assertEqual(reverseName("127.0.0.2"), "2.0.0.127.in-addr.arpa")
+
+
+class LookupTests(unittest.TestCase):
+    """
+    Lookups against a real server on loopback.
+    """
+
+    def setUp(self):
+        self.port, stop, self.server = startDNSServerWithLog(
+            ZONE,
+            truncate={"big.test"},
+            timeout={"slow.test"},
+            garbage={"garbage.test"},
+            servfail={"broken.test"},
+        )
+        self.addCleanup(stop)
+
+    def resolver(self, **kw):
+        kw.setdefault("timeout", 1.0)
+        r = DNSResolver(
+            reactor,
+            ["127.0.0.1:%d" % self.port],
+            log=Logger("smar", sink=MemorySink()),
+            **kw,
+        )
+        self.addCleanup(r.close)
+        return r
+
+    @defer.inlineCallbacks
+    def test_mx(self):
+        """
+        MX records come sorted by preference with lower-case names.
+        """
+        mx = yield self.resolver().lookupMX("Remote.TEST")
+        self.assertEqual(mx, [(10, "mx1.remote.test"), (20, "mx2.remote.test")])
+
+    @defer.inlineCallbacks
+    def test_addresses(self):
+        """
+        A and AAAA together, IPv4 first; a CNAME is followed.
+        """
+        r = self.resolver()
+        self.assertEqual(
+            (yield r.lookupAddresses("mx1.remote.test")), ["127.0.0.2", "::1"]
+        )
+        self.assertEqual((yield r.lookupA("alias.test")), ["127.0.0.2"])
+
+    @defer.inlineCallbacks
+    def test_nxdomainAndNodata(self):
+        """
+        A missing name is a permanent error; a name without the record type
+        gives an empty list.
+        """
+        r = self.resolver()
+        yield self.assertFailure(r.lookupMX("nothere.test"), DNSPermanentError)
+        self.assertEqual((yield r.lookupMX("noaddr.test")), [])
+        self.assertEqual((yield r.lookupTXT("noaddr.test")), ["only text"])
+
+    @defer.inlineCallbacks
+    def test_ptr(self):
+        """
+        PTR lookups of an IP address.
+        """
+        self.assertEqual(
+            (yield self.resolver().lookupPTR("127.0.0.2")), ["mx1.remote.test"]
+        )
+
+    @defer.inlineCallbacks
+    def test_truncatedRetriedOverTCP(self):
+        """
+        A truncated UDP answer is asked again over TCP and gives every record.
+        """
+        addrs = yield self.resolver().lookupA("big.test")
+        self.assertEqual(len(addrs), 59)
+        self.assertIn(("big.test", "A", "udp"), self.server.queries)
+        self.assertIn(("big.test", "A", "tcp"), self.server.queries)
+
+    @defer.inlineCallbacks
+    def test_useTCP(self):
+        """
+        With C{use_TCP} queries go over TCP only.
+        """
+        yield self.resolver(useTCP=True).lookupMX("remote.test")
+        self.assertEqual(self.server.queries, [("remote.test", "MX", "tcp")])
+
+    @defer.inlineCallbacks
+    def test_timeout(self):
+        """
+        A server that does not answer gives a temporary error within
+        C{DNS_timeout}.
+        """
+        r = self.resolver(timeout=0.4)
+        start = reactor.seconds()
+        yield self.assertFailure(r.lookupMX("slow.test"), DNSTemporaryError)
+        self.assertLess(reactor.seconds() - start, 2.0)
+
+    @defer.inlineCallbacks
+    def test_garbageAndServfail(self):
+        """
+        An unparsable answer and SERVFAIL are temporary errors.
+        """
+        r = self.resolver(timeout=0.4)
+        yield self.assertFailure(r.lookupA("garbage.test"), DNSTemporaryError)
+        yield self.assertFailure(r.lookupA("broken.test"), DNSTemporaryError)
+
+    @defer.inlineCallbacks
+    def test_cache(self):
+        """
+        A second lookup within the TTL is answered from the cache; an
+        expired one asks again.
+        """
+        r = self.resolver()
+        yield r.lookupMX("remote.test")
+        yield r.lookupMX("remote.test")
+        self.assertEqual(self.server.queries.count(("remote.test", "MX", "udp")), 1)
+        yield r.lookupA("mx2.remote.test")
+        r._cache[("mx2.remote.test", 1)] = (0, [])
+        yield r.lookupA("mx2.remote.test")
+        self.assertEqual(self.server.queries.count(("mx2.remote.test", "A", "udp")), 2)
