@@ -1,0 +1,225 @@
+# -*- test-case-name: smx.queue.test.test_dsn -*-
+"""
+NAME
+    smx.queue.dsn - delivery status notifications (RFC 3464)
+
+SYNOPSIS
+    message = buildReport("failed", reportingMTA, envelope, failures,
+                          original, headersOnly=False, now=time.time())
+
+DESCRIPTION
+    Bounces and delay warnings are C{multipart/report;
+    report-type=delivery-status} messages (RFC 3462/6522, RFC 3464) with
+    three parts: a human-readable text (in the spirit of seed App. C.4), a
+    C{message/delivery-status} part with one per-message block
+    (C{Reporting-MTA}, C{Original-Envelope-Id}, C{Arrival-Date}) and one
+    block per recipient (C{Final-Recipient}, C{Action}, C{Status},
+    C{Remote-MTA}, C{Diagnostic-Code}, C{Last-Attempt-Date},
+    C{Will-Retry-Until}), and the returned message as C{message/rfc822} or
+    only its header as C{text/rfc822-headers}.
+
+    Lines end with CRLF, as in CDB.
+
+CONFIGURATION PARAMETERS
+    flags header_only_in_bounce, max_errors_per_bounce (used by the caller)
+
+SECURITY
+    Texts from remote servers are stripped of control characters and
+    folded, so they cannot inject header fields into the report.
+
+DIAGNOSTICS
+    None: a report is always built from what is given.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from email.utils import formatdate
+from typing import Any, Dict, List, Optional
+
+_ENHANCED = re.compile(r"^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def enhancedStatus(reply: str, code: int, default: Optional[str] = None) -> str:
+    """
+    @return: the RFC 3463 status in C{reply} (C{"550 5.1.1 ..."}), or one
+        derived from the reply C{code}.
+    """
+    m = _ENHANCED.match(reply or "")
+    if m:
+        return m.group(1)
+    if default:
+        return default
+    if 500 <= code < 600:
+        return "5.0.0"
+    if 400 <= code < 500:
+        return "4.0.0"
+    return "5.0.0"
+
+
+def _clean(text: str) -> str:
+    return _CONTROL.sub(" ", text or "").strip()
+
+
+def _fold(name: str, value: str) -> str:
+    """One header field, folded at spaces below 78 characters."""
+    line = "%s: " % (name,)
+    out = []
+    for word in value.split(" "):
+        if len(line) + len(word) > 76 and line.strip():
+            out.append(line.rstrip())
+            line = " "
+        line += word + " "
+    out.append(line.rstrip())
+    return "\r\n".join(out)
+
+
+def headerOf(content: bytes) -> bytes:
+    """
+    @return: the header of a message (up to and including the empty line).
+    """
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = content.find(sep)
+        if i >= 0:
+            return content[: i + len(sep)]
+    return content
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+def buildReport(
+    kind: str,
+    reportingMTA: str,
+    envelope: Dict[str, Any],
+    recipients: List[Dict[str, Any]],
+    original: bytes,
+    headersOnly: bool = False,
+    now: Optional[float] = None,
+    willRetryUntil: Optional[float] = None,
+) -> bytes:
+    """
+    Build a bounce (C{kind} C{"failed"}) or a delay warning (C{"delayed"}).
+
+    @param envelope: the original envelope (C{id}, C{sender}, C{received},
+        optional C{envid}).
+    @param recipients: C{dict}s with C{address}, C{code}, C{reply} (the
+        last reply), optional C{dsn} (enhanced status), C{remoteMTA},
+        C{where}, C{lastAttempt}.
+    @param original: the original content (or its header).
+    @param headersOnly: return only the header of the original.
+    @return: the report as bytes with CRLF line ends.
+    """
+    if now is None:
+        now = time.time()
+    host = _ascii(reportingMTA)
+    boundary = "%s.%d/%s" % (envelope["id"], int(now), host)
+    failed = kind == "failed"
+    subject = (
+        "Undelivered Mail Returned to Sender"
+        if failed
+        else "Delayed Mail (still being retried)"
+    )
+    lines = [
+        "From: Mail Delivery Subsystem <MAILER-DAEMON@%s>" % (host,),
+        "To: <%s>" % (_ascii(envelope.get("sender", "")),),
+        "Subject: %s" % (subject,),
+        "Date: %s" % (formatdate(now),),
+        "Message-ID: <%s.%s.%d@%s>" % (envelope["id"], kind, int(now), host),
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary="%s"'
+        % (boundary,),
+        "",
+        "This is a MIME-encapsulated message.",
+        "",
+        "--" + boundary,
+        "Content-Type: text/plain; charset=us-ascii",
+        "Content-Description: Notification",
+        "",
+    ]
+    if failed:
+        lines.append(
+            "Hi! This is the smx MTA at %s. I'm sorry to inform you that a mail"
+            % (host,)
+        )
+        lines.append("from you could not be delivered. See below for details.")
+    else:
+        lines.append(
+            "Hi! This is the smx MTA at %s. A mail from you could not be" % (host,)
+        )
+        lines.append("delivered yet. It will be retried; you need not resend it.")
+    lines.append("")
+    for r in recipients:
+        lines.append("Recipient:")
+        lines.append("<%s>" % (_ascii(r["address"]),))
+        if r.get("remoteMTA"):
+            lines.append("Remote-MTA:")
+            lines.append(_ascii(r["remoteMTA"]))
+        lines.append("Reason:")
+        lines.append(_ascii(_clean(r.get("reply", ""))) or "unknown")
+        if r.get("where"):
+            lines.append("during %s" % (r["where"].upper(),))
+        lines.append("")
+    lines += [
+        "--" + boundary,
+        "Content-Type: message/delivery-status",
+        "Content-Description: Delivery report",
+        "",
+        "Reporting-MTA: dns; %s" % (host,),
+    ]
+    if envelope.get("envid"):
+        lines.append("Original-Envelope-Id: %s" % (_ascii(envelope["envid"]),))
+    if envelope.get("received"):
+        lines.append("Arrival-Date: %s" % (formatdate(envelope["received"]),))
+    for r in recipients:
+        lines.append("")
+        if r.get("orcpt"):
+            lines.append("Original-Recipient: %s" % (_ascii(r["orcpt"]),))
+        lines.append("Final-Recipient: rfc822; %s" % (_ascii(r["address"]),))
+        lines.append("Action: %s" % ("failed" if failed else "delayed",))
+        status = r.get("dsn") or enhancedStatus(
+            r.get("reply", ""), r.get("code", 0), None if failed else "4.0.0"
+        )
+        if failed and status.startswith("4"):
+            # a temporary error that timed out (queuereturn_timeout)
+            status = "4.4.7"
+        lines.append("Status: %s" % (status,))
+        if r.get("remoteMTA"):
+            lines.append("Remote-MTA: dns; %s" % (_ascii(r["remoteMTA"]),))
+        reply = _ascii(_clean(r.get("reply", "")))
+        if reply and r.get("code"):
+            lines.append(_fold("Diagnostic-Code", "smtp; " + reply))
+        if r.get("lastAttempt"):
+            lines.append("Last-Attempt-Date: %s" % (formatdate(r["lastAttempt"]),))
+        if not failed and willRetryUntil:
+            lines.append("Will-Retry-Until: %s" % (formatdate(willRetryUntil),))
+    lines += [
+        "",
+        "--" + boundary,
+    ]
+    if headersOnly:
+        body = headerOf(original)
+        lines.append("Content-Type: text/rfc822-headers")
+        lines.append("Content-Description: Undelivered Message Headers")
+    else:
+        body = original
+        lines.append("Content-Type: message/rfc822")
+        lines.append("Content-Description: Undelivered Message")
+    lines.append("")
+    head = ("\r\n".join(lines) + "\r\n").encode("ascii")
+    if body and not body.endswith(b"\n"):
+        body += b"\r\n"
+    return head + body + ("\r\n--%s--\r\n" % (boundary,)).encode("ascii")
+
+
+def is8bit(data: bytes) -> bool:
+    """Does C{data} contain bytes outside 7-bit ASCII?"""
+    try:
+        data.decode("ascii")
+    except UnicodeDecodeError:
+        return True
+    return False
