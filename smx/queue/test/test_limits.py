@@ -1,0 +1,258 @@
+# -*- test-case-name: smx.queue.test.test_limits -*-
+"""
+Tests for L{smx.queue.confmap}, L{smx.queue.connections} and
+L{smx.queue.diskspace}; the conf map is a real Berkeley DB hash file.
+"""
+
+import os
+
+from berkeleydb import db
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from smx.queue.confmap import ConfigurationMap, lookupKeys
+from smx.queue.connections import IncomingControl, SlowStart
+from smx.queue.diskspace import DiskSpaceMonitor
+
+
+def makeMap(path, entries, nul=False):
+    d = db.DB()
+    d.open(path, dbtype=db.DB_HASH, flags=db.DB_CREATE)
+    for k, v in entries.items():
+        d.put(k.encode() + (b"\0" if nul else b""), v.encode())
+    d.close()
+
+
+SEED_EXAMPLE = {
+    "oci:127.0.0.1": "5",
+    "ocm:127.0.0.1": "10",
+    "oci:10": "10",
+    "ocm:10": "50",
+    "oci:": "1",
+    "ocm:": "4",
+    "icr:10": "5",
+    "icr:127.0.0.1": "100",
+    "ios:127.0.0.1": "120",
+}
+
+
+class ConfigurationMapTests(unittest.TestCase):
+    """
+    Tests for L{ConfigurationMap}.
+    """
+
+    def setUp(self):
+        self.path = self.mktemp() + ".db"
+        self.reports = []
+
+    def test_lookupKeys(self):
+        """
+        An IPv4 address is looked up from the full address to the first
+        octet, then as the bare tag.
+        """
+        self.assertEqual(
+            lookupKeys("oci", "10.1.2.3"),
+            ["oci:10.1.2.3", "oci:10.1.2", "oci:10.1", "oci:10", "oci:"],
+        )
+
+    def test_seedExample(self):
+        """
+        The example of seed §5.7.1 gives the documented limits.
+        """
+        makeMap(self.path, SEED_EXAMPLE)
+        conf = ConfigurationMap(self.path, self.reports.append)
+        conf.open()
+        self.assertEqual(conf.lookup("oci", "127.0.0.1"), 5)
+        self.assertEqual(conf.lookup("ocm", "10.9.8.7"), 50)
+        self.assertEqual(conf.lookup("oci", "192.0.2.1"), 1)
+        self.assertEqual(conf.lookup("icr", "10.0.0.1"), 5)
+        self.assertIsNone(conf.lookup("ios", "10.0.0.1"))
+        self.assertEqual(self.reports, [])
+
+    def test_nulTerminated(self):
+        """
+        Keys and values written with a terminating NUL (makemap -N) work.
+        """
+        makeMap(self.path, {"ios:": "7"}, nul=True)
+        conf = ConfigurationMap(self.path)
+        conf.open()
+        self.assertEqual(conf.lookup("ios", "1.2.3.4"), 7)
+
+    def test_missing(self):
+        """
+        A missing map is not an error: nothing is found.
+        """
+        conf = ConfigurationMap(self.path, self.reports.append)
+        conf.open()
+        self.assertIsNone(conf.lookup("oci", "1.2.3.4"))
+        self.assertEqual(self.reports, [])
+
+    def test_damaged(self):
+        """
+        A file that is not a Berkeley DB map is reported with its name and
+        the old entries stay in force after a reopen.
+        """
+        makeMap(self.path, {"oci:": "3"})
+        conf = ConfigurationMap(self.path, self.reports.append)
+        conf.open()
+        with open(self.path, "wb") as f:
+            f.write(b"garbage" * 100)
+        conf.reopen()
+        self.assertEqual(conf.lookup("oci", "1.2.3.4"), 3)
+        self.assertEqual(len(self.reports), 1)
+        self.assertIn(self.path, self.reports[0])
+
+    def test_badValue(self):
+        """
+        A value that is not a number is reported and ignored.
+        """
+        makeMap(self.path, {"oci:": "many", "ocm:": "4"})
+        conf = ConfigurationMap(self.path, self.reports.append)
+        conf.open()
+        self.assertIsNone(conf.lookup("oci", "1.2.3.4"))
+        self.assertEqual(conf.lookup("ocm", "1.2.3.4"), 4)
+        self.assertIn("oci:", self.reports[0])
+
+
+class SlowStartTests(unittest.TestCase):
+    """
+    Tests for L{SlowStart}.
+    """
+
+    def test_growAndShrink(self):
+        """
+        The limit starts at C{initial}, grows by one per success up to
+        C{maximum} and halves on failure.
+        """
+        s = SlowStart(Clock(), initial=2, maximum=4)
+        s.opened("a")
+        s.opened("a")
+        self.assertFalse(s.mayOpen("a"))
+        s.closed("a", True)
+        self.assertEqual(s.state()["a"], {"limit": 3, "open": 1})
+        for i in range(5):
+            s.opened("a")
+            s.closed("a", True)
+        self.assertEqual(s.state()["a"]["limit"], 4)
+        s.closed("a", False)
+        self.assertEqual(s.state()["a"], {"limit": 2, "open": 0})
+
+    def test_confMap(self):
+        """
+        C{oci:} and C{ocm:} entries override the defaults per address.
+        """
+        path = self.mktemp()
+        makeMap(path, SEED_EXAMPLE)
+        conf = ConfigurationMap(path)
+        conf.open()
+        s = SlowStart(Clock(), initial=10, maximum=100, conf=conf)
+        self.assertEqual(s.limits("127.0.0.1"), (5, 10))
+        self.assertEqual(s.limits("192.0.2.1"), (1, 4))
+
+    def test_cacheTimeout(self):
+        """
+        An idle entry older than the cache timeout starts again at the
+        initial limit.
+        """
+        clock = Clock()
+        s = SlowStart(clock, initial=1, maximum=5, cacheTimeout=10)
+        s.opened("a")
+        s.closed("a", True)
+        self.assertEqual(s.state()["a"]["limit"], 2)
+        clock.advance(11)
+        self.assertTrue(s.mayOpen("a"))
+        self.assertEqual(s.state()["a"]["limit"], 1)
+
+    def test_cacheSize(self):
+        """
+        At most C{cacheSize} idle entries are kept.
+        """
+        s = SlowStart(Clock(), cacheSize=2)
+        for a in "abc":
+            s.mayOpen(a)
+        self.assertEqual(sorted(s.state()), ["b", "c"])
+
+
+class IncomingControlTests(unittest.TestCase):
+    """
+    Tests for L{IncomingControl}.
+    """
+
+    def test_rate(self):
+        """
+        More than C{maxRate} sessions in 60 s are refused with 421; after 60
+        s they are accepted again.
+        """
+        clock = Clock()
+        c = IncomingControl(clock, maxRate=2, maxOpen=10)
+        self.assertIsNone(c.sessionOpen("s1", "1.2.3.4"))
+        self.assertIsNone(c.sessionOpen("s2", "1.2.3.4"))
+        reply = c.sessionOpen("s3", "1.2.3.4")
+        self.assertEqual(reply["code"], 421)
+        self.assertIsNone(c.sessionOpen("s4", "5.6.7.8"))
+        clock.advance(60)
+        self.assertIsNone(c.sessionOpen("s5", "1.2.3.4"))
+
+    def test_open(self):
+        """
+        More than C{maxOpen} concurrent sessions are refused until one
+        closes.
+        """
+        c = IncomingControl(Clock(), maxRate=100, maxOpen=1)
+        self.assertIsNone(c.sessionOpen("s1", "1.2.3.4"))
+        self.assertEqual(c.sessionOpen("s2", "1.2.3.4")["code"], 421)
+        c.sessionClose("s1", "1.2.3.4")
+        self.assertIsNone(c.sessionOpen("s3", "1.2.3.4"))
+        self.assertEqual(c.openSessions(), 1)
+
+    def test_confMap(self):
+        """
+        C{icr:} and C{ios:} override the limits per address.
+        """
+        path = self.mktemp()
+        makeMap(path, SEED_EXAMPLE)
+        conf = ConfigurationMap(path)
+        conf.open()
+        c = IncomingControl(Clock(), maxRate=2, maxOpen=2, conf=conf)
+        self.assertEqual(c.limits("127.0.0.1"), (100, 120))
+        self.assertEqual(c.limits("10.1.1.1"), (5, 2))
+
+
+class Stat:
+    def __init__(self, free):
+        self.f_bavail = free
+        self.f_frsize = 1
+
+
+class DiskSpaceMonitorTests(unittest.TestCase):
+    """
+    Tests for L{DiskSpaceMonitor}.
+    """
+
+    def test_hysteresis(self):
+        """
+        Below the minimum new mail gets 452 4.3.1 until the ok level is
+        reached again.
+        """
+        clock = Clock()
+        free = [1000]
+        m = DiskSpaceMonitor(["/"], 500, 800, clock, statvfs=lambda p: Stat(free[0]))
+        self.assertIsNone(m.check())
+        free[0] = 400
+        clock.advance(1)
+        reply = m.check()
+        self.assertEqual((reply["code"], reply["dsn"]), (452, "4.3.1"))
+        free[0] = 700
+        clock.advance(1)
+        self.assertIsNotNone(m.check())
+        free[0] = 800
+        clock.advance(1)
+        self.assertIsNone(m.check())
+
+    def test_real(self):
+        """
+        The real C{statvfs} of an existing directory works.
+        """
+        m = DiskSpaceMonitor([os.getcwd()], 0, 0, Clock())
+        self.assertIsNone(m.check())
+        self.assertGreater(m.free, 0)
