@@ -1,0 +1,74 @@
+# -*- test-case-name: smx.mail.test.test_lmtpd -*-
+"""
+NAME
+    smx lmtpd - a small LMTP server delivering into Maildirs
+
+SYNOPSIS
+    smx lmtpd --socket PATH --maildir BASE [--hostname NAME]
+
+DESCRIPTION
+    Runs L{smx.mail.lmtpd.LMTPDeliveryService} until interrupted: mail
+    for C{user@domain} received over LMTP on the Unix socket PATH lands in
+    C{BASE/user/Maildir/new/}.  Point SMTPC's C{LMTP_socket} at PATH.
+
+DIAGNOSTICS
+    A bad option or a socket that cannot be created is one line on
+    standard error and exit status 2 or 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+
+def parseArguments(argv: List[str]) -> Optional[argparse.Namespace]:
+    """
+    @return: the parsed options, or C{None} after a usage error was
+        printed.
+    """
+    parser = argparse.ArgumentParser(
+        prog="smx lmtpd",
+        description="an LMTP server delivering into Maildirs",
+    )
+    parser.add_argument("--socket", required=True, help="Unix socket to listen on")
+    parser.add_argument(
+        "--maildir", required=True, help="base directory: BASE/user/Maildir"
+    )
+    parser.add_argument("--hostname", default=None, help="name in the greeting")
+    try:
+        return parser.parse_args(argv)
+    except SystemExit:
+        return None
+
+
+def run(argv: List[str], reactor=None) -> int:
+    """
+    Run the LMTP server with the reactor until it stops.
+
+    @return: the exit status.
+    """
+    options = parseArguments(argv)
+    if options is None:
+        return 2
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    from twisted.python import log
+
+    from smx.mail.lmtpd import LMTPDeliveryService
+
+    service = LMTPDeliveryService(
+        options.socket, options.maildir, reactor, hostname=options.hostname
+    )
+    try:
+        service.startService()
+    except Exception as e:
+        sys.stderr.write("smx lmtpd: cannot listen on %s: %s\n" % (options.socket, e))
+        return 1
+    log.startLogging(sys.stdout)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+    return 0
