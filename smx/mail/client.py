@@ -46,7 +46,11 @@ MAX_REPLY_LINES = 256
 class ProtocolError(Exception):
     """
     The server sent something that is not an SMTP reply.
+
+    @ivar replies: the complete replies that came before the bad line.
     """
+
+    replies: List["Reply"] = []
 
 
 class Reply:
@@ -113,7 +117,7 @@ class ReplyParser:
         @raise ProtocolError: for a line that is not a reply or too long.
         """
         self._buffer += data
-        replies = []
+        replies = []  # type: List[Reply]
         while True:
             end = self._buffer.find(b"\n")
             if end < 0:
@@ -126,7 +130,11 @@ class ReplyParser:
                 line = line[:-1]
             if len(line) > MAX_REPLY_LINE:
                 raise ProtocolError("reply line too long")
-            reply = self._line(line)
+            try:
+                reply = self._line(line)
+            except ProtocolError as e:
+                e.replies = replies
+                raise
             if reply is not None:
                 replies.append(reply)
 
@@ -480,13 +488,13 @@ class ClientMachine:
             answer failed temporarily) during one, else nothing.
         """
         state = self.state
+        where = self._where(state) if state in (TRANSACTION, BODY, DOT) else ""
         self.state = CLOSED
         self._expected.clear()
         if state in (GREETING, EHLO, HELO, STARTTLS, HANDSHAKE, RSET):
             where = "greeting" if state == GREETING else "ehlo"
             return [SessionFailed(where, code, why)]
         if state in (TRANSACTION, BODY, DOT):
-            where = self._where(state)
             text = why if code else "451 4.4.2 %s" % (why,)
             for i, result in enumerate(self._results):
                 if result is None or (result["status"] == "ok" and state != DOT):

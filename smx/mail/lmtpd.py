@@ -141,6 +141,8 @@ class LMTPServerProtocol(LineReceiver):
     One LMTP session.
     """
 
+    transport: Any
+
     delimiter = b"\r\n"
     MAX_LENGTH = 4096
 
@@ -341,7 +343,7 @@ class LMTPDeliveryService(service.Service):
     The LMTP server as a service: listens on C{socketPath} while running.
     """
 
-    name = "lmtpd"
+    name = "lmtpd"  # type: ignore[assignment]
 
     def __init__(
         self,

@@ -172,6 +172,8 @@ class ClientProtocol(Protocol):
     @ivar lost: has the connection gone?
     """
 
+    transport: Any
+
     def __init__(
         self,
         machine: ClientMachine,
@@ -238,6 +240,10 @@ class ClientProtocol(Protocol):
         try:
             replies = self._parser.feed(data)
         except ProtocolError as e:
+            for reply in e.replies:
+                self._events(self.machine.replyReceived(reply))
+                if self.lost:
+                    return
             self._events(self.machine.connectionFailed("protocol error: %s" % (e,)))
             self.transport.abortConnection()
             return
@@ -253,7 +259,7 @@ class ClientProtocol(Protocol):
         self._resetTimer()
         self._events(self.machine.tlsStarted())
 
-    def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:
+    def connectionLost(self, reason: Failure = Failure(error.ConnectionDone())) -> None:
         self.lost = True
         self._stopTimer()
         if self._body is not None:
@@ -541,7 +547,7 @@ class DeliveryAgent(service.Service):
     @ivar cache: the L{ConnectionCache}.
     """
 
-    name = "smtpc"
+    name = "smtpc"  # type: ignore[assignment]
 
     def __init__(
         self,

@@ -1,0 +1,399 @@
+# -*- test-case-name: smx.mail.test.test_smtpc -*-
+"""
+Unit tests for L{smx.mail.smtpc}: the routing loop, the Twisted adapter,
+timeouts and the connection cache, with a L{MemoryReactorClock} and
+L{StringTransport}s (no sockets).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from smx.interfaces import IDeliveryAgent
+from smx.log import Logger, MemorySink, parseRecord
+from smx.mail.smtpc import ClientProtocol, DeliveryAgent
+from smx.queue.testing import MemoryContentStore
+
+EHLO = b"250-mx.test\r\n250-PIPELINING\r\n250 SIZE 100000\r\n"
+
+
+def route(address: str = "192.0.2.1", port: int = 0, mailer: str = "esmtp"):
+    return {
+        "mailer": mailer,
+        "host": "mx-" + address,
+        "address": address,
+        "port": port,
+        "preference": 10,
+    }
+
+
+class _Transport(StringTransport):
+    def abortConnection(self) -> None:
+        self.loseConnection()
+
+
+class AgentTests(SynchronousTestCase):
+    """
+    Tests for L{DeliveryAgent} over fake connections.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.store = MemoryContentStore()
+        self.store.contents["S1"] = b"Subject: x\n\n.hi\n"
+        self.sink = MemorySink()
+        self.agent = DeliveryAgent(
+            self.store,
+            self.reactor,
+            heloName="me.test",
+            ioTimeout=30,
+            useTLS=False,
+            logger=Logger("smtpc", sink=self.sink),
+        )
+
+    def transaction(self, routes: List[Dict[str, Any]], n: int = 1) -> Dict[str, Any]:
+        return {
+            "id": "C0100000001000000",
+            "ss_ta": "S1",
+            "sender": "a@b.test",
+            "recipients": [
+                {"address": "r%d@d.test" % (i,), "index": i + 3} for i in range(n)
+            ],
+            "routes": routes,
+            "size": 16,
+            "bodyType": "7BIT",
+        }
+
+    def connect(self, i: int = -1) -> tuple:
+        """Accept the last (or C{i}th) TCP connection attempt."""
+        host, port, factory, timeout, _ = self.reactor.tcpClients[i]
+        proto = factory.buildProtocol(IPv4Address("TCP", host, port))
+        transport = _Transport()
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def refuse(self, i: int = -1) -> None:
+        _, _, factory, _, _ = self.reactor.tcpClients[i]
+        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+
+    def converse(self, proto: ClientProtocol, transport: _Transport, *replies: bytes):
+        for reply in replies:
+            proto.dataReceived(reply)
+
+    def test_interface(self) -> None:
+        """L{DeliveryAgent} provides L{IDeliveryAgent}."""
+        self.assertTrue(verifyObject(IDeliveryAgent, self.agent))
+
+    def test_deliver(self) -> None:
+        """
+        A transaction is delivered with pipelining, the content encoded,
+        and the results and App. C.2 records are as the seed shows.
+        """
+        d = self.agent.deliver(self.transaction([route(port=2525)], 2))
+        self.assertEqual(self.reactor.tcpClients[0][:2], ("192.0.2.1", 2525))
+        proto, t = self.connect()
+        self.converse(proto, t, b"220 mx ESMTP\r\n", EHLO)
+        self.assertEqual(
+            t.value(),
+            b"EHLO me.test\r\nMAIL FROM:<a@b.test> SIZE=16\r\n"
+            b"RCPT TO:<r0@d.test>\r\nRCPT TO:<r1@d.test>\r\nDATA\r\n",
+        )
+        t.clear()
+        self.converse(
+            proto, t, b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 unknown\r\n354 go\r\n"
+        )
+        self.assertEqual(t.value(), b"Subject: x\r\n\r\n..hi\r\n.\r\n")
+        self.assertNoResult(d)
+        t.clear()
+        self.converse(proto, t, b"250 2.0.0 queued\r\n")
+        results = self.successResultOf(d)
+        self.assertEqual(
+            results,
+            [
+                {
+                    "index": 3,
+                    "address": "r0@d.test",
+                    "status": "ok",
+                    "code": 250,
+                    "reply": "250 2.0.0 queued",
+                    "remoteMTA": "mx-192.0.2.1",
+                    "where": "final_dot",
+                },
+                {
+                    "index": 4,
+                    "address": "r1@d.test",
+                    "status": "perm",
+                    "code": 550,
+                    "reply": "550 5.1.1 unknown",
+                    "remoteMTA": "mx-192.0.2.1",
+                    "where": "rcpt",
+                },
+            ],
+        )
+        self.assertEqual(t.value(), b"QUIT\r\n")
+        records = [parseRecord(line) for line in self.sink.lines()]
+        sess = records[0]["da_sess"]
+        self.assertEqual(
+            self.sink.lines(),
+            [
+                "da_sess=%s, status=connected, port=2525, addr=192.0.2.1" % sess,
+                "da_sess=%s, da_ta=C0100000001000000, ss_ta=S1, mail=<a@b.test>, "
+                "stat=0, reply=250 2.1.0 ok" % sess,
+                "da_sess=%s, da_ta=C0100000001000000, ss_ta=S1, rcpt=<r0@d.test>, "
+                "stat=0, reply=250 2.1.5 ok" % sess,
+                "da_sess=%s, da_ta=C0100000001000000, ss_ta=S1, rcpt=<r1@d.test>, "
+                "stat=550, reply=550 5.1.1 unknown" % sess,
+                "da_sess=%s, da_ta=C0100000001000000, ss_ta=S1, where=final_dot, "
+                "size=16, stat=0" % sess,
+            ],
+        )
+
+    def test_defaultPort(self) -> None:
+        """A route without a port uses C{remote_port}."""
+        self.agent.remotePort = 2600
+        self.agent.deliver(self.transaction([route()]))
+        self.assertEqual(self.reactor.tcpClients[0][1], 2600)
+
+    def test_nextRouteOnRefused(self) -> None:
+        """A refused connection moves on to the next route."""
+        d = self.agent.deliver(
+            self.transaction([route("192.0.2.1"), route("192.0.2.2")])
+        )
+        self.refuse()
+        self.assertEqual(self.reactor.tcpClients[1][0], "192.0.2.2")
+        proto, t = self.connect()
+        self.converse(proto, t, b"220 mx\r\n", EHLO, b"250 ok\r\n250 ok\r\n354 go\r\n")
+        self.converse(proto, t, b"250 ok\r\n")
+        [result] = self.successResultOf(d)
+        self.assertEqual(result["status"], "ok")
+        self.assertEqual(result["remoteMTA"], "mx-192.0.2.2")
+
+    def test_allRoutesRefused(self) -> None:
+        """Every route refused: a temporary failure at C{connect}."""
+        d = self.agent.deliver(
+            self.transaction([route("192.0.2.1"), route("192.0.2.2")])
+        )
+        self.refuse(0)
+        self.refuse(1)
+        [result] = self.successResultOf(d)
+        self.assertEqual(result["status"], "temp")
+        self.assertEqual(result["where"], "connect")
+        self.assertIsNone(result["remoteMTA"])
+
+    def test_greeting421NextRoute(self) -> None:
+        """A 421 greeting moves on to the next route."""
+        d = self.agent.deliver(
+            self.transaction([route("192.0.2.1"), route("192.0.2.2")])
+        )
+        proto, t = self.connect()
+        self.converse(proto, t, b"421 4.3.2 busy\r\n")
+        self.assertTrue(t.disconnecting)
+        proto.connectionLost(Failure(Exception("closed")))
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        proto2, t2 = self.connect()
+        self.converse(proto2, t2, b"554 go away\r\n")
+        [result] = self.successResultOf(d)
+        # a refused greeting is never a bounce
+        self.assertEqual((result["status"], result["where"]), ("temp", "greeting"))
+
+    def test_temporaryRecipientTriesNextRoute(self) -> None:
+        """
+        A recipient answered 4xx is tried at the next route; one answered
+        5xx is not.
+        """
+        d = self.agent.deliver(
+            self.transaction([route("192.0.2.1"), route("192.0.2.2")], 2)
+        )
+        proto, t = self.connect()
+        self.converse(
+            proto,
+            t,
+            b"220 mx\r\n",
+            EHLO,
+            b"250 ok\r\n451 later\r\n550 no\r\n554 no\r\n",
+        )
+        proto2, t2 = self.connect()
+        t2.clear()
+        self.converse(proto2, t2, b"220 mx\r\n", EHLO)
+        self.assertIn(b"RCPT TO:<r0@d.test>", t2.value())
+        self.assertNotIn(b"r1@d.test", t2.value())
+        self.converse(proto2, t2, b"250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n")
+        results = self.successResultOf(d)
+        self.assertEqual([r["status"] for r in results], ["ok", "perm"])
+
+    def test_timeout(self) -> None:
+        """
+        A server that stops answering ends the attempt after io_timeout:
+        a temporary failure, not a delivery.
+        """
+        d = self.agent.deliver(self.transaction([route()]))
+        proto, t = self.connect()
+        self.converse(proto, t, b"220 mx\r\n", EHLO, b"250 ok\r\n250 ok\r\n354 go\r\n")
+        self.reactor.advance(29)
+        self.assertNoResult(d)
+        self.reactor.advance(2)
+        [result] = self.successResultOf(d)
+        self.assertEqual(result["status"], "temp")
+        self.assertEqual(result["where"], "final_dot")
+        self.assertTrue(t.disconnecting)
+
+    def test_timeoutAtGreeting(self) -> None:
+        """A server that never greets times out and the next route is tried."""
+        d = self.agent.deliver(
+            self.transaction([route("192.0.2.1"), route("192.0.2.2")])
+        )
+        proto, t = self.connect()
+        self.reactor.advance(31)
+        proto.connectionLost(Failure(Exception("aborted")))
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        self.refuse()
+        [result] = self.successResultOf(d)
+        self.assertEqual(result["status"], "temp")
+
+    def test_garbage(self) -> None:
+        """A reply that is not SMTP ends the attempt with a temporary failure."""
+        d = self.agent.deliver(self.transaction([route()]))
+        proto, t = self.connect()
+        self.converse(proto, t, b"220 mx\r\n", EHLO, b"250 ok\r\nHELLO WORLD\r\n")
+        [result] = self.successResultOf(d)
+        self.assertEqual((result["status"], result["where"]), ("temp", "rcpt"))
+        self.assertTrue(t.disconnecting)
+
+    def test_lostMidData(self) -> None:
+        """A connection lost during DATA is a temporary failure."""
+        d = self.agent.deliver(self.transaction([route()]))
+        proto, t = self.connect()
+        self.converse(proto, t, b"220 mx\r\n", EHLO, b"250 ok\r\n250 ok\r\n")
+        proto.connectionLost(Failure(Exception("reset")))
+        [result] = self.successResultOf(d)
+        self.assertEqual((result["status"], result["where"]), ("temp", "data"))
+
+    def test_missingContent(self) -> None:
+        """Content missing from the store: a temporary failure, no crash."""
+        tx = self.transaction([route()])
+        tx["ss_ta"] = "S2"
+        d = self.agent.deliver(tx)
+        proto, t = self.connect()
+        self.converse(proto, t, b"220 mx\r\n", EHLO)
+        [result] = self.successResultOf(d)
+        self.assertEqual(result["status"], "temp")
+
+    def test_noRoutes(self) -> None:
+        """A transaction without routes fails temporarily."""
+        [result] = self.successResultOf(self.agent.deliver(self.transaction([])))
+        self.assertEqual(result["status"], "temp")
+
+    def test_lmtpRoute(self) -> None:
+        """
+        An lmtp route connects to C{LMTP_socket}, speaks LHLO, and maps
+        one reply per recipient after the final dot.
+        """
+        self.agent.lmtpSocket = "/tmp/lmtp.sock"
+        d = self.agent.deliver(self.transaction([route("", mailer="lmtp")], 2))
+        path, factory, timeout, _ = self.reactor.unixClients[0]
+        self.assertEqual(path, "/tmp/lmtp.sock")
+        proto = factory.buildProtocol(None)
+        t = _Transport()
+        proto.makeConnection(t)
+        self.converse(proto, t, b"220 lmtp\r\n")
+        self.assertEqual(t.value(), b"LHLO me.test\r\n")
+        self.converse(proto, t, b"250-lmtp\r\n250 PIPELINING\r\n")
+        self.converse(proto, t, b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+        self.converse(proto, t, b"250 2.0.0 saved\r\n552 5.2.2 quota\r\n")
+        results = self.successResultOf(d)
+        self.assertEqual([r["status"] for r in results], ["ok", "perm"])
+        self.assertEqual([r["where"] for r in results], ["final_dot", "final_dot"])
+        lines = self.sink.lines()
+        self.assertIn("port=0, addr=/tmp/lmtp.sock", lines[0])
+        self.assertTrue(any("rcpt=<r1@d.test>, where=final_dot" in x for x in lines))
+
+
+class ConnectionReuseTests(AgentTests.__bases__[0]):  # type: ignore[misc]
+    """
+    Tests for reuse of sessions through the open connection cache.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.store = MemoryContentStore()
+        self.store.contents["S1"] = b"body\n"
+        self.agent = DeliveryAgent(
+            self.store,
+            self.reactor,
+            heloName="me.test",
+            ioTimeout=30,
+            useTLS=False,
+            reuseConnection=True,
+            cacheSize=1,
+            cacheTimeout=10,
+            logger=Logger("smtpc", sink=MemorySink()),
+        )
+        self.tx = {
+            "id": "C0100000001000000",
+            "ss_ta": "S1",
+            "sender": "a@b.test",
+            "recipients": [{"address": "r@d.test", "index": 0}],
+            "routes": [route()],
+            "size": 5,
+        }
+
+    def first(self) -> tuple:
+        d = self.agent.deliver(self.tx)
+        host, port, factory, _, _ = self.reactor.tcpClients[-1]
+        proto = factory.buildProtocol(IPv4Address("TCP", host, port))
+        t = _Transport()
+        proto.makeConnection(t)
+        for data in [b"220 mx\r\n", EHLO, b"250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n"]:
+            proto.dataReceived(data)
+        self.assertEqual(self.successResultOf(d)[0]["status"], "ok")
+        return proto, t
+
+    def test_reuse(self) -> None:
+        """
+        A second transaction to the same destination uses the cached
+        session after RSET, without a new connection.
+        """
+        proto, t = self.first()
+        self.assertEqual(len(self.agent.cache), 1)
+        t.clear()
+        d = self.agent.deliver(self.tx)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.assertEqual(t.value(), b"RSET\r\n")
+        proto.dataReceived(b"250 ok\r\n")
+        proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n")
+        self.assertEqual(self.successResultOf(d)[0]["status"], "ok")
+
+    def test_expiry(self) -> None:
+        """An idle cached session is closed after the cache timeout."""
+        proto, t = self.first()
+        self.reactor.advance(11)
+        self.assertEqual(len(self.agent.cache), 0)
+        self.assertTrue(t.value().endswith(b"QUIT\r\n"))
+        self.assertTrue(t.disconnecting)
+
+    def test_deadCachedSession(self) -> None:
+        """
+        A cached session that fails its RSET is dropped and a new
+        connection is made.
+        """
+        proto, t = self.first()
+        d = self.agent.deliver(self.tx)
+        proto.dataReceived(b"421 bye\r\n")
+        proto.connectionLost(Failure(Exception("closed")))
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        self.assertNoResult(d)
+
+    def test_stopServiceClosesCache(self) -> None:
+        """Stopping the service closes every cached session."""
+        proto, t = self.first()
+        self.agent.startService()
+        self.agent.stopService()
+        self.assertEqual(len(self.agent.cache), 0)
+        self.assertTrue(t.disconnecting)
