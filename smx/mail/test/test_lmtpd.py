@@ -1,0 +1,185 @@
+# -*- test-case-name: smx.mail.test.test_lmtpd -*-
+"""
+Tests for L{smx.mail.lmtpd} (with L{StringTransport}, files in a temporary
+directory) and L{smx.scripts.lmtpd}.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from smx.log import Logger, MemorySink
+from smx.mail.lmtpd import (
+    LMTPDeliveryService,
+    LMTPFactory,
+    UnsafeLocalPart,
+    mailboxName,
+)
+from smx.scripts import lmtpd as script
+
+
+class MailboxNameTests(SynchronousTestCase):
+    """
+    Tests for L{mailboxName}.
+    """
+
+    def test_lowerAndDetail(self) -> None:
+        """The local part is lower-cased and the detail removed."""
+        self.assertEqual(mailboxName("Alice+Lists@Example.TEST"), "alice")
+        self.assertEqual(mailboxName("bob"), "bob")
+
+    def test_unsafe(self) -> None:
+        """Names that could leave the base directory are refused."""
+        for bad in ["../x@a", "a/b@c", ".hidden@x", "a..b@c", "a\x00b@c", "@x", "+x@y"]:
+            self.assertRaises(UnsafeLocalPart, mailboxName, bad)
+
+
+class ServerTests(SynchronousTestCase):
+    """
+    Tests for L{LMTPServerProtocol} through L{LMTPFactory}.
+    """
+
+    def setUp(self) -> None:
+        self.base = self.mktemp()
+        os.makedirs(self.base)
+        self.sink = MemorySink()
+        factory = LMTPFactory(
+            self.base,
+            "lmtp.test",
+            Logger("lmtpd", sink=self.sink),
+            MemoryReactorClock(),
+            maxMessageSize=1000,
+        )
+        self.proto = factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> bytes:
+        self.transport.clear()
+        self.proto.dataReceived(data)
+        return self.transport.value()
+
+    def messages(self, user: str) -> list:
+        new = os.path.join(self.base, user, "Maildir", "new")
+        out = []
+        for name in sorted(os.listdir(new)):
+            with open(os.path.join(new, name), "rb") as f:
+                out.append(f.read())
+        return out
+
+    def test_greeting(self) -> None:
+        """The server greets with 220 and answers LHLO with its extensions."""
+        self.assertTrue(self.transport.value().startswith(b"220 lmtp.test"))
+        reply = self.send(b"LHLO me\r\n")
+        self.assertIn(b"250-PIPELINING", reply)
+        self.assertIn(b"250 SIZE 1000", reply)
+
+    def test_heloRefused(self) -> None:
+        """HELO and EHLO are not LMTP."""
+        self.assertTrue(self.send(b"EHLO me\r\n").startswith(b"500"))
+
+    def test_deliver(self) -> None:
+        """
+        A pipelined transaction gets one reply per recipient after the dot;
+        each message lands in the user's Maildir with Return-Path and
+        Delivered-To, dot-stuffing undone and LF line ends.
+        """
+        reply = self.send(
+            b"LHLO me\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<Alice+x@l.test>\r\n"
+            b"RCPT TO:<../etc@l.test>\r\nRCPT TO:<bob@l.test>\r\nDATA\r\n"
+        )
+        self.assertIn(b"550 5.1.3", reply)
+        self.assertTrue(
+            reply.endswith(b"354 send the message, end with <CRLF>.<CRLF>\r\n")
+        )
+        reply = self.send(b"Subject: t\r\n\r\n..dot\r\nbody\r\n.\r\n")
+        self.assertEqual(
+            reply,
+            b"250 2.0.0 <Alice+x@l.test> delivered\r\n"
+            b"250 2.0.0 <bob@l.test> delivered\r\n",
+        )
+        [message] = self.messages("alice")
+        self.assertEqual(
+            message,
+            b"Return-Path: <s@x.test>\nDelivered-To: Alice+x@l.test\n"
+            b"Subject: t\n\n.dot\nbody\n",
+        )
+        self.assertEqual(len(self.messages("bob")), 1)
+        self.assertFalse(os.path.exists(os.path.join(self.base, "etc")))
+        self.assertFalse(os.listdir(os.path.join(self.base, "alice", "Maildir", "tmp")))
+
+    def test_endInPieces(self) -> None:
+        """The end of data split across reads is found; bare LF.LF is not an end."""
+        self.send(b"LHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<u@l>\r\nDATA\r\n")
+        self.assertEqual(self.send(b"a\n.\nb\r\n\r"), b"")
+        self.assertEqual(self.send(b"\n.\r"), b"")
+        self.assertEqual(
+            self.send(b"\nNOOP\r\n"), b"250 2.0.0 <u@l> delivered\r\n250 2.0.0 ok\r\n"
+        )
+        [message] = self.messages("u")
+        self.assertTrue(message.endswith(b"a\n.\nb\n\n"))
+
+    def test_emptyMessage(self) -> None:
+        """An empty message is delivered."""
+        self.send(b"LHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<u@l>\r\nDATA\r\n")
+        self.assertEqual(self.send(b".\r\n"), b"250 2.0.0 <u@l> delivered\r\n")
+
+    def test_tooBig(self) -> None:
+        """A message over the size limit is refused for every recipient."""
+        self.send(b"LHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<u@l>\r\nDATA\r\n")
+        self.send(b"x" * 600 + b"\r\n")
+        self.send(b"y" * 600 + b"\r\n")
+        self.assertEqual(self.send(b".\r\n"), b"552 5.3.4 message too big\r\n")
+        self.assertFalse(os.path.exists(os.path.join(self.base, "u")))
+
+    def test_storeError(self) -> None:
+        """A Maildir that cannot be written gives 451, not a traceback."""
+        with open(os.path.join(self.base, "u"), "w") as f:
+            f.write("not a directory")
+        self.send(b"LHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<u@l>\r\nDATA\r\n")
+        self.assertTrue(self.send(b"x\r\n.\r\n").startswith(b"451 4.3.0"))
+        self.assertIn("sev=ERR", self.sink.lines()[-1])
+
+    def test_sequence(self) -> None:
+        """Commands out of order are refused."""
+        self.assertTrue(self.send(b"MAIL FROM:<>\r\n").startswith(b"503"))
+        self.send(b"LHLO me\r\n")
+        self.assertTrue(self.send(b"RCPT TO:<u@l>\r\n").startswith(b"503"))
+        self.assertTrue(self.send(b"MAIL FROM:bad\r\n").startswith(b"501"))
+        self.send(b"MAIL FROM:<>\r\n")
+        self.assertTrue(self.send(b"DATA\r\n").startswith(b"503"))
+        self.assertTrue(self.send(b"FOO\r\n").startswith(b"500"))
+        self.assertEqual(self.send(b"QUIT\r\n"), b"221 2.0.0 bye\r\n")
+
+
+class ServiceTests(SynchronousTestCase):
+    """
+    Tests for L{LMTPDeliveryService} and C{smx lmtpd}.
+    """
+
+    def test_listens(self) -> None:
+        """The service listens on the socket while running."""
+        reactor = MemoryReactorClock()
+        base = self.mktemp()
+        svc = LMTPDeliveryService("sock", base, reactor)
+        svc.startService()
+        self.assertEqual(reactor.unixServers[0][0], os.path.abspath("sock"))
+        self.assertEqual(reactor.unixServers[0][3], 0o666)
+        self.assertTrue(os.path.isdir(base))
+        svc.stopService()
+
+    def test_notASocket(self) -> None:
+        """A file in the way of the socket is not removed."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("x")
+        svc = LMTPDeliveryService(path, self.mktemp(), MemoryReactorClock())
+        self.assertRaises(OSError, svc.startService)
+        self.assertTrue(os.path.exists(path))
+
+    def test_usage(self) -> None:
+        """Missing options are a usage error (status 2), not a traceback."""
+        self.assertEqual(script.run([]), 2)
