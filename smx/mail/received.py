@@ -1,0 +1,80 @@
+# -*- test-case-name: smx.mail.test.test_received -*-
+"""
+The C{Received:} header SMTPS prepends to every message (seed App. C.3,
+RFC 5321 §4.4, RFC 3848)::
+
+    Received: from EHLO-NAME (CLIENT-NAME [CLIENT-ADDR])
+    \tby HOST-NAME (SM-X-VERSION) with PROTOCOL
+    \t(TLS=TLSVERSION, cipher=CIPHERSUITE, bits=CIPHERBITS, verify=VERIFYRESULT)
+    \tid SMTP-TA-ID; DATE
+
+The client name is shown only when it is known (the C{access} flag makes
+SMTPS look it up); otherwise the parenthesis holds C{[CLIENT-ADDR]} alone.
+The TLS line is present only while TLS is active.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Optional
+
+from smx import versionString
+
+
+def protocolName(extended: bool, tls: bool, authenticated: bool) -> str:
+    """
+    The RFC 3848 transmission type: C{SMTP} after HELO, else C{ESMTP} with
+    C{S} for TLS and C{A} for AUTH.
+    """
+    if not extended:
+        return "SMTP"
+    return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
+
+
+def _clean(text: str) -> str:
+    return "".join(c if 32 < ord(c) < 127 else "?" for c in text) or "?"
+
+
+def receivedHeader(
+    heloName: str,
+    clientAddress: str,
+    hostname: str,
+    protocol: str,
+    transactionId: str,
+    clientName: Optional[str] = None,
+    tlsInfo: Optional[dict] = None,
+    now: Optional[float] = None,
+    version: str = versionString,
+) -> bytes:
+    """
+    Build the header, folded, ending in CRLF.
+
+    @param tlsInfo: C{None} without TLS, else a C{dict} with C{"version"},
+        C{"cipher"}, C{"bits"}, C{"verify"} (see L{smx.mail.tls.tlsInfo}).
+    @param now: the POSIX time of the DATE (default: now).
+    """
+    address = clientAddress
+    if ":" in address and not address.startswith("IPv6:"):
+        address = "IPv6:" + address
+    if clientName:
+        client = "%s [%s]" % (_clean(clientName), address)
+    else:
+        client = "[%s]" % (address,)
+    lines = [
+        "Received: from %s (%s)" % (_clean(heloName), client),
+        "\tby %s (%s) with %s" % (hostname, version, protocol),
+    ]
+    if tlsInfo is not None:
+        lines.append(
+            "\t(TLS=%s, cipher=%s, bits=%s, verify=%s)"
+            % (
+                tlsInfo["version"],
+                tlsInfo["cipher"],
+                tlsInfo["bits"],
+                tlsInfo["verify"],
+            )
+        )
+    date = email.utils.formatdate(time.time() if now is None else now, localtime=True)
+    lines.append("\tid %s; %s" % (transactionId, date))
+    return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")

@@ -1,0 +1,907 @@
+# -*- test-case-name: smx.mail.test.test_smtps -*-
+"""
+NAME
+    smx.mail.smtps - SMTPS, the ESMTP server of smx
+
+SYNOPSIS
+    services = smtpsServices(cfg, queueManager, contentStore, resolver)
+    for s in services: s.setServiceParent(parent)
+
+DESCRIPTION
+    Accepts mail over ESMTP (RFC 5321 with PIPELINING, SIZE, 8BITMIME,
+    ENHANCEDSTATUSCODES, STARTTLS, AUTH) and hands it to the queue manager:
+    the content to the content store (with a C{Received:} header, seed
+    App. C.3), the envelope to L{IQueueManager.commitTransaction}.  The
+    250 after the final dot is sent only when both are on stable storage;
+    if either fails the reply is 451 4.3.0.
+
+    The protocol work is done by the sans-I/O L{ServerConnection}; this
+    module is the Twisted adapter: it feeds received bytes in, calls QMGR,
+    CDB and SMAR through their interfaces for the events that come out,
+    and writes the replies in one batch per received chunk (RFC 2920).
+
+    At connect QMGR is asked whether the session may open (C{icr:},
+    C{ios:}); at MAIL whether a transaction fits (disk, queue).  Access
+    checks are made by L{SessionPolicy}.
+
+CONFIGURATION PARAMETERS
+    Section C{smtps} (or several named ones, C{smtps MTA { ... }}, seed
+    §5.9.1, each with its own listeners and options):
+
+    daemon_address      up to 16 C{host:port}, C{:port}, C{host} (port
+                        8000), C{[IPv6]:port}
+    flags               8bitmime, delay_checks, lmtp_does_not_imply_relaying
+                        (also spelt lmtpl_...), softbounce, access,
+                        serialize_accept, background
+    id                  the process id byte of session/transaction ids
+    io_timeout          idle time before 421 4.4.2 (default 5m)
+    max_bad_commands_per_session, max_recipients_per_session
+                        (max_recipients is its old name),
+    max_recipients_per_transaction, max_transactions, max_hops,
+    max_message_size    limits (0: none)
+    processes, max_threads
+                        smx serves every session of a listener in one
+                        process; C{processes} x C{max_threads} (when both
+                        are set) is the most concurrent sessions a listener
+                        accepts, more get 421 4.3.2.  C{min_wait_threads},
+                        C{max_wait_threads} and C{serialize_accept} have no
+                        work to do in an event loop and are accepted.
+    tls { cert_file; key_file; CAcert_file; CAcert_path;
+          flags = { allow_relaying_if_verified,
+                    check_access_map_for_relaying } }
+    auth { flags; trusted_mechs; password_file }
+                        password_file is an smx extension: C{user:password}
+                        lines; AUTH is offered only after STARTTLS unless
+                        the auth flag C{allow_plaintext_auth}... is set:
+                        flag C{no_tls_required}.
+    The global C{hostname} (default: the FQDN) names the server in the
+    greeting, EHLO and Received: header.
+
+SECURITY
+    Only <CRLF>.<CRLF> ends a message; bare CR or LF in the data rejects
+    it (554 5.6.11).  Input pipelined after STARTTLS is discarded.  Command
+    lines must end in CRLF and are at most 512 bytes.  Relaying needs an
+    explicit rule (see L{smx.mail.policy}).
+
+DIAGNOSTICS
+    Records as seed App. C.2: C{ss_sess=..., client_ipv4=...,
+    client_name=...}, C{where=connection, starttls=successful},
+    C{ss_ta=..., mail=<...>, stat=0}, C{rcpt=<...>, idx=N, stat=0},
+    C{msgid=<...>, size=N, stat=0}; rejections with C{stat=CODE,
+    reply=...}.  An unexpected failure is logged with C{sev=ERR} and
+    answered 451 4.3.0.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from twisted.application import service
+from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
+from twisted.internet import defer, interfaces, protocol
+from twisted.internet.address import IPv6Address
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python import failure
+from zope.interface import implementer
+
+from smx import versionString
+from smx.ids import ServerIdGenerator
+from smx.log import Logger
+from smx.mail import server as sm
+from smx.mail.auth import AuthError, SASLExchange
+from smx.mail.policy import SessionPolicy
+from smx.mail.received import protocolName, receivedHeader
+from smx.mail.tls import tlsInfo
+
+
+class ServerSettings:
+    """
+    The options of one SMTPS listener, with the seed's defaults.  Sizes
+    in bytes, times in seconds; limits of 0 mean unlimited.
+    """
+
+    def __init__(
+        self,
+        hostname: Optional[str] = None,
+        maxMessageSize: int = 8 * 1024 * 1024,
+        maxRecipientsPerTransaction: int = 0,
+        maxRecipientsPerSession: int = 0,
+        maxTransactions: int = 0,
+        maxBadCommands: int = 3,
+        maxHops: int = 21,
+        ioTimeout: float = 300.0,
+        maxSessions: int = 0,
+        eightBitMime: bool = False,
+        softbounce: bool = False,
+        access: bool = False,
+        delayChecks: bool = False,
+        lmtpImpliesRelaying: bool = True,
+        tlsContextFactory: Any = None,
+        allowRelayingIfVerified: bool = False,
+        checkAccessMapForRelaying: bool = False,
+        authChecker: Any = None,
+        authMechanisms: Tuple[str, ...] = (),
+        trustedMechanisms: Tuple[str, ...] = (),
+        authRequiresTLS: bool = True,
+        processId: int = 0,
+        name: str = "",
+    ) -> None:
+        self.hostname = hostname or socket.getfqdn()
+        self.maxMessageSize = maxMessageSize
+        self.maxRecipientsPerTransaction = maxRecipientsPerTransaction
+        self.maxRecipientsPerSession = maxRecipientsPerSession
+        self.maxTransactions = maxTransactions
+        self.maxBadCommands = maxBadCommands
+        self.maxHops = maxHops
+        self.ioTimeout = ioTimeout
+        self.maxSessions = maxSessions
+        self.eightBitMime = eightBitMime
+        self.softbounce = softbounce
+        self.access = access
+        self.delayChecks = delayChecks
+        self.lmtpImpliesRelaying = lmtpImpliesRelaying
+        self.tlsContextFactory = tlsContextFactory
+        self.allowRelayingIfVerified = allowRelayingIfVerified
+        self.checkAccessMapForRelaying = checkAccessMapForRelaying
+        self.authChecker = authChecker
+        self.authMechanisms = tuple(authMechanisms) if authChecker else ()
+        self.trustedMechanisms = tuple(trustedMechanisms)
+        self.authRequiresTLS = authRequiresTLS
+        self.processId = processId
+        self.name = name
+
+
+class _Transaction:
+    def __init__(self, transactionId: str, sender: str, body: str, size: int):
+        self.id = transactionId
+        self.sender = sender
+        self.body = body
+        self.declaredSize = size
+        self.recipients = []  # type: List[Dict[str, Any]]
+        self.writer = None  # type: Any
+        self.stored = 0
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+
+_TEMPFAIL = (451, "4.3.0", "Temporary failure, please try again later")
+
+
+@implementer(interfaces.IHandshakeListener)
+class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
+    """
+    One SMTP session: the Twisted side of a L{sm.ServerConnection}.
+    """
+
+    factory = None  # type: Any
+    connection = None  # type: Any
+    transport = None  # type: Any
+    sessionId = ""
+
+    def connectionMade(self) -> None:
+        f = self.factory
+        s = f.settings
+        peer = self.transport.getPeer()
+        self.clientAddress = getattr(peer, "host", "127.0.0.1")
+        self.ipv6 = isinstance(peer, IPv6Address)
+        self.sessionId = f.ids.next()
+        self.connection = sm.ServerConnection(
+            s.hostname,
+            maxMessageSize=s.maxMessageSize,
+            maxRecipientsPerTransaction=s.maxRecipientsPerTransaction,
+            maxRecipientsPerSession=s.maxRecipientsPerSession,
+            maxTransactions=s.maxTransactions,
+            maxBadCommands=s.maxBadCommands,
+            eightBitMime=s.eightBitMime,
+            tlsAvailable=s.tlsContextFactory is not None,
+            authMechanisms=s.authMechanisms,
+            authRequiresTLS=s.authRequiresTLS,
+            softbounce=s.softbounce,
+            greeting="ESMTP " + versionString,
+        )
+        self.policy = SessionPolicy(
+            f.resolver,
+            self.clientAddress,
+            s.hostname,
+            access=s.access,
+            delayChecks=s.delayChecks,
+            lmtpImpliesRelaying=s.lmtpImpliesRelaying,
+            allowRelayingIfVerified=s.allowRelayingIfVerified,
+            checkAccessMapForRelaying=s.checkAccessMapForRelaying,
+            trustedMechanisms=s.trustedMechanisms,
+        )
+        self.transaction = None  # type: Optional[_Transaction]
+        self.tlsInfo = None  # type: Optional[Dict[str, Any]]
+        self.authUser = None  # type: Optional[str]
+        self._sasl = None  # type: Optional[SASLExchange]
+        self._running = False
+        self._waiting = False
+        self._tlsPending = False
+        self._opened = False
+        self._lost = False
+        self.setTimeout(s.ioTimeout)
+        f.sessions.add(self)
+        if s.maxSessions and len(f.sessions) > s.maxSessions:
+            self.connection.refuse(421, "4.3.2", "Too many sessions, try again later")
+            self._advance()
+            return
+        self._wait(self._startSession())
+
+    @defer.inlineCallbacks
+    def _startSession(self):
+        f = self.factory
+        reply = yield f.queueManager.sessionOpen(self.sessionId, self.clientAddress)
+        if reply is None:
+            self._opened = True
+            reply = yield self.policy.checkConnection()
+        f.log.info(
+            ss_sess=self.sessionId,
+            **{
+                ("client_ipv6" if self.ipv6 else "client_ipv4"): self.clientAddress,
+                "client_name": self.policy.clientName,
+            },
+        )
+        if self._lost:
+            return
+        if reply is None:
+            self.connection.greet()
+        else:
+            f.log.info(
+                ss_sess=self.sessionId,
+                where="connection",
+                stat=reply["code"],
+                reply="%s %s %s" % (reply["code"], reply["dsn"], reply["text"]),
+            )
+            self.connection.refuse(reply["code"], reply["dsn"], reply["text"])
+
+    # -- the event loop ---------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._tlsPending:
+            # decrypted data arrives only after the handshake
+            self.handshakeCompleted()
+        self.resetTimeout()
+        self.connection.receiveData(data)
+        self._advance()
+
+    def _wait(self, d: defer.Deferred) -> None:
+        """Stop reading events until C{d} has fired."""
+        if d.called:
+            d.addErrback(self._ebUnexpected)
+            self._advance()
+            return
+        self._waiting = True
+        self.setTimeout(None)
+        d.addErrback(self._ebUnexpected)
+        d.addBoth(self._cbResume)
+
+    def _cbResume(self, _: Any) -> None:
+        self._waiting = False
+        if not self._lost:
+            self.setTimeout(self.factory.settings.ioTimeout)
+            self._advance()
+
+    def _ebUnexpected(self, reason: failure.Failure) -> None:
+        self.factory.log.failure("SMTPServerProtocol", reason, ss_sess=self.sessionId)
+        if self.connection._pending is not None:
+            self.connection.reject(*_TEMPFAIL)
+        elif self.connection._state == "greeting":
+            self.connection.refuse(421, "4.3.0", "Temporary failure")
+
+    def _advance(self) -> None:
+        if self._running or self._lost:
+            return
+        self._running = True
+        try:
+            conn = self.connection
+            while True:
+                event = conn.nextEvent()
+                if event is sm.NEED_DATA or event is sm.PAUSED:
+                    self._flush()
+                    return
+                if event is sm.CLOSE:
+                    self._flush()
+                    self._closeTransaction()
+                    self.transport.loseConnection()
+                    return
+                handler = self._handlers[type(event)]
+                d = handler(self, event)
+                if d is not None:
+                    if not d.called:
+                        self._waiting = True
+                        self.setTimeout(None)
+                        d.addErrback(self._ebUnexpected)
+                        d.addBoth(self._cbResume)
+                        self._flush()
+                        return
+                    d.addErrback(self._ebUnexpected)
+        finally:
+            self._running = False
+
+    def _flush(self) -> None:
+        out = self.connection.dataToSend()
+        if out:
+            self.transport.write(out)
+
+    def timeoutConnection(self) -> None:
+        self.factory.log.info(ss_sess=self.sessionId, where="timeout", stat=421)
+        self.connection.timeout()
+        self._flush()
+        self._closeTransaction()
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: failure.Failure = protocol.connectionDone) -> None:
+        self._lost = True
+        self.setTimeout(None)
+        self._closeTransaction()
+        self.factory.sessions.discard(self)
+        if self._opened:
+            self.factory.queueManager.sessionClose(self.sessionId, self.clientAddress)
+
+    def _closeTransaction(self) -> None:
+        if self.transaction is not None:
+            self.transaction.abort()
+            self.transaction = None
+
+    # -- events -----------------------------------------------------------
+
+    def _logReject(self, field: str, value: str, code: int, dsn: str, text: str):
+        record = {"ss_sess": self.sessionId}  # type: Dict[str, Any]
+        if self.transaction is not None:
+            record["ss_ta"] = self.transaction.id
+        record[field] = value
+        record["stat"] = code
+        record["reply"] = "%d %s %s" % (code, dsn, text)
+        self.factory.log.info(**record)
+
+    def _reject(self, reply: Dict[str, Any]) -> None:
+        self.connection.reject(reply["code"], reply["dsn"], reply["text"])
+
+    def do_Helo(self, event: sm.Helo):
+        self._closeTransaction()
+        self.connection.accept(
+            "%s Hello %s [%s]"
+            % (self.factory.settings.hostname, event.name, self.clientAddress)
+            if event.extended
+            else "%s Hello %s [%s]"
+            % (self.factory.settings.hostname, event.name, self.clientAddress)
+        )
+
+    @defer.inlineCallbacks
+    def do_MailFrom(self, event: sm.MailFrom):
+        self._closeTransaction()
+        reply = yield self.factory.queueManager.checkAcceptance(event.size)
+        if reply is None:
+            reply = yield self.policy.checkSender(event.sender)
+        if reply is not None:
+            self._logReject(
+                "mail",
+                "<%s>" % event.sender,
+                reply["code"],
+                reply["dsn"],
+                reply["text"],
+            )
+            self._reject(reply)
+            return
+        ta = _Transaction(self.factory.ids.next(), event.sender, event.body, event.size)
+        self.transaction = ta
+        self.factory.log.info(
+            ss_sess=self.sessionId, ss_ta=ta.id, mail="<%s>" % event.sender, stat=0
+        )
+        self.connection.accept()
+
+    @defer.inlineCallbacks
+    def do_RcptTo(self, event: sm.RcptTo):
+        ta = self.transaction
+        reply, address, discard = yield self.policy.checkRecipient(event.recipient)
+        if reply is not None:
+            code, dsn, text = reply["code"], reply["dsn"], reply["text"]
+            if code == 550 and dsn == "5.7.1" and text == "Relaying denied":
+                text = "<%s>... Relaying denied" % (event.recipient,)
+            self._logReject("rcpt", "<%s>" % event.recipient, code, dsn, text)
+            self.connection.reject(code, dsn, text)
+            return
+        if ta is None:  # pragma: no cover - the state machine prevents it
+            self.connection.reject(*_TEMPFAIL)
+            return
+        if not discard:
+            index = len(ta.recipients)
+            ta.recipients.append({"address": address, "index": index})
+            self.factory.log.info(
+                ss_sess=self.sessionId,
+                ss_ta=ta.id,
+                rcpt="<%s>" % address,
+                idx=index,
+                stat=0,
+            )
+        else:
+            self.factory.log.info(
+                ss_sess=self.sessionId, ss_ta=ta.id, rcpt="<%s>" % address, discard=1
+            )
+        self.connection.accept()
+
+    def do_DataCommand(self, event: sm.DataCommand):
+        ta = self.transaction
+        if ta is None:  # pragma: no cover
+            self.connection.reject(*_TEMPFAIL)
+            return
+        if ta.recipients and not self.policy.discardTransaction:
+            try:
+                ta.writer = self.factory.contentStore.createWriter(ta.id)
+                header = self._receivedHeader(ta)
+                ta.writer.write(header)
+                ta.stored = len(header)
+            except Exception:
+                self.factory.log.failure(
+                    "do_DataCommand", failure.Failure(), ss_sess=self.sessionId
+                )
+                ta.abort()
+                self.connection.reject(*_TEMPFAIL)
+                return
+        self.connection.accept()
+
+    def _receivedHeader(self, ta: _Transaction) -> bytes:
+        c = self.connection
+        return receivedHeader(
+            c.heloName or "unknown",
+            self.clientAddress,
+            self.factory.settings.hostname,
+            protocolName(c.extended, c.tls, self.authUser is not None),
+            ta.id,
+            clientName=self.policy.clientName,
+            tlsInfo=self.tlsInfo,
+            now=self.factory.reactor.seconds(),
+        )
+
+    def do_DataChunk(self, event: sm.DataChunk):
+        ta = self.transaction
+        if ta is not None and ta.writer is not None:
+            ta.writer.write(event.data)
+            ta.stored += len(event.data)
+
+    def do_EndOfData(self, event: sm.EndOfData):
+        ta = self.transaction
+        self.transaction = None
+        s = self.factory.settings
+        reply = None
+        if ta is None:  # pragma: no cover
+            reply = _TEMPFAIL
+        elif event.tooBig:
+            reply = (552, "5.3.4", "Message size exceeds fixed maximum message size")
+        elif event.badLineEnd:
+            reply = (554, "5.6.11", "Message contains bare CR or LF, rejected")
+        elif s.maxHops and event.hops > s.maxHops:
+            reply = (554, "5.4.6", "Too many hops (%d)" % (event.hops,))
+        if reply is not None:
+            if ta is not None:
+                ta.abort()
+                self.factory.log.info(
+                    ss_sess=self.sessionId,
+                    ss_ta=ta.id,
+                    msgid=event.messageId,
+                    size=event.size,
+                    stat=reply[0],
+                    reply="%d %s %s" % reply,
+                )
+            self.connection.reject(*reply)
+            return None
+        assert ta is not None
+        if ta.writer is None:
+            # discarded: accept and forget
+            self.factory.log.info(
+                ss_sess=self.sessionId,
+                ss_ta=ta.id,
+                msgid=event.messageId,
+                size=event.size,
+                stat=0,
+                discard=1,
+            )
+            self.connection.accept("%s Message accepted for delivery" % (ta.id,))
+            return None
+        return self._commit(ta, event)
+
+    @defer.inlineCallbacks
+    def _commit(self, ta: _Transaction, event: sm.EndOfData):
+        writer = ta.writer
+        ta.writer = None
+        store = self.factory.contentStore
+        try:
+            yield writer.commit()
+        except Exception:
+            self._commitFailed(ta, event, failure.Failure(), "writer.commit")
+            try:
+                writer.abort()
+            except Exception:
+                pass
+            return
+        envelope = {
+            "id": ta.id,
+            "session": self.sessionId,
+            "sender": ta.sender,
+            "recipients": ta.recipients,
+            "size": ta.stored,
+            "client": self.clientAddress,
+            "received": self.factory.reactor.seconds(),
+            "bodyType": "8BITMIME" if ta.body == "8BITMIME" else "7BIT",
+        }
+        try:
+            yield self.factory.queueManager.commitTransaction(envelope)
+        except Exception:
+            self._commitFailed(ta, event, failure.Failure(), "commitTransaction")
+            try:
+                store.remove(ta.id)
+            except Exception:
+                pass
+            return
+        self.factory.log.info(
+            ss_sess=self.sessionId,
+            ss_ta=ta.id,
+            msgid=event.messageId,
+            size=ta.stored,
+            stat=0,
+        )
+        if not self._lost:
+            self.connection.accept("%s Message accepted for delivery" % (ta.id,))
+
+    def _commitFailed(self, ta, event, reason, func) -> None:
+        self.factory.log.failure(func, reason, ss_sess=self.sessionId, ss_ta=ta.id)
+        self.factory.log.info(
+            ss_sess=self.sessionId,
+            ss_ta=ta.id,
+            msgid=event.messageId,
+            size=ta.stored,
+            stat=451,
+        )
+        if not self._lost:
+            self.connection.reject(*_TEMPFAIL)
+
+    def do_Rset(self, event: sm.Rset):
+        self._closeTransaction()
+        self.policy.resetTransaction()
+        self.connection.accept()
+
+    def do_Quit(self, event: sm.Quit):
+        self._closeTransaction()
+        self.connection.accept()
+
+    # -- STARTTLS ---------------------------------------------------------
+
+    def do_StartTLS(self, event: sm.StartTLS):
+        self._closeTransaction()
+        self.connection.accept()
+        self._flush()
+        self._tlsPending = True
+        self.transport.startTLS(self.factory.settings.tlsContextFactory)
+
+    def handshakeCompleted(self) -> None:
+        if not self._tlsPending:
+            return
+        self._tlsPending = False
+        requested = getattr(
+            self.factory.settings.tlsContextFactory, "requestsCertificate", False
+        )
+        try:
+            self.tlsInfo = tlsInfo(self.transport.getHandle(), requested)
+        except Exception:
+            self.tlsInfo = {"version": "?", "cipher": "?", "bits": 0, "verify": "NO"}
+        info = self.tlsInfo
+        self.factory.log.info(
+            ss_sess=self.sessionId,
+            where="connection",
+            starttls="successful",
+            cipher=info["cipher"],
+            bits=info["bits"],
+            verify=info["verify"],
+        )
+        self.connection.tlsStarted()
+        self.authUser = None
+        self._wait(self.policy.tlsEstablished(info))
+
+    # -- AUTH -----------------------------------------------------------
+
+    def do_Auth(self, event: sm.Auth):
+        self._sasl = SASLExchange(event.mechanism, self.factory.settings.hostname)
+        try:
+            step = self._sasl.start(event.initial)
+        except AuthError as e:
+            self.connection.reject(e.code, e.dsn, e.text)
+            return None
+        return self._authStep(step)
+
+    def do_AuthResponse(self, event: sm.AuthResponse):
+        if self._sasl is None:  # pragma: no cover
+            self.connection.reject(503, "5.5.1", "No AUTH in progress")
+            return None
+        try:
+            step = self._sasl.respond(event.line)
+        except AuthError as e:
+            self.connection.reject(e.code, e.dsn, e.text)
+            return None
+        return self._authStep(step)
+
+    def _authStep(self, step):
+        kind, value = step
+        if kind == "challenge":
+            self.connection.challenge(value)
+            return None
+        checker = self.factory.settings.authChecker
+        d = defer.maybeDeferred(checker.requestAvatarId, value)
+        d.addCallbacks(self._cbAuth, self._ebAuth)
+        return d
+
+    def _cbAuth(self, avatarId: Any) -> None:
+        mechanism = self._sasl.mechanism if self._sasl else ""
+        if isinstance(avatarId, bytes):
+            avatarId = avatarId.decode("utf-8", "replace")
+        self.authUser = str(avatarId)
+        self.policy.authenticated(mechanism)
+        self.factory.log.info(
+            ss_sess=self.sessionId,
+            where="auth",
+            mech=mechanism,
+            user=self.authUser,
+            relay=1 if self.policy.relayClient else None,
+            stat=0,
+        )
+        self.connection.accept()
+
+    def _ebAuth(self, reason: failure.Failure) -> None:
+        mechanism = self._sasl.mechanism if self._sasl else ""
+        if reason.check(UnauthorizedLogin, UnhandledCredentials):
+            self.factory.log.info(
+                ss_sess=self.sessionId, where="auth", mech=mechanism, stat=535
+            )
+            self.connection.reject(535, "5.7.8", "Authentication credentials invalid")
+        else:
+            self.factory.log.failure("_ebAuth", reason, ss_sess=self.sessionId)
+            self.connection.reject(454, "4.7.0", "Temporary authentication failure")
+
+    _handlers = {
+        sm.Helo: do_Helo,
+        sm.MailFrom: do_MailFrom,
+        sm.RcptTo: do_RcptTo,
+        sm.DataCommand: do_DataCommand,
+        sm.DataChunk: do_DataChunk,
+        sm.EndOfData: do_EndOfData,
+        sm.Rset: do_Rset,
+        sm.Quit: do_Quit,
+        sm.StartTLS: do_StartTLS,
+        sm.Auth: do_Auth,
+        sm.AuthResponse: do_AuthResponse,
+    }  # type: Dict[type, Any]
+
+
+class SMTPServerFactory(protocol.ServerFactory):
+    """
+    Makes L{SMTPServerProtocol}s for one listener.
+
+    @ivar sessions: the open sessions.
+    """
+
+    protocol = SMTPServerProtocol  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        queueManager: Any,
+        contentStore: Any,
+        resolver: Any,
+        reactor: Any = None,
+        log: Optional[Logger] = None,
+        ids: Optional[ServerIdGenerator] = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.settings = settings
+        self.queueManager = queueManager
+        self.contentStore = contentStore
+        self.resolver = resolver
+        self.reactor = reactor
+        self.log = log if log is not None else Logger("smtps")
+        self.ids = (
+            ids
+            if ids is not None
+            else ServerIdGenerator(settings.processId, clock=reactor.seconds)
+        )
+        self.sessions = set()  # type: set
+
+    def shutdown(self) -> None:
+        """Say 421 to every open session and close it."""
+        for p in list(self.sessions):
+            p.connection.shutdown()
+            p._flush()
+            p.transport.loseConnection()
+
+
+class SMTPSListener(service.Service):
+    """
+    One listening socket of SMTPS (one C{daemon_address}); it binds in
+    C{privilegedStartService} so that port 25 works before privileges are
+    dropped, and says 421 to open sessions when stopped.
+
+    @ivar port: the L{IListeningPort} while running.
+    """
+
+    def __init__(self, factory: SMTPServerFactory, host: str, port: int) -> None:
+        self.factory = factory
+        self.host = host
+        self.portNumber = port
+        self.port = None  # type: Any
+        self.setName("smtps %s:%d" % (host, port))
+
+    def privilegedStartService(self) -> None:
+        service.Service.privilegedStartService(self)
+        self._listen()
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        self._listen()
+
+    def _listen(self) -> None:
+        if self.port is None:
+            self.port = self.factory.reactor.listenTCP(
+                self.portNumber, self.factory, interface=self.host
+            )
+
+    def stopService(self):
+        service.Service.stopService(self)
+        self.factory.shutdown()
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+        return None
+
+
+class SMTPSConfigurationError(Exception):
+    """
+    The smtps configuration cannot be used (a certificate or password file
+    that cannot be read); the message names the section, option and file.
+    """
+
+
+def _opt(section: Any, name: str, default: Any = None) -> Any:
+    try:
+        value = section[name]
+    except KeyError:
+        return default
+    return default if value is None else value
+
+
+def settingsFromSection(
+    section: Any, globals_: Any = None, hostname: Optional[str] = None
+) -> ServerSettings:
+    """
+    Build the L{ServerSettings} of one C{smtps} section (seed §5.9).
+
+    @param section: an L{smx.config} section.
+    @param globals_: the global section (for C{hostname}).
+    @raise SMTPSConfigurationError: for unusable TLS or password files.
+    """
+    from smx.mail.auth import offeredMechanisms, passwordChecker
+    from smx.mail.tls import ServerContextFactory, TLSConfigurationError
+
+    flags = frozenset(_opt(section, "flags", frozenset()))
+    where = "section %s" % (getattr(section, "describe", lambda: "smtps")(),)
+    if hostname is None and globals_ is not None:
+        hostname = _opt(globals_, "hostname")
+    tls = section.section("tls")
+    tlsFlags = frozenset(_opt(tls, "flags", frozenset()))
+    tlsFactory = None
+    certFile = _opt(tls, "cert_file")
+    if certFile:
+        try:
+            tlsFactory = ServerContextFactory(
+                certFile,
+                _opt(tls, "key_file") or certFile,
+                _opt(tls, "CAcert_file"),
+                _opt(tls, "CAcert_path"),
+            )
+        except TLSConfigurationError as e:
+            raise SMTPSConfigurationError("%s, tls: %s" % (where, e))
+    auth = section.section("auth")
+    authFlags = frozenset(_opt(auth, "flags", frozenset()))
+    passwordFile = _opt(auth, "password_file")
+    checker = None
+    mechanisms = ()  # type: Tuple[str, ...]
+    if passwordFile:
+        try:
+            checker = passwordChecker(passwordFile)
+        except OSError as e:
+            raise SMTPSConfigurationError(
+                "%s, auth: password_file %s: %s" % (where, passwordFile, e.strerror)
+            )
+        mechanisms = offeredMechanisms(authFlags)
+    processes = int(_opt(section, "processes", 1))
+    threads = int(_opt(section, "max_threads", 0))
+    return ServerSettings(
+        hostname=hostname,
+        maxMessageSize=int(_opt(section, "max_message_size", 8 * 1024 * 1024)),
+        maxRecipientsPerTransaction=int(
+            _opt(section, "max_recipients_per_transaction", 0)
+        ),
+        maxRecipientsPerSession=int(_opt(section, "max_recipients_per_session", 0)),
+        maxTransactions=int(_opt(section, "max_transactions", 0)),
+        maxBadCommands=int(_opt(section, "max_bad_commands_per_session", 3)),
+        maxHops=int(_opt(section, "max_hops", 21)),
+        ioTimeout=float(_opt(section, "io_timeout", 300.0)),
+        maxSessions=processes * threads if threads else 0,
+        eightBitMime="8bitmime" in flags,
+        softbounce="softbounce" in flags,
+        access="access" in flags,
+        delayChecks="delay_checks" in flags,
+        lmtpImpliesRelaying=not (
+            "lmtp_does_not_imply_relaying" in flags
+            or "lmtpl_does_not_imply_relaying" in flags
+        ),
+        tlsContextFactory=tlsFactory,
+        allowRelayingIfVerified="allow_relaying_if_verified" in tlsFlags,
+        checkAccessMapForRelaying="check_access_map_for_relaying" in tlsFlags,
+        authChecker=checker,
+        authMechanisms=mechanisms,
+        trustedMechanisms=tuple(_opt(auth, "trusted_mechs", ()) or ()),
+        authRequiresTLS="allow_plaintext_without_tls" not in authFlags,
+        processId=int(_opt(section, "id", 0)) & 0xFF,
+        name=getattr(section, "name", None) or "",
+    )
+
+
+def listenAddresses(section: Any) -> List[Tuple[str, int]]:
+    """
+    The C{(host, port)}s of C{daemon_address} (seed §5.9 item 2), or the
+    MCP C{address}/C{port} of the section, or C{0.0.0.0:25}.
+    """
+    from smx.config.values import splitAddress
+
+    addresses = _opt(section, "daemon_address", []) or []
+    if addresses:
+        return [splitAddress(text, 8000) for text in addresses]
+    port = _opt(section, "port")
+    return [(_opt(section, "address", "0.0.0.0"), int(port) if port else 25)]
+
+
+def smtpsServices(
+    cfg: Any,
+    queueManager: Any,
+    contentStore: Any,
+    resolver: Any,
+    reactor: Any = None,
+    log: Optional[Logger] = None,
+    names: Optional[List[str]] = None,
+) -> List[service.Service]:
+    """
+    The listeners of every C{smtps} section (seed §5.9, §5.9.1).
+
+    @param cfg: an L{smx.config} configuration.
+    @param names: only the sections with these names (C{smtps -N MSA}).
+    @param log: the logger (default: from each section's C{log}).
+    @return: one L{SMTPSListener} per address of every section; the
+        listeners of one section share one factory.
+    @raise SMTPSConfigurationError: see L{settingsFromSection}.
+    """
+    from smx.log import loggerFromConfiguration
+
+    sections = list(cfg.sections("smtps")) or [cfg.section("smtps")]
+    services = []  # type: List[service.Service]
+    for section in sections:
+        name = getattr(section, "name", None) or ""
+        if names is not None and name not in names:
+            continue
+        settings = settingsFromSection(section, cfg.globals)
+        factory = SMTPServerFactory(
+            settings,
+            queueManager,
+            contentStore,
+            resolver,
+            reactor=reactor,
+            log=log if log is not None else loggerFromConfiguration("smtps", section),
+        )
+        for host, port in listenAddresses(section):
+            services.append(SMTPSListener(factory, host, port))
+    return services
