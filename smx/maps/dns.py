@@ -139,7 +139,8 @@ class DNSResolver:
         """
         Drop open TCP connections and the cache.
         """
-        for proto in list(self._resolver.connections):
+        connections = list(self._resolver.connections or [])  # type: List[Any]
+        for proto in connections:
             proto.transport.loseConnection()
         self._cache.clear()
 

@@ -1,0 +1,398 @@
+# -*- test-case-name: smx.maps.test.test_resolver -*-
+"""
+NAME
+    smx.maps.resolver - SMAR, the address resolver of smx
+
+SYNOPSIS
+    resolver = AddressResolver.fromConfiguration(cfg, reactor)
+    resolver.checkClient("192.0.2.1")          -> Deferred(decision)
+    resolver.checkRecipient("u@dom", client)   -> Deferred(decision)
+    resolver.resolveRecipient("u@dom")         -> Deferred([recipient...])
+
+DESCRIPTION
+    Implements L{smx.interfaces.IAddressResolver}: the access checks SMTPS
+    asks for (seed §5.8.3, §5.11.2), alias expansion (§5.8.2 item 8,
+    §6.3.2) and routing by mailertable and DNS (§5.8.3) for QMGR.
+
+    checkClient: C{cltaddr:} (IP order); the client's name by PTR then
+    A/AAAA lookups that must agree (C{cltresolve:} C{ok}, C{no},
+    C{tempptr}, C{tempa}); C{cltresolve:}; C{cltname:} (domain order);
+    the DNSBLs unless C{cltaddr:} said C{ok} or C{relay}.  A C{quick:}
+    C{cltaddr:} entry, or a rejecting one, ends the checks.  The result
+    has C{"clientName"}, C{"resolve"} and C{"relayClient"} (C{cltaddr:}
+    allows relaying).
+
+    checkSender: C{from:} (address order; the null sender is C{from:<>}).
+
+    checkRecipient: C{to:} (address order).  C{"local"} is true for a
+    domain whose mailertable entry is C{lmtp:}.  C{"relayAllowed"} is true
+    for a local domain (unless the client dict has C{"flags"} containing
+    C{lmtp_does_not_imply_relaying}), a C{to:} entry C{relay}, a
+    C{cltaddr:} entry C{relay} for C{client["address"]}, or
+    C{client["relay"]} (authenticated or certificate-verified clients).
+    C{cltaddr:} C{quick:relay} overrides every other access check (§6.5).
+    A rejecting C{to:} entry is returned as is (SMTPS applies
+    C{delay_checks} and C{quick:} across stages).  A local recipient that
+    is neither an alias nor in C{local_user_map} gets action C{"error"}
+    with 550 5.1.1; a temporary failure is C{"tempfail"} (451).
+
+    resolveRecipient: aliases, then a route list per final recipient
+    (L{smx.maps.routing}).
+
+CONFIGURATION PARAMETERS
+    smar { DNS_flags; DNS_timeout; nameserver; dnsbl { domain; tag; };
+           local_user_map; address_delimiter; aliases { name; flags; };
+           mailertable { name; }; access { name; }; }
+    map NAME { type; file; mapname; path; address; port; maps; }
+    hostname (global), smtpc remote_port, qmgr aliases (§5.7).
+
+    The C{name} of aliases and access may be a declared map's name or a
+    hash file; an aliases or access file that was not configured
+    explicitly and does not exist is not used.  The mailertable must
+    exist.
+
+SECURITY
+    SMAR runs without privileges; it reads maps and talks DNS.  Keys are
+    lower-cased (§9.3), so case tricks cannot evade entries.
+
+DIAGNOSTICS
+    Map and DNS failures are logged (C{sev=ERR} for broken maps) and give
+    temporary results, never "user unknown".  A bad mailertable raises
+    L{MapError} (file:line) from L{AddressResolver.fromConfiguration};
+    on L{AddressResolver.reload} the old table stays in force.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any, Dict, List, Optional, Tuple
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from smx.interfaces import IAddressResolver
+from smx.log import Logger
+from smx.maps.access import AccessMap, decision, encodeDN, reply, tempfail
+from smx.maps.aliases import AliasExpander
+from smx.maps.dnsbl import DNSBLChecker
+from smx.maps.errors import DNSPermanentError, DNSTemporaryError, MapError
+from smx.maps.mailertable import Mailertable
+from smx.maps.routing import Router
+
+REJECTING = frozenset(["error", "reject", "discard", "tempfail"])
+
+
+@implementer(IAddressResolver)
+class AddressResolver:
+    """
+    SMAR.
+
+    @ivar mailertable: the L{Mailertable}.
+    @ivar access: the L{AccessMap}.
+    @ivar aliases: the L{AliasExpander}.
+    @ivar router: the L{Router}.
+    @ivar dns: the L{smx.maps.dns.DNSResolver} or C{None}.
+    @ivar maps: every L{IMap} this resolver owns (reopened by L{reload}).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        mailertable: Mailertable,
+        access: Any = None,
+        aliases: Any = None,
+        localUserMap: Any = None,
+        aliasFlags: Any = ("localpart",),
+        hostname: str = "localhost",
+        delimiter: str = "+",
+        dns: Any = None,
+        dnsbl: Any = (),
+        remotePort: int = 25,
+        maps: Any = (),
+        log: Optional[Logger] = None,
+        rng: Any = random,
+    ) -> None:
+        self.reactor = reactor
+        self.log = log if log is not None else Logger("smar")
+        self.mailertable = mailertable
+        self.access = AccessMap(access, delimiter, self.log)
+        self.dns = dns
+        self.router = Router(mailertable, dns, self.access, remotePort, rng, self.log)
+        self.aliases = AliasExpander(
+            aliases,
+            localUserMap,
+            mailertable.isLocal,
+            aliasFlags,
+            hostname,
+            delimiter,
+            self.log,
+        )
+        self.dnsbl = DNSBLChecker(dns, self.access, list(dnsbl))
+        owned = list(maps)
+        for m in (access, aliases, localUserMap):
+            if m is not None and m not in owned:
+                owned.append(m)
+        self.maps = owned
+
+    # -- construction from smx.conf ---------------------------------------
+
+    @classmethod
+    def fromConfiguration(
+        cls, cfg: Any, reactor: Any, log: Optional[Logger] = None
+    ) -> "AddressResolver":
+        """
+        Build SMAR from a loaded configuration (L{smx.config}).
+
+        @raise MapError: if the mailertable is missing or bad, or a map
+            declaration cannot be used.
+        """
+        from smx.maps.declarations import buildMaps
+        from smx.maps.dns import DNSResolver
+
+        smar = cfg.section("smar")
+        if log is None:
+            try:
+                from smx.log import loggerFromConfiguration
+
+                log = loggerFromConfiguration("smar", smar)
+            except Exception:
+                log = Logger("smar")
+        maps = buildMaps(cfg.sections("map"), reactor, log)
+        access = _namedMap(smar.section("access"), maps, "access", log)
+        aliasSection = smar.section("aliases")
+        aliases = _namedMap(aliasSection, maps, "aliases", log)
+        flags = set(aliasSection["flags"] or ())
+        try:
+            qmgr = cfg.section("qmgr")
+            if qmgr.isSet("aliases"):
+                mode = {"localdomains": "local_domains", "all": "all_domains"}.get(
+                    qmgr["aliases"], qmgr["aliases"]
+                )
+                flags.add(mode)
+        except Exception:
+            pass
+        local = None
+        if smar["local_user_map"]:
+            local = maps.get(smar["local_user_map"].lower())
+            if local is None:
+                raise MapError(
+                    "local_user_map: undeclared map %r" % (smar["local_user_map"],)
+                )
+        mailertable = Mailertable.fromFile(smar.section("mailertable")["name"])
+        dns = DNSResolver(
+            reactor,
+            smar["nameserver"] or (),
+            smar["DNS_timeout"],
+            "use_tcp" in {f.lower() for f in smar["DNS_flags"] or ()},
+            log,
+        )
+        dnsbl = [(s["domain"], s["tag"]) for s in smar.sections("dnsbl")]
+        try:
+            port = cfg.section("smtpc")["remote_port"]
+        except Exception:
+            port = 25
+        return cls(
+            reactor,
+            mailertable,
+            access=access,
+            aliases=aliases,
+            localUserMap=local,
+            aliasFlags=flags,
+            hostname=cfg.globals["hostname"],
+            delimiter=smar["address_delimiter"] or "+",
+            dns=dns,
+            dnsbl=dnsbl,
+            remotePort=port,
+            maps=list(maps.values()),
+            log=log,
+        )
+
+    # -- client ------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def resolveClientName(self, address: str):
+        """
+        The client's verified host name (seed §5.8.3): PTR names whose A or
+        AAAA records include C{address}.
+
+        @return: a L{Deferred} firing with C{(name or None, resolve)},
+            C{resolve} one of C{ok}, C{no}, C{tempptr}, C{tempa}.
+        """
+        if self.dns is None:
+            return None, "no"
+        try:
+            names = yield self.dns.lookupPTR(address)
+        except DNSTemporaryError:
+            return None, "tempptr"
+        except DNSPermanentError:
+            return None, "no"
+        temp = False
+        want = _canonicalIP(address)
+        for name in names[:8]:
+            try:
+                addrs = yield self.dns.lookupAddresses(name)
+            except DNSTemporaryError:
+                temp = True
+                continue
+            except DNSPermanentError:
+                continue
+            if want in {_canonicalIP(a) for a in addrs}:
+                return name, "ok"
+        return None, ("tempa" if temp else "no")
+
+    @defer.inlineCallbacks
+    def checkClient(self, clientAddress: str):
+        c = yield self.access.check("cltaddr", clientAddress)
+        name, resolve = yield self.resolveClientName(clientAddress)
+        extra = {
+            "clientName": name,
+            "resolve": resolve,
+            "relayClient": c["action"] == "relay",
+        }
+        if c["quick"] or c["action"] in REJECTING:
+            return _with(c, extra)
+        r = yield self.access.checkKeys("cltresolve", [resolve])
+        if r["quick"] or r["action"] in REJECTING:
+            return _with(r, extra)
+        n = decision()
+        if name:
+            n = yield self.access.check("cltname", name)
+            if n["quick"] or n["action"] in REJECTING:
+                return _with(n, extra)
+        if c["action"] not in ("ok", "relay"):
+            b = yield self.dnsbl.check(clientAddress)
+            if b["action"] not in ("none", "cont"):
+                return _with(b, extra)
+        for d in (c, r, n):
+            if d["action"] not in ("none", "cont"):
+                return _with(d, extra)
+        return _with(decision(), extra)
+
+    # -- sender and recipients -----------------------------------------------
+
+    def checkSender(self, sender: str, client: Any):
+        return self.access.check("from", sender)
+
+    @defer.inlineCallbacks
+    def checkRecipient(self, recipient: str, client: Any):
+        client = client or {}
+        domain = recipient.rpartition("@")[2].strip().lower().rstrip(".")
+        local = bool(domain) and self.mailertable.isLocal(domain)
+        flags = {f.lower() for f in client.get("flags") or ()}
+        t = yield self.access.check("to", recipient)
+        relay = bool(client.get("relay")) or t["action"] == "relay"
+        if local and "lmtp_does_not_imply_relaying" not in flags:
+            relay = True
+        c = decision()
+        if client.get("address"):
+            c = yield self.access.check("cltaddr", client["address"])
+            if c["action"] == "relay":
+                relay = True
+        extra = {"local": local, "relayAllowed": relay}
+        if c["action"] == "relay" and c["quick"]:
+            result = _with(decision("relay", True), extra)
+            result["key"] = c.get("key")
+        elif t["action"] in REJECTING:
+            return _with(t, extra)
+        else:
+            result = _with(t, extra)
+        if local:
+            err = yield self.aliases.validate(recipient)
+            if err is not None:
+                action = "tempfail" if err["code"] < 500 else "error"
+                return _with(decision(action, False, err), extra)
+        return result
+
+    @defer.inlineCallbacks
+    def lookupAccess(self, tag: str, key: str):
+        tag = tag.lower().rstrip(":")
+        d = yield self.access.check(tag, key)
+        if d["action"] == "none" and tag in ("certissuer", "certsubject"):
+            encoded = encodeDN(key)
+            if encoded != key:
+                d = yield self.access.check(tag, encoded)
+        return d
+
+    @defer.inlineCallbacks
+    def resolveRecipient(self, address: str):
+        expanded = yield self.aliases.expand(address)
+        results = []
+        for e in expanded:
+            if e["error"] is not None:
+                routes, error = [], e["error"]
+            else:
+                routes, error = yield self.router.route(e["address"])
+            results.append(
+                {
+                    "address": e["address"],
+                    "sender": e["sender"],
+                    "routes": routes,
+                    "error": error,
+                }
+            )
+        return results
+
+    def reload(self) -> None:
+        for m in self.maps:
+            try:
+                m.reopen()
+            except Exception as e:
+                self.log.error(
+                    "AddressResolver.reload", map=getattr(m, "name", "?"), error=str(e)
+                )
+        try:
+            self.mailertable.reopen()
+        except MapError as e:
+            self.log.error(
+                "AddressResolver.reload", error=str(e), action="keeping old mailertable"
+            )
+        if self.dns is not None:
+            self.dns.clearCache()
+        self.log.info(reload="maps")
+
+    def close(self) -> None:
+        """
+        Close every map and DNS connection.
+        """
+        for m in self.maps:
+            m.close()
+        if self.dns is not None:
+            self.dns.close()
+
+
+def _with(d: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(d)
+    out.update(extra)
+    return out
+
+
+def _canonicalIP(text: str) -> str:
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+def _namedMap(section: Any, maps: Dict[str, Any], what: str, log: Logger) -> Any:
+    """
+    The map named by C{section["name"]}: a declared map of that name, else
+    the hash file; C{None} if the file is the default and does not exist.
+    """
+    from smx.maps.hashmap import HashMap
+
+    path = section["name"]
+    if not path:
+        return None
+    declared = maps.get(os.path.basename(path).lower()) or maps.get(path.lower())
+    if declared is not None:
+        return declared
+    if not os.path.exists(path) and not section.isSet("name"):
+        log.info(map=what, file=path, status="not present, not used")
+        return None
+    return HashMap(what, path, log)
