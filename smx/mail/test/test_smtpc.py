@@ -397,3 +397,59 @@ class ConnectionReuseTests(AgentTests.__bases__[0]):  # type: ignore[misc]
         self.agent.stopService()
         self.assertEqual(len(self.agent.cache), 0)
         self.assertTrue(t.disconnecting)
+
+
+class ConfigurationTests(SynchronousTestCase):
+    """
+    Tests for L{DeliveryAgent.fromConfiguration} with smx.conf text.
+    """
+
+    def parse(self, text: str) -> Any:
+        from smx.config import parseConfiguration
+
+        return parseConfiguration(text, filename="smx.conf")
+
+    def test_options(self) -> None:
+        """
+        C{io_timeout}, C{remote_port}, C{LMTP_socket} (smtpc), the
+        C{reuse_connection} flag and C{OCC_max_entries} (qmgr) and the
+        global C{hostname} are used.
+        """
+        cfg = self.parse(
+            "hostname = mx.example.test;\n"
+            "smtpc { io_timeout = 42s; remote_port = 2525; LMTP_socket = /tmp/l; }\n"
+            "qmgr { flags = reuse_connection; OCC_max_entries = 3; }\n"
+        )
+        agent = DeliveryAgent.fromConfiguration(
+            cfg, MemoryContentStore(), MemoryReactorClock()
+        )
+        self.assertEqual(agent.ioTimeout, 42.0)
+        self.assertEqual(agent.remotePort, 2525)
+        self.assertEqual(agent.lmtpSocket, "/tmp/l")
+        self.assertEqual(agent.heloName, "mx.example.test")
+        self.assertTrue(agent.reuseConnection)
+        self.assertEqual(agent.cache.maxEntries, 3)
+        self.assertIsNotNone(agent.tlsCreator)
+
+    def test_defaults(self) -> None:
+        """Without options: port 25, no connection reuse."""
+        agent = DeliveryAgent.fromConfiguration(
+            self.parse(""), MemoryContentStore(), MemoryReactorClock()
+        )
+        self.assertEqual(agent.remotePort, 25)
+        self.assertFalse(agent.reuseConnection)
+        self.assertTrue(agent.lmtpSocket.endswith("lmtpsock"))
+
+    def test_badCertificate(self) -> None:
+        """A tls cert_file that cannot be loaded is a ValueError naming it."""
+        cfg = self.parse(
+            "smtpc { tls { cert_file = /nonexistent/c.pem; key_file = /nonexistent/k.pem; } }"
+        )
+        e = self.assertRaises(
+            ValueError,
+            DeliveryAgent.fromConfiguration,
+            cfg,
+            MemoryContentStore(),
+            MemoryReactorClock(),
+        )
+        self.assertIn("/nonexistent/c.pem", str(e))
