@@ -168,3 +168,21 @@ def createMap(
     entries, warnings = parseMapText(lines, filename, aliases)
     writeHashMap(path, entries, nul)
     return warnings
+
+
+def createMapFromFile(
+    source: str, path: str, aliases: bool = False, nul: bool = False
+) -> List[str]:
+    """
+    Build the hash map C{path} from the text file C{source}.
+
+    @return: the warnings (duplicate keys).
+    @raise CreateMapError: for a malformed entry (naming C{source:line}) or
+        an I/O error.
+    """
+    try:
+        with open(source, encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.readlines()
+    except OSError as e:
+        raise CreateMapError("%s: cannot read: %s" % (source, e.strerror))
+    return createMap(path, lines, source, aliases, nul)

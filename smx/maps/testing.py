@@ -14,11 +14,7 @@ from zope.interface import implementer
 from smx.interfaces import IAddressResolver, IMap
 
 
-class MapTemporaryError(Exception):
-    """
-    The fake map's temporary failure (the real maps raise
-    C{smx.maps.errors.MapTemporaryError}).
-    """
+from smx.maps.errors import MapTemporaryError  # noqa: E402  (re-exported)
 
 
 @implementer(IMap)
@@ -118,3 +114,59 @@ class FakeAddressResolver:
 
     def reload(self):
         self.reloaded += 1
+
+
+class FakeDNSResolver:
+    """
+    A stand-in for L{smx.maps.dns.DNSResolver} driven by tables.
+
+    @ivar mx: name -> list of C{(preference, host)}.
+    @ivar addresses: name -> list of addresses (A and AAAA).
+    @ivar ptr: IP address -> list of names.
+    @ivar temporary: names (or IPs for PTR) whose lookups fail temporarily.
+    @ivar queries: every lookup, as C{(kind, name)}.
+
+    A name in none of the tables does not exist (NXDOMAIN).
+    """
+
+    def __init__(self, mx=None, addresses=None, ptr=None, temporary=()):
+        self.mx = dict(mx or {})
+        self.addresses = dict(addresses or {})
+        self.ptr = dict(ptr or {})
+        self.temporary = set(temporary)
+        self.queries = []  # type: List[tuple]
+        self.cleared = 0
+
+    def _answer(self, kind, name, table, default):
+        from smx.maps.errors import DNSPermanentError, DNSTemporaryError
+
+        name = name.lower().rstrip(".")
+        self.queries.append((kind, name))
+        if name in self.temporary:
+            return defer.fail(DNSTemporaryError(name))
+        if name in table:
+            return defer.succeed(list(table[name]))
+        known = name in self.mx or name in self.addresses or name in self.ptr
+        if known:
+            return defer.succeed(default)
+        return defer.fail(DNSPermanentError(name))
+
+    def lookupMX(self, name):
+        return self._answer("MX", name, self.mx, [])
+
+    def lookupAddresses(self, name):
+        return self._answer("ADDR", name, self.addresses, [])
+
+    def lookupA(self, name):
+        d = self._answer("A", name, self.addresses, [])
+        d.addCallback(lambda addrs: [a for a in addrs if ":" not in a])
+        return d
+
+    def lookupPTR(self, address):
+        return self._answer("PTR", address, self.ptr, [])
+
+    def clearCache(self):
+        self.cleared += 1
+
+    def close(self):
+        pass
