@@ -178,6 +178,23 @@ class SmtpSinkTests(_Base):
         self.assertIn("where=final_dot, size=%d, stat=0" % (len(BODY),), lines[-1])
 
     @defer.inlineCallbacks
+    def test_largeMessage(self) -> Any:
+        """
+        A message of several megabytes is streamed in chunks (the
+        transport's flow control pauses and resumes the sender) and
+        arrives complete, without pipelining (C{-p}).
+        """
+        port = self.startSink("-p")
+        line = b"x" * 70 + b"\n"
+        self.store.contents["S1"] = b"Subject: big\n\n" + line * 60000
+        tx = self.transaction([esmtpRoute(port)], "a@r.test")
+        tx["size"] = len(self.store.contents["S1"])
+        [result] = yield self.agent().deliver(tx)
+        self.assertEqual(result["status"], "ok")
+        [dump] = self.dumps()
+        self.assertEqual(dump.count(line), 60000)
+
+    @defer.inlineCallbacks
     def test_nextMX(self) -> Any:
         """The first route refuses connections; the second gets the mail."""
         port = self.startSink()
