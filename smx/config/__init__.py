@@ -29,3 +29,25 @@ C{frozenset} of lower-case names, lists a C{list} of C{str}, paths are
 resolved to absolute paths as §5.6 says.  C{str(ConfigError)} is one line:
 C{"smx.conf:12:7: expected '=' or '{' after 'qmgr'"}.
 """
+
+from smx.config.build import (
+    configurationFromText,
+    defaultConfiguration,
+    loadConfiguration,
+    parseConfiguration,
+)
+from smx.config.errors import ConfigError, SectionNotFound
+from smx.config.model import Configuration, Section
+from smx.config.values import splitAddress
+
+__all__ = [
+    "ConfigError",
+    "Configuration",
+    "Section",
+    "SectionNotFound",
+    "configurationFromText",
+    "defaultConfiguration",
+    "loadConfiguration",
+    "parseConfiguration",
+    "splitAddress",
+]

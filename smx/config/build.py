@@ -1,0 +1,397 @@
+# -*- test-case-name: smx.config.test.test_build -*-
+"""
+Give the parsed entries (L{smx.config.grammar}) their meaning with the
+option table (L{smx.config.options}): check every name, convert every
+value, apply the rules of how often sections may appear, then reconcile
+the settings (L{smx.config.reconcile}).
+
+The public entry points are in L{smx.config}: L{loadConfiguration},
+L{configurationFromText} and L{defaultConfiguration}.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Dict, List, Optional, Sequence
+
+from smx.config import options as table
+from smx.config.errors import ConfigError
+from smx.config.grammar import Entry, OptionEntry, SectionEntry, Token, parseEntries
+from smx.config.model import Configuration, Section
+from smx.config.reconcile import reconcile
+from smx.config.schema import NO_NAME, REQUIRED_NAME, SectionSpec
+from smx.config.values import ValueProblem, closest
+
+_KEYWORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def _validIn() -> Dict[str, List[str]]:
+    """
+    Map every lower-case option name and section keyword to the sections
+    where it is valid, for hints such as "'io_timeout' is valid in
+    'smtps', 'smtpc'".
+    """
+    where: Dict[str, List[str]] = {}
+    for path, spec in table.ROOT.walk():
+        title = ".".join(path) if path else "the global section"
+        for name in [o.name for o in spec.options] + [
+            s.keyword for s in spec.subsections
+        ]:
+            places = where.setdefault(name.lower(), [])
+            if title not in places:
+                places.append(title)
+    return where
+
+
+_VALID_IN = _validIn()
+
+
+class _Builder:
+    """
+    Builds one L{Configuration} from entries.
+    """
+
+    def __init__(self, configuration: Configuration) -> None:
+        self.configuration = configuration
+        self.filename = configuration.filename
+        self.mapPositions: Dict[str, Token] = {}
+
+    def error(self, message: str, token: Token) -> ConfigError:
+        return ConfigError(message, self.filename, token.line, token.column)
+
+    def hint(self, name: str, here: Section) -> str:
+        places = [p for p in _VALID_IN.get(name.lower(), []) if p != here.displayPath()]
+        if not places:
+            return ""
+        return " ('%s' is valid in %s)" % (
+            name,
+            ", ".join(p if p.startswith("the ") else "'%s'" % (p,) for p in places),
+        )
+
+    def fill(self, section: Section, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            if isinstance(entry, OptionEntry):
+                self.option(section, entry)
+            else:
+                self.subsection(section, entry)
+        self.checkRequired(section)
+
+    def option(self, section: Section, entry: OptionEntry) -> None:
+        spec = section.spec
+        name = entry.name
+        option = spec.option(name.text)
+        if option is None:
+            if spec.subsection(name.text) is not None:
+                raise self.error(
+                    "'%s' is a section: write '%s { ... }'"
+                    % (name.text, spec.subsection(name.text).keyword),  # type: ignore[union-attr]
+                    name,
+                )
+            choices = [o.name for o in spec.options]
+            guess = closest(name.text, choices)
+            message = "unknown option '%s' in %s" % (name.text, section.describe())
+            if guess is not None:
+                message += "; did you mean '%s'?" % (guess,)
+            else:
+                message += self.hint(name.text, section)
+            raise self.error(message, name)
+        try:
+            value = option.type.convert(entry.value)
+        except ValueProblem as e:
+            token = e.token or Token("", "", entry.value.line, entry.value.column)
+            raise self.error(
+                "invalid value for option '%s' in %s: %s"
+                % (option.name, section.describe(), e.message),
+                token,
+            )
+        target, targetOption = section, option
+        if option.aliasOf is not None:
+            for keyword in option.aliasOf[:-1]:
+                target = self.implicitSection(target, keyword, name)
+            targetOption = target.spec.option(option.aliasOf[-1])  # type: ignore[assignment]
+            if option.deprecated:
+                self.configuration.warn(
+                    "option '%s' is deprecated, use '%s'"
+                    % (option.name, "' in section '".join(reversed(option.aliasOf))),
+                    (name.line, name.column),
+                )
+        key = targetOption.name.lower()
+        if key in target._values:
+            line, column = target._positions[key]
+            previous = target._written[key]
+            same = previous.lower() == name.text.lower()
+            raise self.error(
+                "option '%s' in %s is already set at line %d%s"
+                % (
+                    name.text,
+                    section.describe(),
+                    line,
+                    "" if same else " (as '%s')" % (previous,),
+                ),
+                name,
+            )
+        target._values[key] = self.configuration._resolve(targetOption, value)
+        target._positions[key] = (name.line, name.column)
+        target._written[key] = name.text
+
+    def implicitSection(self, parent: Section, keyword: str, at: Token) -> Section:
+        """
+        The subsection an alias such as C{auth_flags} writes into; made
+        if the file has none (yet).
+        """
+        for child in parent._children:
+            if child.keyword.lower() == keyword.lower():
+                return child
+        spec = parent.spec.subsection(keyword)
+        assert spec is not None, "alias into unknown section %r" % (keyword,)
+        child = Section(spec, self.configuration, parent, None, (at.line, at.column))
+        child._implicit = True  # type: ignore[attr-defined]
+        parent._addChild(child)
+        return child
+
+    def subsection(self, parent: Section, entry: SectionEntry) -> None:
+        keyword = entry.keyword
+        spec = parent.spec.subsection(keyword.text)
+        if spec is None:
+            spec = self.unknownSection(parent, entry)
+        name = entry.name.text if entry.name is not None else None
+        if spec.naming == NO_NAME and entry.name is not None:
+            raise self.error(
+                "section '%s' takes no name (found '%s')" % (spec.keyword, name),
+                entry.name,
+            )
+        if spec.naming == REQUIRED_NAME and entry.name is None:
+            raise self.error(
+                "section '%s' needs a name: '%s NAME { ... }'"
+                % (spec.keyword, spec.keyword),
+                keyword,
+            )
+        if name is not None and not name:
+            raise self.error("empty section name", entry.name)  # type: ignore[arg-type]
+        existing = [
+            c for c in parent._children if c.keyword.lower() == keyword.text.lower()
+        ]
+        child = None
+        for c in existing:
+            if getattr(c, "_implicit", False) and name is None:
+                child = c
+                child._implicit = False  # type: ignore[attr-defined]
+                child.position = (keyword.line, keyword.column)
+        if child is None:
+            self.checkCount(parent, spec, entry, existing)
+            child = Section(
+                spec,
+                self.configuration,
+                parent,
+                name,
+                (keyword.line, keyword.column),
+                keyword=spec.keyword or keyword.text,
+            )
+            parent._addChild(child)
+            if spec.keyword == "map":
+                self.configuration._maps.append(child)
+        self.fill(child, entry.entries)
+
+    def unknownSection(self, parent: Section, entry: SectionEntry) -> SectionSpec:
+        """
+        A section keyword the table does not know: at the top level, a
+        service started by MCP if it sets C{mcp_type}; otherwise an error.
+        """
+        keyword = entry.keyword
+        spec = parent.spec
+        if not parent.keyword and _KEYWORD.match(keyword.text):
+            for e in entry.entries:
+                if isinstance(e, OptionEntry) and e.name.text.lower() in (
+                    "mcp_type",
+                    "type",
+                ):
+                    guess = closest(keyword.text, list(table.COMPONENTS))
+                    if guess is not None:
+                        self.configuration.warn(
+                            "section '%s' is not an smx component; it is taken "
+                            "as a service started by MCP (did you mean '%s'?)"
+                            % (keyword.text, guess),
+                            (keyword.line, keyword.column),
+                        )
+                    return table.serviceSpec(keyword.text)
+        if spec.option(keyword.text) is not None:
+            raise self.error(
+                "'%s' is an option: write '%s = value;'"
+                % (keyword.text, spec.option(keyword.text).name),  # type: ignore[union-attr]
+                keyword,
+            )
+        guess = closest(keyword.text, [s.keyword for s in spec.subsections])
+        message = "unknown section '%s' in %s" % (keyword.text, parent.describe())
+        if guess is not None:
+            message += "; did you mean '%s'?" % (guess,)
+        elif not parent.keyword:
+            message += self.hint(keyword.text, parent) or (
+                " (a service started by MCP needs 'mcp_type')"
+            )
+        else:
+            message += self.hint(keyword.text, parent)
+        raise self.error(message, keyword)
+
+    def checkCount(
+        self,
+        parent: Section,
+        spec: SectionSpec,
+        entry: SectionEntry,
+        existing: List[Section],
+    ) -> None:
+        keyword = entry.keyword
+        name = entry.name.text if entry.name is not None else None
+        if not existing and spec.keyword != "map":
+            return
+        if not spec.multiple:
+            first = existing[0]
+            raise self.error(
+                "section '%s' is already given at line %d (only one is allowed%s)"
+                % (
+                    keyword.text,
+                    first.position[0] if first.position else 0,
+                    "" if not parent.keyword else " in %s" % (parent.describe(),),
+                ),
+                keyword,
+            )
+        if spec.maxCount is not None and len(existing) >= spec.maxCount:
+            raise self.error(
+                "too many '%s' sections in %s (at most %d)"
+                % (spec.keyword, parent.describe(), spec.maxCount),
+                keyword,
+            )
+        if spec.naming == NO_NAME:
+            return
+        if spec.keyword == "map":
+            existing = self.configuration._maps
+        for c in existing:
+            if name is None and c.name is None:
+                raise self.error(
+                    "a second unnamed '%s' section (the first is at line %d); "
+                    "give each a name: '%s NAME { ... }'"
+                    % (keyword.text, c.position[0] if c.position else 0, spec.keyword),
+                    keyword,
+                )
+            if (
+                name is not None
+                and c.name is not None
+                and c.name.lower() == name.lower()
+            ):
+                raise self.error(
+                    "section '%s %s' is already given at line %d"
+                    % (spec.keyword, name, c.position[0] if c.position else 0),
+                    entry.name,  # type: ignore[arg-type]
+                )
+
+    def checkRequired(self, section: Section) -> None:
+        for option in section.spec.options:
+            if option.required and not section.isSet(option.name):
+                raise section.error(
+                    "%s requires option '%s'" % (section.describe(), option.name)
+                )
+
+
+def buildConfiguration(
+    entries: Sequence[Entry],
+    filename: Optional[str],
+    path: Optional[str],
+    configDirectory: str,
+    queueDirectory: str,
+) -> Configuration:
+    """
+    Make a checked L{Configuration} from parsed entries.
+
+    @raise ConfigError: for anything the table does not accept.
+    """
+    configuration = Configuration(
+        table.ROOT, path, filename, configDirectory, queueDirectory
+    )
+    _Builder(configuration).fill(configuration.globals, entries)
+    reconcile(configuration)
+    return configuration
+
+
+def _directories(
+    configDirectory: Optional[str], queueDirectory: Optional[str]
+) -> tuple:
+    queue = os.path.abspath(
+        queueDirectory if queueDirectory is not None else os.getcwd()
+    )
+    config = os.path.abspath(configDirectory) if configDirectory is not None else queue
+    return config, queue
+
+
+def configurationFromText(
+    text: str,
+    filename: str = "smx.conf",
+    queueDirectory: Optional[str] = None,
+    configDirectory: Optional[str] = None,
+) -> Configuration:
+    """
+    Make a configuration from the text of a file (for tests and for
+    programs that read the file themselves).
+
+    @param text: the whole file.
+    @param filename: the name used in error messages.
+    @param queueDirectory: the execution directory (default: the current
+        directory).
+    @param configDirectory: the base of configuration-relative paths
+        (default: the queue directory).
+    @raise ConfigError: if the text is not a valid configuration.
+    """
+    config, queue = _directories(configDirectory, queueDirectory)
+    return buildConfiguration(
+        parseEntries(text, filename), filename, None, config, queue
+    )
+
+
+#: the same as L{configurationFromText}
+parseConfiguration = configurationFromText
+
+
+def loadConfiguration(path: str, queueDirectory: Optional[str] = None) -> Configuration:
+    """
+    Read and check a configuration file (C{-f}).
+
+    @param path: the file; its directory is the configuration directory.
+    @param queueDirectory: the execution directory (default: the current
+        directory).
+    @raise ConfigError: if the file cannot be read, is not UTF-8 or is not
+        a valid configuration.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a configuration file", path)
+    except OSError as e:
+        raise ConfigError("cannot read: %s" % (e.strerror or e,), path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        column = (
+            len(data[: e.start].rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
+        )
+        raise ConfigError("not valid UTF-8 text", path, line, column)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    absolute = os.path.abspath(path)
+    config, queue = _directories(os.path.dirname(absolute), queueDirectory)
+    return buildConfiguration(parseEntries(text, path), path, absolute, config, queue)
+
+
+def defaultConfiguration(
+    queueDirectory: Optional[str] = None, configDirectory: Optional[str] = None
+) -> Configuration:
+    """
+    The built-in defaults, used when no C{-f} is given (seed §5).
+
+    @param queueDirectory: the execution directory (default: the current
+        directory).
+    @param configDirectory: the base of configuration-relative paths
+        (default: the queue directory).
+    """
+    config, queue = _directories(configDirectory, queueDirectory)
+    return buildConfiguration([], None, None, config, queue)

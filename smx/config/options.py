@@ -1,0 +1,1152 @@
+# -*- test-case-name: smx.config.test.test_options -*-
+"""
+The one table of every smx.conf option (seed §5.2-§5.10): its name, type,
+default (with unit), bounds, the seed section that describes it, and the
+section it belongs to.
+
+Defaults the seed gives are used as given; where the seed gives none,
+the value chosen for smx is documented here and in
+C{doc/configuration.md} (generated from this table by
+C{smx config --reference}).
+
+C{ROOT} is the top level of the file.  Its subsections are the components
+(C{qmgr}, C{smar}, C{smtps}, C{smtpc}), smx's own C{lmtpd}, and C{map}
+declarations (also accepted inside C{smar}).  Any other top-level section
+that sets C{mcp_type} is a service started by MCP (seed §5.3: "Other
+sections may define services that are started by MCP, e.g., a local
+mailer"); L{serviceSpec} describes it.
+"""
+
+from __future__ import annotations
+
+import socket as _socket
+from typing import List
+
+from smx.config.schema import (
+    OPTIONAL_NAME,
+    REQUIRED_NAME,
+    Member,
+    Option,
+    SectionSpec,
+    section,
+)
+from smx.config.values import (
+    CONFIG_RELATIVE,
+    QUEUE_RELATIVE,
+    Address,
+    Boolean,
+    Character,
+    Enum,
+    Flags,
+    Integer,
+    IPAddress,
+    List_,
+    Name,
+    Path,
+    Port,
+    Size,
+    String,
+    Time,
+    ValueProblem,
+    _checkHost,
+)
+
+Q = QUEUE_RELATIVE
+C = CONFIG_RELATIVE
+
+#: the most DNS blacklists (seed §5.8.2: SM_MAX_DNSBL)
+MAX_DNSBL = 8
+#: the most nameservers (seed §5.8.2: SM_DNS_MAX_TSKS)
+MAX_NAMESERVERS = 4
+#: the most daemon addresses (seed §5.9: SS_MAX_BIND_ADDRS)
+MAX_DAEMON_ADDRESSES = 16
+
+#: syslog(3) facilities (seed §5.5)
+FACILITIES = (
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
+)
+
+
+def _hostName(text: str) -> None:
+    try:
+        _checkHost(text, True)
+    except ValueProblem:
+        raise ValueProblem("%r is not a host name" % (text,))
+
+
+def HostName() -> String:
+    """
+    A (fully qualified) host or domain name.
+    """
+    return String(_hostName, "host name", empty=False)
+
+
+def _mechanism(text: str) -> None:
+    if not text or not all(c.isalnum() or c in "-_" for c in text):
+        raise ValueProblem("%r is not a SASL mechanism name" % (text,))
+
+
+def _fqdn() -> str:
+    name = _socket.gethostname()
+    if "." not in name:
+        name = _socket.getfqdn(name)
+    return name
+
+
+def opt(name, valueType, default, ref, doc, **kw) -> Option:  # type: ignore[no-untyped-def]
+    """
+    Declare one option (a short spelling of L{Option}).
+    """
+    return Option(name, valueType, default, ref, doc, **kw)
+
+
+SOCKET = section(
+    "socket",
+    "§5.2",
+    "the Unix domain socket on which the service listens",
+    [
+        opt(
+            "name",
+            Path(Q),
+            None,
+            "§5.2",
+            "path of the Unix domain socket",
+        ),
+        opt(
+            "umask",
+            Integer(0, 0o777, base=8),
+            None,
+            "§5.2",
+            "umask used when creating the socket",
+        ),
+        opt("user", String(empty=False), None, "§5.2", "owner of the socket"),
+        opt("group", String(empty=False), None, "§5.2", "group of the socket"),
+    ],
+)
+
+
+def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
+    """
+    The options of seed §5.2, valid in every section of a service that
+    MCP starts.
+
+    @param socket: whether to include the C{socket} subsection (smx's
+        C{lmtpd} has a C{socket} option instead).
+    @param required: whether C{mcp_type}, C{path} and C{arguments} are
+        required (they are for services that are not part of smx).
+    """
+    m = "mcp"
+    members: List[Member] = [
+        opt(
+            "mcp_type",
+            Enum(("nostartaccept", "accept", "pass", "wait")),
+            None,
+            "§5.2",
+            "how MCP starts the service: nostartaccept (a process per "
+            "connection), accept (MCP binds, the process accepts), pass (MCP "
+            "binds and passes the socket over pass_fd_socket), wait (no socket)",
+            group=m,
+            required=required,
+        ),
+        opt(
+            "type",
+            Enum(("nostartaccept", "accept", "pass", "wait")),
+            None,
+            "§5.9.1",
+            "the spelling of mcp_type used in the seed's §5.9.1 example",
+            group=m,
+            aliasOf=("mcp_type",),
+        ),
+        opt(
+            "port",
+            Port(),
+            None,
+            "§5.2",
+            "TCP port on which the service listens",
+            group=m,
+        ),
+        opt(
+            "address",
+            IPAddress(),
+            "0.0.0.0",
+            "§5.2",
+            "IP address on which the service listens (INADDR_ANY)",
+            group=m,
+        ),
+        opt(
+            "min_processes",
+            Integer(0, 1000),
+            "1",
+            "§5.2",
+            "minimum number of processes to start",
+            group=m,
+        ),
+        opt(
+            "max_processes",
+            Integer(1, 1000),
+            "1",
+            "§5.2",
+            "maximum number of processes to start",
+            group=m,
+        ),
+        opt(
+            "pass_fd_socket",
+            Path(Q),
+            None,
+            "§5.2",
+            "Unix domain socket over which MCP passes the listening socket "
+            "(required for mcp_type = pass)",
+            group=m,
+        ),
+        opt(
+            "user",
+            String(empty=False),
+            None,
+            "§5.2",
+            "user (name or number) the service runs as",
+            group=m,
+        ),
+        opt(
+            "group",
+            String(empty=False),
+            None,
+            "§5.2",
+            "group (name or number) the service runs as",
+            group=m,
+        ),
+        opt(
+            "restartdependencies",
+            List_(Name(), typeName="list of names"),
+            "{}",
+            "§5.2",
+            "services restarted together with this one",
+            group=m,
+        ),
+        opt(
+            "path",
+            Path(Q),
+            None,
+            "§5.2",
+            "program to execute",
+            group=m,
+            required=required,
+        ),
+        opt(
+            "arguments",
+            String(empty=False),
+            None,
+            "§5.2",
+            "argv of the program, starting with its name",
+            group=m,
+            required=required,
+        ),
+        opt(
+            "pass_id",
+            String(empty=False),
+            None,
+            "§5.2",
+            "option (e.g. -i) that passes a unique numeric id to each process",
+            group=m,
+        ),
+        opt(
+            "use_id_in_logfile_name",
+            Boolean(),
+            "no",
+            "§5.2",
+            "add the pass_id number to the log file name (needs pass_id)",
+            group=m,
+        ),
+    ]
+    if socket:
+        members.insert(4, SOCKET)
+    return members
+
+
+def logMembers() -> List[Member]:
+    """
+    The options of seed §5.5, valid in every component section.
+    """
+    return [
+        section(
+            "log",
+            "§5.5",
+            "where the component logs: syslog(3) when facility is set, a "
+            "file when file is set, else Twisted's log (standard output)",
+            [
+                opt(
+                    "facility",
+                    Enum(FACILITIES),
+                    None,
+                    "§5.5",
+                    "syslog(3) facility; setting it logs to syslog",
+                ),
+                opt(
+                    "ident",
+                    String(empty=False),
+                    None,
+                    "§5.5",
+                    "openlog(3) identification",
+                    defaultDoc="the component's name",
+                ),
+                opt(
+                    "options",
+                    Flags(("pid", "cons", "ndelay", "odelay", "nowait", "perror")),
+                    "{}",
+                    "§5.5",
+                    "openlog(3) options without LOG_",
+                ),
+                opt(
+                    "file",
+                    Path(Q),
+                    None,
+                    "smx",
+                    "log file (smx); reopened on SIGUSR2 (§6.8.1)",
+                ),
+            ],
+        ),
+        opt(
+            "log_level",
+            Integer(0, 100),
+            "9",
+            "§5.5",
+            "amount of logging; 9 for normal operation, 12 to 14 for testing",
+            group="log",
+        ),
+    ]
+
+
+def tlsMembers(server: bool) -> List[Member]:
+    """
+    The C{tls} subsection of SMTPS (seed §5.9, 18) and SMTPC (§5.10, 10).
+    """
+    ref = "§5.9" if server else "§5.10"
+    members: List[Member] = [
+        opt("cert_file", Path(C), None, ref, "certificate in PEM format"),
+        opt("key_file", Path(C), None, ref, "private key of cert_file, PEM format"),
+        opt("CAcert_file", Path(C), None, ref, "CA certificates in PEM format"),
+        opt(
+            "CAcert_path",
+            Path(C),
+            None,
+            ref,
+            "directory of (hashed links to) CA certificates in PEM format",
+        ),
+    ]
+    if server:
+        members.append(
+            opt(
+                "flags",
+                Flags(("allow_relaying_if_verified", "check_access_map_for_relaying")),
+                "{}",
+                ref,
+                "relaying for clients with a verified certificate: always, or "
+                "as the certissuer:/certsubject: access map entries say",
+            )
+        )
+    return members
+
+
+MCP = mcpMembers()
+LOG = logMembers()
+
+QMGR = section(
+    "qmgr",
+    "§5.7",
+    "the queue manager",
+    MCP
+    + LOG
+    + [
+        opt(
+            "AQ_max_entries",
+            Integer(1, 10**7, unit="entries"),
+            "8192",
+            "§5.7",
+            "maximum number of entries in the active queue; must be larger "
+            "than the recipients of one transaction",
+        ),
+        opt(
+            "SMAR_timeout",
+            Time(minimum=1),
+            "1m",
+            "§5.7",
+            "how long to wait for a result from SMAR (longer than DNS_timeout)",
+        ),
+        opt("debug_level", Integer(0, 100), "0", "§5.7", "debug level"),
+        opt(
+            "control_socket",
+            Path(Q),
+            "qmgrctl.sock",
+            "§5.7",
+            "Unix domain socket for qmgrctl (§6.6.3)",
+        ),
+        section(
+            "DEFEDB",
+            "§5.7",
+            "the deferred envelope database (Berkeley DB environment)",
+            [
+                opt(
+                    "base_directory",
+                    Path(Q),
+                    "defedb",
+                    "§5.7",
+                    "home directory of DEFEDB",
+                ),
+                opt(
+                    "log_directory",
+                    Path(Q),
+                    "defedb",
+                    "§5.7",
+                    "log directory of DEFEDB (put it on another disk for speed)",
+                ),
+                opt(
+                    "page_size",
+                    Size(minimum=512, maximum=65536),
+                    "4KB",
+                    "§5.7",
+                    "Berkeley DB page size",
+                ),
+                opt(
+                    "cache_size",
+                    Size(minimum=20 * 1024),
+                    "1MB",
+                    "§5.7",
+                    "Berkeley DB cache size",
+                ),
+                opt(
+                    "KBytes_written_for_checkpointing",
+                    Size("KB"),
+                    "1MB",
+                    "§5.7",
+                    "checkpoint after this much log data (0: never by size)",
+                ),
+                opt(
+                    "delay_between_2_checkpoints",
+                    Time(),
+                    "1m",
+                    "§5.7",
+                    "minimum delay between two checkpoints",
+                ),
+            ],
+        ),
+        opt(
+            "delivery_timeout",
+            Time(minimum=1),
+            "1h",
+            "§5.7",
+            "timeout for one delivery attempt",
+        ),
+        opt(
+            "DSN_max_delay",
+            Time(),
+            "5m",
+            "§5.7",
+            "maximum time for scheduling a DSN",
+        ),
+        opt(
+            "aliases",
+            Enum(
+                ("localpart", "localdomains", "all"),
+                {"local_domains": "localdomains", "all_domains": "all"},
+            ),
+            "localpart",
+            "§5.7",
+            "what the aliases map applies to: the local part of local "
+            "addresses, full local addresses, or all addresses",
+        ),
+        opt(
+            "flags",
+            Flags(("reuse_connection", "header_only_in_bounce", "DSN_in_MIME_Format")),
+            "{}",
+            "§5.7",
+            "reuse open SMTP connections; only headers in bounces; MIME DSNs",
+        ),
+        section(
+            "IBDB",
+            "§5.7",
+            "the incoming backup database (envelope log)",
+            [
+                opt(
+                    "max_commit_delay",
+                    Time("us", maximum=10),
+                    "10ms",
+                    "§5.7",
+                    "maximum time between commits (a bare number is in µs)",
+                ),
+                opt(
+                    "size",
+                    Size(minimum=64 * 1024),
+                    "64MB",
+                    "§5.7",
+                    "maximum size of one IBDB file",
+                ),
+                opt(
+                    "max_open_TAs",
+                    Integer(1, 10**6, unit="entries"),
+                    "100",
+                    "§5.7",
+                    "open transactions that force a commit",
+                ),
+            ],
+        ),
+        section(
+            "IQDB",
+            "§5.7",
+            "the incoming queue (in memory)",
+            [
+                opt(
+                    "max_cache_entries",
+                    Integer(1, 10**8, unit="entries"),
+                    "65536",
+                    "§5.7",
+                    "maximum number of entries in IQDB",
+                ),
+                opt(
+                    "hash_table_entries",
+                    Integer(1, 10**8, unit="entries"),
+                    "16384",
+                    "§5.7",
+                    "size of the IQDB hash table",
+                ),
+            ],
+        ),
+        opt(
+            "max_errors_per_bounce",
+            Integer(1, 10**6, unit="entries"),
+            "100",
+            "§5.7",
+            "maximum number of failed recipients in one bounce",
+        ),
+        opt(
+            "min_disk_space",
+            Size("KB"),
+            "100MB",
+            "§5.7",
+            "free disk space below which no mail is accepted",
+        ),
+        opt(
+            "OCC_max_entries",
+            Integer(1, 10**7, unit="entries"),
+            "1024",
+            "§5.7",
+            "size of the open connection cache",
+        ),
+        opt(
+            "ok_disk_space",
+            Size("KB"),
+            "200MB",
+            "§5.7",
+            "free disk space at which normal operation resumes (> min_disk_space)",
+        ),
+        opt(
+            "queuereturn_timeout",
+            Time(minimum=1),
+            "5d",
+            "§5.7",
+            "maximum time in the queue before a bounce",
+        ),
+        opt(
+            "queuedelay_timeout",
+            Time(minimum=1),
+            "4h",
+            "§5.7",
+            "time in the queue before a delay DSN (larger than "
+            "queuereturn_timeout: none)",
+        ),
+        opt(
+            "retry_max_delay",
+            Time(minimum=1),
+            "1h",
+            "§5.7",
+            "maximum time between delivery attempts",
+        ),
+        opt(
+            "retry_min_delay",
+            Time(minimum=1),
+            "5m",
+            "§5.7",
+            "minimum time between delivery attempts",
+        ),
+        opt(
+            "smtpc_initial_connections",
+            Integer(1, 10**5, unit="entries"),
+            "10",
+            "§5.7.1",
+            "initial number of connections to one host (-c)",
+        ),
+        opt(
+            "smtpc_max_connections",
+            Integer(1, 10**5, unit="entries"),
+            "100",
+            "§5.7.1",
+            "maximum number of connections to one host (-C)",
+        ),
+        opt(
+            "smtps_max_connection_rate",
+            Integer(1, 10**6, unit="connections/60s"),
+            "100",
+            "§5.7.1",
+            "maximum connection rate from one host (-O R=)",
+        ),
+        opt(
+            "smtps_max_open_connections",
+            Integer(1, 10**5, unit="entries"),
+            "100",
+            "§5.7.1",
+            "maximum open connections from one host (-O 0=)",
+        ),
+        opt("tests", Integer(0), "0", "§5.7", "testing only; 0 in operation"),
+        opt(
+            "wait_for_client",
+            Time(),
+            "10s",
+            "§5.7",
+            "how long to wait for a client (SMTPS, SMTPC) to become available",
+        ),
+        opt(
+            "wait_for_server",
+            Time(),
+            "10s",
+            "§5.7",
+            "how long to wait for a server (SMAR) to become available",
+        ),
+        opt(
+            "conf",
+            Path(C),
+            "conf.db",
+            "§5.7.1",
+            "the configuration map (oci:, ocm:, octo:, icr:, ios:)",
+        ),
+    ],
+)
+
+MAP = section(
+    "map",
+    "§5.8.1",
+    "a map declaration, referred to by its name (also valid at the top level)",
+    [
+        opt(
+            "type",
+            Enum(("hash", "sequence", "socket", "passwd")),
+            None,
+            "§5.8.1",
+            "hash (Berkeley DB), sequence (of maps), socket (socket map "
+            "protocol) or passwd (local users)",
+            required=True,
+        ),
+        opt("file", Path(C), None, "§5.8.1", "the db file (type hash only)"),
+        opt(
+            "mapname",
+            String(empty=False),
+            None,
+            "§5.8.1",
+            "name in the protocol (socket)",
+        ),
+        opt("path", Path(Q), None, "§5.8.1", "Unix domain socket (socket)"),
+        opt(
+            "address", IPAddress(), None, "§5.8.1", "address of an inet socket (socket)"
+        ),
+        opt("port", Port(), None, "§5.8.1", "port of an inet socket (socket)"),
+        opt(
+            "maps",
+            List_(Name(), typeName="list of names"),
+            None,
+            "§5.8.1",
+            "the maps of a sequence, in lookup order (sequence only)",
+        ),
+    ],
+    naming=REQUIRED_NAME,
+    multiple=True,
+)
+
+SMAR = section(
+    "smar",
+    "§5.8",
+    "the address resolver",
+    MCP
+    + LOG
+    + [
+        section(
+            "dnsbl",
+            "§5.8.2",
+            "a DNS blacklist (up to %d, looked up in the access map in order)"
+            % (MAX_DNSBL,),
+            [
+                opt(
+                    "domain",
+                    HostName(),
+                    None,
+                    "§5.8.2",
+                    "domain of the DNS lookups, e.g. dnsbl.tld",
+                    required=True,
+                ),
+                opt(
+                    "tag",
+                    Name(),
+                    None,
+                    "§5.8.2",
+                    "tag of the access map lookups (tag:W.X.Y.Z, tag:temp, tag:perm)",
+                    required=True,
+                ),
+            ],
+            multiple=True,
+            maxCount=MAX_DNSBL,
+        ),
+        opt(
+            "DNS_flags",
+            Flags(("use_TCP", "use_connect")),
+            "{}",
+            "§5.8.2",
+            "use TCP for DNS; connect(2) the UDP socket",
+        ),
+        opt("DNS_timeout", Time(minimum=1), "10s", "§5.8.2", "timeout of DNS requests"),
+        opt(
+            "nameserver",
+            List_(
+                Address(53, False, "address"),
+                MAX_NAMESERVERS,
+                typeName="list of addresses",
+            ),
+            "{}",
+            "§5.8.2",
+            "nameservers as addr, addr:port or [IPv6]:port (none: " "/etc/resolv.conf)",
+        ),
+        opt(
+            "local_user_map",
+            Name(),
+            None,
+            "§5.8.2",
+            "a declared map of valid local addresses",
+        ),
+        opt(
+            "address_delimiter",
+            Character(),
+            "+",
+            "§5.8.2",
+            "delimiter of address extensions (user+detail)",
+        ),
+        section(
+            "aliases",
+            "§5.8.2",
+            "the aliases map",
+            [
+                opt("name", Path(C), "aliases.db", "§5.8.2", "the aliases map"),
+                opt(
+                    "flags",
+                    Flags(
+                        (
+                            "localpart",
+                            "local_domains",
+                            "all_domains",
+                            "replace_macros",
+                            "preserve_domain",
+                        )
+                    ),
+                    "{localpart}",
+                    "§5.8.2",
+                    "which keys the map has and how results are rewritten",
+                ),
+            ],
+        ),
+        section(
+            "mailertable",
+            "§5.8.2",
+            "the mailertable",
+            [opt("name", Path(C), "mt", "§5.8.2", "the mailertable map")],
+        ),
+        section(
+            "access",
+            "§5.8.2",
+            "the access map",
+            [opt("name", Path(C), "access.db", "§5.8.2", "the access map")],
+        ),
+        MAP,
+    ],
+    naming=OPTIONAL_NAME,
+)
+
+SMTPS = section(
+    "smtps",
+    "§5.9",
+    "an SMTP server; several with different names may be given (§5.9.1)",
+    MCP
+    + LOG
+    + [
+        opt(
+            "CDB_gid",
+            Integer(0, 2**31 - 1),
+            None,
+            "§5.9",
+            "numeric group id of CDB files (the group of smxq)",
+        ),
+        opt(
+            "daemon_address",
+            List_(
+                Address(8000, True, "address"),
+                MAX_DAEMON_ADDRESSES,
+                typeName="list of addresses",
+            ),
+            "{}",
+            "§5.9",
+            "addresses to listen on: host:port, :port, host (port 8000), "
+            "[IPv6]:port",
+        ),
+        opt(
+            "flags",
+            Flags(
+                (
+                    "8bitmime",
+                    "background",
+                    "delay_checks",
+                    "lmtp_does_not_imply_relaying",
+                    "serialize_accept",
+                    "softbounce",
+                    "access",
+                ),
+                {"lmtpl_does_not_imply_relaying": "lmtp_does_not_imply_relaying"},
+            ),
+            "{}",
+            "§5.9",
+            "offer 8BITMIME; fork at start; delay checks to RCPT; LMTP domains "
+            "are not local for relaying; serialize accept(2); 5xy becomes "
+            "4xy; use the access map",
+        ),
+        opt("id", Integer(0, 10**6), "0", "§5.9", "unique identifier of the server"),
+        opt("io_timeout", Time(minimum=1), "5m", "§5.9", "timeout of SMTP operations"),
+        opt(
+            "max_threads",
+            Integer(1, 10**6),
+            "256",
+            "§5.9",
+            "maximum concurrent sessions of one process (smx runs a session "
+            "per connection, not a thread)",
+        ),
+        opt(
+            "max_wait_threads",
+            Integer(0, 10**6),
+            "8",
+            "§5.9",
+            "accepted for compatibility; smx has no thread pool",
+        ),
+        opt(
+            "min_wait_threads",
+            Integer(0, 10**6),
+            "2",
+            "§5.9",
+            "accepted for compatibility; smx has no thread pool",
+        ),
+        opt(
+            "max_bad_commands_per_session",
+            Integer(0, 10**6),
+            "3",
+            "§5.9",
+            "bad commands before the session ends with 421",
+        ),
+        opt(
+            "max_recipients",
+            Integer(0, 10**7),
+            None,
+            "§5.9",
+            "deprecated spelling of max_recipients_per_session",
+            aliasOf=("max_recipients_per_session",),
+            deprecated=True,
+        ),
+        opt(
+            "max_recipients_per_session",
+            Integer(0, 10**7),
+            "0",
+            "§5.9",
+            "maximum recipients per session (0: no limit)",
+        ),
+        opt(
+            "max_recipients_per_transaction",
+            Integer(1, 10**7),
+            "1000",
+            "§5.9",
+            "maximum recipients per transaction",
+        ),
+        opt(
+            "max_hops",
+            Integer(1, 1000),
+            "21",
+            "§5.9",
+            "maximum number of Received: headers",
+        ),
+        opt(
+            "max_message_size",
+            Size("KB", minimum=1024),
+            "8MB",
+            "§5.9",
+            "maximum message size (a bare number is in KB)",
+        ),
+        opt("processes", Integer(1, 1000), "1", "§5.9", "number of processes"),
+        opt(
+            "max_transactions",
+            Integer(0, 10**7),
+            "0",
+            "§5.9",
+            "maximum transactions per session (0: no limit)",
+        ),
+        section("tls", "§5.9", "STARTTLS", tlsMembers(True)),
+        section(
+            "auth",
+            "§5.9",
+            "SMTP AUTH",
+            [
+                opt(
+                    "flags",
+                    Flags(
+                        (
+                            "noplaintext",
+                            "noactive",
+                            "nodictionary",
+                            "forward_secrecy",
+                            "noanonymous",
+                            "pass_credentials",
+                            "mutual_auth",
+                            "allow_plaintext_without_tls",
+                        )
+                    ),
+                    "{}",
+                    "§5.9",
+                    "SASL security flags; allow_plaintext_without_tls (smx) "
+                    "offers PLAIN and LOGIN before STARTTLS",
+                ),
+                opt(
+                    "password_file",
+                    Path(C),
+                    None,
+                    "smx",
+                    "user:password lines of the users who may authenticate "
+                    "(smx); AUTH is offered only when it is set",
+                ),
+                opt(
+                    "trusted_mechs",
+                    List_(String(_mechanism, empty=False), typeName="list of names"),
+                    "{}",
+                    "§5.9",
+                    "mechanisms whose successful use allows relaying",
+                ),
+            ],
+        ),
+        opt(
+            "trusted_auth_mechs",
+            List_(String(_mechanism, empty=False), typeName="list of names"),
+            None,
+            "§5.9.1",
+            "the §5.9.1 spelling of auth { trusted_mechs }",
+            aliasOf=("auth", "trusted_mechs"),
+        ),
+        opt(
+            "auth_flags",
+            Flags(
+                (
+                    "noplaintext",
+                    "noactive",
+                    "nodictionary",
+                    "forward_secrecy",
+                    "noanonymous",
+                    "pass_credentials",
+                    "mutual_auth",
+                    "allow_plaintext_without_tls",
+                )
+            ),
+            None,
+            "§5.9.1",
+            "the §5.9.1 spelling of auth { flags }",
+            aliasOf=("auth", "flags"),
+        ),
+        section(
+            "pmilter",
+            "§5.9",
+            "the policy milter (§8)",
+            [
+                opt(
+                    "socket",
+                    Path(Q),
+                    None,
+                    "§5.9",
+                    "Unix domain socket of the policy milter",
+                ),
+                opt(
+                    "timeout",
+                    Time(minimum=1),
+                    "1m",
+                    "§5.9",
+                    "maximum wait for a reply of the policy milter",
+                ),
+            ],
+        ),
+    ],
+    naming=OPTIONAL_NAME,
+    multiple=True,
+)
+
+SMTPC = section(
+    "smtpc",
+    "§5.10",
+    "an SMTP and LMTP client",
+    MCP
+    + LOG
+    + [
+        opt("debug_level", Integer(0, 100), "0", "§5.10", "debug level"),
+        opt("io_timeout", Time(minimum=1), "5m", "§5.10", "timeout of SMTP operations"),
+        opt(
+            "LMTP_socket",
+            Path(Q),
+            "lmtpsock",
+            "§5.10",
+            "Unix domain socket for LMTP delivery (mailertable lmtp:)",
+        ),
+        opt(
+            "max_wait_threads",
+            Integer(0, 10**6),
+            "8",
+            "§5.10",
+            "accepted for compatibility; smx has no thread pool",
+        ),
+        opt(
+            "min_wait_threads",
+            Integer(0, 10**6),
+            "2",
+            "§5.10",
+            "accepted for compatibility; smx has no thread pool",
+        ),
+        opt(
+            "remote_port",
+            Port(),
+            "25",
+            "§5.10",
+            "port of SMTP connections (the same in every smtpc section)",
+        ),
+        opt("processes", Integer(1, 1000), "1", "§5.10", "number of processes"),
+        opt(
+            "wait_for_server",
+            Time(),
+            "10s",
+            "§5.10",
+            "how long to wait for QMGR to become available",
+        ),
+        section("tls", "§5.10", "STARTTLS", tlsMembers(False)),
+    ],
+    naming=OPTIONAL_NAME,
+    multiple=True,
+)
+
+LMTPD = section(
+    "lmtpd",
+    "smx",
+    "smx's LMTP server that delivers into Maildirs (smx lmtpd); its "
+    "socket is an option, not the MCP subsection",
+    mcpMembers(socket=False)
+    + LOG
+    + [
+        opt(
+            "socket",
+            Path(Q),
+            "lmtpsock",
+            "smx",
+            "Unix domain socket the LMTP server listens on (smtpc's LMTP_socket)",
+        ),
+        opt(
+            "maildir_base",
+            Path(Q),
+            "maildir",
+            "smx",
+            "directory that holds one Maildir per local user",
+        ),
+    ],
+    naming=OPTIONAL_NAME,
+    multiple=True,
+)
+
+ROOT = section(
+    "",
+    "§5.4",
+    "options of the global section",
+    [
+        opt(
+            "hostname",
+            HostName(),
+            None,
+            "§5.4",
+            "host name used by the components",
+            dynamicDefault=_fqdn,
+            defaultDoc="the host's fully qualified name",
+        ),
+        opt(
+            "CDB_base_directory",
+            Path(Q, empty=True),
+            '""',
+            "§5.4",
+            "base directory of CDB (empty: the queue directory)",
+        ),
+        opt(
+            "SMAR_socket",
+            Path(Q),
+            "qmsmar/smarsock",
+            "§5.4",
+            "socket of the address resolver",
+        ),
+        opt(
+            "SMTPC_socket",
+            Path(Q),
+            "qmsmtpc/smtpcsock",
+            "§5.4",
+            "socket between SMTPC and QMGR",
+        ),
+        opt(
+            "SMTPS_socket",
+            Path(Q),
+            "qmsmtps/smtpssock",
+            "§5.4",
+            "socket between SMTPS and QMGR",
+        ),
+        QMGR,
+        SMAR,
+        SMTPS,
+        SMTPC,
+        LMTPD,
+        MAP,
+    ],
+)
+
+#: the components of smx, by keyword
+COMPONENTS = {s.keyword: s for s in (QMGR, SMAR, SMTPS, SMTPC, LMTPD)}
+
+
+def serviceSpec(keyword: str) -> SectionSpec:
+    """
+    The kind of a top-level section that is not an smx component but a
+    service started by MCP (seed §5.3), e.g. a local mailer: only the
+    options of seed §5.2, with C{mcp_type}, C{path} and C{arguments}
+    required.
+
+    @param keyword: the section keyword as written.
+    """
+    return section(
+        keyword,
+        "§5.2",
+        "a service started by MCP",
+        mcpMembers(required=True),
+        naming=OPTIONAL_NAME,
+        multiple=True,
+    )

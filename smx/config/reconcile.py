@@ -1,0 +1,358 @@
+# -*- test-case-name: smx.config.test.test_reconcile -*-
+"""
+Settings that depend on each other, checked in one place after every value
+has been read: a contradiction is a L{ConfigError} at the option that
+causes it, a doubtful combination a warning in
+L{Configuration.warnings}.
+
+Errors:
+    - C{port} together with a C{socket} subsection (§5.2);
+    - C{mcp_type = pass} without C{pass_fd_socket} (§5.2);
+    - C{use_id_in_logfile_name} without C{pass_id} (§5.2);
+    - C{min_processes} larger than C{max_processes};
+    - C{daemon_address} together with C{pass_fd_socket} in smtps (§5.9);
+    - two smtps sections with the same explicit C{id} or the same
+      address and port;
+    - C{cert_file} without C{key_file} or the reverse;
+    - C{ok_disk_space} not larger than C{min_disk_space} (§5.7);
+    - C{retry_min_delay} larger than C{retry_max_delay};
+    - C{smtpc_initial_connections} larger than C{smtpc_max_connections};
+    - smtpc sections with different C{remote_port} (§5.10);
+    - map declarations: options of another map type, a hash map without
+      C{file}, a socket map without C{path} or without C{address} and
+      C{port}, a sequence without C{maps}, a sequence naming an undeclared
+      map or itself (also indirectly), C{local_user_map} naming an
+      undeclared map (§5.8.1, §5.8.2).
+
+Warnings:
+    - C{SMAR_timeout} not larger than C{DNS_timeout} (§5.7);
+    - C{AQ_max_entries} not larger than C{max_recipients_per_transaction};
+    - C{min_disk_space} not larger than C{max_message_size};
+    - C{dnsbl} or the tls flag C{check_access_map_for_relaying} without
+      any smtps section with the flag C{access} (§5.8.2, §5.9);
+    - the tls flag C{allow_relaying_if_verified} without CA certificates.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from smx.config.values import formatSize, formatTime
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.config.model import Configuration, Section
+
+#: options of each map type (seed §5.8.1)
+MAP_TYPE_OPTIONS = {
+    "hash": ("file",),
+    "sequence": ("maps",),
+    "socket": ("mapname", "path", "address", "port"),
+    "passwd": (),
+}
+
+
+def _shown(section: "Section", name: str, render: Any) -> str:
+    value = render(section[name])
+    return value if section.isSet(name) else "%s, the default" % (value,)
+
+
+def _later(a: "Section", aName: str, b: "Section", bName: str) -> Tuple["Section", str]:
+    """
+    @return: of two options, the one set later in the file (the one an
+        error about both is reported at), preferring one that is set.
+    """
+    pa, pb = a.positionOf(aName), b.positionOf(bName)
+    if pa is None:
+        return b, bName
+    if pb is None or pa > pb:
+        return a, aName
+    return b, bName
+
+
+def _serviceSections(configuration: "Configuration") -> List["Section"]:
+    return [
+        s for s in configuration.sections() if s.spec.option("mcp_type") is not None
+    ]
+
+
+def _checkService(section: "Section") -> None:
+    sockets = section.sections("socket") if section.spec.subsection("socket") else []
+    if section.isSet("port") and sockets and sockets[0].position is not None:
+        raise section.error(
+            "at most one of 'port' and 'socket' may be given in %s"
+            % (section.describe(),),
+            "port",
+        )
+    if section["mcp_type"] == "pass" and not section.isSet("pass_fd_socket"):
+        raise section.error(
+            "mcp_type = pass requires 'pass_fd_socket' in %s" % (section.describe(),),
+            "mcp_type",
+        )
+    if section["use_id_in_logfile_name"] and not section.isSet("pass_id"):
+        raise section.error(
+            "use_id_in_logfile_name requires 'pass_id' in %s" % (section.describe(),),
+            "use_id_in_logfile_name",
+        )
+    if section["min_processes"] > section["max_processes"]:
+        s, name = _later(section, "min_processes", section, "max_processes")
+        raise s.error(
+            "min_processes (%s) must not be larger than max_processes (%s) in %s"
+            % (
+                _shown(section, "min_processes", str),
+                _shown(section, "max_processes", str),
+                section.describe(),
+            ),
+            name,
+        )
+
+
+def _checkTLS(tls: "Section") -> None:
+    if tls.isSet("cert_file") != tls.isSet("key_file"):
+        missing = "key_file" if tls.isSet("cert_file") else "cert_file"
+        present = "cert_file" if missing == "key_file" else "key_file"
+        raise tls.error(
+            "'%s' requires '%s' in %s" % (present, missing, tls.describe()), present
+        )
+
+
+def _checkSMTPS(configuration: "Configuration", servers: List["Section"]) -> None:
+    ids: Dict[int, "Section"] = {}
+    endpoints: Dict[Tuple[str, int], "Section"] = {}
+    for smtps in servers:
+        if smtps.isSet("daemon_address") and smtps.isSet("pass_fd_socket"):
+            s, name = _later(smtps, "daemon_address", smtps, "pass_fd_socket")
+            raise s.error(
+                "only one of 'daemon_address' and 'pass_fd_socket' may be given "
+                "in %s" % (smtps.describe(),),
+                name,
+            )
+        if smtps.isSet("id"):
+            other = ids.get(smtps["id"])
+            if other is not None:
+                raise smtps.error(
+                    "id %d is already used by %s" % (smtps["id"], other.describe()),
+                    "id",
+                )
+            ids[smtps["id"]] = smtps
+        if smtps.isSet("port"):
+            key = (smtps["address"], smtps["port"])
+            other = endpoints.get(key)
+            if other is not None:
+                raise smtps.error(
+                    "port %d on %s is already used by %s"
+                    % (key[1], key[0], other.describe()),
+                    "port",
+                )
+            endpoints[key] = smtps
+        tls = smtps.section("tls")
+        _checkTLS(tls)
+        flags = tls["flags"]
+        if (
+            "allow_relaying_if_verified" in flags
+            and not tls.isSet("CAcert_file")
+            and not tls.isSet("CAcert_path")
+        ):
+            configuration.warn(
+                "the tls flag allow_relaying_if_verified has no effect without "
+                "CAcert_file or CAcert_path in %s" % (tls.describe(),),
+                tls.positionOf("flags"),
+            )
+        if "check_access_map_for_relaying" in flags and "access" not in smtps["flags"]:
+            configuration.warn(
+                "the tls flag check_access_map_for_relaying needs the access map: "
+                "add 'access' to the flags of %s" % (smtps.describe(),),
+                tls.positionOf("flags"),
+            )
+
+
+def _checkQMGR(configuration: "Configuration") -> None:
+    qmgr = configuration.section("qmgr")
+    if qmgr["ok_disk_space"] <= qmgr["min_disk_space"]:
+        s, name = _later(qmgr, "ok_disk_space", qmgr, "min_disk_space")
+        raise s.error(
+            "ok_disk_space (%s) must be larger than min_disk_space (%s)"
+            % (
+                _shown(qmgr, "ok_disk_space", formatSize),
+                _shown(qmgr, "min_disk_space", formatSize),
+            ),
+            name,
+        )
+    if qmgr["retry_min_delay"] > qmgr["retry_max_delay"]:
+        s, name = _later(qmgr, "retry_min_delay", qmgr, "retry_max_delay")
+        raise s.error(
+            "retry_min_delay (%s) must not be larger than retry_max_delay (%s)"
+            % (
+                _shown(qmgr, "retry_min_delay", formatTime),
+                _shown(qmgr, "retry_max_delay", formatTime),
+            ),
+            name,
+        )
+    if qmgr["smtpc_initial_connections"] > qmgr["smtpc_max_connections"]:
+        s, name = _later(
+            qmgr, "smtpc_initial_connections", qmgr, "smtpc_max_connections"
+        )
+        raise s.error(
+            "smtpc_initial_connections (%s) must not be larger than "
+            "smtpc_max_connections (%s)"
+            % (
+                _shown(qmgr, "smtpc_initial_connections", str),
+                _shown(qmgr, "smtpc_max_connections", str),
+            ),
+            name,
+        )
+    smar = configuration.section("smar")
+    if qmgr["SMAR_timeout"] <= smar["DNS_timeout"]:
+        s, name = _later(qmgr, "SMAR_timeout", smar, "DNS_timeout")
+        configuration.warn(
+            "SMAR_timeout (%s) should be larger than the DNS_timeout of smar (%s)"
+            % (
+                _shown(qmgr, "SMAR_timeout", formatTime),
+                _shown(smar, "DNS_timeout", formatTime),
+            ),
+            s.positionOf(name),
+        )
+    for smtps in _withDefault(configuration, "smtps"):
+        if qmgr["AQ_max_entries"] <= smtps["max_recipients_per_transaction"]:
+            s, name = _later(
+                qmgr, "AQ_max_entries", smtps, "max_recipients_per_transaction"
+            )
+            configuration.warn(
+                "AQ_max_entries (%s) should be larger than the "
+                "max_recipients_per_transaction of %s (%s)"
+                % (
+                    _shown(qmgr, "AQ_max_entries", str),
+                    smtps.describe(),
+                    _shown(smtps, "max_recipients_per_transaction", str),
+                ),
+                s.positionOf(name),
+            )
+        if qmgr["min_disk_space"] <= smtps["max_message_size"]:
+            s, name = _later(qmgr, "min_disk_space", smtps, "max_message_size")
+            configuration.warn(
+                "min_disk_space (%s) should be much larger than the "
+                "max_message_size of %s (%s)"
+                % (
+                    _shown(qmgr, "min_disk_space", formatSize),
+                    smtps.describe(),
+                    _shown(smtps, "max_message_size", formatSize),
+                ),
+                s.positionOf(name),
+            )
+
+
+def _withDefault(configuration: "Configuration", keyword: str) -> List["Section"]:
+    return configuration.sections(keyword) or [configuration.section(keyword)]
+
+
+def _checkSMTPC(configuration: "Configuration") -> None:
+    clients = configuration.sections("smtpc")
+    for smtpc in clients:
+        _checkTLS(smtpc.section("tls"))
+        first = clients[0]
+        if smtpc["remote_port"] != first["remote_port"]:
+            raise smtpc.error(
+                "remote_port (%d) differs from the remote_port of %s (%d); every "
+                "smtpc section must use the same"
+                % (smtpc["remote_port"], first.describe(), first["remote_port"]),
+                "remote_port" if smtpc.isSet("remote_port") else None,
+            )
+
+
+def _checkMaps(configuration: "Configuration") -> None:
+    maps = configuration.sections("map")
+    byName = {m.name.lower(): m for m in maps if m.name is not None}
+    for m in maps:
+        kind = m["type"]
+        for other, names in MAP_TYPE_OPTIONS.items():
+            if other == kind:
+                continue
+            for name in names:
+                if m.isSet(name) and name not in MAP_TYPE_OPTIONS[kind]:
+                    raise m.error(
+                        "option '%s' is only valid for maps of type %s, not %s"
+                        % (name, other, kind),
+                        name,
+                    )
+        if kind == "hash" and not m.isSet("file"):
+            raise m.error("map '%s' of type hash requires option 'file'" % (m.name,))
+        if kind == "socket":
+            inet = m.isSet("address") or m.isSet("port")
+            if m.isSet("path") and inet:
+                raise m.error(
+                    "map '%s' of type socket needs either 'path' or 'address' "
+                    "and 'port', not both" % (m.name,),
+                    "path",
+                )
+            if not m.isSet("path") and not (m.isSet("address") and m.isSet("port")):
+                raise m.error(
+                    "map '%s' of type socket requires 'path' or both 'address' "
+                    "and 'port'" % (m.name,)
+                )
+        if kind == "sequence":
+            if not m["maps"]:
+                raise m.error(
+                    "map '%s' of type sequence requires a non-empty 'maps' list"
+                    % (m.name,),
+                    "maps" if m.isSet("maps") else None,
+                )
+            for name in m["maps"]:
+                if name.lower() not in byName:
+                    raise m.error(
+                        "map '%s' refers to undeclared map '%s'" % (m.name, name),
+                        "maps",
+                    )
+    for m in maps:
+        _checkCycle(m, byName, [])
+    smar = configuration.section("smar")
+    name = smar["local_user_map"]
+    if name is not None and name.lower() not in byName:
+        raise smar.error(
+            "local_user_map refers to undeclared map '%s' (declare it with "
+            "'map %s { type = ...; }')" % (name, name),
+            "local_user_map",
+        )
+
+
+def _checkCycle(
+    m: "Section", byName: Dict[str, "Section"], path: List[str]
+) -> Optional[None]:
+    assert m.name is not None
+    if m["type"] != "sequence":
+        return None
+    if m.name.lower() in path:
+        cycle = path[path.index(m.name.lower()) :] + [m.name.lower()]
+        first = byName[cycle[0]]
+        raise first.error(
+            "map '%s' contains itself (%s)"
+            % (first.name, " -> ".join(byName[n].name or n for n in cycle)),
+            "maps",
+        )
+    for name in m["maps"]:
+        _checkCycle(byName[name.lower()], byName, path + [m.name.lower()])
+    return None
+
+
+def _checkDNSBL(configuration: "Configuration", servers: List["Section"]) -> None:
+    lists = configuration.section("smar").sections("dnsbl")
+    if lists and not any("access" in s["flags"] for s in servers):
+        configuration.warn(
+            "dnsbl needs the access map, but no smtps section has "
+            "flags = {access} (§5.8.2)",
+            lists[0].position,
+        )
+
+
+def reconcile(configuration: "Configuration") -> None:
+    """
+    Check the settings that depend on each other.
+
+    @raise ConfigError: for a contradiction.
+    """
+    for section in _serviceSections(configuration):
+        _checkService(section)
+    servers = _withDefault(configuration, "smtps")
+    _checkSMTPS(configuration, servers)
+    _checkQMGR(configuration)
+    _checkSMTPC(configuration)
+    _checkMaps(configuration)
+    _checkDNSBL(configuration, servers)

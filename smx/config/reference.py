@@ -1,0 +1,290 @@
+# -*- test-case-name: smx.config.test.test_render -*-
+"""
+The configuration reference (C{doc/configuration.md}), generated from the
+option table so that it never disagrees with the code:
+C{smx config --reference > doc/configuration.md} (C{make doc}).
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence
+
+from smx.config import options as table
+from smx.config.reconcile import __doc__ as _reconcileDoc
+from smx.config.render import defaultText, typeText
+from smx.config.schema import NO_NAME, REQUIRED_NAME, Option, SectionSpec
+
+_INTRO = """\
+# smx configuration reference
+
+This file is generated from the option table in `smx/config/options.py` by
+`smx config --reference` (`make doc`); do not edit it by hand.  Section
+numbers (§) refer to the sendmail X README, the specification of smx.
+
+Check a configuration file and see what is in force with
+`smx config -f smx.conf`; add `-V` up to five times to see more, up to
+every option of every section with its type, unit, bounds and default.
+
+## Syntax (§5.1)
+
+```
+conf      ::=  entries
+entries   ::=  entry *
+entry     ::=  option | section
+section   ::=  keyword [name ] "{" entries "}" [";"]
+option    ::=  option-name "=" rhs
+rhs       ::=  value ";" | "{" value-list "}" [";"]
+```
+
+- Keywords and option names are case-insensitive; section names (`smtps
+  MTA`, `map localusers`) are compared case-insensitively too.
+- `#` starts a comment that ends at the end of the line.
+- A value is a word without white space and without `{ } ; , = " #`
+  (`/usr/libexec/smtps`, `smtps/smtpsf`, `CRAM-MD5`, `[::1]:25`), or a
+  quoted string.  Adjacent quoted strings are joined as in ANSI C
+  (`"a" "b"` is `ab`); a string cannot span lines.  Escapes: `\\n \\t \\r
+  \\\\ \\" \\a \\b \\f \\v`, `\\ooo` (octal) and `\\xHH` (hexadecimal).  A
+  value with spaces must be quoted, except a time or size
+  (`queuereturn_timeout = 4d 12h;`).
+- A list is `{ v1, v2 }`; a list option also accepts a single value, and
+  `{}` is the empty list.  Flags are lists of names from a fixed set;
+  they are matched case-insensitively, and `-` or a space in a flag counts
+  as `_` (the README writes `forward secrecy`).
+- Booleans are `yes`/`no` (also `true`/`false`, `on`/`off`, `1`/`0`).
+- An option may be set only once per section.  A section that is not
+  marked as repeatable below may be given only once; repeatable sections
+  with names need different names, and at most one of them may be
+  unnamed.
+
+Every mistake is reported as one line naming the file, line and column,
+e.g. `smx.conf:12:7: expected '=' or '{' after 'qmgr'` or
+`smx.conf:3:5: unknown option 'io_timout' in section 'smtps'; did you mean
+'io_timeout'?`, and `smx config` exits with status 2.
+
+## Times and sizes (§5.1.1)
+
+A time is a sequence of numbers with units: `w` (weeks), `d` (days), `h`,
+`m`, `s`, and smx's `ms` and `us` (µs): `1h 5m 12s`, `90s`, `1.5h`.  A
+size is a sequence of numbers with units `B`, `KB`, `MB`, `GB` (1 KB =
+1024 B): `8MB`, `512KB`.  Units are case-insensitive; a number without a
+unit is in the option's unit, shown in the type column below: `s` and `B`
+unless noted, `KB` for `max_message_size`, `min_disk_space`,
+`ok_disk_space` and `KBytes_written_for_checkpointing`, µs for
+`max_commit_delay`.  Programs see times as seconds and sizes as bytes.
+
+## Path names (§5.6)
+
+A relative path name is resolved against one of two directories:
+
+1. the **configuration directory**, the directory of the file given with
+   `-f`: maps and configuration files (`aliases { name }`, `mailertable {
+   name }`, `access { name }`, qmgr `conf`, the `file` of a `map`) and the
+   TLS files (`cert_file`, `key_file`, `CAcert_file`, `CAcert_path`);
+2. the **queue directory**, the directory smx runs in (the current
+   directory when the configuration is read): sockets and databases
+   (`CDB_base_directory`, `SMAR_socket`, `SMTPC_socket`, `SMTPS_socket`,
+   `control_socket`, `DEFEDB` directories, `LMTP_socket`,
+   `pass_fd_socket`, `socket { name }`, `pmilter { socket }`, the `path` of
+   a socket map, log files) and the `path` of a program.
+
+The README also says, in a note, that relative path names "are
+(currently) always relative to the main queue directory"; smx follows the
+two cases above, which the README describes in detail, and which keep a
+configuration and its maps together in one directory.  Without `-f`, the
+configuration directory is the queue directory.
+
+## Map declarations (§5.8.1)
+
+`map NAME { ... }` declarations may be written at the top level (as the
+README prints them) or inside `smar { }`; they share one name space, and
+a sequence (or `local_user_map`) may refer to a map declared in either
+place, before or after it.
+
+## Services started by MCP (§5.2, §5.3)
+
+Any other top-level section that sets `mcp_type` (or `type`) is a service
+started by MCP, e.g. a local mailer: `procmail { mcp_type = accept; socket
+{ name = lmtpsock; } path = /usr/bin/procmail; arguments = "procmail -z"; }`.
+Such a section takes only the MCP options, and `mcp_type`, `path` and
+`arguments` are required.  In the smx components (`qmgr`, `smar`, `smtps`,
+`smtpc`, `lmtpd`) the MCP options are optional: smx knows how to start
+them, and in the embedded mode (one process) they are not used.
+"""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _code(text: str) -> str:
+    if "`" in text:
+        return text
+    return "`%s`" % (text,)
+
+
+def _optionRows(options: Sequence[Option]) -> List[str]:
+    rows = [
+        "| option | type | default | bounds | § | description |",
+        "|---|---|---|---|---|---|",
+    ]
+    for o in options:
+        if o.defaultDoc is not None:
+            default = o.defaultDoc
+        elif o.default is None:
+            default = "none"
+        else:
+            default = _code(defaultText(o))
+        doc = o.doc
+        if o.required:
+            doc = "**required**; " + doc
+        if o.aliasOf is not None:
+            doc += " (alias of `%s`%s)" % (
+                " { ".join(o.aliasOf) + " }" * (len(o.aliasOf) - 1),
+                "; deprecated" if o.deprecated else "",
+            )
+        bounds = "" if o.type.typeName == "path" else o.type.bounds()
+        rows.append(
+            "| `%s` | %s | %s | %s | %s | %s |"
+            % (
+                o.name,
+                _cell(typeText(o)),
+                _cell(default),
+                _cell(bounds),
+                o.ref,
+                _cell(doc),
+            )
+        )
+    return rows
+
+
+def _sectionText(spec: SectionSpec, path: Sequence[str], skipGroups: bool) -> List[str]:
+    lines: List[str] = []
+    title = " › ".join(path)
+    level = "##" if len(path) == 1 else "###"
+    lines.append("%s %s (%s)" % (level, title, spec.ref))
+    lines.append("")
+    usage = spec.keyword
+    if spec.naming == REQUIRED_NAME:
+        usage += " NAME"
+    elif spec.naming != NO_NAME:
+        usage += " [NAME]"
+    note = spec.doc[0].upper() + spec.doc[1:] + "."
+    if spec.multiple:
+        note += " May be repeated"
+        if spec.maxCount is not None:
+            note += " (at most %d times)" % (spec.maxCount,)
+        note += "."
+    lines.append("`%s { ... }`: %s" % (usage, note))
+    lines.append("")
+    own = [o for o in spec.options if not (skipGroups and o.group in ("mcp", "log"))]
+    if skipGroups:
+        lines.append(
+            "Also valid here: the MCP options%s (§5.2) and `log { }` and "
+            "`log_level` (§5.5), see above."
+            % (
+                " and `socket { }`"
+                if spec.subsection("socket") is not None
+                else " (but `socket` is an option here)"
+            )
+        )
+        lines.append("")
+    if own:
+        lines.extend(_optionRows(own))
+        lines.append("")
+    for sub in spec.subsections:
+        if skipGroups and sub.keyword in ("socket", "log"):
+            continue
+        if sub.keyword == "map" and spec.keyword == "smar":
+            lines.append("### %s › map NAME (§5.8.1)" % (title,))
+            lines.append("")
+            lines.append("See [map NAME](#map-name-581) below.")
+            lines.append("")
+            continue
+        lines.extend(_sectionText(sub, list(path) + [sub.keyword], False))
+    return lines
+
+
+def renderReference() -> str:
+    """
+    @return: the Markdown reference of every option, ending with a
+        newline.
+    """
+    lines = [_INTRO]
+    lines.append("## The global section (§5.4)")
+    lines.append("")
+    lines.append(
+        "Options outside any section; they have defaults and should only "
+        "be changed if necessary."
+    )
+    lines.append("")
+    lines.extend(_optionRows(table.ROOT.options))
+    lines.append("")
+    lines.append("## MCP options (§5.2)")
+    lines.append("")
+    lines.append(
+        "Valid in every component section and in the section of every "
+        "service started by MCP.  At most one of `port` and `socket` may be "
+        "given; `mcp_type = pass` requires `pass_fd_socket`."
+    )
+    lines.append("")
+    lines.extend(_optionRows([o for o in table.QMGR.options if o.group == "mcp"]))
+    lines.append("")
+    socket = table.QMGR.subsection("socket")
+    assert socket is not None
+    lines.extend(_sectionText(socket, ["MCP", "socket"], False))
+    lines.append("## Logging (§5.5)")
+    lines.append("")
+    lines.append("Valid in every component section.")
+    lines.append("")
+    logOptions = [o for o in table.QMGR.options if o.group == "log"]
+    lines.extend(_optionRows(logOptions))
+    lines.append("")
+    log = table.QMGR.subsection("log")
+    assert log is not None
+    lines.extend(_sectionText(log, ["Logging", "log"], False))
+    for spec in (table.QMGR, table.SMAR, table.SMTPS, table.SMTPC, table.LMTPD):
+        lines.extend(_sectionText(spec, [spec.keyword], True))
+    lines.extend(_sectionText(table.MAP, ["map NAME"], False))
+    lines.append("## Settings checked together")
+    lines.append("")
+    body = (_reconcileDoc or "").split("Errors:", 1)[-1]
+    errors, _, warnings = body.partition("Warnings:")
+    lines.append("These are errors:")
+    lines.append("")
+    lines.extend(_bullets(errors))
+    lines.append("")
+    lines.append("These give a warning (shown by `smx config`):")
+    lines.append("")
+    lines.extend(_bullets(warnings))
+    while lines and lines[-1] == "":
+        lines.pop()
+    return "\n".join(lines) + "\n"
+
+
+def _bullets(text: str) -> List[str]:
+    """
+    Turn the epytext list of a docstring into Markdown bullets.
+    """
+    items: List[str] = []
+    for raw in text.strip().splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("- "):
+            items.append(line[2:])
+        elif items:
+            items[-1] += " " + line
+    return ["- " + _epytext(item) for item in items]
+
+
+def _epytext(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("C{", i):
+            end = text.find("}", i)
+            out.append("`%s`" % (text[i + 2 : end],))
+            i = end + 1
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
