@@ -1,0 +1,159 @@
+# -*- test-case-name: smx.queue.test.test_qmgr -*-
+"""
+NAME
+    smx.queue.bounce - queue bounces and delay warnings as new transactions
+
+SYNOPSIS
+    bouncer = Bouncer(contentStore, submit, idGenerator, hostname, clock,
+                      maxErrors=10, headersOnly=False)
+    d = bouncer.report("failed", transaction, failureDicts)
+
+DESCRIPTION
+    A report (L{smx.queue.dsn}) goes to the envelope sender of the
+    original transaction as a new transaction of QMGR's own: its content is
+    written to CDB, its envelope (sender C{<>}) committed to IBDB through
+    C{submit} like any accepted transaction.  At most C{maxErrors}
+    recipients go into one report; more make more reports.  The first
+    bounce of a transaction returns the whole message, later ones (and all
+    with C{header_only_in_bounce} or C{RET=HDRS}) only its header.
+
+    No report is sent for a transaction whose sender is C{<>}: a failing
+    bounce is a double bounce, logged and dropped, never looped.
+
+CONFIGURATION PARAMETERS
+    max_errors_per_bounce, flags header_only_in_bounce, hostname
+
+SECURITY
+    Reports go only to the envelope sender.
+
+DIAGNOSTICS
+    A dropped double bounce is logged with C{sev=WARN}.  A report that
+    cannot be stored errbacks; the caller retries later.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List
+
+from twisted.internet import defer
+
+from smx.queue import dsn
+from smx.queue.envelope import Transaction
+
+
+class Bouncer:
+    """
+    @ivar sent: number of reports queued.
+    @ivar dropped: number of double bounces dropped.
+    """
+
+    def __init__(
+        self,
+        contentStore: Any,
+        submit: Callable[[Dict[str, Any]], defer.Deferred],
+        nextId: Callable[[], str],
+        hostname: str,
+        clock: Any,
+        logger: Any,
+        maxErrors: int = 10,
+        headersOnly: bool = False,
+        queuereturnTimeout: float = 5 * 86400,
+    ) -> None:
+        self.contentStore = contentStore
+        self.submit = submit
+        self.nextId = nextId
+        self.hostname = hostname
+        self.clock = clock
+        self.logger = logger
+        self.maxErrors = max(1, maxErrors)
+        self.headersOnly = headersOnly
+        self.queuereturnTimeout = queuereturnTimeout
+        self.sent = 0
+        self.dropped = 0
+
+    def report(
+        self, kind: str, ta: Transaction, failures: List[Dict[str, Any]]
+    ) -> defer.Deferred:
+        """
+        Queue the reports of C{kind} (C{"failed"} or C{"delayed"}) for
+        C{failures} of C{ta}.
+
+        @return: a L{Deferred} firing when every report is committed (or
+            was not needed).
+        """
+        if not failures:
+            return defer.succeed(None)
+        if not ta.sender:
+            if kind == "failed":
+                self.dropped += 1
+                self.logger.warn(
+                    "Bouncer.report",
+                    ss_ta=ta.id,
+                    stat="double bounce dropped" if ta.dsnFor else "no bounce to <>",
+                    rcpts=len(failures),
+                )
+            return defer.succeed(None)
+        try:
+            with self.contentStore.open(ta.id) as f:
+                original = f.read()
+        except (KeyError, OSError) as e:
+            self.logger.error("Bouncer.report", ss_ta=ta.id, error="content: %s" % e)
+            original = b""
+        ds = []
+        for start in range(0, len(failures), self.maxErrors):
+            chunk = failures[start : start + self.maxErrors]
+            headersOnly = (
+                self.headersOnly
+                or (ta.ret or "").upper() == "HDRS"
+                or (kind == "failed" and ta.bounces > 0)
+            )
+            if kind == "failed":
+                ta.bounces += 1
+            ds.append(self._queueOne(kind, ta, chunk, original, headersOnly))
+        return defer.gatherResults(ds, consumeErrors=True).addCallback(lambda _: None)
+
+    def _queueOne(
+        self,
+        kind: str,
+        ta: Transaction,
+        failures: List[Dict[str, Any]],
+        original: bytes,
+        headersOnly: bool,
+    ) -> defer.Deferred:
+        now = self.clock.seconds()
+        data = dsn.buildReport(
+            kind,
+            self.hostname,
+            ta.envelope(),
+            failures,
+            original,
+            headersOnly=headersOnly,
+            now=now,
+            willRetryUntil=ta.received + self.queuereturnTimeout,
+        )
+        newId = self.nextId()
+        writer = self.contentStore.createWriter(newId)
+        writer.write(data)
+        envelope = {
+            "id": newId,
+            "session": "",
+            "sender": "",
+            "recipients": [{"address": ta.sender, "index": 0}],
+            "size": len(data),
+            "client": "",
+            "received": now,
+            "bodyType": "8BITMIME" if dsn.is8bit(data) else "7BIT",
+            "dsnFor": ta.id,
+        }
+
+        def _cbStored(_: Any) -> defer.Deferred:
+            return self.submit(envelope)
+
+        def _cbQueued(_: Any) -> None:
+            self.sent += 1
+            self.logger.info(ss_ta=newId, dsn_for=ta.id, kind=kind, rcpts=len(failures))
+
+        d = writer.commit()
+        d.addCallback(_cbStored)
+        d.addCallback(_cbQueued)
+        return d

@@ -1,0 +1,212 @@
+# -*- test-case-name: smx.queue.test.test_qmgr -*-
+"""
+NAME
+    smx.queue.envelope - the in-memory state of queued transactions
+
+SYNOPSIS
+    ta = Transaction.fromEnvelope(envelope)
+    ta.recipients[0].state        # "queued", "active", "deferred", ...
+    record = ta.toRecord()        # for IBDB
+
+DESCRIPTION
+    A L{Transaction} is one accepted SMTPS transaction with its
+    L{Recipient}s.  A recipient is in one of these states:
+
+        - C{queued}: waiting for room in AQ (IQDB);
+        - C{active}: in AQ, being resolved or delivered;
+        - C{deferred}: waiting for its next-time-to-try (DEFEDB);
+        - C{held}: not to be delivered until released (qmgrctl);
+        - C{bouncing}: failed, its bounce is not yet queued;
+        - C{delivered}, C{failed}, C{deleted}: final.
+
+CONFIGURATION PARAMETERS
+    None.
+
+SECURITY
+    None.
+
+DIAGNOSTICS
+    None.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+FINAL = frozenset(["delivered", "failed", "deleted"])
+
+#: envelope fields kept with a transaction (besides its recipients)
+ENVELOPE_FIELDS = (
+    "id",
+    "session",
+    "sender",
+    "size",
+    "client",
+    "received",
+    "bodyType",
+    "envid",
+    "ret",
+    "dsnFor",
+    "bounces",
+)
+
+#: recipient fields kept in IBDB and DEFEDB
+RECIPIENT_FIELDS = (
+    "index",
+    "address",
+    "state",
+    "tries",
+    "nextTry",
+    "code",
+    "reply",
+    "dsn",
+    "remoteMTA",
+    "where",
+    "lastAttempt",
+    "done",
+    "failures",
+    "warned",
+    "orcpt",
+    "notify",
+)
+
+
+class Recipient:
+    """
+    One envelope recipient.
+
+    @ivar done: expanded addresses (aliases) already delivered or failed.
+    @ivar failures: failure C{dict}s of expanded addresses, for the bounce.
+    @ivar inDefedb: is the recipient stored in DEFEDB?
+    """
+
+    def __init__(self, index: int, address: str, state: str = "queued") -> None:
+        self.index = index
+        self.address = address
+        self.state = state
+        self.tries = 0
+        self.nextTry = 0.0
+        self.code = 0
+        self.reply = ""
+        self.dsn = None  # type: Optional[str]
+        self.remoteMTA = None  # type: Optional[str]
+        self.where = None  # type: Optional[str]
+        self.lastAttempt = None  # type: Optional[float]
+        self.done = []  # type: List[str]
+        self.failures = []  # type: List[Dict[str, Any]]
+        self.warned = False
+        self.orcpt = None  # type: Optional[str]
+        self.notify = None  # type: Optional[str]
+        self.inDefedb = False
+        self.deleteRequested = False
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+    def toDict(self) -> Dict[str, Any]:
+        return {name: getattr(self, name) for name in RECIPIENT_FIELDS}
+
+    @classmethod
+    def fromDict(cls, data: Dict[str, Any]) -> "Recipient":
+        r = cls(int(data["index"]), str(data["address"]))
+        for name in RECIPIENT_FIELDS:
+            if name in data and data[name] is not None:
+                setattr(r, name, data[name])
+        r.done = list(r.done or [])
+        r.failures = list(r.failures or [])
+        return r
+
+    def failureInfo(self) -> Dict[str, Any]:
+        """The last reply of this recipient, for a DSN."""
+        return {
+            "address": self.address,
+            "code": self.code,
+            "reply": self.reply,
+            "dsn": self.dsn,
+            "remoteMTA": self.remoteMTA,
+            "where": self.where,
+            "lastAttempt": self.lastAttempt,
+            "orcpt": self.orcpt,
+        }
+
+
+class Transaction:
+    """
+    An accepted transaction and its recipients (index -> L{Recipient}).
+    """
+
+    def __init__(self, envelope: Dict[str, Any]) -> None:
+        self.id = str(envelope["id"])
+        self.session = envelope.get("session") or ""
+        self.sender = envelope.get("sender") or ""
+        self.size = int(envelope.get("size") or 0)
+        self.client = envelope.get("client") or ""
+        self.received = float(envelope.get("received") or 0.0)
+        self.bodyType = envelope.get("bodyType") or "7BIT"
+        self.envid = envelope.get("envid")
+        self.ret = envelope.get("ret")
+        self.dsnFor = envelope.get("dsnFor")
+        self.bounces = int(envelope.get("bounces") or 0)
+        self.recipients = {}  # type: Dict[int, Recipient]
+        self.pendingFailures = []  # type: List[Recipient]
+        self.bounceTimer = None  # type: Any
+        self.finished = False
+
+    @classmethod
+    def fromEnvelope(cls, envelope: Dict[str, Any]) -> "Transaction":
+        """
+        Build from an SMTPS envelope (L{smx.interfaces.IQueueManager}) or
+        an IBDB C{T} record.
+        """
+        ta = cls(envelope)
+        for i, data in enumerate(envelope.get("recipients") or []):
+            data = dict(data)
+            data.setdefault("index", i)
+            r = Recipient.fromDict(data)
+            ta.recipients[r.index] = r
+        return ta
+
+    def envelope(self) -> Dict[str, Any]:
+        """The envelope without recipients (as stored in DEFEDB)."""
+        return {name: getattr(self, name) for name in ENVELOPE_FIELDS}
+
+    def toRecord(self) -> Dict[str, Any]:
+        """The envelope with every recipient (an IBDB C{T} record)."""
+        record = self.envelope()
+        record["recipients"] = [r.toDict() for _, r in sorted(self.recipients.items())]
+        return record
+
+    def live(self) -> List[Recipient]:
+        """Recipients that are not final."""
+        return [r for r in self.recipients.values() if not r.final]
+
+    def isDone(self) -> bool:
+        return all(r.final for r in self.recipients.values())
+
+    def needsLog(self) -> bool:
+        """
+        Does IBDB still have to keep this transaction's C{T} record?  Not
+        once every recipient is final or safely in DEFEDB.
+        """
+        return any(
+            not r.final and not (r.state == "deferred" and r.inDefedb)
+            for r in self.recipients.values()
+        )
+
+    def describe(self) -> Dict[str, Any]:
+        """For C{mailq} and C{listQueue}."""
+        data = self.envelope()
+        data["recipients"] = [
+            {
+                "index": r.index,
+                "address": r.address,
+                "state": r.state,
+                "tries": r.tries,
+                "nextTry": r.nextTry,
+                "reply": r.reply,
+            }
+            for _, r in sorted(self.recipients.items())
+            if not r.final
+        ]
+        return data

@@ -1,0 +1,563 @@
+# -*- test-case-name: smx.queue.test.test_qmgr -*-
+"""
+NAME
+    smx.queue.qmgr - QMGR, the queue manager of smx
+
+SYNOPSIS
+    qmgr = QueueManager(reactor, queueDirectory, contentStore, resolver,
+                        deliveryAgent, logger=Logger("qmgr"), ...)
+    qmgr.setServiceParent(application)
+    qmgr = QueueManager.fromConfiguration(cfg, contentStore, resolver,
+                                          deliveryAgent, reactor)
+
+DESCRIPTION
+    QMGR takes responsibility for every transaction SMTPS accepts (seed
+    §5.7, §10): it writes the envelope to IBDB and answers only once it is
+    on stable storage; it moves the recipients to AQ at once and lets the
+    scheduler (L{smx.queue.scheduler}) deliver them through the delivery
+    agent; temporary failures go to DEFEDB with a next-time-to-try;
+    permanent ones and expired ones are bounced (RFC 3464,
+    L{smx.queue.dsn}).  It applies the incoming connection limits for
+    SMTPS and the disk space limits (seed §5.7.1, §6.10.1).
+
+    On start it rebuilds the queue from IBDB, DEFEDB and CDB
+    (L{smx.queue.recovery}), writes the still-needed envelopes into a new
+    IBDB file and removes the old files.
+
+    The directory layout under the queue directory: C{ibdb/} (IBDB),
+    C{defedb/} (DEFEDB, unless C{DEFEDB { base_directory }} says
+    otherwise), and the sixteen CDB directories under
+    C{CDB_base_directory}.
+
+CONFIGURATION PARAMETERS
+    qmgr: AQ_max_entries, SMAR_timeout, control_socket, DEFEDB { ... },
+    delivery_timeout, DSN_max_delay, flags (header_only_in_bounce), IBDB {
+    max_commit_delay, size, max_open_TAs }, IQDB { max_cache_entries },
+    log_level, max_errors_per_bounce, min_disk_space, ok_disk_space,
+    OCC_max_entries, queuereturn_timeout, queuedelay_timeout,
+    retry_max_delay, retry_min_delay, smtpc_initial_connections,
+    smtpc_max_connections, smtps_max_connection_rate,
+    smtps_max_open_connections, wait_for_server, conf.
+    global: hostname, CDB_base_directory.
+
+SECURITY
+    The queue directories are created mode 0700 (IBDB, DEFEDB) and 0771
+    (CDB), seed §4.1.  The control socket is created mode 0660.
+
+DIAGNOSTICS
+    Problems found while recovering (damaged records, missing or orphaned
+    content) are logged once each with C{sev=ERR} or C{sev=WARN} and the
+    file.  An envelope that cannot be written makes C{commitTransaction}
+    errback (SMTPS answers 451); QMGR keeps running.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional
+
+from twisted.application import service
+from twisted.internet import defer, task
+from zope.interface import implementer
+
+from smx.ids import ClientIdGenerator, ServerIdGenerator
+from smx.interfaces import IQueueManager
+from smx.log import Logger
+from smx.queue import ibdb as ibdbmod
+from smx.queue.bounce import Bouncer
+from smx.queue.cdb import FileContentStore
+from smx.queue.confmap import ConfigurationMap
+from smx.queue.connections import IncomingControl, SlowStart
+from smx.queue.defedb import DefedbError, DeferredEnvelopeDB
+from smx.queue.diskspace import DiskSpaceMonitor
+from smx.queue.envelope import Recipient, Transaction
+from smx.queue.recovery import recoverQueue
+from smx.queue.scheduler import Scheduler
+from smx.queue.store import QueueStore
+
+QUEUE_FULL = {"code": 452, "dsn": "4.3.2", "text": "too many queued transactions"}
+
+
+@implementer(IQueueManager)
+class QueueManager(service.Service):
+    """
+    The queue manager: an L{IQueueManager} and a Twisted service.
+
+    @ivar store: the L{QueueStore} (queued transactions, IBDB, DEFEDB).
+    @ivar scheduler: the L{Scheduler} (AQ, deliveries).
+    @ivar recovered: the L{smx.queue.recovery.RecoveryResult} of the start.
+    """
+
+    name = "qmgr"
+
+    def __init__(
+        self,
+        reactor: Any,
+        queueDirectory: str,
+        contentStore: Any,
+        resolver: Any,
+        deliveryAgent: Any,
+        logger: Optional[Logger] = None,
+        hostname: str = "localhost",
+        defedbDirectory: Optional[str] = None,
+        defedbLogDirectory: Optional[str] = None,
+        defedbPageSize: int = 0,
+        defedbCacheSize: int = 0,
+        checkpointKBytes: int = 0,
+        checkpointDelay: float = 60.0,
+        ibdbDirectory: Optional[str] = None,
+        maxCommitDelay: float = 0.01,
+        maxOpenTransactions: int = 100,
+        ibdbFileSize: int = 4 * 1024 * 1024,
+        iqdbMaxEntries: int = 10000,
+        aqMaxEntries: int = 1000,
+        smarTimeout: float = 60.0,
+        deliveryTimeout: float = 3600.0,
+        retryMinDelay: float = 300.0,
+        retryMaxDelay: float = 14400.0,
+        queuereturnTimeout: float = 5 * 86400.0,
+        queuedelayTimeout: float = 4 * 3600.0,
+        dsnMaxDelay: float = 60.0,
+        maxErrorsPerBounce: int = 10,
+        headerOnlyInBounce: bool = False,
+        waitForServer: float = 60.0,
+        smtpcInitialConnections: int = 10,
+        smtpcMaxConnections: int = 100,
+        smtpsMaxConnectionRate: int = 100,
+        smtpsMaxOpenConnections: int = 100,
+        occMaxEntries: int = 1000,
+        minDiskSpace: int = 0,
+        okDiskSpace: int = 0,
+        confMapPath: Optional[str] = None,
+        controlSocket: Optional[str] = None,
+        processId: int = 0xFE,
+        statvfs: Any = os.statvfs,
+    ) -> None:
+        self.reactor = reactor
+        self.queueDirectory = os.path.abspath(queueDirectory)
+        self.contentStore = contentStore
+        self.resolver = resolver
+        self.deliveryAgent = deliveryAgent
+        self.logger = logger or Logger("qmgr")
+        self.hostname = hostname
+        self.ibdbDirectory = ibdbDirectory or os.path.join(self.queueDirectory, "ibdb")
+        self.iqdbMaxEntries = iqdbMaxEntries
+        self.checkpointDelay = checkpointDelay
+        self.controlSocket = controlSocket
+        self.log = ibdbmod.IncomingBackupLog(
+            self.ibdbDirectory,
+            reactor,
+            maxCommitDelay=maxCommitDelay,
+            maxOpenTransactions=maxOpenTransactions,
+            fileSize=ibdbFileSize,
+        )
+        self.defedb = DeferredEnvelopeDB(
+            defedbDirectory or os.path.join(self.queueDirectory, "defedb"),
+            logDirectory=defedbLogDirectory,
+            pageSize=defedbPageSize,
+            cacheSize=defedbCacheSize,
+            checkpointKBytes=checkpointKBytes,
+            report=self._reportProblem,
+        )
+        self.store = QueueStore(self.log, self.defedb, contentStore, self.logger)
+        self.conf = ConfigurationMap(confMapPath, self._reportProblem)
+        self.incoming = IncomingControl(
+            reactor, smtpsMaxConnectionRate, smtpsMaxOpenConnections, self.conf
+        )
+        self.slowStart = SlowStart(
+            reactor,
+            smtpcInitialConnections,
+            smtpcMaxConnections,
+            self.conf,
+            cacheSize=occMaxEntries,
+        )
+        paths = [self.queueDirectory]
+        base = getattr(contentStore, "baseDirectory", None)
+        if base:
+            paths.append(base)
+        self.disk = DiskSpaceMonitor(
+            paths, minDiskSpace, okDiskSpace, reactor, statvfs=statvfs
+        )
+        self._taIds = ServerIdGenerator(processId, clock=reactor.seconds)
+        self._daIds = ClientIdGenerator(processId, clock=reactor.seconds)
+        self.bouncer = Bouncer(
+            contentStore,
+            self._submitInternal,
+            self._taIds.next,
+            hostname,
+            reactor,
+            self.logger,
+            maxErrors=maxErrorsPerBounce,
+            headersOnly=headerOnlyInBounce,
+            queuereturnTimeout=queuereturnTimeout,
+        )
+        self.scheduler = Scheduler(
+            reactor,
+            self.store,
+            resolver,
+            deliveryAgent,
+            self.bouncer,
+            self.slowStart,
+            self.logger,
+            self._daIds.next,
+            aqMaxEntries=aqMaxEntries,
+            smarTimeout=smarTimeout,
+            deliveryTimeout=deliveryTimeout,
+            retryMinDelay=retryMinDelay,
+            retryMaxDelay=retryMaxDelay,
+            queuereturnTimeout=queuereturnTimeout,
+            queuedelayTimeout=queuedelayTimeout,
+            dsnMaxDelay=dsnMaxDelay,
+            waitForServer=waitForServer,
+        )
+        self.recovered = None  # type: Any
+        self._checkpointer = None  # type: Any
+        self._controlPort = None  # type: Any
+        self._accepted = 0
+        self._started = reactor.seconds()
+        self._wasShort = False
+
+    # -- configuration ------------------------------------------------------
+
+    @classmethod
+    def fromConfiguration(
+        cls,
+        cfg: Any,
+        contentStore: Any,
+        resolver: Any,
+        deliveryAgent: Any,
+        reactor: Any,
+        logger: Optional[Logger] = None,
+    ) -> "QueueManager":
+        """
+        Build a queue manager from an L{smx.config} configuration (the
+        C{qmgr} section and the global options).
+        """
+        from smx.queue.options import queueManagerArguments
+
+        if logger is None:
+            from smx.log import loggerFromConfiguration
+
+            logger = loggerFromConfiguration("qmgr", cfg.section("qmgr"))
+        kwargs = queueManagerArguments(cfg)
+        return cls(
+            reactor,
+            contentStore=contentStore,
+            resolver=resolver,
+            deliveryAgent=deliveryAgent,
+            logger=logger,
+            **kwargs,
+        )
+
+    # -- service ------------------------------------------------------------
+
+    def _reportProblem(self, text: str) -> None:
+        self.logger.error("QueueManager.recover", problem=text)
+
+    def startService(self) -> None:
+        """
+        Recover the queue, open the databases, start delivering.
+        """
+        service.Service.startService(self)
+        defedb = self.defedb  # type: Any
+        try:
+            self.defedb.open()
+        except DefedbError as e:
+            self.logger.critical("QueueManager.startService", error=str(e))
+            defedb = None
+        self.conf.open()
+        self.recovered = recoverQueue(
+            self.ibdbDirectory, defedb, self.contentStore, self._reportProblem
+        )
+        self.log.start()
+        for taId, indices in self.recovered.staleDefedb:
+            try:
+                self.defedb.removeRecipients(taId, indices)
+            except DefedbError as e:
+                self.logger.error("QueueManager.startService", error=str(e))
+        for taId in self.recovered.finished:
+            self.contentStore.remove(taId)
+        ds = []
+        for ta in self.recovered.transactions.values():
+            self.store.transactions[ta.id] = ta
+            if ta.needsLog():
+                ds.append(self.store.logNew(ta))
+        self.log.commit()
+        failed = [d for d in ds if isinstance(d.result, defer.Failure)] if ds else []
+        for d in ds:
+            d.addErrback(lambda f: None)
+        if not failed:
+            self.log.removeOlderFiles()
+        else:
+            self.logger.critical(
+                "QueueManager.startService",
+                error="cannot rewrite IBDB; old files kept",
+            )
+        self.logger.notice(
+            stat="started",
+            recovered=len(self.recovered.transactions),
+            orphans=len(self.recovered.orphans),
+            missing=len(self.recovered.missing),
+        )
+        for ta in list(self.store.transactions.values()):
+            queued = [r for r in ta.recipients.values() if r.state == "queued"]
+            for r in ta.recipients.values():
+                if r.state == "deferred":
+                    self.scheduler.retryAt(ta, r)
+            if queued:
+                self.scheduler.enqueue(ta, queued)
+            if ta.isDone():
+                self.store.checkDone(ta)
+        if self.checkpointDelay and self.defedb.isOpen:
+            self._checkpointer = task.LoopingCall(self._checkpoint)
+            self._checkpointer.clock = self.reactor
+            self._checkpointer.start(self.checkpointDelay, now=False)
+        if self.controlSocket:
+            from smx.queue.control import listenControl
+
+            try:
+                self._controlPort = listenControl(
+                    self.reactor, self.controlSocket, self
+                )
+            except Exception as e:
+                self.logger.error(
+                    "QueueManager.startService", file=self.controlSocket, error=str(e)
+                )
+
+    def _checkpoint(self) -> None:
+        try:
+            self.defedb.checkpoint()
+        except Exception as e:
+            self.logger.error("QueueManager.checkpoint", error=str(e))
+
+    def stopService(self) -> Any:
+        """
+        Commit what waits for IBDB, close the databases.
+        """
+        service.Service.stopService(self)
+        self.scheduler.stop()
+        if self._checkpointer is not None and self._checkpointer.running:
+            self._checkpointer.stop()
+        self.log.stop()
+        if self.defedb.isOpen:
+            self._checkpoint()
+        self.defedb.close()
+        if self._controlPort is not None:
+            d = defer.maybeDeferred(self._controlPort.stopListening)
+            self._controlPort = None
+            return d
+        return None
+
+    # -- IQueueManager ------------------------------------------------------
+
+    def sessionOpen(self, sessionId, clientAddress):
+        return defer.succeed(self.incoming.sessionOpen(sessionId, clientAddress))
+
+    def sessionClose(self, sessionId, clientAddress):
+        self.incoming.sessionClose(sessionId, clientAddress)
+
+    def checkAcceptance(self, size):
+        reply = self.disk.check()
+        if reply is not None:
+            if not self._wasShort:
+                self._wasShort = True
+                self.logger.error(
+                    "QueueManager.checkAcceptance",
+                    stat="disk space short",
+                    free=self.disk.free,
+                )
+            return defer.succeed(reply)
+        if self._wasShort:
+            self._wasShort = False
+            self.logger.notice(stat="disk space ok", free=self.disk.free)
+        if self.scheduler.queuedCount() >= self.iqdbMaxEntries:
+            return defer.succeed(dict(QUEUE_FULL))
+        return defer.succeed(None)
+
+    def commitTransaction(self, envelope):
+        try:
+            ta = Transaction.fromEnvelope(envelope)
+        except (KeyError, TypeError, ValueError) as e:
+            return defer.fail(ValueError("bad envelope: %s" % (e,)))
+        if not ta.recipients:
+            return defer.fail(ValueError("envelope without recipients"))
+        if ta.id in self.store.transactions:
+            return defer.fail(ValueError("transaction %s already queued" % ta.id))
+        for r in ta.recipients.values():
+            r.state = "queued"
+        d = self.store.logNew(ta)
+        d.addCallback(self._cbCommitted, ta)
+        d.addErrback(self._ebCommit, ta)
+        return d
+
+    def _cbCommitted(self, _: Any, ta: Transaction) -> None:
+        self._accepted += 1
+        self.store.transactions[ta.id] = ta
+        self.logger.info(
+            ss_ta=ta.id,
+            mail="<%s>" % (ta.sender,),
+            nrcpts=len(ta.recipients),
+            size=ta.size,
+            stat="queued",
+        )
+        self.scheduler.enqueue(ta, list(ta.recipients.values()))
+        return None
+
+    def _ebCommit(self, failure: Any, ta: Transaction) -> Any:
+        self.logger.error(
+            "QueueManager.commitTransaction", ss_ta=ta.id, error=str(failure.value)
+        )
+        return failure
+
+    def _submitInternal(self, envelope: Dict[str, Any]) -> defer.Deferred:
+        d = self.commitTransaction(envelope)
+
+        def _eb(failure: Any) -> Any:
+            self.contentStore.remove(envelope["id"])
+            return failure
+
+        return d.addErrback(_eb)
+
+    def status(self):
+        counts = {}  # type: Dict[str, int]
+        for ta in self.store.transactions.values():
+            for r in ta.recipients.values():
+                counts[r.state] = counts.get(r.state, 0) + 1
+        now = self.reactor.seconds()
+        uptime = max(now - self._started, 1e-9)
+        return defer.succeed(
+            {
+                "transactions": len(self.store.transactions),
+                "recipients": counts,
+                "iqdb": self.scheduler.queuedCount(),
+                "iqdbMax": self.iqdbMaxEntries,
+                "aq": self.scheduler.active,
+                "aqMax": self.scheduler.aqMaxEntries,
+                "accepted": self._accepted,
+                "deliveries": self.scheduler.deliveries,
+                "delivered": self.scheduler.delivered,
+                "bounced": self.scheduler.failed,
+                "deferred": self.scheduler.deferred,
+                "dsnsQueued": self.bouncer.sent,
+                "doubleBounces": self.bouncer.dropped,
+                "acceptRate": self._accepted / uptime,
+                "ibdbFiles": self.log.fileCount(),
+                "ibdbCommits": self.log.commits,
+                "defedb": self.defedb.isOpen,
+                "sessions": self.incoming.openSessions(),
+                "sessionsRefused": self.incoming.refused,
+                "limits": {
+                    "smtps_max_connection_rate": self.incoming.maxRate,
+                    "smtps_max_open_connections": self.incoming.maxOpen,
+                    "smtpc_initial_connections": self.slowStart.initial,
+                    "smtpc_max_connections": self.slowStart.maximum,
+                    "conf": dict(self.conf.entries),
+                },
+                "destinations": self.slowStart.state(),
+                "diskShort": self.disk.short,
+                "uptime": uptime,
+            }
+        )
+
+    def listQueue(self):
+        return defer.succeed(
+            [
+                ta.describe()
+                for _, ta in sorted(self.store.transactions.items())
+                if not ta.finished
+            ]
+        )
+
+    def reopenMaps(self) -> None:
+        """
+        Reopen the conf map (SIGUSR1, seed §6.7).
+        """
+        self.conf.reopen()
+        self.logger.notice(stat="conf map reopened", entries=len(self.conf.entries))
+
+    def control(self, command, transactionId=None, recipient=None):
+        if command == "reload":
+            self.reopenMaps()
+            reload = getattr(self.resolver, "reload", None)
+            d = defer.maybeDeferred(reload) if reload else defer.succeed(None)
+            return d.addCallback(lambda _: {"command": command, "reloaded": True})
+        if command not in ("flush", "hold", "release", "delete"):
+            return defer.fail(ValueError("unknown command %r" % (command,)))
+        if transactionId is None:
+            if command == "flush":
+                n = self.scheduler.flush()
+                return defer.succeed({"command": command, "recipients": n})
+            return defer.fail(ValueError("%s needs a transaction id" % (command,)))
+        ta = self.store.transactions.get(transactionId)
+        if ta is None:
+            return defer.fail(KeyError(transactionId))
+        rcpts = self._select(ta, recipient)
+        if rcpts is None:
+            return defer.fail(KeyError(recipient))
+        handler = getattr(self, "_control_" + command)
+        n = handler(ta, rcpts)
+        self.logger.notice(ss_ta=ta.id, control=command, rcpts=n)
+        return defer.succeed({"command": command, "id": ta.id, "recipients": n})
+
+    def _select(self, ta: Transaction, recipient: Any) -> Optional[List[Recipient]]:
+        live = ta.live()
+        if recipient is None:
+            return live
+        out = [
+            r
+            for r in live
+            if str(r.index) == str(recipient)
+            or r.address.lower() == str(recipient).lower()
+        ]
+        return out or None
+
+    def _control_flush(self, ta: Transaction, rcpts: List[Recipient]) -> int:
+        n = 0
+        for r in rcpts:
+            if r.state == "deferred":
+                r.nextTry = self.reactor.seconds()
+                self.scheduler.retryAt(ta, r)
+                n += 1
+        return n
+
+    def _control_hold(self, ta: Transaction, rcpts: List[Recipient]) -> int:
+        n = 0
+        for r in rcpts:
+            if r.state in ("queued", "deferred"):
+                r.state = "held"
+                n += 1
+        return n
+
+    def _control_release(self, ta: Transaction, rcpts: List[Recipient]) -> int:
+        held = [r for r in rcpts if r.state == "held"]
+        for r in held:
+            r.state = "deferred"
+            r.nextTry = self.reactor.seconds()
+            self.scheduler.retryAt(ta, r)
+        return len(held)
+
+    def _control_delete(self, ta: Transaction, rcpts: List[Recipient]) -> int:
+        gone = []
+        for r in rcpts:
+            if r.state == "active":
+                r.deleteRequested = True
+            else:
+                r.state = "deleted"
+                gone.append(r)
+        self.store.finish(ta, gone)
+        return len(rcpts)
+
+
+def contentStoreFromConfiguration(cfg: Any, threadPool: Any = None) -> FileContentStore:
+    """
+    The CDB of a configuration: C{CDB_base_directory} (global), or the
+    queue directory.
+    """
+    base = None
+    try:
+        base = cfg.globals["CDB_base_directory"]
+    except KeyError:
+        base = None
+    if not base:
+        base = getattr(cfg, "queueDirectory", None) or os.getcwd()
+    return FileContentStore(base, threadPool=threadPool)

@@ -1,0 +1,171 @@
+# -*- test-case-name: smx.queue.test.test_recovery -*-
+"""
+NAME
+    smx.queue.recovery - rebuild the queue from IBDB, DEFEDB and CDB
+
+SYNOPSIS
+    result = recoverQueue(ibdbDirectory, defedb, contentStore, report)
+    result.transactions      # id -> Transaction, not finished
+    result.orphans           # CDB ids without an envelope
+    result.finished          # ids found finished (their CDB can go)
+
+DESCRIPTION
+    Run by QMGR before it starts (seed §10, §6.10).  The IBDB records are
+    read oldest first: a C{T} record (re)defines a transaction, an C{R}
+    record sets recipient states, a C{D} record finishes it.  Then DEFEDB
+    is overlaid: a recipient stored there is deferred with the state
+    DEFEDB has, whatever IBDB says (the move to DEFEDB is committed before
+    IBDB notes it).  A recipient IBDB marks C{deferred} that DEFEDB does not
+    have is finished (it was removed from DEFEDB when it became final)
+    unless DEFEDB could not be opened, in which case it is delivered again:
+    a duplicate is better than a loss.  Recipients that were queued or
+    being delivered at the crash are queued again.
+
+    A transaction whose content is missing from CDB is reported and held;
+    a CDB file without an envelope is reported and left alone (C{smx
+    recover-from-log} can rebuild its envelope from the logs, §6.10.2).
+
+CONFIGURATION PARAMETERS
+    None of its own.
+
+SECURITY
+    None.
+
+DIAGNOSTICS
+    Each problem (a damaged IBDB record, a damaged DEFEDB record, a
+    missing content file, an orphaned content file) is reported once
+    through C{report}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Set
+
+from smx.queue import ibdb
+from smx.queue.envelope import FINAL, Recipient, Transaction
+
+
+class RecoveryResult:
+    def __init__(self) -> None:
+        self.transactions = {}  # type: Dict[str, Transaction]
+        self.orphans = []  # type: List[str]
+        self.missing = []  # type: List[str]
+        self.finished = set()  # type: Set[str]
+        self.staleDefedb = []  # type: List[tuple]
+
+
+def recoverQueue(
+    ibdbDirectory: str,
+    defedb: Any,
+    contentStore: Any,
+    report: Callable[[str], None],
+) -> RecoveryResult:
+    """
+    Rebuild the queue; see the module documentation.
+
+    @param defedb: an open L{smx.queue.defedb.DeferredEnvelopeDB}, or
+        C{None} if it could not be opened.
+    """
+    result = RecoveryResult()
+    records = {}  # type: Dict[str, Dict[str, Any]]
+    for rtype, payload in ibdb.readLog(ibdbDirectory, report):
+        try:
+            taId = payload["id"]
+            if rtype == ibdb.TRANSACTION:
+                records[taId] = {
+                    "envelope": payload,
+                    "states": {
+                        int(r.get("index", i)): r.get("state") or "queued"
+                        for i, r in enumerate(payload.get("recipients") or [])
+                    },
+                }
+                result.finished.discard(taId)
+            elif rtype == ibdb.RECIPIENTS:
+                entry = records.get(taId)
+                if entry is not None:
+                    for index, state in payload.get("rcpts") or []:
+                        entry["states"][int(index)] = state
+            elif rtype == ibdb.DONE:
+                records.pop(taId, None)
+                result.finished.add(taId)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            report(
+                "IBDB %s: malformed %r record skipped: %s" % (ibdbDirectory, rtype, e)
+            )
+    defedbRecipients = {}  # type: Dict[str, tuple]
+    if defedb is not None:
+        for envelope, rcpts in defedb.loadAll():
+            taId = envelope.get("id")
+            if not taId:
+                continue
+            if taId in result.finished:
+                result.staleDefedb.append((taId, [r["index"] for r in rcpts]))
+                continue
+            defedbRecipients[taId] = (envelope, rcpts)
+    for taId, entry in records.items():
+        try:
+            ta = Transaction.fromEnvelope(entry["envelope"])
+        except (KeyError, TypeError, ValueError) as e:
+            report("IBDB: transaction %s cannot be rebuilt: %s" % (taId, e))
+            continue
+        stored = {}  # type: Dict[int, Dict[str, Any]]
+        if taId in defedbRecipients:
+            stored = {r["index"]: r for r in defedbRecipients.pop(taId)[1]}
+        for index, r in list(ta.recipients.items()):
+            state = entry["states"].get(index, "queued")
+            if index in stored:
+                _fromDefedb(ta, stored.pop(index))
+            elif state in FINAL:
+                r.state = state
+            elif state == "deferred" and defedb is not None:
+                r.state = "delivered"  # finished while in DEFEDB
+            else:
+                r.state = "queued"
+        for data in stored.values():
+            _fromDefedb(ta, data)
+        _keep(result, ta)
+    for taId, (envelope, rcpts) in defedbRecipients.items():
+        try:
+            ta = Transaction(envelope)
+        except (KeyError, TypeError, ValueError) as e:
+            report("DEFEDB: transaction %s cannot be rebuilt: %s" % (taId, e))
+            continue
+        for data in rcpts:
+            _fromDefedb(ta, data)
+        _keep(result, ta)
+    known = set(result.transactions) | result.finished
+    for taId, ta in result.transactions.items():
+        exists = getattr(contentStore, "exists", None)
+        present = exists(taId) if exists else taId in contentStore.transactionIds()
+        if not present:
+            result.missing.append(taId)
+            report(
+                "CDB %s: content of queued transaction %s is missing; held"
+                % (contentStore.path(taId), taId)
+            )
+            for r in ta.live():
+                r.state = "held"
+                r.reply = "content missing"
+    for taId in contentStore.transactionIds():
+        if taId not in known:
+            result.orphans.append(taId)
+            report(
+                "CDB %s: no envelope for this content; not removed (see smx "
+                "recover-from-log)" % (contentStore.path(taId),)
+            )
+    return result
+
+
+def _fromDefedb(ta: Transaction, data: Dict[str, Any]) -> None:
+    r = Recipient.fromDict(data)
+    if r.state not in ("held",):
+        r.state = "deferred"
+    r.inDefedb = True
+    ta.recipients[r.index] = r
+
+
+def _keep(result: RecoveryResult, ta: Transaction) -> None:
+    if ta.isDone():
+        result.finished.add(ta.id)
+    else:
+        result.transactions[ta.id] = ta

@@ -1,0 +1,412 @@
+# -*- test-case-name: smx.queue.test.test_qmgr -*-
+"""
+Tests for L{smx.queue.qmgr.QueueManager} with real IBDB files, a real
+Berkeley DB DEFEDB and real CDB files in temporary directories, time from a
+L{Clock}, and the fake resolver and delivery agent.
+"""
+
+import email
+import os
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from smx.interfaces import IQueueManager
+from smx.log import Logger, MemorySink
+from smx.mail.testing import FakeDeliveryAgent
+from smx.maps.testing import FakeAddressResolver
+from smx.queue import ibdb
+from smx.queue.cdb import FileContentStore
+from smx.queue.qmgr import QueueManager
+
+ROUTE = {
+    "mailer": "esmtp",
+    "host": "mx.y.test",
+    "address": "127.0.0.2",
+    "port": 25,
+    "preference": 10,
+}
+CONTENT = b"From: a@x.test\r\nSubject: test\r\n\r\nhello\r\n"
+
+
+class QueueManagerTestMixin:
+    def setUpQueue(self, **kwargs):
+        self.clock = Clock()
+        self.clock.advance(1000000)
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.cdb = FileContentStore(self.dir)
+        self.resolver = FakeAddressResolver()
+        self.resolver.routes["@y.test"] = [ROUTE]
+        self.agent = FakeDeliveryAgent()
+        self.sink = MemorySink()
+        self.counter = 0
+        self.kwargs = dict(
+            maxCommitDelay=0.01,
+            retryMinDelay=100,
+            retryMaxDelay=400,
+            queuereturnTimeout=10000,
+            queuedelayTimeout=20000,
+            dsnMaxDelay=0,
+            hostname="mx.smx.test",
+        )
+        self.kwargs.update(kwargs)
+        self.qmgr = self.makeQueueManager()
+        self.qmgr.startService()
+        self.addCleanup(self.stop)
+
+    def makeQueueManager(self):
+        return QueueManager(
+            self.clock,
+            self.dir,
+            self.cdb,
+            self.resolver,
+            self.agent,
+            logger=Logger("qmgr", level=14, sink=self.sink),
+            **self.kwargs,
+        )
+
+    def stop(self):
+        if self.qmgr.running:
+            self.qmgr.stopService()
+
+    def restart(self):
+        self.qmgr.stopService()
+        self.qmgr = self.makeQueueManager()
+        self.qmgr.startService()
+
+    def submit(self, recipients=("b@y.test",), sender="a@x.test", commit=True):
+        self.counter += 1
+        taId = "S%016X00" % (0x1000 + self.counter,)
+        w = self.cdb.createWriter(taId)
+        w.write(CONTENT)
+        self.successResultOf(w.commit())
+        envelope = {
+            "id": taId,
+            "session": "S0",
+            "sender": sender,
+            "recipients": [
+                {"address": a, "index": i} for i, a in enumerate(recipients)
+            ],
+            "size": len(CONTENT),
+            "client": "127.0.0.1",
+            "received": self.clock.seconds(),
+            "bodyType": "7BIT",
+        }
+        d = self.qmgr.commitTransaction(envelope)
+        if commit:
+            self.clock.advance(0.01)
+            self.assertIsNone(self.successResultOf(d))
+        return taId, d
+
+
+class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
+    """
+    Tests for the flow of transactions through L{QueueManager}.
+    """
+
+    def setUp(self):
+        self.setUpQueue()
+
+    def test_interface(self):
+        """
+        The queue manager provides L{IQueueManager}.
+        """
+        self.assertTrue(verifyObject(IQueueManager, self.qmgr))
+
+    def test_commitWaitsForIBDB(self):
+        """
+        C{commitTransaction} fires only after the IBDB group commit.
+        """
+        taId, d = self.submit(commit=False)
+        self.assertNoResult(d)
+        self.assertEqual(self.agent.transactions, [])
+        self.clock.advance(0.01)
+        self.successResultOf(d)
+        records = list(ibdb.readLog(self.qmgr.ibdbDirectory, self.fail))
+        self.assertEqual(records[0][0], ibdb.TRANSACTION)
+        self.assertEqual(records[0][1]["id"], taId)
+
+    def test_deliveredAndCleanedUp(self):
+        """
+        An accepted transaction is delivered at once through the delivery
+        agent, grouped by destination, and its content removed afterwards.
+        """
+        taId, _ = self.submit(recipients=("b@y.test", "c@y.test"))
+        [transaction] = self.agent.transactions
+        self.assertEqual(transaction["ss_ta"], taId)
+        self.assertEqual(transaction["routes"], [ROUTE])
+        self.assertEqual(
+            [r["address"] for r in transaction["recipients"]], ["b@y.test", "c@y.test"]
+        )
+        self.clock.advance(0.01)
+        self.assertFalse(self.cdb.exists(taId))
+        self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+
+    def test_temporaryFailureRetried(self):
+        """
+        A temporary failure goes to DEFEDB and is retried after
+        C{retry_min_delay}, then after twice that.
+        """
+        self.agent.outcome = lambda r: ("temp", 451, "451 4.3.0 later")
+        taId, _ = self.submit()
+        self.assertEqual(len(self.agent.transactions), 1)
+        [(envelope, rcpts)] = self.qmgr.defedb.loadAll()
+        self.assertEqual(envelope["id"], taId)
+        self.clock.advance(99)
+        self.assertEqual(len(self.agent.transactions), 1)
+        self.clock.advance(1)
+        self.assertEqual(len(self.agent.transactions), 2)
+        self.clock.advance(199)
+        self.assertEqual(len(self.agent.transactions), 2)
+        self.agent.outcome = lambda r: ("ok", 250, "250 ok")
+        self.clock.advance(1)
+        self.assertEqual(len(self.agent.transactions), 3)
+        self.clock.advance(0.01)
+        self.assertEqual(self.qmgr.defedb.loadAll(), [])
+        self.assertFalse(self.cdb.exists(taId))
+
+    def test_permanentFailureBounces(self):
+        """
+        A permanent failure produces an RFC 3464 bounce to the sender,
+        queued as a new transaction with the null sender.
+        """
+        self.agent.outcome = lambda r: (
+            ("perm", 550, "550 5.1.1 no such user")
+            if r["address"] == "b@y.test"
+            else ("ok", 250, "250 ok")
+        )
+        self.resolver.routes["@x.test"] = [ROUTE]
+        taId, _ = self.submit()
+        self.clock.advance(0.01)
+        bounces = [t for t in self.agent.transactions if t["sender"] == ""]
+        self.assertEqual(len(bounces), 1)
+        bounce = bounces[0]
+        self.assertEqual(bounce["recipients"][0]["address"], "a@x.test")
+        # the bounce was delivered, so its content is gone; check the log
+        # of the DSN instead through a fresh bounce kept in the queue
+        self.assertTrue(
+            any("dsn_for=%s" % (taId,) in line for line in self.sink.lines())
+        )
+
+    def test_doubleBounce(self):
+        """
+        A bounce that fails permanently is logged as a double bounce and
+        dropped: nothing stays queued and no bounce of the bounce is made.
+        """
+        self.agent.outcome = lambda r: ("perm", 550, "550 5.1.1 no such user")
+        self.resolver.routes["@x.test"] = []  # the bounce has no route
+        taId, _ = self.submit()
+        self.clock.advance(0.01)
+        self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+        self.assertEqual(self.qmgr.bouncer.sent, 1)
+        self.assertEqual(self.qmgr.bouncer.dropped, 1)
+        self.assertTrue(any("double bounce" in l for l in self.sink.lines()))
+
+    def test_bounceMessage(self):
+        """
+        The DSN handed to the delivery agent is a valid RFC 3464 report.
+        """
+        seen = []
+
+        def outcome(r):
+            if r["address"] == "a@x.test":
+                return ("temp", 451, "451 later")
+            return ("perm", 550, "550 5.1.1 no such user")
+
+        self.agent.outcome = outcome
+        self.resolver.routes["@x.test"] = [ROUTE]
+        taId, _ = self.submit()
+        self.clock.advance(0.01)
+        [dsnTa] = self.successResultOf(self.qmgr.listQueue())
+        self.assertEqual(dsnTa["sender"], "")
+        self.assertEqual(dsnTa["dsnFor"], taId)
+        with self.cdb.open(dsnTa["id"]) as f:
+            msg = email.message_from_bytes(f.read())
+        self.assertEqual(msg.get_content_type(), "multipart/report")
+        status = msg.get_payload()[1]
+        self.assertEqual(status.get_content_type(), "message/delivery-status")
+        block = status.get_payload()[1]
+        self.assertEqual(block["Final-Recipient"], "rfc822; b@y.test")
+        self.assertEqual(block["Action"], "failed")
+        self.assertEqual(block["Status"], "5.1.1")
+        self.assertEqual(block["Remote-MTA"], "dns; 127.0.0.1")
+        self.clock.advance(0.01)
+        self.assertFalse(self.cdb.exists(taId))
+
+    def test_noBounceForNullSender(self):
+        """
+        A failed message from the null sender produces no bounce.
+        """
+        self.agent.outcome = lambda r: ("perm", 550, "550 5.1.1 no")
+        self.submit(sender="")
+        self.clock.advance(0.01)
+        self.assertEqual(len(self.agent.transactions), 1)
+        self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+
+    def test_queuereturnTimeout(self):
+        """
+        A recipient still failing temporarily after C{queuereturn_timeout}
+        is bounced with status 4.4.7.
+        """
+        self.agent.outcome = lambda r: (
+            ("temp", 451, "451 4.3.0 later")
+            if r["address"] == "b@y.test"
+            else ("temp", 451, "451 later")
+        )
+        self.resolver.routes["@x.test"] = [ROUTE]
+        taId, _ = self.submit()
+        for i in range(40):
+            self.clock.advance(400)
+        queue = self.successResultOf(self.qmgr.listQueue())
+        self.assertNotIn(taId, [t["id"] for t in queue])
+        dsns = [t for t in queue if t["dsnFor"] == taId]
+        self.assertEqual(len(dsns), 1)
+        with self.cdb.open(dsns[0]["id"]) as f:
+            msg = email.message_from_bytes(f.read())
+        self.assertEqual(msg.get_payload()[1].get_payload()[1]["Status"], "4.4.7")
+
+    def test_delayWarning(self):
+        """
+        After C{queuedelay_timeout} the sender gets one delay warning.
+        """
+        self.restartWith(queuedelayTimeout=150)
+        self.agent.outcome = lambda r: (("temp", 451, "451 later"))
+        self.resolver.routes["@x.test"] = []
+        taId, _ = self.submit()
+        self.clock.advance(100)
+        self.assertFalse(any("kind=delayed" in l for l in self.sink.lines()))
+        self.clock.advance(200)
+        self.clock.advance(400)
+        warnings = [l for l in self.sink.lines() if "kind=delayed" in l]
+        self.assertEqual(len(warnings), 1)
+
+    def restartWith(self, **kwargs):
+        self.kwargs.update(kwargs)
+        self.restart()
+
+    def test_slowStart(self):
+        """
+        At most C{smtpc_initial_connections} deliveries to one address run
+        at once; the others wait for a slot.
+        """
+        self.restartWith(smtpcInitialConnections=1, smtpcMaxConnections=2)
+        self.agent.pending = []
+        self.submit()
+        self.submit()
+        self.assertEqual(len(self.agent.pending), 1)
+        transaction, d = self.agent.pending.pop()
+        d.callback(self.agent.results(transaction))
+        self.assertEqual(len(self.agent.pending), 1)
+
+    def test_deliveryTimeout(self):
+        """
+        A delivery that gives no result within C{delivery_timeout} is a
+        temporary failure.
+        """
+        self.restartWith(deliveryTimeout=30)
+        self.agent.pending = []
+        taId, _ = self.submit()
+        self.clock.advance(30)
+        [t] = self.successResultOf(self.qmgr.listQueue())
+        self.assertEqual(t["recipients"][0]["state"], "deferred")
+        self.assertIn("timeout", t["recipients"][0]["reply"])
+
+    def test_recoveryAfterRestart(self):
+        """
+        Queued and deferred recipients survive a restart and are delivered
+        afterwards; old IBDB files are removed.
+        """
+        self.agent.outcome = lambda r: ("temp", 451, "451 later")
+        ta1, _ = self.submit()
+        self.agent.pending = []
+        ta2, _ = self.submit()
+        self.agent.pending = None
+        self.agent.outcome = lambda r: ("ok", 250, "250 ok")
+        self.restart()
+        # ta2 was in delivery at the restart: delivered again at once
+        self.assertIn(ta2, [t["ss_ta"] for t in self.agent.transactions[-1:]])
+        self.clock.advance(100)
+        self.clock.advance(0.01)
+        self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+        self.assertEqual(len(ibdb.logFiles(self.qmgr.ibdbDirectory)), 1)
+
+    def test_fullDiskCommit(self):
+        """
+        An envelope that cannot be written to IBDB fails the commit; the
+        queue manager keeps working.
+        """
+        import errno
+
+        def failing(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.qmgr.log._syncFile = failing
+        taId, d = self.submit(commit=False)
+        self.clock.advance(0.01)
+        self.failureResultOf(d, OSError)
+        self.qmgr.log._syncFile = os.fsync
+        self.submit()
+        self.assertEqual(len(self.agent.transactions), 1)
+
+    def test_control(self):
+        """
+        hold, release, flush and delete act on queued transactions;
+        unknown transactions give L{KeyError}.
+        """
+        self.agent.outcome = lambda r: ("temp", 451, "451 later")
+        taId, _ = self.submit(recipients=("b@y.test", "c@y.test"))
+        r = self.successResultOf(self.qmgr.control("hold", taId))
+        self.assertEqual(r["recipients"], 2)
+        self.successResultOf(self.qmgr.control("release", taId, "c@y.test"))
+        self.clock.advance(0)
+        self.assertEqual(len(self.agent.transactions), 2)
+        self.successResultOf(self.qmgr.control("flush"))
+        self.successResultOf(self.qmgr.control("delete", taId))
+        self.clock.advance(0.01)
+        self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+        self.assertFalse(self.cdb.exists(taId))
+        self.failureResultOf(self.qmgr.control("hold", "S0"), KeyError)
+
+    def test_reload(self):
+        """
+        C{reload} reloads the resolver's maps and the conf map.
+        """
+        self.successResultOf(self.qmgr.control("reload"))
+        self.assertEqual(self.resolver.reloaded, 1)
+
+    def test_status(self):
+        """
+        The status reports queue sizes and limits.
+        """
+        self.agent.outcome = lambda r: ("temp", 451, "451 later")
+        self.submit()
+        status = self.successResultOf(self.qmgr.status())
+        self.assertEqual(status["transactions"], 1)
+        self.assertEqual(status["recipients"], {"deferred": 1})
+        self.assertEqual(status["limits"]["smtpc_max_connections"], 100)
+
+    def test_incomingLimits(self):
+        """
+        C{sessionOpen} applies the incoming limits.
+        """
+        self.restartWith(smtpsMaxOpenConnections=1)
+        self.assertIsNone(self.successResultOf(self.qmgr.sessionOpen("s1", "1.2.3.4")))
+        reply = self.successResultOf(self.qmgr.sessionOpen("s2", "1.2.3.4"))
+        self.assertEqual(reply["code"], 421)
+        self.qmgr.sessionClose("s1", "1.2.3.4")
+        self.assertIsNone(self.successResultOf(self.qmgr.sessionOpen("s3", "1.2.3.4")))
+
+    def test_diskShort(self):
+        """
+        C{checkAcceptance} answers 452 4.3.1 when the disk is short.
+        """
+
+        class Stat:
+            f_bavail = 10
+            f_frsize = 1
+
+        self.restartWith(minDiskSpace=100, okDiskSpace=200, statvfs=lambda p: Stat())
+        reply = self.successResultOf(self.qmgr.checkAcceptance(0))
+        self.assertEqual((reply["code"], reply["dsn"]), (452, "4.3.1"))
