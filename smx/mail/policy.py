@@ -208,7 +208,8 @@ class SessionPolicy:
             and whether this recipient is to be dropped silently.
         """
         address = effectiveAddress(mailbox)
-        if "@" not in address:
+        postmaster = "@" not in address
+        if postmaster:
             # <postmaster> (RFC 5321 §4.5.1) is always local
             address = "%s@%s" % (address, self.hostname)
         elif address.startswith("@") or address.endswith("@"):
@@ -233,7 +234,7 @@ class SessionPolicy:
         elif reply is not None and (local or action == "tempfail"):
             # not the access map: a local user that does not exist
             return (reply, address, False)
-        if not self._relayAllowed(decision, action, local):
+        if not postmaster and not self._relayAllowed(decision, action, local):
             return (RELAY_DENIED, address, False)
         return (None, address, False)
 

@@ -1,0 +1,486 @@
+# -*- test-case-name: smx.mail.test.test_smtps -*-
+"""
+Tests for L{smx.mail.smtps}: the Twisted adapter with a L{StringTransport},
+a L{Clock} and the fakes of QMGR, CDB and SMAR.
+"""
+
+import base64
+
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from smx.log import Logger, MemorySink, parseRecord
+from smx.maps.testing import FakeAddressResolver
+from smx.mail.smtps import ServerSettings, SMTPServerFactory
+from smx.queue.testing import FakeQueueManager, MemoryContentStore
+
+
+class CountingTransport(StringTransport):
+    """Counts write calls."""
+
+    writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        StringTransport.write(self, data)
+
+
+class Harness:
+    """A server with fakes, one session at a time."""
+
+    def __init__(self, **settings):
+        settings.setdefault("hostname", "mx.test")
+        self.settings = ServerSettings(**settings)
+        self.qmgr = FakeQueueManager()
+        self.store = MemoryContentStore()
+        self.resolver = FakeAddressResolver()
+        self.resolver.localDomains.add("local.test")
+        self.sink = MemorySink()
+        self.clock = Clock()
+        self.factory = SMTPServerFactory(
+            self.settings,
+            self.qmgr,
+            self.store,
+            self.resolver,
+            reactor=self.clock,
+            log=Logger("smtps", sink=self.sink),
+        )
+
+    def connect(self, address="10.1.2.3"):
+        self.protocol = self.factory.buildProtocol(IPv4Address("TCP", "0.0.0.0", 25))
+        self.transport = CountingTransport(
+            peerAddress=IPv4Address("TCP", address, 40000)
+        )
+        self.protocol.makeConnection(self.transport)
+        return self.take()
+
+    def take(self):
+        out = self.transport.value()
+        self.transport.clear()
+        return out
+
+    def send(self, data):
+        self.protocol.dataReceived(data)
+        return self.take()
+
+    def records(self):
+        return [parseRecord(line) for line in self.sink.lines()]
+
+
+MESSAGE = b"Subject: test\r\nMessage-Id: <m1@client.test>\r\n\r\nHello\r\n..dot\r\n"
+
+
+class SessionTests(unittest.TestCase):
+    """Sessions, transactions and their log records."""
+
+    def test_greeting(self):
+        """The session opens with QMGR and is logged; 220 greeting."""
+        h = Harness()
+        out = h.connect()
+        self.assertTrue(out.startswith(b"220 mx.test ESMTP smx "))
+        sid = h.protocol.sessionId
+        self.assertEqual(h.qmgr.sessions, {sid: "10.1.2.3"})
+        self.assertEqual(h.sink.lines()[0], "ss_sess=%s, client_ipv4=10.1.2.3" % sid)
+
+    def test_transaction(self):
+        """
+        A message is stored with a Received: header and queued; the log
+        has mail, rcpt and msgid records (App. C.2).
+        """
+        h = Harness()
+        h.connect()
+        out = h.send(
+            b"EHLO client.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\n"
+            b"RCPT TO:<v@local.test>\r\nDATA\r\n"
+        )
+        self.assertTrue(
+            out.endswith(b'354 Enter mail, end with "." on a line by itself\r\n')
+        )
+        out = h.send(MESSAGE + b".\r\n")
+        [envelope] = h.qmgr.envelopes
+        ta = envelope["id"]
+        self.assertEqual(
+            out, b"250 2.0.0 %s Message accepted for delivery\r\n" % ta.encode()
+        )
+        self.assertEqual(envelope["sender"], "a@b.test")
+        self.assertEqual(
+            envelope["recipients"],
+            [
+                {"address": "u@local.test", "index": 0},
+                {"address": "v@local.test", "index": 1},
+            ],
+        )
+        content = h.store.contents[ta]
+        self.assertTrue(content.endswith(MESSAGE.replace(b"..dot", b".dot")))
+        self.assertTrue(
+            content.startswith(
+                b"Received: from client.test ([10.1.2.3])\r\n\tby mx.test (smx "
+            )
+        )
+        self.assertIn(b") with ESMTP\r\n\tid %s; " % ta.encode(), content)
+        self.assertEqual(envelope["size"], len(content))
+        sid = h.protocol.sessionId
+        lines = h.sink.lines()
+        self.assertEqual(
+            lines[1:],
+            [
+                "ss_sess=%s, ss_ta=%s, mail=<a@b.test>, stat=0" % (sid, ta),
+                "ss_sess=%s, ss_ta=%s, rcpt=<u@local.test>, idx=0, stat=0" % (sid, ta),
+                "ss_sess=%s, ss_ta=%s, rcpt=<v@local.test>, idx=1, stat=0" % (sid, ta),
+                "ss_sess=%s, ss_ta=%s, msgid=<m1@client.test>, size=%d, stat=0"
+                % (sid, ta, len(content)),
+            ],
+        )
+
+    def test_waitForCommit(self):
+        """250 is sent only after QMGR's commit fired; pipelined input waits."""
+        h = Harness()
+        h.qmgr.pending = []
+        h.connect()
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
+        out = h.send(b"x\r\n.\r\nQUIT\r\n")
+        self.assertEqual(out, b"")
+        h.qmgr.pending[0].callback(None)
+        out = h.take()
+        self.assertTrue(out.startswith(b"250 2.0.0 "))
+        self.assertTrue(out.endswith(b"221 2.0.0 mx.test closing connection\r\n"))
+        self.assertTrue(h.transport.disconnecting)
+
+    def test_commitFails(self):
+        """QMGR failing is 451 4.3.0 and the content is removed."""
+        h = Harness()
+        h.qmgr.failCommit = OSError("disk")
+        h.connect()
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
+        out = h.send(b"x\r\n.\r\n")
+        self.assertEqual(
+            out, b"451 4.3.0 Temporary failure, please try again later\r\n"
+        )
+        self.assertEqual(h.store.contents, {})
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_contentCommitFails(self):
+        """CDB failing is 451 and nothing is queued."""
+        h = Harness()
+        h.store.failCommit = OSError("full")
+        h.connect()
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
+        out = h.send(b"x\r\n.\r\n")
+        self.assertTrue(out.startswith(b"451 4.3.0 "))
+        self.assertEqual(h.qmgr.envelopes, [])
+        self.flushLoggedErrors(OSError)
+
+    def rejected(self, body, **settings):
+        h = Harness(**settings)
+        h.connect()
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
+        out = h.send(body + b".\r\n")
+        self.assertEqual(h.qmgr.envelopes, [])
+        self.assertEqual(h.store.contents, {})
+        self.assertEqual(len(h.store.aborted), 1)
+        return out
+
+    def test_tooBig(self):
+        """Too big: read to the end, 552 5.3.4, nothing queued."""
+        out = self.rejected(b"x" * 3000 + b"\r\n", maxMessageSize=1000)
+        self.assertTrue(out.startswith(b"552 5.3.4 "))
+
+    def test_bareLF(self):
+        """A bare LF in the data: 554 5.6.11, nothing queued."""
+        out = self.rejected(b"a\r\n\n.\nMAIL FROM:<x@y.z>\r\n")
+        self.assertTrue(out.startswith(b"554 5.6.11 "))
+
+    def test_hops(self):
+        """More than max_hops Received: headers: 554 5.4.6."""
+        out = self.rejected(b"Received: x\r\n" * 4 + b"\r\nbody\r\n", maxHops=3)
+        self.assertTrue(out.startswith(b"554 5.4.6 "))
+        h = Harness(maxHops=3)
+        h.connect()
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
+        out = h.send(b"Received: x\r\n" * 3 + b"\r\nbody\r\n.\r\n")
+        self.assertTrue(out.startswith(b"250 "))
+
+    def test_pipelinedOneWrite(self):
+        """The replies to a pipelined group are written at once."""
+        h = Harness()
+        h.connect()
+        writes = h.transport.writes
+        out = h.send(
+            b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\n"
+            b"RCPT TO:<x@remote.test>\r\nRCPT TO:<w@local.test>\r\nDATA\r\n"
+        )
+        self.assertEqual(h.transport.writes, writes + 1)
+        self.assertEqual(out.count(b"\r\n"), 10)
+
+    def test_timeout(self):
+        """A silent client gets 421 4.4.2 after io_timeout."""
+        h = Harness(ioTimeout=10)
+        h.connect()
+        h.clock.advance(9)
+        h.send(b"NOOP\r\n")
+        h.clock.advance(9)
+        self.assertFalse(h.transport.disconnecting)
+        h.clock.advance(2)
+        self.assertEqual(h.take(), b"421 4.4.2 mx.test Error: timeout exceeded\r\n")
+        self.assertTrue(h.transport.disconnecting)
+
+    def test_qmgrRefuses(self):
+        """QMGR refusing the session (icr/ios) is 421."""
+        h = Harness()
+        h.qmgr.refuseSession = {"code": 421, "dsn": "4.3.2", "text": "too many"}
+        out = h.connect()
+        self.assertEqual(out, b"421 4.3.2 mx.test too many\r\n")
+        self.assertTrue(h.transport.disconnecting)
+
+    def test_qmgrNoRoom(self):
+        """checkAcceptance refusing is the reply to MAIL."""
+        h = Harness()
+        h.qmgr.refuseTransaction = {"code": 452, "dsn": "4.3.1", "text": "disk"}
+        h.connect()
+        out = h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n")
+        self.assertTrue(out.endswith(b"452 4.3.1 disk\r\n"))
+
+    def test_maxSessions(self):
+        """Sessions over the concurrency limit get 421 4.3.2."""
+        h = Harness(maxSessions=1)
+        h.connect()
+        first = h.protocol
+        out = h.connect()
+        self.assertTrue(out.startswith(b"421 4.3.2 "))
+        self.assertIsNot(first, h.protocol)
+
+    def test_sessionClosed(self):
+        """The end of a session is told to QMGR and aborts a transaction."""
+        h = Harness()
+        h.connect()
+        h.send(
+            b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\nxx"
+        )
+        h.protocol.connectionLost(None)
+        self.assertEqual(h.qmgr.closed, [h.protocol.sessionId])
+        self.assertEqual(len(h.store.aborted), 1)
+
+
+class RelayTests(unittest.TestCase):
+    """Nothing relays without a rule."""
+
+    def rcpt(self, h, address, connect=True):
+        if connect:
+            h.connect()
+            h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n")
+        return h.send(b"RCPT TO:<" + address + b">\r\n")
+
+    def test_tricks(self):
+        """Percent hacks, bang paths, quoted @ and routes do not relay."""
+        for address in [
+            b"x@remote.test",
+            b"x%remote.test@local.test",
+            b"remote.test!x@local.test",
+            b'"x@remote.test"@local.test',
+            b'"x%remote.test"@local.test',
+            b"@local.test:x@remote.test",
+            b"x%remote.test%local.test@local.test",
+            b"x@local.test.",
+            b"x@[127.0.0.1]",
+        ]:
+            out = self.rcpt(Harness(), address)
+            self.assertTrue(out.startswith(b"5"), (address, out))
+            self.assertNotIn(b"250 ", out)
+
+    def test_local(self):
+        """A local domain may be relayed to, and a local percent hack too."""
+        self.assertTrue(self.rcpt(Harness(), b"x@local.test").startswith(b"250 "))
+        out = self.rcpt(Harness(), b"x%local.test@local.test")
+        self.assertTrue(out.startswith(b"250 "))
+        self.assertTrue(self.rcpt(Harness(), b"Postmaster").startswith(b"250 "))
+
+    def test_lmtpDoesNotImplyRelaying(self):
+        """With lmtp_does_not_imply_relaying a local domain needs a rule."""
+        h = Harness(lmtpImpliesRelaying=False)
+        self.assertTrue(self.rcpt(h, b"x@local.test").startswith(b"550 5.7.1 "))
+        h = Harness(lmtpImpliesRelaying=False, access=True)
+        h.resolver.recipients["x@local.test"] = {
+            "action": "relay",
+            "quick": False,
+            "reply": None,
+        }
+        self.assertTrue(self.rcpt(h, b"x@local.test").startswith(b"250 "))
+
+    def test_cltaddrRelay(self):
+        """A cltaddr: relay entry allows relaying, only with access."""
+        for access, expected in [(True, b"250 "), (False, b"550 ")]:
+            h = Harness(access=access)
+            h.resolver.clients["10.1.2.3"] = {
+                "action": "relay",
+                "quick": False,
+                "reply": None,
+            }
+            self.assertTrue(self.rcpt(h, b"x@remote.test").startswith(expected))
+
+    def test_toRelay(self):
+        """A to: relay entry allows relaying to that address."""
+        h = Harness(access=True)
+        h.resolver.recipients["x@remote.test"] = {
+            "action": "relay",
+            "quick": False,
+            "reply": None,
+        }
+        self.assertTrue(self.rcpt(h, b"x@remote.test").startswith(b"250 "))
+        self.assertTrue(self.rcpt(h, b"y@remote.test", False).startswith(b"550 "))
+
+    def test_softbounce(self):
+        """softbounce: relaying denied is 450 4.7.1."""
+        out = self.rcpt(Harness(softbounce=True), b"x@remote.test")
+        self.assertTrue(out.startswith(b"450 4.7.1 "))
+
+    def test_auth(self):
+        """AUTH with a trusted mechanism allows relaying; others do not."""
+        checker = InMemoryUsernamePasswordDatabaseDontUse(user=b"secret")
+        for trusted, expected in [(("PLAIN",), b"250 "), ((), b"550 ")]:
+            h = Harness(
+                authChecker=checker,
+                authMechanisms=("PLAIN", "LOGIN"),
+                trustedMechanisms=trusted,
+                authRequiresTLS=False,
+            )
+            h.connect()
+            out = h.send(b"EHLO c\r\n")
+            self.assertIn(b"250-AUTH PLAIN LOGIN\r\n", out)
+            token = base64.b64encode(b"\0user\0secret")
+            out = h.send(b"AUTH PLAIN " + token + b"\r\n")
+            self.assertEqual(out, b"235 2.7.0 Authentication successful\r\n")
+            out = h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@remote.test>\r\n")
+            self.assertTrue(out.split(b"\r\n")[1].startswith(expected), out)
+
+    def test_authFails(self):
+        """Wrong credentials: 535 5.7.8."""
+        h = Harness(
+            authChecker=InMemoryUsernamePasswordDatabaseDontUse(user=b"secret"),
+            authMechanisms=("LOGIN",),
+            authRequiresTLS=False,
+        )
+        h.connect()
+        h.send(b"EHLO c\r\n")
+        self.assertEqual(h.send(b"AUTH LOGIN\r\n"), b"334 VXNlcm5hbWU6\r\n")
+        self.assertEqual(
+            h.send(base64.b64encode(b"user") + b"\r\n"), b"334 UGFzc3dvcmQ6\r\n"
+        )
+        out = h.send(base64.b64encode(b"wrong") + b"\r\n")
+        self.assertEqual(out, b"535 5.7.8 Authentication credentials invalid\r\n")
+        self.assertEqual(h.send(b"AUTH LOGIN =\r\n"), b"334 UGFzc3dvcmQ6\r\n")
+
+
+class AccessTests(unittest.TestCase):
+    """The access flag, delay_checks and quick:."""
+
+    def error(self, code=550, dsn="5.7.1", text="No", quick=False):
+        return {
+            "action": "error",
+            "quick": quick,
+            "reply": {"code": code, "dsn": dsn, "text": text},
+        }
+
+    def test_clientRejected(self):
+        """A cltaddr: error refuses the session (554)."""
+        h = Harness(access=True)
+        h.resolver.clients["10.1.2.3"] = self.error()
+        out = h.connect()
+        self.assertEqual(out, b"554 5.7.1 mx.test No\r\n")
+
+    def test_clientDelayed(self):
+        """With delay_checks the client's rejection comes at RCPT."""
+        h = Harness(access=True, delayChecks=True)
+        h.resolver.clients["10.1.2.3"] = self.error()
+        self.assertTrue(h.connect().startswith(b"220 "))
+        out = h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\n")
+        self.assertTrue(out.endswith(b"550 5.7.1 No\r\n"))
+
+    def test_senderRejected(self):
+        """A from: error rejects MAIL, or with delay_checks the RCPTs."""
+        h = Harness(access=True)
+        h.resolver.senders["a@b.test"] = self.error(text="No spammers")
+        h.connect()
+        out = h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n")
+        self.assertTrue(out.endswith(b"550 5.7.1 No spammers\r\n"))
+        h = Harness(access=True, delayChecks=True)
+        h.resolver.senders["a@b.test"] = self.error(text="No spammers")
+        h.resolver.recipients["abuse@local.test"] = {
+            "action": "ok",
+            "quick": True,
+            "reply": None,
+        }
+        h.connect()
+        out = h.send(
+            b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\n"
+            b"RCPT TO:<abuse@local.test>\r\n"
+        )
+        lines = out.split(b"\r\n")
+        self.assertTrue(lines[-4].startswith(b"250 2.1.0"))
+        self.assertEqual(lines[-3], b"550 5.7.1 No spammers")
+        self.assertTrue(lines[-2].startswith(b"250 2.1.5"))
+
+    def test_quickError(self):
+        """quick:error rejects at once even with delay_checks."""
+        h = Harness(access=True, delayChecks=True)
+        h.resolver.senders["a@b.test"] = self.error(quick=True)
+        h.connect()
+        out = h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n")
+        self.assertTrue(out.endswith(b"550 5.7.1 No\r\n"))
+
+    def test_recipientError(self):
+        """A to: error rejects the recipient with its reply."""
+        h = Harness(access=True)
+        h.resolver.recipients["root@local.test"] = self.error(
+            551, "5.7.1", "No mail to root"
+        )
+        h.connect()
+        out = h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<root@local.test>\r\n")
+        self.assertTrue(out.endswith(b"551 5.7.1 No mail to root\r\n"))
+
+    def test_discard(self):
+        """A from: discard accepts the message and queues nothing."""
+        h = Harness(access=True)
+        h.resolver.senders["a@b.test"] = {
+            "action": "discard",
+            "quick": False,
+            "reply": None,
+        }
+        h.connect()
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
+        out = h.send(b"x\r\n.\r\n")
+        self.assertTrue(out.startswith(b"250 2.0.0 "))
+        self.assertEqual(h.qmgr.envelopes, [])
+
+    def test_tempfail(self):
+        """A resolver failure is 451 4.3.0, logged."""
+        h = Harness(access=True)
+        h.resolver.checkSender = lambda s, c: defer.fail(RuntimeError("boom"))
+        h.connect()
+        out = h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n")
+        self.assertTrue(
+            out.endswith(b"451 4.3.0 Temporary failure, please try again later\r\n")
+        )
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertIn("sev=ERR", h.sink.lines()[-1])
+
+    def test_clientName(self):
+        """With access the client name is logged and in Received:."""
+        h = Harness(access=True)
+        h.resolver.clients["10.1.2.3"] = {
+            "action": "none",
+            "quick": False,
+            "reply": None,
+            "clientName": "client.example",
+        }
+        h.connect()
+        self.assertEqual(h.records()[0]["client_name"], "client.example")
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
+        h.send(b"x\r\n.\r\n")
+        [content] = h.store.contents.values()
+        self.assertTrue(
+            content.startswith(b"Received: from c (client.example [10.1.2.3])\r\n")
+        )
