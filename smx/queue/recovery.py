@@ -52,6 +52,7 @@ class RecoveryResult:
         self.missing = []  # type: List[str]
         self.finished = set()  # type: Set[str]
         self.staleDefedb = []  # type: List[tuple]
+        self.fromDefedb = 0
 
 
 def recoverQueue(
@@ -102,6 +103,7 @@ def recoverQueue(
                 result.staleDefedb.append((taId, [r["index"] for r in rcpts]))
                 continue
             defedbRecipients[taId] = (envelope, rcpts)
+            result.fromDefedb += len(rcpts)
     for taId, entry in records.items():
         try:
             ta = Transaction.fromEnvelope(entry["envelope"])

@@ -1,0 +1,112 @@
+# -*- test-case-name: smx.queue.test.test_integration_crash -*-
+"""
+Integration test: a real child process commits a stream of transactions
+through a real L{QueueManager} (real CDB files, real IBDB fsyncs, a real
+Berkeley DB DEFEDB) and is killed with C{SIGKILL} in the middle; after
+recovery every acknowledged transaction is delivered.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from smx.log import Logger, MemorySink
+from smx.mail.testing import FakeDeliveryAgent
+from smx.maps.testing import FakeAddressResolver
+from smx.queue.cdb import FileContentStore
+from smx.queue.qmgr import QueueManager
+
+ROUTE = {"mailer": "esmtp", "host": "h", "address": "127.0.0.2", "port": 25}
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+)
+
+
+class CrashRecoveryTests(unittest.TestCase):
+    """
+    Kill -9 in the middle of a stream of transactions, then recover.
+    """
+
+    def runChild(self, directory, acks):
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "smx.queue.test.crashchild", directory],
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=ROOT,
+        )
+        acked = []
+        okays = set()
+        deadline = time.time() + 20
+        try:
+            assert proc.stdout is not None
+            while len(acked) < acks and time.time() < deadline:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                self._parse(line, acked, okays)
+            os.kill(proc.pid, signal.SIGKILL)
+            rest = proc.stdout.read()
+        finally:
+            proc.wait()
+        for line in rest.splitlines():
+            self._parse(line, acked, okays)
+        self.assertEqual(proc.returncode, -signal.SIGKILL)
+        return acked, okays
+
+    def _parse(self, line, acked, okays):
+        parts = line.decode().split()
+        if parts and parts[0] == "ACK":
+            acked.append(parts[1])
+        elif parts and parts[0] == "OK":
+            okays.add((parts[1], parts[2]))
+
+    def test_killMidStream(self):
+        """
+        Every transaction acknowledged before C{SIGKILL} is recovered: each
+        recipient is delivered either before the crash or after recovery.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        acked, okays = self.runChild(directory, 400)
+        self.assertGreaterEqual(len(acked), 400)
+        clock = Clock()
+        clock.advance(time.time() + 3600)
+        resolver = FakeAddressResolver()
+        resolver.routes["@down.test"] = [ROUTE]
+        resolver.routes["@up.test"] = [ROUTE]
+        agent = FakeDeliveryAgent()
+        sink = MemorySink()
+        cdb = FileContentStore(directory)
+        qmgr = QueueManager(
+            clock, directory, cdb, resolver, agent, logger=Logger("qmgr", sink=sink)
+        )
+        qmgr.startService()
+        self.addCleanup(qmgr.stopService)
+        clock.advance(0)
+        clock.advance(1)
+        delivered = set(okays)
+        for t in agent.transactions:
+            for r in t["recipients"]:
+                delivered.add((t["ss_ta"], r["address"]))
+        missing = [
+            (taId, a)
+            for taId in acked
+            for a in ("b@down.test", "c@up.test")
+            if (taId, a) not in delivered
+        ]
+        self.assertEqual(missing, [])
+        # everything was delivered: the queue is empty and the content gone
+        clock.advance(1)
+        self.assertEqual(self.successResultOf(qmgr.listQueue()), [])
+        for taId in acked:
+            self.assertFalse(cdb.exists(taId), taId)
+        # nothing was reported missing, and recovery had work to do
+        self.assertEqual(qmgr.recovered.missing, [])
+        self.assertGreater(len(qmgr.recovered.transactions), 0)
+        self.assertGreater(qmgr.recovered.fromDefedb, 0)
