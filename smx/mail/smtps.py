@@ -789,7 +789,7 @@ def settingsFromSection(
     from smx.mail.tls import ServerContextFactory, TLSConfigurationError
 
     flags = frozenset(_opt(section, "flags", frozenset()))
-    where = "section %s" % (getattr(section, "describe", lambda: "smtps")(),)
+    where = getattr(section, "describe", lambda: "section 'smtps'")()
     if hostname is None and globals_ is not None:
         hostname = _opt(globals_, "hostname")
     tls = section.section("tls")

@@ -124,6 +124,13 @@ class ClientContextFactory(ssl.ContextFactory):
 
 
 def _makeContext(method, certFile, keyFile, caFile, caPath) -> SSL.Context:
+    for option, path in [("cert_file", certFile), ("key_file", keyFile)]:
+        if path:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as e:
+                raise TLSConfigurationError("%s %s: %s" % (option, path, _why(e)))
     context = SSL.Context(method)
     context.set_options(SSL.OP_NO_SSLv2 | SSL.OP_NO_SSLv3 | SSL.OP_NO_COMPRESSION)
     if certFile:
