@@ -1,0 +1,138 @@
+# -*- test-case-name: smx.queue.test.test_integration_control -*-
+"""
+Integration tests for the control socket (a real Unix socket, the real
+reactor), C{smx mailq --offline} on real queue files and C{smx
+recover-from-log}.
+"""
+
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+from twisted.internet import reactor
+from twisted.trial import unittest
+
+from smx.config import configurationFromText
+from smx.queue.control import callControl, listenControl
+from smx.queue.test.test_qmgr import QueueManagerTestMixin
+from smx.scripts import mailq, recoverlog
+
+
+class ControlSocketTests(QueueManagerTestMixin, unittest.TestCase):
+    """
+    The AMP control protocol over a real Unix socket.
+    """
+
+    def setUp(self):
+        self.setUpQueue()
+        self.agent.outcome = lambda r: ("temp", 451, "451 4.4.1 down")
+        short = tempfile.mkdtemp(prefix="smxq")
+        self.addCleanup(shutil.rmtree, short, True)
+        self.path = os.path.join(short, "ctl.sock")
+        self.port = listenControl(reactor, self.path, self.qmgr)
+        self.addCleanup(self.port.stopListening)
+
+    def test_status(self):
+        """
+        C{status} returns the queue manager's counters.
+        """
+        self.submit()
+
+        def check(status):
+            self.assertEqual(status["transactions"], 1)
+            self.assertEqual(status["recipients"], {"deferred": 1})
+
+        return callControl(reactor, self.path, "status").addCallback(check)
+
+    def test_listPaged(self):
+        """
+        C{list} returns every queued transaction, across several pages.
+        """
+        ids = [self.submit()[0] for i in range(250)]
+
+        def check(entries):
+            self.assertEqual([e["id"] for e in entries], sorted(ids))
+            self.assertEqual(entries[0]["recipients"][0]["state"], "deferred")
+
+        return callControl(reactor, self.path, "list").addCallback(check)
+
+    def test_controlAndUnknown(self):
+        """
+        C{hold} works on a queued transaction; an unknown one is an error
+        the client sees.
+        """
+        taId, _ = self.submit()
+
+        def held(result):
+            self.assertEqual(result["recipients"], 1)
+            return callControl(reactor, self.path, "hold", "S0")
+
+        d = callControl(reactor, self.path, "hold", taId)
+        d.addCallback(held)
+        return self.assertFailure(d, Exception)
+
+
+class MailqOfflineTests(QueueManagerTestMixin, unittest.TestCase):
+    """
+    C{smx mailq --offline --json} reads the queue files.
+    """
+
+    def setUp(self):
+        self.setUpQueue()
+
+    def test_offline(self):
+        """
+        The offline listing shows exactly the queued transactions.
+        """
+        self.agent.outcome = lambda r: ("temp", 451, "451 4.4.1 down")
+        ids = sorted(
+            self.submit(recipients=("b@y.test", "c@y.test"))[0] for i in range(3)
+        )
+        self.qmgr.stopService()
+        conf = os.path.join(self.dir, "smx.conf")
+        with open(conf, "w") as f:
+            f.write("qmgr { control_socket = %s/none.sock; }\n" % (self.dir,))
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        cwd = os.getcwd()
+        os.chdir(self.dir)
+        try:
+            self.assertEqual(mailq.run(["-f", conf, "--offline", "--json"]), 0)
+        finally:
+            os.chdir(cwd)
+        entries = json.loads(out.getvalue())
+        self.assertEqual([e["id"] for e in entries], ids)
+        self.assertEqual(
+            [r["state"] for r in entries[0]["recipients"]], ["deferred", "deferred"]
+        )
+
+    def test_formatEmpty(self):
+        """
+        An empty queue says so.
+        """
+        self.assertEqual(mailq.formatQueue([]), "Mail queue is empty\n")
+
+
+class RecoverFromLogTests(unittest.TestCase):
+    """
+    Tests for C{smx recover-from-log}'s log parser.
+    """
+
+    def test_parse(self):
+        """
+        Sender and recipients of a wanted transaction are found in SMTPS
+        log records (seed App. C.2).
+        """
+        lines = [
+            "ss_sess=S1, ss_ta=S2, mail=<a@x.test>, stat=0\n",
+            "ss_sess=S1, ss_ta=S2, rcpt=<b@y.test>, idx=0, stat=0\n",
+            "ss_sess=S1, ss_ta=S2, rcpt=<c%2Cd@y.test>, idx=1, stat=0\n",
+            "ss_sess=S1, ss_ta=S3, rcpt=<x@y.test>, idx=0, stat=0\n",
+        ]
+        self.assertEqual(
+            recoverlog.parseLog(lines, {"S2"}),
+            {"S2": {"sender": "a@x.test", "recipients": ["b@y.test", "c,d@y.test"]}},
+        )

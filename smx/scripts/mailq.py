@@ -1,0 +1,124 @@
+# -*- test-case-name: smx.queue.test.test_control -*-
+"""
+NAME
+    smx mailq - show the mail queue (seed §6.6.2)
+
+SYNOPSIS
+    smx mailq [-f smx.conf] [-S socket] [--json] [--offline]
+
+DESCRIPTION
+    Asks the running QMGR over its control socket; when QMGR does not run
+    (or with C{--offline}) reads IBDB, DEFEDB and CDB directly, as
+    recovery would.  The text output looks like sendmail's C{mailq}: one
+    block per transaction with its id, size, arrival time and sender, then
+    the recipients with their state and last reply.  C{--json} prints a
+    list of transactions, each with C{id}, C{sender}, C{size},
+    C{received}, C{recipients} (C{index}, C{address}, C{state}, C{tries},
+    C{nextTry}, C{reply}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, List
+
+
+def readOffline(cfg: Any) -> List[dict]:
+    """
+    Read the queue from the files of a configuration (QMGR not running).
+    """
+    from smx.queue.defedb import DefedbError, DeferredEnvelopeDB
+    from smx.queue.options import queueManagerArguments
+    from smx.queue.qmgr import contentStoreFromConfiguration
+    from smx.queue.recovery import recoverQueue
+
+    import os
+
+    args = queueManagerArguments(cfg)
+    problems = []  # type: List[str]
+    cdb = contentStoreFromConfiguration(cfg)
+    defedb = DeferredEnvelopeDB(
+        args["defedbDirectory"],
+        logDirectory=args["defedbLogDirectory"],
+        report=problems.append,
+    )  # type: Any
+    try:
+        if os.path.isdir(args["defedbDirectory"]):
+            defedb.open()
+        else:
+            defedb = None
+    except DefedbError as e:
+        problems.append(str(e))
+        defedb = None
+    try:
+        result = recoverQueue(
+            os.path.join(args["queueDirectory"], "ibdb"), defedb, cdb, problems.append
+        )
+    finally:
+        if defedb is not None:
+            defedb.close()
+    for p in problems:
+        sys.stderr.write("smx mailq: %s\n" % (p,))
+    return [ta.describe() for _, ta in sorted(result.transactions.items())]
+
+
+def formatQueue(entries: List[dict]) -> str:
+    if not entries:
+        return "Mail queue is empty\n"
+    lines = ["%-20s %8s %-16s %s" % ("Queue ID", "Size", "Arrival", "Sender")]
+    for ta in entries:
+        arrival = time.strftime(
+            "%a %b %d %H:%M", time.localtime(ta.get("received") or 0)
+        )
+        lines.append(
+            "%-20s %8d %-16s <%s>"
+            % (ta["id"], ta.get("size") or 0, arrival, ta.get("sender", ""))
+        )
+        for r in ta.get("recipients", []):
+            if r.get("reply"):
+                lines.append("      (%s)" % (r["reply"],))
+            lines.append("%40s<%s> %s" % ("", r["address"], r["state"]))
+    lines.append("\tTotal requests: %d" % (len(entries),))
+    return "\n".join(lines) + "\n"
+
+
+def run(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="smx mailq")
+    parser.add_argument("-f", dest="config", help="smx.conf")
+    parser.add_argument("-S", dest="socket", help="the control socket")
+    parser.add_argument("--json", action="store_true", help="JSON output")
+    parser.add_argument(
+        "--offline", action="store_true", help="read the files, not QMGR"
+    )
+    try:
+        options = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    from smx.config import ConfigError, defaultConfiguration, loadConfiguration
+
+    try:
+        cfg = loadConfiguration(options.config) if options.config else None
+    except ConfigError as e:
+        sys.stderr.write("smx mailq: %s\n" % (e,))
+        return 1
+    if cfg is None:
+        cfg = defaultConfiguration()
+    path = options.socket or cfg.section("qmgr")["control_socket"]
+    entries = None
+    if not options.offline:
+        from smx.scripts.qmgrctl import _run
+
+        try:
+            entries = _run(path, "list", [])
+        except SystemExit:
+            entries = None
+    if entries is None:
+        entries = readOffline(cfg)
+    if options.json:
+        sys.stdout.write(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(formatQueue(entries))
+    return 0

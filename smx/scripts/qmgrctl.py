@@ -1,0 +1,125 @@
+# -*- test-case-name: smx.queue.test.test_control -*-
+"""
+NAME
+    smx qmgrctl - query and control the queue manager (seed §6.6.3)
+
+SYNOPSIS
+    smx qmgrctl [-f smx.conf] [-S socket] [--json] [-r]
+                [flush|hold|release|delete [ID [RECIPIENT]]]
+
+DESCRIPTION
+    Without a command, shows the status of QMGR: queue sizes, AQ use, the
+    connection limits in force, rates.  C{-r} reloads the maps (SMAR's and
+    the conf map).  C{flush} retries deferred recipients now (all, or of
+    one transaction), C{hold}/C{release} stop and restart delivery of a
+    transaction or one recipient (by index or address), C{delete} removes
+    them without a bounce.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, List, Optional
+
+COMMANDS = ("status", "flush", "hold", "release", "delete", "reload")
+
+
+def controlSocketPath(configFile: Optional[str], socket: Optional[str]) -> str:
+    """
+    @return: the control socket from C{-S}, else from the configuration.
+    @raise SystemExit: with a one-line message on a bad configuration.
+    """
+    if socket:
+        return socket
+    from smx.config import ConfigError, defaultConfiguration, loadConfiguration
+
+    try:
+        cfg = loadConfiguration(configFile) if configFile else defaultConfiguration()
+    except ConfigError as e:
+        raise SystemExit("smx qmgrctl: %s" % (e,))
+    return cfg.section("qmgr")["control_socket"]
+
+
+def _run(path: str, command: str, args: List[str]) -> Any:
+    from twisted.internet import reactor
+
+    from smx.queue.control import callControl
+
+    out = {}  # type: dict
+
+    def done(result):
+        out["result"] = result
+
+    def failed(failure):
+        out["error"] = failure
+
+    d = callControl(
+        reactor,
+        path,
+        command,
+        args[0] if args else None,
+        args[1] if len(args) > 1 else None,
+    )
+    d.addCallbacks(done, failed)
+    d.addBoth(lambda _: reactor.callLater(0, reactor.stop))
+    reactor.run(installSignalHandlers=False)
+    if "error" in out:
+        f = out["error"]
+        from twisted.protocols.amp import RemoteAmpError
+
+        if f.check(RemoteAmpError):
+            raise SystemExit("smx qmgrctl: %s" % (f.value.description,))
+        raise SystemExit(
+            "smx qmgrctl: cannot talk to QMGR at %s: %s" % (path, f.getErrorMessage())
+        )
+    return out.get("result")
+
+
+def formatStatus(status: dict) -> str:
+    lines = []
+    for key in sorted(status):
+        value = status[key]
+        if isinstance(value, dict):
+            lines.append("%s:" % (key,))
+            for k in sorted(value):
+                lines.append("    %-30s %s" % (k, value[k]))
+        else:
+            if isinstance(value, float):
+                value = "%.3f" % (value,)
+            lines.append("%-34s %s" % (key, value))
+    return "\n".join(lines) + "\n"
+
+
+def run(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="smx qmgrctl")
+    parser.add_argument("-f", dest="config", help="smx.conf")
+    parser.add_argument("-S", dest="socket", help="the control socket")
+    parser.add_argument("-r", dest="reload", action="store_true", help="reload maps")
+    parser.add_argument("--json", action="store_true", help="JSON output")
+    parser.add_argument("command", nargs="?", default="status", choices=COMMANDS)
+    parser.add_argument("args", nargs="*", help="transaction id, recipient")
+    try:
+        options = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    command = "reload" if options.reload else options.command
+    if command in ("hold", "release", "delete") and not options.args:
+        sys.stderr.write("smx qmgrctl: %s needs a transaction id\n" % (command,))
+        return 2
+    try:
+        path = controlSocketPath(options.config, options.socket)
+        result = _run(path, command, options.args)
+    except SystemExit as e:
+        sys.stderr.write("%s\n" % (e.code,))
+        return 1
+    if options.json:
+        sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    elif command == "status":
+        sys.stdout.write(formatStatus(result))
+    else:
+        sys.stdout.write(
+            " ".join("%s=%s" % (k, v) for k, v in sorted(result.items())) + "\n"
+        )
+    return 0
