@@ -102,8 +102,8 @@ class ConfigurationMap:
             finally:
                 d.close()
         except db.DBError as e:
-            args = getattr(e, "args", ())
-            text = args[1] if len(args) >= 2 else str(e)
+            args = list(getattr(e, "args", ()))
+            text = str(args[1]) if len(args) >= 2 else str(e)
             self._report("conf map %s: cannot read: %s" % (self.path, text))
             return
         self.entries = entries

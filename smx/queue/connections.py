@@ -207,8 +207,8 @@ class IncomingControl:
 
     def sessionClose(self, sessionId: str, address: str) -> None:
         """A session accepted by L{sessionOpen} ended."""
-        address = self._sessions.pop(sessionId, None) or address
-        if sessionId is None or address is None:
+        address = self._sessions.pop(sessionId, "") or address
+        if not address:
             return
         n = self._open.get(address, 0) - 1
         if n > 0:

@@ -42,7 +42,7 @@ PAGE_BYTES = 60000
 
 
 class Status(amp.Command):
-    arguments = []  # type: List[Any]
+    arguments = []  # type: ignore[misc]
     response = [(b"json", amp.Unicode())]
 
 

@@ -85,7 +85,7 @@ def splitDueKey(key: bytes) -> Tuple[float, str, int]:
 
 
 def _dbError(e: Exception) -> str:
-    args = getattr(e, "args", ())
+    args = list(getattr(e, "args", ()))
     if len(args) >= 2:
         return "%s (%s)" % (args[1], args[0])
     return str(e)

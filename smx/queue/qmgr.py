@@ -88,7 +88,7 @@ class QueueManager(service.Service):
     @ivar recovered: the L{smx.queue.recovery.RecoveryResult} of the start.
     """
 
-    name = "qmgr"
+    name = "qmgr"  # type: ignore[assignment]
 
     def __init__(
         self,

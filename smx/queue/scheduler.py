@@ -125,7 +125,7 @@ class Scheduler:
         self.deferred = 0
         self._heap = []  # type: List[Tuple[float, str, int]]
         self._timer = None  # type: Any
-        self._waiting = {}  # type: Dict[str, Deque[Tuple[float, Any]]]
+        self._waiting = {}  # type: Dict[str, Deque[List[Any]]]
         self.running = True
 
     # -- IQDB -> AQ -------------------------------------------------------
@@ -258,10 +258,11 @@ class Scheduler:
                 address = item.get("address") or r.address
                 if address in r.done:
                     continue
-                error = item.get("error")
+                error = item.get("error")  # type: Optional[Dict[str, Any]]
                 routes = item.get("routes") or []
                 if error is not None or not routes:
-                    error = error or _reply(554, "5.4.4", "no route to host")
+                    if error is None:
+                        error = _reply(554, "5.4.4", "no route to host")
                     code = int(error.get("code") or 554)
                     text = "%d %s %s" % (code, error.get("dsn") or "", error["text"])
                     status = PERM if code >= 500 else TEMP
@@ -382,8 +383,8 @@ class Scheduler:
                 continue
         success = True
         for i, (r, address) in enumerate(members):
-            res = byIndex.get(i)
-            if res is None:
+            found = byIndex.get(i)
+            if found is None:
                 self._record(
                     attempt,
                     r,
@@ -396,6 +397,7 @@ class Scheduler:
                     daId,
                 )
                 continue
+            res = found
             status = res.get("status")
             if status not in (OK, TEMP, PERM):
                 status = TEMP

@@ -64,7 +64,7 @@ def _run(path: str, command: str, args: List[str]) -> Any:
     )
     d.addCallbacks(done, failed)
     d.addBoth(lambda _: reactor.callLater(0, reactor.stop))
-    reactor.run(installSignalHandlers=False)
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
     if "error" in out:
         f = out["error"]
         from twisted.protocols.amp import RemoteAmpError

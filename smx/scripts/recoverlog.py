@@ -39,7 +39,7 @@ def parseLog(lines, wanted) -> Dict[str, dict]:
             name, sep, value = part.partition("=")
             if sep:
                 fields[name.strip().rsplit(" ", 1)[-1]] = decodeValue(value)
-        ta = fields.get("ss_ta")
+        ta = fields.get("ss_ta") or ""
         if ta not in wanted:
             continue
         entry = found.setdefault(ta, {"sender": None, "recipients": []})
@@ -87,29 +87,31 @@ def run(argv: List[str]) -> int:
             return 1
     out = []
     for ta in sorted(wanted):
-        entry = found.get(ta)
+        got = found.get(ta)
         out.append(
             {
                 "id": ta,
                 "file": cdb.path(ta),
-                "sender": entry["sender"] if entry else None,
-                "recipients": entry["recipients"] if entry else [],
-                "found": entry is not None and entry["sender"] is not None,
+                "sender": got["sender"] if got else None,
+                "recipients": got["recipients"] if got else [],
+                "found": got is not None and got["sender"] is not None,
             }
         )
     if options.json:
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
-        for e in out:
-            if e["found"]:
+        for item in out:
+            if item["found"]:
                 sys.stdout.write(
                     "%s mail=<%s> rcpt=%s\n"
                     % (
-                        e["file"],
-                        e["sender"],
-                        ",".join("<%s>" % r for r in e["recipients"]),
+                        item["file"],
+                        item["sender"],
+                        ",".join("<%s>" % r for r in item["recipients"]),
                     )
                 )
             else:
-                sys.stdout.write("%s envelope not found in the logs\n" % (e["file"],))
+                sys.stdout.write(
+                    "%s envelope not found in the logs\n" % (item["file"],)
+                )
     return 0
