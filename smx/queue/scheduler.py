@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.queue.test.test_scheduler -*-
+# -*- test-case-name: smx.queue.test.test_qmgr -*-
 """
 NAME
     smx.queue.scheduler - AQ and the scheduler of QMGR
