@@ -548,7 +548,9 @@ class QueueManager(service.Service):
         return len(rcpts)
 
 
-def contentStoreFromConfiguration(cfg: Any, threadPool: Any = None) -> FileContentStore:
+def contentStoreFromConfiguration(
+    cfg: Any, threadPool: Any = None, create: bool = True
+) -> FileContentStore:
     """
     The CDB of a configuration: C{CDB_base_directory} (global), or the
     queue directory.
@@ -560,4 +562,4 @@ def contentStoreFromConfiguration(cfg: Any, threadPool: Any = None) -> FileConte
         base = None
     if not base:
         base = getattr(cfg, "queueDirectory", None) or os.getcwd()
-    return FileContentStore(base, threadPool=threadPool)
+    return FileContentStore(base, threadPool=threadPool, create=create)

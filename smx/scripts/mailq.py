@@ -39,7 +39,7 @@ def readOffline(cfg: Any) -> List[dict]:
 
     args = queueManagerArguments(cfg)
     problems = []  # type: List[str]
-    cdb = contentStoreFromConfiguration(cfg)
+    cdb = contentStoreFromConfiguration(cfg, create=False)
     defedb = DeferredEnvelopeDB(
         args["defedbDirectory"],
         logDirectory=args["defedbLogDirectory"],

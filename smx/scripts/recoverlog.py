@@ -70,7 +70,7 @@ def run(argv: List[str]) -> int:
         sys.stderr.write("smx recover-from-log: %s\n" % (e,))
         return 1
     cfg = cfg or defaultConfiguration()
-    cdb = contentStoreFromConfiguration(cfg)
+    cdb = contentStoreFromConfiguration(cfg, create=False)
     wanted = set(cdb.transactionIds())
     found = {}  # type: Dict[str, dict]
     for path in options.logs:
