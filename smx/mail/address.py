@@ -89,14 +89,14 @@ def parsePath(
             mailbox = m.group(2)
             local, _, domain = mailbox.rpartition("@")
             if len(local) > MAX_LOCAL or len(domain) > MAX_DOMAIN:
-                raise PathSyntaxError("Path too long", 501, "5.1.3")
+                raise PathSyntaxError("path too long", 501, "5.5.2")
         else:
             m = _POSTMASTER.match(argument) if allowPostmaster else None
             if m is None:
-                raise PathSyntaxError("Syntax error in path", 501, "5.1.7")
+                raise PathSyntaxError("path", 501, "5.5.2")
             mailbox = m.group(1)
         if m.end() > MAX_PATH:
-            raise PathSyntaxError("Path too long", 501, "5.1.3")
+            raise PathSyntaxError("path too long", 501, "5.5.2")
         rest = argument[m.end() :]
     return mailbox, parseParameters(rest)
 

@@ -120,6 +120,8 @@ class SASLExchange:
             parts = data.split(b"\0")
             if len(parts) != 3 or not parts[1]:
                 raise AuthError(501, "5.5.2", "Invalid PLAIN response")
+            if parts[0] and parts[0] != parts[1]:
+                raise AuthError(535, "5.7.8", "Authorization identity not allowed")
             return ("credentials", credentials.UsernamePassword(parts[1], parts[2]))
         if self.mechanism == "LOGIN":
             if self._step == 0:

@@ -253,6 +253,8 @@ class ServerConnection:
     @ivar recipients: recipients accepted in the current transaction.
     @ivar sessionRecipients: recipients accepted in this session.
     @ivar badCommands: bad commands seen in this session.
+    @ivar problems: C{(code, dsn, text, line)} of every command line the
+        machine rejected by itself, for the log; the caller empties it.
     """
 
     def __init__(
@@ -299,6 +301,8 @@ class ServerConnection:
         self._discardLine = False
         self._out = []  # type: List[bytes]
         self._pending = None  # type: Optional[Event]
+        self._currentLine = None  # type: Optional[bytes]
+        self.problems = []  # type: List[Tuple[int, Optional[str], str, bytes]]
         self._ready = []  # type: List[Event]
         self._resetData()
 
@@ -314,6 +318,8 @@ class ServerConnection:
 
     def _send(self, code: int, dsn: Optional[str], text: str) -> None:
         self._out.append(formatReply(code, dsn, text))
+        if code >= 400 and self._currentLine is not None:
+            self.problems.append((code, dsn, text, self._currentLine))
 
     def _policy(self, code: int, dsn: str, text: str) -> None:
         if self.softbounce and code not in _SYNTAX_CODES:
@@ -529,7 +535,14 @@ class ServerConnection:
     # -- commands -------------------------------------------------------
 
     def _commandEvent(self):
+        try:
+            return self._command()
+        finally:
+            self._currentLine = None
+
+    def _command(self):
         buf = self._buffer
+        self._currentLine = buf[:200]
         i = buf.find(b"\n")
         limit = MAX_AUTH_LINE if self._state == _AUTH else MAX_COMMAND_LINE
         if i < 0:
@@ -544,6 +557,7 @@ class ServerConnection:
             return NEED_DATA
         line = buf[:i]
         self._buffer = buf[i + 1 :]
+        self._currentLine = line[:200]
         if not line.endswith(b"\r"):
             return self._bad(500, "5.5.2", "Syntax error: lines must end in CRLF")
         line = line[:-1]

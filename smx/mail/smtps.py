@@ -278,12 +278,14 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
             return
         self._waiting = True
         self.setTimeout(None)
+        self.transport.pauseProducing()
         d.addErrback(self._ebUnexpected)
         d.addBoth(self._cbResume)
 
     def _cbResume(self, _: Any) -> None:
         self._waiting = False
         if not self._lost:
+            self.transport.resumeProducing()
             self.setTimeout(self.factory.settings.ioTimeout)
             self._advance()
 
@@ -316,6 +318,7 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
                     if not d.called:
                         self._waiting = True
                         self.setTimeout(None)
+                        self.transport.pauseProducing()
                         d.addErrback(self._ebUnexpected)
                         d.addBoth(self._cbResume)
                         self._flush()
@@ -325,6 +328,16 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
             self._running = False
 
     def _flush(self) -> None:
+        problems = self.connection.problems
+        if problems:
+            for code, dsn, text, line in problems:
+                self.factory.log.info(
+                    ss_sess=self.sessionId,
+                    input=line,
+                    stat=code,
+                    reply="%d %s %s" % (code, dsn, text),
+                )
+            del problems[:]
         out = self.connection.dataToSend()
         if out:
             self.transport.write(out)

@@ -37,6 +37,15 @@ class ExchangeTests(unittest.TestCase):
             e = self.assertRaises(AuthError, SASLExchange("PLAIN", "mx").start, line)
             self.assertEqual(e.code, 501)
 
+    def test_plainOtherIdentity(self):
+        """PLAIN with another authorization identity is refused."""
+        e = self.assertRaises(
+            AuthError, SASLExchange("PLAIN", "mx").start, b64(b"root\0u\0p")
+        )
+        self.assertEqual(e.code, 535)
+        kind, creds = SASLExchange("PLAIN", "mx").start(b64(b"u\0u\0p"))
+        self.assertEqual(creds.username, b"u")
+
     def test_login(self):
         """LOGIN asks for user name and password."""
         x = SASLExchange("LOGIN", "mx")

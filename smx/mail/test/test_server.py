@@ -536,7 +536,7 @@ class SoftbounceTests(unittest.TestCase):
 
         _, out = run(conn, b"RCPT TO:<x@y.z>\r\nRCPT TO: <x@y.z>\r\n", answer)
         self.assertEqual(out.split(b"\r\n")[0], b"450 4.7.1 no")
-        self.assertTrue(out.split(b"\r\n")[1].startswith(b"501 5.1.7"))
+        self.assertTrue(out.split(b"\r\n")[1].startswith(b"501 5.5.2"))
 
     def test_formatReply(self):
         """Multi-line replies and control characters in texts."""

@@ -253,6 +253,23 @@ class SessionTests(unittest.TestCase):
         self.assertTrue(out.startswith(b"421 4.3.2 "))
         self.assertIsNot(first, h.protocol)
 
+    def test_syntaxErrorLogged(self):
+        """
+        A command rejected by the machine is logged with its input, encoded
+        (seed §9.1, App. C.2).
+        """
+        h = Harness()
+        h.connect()
+        out = h.send(b"EHLO c\r\nMAIL FROM: <a@b.test>\r\n")
+        self.assertTrue(out.endswith(b"501 5.5.2 Syntax error in MAIL: path\r\n"))
+        self.assertEqual(
+            h.sink.lines()[-1],
+            "ss_sess=%s, input=MAIL FROM: <a@b.test>, stat=501, "
+            "reply=501 5.5.2 Syntax error in MAIL: path" % (h.protocol.sessionId,),
+        )
+        h.send(b"FOO,%\n")
+        self.assertIn("input=FOO%2C%25, stat=500", h.sink.lines()[-1])
+
     def test_sessionClosed(self):
         """The end of a session is told to QMGR and aborts a transaction."""
         h = Harness()
