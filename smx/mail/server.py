@@ -561,6 +561,7 @@ class ServerConnection:
         if not line.endswith(b"\r"):
             return self._bad(500, "5.5.2", "Syntax error: lines must end in CRLF")
         line = line[:-1]
+        self._currentLine = line[:200]
         if len(line) > limit and not (
             line[:5].upper() == b"AUTH " and len(line) <= MAX_AUTH_LINE
         ):
