@@ -50,10 +50,14 @@ CONFIGURATION PARAMETERS
           flags = { allow_relaying_if_verified,
                     check_access_map_for_relaying } }
     auth { flags; trusted_mechs; password_file }
-                        password_file is an smx extension: C{user:password}
-                        lines; AUTH is offered only after STARTTLS unless
-                        the auth flag C{allow_plaintext_auth}... is set:
-                        flag C{no_tls_required}.
+                        password_file (an smx extension) holds
+                        C{user:password} lines; AUTH (PLAIN, LOGIN,
+                        CRAM-MD5) is offered only when it is set, and only
+                        after STARTTLS unless the auth flag
+                        C{allow_plaintext_without_tls} is set;
+                        C{noplaintext} leaves only CRAM-MD5.
+    CDB_gid, pass_fd_socket
+                        used by the content store and the MCP, not here.
     The global C{hostname} (default: the FQDN) names the server in the
     greeting, EHLO and Received: header.
 
@@ -313,7 +317,11 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
                     self.transport.loseConnection()
                     return
                 handler = self._handlers[type(event)]
-                d = handler(self, event)
+                try:
+                    d = handler(self, event)
+                except Exception:
+                    self._ebUnexpected(failure.Failure())
+                    continue
                 if d is not None:
                     if not d.called:
                         self._waiting = True
@@ -378,11 +386,9 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
 
     def do_Helo(self, event: sm.Helo):
         self._closeTransaction()
+        self.policy.resetTransaction()
         self.connection.accept(
             "%s Hello %s [%s]"
-            % (self.factory.settings.hostname, event.name, self.clientAddress)
-            if event.extended
-            else "%s Hello %s [%s]"
             % (self.factory.settings.hostname, event.name, self.clientAddress)
         )
 
