@@ -228,7 +228,7 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
         self._tlsPending = False
         self._opened = False
         self._lost = False
-        self.callLater = f.reactor.callLater
+        self.callLater = f.reactor.callLater  # type: ignore[method-assign]
         self.setTimeout(s.ioTimeout)
         f.sessions.add(self)
         if s.maxSessions and len(f.sessions) > s.maxSessions:
