@@ -909,6 +909,8 @@ def smtpsServices(
 
     sections = list(cfg.sections("smtps")) or [cfg.section("smtps")]
     services = []  # type: List[service.Service]
+    # sections with the same id share one counter: ids name CDB files
+    generators = {}  # type: Dict[int, ServerIdGenerator]
     for section in sections:
         name = getattr(section, "name", None) or ""
         if names is not None and name not in names:
@@ -921,7 +923,9 @@ def smtpsServices(
             resolver,
             reactor=reactor,
             log=log if log is not None else loggerFromConfiguration("smtps", section),
+            ids=generators.get(settings.processId),
         )
+        generators[settings.processId] = factory.ids
         for host, port in listenAddresses(section):
             services.append(SMTPSListener(factory, host, port))
     return services

@@ -141,6 +141,13 @@ class ConfigurationTests(unittest.TestCase):
             [(2525, "127.0.0.1"), (2525, "::1"), (2587, "0.0.0.0")],
         )
         self.assertIs(services[0].factory, services[1].factory)
+        self.assertIsNot(services[0].factory.ids, services[2].factory.ids)
+        cfg2 = configurationFromText(
+            "smtps A { daemon_address = :1; } smtps B { daemon_address = :2; }",
+            queueDirectory=self.mktemp(),
+        )
+        a, b = smtpsServices(cfg2, None, None, None, reactor)
+        self.assertIs(a.factory.ids, b.factory.ids)
         self.assertEqual(
             len(smtpsServices(cfg, None, None, None, reactor, names=["MSA"])), 1
         )
