@@ -308,8 +308,11 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
             conn = self.connection
             while True:
                 event = conn.nextEvent()
-                if event is sm.NEED_DATA or event is sm.PAUSED:
+                if event is sm.NEED_DATA:
                     self._flush()
+                    return
+                if event is sm.PAUSED:
+                    # a pipelining client waits for the whole group
                     return
                 if event is sm.CLOSE:
                     self._flush()
@@ -329,7 +332,6 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
                         self.transport.pauseProducing()
                         d.addErrback(self._ebUnexpected)
                         d.addBoth(self._cbResume)
-                        self._flush()
                         return
                     d.addErrback(self._ebUnexpected)
         finally:

@@ -216,6 +216,36 @@ class SessionTests(unittest.TestCase):
         self.assertEqual(h.transport.writes, writes + 1)
         self.assertEqual(out.count(b"\r\n"), 10)
 
+    def test_pipelinedSlowChecks(self):
+        """
+        With checks that answer later, the replies to a pipelined group
+        are still written at once, after the last check.
+        """
+        h = Harness()
+        pending = []
+
+        def checkRecipient(recipient, client):
+            d = defer.Deferred()
+            pending.append(d)
+            return d
+
+        h.resolver.checkRecipient = checkRecipient
+        h.connect()
+        writes = h.transport.writes
+        h.send(
+            b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\n"
+            b"RCPT TO:<x@remote.test>\r\nDATA\r\n"
+        )
+        self.assertEqual(len(pending), 1)
+        pending[0].callback({"action": "none", "quick": False, "local": True})
+        self.assertEqual((len(pending), h.transport.writes), (2, writes))
+        pending[1].callback({"action": "none", "quick": False, "local": False})
+        self.assertEqual(h.transport.writes, writes + 1)
+        lines = h.take().split(b"\r\n")
+        self.assertEqual(
+            [l[:3] for l in lines[-5:-1]], [b"250", b"250", b"550", b"354"]
+        )
+
     def test_timeout(self):
         """A silent client gets 421 4.4.2 after io_timeout."""
         h = Harness(ioTimeout=10)
