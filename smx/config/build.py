@@ -89,12 +89,13 @@ class _Builder:
                     name,
                 )
             choices = [o.name for o in spec.options]
-            guess = closest(name.text, choices)
             message = "unknown option '%s' in %s" % (name.text, section.describe())
-            if guess is not None:
+            hint = self.hint(name.text, section)
+            guess = closest(name.text, choices)
+            if hint:
+                message += hint
+            elif guess is not None:
                 message += "; did you mean '%s'?" % (guess,)
-            else:
-                message += self.hint(name.text, section)
             raise self.error(message, name)
         try:
             value = option.type.convert(entry.value)
@@ -223,14 +224,13 @@ class _Builder:
             )
         guess = closest(keyword.text, [s.keyword for s in spec.subsections])
         message = "unknown section '%s' in %s" % (keyword.text, parent.describe())
-        if guess is not None:
+        hint = self.hint(keyword.text, parent)
+        if hint:
+            message += hint
+        elif guess is not None:
             message += "; did you mean '%s'?" % (guess,)
         elif not parent.keyword:
-            message += self.hint(keyword.text, parent) or (
-                " (a service started by MCP needs 'mcp_type')"
-            )
-        else:
-            message += self.hint(keyword.text, parent)
+            message += " (a service started by MCP needs 'mcp_type')"
         raise self.error(message, keyword)
 
     def checkCount(

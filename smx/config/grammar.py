@@ -10,8 +10,9 @@ The smx.conf grammar of seed §5.1, without any knowledge of the options::
     rhs       ::=  value ";" | "{" value-list "}" [";"]
 
 A value is one or more quoted strings (adjacent strings are concatenated
-as in ANSI C: C{"a" "b"} is C{"ab"}) or one or more unquoted words (kept
-apart, so that C{1h 5m 12s} can be read as a time by the option table).
+as in ANSI C: C{"a" "b"} is C{"ab"}, also over several lines) or one or
+more unquoted words on one line (kept apart, so that C{1h 5m 12s} can be
+read as a time by the option table).
 Unquoted words are runs of characters other than white space and
 C{{ } ; , = " #}.  C{#} starts a comment that ends at the end of the line.
 Quoted strings may not span lines and know the escapes C{\\n \\t \\r \\\\
@@ -397,6 +398,10 @@ class _Parser:
         tokens = [first]
         while self.peek().kind in (WORD, STRING):
             token = self.peek()
+            if token.kind == WORD and token.line != tokens[-1].line:
+                # words of one value are on one line: "a = 1\n b = 2;"
+                # misses a ';' rather than setting a to "1 b"
+                break
             if token.kind != first.kind:
                 raise self.error(
                     "cannot mix quoted and unquoted text in one value", token

@@ -6,13 +6,14 @@ causes it, a doubtful combination a warning in
 L{Configuration.warnings}.
 
 Errors:
-    - C{port} together with a C{socket} subsection (§5.2);
+    - C{port} together with a C{socket} subsection that sets anything
+      (§5.2);
     - C{mcp_type = pass} without C{pass_fd_socket} (§5.2);
     - C{use_id_in_logfile_name} without C{pass_id} (§5.2);
     - C{min_processes} larger than C{max_processes};
-    - C{daemon_address} together with C{pass_fd_socket} in smtps (§5.9);
-    - two smtps sections with the same explicit C{id} or the same
-      address and port;
+    - a non-empty C{daemon_address} together with C{pass_fd_socket} in
+      smtps (§5.9);
+    - two smtps sections with the same address and port;
     - C{cert_file} without C{key_file} or the reverse;
     - C{ok_disk_space} not larger than C{min_disk_space} (§5.7);
     - C{retry_min_delay} larger than C{retry_max_delay};
@@ -25,6 +26,7 @@ Errors:
       undeclared map (§5.8.1, §5.8.2).
 
 Warnings:
+    - two smtps sections with the same explicit C{id} (§5.9.1);
     - C{SMAR_timeout} not larger than C{DNS_timeout} (§5.7);
     - C{AQ_max_entries} not larger than C{max_recipients_per_transaction};
     - C{min_disk_space} not larger than C{max_message_size};
@@ -77,7 +79,7 @@ def _serviceSections(configuration: "Configuration") -> List["Section"]:
 
 def _checkService(section: "Section") -> None:
     sockets = section.sections("socket") if section.spec.subsection("socket") else []
-    if section.isSet("port") and sockets and sockets[0].position is not None:
+    if section.isSet("port") and sockets and sockets[0].setOptions():
         raise section.error(
             "at most one of 'port' and 'socket' may be given in %s"
             % (section.describe(),),
@@ -119,7 +121,7 @@ def _checkSMTPS(configuration: "Configuration", servers: List["Section"]) -> Non
     ids: Dict[int, "Section"] = {}
     endpoints: Dict[Tuple[str, int], "Section"] = {}
     for smtps in servers:
-        if smtps.isSet("daemon_address") and smtps.isSet("pass_fd_socket"):
+        if smtps["daemon_address"] and smtps.isSet("pass_fd_socket"):
             s, name = _later(smtps, "daemon_address", smtps, "pass_fd_socket")
             raise s.error(
                 "only one of 'daemon_address' and 'pass_fd_socket' may be given "
@@ -129,9 +131,10 @@ def _checkSMTPS(configuration: "Configuration", servers: List["Section"]) -> Non
         if smtps.isSet("id"):
             other = ids.get(smtps["id"])
             if other is not None:
-                raise smtps.error(
-                    "id %d is already used by %s" % (smtps["id"], other.describe()),
-                    "id",
+                configuration.warn(
+                    "id %d is also used by %s; the ids of SMTP servers should "
+                    "differ (§5.9.1)" % (smtps["id"], other.describe()),
+                    smtps.positionOf("id"),
                 )
             ids[smtps["id"]] = smtps
         if smtps.isSet("port"):

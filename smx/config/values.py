@@ -45,10 +45,8 @@ def quoteValue(text: str) -> str:
     Write a string as an smx.conf value: unquoted if it is one plain word,
     otherwise quoted with C-style escapes.
     """
-    if (
-        text
-        and not any(c in SPECIAL or c.isspace() or not c.isprintable() for c in text)
-        and not text.startswith("\\")
+    if text and not any(
+        c in SPECIAL or c.isspace() or not c.isprintable() for c in text
     ):
         return text
     out = []
@@ -369,7 +367,7 @@ class _Quantity(ValueType):
             key = unit or self.unit or ""
             factor: Optional[float] = self.units.get(key)
             if factor is None:
-                factor = self.units.get(key.lower())
+                factor = self.units.get(key.lower(), self.units.get(key.upper()))
             if factor is None:
                 raise ValueProblem(
                     "unknown %s unit %s in %s (valid: %s)"
@@ -496,8 +494,7 @@ class Size(_Quantity):
         _Quantity.__init__(self, unit, minimum, maximum)
 
     def convertText(self, text: str, token: Token) -> Any:
-        upper = text.upper()
-        value = self.amount(upper, token)
+        value = self.amount(text, token)
         if value > 2**62:
             raise ValueProblem("%s is too large" % (shown(text),), token)
         self.checkRange(value, text, token)

@@ -1,0 +1,175 @@
+# -*- test-case-name: smx.config.test.test_script -*-
+"""
+Tests for C{smx config} (L{smx.scripts.config}).
+"""
+
+import io
+import os
+import subprocess
+import sys
+
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+
+import smx
+from smx.config.reference import renderReference
+from smx.scripts.config import run
+
+DATA = FilePath(__file__).sibling("data")
+
+
+class RunTests(SynchronousTestCase):
+    """
+    Tests for L{run}, with captured output.
+    """
+
+    def setUp(self):
+        self.dir = FilePath(self.mktemp())
+        self.dir.makedirs()
+
+    def run_(self, *argv):
+        out, err = io.StringIO(), io.StringIO()
+        status = run(list(argv), out, err)
+        return status, out.getvalue(), err.getvalue()
+
+    def write(self, text):
+        path = self.dir.child("smx.conf")
+        path.setContent(text.encode("utf-8"))
+        return path.path
+
+    def test_valid(self):
+        """
+        A valid file: exit 0 and the options set.
+        """
+        path = self.write("smtps { port = 2525; io_timeout = 120; }\n")
+        status, out, err = self.run_("-f", path)
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out, "smtps {\n    port = 2525;\n    io_timeout = 2m;\n}\n")
+
+    def test_verbose(self):
+        """
+        C{-V} adds the version; C{-VVVVV} (or -V five times) the table.
+        """
+        path = self.write("smtps { port = 2525; }\n")
+        status, out, err = self.run_("-V", "-f", path)
+        self.assertEqual(status, 0)
+        self.assertTrue(out.startswith("# %s\n" % (smx.versionString,)))
+        self.assertIn("# configuration file: %s\n" % (os.path.abspath(path),), out)
+        status, five, err = self.run_("-VVVVV", "-f", path)
+        self.assertEqual(status, 0)
+        self.assertIn("queuereturn_timeout = 5d;", five)
+        self.assertIn("# time (s), >= 1s, default 5d, §5.7", five)
+        self.assertEqual(self.run_("-V", "-V", "-V", "-V", "-V", "-f", path)[1], five)
+        self.assertEqual(self.run_("-VVVVVVV", "-f", path)[1], five)
+
+    def test_queueDirectory(self):
+        """
+        C{-Q} sets the queue directory for relative socket names.
+        """
+        path = self.write("smtps { pass_fd_socket = smtps/fd; }\n")
+        status, out, err = self.run_("-f", path, "-Q", "/var/spool/smx")
+        self.assertEqual(status, 0)
+        self.assertIn("pass_fd_socket = /var/spool/smx/smtps/fd;", out)
+
+    def test_invalid(self):
+        """
+        An invalid file: exit 2 and one line on standard error.
+        """
+        path = self.write("smtps {\n  io_timout = 5;\n}\n")
+        status, out, err = self.run_("-f", path)
+        self.assertEqual(status, 2)
+        self.assertEqual(out, "")
+        self.assertEqual(
+            err,
+            "%s:2:3: unknown option 'io_timout' in section 'smtps'; did you mean "
+            "'io_timeout'?\n" % (path,),
+        )
+
+    def test_warnings(self):
+        """
+        Warnings go to standard error; the exit status stays 0.
+        """
+        path = self.write("smtps { max_recipients = 10; }\n")
+        status, out, err = self.run_("-f", path)
+        self.assertEqual(status, 0)
+        self.assertEqual(
+            err,
+            "%s:1:9: warning: option 'max_recipients' is deprecated, use "
+            "'max_recipients_per_session'\n" % (path,),
+        )
+
+    def test_missingFile(self):
+        """
+        A file that does not exist: exit 2, one line.
+        """
+        path = self.dir.child("none.conf").path
+        status, out, err = self.run_("-f", path)
+        self.assertEqual(status, 2)
+        self.assertEqual(err, "%s: cannot read: No such file or directory\n" % (path,))
+
+    def test_usageErrors(self):
+        """
+        Wrong command lines: exit 2, one line naming the usage.
+        """
+        for argv in ([], ["-x"], ["smx.conf"], ["-f"], ["--reference", "-f", "x"]):
+            status, out, err = self.run_(*argv)
+            self.assertEqual(status, 2, argv)
+            self.assertEqual(out, "")
+            self.assertEqual(err.count("\n"), 1, argv)
+            self.assertTrue(err.startswith("smx config: "), err)
+            self.assertIn("usage: smx config -f FILE", err)
+
+    def test_help(self):
+        """
+        C{-h} prints the manual page.
+        """
+        status, out, err = self.run_("-h")
+        self.assertEqual(status, 0)
+        self.assertTrue(out.startswith("NAME\n    smx config"))
+
+    def test_reference(self):
+        """
+        C{--reference} prints the Markdown reference.
+        """
+        status, out, err = self.run_("--reference")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out, renderReference())
+
+
+class CommandTests(SynchronousTestCase):
+    """
+    C{smx config} as a program, through the dispatcher
+    L{smx.scripts.main}.
+    """
+
+    def command(self, *argv):
+        env = dict(os.environ)
+        root = FilePath(smx.__file__).parent().parent().path
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        return subprocess.run(
+            [sys.executable, "-m", "smx.scripts.main", "config"] + list(argv),
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+
+    def test_seedExample(self):
+        """
+        The §5.3 example is accepted.
+        """
+        result = self.command("-f", DATA.child("seed-5.3.conf").path)
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+        self.assertIn("nameserver = {10.10.10.9, 127.0.0.1};", result.stdout)
+
+    def test_broken(self):
+        """
+        A broken file exits 2 with the message and no traceback.
+        """
+        path = DATA.child("broken").child("typo-option.conf").path
+        result = self.command("-f", path)
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(
+            result.stderr,
+            "%s:3:5: unknown option 'IO_timout' in section 'smtps'; did you mean "
+            "'io_timeout'?\n" % (path,),
+        )
