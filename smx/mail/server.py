@@ -589,9 +589,16 @@ class ServerConnection:
         return method(argument, _ != "")
 
     def _bad(self, code: int, dsn: str, text: str):
+        if self._state == _AUTH:
+            # a broken SASL response ends the exchange
+            self._state = _COMMAND
         self.badCommands += 1
         if self.maxBadCommands and self.badCommands > self.maxBadCommands:
-            self._send(421, "4.7.0", "%s Too many bad commands" % (self.hostname,))
+            self._send(
+                421,
+                "4.7.0",
+                "%s Too many bad commands; closing connection" % (self.hostname,),
+            )
             self._state = _CLOSED
             return CLOSE
         self._send(code, dsn, text)

@@ -315,7 +315,11 @@ class LineTests(unittest.TestCase):
         events, out = run(conn, b"FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n")
         self.assertEqual(events, [sm.CLOSE])
         self.assertEqual(out.count(b"500 5.5.1"), 2)
-        self.assertTrue(out.endswith(b"421 4.7.0 mx.test Too many bad commands\r\n"))
+        self.assertTrue(
+            out.endswith(
+                b"421 4.7.0 mx.test Too many bad commands; closing connection\r\n"
+            )
+        )
 
     def test_nonAscii(self):
         """8-bit bytes in a command are a syntax error."""
