@@ -193,6 +193,11 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
         peer = self.transport.getPeer()
         self.clientAddress = getattr(peer, "host", "127.0.0.1")
         self.ipv6 = isinstance(peer, IPv6Address)
+        if self.ipv6 and self.clientAddress.lower().startswith("::ffff:"):
+            if "." in self.clientAddress:
+                # an IPv4 client of a dual-stack listener
+                self.clientAddress = self.clientAddress[7:]
+                self.ipv6 = False
         self.sessionId = f.ids.next()
         self.connection = sm.ServerConnection(
             s.hostname,

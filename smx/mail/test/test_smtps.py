@@ -8,7 +8,7 @@ import base64
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
@@ -52,9 +52,11 @@ class Harness:
 
     def connect(self, address="10.1.2.3"):
         self.protocol = self.factory.buildProtocol(IPv4Address("TCP", "0.0.0.0", 25))
-        self.transport = CountingTransport(
-            peerAddress=IPv4Address("TCP", address, 40000)
-        )
+        if ":" in address:
+            peer = IPv6Address("TCP", address, 40000)
+        else:
+            peer = IPv4Address("TCP", address, 40000)
+        self.transport = CountingTransport(peerAddress=peer)
         self.protocol.makeConnection(self.transport)
         return self.take()
 
@@ -85,6 +87,14 @@ class SessionTests(unittest.TestCase):
         sid = h.protocol.sessionId
         self.assertEqual(h.qmgr.sessions, {sid: "10.1.2.3"})
         self.assertEqual(h.sink.lines()[0], "ss_sess=%s, client_ipv4=10.1.2.3" % sid)
+
+    def test_mappedAddress(self):
+        """An IPv4-mapped IPv6 client is logged as IPv4."""
+        h = Harness()
+        h.connect("::ffff:192.0.2.1")
+        self.assertIn("client_ipv4=192.0.2.1", h.sink.lines()[0])
+        h.connect("2001:db8::1")
+        self.assertIn("client_ipv6=2001:db8::1", h.sink.lines()[-1])
 
     def test_transaction(self):
         """
