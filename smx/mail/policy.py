@@ -104,7 +104,13 @@ class SessionPolicy:
         self._senderDelayed = None  # type: Optional[Reply]
 
     def _client(self) -> Dict[str, Any]:
-        return {"address": self.clientAddress, "name": self.clientName}
+        flags = [] if self.lmtpImpliesRelaying else ["lmtp_does_not_imply_relaying"]
+        return {
+            "address": self.clientAddress,
+            "name": self.clientName,
+            "relay": self.relayClient,
+            "flags": flags,
+        }
 
     # -- connection -----------------------------------------------------
 
@@ -120,13 +126,13 @@ class SessionPolicy:
         self.clientName = decision.get("clientName")
         action = decision.get("action")
         quick = bool(decision.get("quick"))
-        if action == "relay":
+        if action == "relay" or decision.get("relayClient"):
             self._setRelay("cltaddr")
-            if quick:
+            if quick and action == "relay":
                 self.skipChecks = True
-        elif action == "ok" and quick:
+        if action == "ok" and quick:
             self.skipRejections = True
-        elif action == "discard":
+        if action == "discard":
             self.discardSession = True
         reply = decisionReply(decision)
         if reply is not None:
