@@ -28,6 +28,23 @@ bytes and C{max_commit_delay} in seconds), counts C{int}, flags a
 C{frozenset} of lower-case names, lists a C{list} of C{str}, paths are
 resolved to absolute paths as §5.6 says.  C{str(ConfigError)} is one line:
 C{"smx.conf:12:7: expected '=' or '{' after 'qmgr'"}.
+
+Also::
+
+    configurationFromText(text, filename="smx.conf", queueDirectory=None,
+                          configDirectory=None)   # parseConfiguration too
+    defaultConfiguration(queueDirectory=None, configDirectory=None)
+    cfg.warnings            # "smx.conf:3:5: warning: ..." lines
+    cfg.sections()          # every top-level section, in file order
+    s.error("cannot open the key", "key_file")   # a ConfigError at its line
+    s.where("key_file")     # "smx.conf:12:7"
+    cfg.section("qmgr").override("smtpc_max_connections", 50)  # -C 50
+    splitAddress("[::1]:25", 8000)                # daemon_address, nameserver
+    renderConfiguration(cfg, verbosity)           # smx config -V...
+    renderReference()                             # doc/configuration.md
+
+The option table is L{smx.config.options}; C{doc/configuration.md}
+documents every option, its type, unit, default and bounds.
 """
 
 from smx.config.build import (
@@ -38,6 +55,8 @@ from smx.config.build import (
 )
 from smx.config.errors import ConfigError, SectionNotFound
 from smx.config.model import Configuration, Section
+from smx.config.reference import renderReference
+from smx.config.render import renderConfiguration
 from smx.config.values import splitAddress
 
 __all__ = [
@@ -49,5 +68,7 @@ __all__ = [
     "defaultConfiguration",
     "loadConfiguration",
     "parseConfiguration",
+    "renderConfiguration",
+    "renderReference",
     "splitAddress",
 ]

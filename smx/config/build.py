@@ -82,10 +82,10 @@ class _Builder:
         name = entry.name
         option = spec.option(name.text)
         if option is None:
-            if spec.subsection(name.text) is not None:
+            sub = spec.subsection(name.text)
+            if sub is not None:
                 raise self.error(
-                    "'%s' is a section: write '%s { ... }'"
-                    % (name.text, spec.subsection(name.text).keyword),  # type: ignore[union-attr]
+                    "'%s' is a section: write '%s { ... }'" % (name.text, sub.keyword),
                     name,
                 )
             choices = [o.name for o in spec.options]
@@ -110,17 +110,18 @@ class _Builder:
         if option.aliasOf is not None:
             for keyword in option.aliasOf[:-1]:
                 target = self.implicitSection(target, keyword, name)
-            targetOption = target.spec.option(option.aliasOf[-1])  # type: ignore[assignment]
+            found = target.spec.option(option.aliasOf[-1])
+            assert found is not None, "alias to unknown option %r" % (option.aliasOf,)
+            targetOption = found
             if option.deprecated:
                 self.configuration.warn(
                     "option '%s' is deprecated, use '%s'"
                     % (option.name, "' in section '".join(reversed(option.aliasOf))),
                     (name.line, name.column),
                 )
-        key = targetOption.name.lower()
-        if key in target._values:
-            line, column = target._positions[key]
-            previous = target._written[key]
+        earlier = target.written(targetOption)
+        if earlier is not None:
+            (line, column), previous = earlier
             same = previous.lower() == name.text.lower()
             raise self.error(
                 "option '%s' in %s is already set at line %d%s"
@@ -132,23 +133,26 @@ class _Builder:
                 ),
                 name,
             )
-        target._values[key] = self.configuration._resolve(targetOption, value)
-        target._positions[key] = (name.line, name.column)
-        target._written[key] = name.text
+        target.store(
+            targetOption,
+            self.configuration.resolve(targetOption, value),
+            (name.line, name.column),
+            name.text,
+        )
 
     def implicitSection(self, parent: Section, keyword: str, at: Token) -> Section:
         """
         The subsection an alias such as C{auth_flags} writes into; made
         if the file has none (yet).
         """
-        for child in parent._children:
+        for child in parent.sections():
             if child.keyword.lower() == keyword.lower():
                 return child
         spec = parent.spec.subsection(keyword)
         assert spec is not None, "alias into unknown section %r" % (keyword,)
         child = Section(spec, self.configuration, parent, None, (at.line, at.column))
-        child._implicit = True  # type: ignore[attr-defined]
-        parent._addChild(child)
+        child.implicit = True
+        parent.addSection(child)
         return child
 
     def subsection(self, parent: Section, entry: SectionEntry) -> None:
@@ -168,16 +172,16 @@ class _Builder:
                 % (spec.keyword, spec.keyword),
                 keyword,
             )
-        if name is not None and not name:
-            raise self.error("empty section name", entry.name)  # type: ignore[arg-type]
+        if entry.name is not None and not entry.name.text:
+            raise self.error("empty section name", entry.name)
         existing = [
-            c for c in parent._children if c.keyword.lower() == keyword.text.lower()
+            c for c in parent.sections() if c.keyword.lower() == keyword.text.lower()
         ]
         child = None
         for c in existing:
-            if getattr(c, "_implicit", False) and name is None:
+            if c.implicit and name is None:
                 child = c
-                child._implicit = False  # type: ignore[attr-defined]
+                child.implicit = False
                 child.position = (keyword.line, keyword.column)
         if child is None:
             self.checkCount(parent, spec, entry, existing)
@@ -189,9 +193,7 @@ class _Builder:
                 (keyword.line, keyword.column),
                 keyword=spec.keyword or keyword.text,
             )
-            parent._addChild(child)
-            if spec.keyword == "map":
-                self.configuration._maps.append(child)
+            parent.addSection(child)
         self.fill(child, entry.entries)
 
     def unknownSection(self, parent: Section, entry: SectionEntry) -> SectionSpec:
@@ -216,10 +218,10 @@ class _Builder:
                             (keyword.line, keyword.column),
                         )
                     return table.serviceSpec(keyword.text)
-        if spec.option(keyword.text) is not None:
+        option = spec.option(keyword.text)
+        if option is not None:
             raise self.error(
-                "'%s' is an option: write '%s = value;'"
-                % (keyword.text, spec.option(keyword.text).name),  # type: ignore[union-attr]
+                "'%s' is an option: write '%s = value;'" % (keyword.text, option.name),
                 keyword,
             )
         guess = closest(keyword.text, [s.keyword for s in spec.subsections])
@@ -241,7 +243,8 @@ class _Builder:
         existing: List[Section],
     ) -> None:
         keyword = entry.keyword
-        name = entry.name.text if entry.name is not None else None
+        nameToken = entry.name
+        name = nameToken.text if nameToken is not None else None
         if not existing and spec.keyword != "map":
             return
         if not spec.multiple:
@@ -264,7 +267,7 @@ class _Builder:
         if spec.naming == NO_NAME:
             return
         if spec.keyword == "map":
-            existing = self.configuration._maps
+            existing = self.configuration.sections("map")
         for c in existing:
             if name is None and c.name is None:
                 raise self.error(
@@ -274,14 +277,14 @@ class _Builder:
                     keyword,
                 )
             if (
-                name is not None
+                nameToken is not None
                 and c.name is not None
-                and c.name.lower() == name.lower()
+                and c.name.lower() == nameToken.text.lower()
             ):
                 raise self.error(
                     "section '%s %s' is already given at line %d"
                     % (spec.keyword, name, c.position[0] if c.position else 0),
-                    entry.name,  # type: ignore[arg-type]
+                    nameToken,
                 )
 
     def checkRequired(self, section: Section) -> None:

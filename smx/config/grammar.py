@@ -352,12 +352,19 @@ class _Parser:
         sectionName: Optional[Token] = None
         if token.kind in (WORD, STRING):
             sectionName = token
-            token = self.take()
-            if token.kind != LBRACE:
+            after = self.take()
+            if after.kind in (WORD, STRING):
+                # "smtps MTA port = 25;": the '{' after the name is missing
                 raise self.error(
                     "expected '{' after %s"
                     % (_quote("%s %s" % (name.text, sectionName.text)),),
-                    token,
+                    after,
+                )
+            if after.kind != LBRACE:
+                # "port 25;" or "qmgr AQ_max_entries = 1;": not a named
+                # section, but an option without '=' or a section without '{'
+                raise self.error(
+                    "expected '=' or '{' after %s" % (_quote(name.text),), token
                 )
         elif token.kind != LBRACE:
             raise self.error(

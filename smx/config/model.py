@@ -61,6 +61,8 @@ class Section:
         self._defaults: Dict[str, Any] = {}
         self._children: List[Section] = []
         self._absent: Dict[str, Section] = {}
+        #: made by an alias such as C{auth_flags}, not (yet) written
+        self.implicit = False
 
     # names
 
@@ -118,7 +120,7 @@ class Section:
         if key in section._values:
             return section._values[key]
         if key not in section._defaults:
-            section._defaults[key] = section.configuration._resolve(
+            section._defaults[key] = section.configuration.resolve(
                 option, option.defaultValue()
             )
         return section._defaults[key]
@@ -148,10 +150,9 @@ class Section:
                 "command line: invalid value %r for option '%s' in %s: %s"
                 % (text, option.name, section.describe(), getattr(e, "message", e))
             )
-        key = option.name.lower()
-        section._values[key] = section.configuration._resolve(option, converted)
-        section._positions.pop(key, None)
-        section._written[key] = option.name
+        section.store(
+            option, section.configuration.resolve(option, converted), None, option.name
+        )
         reconcile(section.configuration)
 
     def get(self, name: str, default: Any = None) -> Any:
@@ -280,8 +281,44 @@ class Section:
             self.configuration.filename,
         )
 
-    def _addChild(self, child: "Section") -> None:
+    # building (used by L{smx.config.build})
+
+    def store(
+        self, option: Option, value: Any, position: Optional[Position], writtenAs: str
+    ) -> None:
+        """
+        Set an option while the configuration is built.
+
+        @param option: the (canonical, not alias) option.
+        @param value: its converted and resolved value.
+        @param position: where it was written, or C{None}.
+        @param writtenAs: the name as written (perhaps an alias).
+        """
+        key = option.name.lower()
+        self._values[key] = value
+        if position is None:
+            self._positions.pop(key, None)
+        else:
+            self._positions[key] = position
+        self._written[key] = writtenAs
+
+    def written(self, option: Option) -> Optional[Tuple[Position, str]]:
+        """
+        @return: C{(position, name as written)} if an option was set from
+            the file, else C{None}.
+        """
+        key = option.name.lower()
+        if key not in self._positions:
+            return None
+        return self._positions[key], self._written[key]
+
+    def addSection(self, child: "Section") -> None:
+        """
+        Add a subsection while the configuration is built.
+        """
         self._children.append(child)
+        if child.spec.keyword == "map":
+            self.configuration._maps.append(child)
 
 
 class Configuration:
@@ -314,7 +351,11 @@ class Configuration:
         self._maps: List[Section] = []
         self.globals = Section(root, self)
 
-    def _resolve(self, option: Option, value: Any) -> Any:
+    def resolve(self, option: Option, value: Any) -> Any:
+        """
+        Resolve a converted value of an option: relative paths become
+        absolute (seed §5.6).
+        """
         return option.type.resolve(value, self.configDirectory, self.queueDirectory)
 
     def section(self, keyword: str, name: Optional[str] = None) -> Section:

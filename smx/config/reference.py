@@ -44,8 +44,8 @@ rhs       ::=  value ";" | "{" value-list "}" [";"]
   quoted string.  Adjacent quoted strings are joined as in ANSI C
   (`"a" "b"` is `ab`); a string cannot span lines.  Escapes: `\\n \\t \\r
   \\\\ \\" \\a \\b \\f \\v`, `\\ooo` (octal) and `\\xHH` (hexadecimal).  A
-  value with spaces must be quoted, except a time or size
-  (`queuereturn_timeout = 4d 12h;`).
+  value with spaces must be quoted, except a time or size written on
+  one line (`queuereturn_timeout = 4d 12h;`).
 - A list is `{ v1, v2 }`; a list option also accepts a single value, and
   `{}` is the empty list.  Flags are lists of names from a fixed set;
   they are matched case-insensitively, and `-` or a space in a flag counts
@@ -109,6 +109,29 @@ Such a section takes only the MCP options, and `mcp_type`, `path` and
 `arguments` are required.  In the smx components (`qmgr`, `smar`, `smtps`,
 `smtpc`, `lmtpd`) the MCP options are optional: smx knows how to start
 them, and in the embedded mode (one process) they are not used.
+
+## smx additions
+
+Marked `smx` in the § column: the `lmtpd` section (smx's own LMTP server
+that delivers into Maildirs, so that the embedded default delivers local
+mail with nothing else installed; its `socket` is an option, the path of
+its Unix domain socket, by default smtpc's `LMTP_socket`), `log { file }`,
+`auth { password_file }` and the auth flag `allow_plaintext_without_tls`
+(without it, AUTH is offered only after STARTTLS), and the time units
+`ms` and `us`.  Where the README gives no default, the default in the
+tables below is smx's choice.
+
+## Seeing the configuration in force
+
+`smx config -f FILE` prints the options set in FILE, normalised (canonical
+names, units, absolute paths, alternative spellings such as `type`,
+`max_recipients`, `trusted_auth_mechs` and `auth_flags` written as what
+they stand for).  `-V` adds the version and the two directories, `-VV`
+every option of the sections in the file (defaults marked `# default`),
+`-VVV` also the global options and the subsections left out, `-VVVV`
+every component, and `-VVVVV` the same with the type, unit, bounds,
+default and § of each option.  Every level reads back as the same
+configuration.
 """
 
 

@@ -126,7 +126,7 @@ class _Writer:
 
     def subsections(self, depth: int, section: Section) -> None:
         # map declarations are written where they were found
-        given = [c for c in section._children if self.present(c)]
+        given = [c for c in section.sections() if self.present(c)]
         shown = set()
         for child in given:
             shown.add(child.keyword.lower())

@@ -597,7 +597,7 @@ class Flags(ValueType):
         return "any of " + ", ".join(self.spelling[c] for c in self.choices)
 
 
-class List_(ValueType):
+class ListOf(ValueType):
     """
     A list of strings, C{{a, b}} (a single value is a list of one).
 

@@ -308,6 +308,16 @@ class ParseErrorTests(SynchronousTestCase):
         self.assertEqual(
             self.error("qmgr }"), "smx.conf:1:6: expected '=' or '{' after 'qmgr'"
         )
+        self.assertEqual(
+            self.error("\n" * 11 + "qmgr  AQ_max_entries = 8192;"),
+            "smx.conf:12:7: expected '=' or '{' after 'qmgr'",
+        )
+        self.assertEqual(
+            self.error("port 25;"), "smx.conf:1:6: expected '=' or '{' after 'port'"
+        )
+        self.assertEqual(
+            self.error("smtps MTA"), "smx.conf:1:7: expected '=' or '{' after 'smtps'"
+        )
 
     def test_missingBraceAfterName(self):
         """
@@ -318,7 +328,8 @@ class ParseErrorTests(SynchronousTestCase):
             "smx.conf:1:11: expected '{' after 'smtps MTA'",
         )
         self.assertEqual(
-            self.error("port 25;"), "smx.conf:1:8: expected '{' after 'port 25'"
+            self.error('map "my map" type = hash;'),
+            "smx.conf:1:14: expected '{' after 'map my map'",
         )
 
     def test_missingSemicolon(self):
@@ -441,3 +452,5 @@ class ParseErrorTests(SynchronousTestCase):
         e = self.assertRaises(ConfigError, parseEntries, "x y z", "f.conf")
         self.assertEqual((e.filename, e.line, e.column), ("f.conf", 1, 5))
         self.assertEqual(e.message, "expected '{' after 'x y'")
+        e = self.assertRaises(ConfigError, parseEntries, "x y", "f.conf")
+        self.assertEqual((e.line, e.column), (1, 3))

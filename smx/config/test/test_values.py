@@ -17,7 +17,7 @@ from smx.config.values import (
     Flags,
     Integer,
     IPAddress,
-    List_,
+    ListOf,
     Name,
     Path,
     Size,
@@ -321,7 +321,7 @@ class ScalarTypeTests(SynchronousTestCase):
 
 class ListTypeTests(SynchronousTestCase):
     """
-    Tests for L{List_} and L{Flags}.
+    Tests for L{ListOf} and L{Flags}.
     """
 
     def test_list(self):
@@ -329,16 +329,16 @@ class ListTypeTests(SynchronousTestCase):
         A list of strings; a single value is a list of one.
         """
         self.assertEqual(
-            convert(List_(), "{ smtps, smtpc, smar }"), ["smtps", "smtpc", "smar"]
+            convert(ListOf(), "{ smtps, smtpc, smar }"), ["smtps", "smtpc", "smar"]
         )
-        self.assertEqual(convert(List_(), "smtps"), ["smtps"])
-        self.assertEqual(convert(List_(), "{}"), [])
+        self.assertEqual(convert(ListOf(), "smtps"), ["smtps"])
+        self.assertEqual(convert(ListOf(), "{}"), [])
 
     def test_maxItems(self):
         """
         Too many items is an error at the first one too many.
         """
-        e = self.assertRaises(ValueProblem, convert, List_(maxItems=2), "{a, b, c}")
+        e = self.assertRaises(ValueProblem, convert, ListOf(maxItems=2), "{a, b, c}")
         self.assertEqual(e.message, "at most 2 values are allowed, not 3")
         self.assertEqual(e.token.column, 12)  # after the 'x = ' prefix
 
@@ -346,7 +346,7 @@ class ListTypeTests(SynchronousTestCase):
         """
         Each item is checked by the item type.
         """
-        e = self.assertRaises(ValueProblem, convert, List_(Name()), '{a, "b c"}')
+        e = self.assertRaises(ValueProblem, convert, ListOf(Name()), '{a, "b c"}')
         self.assertIn("'b c' is not a name", e.message)
 
     def test_flags(self):
