@@ -85,8 +85,9 @@ class _Builder:
             sub = spec.subsection(name.text)
             if sub is not None:
                 raise self.error(
-                    "'%s' is a section: write '%s { ... }'" % (name.text, sub.keyword),
-                    name,
+                    "expected '{' after '%s' ('%s' is a section: write '%s { ... }')"
+                    % (name.text, name.text, sub.keyword),
+                    entry.equals or name,
                 )
             choices = [o.name for o in spec.options]
             message = "unknown option '%s' in %s" % (name.text, section.describe())
@@ -219,10 +220,11 @@ class _Builder:
                         )
                     return table.serviceSpec(keyword.text)
         option = spec.option(keyword.text)
-        if option is not None:
+        if option is not None and entry.name is None:
             raise self.error(
-                "'%s' is an option: write '%s = value;'" % (keyword.text, option.name),
-                keyword,
+                "expected '=' after '%s' ('%s' is an option: write '%s = value;')"
+                % (keyword.text, keyword.text, option.name),
+                entry.brace or keyword,
             )
         guess = closest(keyword.text, [s.keyword for s in spec.subsections])
         message = "unknown section '%s' in %s" % (keyword.text, parent.describe())

@@ -135,10 +135,13 @@ Value = Union[Scalar, ListValue]
 class OptionEntry:
     """
     C{name = value;} or C{name = { values };}.
+
+    @ivar equals: the C{=} token (for errors about what should be there).
     """
 
     name: Token
     value: Value
+    equals: Optional[Token] = None
 
 
 @dataclass
@@ -150,6 +153,7 @@ class SectionEntry:
     keyword: Token
     name: Optional[Token]
     entries: List[Union[OptionEntry, "SectionEntry"]] = field(default_factory=list)
+    brace: Optional[Token] = None
 
 
 Entry = Union[OptionEntry, SectionEntry]
@@ -348,8 +352,9 @@ class _Parser:
         name = self.take()
         token = self.take()
         if token.kind == EQUALS:
-            return self.option(name)
+            return self.option(name, token)
         sectionName: Optional[Token] = None
+        brace = token
         if token.kind in (WORD, STRING):
             sectionName = token
             after = self.take()
@@ -366,6 +371,7 @@ class _Parser:
                 raise self.error(
                     "expected '=' or '{' after %s" % (_quote(name.text),), token
                 )
+            brace = after
         elif token.kind != LBRACE:
             raise self.error(
                 "expected '=' or '{' after %s" % (_quote(name.text),), token
@@ -375,19 +381,19 @@ class _Parser:
                 "sections nested too deeply (more than %d levels)" % (MAX_DEPTH,),
                 name,
             )
-        section = SectionEntry(name, sectionName)
+        section = SectionEntry(name, sectionName, brace=brace)
         section.entries = self.entries(section, depth + 1)
         if self.peek().kind == SEMI:
             self.take()
         return section
 
-    def option(self, name: Token) -> OptionEntry:
+    def option(self, name: Token, equals: Token) -> OptionEntry:
         token = self.peek()
         if token.kind == LBRACE:
             value: Value = self.valueList(name)
             if self.peek().kind == SEMI:
                 self.take()
-            return OptionEntry(name, value)
+            return OptionEntry(name, value, equals)
         if token.kind not in (WORD, STRING):
             raise self.error(
                 "expected a value after '=' for %s" % (_quote(name.text),), token
@@ -398,7 +404,7 @@ class _Parser:
             raise self.error(
                 "expected ';' after the value of %s" % (_quote(name.text),), token
             )
-        return OptionEntry(name, value)
+        return OptionEntry(name, value, equals)
 
     def scalar(self) -> Scalar:
         first = self.take()

@@ -128,17 +128,18 @@ class Section:
     def override(self, name: str, value: Any) -> None:
         """
         Set an option from the command line, after the file (seed §5:
-        "later settings override earlier ones"), and check the settings
-        that depend on each other again.
+        "later settings override earlier ones").  The value is checked
+        against its type and bounds; call L{Configuration.reconcile} after
+        the last override to check the settings that depend on each other
+        (C{-C 7 -c 3} is fine although C{-C 7} alone contradicts the
+        default of C{-c}).
 
         @param name: the option (any spelling the file accepts).
         @param value: its value as smx.conf text (C{"5m"}) or as a Python
             value of the option's type (C{300.0}, C{50}).
-        @raise ConfigError: if the value does not fit the option or
-            contradicts another setting.
+        @raise ConfigError: if the value does not fit the option.
         """
         from smx.config.grammar import parseValueText
-        from smx.config.reconcile import reconcile
         from smx.config.values import ValueProblem
 
         section, option = self._option(name)
@@ -153,7 +154,6 @@ class Section:
         section.store(
             option, section.configuration.resolve(option, converted), None, option.name
         )
-        reconcile(section.configuration)
 
     def get(self, name: str, default: Any = None) -> Any:
         """
@@ -357,6 +357,17 @@ class Configuration:
         absolute (seed §5.6).
         """
         return option.type.resolve(value, self.configDirectory, self.queueDirectory)
+
+    def reconcile(self) -> None:
+        """
+        Check the settings that depend on each other again (after
+        L{Section.override}); see L{smx.config.reconcile}.
+
+        @raise ConfigError: for a contradiction.
+        """
+        from smx.config.reconcile import reconcile
+
+        reconcile(self)
 
     def section(self, keyword: str, name: Optional[str] = None) -> Section:
         """

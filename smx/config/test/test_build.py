@@ -106,11 +106,18 @@ class NameTests(SynchronousTestCase):
         """
         self.assertEqual(
             error(self, "smtps { io_timeout { } }"),
-            "smx.conf:1:9: 'io_timeout' is an option: write 'io_timeout = value;'",
+            "smx.conf:1:20: expected '=' after 'io_timeout' ('io_timeout' is an "
+            "option: write 'io_timeout = value;')",
         )
         self.assertEqual(
             error(self, "smtps { tls = yes; }"),
-            "smx.conf:1:9: 'tls' is a section: write 'tls { ... }'",
+            "smx.conf:1:13: expected '{' after 'tls' ('tls' is a section: write "
+            "'tls { ... }')",
+        )
+        self.assertEqual(
+            error(self, "qmgr\n  = 3;\n"),
+            "smx.conf:2:3: expected '{' after 'qmgr' ('qmgr' is a section: write "
+            "'qmgr { ... }')",
         )
 
     def test_caseInsensitive(self):

@@ -355,5 +355,21 @@ class OverrideTests(SynchronousTestCase):
             "command line: invalid value '0' for option "
             "'smtpc_max_connections' in section 'qmgr': 0 is out of range (1..100000)",
         )
-        e = self.assertRaises(ConfigError, q.override, "smtpc_initial_connections", 500)
-        self.assertIn("must not be larger than smtpc_max_connections", str(e))
+        q.override("smtpc_initial_connections", 500)
+        e = self.assertRaises(ConfigError, q.configuration.reconcile)
+        self.assertEqual(
+            str(e),
+            "smx.conf: smtpc_initial_connections (500) must not be larger than "
+            "smtpc_max_connections (100, the default)",
+        )
+
+    def test_overridesTogether(self):
+        """
+        Overrides are checked together: C{-C 7 -c 3}.
+        """
+        c = configurationFromText("")
+        q = c.section("qmgr")
+        q.override("smtpc_max_connections", 7)
+        q.override("smtpc_initial_connections", 3)
+        c.reconcile()
+        self.assertEqual(q["smtpc_initial_connections"], 3)
