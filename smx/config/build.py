@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from smx.config import options as table
 from smx.config.errors import ConfigError
@@ -55,7 +55,8 @@ class _Builder:
     def __init__(self, configuration: Configuration) -> None:
         self.configuration = configuration
         self.filename = configuration.filename
-        self.mapPositions: Dict[str, Token] = {}
+        self.groups: Dict[Tuple[int, str], List[Section]] = {}
+        self.names: Dict[Tuple[Any, Optional[str]], Section] = {}
 
     def error(self, message: str, token: Token) -> ConfigError:
         return ConfigError(message, self.filename, token.line, token.column)
@@ -146,15 +147,22 @@ class _Builder:
         The subsection an alias such as C{auth_flags} writes into; made
         if the file has none (yet).
         """
-        for child in parent.sections():
-            if child.keyword.lower() == keyword.lower():
-                return child
+        existing = self.group(parent, keyword)
+        if existing:
+            return existing[0]
         spec = parent.spec.subsection(keyword)
         assert spec is not None, "alias into unknown section %r" % (keyword,)
         child = Section(spec, self.configuration, parent, None, (at.line, at.column))
         child.implicit = True
         parent.addSection(child)
+        existing.append(child)
         return child
+
+    def group(self, parent: Section, keyword: str) -> List[Section]:
+        """
+        The subsections of C{parent} with this keyword so far.
+        """
+        return self.groups.setdefault((id(parent), keyword.lower()), [])
 
     def subsection(self, parent: Section, entry: SectionEntry) -> None:
         keyword = entry.keyword
@@ -175,17 +183,13 @@ class _Builder:
             )
         if entry.name is not None and not entry.name.text:
             raise self.error("empty section name", entry.name)
-        existing = [
-            c for c in parent.sections() if c.keyword.lower() == keyword.text.lower()
-        ]
-        child = None
-        for c in existing:
-            if c.implicit and name is None:
-                child = c
-                child.implicit = False
-                child.position = (keyword.line, keyword.column)
-        if child is None:
-            self.checkCount(parent, spec, entry, existing)
+        existing = self.group(parent, keyword.text)
+        if existing and existing[-1].implicit and name is None:
+            child = existing[-1]
+            child.implicit = False
+            child.position = (keyword.line, keyword.column)
+        else:
+            key = self.checkCount(parent, spec, entry, existing)
             child = Section(
                 spec,
                 self.configuration,
@@ -195,6 +199,9 @@ class _Builder:
                 keyword=spec.keyword or keyword.text,
             )
             parent.addSection(child)
+            existing.append(child)
+            if key is not None:
+                self.names[key] = child
         self.fill(child, entry.entries)
 
     def unknownSection(self, parent: Section, entry: SectionEntry) -> SectionSpec:
@@ -243,13 +250,16 @@ class _Builder:
         spec: SectionSpec,
         entry: SectionEntry,
         existing: List[Section],
-    ) -> None:
+    ) -> Optional[Tuple[Any, Optional[str]]]:
+        """
+        Check that one more section of this kind may be given here.
+
+        @return: the key under which its name must be unique (map names
+            are unique in the whole file), or C{None}.
+        """
         keyword = entry.keyword
         nameToken = entry.name
-        name = nameToken.text if nameToken is not None else None
-        if not existing and spec.keyword != "map":
-            return
-        if not spec.multiple:
+        if existing and not spec.multiple:
             first = existing[0]
             raise self.error(
                 "section '%s' is already given at line %d (only one is allowed%s)"
@@ -267,27 +277,37 @@ class _Builder:
                 keyword,
             )
         if spec.naming == NO_NAME:
-            return
-        if spec.keyword == "map":
-            existing = self.configuration.sections("map")
-        for c in existing:
-            if name is None and c.name is None:
+            return None
+        scope: Any = (
+            "map" if spec.keyword == "map" else (id(parent), keyword.text.lower())
+        )
+        if nameToken is None:
+            unnamed = self.names.get((scope, None))
+            if unnamed is not None:
                 raise self.error(
                     "a second unnamed '%s' section (the first is at line %d); "
                     "give each a name: '%s NAME { ... }'"
-                    % (keyword.text, c.position[0] if c.position else 0, spec.keyword),
+                    % (
+                        keyword.text,
+                        unnamed.position[0] if unnamed.position else 0,
+                        spec.keyword,
+                    ),
                     keyword,
                 )
-            if (
-                nameToken is not None
-                and c.name is not None
-                and c.name.lower() == nameToken.text.lower()
-            ):
-                raise self.error(
-                    "section '%s %s' is already given at line %d"
-                    % (spec.keyword, name, c.position[0] if c.position else 0),
-                    nameToken,
-                )
+            return (scope, None)
+        key = (scope, nameToken.text.lower())
+        same = self.names.get(key)
+        if same is not None:
+            raise self.error(
+                "section '%s %s' is already given at line %d"
+                % (
+                    spec.keyword,
+                    nameToken.text,
+                    same.position[0] if same.position else 0,
+                ),
+                nameToken,
+            )
+        return key
 
     def checkRequired(self, section: Section) -> None:
         for option in section.spec.options:

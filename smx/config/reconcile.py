@@ -37,7 +37,7 @@ Warnings:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 from smx.config.values import formatSize, formatTime
 
@@ -304,8 +304,7 @@ def _checkMaps(configuration: "Configuration") -> None:
                         "map '%s' refers to undeclared map '%s'" % (m.name, name),
                         "maps",
                     )
-    for m in maps:
-        _checkCycle(m, byName, [])
+    _checkCycles(maps, byName)
     smar = configuration.section("smar")
     name = smar["local_user_map"]
     if name is not None and name.lower() not in byName:
@@ -316,23 +315,43 @@ def _checkMaps(configuration: "Configuration") -> None:
         )
 
 
-def _checkCycle(
-    m: "Section", byName: Dict[str, "Section"], path: List[str]
-) -> Optional[None]:
-    assert m.name is not None
-    if m["type"] != "sequence":
-        return None
-    if m.name.lower() in path:
-        cycle = path[path.index(m.name.lower()) :] + [m.name.lower()]
-        first = byName[cycle[0]]
-        raise first.error(
-            "map '%s' contains itself (%s)"
-            % (first.name, " -> ".join(byName[n].name or n for n in cycle)),
-            "maps",
-        )
-    for name in m["maps"]:
-        _checkCycle(byName[name.lower()], byName, path + [m.name.lower()])
-    return None
+def _checkCycles(maps: List["Section"], byName: Dict[str, "Section"]) -> None:
+    """
+    Refuse a sequence that contains itself, directly or through other
+    sequences (a depth-first search without recursion, linear in the
+    number of references).
+    """
+    done: set = set()
+    for root in maps:
+        if root.name is None or root.name.lower() in done:
+            continue
+        path: List[str] = []
+        onPath: set = set()
+        stack: List[Tuple[str, int]] = [(root.name.lower(), 0)]
+        while stack:
+            key, index = stack.pop()
+            m = byName[key]
+            members = m["maps"] if m["type"] == "sequence" else []
+            if index == 0:
+                path.append(key)
+                onPath.add(key)
+            if index >= len(members):
+                path.pop()
+                onPath.discard(key)
+                done.add(key)
+                continue
+            stack.append((key, index + 1))
+            member = members[index].lower()
+            if member in onPath:
+                cycle = path[path.index(member) :] + [member]
+                first = byName[cycle[0]]
+                raise first.error(
+                    "map '%s' contains itself (%s)"
+                    % (first.name, " -> ".join(byName[n].name or n for n in cycle)),
+                    "maps",
+                )
+            if member not in done:
+                stack.append((member, 0))
 
 
 def _checkDNSBL(configuration: "Configuration", servers: List["Section"]) -> None:

@@ -77,6 +77,13 @@ def shown(text: str) -> str:
     return "'%s'" % (text.encode("unicode_escape").decode("ascii"),)
 
 
+def _short(text: str) -> str:
+    """
+    Shorten a value for a message about its range.
+    """
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def closest(word: str, choices: Sequence[str]) -> Optional[str]:
     """
     @return: the choice most like C{word} (compared case-insensitively),
@@ -274,6 +281,10 @@ class Integer(ValueType):
                     "an octal number" if self.base == 8 else "an integer",
                 ),
                 token,
+            )
+        if len(text.lstrip("+-0")) > 30:
+            raise ValueProblem(
+                "%s is out of range (%s)" % (_short(text), self.bounds()), token
             )
         value = int(text, self.base)
         self.checkBounds(value, text, token)

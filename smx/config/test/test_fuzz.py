@@ -97,6 +97,22 @@ class FuzzTests(SynchronousTestCase):
             except ConfigError:
                 pass
 
+    def test_hugeNumbers(self):
+        """
+        Numbers with thousands of digits are out of range, not a crash
+        (Python refuses to convert more than 4300 decimal digits).
+        """
+        for text in (
+            "smtps { port = %s; }" % ("9" * 5000,),
+            "smtps { io_timeout = %s; }" % ("9" * 5000,),
+            "smtps { max_message_size = %s; }" % ("9" * 5000,),
+            "smtps { socket { umask = %s; } }" % ("7" * 5000,),
+        ):
+            e = self.assertRaises(ConfigError, configurationFromText, text)
+            self.assertTrue(len(str(e)) < 200, str(e))
+        cfg = configurationFromText("smtps { io_timeout = 1.%s; }" % ("9" * 5000,))
+        self.assertEqual(cfg.section("smtps")["io_timeout"], 2.0)
+
     def test_randomTokens(self):
         """
         Random sequences of the grammar's tokens and option names.

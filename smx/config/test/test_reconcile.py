@@ -321,6 +321,34 @@ class MapTests(SynchronousTestCase):
             "smx.conf:1:26: map 'a' contains itself (a -> b -> a)",
         )
 
+    def test_selfReference(self):
+        """
+        A sequence that names itself.
+        """
+        self.assertEqual(
+            error(self, "map a { type = sequence; maps = { a }; }"),
+            "smx.conf:1:26: map 'a' contains itself (a -> a)",
+        )
+
+    def test_longChains(self):
+        """
+        Long chains and many shared members are checked quickly, without
+        running out of stack.
+        """
+        n = 3000
+        text = "".join(
+            "map m%d { type = sequence; maps = { m%d, m%d }; }\n" % (i, i + 1, i + 2)
+            for i in range(n)
+        )
+        text += "map m%d { type = passwd; }\nmap m%d { type = passwd; }\n" % (n, n + 1)
+        self.assertEqual(len(configurationFromText(text).sections("map")), n + 2)
+        text += "map m%d { type = sequence; maps = { m0 }; }\n" % (n + 2,)
+        text = text.replace(
+            "maps = { m%d, m%d }" % (n - 1, n), "maps = { m%d, m%d }" % (n + 2, n)
+        )
+        e = self.assertRaises(ConfigError, configurationFromText, text)
+        self.assertIn("contains itself (m0 -> m1 -> ", str(e))
+
     def test_localUserMap(self):
         """
         local_user_map must name a declared map.
