@@ -344,7 +344,8 @@ MAP = section(
             String(empty=False),
             None,
             "§5.8.1",
-            "name in the protocol (socket)",
+            "name of the map in the socket map protocol (socket)",
+            defaultDoc="the map's name",
         ),
         opt("path", Path(Q), None, "§5.8.1", "Unix domain socket (socket)"),
         opt(
