@@ -1,0 +1,108 @@
+# -*- test-case-name: smx.test.test_tap -*-
+"""
+Assemble the components of smx from a configuration (embedded mode).
+
+Each configured component becomes one child service of the root, added in
+the order they must start (and stop in reverse): SMAR, the LMTP delivery
+server (if an C{lmtpd} section is present), SMTPC, QMGR (which recovers
+the queue before anything can arrive), and last the SMTPS listeners.  The
+components refer to each other only through the Interfaces of
+L{smx.interfaces}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from twisted.application import service
+
+from smx.maps.errors import MapError
+
+
+class ComponentError(Exception):
+    """
+    A component cannot be built from the configuration; the message is one
+    line for the user.
+    """
+
+
+class _ResolverService(service.Service):
+    """
+    SMAR's life cycle as a service: its maps and sockets are closed on stop.
+    """
+
+    name = "smar"  # type: ignore[assignment]
+
+    def __init__(self, resolver: Any) -> None:
+        self.resolver = resolver
+
+    def stopService(self) -> None:
+        service.Service.stopService(self)
+        close = getattr(self.resolver, "close", None)
+        if close is not None:
+            close()
+
+
+def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, Any]:
+    """
+    Build every component of C{cfg} and add its services to C{parent}.
+
+    @return: the components by name: C{"resolver"}, C{"contentStore"},
+        C{"deliveryAgent"}, C{"qmgr"}, C{"smtps"} (a list of listeners),
+        C{"lmtpd"} (or C{None}).
+    @raise ComponentError: a map, a TLS file or another setting named in
+        the configuration cannot be used.
+    """
+    from smx.mail.lmtpd import LMTPDeliveryService
+    from smx.mail.smtpc import DeliveryAgent
+    from smx.mail.smtps import SMTPSConfigurationError, smtpsServices
+    from smx.maps.resolver import AddressResolver
+    from smx.queue.qmgr import QueueManager, contentStoreFromConfiguration
+
+    components = {}  # type: Dict[str, Any]
+    try:
+        resolver = AddressResolver.fromConfiguration(cfg, reactor)
+    except MapError as e:
+        raise ComponentError("smar: %s" % (e,))
+    components["resolver"] = resolver
+    _ResolverService(resolver).setServiceParent(parent)
+
+    lmtpd = None
+    if any(s.keyword == "lmtpd" for s in cfg.sections()):
+        section = cfg.section("lmtpd")
+        lmtpd = LMTPDeliveryService(
+            section["socket"],
+            section["maildir_base"],
+            reactor=reactor,
+            hostname=cfg.globals["hostname"],
+        )
+        lmtpd.setServiceParent(parent)
+    components["lmtpd"] = lmtpd
+
+    try:
+        contentStore = contentStoreFromConfiguration(cfg)
+    except OSError as e:
+        raise ComponentError(
+            "CDB_base_directory: cannot use %s: %s" % (e.filename, e.strerror)
+        )
+    components["contentStore"] = contentStore
+
+    try:
+        agent = DeliveryAgent.fromConfiguration(cfg, contentStore, reactor)
+    except ValueError as e:
+        raise ComponentError("smtpc: %s" % (e,))
+    agent.setServiceParent(parent)
+    components["deliveryAgent"] = agent
+
+    qmgr = QueueManager.fromConfiguration(cfg, contentStore, resolver, agent, reactor)
+    qmgr.setServiceParent(parent)
+    components["qmgr"] = qmgr
+
+    try:
+        listeners = smtpsServices(cfg, qmgr, contentStore, resolver, reactor=reactor)
+    except SMTPSConfigurationError as e:
+        raise ComponentError(str(e))
+    for listener in listeners:
+        listener.setServiceParent(parent)
+    components["smtps"] = listeners
+    return components

@@ -1,0 +1,198 @@
+# -*- test-case-name: smx.test.test_tap -*-
+"""
+NAME
+    smx.tap - the C{twistd smx} plugin: build smx's service tree
+
+SYNOPSIS
+    twistd -n smx [--config smx.conf] [-C n] [-c n] [-O R=n] [-O 0=n]
+
+DESCRIPTION
+    Reads the configuration (seed §5) and builds a C{MultiService} with one
+    child service per configured component, all in one process
+    ("embedded" mode, see C{doc/architecture.md}): SMAR (address resolver),
+    QMGR (queue manager with CDB, IBDB, DEFEDB), SMTPC (delivery agent),
+    one SMTPS listener per C{smtps} section, and smx's own LMTP delivery
+    server when an C{lmtpd} section is present.  The components call each
+    other only through the Interfaces of L{smx.interfaces}.
+
+    Without C{--config} the embedded default configuration is used: it is
+    written (if missing) into the current directory, which is the main
+    queue directory (seed §5.6).
+
+    The command-line options C{-C}, C{-c}, C{-O R=}, C{-O 0=} are those of
+    seed §5.7.1 and override the configuration file.
+
+    Signals: SIGTERM and SIGINT stop smx cleanly; SIGUSR1 reopens the maps
+    (seed §6.7); SIGUSR2 reopens the log files (seed §6.8.1).
+
+DIAGNOSTICS
+    A configuration error is one line naming the file, line and column;
+    twistd then exits with status 1 (C{smx config -f} exits 2).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any, Dict, List, Optional
+
+from twisted.application import service
+from twisted.python import usage
+
+from smx import log
+from smx.config import ConfigError, loadConfiguration
+
+
+class Options(usage.Options):
+    """
+    Command-line options of C{twistd smx}.
+    """
+
+    synopsis = "[--config FILE] [-C n] [-c n] [-O R=n] [-O 0=n]"
+
+    optParameters = [
+        ["config", "f", None, "the configuration file (default: embedded)"],
+        [
+            "queue-directory",
+            "d",
+            None,
+            "the main queue directory (default: the current directory)",
+        ],
+        ["max-connections", "C", None, "max connections to one IP (§5.7.1)"],
+        ["initial-connections", "c", None, "initial connections to one IP"],
+    ]
+
+    def __init__(self) -> None:
+        usage.Options.__init__(self)
+        self["overrides"] = {}
+        self.configuration = None  # type: Any
+
+    def opt_O(self, value: str) -> None:
+        """
+        R=n: max incoming connection rate per 60s; 0=n: max open
+        incoming connections (seed §5.7.1).
+        """
+        key, sep, number = value.partition("=")
+        names = {"R": "smtps_max_connection_rate", "0": "smtps_max_open_connections"}
+        if not sep or key not in names or not number.isdigit():
+            raise usage.UsageError("-O takes R=n or 0=n, not %r" % (value,))
+        self["overrides"][names[key]] = int(number)
+
+    def postOptions(self) -> None:
+        for opt, name in (
+            ("max-connections", "smtpc_max_connections"),
+            ("initial-connections", "smtpc_initial_connections"),
+        ):
+            if self[opt] is not None:
+                if not str(self[opt]).isdigit():
+                    raise usage.UsageError("-%s takes a number" % (opt,))
+                self["overrides"][name] = int(self[opt])
+        queueDirectory = os.path.abspath(self["queue-directory"] or os.getcwd())
+        path = self["config"]
+        if path is None:
+            from smx.scripts.defaultconfig import writeDefaultConfiguration
+
+            path = writeDefaultConfiguration(queueDirectory)
+        try:
+            self.configuration = loadConfiguration(path, queueDirectory=queueDirectory)
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+        qmgr = self.configuration.section("qmgr")
+        for name, value in self["overrides"].items():
+            try:
+                qmgr.override(name, value)
+            except ConfigError as e:
+                raise usage.UsageError(str(e))
+        try:
+            self.configuration.reconcile()
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+
+
+class SmxService(service.MultiService):
+    """
+    The root of smx's service tree: starts the components in order, stops
+    them in reverse order, and turns signals into reloads.
+
+    @ivar components: name -> component object (for signal handling and
+        tests): C{"resolver"}, C{"qmgr"}, C{"deliveryAgent"},
+        C{"contentStore"}, C{"smtps"} (a list), C{"lmtpd"}.
+    """
+
+    def __init__(self, configuration: Any, installSignals: bool = True) -> None:
+        service.MultiService.__init__(self)
+        self.configuration = configuration
+        self.components = {}  # type: Dict[str, Any]
+        self._installSignals = installSignals
+        self._oldHandlers = {}  # type: Dict[int, Any]
+
+    def startService(self) -> None:
+        if self._installSignals:
+            for signum, handler in (
+                (signal.SIGUSR1, self._reloadMaps),
+                (signal.SIGUSR2, self._reopenLogs),
+            ):
+                self._oldHandlers[signum] = signal.signal(signum, handler)
+        service.MultiService.startService(self)
+
+    def stopService(self):
+        for signum, handler in self._oldHandlers.items():
+            signal.signal(signum, handler)
+        self._oldHandlers.clear()
+        return service.MultiService.stopService(self)
+
+    def _reloadMaps(self, signum: int, frame: Any) -> None:
+        from twisted.internet import reactor
+
+        reactor.callFromThread(self.reloadMaps)  # type: ignore[attr-defined]
+
+    def _reopenLogs(self, signum: int, frame: Any) -> None:
+        log.reopenAll()
+
+    def reloadMaps(self) -> None:
+        """
+        Reopen every map (seed §6.7): SMAR's maps and QMGR's conf map.
+        """
+        resolver = self.components.get("resolver")
+        if resolver is not None:
+            resolver.reload()
+        qmgr = self.components.get("qmgr")
+        if qmgr is not None:
+            qmgr.reopenMaps()
+
+
+def buildService(
+    configuration: Any, reactor: Any = None, installSignals: bool = True
+) -> SmxService:
+    """
+    Build the service tree for C{configuration}: one child service per
+    configured component.
+
+    @param reactor: the reactor the components use (default: the global
+        one).
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    from smx.components import assemble
+
+    root = SmxService(configuration, installSignals=installSignals)
+    root.components = assemble(configuration, reactor, root)
+    return root
+
+
+def makeService(options: Options) -> service.IService:
+    """
+    The C{twistd} entry point.  A component that cannot be built from the
+    configuration (a missing map, an unreadable certificate) ends twistd
+    with one line on standard error and exit status 1.
+    """
+    from smx.components import ComponentError
+
+    try:
+        return buildService(options.configuration)
+    except ComponentError as e:
+        sys.stderr.write("smx: %s\n" % (e,))
+        raise SystemExit(1)

@@ -1,0 +1,122 @@
+# -*- test-case-name: smx.test.test_tap -*-
+"""
+Tests for L{smx.tap}: the C{twistd smx} options and service tree.
+
+L{TwistdIntegrationTests} is an integration test: it runs the real
+C{twistd -n smx} in a child process on loopback ports.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from twisted.python import usage
+from twisted.trial import unittest
+
+from smx import tap
+from smx.scripts import defaultconfig
+
+
+def freePort():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class OptionsTests(unittest.TestCase):
+    """
+    L{tap.Options} loads the configuration in C{postOptions}, so a mistake
+    is a usage error, not a traceback.
+    """
+
+    def test_badConfiguration(self):
+        """A syntax error is one line with file:line:column."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("qmgr\n  = 3;\n")
+        options = tap.Options()
+        e = self.assertRaises(usage.UsageError, options.parseOptions, ["-f", path])
+        self.assertIn(os.path.basename(path) + ":2:", str(e))
+        self.assertNotIn("\n", str(e))
+
+    def test_missingConfiguration(self):
+        """A missing file names the file."""
+        options = tap.Options()
+        e = self.assertRaises(
+            usage.UsageError, options.parseOptions, ["--config", "/nonexistent/x.conf"]
+        )
+        self.assertIn("/nonexistent/x.conf", str(e))
+
+    def test_overrideOptions(self):
+        """-C, -c and -O R=/0= override the QMGR limits (seed §5.7.1)."""
+        d = os.path.abspath(self.mktemp())
+        path = defaultconfig.writeDefaultConfiguration(d)
+        options = tap.Options()
+        options.parseOptions(
+            ["-f", path, "-d", d, "-C", "7", "-c", "3", "-O", "R=50", "-O", "0=9"]
+        )
+        qmgr = options.configuration.section("qmgr")
+        self.assertEqual(qmgr["smtpc_max_connections"], 7)
+        self.assertEqual(qmgr["smtpc_initial_connections"], 3)
+        self.assertEqual(qmgr["smtps_max_connection_rate"], 50)
+        self.assertEqual(qmgr["smtps_max_open_connections"], 9)
+
+    def test_badOverride(self):
+        """-O with an unknown key is a usage error."""
+        options = tap.Options()
+        self.assertRaises(usage.UsageError, options.parseOptions, ["-O", "X=1"])
+
+
+class TwistdIntegrationTests(unittest.TestCase):
+    """
+    Integration: C{twistd -n smx --config FILE} starts, answers SMTP on
+    its loopback port and stops cleanly on SIGTERM.
+    """
+
+    def test_startAndStop(self):
+        """The server greets with 220 and shuts down cleanly on SIGTERM."""
+        d = os.path.abspath(self.mktemp())
+        path = defaultconfig.writeDefaultConfiguration(d)
+        port = freePort()
+        with open(path) as f:
+            text = f.read().replace("127.0.0.1:2525", "127.0.0.1:%d" % (port,))
+        with open(path, "w") as f:
+            f.write(text)
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        proc = subprocess.Popen(
+            [twistd, "-n", "--pidfile=", "smx", "--config", path],
+            cwd=d,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            greeting = b""
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), 1) as s:
+                        s.settimeout(5)
+                        greeting = s.recv(512)
+                        s.sendall(b"QUIT\r\n")
+                        s.recv(512)
+                    break
+                except OSError:
+                    if proc.poll() is not None:
+                        break
+                    time.sleep(0.1)
+            self.assertTrue(greeting.startswith(b"220 "), greeting)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=20)
+        # twistd ends with the signal it was stopped by after a clean shutdown
+        self.assertIn(
+            proc.returncode, (0, -signal.SIGTERM), out.decode("utf-8", "replace")
+        )
+        self.assertNotIn(b"Traceback", out)
+        self.assertIn(b"Main loop terminated", out)
