@@ -29,7 +29,7 @@ trial:
 	$(BIN)/trial -j2 smx
 
 lint:
-	$(BIN)/black --check smx twisted/plugins bench
+	$(BIN)/black --check smx twisted/plugins $(wildcard bench)
 	$(BIN)/mypy smx
 
 doc: install
