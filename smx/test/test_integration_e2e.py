@@ -1,0 +1,270 @@
+# -*- test-case-name: smx.test.test_integration_e2e -*-
+"""
+Integration tests, end to end: smx run as a user runs it (C{twistd -n
+smx --config smx.conf} as a child process, maps made with C{smx
+createmap}), talking to real peers over loopback: swaks and smtplib as
+clients, Postfix's smtp-sink as the remote MTA, Dovecot's LMTP server as
+the local delivery agent, a Twisted Names server (in this process) for
+MX records.  These are the acceptance scenarios of issues 4 and 6.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import smtplib
+import threading
+from typing import Any, Dict, List
+
+from twisted.internet import defer
+from twisted.trial.unittest import SkipTest, TestCase
+
+from smx.maps.test.dnsserver import startDNSServer
+from smx.test.mta import (
+    MTA,
+    SMTP_SINK,
+    SWAKS,
+    Dovecot,
+    SmtpSink,
+    configuration,
+    freePort,
+    missing,
+    swaks,
+    tempDirectory,
+    until,
+)
+
+
+class _Base(TestCase):
+    def setUp(self) -> None:
+        self.root = tempDirectory(self)
+        self.mta = MTA(self, os.path.join(self.root, "smx"))
+
+    def need(self, *programs: str) -> None:
+        reason = missing(*programs)
+        if reason:
+            raise SkipTest(reason)
+
+    def assertDelivered(self, ok: bool, what: str) -> None:
+        if not ok:
+            self.fail("%s; smx's log:\n%s" % (what, self.mta.log()))
+
+
+class RelayTests(_Base):
+    """
+    Relaying to a next hop found by MX, with the access map allowing the
+    client to relay.
+    """
+
+    @defer.inlineCallbacks
+    def test_relayByMX(self) -> Any:
+        """
+        A message to remote.test, whose MX mx.remote.test is 127.0.0.2,
+        reaches smtp-sink there with smx's Received: header; the SMTPS and
+        SMTPC records of App. C.2 are in the log.
+        """
+        self.need(SMTP_SINK, SWAKS)
+        sink = SmtpSink(self, self.root)
+        sink.start()
+        dnsPort, stopDNS = startDNSServer(
+            {
+                "remote.test": [("MX", 10, "mx.remote.test")],
+                "mx.remote.test": [("A", "127.0.0.2")],
+            }
+        )
+        self.addCleanup(stopDNS)
+        self.mta.write(
+            configuration(
+                self.mta.port,
+                smar='nameserver = { "127.0.0.1:%d" };' % (dnsPort,),
+                smtpc="remote_port = %d;" % (sink.port,),
+            ),
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        self.mta.start()
+        out, err, status = yield swaks(
+            self.mta.port,
+            "--from",
+            "alice@client.test",
+            "--to",
+            "bob@remote.test",
+            "--header",
+            "Subject: relay by MX",
+        )
+        self.assertEqual(status, 0, out + err)
+        self.assertDelivered((yield until(sink.messages)), "nothing reached the sink")
+        [message] = sink.messages()
+        self.assertIn(b"Subject: relay by MX", message)
+        parsed = email.message_from_bytes(message, policy=email.policy.default)
+        received = [" ".join(str(r).split()) for r in parsed.get_all("Received")]
+        # smtp-sink's own Received: is first, smx's next
+        self.assertRegex(
+            received[1], r"^from \S+ \(.*\[127\.0\.0\.1\]\) by smx\.test \(smx"
+        )
+        self.assertRegex(received[1], r" id S[0-9A-F]+; ")
+        # App. C.2 records
+        yield until(lambda: "where=final_dot" in self.mta.log())
+        smtps = self.mta.records("smtps")
+        smtpc = self.mta.records("smtpc")
+        self.assertRecord(smtps, r"^ss_sess=S[0-9A-F]+, client_ipv4=127\.0\.0\.1$")
+        self.assertRecord(
+            smtps, r"^ss_sess=S\w+, ss_ta=S\w+, mail=<alice@client\.test>, stat=0$"
+        )
+        self.assertRecord(smtps, r"ss_ta=S\w+, rcpt=<bob@remote\.test>, idx=0, stat=0$")
+        self.assertRecord(smtps, r"ss_ta=S\w+, msgid=<[^>]+>, size=\d+, stat=0$")
+        self.assertRecord(
+            smtpc,
+            r"^da_sess=C\w+, status=connected, port=%d, addr=127\.0\.0\.2$"
+            % (sink.port,),
+        )
+        self.assertRecord(
+            smtpc,
+            r"^da_sess=C\w+, da_ta=C\w+, ss_ta=S\w+, where=final_dot, size=\d+, stat=0$",
+        )
+
+    def assertRecord(self, records: List[str], pattern: str) -> None:
+        import re
+
+        if not any(re.search(pattern, r) for r in records):
+            self.fail("no record matches %r in:\n%s" % (pattern, "\n".join(records)))
+
+
+class LocalDeliveryTests(_Base):
+    """
+    Local delivery through Dovecot's LMTP server, with alias expansion.
+    """
+
+    @defer.inlineCallbacks
+    def test_dovecotWithAliases(self) -> Any:
+        """
+        Mail for the alias sales@localhost is expanded by the aliases map
+        (made with C{smx createmap -a}) to alice and bob, and delivered by
+        Dovecot into their Maildirs; mail for postmaster reaches alice
+        through a chain of aliases.
+        """
+        self.need(SWAKS)
+        if not Dovecot.available():
+            raise SkipTest("dovecot (Debian package dovecot-lmtpd) is not installed")
+        dovecot = Dovecot(self, os.path.join(self.root, "dovecot"))
+        dovecot.start()
+        self.mta.write(
+            configuration(
+                self.mta.port,
+                smtpc='LMTP_socket = "%s";' % (dovecot.socket,),
+                lmtpd=False,
+            ).replace('    LMTP_socket = "lmtpsock";\n', ""),
+            mt="localhost lmtp:\nlocal.test lmtp:\n",
+            aliases=(
+                "postmaster: root\n"
+                "root: alice\n"
+                "sales: alice, bob\n"
+                "alice: local:\n"
+                "bob: local:\n"
+            ),
+            access="",
+        )
+        self.mta.start()
+        for to, subject in [
+            ("sales@local.test", "to sales"),
+            ("postmaster@localhost", "to pm"),
+        ]:
+            out, err, status = yield swaks(
+                self.mta.port,
+                "--from",
+                "carol@client.test",
+                "--to",
+                to,
+                "--header",
+                "Subject: " + subject,
+            )
+            self.assertEqual(status, 0, out + err)
+        self.assertDelivered(
+            (
+                yield until(
+                    lambda: len(dovecot.maildir("alice")) == 2
+                    and dovecot.maildir("bob")
+                )
+            ),
+            "the messages did not reach the Maildirs",
+        )
+        alice = sorted(dovecot.maildir("alice"))
+        [bob] = dovecot.maildir("bob")
+        self.assertIn(b"Subject: to sales", bob)
+        self.assertEqual(
+            sorted(b"Subject: to sales" in m for m in alice), [False, True]
+        )
+        self.assertEqual(sorted(b"Subject: to pm" in m for m in alice), [False, True])
+
+    @defer.inlineCallbacks
+    def test_unknownLocalUser(self) -> Any:
+        """
+        A recipient in a local domain that the aliases map does not know is
+        rejected at RCPT with 550.
+        """
+        self.need(SWAKS)
+        self.mta.write(
+            configuration(self.mta.port),
+            aliases="alice: local:\n",
+            access="",
+        )
+        self.mta.start()
+        out, err, status = yield swaks(
+            self.mta.port, "--from", "carol@client.test", "--to", "nobody@localhost"
+        )
+        self.assertNotEqual(status, 0)
+        self.assertRegex(out.decode(), r"<\*\* +550 ")
+
+
+class AccessTests(_Base):
+    """
+    Rejections by the access map.
+    """
+
+    @defer.inlineCallbacks
+    def test_rejectSender(self) -> Any:
+        """
+        A sender domain listed with C{error:550 5.7.1 ...} is rejected at
+        MAIL with that reply, as swaks sees it, and nothing is queued.
+        """
+        self.need(SWAKS)
+        self.mta.write(
+            configuration(self.mta.port),
+            aliases="alice: local:\n",
+            access="from:@spammer.test error:550 5.7.1 no spam, thanks\n",
+        )
+        self.mta.start()
+        out, err, status = yield swaks(
+            self.mta.port, "--from", "bad@spammer.test", "--to", "alice@localhost"
+        )
+        self.assertNotEqual(status, 0)
+        self.assertIn("<** 550 5.7.1 no spam, thanks", out.decode())
+        out, err, status = yield self.mta.smx("mailq", "--json")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.queued(json.loads(out)), [])
+        self.assertEqual(self.mta.maildir("alice"), [])
+        self.assertRegex(self.mta.log(), r"mail=<bad@spammer\.test>, stat=550\b")
+
+    @defer.inlineCallbacks
+    def test_noRelaying(self) -> Any:
+        """
+        Without a C{relay} entry for the client, mail to a remote domain is
+        rejected at RCPT (relaying denied).
+        """
+        self.need(SWAKS)
+        self.mta.write(
+            configuration(self.mta.port),
+            mt="localhost lmtp:\nremote.test [127.0.0.2]\n",
+            aliases="alice: local:\n",
+            access="",
+        )
+        self.mta.start()
+        out, err, status = yield swaks(
+            self.mta.port, "--from", "a@client.test", "--to", "bob@remote.test"
+        )
+        self.assertNotEqual(status, 0)
+        self.assertRegex(out.decode(), r"<\*\* +5\d\d 5\.7\.1 ")
+
+    def queued(self, mailq: Any) -> List[Any]:
+        return mailq if isinstance(mailq, list) else mailq.get("transactions", [])
