@@ -443,6 +443,9 @@ class _BodySender:
 
 
 class _ConnectFactory(ClientFactory):
+    # one factory per delivery session: no "Starting factory" log lines
+    noisy = False
+
     def __init__(self, build: Any) -> None:
         self.build = build
         self.protocol_ = None  # type: Optional[ClientProtocol]

@@ -18,7 +18,7 @@ from zope.interface.verify import verifyObject
 
 from smx.interfaces import IDeliveryAgent
 from smx.log import Logger, MemorySink, parseRecord
-from smx.mail.smtpc import ClientProtocol, DeliveryAgent
+from smx.mail.smtpc import ClientProtocol, DeliveryAgent, _ConnectFactory
 from smx.queue.testing import MemoryContentStore
 
 EHLO = b"250-mx.test\r\n250-PIPELINING\r\n250 SIZE 100000\r\n"
@@ -397,6 +397,19 @@ class ConnectionReuseTests(AgentTests.__bases__[0]):  # type: ignore[misc]
         self.agent.stopService()
         self.assertEqual(len(self.agent.cache), 0)
         self.assertTrue(t.disconnecting)
+
+
+class QuietFactoryTests(SynchronousTestCase):
+    """
+    The factory made for each delivery session does not log "Starting
+    factory" and "Stopping factory" lines around every connection.
+    """
+
+    def test_notNoisy(self) -> None:
+        """
+        C{_ConnectFactory.noisy} is false.
+        """
+        self.assertFalse(_ConnectFactory(lambda: None).noisy)
 
 
 class ConfigurationTests(SynchronousTestCase):
