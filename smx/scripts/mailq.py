@@ -4,7 +4,7 @@ NAME
     smx mailq - show the mail queue (seed §6.6.2)
 
 SYNOPSIS
-    smx mailq [-f smx.conf] [-S socket] [--json] [--offline]
+    smx mailq [-f smx.conf] [-q queuedir] [-S socket] [--json] [--offline]
 
 DESCRIPTION
     Asks the running QMGR over its control socket; when QMGR does not run
@@ -15,12 +15,21 @@ DESCRIPTION
     list of transactions, each with C{id}, C{sender}, C{size},
     C{received}, C{recipients} (C{index}, C{address}, C{state}, C{tries},
     C{nextTry}, C{reply}).
+
+    The queue is in the main queue directory (seed §5.6): C{-q}, else the
+    current directory, as for C{twistd smx}.
+
+DIAGNOSTICS
+    When QMGR cannot be reached, a line on standard error says so before
+    the files are read.  A directory without a queue (no C{ibdb}) is an
+    error (exit status 1), not an empty queue.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any, List
@@ -34,8 +43,6 @@ def readOffline(cfg: Any) -> List[dict]:
     from smx.queue.options import queueManagerArguments
     from smx.queue.qmgr import contentStoreFromConfiguration
     from smx.queue.recovery import recoverQueue
-
-    import os
 
     args = queueManagerArguments(cfg)
     problems = []  # type: List[str]
@@ -88,6 +95,9 @@ def formatQueue(entries: List[dict]) -> str:
 def run(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(prog="smx mailq")
     parser.add_argument("-f", dest="config", help="smx.conf")
+    parser.add_argument(
+        "-q", dest="queue", help="the main queue directory (default: current)"
+    )
     parser.add_argument("-S", dest="socket", help="the control socket")
     parser.add_argument("--json", action="store_true", help="JSON output")
     parser.add_argument(
@@ -100,12 +110,13 @@ def run(argv: List[str]) -> int:
     from smx.config import ConfigError, defaultConfiguration, loadConfiguration
 
     try:
-        cfg = loadConfiguration(options.config) if options.config else None
+        if options.config:
+            cfg = loadConfiguration(options.config, queueDirectory=options.queue)
+        else:
+            cfg = defaultConfiguration(queueDirectory=options.queue)
     except ConfigError as e:
         sys.stderr.write("smx mailq: %s\n" % (e,))
         return 1
-    if cfg is None:
-        cfg = defaultConfiguration()
     path = options.socket or cfg.section("qmgr")["control_socket"]
     entries = None
     if not options.offline:
@@ -113,9 +124,17 @@ def run(argv: List[str]) -> int:
 
         try:
             entries = _run(path, "list", [])
-        except SystemExit:
+        except SystemExit as e:
+            sys.stderr.write("%s; reading the queue files\n" % (e.code,))
             entries = None
     if entries is None:
+        ibdb = os.path.join(cfg.queueDirectory, "ibdb")
+        if not os.path.isdir(ibdb):
+            sys.stderr.write(
+                "smx mailq: no queue in %s (no directory %s); run in the"
+                " queue directory or give -q DIR\n" % (cfg.queueDirectory, ibdb)
+            )
+            return 1
         entries = readOffline(cfg)
     if options.json:
         sys.stdout.write(json.dumps(entries, indent=2, sort_keys=True) + "\n")

@@ -4,7 +4,7 @@ NAME
     smx qmgrctl - query and control the queue manager (seed §6.6.3)
 
 SYNOPSIS
-    smx qmgrctl [-f smx.conf] [-S socket] [--json] [-r]
+    smx qmgrctl [-f smx.conf] [-q queuedir] [-S socket] [--json] [-r]
                 [flush|hold|release|delete [ID [RECIPIENT]]]
 
 DESCRIPTION
@@ -14,6 +14,10 @@ DESCRIPTION
     one transaction), C{hold}/C{release} stop and restart delivery of a
     transaction or one recipient (by index or address), C{delete} removes
     them without a bounce.
+
+    The control socket is C{control_socket} of the qmgr section, relative
+    to the main queue directory (seed §5.6): C{-q}, else the current
+    directory, as for C{twistd smx}.  C{-S} names the socket directly.
 """
 
 from __future__ import annotations
@@ -26,8 +30,14 @@ from typing import Any, List, Optional
 COMMANDS = ("status", "flush", "hold", "release", "delete", "reload")
 
 
-def controlSocketPath(configFile: Optional[str], socket: Optional[str]) -> str:
+def controlSocketPath(
+    configFile: Optional[str],
+    socket: Optional[str],
+    queueDirectory: Optional[str] = None,
+) -> str:
     """
+    @param queueDirectory: the main queue directory (default: the current
+        directory).
     @return: the control socket from C{-S}, else from the configuration.
     @raise SystemExit: with a one-line message on a bad configuration.
     """
@@ -36,7 +46,10 @@ def controlSocketPath(configFile: Optional[str], socket: Optional[str]) -> str:
     from smx.config import ConfigError, defaultConfiguration, loadConfiguration
 
     try:
-        cfg = loadConfiguration(configFile) if configFile else defaultConfiguration()
+        if configFile:
+            cfg = loadConfiguration(configFile, queueDirectory=queueDirectory)
+        else:
+            cfg = defaultConfiguration(queueDirectory=queueDirectory)
     except ConfigError as e:
         raise SystemExit("smx qmgrctl: %s" % (e,))
     return cfg.section("qmgr")["control_socket"]
@@ -95,6 +108,9 @@ def formatStatus(status: dict) -> str:
 def run(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(prog="smx qmgrctl")
     parser.add_argument("-f", dest="config", help="smx.conf")
+    parser.add_argument(
+        "-q", dest="queue", help="the main queue directory (default: current)"
+    )
     parser.add_argument("-S", dest="socket", help="the control socket")
     parser.add_argument("-r", dest="reload", action="store_true", help="reload maps")
     parser.add_argument("--json", action="store_true", help="JSON output")
@@ -109,7 +125,7 @@ def run(argv: List[str]) -> int:
         sys.stderr.write("smx qmgrctl: %s needs a transaction id\n" % (command,))
         return 2
     try:
-        path = controlSocketPath(options.config, options.socket)
+        path = controlSocketPath(options.config, options.socket, options.queue)
         result = _run(path, command, options.args)
     except SystemExit as e:
         sys.stderr.write("%s\n" % (e.code,))

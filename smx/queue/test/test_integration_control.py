@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -108,6 +109,50 @@ class MailqOfflineTests(QueueManagerTestMixin, unittest.TestCase):
         self.assertEqual(
             [r["state"] for r in entries[0]["recipients"]], ["deferred", "deferred"]
         )
+
+    def test_offlineQueueDirectoryOption(self):
+        """
+        C{-q DIR} names the queue directory (relative names in the
+        configuration are relative to it, seed §5.6), wherever mailq runs;
+        that QMGR cannot be reached is said on standard error.
+        """
+        self.agent.outcome = lambda r: ("temp", 451, "451 4.4.1 down")
+        [taId] = [self.submit(recipients=("b@y.test",))[0]]
+        self.qmgr.stopService()
+        conf = os.path.join(self.dir, "smx.conf")
+        with open(conf, "w") as f:
+            f.write('qmgr { control_socket = "none.sock"; }\n')
+        # a program of its own: asking QMGR runs a reactor
+        p = subprocess.run(
+            [sys.executable, "-m", "smx.scripts.main", "mailq"]
+            + ["-f", conf, "-q", self.dir, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual([e["id"] for e in json.loads(p.stdout)], [taId])
+        self.assertIn(
+            "cannot talk to QMGR at %s" % (os.path.join(self.dir, "none.sock"),),
+            p.stderr,
+        )
+        self.assertIn("reading the queue files", p.stderr)
+
+    def test_noQueue(self):
+        """
+        A directory that holds no queue is an error, not an empty queue.
+        """
+        empty = self.mktemp()
+        os.makedirs(empty)
+        conf = os.path.join(empty, "smx.conf")
+        with open(conf, "w") as f:
+            f.write("qmgr { }\n")
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        self.assertEqual(mailq.run(["-f", conf, "-q", empty, "--offline"]), 1)
+        self.assertEqual(out.getvalue(), "")
+        self.assertIn("no queue in %s" % (os.path.abspath(empty),), err.getvalue())
 
     def test_formatEmpty(self):
         """
