@@ -326,10 +326,12 @@ class MTA:
 
     def smx(self, *args: str) -> "defer.Deferred[Tuple[bytes, bytes, int]]":
         """
-        Run C{smx ARGS -f DIR/smx.conf} (e.g. C{mailq --json}) without
-        blocking the reactor.
+        Run C{smx ARGS -f DIR/smx.conf -q DIR} (e.g. C{mailq --json})
+        without blocking the reactor.
         """
-        return runCommand([SMX] + list(args) + ["-f", self.config])
+        return runCommand(
+            [SMX] + list(args) + ["-f", self.config, "-q", self.directory]
+        )
 
     def maildir(self, user: str) -> List[bytes]:
         """
@@ -412,6 +414,14 @@ class SmtpSink:
             except OSError:
                 pass
         return out
+
+    def containing(self, marker: bytes) -> List[bytes]:
+        """
+        The transactions received so far that contain C{marker} (put it at
+        the end of a message body: smtp-sink writes its file while the
+        message arrives).
+        """
+        return [m for m in self.messages() if marker in m]
 
 
 DOVECOT_CONF = """\

@@ -92,9 +92,14 @@ class RelayTests(_Base):
             "bob@remote.test",
             "--header",
             "Subject: relay by MX",
+            "--body",
+            "relay test END",
         )
         self.assertEqual(status, 0, out + err)
-        self.assertDelivered((yield until(sink.messages)), "nothing reached the sink")
+        self.assertDelivered(
+            (yield until(lambda: sink.containing(b"relay test END"))),
+            "nothing reached the sink",
+        )
         [message] = sink.messages()
         self.assertIn(b"Subject: relay by MX", message)
         parsed = email.message_from_bytes(message, policy=email.policy.default)
@@ -242,7 +247,7 @@ class AccessTests(_Base):
         self.assertIn("<** 550 5.7.1 no spam, thanks", out.decode())
         out, err, status = yield self.mta.smx("mailq", "--json")
         self.assertEqual(status, 0, err)
-        self.assertEqual(self.queued(json.loads(out)), [])
+        self.assertEqual(json.loads(out), [])
         self.assertEqual(self.mta.maildir("alice"), [])
         self.assertRegex(self.mta.log(), r"mail=<bad@spammer\.test>, stat=550\b")
 
@@ -266,5 +271,119 @@ class AccessTests(_Base):
         self.assertNotEqual(status, 0)
         self.assertRegex(out.decode(), r"<\*\* +5\d\d 5\.7\.1 ")
 
-    def queued(self, mailq: Any) -> List[Any]:
-        return mailq if isinstance(mailq, list) else mailq.get("transactions", [])
+
+class FailureTests(_Base):
+    """
+    Permanent and temporary delivery failures: bounces, deferral, retry.
+    """
+
+    def remoteConfiguration(self, sink: SmtpSink, retry: str = "1s") -> None:
+        self.mta.write(
+            configuration(
+                self.mta.port,
+                smtpc="remote_port = %d;" % (sink.port,),
+                retry=retry,
+            ),
+            mt="localhost lmtp:\nremote.test [%s]\n" % (sink.address,),
+            aliases="alice: local:\npostmaster: alice\n",
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+
+    @defer.inlineCallbacks
+    def test_bounceUnknownRemoteUser(self) -> Any:
+        """
+        The next hop rejects the recipient with 550 5.1.1: the sender gets
+        an RFC 3464 delivery status notification (multipart/report) in
+        her local mailbox naming the recipient, the status and the
+        remote MTA.
+        """
+        self.need(SMTP_SINK, SWAKS)
+        sink = SmtpSink(self, self.root)
+        sink.start("-f", "RCPT", "-B", "550 5.1.1 User unknown")
+        self.remoteConfiguration(sink)
+        self.mta.start()
+        out, err, status = yield swaks(
+            self.mta.port,
+            "--from",
+            "alice@localhost",
+            "--to",
+            "nobody@remote.test",
+            "--header",
+            "Subject: will bounce",
+        )
+        self.assertEqual(status, 0, out + err)
+        self.assertDelivered(
+            (yield until(lambda: self.mta.maildir("alice"))), "no bounce arrived"
+        )
+        [raw] = self.mta.maildir("alice")
+        dsn = email.message_from_bytes(raw, policy=email.policy.default)
+        self.assertEqual(dsn.get_content_type(), "multipart/report")
+        self.assertEqual(dsn.get_param("report-type"), "delivery-status")
+        parts = dsn.get_payload()
+        self.assertEqual(
+            [p.get_content_type() for p in parts][:2],
+            ["text/plain", "message/delivery-status"],
+        )
+        self.assertIn(
+            parts[2].get_content_type(), ("message/rfc822", "text/rfc822-headers")
+        )
+        blocks = parts[1].get_payload()
+        perMessage, perRecipient = blocks[0], blocks[1]
+        self.assertIn("Reporting-MTA", perMessage)
+        self.assertEqual(perRecipient["Action"], "failed")
+        self.assertRegex(str(perRecipient["Status"]), r"^5\.\d{1,3}\.\d{1,3}$")
+        self.assertEqual(
+            " ".join(str(perRecipient["Final-Recipient"]).split()).lower(),
+            "rfc822; nobody@remote.test",
+        )
+        self.assertRegex(str(perRecipient["Remote-MTA"]).lower(), r"^dns; ")
+        self.assertIn("550 5.1.1 User unknown", str(perRecipient["Diagnostic-Code"]))
+        self.assertIn("Subject: will bounce", str(parts[2]))
+        self.assertEqual(str(dsn["To"]).strip("<>"), "alice@localhost")
+        self.assertIn(b"Return-Path: <>", raw)
+
+    @defer.inlineCallbacks
+    def test_deferAndFlush(self) -> Any:
+        """
+        With the next hop down the message stays in the queue (C{smx
+        mailq --json} lists it); once the next hop is up, C{smx qmgrctl
+        flush} has it delivered.
+        """
+        self.need(SMTP_SINK, SWAKS)
+        sink = SmtpSink(self, self.root)
+        self.remoteConfiguration(sink, retry="1h")
+        self.mta.start()
+        out, err, status = yield swaks(
+            self.mta.port,
+            "--from",
+            "alice@localhost",
+            "--to",
+            "bob@remote.test",
+            "--body",
+            "deferred END",
+        )
+        self.assertEqual(status, 0, out + err)
+        self.assertDelivered(
+            (yield until(lambda: "stat=temp" in self.mta.log())), "no deferral logged"
+        )
+        out, err, status = yield self.mta.smx("mailq", "--json")
+        self.assertEqual(status, 0, err)
+        [queued] = json.loads(out)
+        self.assertEqual(queued["sender"], "alice@localhost")
+        [rcpt] = queued["recipients"]
+        self.assertEqual(
+            (rcpt["address"], rcpt["state"], rcpt["tries"]),
+            ("bob@remote.test", "deferred", 1),
+        )
+        self.assertRegex(rcpt["reply"], r"^451 4\.4\.1 ")
+        sink.start()
+        out, err, status = yield self.mta.smx("qmgrctl", "flush")
+        self.assertEqual(status, 0, err)
+        self.assertDelivered(
+            (yield until(lambda: sink.containing(b"deferred END"))),
+            "not delivered after the flush",
+        )
+        self.assertEqual(self.mta.maildir("alice"), [])
+        yield until(lambda: "stat=done" in self.mta.log())
+        out, err, status = yield self.mta.smx("mailq", "--json")
+        self.assertEqual((json.loads(out), status), ([], 0))
