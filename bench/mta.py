@@ -1,0 +1,335 @@
+"""
+The two MTAs under test, each a private instance in a temporary directory.
+
+Both listen on 127.0.0.1 and relay mail for C{sink.test} to a sink on
+127.0.0.2.  With C{hold=True} nothing is delivered: Postfix gets
+C{defer_transports = smtp}; smx routes C{sink.test} to a closed port on
+127.0.0.2 with a retry delay of an hour, so that each message is tried
+once (the connection is refused at once) and then waits in DEFEDB.
+
+Every setting is written down here and in bench/README.md.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import List, Optional
+
+from bench import procstat
+
+SINK_DOMAIN = "sink.test"
+SINK_HOST = "127.0.0.2"
+MTA_HOST = "127.0.0.1"
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+
+
+def freePort(host: str) -> int:
+    """
+    A TCP port nobody listens on at C{host} now.
+    """
+    s = socket.socket()
+    try:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+    finally:
+        s.close()
+
+
+def waitForGreeting(host: str, port: int, timeout: float = 30.0) -> None:
+    """
+    Wait until an SMTP server at C{host:port} sends its 220 greeting.
+
+    @raise RuntimeError: if none came within C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=2) as s:
+                if s.recv(512).startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("no SMTP greeting from %s:%d" % (host, port))
+
+
+def waitForExit(pid: int, timeout: float) -> bool:
+    """
+    Wait until process C{pid} is gone; C{True} if it is.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class MTA:
+    """
+    What the harness needs from an MTA under test.
+
+    @ivar name: C{"smx"} or C{"postfix"}.
+    @ivar port: the SMTP port on 127.0.0.1.
+    @ivar pid: the process whose tree is the MTA (for CPU and RSS).
+    """
+
+    name = ""
+    port = 0
+    pid = 0
+
+    def start(self, sinkPort: int, hold: bool = False) -> None:
+        raise NotImplementedError()
+
+    def stop(self) -> None:
+        raise NotImplementedError()
+
+    def cpuSeconds(self) -> float:
+        return procstat.cpuSeconds(self.pid)
+
+    def rssBytes(self) -> int:
+        return procstat.rssBytes(self.pid)
+
+
+SMX_CONF = """\
+# smx under benchmark: the embedded default plus what a loopback relay needs.
+hostname = bench-smx.test;
+CDB_base_directory = "cdb/";
+
+smtps {
+    daemon_address = { "127.0.0.1:%(port)d" };
+    flags = { 8bitmime, access };
+    io_timeout = 5m;
+    max_message_size = 10MB;
+    max_threads = 20000;
+    log { file = "smx.log"; }
+}
+
+qmgr {
+    control_socket = "qmgr.ctl";
+    flags = { %(qmgrflags)s };
+    retry_min_delay = %(retry)s;
+    retry_max_delay = 2h;
+    smtps_max_connection_rate = 1000000;
+    smtps_max_open_connections = 100000;
+    DEFEDB { base_directory = "defedb"; }
+    log { file = "smx.log"; }
+}
+
+smar {
+    mailertable { name = "mt"; }
+    access { name = "access.db"; }
+    log { file = "smx.log"; }
+}
+
+smtpc {
+    io_timeout = 5m;
+    log { file = "smx.log"; }
+}
+"""
+
+
+class Smx(MTA):
+    """
+    smx in embedded mode: C{twistd -n --pidfile= smx --config smx.conf}.
+
+    @ivar profile: C{None}, or C{"cprofile"} to run under twistd's
+        cProfile (stats written to C{profilePath}).
+    """
+
+    name = "smx"
+
+    def __init__(self, reuseConnection: bool = True) -> None:
+        self.reuseConnection = reuseConnection
+        self.process: Optional[subprocess.Popen[bytes]] = None
+        self.directory = ""
+        self.profilePath: Optional[str] = None
+
+    def configText(self, sinkPort: int, hold: bool) -> str:
+        return SMX_CONF % {
+            "port": self.port,
+            "qmgrflags": "reuse_connection" if self.reuseConnection else "",
+            "retry": "1h" if hold else "1m",
+        }
+
+    def start(self, sinkPort: int, hold: bool = False) -> None:
+        self.directory = tempfile.mkdtemp(prefix="bench-smx-")
+        self.port = freePort(MTA_HOST)
+        if hold:
+            # A closed port: each message is refused once, then deferred.
+            sinkPort = freePort(SINK_HOST)
+        d = self.directory
+        with open(os.path.join(d, "smx.conf"), "w") as f:
+            f.write(self.configText(sinkPort, hold))
+        with open(os.path.join(d, "mt"), "w") as f:
+            f.write("%s\t%d^esmtp:[%s]\n" % (SINK_DOMAIN, sinkPort, SINK_HOST))
+        with open(os.path.join(d, "access"), "w") as f:
+            f.write("cltaddr:127.0.0.1\trelay\n")
+        with open(os.path.join(d, "access"), "rb") as f:
+            subprocess.run(
+                [os.path.join(VENV_BIN, "smx"), "createmap", "-F", "access.db"],
+                stdin=f,
+                cwd=d,
+                check=True,
+                timeout=30,
+            )
+        argv = [os.path.join(VENV_BIN, "twistd"), "-n", "--pidfile="]
+        if self.profilePath:
+            argv += [
+                "--profile=" + self.profilePath,
+                "--profiler=cprofile",
+                "--savestats",
+            ]
+        argv += ["smx", "--config", "smx.conf"]
+        self.out = open(os.path.join(d, "twistd.out"), "wb")
+        self.process = subprocess.Popen(
+            argv, cwd=d, stdout=self.out, stderr=subprocess.STDOUT
+        )
+        self.pid = self.process.pid
+        try:
+            waitForGreeting(MTA_HOST, self.port)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(timeout=10)
+            self.process = None
+            self.out.close()
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = ""
+
+
+# The settings of the private Postfix instance, besides its stock defaults.
+POSTFIX_MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = %(dir)s/spool
+data_directory = %(dir)s/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = bench-postfix.test
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.2]:%(sinkPort)d
+maillog_file = %(dir)s/maillog
+maillog_file_prefixes = %(dir)s
+"""
+
+POSTFIX_HOLD = "defer_transports = smtp\n"
+
+
+def postfixMasterCf(port: int) -> str:
+    """
+    Debian's /etc/postfix/master.cf with the smtpd on 127.0.0.1:C{port}
+    and no chroot (the upstream default since Postfix 3.0; a chroot would
+    need copies of /etc files in the temporary queue directory).
+    """
+    out = []
+    with open("/etc/postfix/master.cf") as f:
+        for line in f:
+            fields = line.split()
+            if line[:1].isspace() or line.startswith("#") or len(fields) < 8:
+                out.append(line)
+                continue
+            if fields[0] == "smtp" and fields[1] == "inet":
+                fields[0] = "127.0.0.1:%d" % (port,)
+            fields[4] = "n"
+            out.append(" ".join(fields[:8] + [" ".join(fields[8:])]) + "\n")
+    return "".join(out)
+
+
+class Postfix(MTA):
+    """
+    A private Postfix instance: C{postfix -c DIR/etc start}.
+    """
+
+    name = "postfix"
+
+    def __init__(self) -> None:
+        self.directory = ""
+        self.etc = ""
+
+    def mainCf(self, sinkPort: int, hold: bool) -> str:
+        text = POSTFIX_MAIN_CF % {"dir": self.directory, "sinkPort": sinkPort}
+        return text + (POSTFIX_HOLD if hold else "")
+
+    def start(self, sinkPort: int, hold: bool = False) -> None:
+        self.directory = tempfile.mkdtemp(prefix="bench-postfix-")
+        os.chmod(self.directory, 0o755)
+        self.port = freePort(MTA_HOST)
+        self.etc = os.path.join(self.directory, "etc")
+        os.mkdir(self.etc)
+        os.mkdir(os.path.join(self.directory, "spool"))
+        data = os.path.join(self.directory, "data")
+        os.mkdir(data)
+        shutil.chown(data, "postfix", "postfix")
+        with open(os.path.join(self.etc, "main.cf"), "w") as f:
+            f.write(self.mainCf(sinkPort, hold))
+        with open(os.path.join(self.etc, "master.cf"), "w") as f:
+            f.write(postfixMasterCf(self.port))
+        self._postfix("start")
+        pidFile = os.path.join(self.directory, "spool", "pid", "master.pid")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with open(pidFile) as f:
+                    self.pid = int(f.read().split()[0])
+                break
+            except (OSError, ValueError, IndexError):
+                time.sleep(0.1)
+        else:
+            self.stop()
+            raise RuntimeError("Postfix did not write %s" % (pidFile,))
+        try:
+            waitForGreeting(MTA_HOST, self.port)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def _postfix(self, command: str) -> None:
+        r = subprocess.run(
+            ["/usr/sbin/postfix", "-c", self.etc, command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=60,
+        )
+        if r.returncode != 0 and command == "start":
+            sys.stderr.write(r.stdout.decode("utf-8", "replace"))
+            raise RuntimeError("postfix %s failed" % (command,))
+
+    def stop(self) -> None:
+        if self.directory:
+            if self.pid:
+                tree: List[int] = procstat.processTree(self.pid)
+                self._postfix("stop")
+                if not waitForExit(self.pid, 30):
+                    for p in tree:
+                        try:
+                            os.kill(p, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                # postfix stop returns before the children are gone.
+                for p in tree:
+                    waitForExit(p, 10)
+                self.pid = 0
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = ""
