@@ -15,6 +15,7 @@ import email.policy
 import json
 import os
 import smtplib
+import subprocess
 import threading
 from typing import Any, Dict, List
 
@@ -25,6 +26,7 @@ from smx.maps.test.dnsserver import startDNSServer
 from smx.test.mta import (
     MTA,
     SMTP_SINK,
+    SMX,
     SWAKS,
     Dovecot,
     SmtpSink,
@@ -34,6 +36,7 @@ from smx.test.mta import (
     swaks,
     tempDirectory,
     until,
+    waitFor,
 )
 
 
@@ -387,3 +390,129 @@ class FailureTests(_Base):
         yield until(lambda: "stat=done" in self.mta.log())
         out, err, status = yield self.mta.smx("mailq", "--json")
         self.assertEqual((json.loads(out), status), ([], 0))
+
+
+class CrashTests(_Base):
+    """
+    C{kill -9} of smx while messages stream in (issue 4): no message that
+    got a 250 is lost.
+    """
+
+    MESSAGES = 200
+    CLIENTS = 10
+
+    def send(self, acked: Dict[int, str], failed: List[int], lock: Any) -> None:
+        # one connection per client, several transactions on it (seed
+        # default: at most 100 new connections a minute from one host)
+        conn = None  # type: Any
+        while True:
+            with lock:
+                seq = self.next
+                self.next += 1
+            if seq >= self.MESSAGES:
+                break
+            body = (
+                "From: alice@client.test\r\nTo: bob@remote.test\r\n"
+                "Subject: crash %d\r\nMessage-Id: <crash-%d@client.test>\r\n\r\n"
+                "message seq-%d-END\r\n" % (seq, seq, seq)
+            )
+            try:
+                if conn is None:
+                    conn = smtplib.SMTP("127.0.0.1", self.mta.port, timeout=10)
+                    conn.ehlo("client.test")
+                conn.mail("alice@client.test")
+                code, _ = conn.rcpt("bob@remote.test")
+                if code != 250:
+                    raise smtplib.SMTPException(code)
+                code, reply = conn.data(body.encode())
+                with lock:
+                    if code == 250:
+                        acked[seq] = reply.decode().split()[1]
+                    else:
+                        failed.append(seq)
+            except (OSError, smtplib.SMTPException):
+                with lock:
+                    failed.append(seq)
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            try:
+                conn.quit()
+            except (OSError, smtplib.SMTPException):
+                conn.close()
+
+    def test_killDuringStream(self) -> None:
+        """
+        With the next hop down, messages stream in over concurrent
+        connections; smx is killed with SIGKILL after about half of them
+        got 250.  The files list every acknowledged transaction (C{smx
+        mailq --offline --json}); after a restart with the next hop up,
+        each acknowledged message arrives (at worst more than once).
+        """
+        self.need(SMTP_SINK)
+        sink = SmtpSink(self, self.root)
+        self.mta.write(
+            configuration(self.mta.port, smtpc="remote_port = %d;" % (sink.port,)),
+            mt="localhost lmtp:\nremote.test [%s]\n" % (sink.address,),
+            aliases="alice: local:\n",
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        self.mta.start()
+        acked = {}  # type: Dict[int, str]
+        failed = []  # type: List[int]
+        lock = threading.Lock()
+        self.next = 0
+        clients = [
+            threading.Thread(target=self.send, args=(acked, failed, lock))
+            for i in range(self.CLIENTS)
+        ]
+        for t in clients:
+            t.start()
+        self.assertTrue(
+            waitFor(lambda: len(acked) >= self.MESSAGES // 2, 30),
+            "only %d messages accepted" % (len(acked),),
+        )
+        self.mta.kill()
+        for t in clients:
+            t.join(30)
+        self.assertLess(len(acked), self.MESSAGES, "smx was killed too late")
+        accepted = dict(acked)
+        # the queue files hold every acknowledged transaction
+        p = subprocess.run(
+            [SMX, "mailq", "--offline", "--json"]
+            + ["-f", self.mta.config, "-q", self.mta.directory],
+            capture_output=True,
+            timeout=60,
+        )
+        self.assertEqual(p.returncode, 0, p.stderr)
+        queued = {e["id"] for e in json.loads(p.stdout)}
+        self.assertEqual(set(accepted.values()) - queued, set())
+        # restart with the next hop up
+        sink.start()
+        self.mta.start()
+        wanted = {b"seq-%d-END" % (seq,) for seq in accepted}
+
+        def arrived() -> bool:
+            text = b"\n".join(sink.messages())
+            return all(w in text for w in wanted)
+
+        if not waitFor(arrived, 30):
+            text = b"\n".join(sink.messages())
+            lost = sorted(s for s in accepted if b"seq-%d-END" % (s,) not in text)
+            self.fail(
+                "%d of %d acknowledged messages lost: %r; smx's log:\n%s"
+                % (len(lost), len(accepted), lost, self.mta.log()[-5000:])
+            )
+
+        # and then the queue is empty (QMGR asked over its control socket)
+        def empty() -> bool:
+            p = subprocess.run(
+                [SMX, "mailq", "--json"]
+                + ["-f", self.mta.config, "-q", self.mta.directory],
+                capture_output=True,
+                timeout=60,
+            )
+            return p.returncode == 0 and json.loads(p.stdout) == []
+
+        self.assertTrue(waitFor(empty, 10), "the queue did not become empty")
