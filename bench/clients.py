@@ -14,6 +14,10 @@ from typing import Any, Dict, List, Optional
 FROM = "sender@bench.test"
 TO = "rcpt@sink.test"
 
+# Sessions being opened at once by the idle client: below the listen(2)
+# backlog of 50 that Twisted uses by default, so no SYN is dropped.
+OPENING = 40
+
 
 def smtpSource(
     port: int, messages: int, sessions: int, size: int, timeout: float
@@ -134,7 +138,8 @@ def _percentile(values: List[float], p: float) -> Optional[float]:
 async def _idle(port: int, n: int, hold: float, sample: Any) -> Dict[str, Any]:
     opened: List[asyncio.StreamWriter] = []
     failures = 0
-    sem = asyncio.Semaphore(200)
+    errors: Dict[str, int] = {}
+    sem = asyncio.Semaphore(OPENING)
 
     async def one() -> None:
         nonlocal failures
@@ -154,8 +159,11 @@ async def _idle(port: int, n: int, hold: float, sample: Any) -> Dict[str, Any]:
                 if not line.startswith(b"250"):
                     raise ConnectionError(line)
                 opened.append(w)
-            except (OSError, asyncio.TimeoutError, ConnectionError):
+            except (OSError, asyncio.TimeoutError, ConnectionError) as e:
                 failures += 1
+                errors[type(e).__name__ + " " + str(e)[:60]] = (
+                    errors.get(type(e).__name__ + " " + str(e)[:60], 0) + 1
+                )
 
     t0 = time.monotonic()
     await asyncio.gather(*(one() for _ in range(n)))
@@ -166,6 +174,7 @@ async def _idle(port: int, n: int, hold: float, sample: Any) -> Dict[str, Any]:
         "sessions": n,
         "established": len(opened),
         "failures": failures,
+        "errors": errors,
         "open_seconds": openTime,
     }
     result.update(sample())
@@ -176,7 +185,7 @@ async def _idle(port: int, n: int, hold: float, sample: Any) -> Dict[str, Any]:
 
 def idleSessions(port: int, n: int, hold: float, sample: Any) -> Dict[str, Any]:
     """
-    Open C{n} SMTP sessions (greeting read and EHLO answered, at most 200
+    Open C{n} SMTP sessions (greeting read and EHLO answered, at most OPENING
     being opened at once), keep them idle for C{hold} seconds, call
     C{sample()} (which returns a dict, e.g. the MTA's RSS) and close them.
     """

@@ -60,7 +60,7 @@ def topFromCollapsed(path: str, limit: int = 30) -> str:
             for fr in set(frames):
                 incl[fr] += k
     out = io.StringIO()
-    out.write("%d samples (py-spy)\n\nself%  function\n" % (total,))
+    out.write("%d samples (py-spy)\n\nself%%  function\n" % (total,))
     for fr, k in sorted(own.items(), key=lambda x: -x[1])[:limit]:
         out.write("%5.1f  %s\n" % (100.0 * k / max(total, 1), fr))
     out.write("\ninclusive%  function\n")
