@@ -129,6 +129,10 @@ def listenControl(reactor: Any, path: str, qmgr: Any) -> Any:
     return reactor.listenUNIX(path, factory, mode=0o660)
 
 
+#: the longest name of a Unix domain socket (sun_path is 108 bytes on Linux)
+MAX_SOCKET_NAME = 107
+
+
 @defer.inlineCallbacks
 def callControl(
     reactor: Any,
@@ -143,6 +147,10 @@ def callControl(
 
     @return: a L{Deferred} firing with the decoded result.
     """
+    if len(os.fsencode(path)) > MAX_SOCKET_NAME:
+        # connect(2) would fail in a way Twisted reports only after the
+        # timeout (and with a traceback)
+        raise ValueError("the socket name is longer than %d bytes" % (MAX_SOCKET_NAME,))
     endpoint = endpoints.UNIXClientEndpoint(reactor, path, timeout=10)
     proto = yield endpoints.connectProtocol(endpoint, amp.AMP())
     try:

@@ -76,6 +76,22 @@ class ControlSocketTests(QueueManagerTestMixin, unittest.TestCase):
         return self.assertFailure(d, Exception)
 
 
+class LongSocketNameTests(unittest.TestCase):
+    """
+    A control socket name too long for a Unix domain socket.
+    """
+
+    def test_longName(self):
+        """
+        The call fails at once with a clear message instead of after the
+        connection timeout.
+        """
+        path = "/tmp/" + "x" * 120 + "/qmgr.ctl"
+        d = callControl(reactor, path, "status")
+        f = self.failureResultOf(d, ValueError)
+        self.assertIn("longer than 107 bytes", f.getErrorMessage())
+
+
 class MailqOfflineTests(QueueManagerTestMixin, unittest.TestCase):
     """
     C{smx mailq --offline --json} reads the queue files.
@@ -122,10 +138,16 @@ class MailqOfflineTests(QueueManagerTestMixin, unittest.TestCase):
         conf = os.path.join(self.dir, "smx.conf")
         with open(conf, "w") as f:
             f.write('qmgr { control_socket = "none.sock"; }\n')
+        # a short name of the queue directory (the socket name must fit
+        # in 108 bytes)
+        short = tempfile.mkdtemp(prefix="smxq")
+        self.addCleanup(shutil.rmtree, short, True)
+        queue = os.path.join(short, "q")
+        os.symlink(os.path.abspath(self.dir), queue)
         # a program of its own: asking QMGR runs a reactor
         p = subprocess.run(
             [sys.executable, "-m", "smx.scripts.main", "mailq"]
-            + ["-f", conf, "-q", self.dir, "--json"],
+            + ["-f", conf, "-q", queue, "--json"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -133,7 +155,7 @@ class MailqOfflineTests(QueueManagerTestMixin, unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual([e["id"] for e in json.loads(p.stdout)], [taId])
         self.assertIn(
-            "cannot talk to QMGR at %s" % (os.path.join(self.dir, "none.sock"),),
+            "cannot talk to QMGR at %s" % (os.path.join(queue, "none.sock"),),
             p.stderr,
         )
         self.assertIn("reading the queue files", p.stderr)
