@@ -2,7 +2,9 @@
 A profile of smx under the relay workload (1 KB, 10 sessions).
 
 With py-spy (C{.venv/bin/py-spy}, sampling, attached to the running
-process, C{--nonblocking}): two relay passes on one smx, the first
+process, C{--nonblocking}, C{--idle}: wall-clock samples, so the time
+the reactor thread spends blocked in fsync(2) shows, and so does its idle
+time in epoll_wait): two relay passes on one smx, the first
 recorded as collapsed stacks (C{profile-smx.txt}, the input of any flame
 graph tool) from which C{profile-top.txt} lists the functions with the
 most samples, the second as a flame graph (C{profile-smx.svg}).  Without
