@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.names import dns, error, server
 from twisted.names.common import ResolverBase
 
@@ -164,13 +165,19 @@ def startDNSServerWithLog(
         TestZoneResolver(records), truncate, timeout, garbage, servfail
     )
     protocol = dns.DNSDatagramProtocol(factory)
-    udp = reactor.listenUDP(0, protocol, interface="127.0.0.1")
-    port = udp.getHost().port
-    try:
-        tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")
-    except Exception:
-        udp.stopListening()
-        raise
+    # the UDP port chosen by the system may be in use for TCP (by another
+    # test's connection): try again with another one
+    for attempt in range(20):
+        udp = reactor.listenUDP(0, protocol, interface="127.0.0.1")
+        port = udp.getHost().port
+        try:
+            tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")
+        except CannotListenError:
+            udp.stopListening()
+            if attempt == 19:
+                raise
+        else:
+            break
 
     def stop():
         for proto in list(factory.connections):
