@@ -51,7 +51,7 @@ def run(argv: List[str], stdin=None, stdout=None, stderr=None) -> int:
     stdout = stdout if stdout is not None else sys.stdout
     stderr = stderr if stderr is not None else sys.stderr
     try:
-        opts, args = getopt.getopt(argv, "F:t:i:aNh")
+        opts, args = getopt.getopt(argv, "F:t:i:aNh", ["help"])
     except getopt.GetoptError as e:
         stderr.write("smx createmap: %s\n%s" % (e, USAGE))
         return 64
@@ -59,7 +59,7 @@ def run(argv: List[str], stdin=None, stdout=None, stderr=None) -> int:
     source = None  # type: Optional[str]
     aliases = nul = False
     for opt, value in opts:
-        if opt == "-h":
+        if opt in ("-h", "--help"):
             stdout.write(USAGE + (__doc__ or ""))
             return 0
         if opt == "-F":

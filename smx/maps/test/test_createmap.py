@@ -214,7 +214,7 @@ class ScriptTests(unittest.TestCase):
     def test_usage(self):
         """
         A missing C{-F}, an unknown option or type is a usage error (64);
-        C{-h} prints the help.
+        C{-h} and C{--help} (as for the other smx commands) print the help.
         """
         self.assertEqual(self.run_([])[0], 64)
         self.assertEqual(self.run_(["-x"])[0], 64)
@@ -222,6 +222,7 @@ class ScriptTests(unittest.TestCase):
         code, out, _ = self.run_(["-h"])
         self.assertEqual(code, 0)
         self.assertIn("createmap", out)
+        self.assertEqual(self.run_(["--help"])[:2], (0, out))
 
     def test_unwritable(self):
         """
