@@ -77,6 +77,7 @@ from zope.interface import implementer
 from smx.ids import ClientIdGenerator
 from smx.interfaces import IDeliveryAgent
 from smx.log import Logger, loggerFromConfiguration
+from smx.mail.tls import TLSConfigurationError, makeContext
 from smx.mail.client import (
     BodyEncoder,
     ClientMachine,
@@ -131,20 +132,10 @@ class ClientTLSCreator:
         """
         @raise ValueError: if a file cannot be loaded (a user mistake).
         """
-        ctx = SSL.Context(SSL.TLS_METHOD)
-        ctx.set_options(SSL.OP_NO_SSLv2 | SSL.OP_NO_SSLv3)
         try:
-            if certFile:
-                ctx.use_certificate_chain_file(certFile)
-                ctx.use_privatekey_file(keyFile or certFile)
-                ctx.check_privatekey()
-            if caFile or caPath:
-                ctx.load_verify_locations(caFile, caPath)
-        except (SSL.Error, OSError) as e:
-            raise ValueError(
-                "smtpc tls: cannot load cert_file=%s key_file=%s CAcert_file=%s "
-                "CAcert_path=%s: %s" % (certFile, keyFile, caFile, caPath, e)
-            )
+            ctx = makeContext(SSL.TLS_CLIENT_METHOD, certFile, keyFile, caFile, caPath)
+        except TLSConfigurationError as e:
+            raise ValueError("smtpc tls: %s" % (e,))
         self.verified = True
         ctx.set_verify(SSL.VERIFY_PEER, self._verify)
         self._context = ctx

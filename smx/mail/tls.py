@@ -82,7 +82,7 @@ class ServerContextFactory(ssl.ContextFactory):
         @raise TLSConfigurationError: if a file cannot be loaded.
         """
         self.requestsCertificate = bool(caFile or caPath)
-        self._context = _makeContext(
+        self._context = makeContext(
             SSL.TLS_SERVER_METHOD, certFile, keyFile, caFile, caPath
         )
         if self.requestsCertificate:
@@ -98,32 +98,13 @@ class ServerContextFactory(ssl.ContextFactory):
         return self._context
 
 
-class ClientContextFactory(ssl.ContextFactory):
+def makeContext(method, certFile, keyFile, caFile, caPath) -> SSL.Context:
     """
-    The client side of STARTTLS (SMTPC): presents C{certFile} if given and
-    records whether the server's certificate verified against the CAs.
+    An OpenSSL context for either side of STARTTLS (SMTPS and SMTPC) from
+    the C{tls} options: certificate chain, private key, CAs.
+
+    @raise TLSConfigurationError: one line naming the option and file.
     """
-
-    isClient = 1
-
-    def __init__(
-        self,
-        certFile: Optional[str] = None,
-        keyFile: Optional[str] = None,
-        caFile: Optional[str] = None,
-        caPath: Optional[str] = None,
-    ) -> None:
-        self._context = _makeContext(
-            SSL.TLS_CLIENT_METHOD, certFile, keyFile, caFile, caPath
-        )
-        self.requestsCertificate = bool(caFile or caPath)
-        self._context.set_verify(SSL.VERIFY_PEER, _verifyCallback)
-
-    def getContext(self) -> SSL.Context:
-        return self._context
-
-
-def _makeContext(method, certFile, keyFile, caFile, caPath) -> SSL.Context:
     for option, path in [("cert_file", certFile), ("key_file", keyFile)]:
         if path:
             try:

@@ -7,10 +7,10 @@ from OpenSSL import SSL
 from twisted.trial import unittest
 
 from smx.mail.tls import (
-    ClientContextFactory,
     ServerContextFactory,
     TLSConfigurationError,
     encodeDN,
+    makeContext,
     tlsInfo,
 )
 from smx.test.certs import makeCertificates
@@ -65,12 +65,16 @@ class ContextFactoryTests(unittest.TestCase):
         )
         self.assertIn("key_file", str(e))
 
-    def test_client(self):
-        """A client context can present a certificate."""
-        f = ClientContextFactory(
-            self.certs.clientCert, self.certs.clientKey, self.certs.caFile
+    def test_clientContext(self):
+        """A client context can present a certificate (SMTPC)."""
+        context = makeContext(
+            SSL.TLS_CLIENT_METHOD,
+            self.certs.clientCert,
+            self.certs.clientKey,
+            self.certs.caFile,
+            None,
         )
-        self.assertIsInstance(f.getContext(), SSL.Context)
+        self.assertIsInstance(context, SSL.Context)
 
     def test_tlsInfoNotRequested(self):
         """Without CAs the result is NOT."""
