@@ -3,9 +3,9 @@ The two MTAs under test, each a private instance in a temporary directory.
 
 Both listen on 127.0.0.1 and relay mail for C{sink.test} to a sink on
 127.0.0.2.  With C{hold=True} nothing is delivered: Postfix gets
-C{defer_transports = smtp}; smx routes C{sink.test} to a closed port on
-127.0.0.2 with a retry delay of an hour, so that each message is tried
-once (the connection is refused at once) and then waits in DEFEDB.
+C{defer_transports = smtp}; smx routes C{sink.test} to a host that is
+down (a socket on 127.0.0.2 that listens but never accepts), so every
+message waits in its queue with no delivery attempt.
 
 Every setting is written down here and in bench/README.md.
 """
@@ -154,6 +154,7 @@ class Smx(MTA):
         self.process: Optional[subprocess.Popen[bytes]] = None
         self.directory = ""
         self.profilePath: Optional[str] = None
+        self.blackhole: Optional[socket.socket] = None
 
     def configText(self, sinkPort: int, hold: bool) -> str:
         return SMX_CONF % {
@@ -166,8 +167,14 @@ class Smx(MTA):
         self.directory = tempfile.mkdtemp(prefix="bench-smx-")
         self.port = freePort(MTA_HOST)
         if hold:
-            # A closed port: each message is refused once, then deferred.
-            sinkPort = freePort(SINK_HOST)
+            # A host that is down: a socket on 127.0.0.2 that listens but
+            # never accepts.  Once its backlog is full the kernel drops
+            # the SYNs, so smx's connection attempts hang and every
+            # message waits in the queue, with no delivery attempt.
+            self.blackhole = socket.socket()
+            self.blackhole.bind((SINK_HOST, 0))
+            self.blackhole.listen(0)
+            sinkPort = int(self.blackhole.getsockname()[1])
         d = self.directory
         with open(os.path.join(d, "smx.conf"), "w") as f:
             f.write(self.configText(sinkPort, hold))
@@ -213,6 +220,9 @@ class Smx(MTA):
                     self.process.wait(timeout=10)
             self.process = None
             self.out.close()
+        if self.blackhole is not None:
+            self.blackhole.close()
+            self.blackhole = None
         if self.directory:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = ""

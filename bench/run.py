@@ -319,7 +319,11 @@ def writeSummary(out: str, args: argparse.Namespace, started: str) -> None:
         "# smx vs Postfix — %s\n" % (started,),
         "Machine: %s, %s CPUs, Python %s, Postfix %s, smx commit %s.\n"
         % (env["platform"], env["cpus"], env["python"], env["postfix"], env["commit"]),
-        "Command: `%s`\n" % (env["command"],),
+        "Command: `%s`%s\n"
+        % (
+            env["command"],
+            "".join(", then `%s`" % (c,) for c in env.get("added", [])),
+        ),
         "Medians with [min–max] over the runs; runs interleaved smx, Postfix, "
         "smx, Postfix, ...; each run on a fresh MTA with an empty queue.  "
         "Throughput is from the first message sent to the last one counted "
@@ -358,20 +362,29 @@ def main(argv: List[str]) -> None:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    with open(os.path.join(out, "environment.json"), "w") as f:
-        json.dump(
-            {
-                "platform": platform.platform(),
-                "cpus": os.cpu_count(),
-                "python": platform.python_version(),
-                "postfix": postfixVersion,
-                "commit": commit,
-                "command": " ".join(["bench/run.py"] + argv),
-                "args": vars(args),
-            },
-            f,
-            indent=1,
-        )
+    envPath = os.path.join(out, "environment.json")
+    if os.path.exists(envPath):
+        # Adding workloads to an earlier run's folder: keep its record.
+        with open(envPath) as f:
+            env = json.load(f)
+        env.setdefault("added", []).append(" ".join(["bench/run.py"] + argv))
+        with open(envPath, "w") as f:
+            json.dump(env, f, indent=1)
+    else:
+        with open(envPath, "w") as f:
+            json.dump(
+                {
+                    "platform": platform.platform(),
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "postfix": postfixVersion,
+                    "commit": commit,
+                    "command": " ".join(["bench/run.py"] + argv),
+                    "args": vars(args),
+                },
+                f,
+                indent=1,
+            )
     print("bench: results in %s" % (out,), flush=True)
     bench = Bench(args, out)
 

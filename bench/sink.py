@@ -95,6 +95,8 @@ class SmtpSink:
 
 
 class _Handler(socketserver.StreamRequestHandler):
+    disable_nagle_algorithm = True
+
     def handle(self) -> None:
         sink: "TimingSink" = self.server.sink  # type: ignore[attr-defined]
         w = self.wfile
