@@ -36,6 +36,7 @@ doc: install
 	$(BIN)/smx config --reference > doc/configuration.md
 
 bench: install
+	$(BIN)/pip install -q --config-settings editable_mode=compat -e '.[bench]'
 	$(BIN)/python bench/run.py
 
 clean:

@@ -79,8 +79,12 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
         lmtpd.setServiceParent(parent)
     components["lmtpd"] = lmtpd
 
+    # fsyncs of CDB files and IBDB run in the reactor's thread pool, so the
+    # reactor goes on reading SMTP while the disk syncs (group commit)
+    getThreadPool = getattr(reactor, "getThreadPool", None)
+    threadPool = getThreadPool() if getThreadPool is not None else None
     try:
-        contentStore = contentStoreFromConfiguration(cfg)
+        contentStore = contentStoreFromConfiguration(cfg, threadPool=threadPool)
     except OSError as e:
         raise ComponentError(
             "CDB_base_directory: cannot use %s: %s" % (e.filename, e.strerror)
@@ -94,7 +98,9 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
     agent.setServiceParent(parent)
     components["deliveryAgent"] = agent
 
-    qmgr = QueueManager.fromConfiguration(cfg, contentStore, resolver, agent, reactor)
+    qmgr = QueueManager.fromConfiguration(
+        cfg, contentStore, resolver, agent, reactor, threadPool=threadPool
+    )
     qmgr.setServiceParent(parent)
     components["qmgr"] = qmgr
 

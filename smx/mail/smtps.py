@@ -747,6 +747,10 @@ class SMTPServerFactory(protocol.ServerFactory):
             p.transport.loseConnection()
 
 
+#: listen(2) backlog of every SMTPS socket
+LISTEN_BACKLOG = 1024
+
+
 class SMTPSListener(service.Service):
     """
     One listening socket of SMTPS (one C{daemon_address}); it binds in
@@ -773,8 +777,13 @@ class SMTPSListener(service.Service):
 
     def _listen(self) -> None:
         if self.port is None:
+            # a burst of clients must not time out in the kernel's queue
+            # (Twisted's default backlog is 50)
             self.port = self.factory.reactor.listenTCP(
-                self.portNumber, self.factory, interface=self.host
+                self.portNumber,
+                self.factory,
+                backlog=LISTEN_BACKLOG,
+                interface=self.host,
             )
 
     def stopService(self):

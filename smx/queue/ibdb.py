@@ -54,10 +54,12 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import zlib
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
+from twisted.python import failure
 
 from smx.queue.cdb import fsyncDirectory
 
@@ -200,8 +202,13 @@ class IncomingBackupLog:
         maxOpenTransactions: int = 100,
         fileSize: int = 4 * 1024 * 1024,
         sync: Callable[[int], None] = os.fsync,
+        threadPool: Any = None,
     ) -> None:
         self.directory = os.path.abspath(directory)
+        self.threadPool = threadPool
+        self._inFlight = False
+        self._idle = threading.Event()
+        self._idle.set()
         self.reactor = reactor
         self.maxCommitDelay = maxCommitDelay
         self.maxOpenTransactions = max(1, maxOpenTransactions)
@@ -266,47 +273,102 @@ class IncomingBackupLog:
         d = defer.Deferred()  # type: defer.Deferred
         self._pending.append(record)
         self._waiting.append(d)
-        if len(self._pending) >= self.maxOpenTransactions:
+        if self.threadPool is not None:
+            # adaptive group commit: the first record starts an fsync in
+            # a thread at the end of this reactor turn; records that come
+            # while it runs share the next one.
+            if not self._inFlight and self._timer is None:
+                self._timer = self.reactor.callLater(0, self._commitInThread)
+        elif len(self._pending) >= self.maxOpenTransactions:
             self.commit()
         elif self._timer is None:
             self._timer = self.reactor.callLater(self.maxCommitDelay, self.commit)
         return d
 
-    def commit(self) -> None:
-        """
-        Write and fsync every waiting record now, then fire their Deferreds.
-        """
+    def _takeBatch(self) -> Any:
         if self._timer is not None:
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
-        if not self._pending or self._fd is None:
-            return
         data = b"".join(self._pending)
         waiting = self._waiting
         self._pending = []
         self._waiting = []
-        error = None  # type: Optional[OSError]
+        return data, waiting
+
+    def _writeAndSync(self, fd: int, data: bytes, size: int) -> None:
+        """
+        Append C{data} to C{fd} and fsync it (in a thread when there is a
+        thread pool); on failure cut the file back to C{size}.
+        """
         try:
             view = memoryview(data)
             while view:
-                n = os.write(self._fd, view)
+                n = os.write(fd, view)
                 view = view[n:]
-            self._syncFile(self._fd)
-        except OSError as e:
-            error = e
+            self._syncFile(fd)
+            self._size = size + len(data)
+        except OSError:
             try:
-                os.ftruncate(self._fd, self._size)
+                os.ftruncate(fd, size)
             except OSError:
                 pass
-        if error is None:
-            self._size += len(data)
-            self.commits += 1
-            self.records += len(waiting)
-            if self._size >= self.fileSize:
-                self._rotate()
+            raise
+        finally:
+            self._idle.set()
+
+    def _commitInThread(self) -> None:
+        self._timer = None
+        if self._inFlight or not self._pending or self._fd is None:
+            return
+        data, waiting = self._takeBatch()
+        self._inFlight = True
+        self._idle.clear()
+        d = threads.deferToThreadPool(
+            self.reactor,
+            self.threadPool,
+            self._writeAndSync,
+            self._fd,
+            data,
+            self._size,
+        )
+        d.addBoth(self._cbThreadCommitted, len(data), waiting)
+
+    def _cbThreadCommitted(self, result: Any, length: int, waiting: List) -> None:
+        self._inFlight = False
+        if isinstance(result, failure.Failure):
+            error = result.value
             for d in waiting:
-                d.callback(None)
+                d.errback(error)
+        else:
+            self._committed(length, waiting)
+        if self._pending and self._timer is None:
+            self._commitInThread()
+
+    def _committed(self, length: int, waiting: List) -> None:
+        self.commits += 1
+        self.records += len(waiting)
+        if self._size >= self.fileSize:
+            self._rotate()
+        for d in waiting:
+            d.callback(None)
+
+    def commit(self) -> None:
+        """
+        Write and fsync every waiting record now, then fire their Deferreds
+        (after waiting for an fsync running in a thread to finish).
+        """
+        self._idle.wait(30)
+        if not self._pending or self._fd is None:
+            return
+        data, waiting = self._takeBatch()
+        error = None  # type: Optional[OSError]
+        try:
+            self._writeAndSync(self._fd, data, self._size)
+        except OSError as e:
+            error = e
+        if error is None:
+            self._committed(len(data), waiting)
         else:
             for d in waiting:
                 d.errback(error)

@@ -132,6 +132,7 @@ class QueueManager(service.Service):
         controlSocket: Optional[str] = None,
         processId: int = 0xFE,
         statvfs: Any = os.statvfs,
+        threadPool: Any = None,
     ) -> None:
         self.reactor = reactor
         self.queueDirectory = os.path.abspath(queueDirectory)
@@ -150,6 +151,7 @@ class QueueManager(service.Service):
             maxCommitDelay=maxCommitDelay,
             maxOpenTransactions=maxOpenTransactions,
             fileSize=ibdbFileSize,
+            threadPool=threadPool,
         )
         self.defedb = DeferredEnvelopeDB(
             defedbDirectory or os.path.join(self.queueDirectory, "defedb"),
@@ -228,6 +230,7 @@ class QueueManager(service.Service):
         deliveryAgent: Any,
         reactor: Any,
         logger: Optional[Logger] = None,
+        threadPool: Any = None,
     ) -> "QueueManager":
         """
         Build a queue manager from an L{smx.config} configuration (the
@@ -246,6 +249,7 @@ class QueueManager(service.Service):
             resolver=resolver,
             deliveryAgent=deliveryAgent,
             logger=logger,
+            threadPool=threadPool,
             **kwargs,
         )
 

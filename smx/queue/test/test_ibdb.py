@@ -180,3 +180,82 @@ class IncomingBackupLogTests(unittest.TestCase):
         )
         log2.removeOlderFiles()
         self.assertEqual(self.read(), ([(b"D", {"id": "S2"})], []))
+
+
+class ThreadedCommitTests(unittest.TestCase):
+    """
+    With a thread pool, IBDB writes and fsyncs in a thread: the first
+    record is committed at once, records that arrive during an fsync share
+    the next one.  Uses the real reactor and a real thread pool.
+    """
+
+    def setUp(self):
+        from twisted.internet import reactor
+        from twisted.python.threadpool import ThreadPool
+
+        self.pool = ThreadPool(1, 1, "ibdb-test")
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+        self.dir = os.path.abspath(self.mktemp())
+        self.release = None
+        self.syncs = []
+
+        def sync(fd):
+            self.syncs.append(fd)
+            if self.release is not None:
+                self.release.wait(5)
+            os.fsync(fd)
+
+        self.log = ibdb.IncomingBackupLog(
+            self.dir, reactor, maxCommitDelay=10, sync=sync, threadPool=self.pool
+        )
+        self.log.start()
+        self.addCleanup(self.log.stop)
+
+    def test_noDelayWhenIdle(self):
+        """
+        A record is committed without waiting for C{maxCommitDelay}.
+        """
+        d = self.log.append(ibdb.DONE, {"id": "S1"})
+
+        def check(_):
+            self.assertEqual(self.log.commits, 1)
+            self.assertEqual(
+                list(ibdb.readLog(self.dir, self.fail)), [(b"D", {"id": "S1"})]
+            )
+
+        return d.addCallback(check)
+
+    def test_batchDuringSync(self):
+        """
+        Records appended while an fsync runs are committed together by the
+        next one, and every Deferred fires once its record is stable.
+        """
+        import threading
+
+        from twisted.internet import defer, reactor
+
+        self.release = threading.Event()
+        first = self.log.append(ibdb.DONE, {"id": "S0"})
+        later = []
+
+        def appendMore():
+            later.extend(
+                self.log.append(ibdb.DONE, {"id": "S%d" % i}) for i in range(1, 4)
+            )
+            self.release.set()
+
+        reactor.callLater(0.05, appendMore)
+
+        def check(_):
+            self.assertEqual(self.log.commits, 2)
+            self.assertEqual(self.log.records, 4)
+            self.assertEqual(
+                [p["id"] for _, p in ibdb.readLog(self.dir, self.fail)],
+                ["S0", "S1", "S2", "S3"],
+            )
+
+        def waitLater(_):
+            return defer.gatherResults(later)
+
+        return first.addCallback(waitLater).addCallback(check)
