@@ -33,6 +33,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from typing import Any, Dict, List, Optional
@@ -126,6 +127,18 @@ class SmxService(service.MultiService):
         self.components = {}  # type: Dict[str, Any]
         self._installSignals = installSignals
         self._oldHandlers = {}  # type: Dict[int, Any]
+        self.logObserver = None  # type: Any
+
+    def setServiceParent(self, parent: Any) -> Any:
+        """
+        Under twistd the parent is the application: give it smx's log
+        observer (twistd's own, less Twisted's DNS noise).
+        """
+        if self.logObserver is not None and hasattr(parent, "setComponent"):
+            from twisted.logger import ILogObserver
+
+            parent.setComponent(ILogObserver, self.logObserver)
+        return service.MultiService.setServiceParent(self, parent)
 
     def startService(self) -> None:
         if self._installSignals:
@@ -183,6 +196,42 @@ def buildService(
     return root
 
 
+#: Twisted's own lines that say nothing to a postmaster: every DNS query
+#: opens and closes a UDP port, and the resolver reports reading
+#: /etc/resolv.conf
+_NOISE = re.compile(
+    r"^(DNSDatagramProtocol starting on \d+|\(UDP Port \d+ Closed\)"
+    r"|/etc/resolv.conf changed, reparsing|Resolver added .* to server list)$"
+)
+
+
+def _isNoise(event: Dict[str, Any]) -> Any:
+    from twisted.logger import PredicateResult, formatEvent
+
+    if _NOISE.match(formatEvent(event) or ""):
+        return PredicateResult.no
+    return PredicateResult.maybe
+
+
+def quietLogObserver(twistdOptions: Any) -> Any:
+    """
+    The log observer twistd would make for C{twistdOptions}, without the
+    lines of L{_NOISE}; C{None} when twistd logs to syslog or the options
+    are not twistd's.
+    """
+    try:
+        if twistdOptions is None or twistdOptions.get("syslog"):
+            return None
+        from twisted.logger import FilteringLogObserver
+        from twisted.scripts.twistd import _SomeApplicationRunner
+
+        appLogger = _SomeApplicationRunner.loggerFactory(twistdOptions)
+        observer = appLogger._getLogObserver()
+    except Exception:
+        return None
+    return FilteringLogObserver(observer, [_isNoise])  # type: ignore[list-item]
+
+
 def makeService(options: Options) -> service.IService:
     """
     The C{twistd} entry point.  A component that cannot be built from the
@@ -192,7 +241,9 @@ def makeService(options: Options) -> service.IService:
     from smx.components import ComponentError
 
     try:
-        return buildService(options.configuration)
+        root = buildService(options.configuration)
     except ComponentError as e:
         sys.stderr.write("smx: %s\n" % (e,))
         raise SystemExit(1)
+    root.logObserver = quietLogObserver(getattr(options, "parent", None))
+    return root

@@ -120,3 +120,38 @@ class TwistdIntegrationTests(unittest.TestCase):
         )
         self.assertNotIn(b"Traceback", out)
         self.assertIn(b"Main loop terminated", out)
+
+
+class QuietLogTests(unittest.TestCase):
+    """
+    L{tap.quietLogObserver} drops Twisted's per-DNS-query lines and keeps
+    everything else.
+    """
+
+    def test_filter(self):
+        """UDP port and resolv.conf lines are dropped, smx records kept."""
+        from twisted.logger import LogLevel, PredicateResult
+
+        def event(text):
+            return {"log_format": "{t}", "t": text, "log_level": LogLevel.info}
+
+        for text in [
+            "DNSDatagramProtocol starting on 40123",
+            "(UDP Port 40123 Closed)",
+            "/etc/resolv.conf changed, reparsing",
+            "Resolver added ('127.0.0.1', 53) to server list",
+        ]:
+            self.assertEqual(tap._isNoise(event(text)), PredicateResult.no, text)
+        for text in ["ss_sess=S1, client_ipv4=127.0.0.1", "(TCP Port 25 Closed)"]:
+            self.assertEqual(tap._isNoise(event(text)), PredicateResult.maybe, text)
+
+    def test_twistdOptions(self):
+        """With twistd's options the observer is built; with syslog not."""
+        from twisted.scripts.twistd import ServerOptions
+
+        config = ServerOptions()
+        config.parseOptions(["-n"])
+        self.assertIsNotNone(tap.quietLogObserver(config))
+        config["syslog"] = True
+        self.assertIsNone(tap.quietLogObserver(config))
+        self.assertIsNone(tap.quietLogObserver(None))
