@@ -523,22 +523,23 @@ SMTPS = section(
             Integer(1, 10**6),
             "256",
             "§5.9",
-            "maximum concurrent sessions of one process (smx runs a session "
-            "per connection, not a thread)",
+            "maximum concurrent sessions per process: smx runs a session per "
+            "connection, not a thread; a listener takes processes x max_threads "
+            "sessions and answers 421 4.3.2 beyond",
         ),
         opt(
             "max_wait_threads",
             Integer(0, 10**6),
             "8",
             "§5.9",
-            "accepted for compatibility; smx has no thread pool",
+            "accepted for compatibility; sessions need no waiting threads",
         ),
         opt(
             "min_wait_threads",
             Integer(0, 10**6),
             "2",
             "§5.9",
-            "accepted for compatibility; smx has no thread pool",
+            "accepted for compatibility; sessions need no waiting threads",
         ),
         opt(
             "max_bad_commands_per_session",
@@ -584,7 +585,13 @@ SMTPS = section(
             "§5.9",
             "maximum message size (a bare number is in KB)",
         ),
-        opt("processes", Integer(1, 1000), "1", "§5.9", "number of processes"),
+        opt(
+            "processes",
+            Integer(1, 1000),
+            "1",
+            "§5.9",
+            "number of processes (split mode); embedded, it multiplies max_threads",
+        ),
         opt(
             "max_transactions",
             Integer(0, 10**7),
