@@ -107,13 +107,11 @@ def run(argv: List[str]) -> int:
         options = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    from smx.config import ConfigError, defaultConfiguration, loadConfiguration
+    from smx.config import ConfigError
+    from smx.scripts.qmgrctl import loadToolConfiguration
 
     try:
-        if options.config:
-            cfg = loadConfiguration(options.config, queueDirectory=options.queue)
-        else:
-            cfg = defaultConfiguration(queueDirectory=options.queue)
+        cfg = loadToolConfiguration(options.config, options.queue)
     except ConfigError as e:
         sys.stderr.write("smx mailq: %s\n" % (e,))
         return 1

@@ -30,6 +30,29 @@ from typing import Any, List, Optional
 COMMANDS = ("status", "flush", "hold", "release", "delete", "reload")
 
 
+def loadToolConfiguration(
+    configFile: Optional[str], queueDirectory: Optional[str] = None
+) -> Any:
+    """
+    The configuration a queue tool works with: C{-f FILE}, else the
+    C{smx.conf} in the queue directory (where C{twistd smx} and C{make run}
+    keep it), else the built-in defaults.
+
+    @raise ConfigError: for a bad file.
+    """
+    import os
+
+    from smx.config import defaultConfiguration, loadConfiguration
+
+    if not configFile:
+        candidate = os.path.join(queueDirectory or os.getcwd(), "smx.conf")
+        if os.path.isfile(candidate):
+            configFile = candidate
+    if configFile:
+        return loadConfiguration(configFile, queueDirectory=queueDirectory)
+    return defaultConfiguration(queueDirectory=queueDirectory)
+
+
 def controlSocketPath(
     configFile: Optional[str],
     socket: Optional[str],
@@ -43,13 +66,10 @@ def controlSocketPath(
     """
     if socket:
         return socket
-    from smx.config import ConfigError, defaultConfiguration, loadConfiguration
+    from smx.config import ConfigError
 
     try:
-        if configFile:
-            cfg = loadConfiguration(configFile, queueDirectory=queueDirectory)
-        else:
-            cfg = defaultConfiguration(queueDirectory=queueDirectory)
+        cfg = loadToolConfiguration(configFile, queueDirectory)
     except ConfigError as e:
         raise SystemExit("smx qmgrctl: %s" % (e,))
     return cfg.section("qmgr")["control_socket"]
