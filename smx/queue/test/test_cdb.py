@@ -6,6 +6,7 @@ Tests for L{smx.queue.cdb}: real files in a temporary directory.
 import errno
 import os
 
+from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -151,5 +152,130 @@ class FileContentStoreTests(unittest.TestCase):
         def check(_):
             with store.open(TA) as f:
                 self.assertEqual(f.read(), b"pooled")
+
+        return d.addCallback(check)
+
+    def _pooledStore(self, chunkSize=cdb.CHUNK_SIZE):
+        from twisted.internet import reactor
+
+        pool = ThreadPool(1, 1)
+        pool.start()
+        self.addCleanup(pool.stop)
+        return pool, cdb.FileContentStore(
+            self.mktemp(), threadPool=pool, reactor=reactor, chunkSize=chunkSize
+        )
+
+    def test_threadPoolIdleCreate(self):
+        """
+        With a thread pool and no sync under way, C{createWriter} creates
+        the file at once.
+        """
+        pool, store = self._pooledStore()
+        w = store.createWriter(TA)
+        self.assertTrue(os.path.exists(store.path(TA)))
+        w.abort()
+        self.assertFalse(os.path.exists(store.path(TA)))
+
+    def test_threadPoolLazyCreate(self):
+        """
+        With a thread pool and a sync under way, a small message's file
+        is created by C{commit} in the pool, not by C{createWriter}; an
+        empty content still gets its file; C{syncing} counts the commits
+        under way.
+        """
+        pool, store = self._pooledStore()
+        store.syncing = 1
+        w = store.createWriter(TA)
+        w.write(b"small")
+        empty = store.createWriter("S00000000407CE49201")
+        self.assertFalse(os.path.exists(store.path(TA)))
+        self.assertFalse(os.path.exists(store.path("S00000000407CE49201")))
+        d = defer.gatherResults([w.commit(), empty.commit()])
+        self.assertEqual(store.syncing, 3)
+
+        def check(_):
+            self.assertEqual(store.syncing, 1)
+            with store.open(TA) as f:
+                self.assertEqual(f.read(), b"small")
+            self.assertEqual(store.size("S00000000407CE49201"), 0)
+
+        return d.addCallback(check)
+
+    def test_threadPoolLazyAbort(self):
+        """
+        C{abort} of a writer whose file was not created yet leaves no file.
+        """
+        pool, store = self._pooledStore()
+        store.syncing = 1
+        w = store.createWriter(TA)
+        w.write(b"x")
+        w.abort()
+        self.assertFalse(os.path.exists(store.path(TA)))
+        self.failureResultOf(w.commit(), RuntimeError)
+
+    def test_threadPoolBigContent(self):
+        """
+        With a thread pool and a sync under way, content larger than the
+        chunk size creates the file when the first chunk is full, and is
+        committed whole.
+        """
+        pool, store = self._pooledStore(chunkSize=4)
+        store.syncing = 1
+        w = store.createWriter(TA)
+        w.write(b"01")
+        self.assertFalse(os.path.exists(store.path(TA)))
+        w.write(b"23456")
+        self.assertTrue(os.path.exists(store.path(TA)))
+        w.write(b"789")
+        d = w.commit()
+
+        def check(_):
+            with store.open(TA) as f:
+                self.assertEqual(f.read(), b"0123456789")
+
+        return d.addCallback(check)
+
+    def test_threadPoolNoOverwrite(self):
+        """
+        With a thread pool, a second writer for an existing id, created
+        while a sync is under way, fails at commit and leaves the stored
+        content alone.
+        """
+        pool, store = self._pooledStore()
+        w = store.createWriter(TA)
+        w.write(b"first")
+        d = w.commit()
+
+        def second(_):
+            store.syncing = 1
+            w2 = store.createWriter(TA)
+            w2.write(b"second")
+            return self.assertFailure(w2.commit(), OSError)
+
+        def check(_):
+            with store.open(TA) as f:
+                self.assertEqual(f.read(), b"first")
+
+        return d.addCallback(second).addCallback(check)
+
+    def test_threadPoolFullDisk(self):
+        """
+        With a thread pool, a write failing in the pool makes C{commit}
+        errback and removes the file.
+        """
+
+        def write(fd, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(cdb, "_write", write)
+        pool, store = self._pooledStore()
+        store.syncing = 1
+        w = store.createWriter(TA)
+        w.write(b"x" * 10)
+        d = self.assertFailure(w.commit(), OSError)
+
+        def check(e):
+            self.assertEqual(e.errno, errno.ENOSPC)
+            self.assertFalse(os.path.exists(store.path(TA)))
 
         return d.addCallback(check)
