@@ -83,11 +83,6 @@ class ContentWriter:
     """
     Writes the content of one transaction (see L{IContentStore.createWriter}).
 
-    With a thread pool, while other contents are being synced the file is
-    not created at once (the reactor thread would wait on the file
-    system's journal behind those syncs): it is created by the first
-    chunk that fills the buffer, or in the pool by L{commit}.
-
     @ivar size: bytes written so far.
     """
 
@@ -102,10 +97,6 @@ class ContentWriter:
         self._fd = None  # type: Optional[int]
         self._done = False
         self._created = False
-        if store.threadPool is None or not store.syncing:
-            self._open()
-
-    def _open(self) -> None:
         try:
             self._fd = os.open(
                 self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640
@@ -127,14 +118,8 @@ class ContentWriter:
             self._flush()
 
     def _flush(self) -> None:
-        if not self._buffer:
+        if not self._buffer or self._fd is None:
             return
-        if self._fd is None:
-            if self._created or self._error is not None:
-                return
-            self._open()
-            if self._fd is None:
-                return
         data = b"".join(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
         self._buffer = []
         self._buffered = 0
@@ -147,13 +132,7 @@ class ContentWriter:
             self._error = e
 
     def _sync(self) -> None:
-        """Create if need be, flush, fsync the file, close it, fsync its
-        directory."""
-        if not self._created:
-            self._open()
-        self._flush()
-        if self._error is not None:
-            raise self._error
+        """Flush, fsync the file, close it, fsync its directory."""
         assert self._fd is not None
         try:
             os.fsync(self._fd)
@@ -170,24 +149,20 @@ class ContentWriter:
         """
         if self._done:
             return defer.fail(RuntimeError("commit after commit or abort"))
+        self._flush()
         self._done = True
-        store = self._store
         if self._error is not None:
             error = self._error
             self._removeFile()
             return defer.fail(error)
-        if store.threadPool is not None:
-            store.syncing += 1
-            d = threads.deferToThreadPool(store.reactor, store.threadPool, self._sync)
-            d.addBoth(self._synced)
+        if self._store.threadPool is not None:
+            d = threads.deferToThreadPool(
+                self._store.reactor, self._store.threadPool, self._sync
+            )
         else:
             d = defer.maybeDeferred(self._sync)
         d.addErrback(self._ebSync)
         return d
-
-    def _synced(self, result: Any) -> Any:
-        self._store.syncing -= 1
-        return result
 
     def _ebSync(self, failure: Any) -> Any:
         self._removeFile()
@@ -225,7 +200,6 @@ class FileContentStore:
     @ivar baseDirectory: the directory holding C{0}..C{F}.
     @ivar threadPool: a L{twisted.python.threadpool.ThreadPool} for the
         syncs, or C{None} to sync in the calling thread.
-    @ivar syncing: how many commits are being synced in the thread pool.
     """
 
     def __init__(
@@ -244,7 +218,6 @@ class FileContentStore:
             reactor = _reactor
         self.reactor = reactor
         self.chunkSize = chunkSize
-        self.syncing = 0
         if create:
             self.createDirectories()
 
