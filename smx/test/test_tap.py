@@ -18,15 +18,7 @@ from twisted.trial import unittest
 
 from smx import tap
 from smx.scripts import defaultconfig
-
-
-def freePort():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from smx.test.mta import freePort
 
 
 class OptionsTests(unittest.TestCase):

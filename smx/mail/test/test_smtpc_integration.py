@@ -20,7 +20,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -36,36 +35,12 @@ from smx.log import Logger, MemorySink
 from smx.mail.lmtpd import LMTPDeliveryService
 from smx.mail.smtpc import ClientTLSCreator, DeliveryAgent
 from smx.queue.testing import MemoryContentStore
+from smx.test.mta import DOVECOT_CONF, canConnect, freePort, waitFor
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 DOVECOT = "/usr/sbin/dovecot"
 
 BODY = b"Subject: integration\n\n.leading dot\nline two\r\nend"
-
-
-def freePort() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def waitFor(check: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def canConnect(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 def esmtpRoute(port: int, address: str = "127.0.0.1") -> Dict[str, Any]:
@@ -505,30 +480,3 @@ class LMTPTests(_Base):
             self.transaction([LMTP_ROUTE], "alice@local.test")
         )
         self.assertEqual((result["status"], result["where"]), ("temp", "connect"))
-
-
-DOVECOT_CONF = """\
-protocols = lmtp
-base_dir = @ROOT@/run
-state_dir = @ROOT@/state
-log_path = @ROOT@/dovecot.log
-ssl = no
-listen = 127.0.0.1
-mail_location = maildir:@ROOT@/mail/%n/Maildir
-default_internal_user = nobody
-default_login_user = nobody
-default_internal_group = nogroup
-userdb {
-  driver = static
-  args = uid=nobody gid=nogroup home=@ROOT@/mail/%n
-}
-passdb {
-  driver = static
-  args = nopassword=y
-}
-service lmtp {
-  unix_listener @ROOT@/lmtp {
-    mode = 0666
-  }
-}
-"""
