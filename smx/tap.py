@@ -32,13 +32,15 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from twisted.application import service
+from twisted.internet import error
 from twisted.python import usage
 
 from smx import log
@@ -128,6 +130,8 @@ class SmxService(service.MultiService):
         self._installSignals = installSignals
         self._oldHandlers = {}  # type: Dict[int, Any]
         self.logObserver = None  # type: Any
+        #: end the process on a startup error (set by L{makeService})
+        self.exitOnStartupError = False
 
     def setServiceParent(self, parent: Any) -> Any:
         """
@@ -140,7 +144,30 @@ class SmxService(service.MultiService):
             parent.setComponent(ILogObserver, self.logObserver)
         return service.MultiService.setServiceParent(self, parent)
 
+    def privilegedStartService(self) -> None:
+        with self._startupErrors():
+            service.MultiService.privilegedStartService(self)
+
     def startService(self) -> None:
+        with self._startupErrors():
+            self._startService()
+
+    @contextlib.contextmanager
+    def _startupErrors(self) -> Iterator[None]:
+        """
+        Under twistd (L{exitOnStartupError}), a socket that cannot be
+        listened on ends smx with one line on standard error and exit
+        status 1, not a traceback.
+        """
+        try:
+            yield
+        except (error.CannotListenError, OSError) as e:
+            if not self.exitOnStartupError:
+                raise
+            sys.stderr.write("smx: %s\n" % (describeStartupError(e),))
+            raise SystemExit(1)
+
+    def _startService(self) -> None:
         if self._installSignals:
             for signum, handler in (
                 (signal.SIGUSR1, self._reloadMaps),
@@ -173,6 +200,28 @@ class SmxService(service.MultiService):
         qmgr = self.components.get("qmgr")
         if qmgr is not None:
             qmgr.reopenMaps()
+
+
+def describeStartupError(e: Exception) -> str:
+    """
+    One line for an error raised while the components start: which
+    address or socket could not be listened on, and why.
+    """
+    if isinstance(e, error.CannotListenError):
+        where = e.port
+        if isinstance(where, bytes):
+            where = os.fsdecode(where)
+        if e.interface:
+            where = "%s:%s" % (e.interface, where)
+        reason = e.socketError
+        if isinstance(reason, OSError) and reason.strerror:
+            reason = reason.strerror
+        return "cannot listen on %s: %s" % (where, reason)
+    if isinstance(e, OSError) and e.strerror:
+        if e.filename:
+            return "%s: %s" % (e.filename, e.strerror)
+        return e.strerror
+    return str(e)
 
 
 def buildService(
@@ -246,4 +295,5 @@ def makeService(options: Options) -> service.IService:
         sys.stderr.write("smx: %s\n" % (e,))
         raise SystemExit(1)
     root.logObserver = quietLogObserver(getattr(options, "parent", None))
+    root.exitOnStartupError = True
     return root

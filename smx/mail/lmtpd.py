@@ -48,6 +48,7 @@ from twisted.mail.maildir import _MaildirNameGenerator, initializeMaildir
 from twisted.protocols.basic import LineReceiver
 
 from smx.log import Logger
+from smx.unixsocket import socketName
 
 #: the largest message accepted (bytes)
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
@@ -370,7 +371,7 @@ class LMTPDeliveryService(service.Service):
         os.makedirs(self.maildirBase, exist_ok=True)
         _removeStaleSocket(self.socketPath)
         self._port = self.reactor.listenUNIX(
-            self.socketPath, self.factory, mode=self.mode
+            socketName(self.socketPath), self.factory, mode=self.mode
         )
 
     def stopService(self) -> Any:
@@ -396,7 +397,7 @@ def _removeStaleSocket(path: str) -> None:
         raise OSError("%s exists and is not a socket" % (path,))
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(path)
+        probe.connect(socketName(path))
     except OSError:
         os.unlink(path)
     else:

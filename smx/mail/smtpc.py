@@ -78,6 +78,7 @@ from smx.ids import ClientIdGenerator
 from smx.interfaces import IDeliveryAgent
 from smx.log import Logger, loggerFromConfiguration
 from smx.mail.tls import TLSConfigurationError, makeContext
+from smx.unixsocket import socketName
 from smx.mail.client import (
     BodyEncoder,
     ClientMachine,
@@ -762,7 +763,11 @@ class DeliveryAgent(service.Service):
 
         factory = _ConnectFactory(build)
         if lmtp:
-            self.reactor.connectUNIX(key[1], factory, timeout=self.ioTimeout)
+            try:
+                name = socketName(key[1])
+            except OSError as e:
+                return defer.fail(SessionError("connect", 0, "451 4.4.0 %s" % (e,)))
+            self.reactor.connectUNIX(name, factory, timeout=self.ioTimeout)
         else:
             self.reactor.connectTCP(key[1], key[2], factory, timeout=self.ioTimeout)
         d = factory.deferred

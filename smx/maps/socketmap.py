@@ -25,6 +25,7 @@ from zope.interface import implementer
 from smx.interfaces import IMap
 from smx.log import Logger
 from smx.maps.errors import MapTemporaryError
+from smx.unixsocket import socketName
 
 MAX_ANSWER = 100000
 
@@ -139,7 +140,9 @@ class SocketMap:
         self.log = log if log is not None else Logger("smar")
         self.endpoint = None  # type: Any
         if path:
-            self.endpoint = UNIXClientEndpoint(reactor, path, timeout=timeout)
+            self.endpoint = UNIXClientEndpoint(
+                reactor, socketName(path), timeout=timeout
+            )
             self.where = path
         elif address and port:
             self.endpoint = TCP4ClientEndpoint(reactor, address, port, timeout=timeout)

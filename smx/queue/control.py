@@ -37,6 +37,8 @@ from twisted.internet import defer, endpoints
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 
+from smx.unixsocket import socketName
+
 #: at most this many characters of JSON in one AMP value (limit 65535)
 PAGE_BYTES = 60000
 
@@ -126,11 +128,7 @@ def listenControl(reactor: Any, path: str, qmgr: Any) -> Any:
     if os.path.exists(path):
         os.unlink(path)
     factory = Factory.forProtocol(lambda: ControlServer(qmgr))
-    return reactor.listenUNIX(path, factory, mode=0o660)
-
-
-#: the longest name of a Unix domain socket (sun_path is 108 bytes on Linux)
-MAX_SOCKET_NAME = 107
+    return reactor.listenUNIX(socketName(path), factory, mode=0o660)
 
 
 @defer.inlineCallbacks
@@ -147,11 +145,7 @@ def callControl(
 
     @return: a L{Deferred} firing with the decoded result.
     """
-    if len(os.fsencode(path)) > MAX_SOCKET_NAME:
-        # connect(2) would fail in a way Twisted reports only after the
-        # timeout (and with a traceback)
-        raise ValueError("the socket name is longer than %d bytes" % (MAX_SOCKET_NAME,))
-    endpoint = endpoints.UNIXClientEndpoint(reactor, path, timeout=10)
+    endpoint = endpoints.UNIXClientEndpoint(reactor, socketName(path), timeout=10)
     proto = yield endpoints.connectProtocol(endpoint, amp.AMP())
     try:
         if command == "status":

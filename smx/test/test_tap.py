@@ -71,47 +71,101 @@ class TwistdIntegrationTests(unittest.TestCase):
     its loopback port and stops cleanly on SIGTERM.
     """
 
-    def test_startAndStop(self):
-        """The server greets with 220 and shuts down cleanly on SIGTERM."""
-        d = os.path.abspath(self.mktemp())
+    def _configure(self, port, directory=None):
+        """
+        Write the default configuration into C{directory} (default: a new
+        temporary one) with SMTPS on C{port}; return the directory and the
+        configuration path.
+        """
+        d = directory or os.path.abspath(self.mktemp())
         path = defaultconfig.writeDefaultConfiguration(d)
-        port = freePort()
         with open(path) as f:
             text = f.read().replace("127.0.0.1:2525", "127.0.0.1:%d" % (port,))
         with open(path, "w") as f:
             f.write(text)
+        return d, path
+
+    def _twistd(self, d, path):
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [twistd, "-n", "--pidfile=", "smx", "--config", path],
             cwd=d,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
+
+    def _greeting(self, proc, port):
+        """
+        The first reply of the server on C{port}, or C{b""} when C{proc}
+        ended or 20 seconds passed first.
+        """
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 1) as s:
+                    s.settimeout(5)
+                    greeting = s.recv(512)
+                    s.sendall(b"QUIT\r\n")
+                    s.recv(512)
+                    return greeting
+            except OSError:
+                if proc.poll() is not None:
+                    return b""
+                time.sleep(0.1)
+        return b""
+
+    def _startAndStop(self, d, path, port):
+        proc = self._twistd(d, path)
         try:
-            greeting = b""
-            deadline = time.time() + 20
-            while time.time() < deadline:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), 1) as s:
-                        s.settimeout(5)
-                        greeting = s.recv(512)
-                        s.sendall(b"QUIT\r\n")
-                        s.recv(512)
-                    break
-                except OSError:
-                    if proc.poll() is not None:
-                        break
-                    time.sleep(0.1)
-            self.assertTrue(greeting.startswith(b"220 "), greeting)
+            greeting = self._greeting(proc, port)
         finally:
-            proc.send_signal(signal.SIGTERM)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=20)
+        text = out.decode("utf-8", "replace")
+        self.assertTrue(greeting.startswith(b"220 "), text)
         # twistd ends with the signal it was stopped by after a clean shutdown
+        self.assertIn(proc.returncode, (0, -signal.SIGTERM), text)
+        self.assertNotIn("Traceback", text)
+        self.assertIn("Main loop terminated", text)
+
+    def test_startAndStop(self):
+        """The server greets with 220 and shuts down cleanly on SIGTERM."""
+        port = freePort()
+        d, path = self._configure(port)
+        self._startAndStop(d, path, port)
+
+    def test_deepQueueDirectory(self):
+        """
+        A queue directory so deep that C{lmtpsock} and C{qmgr.ctl} are
+        longer than a Unix socket name may be (107 bytes) still works.
+        """
+        port = freePort()
+        d = os.path.join(os.path.abspath(self.mktemp()), "q" * 110)
+        d, path = self._configure(port, d)
+        self.assertGreater(len(os.path.join(d, "lmtpsock")), 108)
+        self._startAndStop(d, path, port)
+
+    def test_portInUse(self):
+        """
+        When the SMTPS port is taken, twistd ends with exit status 1 and
+        one line that names the address, without a traceback.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        d, path = self._configure(port)
+        proc = self._twistd(d, path)
+        out, _ = proc.communicate(timeout=30)
+        text = out.decode("utf-8", "replace")
+        self.assertEqual(proc.returncode, 1, text)
         self.assertIn(
-            proc.returncode, (0, -signal.SIGTERM), out.decode("utf-8", "replace")
+            "smx: cannot listen on 127.0.0.1:%d: Address already in use" % (port,),
+            text,
         )
-        self.assertNotIn(b"Traceback", out)
-        self.assertIn(b"Main loop terminated", out)
+        self.assertNotIn("Traceback", text)
 
 
 class QuietLogTests(unittest.TestCase):

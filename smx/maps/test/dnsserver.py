@@ -164,10 +164,11 @@ def startDNSServerWithLog(
     factory = TestDNSServerFactory(
         TestZoneResolver(records), truncate, timeout, garbage, servfail
     )
-    protocol = dns.DNSDatagramProtocol(factory)
     # the UDP port chosen by the system may be in use for TCP (by another
-    # test's connection): try again with another one
+    # test's connection): try again with another one (and a new protocol:
+    # the old one keeps its transport until the old port has closed)
     for attempt in range(20):
+        protocol = dns.DNSDatagramProtocol(factory)
         udp = reactor.listenUDP(0, protocol, interface="127.0.0.1")
         port = udp.getHost().port
         try:

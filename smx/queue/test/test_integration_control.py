@@ -76,20 +76,39 @@ class ControlSocketTests(QueueManagerTestMixin, unittest.TestCase):
         return self.assertFailure(d, Exception)
 
 
-class LongSocketNameTests(unittest.TestCase):
+class LongSocketNameTests(QueueManagerTestMixin, unittest.TestCase):
     """
-    A control socket name too long for a Unix domain socket.
+    A control socket path longer than a Unix domain socket name may be.
     """
 
-    def test_longName(self):
+    def setUp(self):
+        self.setUpQueue()
+
+    def test_longNameNoDirectory(self):
         """
-        The call fails at once with a clear message instead of after the
-        connection timeout.
+        A long name in a directory that does not exist fails at once with
+        a message naming the path, instead of after the connection
+        timeout.
         """
         path = "/tmp/" + "x" * 120 + "/qmgr.ctl"
         d = callControl(reactor, path, "status")
-        f = self.failureResultOf(d, ValueError)
+        f = self.failureResultOf(d, OSError)
+        self.assertIn(path, f.getErrorMessage())
         self.assertIn("longer than 107 bytes", f.getErrorMessage())
+
+    def test_longName(self):
+        """
+        A QMGR listening on a control socket whose path is longer than a
+        socket name may be answers through it.
+        """
+        directory = os.path.join(os.path.abspath(self.mktemp()), "c" * 110)
+        os.makedirs(directory)
+        path = os.path.join(directory, "qmgr.ctl")
+        port = listenControl(reactor, path, self.qmgr)
+        self.addCleanup(port.stopListening)
+        self.assertTrue(os.path.exists(path))
+        d = callControl(reactor, path, "status")
+        return d.addCallback(lambda status: self.assertEqual(status["transactions"], 0))
 
 
 class MailqOfflineTests(QueueManagerTestMixin, unittest.TestCase):
