@@ -53,6 +53,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 from twisted.logger import Logger as _TwistedLogger
 
+from smx.unixsocket import socketName
+
 #: severities and their syslog priority
 SEVERITIES = {
     "ALERT": 1,
@@ -241,7 +243,7 @@ class SyslogSink:
     def _connect(self) -> None:
         try:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            s.connect(self.path)
+            s.connect(socketName(self.path))
         except OSError:
             self._socket = None
         else:

@@ -10,6 +10,7 @@ import socket
 from twisted.trial import unittest
 
 from smx import log
+from smx.unixsocket import socketName
 
 
 class EncodingTests(unittest.TestCase):
@@ -130,7 +131,7 @@ class SyslogSinkTests(unittest.TestCase):
         """The datagram has the facility/severity priority and the ident."""
         path = os.path.abspath(self.mktemp())
         server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        server.bind(path)
+        server.bind(socketName(path))
         self.addCleanup(server.close)
         sink = log.SyslogSink("smX-MTA", "mail", frozenset(), path=path)
         self.addCleanup(sink.close)

@@ -20,6 +20,7 @@ from smx.maps.errors import MapError, MapTemporaryError
 from smx.maps.resolver import AddressResolver
 from smx.maps.socketmap import SocketMap, netstring, parseNetstrings
 from smx.maps.test.dnsserver import startDNSServer
+from smx.unixsocket import socketName
 
 ZONE = {
     "remote.test": [("MX", 10, "mx1.remote.test"), ("MX", 20, "mx2.remote.test")],
@@ -225,7 +226,7 @@ class SocketMapTests(unittest.TestCase):
         path = os.path.abspath(self.mktemp())
         factory = protocol.Factory.forProtocol(SocketMapServer)
         factory.table = {"alice": "local:"}
-        self.listening = reactor.listenUNIX(path, factory)
+        self.listening = reactor.listenUNIX(socketName(path), factory)
         self.addCleanup(self.listening.stopListening)
         self.map = SocketMap(
             "users",
