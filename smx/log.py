@@ -46,6 +46,7 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import time
@@ -190,10 +191,115 @@ class _TwistedSink:
         pass
 
 
+class _LogFile:
+    """
+    One log file shared by the L{FileSink}s that name it, so that their
+    records stay in order.
+
+    In the reactor thread of a running reactor, records are collected and
+    written with one C{write} at the end of the reactor's turn (a dozen
+    records per message would otherwise be a dozen system calls); anywhere
+    else they are written at once.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.users = 0
+        self._file = open(path, "a", encoding="ascii", errors="replace")
+        self._pending = []  # type: List[str]
+        self._pid = os.getpid()
+        self._second = -1
+        self._stamp = ""
+
+    def write(self, ident: str, line: str) -> None:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+            self._pid = os.getpid()
+        self._pending.append("%s %s[%d]: %s\n" % (self._stamp, ident, self._pid, line))
+        if len(self._pending) > 1:
+            return
+        reactor = _runningReactor()
+        if reactor is None:
+            self.flush()
+        else:
+            reactor.callLater(0, self.flush)
+
+    def forgetStamp(self) -> None:
+        """Make the next record take the time and the pid again."""
+        self._second = -1
+
+    def flush(self) -> None:
+        """
+        Write the collected records.
+        """
+        if self._pending:
+            text = "".join(self._pending)
+            del self._pending[:]
+            try:
+                self._file.write(text)
+                self._file.flush()
+            except (OSError, ValueError):
+                _TwistedLogger(namespace="smx.log").failure(
+                    "smx.log: cannot write to {path}", path=self.path
+                )
+
+    def reopen(self) -> None:
+        self.flush()
+        old = self._file
+        self._file = open(self.path, "a", encoding="ascii", errors="replace")
+        old.close()
+
+    def close(self) -> None:
+        self.flush()
+        self._file.close()
+
+
+def _runningReactor() -> Any:
+    """
+    The reactor, when it is running and this is its thread; else C{None}.
+    """
+    from twisted.python import threadable
+
+    if not threadable.isInIOThread():
+        return None
+    from twisted.internet import reactor
+
+    return reactor if reactor.running else None  # type: ignore[attr-defined]
+
+
+#: open log files by absolute path
+_files = {}  # type: Dict[str, _LogFile]
+
+
+def flushAll() -> None:
+    """
+    Write every record still collected (at exit, and before a fork).
+    """
+    for shared in list(_files.values()):
+        try:
+            shared.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _forked() -> None:
+    # a child of twistd's daemonizing fork stamps its own pid
+    for shared in _files.values():
+        shared.forgetStamp()
+
+
+atexit.register(flushAll)
+os.register_at_fork(before=flushAll, after_in_child=_forked)
+
+
 class FileSink:
     """
     Records appended to a file, one per line with a time stamp; reopened
-    by L{reopen} (SIGUSR2, seed §6.8.1).
+    by L{reopen} (SIGUSR2, seed §6.8.1).  Sinks of one file share it (see
+    L{_LogFile}): a record written in the reactor thread reaches the file
+    at the end of the reactor's turn, or at L{flush}.
 
     @ivar path: the log file name.
     """
@@ -201,20 +307,36 @@ class FileSink:
     def __init__(self, path: str, ident: str) -> None:
         self.path = path
         self.ident = ident
-        self._file = open(path, "a", encoding="ascii", errors="replace")
+        key = os.path.abspath(path)
+        shared = _files.get(key)
+        if shared is None:
+            shared = _files[key] = _LogFile(path)
+        shared.users += 1
+        self._shared = shared  # type: Optional[_LogFile]
 
     def write(self, severity: str, line: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
-        self._file.write("%s %s[%d]: %s\n" % (stamp, self.ident, os.getpid(), line))
-        self._file.flush()
+        if self._shared is not None:
+            self._shared.write(self.ident, line)
+
+    def flush(self) -> None:
+        """Write what was collected."""
+        if self._shared is not None:
+            self._shared.flush()
 
     def reopen(self) -> None:
-        old = self._file
-        self._file = open(self.path, "a", encoding="ascii", errors="replace")
-        old.close()
+        if self._shared is not None:
+            self._shared.reopen()
 
     def close(self) -> None:
-        self._file.close()
+        shared, self._shared = self._shared, None
+        if shared is None:
+            return
+        shared.users -= 1
+        if shared.users == 0:
+            shared.close()
+            _files.pop(os.path.abspath(self.path), None)
+        else:
+            shared.flush()
 
 
 class SyslogSink:

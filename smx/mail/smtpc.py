@@ -74,6 +74,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from smx import net
 from smx.ids import ClientIdGenerator
 from smx.interfaces import IDeliveryAgent
 from smx.log import Logger, loggerFromConfiguration
@@ -769,7 +770,9 @@ class DeliveryAgent(service.Service):
                 return defer.fail(SessionError("connect", 0, "451 4.4.0 %s" % (e,)))
             self.reactor.connectUNIX(name, factory, timeout=self.ioTimeout)
         else:
-            self.reactor.connectTCP(key[1], key[2], factory, timeout=self.ioTimeout)
+            net.connectTCP(
+                self.reactor, key[1], key[2], factory, timeout=self.ioTimeout
+            )
         d = factory.deferred
 
         def failed(f: Failure) -> Failure:

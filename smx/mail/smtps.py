@@ -90,7 +90,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python import failure
 from zope.interface import implementer
 
-from smx import versionString
+from smx import net, versionString
 from smx.ids import ServerIdGenerator
 from smx.log import Logger
 from smx.mail import server as sm
@@ -779,7 +779,8 @@ class SMTPSListener(service.Service):
         if self.port is None:
             # a burst of clients must not time out in the kernel's queue
             # (Twisted's default backlog is 50)
-            self.port = self.factory.reactor.listenTCP(
+            self.port = net.listenTCP(
+                self.factory.reactor,
                 self.portNumber,
                 self.factory,
                 backlog=LISTEN_BACKLOG,

@@ -7,6 +7,10 @@ Keys are looked up as given (callers lower-case them, seed §9.3); a key is
 tried as is and, if absent, with a trailing NUL byte (C{makemap -N}), so
 maps made either way work.  A trailing NUL on a value is removed.
 
+Answers are kept in a bounded cache until the map is reopened (the
+open database handle keeps reading the file it opened anyway, so a new
+file is seen only after a reload, seed §6.7).
+
 A file that is missing, corrupt or not a hash database does not stop smx:
 the error is logged (once per open attempt) and every lookup fails
 temporarily (L{MapTemporaryError}) until L{HashMap.reopen} succeeds.
@@ -14,7 +18,7 @@ temporarily (L{MapTemporaryError}) until L{HashMap.reopen} succeeds.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -48,6 +52,10 @@ def openHashFile(path: str) -> Any:
     return handle
 
 
+#: answers kept per map before the cache starts again
+CACHE_ENTRIES = 4096
+
+
 @implementer(IMap)
 class HashMap:
     """
@@ -64,6 +72,7 @@ class HashMap:
         self.log = log if log is not None else Logger("smar")
         self._db = None  # type: Any
         self.error = None  # type: Optional[str]
+        self._cache = {}  # type: Dict[str, Optional[str]]
         self._open()
 
     def _open(self) -> None:
@@ -81,6 +90,10 @@ class HashMap:
 
         @raise MapTemporaryError: if the map is not usable.
         """
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
         if self._db is None:
             raise MapTemporaryError(self.error or "%s: map closed" % (self.path,))
         raw = key.encode("utf-8")
@@ -91,11 +104,15 @@ class HashMap:
         except _db.DBError as e:
             self.log.error("HashMap.get", map=self.name, file=self.path, error=str(e))
             raise MapTemporaryError("%s: lookup failed: %s" % (self.path, e))
-        if value is None:
-            return None
-        if value.endswith(b"\0"):
-            value = value[:-1]
-        return value.decode("utf-8", "replace")
+        answer = None  # type: Optional[str]
+        if value is not None:
+            if value.endswith(b"\0"):
+                value = value[:-1]
+            answer = value.decode("utf-8", "replace")
+        if len(self._cache) >= CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[key] = answer
+        return answer
 
     def lookup(self, key: str) -> defer.Deferred:
         try:
@@ -108,6 +125,7 @@ class HashMap:
         self._open()
 
     def close(self) -> None:
+        self._cache.clear()
         if self._db is not None:
             try:
                 self._db.close()

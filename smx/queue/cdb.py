@@ -69,6 +69,22 @@ def fsyncDirectory(path: str) -> None:
         os.close(fd)
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _unlinkAll(paths: List[str]) -> None:
+    for path in paths:
+        try:
+            _unlink(path)
+        except OSError:
+            # left for recovery, which removes content no envelope names
+            pass
+
+
 def directoryFor(transactionId: str) -> str:
     """
     @return: the CDB directory (C{"0"}..C{"F"}) of a transaction id.
@@ -97,6 +113,13 @@ class ContentWriter:
         self._fd = None  # type: Optional[int]
         self._done = False
         self._created = False
+        if store.threadPool is None:
+            self._create()
+        # else the file is made when the content outgrows one chunk, or at
+        # commit in the thread pool, together with its write and sync: a
+        # small message costs the reactor no file system call
+
+    def _create(self) -> None:
         try:
             self._fd = os.open(
                 self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640
@@ -118,6 +141,8 @@ class ContentWriter:
             self._flush()
 
     def _flush(self) -> None:
+        if self._fd is None and self._error is None:
+            self._create()
         if not self._buffer or self._fd is None:
             return
         data = b"".join(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
@@ -130,6 +155,19 @@ class ContentWriter:
                 view = view[n:]
         except OSError as e:
             self._error = e
+
+    def _createAndSync(self) -> None:
+        """
+        In the thread pool: create the file, write the buffered content,
+        then L{_sync}.
+        """
+        self._create()
+        if self._error is not None:
+            raise self._error
+        self._flush()
+        if self._error is not None:
+            raise self._error
+        self._sync()
 
     def _sync(self) -> None:
         """Flush, fsync the file, close it, fsync its directory."""
@@ -149,16 +187,17 @@ class ContentWriter:
         """
         if self._done:
             return defer.fail(RuntimeError("commit after commit or abort"))
-        self._flush()
+        pool = self._store.threadPool
+        if pool is None or self._fd is not None or self._error is not None:
+            self._flush()
         self._done = True
         if self._error is not None:
             error = self._error
             self._removeFile()
             return defer.fail(error)
-        if self._store.threadPool is not None:
-            d = threads.deferToThreadPool(
-                self._store.reactor, self._store.threadPool, self._sync
-            )
+        if pool is not None:
+            work = self._sync if self._fd is not None else self._createAndSync
+            d = threads.deferToThreadPool(self._store.reactor, pool, work)
         else:
             d = defer.maybeDeferred(self._sync)
         d.addErrback(self._ebSync)
@@ -218,6 +257,8 @@ class FileContentStore:
             reactor = _reactor
         self.reactor = reactor
         self.chunkSize = chunkSize
+        self._doomed = []  # type: List[str]
+        self._unlinking = False
         if create:
             self.createDirectories()
 
@@ -258,11 +299,32 @@ class FileContentStore:
         )
 
     def remove(self, transactionId):
+        """
+        Remove the content of C{transactionId}.  With a thread pool the
+        file is unlinked there, together with the others removed
+        meanwhile (an unlink is a journal update that would otherwise hold
+        up the reactor); a file whose unlink a crash prevented is an
+        orphan that recovery removes.
+        """
         self._checkId(transactionId)
-        try:
-            os.unlink(self.path(transactionId))
-        except FileNotFoundError:
-            pass
+        path = self.path(transactionId)
+        if self.threadPool is None:
+            _unlink(path)
+            return
+        self._doomed.append(path)
+        if not self._unlinking:
+            self._unlinkDoomed()
+
+    def _unlinkDoomed(self) -> None:
+        paths, self._doomed = self._doomed, []
+        self._unlinking = True
+        d = threads.deferToThreadPool(self.reactor, self.threadPool, _unlinkAll, paths)
+        d.addBoth(self._unlinked)
+
+    def _unlinked(self, result: Any) -> None:
+        self._unlinking = False
+        if self._doomed:
+            self._unlinkDoomed()
 
     def exists(self, transactionId: str) -> bool:
         """Is content stored under C{transactionId}?"""

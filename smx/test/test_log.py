@@ -112,6 +112,7 @@ class FileSinkTests(unittest.TestCase):
         logger.info(b=2)
         sink.reopen()
         logger.info(c=3)
+        sink.flush()
         with open(path + ".0") as f:
             old = f.read()
         with open(path) as f:
@@ -120,6 +121,56 @@ class FileSinkTests(unittest.TestCase):
         self.assertIn("b=2", old)
         self.assertNotIn("c=3", old)
         self.assertIn("c=3", new)
+
+    def test_sharedFileKeepsOrder(self):
+        """
+        Two components logging to one file: their records appear in the
+        order they were written.
+        """
+        path = self.mktemp()
+        a = log.FileSink(path, "smtps")
+        b = log.FileSink(path, "qmgr")
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        for i in range(3):
+            log.Logger("smtps", sink=a).info(n=2 * i)
+            log.Logger("qmgr", sink=b).info(n=2 * i + 1)
+        a.flush()
+        with open(path) as f:
+            lines = f.read().splitlines()
+        self.assertEqual([line.rsplit("n=", 1)[1] for line in lines], list("012345"))
+        self.assertIn(" smtps[", lines[0])
+        self.assertIn(" qmgr[", lines[1])
+
+    def test_writtenAtEndOfTurn(self):
+        """
+        In the running reactor's thread, records are written together once
+        the reactor's turn ends, without a flush.
+        """
+        from twisted.internet import reactor, task
+
+        path = self.mktemp()
+        sink = log.FileSink(path, "smtps")
+        self.addCleanup(sink.close)
+        log.Logger("smtps", sink=sink).info(a=1)
+        log.Logger("smtps", sink=sink).info(b=2)
+
+        def check():
+            with open(path) as f:
+                text = f.read()
+            self.assertIn("a=1", text)
+            self.assertIn("b=2", text)
+
+        return task.deferLater(reactor, 0.01, check)
+
+    def test_closeWrites(self):
+        """Closing the last sink of a file writes what was collected."""
+        path = self.mktemp()
+        sink = log.FileSink(path, "smtps")
+        log.Logger("smtps", sink=sink).info(a=1)
+        sink.close()
+        with open(path) as f:
+            self.assertIn("a=1", f.read())
 
 
 class SyslogSinkTests(unittest.TestCase):

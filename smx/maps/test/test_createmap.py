@@ -136,6 +136,33 @@ class CreateAndReadTests(unittest.TestCase):
         m.reopen()
         self.assertEqual(self.successResultOf(m.lookup("a")), "2")
 
+    def test_cachedUntilReopen(self):
+        """
+        Answers, "not found" included, come from the cache until the map is
+        reopened; then the new file's answers count.
+        """
+        createMap(self.path, ["a 1\n"])
+        m = HashMap("m", self.path)
+        self.addCleanup(m.close)
+        self.assertEqual(m.get("a"), "1")
+        self.assertIsNone(m.get("b"))
+        createMap(self.path, ["a 2\n", "b 3\n"])
+        self.assertEqual((m.get("a"), m.get("b")), ("1", None))
+        m.reopen()
+        self.assertEqual((m.get("a"), m.get("b")), ("2", "3"))
+
+    def test_cacheBounded(self):
+        """The cache holds at most CACHE_ENTRIES answers."""
+        from smx.maps import hashmap
+
+        createMap(self.path, ["a 1\n"])
+        m = HashMap("m", self.path)
+        self.addCleanup(m.close)
+        for i in range(hashmap.CACHE_ENTRIES + 10):
+            m.get("k%d" % (i,))
+        self.assertLessEqual(len(m._cache), hashmap.CACHE_ENTRIES)
+        self.assertEqual(m.get("a"), "1")
+
     def test_missingFile(self):
         """
         A missing map is logged and every lookup fails temporarily (never

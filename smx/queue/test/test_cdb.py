@@ -153,3 +153,97 @@ class FileContentStoreTests(unittest.TestCase):
                 self.assertEqual(f.read(), b"pooled")
 
         return d.addCallback(check)
+
+
+class PooledStoreTests(unittest.TestCase):
+    """
+    L{cdb.FileContentStore} with a thread pool: small content is written
+    in the pool at commit, and removals are batched there.
+    """
+
+    def setUp(self):
+        from twisted.internet import reactor
+
+        self.pool = ThreadPool(1, 2)
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+        self.store = cdb.FileContentStore(
+            self.mktemp(), threadPool=self.pool, reactor=reactor, chunkSize=1024
+        )
+
+    def test_smallContentAtCommit(self):
+        """
+        Content smaller than a chunk makes no file until commit; after
+        the commit fires the file holds it.
+        """
+        w = self.store.createWriter(TA)
+        w.write(b"small")
+        self.assertFalse(self.store.exists(TA))
+
+        def check(_):
+            with self.store.open(TA) as f:
+                self.assertEqual(f.read(), b"small")
+
+        return w.commit().addCallback(check)
+
+    def test_largeContentEarly(self):
+        """
+        Content larger than a chunk is written before commit, so that it
+        is not held in memory.
+        """
+        w = self.store.createWriter(TA)
+        w.write(b"x" * 2000)
+        self.assertEqual(self.store.size(TA), 2000)
+        w.write(b"y")
+
+        def check(_):
+            self.assertEqual(self.store.size(TA), 2001)
+
+        return w.commit().addCallback(check)
+
+    def test_duplicateAtCommit(self):
+        """
+        Committing content under an id that exists fails, and the existing
+        file is kept.
+        """
+        with open(self.store.path(TA), "wb") as f:
+            f.write(b"first")
+        w = self.store.createWriter(TA)
+        w.write(b"second")
+        d = self.assertFailure(w.commit(), OSError)
+
+        def check(e):
+            self.assertEqual(e.errno, errno.EEXIST)
+            with self.store.open(TA) as f:
+                self.assertEqual(f.read(), b"first")
+
+        return d.addCallback(check)
+
+    def test_abortBeforeCommit(self):
+        """Aborting small content leaves no file."""
+        w = self.store.createWriter(TA)
+        w.write(b"gone")
+        w.abort()
+        self.assertEqual(self.store.transactionIds(), [])
+
+    def test_removeBatched(self):
+        """
+        Removed content disappears (unlinked in the pool), also content
+        removed while an earlier unlink is under way.
+        """
+        from twisted.internet import reactor, task
+
+        ids = ["S0000000040%dCE49200" % (i,) for i in range(5)]
+        for ta in ids:
+            with open(self.store.path(ta), "wb") as f:
+                f.write(b"x")
+        for ta in ids:
+            self.store.remove(ta)
+        self.store.remove("S00000000499CE49200")  # not there: no error
+
+        def gone():
+            if self.store.transactionIds():
+                return task.deferLater(reactor, 0.01, gone)
+            return None
+
+        return gone()

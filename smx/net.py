@@ -1,0 +1,130 @@
+# -*- test-case-name: smx.test.test_net -*-
+"""
+NAME
+    smx.net - TCP transports that send at once
+
+SYNOPSIS
+    port = listenTCP(reactor, 25, factory, backlog=1024, interface="::")
+    connector = connectTCP(reactor, "192.0.2.1", 25, factory, timeout=300)
+
+DESCRIPTION
+    Twisted's TCP transport buffers every C{write} and sends it when the
+    reactor next finds the socket writable: two C{epoll_ctl} calls (watch
+    for writability, stop watching) and a trip through the reactor for
+    each SMTP reply.  An SMTP session is a dozen small replies and
+    commands, each of which fits in the socket's buffer, so most of that
+    work is wasted.
+
+    The transports here send a write at once with one C{send} when
+    nothing is waiting before it, and hand only what the kernel did not
+    take to Twisted's buffer.  Everything else (ordering, TLS, producers,
+    closing after the last byte) stays Twisted's: the direct path is taken
+    only when the connection is plain TCP, open, has no producer and has
+    nothing buffered.
+
+    L{listenTCP} and L{connectTCP} fall back to the reactor's own methods
+    for a reactor that is not Twisted's POSIX reactor (the memory reactors
+    of unit tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Tuple
+
+from twisted.internet import tcp
+from twisted.internet.posixbase import PosixReactorBase
+
+
+class _SendAtOnce:
+    """
+    Mixin for L{tcp.Connection}: C{write} sends at once when it can.
+    """
+
+    def write(self, data: bytes) -> None:
+        if (
+            self.TLS  # type: ignore[attr-defined]
+            or self._tempDataBuffer  # type: ignore[attr-defined]
+            or self.dataBuffer  # type: ignore[attr-defined]
+            or self.producer is not None  # type: ignore[attr-defined]
+            or self.disconnecting  # type: ignore[attr-defined]
+            or not self.connected  # type: ignore[attr-defined]
+            or self._writeDisconnected  # type: ignore[attr-defined]
+            or not isinstance(data, bytes)
+        ):
+            super().write(data)  # type: ignore[misc]
+            return
+        try:
+            sent = self.socket.send(data)  # type: ignore[attr-defined]
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            # let the reactor's write find the error and close the
+            # connection the usual way
+            sent = 0
+        if sent < len(data):
+            super().write(data[sent:])  # type: ignore[misc]
+
+    def writeSequence(self, iovec: Iterable[bytes]) -> None:
+        self.write(b"".join(iovec))
+
+
+class Server(_SendAtOnce, tcp.Server):
+    """
+    An accepted TCP connection that sends at once.
+    """
+
+
+class Client(_SendAtOnce, tcp.Client):
+    """
+    An outgoing TCP connection that sends at once.
+    """
+
+
+class Port(tcp.Port):
+    """
+    A listening TCP port whose connections send at once.
+    """
+
+    transport = Server
+
+
+class Connector(tcp.Connector):
+    """
+    A TCP connector whose connection sends at once.
+    """
+
+    def _makeTransport(self) -> Client:
+        return Client(self.host, self.port, self.bindAddress, self, self.reactor)
+
+
+def listenTCP(
+    reactor: Any, port: int, factory: Any, backlog: int = 50, interface: str = ""
+) -> Any:
+    """
+    Like C{reactor.listenTCP}, with connections that send at once.
+    """
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.listenTCP(port, factory, backlog=backlog, interface=interface)
+    p = Port(port, factory, backlog, interface, reactor)
+    p.startListening()
+    return p
+
+
+def connectTCP(
+    reactor: Any,
+    host: str,
+    port: int,
+    factory: Any,
+    timeout: float = 30.0,
+    bindAddress: Optional[Tuple[str, int]] = None,
+) -> Any:
+    """
+    Like C{reactor.connectTCP}, with a connection that sends at once.
+    """
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.connectTCP(
+            host, port, factory, timeout=timeout, bindAddress=bindAddress
+        )
+    c = Connector(host, port, factory, timeout, bindAddress, reactor)
+    c.connect()
+    return c

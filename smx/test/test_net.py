@@ -1,0 +1,111 @@
+"""
+Tests for L{smx.net}: TCP transports that send at once, over real
+loopback sockets.
+"""
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.testing import MemoryReactor
+from twisted.trial import unittest
+
+from smx import net
+
+
+class _Collect(protocol.Protocol):
+    def connectionMade(self):
+        self.factory.connected.callback(self)
+        self.received = []
+
+    def dataReceived(self, data):
+        self.received.append(data)
+        if sum(map(len, self.received)) >= self.factory.expect:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.factory.done.callback(b"".join(self.received))
+
+
+class _Sender(protocol.Protocol):
+    def connectionMade(self):
+        self.factory.connected.callback(self)
+
+
+class SendAtOnceTests(unittest.TestCase):
+    """
+    Writes reach the peer complete and in order, whether the kernel takes
+    them at once or Twisted has to buffer the rest.
+    """
+
+    def _pair(self, expect):
+        server = protocol.Factory.forProtocol(_Collect)
+        server.expect = expect
+        server.connected = defer.Deferred()
+        server.done = defer.Deferred()
+        port = net.listenTCP(reactor, 0, server, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.assertIsInstance(port, net.Port)
+        client = protocol.ClientFactory.forProtocol(_Sender)
+        client.connected = defer.Deferred()
+        connector = net.connectTCP(
+            reactor, "127.0.0.1", port.getHost().port, client, timeout=5
+        )
+        self.addCleanup(connector.disconnect)
+        return client.connected, server.done
+
+    @defer.inlineCallbacks
+    def test_smallWritesSentAtOnce(self):
+        """
+        A small write on an idle connection is sent without registering
+        the socket for writing.
+        """
+        connected, done = self._pair(10)
+        sender = yield connected
+        self.assertIsInstance(sender.transport, net.Client)
+        sender.transport.write(b"hello")
+        self.assertNotIn(sender.transport, reactor.getWriters())
+        sender.transport.writeSequence([b"wor", b"ld"])
+        self.assertNotIn(sender.transport, reactor.getWriters())
+        received = yield done
+        self.assertEqual(received, b"helloworld")
+
+    @defer.inlineCallbacks
+    def test_largeWritesInOrder(self):
+        """
+        Writes larger than the socket buffer are finished by Twisted, and
+        writes made meanwhile follow them, in order.
+        """
+        big = bytes(range(256)) * (16 * 1024)  # 4 MB
+        total = 2 * len(big) + 6
+        connected, done = self._pair(total)
+        sender = yield connected
+        sender.transport.write(b"start:")
+        sender.transport.write(big)
+        self.assertIn(sender.transport, reactor.getWriters())
+        sender.transport.write(big)
+        received = yield done
+        self.assertEqual(len(received), total)
+        self.assertEqual(received, b"start:" + big + big)
+
+    @defer.inlineCallbacks
+    def test_writeThenClose(self):
+        """
+        Data written right before C{loseConnection} is delivered before
+        the connection closes.
+        """
+        connected, done = self._pair(1 << 30)
+        sender = yield connected
+        sender.transport.write(b"last words")
+        sender.transport.loseConnection()
+        received = yield done
+        self.assertEqual(received, b"last words")
+
+    def test_otherReactors(self):
+        """
+        With a reactor that is not Twisted's POSIX reactor (a unit test's
+        memory reactor) the reactor's own methods are used.
+        """
+        memory = MemoryReactor()
+        net.listenTCP(memory, 25, protocol.Factory(), backlog=7, interface="::1")
+        net.connectTCP(memory, "192.0.2.1", 25, protocol.ClientFactory(), timeout=3)
+        self.assertEqual(memory.tcpServers[0][0], 25)
+        self.assertEqual(memory.tcpServers[0][2], 7)
+        self.assertEqual(memory.tcpClients[0][:2], ("192.0.2.1", 25))
