@@ -230,6 +230,9 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
         self._sasl = None  # type: Optional[SASLExchange]
         self._running = False
         self._waiting = False
+        # input that arrived while waiting, and whether reading is paused
+        self._heldBytes = 0
+        self._paused = False
         self._tlsPending = False
         self._opened = False
         self._lost = False
@@ -277,6 +280,15 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
             self.handshakeCompleted()
         self.resetTimeout()
         self.connection.receiveData(data)
+        if self._waiting:
+            # held until the pending answer; a client that keeps sending
+            # is no longer read from (pausing costs two epoll calls, so it
+            # is not done for the usual small pipelined input)
+            self._heldBytes += len(data)
+            if self._heldBytes > HOLD_LIMIT and not self._paused:
+                self._paused = True
+                self.transport.pauseProducing()
+            return
         self._advance()
 
     def _wait(self, d: defer.Deferred) -> None:
@@ -287,14 +299,16 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
             return
         self._waiting = True
         self.setTimeout(None)
-        self.transport.pauseProducing()
         d.addErrback(self._ebUnexpected)
         d.addBoth(self._cbResume)
 
     def _cbResume(self, _: Any) -> None:
         self._waiting = False
+        self._heldBytes = 0
         if not self._lost:
-            self.transport.resumeProducing()
+            if self._paused:
+                self._paused = False
+                self.transport.resumeProducing()
             self.setTimeout(self.factory.settings.ioTimeout)
             self._advance()
 
@@ -306,7 +320,7 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
             self.connection.refuse(421, "4.3.0", "Temporary failure")
 
     def _advance(self) -> None:
-        if self._running or self._lost:
+        if self._running or self._lost or self._waiting:
             return
         self._running = True
         try:
@@ -334,7 +348,6 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
                     if not d.called:
                         self._waiting = True
                         self.setTimeout(None)
-                        self.transport.pauseProducing()
                         d.addErrback(self._ebUnexpected)
                         d.addBoth(self._cbResume)
                         return
@@ -749,6 +762,10 @@ class SMTPServerFactory(protocol.ServerFactory):
 
 #: listen(2) backlog of every SMTPS socket
 LISTEN_BACKLOG = 1024
+
+#: bytes a client may send while its session waits for an answer (QMGR,
+#: SMAR) before smx stops reading from it
+HOLD_LIMIT = 64 * 1024
 
 
 class SMTPSListener(service.Service):

@@ -27,10 +27,12 @@ import re
 from typing import Any, Dict, List, Optional
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from smx.log import Logger
 from smx.maps import lookup
 from smx.maps.errors import MapTemporaryError
+from smx.maps.hashmap import HashMap
 
 ACTIONS = frozenset(["ok", "relay", "reject", "discard", "cont"])
 
@@ -177,6 +179,20 @@ class AccessMap:
         return result
 
     def _next(self, tag: str, keys: List[str], i: int, result: defer.Deferred) -> None:
+        if isinstance(self.map, HashMap):
+            # a hash map answers at once: no Deferred per key
+            for key in keys[i:]:
+                full = tag + ":" + key
+                try:
+                    value = self.map.get(full)
+                except Exception as e:
+                    self._found(Failure(MapTemporaryError(str(e))), full, result)
+                    return
+                if value is not None:
+                    self._found(value, full, result)
+                    return
+            result.callback(decision())
+            return
         while i < len(keys):
             full = tag + ":" + keys[i]
             try:

@@ -15,6 +15,7 @@ from twisted.trial import unittest
 
 from smx.log import Logger, MemorySink, parseRecord
 from smx.maps.testing import FakeAddressResolver
+from smx.mail import smtps
 from smx.mail.smtps import ServerSettings, SMTPServerFactory
 from smx.queue.testing import FakeQueueManager, MemoryContentStore
 
@@ -159,6 +160,30 @@ class SessionTests(unittest.TestCase):
         self.assertTrue(out.startswith(b"250 2.0.0 "))
         self.assertTrue(out.endswith(b"221 2.0.0 mx.test closing connection\r\n"))
         self.assertTrue(h.transport.disconnecting)
+
+    def test_floodWhileWaiting(self):
+        """
+        Input that arrives while the session waits for QMGR is held; only
+        once it exceeds HOLD_LIMIT does smx stop reading, and it reads
+        (and answers everything) again once the answer came.
+        """
+        h = Harness()
+        h.qmgr.pending = []
+        h.connect()
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
+        h.send(b"x\r\n.\r\n")
+        self.assertEqual(h.send(b"NOOP\r\n"), b"")
+        self.assertEqual(h.transport.producerState, "producing")
+        noops = smtps.HOLD_LIMIT // 6 + 1
+        h.send(b"NOOP\r\n" * noops)
+        self.assertEqual(h.transport.producerState, "paused")
+        h.qmgr.pending[0].callback(None)
+        self.assertEqual(h.transport.producerState, "producing")
+        lines = h.take().split(b"\r\n")
+        self.assertTrue(lines[0].startswith(b"250 2.0.0 "))
+        self.assertEqual(
+            len([l for l in lines if l.startswith(b"250 2.0.0 OK")]), noops + 1
+        )
 
     def test_commitFails(self):
         """QMGR failing is 451 4.3.0 and the content is removed."""

@@ -5,10 +5,14 @@ decisions of L{smx.maps.resolver.AddressResolver} with the seed's own
 examples (§5.8.2, §5.8.3, §6.4, §6.5), using in-memory maps and DNS.
 """
 
+import os
+
 from twisted.trial import unittest
 
 from smx.log import Logger, MemorySink
 from smx.maps.access import AccessMap, encodeDN, parseAccessValue
+from smx.maps.createmap import createMap
+from smx.maps.hashmap import HashMap
 from smx.maps.mailertable import Mailertable
 from smx.maps.resolver import AddressResolver
 from smx.maps.testing import DictMap, FakeDNSResolver
@@ -40,12 +44,12 @@ cltaddr:127.0.0.1     quick:relay
 """)
 
 
-def makeResolver(entries, mt="", dns=None, **kw):
+def makeResolver(entries, mt="", dns=None, accessMap=None, **kw):
     sink = MemorySink()
     r = AddressResolver(
         None,
         Mailertable.fromText(mt),
-        access=DictMap("access", entries),
+        access=accessMap or DictMap("access", entries),
         dns=dns,
         log=Logger("smar", sink=sink),
         **kw,
@@ -147,8 +151,15 @@ class SeedExampleTests(unittest.TestCase):
             temporary={"192.0.2.66"},
         )
         self.r = makeResolver(
-            SEED_ACCESS, "primary.domain esmtp:[192.0.2.1]\n", self.dns
+            SEED_ACCESS,
+            "primary.domain esmtp:[192.0.2.1]\n",
+            self.dns,
+            accessMap=self.accessMap(SEED_ACCESS),
         )
+
+    def accessMap(self, entries):
+        """The access map under test: in memory here."""
+        return None
 
     def sender(self, address):
         return self.successResultOf(
@@ -237,6 +248,27 @@ class SeedExampleTests(unittest.TestCase):
         d = self.client("192.0.2.66")
         self.assertEqual(d["resolve"], "tempptr")
         self.assertEqual((d["action"], d["reply"]["code"]), ("error", 451))
+
+
+class SeedExampleHashMapTests(SeedExampleTests):
+    """
+    The same examples with the access map in a real Berkeley DB hash file
+    (L{AccessMap} looks hash maps up without a L{Deferred} per key).
+    """
+
+    def accessMap(self, entries):
+        path = os.path.join(self.mktemp() + ".d", "access.db")
+        os.makedirs(os.path.dirname(path))
+        createMap(path, ["%s %s\n" % item for item in entries.items()])
+        m = HashMap("access", path)
+        self.addCleanup(m.close)
+        return m
+
+    def test_closedMapIsTemporary(self):
+        """A hash map that cannot answer gives C{tempfail}, never "none"."""
+        self.r.access.map.close()
+        d = self.rcpt("u@primary.domain")
+        self.assertEqual(d["action"], "tempfail")
 
 
 class GatewayAndBackupMXTests(unittest.TestCase):
