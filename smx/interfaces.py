@@ -133,7 +133,8 @@ class IQueueManager(Interface):
     def commitTransaction(envelope):
         """
         Take responsibility for an accepted transaction whose content is
-        already committed to the content store.
+        committed to the content store, or (C{"contentPending"}) is being
+        committed at the same time.
 
         @param envelope: a C{dict} with C{"id"} (SMTPS transaction id),
             C{"session"} (SMTPS session id), C{"sender"} (the reverse path
@@ -141,11 +142,26 @@ class IQueueManager(Interface):
             C{"recipients"} (a C{list} of I{recipient}s), C{"size"} (bytes of
             content), C{"client"} (the client address), C{"received"} (a
             POSIX timestamp), C{"bodyType"} (C{"7BIT"} or C{"8BITMIME"}),
-            and optionally C{"envid"}, C{"ret"} (RFC 3461).
+            and optionally C{"envid"}, C{"ret"} (RFC 3461) and
+            C{"contentPending"}: C{True} when the content is still being
+            synced, so that both syncs run at once; the transaction then
+            waits for L{contentCommitted} before anything is scheduled.
         @return: a L{Deferred} that fires with C{None} once the envelope is
-            on stable storage (IBDB group commit), only then may SMTPS
-            answer 250; it errbacks if it could not be stored, and SMTPS
-            answers 451.
+            on stable storage (IBDB group commit), only then (and, with
+            C{"contentPending"}, once the content is) may SMTPS answer
+            250; it errbacks if it could not be stored, and SMTPS answers
+            451.
+        """
+
+    def contentCommitted(transactionId, stored):
+        """
+        The content of a transaction committed with C{"contentPending"} is
+        on stable storage (C{stored} true: the transaction may be
+        delivered) or could not be stored (false: the transaction is
+        forgotten; SMTPS answers 451).
+
+        @return: a L{Deferred} firing with C{None}; it errbacks with
+            C{KeyError} for a transaction that is not waiting.
         """
 
     def status():

@@ -361,17 +361,6 @@ class ClientProtocol(Protocol):
         self._events(self.machine.connectionFailed("cannot read content: %s" % (why,)))
         self.transport.abortConnection()
 
-    def reset(self) -> defer.Deferred:
-        """
-        Send RSET before a cached session carries a new transaction.
-
-        @return: as L{whenReady}.
-        """
-        d = self.whenReady()
-        self._resetTimer()
-        self._events(self.machine.reset())
-        return d
-
     def quit(self) -> None:
         """Say QUIT and close."""
         if self.lost:
@@ -650,12 +639,21 @@ class DeliveryAgent(service.Service):
                 break
             lastRoute = route
             try:
-                proto, key = await self._session(route)
+                proto, key, cached = await self._session(route)
             except SessionError as e:
                 lastError = e
                 continue
+            addresses = [recipients[i]["address"] for i in pending]
             try:
-                bodyFile = self.contentStore.open(transaction["ss_ta"])
+                done = await self._transaction(proto, transaction, addresses)
+                if cached and done.mailReply is None and not done.reusable:
+                    # the server had closed the cached session: nothing
+                    # of this transaction happened; again on a new one
+                    proto, key, cached = await self._session(route, cached=False)
+                    done = await self._transaction(proto, transaction, addresses)
+            except SessionError as e:
+                lastError = e
+                continue
             except (KeyError, OSError) as e:
                 self.log.error(
                     "deliver", da_ta=daTa, ss_ta=transaction["ss_ta"], error=str(e)
@@ -663,14 +661,6 @@ class DeliveryAgent(service.Service):
                 self._release(key, proto, False)
                 lastError = SessionError("data", 451, "451 4.3.0 content missing")
                 break
-            addresses = [recipients[i]["address"] for i in pending]
-            done = await proto.transaction(
-                transaction.get("sender", ""),
-                addresses,
-                int(transaction.get("size") or 0),
-                transaction.get("bodyType") or "7BIT",
-                bodyFile,
-            )
             self._logTransaction(proto, daTa, transaction, addresses, done)
             mta = self._remoteMTA(route)
             for i, result in zip(pending, done.results):
@@ -719,20 +709,45 @@ class DeliveryAgent(service.Service):
     def _port(self, route: Dict[str, Any]) -> int:
         return int(route.get("port") or self.remotePort)
 
-    async def _session(self, route: Dict[str, Any]) -> Tuple[ClientProtocol, Any]:
+    async def _transaction(
+        self, proto: ClientProtocol, transaction: Dict[str, Any], addresses: List[str]
+    ) -> Any:
+        """
+        Run one transaction for C{addresses} on C{proto}.
+
+        @raise KeyError: the content is not in the content store.
+        """
+        bodyFile = self.contentStore.open(transaction["ss_ta"])
+        return await proto.transaction(
+            transaction.get("sender", ""),
+            addresses,
+            int(transaction.get("size") or 0),
+            transaction.get("bodyType") or "7BIT",
+            bodyFile,
+        )
+
+    async def _session(
+        self, route: Dict[str, Any], cached: bool = True
+    ) -> Tuple[ClientProtocol, Any, bool]:
+        """
+        A session for C{route}: a cached one (C{cached} and
+        C{reuse_connection}) or a new connection.
+
+        A cached session carries the next transaction without RSET: the
+        end of the previous one (the reply to the final dot) already
+        reset the server (RFC 5321 4.1.1.4), and a session the server
+        closed meanwhile shows at MAIL, where L{_deliver} starts again on
+        a new connection.
+
+        @return: the session, the cache key, and whether it was cached.
+        """
         key = self._key(route)
-        if self.reuseConnection:
-            while True:
-                proto = self.cache.take(key)
-                if proto is None:
-                    break
-                try:
-                    await proto.reset()
-                    return proto, key
-                except SessionError:
-                    continue
+        if self.reuseConnection and cached:
+            proto = self.cache.take(key)
+            if proto is not None:
+                return proto, key, True
         proto = await self._connect(route, key)
-        return proto, key
+        return proto, key, False
 
     def _connect(self, route: Dict[str, Any], key: Any) -> defer.Deferred:
         lmtp = key[0] == "lmtp"

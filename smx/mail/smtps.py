@@ -547,18 +547,15 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
 
     @defer.inlineCallbacks
     def _commit(self, ta: _Transaction, event: sm.EndOfData):
+        """
+        Sync the content (CDB) and the envelope (QMGR's IBDB) at the same
+        time; answer 250 once both are on stable storage, then let QMGR
+        schedule the transaction (L{IQueueManager.contentCommitted}).
+        """
         writer = ta.writer
         ta.writer = None
         store = self.factory.contentStore
-        try:
-            yield writer.commit()
-        except Exception:
-            self._commitFailed(ta, event, failure.Failure(), "writer.commit")
-            try:
-                writer.abort()
-            except Exception:
-                pass
-            return
+        qmgr = self.factory.queueManager
         envelope = {
             "id": ta.id,
             "session": self.sessionId,
@@ -568,11 +565,24 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
             "client": self.clientAddress,
             "received": self.factory.reactor.seconds(),
             "bodyType": "8BITMIME" if ta.body == "8BITMIME" else "7BIT",
+            "contentPending": True,
         }
-        try:
-            yield self.factory.queueManager.commitTransaction(envelope)
-        except Exception:
-            self._commitFailed(ta, event, failure.Failure(), "commitTransaction")
+        content = defer.maybeDeferred(writer.commit)
+        queued = defer.maybeDeferred(qmgr.commitTransaction, envelope)
+        (contentOk, contentResult), (queuedOk, queuedResult) = yield (
+            defer.DeferredList([content, queued], consumeErrors=True)
+        )
+        if not contentOk:
+            self._commitFailed(ta, event, contentResult, "writer.commit")
+            try:
+                writer.abort()
+            except Exception:
+                pass
+            if queuedOk:
+                yield self._contentCommitted(ta, False)
+            return
+        if not queuedOk:
+            self._commitFailed(ta, event, queuedResult, "commitTransaction")
             try:
                 store.remove(ta.id)
             except Exception:
@@ -587,6 +597,19 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
         )
         if not self._lost:
             self.connection.accept("%s Message accepted for delivery" % (ta.id,))
+            self._flush()
+        yield self._contentCommitted(ta, True)
+
+    def _contentCommitted(self, ta: _Transaction, stored: bool) -> defer.Deferred:
+        d = defer.maybeDeferred(
+            self.factory.queueManager.contentCommitted, ta.id, stored
+        )
+        d.addErrback(
+            lambda f: self.factory.log.failure(
+                "contentCommitted", f, ss_sess=self.sessionId, ss_ta=ta.id
+            )
+        )
+        return d
 
     def _commitFailed(self, ta, event, reason, func) -> None:
         self.factory.log.failure(func, reason, ss_sess=self.sessionId, ss_ta=ta.id)

@@ -48,6 +48,7 @@ ENVELOPE_FIELDS = (
     "ret",
     "dsnFor",
     "bounces",
+    "contentPending",
 )
 
 #: recipient fields kept in IBDB and DEFEDB
@@ -148,6 +149,10 @@ class Transaction:
         self.ret = envelope.get("ret")
         self.dsnFor = envelope.get("dsnFor")
         self.bounces = int(envelope.get("bounces") or 0)
+        #: the content was being synced when the envelope was stored (see
+        #: IQueueManager.commitTransaction); true in IBDB for good, false
+        #: in memory once the content is on stable storage
+        self.contentPending = bool(envelope.get("contentPending"))
         self.recipients = {}  # type: Dict[int, Recipient]
         self.pendingFailures = []  # type: List[Recipient]
         self.bounceTimer = None  # type: Any

@@ -216,6 +216,8 @@ class QueueManager(service.Service):
         self._checkpointer = None  # type: Any
         self._controlPort = None  # type: Any
         self._accepted = 0
+        #: transactions stored with contentPending, waiting for contentCommitted
+        self._awaitingContent = {}  # type: Dict[str, Transaction]
         self._started = reactor.seconds()
         self._wasShort = False
 
@@ -397,6 +399,13 @@ class QueueManager(service.Service):
     def _cbCommitted(self, _: Any, ta: Transaction) -> None:
         self._accepted += 1
         self.store.transactions[ta.id] = ta
+        if ta.contentPending:
+            self._awaitingContent[ta.id] = ta
+            return None
+        self._queued(ta)
+        return None
+
+    def _queued(self, ta: Transaction) -> None:
         self.logger.info(
             ss_ta=ta.id,
             mail="<%s>" % (ta.sender,),
@@ -405,7 +414,21 @@ class QueueManager(service.Service):
             stat="queued",
         )
         self.scheduler.enqueue(ta, list(ta.recipients.values()))
-        return None
+
+    def contentCommitted(self, transactionId, stored):
+        ta = self._awaitingContent.pop(transactionId, None)
+        if ta is None:
+            return defer.fail(KeyError(transactionId))
+        if stored:
+            ta.contentPending = False
+            self._queued(ta)
+            return defer.succeed(None)
+        # never acknowledged: forget it (a D record; there is no content)
+        self._accepted -= 1
+        for r in ta.recipients.values():
+            r.state = "deleted"
+        self.store.checkDone(ta)
+        return defer.succeed(None)
 
     def _ebCommit(self, failure: Any, ta: Transaction) -> Any:
         self.logger.error(

@@ -8,6 +8,7 @@ SYNOPSIS
     result.transactions      # id -> Transaction, not finished
     result.orphans           # CDB ids without an envelope
     result.finished          # ids found finished (their CDB can go)
+    result.unacknowledged    # ids whose content was never completed
 
 DESCRIPTION
     Run by QMGR before it starts (seed §10, §6.10).  The IBDB records are
@@ -21,7 +22,12 @@ DESCRIPTION
     a duplicate is better than a loss.  Recipients that were queued or
     being delivered at the crash are queued again.
 
-    A transaction whose content is missing from CDB is reported and held;
+    A transaction stored with C{contentPending} (its envelope and content
+    were synced at the same time) whose content is missing or shorter than
+    its envelope says, and to whose recipients nothing happened yet, was
+    never acknowledged with 250: it is dropped (and a partial content file
+    removed).  Any other transaction whose content is missing from CDB is
+    reported and held;
     a CDB file without an envelope is reported and left alone (C{smx
     recover-from-log} can rebuild its envelope from the logs, §6.10.2).
 
@@ -50,6 +56,7 @@ class RecoveryResult:
         self.transactions = {}  # type: Dict[str, Transaction]
         self.orphans = []  # type: List[str]
         self.missing = []  # type: List[str]
+        self.unacknowledged = []  # type: List[str]
         self.finished = set()  # type: Set[str]
         self.staleDefedb = []  # type: List[tuple]
         self.fromDefedb = 0
@@ -136,9 +143,21 @@ def recoverQueue(
             _fromDefedb(ta, data)
         _keep(result, ta)
     known = set(result.transactions) | result.finished
-    for taId, ta in result.transactions.items():
+    for taId, ta in list(result.transactions.items()):
         exists = getattr(contentStore, "exists", None)
         present = exists(taId) if exists else taId in contentStore.transactionIds()
+        if _unacknowledged(ta, present, contentStore):
+            # stored while its content was being synced, and the crash
+            # came before the content was complete: SMTPS never said 250
+            del result.transactions[taId]
+            result.finished.add(taId)
+            result.unacknowledged.append(taId)
+            report(
+                "CDB %s: content of transaction %s was not complete when smx "
+                "stopped; it was never acknowledged and is dropped"
+                % (contentStore.path(taId), taId)
+            )
+            continue
         if not present:
             result.missing.append(taId)
             report(
@@ -156,6 +175,26 @@ def recoverQueue(
                 "recover-from-log)" % (contentStore.path(taId),)
             )
     return result
+
+
+def _unacknowledged(ta: Transaction, present: bool, contentStore: Any) -> bool:
+    """
+    Was C{ta} stored with C{contentPending} and its content never
+    completed?  Only while nothing happened to any recipient: a delivery
+    attempt means the content had been committed.
+    """
+    if not ta.contentPending:
+        return False
+    if any(
+        r.state != "queued" or r.tries or r.inDefedb for r in ta.recipients.values()
+    ):
+        return False
+    if not present:
+        return True
+    try:
+        return int(contentStore.size(ta.id)) != ta.size
+    except (KeyError, OSError, AttributeError):
+        return True
 
 
 def _fromDefedb(ta: Transaction, data: Dict[str, Any]) -> None:

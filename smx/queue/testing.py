@@ -7,7 +7,7 @@ the components that use them (like C{twisted.internet.testing}).
 from __future__ import annotations
 
 import io
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -28,6 +28,10 @@ class _MemoryWriter:
         if self._store.failCommit is not None:
             return defer.fail(self._store.failCommit)
         self._store.contents[self._id] = b"".join(self._chunks)
+        if self._store.pending is not None:
+            d = defer.Deferred()  # type: defer.Deferred
+            self._store.pending.append(d)
+            return d
         return defer.succeed(None)
 
     def abort(self) -> None:
@@ -43,12 +47,15 @@ class MemoryContentStore:
     @ivar contents: transaction id -> committed bytes.
     @ivar failCommit: if set, an exception every C{commit()} fails with.
     @ivar aborted: ids whose writer was aborted.
+    @ivar pending: if set to a list, C{commit()} returns an unfired
+        Deferred appended here (to test waiting for the sync).
     """
 
     def __init__(self) -> None:
         self.contents = {}  # type: Dict[str, bytes]
         self.failCommit = None  # type: Optional[Exception]
         self.aborted = []  # type: List[str]
+        self.pending = None  # type: Optional[List[defer.Deferred]]
 
     def createWriter(self, transactionId):
         return _MemoryWriter(self, transactionId)
@@ -65,6 +72,12 @@ class MemoryContentStore:
     def transactionIds(self):
         return sorted(self.contents)
 
+    def exists(self, transactionId: str) -> bool:
+        return transactionId in self.contents
+
+    def size(self, transactionId: str) -> int:
+        return len(self.contents[transactionId])
+
 
 @implementer(IQueueManager)
 class FakeQueueManager:
@@ -79,6 +92,8 @@ class FakeQueueManager:
         C{None}.
     @ivar pending: if set to a list, C{commitTransaction} returns an
         unfired Deferred appended here (to test waiting for the commit).
+    @ivar contents: C{(transactionId, stored)} of every
+        C{contentCommitted} call.
     """
 
     def __init__(self) -> None:
@@ -90,6 +105,7 @@ class FakeQueueManager:
         self.failCommit = None  # type: Optional[Exception]
         self.pending = None  # type: Optional[List[defer.Deferred]]
         self.controls = []  # type: List[tuple]
+        self.contents = []  # type: List[Tuple[str, bool]]
 
     def sessionOpen(self, sessionId, clientAddress):
         if self.refuseSession is not None:
@@ -112,6 +128,12 @@ class FakeQueueManager:
             d = defer.Deferred()  # type: defer.Deferred
             self.pending.append(d)
             return d
+        return defer.succeed(None)
+
+    def contentCommitted(self, transactionId, stored):
+        if not any(e["id"] == transactionId for e in self.envelopes):
+            return defer.fail(KeyError(transactionId))
+        self.contents.append((transactionId, stored))
         return defer.succeed(None)
 
     def status(self):

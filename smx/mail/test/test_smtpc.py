@@ -358,15 +358,15 @@ class ConnectionReuseTests(AgentTests.__bases__[0]):  # type: ignore[misc]
     def test_reuse(self) -> None:
         """
         A second transaction to the same destination uses the cached
-        session after RSET, without a new connection.
+        session at once (no RSET: the final dot's reply reset the server),
+        without a new connection.
         """
         proto, t = self.first()
         self.assertEqual(len(self.agent.cache), 1)
         t.clear()
         d = self.agent.deliver(self.tx)
         self.assertEqual(len(self.reactor.tcpClients), 1)
-        self.assertEqual(t.value(), b"RSET\r\n")
-        proto.dataReceived(b"250 ok\r\n")
+        self.assertTrue(t.value().startswith(b"MAIL FROM:<a@b.test>"), t.value())
         proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n")
         self.assertEqual(self.successResultOf(d)[0]["status"], "ok")
 
@@ -380,8 +380,9 @@ class ConnectionReuseTests(AgentTests.__bases__[0]):  # type: ignore[misc]
 
     def test_deadCachedSession(self) -> None:
         """
-        A cached session that fails its RSET is dropped and a new
-        connection is made.
+        When the server has closed a cached session (421 or the
+        connection gone before the reply to MAIL), the transaction starts
+        again on a new connection and succeeds there.
         """
         proto, t = self.first()
         d = self.agent.deliver(self.tx)
@@ -389,6 +390,25 @@ class ConnectionReuseTests(AgentTests.__bases__[0]):  # type: ignore[misc]
         proto.connectionLost(Failure(Exception("closed")))
         self.assertEqual(len(self.reactor.tcpClients), 2)
         self.assertNoResult(d)
+        host, port, factory, _, _ = self.reactor.tcpClients[-1]
+        fresh = factory.buildProtocol(IPv4Address("TCP", host, port))
+        t2 = _Transport()
+        fresh.makeConnection(t2)
+        for data in [b"220 mx\r\n", EHLO, b"250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n"]:
+            fresh.dataReceived(data)
+        self.assertEqual(self.successResultOf(d)[0]["status"], "ok")
+
+    def test_cachedSessionRefusesMail(self) -> None:
+        """
+        A definitive reply to MAIL on a cached session is the answer: no
+        second attempt.
+        """
+        proto, t = self.first()
+        d = self.agent.deliver(self.tx)
+        proto.dataReceived(b"451 later\r\n451 later\r\n503 no\r\n")
+        [result] = self.successResultOf(d)
+        self.assertEqual(result["status"], "temp")
+        self.assertEqual(len(self.reactor.tcpClients), 1)
 
     def test_stopServiceClosesCache(self) -> None:
         """Stopping the service closes every cached session."""

@@ -199,15 +199,39 @@ class SessionTests(unittest.TestCase):
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
     def test_contentCommitFails(self):
-        """CDB failing is 451 and nothing is queued."""
+        """
+        CDB failing is 451: the envelope, stored at the same time, is
+        withdrawn (contentCommitted with stored false).
+        """
         h = Harness()
         h.store.failCommit = OSError("full")
         h.connect()
         h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
         out = h.send(b"x\r\n.\r\n")
         self.assertTrue(out.startswith(b"451 4.3.0 "))
-        self.assertEqual(h.qmgr.envelopes, [])
-        self.flushLoggedErrors(OSError)
+        [envelope] = h.qmgr.envelopes
+        self.assertTrue(envelope["contentPending"])
+        self.assertEqual(h.qmgr.contents, [(envelope["id"], False)])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_bothSyncsAtOnce(self):
+        """
+        The envelope goes to QMGR before the content sync has finished;
+        250 comes once both have, and only then is QMGR told the content
+        is stored.
+        """
+        h = Harness()
+        h.qmgr.pending = []
+        h.store.pending = []
+        h.connect()
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
+        self.assertEqual(h.send(b"x\r\n.\r\n"), b"")
+        self.assertEqual((len(h.qmgr.pending), len(h.store.pending)), (1, 1))
+        h.qmgr.pending[0].callback(None)
+        self.assertEqual((h.take(), h.qmgr.contents), (b"", []))
+        h.store.pending[0].callback(None)
+        self.assertTrue(h.take().startswith(b"250 2.0.0 "))
+        self.assertEqual(h.qmgr.contents, [(h.qmgr.envelopes[0]["id"], True)])
 
     def rejected(self, body, **settings):
         h = Harness(**settings)

@@ -76,12 +76,22 @@ class QueueManagerTestMixin:
         self.qmgr = self.makeQueueManager()
         self.qmgr.startService()
 
-    def submit(self, recipients=("b@y.test",), sender="a@x.test", commit=True):
+    def submit(
+        self,
+        recipients=("b@y.test",),
+        sender="a@x.test",
+        commit=True,
+        contentPending=False,
+    ):
         self.counter += 1
         taId = "S%016X00" % (0x1000 + self.counter,)
         w = self.cdb.createWriter(taId)
         w.write(CONTENT)
-        self.successResultOf(w.commit())
+        if contentPending:
+            # the content sync is the caller's: see PendingContentTests
+            self.writer = w
+        else:
+            self.successResultOf(w.commit())
         envelope = {
             "id": taId,
             "session": "S0",
@@ -94,6 +104,8 @@ class QueueManagerTestMixin:
             "received": self.clock.seconds(),
             "bodyType": "7BIT",
         }
+        if contentPending:
+            envelope["contentPending"] = True
         d = self.qmgr.commitTransaction(envelope)
         if commit:
             self.clock.advance(0.01)
@@ -410,3 +422,86 @@ class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
         self.restartWith(minDiskSpace=100, okDiskSpace=200, statvfs=lambda p: Stat())
         reply = self.successResultOf(self.qmgr.checkAcceptance(0))
         self.assertEqual((reply["code"], reply["dsn"]), (452, "4.3.1"))
+
+
+class PendingContentTests(QueueManagerTestMixin, unittest.TestCase):
+    """
+    Envelopes committed with C{contentPending} (SMTPS syncs the content
+    and the envelope at the same time): nothing is scheduled before
+    C{contentCommitted}, and a crash before the content is complete drops
+    the never-acknowledged transaction.
+    """
+
+    def setUp(self):
+        self.setUpQueue()
+
+    def test_waitsForContent(self):
+        """
+        The transaction is queued but not delivered until the content is
+        reported stored.
+        """
+        taId, _ = self.submit(contentPending=True)
+        self.clock.advance(1)
+        self.assertEqual(self.agent.transactions, [])
+        self.successResultOf(self.writer.commit())
+        self.successResultOf(self.qmgr.contentCommitted(taId, True))
+        self.clock.advance(0.01)
+        self.assertEqual([t["ss_ta"] for t in self.agent.transactions], [taId])
+
+    def test_contentFailed(self):
+        """
+        Content that could not be stored withdraws the transaction: it
+        leaves the queue and a restart does not bring it back.
+        """
+        taId, _ = self.submit(contentPending=True)
+        self.writer.abort()
+        self.successResultOf(self.qmgr.contentCommitted(taId, False))
+        self.clock.advance(0.01)
+        self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+        self.restart()
+        self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+        self.assertEqual(self.agent.transactions, [])
+
+    def test_unknown(self):
+        """C{contentCommitted} for a transaction not waiting is a KeyError."""
+        self.failureResultOf(
+            self.qmgr.contentCommitted("S0000000000000000000", True), KeyError
+        )
+
+    def test_crashBeforeContent(self):
+        """
+        After a crash with the envelope stored and the content never
+        written, recovery drops the transaction and says why.
+        """
+        taId, _ = self.submit(contentPending=True)
+        self.writer.abort()
+        self.restart()
+        self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+        self.assertEqual(self.qmgr.recovered.unacknowledged, [taId])
+        self.assertIn("never acknowledged", "\n".join(self.sink.lines()))
+
+    def test_crashWithPartialContent(self):
+        """
+        Content shorter than the envelope says (cut by the crash) is
+        dropped with its transaction, and the partial file is removed.
+        """
+        taId, _ = self.submit(contentPending=True)
+        self.writer.abort()
+        with open(self.cdb.path(taId), "wb") as f:
+            f.write(CONTENT[:5])
+        self.restart()
+        self.assertEqual(self.qmgr.recovered.unacknowledged, [taId])
+        self.assertFalse(self.cdb.exists(taId))
+
+    def test_crashAfterContent(self):
+        """
+        With the content complete at the crash the transaction is kept and
+        delivered (the client may also send it again: a duplicate, never
+        a loss).
+        """
+        taId, _ = self.submit(contentPending=True)
+        self.successResultOf(self.writer.commit())
+        self.restart()
+        self.assertEqual(self.qmgr.recovered.unacknowledged, [])
+        self.clock.advance(0.01)
+        self.assertIn(taId, [t["ss_ta"] for t in self.agent.transactions])
