@@ -146,11 +146,24 @@ def formatRecord(fields: Dict[str, Any]) -> str:
     Format one record: C{name=value} pairs joined by C{", "}; C{None}
     values are left out.
     """
-    return ", ".join(
-        "%s=%s" % (name, encodeValue(value))
-        for name, value in fields.items()
-        if value is not None
-    )
+    parts = []
+    for name, value in fields.items():
+        if value is None:
+            continue
+        kind = type(value)
+        if kind is int:
+            parts.append("%s=%d" % (name, value))
+        elif (
+            kind is str
+            and value.isascii()
+            and value.isprintable()
+            and "," not in value
+            and "%" not in value
+        ):
+            parts.append(name + "=" + value)
+        else:
+            parts.append(name + "=" + encodeValue(value))
+    return ", ".join(parts)
 
 
 def parseRecord(line: str) -> Dict[str, str]:

@@ -385,7 +385,25 @@ class _BodySender:
         self.transport = protocol.transport
 
     def start(self) -> None:
+        try:
+            first = self.file.read(CHUNK_SIZE)
+            rest = self.file.read(CHUNK_SIZE) if first else b""
+        except (OSError, ValueError) as e:
+            self.stopped = True
+            self.protocol.bodyFailed(str(e))
+            return
+        if not rest:
+            # the usual small message: one write, no producer (so that the
+            # transport can send it at once)
+            self.transport.write(self.encoder.encode(first) + self.encoder.finish())
+            self.stopped = True
+            self.protocol.bodyDone()
+            return
         self.transport.registerProducer(self, True)
+        for chunk in (first, rest):
+            data = self.encoder.encode(chunk)
+            if data:
+                self.transport.write(data)
         self._pump()
 
     def _pump(self) -> None:

@@ -37,6 +37,7 @@ not the first character of the local part.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import List, NamedTuple, Optional, Tuple
 
@@ -93,6 +94,16 @@ def ipKeys(address: str) -> List[str]:
     @param address: the address as text; anything that is not an IP
         address yields just itself.
     """
+    return list(_ipKeys(address))
+
+
+@functools.lru_cache(maxsize=4096)
+def _ipKeys(address: str) -> Tuple[str, ...]:
+    # clients come back: parsing an address is the costly part
+    return tuple(_computeIPKeys(address))
+
+
+def _computeIPKeys(address: str) -> List[str]:
     text = address.strip().lower()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]

@@ -64,6 +64,8 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
+import functools
+
 import os
 import random
 from typing import Any, Dict, List, Optional, Tuple
@@ -367,6 +369,7 @@ def _with(d: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def _canonicalIP(text: str) -> str:
     import ipaddress
 

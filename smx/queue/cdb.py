@@ -289,7 +289,8 @@ class FileContentStore:
     def open(self, transactionId):
         self._checkId(transactionId)
         try:
-            return open(self.path(transactionId), "rb")
+            # unbuffered: SMTPC reads in large chunks anyway
+            return open(self.path(transactionId), "rb", buffering=0)
         except FileNotFoundError:
             raise KeyError(transactionId)
 

@@ -18,6 +18,7 @@ from zope.interface.verify import verifyObject
 
 from smx.interfaces import IDeliveryAgent
 from smx.log import Logger, MemorySink, parseRecord
+from smx.mail import smtpc
 from smx.mail.smtpc import ClientProtocol, DeliveryAgent, _ConnectFactory
 from smx.queue.testing import MemoryContentStore
 
@@ -154,6 +155,23 @@ class AgentTests(SynchronousTestCase):
                 "size=16, stat=0" % sess,
             ],
         )
+
+    def test_largeBody(self) -> None:
+        """
+        Content of several chunks is streamed whole, dot-stuffed, with
+        lone LFs made CRLF, whichever chunk a line is cut by.
+        """
+        line = b".line of text\n"
+        count = 3 * smtpc.CHUNK_SIZE // len(line) + 7
+        self.store.contents["S1"] = line * count
+        d = self.agent.deliver(self.transaction([route()]))
+        proto, t = self.connect()
+        self.converse(proto, t, b"220 mx ESMTP\r\n", EHLO)
+        t.clear()
+        self.converse(proto, t, b"250 ok\r\n250 ok\r\n354 go\r\n")
+        self.assertEqual(t.value(), b"..line of text\r\n" * count + b".\r\n")
+        self.converse(proto, t, b"250 2.0.0 queued\r\n")
+        self.assertEqual(self.successResultOf(d)[0]["status"], "ok")
 
     def test_defaultPort(self) -> None:
         """A route without a port uses C{remote_port}."""
