@@ -36,6 +36,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from twisted.internet import defer
 
+from smx.fastdefer import inlineCallbacks
 from smx.mail.address import effectiveAddress
 
 Reply = Dict[str, Any]
@@ -114,7 +115,7 @@ class SessionPolicy:
 
     # -- connection -----------------------------------------------------
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def checkConnection(self):
         """
         @return: a L{Deferred} firing with a I{reply} to refuse the session,
@@ -149,7 +150,7 @@ class SessionPolicy:
 
     # -- TLS and AUTH -----------------------------------------------------
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def tlsEstablished(self, info: Dict[str, Any]):
         """
         A TLS handshake finished; C{info} as L{smx.mail.tls.tlsInfo}.
@@ -185,7 +186,7 @@ class SessionPolicy:
         self._senderDelayed = None
         self.discardTransaction = self.discardSession
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def checkSender(self, sender: str):
         """
         @return: a L{Deferred} firing with a rejecting I{reply} or C{None}.
@@ -205,7 +206,7 @@ class SessionPolicy:
             return None
         return reply
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def checkRecipient(self, mailbox: str):
         """
         @param mailbox: the forward path as parsed (without brackets).

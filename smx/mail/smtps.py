@@ -91,6 +91,7 @@ from twisted.python import failure
 from zope.interface import implementer
 
 from smx import net, versionString
+from smx.fastdefer import inlineCallbacks
 from smx.ids import ServerIdGenerator
 from smx.log import Logger
 from smx.mail import server as sm
@@ -245,7 +246,7 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
             return
         self._wait(self._startSession())
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def _startSession(self):
         f = self.factory
         reply = yield f.queueManager.sessionOpen(self.sessionId, self.clientAddress)
@@ -412,7 +413,7 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
             % (self.factory.settings.hostname, event.name, self.clientAddress)
         )
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def do_MailFrom(self, event: sm.MailFrom):
         self._closeTransaction()
         reply = yield self.factory.queueManager.checkAcceptance(event.size)
@@ -435,7 +436,7 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
         )
         self.connection.accept()
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def do_RcptTo(self, event: sm.RcptTo):
         ta = self.transaction
         reply, address, discard = yield self.policy.checkRecipient(event.recipient)
@@ -520,32 +521,20 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
         if reply is not None:
             if ta is not None:
                 ta.abort()
-                self.factory.log.info(
-                    ss_sess=self.sessionId,
-                    ss_ta=ta.id,
-                    msgid=event.messageId,
-                    size=event.size,
-                    stat=reply[0],
-                    reply="%d %s %s" % reply,
+                self._logEnd(
+                    ta, event, event.size, stat=reply[0], reply="%d %s %s" % reply
                 )
             self.connection.reject(*reply)
             return None
         assert ta is not None
         if ta.writer is None:
             # discarded: accept and forget
-            self.factory.log.info(
-                ss_sess=self.sessionId,
-                ss_ta=ta.id,
-                msgid=event.messageId,
-                size=event.size,
-                stat=0,
-                discard=1,
-            )
+            self._logEnd(ta, event, event.size, stat=0, discard=1)
             self.connection.accept("%s Message accepted for delivery" % (ta.id,))
             return None
         return self._commit(ta, event)
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def _commit(self, ta: _Transaction, event: sm.EndOfData):
         """
         Sync the content (CDB) and the envelope (QMGR's IBDB) at the same
@@ -588,17 +577,23 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
             except Exception:
                 pass
             return
-        self.factory.log.info(
-            ss_sess=self.sessionId,
-            ss_ta=ta.id,
-            msgid=event.messageId,
-            size=ta.stored,
-            stat=0,
-        )
+        self._logEnd(ta, event, ta.stored, stat=0)
         if not self._lost:
             self.connection.accept("%s Message accepted for delivery" % (ta.id,))
             self._flush()
         yield self._contentCommitted(ta, True)
+
+    def _logEnd(
+        self, ta: _Transaction, event: sm.EndOfData, size: int, **fields: Any
+    ) -> None:
+        """The App. C.2 record of the end of a transaction."""
+        self.factory.log.info(
+            ss_sess=self.sessionId,
+            ss_ta=ta.id,
+            msgid=event.messageId,
+            size=size,
+            **fields,
+        )
 
     def _contentCommitted(self, ta: _Transaction, stored: bool) -> defer.Deferred:
         d = defer.maybeDeferred(
@@ -613,13 +608,7 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
 
     def _commitFailed(self, ta, event, reason, func) -> None:
         self.factory.log.failure(func, reason, ss_sess=self.sessionId, ss_ta=ta.id)
-        self.factory.log.info(
-            ss_sess=self.sessionId,
-            ss_ta=ta.id,
-            msgid=event.messageId,
-            size=ta.stored,
-            stat=451,
-        )
+        self._logEnd(ta, event, ta.stored, stat=451)
         if not self._lost:
             self.connection.reject(*_TEMPFAIL)
 

@@ -40,6 +40,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
 
+from smx.fastdefer import inlineCallbacks
 from smx.log import Logger
 from smx.maps import lookup
 from smx.maps.access import reply
@@ -139,7 +140,7 @@ class AliasExpander:
             return []
         return lookup.addressLookupKeys(address, self.delimiter, localPart, domains)
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def _first(self, map: Any, keys: List[Any]):
         for k in keys:
             value = yield map.lookup(getattr(k, "key", k))
@@ -147,7 +148,7 @@ class AliasExpander:
                 return k, value
         return None
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def findAlias(self, address: str, local: bool):
         """
         @return: a L{Deferred} firing with C{(AddressKey, value)} or
@@ -159,7 +160,7 @@ class AliasExpander:
         found = yield self._first(self.aliases, keys)
         return found
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def isLocalUser(self, address: str):
         """
         Is the local C{address} in the C{local_user_map}?
@@ -179,7 +180,7 @@ class AliasExpander:
     def _domain(self, address: str) -> str:
         return lookup.splitAddress(address, self.delimiter)[2].lower()
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def validate(self, address: str):
         """
         Check a recipient at RCPT time.
@@ -214,7 +215,7 @@ class AliasExpander:
         d.addCallback(lambda _: _dedupe(out))
         return d
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def _expand(self, address: str, sender, chain: List[str], out: List) -> Any:
         lower = address.lower()
         domain = self._domain(address)
@@ -289,7 +290,7 @@ class AliasExpander:
                 continue
             yield self._expand(target, sender, chain + [lower], out)
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def _owner(self, key: lookup.AddressKey, address: str):
         """
         The C{owner-} sender for the alias matched by C{key}, or C{None}.

@@ -73,6 +73,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from twisted.internet import defer
 from zope.interface import implementer
 
+from smx.fastdefer import inlineCallbacks
 from smx.interfaces import IAddressResolver
 from smx.log import Logger
 from smx.maps.access import AccessMap, decision, encodeDN, reply, tempfail
@@ -212,7 +213,7 @@ class AddressResolver:
 
     # -- client ------------------------------------------------------------
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def resolveClientName(self, address: str):
         """
         The client's verified host name (seed §5.8.3): PTR names whose A or
@@ -243,7 +244,7 @@ class AddressResolver:
                 return name, "ok"
         return None, ("tempa" if temp else "no")
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def checkClient(self, clientAddress: str):
         c = yield self.access.check("cltaddr", clientAddress)
         name, resolve = yield self.resolveClientName(clientAddress)
@@ -276,7 +277,7 @@ class AddressResolver:
     def checkSender(self, sender: str, client: Any):
         return self.access.check("from", sender)
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def checkRecipient(self, recipient: str, client: Any):
         client = client or {}
         domain = recipient.rpartition("@")[2].strip().lower().rstrip(".")
@@ -306,7 +307,7 @@ class AddressResolver:
                 return _with(decision(action, False, err), extra)
         return result
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def lookupAccess(self, tag: str, key: str):
         tag = tag.lower().rstrip(":")
         d = yield self.access.check(tag, key)
@@ -316,7 +317,7 @@ class AddressResolver:
                 d = yield self.access.check(tag, encoded)
         return d
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def resolveRecipient(self, address: str):
         expanded = yield self.aliases.expand(address)
         results = []

@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
 
+from smx.fastdefer import inlineCallbacks
 from smx.log import Logger
 from smx.maps.access import AccessMap, reply
 from smx.maps.errors import DNSPermanentError, DNSTemporaryError, MapError
@@ -99,7 +100,7 @@ class Router:
         """
         return self.mailertable.isLocal(domain)
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def route(self, address: str):
         """
         @return: a L{Deferred} firing with C{(routes, error)}: a list of
@@ -126,7 +127,7 @@ class Router:
             return [], e.reply
         return routes, None
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def _resolveEntry(self, domain: str, entry):
         if entry.local:
             return [localRoute()]
@@ -152,7 +153,7 @@ class Router:
             raise temp
         return _dedupe(routes)
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def _resolveHost(self, name: str, mailer: str, port: int, base: int):
         if self.dns is None:
             raise RoutingError(reply(451, "4.4.3", "No DNS resolver for %s" % (name,)))

@@ -1,0 +1,133 @@
+"""
+Tests for L{smx.fastdefer.inlineCallbacks}.
+"""
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from smx.fastdefer import inlineCallbacks
+
+
+class InlineCallbacksTests(unittest.SynchronousTestCase):
+    """
+    The generator runs at once while its Deferreds have results, waits
+    otherwise, and behaves like Twisted's C{inlineCallbacks}.
+    """
+
+    def test_firedAtOnce(self):
+        """Fired Deferreds and plain values: the result is ready at once."""
+
+        @inlineCallbacks
+        def f(x):
+            a = yield defer.succeed(x)
+            b = yield 2
+            return a + b
+
+        self.assertEqual(self.successResultOf(f(40)), 42)
+
+    def test_failureIntoGenerator(self):
+        """
+        A failed Deferred raises in the generator, which may catch it; the
+        failure counts as handled.
+        """
+
+        @inlineCallbacks
+        def f():
+            try:
+                yield defer.fail(ValueError("no"))
+            except ValueError as e:
+                return "caught " + str(e)
+
+        self.assertEqual(self.successResultOf(f()), "caught no")
+        self.assertEqual(self.flushLoggedErrors(ValueError), [])
+
+    def test_exception(self):
+        """An exception out of the generator fails the result."""
+
+        @inlineCallbacks
+        def f():
+            yield defer.succeed(None)
+            raise KeyError("k")
+
+        self.failureResultOf(f(), KeyError)
+
+    def test_exceptionBeforeFirstYield(self):
+        """Also when raised before the first yield."""
+
+        @inlineCallbacks
+        def f():
+            raise KeyError("k")
+            yield
+
+        self.failureResultOf(f(), KeyError)
+
+    def test_waits(self):
+        """An unfired Deferred is waited for; the run goes on after it."""
+        pending = defer.Deferred()
+        seen = []
+
+        @inlineCallbacks
+        def f():
+            a = yield pending
+            seen.append(a)
+            b = yield defer.succeed(1)
+            return a + b
+
+        d = f()
+        self.assertNoResult(d)
+        pending.callback(41)
+        self.assertEqual((self.successResultOf(d), seen), (42, [41]))
+
+    def test_waitsForFailure(self):
+        """A Deferred that fails later raises in the generator."""
+        pending = defer.Deferred()
+
+        @inlineCallbacks
+        def f():
+            yield pending
+
+        d = f()
+        pending.errback(ValueError("late"))
+        self.failureResultOf(d, ValueError)
+
+    def test_twoWaits(self):
+        """Waiting twice in one run works."""
+        first, second = defer.Deferred(), defer.Deferred()
+
+        @inlineCallbacks
+        def f():
+            a = yield first
+            b = yield second
+            return (a, b)
+
+        d = f()
+        first.callback(1)
+        self.assertNoResult(d)
+        second.callback(2)
+        self.assertEqual(self.successResultOf(d), (1, 2))
+
+    def test_cancel(self):
+        """
+        Cancelling the result cancels the Deferred waited for; the
+        generator sees CancelledError.
+        """
+        cancelled = []
+        pending = defer.Deferred(lambda d: cancelled.append(d))
+
+        @inlineCallbacks
+        def f():
+            yield pending
+
+        d = f()
+        d.cancel()
+        self.assertEqual(cancelled, [pending])
+        self.failureResultOf(d, defer.CancelledError)
+
+    def test_notAGenerator(self):
+        """A function that is not a generator is a TypeError."""
+
+        @inlineCallbacks
+        def f():
+            return 1
+
+        self.assertRaises(TypeError, f)
