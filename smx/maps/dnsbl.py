@@ -19,6 +19,7 @@ from typing import Any, List, Optional, Tuple
 
 from twisted.internet import defer
 
+from smx.fastdefer import inlineCallbacks
 from smx.maps.access import AccessMap, decision
 from smx.maps.errors import DNSPermanentError, DNSTemporaryError
 
@@ -52,7 +53,7 @@ class DNSBLChecker:
         self.access = access
         self.lists = list(lists)[:MAX_DNSBL]
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def check(self, address: str):
         """
         @return: a L{Deferred} firing with the I{decision} of the first

@@ -12,6 +12,7 @@ from typing import Any, List
 from twisted.internet import defer
 from zope.interface import implementer
 
+from smx.fastdefer import inlineCallbacks
 from smx.interfaces import IMap
 from smx.maps.errors import MapTemporaryError
 
@@ -28,7 +29,7 @@ class SequenceMap:
         self.name = name
         self.maps = list(maps)
 
-    @defer.inlineCallbacks
+    @inlineCallbacks
     def lookup(self, key: str):
         failed = None
         for m in self.maps:
