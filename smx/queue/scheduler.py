@@ -226,7 +226,7 @@ class Scheduler:
         ds = []
         for r in rcpts:
             d = defer.maybeDeferred(self.resolver.resolveRecipient, r.address)
-            if self.smarTimeout:
+            if self.smarTimeout and not d.called:
                 d.addTimeout(self.smarTimeout, self.clock)
             ds.append(d)
         dl = defer.DeferredList(ds, consumeErrors=True)
