@@ -366,6 +366,7 @@ class ClientMachine:
         self._nextRcpt = 0
         self._dataSent = False
         self._emptyData = False
+        self._dotReplied = False
 
     # what the caller tells us ---------------------------------------------
 
@@ -642,6 +643,8 @@ class ClientMachine:
     def _reply_dot(self, reply: Reply) -> List[Any]:
         if not self._expected:
             return self.connectionFailed("unexpected reply %s" % (reply.text,))
+        # whatever it says, a reply to the final dot ends the transaction
+        self._dotReplied = True
         kind, index = self._expected.popleft()
         if index == -2:
             return self._done(reusable=True)
@@ -661,6 +664,11 @@ class ClientMachine:
         return self._done(reusable=True)
 
     def _done(self, reusable: bool) -> List[Any]:
+        if self._mailReply is not None and self._mailReply.positive:
+            # the server took MAIL: only the reply to the final dot ends
+            # its transaction; without it (every recipient refused, DATA
+            # refused) a cached session would need RSET: it is not cached
+            reusable = reusable and self._dotReplied
         if self.state != CLOSED:
             self.state = READY
         self._expected.clear()

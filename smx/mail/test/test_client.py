@@ -231,13 +231,18 @@ class MachineTests(SynchronousTestCase):
         )
 
     def test_allRecipientsRejected(self) -> None:
-        """Without an accepted recipient no DATA is sent."""
+        """
+        Without an accepted recipient no DATA is sent; the server's
+        transaction stays open (MAIL was taken), so the session is not
+        reusable without RSET.
+        """
         m = self.ready(b"250 mx.test")
         m.startTransaction("a@b", ["c@d"])
         m.replyReceived(r(b"250 ok"))
         [done] = m.replyReceived(r(b"450 4.2.0 later"))
         self.assertEqual(done.results[0]["status"], "temp")
         self.assertEqual(done.results[0]["where"], "rcpt")
+        self.assertFalse(done.reusable)
 
     def test_mailRejected(self) -> None:
         """A rejected MAIL fails every recipient."""
@@ -246,6 +251,7 @@ class MachineTests(SynchronousTestCase):
         [done] = m.replyReceived(r(b"553 5.1.8 bad sender"))
         self.assertEqual([x["status"] for x in done.results], ["perm", "perm"])
         self.assertEqual(done.results[0]["where"], "mail")
+        self.assertTrue(done.reusable)
 
     def test_pipelinedMailRejectedData354(self) -> None:
         """
@@ -259,6 +265,7 @@ class MachineTests(SynchronousTestCase):
         self.assertEqual(sent(m.replyReceived(r(b"354 go"))), b".\r\n")
         [done] = m.replyReceived(r(b"554 no"))
         self.assertEqual(done.results[0]["status"], "perm")
+        self.assertTrue(done.reusable)
 
     def test_dataRejected(self) -> None:
         """A rejected DATA fails the accepted recipients."""
@@ -269,6 +276,7 @@ class MachineTests(SynchronousTestCase):
         [done] = m.replyReceived(r(b"451 4.3.0 try later"))
         self.assertEqual(done.results[0]["where"], "data")
         self.assertEqual(done.results[0]["status"], "temp")
+        self.assertFalse(done.reusable)
 
     def test_sizeLimit(self) -> None:
         """A message larger than the server's SIZE limit is not sent."""
@@ -276,6 +284,7 @@ class MachineTests(SynchronousTestCase):
         [done] = m.startTransaction("a@b", ["c@d"], 20000)
         self.assertEqual(done.results[0]["status"], "perm")
         self.assertEqual(done.results[0]["code"], 552)
+        self.assertTrue(done.reusable)
 
     def test_heloFallback(self) -> None:
         """A 5xx EHLO reply makes the client try HELO."""
