@@ -269,10 +269,17 @@ class _FakeServer(LineReceiver):
                 self.factory.messages.append(b"\n".join(self.data))
                 self.data = None
                 self.sendLine(b"250 2.0.0 accepted")
+                self.transactions = getattr(self, "transactions", 0) + 1
             else:
                 self.data.append(line)
             return
         verb = line.split(b" ", 1)[0].upper()
+        if self.factory.mode == "idleclose" and getattr(self, "transactions", 0):
+            # like a server whose idle timeout struck just as the client
+            # reused the session
+            self.sendLine(b"421 4.4.2 fake closing idle connection")
+            self.transport.loseConnection()
+            return
         if verb == b"EHLO":
             self.sendLine(b"250-fake\r\n250-PIPELINING\r\n250 STARTTLS")
         elif verb == b"STARTTLS":
@@ -326,6 +333,23 @@ class FakeServerTests(_Base):
 
         self.addCleanup(stop)
         return port.getHost().port
+
+    @defer.inlineCallbacks
+    def test_reusedSessionClosed(self) -> Any:
+        """
+        A cached session that the server closes when it is reused (421 to
+        MAIL): the transaction goes through on a new connection, at once.
+        """
+        port = self.listen("idleclose")
+        agent = self.agent(reuseConnection=True, useTLS=False)
+        for _ in range(2):
+            [result] = yield agent.deliver(
+                self.transaction([esmtpRoute(port)], "a@r.test")
+            )
+            self.assertEqual(result["status"], "ok")
+        self.assertEqual(len(self.factory.messages), 2)
+        self.assertEqual(len(self.factory.connections), 2)
+        agent.cache.closeAll()
 
     @defer.inlineCallbacks
     def test_hang(self) -> Any:
