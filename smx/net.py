@@ -20,7 +20,9 @@ DESCRIPTION
     take to Twisted's buffer.  Everything else (ordering, TLS, producers,
     closing after the last byte) stays Twisted's: the direct path is taken
     only when the connection is plain TCP, open, has no producer and has
-    nothing buffered.
+    nothing buffered.  Likewise C{loseConnection} with nothing buffered
+    closes at the end of the reactor's turn instead of first registering
+    the socket for writing.
 
     L{listenTCP} and L{connectTCP} fall back to the reactor's own methods
     for a reactor that is not Twisted's POSIX reactor (the memory reactors
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional, Tuple
 
-from twisted.internet import tcp
+from twisted.internet import main, tcp
 from twisted.internet.posixbase import PosixReactorBase
 
 
@@ -66,6 +68,35 @@ class _SendAtOnce:
 
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
         self.write(b"".join(iovec))
+
+    def loseConnection(self, *args: Any, **kwargs: Any) -> None:
+        if (
+            self.TLS  # type: ignore[attr-defined]
+            or self._tempDataBuffer  # type: ignore[attr-defined]
+            or self.dataBuffer  # type: ignore[attr-defined]
+            or self.producer is not None  # type: ignore[attr-defined]
+            or self.disconnecting  # type: ignore[attr-defined]
+            or not self.connected  # type: ignore[attr-defined]
+            or self._writeDisconnected  # type: ignore[attr-defined]
+        ):
+            super().loseConnection(*args, **kwargs)  # type: ignore[misc]
+            return
+        # nothing left to send: close at the end of this reactor turn,
+        # without first watching for writability as Twisted does
+        self.stopReading()  # type: ignore[attr-defined]
+        setattr(self, "disconnecting", 1)
+        self.reactor.callLater(0, self._closeNow)  # type: ignore[attr-defined]
+
+    def _closeNow(self) -> None:
+        if not self.connected:  # type: ignore[attr-defined]
+            return
+        if self._tempDataBuffer or self.dataBuffer:  # type: ignore[attr-defined]
+            # written after loseConnection: Twisted sends it, then closes
+            self.startWriting()  # type: ignore[attr-defined]
+            return
+        self.reactor._disconnectSelectable(  # type: ignore[attr-defined]
+            self, main.CONNECTION_DONE, False
+        )
 
 
 class Server(_SendAtOnce, tcp.Server):

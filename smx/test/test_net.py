@@ -98,6 +98,36 @@ class SendAtOnceTests(unittest.TestCase):
         received = yield done
         self.assertEqual(received, b"last words")
 
+    @defer.inlineCallbacks
+    def test_closeWithoutWatchingWritability(self):
+        """
+        C{loseConnection} with nothing buffered closes at the end of the
+        reactor's turn, without registering the socket for writing; the
+        peer sees everything written before, then the end.
+        """
+        connected, done = self._pair(1 << 30)
+        sender = yield connected
+        sender.transport.write(b"bye")
+        sender.transport.loseConnection()
+        self.assertNotIn(sender.transport, reactor.getWriters())
+        self.assertNotIn(sender.transport, reactor.getReaders())
+        received = yield done
+        self.assertEqual(received, b"bye")
+        self.assertFalse(sender.transport.connected)
+
+    @defer.inlineCallbacks
+    def test_writeAfterClose(self):
+        """
+        Data written after C{loseConnection} (before the close happened)
+        still reaches the peer.
+        """
+        connected, done = self._pair(1 << 30)
+        sender = yield connected
+        sender.transport.loseConnection()
+        sender.transport.write(b"late")
+        received = yield done
+        self.assertEqual(received, b"late")
+
     def test_otherReactors(self):
         """
         With a reactor that is not Twisted's POSIX reactor (a unit test's
