@@ -21,6 +21,7 @@ failures are not.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -77,6 +78,7 @@ def _port(text: str, whole: str) -> int:
     return port
 
 
+@functools.lru_cache(maxsize=4096)
 def reverseName(address: str) -> str:
     """
     The C{in-addr.arpa} / C{ip6.arpa} name of an IP address.
