@@ -453,6 +453,14 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
         if not discard:
             index = len(ta.recipients)
             ta.recipients.append({"address": address, "index": index})
+            if ta.writer is None and not self.policy.discardTransaction:
+                # the content store may prepare the content file while
+                # the client goes on (see ContentWriter); a failure here
+                # shows again at DATA
+                try:
+                    ta.writer = self.factory.contentStore.createWriter(ta.id)
+                except Exception:
+                    ta.writer = None
             self.factory.log.info(
                 ss_sess=self.sessionId,
                 ss_ta=ta.id,
@@ -473,7 +481,8 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
             return
         if ta.recipients and not self.policy.discardTransaction:
             try:
-                ta.writer = self.factory.contentStore.createWriter(ta.id)
+                if ta.writer is None:
+                    ta.writer = self.factory.contentStore.createWriter(ta.id)
                 header = self._receivedHeader(ta)
                 ta.writer.write(header)
                 ta.stored = len(header)
@@ -484,6 +493,9 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
                 ta.abort()
                 self.connection.reject(*_TEMPFAIL)
                 return
+        else:
+            # nothing will be stored (discarded): no content file
+            ta.abort()
         self.connection.accept()
 
     def _receivedHeader(self, ta: _Transaction) -> bytes:

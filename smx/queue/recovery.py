@@ -28,8 +28,10 @@ DESCRIPTION
     never acknowledged with 250: it is dropped (and a partial content file
     removed).  Any other transaction whose content is missing from CDB is
     reported and held;
-    a CDB file without an envelope is reported and left alone (C{smx
-    recover-from-log} can rebuild its envelope from the logs, §6.10.2).
+    an empty CDB file without an envelope (made ahead for a transaction
+    that never ended) is removed; any other CDB file without an envelope
+    is reported and left alone (C{smx recover-from-log} can rebuild its
+    envelope from the logs, §6.10.2).
 
 CONFIGURATION PARAMETERS
     None of its own.
@@ -169,12 +171,24 @@ def recoverQueue(
                 r.reply = "content missing"
     for taId in contentStore.transactionIds():
         if taId not in known:
+            if _empty(contentStore, taId):
+                # made ahead for a transaction that never got to its
+                # final dot (ContentWriter): nothing to recover
+                result.finished.add(taId)
+                continue
             result.orphans.append(taId)
             report(
                 "CDB %s: no envelope for this content; not removed (see smx "
                 "recover-from-log)" % (contentStore.path(taId),)
             )
     return result
+
+
+def _empty(contentStore: Any, taId: str) -> bool:
+    try:
+        return int(contentStore.size(taId)) == 0
+    except (KeyError, OSError, AttributeError):
+        return False
 
 
 def _unacknowledged(ta: Transaction, present: bool, contentStore: Any) -> bool:

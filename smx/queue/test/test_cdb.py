@@ -6,6 +6,7 @@ Tests for L{smx.queue.cdb}: real files in a temporary directory.
 import errno
 import os
 
+from twisted.internet import defer
 from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -171,35 +172,77 @@ class PooledStoreTests(unittest.TestCase):
             self.mktemp(), threadPool=self.pool, reactor=reactor, chunkSize=1024
         )
 
-    def test_smallContentAtCommit(self):
+    def _exists(self, ta, wanted=True):
+        """Fire once the content file of C{ta} exists (or not)."""
+        from twisted.internet import reactor, task
+
+        def check():
+            if self.store.exists(ta) != wanted:
+                return task.deferLater(reactor, 0.005, check)
+            return None
+
+        return check()
+
+    def _created(self, writer):
+        """Fire once C{writer} has its file open (in the reactor thread)."""
+        from twisted.internet import reactor, task
+
+        def check():
+            if not writer._created:
+                return task.deferLater(reactor, 0.005, check)
+            return None
+
+        return check()
+
+    @defer.inlineCallbacks
+    def test_createdAhead(self):
         """
-        Content smaller than a chunk makes no file until commit; after
-        the commit fires the file holds it.
+        The file is created (in the pool) as soon as the writer exists;
+        the content is buffered until commit, which writes and syncs it.
         """
         w = self.store.createWriter(TA)
         w.write(b"small")
-        self.assertFalse(self.store.exists(TA))
+        yield self._created(w)
+        self.assertEqual(self.store.size(TA), 0)
+        yield w.commit()
+        with self.store.open(TA) as f:
+            self.assertEqual(f.read(), b"small")
 
-        def check(_):
-            with self.store.open(TA) as f:
-                self.assertEqual(f.read(), b"small")
+    @defer.inlineCallbacks
+    def test_commitBeforeCreated(self):
+        """A commit that comes before the file exists waits for it."""
+        w = self.store.createWriter(TA)
+        w.write(b"quick")
+        yield w.commit()
+        with self.store.open(TA) as f:
+            self.assertEqual(f.read(), b"quick")
 
-        return w.commit().addCallback(check)
-
+    @defer.inlineCallbacks
     def test_largeContentEarly(self):
         """
-        Content larger than a chunk is written before commit, so that it
-        is not held in memory.
+        Content larger than a chunk is written before commit, once the
+        file exists, so that it is not held in memory.
         """
         w = self.store.createWriter(TA)
+        yield self._created(w)
         w.write(b"x" * 2000)
         self.assertEqual(self.store.size(TA), 2000)
         w.write(b"y")
+        yield w.commit()
+        self.assertEqual(self.store.size(TA), 2001)
 
-        def check(_):
-            self.assertEqual(self.store.size(TA), 2001)
-
-        return w.commit().addCallback(check)
+    @defer.inlineCallbacks
+    def test_largeContentBeforeCreated(self):
+        """
+        Content that outgrows a chunk before the file exists is written
+        when it does.
+        """
+        w = self.store.createWriter(TA)
+        w.write(b"x" * 2000)
+        yield self._created(w)
+        self.assertEqual(self.store.size(TA), 2000)
+        yield w.commit()
+        self.assertEqual(self.store.size(TA), 2000)
 
     def test_duplicateAtCommit(self):
         """
@@ -219,12 +262,29 @@ class PooledStoreTests(unittest.TestCase):
 
         return d.addCallback(check)
 
-    def test_abortBeforeCommit(self):
-        """Aborting small content leaves no file."""
+    @defer.inlineCallbacks
+    def test_abortBeforeCreated(self):
+        """
+        Aborting while the file is still being created removes it once it
+        exists.
+        """
         w = self.store.createWriter(TA)
         w.write(b"gone")
         w.abort()
+        self.assertFalse(w._created)
+        opening = w._opening
+        self.assertIsNotNone(opening)
+        yield opening
+        yield self._exists(TA, False)
         self.assertEqual(self.store.transactionIds(), [])
+
+    @defer.inlineCallbacks
+    def test_abortAfterCreated(self):
+        """Aborting after the file exists removes it."""
+        w = self.store.createWriter(TA)
+        yield self._created(w)
+        w.abort()
+        yield self._exists(TA, False)
 
     def test_removeBatched(self):
         """
@@ -247,3 +307,68 @@ class PooledStoreTests(unittest.TestCase):
             return None
 
         return gone()
+
+
+class IdleTests(unittest.TestCase):
+    """
+    L{cdb.FileContentStore.idle}: files are made ahead only for a message
+    that comes after a pause.
+    """
+
+    def test_idle(self):
+        """Idle without jobs, and only a while after the last one ended."""
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        clock.advance(100)
+        store = cdb.FileContentStore(self.mktemp(), threadPool=object(), reactor=clock)
+        self.assertTrue(store.idle())
+        store.jobsInFlight = 1
+        self.assertFalse(store.idle())
+        store.jobsInFlight = 0
+        store._idleSince = clock.seconds()
+        self.assertFalse(store.idle())
+        clock.advance(cdb.AHEAD_AFTER_IDLE / 2)
+        self.assertFalse(store.idle())
+        clock.advance(cdb.AHEAD_AFTER_IDLE)
+        self.assertTrue(store.idle())
+
+
+class BusyPoolStoreTests(PooledStoreTests):
+    """
+    The same with a busy pool: writers create their file at commit, in
+    the job that writes and syncs it.
+    """
+
+    def setUp(self):
+        PooledStoreTests.setUp(self)
+        self.patch(cdb, "AHEAD_AFTER_IDLE", float("inf"))
+
+    def _created(self, writer):
+        # nothing is made ahead: the file appears with the first chunk
+        return defer.succeed(None)
+
+    @defer.inlineCallbacks
+    def test_createdAhead(self):
+        """Small content makes no file until commit."""
+        w = self.store.createWriter(TA)
+        w.write(b"small")
+        self.assertIsNone(w._opening)
+        self.assertFalse(self.store.exists(TA))
+        yield w.commit()
+        with self.store.open(TA) as f:
+            self.assertEqual(f.read(), b"small")
+
+    def test_largeContentBeforeCreated(self):
+        """Content that outgrows a chunk is written at once."""
+        w = self.store.createWriter(TA)
+        w.write(b"x" * 2000)
+        self.assertEqual(self.store.size(TA), 2000)
+        return w.commit()
+
+    def test_abortBeforeCreated(self):
+        """Aborting small content leaves no file."""
+        w = self.store.createWriter(TA)
+        w.write(b"gone")
+        w.abort()
+        self.assertEqual(self.store.transactionIds(), [])

@@ -505,3 +505,21 @@ class PendingContentTests(QueueManagerTestMixin, unittest.TestCase):
         self.assertEqual(self.qmgr.recovered.unacknowledged, [])
         self.clock.advance(0.01)
         self.assertIn(taId, [t["ss_ta"] for t in self.agent.transactions])
+
+    def test_emptyOrphanRemoved(self):
+        """
+        An empty content file without an envelope (made ahead for a
+        transaction that never reached its final dot) is removed at
+        start; a non-empty one is kept and reported for recover-from-log.
+        """
+        self.stop()
+        empty, full = "S00000000000000AA00", "S00000000000000BB00"
+        open(self.cdb.path(empty), "wb").close()
+        with open(self.cdb.path(full), "wb") as f:
+            f.write(CONTENT)
+        self.qmgr = self.makeQueueManager()
+        self.qmgr.startService()
+        self.assertFalse(self.cdb.exists(empty))
+        self.assertTrue(self.cdb.exists(full))
+        self.assertEqual(self.qmgr.recovered.orphans, [full])
+        self.assertIn("no envelope for this content", "\n".join(self.sink.lines()))
