@@ -39,7 +39,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, threads
 from twisted.python.failure import Failure
@@ -85,6 +85,33 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _commitBatch(work: List[Tuple[Any, Optional[int], bytes, bool]]) -> List[Any]:
+    """
+    In the thread pool: write and fsync each content, then fsync each
+    directory that needs it.
+
+    @return: per content, C{None} or the L{OSError} that failed it.
+    """
+    errors = []  # type: List[Any]
+    directories = {}  # type: Dict[str, List[int]]
+    for i, (writer, fd, data, syncDirectory) in enumerate(work):
+        try:
+            writer._writeAndSync(fd, data)
+        except OSError as e:
+            errors.append(e)
+            continue
+        errors.append(None)
+        if syncDirectory:
+            directories.setdefault(os.path.dirname(writer.path), []).append(i)
+    for directory, indices in directories.items():
+        try:
+            fsyncDirectory(directory)
+        except OSError as e:
+            for i in indices:
+                errors[i] = e
+    return errors
 
 
 def _unlinkAll(paths: List[str]) -> None:
@@ -229,13 +256,10 @@ class ContentWriter:
             self._fd = None
         fsyncDirectory(os.path.dirname(self.path))
 
-    def _writeAndSync(
-        self, fd: Optional[int], data: bytes, syncDirectory: bool
-    ) -> None:
+    def _writeAndSync(self, fd: Optional[int], data: bytes) -> None:
         """
-        In the thread pool: create the file if C{fd} is C{None}, write the
-        rest, fsync and close the file, and fsync its directory unless
-        that was done when it was created ahead.
+        In the thread pool (from L{_commitBatch}): create the file if C{fd}
+        is C{None}, write the rest, fsync and close the file.
         """
         if fd is None:
             fd = os.open(self.path, _CREATE_FLAGS, 0o640)
@@ -245,8 +269,6 @@ class ContentWriter:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if syncDirectory:
-            fsyncDirectory(os.path.dirname(self.path))
 
     def commit(self) -> defer.Deferred:
         """
@@ -275,7 +297,7 @@ class ContentWriter:
             self._buffer = []
             self._buffered = 0
             fd, self._fd = self._fd, None
-            d = self._store._inPool(self._writeAndSync, fd, data, not self._dirSynced)
+            d = self._store._commitInBatch(self, fd, data, not self._dirSynced)
         else:
             d = defer.maybeDeferred(self._sync)
         d.addErrback(self._ebSync)
@@ -338,6 +360,11 @@ class FileContentStore:
         self._unlinking = False
         #: content jobs (create, write and sync) running in the thread pool
         self.jobsInFlight = 0
+        #: commits waiting for the next group commit, and whether one runs
+        self._batch = (
+            []
+        )  # type: List[Tuple[Any, Optional[int], bytes, bool, defer.Deferred]]
+        self._batchRunning = False
         self._idleSince = 0.0
         if create:
             self.createDirectories()
@@ -389,6 +416,42 @@ class FileContentStore:
         """
         self._checkId(transactionId)
         self._unlinkPath(self.path(transactionId))
+
+    def _commitInBatch(
+        self, writer: ContentWriter, fd: Optional[int], data: bytes, syncDirectory: bool
+    ) -> defer.Deferred:
+        """
+        Write and sync C{writer}'s content with the others committed at the
+        same time: one pool job for them all (group commit; the first fsync
+        commits the file system journal for all of them, the others find
+        little left to do).
+        """
+        d = defer.Deferred()  # type: defer.Deferred
+        self._batch.append((writer, fd, data, syncDirectory, d))
+        if not self._batchRunning:
+            self._runBatch()
+        return d
+
+    def _runBatch(self) -> None:
+        batch, self._batch = self._batch, []
+        self._batchRunning = True
+        work = [item[:4] for item in batch]
+        job = self._inPool(_commitBatch, work)
+        job.addBoth(self._batchDone, [item[4] for item in batch])
+
+    def _batchDone(self, results: Any, waiting: List[defer.Deferred]) -> None:
+        self._batchRunning = False
+        if isinstance(results, Failure):
+            for d in waiting:
+                d.errback(results)
+        else:
+            for d, error in zip(waiting, results):
+                if error is None:
+                    d.callback(None)
+                else:
+                    d.errback(error)
+        if self._batch and not self._batchRunning:
+            self._runBatch()
 
     def idle(self) -> bool:
         """

@@ -372,3 +372,36 @@ class BusyPoolStoreTests(PooledStoreTests):
         w.write(b"gone")
         w.abort()
         self.assertEqual(self.store.transactionIds(), [])
+
+    @defer.inlineCallbacks
+    def test_groupCommit(self):
+        """
+        Contents committed together are synced by few pool jobs (the
+        first starts at once, the others share the next), and one that
+        fails (its id exists) does not fail the others.
+        """
+        jobs = []
+        inPool = self.store._inPool
+
+        def counting(f, *args):
+            jobs.append(f)
+            return inPool(f, *args)
+
+        self.patch(self.store, "_inPool", counting)
+        ids = ["S0000000040%dCE49200" % (i,) for i in range(5)]
+        with open(self.store.path(ids[2]), "wb") as f:
+            f.write(b"there already")
+        writers = [self.store.createWriter(ta) for ta in ids]
+        for i, w in enumerate(writers):
+            w.write(b"content %d" % (i,))
+        results = yield defer.DeferredList(
+            [w.commit() for w in writers], consumeErrors=True
+        )
+        self.assertEqual([ok for ok, _ in results], [True, True, False, True, True])
+        self.assertEqual(results[2][1].value.errno, errno.EEXIST)
+        self.assertEqual(len(jobs), 2)
+        for i in (0, 1, 3, 4):
+            with self.store.open(ids[i]) as f:
+                self.assertEqual(f.read(), b"content %d" % (i,))
+        with self.store.open(ids[2]) as f:
+            self.assertEqual(f.read(), b"there already")
