@@ -42,8 +42,12 @@ class _SendAtOnce:
     Mixin for L{tcp.Connection}: C{write} sends at once when it can.
     """
 
-    def write(self, data: bytes) -> None:
-        if (
+    def _plainAndIdle(self) -> bool:
+        """
+        Plain TCP, open, without a producer, with nothing buffered: may a
+        write go straight to the socket?
+        """
+        return not (
             self.TLS  # type: ignore[attr-defined]
             or self._tempDataBuffer  # type: ignore[attr-defined]
             or self.dataBuffer  # type: ignore[attr-defined]
@@ -51,8 +55,10 @@ class _SendAtOnce:
             or self.disconnecting  # type: ignore[attr-defined]
             or not self.connected  # type: ignore[attr-defined]
             or self._writeDisconnected  # type: ignore[attr-defined]
-            or not isinstance(data, bytes)
-        ):
+        )
+
+    def write(self, data: bytes) -> None:
+        if not isinstance(data, bytes) or not self._plainAndIdle():
             super().write(data)  # type: ignore[misc]
             return
         try:
@@ -70,15 +76,7 @@ class _SendAtOnce:
         self.write(b"".join(iovec))
 
     def loseConnection(self, *args: Any, **kwargs: Any) -> None:
-        if (
-            self.TLS  # type: ignore[attr-defined]
-            or self._tempDataBuffer  # type: ignore[attr-defined]
-            or self.dataBuffer  # type: ignore[attr-defined]
-            or self.producer is not None  # type: ignore[attr-defined]
-            or self.disconnecting  # type: ignore[attr-defined]
-            or not self.connected  # type: ignore[attr-defined]
-            or self._writeDisconnected  # type: ignore[attr-defined]
-        ):
+        if not self._plainAndIdle():
             super().loseConnection(*args, **kwargs)  # type: ignore[misc]
             return
         # nothing left to send: close at the end of this reactor turn,
