@@ -180,7 +180,21 @@ def addressLookupKeys(
     @param localPart: add the local-part-only keys (step 2).
     @param domains: add the keys with a domain (step 1).
     """
-    user, detail, domain = splitAddress(address.lower(), delimiter)
+    return list(_addressLookupKeys(address.lower(), delimiter, localPart, domains))
+
+
+@functools.lru_cache(maxsize=4096)
+def _addressLookupKeys(
+    address: str, delimiter: str, localPart: bool, domains: bool
+) -> Tuple[AddressKey, ...]:
+    # senders and recipients repeat: building the keys is the costly part
+    return tuple(_computeAddressKeys(address, delimiter, localPart, domains))
+
+
+def _computeAddressKeys(
+    address: str, delimiter: str, localPart: bool, domains: bool
+) -> List[AddressKey]:
+    user, detail, domain = splitAddress(address, delimiter)
     local = _localKeys(user, detail, delimiter)
     keys = []  # type: List[AddressKey]
     if domains and domain:
