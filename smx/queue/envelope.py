@@ -192,10 +192,11 @@ class Transaction:
     def needsLog(self) -> bool:
         """
         Does IBDB still have to keep this transaction's C{T} record?  Not
-        once every recipient is final or safely in DEFEDB.
+        once every recipient is final or safely (deferred or held) in
+        DEFEDB.
         """
         return any(
-            not r.final and not (r.state == "deferred" and r.inDefedb)
+            not r.final and not (r.state in ("deferred", "held") and r.inDefedb)
             for r in self.recipients.values()
         )
 

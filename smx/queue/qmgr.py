@@ -548,18 +548,21 @@ class QueueManager(service.Service):
         return n
 
     def _control_hold(self, ta: Transaction, rcpts: List[Recipient]) -> int:
-        n = 0
-        for r in rcpts:
-            if r.state in ("queued", "deferred"):
-                r.state = "held"
-                n += 1
-        return n
+        held = [r for r in rcpts if r.state in ("queued", "deferred")]
+        for r in held:
+            r.state = "held"
+        # in DEFEDB, so that the hold outlives a restart
+        self.store.defer(ta, held)
+        return len(held)
 
     def _control_release(self, ta: Transaction, rcpts: List[Recipient]) -> int:
         held = [r for r in rcpts if r.state == "held"]
+        now = self.reactor.seconds()
         for r in held:
             r.state = "deferred"
-            r.nextTry = self.reactor.seconds()
+            r.nextTry = now
+        self.store.defer(ta, held)
+        for r in held:
             self.scheduler.retryAt(ta, r)
         return len(held)
 
