@@ -107,7 +107,8 @@ class _Handler(socketserver.StreamRequestHandler):
                 return
             verb = line[:4].upper()
             if verb in (b"EHLO", b"HELO"):
-                w.write(b"250-timing-sink\r\n250 8BITMIME\r\n")
+                # like smtp-sink and every common MTA: PIPELINING
+                w.write(b"250-timing-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
             elif verb == b"DATA":
                 w.write(b"354 go on\r\n")
                 body = []
