@@ -54,6 +54,25 @@ class _Base(TestCase):
         if not ok:
             self.fail("%s; smx's log:\n%s" % (what, self.mta.log()))
 
+    @defer.inlineCallbacks
+    def refused(self, sender: str, recipient: str, **files: str) -> Any:
+        """
+        Start smx with C{files} (as L{MTA.write} takes them) and send from
+        C{sender} to C{recipient} with swaks, which must fail.
+
+        @return: a L{Deferred} firing with swaks' output.
+        """
+        self.need(SWAKS)
+        files.setdefault("aliases", "alice: local:\n")
+        files.setdefault("access", "")
+        self.mta.write(configuration(self.mta.port), **files)
+        self.mta.start()
+        out, err, status = yield swaks(
+            self.mta.port, "--from", sender, "--to", recipient
+        )
+        self.assertNotEqual(status, 0)
+        return out.decode()
+
 
 class RelayTests(_Base):
     """
@@ -211,18 +230,8 @@ class LocalDeliveryTests(_Base):
         A recipient in a local domain that the aliases map does not know is
         rejected at RCPT with 550.
         """
-        self.need(SWAKS)
-        self.mta.write(
-            configuration(self.mta.port),
-            aliases="alice: local:\n",
-            access="",
-        )
-        self.mta.start()
-        out, err, status = yield swaks(
-            self.mta.port, "--from", "carol@client.test", "--to", "nobody@localhost"
-        )
-        self.assertNotEqual(status, 0)
-        self.assertRegex(out.decode(), r"<\*\* +550 ")
+        out = yield self.refused("carol@client.test", "nobody@localhost")
+        self.assertRegex(out, r"<\*\* +550 ")
 
 
 class AccessTests(_Base):
@@ -236,18 +245,12 @@ class AccessTests(_Base):
         A sender domain listed with C{error:550 5.7.1 ...} is rejected at
         MAIL with that reply, as swaks sees it, and nothing is queued.
         """
-        self.need(SWAKS)
-        self.mta.write(
-            configuration(self.mta.port),
-            aliases="alice: local:\n",
+        out = yield self.refused(
+            "bad@spammer.test",
+            "alice@localhost",
             access="from:@spammer.test error:550 5.7.1 no spam, thanks\n",
         )
-        self.mta.start()
-        out, err, status = yield swaks(
-            self.mta.port, "--from", "bad@spammer.test", "--to", "alice@localhost"
-        )
-        self.assertNotEqual(status, 0)
-        self.assertIn("<** 550 5.7.1 no spam, thanks", out.decode())
+        self.assertIn("<** 550 5.7.1 no spam, thanks", out)
         out, err, status = yield self.mta.smx("mailq", "--json")
         self.assertEqual(status, 0, err)
         self.assertEqual(json.loads(out), [])
@@ -260,19 +263,12 @@ class AccessTests(_Base):
         Without a C{relay} entry for the client, mail to a remote domain is
         rejected at RCPT (relaying denied).
         """
-        self.need(SWAKS)
-        self.mta.write(
-            configuration(self.mta.port),
+        out = yield self.refused(
+            "a@client.test",
+            "bob@remote.test",
             mt="localhost lmtp:\nremote.test [127.0.0.2]\n",
-            aliases="alice: local:\n",
-            access="",
         )
-        self.mta.start()
-        out, err, status = yield swaks(
-            self.mta.port, "--from", "a@client.test", "--to", "bob@remote.test"
-        )
-        self.assertNotEqual(status, 0)
-        self.assertRegex(out.decode(), r"<\*\* +5\d\d 5\.7\.1 ")
+        self.assertRegex(out, r"<\*\* +5\d\d 5\.7\.1 ")
 
 
 class FailureTests(_Base):
