@@ -72,12 +72,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument(
         "--hold", action="store_true", help="durable receive instead of relay"
     )
-    p.add_argument(
-        "--settle",
-        type=float,
-        default=3.0,
-        help="seconds to wait (after sync) before each run",
-    )
+    mta.addSettleOption(p)
     a = p.parse_args(argv)
     root = os.path.dirname(HERE)
     tree = tempfile.mkdtemp(prefix="smx-ab-")
@@ -89,10 +84,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         for i in range(a.rounds):
             for name, path in (("base", tree), ("new", None)):
-                if a.settle > 0:
-                    # the last run's file removals would slow this one
-                    os.sync()
-                    time.sleep(a.settle)
+                mta.settle(a.settle)
                 if path:
                     os.environ["PYTHONPATH"] = path
                 else:

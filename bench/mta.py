@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from bench import procstat
 
@@ -28,6 +28,26 @@ MTA_HOST = "127.0.0.1"
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+
+
+def settle(seconds: float) -> None:
+    """
+    Let the file system finish what the last run left (thousands of queue
+    files removed): write back, then wait C{seconds}.
+    """
+    if seconds > 0:
+        os.sync()
+        time.sleep(seconds)
+
+
+def addSettleOption(parser: Any) -> None:
+    """The C{--settle} option of bench/run.py and bench/ab.py."""
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="seconds to wait (after sync) before each run",
+    )
 
 
 def freePort(host: str) -> int:

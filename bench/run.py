@@ -78,12 +78,7 @@ def parseArgs(argv: List[str]) -> argparse.Namespace:
         "--timeout", type=float, default=300, help="limit of one run (seconds)"
     )
     p.add_argument("--output", default=None, help="results folder")
-    p.add_argument(
-        "--settle",
-        type=float,
-        default=3.0,
-        help="seconds to wait (after sync) before each run",
-    )
+    mta.addSettleOption(p)
     a = p.parse_args(argv)
     a.sizes = [int(x) for x in a.sizes.split(",") if x]
     a.sessions = [int(x) for x in a.sessions.split(",") if x]
@@ -152,20 +147,10 @@ class Bench:
             return mta.Smx(reuseConnection=not self.args.no_reuse_connection)
         return mta.Postfix()
 
-    def settle(self) -> None:
-        """
-        Let the file system finish what the last run left (thousands of
-        queue files removed): write back, then wait C{--settle} seconds,
-        the same for both MTAs.
-        """
-        if self.args.settle > 0:
-            os.sync()
-            time.sleep(self.args.settle)
-
     def interleave(self, label: str, measure: Callable[[str, int], None]) -> None:
         for run in range(self.args.runs):
             for name in ("smx", "postfix"):
-                self.settle()
+                mta.settle(self.args.settle)  # the same for both MTAs
                 print("%s run %d %s" % (label, run, name), flush=True)
                 try:
                     measure(name, run)

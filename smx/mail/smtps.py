@@ -298,6 +298,10 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
             d.addErrback(self._ebUnexpected)
             self._advance()
             return
+        self._suspend(d)
+
+    def _suspend(self, d: defer.Deferred) -> None:
+        """Process no more events until C{d} has fired."""
         self._waiting = True
         self.setTimeout(None)
         d.addErrback(self._ebUnexpected)
@@ -347,10 +351,7 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
                     continue
                 if d is not None:
                     if not d.called:
-                        self._waiting = True
-                        self.setTimeout(None)
-                        d.addErrback(self._ebUnexpected)
-                        d.addBoth(self._cbResume)
+                        self._suspend(d)
                         return
                     d.addErrback(self._ebUnexpected)
         finally:

@@ -89,8 +89,8 @@ def _unlink(path: str) -> None:
 
 def _commitBatch(work: List[Tuple[Any, Optional[int], bytes, bool]]) -> List[Any]:
     """
-    In the thread pool: write and fsync each content, then fsync each
-    directory that needs it.
+    In the thread pool (or, without one, the caller's thread): write and
+    fsync each content, then fsync each directory that needs it.
 
     @return: per content, C{None} or the L{OSError} that failed it.
     """
@@ -246,20 +246,11 @@ class ContentWriter:
         except OSError as e:
             self._error = e
 
-    def _sync(self) -> None:
-        """Flush, fsync the file, close it, fsync its directory."""
-        assert self._fd is not None
-        try:
-            os.fsync(self._fd)
-        finally:
-            os.close(self._fd)
-            self._fd = None
-        fsyncDirectory(os.path.dirname(self.path))
-
     def _writeAndSync(self, fd: Optional[int], data: bytes) -> None:
         """
-        In the thread pool (from L{_commitBatch}): create the file if C{fd}
-        is C{None}, write the rest, fsync and close the file.
+        From L{_commitBatch} (in the thread pool, if there is one):
+        create the file if C{fd} is C{None}, write the rest, fsync and
+        close the file.
         """
         if fd is None:
             fd = os.open(self.path, _CREATE_FLAGS, 0o640)
@@ -285,21 +276,20 @@ class ContentWriter:
         return self._commitOpened()
 
     def _commitOpened(self) -> defer.Deferred:
-        pool = self._store.threadPool
-        if pool is None:
-            self._flush()
         if self._error is not None:
             error = self._error
             self._removeFile()
             return defer.fail(error)
-        if pool is not None:
-            data = b"".join(self._buffer)
-            self._buffer = []
-            self._buffered = 0
-            fd, self._fd = self._fd, None
-            d = self._store._commitInBatch(self, fd, data, not self._dirSynced)
+        data = b"".join(self._buffer)
+        self._buffer = []
+        self._buffered = 0
+        fd, self._fd = self._fd, None
+        work = (self, fd, data, not self._dirSynced)
+        if self._store.threadPool is not None:
+            d = self._store._commitInBatch(*work)
         else:
-            d = defer.maybeDeferred(self._sync)
+            [error] = _commitBatch([work])
+            d = defer.fail(error) if error is not None else defer.succeed(None)
         d.addErrback(self._ebSync)
         return d
 

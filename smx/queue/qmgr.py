@@ -397,7 +397,6 @@ class QueueManager(service.Service):
         return d
 
     def _cbCommitted(self, _: Any, ta: Transaction) -> None:
-        self._accepted += 1
         self.store.transactions[ta.id] = ta
         if ta.contentPending:
             self._awaitingContent[ta.id] = ta
@@ -406,6 +405,8 @@ class QueueManager(service.Service):
         return None
 
     def _queued(self, ta: Transaction) -> None:
+        # accepted: stored, content included, and handed to the scheduler
+        self._accepted += 1
         self.logger.info(
             ss_ta=ta.id,
             mail="<%s>" % (ta.sender,),
@@ -424,7 +425,6 @@ class QueueManager(service.Service):
             self._queued(ta)
             return defer.succeed(None)
         # never acknowledged: forget it (a D record; there is no content)
-        self._accepted -= 1
         for r in ta.recipients.values():
             r.state = "deleted"
         self.store.checkDone(ta)

@@ -47,7 +47,7 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from smx.queue import ibdb
 from smx.queue.envelope import FINAL, Recipient, Transaction
@@ -184,11 +184,16 @@ def recoverQueue(
     return result
 
 
-def _empty(contentStore: Any, taId: str) -> bool:
+def _size(contentStore: Any, taId: str) -> Optional[int]:
+    """The size of the content of C{taId}, C{None} if it cannot be read."""
     try:
-        return int(contentStore.size(taId)) == 0
+        return int(contentStore.size(taId))
     except (KeyError, OSError, AttributeError):
-        return False
+        return None
+
+
+def _empty(contentStore: Any, taId: str) -> bool:
+    return _size(contentStore, taId) == 0
 
 
 def _unacknowledged(ta: Transaction, present: bool, contentStore: Any) -> bool:
@@ -203,12 +208,7 @@ def _unacknowledged(ta: Transaction, present: bool, contentStore: Any) -> bool:
         r.state != "queued" or r.tries or r.inDefedb for r in ta.recipients.values()
     ):
         return False
-    if not present:
-        return True
-    try:
-        return int(contentStore.size(ta.id)) != ta.size
-    except (KeyError, OSError, AttributeError):
-        return True
+    return not present or _size(contentStore, ta.id) != ta.size
 
 
 def _fromDefedb(ta: Transaction, data: Dict[str, Any]) -> None:

@@ -481,8 +481,10 @@ class PendingContentTests(QueueManagerTestMixin, unittest.TestCase):
         taId, _ = self.submit(contentPending=True)
         self.clock.advance(1)
         self.assertEqual(self.agent.transactions, [])
+        self.assertEqual(self.successResultOf(self.qmgr.status())["accepted"], 0)
         self.successResultOf(self.writer.commit())
         self.successResultOf(self.qmgr.contentCommitted(taId, True))
+        self.assertEqual(self.successResultOf(self.qmgr.status())["accepted"], 1)
         self.clock.advance(0.01)
         self.assertEqual([t["ss_ta"] for t in self.agent.transactions], [taId])
 
@@ -496,6 +498,7 @@ class PendingContentTests(QueueManagerTestMixin, unittest.TestCase):
         self.successResultOf(self.qmgr.contentCommitted(taId, False))
         self.clock.advance(0.01)
         self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+        self.assertEqual(self.successResultOf(self.qmgr.status())["accepted"], 0)
         self.restart()
         self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
         self.assertEqual(self.agent.transactions, [])
