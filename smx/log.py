@@ -150,17 +150,8 @@ def formatRecord(fields: Dict[str, Any]) -> str:
     for name, value in fields.items():
         if value is None:
             continue
-        kind = type(value)
-        if kind is int:
+        if type(value) is int:
             parts.append("%s=%d" % (name, value))
-        elif (
-            kind is str
-            and value.isascii()
-            and value.isprintable()
-            and "," not in value
-            and "%" not in value
-        ):
-            parts.append(name + "=" + value)
         else:
             parts.append(name + "=" + encodeValue(value))
     return ", ".join(parts)
