@@ -124,3 +124,34 @@ class _Run:
             else:
                 out.callback(value)
         return out
+
+
+def settled(deferreds: List[defer.Deferred]) -> defer.Deferred:
+    """
+    Like C{DeferredList(deferreds, consumeErrors=True)}, at a fraction of
+    its cost: a L{Deferred} firing, once every one of C{deferreds} has,
+    with their C{(succeeded, result)} pairs in order; their failures are
+    consumed.  Cancelling it cancels them (it then fires with what they
+    gave, as a DeferredList does).
+    """
+    results = [None] * len(deferreds)  # type: List[Any]
+    left = [len(deferreds)]
+
+    def cancel(_: defer.Deferred) -> None:
+        for d in deferreds:
+            d.cancel()
+
+    done = defer.Deferred(cancel)  # type: defer.Deferred
+
+    def one(result: Any, i: int) -> None:
+        results[i] = (not isinstance(result, Failure), result)
+        left[0] -= 1
+        if not left[0] and not done.called:
+            done.callback(results)
+        return None
+
+    if not deferreds:
+        done.callback(results)
+    for i, d in enumerate(deferreds):
+        d.addBoth(one, i)
+    return done

@@ -49,10 +49,13 @@ from __future__ import annotations
 import atexit
 import os
 import socket
+import sys
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 from twisted.logger import Logger as _TwistedLogger
+from twisted.python import threadable
 
 from smx.unixsocket import socketName
 
@@ -263,14 +266,16 @@ class _LogFile:
 def _runningReactor() -> Any:
     """
     The reactor, when it is running and this is its thread; else C{None}.
+    (Called once per reactor turn that logs: it neither imports nor
+    installs a reactor, and does not go through the deprecation proxy of
+    C{twisted.internet}.)
     """
-    from twisted.python import threadable
-
-    if not threadable.isInIOThread():
+    if threadable.ioThread != threading.get_ident():
         return None
-    from twisted.internet import reactor
-
-    return reactor if reactor.running else None  # type: ignore[attr-defined]
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not getattr(reactor, "running", False):
+        return None
+    return reactor
 
 
 #: open log files by absolute path

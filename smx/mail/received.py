@@ -36,6 +36,22 @@ def _clean(text: str) -> str:
     return "".join(c if 32 < ord(c) < 127 else "?" for c in text) or "?"
 
 
+#: the last date formatted: (whole second, RFC 5322 date)
+_lastDate = (-1, "")
+
+
+def _date(now: float) -> str:
+    """
+    The RFC 5322 local date of C{now}, formatted once per second (it has
+    no fractions, and every message of that second carries it).
+    """
+    global _lastDate
+    second = int(now)
+    if _lastDate[0] != second:
+        _lastDate = (second, email.utils.formatdate(second, localtime=True))
+    return _lastDate[1]
+
+
 def receivedHeader(
     heloName: str,
     clientAddress: str,
@@ -75,6 +91,6 @@ def receivedHeader(
                 tlsInfo["verify"],
             )
         )
-    date = email.utils.formatdate(time.time() if now is None else now, localtime=True)
+    date = _date(time.time() if now is None else now)
     lines.append("\tid %s; %s" % (transactionId, date))
     return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")

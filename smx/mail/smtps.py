@@ -91,7 +91,7 @@ from twisted.python import failure
 from zope.interface import implementer
 
 from smx import net, versionString
-from smx.fastdefer import inlineCallbacks
+from smx.fastdefer import inlineCallbacks, settled
 from smx.ids import ServerIdGenerator
 from smx.log import Logger
 from smx.mail import server as sm
@@ -572,7 +572,7 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
         content = defer.maybeDeferred(writer.commit)
         queued = defer.maybeDeferred(qmgr.commitTransaction, envelope)
         (contentOk, contentResult), (queuedOk, queuedResult) = yield (
-            defer.DeferredList([content, queued], consumeErrors=True)
+            settled([content, queued])
         )
         if not contentOk:
             self._commitFailed(ta, event, contentResult, "writer.commit")

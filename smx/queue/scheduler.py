@@ -49,6 +49,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
 
+from smx.fastdefer import settled
 from smx.queue.envelope import Recipient, Transaction
 
 TEMP = "temp"
@@ -229,7 +230,7 @@ class Scheduler:
             if self.smarTimeout and not d.called:
                 d.addTimeout(self.smarTimeout, self.clock)
             ds.append(d)
-        dl = defer.DeferredList(ds, consumeErrors=True)
+        dl = settled(ds)
         dl.addCallback(self._cbResolved, attempt)
         dl.addErrback(self._ebAttempt, attempt)
 

@@ -1,10 +1,11 @@
 """
-Tests for L{smx.fastdefer.inlineCallbacks}.
+Tests for L{smx.fastdefer}.
 """
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from smx import fastdefer
 from smx.fastdefer import inlineCallbacks
 
 
@@ -131,3 +132,40 @@ class InlineCallbacksTests(unittest.SynchronousTestCase):
             return 1
 
         self.assertRaises(TypeError, f)
+
+
+class SettledTests(unittest.SynchronousTestCase):
+    """
+    L{fastdefer.settled} gives what C{DeferredList(ds, consumeErrors=True)}
+    gives.
+    """
+
+    def test_inOrderOnceAllFired(self):
+        first, second = defer.Deferred(), defer.Deferred()
+        d = fastdefer.settled([first, second])
+        second.callback("b")
+        self.assertNoResult(d)
+        first.errback(ValueError("a"))
+        [(ok1, r1), (ok2, r2)] = self.successResultOf(d)
+        self.assertEqual((ok1, ok2, r2), (False, True, "b"))
+        self.assertIsInstance(r1.value, ValueError)
+        # the failure was consumed: nothing unhandled is left
+        self.assertIsNone(self.successResultOf(first))
+
+    def test_alreadyFired(self):
+        d = fastdefer.settled([defer.succeed(1), defer.succeed(2)])
+        self.assertEqual(self.successResultOf(d), [(True, 1), (True, 2)])
+
+    def test_empty(self):
+        self.assertEqual(self.successResultOf(fastdefer.settled([])), [])
+
+    def test_cancel(self):
+        cancelled = []
+        waiting = defer.Deferred(cancelled.append)
+        d = fastdefer.settled([defer.succeed(1), waiting])
+        d.cancel()
+        self.assertEqual(cancelled, [waiting])
+        # as DeferredList: it fires with what they gave once cancelled
+        [first, (ok, failure)] = self.successResultOf(d)
+        self.assertEqual((first, ok), ((True, 1), False))
+        self.assertIsInstance(failure.value, defer.CancelledError)

@@ -43,6 +43,23 @@ class ReceivedTests(unittest.TestCase):
         self.assertEqual(lines[0], b"Received: from c (localhost [IPv6:::1])")
         self.assertEqual(lines[2], b"\t(TLS=TLSv1.3, cipher=X, bits=256, verify=NO)")
 
+    def test_dateOfEachSecond(self):
+        """
+        The date is formatted once per second, and a new second gets its
+        own, as C{email.utils.formatdate} gives it.
+        """
+        import email.utils
+
+        def date(now):
+            header = receivedHeader("c", "127.0.0.1", "mx", "SMTP", "S1", now=now)
+            return header.split(b"\r\n")[2].split(b"; ", 1)[1].decode("ascii")
+
+        for now in (86400.25, 86400.75, 86401.5, 86400.0):
+            self.assertEqual(
+                date(now), email.utils.formatdate(int(now), localtime=True)
+            )
+        self.assertNotEqual(date(86400.0), date(86401.0))
+
     def test_protocol(self):
         """RFC 3848 names."""
         self.assertEqual(protocolName(False, True, True), "SMTP")
