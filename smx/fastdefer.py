@@ -1,13 +1,16 @@
 # -*- test-case-name: smx.test.test_fastdefer -*-
 """
 NAME
-    smx.fastdefer - inlineCallbacks for generators that rarely wait
+    smx.fastdefer - inlineCallbacks for generators that rarely wait, and
+    a cheap DeferredList
 
 SYNOPSIS
     @inlineCallbacks
     def checkRecipient(self, address):
         decision = yield self.resolver.checkRecipient(address, client)
         return decision
+
+    (contentOk, _), (queuedOk, _) = yield settled([content, queued])
 
 DESCRIPTION
     The policy checks of every SMTP command are generators that yield
@@ -24,6 +27,9 @@ DESCRIPTION
     Twisted's does.  A yielded value that is not a Deferred is sent back
     at once.  Coroutines are not supported (Twisted's C{Deferred.fromCoroutine}
     is for those).
+
+    L{settled} waits for several Deferreds as C{DeferredList(ds,
+    consumeErrors=True)} does, without its per-result cost.
 """
 
 from __future__ import annotations

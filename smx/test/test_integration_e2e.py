@@ -55,6 +55,17 @@ class _Base(TestCase):
             self.fail("%s; smx's log:\n%s" % (what, self.mta.log()))
 
     @defer.inlineCallbacks
+    def accepted(self, sender: str, recipient: str, *options: str) -> Any:
+        """
+        Send from C{sender} to C{recipient} with swaks (and its
+        C{options}) to the running smx, which must accept the message.
+        """
+        out, err, status = yield swaks(
+            self.mta.port, "--from", sender, "--to", recipient, *options
+        )
+        self.assertEqual(status, 0, out + err)
+
+    @defer.inlineCallbacks
     def refused(self, sender: str, recipient: str, **files: str) -> Any:
         """
         Start smx with C{files} (as L{MTA.write} takes them) and send from
@@ -106,18 +117,14 @@ class RelayTests(_Base):
             access="cltaddr:127.0.0.1 relay\n",
         )
         self.mta.start()
-        out, err, status = yield swaks(
-            self.mta.port,
-            "--from",
+        yield self.accepted(
             "alice@client.test",
-            "--to",
             "bob@remote.test",
             "--header",
             "Subject: relay by MX",
             "--body",
             "relay test END",
         )
-        self.assertEqual(status, 0, out + err)
         self.assertDelivered(
             (yield until(lambda: sink.containing(b"relay test END"))),
             "nothing reached the sink",
@@ -197,16 +204,9 @@ class LocalDeliveryTests(_Base):
             ("sales@local.test", "to sales"),
             ("postmaster@localhost", "to pm"),
         ]:
-            out, err, status = yield swaks(
-                self.mta.port,
-                "--from",
-                "carol@client.test",
-                "--to",
-                to,
-                "--header",
-                "Subject: " + subject,
+            yield self.accepted(
+                "carol@client.test", to, "--header", "Subject: " + subject
             )
-            self.assertEqual(status, 0, out + err)
         self.assertDelivered(
             (
                 yield until(
@@ -301,16 +301,9 @@ class FailureTests(_Base):
         sink.start("-f", "RCPT", "-B", "550 5.1.1 User unknown")
         self.remoteConfiguration(sink)
         self.mta.start()
-        out, err, status = yield swaks(
-            self.mta.port,
-            "--from",
-            "alice@localhost",
-            "--to",
-            "nobody@remote.test",
-            "--header",
-            "Subject: will bounce",
+        yield self.accepted(
+            "alice@localhost", "nobody@remote.test", "--header", "Subject: will bounce"
         )
-        self.assertEqual(status, 0, out + err)
         self.assertDelivered(
             (yield until(lambda: self.mta.maildir("alice"))), "no bounce arrived"
         )
@@ -352,16 +345,9 @@ class FailureTests(_Base):
         sink = SmtpSink(self, self.root)
         self.remoteConfiguration(sink, retry="1h")
         self.mta.start()
-        out, err, status = yield swaks(
-            self.mta.port,
-            "--from",
-            "alice@localhost",
-            "--to",
-            "bob@remote.test",
-            "--body",
-            "deferred END",
+        yield self.accepted(
+            "alice@localhost", "bob@remote.test", "--body", "deferred END"
         )
-        self.assertEqual(status, 0, out + err)
         self.assertDelivered(
             (yield until(lambda: "stat=temp" in self.mta.log())), "no deferral logged"
         )
