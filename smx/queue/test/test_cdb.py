@@ -4,7 +4,9 @@ Tests for L{smx.queue.cdb}: real files in a temporary directory.
 """
 
 import errno
+import fcntl
 import os
+import struct
 
 from twisted.internet import defer
 from twisted.python.threadpool import ThreadPool
@@ -37,6 +39,39 @@ class FileContentStoreTests(unittest.TestCase):
         The sixteen directories 0-9, A-F exist after construction.
         """
         self.assertEqual(sorted(os.listdir(self.base)), sorted("0123456789ABCDEF"))
+
+    def test_spreadSubdirectories(self):
+        """
+        The base directory carries the flag that spreads the directories
+        made in it (C{chattr +T}), where the file system has it: read
+        back with the ioctl that C{lsattr} uses.
+        """
+        fd = os.open(self.base, os.O_RDONLY)
+        try:
+            raw = fcntl.ioctl(fd, cdb._FS_IOC_GETFLAGS, b"\0" * 4)
+        except OSError as e:
+            raise unittest.SkipTest("no inode flags here: %s" % (e,))
+        finally:
+            os.close(fd)
+        (flags,) = struct.unpack("i", raw)
+        self.assertTrue(flags & cdb._FS_TOPDIR_FL)
+        self.assertTrue(cdb.spreadSubdirectories(self.base))
+
+    def test_spreadUnsupported(self):
+        """
+        Where the flag cannot be set (another file system, or a directory
+        of another user), the directories are made all the same.
+        """
+
+        def ioctl(fd, request, arg):
+            raise OSError(errno.ENOTTY, os.strerror(errno.ENOTTY))
+
+        self.patch(cdb, "_ioctl", ioctl)
+        base = self.mktemp()
+        self.assertFalse(cdb.spreadSubdirectories(self.base))
+        cdb.FileContentStore(base)
+        self.assertEqual(sorted(os.listdir(base)), sorted("0123456789ABCDEF"))
+        self.assertFalse(cdb.spreadSubdirectories(base + "-missing"))
 
     def test_roundTrip(self):
         """
