@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from twisted.internet import defer
 from twisted.names import client, dns, error
 
+from smx.fastdefer import settled
 from smx.log import Logger
 from smx.maps.errors import DNSPermanentError, DNSTemporaryError
 
@@ -271,7 +272,7 @@ class DNSResolver:
         """
         da = self.lookupA(name)
         d6 = self.lookupAAAA(name)
-        d = defer.DeferredList([da, d6], consumeErrors=True)
+        d = settled([da, d6])
         d.addCallback(self._cbAddresses)
         return d
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, List, Optional, Tuple
 
-from twisted.internet import defer
-
-from smx.fastdefer import inlineCallbacks
+from smx.fastdefer import inlineCallbacks, settled
 from smx.maps.access import AccessMap, decision
 from smx.maps.errors import DNSPermanentError, DNSTemporaryError
 
@@ -66,9 +64,7 @@ class DNSBLChecker:
             names = [dnsblName(address, domain) for domain, _ in self.lists]
         except ValueError:
             return decision()
-        results = yield defer.DeferredList(
-            [self.dns.lookupA(n) for n in names], consumeErrors=True
-        )
+        results = yield settled([self.dns.lookupA(n) for n in names])
         for (domain, tag), (ok, value) in zip(self.lists, results):
             if ok:
                 keys = list(value)
