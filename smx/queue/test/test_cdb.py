@@ -43,17 +43,27 @@ class FileContentStoreTests(unittest.TestCase):
     def test_spreadSubdirectories(self):
         """
         The base directory carries the flag that spreads the directories
-        made in it (C{chattr +T}), where the file system has it: read
-        back with the ioctl that C{lsattr} uses.
+        made in it (C{chattr +T}) wherever the file system takes it: read
+        back with the ioctl that C{lsattr} uses, after checking on a
+        directory of its own, with the ioctls of C{chattr}, that the flag
+        can be set here.
         """
-        fd = os.open(self.base, os.O_RDONLY)
+        probe = self.mktemp()
+        os.mkdir(probe)
+        fd = os.open(probe, os.O_RDONLY)
         try:
-            raw = fcntl.ioctl(fd, cdb._FS_IOC_GETFLAGS, b"\0" * 4)
+            fcntl.ioctl(fd, cdb._FS_IOC_SETFLAGS, struct.pack("i", cdb._FS_TOPDIR_FL))
         except OSError as e:
-            raise unittest.SkipTest("no inode flags here: %s" % (e,))
+            raise unittest.SkipTest("no chattr +T here: %s" % (e,))
         finally:
             os.close(fd)
-        (flags,) = struct.unpack("i", raw)
+        fd = os.open(self.base, os.O_RDONLY)
+        try:
+            (flags,) = struct.unpack(
+                "i", fcntl.ioctl(fd, cdb._FS_IOC_GETFLAGS, b"\0" * 4)
+            )
+        finally:
+            os.close(fd)
         self.assertTrue(flags & cdb._FS_TOPDIR_FL)
         self.assertTrue(cdb.spreadSubdirectories(self.base))
 
