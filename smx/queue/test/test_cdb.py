@@ -201,6 +201,168 @@ class FileContentStoreTests(unittest.TestCase):
         return d.addCallback(check)
 
 
+class DirectorySyncTests(unittest.TestCase):
+    """
+    Whether a directory is fsynced after a file is created in it depends
+    on the file system it is on (L{cdb.ENTRY_SYNCED_BY_FSYNC}).
+    """
+
+    def mountinfo(self, path, fsType, optional="shared:1"):
+        """
+        Point L{cdb.MOUNTINFO} at a table in which C{path}'s device is
+        mounted with C{fsType}, after a mount of another device.
+        """
+        device = os.stat(path).st_dev
+        table = self.mktemp()
+        with open(table, "w") as f:
+            f.write("21 1 254:99 / /elsewhere rw - ext4 /dev/other rw\n")
+            f.write(
+                "22 1 %d:%d / /mnt rw,relatime %s - %s /dev/x rw\n"
+                % (os.major(device), os.minor(device), optional, fsType)
+            )
+        self.patch(cdb, "MOUNTINFO", table)
+
+    def test_fileSystemType(self):
+        """
+        The type is read from the mount of the path's device, with any
+        number of optional fields before the separator.
+        """
+        here = os.path.abspath(".")
+        self.mountinfo(here, "xfs", optional="shared:1 master:2")
+        self.assertEqual(cdb.fileSystemType(here), "xfs")
+        self.mountinfo(here, "tmpfs", optional="")
+        self.assertEqual(cdb.fileSystemType(here), "tmpfs")
+
+    def test_fileSystemTypeUnknown(self):
+        """
+        A path that does not exist, a device that is not listed, or no
+        mount table at all: the type is C{None} and directories are synced.
+        """
+        here = os.path.abspath(".")
+        self.assertIsNone(cdb.fileSystemType(self.mktemp()))
+        table = self.mktemp()
+        with open(table, "w") as f:
+            f.write("21 1 254:99 / /elsewhere rw - ext4 /dev/other rw\n")
+        self.patch(cdb, "MOUNTINFO", table)
+        self.assertIsNone(cdb.fileSystemType(here))
+        self.assertFalse(cdb.entrySyncedByFileSync(here))
+        self.patch(cdb, "MOUNTINFO", self.mktemp())
+        self.assertIsNone(cdb.fileSystemType(here))
+
+    def test_realMountTable(self):
+        """
+        On this system the type agrees with what C{findmnt} says.
+        """
+        import shutil
+        import subprocess
+
+        findmnt = shutil.which("findmnt")
+        if findmnt is None or not os.path.exists(cdb.MOUNTINFO):
+            raise unittest.SkipTest("no findmnt or mount table here")
+        here = os.path.abspath(".")
+        out = subprocess.run(
+            [findmnt, "-n", "-o", "FSTYPE", "--target", here],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        self.assertEqual(cdb.fileSystemType(here), out)
+
+    def directoriesSynced(self, store, ids):
+        """
+        Commit content for C{ids} in C{store}: return the directories that
+        were fsynced.
+        """
+        synced = []
+        real = cdb.fsyncDirectory
+
+        def fsyncDirectory(path):
+            synced.append(os.path.basename(path))
+            real(path)
+
+        self.patch(cdb, "fsyncDirectory", fsyncDirectory)
+        for ta in ids:
+            w = store.createWriter(ta)
+            w.write(b"content")
+            self.successResultOf(w.commit())
+            with store.open(ta) as f:
+                self.assertEqual(f.read(), b"content")
+        return synced
+
+    def test_syncedWhereNeeded(self):
+        """
+        On a file system that does not make a new entry durable with the
+        file, each file's directory is fsynced after the file.
+        """
+        base = self.mktemp()
+        os.makedirs(base)
+        self.mountinfo(base, "ext2")
+        store = cdb.FileContentStore(base)
+        synced = self.directoriesSynced(store, [TA, "S00000000407CE49700"])
+        self.assertEqual(synced, ["2", "7"])
+
+    def test_notSyncedOnExt4(self):
+        """
+        On ext4 (or XFS, or btrfs) the fsync of the file is all it takes.
+        """
+        for fsType in ("ext4", "xfs", "btrfs"):
+            base = self.mktemp()
+            os.makedirs(base)
+            self.mountinfo(base, fsType)
+            store = cdb.FileContentStore(base)
+            self.assertEqual(self.directoriesSynced(store, [TA]), [])
+
+    def test_perDirectory(self):
+        """
+        Each directory is judged on its own: one may be a link to another
+        disk (seed §5.4).
+        """
+        self.patch(cdb, "entrySyncedByFileSync", lambda path: not path.endswith("7"))
+        store = cdb.FileContentStore(self.mktemp())
+        synced = self.directoriesSynced(
+            store, [TA, "S00000000407CE49700", "S00000000407CE49A00"]
+        )
+        self.assertEqual(synced, ["7"])
+
+    @defer.inlineCallbacks
+    def test_createdAhead(self):
+        """
+        A file created ahead in the thread pool has its directory synced
+        there only where the file system needs it.
+        """
+        from twisted.internet import reactor
+
+        pool = ThreadPool(1, 2)
+        pool.start()
+        self.addCleanup(pool.stop)
+        for fsType, wanted in (("ext2", ["2"]), ("ext4", [])):
+            base = self.mktemp()
+            os.makedirs(base)
+            self.mountinfo(base, fsType)
+            synced = []
+            self.patch(cdb, "fsyncDirectory", synced.append)
+            store = cdb.FileContentStore(base, threadPool=pool, reactor=reactor)
+            self.assertTrue(store.idle())
+            w = store.createWriter(TA)
+            self.assertIsNotNone(w._opening)
+            w.write(b"ahead")
+            yield w.commit()
+            self.assertEqual([os.path.basename(p) for p in synced], wanted)
+            with store.open(TA) as f:
+                self.assertEqual(f.read(), b"ahead")
+
+    def test_forced(self):
+        """
+        C{syncDirectories} overrides what the file system would allow.
+        """
+        self.patch(cdb, "entrySyncedByFileSync", lambda path: True)
+        store = cdb.FileContentStore(self.mktemp(), syncDirectories=True)
+        self.assertEqual(self.directoriesSynced(store, [TA]), ["2"])
+        self.patch(cdb, "entrySyncedByFileSync", lambda path: False)
+        store = cdb.FileContentStore(self.mktemp(), syncDirectories=False)
+        self.assertEqual(self.directoriesSynced(store, [TA]), [])
+
+
 class PooledStoreTests(unittest.TestCase):
     """
     L{cdb.FileContentStore} with a thread pool: small content is written
