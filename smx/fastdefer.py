@@ -28,6 +28,8 @@ DESCRIPTION
     at once.  Coroutines are not supported (Twisted's C{Deferred.fromCoroutine}
     is for those).
 
+    L{onFailure} adds an errback only where there can be a failure to catch.
+
     L{settled} waits for several Deferreds as C{DeferredList(ds,
     consumeErrors=True)} does, without its per-result cost.
 """
@@ -63,6 +65,18 @@ def inlineCallbacks(f: Callable[..., Any]) -> Callable[..., defer.Deferred]:
     return wrapper
 
 
+def _final(d: defer.Deferred) -> bool:
+    """
+    Has C{d} its final result?  Not while it waits for another Deferred,
+    nor while its callbacks run (one of them may be what asks).
+    """
+    return d.called and not d.paused and not d._runningCallbacks
+
+
+def _handled(failure: Failure) -> None:
+    return None
+
+
 class _Run:
     """
     One run of a generator: drives it, and waits with a callback only when
@@ -94,13 +108,14 @@ class _Run:
             if not isinstance(yielded, defer.Deferred):
                 result, isFailure = yielded, False
                 continue
-            if yielded.called and not yielded.paused:
-                box = []  # type: List[Any]
-                yielded.addBoth(box.append)
-                if box:
-                    result = box[0]
-                    isFailure = isinstance(result, Failure)
-                    continue
+            if _final(yielded):
+                # the usual case: taken as it is; a failure goes into the
+                # generator, so it is handled (consumed here)
+                result = yielded.result
+                isFailure = isinstance(result, Failure)
+                if isFailure:
+                    yielded.addErrback(_handled)
+                continue
             return self._wait(yielded)
 
     def _wait(self, d: defer.Deferred) -> defer.Deferred:
@@ -130,6 +145,17 @@ class _Run:
             else:
                 out.callback(value)
         return out
+
+
+def onFailure(d: defer.Deferred, errback: Callable[[Failure], Any]) -> None:
+    """
+    C{d.addErrback(errback)}, skipped when C{d} has already succeeded
+    (there is nothing for it to catch, and a callback costs more than
+    the test).
+    """
+    if _final(d) and not isinstance(d.result, Failure):
+        return
+    d.addErrback(errback)
 
 
 def settled(deferreds: List[defer.Deferred]) -> defer.Deferred:

@@ -230,6 +230,11 @@ def formatReply(code: int, dsn: Optional[str], text: str) -> bytes:
     """
     Format a reply; C{text} may hold several lines separated by C{"\\n"}.
     """
+    if "\n" not in text and text.isprintable() and text.isascii():
+        # one line, nothing to clean: the usual reply
+        if dsn:
+            return ("%d %s %s\r\n" % (code, dsn, text)).encode("ascii", "replace")
+        return ("%d %s\r\n" % (code, text)).encode("ascii")
     lines = text.split("\n")
     prefix = "%d %s " % (code, dsn) if dsn else "%d " % (code,)
     prefixMore = "%d-%s " % (code, dsn) if dsn else "%d-" % (code,)

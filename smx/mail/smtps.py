@@ -91,7 +91,7 @@ from twisted.python import failure
 from zope.interface import implementer
 
 from smx import net, versionString
-from smx.fastdefer import inlineCallbacks, settled
+from smx.fastdefer import inlineCallbacks, onFailure, settled
 from smx.ids import ServerIdGenerator
 from smx.log import Logger
 from smx.mail import server as sm
@@ -295,7 +295,7 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
     def _wait(self, d: defer.Deferred) -> None:
         """Stop reading events until C{d} has fired."""
         if d.called:
-            d.addErrback(self._ebUnexpected)
+            onFailure(d, self._ebUnexpected)
             self._advance()
             return
         self._suspend(d)
@@ -353,7 +353,7 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
                     if not d.called:
                         self._suspend(d)
                         return
-                    d.addErrback(self._ebUnexpected)
+                    onFailure(d, self._ebUnexpected)
         finally:
             self._running = False
 

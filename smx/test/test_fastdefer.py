@@ -26,6 +26,39 @@ class InlineCallbacksTests(unittest.SynchronousTestCase):
 
         self.assertEqual(self.successResultOf(f(40)), 42)
 
+    def test_resultTakenAsIs(self):
+        """
+        The result of a Deferred that has fired is sent in without a
+        callback being added to it.
+        """
+        fired = defer.succeed([1])
+
+        @inlineCallbacks
+        def f():
+            value = yield fired
+            return value
+
+        self.assertEqual(self.successResultOf(f()), [1])
+        self.assertEqual(fired.callbacks, [])
+
+    def test_yieldedWhileItsCallbacksRun(self):
+        """
+        A Deferred yielded from one of its own callbacks has no final
+        result yet: the generator waits for the rest of its callbacks.
+        """
+        d = defer.Deferred()
+        results = []
+
+        @inlineCallbacks
+        def f():
+            value = yield d
+            results.append(value)
+
+        d.addCallback(lambda r: f() and r)
+        d.addCallback(lambda r: r + 1)
+        d.callback(1)
+        self.assertEqual(results, [2])
+
     def test_failureIntoGenerator(self):
         """
         A failed Deferred raises in the generator, which may catch it; the
@@ -169,3 +202,56 @@ class SettledTests(unittest.SynchronousTestCase):
         [first, (ok, failure)] = self.successResultOf(d)
         self.assertEqual((first, ok), ((True, 1), False))
         self.assertIsInstance(failure.value, defer.CancelledError)
+
+
+class OnFailureTests(unittest.SynchronousTestCase):
+    """
+    L{fastdefer.onFailure} catches a failure whenever it comes, and adds
+    nothing to a Deferred that has already succeeded.
+    """
+
+    def test_succeeded(self):
+        d = defer.succeed("ok")
+        caught = []
+        fastdefer.onFailure(d, caught.append)
+        self.assertEqual(d.callbacks, [])
+        self.assertEqual((caught, self.successResultOf(d)), ([], "ok"))
+
+    def test_failed(self):
+        caught = []
+        fastdefer.onFailure(defer.fail(ValueError("no")), caught.append)
+        [failure] = caught
+        self.assertIsInstance(failure.value, ValueError)
+
+    def test_failsLater(self):
+        d = defer.Deferred()
+        caught = []
+        fastdefer.onFailure(d, caught.append)
+        self.assertEqual(caught, [])
+        d.errback(ValueError("later"))
+        [failure] = caught
+        self.assertIsInstance(failure.value, ValueError)
+
+    def test_succeedsLater(self):
+        d = defer.Deferred()
+        caught = []
+        fastdefer.onFailure(d, caught.append)
+        d.callback("fine")
+        self.assertEqual((caught, self.successResultOf(d)), ([], "fine"))
+
+    def test_fromItsOwnCallback(self):
+        """
+        Asked from the last of C{d}'s callbacks, which then fails: the
+        failure is caught all the same.
+        """
+        d = defer.Deferred()
+        caught = []
+
+        def callback(result):
+            fastdefer.onFailure(d, caught.append)
+            raise ValueError("in the callback")
+
+        d.addCallback(callback)
+        d.callback("fine")
+        [failure] = caught
+        self.assertIsInstance(failure.value, ValueError)

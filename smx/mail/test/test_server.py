@@ -548,3 +548,13 @@ class SoftbounceTests(unittest.TestCase):
             sm.formatReply(550, "5.7.1", "a\nb\x00c"),
             b"550-5.7.1 a\r\n550 5.7.1 b c\r\n",
         )
+
+    def test_formatReplyOneLine(self):
+        """
+        A one-line reply, with or without an enhanced status code; text
+        that is not ASCII is replaced, a control character blanked.
+        """
+        self.assertEqual(sm.formatReply(250, "2.0.0", "Ok"), b"250 2.0.0 Ok\r\n")
+        self.assertEqual(sm.formatReply(354, None, "Go ahead"), b"354 Go ahead\r\n")
+        self.assertEqual(sm.formatReply(550, "5.1.1", "caf\xe9"), b"550 5.1.1 caf?\r\n")
+        self.assertEqual(sm.formatReply(550, "", "a\tb"), b"550 a b\r\n")
