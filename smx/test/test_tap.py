@@ -201,3 +201,28 @@ class QuietLogTests(unittest.TestCase):
         config["syslog"] = True
         self.assertIsNone(tap.quietLogObserver(config))
         self.assertIsNone(tap.quietLogObserver(None))
+
+
+class GarbageCollectorTests(unittest.TestCase):
+    """
+    The twistd entry point sets the thresholds of the cyclic garbage
+    collector (L{tap.GC_THRESHOLDS}).
+    """
+
+    def setUp(self):
+        import gc
+
+        self.addCleanup(gc.set_threshold, *gc.get_threshold())
+
+    def test_makeService(self):
+        import gc
+
+        from twisted.application import service
+
+        gc.set_threshold(700, 10, 10)
+        self.patch(tap, "buildService", lambda configuration: service.MultiService())
+        options = tap.Options()
+        options.parseOptions(["--config", os.devnull])
+        tap.makeService(options)
+        self.assertEqual(gc.get_threshold(), tap.GC_THRESHOLDS)
+        self.assertGreater(tap.GC_THRESHOLDS[0], 700)
