@@ -32,9 +32,9 @@ DESCRIPTION
     then is the content on stable storage.  On ext4, XFS and btrfs the
     fsync of a new file already makes its directory entry durable (see
     L{ENTRY_SYNCED_BY_FSYNC}); there the directory is not synced again,
-    which halves the cache flushes the disk does per message.  The sync runs in the thread
-    pool given to the store (so that the reactor keeps serving other
-    clients), or synchronously when no pool is given.
+    which halves the cache flushes the disk does per message.  The sync
+    runs in the thread pool given to the store (so that the reactor keeps
+    serving other clients), or synchronously when no pool is given.
 
 CONFIGURATION PARAMETERS
     CDB_base_directory (global, seed §5.4)
