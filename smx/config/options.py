@@ -406,6 +406,15 @@ SMAR = section(
         ),
         opt("DNS_timeout", Time(minimum=1), "10s", "§5.8.2", "timeout of DNS requests"),
         opt(
+            "cache_ttl",
+            Time(),
+            "5s",
+            "smx",
+            "how long a client, sender or recipient decision, and a resolution "
+            "made without DNS, is reused (0: never; a map reload empties the "
+            "cache)",
+        ),
+        opt(
             "nameserver",
             ListOf(
                 Address(53, False, "address"),

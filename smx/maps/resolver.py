@@ -40,7 +40,7 @@ DESCRIPTION
     (L{smx.maps.routing}).
 
 CONFIGURATION PARAMETERS
-    smar { DNS_flags; DNS_timeout; nameserver; dnsbl { domain; tag; };
+    smar { DNS_flags; DNS_timeout; cache_ttl; nameserver; dnsbl { domain; tag; };
            local_user_map; address_delimiter; aliases { name; flags; };
            mailertable { name; }; access { name; }; }
     map NAME { type; file; mapname; path; address; port; maps; }
@@ -64,10 +64,12 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
+import collections
 import functools
 
 import os
 import random
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
@@ -84,6 +86,11 @@ from smx.maps.mailertable import Mailertable
 from smx.maps.routing import Router
 
 REJECTING = frozenset(["error", "reject", "discard", "tempfail"])
+
+#: seconds a decision or resolution is reused (C{smar} C{cache_ttl})
+CACHE_TTL = 5.0
+#: decisions and resolutions kept at most (the oldest go first)
+CACHE_SIZE = 10000
 
 
 @implementer(IAddressResolver)
@@ -115,8 +122,11 @@ class AddressResolver:
         maps: Any = (),
         log: Optional[Logger] = None,
         rng: Any = random,
+        cacheTTL: float = CACHE_TTL,
+        cacheSize: int = CACHE_SIZE,
     ) -> None:
         self.reactor = reactor
+        self.cache = DecisionCache(reactor, cacheTTL, cacheSize)
         self.log = log if log is not None else Logger("smar")
         self.mailertable = mailertable
         self.access = AccessMap(access, delimiter, self.log)
@@ -209,6 +219,7 @@ class AddressResolver:
             remotePort=port,
             maps=list(maps.values()),
             log=log,
+            cacheTTL=smar["cache_ttl"],
         )
 
     # -- client ------------------------------------------------------------
@@ -244,8 +255,23 @@ class AddressResolver:
                 return name, "ok"
         return None, ("tempa" if temp else "no")
 
-    @inlineCallbacks
     def checkClient(self, clientAddress: str):
+        key = ("client", clientAddress)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return defer.succeed(dict(hit))
+        d = self._checkClient(clientAddress)
+        if d.called:
+            d.addCallback(self._keepClient, key)
+        return d
+
+    def _keepClient(self, result: Dict[str, Any], key: Any) -> Dict[str, Any]:
+        if result.get("action") != "tempfail" and result.get("resolve") in ("ok", "no"):
+            self.cache.put(key, dict(result))
+        return result
+
+    @inlineCallbacks
+    def _checkClient(self, clientAddress: str):
         c = yield self.access.check("cltaddr", clientAddress)
         name, resolve = yield self.resolveClientName(clientAddress)
         extra = {
@@ -275,10 +301,39 @@ class AddressResolver:
     # -- sender and recipients -----------------------------------------------
 
     def checkSender(self, sender: str, client: Any):
-        return self.access.check("from", sender)
+        key = ("from", sender)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return defer.succeed(dict(hit))
+        d = self.access.check("from", sender)
+        if d.called:
+            d.addCallback(self._keepDecision, key)
+        return d
+
+    def checkRecipient(self, recipient: str, client: Any):
+        c = client or {}
+        key = (
+            "rcpt",
+            recipient,
+            c.get("address"),
+            bool(c.get("relay")),
+            tuple(sorted(f.lower() for f in c.get("flags") or ())),
+        )
+        hit = self.cache.get(key)
+        if hit is not None:
+            return defer.succeed(dict(hit))
+        d = self._checkRecipient(recipient, client)
+        if d.called:
+            d.addCallback(self._keepDecision, key)
+        return d
+
+    def _keepDecision(self, result: Dict[str, Any], key: Any) -> Dict[str, Any]:
+        if result.get("action") != "tempfail":
+            self.cache.put(key, dict(result))
+        return result
 
     @inlineCallbacks
-    def checkRecipient(self, recipient: str, client: Any):
+    def _checkRecipient(self, recipient: str, client: Any):
         client = client or {}
         domain = recipient.rpartition("@")[2].strip().lower().rstrip(".")
         local = bool(domain) and self.mailertable.isLocal(domain)
@@ -317,8 +372,28 @@ class AddressResolver:
                 d = yield self.access.check(tag, encoded)
         return d
 
-    @inlineCallbacks
     def resolveRecipient(self, address: str):
+        key = ("resolve", address)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return defer.succeed(_copyResolved(hit))
+        routings = self.router.dnsRoutings
+        d = self._resolveRecipient(address)
+        if d.called and self.router.dnsRoutings == routings:
+            # answered from the maps alone, without DNS: reusable
+            d.addCallback(self._keepResolved, key)
+        return d
+
+    def _keepResolved(self, results: List[Dict[str, Any]], key: Any) -> Any:
+        for r in results:
+            error = r.get("error")
+            if error is not None and int(error.get("code") or 451) < 500:
+                return results
+        self.cache.put(key, _copyResolved(results))
+        return results
+
+    @inlineCallbacks
+    def _resolveRecipient(self, address: str):
         expanded = yield self.aliases.expand(address)
         results = []
         for e in expanded:
@@ -352,6 +427,7 @@ class AddressResolver:
             )
         if self.dns is not None:
             self.dns.clearCache()
+        self.cache.clear()
         self.log.info(reload="maps")
 
     def close(self) -> None:
@@ -362,6 +438,65 @@ class AddressResolver:
             m.close()
         if self.dns is not None:
             self.dns.close()
+
+
+class DecisionCache:
+    """
+    The answers of SMAR kept for a few seconds: the same client, sender
+    and recipients come again and again (a client sends many messages;
+    QMGR resolves each recipient SMTPS checked a moment before), and
+    answering from memory saves the map lookups and their L{Deferred}s,
+    which are a good part of the cost of a message.
+
+    What is kept: client decisions whose client name DNS answered for
+    sure (C{ok} or C{no}), recipient decisions, and resolutions made from
+    the maps alone (no MX or address lookup: those keep DNS's own
+    lifetimes and the shuffle of equal MX preferences), each only if it
+    was not a temporary failure and was answered at once (no wait on a
+    socket map or DNS).  L{AddressResolver.reload} empties the cache, so
+    a reloaded map counts at once; other map changes count within
+    C{ttl} seconds.  A C{ttl} of 0 keeps nothing.
+    """
+
+    def __init__(self, clock: Any, ttl: float, size: int) -> None:
+        self._now = clock.seconds if clock is not None else time.monotonic
+        self.ttl = ttl
+        self.size = size
+        self._entries = (
+            collections.OrderedDict()
+        )  # type: collections.OrderedDict[Any, Tuple[float, Any]]
+
+    def get(self, key: Any) -> Any:
+        """@return: the value kept under C{key}, or C{None}."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._now():
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        if self.ttl <= 0:
+            return
+        self._entries.pop(key, None)
+        self._entries[key] = (self._now() + self.ttl, value)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _copyResolved(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """A copy the caller may change without changing the cache."""
+    return [
+        dict(r, routes=[dict(route) for route in r.get("routes") or []])
+        for r in results
+    ]
 
 
 def _with(d: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:

@@ -93,6 +93,9 @@ class Router:
         self.port = port
         self.rng = rng
         self.log = log if log is not None else Logger("smar")
+        #: routings that asked DNS (MX, then addresses) so far; a result
+        #: that did is not reused (L{smx.maps.resolver.DecisionCache})
+        self.dnsRoutings = 0
 
     def isLocal(self, domain: str) -> bool:
         """
@@ -155,6 +158,7 @@ class Router:
 
     @inlineCallbacks
     def _resolveHost(self, name: str, mailer: str, port: int, base: int):
+        self.dnsRoutings += 1
         if self.dns is None:
             raise RoutingError(reply(451, "4.4.3", "No DNS resolver for %s" % (name,)))
         try:
