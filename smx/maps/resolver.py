@@ -255,20 +255,27 @@ class AddressResolver:
                 return name, "ok"
         return None, ("tempa" if temp else "no")
 
-    def checkClient(self, clientAddress: str):
-        key = ("client", clientAddress)
+    def _cached(self, key: Any, ask: Any, *args: Any) -> defer.Deferred:
+        """
+        The answer kept under C{key}, else C{ask(*args)}; an answer given
+        at once is kept unless L{_reusable} says no.  Callers get copies.
+        """
         hit = self.cache.get(key)
         if hit is not None:
-            return defer.succeed(dict(hit))
-        d = self._checkClient(clientAddress)
-        if d.called:
-            d.addCallback(self._keepClient, key)
+            return defer.succeed(_copy(hit))
+        routings = self.router.dnsRoutings
+        d = ask(*args)
+        if d.called and self.router.dnsRoutings == routings:
+            d.addCallback(self._keep, key)
         return d
 
-    def _keepClient(self, result: Dict[str, Any], key: Any) -> Dict[str, Any]:
-        if result.get("action") != "tempfail" and result.get("resolve") in ("ok", "no"):
-            self.cache.put(key, dict(result))
-        return result
+    def _keep(self, answer: Any, key: Any) -> Any:
+        if _reusable(answer):
+            self.cache.put(key, _copy(answer))
+        return answer
+
+    def checkClient(self, clientAddress: str):
+        return self._cached(("client", clientAddress), self._checkClient, clientAddress)
 
     @inlineCallbacks
     def _checkClient(self, clientAddress: str):
@@ -301,14 +308,7 @@ class AddressResolver:
     # -- sender and recipients -----------------------------------------------
 
     def checkSender(self, sender: str, client: Any):
-        key = ("from", sender)
-        hit = self.cache.get(key)
-        if hit is not None:
-            return defer.succeed(dict(hit))
-        d = self.access.check("from", sender)
-        if d.called:
-            d.addCallback(self._keepDecision, key)
-        return d
+        return self._cached(("from", sender), self.access.check, "from", sender)
 
     def checkRecipient(self, recipient: str, client: Any):
         c = client or {}
@@ -319,18 +319,7 @@ class AddressResolver:
             bool(c.get("relay")),
             tuple(sorted(f.lower() for f in c.get("flags") or ())),
         )
-        hit = self.cache.get(key)
-        if hit is not None:
-            return defer.succeed(dict(hit))
-        d = self._checkRecipient(recipient, client)
-        if d.called:
-            d.addCallback(self._keepDecision, key)
-        return d
-
-    def _keepDecision(self, result: Dict[str, Any], key: Any) -> Dict[str, Any]:
-        if result.get("action") != "tempfail":
-            self.cache.put(key, dict(result))
-        return result
+        return self._cached(key, self._checkRecipient, recipient, client)
 
     @inlineCallbacks
     def _checkRecipient(self, recipient: str, client: Any):
@@ -373,24 +362,7 @@ class AddressResolver:
         return d
 
     def resolveRecipient(self, address: str):
-        key = ("resolve", address)
-        hit = self.cache.get(key)
-        if hit is not None:
-            return defer.succeed(_copyResolved(hit))
-        routings = self.router.dnsRoutings
-        d = self._resolveRecipient(address)
-        if d.called and self.router.dnsRoutings == routings:
-            # answered from the maps alone, without DNS: reusable
-            d.addCallback(self._keepResolved, key)
-        return d
-
-    def _keepResolved(self, results: List[Dict[str, Any]], key: Any) -> Any:
-        for r in results:
-            error = r.get("error")
-            if error is not None and int(error.get("code") or 451) < 500:
-                return results
-        self.cache.put(key, _copyResolved(results))
-        return results
+        return self._cached(("resolve", address), self._resolveRecipient, address)
 
     @inlineCallbacks
     def _resolveRecipient(self, address: str):
@@ -449,7 +421,8 @@ class DecisionCache:
     which are a good part of the cost of a message.
 
     What is kept: client decisions whose client name DNS answered for
-    sure (C{ok} or C{no}), recipient decisions, and resolutions made from
+    sure (C{ok} or C{no}; the DNSBL answers with them), sender and
+    recipient decisions, and resolutions made from
     the maps alone (no MX or address lookup: those keep DNS's own
     lifetimes and the shuffle of equal MX preferences), each only if it
     was not a temporary failure and was answered at once (no wait on a
@@ -491,12 +464,29 @@ class DecisionCache:
         return len(self._entries)
 
 
-def _copyResolved(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def _reusable(answer: Any) -> bool:
+    """
+    May SMAR keep C{answer} (a decision, or the list of a resolution)?
+    Not a temporary failure, nor a client name DNS could not settle.
+    """
+    if isinstance(answer, list):
+        return all(
+            r.get("error") is None or int(r["error"].get("code") or 451) >= 500
+            for r in answer
+        )
+    if answer.get("action") == "tempfail":
+        return False
+    return answer.get("resolve", "ok") in ("ok", "no")
+
+
+def _copy(answer: Any) -> Any:
     """A copy the caller may change without changing the cache."""
-    return [
-        dict(r, routes=[dict(route) for route in r.get("routes") or []])
-        for r in results
-    ]
+    if isinstance(answer, list):
+        return [
+            dict(r, routes=[dict(route) for route in r.get("routes") or []])
+            for r in answer
+        ]
+    return dict(answer)
 
 
 def _with(d: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:

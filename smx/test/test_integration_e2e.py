@@ -14,6 +14,7 @@ import email
 import email.policy
 import json
 import os
+import signal
 import smtplib
 import subprocess
 import threading
@@ -256,6 +257,35 @@ class AccessTests(_Base):
         self.assertEqual(json.loads(out), [])
         self.assertEqual(self.mta.maildir("alice"), [])
         self.assertRegex(self.mta.log(), r"mail=<bad@spammer\.test>, stat=550\b")
+
+    @defer.inlineCallbacks
+    def test_reloadedAccessMapCountsAtOnce(self) -> Any:
+        """
+        A sender accepted a moment ago (SMAR keeps that decision for
+        C{cache_ttl}) is rejected right after the access map is rebuilt
+        with C{smx createmap} and smx is sent SIGUSR1: the reload empties
+        SMAR's cache as well as reopening the map.
+        """
+        self.need(SWAKS)
+        self.mta.write(
+            configuration(self.mta.port), aliases="alice: local:\n", access=""
+        )
+        self.mta.start()
+        yield self.accepted("bad@spammer.test", "alice@localhost")
+        self.mta.createmap(
+            "access", "from:@spammer.test error:550 5.7.1 no spam, thanks\n"
+        )
+        reloads = self.mta.log().count("reload=maps")
+        self.mta.process.send_signal(signal.SIGUSR1)
+        self.assertTrue(
+            waitFor(lambda: self.mta.log().count("reload=maps") > reloads),
+            self.mta.log(),
+        )
+        out, err, status = yield swaks(
+            self.mta.port, "--from", "bad@spammer.test", "--to", "alice@localhost"
+        )
+        self.assertNotEqual(status, 0, out)
+        self.assertIn(b"<** 550 5.7.1 no spam, thanks", out)
 
     @defer.inlineCallbacks
     def test_noRelaying(self) -> Any:

@@ -189,9 +189,24 @@ class ResolverCacheTests(unittest.TestCase):
         self.assertEqual(len(self.dns.queries), queries + 2)
 
     def test_temporaryResolutionNotKept(self):
-        first = result(self.resolver.resolveRecipient("u@broken.test"))
+        """
+        A resolution from the maps alone that failed temporarily (the
+        aliases map did not answer) is asked again.
+        """
+        aliases = DictMap("aliases", {"u": "v@relay.test"})
+        aliases.temporaryFailure = True
+        resolver = AddressResolver(
+            self.clock,
+            Mailertable.fromText("relay.test esmtp:[192.0.2.7]\nlocal.test lmtp:\n"),
+            aliases=aliases,
+            log=Logger("smar", sink=MemorySink()),
+        )
+        first = result(resolver.resolveRecipient("u@local.test"))
         self.assertEqual(first[0]["error"]["code"], 451)
-        self.assertEqual(len(self.resolver.cache), 0)
+        self.assertEqual(len(resolver.cache), 0)
+        aliases.temporaryFailure = False
+        second = result(resolver.resolveRecipient("u@local.test"))
+        self.assertEqual(second[0]["routes"][0]["address"], "192.0.2.7")
 
     def test_ttlZero(self):
         self.resolver.cache.ttl = 0
