@@ -1,0 +1,364 @@
+# -*- test-case-name: smx.mail.test.test_smtpc -*-
+"""
+The Twisted side of one SMTPC session: L{ClientProtocol} adapts the
+sans-I/O L{smx.mail.client.ClientMachine} to a connection (replies in,
+commands out, C{io_timeout} at every step, STARTTLS, the content streamed
+from the content store), and L{_ConnectFactory} turns a connection attempt
+into a L{Deferred} that fires once the session can carry a transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+from twisted.internet import defer, error, interfaces
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from smx.log import Logger
+from smx.mail.client import (
+    BodyEncoder,
+    ClientMachine,
+    ProtocolError,
+    ReplyParser,
+    Send,
+    SendBody,
+    SessionFailed,
+    SessionReady,
+    StartTLS,
+    TransactionDone,
+)
+
+#: bytes read from the content store at a time
+CHUNK_SIZE = 65536
+
+
+class SessionError(Exception):
+    """
+    A session could not be set up (or reset).
+
+    @ivar where: C{"connect"}, C{"greeting"} or C{"ehlo"}.
+    @ivar code: the reply code, 0 if there was none.
+    @ivar reply: the reply text or a description.
+    """
+
+    def __init__(self, where: str, code: int, reply: str) -> None:
+        Exception.__init__(self, where, code, reply)
+        self.where = where
+        self.code = code
+        self.reply = reply
+
+
+@implementer(interfaces.IHandshakeListener)
+class ClientProtocol(Protocol):
+    """
+    Twisted adapter around a L{ClientMachine}: feeds it replies, writes its
+    commands, streams the content, enforces C{io_timeout} at every step.
+
+    @ivar machine: the protocol state machine.
+    @ivar sessionId: the C{da_sess} id.
+    @ivar lost: has the connection gone?
+    """
+
+    transport: Any
+
+    def __init__(
+        self,
+        machine: ClientMachine,
+        reactor: Any,
+        timeout: float,
+        tlsCreator: Optional[Any] = None,
+        logger: Optional[Logger] = None,
+        sessionId: str = "",
+    ) -> None:
+        self.machine = machine
+        self.reactor = reactor
+        self.timeout = timeout
+        self.tlsCreator = tlsCreator
+        self.log = logger or Logger("smtpc")
+        self.sessionId = sessionId
+        self.lost = False
+        self.onLost = None  # type: Optional[Any]
+        self._parser = ReplyParser()
+        self._waiting = None  # type: Optional[defer.Deferred]
+        self._timer = None  # type: Optional[Any]
+        self._body = None  # type: Optional[_BodySender]
+        self._bodyFile = None  # type: Optional[Any]
+
+    # setting up -----------------------------------------------------------
+
+    def whenReady(self) -> defer.Deferred:
+        """
+        @return: a L{Deferred} firing with this protocol once the session
+            can carry a transaction, or failing with L{SessionError}.
+        """
+        self._waiting = defer.Deferred()
+        return self._waiting
+
+    def connectionMade(self) -> None:
+        self._resetTimer()
+
+    def _resetTimer(self) -> None:
+        if self.lost:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.timeout)
+        else:
+            self._timer = self.reactor.callLater(self.timeout, self._timedOut)
+
+    def _stopTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        self._events(
+            self.machine.connectionFailed(
+                "timeout after %gs waiting in state %s"
+                % (self.timeout, self.machine.state)
+            )
+        )
+        self.transport.abortConnection()
+
+    # I/O ------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self._resetTimer()
+        try:
+            replies = self._parser.feed(data)
+        except ProtocolError as e:
+            for reply in e.replies:
+                self._events(self.machine.replyReceived(reply))
+                if self.lost:
+                    return
+            self._events(self.machine.connectionFailed("protocol error: %s" % (e,)))
+            self.transport.abortConnection()
+            return
+        for reply in replies:
+            self._events(self.machine.replyReceived(reply))
+            if self.lost:
+                return
+
+    def handshakeCompleted(self) -> None:
+        self.log.info(da_sess=self.sessionId, where="connection", starttls="successful")
+        if self.tlsCreator is not None and not self.tlsCreator.verified:
+            self.log.info(level=11, da_sess=self.sessionId, cert_verify="failed")
+        self._resetTimer()
+        self._events(self.machine.tlsStarted())
+
+    def connectionLost(self, reason: Failure = Failure(error.ConnectionDone())) -> None:
+        self.lost = True
+        self._stopTimer()
+        if self._body is not None:
+            self._body.stop()
+        self._events(
+            self.machine.connectionFailed(
+                "connection lost: %s" % (reason.getErrorMessage(),)
+            )
+        )
+        if self._waiting is not None:
+            d, self._waiting = self._waiting, None
+            d.errback(SessionError("connect", 0, "connection lost"))
+        if self.onLost is not None:
+            self.onLost(self)
+
+    def _events(self, events: List[Any]) -> None:
+        for event in events:
+            if isinstance(event, Send):
+                if not self.lost:
+                    self.transport.write(event.data)
+                    self._resetTimer()
+            elif isinstance(event, SessionReady):
+                self._fire(self)
+            elif isinstance(event, SessionFailed):
+                self._fail(SessionError(event.where, event.code, event.reply))
+                if not self.lost:
+                    self.transport.loseConnection()
+            elif isinstance(event, TransactionDone):
+                self._closeBody()
+                self._fire(event)
+            elif isinstance(event, StartTLS):
+                self._startTLS()
+            elif isinstance(event, SendBody):
+                self._sendBody()
+
+    def _fire(self, value: Any) -> None:
+        if self._waiting is not None:
+            d, self._waiting = self._waiting, None
+            d.callback(value)
+
+    def _fail(self, exc: Exception) -> None:
+        if self._waiting is not None:
+            d, self._waiting = self._waiting, None
+            d.errback(exc)
+
+    def _startTLS(self) -> None:
+        if self.tlsCreator is None:
+            self._events(self.machine.connectionFailed("no TLS context"))
+            self.transport.loseConnection()
+            return
+        try:
+            self.transport.startTLS(self.tlsCreator)
+        except Exception as e:
+            self._events(self.machine.connectionFailed("STARTTLS: %s" % (e,)))
+            self.transport.abortConnection()
+
+    # transactions ---------------------------------------------------------
+
+    def transaction(
+        self,
+        sender: str,
+        recipients: List[str],
+        size: int,
+        bodyType: str,
+        bodyFile: Any,
+    ) -> defer.Deferred:
+        """
+        Run one mail transaction.
+
+        @param bodyFile: a binary file with the content, read when the
+            server says 354 and closed when the transaction ends.
+        @return: a L{Deferred} firing with a
+            L{smx.mail.client.TransactionDone}.
+        """
+        d = defer.Deferred()  # type: defer.Deferred
+        self._waiting = d
+        self._bodyFile = bodyFile
+        self._events(self.machine.startTransaction(sender, recipients, size, bodyType))
+        return d
+
+    def _sendBody(self) -> None:
+        self._body = _BodySender(self, self._bodyFile)
+        self._body.start()
+
+    def bodyDone(self) -> None:
+        """Called by the body sender once the final dot is written."""
+        self._body = None
+        self._closeBody()
+        if not self.lost:
+            self._resetTimer()
+            self._events(self.machine.bodySent())
+
+    def _closeBody(self) -> None:
+        if self._bodyFile is not None:
+            try:
+                self._bodyFile.close()
+            except Exception:
+                pass
+            self._bodyFile = None
+
+    def bodyFailed(self, why: str) -> None:
+        """The content could not be read: end the session."""
+        self._body = None
+        self._closeBody()
+        self.log.error("bodyFailed", da_sess=self.sessionId, error=why)
+        self._events(self.machine.connectionFailed("cannot read content: %s" % (why,)))
+        self.transport.abortConnection()
+
+    def quit(self) -> None:
+        """Say QUIT and close."""
+        if self.lost:
+            return
+        self._events(self.machine.quit())
+        self.transport.loseConnection()
+
+
+@implementer(interfaces.IPushProducer)
+class _BodySender:
+    """
+    Streams the content in large chunks as a push producer: writes until
+    the transport asks it to pause.
+    """
+
+    def __init__(self, protocol: ClientProtocol, bodyFile: Any) -> None:
+        self.protocol = protocol
+        self.file = bodyFile
+        self.encoder = BodyEncoder()
+        self.paused = False
+        self.stopped = False
+        self.transport = protocol.transport
+
+    def start(self) -> None:
+        try:
+            first = self.file.read(CHUNK_SIZE)
+            rest = self.file.read(CHUNK_SIZE) if first else b""
+        except (OSError, ValueError) as e:
+            self.stopped = True
+            self.protocol.bodyFailed(str(e))
+            return
+        if not rest:
+            # the usual small message: one write, no producer (so that the
+            # transport can send it at once)
+            self.transport.write(self.encoder.encode(first) + self.encoder.finish())
+            self.stopped = True
+            self.protocol.bodyDone()
+            return
+        self.transport.registerProducer(self, True)
+        for chunk in (first, rest):
+            data = self.encoder.encode(chunk)
+            if data:
+                self.transport.write(data)
+        self._pump()
+
+    def _pump(self) -> None:
+        while not self.paused and not self.stopped:
+            try:
+                chunk = self.file.read(CHUNK_SIZE)
+            except (OSError, ValueError) as e:
+                self.transport.unregisterProducer()
+                self.stopped = True
+                self.protocol.bodyFailed(str(e))
+                return
+            if not chunk:
+                self.transport.write(self.encoder.finish())
+                self.transport.unregisterProducer()
+                self.stopped = True
+                self.protocol.bodyDone()
+                return
+            data = self.encoder.encode(chunk)
+            if data:
+                self.transport.write(data)
+            self.protocol._resetTimer()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        if self.stopped:
+            return
+        self.paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class _ConnectFactory(ClientFactory):
+    # one factory per delivery session: no "Starting factory" log lines
+    noisy = False
+
+    def __init__(self, build: Any) -> None:
+        self.build = build
+        self.protocol_ = None  # type: Optional[ClientProtocol]
+        self.deferred = defer.Deferred()  # type: defer.Deferred
+
+    def buildProtocol(self, addr: Any) -> ClientProtocol:
+        proto = self.build()
+        self.protocol_ = proto
+        proto.whenReady().chainDeferred(self.deferred)
+        return proto
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        if not self.deferred.called:
+            self.deferred.errback(
+                SessionError(
+                    "connect",
+                    0,
+                    "451 4.4.1 cannot connect: %s" % (reason.getErrorMessage(),),
+                )
+            )
