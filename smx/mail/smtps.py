@@ -19,6 +19,9 @@ DESCRIPTION
     module is the Twisted adapter: it feeds received bytes in, calls QMGR,
     CDB and SMAR through their interfaces for the events that come out,
     and writes the replies in one batch per received chunk (RFC 2920).
+    The DATA phase and the commit are in L{smx.mail.commit}; the
+    settings, listeners and C{smtpsServices} in L{smx.mail.listener}
+    (still importable from here).
 
     At connect QMGR is asked whether the session may open (C{icr:},
     C{ios:}); at MAIL whether a transaction fits (disk, queue).  Access
@@ -78,11 +81,8 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-import socket
-import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from twisted.application import service
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer, interfaces, protocol
 from twisted.internet.address import IPv6Address
@@ -90,95 +90,27 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python import failure
 from zope.interface import implementer
 
-from smx import net, versionString
-from smx.fastdefer import inlineCallbacks, onFailure, settled
+from smx import versionString
+from smx.fastdefer import inlineCallbacks, onFailure
 from smx.ids import ServerIdGenerator
 from smx.log import Logger
 from smx.mail import server as sm
 from smx.mail.auth import AuthError, SASLExchange
+from smx.mail.commit import _TEMPFAIL, CommitMixin, _Transaction
 from smx.mail.policy import SessionPolicy
-from smx.mail.received import protocolName, receivedHeader
 from smx.mail.tls import tlsInfo
 
-
-class ServerSettings:
-    """
-    The options of one SMTPS listener, with the seed's defaults.  Sizes
-    in bytes, times in seconds; limits of 0 mean unlimited.
-    """
-
-    def __init__(
-        self,
-        hostname: Optional[str] = None,
-        maxMessageSize: int = 8 * 1024 * 1024,
-        maxRecipientsPerTransaction: int = 0,
-        maxRecipientsPerSession: int = 0,
-        maxTransactions: int = 0,
-        maxBadCommands: int = 3,
-        maxHops: int = 21,
-        ioTimeout: float = 300.0,
-        maxSessions: int = 0,
-        eightBitMime: bool = False,
-        softbounce: bool = False,
-        access: bool = False,
-        delayChecks: bool = False,
-        lmtpImpliesRelaying: bool = True,
-        tlsContextFactory: Any = None,
-        allowRelayingIfVerified: bool = False,
-        checkAccessMapForRelaying: bool = False,
-        authChecker: Any = None,
-        authMechanisms: Tuple[str, ...] = (),
-        trustedMechanisms: Tuple[str, ...] = (),
-        authRequiresTLS: bool = True,
-        processId: int = 0,
-        name: str = "",
-    ) -> None:
-        self.hostname = hostname or socket.getfqdn()
-        self.maxMessageSize = maxMessageSize
-        self.maxRecipientsPerTransaction = maxRecipientsPerTransaction
-        self.maxRecipientsPerSession = maxRecipientsPerSession
-        self.maxTransactions = maxTransactions
-        self.maxBadCommands = maxBadCommands
-        self.maxHops = maxHops
-        self.ioTimeout = ioTimeout
-        self.maxSessions = maxSessions
-        self.eightBitMime = eightBitMime
-        self.softbounce = softbounce
-        self.access = access
-        self.delayChecks = delayChecks
-        self.lmtpImpliesRelaying = lmtpImpliesRelaying
-        self.tlsContextFactory = tlsContextFactory
-        self.allowRelayingIfVerified = allowRelayingIfVerified
-        self.checkAccessMapForRelaying = checkAccessMapForRelaying
-        self.authChecker = authChecker
-        self.authMechanisms = tuple(authMechanisms) if authChecker else ()
-        self.trustedMechanisms = tuple(trustedMechanisms)
-        self.authRequiresTLS = authRequiresTLS
-        self.processId = processId
-        self.name = name
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.mail.listener import ServerSettings
 
 
-class _Transaction:
-    def __init__(self, transactionId: str, sender: str, body: str, size: int):
-        self.id = transactionId
-        self.sender = sender
-        self.body = body
-        self.declaredSize = size
-        self.recipients = []  # type: List[Dict[str, Any]]
-        self.writer = None  # type: Any
-        self.stored = 0
-
-    def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.abort()
-            self.writer = None
-
-
-_TEMPFAIL = (451, "4.3.0", "Temporary failure, please try again later")
+#: bytes a client may send while its session waits for an answer (QMGR,
+#: SMAR) before smx stops reading from it
+HOLD_LIMIT = 64 * 1024
 
 
 @implementer(interfaces.IHandshakeListener)
-class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
+class SMTPServerProtocol(CommitMixin, protocol.Protocol, TimeoutMixin):
     """
     One SMTP session: the Twisted side of a L{sm.ServerConnection}.
     """
@@ -475,156 +407,6 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
             )
         self.connection.accept()
 
-    def do_DataCommand(self, event: sm.DataCommand):
-        ta = self.transaction
-        if ta is None:  # pragma: no cover
-            self.connection.reject(*_TEMPFAIL)
-            return
-        if ta.recipients and not self.policy.discardTransaction:
-            try:
-                if ta.writer is None:
-                    ta.writer = self.factory.contentStore.createWriter(ta.id)
-                header = self._receivedHeader(ta)
-                ta.writer.write(header)
-                ta.stored = len(header)
-            except Exception:
-                self.factory.log.failure(
-                    "do_DataCommand", failure.Failure(), ss_sess=self.sessionId
-                )
-                ta.abort()
-                self.connection.reject(*_TEMPFAIL)
-                return
-        else:
-            # nothing will be stored (discarded): no content file
-            ta.abort()
-        self.connection.accept()
-
-    def _receivedHeader(self, ta: _Transaction) -> bytes:
-        c = self.connection
-        return receivedHeader(
-            c.heloName or "unknown",
-            self.clientAddress,
-            self.factory.settings.hostname,
-            protocolName(c.extended, c.tls, self.authUser is not None),
-            ta.id,
-            clientName=self.policy.clientName,
-            tlsInfo=self.tlsInfo,
-            now=self.factory.reactor.seconds(),
-        )
-
-    def do_DataChunk(self, event: sm.DataChunk):
-        ta = self.transaction
-        if ta is not None and ta.writer is not None:
-            ta.writer.write(event.data)
-            ta.stored += len(event.data)
-
-    def do_EndOfData(self, event: sm.EndOfData):
-        ta = self.transaction
-        self.transaction = None
-        s = self.factory.settings
-        reply = None
-        if ta is None:  # pragma: no cover
-            reply = _TEMPFAIL
-        elif event.tooBig:
-            reply = (552, "5.3.4", "Message size exceeds fixed maximum message size")
-        elif event.badLineEnd:
-            reply = (554, "5.6.11", "Message contains bare CR or LF, rejected")
-        elif s.maxHops and event.hops > s.maxHops:
-            reply = (554, "5.4.6", "Too many hops (%d)" % (event.hops,))
-        if reply is not None:
-            if ta is not None:
-                ta.abort()
-                self._logEnd(
-                    ta, event, event.size, stat=reply[0], reply="%d %s %s" % reply
-                )
-            self.connection.reject(*reply)
-            return None
-        assert ta is not None
-        if ta.writer is None:
-            # discarded: accept and forget
-            self._logEnd(ta, event, event.size, stat=0, discard=1)
-            self.connection.accept("%s Message accepted for delivery" % (ta.id,))
-            return None
-        return self._commit(ta, event)
-
-    @inlineCallbacks
-    def _commit(self, ta: _Transaction, event: sm.EndOfData):
-        """
-        Sync the content (CDB) and the envelope (QMGR's IBDB) at the same
-        time; answer 250 once both are on stable storage, then let QMGR
-        schedule the transaction (L{IQueueManager.contentCommitted}).
-        """
-        writer = ta.writer
-        ta.writer = None
-        store = self.factory.contentStore
-        qmgr = self.factory.queueManager
-        envelope = {
-            "id": ta.id,
-            "session": self.sessionId,
-            "sender": ta.sender,
-            "recipients": ta.recipients,
-            "size": ta.stored,
-            "client": self.clientAddress,
-            "received": self.factory.reactor.seconds(),
-            "bodyType": "8BITMIME" if ta.body == "8BITMIME" else "7BIT",
-            "contentPending": True,
-        }
-        content = defer.maybeDeferred(writer.commit)
-        queued = defer.maybeDeferred(qmgr.commitTransaction, envelope)
-        (contentOk, contentResult), (queuedOk, queuedResult) = yield (
-            settled([content, queued])
-        )
-        if not contentOk:
-            self._commitFailed(ta, event, contentResult, "writer.commit")
-            try:
-                writer.abort()
-            except Exception:
-                pass
-            if queuedOk:
-                yield self._contentCommitted(ta, False)
-            return
-        if not queuedOk:
-            self._commitFailed(ta, event, queuedResult, "commitTransaction")
-            try:
-                store.remove(ta.id)
-            except Exception:
-                pass
-            return
-        self._logEnd(ta, event, ta.stored, stat=0)
-        if not self._lost:
-            self.connection.accept("%s Message accepted for delivery" % (ta.id,))
-            self._flush()
-        yield self._contentCommitted(ta, True)
-
-    def _logEnd(
-        self, ta: _Transaction, event: sm.EndOfData, size: int, **fields: Any
-    ) -> None:
-        """The App. C.2 record of the end of a transaction."""
-        self.factory.log.info(
-            ss_sess=self.sessionId,
-            ss_ta=ta.id,
-            msgid=event.messageId,
-            size=size,
-            **fields,
-        )
-
-    def _contentCommitted(self, ta: _Transaction, stored: bool) -> defer.Deferred:
-        d = defer.maybeDeferred(
-            self.factory.queueManager.contentCommitted, ta.id, stored
-        )
-        d.addErrback(
-            lambda f: self.factory.log.failure(
-                "contentCommitted", f, ss_sess=self.sessionId, ss_ta=ta.id
-            )
-        )
-        return d
-
-    def _commitFailed(self, ta, event, reason, func) -> None:
-        self.factory.log.failure(func, reason, ss_sess=self.sessionId, ss_ta=ta.id)
-        self._logEnd(ta, event, ta.stored, stat=451)
-        if not self._lost:
-            self.connection.reject(*_TEMPFAIL)
-
     def do_Rset(self, event: sm.Rset):
         self._closeTransaction()
         self.policy.resetTransaction()
@@ -730,9 +512,9 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
         sm.Helo: do_Helo,
         sm.MailFrom: do_MailFrom,
         sm.RcptTo: do_RcptTo,
-        sm.DataCommand: do_DataCommand,
-        sm.DataChunk: do_DataChunk,
-        sm.EndOfData: do_EndOfData,
+        sm.DataCommand: CommitMixin.do_DataCommand,
+        sm.DataChunk: CommitMixin.do_DataChunk,
+        sm.EndOfData: CommitMixin.do_EndOfData,
         sm.Rset: do_Rset,
         sm.Quit: do_Quit,
         sm.StartTLS: do_StartTLS,
@@ -785,206 +567,24 @@ class SMTPServerFactory(protocol.ServerFactory):
             p.transport.loseConnection()
 
 
-#: listen(2) backlog of every SMTPS socket
-LISTEN_BACKLOG = 1024
-
-#: bytes a client may send while its session waits for an answer (QMGR,
-#: SMAR) before smx stops reading from it
-HOLD_LIMIT = 64 * 1024
-
-
-class SMTPSListener(service.Service):
-    """
-    One listening socket of SMTPS (one C{daemon_address}); it binds in
-    C{privilegedStartService} so that port 25 works before privileges are
-    dropped, and says 421 to open sessions when stopped.
-
-    @ivar port: the L{IListeningPort} while running.
-    """
-
-    def __init__(self, factory: SMTPServerFactory, host: str, port: int) -> None:
-        self.factory = factory
-        self.host = host
-        self.portNumber = port
-        self.port = None  # type: Any
-        self.setName("smtps %s:%d" % (host, port))
-
-    def privilegedStartService(self) -> None:
-        service.Service.privilegedStartService(self)
-        self._listen()
-
-    def startService(self) -> None:
-        service.Service.startService(self)
-        self._listen()
-
-    def _listen(self) -> None:
-        if self.port is None:
-            # a burst of clients must not time out in the kernel's queue
-            # (Twisted's default backlog is 50)
-            self.port = net.listenTCP(
-                self.factory.reactor,
-                self.portNumber,
-                self.factory,
-                backlog=LISTEN_BACKLOG,
-                interface=self.host,
-            )
-
-    def stopService(self):
-        service.Service.stopService(self)
-        self.factory.shutdown()
-        port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
-        return None
+#: names that moved to L{smx.mail.listener}, still importable from here
+_MOVED = frozenset(
+    [
+        "LISTEN_BACKLOG",
+        "ServerSettings",
+        "SMTPSConfigurationError",
+        "SMTPSListener",
+        "listenAddresses",
+        "settingsFromSection",
+        "smtpsServices",
+    ]
+)
 
 
-class SMTPSConfigurationError(Exception):
-    """
-    The smtps configuration cannot be used (a certificate or password file
-    that cannot be read); the message names the section, option and file.
-    """
+def __getattr__(name: str) -> Any:
+    # smx.mail.listener imports this module: its names are looked up late
+    if name in _MOVED:
+        from smx.mail import listener
 
-
-def _opt(section: Any, name: str, default: Any = None) -> Any:
-    try:
-        value = section[name]
-    except KeyError:
-        return default
-    return default if value is None else value
-
-
-def settingsFromSection(
-    section: Any, globals_: Any = None, hostname: Optional[str] = None
-) -> ServerSettings:
-    """
-    Build the L{ServerSettings} of one C{smtps} section (seed §5.9).
-
-    @param section: an L{smx.config} section.
-    @param globals_: the global section (for C{hostname}).
-    @raise SMTPSConfigurationError: for unusable TLS or password files.
-    """
-    from smx.mail.auth import offeredMechanisms, passwordChecker
-    from smx.mail.tls import ServerContextFactory, TLSConfigurationError
-
-    flags = frozenset(_opt(section, "flags", frozenset()))
-    where = getattr(section, "describe", lambda: "section 'smtps'")()
-    if hostname is None and globals_ is not None:
-        hostname = _opt(globals_, "hostname")
-    tls = section.section("tls")
-    tlsFlags = frozenset(_opt(tls, "flags", frozenset()))
-    tlsFactory = None
-    certFile = _opt(tls, "cert_file")
-    if certFile:
-        try:
-            tlsFactory = ServerContextFactory(
-                certFile,
-                _opt(tls, "key_file") or certFile,
-                _opt(tls, "CAcert_file"),
-                _opt(tls, "CAcert_path"),
-            )
-        except TLSConfigurationError as e:
-            raise SMTPSConfigurationError("%s, tls: %s" % (where, e))
-    auth = section.section("auth")
-    authFlags = frozenset(_opt(auth, "flags", frozenset()))
-    passwordFile = _opt(auth, "password_file")
-    checker = None
-    mechanisms = ()  # type: Tuple[str, ...]
-    if passwordFile:
-        try:
-            checker = passwordChecker(passwordFile)
-        except OSError as e:
-            raise SMTPSConfigurationError(
-                "%s, auth: password_file %s: %s" % (where, passwordFile, e.strerror)
-            )
-        mechanisms = offeredMechanisms(authFlags)
-    processes = int(_opt(section, "processes", 1))
-    threads = int(_opt(section, "max_threads", 0))
-    return ServerSettings(
-        hostname=hostname,
-        maxMessageSize=int(_opt(section, "max_message_size", 8 * 1024 * 1024)),
-        maxRecipientsPerTransaction=int(
-            _opt(section, "max_recipients_per_transaction", 0)
-        ),
-        maxRecipientsPerSession=int(_opt(section, "max_recipients_per_session", 0)),
-        maxTransactions=int(_opt(section, "max_transactions", 0)),
-        maxBadCommands=int(_opt(section, "max_bad_commands_per_session", 3)),
-        maxHops=int(_opt(section, "max_hops", 21)),
-        ioTimeout=float(_opt(section, "io_timeout", 300.0)),
-        maxSessions=processes * threads if threads else 0,
-        eightBitMime="8bitmime" in flags,
-        softbounce="softbounce" in flags,
-        access="access" in flags,
-        delayChecks="delay_checks" in flags,
-        lmtpImpliesRelaying=not (
-            "lmtp_does_not_imply_relaying" in flags
-            or "lmtpl_does_not_imply_relaying" in flags
-        ),
-        tlsContextFactory=tlsFactory,
-        allowRelayingIfVerified="allow_relaying_if_verified" in tlsFlags,
-        checkAccessMapForRelaying="check_access_map_for_relaying" in tlsFlags,
-        authChecker=checker,
-        authMechanisms=mechanisms,
-        trustedMechanisms=tuple(_opt(auth, "trusted_mechs", ()) or ()),
-        authRequiresTLS="allow_plaintext_without_tls" not in authFlags,
-        processId=int(_opt(section, "id", 0)) & 0xFF,
-        name=getattr(section, "name", None) or "",
-    )
-
-
-def listenAddresses(section: Any) -> List[Tuple[str, int]]:
-    """
-    The C{(host, port)}s of C{daemon_address} (seed §5.9 item 2), or the
-    MCP C{address}/C{port} of the section, or C{0.0.0.0:25}.
-    """
-    from smx.config.values import splitAddress
-
-    addresses = _opt(section, "daemon_address", []) or []
-    if addresses:
-        return [splitAddress(text, 8000) for text in addresses]
-    port = _opt(section, "port")
-    return [(_opt(section, "address", "0.0.0.0"), int(port) if port else 25)]
-
-
-def smtpsServices(
-    cfg: Any,
-    queueManager: Any,
-    contentStore: Any,
-    resolver: Any,
-    reactor: Any = None,
-    log: Optional[Logger] = None,
-    names: Optional[List[str]] = None,
-) -> List[service.Service]:
-    """
-    The listeners of every C{smtps} section (seed §5.9, §5.9.1).
-
-    @param cfg: an L{smx.config} configuration.
-    @param names: only the sections with these names (C{smtps -N MSA}).
-    @param log: the logger (default: from each section's C{log}).
-    @return: one L{SMTPSListener} per address of every section; the
-        listeners of one section share one factory.
-    @raise SMTPSConfigurationError: see L{settingsFromSection}.
-    """
-    from smx.log import loggerFromConfiguration
-
-    sections = list(cfg.sections("smtps")) or [cfg.section("smtps")]
-    services = []  # type: List[service.Service]
-    # sections with the same id share one counter: ids name CDB files
-    generators = {}  # type: Dict[int, ServerIdGenerator]
-    for section in sections:
-        name = getattr(section, "name", None) or ""
-        if names is not None and name not in names:
-            continue
-        settings = settingsFromSection(section, cfg.globals)
-        factory = SMTPServerFactory(
-            settings,
-            queueManager,
-            contentStore,
-            resolver,
-            reactor=reactor,
-            log=log if log is not None else loggerFromConfiguration("smtps", section),
-            ids=generators.get(settings.processId),
-        )
-        generators[settings.processId] = factory.ids
-        for host, port in listenAddresses(section):
-            services.append(SMTPSListener(factory, host, port))
-    return services
+        return getattr(listener, name)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

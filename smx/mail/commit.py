@@ -1,0 +1,225 @@
+# -*- test-case-name: smx.mail.test.test_smtps -*-
+"""
+NAME
+    smx.mail.commit - the DATA phase and the commit of an SMTPS transaction
+
+SYNOPSIS
+    class SMTPServerProtocol(CommitMixin, protocol.Protocol): ...
+
+DESCRIPTION
+    The half of L{smx.mail.smtps.SMTPServerProtocol} that receives a
+    message and makes it durable: the content goes to the content store
+    (CDB) behind a C{Received:} header (seed App. C.3), the envelope to
+    L{IQueueManager.commitTransaction}; both are synced at the same time
+    and the 250 for the final dot is sent only when both are on stable
+    storage, then QMGR is told (L{IQueueManager.contentCommitted}).  If
+    either fails the reply is 451 4.3.0 and nothing is scheduled.
+
+DIAGNOSTICS
+    C{ss_sess=..., ss_ta=..., msgid=<...>, size=N, stat=0} for an accepted
+    message, C{stat=CODE, reply=...} for a rejected one; a failed sync is
+    logged with the failure (C{sev=ERR}).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from twisted.internet import defer
+from twisted.python import failure
+
+from smx.fastdefer import inlineCallbacks, settled
+from smx.mail import server as sm
+from smx.mail.received import protocolName, receivedHeader
+
+
+class _Transaction:
+    """One mail transaction of a session: its envelope and content writer."""
+
+    def __init__(self, transactionId: str, sender: str, body: str, size: int):
+        self.id = transactionId
+        self.sender = sender
+        self.body = body
+        self.declaredSize = size
+        self.recipients = []  # type: List[Dict[str, Any]]
+        self.writer = None  # type: Any
+        self.stored = 0
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+
+_TEMPFAIL = (451, "4.3.0", "Temporary failure, please try again later")
+
+
+class CommitMixin:
+    """
+    The DATA, final dot and commit events of L{smx.mail.smtps.
+    SMTPServerProtocol}; it uses the protocol's C{factory}, C{connection},
+    C{policy}, C{transaction} and C{_flush}.
+    """
+
+    factory = None  # type: Any
+    connection = None  # type: Any
+    transaction = None  # type: Any
+    policy = None  # type: Any
+    sessionId = ""
+    clientAddress = ""
+    tlsInfo = None  # type: Any
+    authUser = None  # type: Any
+    _lost = False
+
+    def _flush(self) -> None:  # pragma: no cover - the protocol's
+        raise NotImplementedError()
+
+    def do_DataCommand(self, event: sm.DataCommand):
+        ta = self.transaction
+        if ta is None:  # pragma: no cover
+            self.connection.reject(*_TEMPFAIL)
+            return
+        if ta.recipients and not self.policy.discardTransaction:
+            try:
+                if ta.writer is None:
+                    ta.writer = self.factory.contentStore.createWriter(ta.id)
+                header = self._receivedHeader(ta)
+                ta.writer.write(header)
+                ta.stored = len(header)
+            except Exception:
+                self.factory.log.failure(
+                    "do_DataCommand", failure.Failure(), ss_sess=self.sessionId
+                )
+                ta.abort()
+                self.connection.reject(*_TEMPFAIL)
+                return
+        else:
+            # nothing will be stored (discarded): no content file
+            ta.abort()
+        self.connection.accept()
+
+    def _receivedHeader(self, ta: _Transaction) -> bytes:
+        c = self.connection
+        return receivedHeader(
+            c.heloName or "unknown",
+            self.clientAddress,
+            self.factory.settings.hostname,
+            protocolName(c.extended, c.tls, self.authUser is not None),
+            ta.id,
+            clientName=self.policy.clientName,
+            tlsInfo=self.tlsInfo,
+            now=self.factory.reactor.seconds(),
+        )
+
+    def do_DataChunk(self, event: sm.DataChunk):
+        ta = self.transaction
+        if ta is not None and ta.writer is not None:
+            ta.writer.write(event.data)
+            ta.stored += len(event.data)
+
+    def do_EndOfData(self, event: sm.EndOfData):
+        ta = self.transaction
+        self.transaction = None
+        s = self.factory.settings
+        reply = None
+        if ta is None:  # pragma: no cover
+            reply = _TEMPFAIL
+        elif event.tooBig:
+            reply = (552, "5.3.4", "Message size exceeds fixed maximum message size")
+        elif event.badLineEnd:
+            reply = (554, "5.6.11", "Message contains bare CR or LF, rejected")
+        elif s.maxHops and event.hops > s.maxHops:
+            reply = (554, "5.4.6", "Too many hops (%d)" % (event.hops,))
+        if reply is not None:
+            if ta is not None:
+                ta.abort()
+                self._logEnd(
+                    ta, event, event.size, stat=reply[0], reply="%d %s %s" % reply
+                )
+            self.connection.reject(*reply)
+            return None
+        assert ta is not None
+        if ta.writer is None:
+            # discarded: accept and forget
+            self._logEnd(ta, event, event.size, stat=0, discard=1)
+            self.connection.accept("%s Message accepted for delivery" % (ta.id,))
+            return None
+        return self._commit(ta, event)
+
+    @inlineCallbacks
+    def _commit(self, ta: _Transaction, event: sm.EndOfData):
+        """
+        Sync the content (CDB) and the envelope (QMGR's IBDB) at the same
+        time; answer 250 once both are on stable storage, then let QMGR
+        schedule the transaction (L{IQueueManager.contentCommitted}).
+        """
+        writer = ta.writer
+        ta.writer = None
+        store = self.factory.contentStore
+        qmgr = self.factory.queueManager
+        envelope = {
+            "id": ta.id,
+            "session": self.sessionId,
+            "sender": ta.sender,
+            "recipients": ta.recipients,
+            "size": ta.stored,
+            "client": self.clientAddress,
+            "received": self.factory.reactor.seconds(),
+            "bodyType": "8BITMIME" if ta.body == "8BITMIME" else "7BIT",
+            "contentPending": True,
+        }
+        content = defer.maybeDeferred(writer.commit)
+        queued = defer.maybeDeferred(qmgr.commitTransaction, envelope)
+        (contentOk, contentResult), (queuedOk, queuedResult) = yield (
+            settled([content, queued])
+        )
+        if not contentOk:
+            self._commitFailed(ta, event, contentResult, "writer.commit")
+            try:
+                writer.abort()
+            except Exception:
+                pass
+            if queuedOk:
+                yield self._contentCommitted(ta, False)
+            return
+        if not queuedOk:
+            self._commitFailed(ta, event, queuedResult, "commitTransaction")
+            try:
+                store.remove(ta.id)
+            except Exception:
+                pass
+            return
+        self._logEnd(ta, event, ta.stored, stat=0)
+        if not self._lost:
+            self.connection.accept("%s Message accepted for delivery" % (ta.id,))
+            self._flush()
+        yield self._contentCommitted(ta, True)
+
+    def _logEnd(
+        self, ta: _Transaction, event: sm.EndOfData, size: int, **fields: Any
+    ) -> None:
+        """The App. C.2 record of the end of a transaction."""
+        self.factory.log.info(
+            ss_sess=self.sessionId,
+            ss_ta=ta.id,
+            msgid=event.messageId,
+            size=size,
+            **fields,
+        )
+
+    def _contentCommitted(self, ta: _Transaction, stored: bool) -> defer.Deferred:
+        d = defer.maybeDeferred(
+            self.factory.queueManager.contentCommitted, ta.id, stored
+        )
+        d.addErrback(
+            lambda f: self.factory.log.failure(
+                "contentCommitted", f, ss_sess=self.sessionId, ss_ta=ta.id
+            )
+        )
+        return d
+
+    def _commitFailed(self, ta, event, reason, func) -> None:
+        self.factory.log.failure(func, reason, ss_sess=self.sessionId, ss_ta=ta.id)
+        self._logEnd(ta, event, ta.stored, stat=451)
+        if not self._lost:
+            self.connection.reject(*_TEMPFAIL)
