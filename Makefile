@@ -15,10 +15,13 @@ all: test
 install:
 	./tools/bootstrap.sh
 
+# exec: the shell make starts becomes twistd, so that the pid in
+# $(RUNDIR)/smx.pid is the child of make, signals reach smx and nothing else,
+# and SIGTERM or Ctrl-C end smx with status 0 (not "make: *** Error 143")
 run: install
 	mkdir -p $(RUNDIR)
 	$(BIN)/smx default-config --directory $(RUNDIR)
-	cd $(RUNDIR) && ../$(BIN)/twistd -n --pidfile= smx --config smx.conf
+	cd $(RUNDIR) && exec ../$(BIN)/twistd -n --pidfile=smx.pid smx --config smx.conf
 
 test: install
 	$(MAKE) check

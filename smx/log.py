@@ -35,8 +35,10 @@ CONFIGURATION PARAMETERS
 
     With C{facility} set, records go to syslog (the local C{/dev/log}
     socket) with C{ident} (default: the component name).  With C{file} set
-    (an smx extension), records are appended to that file, which is
-    reopened on SIGUSR2 (seed §6.8.1).  Otherwise records go to Twisted's
+    (an smx extension), records are appended to that file.  On SIGUSR2
+    (seed §6.8.1) a file that was copied away (C{cp qmgr.log qmgr.log.0})
+    is rewound to empty, and a file that was moved away
+    (C{mv qmgr.log qmgr.log.0}) is replaced by a new one.  Otherwise records go to Twisted's
     log, which C{twistd -n} writes to standard output.
 
 DIAGNOSTICS
@@ -253,9 +255,36 @@ class _LogFile:
                 )
 
     def reopen(self) -> None:
+        """
+        Rotation (SIGUSR2, seed §6.8.1).  If the path still names the file
+        that is open, it was copied away (C{cp qmgr.log qmgr.log.0}): it is
+        rewound, i.e. truncated, so that it starts again from empty.  If the
+        path names another file or none (C{mv qmgr.log qmgr.log.0}), that
+        file is opened or created.  Either way records are appended
+        (C{O_APPEND}), so a truncated file never gets a gap of NULs.
+        """
         self.flush()
         old = self._file
-        self._file = open(self.path, "a", encoding="ascii", errors="replace")
+        try:
+            current = os.stat(self.path)
+        except OSError:
+            current = None
+        opened = os.fstat(old.fileno())
+        try:
+            new = open(self.path, "a", encoding="ascii", errors="replace")
+        except OSError:
+            _TwistedLogger(namespace="smx.log").failure(
+                "smx.log: cannot reopen {path}", path=self.path
+            )
+            return
+        if current is not None and os.path.samestat(current, opened):
+            try:
+                os.ftruncate(new.fileno(), 0)
+            except OSError:
+                _TwistedLogger(namespace="smx.log").failure(
+                    "smx.log: cannot rewind {path}", path=self.path
+                )
+        self._file = new
         old.close()
 
     def close(self) -> None:

@@ -22,8 +22,10 @@ DESCRIPTION
     The command-line options C{-C}, C{-c}, C{-O R=}, C{-O 0=} are those of
     seed §5.7.1 and override the configuration file.
 
-    Signals: SIGTERM and SIGINT stop smx cleanly; SIGUSR1 reopens the maps
-    (seed §6.7); SIGUSR2 reopens the log files (seed §6.8.1).
+    Signals: SIGTERM and SIGINT stop smx cleanly (twistd exits with status
+    0); SIGUSR1 reopens the maps (seed §6.7); SIGUSR2 rotates the log
+    files: a file copied away is rewound, a file moved away is replaced
+    (seed §6.8.1).
 
 DIAGNOSTICS
     A configuration error is one line naming the file, line and column;
@@ -175,7 +177,49 @@ class SmxService(service.MultiService):
                 (signal.SIGUSR2, self._reopenLogs),
             ):
                 self._oldHandlers[signum] = signal.signal(signum, handler)
+            from twisted.internet import reactor
+
+            # now, and again after the reactor's own handlers, which it
+            # installs when it starts running
+            self._installStopSignals()
+            reactor.callWhenRunning(  # type: ignore[attr-defined]
+                self._installStopSignals, True
+            )
         service.MultiService.startService(self)
+
+    def _installStopSignals(self, again: bool = False) -> None:
+        """
+        SIGTERM and SIGINT stop the reactor as Twisted's handlers do, but
+        twistd then exits with status 0 instead of ending itself with the
+        same signal: stopping smx is not a failure (C{make run} would
+        report "Error 143", a service manager a failed unit).
+
+        @param again: replacing the reactor's handlers, which are then the
+            ones L{stopService} puts back.
+        """
+        if again and not self.running:
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            old = signal.signal(signum, self._stopSignal)
+            if again or signum not in self._oldHandlers:
+                self._oldHandlers[signum] = old
+
+    def _stopSignal(self, signum: int, frame: Any) -> None:
+        from twisted.internet import reactor
+
+        reactor.callFromThread(  # type: ignore[attr-defined]
+            self._stopReactor, signal.Signals(signum).name
+        )
+
+    def _stopReactor(self, name: str) -> None:
+        from twisted.internet import reactor
+        from twisted.logger import Logger
+
+        Logger().info("Received {signal}, shutting down.", signal=name)
+        try:
+            reactor.stop()  # type: ignore[attr-defined]
+        except error.ReactorNotRunning:
+            pass
 
     def stopService(self):
         for signum, handler in self._oldHandlers.items():
@@ -189,7 +233,10 @@ class SmxService(service.MultiService):
         reactor.callFromThread(self.reloadMaps)  # type: ignore[attr-defined]
 
     def _reopenLogs(self, signum: int, frame: Any) -> None:
-        log.reopenAll()
+        # in the reactor's turn, not in the middle of a write
+        from twisted.internet import reactor
+
+        reactor.callFromThread(log.reopenAll)  # type: ignore[attr-defined]
 
     def reloadMaps(self) -> None:
         """

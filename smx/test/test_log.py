@@ -5,6 +5,7 @@ levels and destinations.
 """
 
 import os
+import shutil
 import socket
 
 from twisted.trial import unittest
@@ -121,6 +122,48 @@ class FileSinkTests(unittest.TestCase):
         self.assertIn("b=2", old)
         self.assertNotIn("c=3", old)
         self.assertIn("c=3", new)
+
+    def test_rewindAfterCopy(self):
+        """
+        After C{cp qmgr.log qmgr.log.0} (the path still names the open
+        file), reopen() rewinds it: it starts again from empty, holds only
+        the new records and no NUL bytes, and the copy keeps the old ones.
+        """
+        path = self.mktemp()
+        sink = log.FileSink(path, "qmgr")
+        self.addCleanup(sink.close)
+        logger = log.Logger("qmgr", sink=sink)
+        logger.info(a=1)
+        logger.info(b=2)
+        sink.flush()
+        shutil.copyfile(path, path + ".0")
+        sink.reopen()
+        self.assertEqual(os.path.getsize(path), 0)
+        logger.info(c=3)
+        sink.flush()
+        with open(path, "rb") as f:
+            new = f.read()
+        with open(path + ".0", "rb") as f:
+            old = f.read()
+        self.assertRegex(new, rb"^\S+ qmgr\[%d\]: c=3\n$" % (os.getpid(),))
+        self.assertNotIn(b"\0", new)
+        self.assertIn(b"a=1", old)
+        self.assertIn(b"b=2", old)
+
+    def test_reopenAfterRemove(self):
+        """After the file is removed, reopen() creates it again."""
+        path = self.mktemp()
+        sink = log.FileSink(path, "qmgr")
+        self.addCleanup(sink.close)
+        logger = log.Logger("qmgr", sink=sink)
+        logger.info(a=1)
+        sink.flush()
+        os.unlink(path)
+        sink.reopen()
+        logger.info(b=2)
+        sink.flush()
+        with open(path) as f:
+            self.assertEqual(f.read().split(": ", 1)[1], "b=2\n")
 
     def test_sharedFileKeepsOrder(self):
         """
