@@ -100,6 +100,24 @@ class _TCPOnlyResolver(client.Resolver):
         return self.queryTCP(queries, sum(timeout))
 
 
+class _QuietUDP:
+    """
+    The reactor as the resolver sees it: the same, except that the UDP
+    protocol it listens with (one per query) is not noisy, so that a
+    query does not log "Starting protocol" and "Stopping protocol".
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenUDP(self, port: int, protocol: Any, *args: Any, **kwargs: Any) -> Any:
+        protocol.noisy = False
+        return self._reactor.listenUDP(port, protocol, *args, **kwargs)
+
+
 class DNSResolver:
     """
     Cached asynchronous lookups.
@@ -129,13 +147,14 @@ class DNSResolver:
         tries = max(2, len(self.servers))
         self._tries = tuple([self.timeout / tries] * tries)
         factory = _TCPOnlyResolver if useTCP else client.Resolver
+        quiet = _QuietUDP(reactor)
         if self.servers:
             self._resolver = factory(
-                servers=list(self.servers), timeout=self._tries, reactor=reactor
+                servers=list(self.servers), timeout=self._tries, reactor=quiet
             )
         else:
             self._resolver = factory(
-                resolv=resolvConf, timeout=self._tries, reactor=reactor
+                resolv=resolvConf, timeout=self._tries, reactor=quiet
             )
 
     def close(self) -> None:

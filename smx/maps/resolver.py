@@ -202,7 +202,10 @@ class AddressResolver:
         )
         dnsbl = [(s["domain"], s["tag"]) for s in smar.sections("dnsbl")]
         try:
-            port = cfg.section("smtpc")["remote_port"]
+            # the first smtpc section, named or not: all of them must
+            # use the same remote_port (seed §5.10, smx.config.reconcile)
+            clients = cfg.sections("smtpc") or [cfg.section("smtpc")]
+            port = clients[0]["remote_port"]
         except Exception:
             port = 25
         return cls(
@@ -522,6 +525,6 @@ def _namedMap(section: Any, maps: Dict[str, Any], what: str, log: Logger) -> Any
     if declared is not None:
         return declared
     if not os.path.exists(path) and not section.isSet("name"):
-        log.info(map=what, file=path, status="not present, not used")
+        log.info(map=what, file=path, status="absent", used="no")
         return None
     return HashMap(what, path, log)

@@ -34,8 +34,9 @@ import os
 from typing import Any, List
 
 from twisted.internet import defer, endpoints
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
 from smx.unixsocket import socketName
 
@@ -71,7 +72,27 @@ class Control(amp.Command):
     errors = {UnknownTransaction: b"UNKNOWN", BadCommand: b"BAD"}
 
 
-class ControlServer(amp.AMP):
+#: the name C{status} gives the local destination (LMTP over the Unix
+#: socket C{LMTP_socket}), which the scheduler keys by the empty string
+LOCAL_DESTINATION = "local (LMTP_socket)"
+
+
+class QuietAMP(amp.AMP):
+    """
+    AMP without the two lines per connection ("connection established",
+    "connection lost") that C{amp.AMP} logs: every C{smx qmgrctl} and
+    C{smx mailq} call would leave them in smx's log.
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
+
+
+class ControlServer(QuietAMP):
     """
     The server side: answers with the queue manager's methods.
     """
@@ -82,7 +103,9 @@ class ControlServer(amp.AMP):
 
     @Status.responder
     def status(self):
-        return self.qmgr.status().addCallback(lambda s: {"json": json.dumps(s)})
+        return self.qmgr.status().addCallback(
+            lambda s: {"json": json.dumps(presentStatus(s))}
+        )
 
     @ListQueue.responder
     def listQueue(self, start):
@@ -116,6 +139,20 @@ class ControlServer(amp.AMP):
         return d.addCallbacks(lambda r: {"json": json.dumps(r)}, _eb)
 
 
+def presentStatus(status: dict) -> dict:
+    """
+    The status of QMGR as the control socket presents it: the local
+    destination named L{LOCAL_DESTINATION} instead of the empty string.
+    """
+    destinations = status.get("destinations")
+    if isinstance(destinations, dict) and "" in destinations:
+        status = dict(status)
+        destinations = dict(destinations)
+        destinations[LOCAL_DESTINATION] = destinations.pop("")
+        status["destinations"] = destinations
+    return status
+
+
 def listenControl(reactor: Any, path: str, qmgr: Any) -> Any:
     """
     Listen on the Unix socket C{path} (a stale socket file is replaced).
@@ -128,6 +165,7 @@ def listenControl(reactor: Any, path: str, qmgr: Any) -> Any:
     if os.path.exists(path):
         os.unlink(path)
     factory = Factory.forProtocol(lambda: ControlServer(qmgr))
+    factory.noisy = False
     return reactor.listenUNIX(socketName(path), factory, mode=0o660)
 
 
@@ -146,7 +184,7 @@ def callControl(
     @return: a L{Deferred} firing with the decoded result.
     """
     endpoint = endpoints.UNIXClientEndpoint(reactor, socketName(path), timeout=10)
-    proto = yield endpoints.connectProtocol(endpoint, amp.AMP())
+    proto = yield endpoints.connectProtocol(endpoint, QuietAMP())
     try:
         if command == "status":
             r = yield proto.callRemote(Status)

@@ -121,7 +121,7 @@ def run(argv: List[str]) -> int:
         from smx.scripts.qmgrctl import _run
 
         try:
-            entries = _run(path, "list", [])
+            entries = _run(path, "list", [], prog="smx mailq")
         except SystemExit as e:
             sys.stderr.write("%s; reading the queue files\n" % (e.code,))
             entries = None

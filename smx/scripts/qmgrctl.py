@@ -75,7 +75,7 @@ def controlSocketPath(
     return cfg.section("qmgr")["control_socket"]
 
 
-def _run(path: str, command: str, args: List[str]) -> Any:
+def _run(path: str, command: str, args: List[str], prog: str = "smx qmgrctl") -> Any:
     from twisted.internet import reactor
 
     from smx.queue.control import callControl
@@ -103,25 +103,41 @@ def _run(path: str, command: str, args: List[str]) -> Any:
         from twisted.protocols.amp import RemoteAmpError
 
         if f.check(RemoteAmpError):
-            raise SystemExit("smx qmgrctl: %s" % (f.value.description,))
+            raise SystemExit("%s: %s" % (prog, f.value.description))
         raise SystemExit(
-            "smx qmgrctl: cannot talk to QMGR at %s: %s" % (path, f.getErrorMessage())
+            "%s: cannot talk to QMGR at %s: %s" % (prog, path, f.getErrorMessage())
         )
     return out.get("result")
 
 
+def _formatValue(value: Any) -> str:
+    """
+    One value of the status: a number, a flag, or a group of them printed
+    as C{name=value} pairs (C{(none)} when empty).
+    """
+    if isinstance(value, dict):
+        if not value:
+            return "(none)"
+        return " ".join("%s=%s" % (k, _formatValue(value[k])) for k in sorted(value))
+    if isinstance(value, float):
+        return "%.3f" % (value,)
+    return str(value)
+
+
 def formatStatus(status: dict) -> str:
+    """
+    The status of QMGR as text: one value per line, groups (limits,
+    destinations, recipients by state) indented under their name.
+    """
     lines = []
     for key in sorted(status):
         value = status[key]
         if isinstance(value, dict):
-            lines.append("%s:" % (key,))
+            lines.append("%s:%s" % (key, "" if value else " (none)"))
             for k in sorted(value):
-                lines.append("    %-30s %s" % (k, value[k]))
+                lines.append("    %-30s %s" % (k, _formatValue(value[k])))
         else:
-            if isinstance(value, float):
-                value = "%.3f" % (value,)
-            lines.append("%-34s %s" % (key, value))
+            lines.append("%-34s %s" % (key, _formatValue(value)))
     return "\n".join(lines) + "\n"
 
 
