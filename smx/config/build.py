@@ -24,6 +24,7 @@ from smx.config.schema import NO_NAME, REQUIRED_NAME, SectionSpec
 from smx.config.values import ValueProblem, closest
 
 _KEYWORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 def _validIn() -> Dict[str, List[str]]:
@@ -395,10 +396,10 @@ def loadConfiguration(path: str, queueDirectory: Optional[str] = None) -> Config
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        column = (
-            len(data[: e.start].rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
-        )
+        # lines end with LF, CR LF or CR, as in the grammar
+        before = _LINE_END.split(data[: e.start])
+        line = len(before)
+        column = len(before[-1].decode("utf-8", "replace")) + 1
         raise ConfigError("not valid UTF-8 text", path, line, column)
     if text.startswith("\ufeff"):
         text = text[1:]

@@ -17,6 +17,8 @@ Unquoted words are runs of characters other than white space and
 C{{ } ; , = " #}.  C{#} starts a comment that ends at the end of the line.
 Quoted strings may not span lines and know the escapes C{\\n \\t \\r \\\\
 \\" \\a \\b \\f \\v}, C{\\ooo} (octal) and C{\\xHH} (hexadecimal).
+A line ends with LF, CR LF or a lone CR (files written on Unix, Windows or
+old Macs mean the same, and errors name the same lines).
 
 L{parseEntries} turns text into a list of L{OptionEntry} and
 L{SectionEntry}; the option table (L{smx.config.build}) gives them meaning.
@@ -25,6 +27,7 @@ Every error is a L{ConfigError} naming the file, line and column.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -41,6 +44,9 @@ EOF = "end of file"
 
 #: characters that end an unquoted word
 SPECIAL = frozenset('{};,="#')
+#: characters that end a line (C{"\\r\\n"} is one line end)
+LINE_ENDS = frozenset("\r\n")
+_COMMENT = re.compile(r"#[^\r\n]*")
 _PUNCTUATION = {"{": LBRACE, "}": RBRACE, ";": SEMI, ",": COMMA, "=": EQUALS}
 _SIMPLE_ESCAPES = {
     "n": "\n",
@@ -177,14 +183,13 @@ def tokenize(text: str, filename: str = "smx.conf") -> List[Token]:
 
     while i < n:
         c = text[i]
-        if c == "\n":
-            i += 1
+        if c in LINE_ENDS:
+            i += 2 if text.startswith("\r\n", i) else 1
             line, lineStart = line + 1, i
         elif c.isspace():
             i += 1
         elif c == "#":
-            end = text.find("\n", i)
-            i = n if end < 0 else end
+            i = _COMMENT.match(text, i).end()  # type: ignore[union-attr]
         elif c in _PUNCTUATION:
             tokens.append(Token(_PUNCTUATION[c], c, line, i - lineStart + 1))
             i += 1
@@ -193,7 +198,7 @@ def tokenize(text: str, filename: str = "smx.conf") -> List[Token]:
             chars: List[str] = []
             i += 1
             while True:
-                if i >= n or text[i] == "\n":
+                if i >= n or text[i] in LINE_ENDS:
                     raise fail(
                         "unterminated string (a string cannot span lines; "
                         'write "a" "b" to continue it)',
@@ -232,7 +237,7 @@ def tokenize(text: str, filename: str = "smx.conf") -> List[Token]:
                         )
                     chars.append(chr(int(text[i + 2 : j], 16)))
                     i = j
-                elif escape in ("", "\n"):
+                elif escape == "" or escape in LINE_ENDS:
                     raise fail(
                         "unterminated string (a string cannot span lines; "
                         'write "a" "b" to continue it)',

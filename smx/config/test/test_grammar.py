@@ -104,6 +104,54 @@ class TokenizeTests(SynchronousTestCase):
         tokens = tokenize("a;\r\nb;\r\n")
         self.assertEqual([(t.text, t.line) for t in tokens][2:4], [("b", 2), (";", 2)])
 
+    def test_lineEnds(self):
+        """
+        LF, CR LF and a lone CR each end a line: the same text with any of
+        them gives the same tokens at the same lines and columns.
+        """
+        text = '# comment\na = b; # more\n\n  c = "d";\n'
+        expected = [(t.kind, t.text, t.line, t.column) for t in tokenize(text)]
+        self.assertEqual(expected[0], (WORD, "a", 2, 1))
+        self.assertEqual(expected[4], (WORD, "c", 4, 3))
+        for end in ("\r\n", "\r"):
+            tokens = tokenize(text.replace("\n", end))
+            self.assertEqual(
+                [(t.kind, t.text, t.line, t.column) for t in tokens],
+                expected,
+                repr(end),
+            )
+
+    def test_commentEndsAtCR(self):
+        """
+        A comment ends at a lone CR: it does not swallow the rest of a
+        file written with CR line ends.
+        """
+        self.assertEqual(
+            self.kinds("# x\ra = b;\r# y\rc"),
+            [(WORD, "a"), ("=", "="), (WORD, "b"), (";", ";"), (WORD, "c"), (EOF, "")],
+        )
+
+    def test_mixedLineEnds(self):
+        """
+        A file whose line ends were mixed by editors counts each of them
+        once (CR LF is one line end, LF CR two).
+        """
+        tokens = tokenize("a\rb\nc\r\nd\n\re")
+        self.assertEqual(
+            [(t.text, t.line) for t in tokens],
+            [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 6), ("", 6)],
+        )
+
+    def test_stringEndsAtCR(self):
+        """
+        A string cannot span lines that end with CR either, nor continue
+        with a backslash before the line end.
+        """
+        for text in ('a = "abc\r";', 'a = "abc\\\r";', 'a = "abc\\\r\n";'):
+            e = self.assertRaises(ConfigError, tokenize, text)
+            self.assertEqual((e.line, e.column), (1, 5), repr(text))
+            self.assertIn("unterminated string", e.message)
+
     def test_stringEscapes(self):
         """
         Strings know the C escapes, octal and hexadecimal.
@@ -444,6 +492,18 @@ class ParseErrorTests(SynchronousTestCase):
             % (MAX_DEPTH * 4 + 1, MAX_DEPTH),
         )
         self.assertEqual(self.error("a {" * 100000)[:9], "smx.conf:")
+
+    def test_errorLinesWithCR(self):
+        """
+        A syntax error names the same line whether the file ends its lines
+        with LF, CR LF or CR.
+        """
+        text = "# one\nsmtps {\n  # three\n  io_timeout = 5m\n}\n"
+        for end in ("\n", "\r\n", "\r"):
+            e = self.assertRaises(ConfigError, parseEntries, text.replace("\n", end))
+            self.assertEqual(
+                str(e), "smx.conf:5:1: expected ';' after the value of 'io_timeout'"
+            )
 
     def test_errorAttributes(self):
         """

@@ -95,6 +95,18 @@ class LoadTests(SynchronousTestCase):
         e = self.assertRaises(ConfigError, loadConfiguration, path)
         self.assertEqual(str(e), "%s:2:11: not valid UTF-8 text" % (path,))
 
+    def test_notUTF8LineEnds(self):
+        """
+        The line of a byte that is not UTF-8 counts CR, CR LF and LF line
+        ends, as the grammar does.
+        """
+        for end in (b"\n", b"\r\n", b"\r"):
+            path = self.write(
+                b"# x\nhostname = x;\n  ident = \xff;\n".replace(b"\n", end)
+            )
+            e = self.assertRaises(ConfigError, loadConfiguration, path)
+            self.assertEqual(str(e), "%s:3:11: not valid UTF-8 text" % (path,), end)
+
     def test_utf8(self):
         """
         UTF-8 text (and a byte order mark) is fine.
