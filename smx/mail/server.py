@@ -24,13 +24,37 @@ lines starting with a dot cost a Python-level step.  Only C{<CRLF>.<CRLF>}
 ends the data; a bare CR or LF anywhere in it is remembered and reported
 with L{EndOfData} (SMTP smuggling), as is a message over the size limit,
 which is read to its end but no longer passed on.
+
+The events and the reply format are in L{smx.mail.serverevents}, the
+syntax of each command in L{smx.mail.servercommands}; their names are
+importable from here too.
 """
 
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-from smx.mail.address import PathSyntaxError, parsePath
+from smx.mail.servercommands import CommandsMixin
+from smx.mail.serverevents import (  # noqa: F401 - also importable from here
+    CLOSE,
+    NEED_DATA,
+    PAUSED,
+    Auth,
+    AuthResponse,
+    DataChunk,
+    DataCommand,
+    EndOfData,
+    Event,
+    Helo,
+    MailFrom,
+    Quit,
+    RcptTo,
+    Rset,
+    StartTLS,
+    cleanText,
+    formatReply,
+    softened,
+)
 
 #: longest command line without CRLF (RFC 5321 §4.5.3.1.4: 512 with CRLF)
 MAX_COMMAND_LINE = 510
@@ -38,162 +62,6 @@ MAX_COMMAND_LINE = 510
 MAX_AUTH_LINE = 12288
 #: how much of the header section is scanned for Received: and Message-Id:
 MAX_HEADER_SCAN = 256 * 1024
-
-
-class _Marker:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-NEED_DATA = _Marker("NEED_DATA")
-PAUSED = _Marker("PAUSED")
-CLOSE = _Marker("CLOSE")
-
-
-class Event:
-    """
-    Something the client asked for.  Events other than L{DataChunk} wait
-    for L{ServerConnection.accept} or L{ServerConnection.reject}.
-    """
-
-    needsReply = True
-
-    def __repr__(self) -> str:
-        return "%s(%s)" % (
-            self.__class__.__name__,
-            ", ".join("%s=%r" % (k, getattr(self, k)) for k in self.__slots__),
-        )
-
-    __slots__ = ()  # type: Tuple[str, ...]
-
-
-class Helo(Event):
-    """C{HELO} or C{EHLO}; C{extended} is true for EHLO."""
-
-    __slots__ = ("name", "extended")
-
-    def __init__(self, name: str, extended: bool) -> None:
-        self.name = name
-        self.extended = extended
-
-
-class MailFrom(Event):
-    """
-    C{MAIL FROM:}.
-
-    @ivar sender: the reverse path without brackets, C{""} for C{<>}.
-    @ivar size: the declared C{SIZE=}, or 0.
-    @ivar body: C{"7BIT"} or C{"8BITMIME"}.
-    @ivar parameters: every C{(KEYWORD, value)} given.
-    """
-
-    __slots__ = ("sender", "size", "body", "parameters")
-
-    def __init__(self, sender, size, body, parameters) -> None:
-        self.sender = sender
-        self.size = size
-        self.body = body
-        self.parameters = parameters
-
-
-class RcptTo(Event):
-    """C{RCPT TO:}; C{recipient} is the forward path without brackets."""
-
-    __slots__ = ("recipient", "parameters")
-
-    def __init__(self, recipient, parameters) -> None:
-        self.recipient = recipient
-        self.parameters = parameters
-
-
-class DataCommand(Event):
-    """C{DATA}; accept it to receive the message (354)."""
-
-    __slots__ = ()
-
-
-class Rset(Event):
-    """C{RSET}."""
-
-    __slots__ = ()
-
-
-class Quit(Event):
-    """C{QUIT}."""
-
-    __slots__ = ()
-
-
-class StartTLS(Event):
-    """
-    C{STARTTLS}; accepting it writes 220 and discards every byte received
-    after the command.  Call L{ServerConnection.tlsStarted} once the
-    transport speaks TLS.
-    """
-
-    __slots__ = ()
-
-
-class Auth(Event):
-    """
-    C{AUTH mechanism [initial-response]}: answer with
-    L{ServerConnection.challenge}, L{ServerConnection.accept} (235) or
-    L{ServerConnection.reject}.
-    """
-
-    __slots__ = ("mechanism", "initial")
-
-    def __init__(self, mechanism: str, initial: Optional[str]) -> None:
-        self.mechanism = mechanism
-        self.initial = initial
-
-
-class AuthResponse(Event):
-    """A client's line answering a 334 challenge (not C{*}: that cancels)."""
-
-    __slots__ = ("line",)
-
-    def __init__(self, line: str) -> None:
-        self.line = line
-
-
-class DataChunk(Event):
-    """
-    Message content as received, dot-unstuffed, in large pieces; needs no
-    reply.
-    """
-
-    needsReply = False
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-
-class EndOfData(Event):
-    """
-    The final dot.
-
-    @ivar size: bytes of content (after dot-unstuffing).
-    @ivar hops: the number of C{Received:} headers.
-    @ivar messageId: the C{Message-Id:} header value, or C{None}.
-    @ivar tooBig: the content exceeded the size limit (and was not passed
-        on completely).
-    @ivar badLineEnd: a bare CR or LF was found in the content.
-    """
-
-    __slots__ = ("size", "hops", "messageId", "tooBig", "badLineEnd")
-
-    def __init__(self, size, hops, messageId, tooBig, badLineEnd) -> None:
-        self.size = size
-        self.hops = hops
-        self.messageId = messageId
-        self.tooBig = tooBig
-        self.badLineEnd = badLineEnd
-
 
 # states
 _GREETING = "greeting"
@@ -204,48 +72,11 @@ _AUTH = "auth"
 _TLS = "tls"
 _CLOSED = "closed"
 
+#: replies that softbounce leaves as they are (syntax, not policy)
 _SYNTAX_CODES = frozenset([500, 501, 502, 503, 504, 555])
 
 
-def softened(code: int, dsn: str) -> Tuple[int, str]:
-    """
-    The C{softbounce} form of a reply (seed §5.9 4f): 5xy becomes 4xy.
-    """
-    if 500 <= code < 600:
-        return code - 100, "4" + dsn[1:] if dsn.startswith("5") else dsn
-    return code, dsn
-
-
-def cleanText(text: str) -> str:
-    """
-    Reply text with every control character replaced by a space (CR, LF
-    and NUL never reach the client from a map or a header).
-    """
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else " " for c in text)
-
-
-def formatReply(code: int, dsn: Optional[str], text: str) -> bytes:
-    """
-    Format a reply; C{text} may hold several lines separated by C{"\\n"}.
-    """
-    if "\n" not in text and text.isprintable() and text.isascii():
-        # one line, nothing to clean: the usual reply
-        if dsn:
-            return ("%d %s %s\r\n" % (code, dsn, text)).encode("ascii", "replace")
-        return ("%d %s\r\n" % (code, text)).encode("ascii")
-    lines = text.split("\n")
-    prefix = "%d %s " % (code, dsn) if dsn else "%d " % (code,)
-    prefixMore = "%d-%s " % (code, dsn) if dsn else "%d-" % (code,)
-    out = []
-    for i, line in enumerate(lines):
-        p = prefix if i == len(lines) - 1 else prefixMore
-        out.append(p + cleanText(line) + "\r\n")
-    return "".join(out).encode("ascii", "replace")
-
-
-class ServerConnection:
+class ServerConnection(CommandsMixin):
     """
     One ESMTP server session.
 
@@ -515,28 +346,6 @@ class ServerConnection:
         self.recipients = 0
         self._bodyType = "7BIT"
 
-    def _ehloLines(self, text: Optional[str]) -> List[str]:
-        lines = [text or "%s Hello" % (self.hostname,), "PIPELINING"]
-        lines.append(
-            "SIZE %d" % (self.maxMessageSize,) if self.maxMessageSize else "SIZE"
-        )
-        if self.eightBitMime:
-            lines.append("8BITMIME")
-        lines.append("ENHANCEDSTATUSCODES")
-        if self.tlsAvailable and not self.tls:
-            lines.append("STARTTLS")
-        if self._authOffered():
-            lines.append("AUTH " + " ".join(self.authMechanisms))
-        lines.append("HELP")
-        return lines
-
-    def _authOffered(self) -> bool:
-        return (
-            bool(self.authMechanisms)
-            and not self.authenticated
-            and (self.tls or not self.authRequiresTLS)
-        )
-
     # -- commands -------------------------------------------------------
 
     def _commandEvent(self):
@@ -608,170 +417,6 @@ class ServerConnection:
             return CLOSE
         self._send(code, dsn, text)
         return None
-
-    def _syntax(self, text: str, dsn: str = "5.5.4", code: int = 501) -> None:
-        self._send(code, dsn, text)
-        return None
-
-    def _sequence(self, text: str):
-        self._send(503, "5.5.1", text)
-        return None
-
-    def do_EHLO(self, argument: str, hasArgument: bool):
-        return self._helo("EHLO", argument)
-
-    def do_HELO(self, argument: str, hasArgument: bool):
-        return self._helo("HELO", argument)
-
-    def _helo(self, verb: str, argument: str):
-        if not argument or " " in argument.strip() or not argument.isprintable():
-            return self._syntax("Syntax: %s hostname" % (verb,))
-        return Helo(argument.strip(), verb == "EHLO")
-
-    def do_MAIL(self, argument: str, hasArgument: bool):
-        if self.heloName is None:
-            return self._sequence("Polite people say HELO first")
-        if self._inTransaction:
-            return self._sequence("Sender already specified")
-        if argument[:5].upper() != "FROM:":
-            return self._syntax("Syntax: MAIL FROM:<address>", "5.5.2")
-        try:
-            sender, params = parsePath(argument[5:], allowNull=True)
-        except PathSyntaxError as e:
-            return self._syntax("Syntax error in MAIL: " + e.text, e.dsn, e.code)
-        if params and not self.extended:
-            return self._syntax("Parameters need EHLO", "5.5.4", 555)
-        size = 0
-        body = "7BIT"
-        for keyword, value in params:
-            if keyword == "SIZE" and value is not None and value.isdigit():
-                if len(value) > 20:
-                    value = "9" * 20
-                size = int(value)
-            elif keyword == "BODY" and value is not None:
-                body = value.upper()
-                if body not in ("7BIT", "8BITMIME") or (
-                    body == "8BITMIME" and not self.eightBitMime
-                ):
-                    return self._syntax("Unsupported BODY type", "5.5.4", 555)
-            elif keyword == "AUTH" and value is not None:
-                pass
-            else:
-                return self._syntax(
-                    "Unsupported or malformed parameter %s" % (keyword,), "5.5.4", 555
-                )
-        if self.maxMessageSize and size > self.maxMessageSize:
-            self._policy(552, "5.3.4", "Message size exceeds fixed maximum size")
-            return None
-        if self.maxTransactions and self.transactions >= self.maxTransactions:
-            self._policy(452, "4.3.2", "Too many transactions in this session")
-            return None
-        return MailFrom(sender, size, body, params)
-
-    def do_RCPT(self, argument: str, hasArgument: bool):
-        if not self._inTransaction:
-            return self._sequence("Need MAIL before RCPT")
-        if argument[:3].upper() != "TO:":
-            return self._syntax("Syntax: RCPT TO:<address>", "5.5.2")
-        try:
-            recipient, params = parsePath(
-                argument[3:], allowNull=False, allowPostmaster=True
-            )
-        except PathSyntaxError as e:
-            return self._syntax("Syntax error in RCPT: " + e.text, e.dsn, e.code)
-        if params:
-            return self._syntax(
-                "Unsupported parameter %s" % (params[0][0],), "5.5.4", 555
-            )
-        if (
-            self.maxRecipientsPerTransaction
-            and self.recipients >= self.maxRecipientsPerTransaction
-        ):
-            self._send(452, "4.5.3", "Too many recipients")
-            return None
-        if (
-            self.maxRecipientsPerSession
-            and self.sessionRecipients >= self.maxRecipientsPerSession
-        ):
-            self._send(452, "4.5.3", "Too many recipients in this session")
-            return None
-        return RcptTo(recipient, params)
-
-    def do_DATA(self, argument: str, hasArgument: bool):
-        if hasArgument:
-            return self._syntax("Syntax: DATA")
-        if not self._inTransaction:
-            return self._sequence("Need MAIL command")
-        if not self.recipients:
-            self._send(554, "5.5.1", "No valid recipients")
-            return None
-        return DataCommand()
-
-    def do_RSET(self, argument: str, hasArgument: bool):
-        if hasArgument:
-            return self._syntax("Syntax: RSET")
-        return Rset()
-
-    def do_NOOP(self, argument: str, hasArgument: bool):
-        self._send(250, "2.0.0", "OK")
-        return None
-
-    def do_QUIT(self, argument: str, hasArgument: bool):
-        if hasArgument:
-            return self._syntax("Syntax: QUIT")
-        return Quit()
-
-    def do_VRFY(self, argument: str, hasArgument: bool):
-        if not argument:
-            return self._syntax("Syntax: VRFY address")
-        self._send(252, "2.5.2", "Cannot VRFY user, but will accept message")
-        return None
-
-    def do_EXPN(self, argument: str, hasArgument: bool):
-        self._send(502, "5.5.1", "EXPN not available")
-        return None
-
-    def do_HELP(self, argument: str, hasArgument: bool):
-        self._send(
-            214,
-            "2.0.0",
-            "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
-            + (" STARTTLS" if self.tlsAvailable else "")
-            + (" AUTH" if self.authMechanisms else ""),
-        )
-        return None
-
-    def do_STARTTLS(self, argument: str, hasArgument: bool):
-        if hasArgument:
-            return self._syntax("Syntax: STARTTLS")
-        if self.tls:
-            return self._sequence("TLS already active")
-        if not self.tlsAvailable:
-            self._send(502, "5.5.1", "STARTTLS not available")
-            return None
-        return StartTLS()
-
-    def do_AUTH(self, argument: str, hasArgument: bool):
-        if not self.authMechanisms:
-            self._send(502, "5.5.1", "AUTH not available")
-            return None
-        if self.heloName is None or not self.extended:
-            return self._sequence("Send EHLO first")
-        if self.authenticated:
-            return self._sequence("Already authenticated")
-        if self._inTransaction:
-            return self._sequence("AUTH not allowed during a mail transaction")
-        if not self._authOffered():
-            self._send(538, "5.7.11", "Encryption required for authentication")
-            return None
-        words = argument.split(" ")
-        if not words[0] or len(words) > 2:
-            return self._syntax("Syntax: AUTH mechanism [initial-response]")
-        mechanism = words[0].upper()
-        if mechanism not in self.authMechanisms:
-            self._send(504, "5.5.4", "Unrecognized authentication type")
-            return None
-        return Auth(mechanism, words[1] if len(words) == 2 else None)
 
     # -- DATA -----------------------------------------------------------
 

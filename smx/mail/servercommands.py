@@ -1,0 +1,246 @@
+# -*- test-case-name: smx.mail.test.test_server -*-
+"""
+The commands of the sans-I/O ESMTP server machine: the syntax of each
+command's arguments (RFC 5321 §4.1, seed §9.1), the EHLO keywords, and
+the sequence rules that need no policy.
+
+L{CommandsMixin} is a part of L{smx.mail.server.ServerConnection}: its
+C{do_VERB} methods are called with the text after the verb of a command
+line that is already known to be ASCII, CRLF-terminated and short enough.
+Each returns an L{smx.mail.serverevents.Event} for the caller to answer,
+or C{None} after writing a reply itself (a syntax error, a command out of
+sequence, NOOP, HELP, VRFY, EXPN, a limit).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from smx.mail.address import PathSyntaxError, parsePath
+from smx.mail.serverevents import (
+    Auth,
+    DataCommand,
+    Helo,
+    MailFrom,
+    Quit,
+    RcptTo,
+    Rset,
+    StartTLS,
+)
+
+
+class CommandsMixin:
+    """
+    The command verbs of L{smx.mail.server.ServerConnection}; it uses the
+    connection's state and limits and its C{_send} and C{_policy}.
+    """
+
+    hostname: str
+    heloName: Optional[str]
+    extended: bool
+    tls: bool
+    authenticated: bool
+    transactions: int
+    recipients: int
+    sessionRecipients: int
+    maxMessageSize: int
+    maxRecipientsPerTransaction: int
+    maxRecipientsPerSession: int
+    maxTransactions: int
+    eightBitMime: bool
+    tlsAvailable: bool
+    authMechanisms: Tuple[str, ...]
+    authRequiresTLS: bool
+    _inTransaction: bool
+
+    def _send(self, code: int, dsn: Optional[str], text: str) -> None:
+        raise NotImplementedError()  # pragma: no cover - the connection's
+
+    def _policy(self, code: int, dsn: str, text: str) -> None:
+        raise NotImplementedError()  # pragma: no cover - the connection's
+
+    def _ehloLines(self, text: Optional[str]) -> List[str]:
+        lines = [text or "%s Hello" % (self.hostname,), "PIPELINING"]
+        lines.append(
+            "SIZE %d" % (self.maxMessageSize,) if self.maxMessageSize else "SIZE"
+        )
+        if self.eightBitMime:
+            lines.append("8BITMIME")
+        lines.append("ENHANCEDSTATUSCODES")
+        if self.tlsAvailable and not self.tls:
+            lines.append("STARTTLS")
+        if self._authOffered():
+            lines.append("AUTH " + " ".join(self.authMechanisms))
+        lines.append("HELP")
+        return lines
+
+    def _authOffered(self) -> bool:
+        return (
+            bool(self.authMechanisms)
+            and not self.authenticated
+            and (self.tls or not self.authRequiresTLS)
+        )
+
+    def _syntax(self, text: str, dsn: str = "5.5.4", code: int = 501) -> None:
+        self._send(code, dsn, text)
+        return None
+
+    def _sequence(self, text: str):
+        self._send(503, "5.5.1", text)
+        return None
+
+    def do_EHLO(self, argument: str, hasArgument: bool):
+        return self._helo("EHLO", argument)
+
+    def do_HELO(self, argument: str, hasArgument: bool):
+        return self._helo("HELO", argument)
+
+    def _helo(self, verb: str, argument: str):
+        if not argument or " " in argument.strip() or not argument.isprintable():
+            return self._syntax("Syntax: %s hostname" % (verb,))
+        return Helo(argument.strip(), verb == "EHLO")
+
+    def do_MAIL(self, argument: str, hasArgument: bool):
+        if self.heloName is None:
+            return self._sequence("Polite people say HELO first")
+        if self._inTransaction:
+            return self._sequence("Sender already specified")
+        if argument[:5].upper() != "FROM:":
+            return self._syntax("Syntax: MAIL FROM:<address>", "5.5.2")
+        try:
+            sender, params = parsePath(argument[5:], allowNull=True)
+        except PathSyntaxError as e:
+            return self._syntax("Syntax error in MAIL: " + e.text, e.dsn, e.code)
+        if params and not self.extended:
+            return self._syntax("Parameters need EHLO", "5.5.4", 555)
+        size = 0
+        body = "7BIT"
+        for keyword, value in params:
+            if keyword == "SIZE" and value is not None and value.isdigit():
+                if len(value) > 20:
+                    value = "9" * 20
+                size = int(value)
+            elif keyword == "BODY" and value is not None:
+                body = value.upper()
+                if body not in ("7BIT", "8BITMIME") or (
+                    body == "8BITMIME" and not self.eightBitMime
+                ):
+                    return self._syntax("Unsupported BODY type", "5.5.4", 555)
+            elif keyword == "AUTH" and value is not None:
+                pass
+            else:
+                return self._syntax(
+                    "Unsupported or malformed parameter %s" % (keyword,), "5.5.4", 555
+                )
+        if self.maxMessageSize and size > self.maxMessageSize:
+            self._policy(552, "5.3.4", "Message size exceeds fixed maximum size")
+            return None
+        if self.maxTransactions and self.transactions >= self.maxTransactions:
+            self._policy(452, "4.3.2", "Too many transactions in this session")
+            return None
+        return MailFrom(sender, size, body, params)
+
+    def do_RCPT(self, argument: str, hasArgument: bool):
+        if not self._inTransaction:
+            return self._sequence("Need MAIL before RCPT")
+        if argument[:3].upper() != "TO:":
+            return self._syntax("Syntax: RCPT TO:<address>", "5.5.2")
+        try:
+            recipient, params = parsePath(
+                argument[3:], allowNull=False, allowPostmaster=True
+            )
+        except PathSyntaxError as e:
+            return self._syntax("Syntax error in RCPT: " + e.text, e.dsn, e.code)
+        if params:
+            return self._syntax(
+                "Unsupported parameter %s" % (params[0][0],), "5.5.4", 555
+            )
+        if (
+            self.maxRecipientsPerTransaction
+            and self.recipients >= self.maxRecipientsPerTransaction
+        ):
+            self._send(452, "4.5.3", "Too many recipients")
+            return None
+        if (
+            self.maxRecipientsPerSession
+            and self.sessionRecipients >= self.maxRecipientsPerSession
+        ):
+            self._send(452, "4.5.3", "Too many recipients in this session")
+            return None
+        return RcptTo(recipient, params)
+
+    def do_DATA(self, argument: str, hasArgument: bool):
+        if hasArgument:
+            return self._syntax("Syntax: DATA")
+        if not self._inTransaction:
+            return self._sequence("Need MAIL command")
+        if not self.recipients:
+            self._send(554, "5.5.1", "No valid recipients")
+            return None
+        return DataCommand()
+
+    def do_RSET(self, argument: str, hasArgument: bool):
+        if hasArgument:
+            return self._syntax("Syntax: RSET")
+        return Rset()
+
+    def do_NOOP(self, argument: str, hasArgument: bool):
+        self._send(250, "2.0.0", "OK")
+        return None
+
+    def do_QUIT(self, argument: str, hasArgument: bool):
+        if hasArgument:
+            return self._syntax("Syntax: QUIT")
+        return Quit()
+
+    def do_VRFY(self, argument: str, hasArgument: bool):
+        if not argument:
+            return self._syntax("Syntax: VRFY address")
+        self._send(252, "2.5.2", "Cannot VRFY user, but will accept message")
+        return None
+
+    def do_EXPN(self, argument: str, hasArgument: bool):
+        self._send(502, "5.5.1", "EXPN not available")
+        return None
+
+    def do_HELP(self, argument: str, hasArgument: bool):
+        self._send(
+            214,
+            "2.0.0",
+            "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
+            + (" STARTTLS" if self.tlsAvailable else "")
+            + (" AUTH" if self.authMechanisms else ""),
+        )
+        return None
+
+    def do_STARTTLS(self, argument: str, hasArgument: bool):
+        if hasArgument:
+            return self._syntax("Syntax: STARTTLS")
+        if self.tls:
+            return self._sequence("TLS already active")
+        if not self.tlsAvailable:
+            self._send(502, "5.5.1", "STARTTLS not available")
+            return None
+        return StartTLS()
+
+    def do_AUTH(self, argument: str, hasArgument: bool):
+        if not self.authMechanisms:
+            self._send(502, "5.5.1", "AUTH not available")
+            return None
+        if self.heloName is None or not self.extended:
+            return self._sequence("Send EHLO first")
+        if self.authenticated:
+            return self._sequence("Already authenticated")
+        if self._inTransaction:
+            return self._sequence("AUTH not allowed during a mail transaction")
+        if not self._authOffered():
+            self._send(538, "5.7.11", "Encryption required for authentication")
+            return None
+        words = argument.split(" ")
+        if not words[0] or len(words) > 2:
+            return self._syntax("Syntax: AUTH mechanism [initial-response]")
+        mechanism = words[0].upper()
+        if mechanism not in self.authMechanisms:
+            self._send(504, "5.5.4", "Unrecognized authentication type")
+            return None
+        return Auth(mechanism, words[1] if len(words) == 2 else None)

@@ -1,0 +1,208 @@
+# -*- test-case-name: smx.mail.test.test_server -*-
+"""
+The events of the sans-I/O ESMTP server machine (L{smx.mail.server}) and
+the formatting of its replies.
+
+An L{Event} is what a client asked for (L{Helo}, L{MailFrom}, L{RcptTo},
+L{DataCommand}, L{DataChunk}, L{EndOfData}, ...); L{NEED_DATA},
+L{PAUSED} and L{CLOSE} are the markers L{smx.mail.server.ServerConnection.
+nextEvent} returns when there is no event.  Every name here is also
+importable from L{smx.mail.server}.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NEED_DATA = _Marker("NEED_DATA")
+PAUSED = _Marker("PAUSED")
+CLOSE = _Marker("CLOSE")
+
+
+class Event:
+    """
+    Something the client asked for.  Events other than L{DataChunk} wait
+    for L{ServerConnection.accept} or L{ServerConnection.reject}.
+    """
+
+    needsReply = True
+
+    def __repr__(self) -> str:
+        return "%s(%s)" % (
+            self.__class__.__name__,
+            ", ".join("%s=%r" % (k, getattr(self, k)) for k in self.__slots__),
+        )
+
+    __slots__ = ()  # type: Tuple[str, ...]
+
+
+class Helo(Event):
+    """C{HELO} or C{EHLO}; C{extended} is true for EHLO."""
+
+    __slots__ = ("name", "extended")
+
+    def __init__(self, name: str, extended: bool) -> None:
+        self.name = name
+        self.extended = extended
+
+
+class MailFrom(Event):
+    """
+    C{MAIL FROM:}.
+
+    @ivar sender: the reverse path without brackets, C{""} for C{<>}.
+    @ivar size: the declared C{SIZE=}, or 0.
+    @ivar body: C{"7BIT"} or C{"8BITMIME"}.
+    @ivar parameters: every C{(KEYWORD, value)} given.
+    """
+
+    __slots__ = ("sender", "size", "body", "parameters")
+
+    def __init__(self, sender, size, body, parameters) -> None:
+        self.sender = sender
+        self.size = size
+        self.body = body
+        self.parameters = parameters
+
+
+class RcptTo(Event):
+    """C{RCPT TO:}; C{recipient} is the forward path without brackets."""
+
+    __slots__ = ("recipient", "parameters")
+
+    def __init__(self, recipient, parameters) -> None:
+        self.recipient = recipient
+        self.parameters = parameters
+
+
+class DataCommand(Event):
+    """C{DATA}; accept it to receive the message (354)."""
+
+    __slots__ = ()
+
+
+class Rset(Event):
+    """C{RSET}."""
+
+    __slots__ = ()
+
+
+class Quit(Event):
+    """C{QUIT}."""
+
+    __slots__ = ()
+
+
+class StartTLS(Event):
+    """
+    C{STARTTLS}; accepting it writes 220 and discards every byte received
+    after the command.  Call L{ServerConnection.tlsStarted} once the
+    transport speaks TLS.
+    """
+
+    __slots__ = ()
+
+
+class Auth(Event):
+    """
+    C{AUTH mechanism [initial-response]}: answer with
+    L{ServerConnection.challenge}, L{ServerConnection.accept} (235) or
+    L{ServerConnection.reject}.
+    """
+
+    __slots__ = ("mechanism", "initial")
+
+    def __init__(self, mechanism: str, initial: Optional[str]) -> None:
+        self.mechanism = mechanism
+        self.initial = initial
+
+
+class AuthResponse(Event):
+    """A client's line answering a 334 challenge (not C{*}: that cancels)."""
+
+    __slots__ = ("line",)
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+
+class DataChunk(Event):
+    """
+    Message content as received, dot-unstuffed, in large pieces; needs no
+    reply.
+    """
+
+    needsReply = False
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class EndOfData(Event):
+    """
+    The final dot.
+
+    @ivar size: bytes of content (after dot-unstuffing).
+    @ivar hops: the number of C{Received:} headers.
+    @ivar messageId: the C{Message-Id:} header value, or C{None}.
+    @ivar tooBig: the content exceeded the size limit (and was not passed
+        on completely).
+    @ivar badLineEnd: a bare CR or LF was found in the content.
+    """
+
+    __slots__ = ("size", "hops", "messageId", "tooBig", "badLineEnd")
+
+    def __init__(self, size, hops, messageId, tooBig, badLineEnd) -> None:
+        self.size = size
+        self.hops = hops
+        self.messageId = messageId
+        self.tooBig = tooBig
+        self.badLineEnd = badLineEnd
+
+
+def softened(code: int, dsn: str) -> Tuple[int, str]:
+    """
+    The C{softbounce} form of a reply (seed §5.9 4f): 5xy becomes 4xy.
+    """
+    if 500 <= code < 600:
+        return code - 100, "4" + dsn[1:] if dsn.startswith("5") else dsn
+    return code, dsn
+
+
+def cleanText(text: str) -> str:
+    """
+    Reply text with every control character replaced by a space (CR, LF
+    and NUL never reach the client from a map or a header).
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+def formatReply(code: int, dsn: Optional[str], text: str) -> bytes:
+    """
+    Format a reply; C{text} may hold several lines separated by C{"\\n"}.
+    """
+    if "\n" not in text and text.isprintable() and text.isascii():
+        # one line, nothing to clean: the usual reply
+        if dsn:
+            return ("%d %s %s\r\n" % (code, dsn, text)).encode("ascii", "replace")
+        return ("%d %s\r\n" % (code, text)).encode("ascii")
+    lines = text.split("\n")
+    prefix = "%d %s " % (code, dsn) if dsn else "%d " % (code,)
+    prefixMore = "%d-%s " % (code, dsn) if dsn else "%d-" % (code,)
+    out = []
+    for i, line in enumerate(lines):
+        p = prefix if i == len(lines) - 1 else prefixMore
+        out.append(p + cleanText(line) + "\r\n")
+    return "".join(out).encode("ascii", "replace")
