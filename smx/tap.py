@@ -29,7 +29,10 @@ DESCRIPTION
 
 DIAGNOSTICS
     A configuration error is one line naming the file, line and column;
-    twistd then exits with status 1 (C{smx config -f} exits 2).
+    twistd then exits with status 1 (C{smx config -f} exits 2).  Warnings
+    (settings that do nothing or are doubtful, a private key everybody may
+    read) are printed on standard error at start, one line each, as
+    C{smx config} prints them.
 """
 
 from __future__ import annotations
@@ -114,6 +117,14 @@ class Options(usage.Options):
             self.configuration.reconcile()
         except ConfigError as e:
             raise usage.UsageError(str(e))
+        from smx.config.files import checkFiles
+
+        problems = checkFiles(self.configuration)
+        # warnings, one line each, where the user sees them (like smx config)
+        for warning in self.configuration.warnings:
+            sys.stderr.write("%s\n" % (warning,))
+        if problems:
+            raise usage.UsageError("\n".join(str(e) for e in problems))
 
 
 class SmxService(service.MultiService):

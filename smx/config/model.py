@@ -384,17 +384,20 @@ class Configuration:
 
     def warn(self, message: str, position: Optional[Position] = None) -> None:
         """
-        Record a warning, located like a L{ConfigError}.
+        Record a warning, located like a L{ConfigError}, once (the checks
+        run again after command-line overrides).
         """
         if position is None:
             error = ConfigError(message, self.filename)
         else:
             error = ConfigError(message, self.filename, position[0], position[1])
-        self.warnings.append(
+        line = (
             "%s: warning: %s" % (error.location(), message)
             if error.location()
             else "warning: " + message
         )
+        if line not in self.warnings:
+            self.warnings.append(line)
 
     def __repr__(self) -> str:
         return "<Configuration %s>" % (self.path,)

@@ -644,9 +644,13 @@ SMTPS = section(
                 opt(
                     "trusted_mechs",
                     ListOf(String(_mechanism, empty=False), typeName="list of names"),
-                    "{}",
+                    None,
                     "§5.9",
-                    "mechanisms whose successful use allows relaying",
+                    "mechanisms whose successful use allows relaying; when it "
+                    "is not set, a successful AUTH with any offered mechanism "
+                    "allows relaying (as Postfix's permit_sasl_authenticated); "
+                    "{} lets no mechanism allow relaying",
+                    defaultDoc="every offered mechanism",
                 ),
             ],
         ),

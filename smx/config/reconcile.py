@@ -32,12 +32,20 @@ Warnings:
     - C{min_disk_space} not larger than C{max_message_size};
     - C{dnsbl} or the tls flag C{check_access_map_for_relaying} without
       any smtps section with the flag C{access} (§5.8.2, §5.9);
-    - the tls flag C{allow_relaying_if_verified} without CA certificates.
+    - the tls flag C{allow_relaying_if_verified} without CA certificates;
+    - an C{auth} section that can never be used: AUTH is configured
+      (C{password_file}, or a C{type} other than C{file}) but offered
+      only after STARTTLS and the section's C{tls} has no C{cert_file},
+      so it is never offered; or C{trusted_mechs} names none of the
+      mechanisms offered, so a successful AUTH never allows relaying
+      (§5.9 item 19);
+    - C{address} or C{port} in an smtps section with C{daemon_address},
+      which is what smx listens on (§5.9 item 2).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from smx.config.values import formatSize, formatTime
 
@@ -117,6 +125,62 @@ def _checkTLS(tls: "Section") -> None:
         )
 
 
+def _authEnabledBy(auth: "Section") -> Optional[str]:
+    """
+    @return: the option that makes smx offer AUTH (C{password_file}, or a
+        back end other than the password file), or C{None} if AUTH is
+        not configured in smx.conf.
+    """
+    if auth.isSet("password_file"):
+        return "password_file"
+    if auth.spec.option("type") is not None and auth.isSet("type"):
+        if auth["type"] != "file":
+            return "type"
+    return None
+
+
+def _checkAuth(configuration: "Configuration", smtps: "Section") -> None:
+    """
+    Warn about AUTH set-ups that do nothing: AUTH never offered, or never
+    allowing relaying.
+    """
+    auth = smtps.section("auth")
+    enabledBy = _authEnabledBy(auth)
+    if enabledBy is None:
+        return
+    flags = auth["flags"]
+    tls = smtps.section("tls")
+    if "allow_plaintext_without_tls" not in flags and not tls.isSet("cert_file"):
+        configuration.warn(
+            "AUTH is never offered: it needs STARTTLS, but %s has no cert_file "
+            "(set tls { cert_file; key_file; } or the auth flag "
+            "allow_plaintext_without_tls)" % (tls.describe(),),
+            auth.positionOf(enabledBy),
+        )
+    trusted = auth["trusted_mechs"]
+    if trusted is None:
+        return
+    names = [m.upper() for m in trusted]
+    if not names:
+        configuration.warn(
+            "a successful AUTH never allows relaying: trusted_mechs is empty "
+            "(leave it out to let every mechanism allow relaying)",
+            auth.positionOf("trusted_mechs"),
+        )
+        return
+    if enabledBy == "password_file":
+        from smx.mail.auth import offeredMechanisms
+
+        offered = offeredMechanisms(flags)
+        if not set(names) & set(offered):
+            configuration.warn(
+                "a successful AUTH never allows relaying: trusted_mechs (%s) "
+                "names none of the mechanisms offered (%s)"
+                % (", ".join(names), ", ".join(offered)),
+                auth.positionOf("trusted_mechs"),
+            )
+
+
 def _checkSMTPS(configuration: "Configuration", servers: List["Section"]) -> None:
     ids: Dict[int, "Section"] = {}
     endpoints: Dict[Tuple[str, int], "Section"] = {}
@@ -147,8 +211,17 @@ def _checkSMTPS(configuration: "Configuration", servers: List["Section"]) -> Non
                     "port",
                 )
             endpoints[key] = smtps
+        if smtps["daemon_address"]:
+            for name in ("address", "port"):
+                if smtps.isSet(name):
+                    configuration.warn(
+                        "%s has no effect in %s: smx listens on its "
+                        "daemon_address" % (name, smtps.describe()),
+                        smtps.positionOf(name),
+                    )
         tls = smtps.section("tls")
         _checkTLS(tls)
+        _checkAuth(configuration, smtps)
         flags = tls["flags"]
         if (
             "allow_relaying_if_verified" in flags

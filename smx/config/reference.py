@@ -38,7 +38,9 @@ rhs       ::=  value ";" | "{" value-list "}" [";"]
 
 - Keywords and option names are case-insensitive; section names (`smtps
   MTA`, `map localusers`) are compared case-insensitively too.
-- `#` starts a comment that ends at the end of the line.
+- `#` starts a comment that ends at the end of the line.  A line ends
+  with LF, CR LF or a lone CR: a file means the same, and errors name the
+  same lines, whichever it uses.
 - A value is a word without white space and without `{ } ; , = " #`
   (`/usr/libexec/smtps`, `smtps/smtpsf`, `CRAM-MD5`, `[::1]:25`), or a
   quoted string.  Adjacent quoted strings are joined as in ANSI C
@@ -80,8 +82,8 @@ A relative path name is resolved against one of two directories:
    `-f`: maps and configuration files (`aliases { name }`, `mailertable {
    name }`, `access { name }`, qmgr `conf`, the `file` of a `map`) and the
    TLS files (`cert_file`, `key_file`, `CAcert_file`, `CAcert_path`);
-2. the **queue directory**, the directory smx runs in (the current
-   directory when the configuration is read): sockets and databases
+2. the **queue directory**, the directory smx runs in (`twistd smx`'s
+   working directory, or its `-d`): sockets and databases
    (`CDB_base_directory`, `SMAR_socket`, `SMTPC_socket`, `SMTPS_socket`,
    `control_socket`, `DEFEDB` directories, `LMTP_socket`,
    `pass_fd_socket`, `socket { name }`, `pmilter { socket }`, the `path` of
@@ -126,12 +128,21 @@ tables below is smx's choice.
 `smx config -f FILE` prints the options set in FILE, normalised (canonical
 names, units, absolute paths, alternative spellings such as `type`,
 `max_recipients`, `trusted_auth_mechs` and `auth_flags` written as what
-they stand for).  `-V` adds the version and the two directories, `-VV`
-every option of the sections in the file (defaults marked `# default`),
-`-VVV` also the global options and the subsections left out, `-VVVV`
-every component, and `-VVVVV` the same with the type, unit, bounds,
-default and § of each option.  Every level reads back as the same
-configuration.
+they stand for).  `-V` adds the version and the directories relative
+path names were resolved against, `-VV` every option of the sections in
+the file (defaults marked `# default`), `-VVV` also the global options
+and the subsections left out, `-VVVV` every component, and `-VVVVV` the
+same with the type, unit, bounds, default and § of each option.  Every
+level reads back as the same configuration.  Options that have no effect
+with the others (`address` and `port` of an smtps section that has a
+`daemon_address`) are marked `not used`.
+
+`smx config` cannot know where `twistd smx` will run: it takes the queue
+directory to be the directory of FILE, as in the embedded layout (`make
+run`, `smx default-config`), unless `-Q DIR` (or `-d DIR`, as to `twistd
+smx`) names it.  It also checks the TLS files: `cert_file` and `key_file`
+must be readable PEM and belong to each other, and a `key_file` readable
+by everybody is a warning.
 """
 
 

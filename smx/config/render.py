@@ -15,6 +15,11 @@ L{renderConfiguration} writes, by verbosity:
        default and seed section of the option, and sections that may be
        repeated (C{dnsbl}, C{map}) are shown as commented-out templates.
 
+An option that has no effect with the others (L{unusedBecause}: the
+C{address} and C{port} of an smtps section that listens on its
+C{daemon_address}) is not shown as if in force: C{# address is not used:
+...} when it is not set, a C{# not used: ...} remark when it is.
+
 The output of any level is a valid configuration file with the same
 meaning (paths are absolute, so it may be read from anywhere).
 """
@@ -77,6 +82,21 @@ def defaultText(option: Option) -> str:
     return renderValue(option, option.defaultValue())
 
 
+def unusedBecause(section: Section, option: Option) -> Optional[str]:
+    """
+    @return: why an option of C{section} has no effect with the other
+        settings (e.g. C{address} and C{port} of an smtps section that
+        listens on its C{daemon_address}), or C{None} if it is in force.
+    """
+    if (
+        section.keyword == "smtps"
+        and option.name in ("address", "port")
+        and section["daemon_address"]
+    ):
+        return "daemon_address is set"
+    return None
+
+
 def _title(keyword: str, name: Optional[str]) -> str:
     if name is None:
         return keyword
@@ -92,15 +112,20 @@ class _Writer:
         pad = INDENT * depth
         value = section[option.name]
         isSet = section.isSet(option.name)
-        if value is None:
+        unused = unusedBecause(section, option)
+        if unused is not None and not isSet:
+            line = "%s# %s is not used: %s" % (pad, option.name, unused)
+        elif value is None:
             line = "%s# %s is not set" % (pad, option.name)
         else:
             line = "%s%s = %s;" % (pad, option.name, renderValue(option, value))
         if self.verbosity >= 5:
             line = line.ljust(COMMENT_COLUMN - 1) + " # " + describeOption(option)
             if isSet:
-                line += " (set)"
-        elif not isSet and value is not None:
+                line += " (set%s)" % ("; not used: " + unused if unused else "",)
+        elif isSet and unused is not None:
+            line += " # not used: " + unused
+        elif not isSet and value is not None and unused is None:
             line += " # default"
         self.lines.append(line)
 
@@ -209,6 +234,19 @@ def header(configuration: Configuration) -> List[str]:
         "# %s" % (smx.versionString,),
         "# configuration file: %s"
         % (configuration.path or "(none: built-in defaults)",),
-        "# configuration directory: %s" % (configuration.configDirectory,),
-        "# queue directory: %s" % (configuration.queueDirectory,),
+        directoriesLine(configuration),
     ]
+
+
+def directoriesLine(configuration: Configuration) -> str:
+    """
+    @return: the comment line that says against which directories the
+        relative path names were resolved (seed §5.6).
+    """
+    config, queue = configuration.configDirectory, configuration.queueDirectory
+    if config == queue:
+        return "# paths relative to %s (configuration and queue directory)" % (config,)
+    return (
+        "# paths relative to %s (configuration directory: maps, TLS files) "
+        "and %s (queue directory: queue, sockets)" % (config, queue)
+    )

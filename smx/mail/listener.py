@@ -223,7 +223,12 @@ def settingsFromSection(
         checkAccessMapForRelaying="check_access_map_for_relaying" in tlsFlags,
         authChecker=checker,
         authMechanisms=mechanisms,
-        trustedMechanisms=tuple(_opt(auth, "trusted_mechs", ()) or ()),
+        # trusted_mechs not set: AUTH with any offered mechanism relays
+        trustedMechanisms=(
+            mechanisms
+            if _opt(auth, "trusted_mechs") is None
+            else tuple(_opt(auth, "trusted_mechs"))
+        ),
         authRequiresTLS="allow_plaintext_without_tls" not in authFlags,
         processId=int(_opt(section, "id", 0)) & 0xFF,
         name=getattr(section, "name", None) or "",

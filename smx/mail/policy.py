@@ -24,7 +24,8 @@ local domain (C{lmtp:} in the mailertable) unless
 C{lmtp_does_not_imply_relaying}, a verified client certificate with
 C{allow_relaying_if_verified} or, with C{check_access_map_for_relaying},
 a C{certissuer:} entry C{relay} (or C{cont} and a C{certsubject:} entry
-C{relay}), and AUTH with a mechanism in C{trusted_mechs}.
+C{relay}), and AUTH with a mechanism in C{trusted_mechs} (every offered
+mechanism when the option is not set; see L{smx.mail.smtps}).
 
 Recipients are normalised before all this (L{effectiveAddress}): a percent
 hack, bang path or quoted C{@} is judged by the destination it names.

@@ -58,7 +58,10 @@ CONFIGURATION PARAMETERS
                         CRAM-MD5) is offered only when it is set, and only
                         after STARTTLS unless the auth flag
                         C{allow_plaintext_without_tls} is set;
-                        C{noplaintext} leaves only CRAM-MD5.
+                        C{noplaintext} leaves only CRAM-MD5.  A successful
+                        AUTH allows relaying if its mechanism is in
+                        C{trusted_mechs}, or with any mechanism when
+                        C{trusted_mechs} is not set.
     CDB_gid, pass_fd_socket
                         used by the content store and the MCP, not here.
     The global C{hostname} (default: the FQDN) names the server in the

@@ -5,6 +5,7 @@ NAME
 
 SYNOPSIS
     smx config -f FILE [-V...] [-Q DIRECTORY]
+    smx config -f FILE [-V...] [-d DIRECTORY]
     smx config --reference
     smx config -h
 
@@ -17,11 +18,27 @@ DESCRIPTION
     names resolved (seed §5.6), alternative spellings written as what
     they stand for.
 
+    Relative path names are resolved the way twistd smx resolves them
+    (seed §5.6): maps, the conf map and the TLS files against the
+    directory of FILE; sockets, the queue (CDB, IBDB, DEFEDB) and log
+    files against the queue directory, which is where twistd smx runs
+    (its working directory, or its -d).  smx config takes the queue
+    directory to be the directory of FILE, as in the embedded layout
+    (make run, smx default-config: the configuration and the queue in one
+    directory); give -Q (or -d, as to twistd smx) when smx runs elsewhere.
+    -V says which directories were used.
+
+    The TLS files of every smtps and smtpc section are checked as well:
+    cert_file and key_file must exist, be readable PEM and belong to each
+    other, CAcert_file must load and CAcert_path be a directory; a
+    key_file that everybody may read is a warning (App. D).
+
     Without -V only the options set in FILE are printed.  Each -V shows
     more (seed §5: "-VVVVV will show the configuration data including the
     default value for (almost) every option"):
 
-        -V       a header with the version and the two base directories
+        -V       a header with the version and the directories relative
+                 path names were resolved against
         -VV      every option of the sections in FILE, defaults marked
         -VVV     also the global options and the subsections left out
         -VVVV    every component, whether in FILE or not
@@ -35,9 +52,10 @@ DESCRIPTION
 OPTIONS
     -f FILE           the configuration file (required unless --reference)
     -V                more detail; may be repeated (-VVVVV)
-    -Q DIRECTORY      the queue directory that relative socket and
-                      database names are resolved against (default: the
-                      current directory, where smx runs)
+    -Q DIRECTORY, -d DIRECTORY
+                      the queue directory that relative socket and
+                      database names are resolved against: where
+                      twistd smx runs (default: the directory of FILE)
     --reference       print the Markdown reference of every option
     -h, --help        print this text
 
@@ -53,7 +71,8 @@ DIAGNOSTICS
 
     Warnings (settings that are allowed but doubtful) are printed on
     standard error as "FILE:LINE:COLUMN: warning: ..." and do not change
-    the exit status.
+    the exit status.  A TLS file that cannot be used is an error at the
+    option that names it; every such error is reported.
 
 EXIT STATUS
     0 if the file is valid, 2 if it is not or the command line is wrong.
@@ -62,10 +81,12 @@ EXIT STATUS
 from __future__ import annotations
 
 import getopt
+import os
 import sys
 from typing import List, Optional, TextIO
 
 from smx.config import ConfigError, loadConfiguration
+from smx.config.files import checkFiles
 from smx.config.reference import renderReference
 from smx.config.render import renderConfiguration
 
@@ -92,7 +113,7 @@ def run(
     err = sys.stderr if stderr is None else stderr
     try:
         opts, args = getopt.gnu_getopt(
-            argv, "f:VQ:h", ["reference", "help", "queue-directory="]
+            argv, "f:VQ:d:h", ["reference", "help", "queue-directory="]
         )
     except getopt.GetoptError as e:
         err.write("smx config: %s (%s)\n" % (e.msg, USAGE))
@@ -109,7 +130,7 @@ def run(
             path = value
         elif name == "-V":
             verbosity += 1
-        elif name in ("-Q", "--queue-directory"):
+        elif name in ("-Q", "-d", "--queue-directory"):
             queueDirectory = value
         elif name == "--reference":
             reference = True
@@ -128,13 +149,20 @@ def run(
     if path is None:
         err.write("smx config: -f FILE is required (%s)\n" % (USAGE,))
         return 2
+    if queueDirectory is None:
+        # where twistd smx runs in the embedded layout: beside the file
+        queueDirectory = os.path.dirname(os.path.abspath(path))
     try:
         configuration = loadConfiguration(path, queueDirectory)
     except ConfigError as e:
         err.write("%s\n" % (e,))
         return 2
+    errors = checkFiles(configuration)
     for warning in configuration.warnings:
         err.write("%s\n" % (warning,))
+    if errors:
+        err.write("".join("%s\n" % (e,) for e in errors))
+        return 2
     out.write(renderConfiguration(configuration, min(verbosity, MAX_VERBOSITY)))
     return 0
 

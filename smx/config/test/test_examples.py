@@ -160,7 +160,7 @@ class SeedExampleTests(SynchronousTestCase):
         )
         self.assertEqual(msa.section("auth")["flags"], frozenset({"noplaintext"}))
         self.assertEqual(msa["trusted_auth_mechs"], ["CRAM-MD5", "DIGEST-MD5"])
-        self.assertEqual(mta.section("auth")["trusted_mechs"], [])
+        self.assertIsNone(mta.section("auth")["trusted_mechs"])
         self.assertEqual(c.warnings, [])
 
     def test_defaultConfiguration(self):

@@ -143,6 +143,135 @@ class SMTPSTests(SynchronousTestCase):
         )
 
 
+class AuthTests(SynchronousTestCase):
+    """
+    AUTH set-ups that do nothing give one warning each, at the option.
+    """
+
+    def test_neverOffered(self):
+        """
+        A password file without TLS: AUTH is offered only after STARTTLS,
+        so never.
+        """
+        self.assertEqual(
+            warnings("smtps MSA {\n  auth { password_file = pw; } }"),
+            [
+                "smx.conf:2:10: warning: AUTH is never offered: it needs "
+                "STARTTLS, but section 'smtps MSA.tls' has no cert_file (set "
+                "tls { cert_file; key_file; } or the auth flag "
+                "allow_plaintext_without_tls)"
+            ],
+        )
+
+    def test_offered(self):
+        """
+        With TLS, or with allow_plaintext_without_tls, AUTH is offered and
+        (trusted_mechs not set) allows relaying: no warning.
+        """
+        self.assertEqual(
+            warnings(
+                "smtps { tls { cert_file = c; key_file = k; }\n"
+                "  auth { password_file = pw; } }"
+            ),
+            [],
+        )
+        self.assertEqual(
+            warnings(
+                "smtps { auth { password_file = pw;\n"
+                "  flags = { allow_plaintext_without_tls }; } }"
+            ),
+            [],
+        )
+
+    def test_noAuth(self):
+        """
+        trusted_mechs alone (the seed's §5.9.1 example, AUTH configured
+        outside smx.conf in sendmail X) gives no warning.
+        """
+        self.assertEqual(warnings("smtps { trusted_auth_mechs = {}; }"), [])
+
+    def test_neverRelays(self):
+        """
+        trusted_mechs that names none of the offered mechanisms (or none
+        at all): a successful AUTH never allows relaying.
+        """
+        tls = "tls { cert_file = c; key_file = k; }\n"
+        self.assertEqual(
+            warnings(
+                "smtps { %s auth { password_file = pw;\n"
+                "  trusted_mechs = {}; } }" % (tls,)
+            ),
+            [
+                "smx.conf:3:3: warning: a successful AUTH never allows relaying: "
+                "trusted_mechs is empty (leave it out to let every mechanism "
+                "allow relaying)"
+            ],
+        )
+        self.assertEqual(
+            warnings(
+                "smtps { %s auth { password_file = pw; flags = { noplaintext };\n"
+                "  trusted_mechs = { plain, DIGEST-MD5 }; } }" % (tls,)
+            ),
+            [
+                "smx.conf:3:3: warning: a successful AUTH never allows relaying: "
+                "trusted_mechs (PLAIN, DIGEST-MD5) names none of the mechanisms "
+                "offered (CRAM-MD5)"
+            ],
+        )
+        self.assertEqual(
+            warnings(
+                "smtps { %s auth { password_file = pw;\n"
+                "  trusted_mechs = { cram-md5 }; } }" % (tls,)
+            ),
+            [],
+        )
+
+    def test_both(self):
+        """
+        Both problems at once: two lines.
+        """
+        self.assertEqual(
+            len(
+                warnings("smtps { auth { password_file = pw;\n trusted_mechs = {}; } }")
+            ),
+            2,
+        )
+
+    def test_onceAfterReconcileAgain(self):
+        """
+        Checking again (after command-line overrides, as twistd smx does)
+        does not repeat a warning.
+        """
+        c = configurationFromText("smtps {\n  auth { password_file = pw; } }")
+        c.reconcile()
+        self.assertEqual(len(c.warnings), 1)
+
+
+class DaemonAddressTests(SynchronousTestCase):
+    """
+    C{address} and C{port} beside C{daemon_address}.
+    """
+
+    def test_unusedAddressAndPort(self):
+        """
+        smtps listens on its daemon_address: an address or port set as
+        well has no effect, a warning at each.
+        """
+        self.assertEqual(
+            warnings(
+                'smtps {\n  daemon_address = "127.0.0.1:2525";\n'
+                "  address = 127.0.0.2; port = 25; }"
+            ),
+            [
+                "smx.conf:3:3: warning: address has no effect in section "
+                "'smtps': smx listens on its daemon_address",
+                "smx.conf:3:24: warning: port has no effect in section "
+                "'smtps': smx listens on its daemon_address",
+            ],
+        )
+        self.assertEqual(warnings("smtps { address = 127.0.0.2; port = 25; }"), [])
+
+
 class QMGRTests(SynchronousTestCase):
     """
     The conditions of seed §5.7.

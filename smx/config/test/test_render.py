@@ -81,15 +81,53 @@ class RenderTests(SynchronousTestCase):
 
     def test_version(self):
         """
-        C{-V} adds the version and the directories.
+        C{-V} adds the version and, on one line, the directories relative
+        path names were resolved against.
         """
         c = configurationFromText("", queueDirectory="/q", configDirectory="/c")
         self.assertEqual(
             renderConfiguration(c, 1),
             "# %s\n# configuration file: (none: built-in defaults)\n"
-            "# configuration directory: /c\n# queue directory: /q\n"
-            % (smx.versionString,),
+            "# paths relative to /c (configuration directory: maps, TLS files) "
+            "and /q (queue directory: queue, sockets)\n" % (smx.versionString,),
         )
+        c = configurationFromText("", queueDirectory="/q")
+        self.assertEqual(
+            renderConfiguration(c, 1).splitlines()[2],
+            "# paths relative to /q (configuration and queue directory)",
+        )
+
+    def test_unusedAddress(self):
+        """
+        With C{daemon_address}, the C{address} and C{port} of an smtps
+        section are not what smx listens on: not shown as if in force
+        (unset), marked when set; the text reads back the same.
+        """
+        c = configurationFromText('smtps { daemon_address = "127.0.0.1:2525"; }')
+        for verbosity in (2, 5):
+            text = renderConfiguration(c, verbosity)
+            smtps = text[text.index("smtps {") : text.index("\n}\n")]
+            self.assertNotIn("address = 0.0.0.0", smtps)
+            self.assertIn(
+                "    # address is not used: daemon_address is set", text, verbosity
+            )
+            self.assertIn("    # port is not used: daemon_address is set", text)
+            again = configurationFromText(text)
+            self.assertEqual(options(again.globals), options(c.globals))
+        c = configurationFromText(
+            'smtps { port = 25; daemon_address = "127.0.0.1:2525"; }'
+        )
+        self.assertIn(
+            "    port = 25; # not used: daemon_address is set\n",
+            renderConfiguration(c, 0),
+        )
+        self.assertIn(
+            "(set; not used: daemon_address is set)", renderConfiguration(c, 5)
+        )
+        c = configurationFromText("smtps { port = 2525; }")
+        text = renderConfiguration(c, 2)
+        self.assertIn("    address = 0.0.0.0; # default\n", text)
+        self.assertIn("    port = 2525;\n", text)
 
     def test_defaultsOfPresentSections(self):
         """

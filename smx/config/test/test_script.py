@@ -71,6 +71,59 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(status, 0)
         self.assertIn("pass_fd_socket = /var/spool/smx/smtps/fd;", out)
 
+    def test_defaultQueueDirectory(self):
+        """
+        Without C{-Q}, relative socket and queue names are resolved against
+        the directory of the file (where twistd smx runs in the embedded
+        layout), not the current directory; C{-V} says so on one line.
+        """
+        path = self.write("qmgr { control_socket = qmgr.ctl; }\n")
+        self.assertNotEqual(os.getcwd(), self.dir.path)
+        status, out, err = self.run_("-V", "-f", path)
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn("control_socket = %s;" % (self.dir.child("qmgr.ctl").path,), out)
+        self.assertIn(
+            "\n# paths relative to %s (configuration and queue directory)\n"
+            % (self.dir.path,),
+            out,
+        )
+
+    def test_dOption(self):
+        """
+        C{-d DIRECTORY}, as given to twistd smx, is the same as C{-Q}.
+        """
+        path = self.write("qmgr { control_socket = qmgr.ctl; }\n")
+        status, out, err = self.run_("-V", "-d", "/var/spool/smx", "-f", path)
+        self.assertEqual(status, 0)
+        self.assertIn("control_socket = /var/spool/smx/qmgr.ctl;", out)
+        self.assertIn(
+            "# paths relative to %s (configuration directory: maps, TLS files) "
+            "and /var/spool/smx (queue directory: queue, sockets)\n" % (self.dir.path,),
+            out,
+        )
+
+    def test_tlsFiles(self):
+        """
+        TLS files that cannot be used: exit 2, nothing on standard output,
+        one line per problem at the option.
+        """
+        path = self.write(
+            "smtps { tls { cert_file = c.pem; key_file = k.pem; } }\n"
+            "smtpc {\n  tls { cert_file = c.pem; key_file = k.pem; } }\n"
+        )
+        status, out, err = self.run_("-f", path)
+        self.assertEqual((status, out), (2, ""))
+        cert, key = self.dir.child("c.pem").path, self.dir.child("k.pem").path
+        self.assertEqual(
+            err.splitlines(),
+            [
+                "%s:1:15: cert_file %s: No such file or directory" % (path, cert),
+                "%s:1:34: key_file %s: No such file or directory" % (path, key),
+                "%s:3:9: cert_file %s: No such file or directory" % (path, cert),
+                "%s:3:28: key_file %s: No such file or directory" % (path, key),
+            ],
+        )
+
     def test_invalid(self):
         """
         An invalid file: exit 2 and one line on standard error.

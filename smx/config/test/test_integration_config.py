@@ -1,0 +1,320 @@
+# -*- test-case-name: smx.config.test.test_integration_config -*-
+"""
+Integration tests: the configuration as users meet it, through the real
+programs.  Each test runs C{smx config} as a program and C{twistd -n smx}
+as a child process (L{smx.test.mta}) on the same file, and checks that
+what C{smx config} says is what smx does: line ends, AUTH set-ups, path
+names, TLS files, and the listening address.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+from typing import Any, List, Tuple
+
+from twisted.internet import defer
+from twisted.trial.unittest import SkipTest, TestCase
+
+from smx.test.certs import makeCertificates
+from smx.test.mta import (
+    MTA,
+    SMX,
+    SWAKS,
+    TWISTD,
+    canConnect,
+    configuration,
+    freePort,
+    missing,
+    swaks,
+    tempDirectory,
+    waitFor,
+)
+
+
+def smxConfig(*args: str, cwd: str = "/") -> Tuple[int, str, str]:
+    """
+    Run the C{smx config} program.
+
+    @return: its exit status, standard output and standard error.
+    """
+    p = subprocess.run(
+        [SMX, "config"] + list(args),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=30,
+    )
+    return p.returncode, p.stdout, p.stderr
+
+
+def lineOf(text: str, needle: str) -> int:
+    """
+    The 1-based line of the first line of C{text} containing C{needle}.
+    """
+    for number, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return number
+    raise AssertionError("%r not in the text" % (needle,))
+
+
+class _Base(TestCase):
+    def setUp(self) -> None:
+        self.root = tempDirectory(self)
+        self.mta = MTA(self, os.path.join(self.root, "smx"))
+
+    def need(self, *programs: str) -> None:
+        reason = missing(*programs)
+        if reason:
+            raise SkipTest(reason)
+
+    def write(self, text: str, **files: Any) -> str:
+        """
+        Write C{smx.conf} (and the maps the harness configuration names).
+        """
+        files.setdefault("aliases", "alice: local:\n")
+        files.setdefault("access", "")
+        self.mta.write(text, **files)
+        return text
+
+    def warningsIn(self, output: str) -> List[str]:
+        return [line for line in output.splitlines() if ": warning: " in line]
+
+
+class LineEndTests(_Base):
+    """
+    A configuration file means the same with LF, CR LF and lone CR line
+    ends.
+    """
+
+    def test_sameConfiguration(self) -> None:
+        """
+        C{smx config -VVVV} prints the same configuration for the three
+        versions of one file, a syntax error is reported at the same line
+        in all three, and C{twistd smx} with the CR-only version listens
+        on the configured address (not on 0.0.0.0:25).
+        """
+        text = self.write(configuration(self.mta.port))
+        outputs = []
+        for name, end in (("lf", "\n"), ("crlf", "\r\n"), ("cr", "\r")):
+            path = self.mta.path(name + ".conf")
+            with open(path, "w", newline="") as f:
+                f.write(text.replace("\n", end))
+            status, out, err = smxConfig("-VVVV", "-f", path)
+            self.assertEqual((status, err), (0, ""), name)
+            outputs.append(
+                [line for line in out.splitlines() if "configuration file:" not in line]
+            )
+        self.assertIn(
+            "    daemon_address = {127.0.0.1:%d};" % (self.mta.port,), outputs[0]
+        )
+        self.assertEqual(outputs[1], outputs[0])
+        self.assertEqual(outputs[2], outputs[0])
+
+        # the ';' missing at the end of a line: the error is at the next
+        # word, a few (blank) lines further on
+        broken = text.replace("retry_max_delay = 1s;", "retry_max_delay = 1s", 1)
+        after = broken.splitlines()[lineOf(broken, "retry_max_delay") :]
+        line = lineOf(broken, "retry_max_delay") + 1
+        line += [bool(x.strip()) for x in after].index(True)
+        self.assertGreater(line, lineOf(broken, "retry_max_delay") + 1)
+        for name, end in (("lf", "\n"), ("crlf", "\r\n"), ("cr", "\r")):
+            path = self.mta.path("broken-%s.conf" % (name,))
+            with open(path, "w", newline="") as f:
+                f.write(broken.replace("\n", end))
+            status, out, err = smxConfig("-f", path)
+            self.assertEqual(status, 2, name)
+            self.assertTrue(
+                err.startswith("%s:%d:" % (path, line)), "%s: %s" % (name, err)
+            )
+
+        with open(self.mta.config, "w", newline="") as f:
+            f.write(text.replace("\n", "\r"))
+        self.mta.start()  # waits until 127.0.0.1:port answers
+        with socket.create_connection(("127.0.0.1", self.mta.port), 5) as s:
+            self.assertEqual(s.recv(4)[:3], b"220")
+
+
+class AuthTests(_Base):
+    """
+    AUTH set-ups that would do nothing are warned about, and a successful
+    AUTH allows relaying unless C{trusted_mechs} says otherwise.
+    """
+
+    def passwords(self) -> str:
+        path = self.mta.path("passwd")
+        with open(path, "w") as f:
+            f.write("user:secret\n")
+        return path
+
+    @defer.inlineCallbacks
+    def test_neverOffered(self) -> Any:
+        """
+        A password file without a tls section: C{smx config} and C{twistd
+        smx} at start print one warning line naming the file and line,
+        and EHLO indeed offers no AUTH.
+        """
+        self.need(SWAKS)
+        self.passwords()
+        text = self.write(
+            configuration(self.mta.port, smtps='auth { password_file = "passwd"; }')
+        )
+        line = lineOf(text, "password_file")
+        column = text.splitlines()[line - 1].index("password_file") + 1
+        expected = (
+            "%s:%d:%d: warning: AUTH is never offered: it needs STARTTLS, but "
+            "section 'smtps.tls' has no cert_file (set tls { cert_file; "
+            "key_file; } or the auth flag allow_plaintext_without_tls)"
+            % (self.mta.config, line, column)
+        )
+        status, out, err = smxConfig("-f", self.mta.config)
+        self.assertEqual((status, err), (0, expected + "\n"))
+        self.mta.start()
+        self.assertEqual(self.warningsIn(self.mta.log()), [expected])
+        out, err, status = yield swaks(self.mta.port, "--quit-after", "EHLO")
+        self.assertNotIn(b"AUTH", out)
+
+    @defer.inlineCallbacks
+    def test_authenticatedRelaying(self) -> Any:
+        """
+        With TLS and a password file but no C{trusted_mechs}, a client
+        that authenticates (swaks, STARTTLS and AUTH PLAIN) may relay,
+        as users expect (Postfix's permit_sasl_authenticated); without
+        AUTH the same recipient is refused.  The key, readable by
+        everybody, is the one warning of C{smx config} and C{twistd smx}.
+        """
+        self.need(SWAKS)
+        self.passwords()
+        certs = makeCertificates(self.mta.path("certs"))
+        os.chmod(certs.serverKey, 0o644)
+        text = self.write(
+            configuration(
+                self.mta.port,
+                smtps='auth { password_file = "passwd"; }\n'
+                '    tls { cert_file = "certs/server.pem"; '
+                'key_file = "certs/server.key"; }',
+                smtpc="remote_port = %d;" % (freePort(),),
+            ),
+            mt="localhost lmtp:\nremote.test [127.0.0.2]\n",
+        )
+        line = lineOf(text, "key_file")
+        column = text.splitlines()[line - 1].index("key_file") + 1
+        expected = (
+            "%s:%d:%d: warning: key_file %s is readable by everyone (mode 0644); "
+            "make it 0600 (0640 for a key shared by server and client, App. D)"
+            % (self.mta.config, line, column, certs.serverKey)
+        )
+        status, out, err = smxConfig("-f", self.mta.config)
+        self.assertEqual((status, err), (0, expected + "\n"))
+        self.mta.start()
+        self.assertEqual(self.warningsIn(self.mta.log()), [expected])
+        out, err, status = yield swaks(
+            self.mta.port,
+            "--from",
+            "user@client.test",
+            "--to",
+            "bob@remote.test",
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "user",
+            "--auth-password",
+            "secret",
+        )
+        self.assertEqual(status, 0, (out + err).decode())
+        self.assertIn(b"<~  235 2.7.0 ", out)
+        out, err, status = yield swaks(
+            self.mta.port, "--from", "user@client.test", "--to", "bob@remote.test"
+        )
+        self.assertNotEqual(status, 0)
+        self.assertRegex(out.decode(), r"<\*\* +550 5\.7\.1 ")
+
+
+class PathTests(_Base):
+    """
+    C{smx config} resolves relative path names where C{twistd smx} does,
+    and says where; it checks the TLS files as C{twistd smx} does.
+    """
+
+    def test_pathsAndUnusedAddress(self) -> None:
+        """
+        Run from another directory (as from a checkout, C{smx config -f
+        var/smx.conf}), C{smx config} prints the sockets and queue
+        directories where C{twistd smx}, run beside the file, makes them,
+        and says so on one line; the C{port} of an smtps section with a
+        C{daemon_address} is marked as not used (a warning in both
+        programs), and indeed nothing listens on it.
+        """
+        unused = freePort()
+        text = self.write(configuration(self.mta.port, smtps="port = %d;" % unused))
+        relative = os.path.relpath(self.mta.config, self.root)
+        status, out, err = smxConfig("-VVVVV", "-f", relative, cwd=self.root)
+        self.assertEqual(status, 0, err)
+        lines = out.splitlines()
+        self.assertIn(
+            "# paths relative to %s (configuration and queue directory)"
+            % (self.mta.directory,),
+            lines,
+        )
+        control = self.mta.path("qmgr.ctl")
+        self.assertIn("    control_socket = %s;" % (control,), out)
+        self.assertIn("        base_directory = %s;" % (self.mta.path("defedb"),), out)
+        smtps = out[out.index("\nsmtps {") : out.index("\n}\n", out.index("\nsmtps {"))]
+        self.assertRegex(
+            smtps,
+            r"\n    port = %d; +# integer, .*\(set; not used: daemon_address is set\)"
+            % (unused,),
+        )
+        self.assertRegex(smtps, r"\n    # address is not used: daemon_address is set ")
+        line = lineOf(text, "port = %d" % (unused,))
+        expected = (
+            "%s:%d:5: warning: port has no effect in section 'smtps': smx listens "
+            "on its daemon_address" % (relative, line)
+        )
+        self.assertEqual(err, expected + "\n")
+
+        self.mta.start()
+        self.assertTrue(waitFor(lambda: os.path.exists(control)), self.mta.log())
+        self.assertTrue(stat.S_ISSOCK(os.stat(control).st_mode))
+        self.assertTrue(os.path.isdir(self.mta.path("defedb")))
+        self.assertFalse(canConnect(unused))
+        self.assertEqual(
+            self.warningsIn(self.mta.log()),
+            [expected.replace(relative, self.mta.config, 1)],
+        )
+
+    def test_tlsKeyMismatch(self) -> None:
+        """
+        A key that does not belong to the certificate: C{smx config}
+        exits 2 and C{twistd smx} 1, both with one line naming the file
+        and line of C{key_file}.
+        """
+        certs = makeCertificates(self.mta.path("certs"))
+        os.chmod(certs.clientKey, 0o600)
+        text = self.write(
+            configuration(
+                self.mta.port,
+                smtps="tls {\n        cert_file = certs/server.pem;\n"
+                "        key_file = certs/client.key;\n    }",
+            )
+        )
+        line = lineOf(text, "key_file")
+        expected = (
+            "%s:%d:9: key_file %s does not belong to the certificate in "
+            "cert_file %s" % (self.mta.config, line, certs.clientKey, certs.serverCert)
+        )
+        status, out, err = smxConfig("-f", self.mta.config)
+        self.assertEqual((status, out, err), (2, "", expected + "\n"))
+        p = subprocess.run(
+            [TWISTD, "-n", "--pidfile=", "smx", "--config", self.mta.config],
+            capture_output=True,
+            text=True,
+            cwd=self.mta.directory,
+            timeout=30,
+        )
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn(expected, (p.stdout + p.stderr).splitlines()[-1])
+        self.assertFalse(canConnect(self.mta.port))
