@@ -43,6 +43,8 @@ from typing import Any, Callable, List, Optional
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from smx._twistedcompat import hasRunningCallbacks
+
 
 def inlineCallbacks(f: Callable[..., Any]) -> Callable[..., defer.Deferred]:
     """
@@ -70,7 +72,7 @@ def _final(d: defer.Deferred) -> bool:
     Has C{d} its final result?  Not while it waits for another Deferred,
     nor while its callbacks run (one of them may be what asks).
     """
-    return d.called and not d.paused and not d._runningCallbacks
+    return d.called and not d.paused and not hasRunningCallbacks(d)
 
 
 def _handled(failure: Failure) -> None:

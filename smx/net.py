@@ -36,6 +36,13 @@ from typing import Any, Iterable, Optional, Tuple
 from twisted.internet import main, tcp
 from twisted.internet.posixbase import PosixReactorBase
 
+from smx._twistedcompat import (
+    TCPConnector,
+    disconnectSelectable,
+    hasBufferedWrites,
+    writeDisconnected,
+)
+
 
 class _SendAtOnce:
     """
@@ -49,12 +56,11 @@ class _SendAtOnce:
         """
         return not (
             self.TLS  # type: ignore[attr-defined]
-            or self._tempDataBuffer  # type: ignore[attr-defined]
-            or self.dataBuffer  # type: ignore[attr-defined]
+            or hasBufferedWrites(self)
             or self.producer is not None  # type: ignore[attr-defined]
             or self.disconnecting  # type: ignore[attr-defined]
             or not self.connected  # type: ignore[attr-defined]
-            or self._writeDisconnected  # type: ignore[attr-defined]
+            or writeDisconnected(self)
         )
 
     def write(self, data: bytes) -> None:
@@ -88,12 +94,12 @@ class _SendAtOnce:
     def _closeNow(self) -> None:
         if not self.connected:  # type: ignore[attr-defined]
             return
-        if self._tempDataBuffer or self.dataBuffer:  # type: ignore[attr-defined]
+        if hasBufferedWrites(self):
             # written after loseConnection: Twisted sends it, then closes
             self.startWriting()  # type: ignore[attr-defined]
             return
-        self.reactor._disconnectSelectable(  # type: ignore[attr-defined]
-            self, main.CONNECTION_DONE, False
+        disconnectSelectable(
+            self.reactor, self, main.CONNECTION_DONE, False  # type: ignore[attr-defined]
         )
 
 
@@ -117,13 +123,12 @@ class Port(tcp.Port):
     transport = Server
 
 
-class Connector(tcp.Connector):
+class Connector(TCPConnector):
     """
     A TCP connector whose connection sends at once.
     """
 
-    def _makeTransport(self) -> Client:
-        return Client(self.host, self.port, self.bindAddress, self, self.reactor)
+    clientClass = Client
 
 
 def listenTCP(

@@ -331,10 +331,10 @@ def quietLogObserver(twistdOptions: Any) -> Any:
         if twistdOptions is None or twistdOptions.get("syslog"):
             return None
         from twisted.logger import FilteringLogObserver
-        from twisted.scripts.twistd import _SomeApplicationRunner
 
-        appLogger = _SomeApplicationRunner.loggerFactory(twistdOptions)
-        observer = appLogger._getLogObserver()
+        from smx._twistedcompat import twistdLogObserver
+
+        observer = twistdLogObserver(twistdOptions)
     except Exception:
         return None
     return FilteringLogObserver(observer, [_isNoise])  # type: ignore[list-item]

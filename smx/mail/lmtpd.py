@@ -44,9 +44,10 @@ from typing import Any, List, Optional, Tuple
 
 from twisted.application import service
 from twisted.internet import protocol
-from twisted.mail.maildir import _MaildirNameGenerator, initializeMaildir
+from twisted.mail.maildir import initializeMaildir
 from twisted.protocols.basic import LineReceiver
 
+from smx._twistedcompat import MaildirNameGenerator
 from smx.log import Logger
 from smx.unixsocket import socketName
 
@@ -95,7 +96,7 @@ class MaildirStore:
         from twisted.internet import reactor
 
         self.base = os.path.abspath(base)
-        self._names = _MaildirNameGenerator(clock or reactor)
+        self._names = MaildirNameGenerator(clock or reactor)
 
     def maildir(self, user: str) -> str:
         return os.path.join(self.base, user, "Maildir")

@@ -35,7 +35,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.names import dns, error, server
-from twisted.names.common import ResolverBase
+
+from smx._twistedcompat import RecordResolverBase, responseFromMessage
 
 _TYPES = {
     "A": dns.A,
@@ -69,18 +70,18 @@ def _ttl(record: tuple, index: int) -> int:
     return int(record[index]) if len(record) > index else 300
 
 
-class TestZoneResolver(ResolverBase):
+class TestZoneResolver(RecordResolverBase):
     """
     Answers from a dict of names to records.
     """
 
     def __init__(self, records: Dict[str, List[tuple]]):
-        ResolverBase.__init__(self)
+        RecordResolverBase.__init__(self)
         self.records = {}  # type: Dict[str, List[Tuple[int, Any, int]]]
         for name, rrs in records.items():
             self.records[name.lower().rstrip(".")] = [_payload(r) for r in rrs]
 
-    def _lookup(self, name, cls, type, timeout=None):
+    def lookupRecords(self, name, cls, type, timeout=None):
         if isinstance(name, bytes):
             name = name.decode("ascii")
         key = name.lower().rstrip(".")
@@ -132,11 +133,11 @@ class TestDNSServerFactory(server.DNSServerFactory):
             protocol.transport.write(b"\x00\x01garbage", address)
             return None
         if name in self.servfail:
-            response = self._responseFromMessage(message=message, rCode=dns.ESERVER)
+            response = responseFromMessage(self, message, rCode=dns.ESERVER)
             self.sendReply(protocol, response, address)
             return None
         if address is not None and name in self.truncate:
-            response = self._responseFromMessage(message=message, rCode=dns.OK)
+            response = responseFromMessage(self, message, rCode=dns.OK)
             response.trunc = True
             self.sendReply(protocol, response, address)
             return None

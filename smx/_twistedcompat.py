@@ -1,0 +1,199 @@
+# -*- test-case-name: smx.test.test_twistedcompat -*-
+"""
+NAME
+    smx._twistedcompat - every private name of Twisted smx relies on
+
+SYNOPSIS
+    from smx._twistedcompat import hasRunningCallbacks, MaildirNameGenerator
+
+DESCRIPTION
+    smx uses a few names that Twisted does not promise to keep (their
+    names start with an underscore).  Each is used here and only here,
+    behind a small function or alias whose docstring says what it relies
+    on and why smx needs it, so that a Twisted upgrade that changes one of
+    them breaks one module, and L{smx.test.test_twistedcompat} says which.
+    Nothing else in smx may use a private name of Twisted or of the
+    standard library (L{smx.test.test_tree} checks).
+
+    The supported Twisted releases are pinned in C{setup.cfg}
+    (C{install_requires}); the tests of this module are what to run when
+    that range is widened.
+
+    What is used, and by whom:
+
+      - C{Deferred._runningCallbacks} (L{hasRunningCallbacks}):
+        L{smx.fastdefer}.
+      - C{FileDescriptor._tempDataBuffer}, C{FileDescriptor._writeDisconnected},
+        C{PosixReactorBase._disconnectSelectable} and
+        C{tcp.Connector._makeTransport} (L{hasBufferedWrites},
+        L{writeDisconnected}, L{disconnectSelectable}, L{TCPConnector}):
+        L{smx.net}.
+      - C{twisted.scripts.twistd._SomeApplicationRunner} and
+        C{AppLogger._getLogObserver} (L{twistdLogObserver}): L{smx.tap}.
+      - C{twisted.mail.maildir._MaildirNameGenerator}
+        (L{MaildirNameGenerator}): L{smx.mail.lmtpd}.
+      - C{DNSServerFactory._responseFromMessage} and
+        C{ResolverBase._lookup} (L{responseFromMessage},
+        L{RecordResolverBase}): the test DNS server
+        L{smx.maps.test.dnsserver}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet import defer, tcp
+from twisted.mail import maildir
+from twisted.names import common, dns
+
+__all__ = [
+    "hasRunningCallbacks",
+    "hasBufferedWrites",
+    "writeDisconnected",
+    "disconnectSelectable",
+    "TCPConnector",
+    "twistdLogObserver",
+    "MaildirNameGenerator",
+    "responseFromMessage",
+    "RecordResolverBase",
+]
+
+
+def hasRunningCallbacks(d: defer.Deferred) -> bool:
+    """
+    Are C{d}'s callbacks running right now?
+
+    Relies on C{Deferred._runningCallbacks}, the flag Twisted sets while
+    it runs a Deferred's callback chain (it guards the same re-entrancy in
+    C{Deferred._runCallbacks}).  L{smx.fastdefer} takes a fired Deferred's
+    result directly instead of adding a callback; while the callbacks run
+    (one of them may be what asks) C{d.result} is not the final result
+    yet, and only this flag tells.
+    """
+    return bool(d._runningCallbacks)
+
+
+def hasBufferedWrites(transport: Any) -> bool:
+    """
+    Has a TCP transport bytes that Twisted has not written to its socket?
+
+    Relies on C{FileDescriptor._tempDataBuffer}: C{write} appends to that
+    list and C{doWrite} moves it to the public C{dataBuffer}, so bytes
+    waiting may be in either.  L{smx.net} writes to the socket directly
+    only when nothing is waiting (or the order of bytes would change).
+    """
+    return bool(transport._tempDataBuffer or transport.dataBuffer)
+
+
+def writeDisconnected(transport: Any) -> bool:
+    """
+    Has the writing half of C{transport} been shut down?
+
+    Relies on C{FileDescriptor._writeDisconnected}, set by Twisted once
+    C{loseWriteConnection} took effect; C{write} then drops data, and so
+    must L{smx.net}'s direct write.
+    """
+    return bool(transport._writeDisconnected)
+
+
+def disconnectSelectable(
+    reactor: Any, selectable: Any, why: Any, isRead: bool = False
+) -> None:
+    """
+    Remove C{selectable} from C{reactor} and close it now, as the reactor
+    does when a read or write finds the connection gone.
+
+    Relies on C{PosixReactorBase._disconnectSelectable(selectable, why,
+    isRead)}.  L{smx.net} closes a connection whose last reply is already
+    written at the end of the reactor's turn, without first registering
+    the socket for writing as C{loseConnection} does; this is the
+    reactor's own closing path, so C{connectionLost} runs as usual.
+    """
+    reactor._disconnectSelectable(selectable, why, isRead)
+
+
+class TCPConnector(tcp.Connector):
+    """
+    A L{tcp.Connector} whose connection is an instance of C{clientClass}
+    (L{tcp.Port} has a public C{transport} attribute for the class of
+    accepted connections; a connector's C{transport} is the connection
+    itself).
+
+    Relies on C{tcp.Connector._makeTransport}, the method
+    C{BaseConnector.connect} calls to create the client transport each
+    time it connects.
+
+    @cvar clientClass: the L{tcp.Client} subclass to create.
+    """
+
+    clientClass = tcp.Client
+
+    def _makeTransport(self) -> tcp.Client:
+        return self.clientClass(
+            self.host, self.port, self.bindAddress, self, self.reactor
+        )
+
+
+def twistdLogObserver(options: Any) -> Any:
+    """
+    The log observer C{twistd} makes for its parsed C{options} (the file of
+    C{--logfile}, standard output with C{-n}, ...), so that smx can put a
+    filter in front of it.
+
+    Relies on C{twisted.scripts.twistd._SomeApplicationRunner} (the
+    platform's application runner class), its C{loggerFactory} and the
+    logger's C{_getLogObserver}; twistd has no public way to get the
+    observer it would install.
+    """
+    from twisted.scripts.twistd import _SomeApplicationRunner
+
+    appLogger = _SomeApplicationRunner.loggerFactory(options)
+    return appLogger._getLogObserver()
+
+
+#: Unique Maildir file names (C{<seconds>.M<microseconds>P<pid>Q<n>.<host>},
+#: as bytes, from C{generate()}), made from a clock.  Relies on
+#: C{twisted.mail.maildir._MaildirNameGenerator(clock)}; the public
+#: C{twisted.mail.maildir} API only writes whole mailboxes.  Note that its
+#: pid is the one of the process that imported Twisted's module.
+MaildirNameGenerator = maildir._MaildirNameGenerator
+
+
+def responseFromMessage(
+    factory: Any, message: dns.Message, rCode: int = dns.OK
+) -> dns.Message:
+    """
+    An empty response to the DNS query C{message}, with C{rCode}.
+
+    Relies on C{DNSServerFactory._responseFromMessage}, which copies the
+    query's id, question and flags into a response the way the factory
+    answers its own queries.  Used by the misbehaving test DNS server.
+    """
+    result: dns.Message = factory._responseFromMessage(message=message, rCode=rCode)
+    return result
+
+
+class RecordResolverBase(common.ResolverBase):
+    """
+    A L{common.ResolverBase} whose subclasses answer every C{lookup*}
+    method from one L{lookupRecords} method.
+
+    Relies on C{ResolverBase._lookup(name, cls, type, timeout)}, the one
+    method each C{lookup*} method and C{query} call.
+    """
+
+    def lookupRecords(
+        self, name: bytes, cls: int, type: int, timeout: Optional[Any] = None
+    ) -> defer.Deferred:
+        """
+        Look C{name} up; override this.
+
+        @return: a L{Deferred} firing with C{(answers, authority,
+            additional)}, lists of L{dns.RRHeader}.
+        """
+        return defer.fail(NotImplementedError("lookupRecords"))
+
+    def _lookup(
+        self, name: bytes, cls: int, type: int, timeout: Optional[Any] = None
+    ) -> defer.Deferred:
+        return self.lookupRecords(name, cls, type, timeout)

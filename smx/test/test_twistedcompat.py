@@ -1,0 +1,377 @@
+# -*- test-case-name: smx.test.test_twistedcompat -*-
+"""
+Tests for L{smx._twistedcompat}: one test per private name of Twisted
+that smx relies on, checking that the name still exists and still does
+what smx expects.  When one fails after a Twisted upgrade, the docstring
+of the function it tests says which part of smx needs another way.
+
+The tests that need a connection use real loopback sockets and the real
+reactor.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from typing import Any, List
+
+from twisted.internet import defer, error, main, protocol, reactor, tcp
+from twisted.internet import task
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
+from twisted.names import dns, server
+from twisted.python.failure import Failure
+from twisted.scripts.twistd import ServerOptions
+from twisted.trial import unittest
+
+import twisted
+from smx import _twistedcompat as compat
+
+SETUP_CFG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "setup.cfg",
+)
+
+
+def _versionTuple(text: str) -> tuple:
+    return tuple(int(n) for n in re.findall(r"\d+", text)[:3])
+
+
+class SupportedRangeTests(unittest.SynchronousTestCase):
+    """
+    The installed Twisted is one that C{setup.cfg} says smx supports.
+    """
+
+    def test_installedTwistedInRange(self) -> None:
+        """
+        C{install_requires} pins Twisted to a range (a lower and an upper
+        bound) and the Twisted these tests run with is inside it.
+        """
+        if not os.path.exists(SETUP_CFG):
+            raise unittest.SkipTest("not run from a source tree")
+        cfg = configparser.ConfigParser()
+        cfg.read(SETUP_CFG)
+        requires = cfg["options"]["install_requires"]
+        [line] = [r for r in requires.splitlines() if r.strip().startswith("Twisted")]
+        lower = re.search(r">=\s*([\d.]+)", line)
+        upper = re.search(r"<\s*([\d.]+)", line)
+        self.assertTrue(lower and upper, "no Twisted range in %r" % (line,))
+        assert lower is not None and upper is not None
+        installed = _versionTuple(twisted.__version__)
+        self.assertGreaterEqual(installed, _versionTuple(lower.group(1)))
+        self.assertLess(installed, _versionTuple(upper.group(1)))
+
+
+class RunningCallbacksTests(unittest.SynchronousTestCase):
+    """
+    L{compat.hasRunningCallbacks} (C{Deferred._runningCallbacks}).
+    """
+
+    def test_flag(self) -> None:
+        """
+        False before and after the callbacks run, true while they do.
+        """
+        d: defer.Deferred = defer.Deferred()
+        seen: List[bool] = []
+        d.addCallback(lambda r: seen.append(compat.hasRunningCallbacks(d)))
+        self.assertFalse(compat.hasRunningCallbacks(d))
+        d.callback(None)
+        self.assertEqual(seen, [True])
+        self.assertFalse(compat.hasRunningCallbacks(d))
+
+    def test_attribute(self) -> None:
+        """
+        The attribute exists on a new Deferred and is false.
+        """
+        self.assertIs(defer.Deferred()._runningCallbacks, False)
+
+
+class _Descriptor(FileDescriptor):
+    """
+    A file descriptor whose socket takes C{accept} bytes per write.
+    """
+
+    accept = 0
+    written = b""
+
+    def writeSomeData(self, data: Any) -> int:
+        data = bytes(data)[: self.accept]
+        self.written += data
+        return len(data)
+
+    def fileno(self) -> int:
+        return -1
+
+
+class BufferedWritesTests(unittest.SynchronousTestCase):
+    """
+    L{compat.hasBufferedWrites} (C{FileDescriptor._tempDataBuffer}) and
+    L{compat.writeDisconnected} (C{FileDescriptor._writeDisconnected}).
+    """
+
+    def _descriptor(self) -> _Descriptor:
+        fd = _Descriptor(reactor=MemoryReactor())
+        fd.connected = 1
+        return fd
+
+    def test_writeGoesToTempBuffer(self) -> None:
+        """
+        A write lands in C{_tempDataBuffer}, not yet in C{dataBuffer}, and
+        counts as buffered.
+        """
+        fd = self._descriptor()
+        self.assertFalse(compat.hasBufferedWrites(fd))
+        fd.write(b"abc")
+        self.assertEqual(fd._tempDataBuffer, [b"abc"])
+        self.assertEqual(fd.dataBuffer, b"")
+        self.assertTrue(compat.hasBufferedWrites(fd))
+
+    def test_partlyWrittenStaysBuffered(self) -> None:
+        """
+        After C{doWrite} sent part of it, the rest (now in C{dataBuffer})
+        still counts; once all is sent nothing does.
+        """
+        fd = self._descriptor()
+        fd.write(b"abcdef")
+        fd.accept = 2
+        fd.doWrite()
+        self.assertEqual(fd.written, b"ab")
+        self.assertEqual(fd._tempDataBuffer, [])
+        self.assertTrue(compat.hasBufferedWrites(fd))
+        fd.accept = 100
+        fd.doWrite()
+        self.assertEqual(fd.written, b"abcdef")
+        self.assertFalse(compat.hasBufferedWrites(fd))
+
+    def test_writeDisconnected(self) -> None:
+        """
+        False until C{loseWriteConnection} took effect; then true, and
+        C{write} drops data.
+        """
+        fd = self._descriptor()
+        self.assertFalse(compat.writeDisconnected(fd))
+        fd.loseWriteConnection()
+        self.assertFalse(compat.writeDisconnected(fd))
+        fd.doWrite()
+        self.assertTrue(compat.writeDisconnected(fd))
+        fd.write(b"late")
+        self.assertFalse(compat.hasBufferedWrites(fd))
+
+
+class _Server(protocol.Protocol):
+    def connectionMade(self) -> None:
+        self.lost = self.factory.lost
+        self.factory.connected.callback(self)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.lost.callback(reason.value)
+
+
+class _Client(protocol.Protocol):
+    def connectionMade(self) -> None:
+        self.lost = self.factory.lost
+        self.factory.connected.callback(self)
+        self.received: List[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.lost.callback(reason.value)
+
+
+class _MarkedClient(tcp.Client):
+    """A client transport of our own class."""
+
+
+class _Connector(compat.TCPConnector):
+    clientClass = _MarkedClient
+
+
+class ConnectionTests(unittest.TestCase):
+    """
+    L{compat.disconnectSelectable} (C{PosixReactorBase._disconnectSelectable})
+    and L{compat.TCPConnector} (C{tcp.Connector._makeTransport}), on real
+    loopback connections.
+    """
+
+    def _listen(self) -> protocol.Factory:
+        f = protocol.Factory.forProtocol(_Server)
+        f.connected = defer.Deferred()
+        f.lost = defer.Deferred()
+        port = reactor.listenTCP(0, f, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        f.port = port.getHost().port
+        return f
+
+    def _clientFactory(self) -> protocol.ClientFactory:
+        c = protocol.ClientFactory.forProtocol(_Client)
+        c.connected = defer.Deferred()
+        c.lost = defer.Deferred()
+        return c
+
+    @defer.inlineCallbacks
+    def test_connectorMakesItsTransport(self) -> Any:
+        """
+        C{connect} builds the connection with C{_makeTransport}, so the
+        connection is an instance of the connector's C{transport}.
+        """
+        server = self._listen()
+        client = self._clientFactory()
+        connector = _Connector("127.0.0.1", server.port, client, 5, None, reactor)
+        connector.connect()
+        self.addCleanup(connector.disconnect)
+        proto = yield client.connected
+        self.assertIsInstance(proto.transport, _MarkedClient)
+        yield server.connected
+
+    @defer.inlineCallbacks
+    def test_connectorReconnects(self) -> Any:
+        """
+        A connector connects again (as a reconnecting factory makes it do)
+        with a new connection of its class.
+        """
+        server = self._listen()
+        client = self._clientFactory()
+        connector = _Connector("127.0.0.1", server.port, client, 5, None, reactor)
+        connector.connect()
+        self.addCleanup(connector.disconnect)
+        first = yield client.connected
+        yield server.connected
+        first.transport.loseConnection()
+        yield first.lost
+        # the connector learns of the loss after the protocol does
+        yield task.deferLater(reactor, 0, lambda: None)
+        client.connected = defer.Deferred()
+        client.lost = defer.Deferred()
+        server.connected = defer.Deferred()
+        server.lost = defer.Deferred()
+        connector.connect()
+        second = yield client.connected
+        self.assertIsInstance(second.transport, _MarkedClient)
+        self.assertIsNot(second.transport, first.transport)
+        yield server.connected
+
+    @defer.inlineCallbacks
+    def test_disconnectSelectable(self) -> Any:
+        """
+        The connection is closed at once: the reactor stops watching it,
+        the server's protocol gets C{ConnectionDone} and the client sees
+        the end of the connection.
+        """
+        server = self._listen()
+        client = self._clientFactory()
+        connector = reactor.connectTCP("127.0.0.1", server.port, client, timeout=5)
+        self.addCleanup(connector.disconnect)
+        yield client.connected
+        serverProto = yield server.connected
+        transport = serverProto.transport
+        self.assertIn(transport, reactor.getReaders())
+        compat.disconnectSelectable(reactor, transport, main.CONNECTION_DONE, False)
+        self.assertNotIn(transport, reactor.getReaders())
+        self.assertNotIn(transport, reactor.getWriters())
+        reason = yield server.lost
+        self.assertIsInstance(reason, error.ConnectionDone)
+        clientReason = yield client.lost
+        self.assertIsInstance(
+            clientReason, (error.ConnectionDone, error.ConnectionLost)
+        )
+
+
+class TwistdLogObserverTests(unittest.TestCase):
+    """
+    L{compat.twistdLogObserver} (C{_SomeApplicationRunner.loggerFactory}
+    and C{_getLogObserver}).
+    """
+
+    def test_logfile(self) -> None:
+        """
+        With C{--logfile}, the observer writes events to that file.
+        """
+        path = self.mktemp()
+        options = ServerOptions()
+        options.parseOptions(["--nodaemon", "--logfile", path, "--pidfile="])
+        observer = compat.twistdLogObserver(options)
+        observer(
+            {
+                "log_format": "hello {who}",
+                "who": "compat",
+                "log_time": 0.0,
+                "log_namespace": "smx.test",
+                "log_system": "-",
+            }
+        )
+        with open(path) as f:
+            self.assertIn("hello compat", f.read())
+
+
+class MaildirNameGeneratorTests(unittest.SynchronousTestCase):
+    """
+    L{compat.MaildirNameGenerator} (C{maildir._MaildirNameGenerator}).
+    """
+
+    def test_names(self) -> None:
+        """
+        Names are bytes made of the clock's time, the pid, a counter and
+        the host name, and different at the same time.
+        """
+        clock = Clock()
+        clock.advance(1234.5)
+        names = compat.MaildirNameGenerator(clock)
+        first = names.generate()
+        second = names.generate()
+        self.assertIsInstance(first, bytes)
+        self.assertNotEqual(first, second)
+        self.assertTrue(first.startswith(b"1234.M"), first)
+        self.assertRegex(first, rb"^1234\.M\d+P\d+Q\d+\.")
+        self.assertNotIn(b"/", first)
+
+
+class DNSTests(unittest.SynchronousTestCase):
+    """
+    L{compat.responseFromMessage} (C{DNSServerFactory._responseFromMessage})
+    and L{compat.RecordResolverBase} (C{ResolverBase._lookup}).
+    """
+
+    def test_responseFromMessage(self) -> None:
+        """
+        The response answers the query: same id and question, the
+        answer flag and the code asked for, no records.
+        """
+        query = dns.Message(id=4711, recDes=1)
+        query.addQuery(b"example.test", dns.MX)
+        factory = server.DNSServerFactory()
+        response = compat.responseFromMessage(factory, query, rCode=dns.ESERVER)
+        self.assertIsInstance(response, dns.Message)
+        self.assertEqual(response.id, 4711)
+        self.assertEqual(response.answer, 1)
+        self.assertEqual(response.rCode, dns.ESERVER)
+        self.assertEqual(response.queries, query.queries)
+        self.assertEqual(response.answers, [])
+
+    def test_lookupRecords(self) -> None:
+        """
+        Every C{lookup*} method and C{query} reach C{lookupRecords} with
+        the name, class and type.
+        """
+        asked: List[tuple] = []
+
+        class Resolver(compat.RecordResolverBase):
+            def lookupRecords(self, name, cls, type, timeout=None):
+                asked.append((name, cls, type))
+                return defer.succeed(([], [], []))
+
+        r = Resolver()
+        self.successResultOf(r.lookupMailExchange("example.test"))
+        self.successResultOf(r.lookupAddress("example.test"))
+        self.successResultOf(r.query(dns.Query(b"example.test", dns.TXT)))
+        self.assertEqual(
+            asked,
+            [
+                (b"example.test", dns.IN, dns.MX),
+                (b"example.test", dns.IN, dns.A),
+                (b"example.test", dns.IN, dns.TXT),
+            ],
+        )
