@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.maps.test.test_resolver -*-
+# -*- test-case-name: smx.maps.test.test_maps -*-
 """
 Build the maps declared with C{map NAME { type; ... }} (seed §5.8.1).
 """

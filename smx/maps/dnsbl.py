@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.maps.test.test_resolver -*-
+# -*- test-case-name: smx.maps.test.test_integration_resolver -*-
 """
 DNS based blacklists (seed §5.8.2 item 1).
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.maps.test.test_hashmap -*-
+# -*- test-case-name: smx.maps.test.test_integration_resolver -*-
 """
 The errors of the maps and the address resolver.
 

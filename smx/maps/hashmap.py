@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.maps.test.test_hashmap -*-
+# -*- test-case-name: smx.maps.test.test_createmap,smx.maps.test.test_access -*-
 """
 Maps of type C{hash} (seed §5.8.1): a Berkeley DB hash file, as made by
 C{smx createmap} or sendmail's C{makemap hash}.

@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.maps.test.test_mailertable -*-
+# -*- test-case-name: smx.maps.test.test_integration_resolver,smx.maps.test.test_access -*-
 """
 The mailertable (seed §5.8.3): where mail for a domain goes.
 

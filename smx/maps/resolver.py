@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.maps.test.test_resolver -*-
+# -*- test-case-name: smx.maps.test.test_access,smx.maps.test.test_cache,smx.maps.test.test_integration_resolver -*-
 """
 NAME
     smx.maps.resolver - SMAR, the address resolver of smx

@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.maps.test.test_routing -*-
+# -*- test-case-name: smx.maps.test.test_integration_resolver,smx.mail.test.test_smtpc -*-
 """
 Routing of one recipient (seed §5.8.3 mailertable, RFC 5321 §5.1): the
 ordered list of I{route}s (see L{smx.interfaces}) SMTPC tries.

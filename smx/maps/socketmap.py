@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.maps.test.test_socketmap -*-
+# -*- test-case-name: smx.maps.test.test_integration_resolver -*-
 """
 Maps of type C{socket} (seed §5.8.1): sendmail's socket map protocol over
 a Unix domain or TCP socket.

@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.queue.test.test_control -*-
+# -*- test-case-name: smx.queue.test.test_integration_control -*-
 """
 NAME
     smx.queue.control - the QMGR control socket (AMP over a Unix socket)

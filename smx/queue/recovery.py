@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.queue.test.test_recovery -*-
+# -*- test-case-name: smx.queue.test.test_qmgr,smx.queue.test.test_integration_crash -*-
 """
 NAME
     smx.queue.recovery - rebuild the queue from IBDB, DEFEDB and CDB

@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.queue.test.test_control -*-
+# -*- test-case-name: smx.queue.test.test_integration_control -*-
 """
 NAME
     smx mailq - show the mail queue (seed §6.6.2)

@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.test.test_scripts -*-
+# -*- test-case-name: smx.config.test.test_script,smx.queue.test.test_integration_control -*-
 """
 NAME
     smx - the command-line programs of smx

@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.queue.test.test_control -*-
+# -*- test-case-name: smx.test.test_tools,smx.test.test_integration_e2e -*-
 """
 NAME
     smx qmgrctl - query and control the queue manager (seed §6.6.3)

@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.queue.test.test_control -*-
+# -*- test-case-name: smx.queue.test.test_integration_control -*-
 """
 NAME
     smx recover-from-log - rebuild envelopes of CDB files from log records

@@ -1,3 +1,4 @@
+# -*- test-case-name: smx.test.test_fastdefer -*-
 """
 Tests for L{smx.fastdefer}.
 """

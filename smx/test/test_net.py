@@ -1,3 +1,4 @@
+# -*- test-case-name: smx.test.test_net -*-
 """
 Tests for L{smx.net}: TCP transports that send at once, over real
 loopback sockets.

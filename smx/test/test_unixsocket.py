@@ -1,3 +1,4 @@
+# -*- test-case-name: smx.test.test_unixsocket -*-
 """
 Tests for L{smx.unixsocket}: short names for long Unix socket paths.
 """

@@ -1,3 +1,4 @@
+# -*- test-case-name: smx.maps.test.test_cache -*-
 """
 Tests for L{smx.maps.resolver.DecisionCache} and SMAR's use of it: the
 answers reused for C{cache_ttl} seconds, and those never reused.
