@@ -26,10 +26,7 @@ from __future__ import annotations
 import os
 from typing import Dict, Iterable, List, Optional, Tuple
 
-try:
-    from berkeleydb import db as _db
-except ImportError:  # pragma: no cover
-    from bsddb3 import db as _db  # type: ignore
+from smx.bdb import db as _db
 
 
 class CreateMapError(Exception):

@@ -23,14 +23,10 @@ from typing import Any, Dict, Optional
 from twisted.internet import defer
 from zope.interface import implementer
 
+from smx.bdb import db as _db
 from smx.interfaces import IMap
 from smx.log import Logger
 from smx.maps.errors import MapTemporaryError
-
-try:
-    from berkeleydb import db as _db
-except ImportError:  # pragma: no cover
-    from bsddb3 import db as _db  # type: ignore
 
 
 def openHashFile(path: str) -> Any:

@@ -41,10 +41,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Dict, List, Optional
 
-try:
-    from berkeleydb import db
-except ImportError:  # pragma: no cover
-    from bsddb3 import db  # type: ignore[no-redef]
+from smx.bdb import db
 
 TAGS = ("oci", "ocm", "octo", "icr", "ios")
 

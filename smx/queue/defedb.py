@@ -51,10 +51,7 @@ import os
 import struct
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-try:
-    from berkeleydb import db
-except ImportError:  # pragma: no cover
-    from bsddb3 import db  # type: ignore[no-redef]
+from smx.bdb import db
 
 
 class DefedbError(Exception):

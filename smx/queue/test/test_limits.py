@@ -6,10 +6,10 @@ L{smx.queue.diskspace}; the conf map is a real Berkeley DB hash file.
 
 import os
 
-from berkeleydb import db
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from smx.bdb import db
 from smx.queue.confmap import ConfigurationMap, lookupKeys
 from smx.queue.connections import IncomingControl, SlowStart
 from smx.queue.diskspace import DiskSpaceMonitor
