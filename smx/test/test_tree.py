@@ -348,3 +348,34 @@ class PrivateNamesTests(unittest.SynchronousTestCase):
                 "4: d._runningCallbacks",
             ],
         )
+
+
+class BerkeleyDBImportTests(unittest.SynchronousTestCase):
+    """
+    The choice between C{berkeleydb} and C{bsddb3} is made in L{smx.bdb}
+    only.
+    """
+
+    def test_onlyInBdb(self) -> None:
+        """
+        No other module imports C{berkeleydb} or C{bsddb3}.
+        """
+        wrong = []
+        for path in sourceFiles():
+            if path in (
+                os.path.join(PACKAGE, "bdb.py"),
+                os.path.join(PACKAGE, "test", "test_bdb.py"),
+            ):
+                continue
+            with open(path, "rb") as f:
+                tree = ast.parse(f.read(), path)
+            for node in ast.walk(tree):
+                names = []  # type: List[str]
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    names = [node.module or ""]
+                for name in names:
+                    if name.split(".")[0] in ("berkeleydb", "bsddb3"):
+                        wrong.append("%s:%d" % (relative(path), node.lineno))
+        self.assertEqual(wrong, [], "import smx.bdb instead")
