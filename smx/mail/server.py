@@ -60,6 +60,8 @@ from smx.mail.serverevents import (  # noqa: F401 - also importable from here
 MAX_COMMAND_LINE = 510
 #: longest AUTH line (RFC 4954 §4)
 MAX_AUTH_LINE = 12288
+#: longest line of message content with its CRLF (RFC 5321 §4.5.3.1.6)
+MAX_TEXT_LINE = 1000
 #: how much of the header section is scanned for Received: and Message-Id:
 MAX_HEADER_SCAN = 256 * 1024
 
@@ -425,6 +427,10 @@ class ServerConnection(CommandsMixin):
         self._size = 0
         self._tooBig = False
         self._badLineEnd = False
+        self._nul = False
+        self._longLine = False
+        # bytes of content since its last LF
+        self._lineRun = 0
         self._inHeaders = True
         self._header = bytearray()
         self._hops = 0
@@ -473,24 +479,58 @@ class ServerConnection(CommandsMixin):
                 crlf = chunk.count(b"\r\n")
                 if chunk.count(b"\r") != crlf or chunk.count(b"\n") != crlf:
                     self._badLineEnd = True
+            if not self._nul and b"\0" in chunk:
+                self._nul = True
+            if not self._longLine:
+                self._checkLineLengths(chunk)
             if self._inHeaders:
                 self._scanHeader(chunk)
             if self.maxMessageSize and self._size > self.maxMessageSize:
                 self._tooBig = True
-            if not (self._tooBig or self._badLineEnd):
+            if not (self._tooBig or self._badLineEnd or self._nul or self._longLine):
                 event = DataChunk(chunk)
         if end >= 0:
             if self._inHeaders:
                 self._parseHeader(bytes(self._header))
             self._state = _COMMAND
             final = EndOfData(
-                self._size, self._hops, self._messageId, self._tooBig, self._badLineEnd
+                self._size,
+                self._hops,
+                self._messageId,
+                self._tooBig,
+                self._badLineEnd,
+                self._nul,
+                self._longLine,
             )
             if event is None:
                 return final
             self._ready.append(final)
             return event
         return event if event is not None else NEED_DATA
+
+    def _checkLineLengths(self, chunk: bytes) -> None:
+        """
+        Look for a line longer than L{MAX_TEXT_LINE} octets (with its
+        CRLF), i.e. L{MAX_TEXT_LINE} octets without an LF, in the content
+        stream of which C{chunk} is the next part.  Each step looks for
+        the last LF within the bytes the current line may still have, so
+        that short lines cost no Python-level step.
+        """
+        run = self._lineRun
+        pos = 0
+        n = len(chunk)
+        while True:
+            window = MAX_TEXT_LINE - run
+            if n - pos < window:
+                last = chunk.rfind(b"\n", pos)
+                self._lineRun = n - last - 1 if last >= 0 else run + n - pos
+                return
+            last = chunk.rfind(b"\n", pos, pos + window)
+            if last < 0:
+                self._longLine = True
+                return
+            pos = last + 1
+            run = 0
 
     def _scanHeader(self, chunk: bytes) -> None:
         header = self._header

@@ -158,16 +158,32 @@ class EndOfData(Event):
     @ivar tooBig: the content exceeded the size limit (and was not passed
         on completely).
     @ivar badLineEnd: a bare CR or LF was found in the content.
+    @ivar nul: a NUL byte was found in the content.
+    @ivar longLine: a line of the content is longer than
+        L{smx.mail.server.MAX_TEXT_LINE} octets with its CRLF.
+
+    Content with any of these problems was not passed on completely.
     """
 
-    __slots__ = ("size", "hops", "messageId", "tooBig", "badLineEnd")
+    __slots__ = ("size", "hops", "messageId", "tooBig", "badLineEnd", "nul", "longLine")
 
-    def __init__(self, size, hops, messageId, tooBig, badLineEnd) -> None:
+    def __init__(
+        self,
+        size,
+        hops,
+        messageId,
+        tooBig,
+        badLineEnd,
+        nul: bool = False,
+        longLine: bool = False,
+    ) -> None:
         self.size = size
         self.hops = hops
         self.messageId = messageId
         self.tooBig = tooBig
         self.badLineEnd = badLineEnd
+        self.nul = nul
+        self.longLine = longLine
 
 
 def softened(code: int, dsn: str) -> Tuple[int, str]:

@@ -69,9 +69,14 @@ CONFIGURATION PARAMETERS
 
 SECURITY
     Only <CRLF>.<CRLF> ends a message; bare CR or LF in the data rejects
-    it (554 5.6.11).  Input pipelined after STARTTLS is discarded.  Command
-    lines must end in CRLF and are at most 512 bytes.  Relaying needs an
-    explicit rule (see L{smx.mail.policy}).
+    it (554 5.6.11), so does a NUL byte (554 5.6.0: C{<CRLF><NUL>.<CRLF>}
+    is an end of data to a next hop that drops NULs) and a line longer
+    than 1000 octets with its CRLF (500 5.5.2, RFC 5321 §4.5.3.1.6); such
+    content is read to the final dot but neither stored nor relayed.
+    Input pipelined after STARTTLS is discarded.  Command lines must end
+    in CRLF, hold no NUL or bare CR and are at most 512 bytes with the
+    CRLF (500 5.5.2; a longer one is skipped to its end, not held).
+    Relaying needs an explicit rule (see L{smx.mail.policy}).
 
 DIAGNOSTICS
     Records as seed App. C.2: C{ss_sess=..., client_ipv4=...,

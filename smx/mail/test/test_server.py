@@ -295,6 +295,27 @@ class LineTests(unittest.TestCase):
         events, out = run(conn, b"y" * 100 + b"\r\nNOOP\r\n")
         self.assertEqual(out, b"250 2.0.0 OK\r\n")
 
+    def test_nulInCommand(self):
+        """A NUL in a command line is 500 5.5.2; the command is not run."""
+        events, out = run(started(), b"EHLO c\x00\r\nNOOP\x00x\r\n")
+        self.assertEqual(events, [sm.NEED_DATA])
+        self.assertEqual(out.count(b"500 5.5.2 "), 2)
+
+    def test_megabyteCommand(self):
+        """
+        A command line of a megabyte is 500 5.5.2 Line too long, read in
+        pieces without being held, and the next command is answered.
+        """
+        conn = started()
+        _, out = run(conn, b"MAIL FROM:<" + b"a" * 65536)
+        self.assertEqual(out, b"500 5.5.2 Line too long\r\n")
+        for i in range(15):
+            _, out = run(conn, b"a" * 65536)
+            self.assertEqual(out, b"")
+            self.assertEqual(conn._buffer, b"")
+        _, out = run(conn, b"@b.test>\r\nNOOP\r\n")
+        self.assertEqual(out, b"250 2.0.0 OK\r\n")
+
     def test_maxLine(self):
         """512 bytes with CRLF is allowed."""
         line = b"NOOP " + b"x" * 505 + b"\r\n"
@@ -422,6 +443,93 @@ class DataTests(unittest.TestCase):
         """A bare LF anywhere in the content is reported."""
         _, _, ends, _ = self.data(b"a\r\nb\nc\r\n.\r\n")
         self.assertTrue(ends[0].badLineEnd)
+
+    def test_nul(self):
+        """
+        A NUL byte in the content is reported, and nothing from the chunk
+        that has it on is passed on: C{<CRLF><NUL>.<CRLF>} (an end of data
+        for a next hop that drops NULs) reaches no one.
+        """
+        _, chunks, ends, out = self.data(
+            b"Subject: x\r\n\r\na\r\n\x00.\r\nMAIL FROM:<evil@x.test>\r\n.\r\n"
+        )
+        self.assertEqual(len(ends), 1)
+        self.assertTrue(ends[0].nul)
+        self.assertFalse(ends[0].badLineEnd)
+        self.assertEqual(chunks, b"")
+        self.assertNotIn(b"2.1.0", out)
+        conn = inTransaction()
+        run(conn, b"DATA\r\n")
+        events, _ = run(conn, b"clean\r\n")
+        self.assertEqual(events[0].data, b"clean\r\n")
+        events, _ = run(conn, b"x\x00y\r\nmore\r\n")
+        self.assertEqual(events, [sm.NEED_DATA])
+        events, _ = run(conn, b"after\r\n.\r\n")
+        self.assertEqual(events[1:], [sm.NEED_DATA])
+        self.assertTrue(events[0].nul)
+
+    def test_nulAbsent(self):
+        """Content without NUL is not flagged."""
+        _, _, ends, _ = self.data(b"a\r\nb\x01c\r\n.\r\n")
+        self.assertFalse(ends[0].nul)
+
+    def test_maxTextLine(self):
+        """
+        A content line of 1000 octets with its CRLF (RFC 5321 §4.5.3.1.6)
+        is passed on; one of 1001 is reported, and nothing from the chunk
+        that has it on is passed on.
+        """
+        self.assertEqual(sm.MAX_TEXT_LINE, 1000)
+        line = b"x" * 998 + b"\r\n"
+        _, chunks, ends, _ = self.data(line + line + b".\r\n")
+        self.assertFalse(ends[0].longLine)
+        self.assertEqual(chunks, line + line)
+        _, chunks, ends, _ = self.data(line + b"y" + line + b".\r\n")
+        self.assertTrue(ends[0].longLine)
+        self.assertEqual(chunks, b"")
+        # a stuffed dot is not part of the line
+        _, _, ends, _ = self.data(b"." + line + b".\r\n")
+        self.assertFalse(ends[0].longLine)
+
+    def test_longLineInPieces(self):
+        """
+        A line that arrives in pieces is measured across them, whatever
+        the size of the pieces.
+        """
+        for size in (1, 7, 333, 999, 1000, 1001, 4096):
+            for body, long in [
+                (b"ab\r\n" + b"x" * 998 + b"\r\n" + b"cd\r\n", False),
+                (b"ab\r\n" + b"x" * 999 + b"\r\n" + b"cd\r\n", True),
+                (b"x" * 999 + b"\r\n", True),
+                ((b"y" * 500 + b"\r\n") * 5, False),
+            ]:
+                conn = inTransaction()
+                run(conn, b"DATA\r\n")
+                data = body + b".\r\n"
+                ends = []
+                for i in range(0, len(data), size):
+                    events, _ = run(conn, data[i : i + size])
+                    ends.extend(e for e in events if isinstance(e, sm.EndOfData))
+                self.assertEqual(len(ends), 1, (size, body[:10]))
+                self.assertEqual(ends[0].longLine, long, (size, len(body)))
+
+    def test_longLineNotHeld(self):
+        """
+        A line of a megabyte sent in pieces is not held in memory: each
+        piece is taken and dropped, nothing of it is passed on, and the
+        message ends at the final dot.
+        """
+        conn = inTransaction()
+        run(conn, b"DATA\r\nSubject: x\r\n\r\n")
+        passed = 0
+        for i in range(16):
+            events, _ = run(conn, b"z" * 65536)
+            passed += sum(len(e.data) for e in events if isinstance(e, sm.DataChunk))
+            self.assertLess(len(conn._buffer), 3)
+        self.assertLess(passed, 65536)
+        events, out = run(conn, b"\r\n.\r\nNOOP\r\n")
+        self.assertTrue(events[0].longLine)
+        self.assertTrue(out.endswith(b"250 2.0.0 OK\r\n"))
 
     def test_tooBig(self):
         """Over the size limit the content is read to its end, flagged."""

@@ -253,6 +253,18 @@ class SessionTests(unittest.TestCase):
         out = self.rejected(b"a\r\n\n.\nMAIL FROM:<x@y.z>\r\n")
         self.assertTrue(out.startswith(b"554 5.6.11 "))
 
+    def test_nul(self):
+        """A NUL in the data: 554 5.6.0, nothing queued."""
+        out = self.rejected(b"a\r\n\x00.\r\nMAIL FROM:<x@y.z>\r\n")
+        self.assertEqual(
+            out, b"554 5.6.0 Message contains NUL characters, rejected\r\n"
+        )
+
+    def test_longLine(self):
+        """A data line over 1000 octets: 500 5.5.2, nothing queued."""
+        out = self.rejected(b"a\r\n" + b"x" * 1000 + b"\r\nb\r\n")
+        self.assertTrue(out.startswith(b"500 5.5.2 Line too long"), out)
+
     def test_hops(self):
         """More than max_hops Received: headers: 554 5.4.6."""
         out = self.rejected(b"Received: x\r\n" * 4 + b"\r\nbody\r\n", maxHops=3)
