@@ -176,15 +176,12 @@ class AddressResolver:
         aliasSection = smar.section("aliases")
         aliases = _namedMap(aliasSection, maps, "aliases", log)
         flags = set(aliasSection["flags"] or ())
-        try:
-            qmgr = cfg.section("qmgr")
-            if qmgr.isSet("aliases"):
-                mode = {"localdomains": "local_domains", "all": "all_domains"}.get(
-                    qmgr["aliases"], qmgr["aliases"]
-                )
-                flags.add(mode)
-        except Exception:
-            pass
+        qmgr = cfg.section("qmgr")
+        if qmgr.isSet("aliases"):
+            mode = {"localdomains": "local_domains", "all": "all_domains"}.get(
+                qmgr["aliases"], qmgr["aliases"]
+            )
+            flags.add(mode)
         local = None
         if smar["local_user_map"]:
             local = maps.get(smar["local_user_map"].lower())

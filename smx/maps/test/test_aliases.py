@@ -183,3 +183,46 @@ class AliasTests(unittest.TestCase):
         )
         self.assertIsNone(self.successResultOf(e.validate("alice+x@my.dom")))
         self.assertEqual(self.successResultOf(e.validate("bob@my.dom"))["code"], 550)
+
+
+class AliasModeFromConfigurationTests(unittest.TestCase):
+    """
+    QMGR's C{aliases} option (seed §5.7) sets the domains SMAR expands
+    aliases for.
+    """
+
+    def build(self, text):
+        import os
+
+        from twisted.internet.task import Clock
+
+        from smx.config import parseConfiguration
+        from smx.maps.resolver import AddressResolver
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "mt")
+        with open(path, "w") as f:
+            f.write("local.test lmtp:\n")
+        cfg = parseConfiguration(
+            'smar { mailertable { name = "%s"; } }\n' % (path,) + text,
+            filename=os.path.join(directory, "smx.conf"),
+        )
+        resolver = AddressResolver.fromConfiguration(
+            cfg, Clock(), log=Logger("smar", sink=MemorySink())
+        )
+        self.addCleanup(resolver.close)
+        return resolver.aliases
+
+    def test_modes(self):
+        """
+        C{all} expands for every domain, C{localdomains} for the local
+        ones; unset, neither.
+        """
+        every = self.build("qmgr { aliases = all; }")
+        self.assertTrue(every.allDomains)
+        local = self.build("qmgr { aliases = localdomains; }")
+        self.assertTrue(local.localDomains)
+        self.assertFalse(local.allDomains)
+        unset = self.build("")
+        self.assertFalse(unset.allDomains or unset.localDomains)
