@@ -525,7 +525,14 @@ SMTPS = section(
             "are not local for relaying; serialize accept(2); 5xy becomes "
             "4xy; use the access map",
         ),
-        opt("id", Integer(0, 10**6), "0", "§5.9", "unique identifier of the server"),
+        opt(
+            "id",
+            Integer(0, 255),
+            "0",
+            "§5.9",
+            "unique identifier of the server: the 8-bit process id in its "
+            "session and transaction ids (App. C.1)",
+        ),
         opt("io_timeout", Time(minimum=1), "5m", "§5.9", "timeout of SMTP operations"),
         opt(
             "max_threads",

@@ -80,7 +80,8 @@ SECURITY
 
 DIAGNOSTICS
     Records as seed App. C.2: C{ss_sess=..., client_ipv4=...,
-    client_name=...}, C{where=connection, starttls=successful},
+    client_name=..., relay=0|1} (whether the client may relay),
+    C{where=connection, starttls=successful},
     C{ss_ta=..., mail=<...>, stat=0}, C{rcpt=<...>, idx=N, stat=0},
     C{msgid=<...>, size=N, stat=0}; rejections with C{stat=CODE,
     reply=...}.  An unexpected failure is logged with C{sev=ERR} and
@@ -198,6 +199,8 @@ class SMTPServerProtocol(CommitMixin, protocol.Protocol, TimeoutMixin):
             **{
                 ("client_ipv6" if self.ipv6 else "client_ipv4"): self.clientAddress,
                 "client_name": self.policy.clientName,
+                # whether the client may relay (App. C.2)
+                "relay": 1 if self.policy.relayClient else 0,
             },
         )
         if self._lost:

@@ -524,3 +524,52 @@ class ValueErrorTests(SynchronousTestCase):
         self.assertEqual(q.section("IBDB")["size"], 1024 * 1024)
         self.assertEqual(c.section("smtps")["max_message_size"], 8 * 1024 * 1024)
         self.assertEqual(c.section("smtps")["io_timeout"], 3912.0)
+
+    def test_smtpsIdIs8Bits(self):
+        """
+        The smtps C{id} is the 8-bit process identifier of App. C.1:
+        0..255; a larger one is an error naming the option (it was taken
+        and cut to its low byte).
+        """
+        for good in ("0", "255"):
+            c = configurationFromText("smtps { id = %s; }" % (good,))
+            self.assertEqual(c.section("smtps")["id"], int(good))
+        self.assertIn(
+            "invalid value for option 'id' in section 'smtps': 256 is out of "
+            "range (0..255)",
+            self.error("smtps { id = 256; }"),
+        )
+        self.assertIn("out of range", self.error("smtps MSA { id = -1; }"))
+
+
+class SMTPSIdProgramTests(SynchronousTestCase):
+    """
+    C{smx config}, the program, on an smtps C{id} out of range.
+    """
+
+    def test_idOutOfRange(self):
+        """
+        C{smx config -f} exits with status 2 and one line naming the
+        file, line and column of the value.
+        """
+        import os
+        import subprocess
+        import sys
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "smx.conf")
+        with open(path, "w") as f:
+            f.write(
+                'smtps {\n  daemon_address = { "127.0.0.1:2599" };\n  id = 300;\n}\n'
+            )
+        smx = os.path.join(os.path.dirname(sys.executable), "smx")
+        p = subprocess.run(
+            [smx, "config", "-f", path], capture_output=True, text=True, timeout=30
+        )
+        self.assertEqual(p.returncode, 2)
+        self.assertEqual(
+            p.stderr,
+            "%s:3:8: invalid value for option 'id' in section 'smtps': 300 is "
+            "out of range (0..255)\n" % (path,),
+        )

@@ -87,7 +87,9 @@ class SessionTests(unittest.TestCase):
         self.assertTrue(out.startswith(b"220 mx.test ESMTP smx "))
         sid = h.protocol.sessionId
         self.assertEqual(h.qmgr.sessions, {sid: "10.1.2.3"})
-        self.assertEqual(h.sink.lines()[0], "ss_sess=%s, client_ipv4=10.1.2.3" % sid)
+        self.assertEqual(
+            h.sink.lines()[0], "ss_sess=%s, client_ipv4=10.1.2.3, relay=0" % sid
+        )
 
     def test_mappedAddress(self):
         """An IPv4-mapped IPv6 client is logged as IPv4."""
@@ -438,6 +440,26 @@ class RelayTests(unittest.TestCase):
                 "reply": None,
             }
             self.assertTrue(self.rcpt(h, b"x@remote.test").startswith(expected))
+
+    def test_sessionRecordSaysRelay(self):
+        """
+        The first record of a session says whether the client may relay
+        (App. C.2): C{relay=1} for a C{cltaddr:} relay entry, else
+        C{relay=0}.
+        """
+        for action, relay in [("relay", "1"), ("ok", "0")]:
+            h = Harness(access=True)
+            h.resolver.clients["10.1.2.3"] = {
+                "action": action,
+                "quick": False,
+                "reply": None,
+                "clientName": "c.test",
+            }
+            h.connect()
+            record = h.records()[0]
+            self.assertEqual(record["ss_sess"], h.protocol.sessionId)
+            self.assertEqual(record["client_name"], "c.test")
+            self.assertEqual(record["relay"], relay)
 
     def test_toRelay(self):
         """A to: relay entry allows relaying to that address."""
