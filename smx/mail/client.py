@@ -16,8 +16,14 @@ RFC 1870, RFC 2033):
     EHLO again (a refused STARTTLS continues in clear text; a failed
     handshake is the caller's connection failure);
   - one transaction with many recipients: C{MAIL FROM} with C{SIZE=} when
-    offered and C{BODY=8BITMIME} for an 8-bit body when offered; with
-    PIPELINING, C{MAIL}, every C{RCPT} and C{DATA} in one write;
+    offered and C{BODY=8BITMIME} for an 8-bit body; with PIPELINING,
+    C{MAIL}, every C{RCPT} and C{DATA} in one write;
+  - an 8-bit body is never sent to a server that does not offer 8BITMIME
+    (RFC 6152 section 3): every recipient fails with C{554 5.6.3}
+    (L{CONVERSION_REQUIRED}, RFC 3463) before MAIL is sent;
+  - C{452} to RCPT (and C{552 5.5.3}, RFC 5321 4.5.3.1.10) is "too many
+    recipients" (L{tooManyRecipients}): a temporary failure the caller
+    sends again in a new transaction;
   - a per-recipient result; for LMTP one reply per accepted recipient after
     the final dot;
   - a connection lost, a timeout or a garbled reply in the middle of a
@@ -33,6 +39,7 @@ methods only.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
@@ -41,6 +48,45 @@ MAX_REPLY_LINE = 8192
 
 #: the most lines in one multi-line reply (EHLO keywords and the like)
 MAX_REPLY_LINES = 256
+
+#: the result of every recipient when an 8-bit body would go to a server
+#: without 8BITMIME (RFC 6152 section 3, RFC 3463 5.6.3); smx does not
+#: convert to quoted-printable (yet)
+CONVERSION_REQUIRED = (
+    "554 5.6.3 Conversion required but not supported: the message has "
+    "8-bit data and the server does not offer 8BITMIME"
+)
+
+_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+
+
+def enhancedStatus(text: str) -> str:
+    """
+    @param text: a reply as one line (C{"452 4.5.3 too many"}).
+    @return: its enhanced status code (RFC 3463, C{"4.5.3"}), or C{""}.
+    """
+    words = text.split(None, 2)
+    if len(words) >= 2 and _ENHANCED.match(words[1]):
+        return words[1]
+    return ""
+
+
+def tooManyRecipients(result: Dict[str, Any]) -> bool:
+    """
+    Was a recipient refused because the transaction had too many (RFC 5321
+    4.5.3.1.10)?  That is C{452} to RCPT with the enhanced status C{4.5.3}
+    or none (C{452 4.2.2} is a full mailbox, C{452 4.3.1} a full disk),
+    and C{552 5.5.3}, the code RFC 821 wrongly gave.
+
+    @param result: a per-recipient result of L{TransactionDone}.
+    """
+    if result.get("where") != "rcpt":
+        return False
+    code = result.get("code")
+    status = enhancedStatus(result.get("reply") or "")
+    if code == 452:
+        return status in ("", "4.5.3")
+    return code == 552 and status == "5.5.3"
 
 
 class ProtocolError(Exception):
@@ -405,7 +451,10 @@ class ClientMachine:
         @param sender: the reverse path without angle brackets.
         @param recipients: the forward paths without angle brackets.
         @param size: the content size in bytes (for C{SIZE=}).
-        @param bodyType: C{"7BIT"} or C{"8BITMIME"}.
+        @param bodyType: C{"7BIT"} or C{"8BITMIME"}: does the content
+            have 8-bit octets (or was it declared 8-bit)?  An 8-bit body
+            to a server without 8BITMIME fails at once with
+            L{CONVERSION_REQUIRED}.
         @return: a C{list} of events.
         """
         if self.state != READY:
@@ -426,10 +475,15 @@ class ClientMachine:
             for i in range(len(recipients)):
                 self._results[i] = _result("perm", 552, text, "mail")
             return self._done(reusable=True)
+        eightBit = bodyType.upper() == "8BITMIME"
+        if eightBit and "8BITMIME" not in self.extensions:
+            for i in range(len(recipients)):
+                self._results[i] = _result("perm", 554, CONVERSION_REQUIRED, "mail")
+            return self._done(reusable=True)
         mail = b"MAIL FROM:<" + sender.encode("utf-8") + b">"
         if "SIZE" in self.extensions:
             mail += b" SIZE=%d" % (size,)
-        if bodyType.upper() == "8BITMIME" and "8BITMIME" in self.extensions:
+        if eightBit:
             mail += b" BODY=8BITMIME"
         if "PIPELINING" in self.extensions:
             self._pipelined = True
@@ -599,8 +653,11 @@ class ClientMachine:
                 self._accepted.append(index)
                 self._results[index] = _result("ok", reply.code, reply.text, "rcpt")
             else:
-                status = "temp" if reply.code < 500 else "perm"
-                self._results[index] = _result(status, reply.code, reply.text, "rcpt")
+                result = _result(reply.status, reply.code, reply.text, "rcpt")
+                if tooManyRecipients(result):
+                    # 552 5.5.3 too: temporary (RFC 5321 4.5.3.1.10)
+                    result["status"] = "temp"
+                self._results[index] = result
             if not self._pipelined:
                 return self._sendNextRcpt()
             return []

@@ -34,14 +34,16 @@ class ClientTLSCreator:
         keyFile: Optional[str] = None,
         caFile: Optional[str] = None,
         caPath: Optional[str] = None,
+        where: str = "smtpc tls",
     ) -> None:
         """
+        @param where: the section, for error messages.
         @raise ValueError: if a file cannot be loaded (a user mistake).
         """
         try:
             ctx = makeContext(SSL.TLS_CLIENT_METHOD, certFile, keyFile, caFile, caPath)
         except TLSConfigurationError as e:
-            raise ValueError("smtpc tls: %s" % (e,))
+            raise ValueError("%s: %s" % (where, e))
         self.verified = True
         ctx.set_verify(SSL.VERIFY_PEER, self._verify)
         self._context = ctx

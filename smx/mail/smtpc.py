@@ -21,8 +21,12 @@ DESCRIPTION
     server did not accept.
 
     C{esmtp} routes connect to the route's address and port (default
-    C{remote_port}); C{lmtp} routes speak LMTP (RFC 2033) over the Unix
-    socket C{LMTP_socket}.  STARTTLS is used whenever it is offered (seed
+    C{remote_port}).  C{lmtp} routes speak LMTP (RFC 2033): over the Unix
+    socket C{LMTP_socket} for a local domain (mailertable C{lmtp:}
+    without hosts, seed §6.3.1), over TCP to the route's address and port
+    for C{lmtp:} with hosts (C{2724^lmtp:[192.0.2.1]}; without a port in
+    the entry, C{remote_port}, which is rarely what an LMTP server listens
+    on: RFC 2033 forbids port 25).  STARTTLS is used whenever it is offered (seed
     App. D); the client certificate is presented, the server's certificate
     is not required to verify (opportunistic TLS), but a failed handshake
     never falls back to clear text: it is a temporary failure for that
@@ -67,7 +71,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import socket
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from twisted.application import service
 from twisted.internet import defer
@@ -78,7 +82,12 @@ from smx import net
 from smx.ids import ClientIdGenerator
 from smx.interfaces import IDeliveryAgent
 from smx.log import Logger, loggerFromConfiguration
-from smx.mail.client import ClientMachine, TransactionDone
+from smx.mail.client import (
+    ClientMachine,
+    TransactionDone,
+    enhancedStatus,
+    tooManyRecipients,
+)
 from smx.mail.clientprotocol import (
     CHUNK_SIZE,
     ClientProtocol,
@@ -95,7 +104,10 @@ __all__ = [
     "ClientTLSCreator",
     "ConnectionCache",
     "DeliveryAgent",
+    "DeliveryAgentPool",
     "SessionError",
+    "deliveryAgentFromConfiguration",
+    "smtpcSections",
 ]
 
 
@@ -155,20 +167,31 @@ class DeliveryAgent(service.Service):
         self.cache = ConnectionCache(reactor, cacheSize, cacheTimeout)
         self.log = logger or Logger("smtpc")
         self.ids = ids or ClientIdGenerator()
+        #: delivery transactions in progress
+        self.busy = 0
         self._sessionCount = 0
 
     @classmethod
     def fromConfiguration(
-        cls, cfg: Any, contentStore: Any, reactor: Any = None
+        cls,
+        cfg: Any,
+        contentStore: Any,
+        reactor: Any = None,
+        section: Any = None,
+        ids: Optional[ClientIdGenerator] = None,
     ) -> "DeliveryAgent":
         """
-        Build SMTPC from the C{smtpc} section (and C{qmgr}'s
-        C{reuse_connection} flag and C{OCC_max_entries}) of a
-        configuration.
+        Build SMTPC from one C{smtpc} section (and C{qmgr}'s
+        C{reuse_connection} flag and C{OCC_max_entries}, and the global
+        C{hostname}) of a configuration.
 
+        @param section: the C{smtpc} section, named or not (default: the
+            first one in the file, or the defaults if there is none).
+        @param ids: the id generator (shared by the agents of a pool).
         @raise ValueError: if the TLS files cannot be loaded.
         """
-        section = cfg.section("smtpc")
+        if section is None:
+            section = smtpcSections(cfg)[0]
         qmgr = cfg.section("qmgr")
         tls = _subsection(section, "tls")
         creator = ClientTLSCreator(
@@ -176,9 +199,10 @@ class DeliveryAgent(service.Service):
             _get(tls, "key_file"),
             _get(tls, "CAcert_file"),
             _get(tls, "CAcert_path"),
+            where=_title(section) + " tls",
         )
         flags = _get(qmgr, "flags") or frozenset()
-        return cls(
+        agent = cls(
             contentStore,
             reactor,
             heloName=_get(cfg.globals, "hostname") or None,
@@ -189,7 +213,10 @@ class DeliveryAgent(service.Service):
             reuseConnection="reuse_connection" in flags,
             cacheSize=int(_get(qmgr, "OCC_max_entries") or 16),
             logger=loggerFromConfiguration("smtpc", section),
+            ids=ids,
         )
+        agent.name = _title(section)
+        return agent
 
     def stopService(self) -> None:
         service.Service.stopService(self)
@@ -201,6 +228,13 @@ class DeliveryAgent(service.Service):
         return defer.Deferred.fromCoroutine(self._deliver(transaction))
 
     async def _deliver(self, transaction: Dict[str, Any]) -> List[Dict[str, Any]]:
+        self.busy += 1
+        try:
+            return await self._deliverRoutes(transaction)
+        finally:
+            self.busy -= 1
+
+    async def _deliverRoutes(self, transaction: Dict[str, Any]) -> List[Dict[str, Any]]:
         recipients = transaction["recipients"]
         daTa = transaction.get("id") or self.ids.next()
         final = [None] * len(recipients)  # type: List[Optional[Dict[str, Any]]]
@@ -209,23 +243,13 @@ class DeliveryAgent(service.Service):
             "connect", 451, "451 4.4.0 no route to deliver to"
         )  # type: SessionError
         lastRoute = None  # type: Optional[Dict[str, Any]]
+        content = _Content(transaction)
         for route in transaction.get("routes") or []:
             if not pending:
                 break
             lastRoute = route
             try:
-                proto, key, cached = await self._session(route)
-            except SessionError as e:
-                lastError = e
-                continue
-            addresses = [recipients[i]["address"] for i in pending]
-            try:
-                done = await self._transaction(proto, transaction, addresses)
-                if cached and done.mailReply is None and not done.reusable:
-                    # the server had closed the cached session: nothing
-                    # of this transaction happened; again on a new one
-                    proto, key, cached = await self._session(route, cached=False)
-                    done = await self._transaction(proto, transaction, addresses)
+                await self._deliverRoute(route, content, daTa, pending, final)
             except SessionError as e:
                 lastError = e
                 continue
@@ -233,15 +257,9 @@ class DeliveryAgent(service.Service):
                 self.log.error(
                     "deliver", da_ta=daTa, ss_ta=transaction["ss_ta"], error=str(e)
                 )
-                self._release(key, proto, False)
                 lastError = SessionError("data", 451, "451 4.3.0 content missing")
                 break
-            self._logTransaction(proto, daTa, transaction, addresses, done)
-            mta = self._remoteMTA(route)
-            for i, result in zip(pending, done.results):
-                final[i] = _makeResult(recipients[i], result, mta)
-            pending = [i for i in pending if final[i]["status"] == "temp"]  # type: ignore[index]
-            self._release(key, proto, done.reusable)
+            pending = [i for i in pending if _tryElsewhere(final[i])]
         results = []
         for i, rcpt in enumerate(recipients):
             result = final[i]
@@ -249,6 +267,78 @@ class DeliveryAgent(service.Service):
                 result = self._sessionFailure(rcpt, lastError, lastRoute)
             results.append(result)
         return results
+
+    async def _deliverRoute(
+        self,
+        route: Dict[str, Any],
+        content: "_Content",
+        daTa: str,
+        pending: List[int],
+        final: List[Optional[Dict[str, Any]]],
+    ) -> None:
+        """
+        Deliver to the recipients C{pending} (indexes) over C{route},
+        setting their results in C{final}.
+
+        Recipients refused with "too many recipients" (452, RFC 5321
+        4.5.3.1.10) go at once in a new transaction, on the same session
+        when it can carry one, else on a new connection; this ends when a
+        transaction has no such refusal or gets it for its first
+        recipient (then the server takes none now: a temporary failure).
+        Each round is shorter than the one before, so it ends.
+
+        @raise SessionError: if no session for the first transaction
+            could be had.
+        @raise KeyError: the content is not in the content store.
+        """
+        recipients = content.transaction["recipients"]
+        mta = self._remoteMTA(route)
+        proto, key, cached = await self._session(route)
+        batch = pending
+        first = True
+        while True:
+            addresses = [recipients[i]["address"] for i in batch]
+            try:
+                done = await self._transaction(proto, content, addresses)
+                if cached and done.mailReply is None and not done.reusable:
+                    # the server had closed the cached session: nothing
+                    # of this transaction happened; again on a new one
+                    proto, key, cached = await self._session(route, cached=False)
+                    done = await self._transaction(proto, content, addresses)
+            except SessionError:
+                if first:
+                    raise
+                # the rest keep their 452: the next route may take them
+                return
+            except (KeyError, OSError):
+                self._release(key, proto, False)
+                raise
+            self._logTransaction(proto, daTa, content.transaction, addresses, done)
+            for i, result in zip(batch, done.results):
+                final[i] = _makeResult(recipients[i], result, mta)
+            more = [i for i, r in zip(batch, done.results) if tooManyRecipients(r)]
+            if not more or tooManyRecipients(done.results[0]):
+                self._release(key, proto, done.reusable)
+                return
+            self.log.info(
+                da_sess=proto.sessionId,
+                da_ta=daTa,
+                ss_ta=content.transaction.get("ss_ta"),
+                where="rcpt",
+                too_many_recipients=len(more),
+                status="new transaction",
+            )
+            batch = more
+            first = False
+            if done.reusable and not proto.lost:
+                # a session the server closes meanwhile shows at MAIL
+                cached = True
+                continue
+            proto.quit()
+            try:
+                proto, key, cached = await self._session(route, cached=False)
+            except SessionError:
+                return
 
     def _sessionFailure(
         self, rcpt: Dict[str, Any], e: SessionError, route: Optional[Dict[str, Any]]
@@ -277,27 +367,42 @@ class DeliveryAgent(service.Service):
         return route.get("host") or route.get("address") or None
 
     def _key(self, route: Dict[str, Any]) -> Tuple[str, str, int]:
+        """
+        Where C{route} goes: C{(mailer, address, port)}, the cache key of
+        its sessions.  An C{lmtp} route without a host is local delivery
+        over the Unix socket C{LMTP_socket} (port 0); one with a host (a
+        mailertable entry C{2724^lmtp:[192.0.2.1]}) speaks LMTP over TCP
+        to its address and port.
+        """
         if route.get("mailer") == "lmtp":
-            return ("lmtp", self.lmtpSocket, 0)
+            if not route.get("address") and not route.get("host"):
+                return ("lmtp", self.lmtpSocket, 0)
+            return ("lmtp", route.get("address") or "", self._port(route))
         return ("esmtp", route.get("address") or "", self._port(route))
 
     def _port(self, route: Dict[str, Any]) -> int:
         return int(route.get("port") or self.remotePort)
 
     async def _transaction(
-        self, proto: ClientProtocol, transaction: Dict[str, Any], addresses: List[str]
+        self, proto: ClientProtocol, content: "_Content", addresses: List[str]
     ) -> Any:
         """
         Run one transaction for C{addresses} on C{proto}.
 
         @raise KeyError: the content is not in the content store.
         """
+        transaction = content.transaction
         bodyFile = self.contentStore.open(transaction["ss_ta"])
+        try:
+            bodyType = content.bodyType(proto.machine.extensions, bodyFile)
+        except BaseException:
+            bodyFile.close()
+            raise
         return await proto.transaction(
             transaction.get("sender", ""),
             addresses,
             int(transaction.get("size") or 0),
-            transaction.get("bodyType") or "7BIT",
+            bodyType,
             bodyFile,
         )
 
@@ -326,9 +431,10 @@ class DeliveryAgent(service.Service):
 
     def _connect(self, route: Dict[str, Any], key: Any) -> defer.Deferred:
         lmtp = key[0] == "lmtp"
+        unix = lmtp and key[2] == 0
         self._sessionCount += 1
         sessionId = self.ids.next(self._sessionCount)
-        if not lmtp and not key[1]:
+        if not unix and not key[1]:
             return defer.fail(
                 SessionError("connect", 0, "451 4.4.3 route has no address")
             )
@@ -353,7 +459,7 @@ class DeliveryAgent(service.Service):
             )
 
         factory = _ConnectFactory(build)
-        if lmtp:
+        if unix:
             try:
                 name = socketName(key[1])
             except OSError as e:
@@ -447,6 +553,130 @@ class DeliveryAgent(service.Service):
             stat=0 if ok else result["code"],
             reply=None if ok and address is None else result["reply"],
         )
+
+
+def smtpcSections(cfg: Any) -> List[Any]:
+    """
+    @return: the C{smtpc} sections of C{cfg} in file order, named or not;
+        the defaults of one if there is none.
+    """
+    return list(cfg.sections("smtpc")) or [cfg.section("smtpc")]
+
+
+def deliveryAgentFromConfiguration(
+    cfg: Any, contentStore: Any, reactor: Any = None
+) -> Any:
+    """
+    SMTPC as embedded mode runs it: one L{DeliveryAgent} per C{smtpc}
+    section (seed §5.10: several SMTP clients may be specified, and the
+    scheduler treats them all alike).  With one section, that agent; with
+    several, a L{DeliveryAgentPool} of them.
+
+    @raise ValueError: if the TLS files of a section cannot be loaded.
+    """
+    ids = ClientIdGenerator()
+    agents = [
+        DeliveryAgent.fromConfiguration(cfg, contentStore, reactor, s, ids)
+        for s in smtpcSections(cfg)
+    ]
+    if len(agents) == 1:
+        return agents[0]
+    return DeliveryAgentPool(agents)
+
+
+@implementer(IDeliveryAgent)
+class DeliveryAgentPool(service.MultiService):
+    """
+    Several SMTPC instances, one per C{smtpc} section, in one process: the
+    embedded form of the seed's several SMTP client processes that QMGR
+    uses alike (seed §5.10).  Each agent keeps its own section's settings
+    (C{io_timeout}, C{LMTP_socket}, C{tls}, C{log}) and connection cache;
+    each delivery transaction goes to the agent with the fewest in
+    progress, the first in the file on a tie (so that one delivery at a
+    time always uses the first section, and its cached sessions).
+
+    @ivar agents: the L{DeliveryAgent}s, in file order.
+    """
+
+    name = "smtpc"  # type: ignore[assignment]
+
+    def __init__(self, agents: List[DeliveryAgent]) -> None:
+        service.MultiService.__init__(self)
+        if not agents:
+            raise ValueError("a pool of delivery agents needs one")
+        self.agents = list(agents)
+        seen = set()  # type: Set[str]
+        for i, agent in enumerate(self.agents):
+            name = agent.name or "smtpc"
+            if name in seen:
+                name = "%s #%d" % (name, i + 1)
+            seen.add(name)
+            agent.name = name
+            agent.setServiceParent(self)
+
+    def deliver(self, transaction: Dict[str, Any]) -> defer.Deferred:
+        agent = min(self.agents, key=lambda a: a.busy)
+        return agent.deliver(transaction)
+
+
+def _title(section: Any) -> str:
+    title = getattr(section, "title", None)
+    return title() if callable(title) else "smtpc"
+
+
+class _Content:
+    """
+    The content of one delivery transaction and what SMTPC found out
+    about it.
+
+    @ivar transaction: the delivery transaction (see L{IDeliveryAgent}).
+    @ivar eightBit: does the content have octets above 127?  C{None}
+        until a server makes it matter.
+    """
+
+    def __init__(self, transaction: Dict[str, Any]) -> None:
+        self.transaction = transaction
+        self.declared = (transaction.get("bodyType") or "7BIT").upper()
+        self.eightBit = None  # type: Optional[bool]
+
+    def bodyType(self, extensions: Dict[str, str], bodyFile: Any) -> str:
+        """
+        The body type of MAIL for a server offering C{extensions}:
+        C{"8BITMIME"} for content with 8-bit octets (declared or not),
+        C{"7BIT"} otherwise (RFC 6152).  A body declared 8BITMIME goes as
+        declared to a server that offers it; otherwise the content is
+        read once (and C{bodyFile} rewound): a body declared 8-bit that
+        is 7-bit can go to any server, one with 8-bit octets not declared
+        gets C{BODY=8BITMIME} or, without the extension, the 5.6.3
+        failure of L{smx.mail.client.ClientMachine.startTransaction}.
+        """
+        if self.declared == "8BITMIME" and "8BITMIME" in extensions:
+            return "8BITMIME"
+        if self.eightBit is None:
+            self.eightBit = _hasEightBit(bodyFile)
+            bodyFile.seek(0)
+        return "8BITMIME" if self.eightBit else "7BIT"
+
+
+def _hasEightBit(bodyFile: Any) -> bool:
+    while True:
+        chunk = bodyFile.read(CHUNK_SIZE)
+        if not chunk:
+            return False
+        if not chunk.isascii():
+            return True
+
+
+def _tryElsewhere(result: Optional[Dict[str, Any]]) -> bool:
+    """
+    Does a recipient with this result go on to the next route: no
+    result, a temporary failure, or a server without 8BITMIME for an
+    8-bit body (another MX may offer it; the 5.6.3 failure stands if none
+    does)?
+    """
+    if result is None or result["status"] == "temp":
+        return True
+    return result["where"] == "mail" and enhancedStatus(result["reply"]) == "5.6.3"
 
 
 def _stat(code: int) -> int:

@@ -11,6 +11,7 @@ from typing import Any, List
 from twisted.trial.unittest import SynchronousTestCase
 
 from smx.mail.client import (
+    CONVERSION_REQUIRED,
     BodyEncoder,
     ClientMachine,
     ProtocolError,
@@ -23,6 +24,8 @@ from smx.mail.client import (
     StartTLS,
     TransactionDone,
     encodeBody,
+    enhancedStatus,
+    tooManyRecipients,
 )
 
 
@@ -222,13 +225,87 @@ class MachineTests(SynchronousTestCase):
         self.assertEqual(done.results[0]["status"], "temp")
         self.assertEqual(done.results[0]["where"], "final_dot")
 
-    def test_no8bitWithoutOffer(self) -> None:
-        """BODY= and SIZE= are only sent when offered."""
+    def test_noSizeWithoutOffer(self) -> None:
+        """SIZE= is only sent when offered."""
         m = self.ready(b"250 mx.test")
         self.assertEqual(
-            sent(m.startTransaction("a@b", ["c@d"], 5, "8BITMIME")),
+            sent(m.startTransaction("a@b", ["c@d"], 5, "7BIT")),
             b"MAIL FROM:<a@b>\r\n",
         )
+
+    def test_no8bitWithoutOffer(self) -> None:
+        """
+        An 8-bit body is not sent to a server that does not offer 8BITMIME
+        (RFC 6152 section 3): nothing is sent, every recipient fails
+        permanently with 554 5.6.3 at MAIL, and the session can carry the
+        next transaction.
+        """
+        m = self.ready(b"250 mx.test")
+        events = m.startTransaction("a@b", ["c@d", "e@f"], 5, "8BITMIME")
+        self.assertEqual(sent(events), b"")
+        [done] = events
+        self.assertIsInstance(done, TransactionDone)
+        self.assertEqual(
+            done.results,
+            [
+                {
+                    "status": "perm",
+                    "code": 554,
+                    "reply": CONVERSION_REQUIRED,
+                    "where": "mail",
+                }
+            ]
+            * 2,
+        )
+        self.assertTrue(CONVERSION_REQUIRED.startswith("554 5.6.3 "))
+        self.assertIsNone(done.mailReply)
+        self.assertTrue(done.reusable)
+        self.assertEqual(m.state, "ready")
+        self.assertEqual(
+            sent(m.startTransaction("a@b", ["c@d"], 5)), b"MAIL FROM:<a@b>\r\n"
+        )
+
+    def test_tooManyRecipients(self) -> None:
+        """
+        C{452 4.5.3} and C{452} without an enhanced code to RCPT are
+        temporary and "too many recipients"; so is C{552 5.5.3} (RFC 5321
+        4.5.3.1.10); a full mailbox (C{452 4.2.2}) or a refusal at MAIL is
+        not.
+        """
+        m = self.ready()
+        m.startTransaction("a@b", ["c@d", "e@f", "g@h", "i@j", "k@l"])
+        for reply in [
+            b"250 ok",
+            b"250 ok",
+            b"452 4.5.3 Error: too many recipients",
+            b"452 too many recipients",
+            b"552 5.5.3 too many recipients",
+            b"452 4.2.2 mailbox full",
+        ]:
+            m.replyReceived(r(reply))
+        m.replyReceived(r(b"354 go"))
+        m.bodySent()
+        [done] = m.replyReceived(r(b"250 ok"))
+        self.assertEqual(
+            [x["status"] for x in done.results], ["ok", "temp", "temp", "temp", "temp"]
+        )
+        self.assertEqual(
+            [tooManyRecipients(x) for x in done.results],
+            [False, True, True, True, False],
+        )
+        self.assertFalse(
+            tooManyRecipients(
+                {"status": "temp", "code": 452, "reply": "452 full", "where": "mail"}
+            )
+        )
+
+    def test_enhancedStatus(self) -> None:
+        """L{enhancedStatus} finds the RFC 3463 code of a reply, if any."""
+        self.assertEqual(enhancedStatus("452 4.5.3 too many"), "4.5.3")
+        self.assertEqual(enhancedStatus("550 5.1.10 null MX"), "5.1.10")
+        self.assertEqual(enhancedStatus("452 too many"), "")
+        self.assertEqual(enhancedStatus("452 4.5 x"), "")
+        self.assertEqual(enhancedStatus("452"), "")
 
     def test_allRecipientsRejected(self) -> None:
         """

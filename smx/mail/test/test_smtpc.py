@@ -18,8 +18,15 @@ from zope.interface.verify import verifyObject
 
 from smx.interfaces import IDeliveryAgent
 from smx.log import Logger, MemorySink, parseRecord
-from smx.mail import smtpc
-from smx.mail.smtpc import ClientProtocol, DeliveryAgent, _ConnectFactory
+from smx.mail import client, smtpc
+from smx.mail.smtpc import (
+    ClientProtocol,
+    DeliveryAgent,
+    DeliveryAgentPool,
+    _ConnectFactory,
+    deliveryAgentFromConfiguration,
+)
+from smx.maps.routing import localRoute
 from smx.queue.testing import MemoryContentStore
 
 EHLO = b"250-mx.test\r\n250-PIPELINING\r\n250 SIZE 100000\r\n"
@@ -314,7 +321,7 @@ class AgentTests(SynchronousTestCase):
         one reply per recipient after the final dot.
         """
         self.agent.lmtpSocket = "/tmp/lmtp.sock"
-        d = self.agent.deliver(self.transaction([route("", mailer="lmtp")], 2))
+        d = self.agent.deliver(self.transaction([localRoute()], 2))
         path, factory, timeout, _ = self.reactor.unixClients[0]
         self.assertEqual(path, "/tmp/lmtp.sock")
         proto = factory.buildProtocol(None)
@@ -331,6 +338,175 @@ class AgentTests(SynchronousTestCase):
         lines = self.sink.lines()
         self.assertIn("port=0, addr=/tmp/lmtp.sock", lines[0])
         self.assertTrue(any("rcpt=<r1@d.test>, where=final_dot" in x for x in lines))
+
+    def test_lmtpOverTCP(self) -> None:
+        """
+        An lmtp route with a host (mailertable C{2724^lmtp:[192.0.2.7]})
+        speaks LMTP over TCP to its address and port, not over
+        C{LMTP_socket}.
+        """
+        self.agent.lmtpSocket = "/tmp/lmtp.sock"
+        lmtp = route("192.0.2.7", 2724, mailer="lmtp")
+        d = self.agent.deliver(self.transaction([lmtp]))
+        self.assertEqual(self.reactor.unixClients, [])
+        self.assertEqual(self.reactor.tcpClients[0][:2], ("192.0.2.7", 2724))
+        proto, t = self.connect()
+        self.converse(proto, t, b"220 lmtp\r\n")
+        self.assertEqual(t.value(), b"LHLO me.test\r\n")
+        self.converse(proto, t, b"250-lmtp\r\n250 PIPELINING\r\n")
+        self.converse(proto, t, b"250 ok\r\n250 ok\r\n354 go\r\n250 2.0.0 saved\r\n")
+        [result] = self.successResultOf(d)
+        self.assertEqual((result["status"], result["where"]), ("ok", "final_dot"))
+        self.assertEqual(result["remoteMTA"], "mx-192.0.2.7")
+
+    def test_eightBitWithoutExtension(self) -> None:
+        """
+        Content with 8-bit octets, though not declared, is not sent to a
+        server that does not offer 8BITMIME: 554 5.6.3 for every
+        recipient, without MAIL.
+        """
+        self.store.contents["S1"] = b"Subject: x\n\ncaf\xc3\xa9\n"
+        d = self.agent.deliver(self.transaction([route()], 2))
+        proto, t = self.connect()
+        self.converse(proto, t, b"220 mx\r\n", EHLO)
+        results = self.successResultOf(d)
+        self.assertEqual([r["status"] for r in results], ["perm", "perm"])
+        self.assertEqual([r["code"] for r in results], [554, 554])
+        self.assertEqual(results[0]["reply"], client.CONVERSION_REQUIRED)
+        self.assertNotIn(b"MAIL", t.value())
+
+    def test_eightBitUndeclared(self) -> None:
+        """
+        Undeclared 8-bit content goes with BODY=8BITMIME to a server that
+        offers 8BITMIME.
+        """
+        self.store.contents["S1"] = b"caf\xc3\xa9\n"
+        self.agent.deliver(self.transaction([route()]))
+        proto, t = self.connect()
+        self.converse(
+            proto,
+            t,
+            b"220 mx\r\n",
+            b"250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
+        )
+        self.assertIn(b"MAIL FROM:<a@b.test> BODY=8BITMIME\r\nRCPT", t.value())
+
+    def test_tooManyRecipients(self) -> None:
+        """
+        Recipients refused with 452 4.5.3 go at once in a new transaction
+        on the same session; the answer for them is that of the second
+        transaction.
+        """
+        d = self.agent.deliver(self.transaction([route()], 3))
+        proto, t = self.connect()
+        self.converse(proto, t, b"220 mx\r\n", EHLO)
+        t.clear()
+        self.converse(
+            proto,
+            t,
+            b"250 ok\r\n250 ok\r\n452 4.5.3 too many\r\n452 4.5.3 too many\r\n",
+            b"354 go\r\n",
+            b"250 queued\r\n",
+        )
+        self.assertNoResult(d)
+        self.assertTrue(
+            t.value().endswith(
+                b"MAIL FROM:<a@b.test> SIZE=16\r\nRCPT TO:<r1@d.test>\r\n"
+                b"RCPT TO:<r2@d.test>\r\nDATA\r\n"
+            ),
+            t.value(),
+        )
+        self.converse(proto, t, b"250 ok\r\n250 ok\r\n550 5.1.1 no\r\n354 go\r\n")
+        self.converse(proto, t, b"250 queued again\r\n")
+        results = self.successResultOf(d)
+        self.assertEqual([r["status"] for r in results], ["ok", "ok", "perm"])
+        self.assertEqual(results[1]["reply"], "250 queued again")
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+
+    def test_tooManyRecipientsNewConnection(self) -> None:
+        """
+        When the session cannot carry another transaction (DATA was
+        refused), the recipients refused with 452 go on a new connection.
+        """
+        d = self.agent.deliver(self.transaction([route()], 2))
+        proto, t = self.connect()
+        self.converse(proto, t, b"220 mx\r\n", EHLO)
+        self.converse(proto, t, b"250 ok\r\n250 ok\r\n452 4.5.3 too many\r\n")
+        self.converse(proto, t, b"451 4.3.0 try later\r\n")
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        proto2, t2 = self.connect()
+        self.converse(proto2, t2, b"220 mx\r\n", EHLO)
+        self.assertIn(b"RCPT TO:<r1@d.test>\r\nDATA", t2.value())
+        self.converse(proto2, t2, b"250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n")
+        results = self.successResultOf(d)
+        self.assertEqual([r["status"] for r in results], ["temp", "ok"])
+
+    def test_tooManyForTheFirstRecipient(self) -> None:
+        """
+        452 for the first recipient of a transaction ends the attempt: a
+        temporary failure, no further transaction.
+        """
+        d = self.agent.deliver(self.transaction([route()], 2))
+        proto, t = self.connect()
+        self.converse(proto, t, b"220 mx\r\n", EHLO)
+        self.converse(proto, t, b"250 ok\r\n452 4.5.3 no\r\n452 4.5.3 no\r\n")
+        self.converse(proto, t, b"554 5.5.1 no valid recipients\r\n")
+        results = self.successResultOf(d)
+        self.assertEqual([r["status"] for r in results], ["temp", "temp"])
+        self.assertEqual(t.value().count(b"MAIL FROM"), 1)
+
+
+class PoolTests(SynchronousTestCase):
+    """
+    Tests for L{DeliveryAgentPool}: several smtpc sections in one process.
+    """
+
+    def agents(self, *names: str) -> List[DeliveryAgent]:
+        out = []
+        for name in names:
+            agent = DeliveryAgent(
+                MemoryContentStore(), MemoryReactorClock(), "me.test", useTLS=False
+            )
+            agent.name = name
+            out.append(agent)
+        return out
+
+    def test_interface(self) -> None:
+        """L{DeliveryAgentPool} provides L{IDeliveryAgent}."""
+        self.assertTrue(
+            verifyObject(IDeliveryAgent, DeliveryAgentPool(self.agents("a")))
+        )
+
+    def test_leastBusy(self) -> None:
+        """
+        A transaction goes to the agent with the fewest in progress, the
+        first on a tie.
+        """
+        a, b = self.agents("smtpc A", "smtpc B")
+        pool = DeliveryAgentPool([a, b])
+        calls = []  # type: List[str]
+        for agent in (a, b):
+            agent.deliver = (  # type: ignore[method-assign]
+                lambda tx, agent=agent: calls.append(agent.name)
+            )
+        pool.deliver({})
+        b.busy = 1
+        pool.deliver({})
+        a.busy = 2
+        pool.deliver({})
+        self.assertEqual(calls, ["smtpc A", "smtpc A", "smtpc B"])
+
+    def test_services(self) -> None:
+        """
+        The agents are child services with unique names; stopping the pool
+        stops them.
+        """
+        pool = DeliveryAgentPool(self.agents("smtpc", "smtpc"))
+        self.assertEqual([s.name for s in pool], ["smtpc", "smtpc #2"])
+        pool.startService()
+        self.assertTrue(all(a.running for a in pool.agents))
+        pool.stopService()
+        self.assertFalse(any(a.running for a in pool.agents))
 
 
 class ConnectionReuseTests(AgentTests.__bases__[0]):  # type: ignore[misc]
@@ -490,6 +666,38 @@ class ConfigurationTests(SynchronousTestCase):
         self.assertEqual(agent.remotePort, 25)
         self.assertFalse(agent.reuseConnection)
         self.assertTrue(agent.lmtpSocket.endswith("lmtpsock"))
+
+    def test_namedSections(self) -> None:
+        """
+        Several smtpc sections, named or not: one agent per section, each
+        with its own options, in file order.
+        """
+        cfg = self.parse(
+            "smtpc MTA { io_timeout = 10s; LMTP_socket = /tmp/a; }\n"
+            "smtpc { io_timeout = 20s; LMTP_socket = /tmp/b; log_level = 12; }\n"
+            "smtpc LAST { }\n"
+        )
+        pool = deliveryAgentFromConfiguration(
+            cfg, MemoryContentStore(), MemoryReactorClock()
+        )
+        self.assertIsInstance(pool, DeliveryAgentPool)
+        self.assertEqual(
+            [(a.name, a.ioTimeout) for a in pool.agents],
+            [("smtpc MTA", 10.0), ("smtpc", 20.0), ("smtpc LAST", 300.0)],
+        )
+        self.assertEqual(pool.agents[1].lmtpSocket, "/tmp/b")
+        self.assertEqual(pool.agents[1].log.level, 12)
+        self.assertEqual(pool.agents[0].log.level, 9)
+        self.assertIs(pool.agents[0].ids, pool.agents[2].ids)
+
+    def test_oneSection(self) -> None:
+        """One smtpc section (named or not, or none) is one agent."""
+        for text in ("", "smtpc { }", "smtpc MTA { io_timeout = 10s; }"):
+            agent = deliveryAgentFromConfiguration(
+                self.parse(text), MemoryContentStore(), MemoryReactorClock()
+            )
+            self.assertIsInstance(agent, DeliveryAgent)
+        self.assertEqual((agent.name, agent.ioTimeout), ("smtpc MTA", 10.0))
 
     def test_badCertificate(self) -> None:
         """A tls cert_file that cannot be loaded is a ValueError naming it."""
