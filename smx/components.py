@@ -4,10 +4,10 @@ Assemble the components of smx from a configuration (embedded mode).
 
 Each configured component becomes one child service of the root, added in
 the order they must start (and stop in reverse): SMAR, the LMTP delivery
-server (if an C{lmtpd} section is present), SMTPC, QMGR (which recovers
-the queue before anything can arrive), and last the SMTPS listeners.  The
-components refer to each other only through the Interfaces of
-L{smx.interfaces}.
+servers (one per C{lmtpd} section), SMTPC (one delivery agent per
+C{smtpc} section), QMGR (which recovers the queue before anything can
+arrive), and last the SMTPS listeners.  The components refer to each
+other only through the Interfaces of L{smx.interfaces}.
 """
 
 from __future__ import annotations
@@ -48,13 +48,16 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
     Build every component of C{cfg} and add its services to C{parent}.
 
     @return: the components by name: C{"resolver"}, C{"contentStore"},
-        C{"deliveryAgent"}, C{"qmgr"}, C{"smtps"} (a list of listeners),
-        C{"lmtpd"} (or C{None}).
+        C{"deliveryAgent"} (a L{smx.mail.smtpc.DeliveryAgent}, or a
+        L{smx.mail.smtpc.DeliveryAgentPool} for several C{smtpc}
+        sections), C{"qmgr"}, C{"smtps"} (a list of listeners),
+        C{"lmtpd"} (the first LMTP server, or C{None}) and C{"lmtpds"}
+        (all of them, one per C{lmtpd} section).
     @raise ComponentError: a map, a TLS file or another setting named in
         the configuration cannot be used.
     """
-    from smx.mail.lmtpd import LMTPDeliveryService
-    from smx.mail.smtpc import DeliveryAgent
+    from smx.mail.lmtpd import lmtpdServices
+    from smx.mail.smtpc import deliveryAgentFromConfiguration
     from smx.mail.smtps import SMTPSConfigurationError, smtpsServices
     from smx.maps.resolver import AddressResolver
     from smx.queue.qmgr import QueueManager, contentStoreFromConfiguration
@@ -67,17 +70,12 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
     components["resolver"] = resolver
     _ResolverService(resolver).setServiceParent(parent)
 
-    lmtpd = None
-    if any(s.keyword == "lmtpd" for s in cfg.sections()):
-        section = cfg.section("lmtpd")
-        lmtpd = LMTPDeliveryService(
-            section["socket"],
-            section["maildir_base"],
-            reactor=reactor,
-            hostname=cfg.globals["hostname"],
-        )
-        lmtpd.setServiceParent(parent)
-    components["lmtpd"] = lmtpd
+    # one LMTP server per lmtpd section, named or not
+    servers = lmtpdServices(cfg, reactor)
+    for server in servers:
+        server.setServiceParent(parent)
+    components["lmtpd"] = servers[0] if servers else None
+    components["lmtpds"] = servers
 
     # fsyncs of CDB files and IBDB run in the reactor's thread pool, so the
     # reactor goes on reading SMTP while the disk syncs (group commit)
@@ -92,7 +90,8 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
     components["contentStore"] = contentStore
 
     try:
-        agent = DeliveryAgent.fromConfiguration(cfg, contentStore, reactor)
+        # one delivery agent per smtpc section, named or not (seed §5.10)
+        agent = deliveryAgentFromConfiguration(cfg, contentStore, reactor)
     except ValueError as e:
         raise ComponentError("smtpc: %s" % (e,))
     agent.setServiceParent(parent)

@@ -19,8 +19,14 @@ DESCRIPTION
     after the final dot.
 
 CONFIGURATION PARAMETERS
-    None; the socket path and the Maildir base are given by the caller
-    (C{smx lmtpd --socket --maildir}).
+    In embedded mode every C{lmtpd} section (named or not) is one server
+    (L{lmtpdServices}): C{socket} (the Unix socket, SMTPC's
+    C{LMTP_socket}), C{maildir_base}, C{log { ... }} and C{log_level}, the
+    global C{hostname}, and C{port} with C{address} (seed §5.2): with a
+    C{port} it listens for LMTP on that TCP address too.  The other
+    options of seed §5.2 (C{mcp_type}, C{user}, C{processes}, ...) are
+    for MCP.  C{smx lmtpd --socket --maildir} runs one server without a
+    configuration.
 
 SECURITY
     Local parts that could leave the base directory (C{/}, C{..}, a
@@ -29,6 +35,9 @@ SECURITY
     C{maxMessageSize} bytes.  The socket is created mode 0666 by default
     (it is meant for the MTA on the same host; put it in a directory with
     restricted permissions to limit who may deliver).
+    A TCP listener (C{port}) takes mail for every local mailbox from
+    whoever can connect: give it a loopback C{address} (the default,
+    seed §5.2, is every address).
 
 DIAGNOSTICS
     One record per delivery: C{lmtp_sess=, rcpt=<...>, file=..., stat=0}
@@ -43,7 +52,7 @@ import socket
 from typing import Any, List, Optional, Tuple
 
 from twisted.application import service
-from twisted.internet import protocol
+from twisted.internet import defer, protocol
 from twisted.mail.maildir import initializeMaildir
 from twisted.protocols.basic import LineReceiver
 
@@ -355,7 +364,13 @@ class LMTPDeliveryService(service.Service):
         hostname: Optional[str] = None,
         logger: Optional[Logger] = None,
         mode: int = 0o666,
+        tcpPort: Optional[int] = None,
+        tcpAddress: str = "0.0.0.0",
     ) -> None:
+        """
+        @param tcpPort: listen for LMTP on this TCP port (of
+            C{tcpAddress}) too; C{0} picks a free one.
+        """
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
@@ -365,7 +380,11 @@ class LMTPDeliveryService(service.Service):
         self.reactor = reactor
         self.mode = mode
         self.factory = LMTPFactory(self.maildirBase, hostname, logger, reactor)
+        self.tcpPort = tcpPort
+        self.tcpAddress = tcpAddress
         self._port = None  # type: Optional[Any]
+        #: the TCP listening port while running (if C{tcpPort} is set)
+        self.tcp = None  # type: Optional[Any]
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -374,13 +393,54 @@ class LMTPDeliveryService(service.Service):
         self._port = self.reactor.listenUNIX(
             socketName(self.socketPath), self.factory, mode=self.mode
         )
+        if self.tcpPort is not None:
+            from smx import net
+
+            try:
+                self.tcp = net.listenTCP(
+                    self.reactor, self.tcpPort, self.factory, interface=self.tcpAddress
+                )
+            except Exception:
+                port, self._port = self._port, None
+                port.stopListening()
+                raise
 
     def stopService(self) -> Any:
         service.Service.stopService(self)
-        if self._port is not None:
-            port, self._port = self._port, None
-            return port.stopListening()
+        stopping = []
+        for port in (self._port, self.tcp):
+            if port is not None:
+                stopping.append(port.stopListening())
+        self._port = self.tcp = None
+        if stopping:
+            return defer.gatherResults([d for d in stopping if d is not None])
         return None
+
+
+def lmtpdServices(cfg: Any, reactor: Any = None) -> List[LMTPDeliveryService]:
+    """
+    One L{LMTPDeliveryService} per C{lmtpd} section of C{cfg} (named or
+    not), each with its section's C{socket}, C{maildir_base}, C{log},
+    C{log_level}, C{port} and C{address}, and the global C{hostname}.
+    Service names are C{lmtpd} and C{lmtpd NAME}.
+    """
+    from smx.log import loggerFromConfiguration
+
+    services = []  # type: List[LMTPDeliveryService]
+    for section in cfg.sections("lmtpd"):
+        port = section["port"]
+        svc = LMTPDeliveryService(
+            section["socket"],
+            section["maildir_base"],
+            reactor=reactor,
+            hostname=cfg.globals["hostname"],
+            logger=loggerFromConfiguration("lmtpd", section),
+            tcpPort=None if port is None else int(port),
+            tcpAddress=section["address"] or "0.0.0.0",
+        )
+        svc.name = section.title()
+        services.append(svc)
+    return services
 
 
 def _removeStaleSocket(path: str) -> None:

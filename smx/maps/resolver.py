@@ -199,7 +199,10 @@ class AddressResolver:
         )
         dnsbl = [(s["domain"], s["tag"]) for s in smar.sections("dnsbl")]
         try:
-            port = cfg.section("smtpc")["remote_port"]
+            # the first smtpc section, named or not: all of them must
+            # use the same remote_port (seed §5.10, smx.config.reconcile)
+            clients = cfg.sections("smtpc") or [cfg.section("smtpc")]
+            port = clients[0]["remote_port"]
         except Exception:
             port = 25
         return cls(

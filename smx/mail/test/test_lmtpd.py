@@ -16,6 +16,7 @@ from smx.mail.lmtpd import (
     LMTPDeliveryService,
     LMTPFactory,
     UnsafeLocalPart,
+    lmtpdServices,
     mailboxName,
 )
 from smx.scripts import lmtpd as script
@@ -179,6 +180,47 @@ class ServiceTests(SynchronousTestCase):
         svc = LMTPDeliveryService(path, self.mktemp(), MemoryReactorClock())
         self.assertRaises(OSError, svc.startService)
         self.assertTrue(os.path.exists(path))
+
+    def test_fromConfiguration(self) -> None:
+        """
+        Every lmtpd section, named or not, is one server with its
+        C{socket}, C{maildir_base}, C{log_level}, and with C{port} and
+        C{address} a TCP listener too; the global C{hostname} greets.
+        """
+        from smx.config import parseConfiguration
+
+        base = os.path.abspath(self.mktemp())
+        cfg = parseConfiguration(
+            "hostname = lda.test;\n"
+            'lmtpd { socket = "%s/a"; maildir_base = "%s/ma"; }\n'
+            'lmtpd TCP { socket = "%s/b"; maildir_base = "%s/mb"; port = 2724;\n'
+            "  address = 127.0.0.74; log_level = 12; }\n" % ((base,) * 4),
+            filename="smx.conf",
+        )
+        reactor = MemoryReactorClock()
+        first, second = lmtpdServices(cfg, reactor)
+        self.assertEqual((first.name, second.name), ("lmtpd", "lmtpd TCP"))
+        self.assertEqual(first.socketPath, os.path.join(base, "a"))
+        self.assertEqual(second.maildirBase, os.path.join(base, "mb"))
+        self.assertEqual(second.factory.hostname, "lda.test")
+        self.assertEqual(second.factory.log.level, 12)
+        self.assertEqual((first.tcpPort, second.tcpPort), (None, 2724))
+        for svc in (first, second):
+            svc.startService()
+        self.assertEqual(len(reactor.unixServers), 2)
+        [(port, factory, _, interface)] = reactor.tcpServers
+        self.assertEqual((port, interface), (2724, "127.0.0.74"))
+        self.assertIs(factory, second.factory)
+        for svc in (first, second):
+            svc.stopService()
+        self.assertIsNone(second.tcp)
+
+    def test_noSections(self) -> None:
+        """Without an lmtpd section there is no LMTP server."""
+        from smx.config import parseConfiguration
+
+        cfg = parseConfiguration("", filename="smx.conf")
+        self.assertEqual(lmtpdServices(cfg, MemoryReactorClock()), [])
 
     def test_usage(self) -> None:
         """Missing options are a usage error (status 2), not a traceback."""
