@@ -458,9 +458,16 @@ class Dovecot:
     @ivar socket: its LMTP socket.
     """
 
-    def __init__(self, testCase: Any, root: str) -> None:
+    def __init__(
+        self, testCase: Any, root: str, tcp: Optional[Tuple[str, int]] = None
+    ) -> None:
+        """
+        @param tcp: C{(address, port)} of an LMTP listener on TCP as well
+            (C{inet_listener lmtp}).
+        """
         self.root = root
         self.socket = os.path.join(root, "lmtp")
+        self.tcp = tcp
         testCase.addCleanup(self.stop)
         self.started = False
 
@@ -482,12 +489,21 @@ class Dovecot:
         if os.getuid() == 0:
             shutil.chown(mail, "nobody", "nogroup")
         conf = os.path.join(self.root, "dovecot.conf")
+        text = DOVECOT_CONF.replace("@ROOT@", self.root)
+        if self.tcp is not None:
+            listener = "  inet_listener lmtp {\n    address = %s\n    port = %d\n  }\n"
+            text = text.replace(
+                "    mode = 0666\n  }\n", "    mode = 0666\n  }\n" + listener % self.tcp
+            )
         with open(conf, "w") as f:
-            f.write(DOVECOT_CONF.replace("@ROOT@", self.root))
+            f.write(text)
         subprocess.run([DOVECOT, "-c", conf], check=True, timeout=10)
         self.started = True
         if not waitFor(lambda: os.path.exists(self.socket)):
             raise RuntimeError("dovecot did not create its LMTP socket")
+        tcp = self.tcp
+        if tcp is not None and not waitFor(lambda: canConnect(tcp[1], tcp[0])):
+            raise RuntimeError("dovecot does not listen on %s:%d" % tcp)
 
     def stop(self) -> None:
         """

@@ -1,0 +1,254 @@
+# -*- test-case-name: smx.mail.test.test_integration_delivery_e2e -*-
+"""
+Integration tests, end to end, of SMTPC's delivery rules: smx run as a
+user runs it (C{twistd -n smx --config smx.conf}, harness
+L{smx.test.mta}), mail submitted with swaks or smtplib over loopback,
+delivered to real peers:
+
+  - a mailertable entry C{dove.test PORT^lmtp:[127.0.0.73]} delivers over
+    LMTP on TCP to Dovecot there, not to smx's own lmtpd;
+  - an 8-bit message to a next hop without 8BITMIME (C{smtp-sink -8})
+    bounces with status 5.6.3 and never reaches it;
+  - 100 recipients to a next hop that takes 50 per transaction are all
+    delivered at once, in two transactions;
+  - named C{smtpc} sections are honoured: their C{io_timeout} and
+    C{remote_port}.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import smtplib
+import socket
+from typing import Any
+
+from twisted.internet import defer
+from twisted.trial.unittest import SkipTest, TestCase
+
+from smx.mail.test.test_integration_delivery import listenLimited
+from smx.test.mta import (
+    MTA,
+    SMTP_SINK,
+    SWAKS,
+    Dovecot,
+    SmtpSink,
+    configuration,
+    freePort,
+    missing,
+    swaks,
+    tempDirectory,
+    until,
+)
+
+
+class _Base(TestCase):
+    def setUp(self) -> None:
+        self.root = tempDirectory(self)
+        self.mta = MTA(self, os.path.join(self.root, "smx"))
+
+    def need(self, *programs: str) -> None:
+        reason = missing(*programs)
+        if reason:
+            raise SkipTest(reason)
+
+    def assertHappened(self, ok: bool, what: str) -> None:
+        if not ok:
+            self.fail("%s; smx's log:\n%s" % (what, self.mta.log()))
+
+    @defer.inlineCallbacks
+    def accepted(self, sender: str, recipients: str, *options: str) -> Any:
+        out, err, status = yield swaks(
+            self.mta.port, "--from", sender, "--to", recipients, *options
+        )
+        self.assertEqual(status, 0, out + err)
+
+
+class LMTPOverTCPTests(_Base):
+    """
+    C{lmtp:} with a host in the mailertable.
+    """
+
+    @defer.inlineCallbacks
+    def test_dovecotOverTCP(self) -> Any:
+        """
+        Mail for dove.test, whose mailertable entry is
+        C{PORT^lmtp:[127.0.0.73]}, reaches Dovecot's LMTP listener on
+        127.0.0.73 over TCP, and not the Maildir of smx's own lmtpd on
+        the C{LMTP_socket}.
+        """
+        self.need(SWAKS)
+        if not Dovecot.available():
+            raise SkipTest("dovecot (Debian package dovecot-lmtpd) is not installed")
+        port = freePort("127.0.0.73")
+        dovecot = Dovecot(
+            self, os.path.join(self.root, "dovecot"), ("127.0.0.73", port)
+        )
+        dovecot.start()
+        self.mta.write(
+            configuration(self.mta.port),
+            mt="localhost lmtp:\ndove.test %d^lmtp:[127.0.0.73]\n" % (port,),
+            aliases="alice: local:\n",
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        self.mta.start()
+        yield self.accepted(
+            "carol@client.test", "alice@dove.test", "--body", "over tcp END"
+        )
+        self.assertHappened(
+            (yield until(lambda: dovecot.maildir("alice"))),
+            "nothing reached Dovecot over TCP",
+        )
+        [message] = dovecot.maildir("alice")
+        self.assertIn(b"over tcp END", message)
+        self.assertEqual(self.mta.maildir("alice"), [])
+        self.assertTrue(
+            any(
+                "status=connected, port=%d, addr=127.0.0.73" % (port,) in x
+                for x in self.mta.records("smtpc")
+            ),
+            self.mta.log(),
+        )
+
+
+class EightBitTests(_Base):
+    """
+    8-bit mail to a next hop without 8BITMIME (RFC 6152 section 3).
+    """
+
+    @defer.inlineCallbacks
+    def test_bounceFromSevenBitNextHop(self) -> Any:
+        """
+        A message with an 8-bit body, declared BODY=8BITMIME, for a next
+        hop that does not offer 8BITMIME (C{smtp-sink -8}) is not sent
+        there: the sender gets a DSN with status 5.6.3 at once.
+        """
+        self.need(SMTP_SINK)
+        sink = SmtpSink(self, self.root)
+        sink.start("-8")
+        self.mta.write(
+            configuration(
+                self.mta.port, smtpc="remote_port = %d;" % (sink.port,), retry="1h"
+            ),
+            mt="localhost lmtp:\nremote.test [%s]\n" % (sink.address,),
+            aliases="alice: local:\npostmaster: alice\n",
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        self.mta.start()
+        body = "Subject: caf\u00e9\r\n\r\nna\u00efve \u00e9t\u00e9 END\r\n"
+        with smtplib.SMTP("127.0.0.1", self.mta.port, timeout=10) as client:
+            client.sendmail(
+                "alice@localhost",
+                ["bob@remote.test"],
+                body.encode("utf-8"),
+                mail_options=["BODY=8BITMIME"],
+            )
+        self.assertHappened(
+            (yield until(lambda: self.mta.maildir("alice"))), "no DSN arrived"
+        )
+        [raw] = self.mta.maildir("alice")
+        dsn = email.message_from_bytes(raw, policy=email.policy.default)
+        self.assertEqual(dsn.get_content_type(), "multipart/report")
+        perRecipient = dsn.get_payload()[1].get_payload()[1]
+        self.assertEqual(perRecipient["Action"], "failed")
+        self.assertEqual(str(perRecipient["Status"]), "5.6.3")
+        self.assertIn("8BITMIME", str(perRecipient["Diagnostic-Code"]))
+        self.assertEqual(sink.messages(), [])
+
+
+class TooManyRecipientsTests(_Base):
+    """
+    "452 4.5.3 too many recipients" from the next hop.
+    """
+
+    @defer.inlineCallbacks
+    def test_hundredRecipients(self) -> Any:
+        """
+        100 recipients for a next hop that takes 50 per transaction are
+        delivered at once (retry_min_delay is an hour), in two
+        transactions; none is deferred.
+        """
+        self.need(SWAKS)
+        server = listenLimited(self, 50)
+        self.mta.write(
+            configuration(
+                self.mta.port, smtpc="remote_port = %d;" % (server.port,), retry="1h"
+            ),
+            mt="localhost lmtp:\nremote.test [127.0.0.1]\n",
+            aliases="alice: local:\n",
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        self.mta.start()
+        recipients = ["r%03d@remote.test" % (i,) for i in range(100)]
+        # (a To: header with 100 addresses would be a line too long)
+        yield self.accepted(
+            "alice@localhost",
+            ",".join(recipients),
+            "--header",
+            "To: undisclosed-recipients:;",
+        )
+        self.assertHappened(
+            (
+                yield until(
+                    lambda: sum(len(r) for r, _ in server.transactions) == 100
+                    and "stat=done" in self.mta.log()
+                )
+            ),
+            "not all 100 recipients were delivered at once",
+        )
+        self.assertEqual([len(r) for r, _ in server.transactions], [50, 50])
+        delivered = sorted(a for r, _ in server.transactions for a in r)
+        self.assertEqual(delivered, [b"<%s>" % (a.encode(),) for a in recipients])
+        self.assertNotIn("stat=temp", self.mta.log())
+
+
+class NamedSectionTests(_Base):
+    """
+    Named C{smtpc} sections (seed §5.10) configure delivery.
+    """
+
+    @defer.inlineCallbacks
+    def test_namedSectionsIoTimeout(self) -> Any:
+        """
+        With two named smtpc sections, the first with C{io_timeout = 2s},
+        delivery to a next hop on their C{remote_port} that accepts the
+        connection but never greets times out after 2 seconds.
+        """
+        self.need(SWAKS)
+        silent = socket.socket()
+        silent.bind(("127.0.0.2", 0))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        port = silent.getsockname()[1]
+        text = configuration(self.mta.port, retry="1h")
+        unnamed = 'smtpc {\n    LMTP_socket = "lmtpsock";\n    io_timeout = 30s;\n'
+        self.assertIn(unnamed, text)
+        text = text.replace(
+            unnamed,
+            'smtpc MTA {\n    LMTP_socket = "lmtpsock";\n    io_timeout = 2s;\n'
+            "    remote_port = %d;\n" % (port,),
+        )
+        text += (
+            'smtpc LOCAL {\n    LMTP_socket = "lmtpsock";\n    io_timeout = 30s;\n'
+            "    remote_port = %d;\n}\n" % (port,)
+        )
+        self.mta.write(
+            text,
+            mt="localhost lmtp:\nremote.test [127.0.0.2]\n",
+            aliases="alice: local:\n",
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        self.mta.start()
+        yield self.accepted("alice@localhost", "bob@remote.test")
+        self.assertHappened(
+            (yield until(lambda: "timeout after 2s" in self.mta.log(), timeout=6)),
+            "no 2 s timeout",
+        )
+        self.assertTrue(
+            any(
+                "status=connected, port=%d, addr=127.0.0.2" % (port,) in x
+                for x in self.mta.records("smtpc")
+            ),
+            self.mta.log(),
+        )
