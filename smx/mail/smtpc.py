@@ -4,7 +4,7 @@ NAME
     smx.mail.smtpc - SMTPC, the delivery agent over ESMTP and LMTP
 
 SYNOPSIS
-    agent = DeliveryAgent.fromConfiguration(cfg, contentStore, reactor)
+    agent = deliveryAgentFromConfiguration(cfg, contentStore, reactor)
     agent.setServiceParent(parent)
     agent.deliver(transaction) -> Deferred([result, ...])
 
@@ -25,17 +25,31 @@ DESCRIPTION
     socket C{LMTP_socket} for a local domain (mailertable C{lmtp:}
     without hosts, seed §6.3.1), over TCP to the route's address and port
     for C{lmtp:} with hosts (C{2724^lmtp:[192.0.2.1]}; without a port in
-    the entry, C{remote_port}, which is rarely what an LMTP server listens
-    on: RFC 2033 forbids port 25).  STARTTLS is used whenever it is offered (seed
-    App. D); the client certificate is presented, the server's certificate
-    is not required to verify (opportunistic TLS), but a failed handshake
-    never falls back to clear text: it is a temporary failure for that
-    route.
+    the entry, C{remote_port}, which is rarely what an LMTP server
+    listens on: RFC 2033 forbids port 25).  STARTTLS is used whenever it
+    is offered (seed App. D); the client certificate is presented, the
+    server's certificate is not required to verify (opportunistic TLS),
+    but a failed handshake never falls back to clear text: it is a
+    temporary failure for that route.
+
+    8-bit content (RFC 6152): a body declared C{BODY=8BITMIME} goes with
+    that parameter to a server that offers 8BITMIME; otherwise the content
+    is read once: one with octets above 127 gets C{BODY=8BITMIME} where
+    offered (declared or not), and is never sent to a server without
+    8BITMIME: its recipients fail with C{554 5.6.3} (conversion required
+    but not supported, RFC 3463) unless a later route offers 8BITMIME;
+    QMGR then returns a DSN.  smx does not convert to quoted-printable.
+
+    Recipients refused with "too many recipients" (C{452 4.5.3}, or
+    C{552 5.5.3}) go at once in a new transaction, on the same session
+    if it can carry one (RFC 5321 4.5.3.1.10), until a transaction gets
+    that reply for its first recipient: those are temporary failures
+    that QMGR retries after C{retry_min_delay}.
 
     With C{reuse_connection}, a session that finished a transaction is
     kept in the open connection cache (at most C{OCC_max_entries}
     sessions, each for at most C{cacheTimeout} seconds) and carries the
-    next transaction to the same destination after an RSET.
+    next transaction to the same destination.
 
     The protocol itself is the sans-I/O L{smx.mail.client.ClientMachine};
     its Twisted adapter is L{smx.mail.clientprotocol}, the connection cache
@@ -44,10 +58,22 @@ DESCRIPTION
     SMTPC from the configuration.
 
 CONFIGURATION PARAMETERS
-    smtpc { io_timeout; LMTP_socket; remote_port; log_level; log { ... };
-            tls { cert_file; key_file; CAcert_file; CAcert_path } }
+    smtpc [NAME] { io_timeout; LMTP_socket; remote_port; log_level;
+            log { ... }; tls { cert_file; key_file; CAcert_file;
+            CAcert_path } }
     qmgr { flags = reuse_connection; OCC_max_entries }
     hostname (global): the name used in EHLO/LHLO.
+
+    C{io_timeout} bounds the connection attempt and every wait for a
+    reply.  Every C{smtpc} section, named or not, is one delivery agent
+    with its own options (seed §5.10 allows several SMTP clients and has
+    the scheduler use them alike; they must share C{remote_port}, which
+    SMAR puts in the routes).  In embedded mode they run in one process
+    as a L{DeliveryAgentPool}: a delivery transaction goes to the agent
+    with the fewest in progress, the first section on a tie.
+    C{processes}, C{wait_for_server} and the options of seed §5.2 are for
+    MCP; C{debug_level}, C{min_wait_threads} and C{max_wait_threads} are
+    accepted for compatibility and have no effect.
 
 SECURITY
     Content from the content store is sent as it is, dot-stuffed; replies
@@ -63,6 +89,8 @@ DIAGNOSTICS
       da_sess=C..., da_ta=C..., ss_ta=S..., mail=<a@b>, stat=0, reply=250 ...
       da_sess=C..., da_ta=C..., ss_ta=S..., rcpt=<c@d>, stat=0, reply=250 ...
       da_sess=C..., da_ta=C..., ss_ta=S..., where=final_dot, size=1177, stat=0
+      da_sess=C..., da_ta=C..., ss_ta=S..., where=rcpt,
+          too_many_recipients=50, status=new transaction
 
     A failure has C{stat=} the reply code (or 451 for a local timeout or a
     lost connection) and C{reply=} the reason.
