@@ -533,7 +533,35 @@ SMTPS = section(
             "unique identifier of the server: the 8-bit process id in its "
             "session and transaction ids (App. C.1)",
         ),
-        opt("io_timeout", Time(minimum=1), "5m", "§5.9", "timeout of SMTP operations"),
+        opt(
+            "io_timeout",
+            Time(minimum=1),
+            "5m",
+            "§5.9",
+            "timeout of SMTP operations: the time a client has to send a "
+            "complete command or data line (or 2 KB of a longer one), and to "
+            "finish the TLS handshake after STARTTLS; part of a line does "
+            "not extend it (a deadline per line, as Postfix's "
+            "smtpd_per_record_deadline); then 421 4.4.2, and a session "
+            "whose handshake did not finish is dropped",
+        ),
+        opt(
+            "max_message_time",
+            Time(),
+            "1h",
+            "smx",
+            "the time a client has from the 354 reply to the final dot; then "
+            "421 4.4.2 and the message is not accepted (0: no limit)",
+        ),
+        opt(
+            "max_session_time",
+            Time(),
+            "1h",
+            "smx",
+            "the time a session may last; then it ends with 421 4.4.2 when "
+            "smx next waits for a command (a message being received may "
+            "finish first; 0: no limit)",
+        ),
         opt(
             "max_threads",
             Integer(1, 10**6),
@@ -541,7 +569,10 @@ SMTPS = section(
             "§5.9",
             "maximum concurrent sessions per process: smx runs a session per "
             "connection, not a thread; a listener takes processes x max_threads "
-            "sessions and answers 421 4.3.2 beyond",
+            "sessions; beyond, it closes the session that has kept it "
+            "waiting longest (at least 1s) or answers 421 4.3.2; an address "
+            "with slow sessions gets at most 1/8 of them (see "
+            "doc/architecture.md, Session limits)",
         ),
         opt(
             "max_wait_threads",

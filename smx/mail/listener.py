@@ -47,6 +47,8 @@ class ServerSettings:
         maxBadCommands: int = 3,
         maxHops: int = 21,
         ioTimeout: float = 300.0,
+        maxMessageTime: float = 3600.0,
+        maxSessionTime: float = 3600.0,
         maxSessions: int = 0,
         eightBitMime: bool = False,
         softbounce: bool = False,
@@ -71,6 +73,8 @@ class ServerSettings:
         self.maxBadCommands = maxBadCommands
         self.maxHops = maxHops
         self.ioTimeout = ioTimeout
+        self.maxMessageTime = maxMessageTime
+        self.maxSessionTime = maxSessionTime
         self.maxSessions = maxSessions
         self.eightBitMime = eightBitMime
         self.softbounce = softbounce
@@ -209,6 +213,8 @@ def settingsFromSection(
         maxBadCommands=int(_opt(section, "max_bad_commands_per_session", 3)),
         maxHops=int(_opt(section, "max_hops", 21)),
         ioTimeout=float(_opt(section, "io_timeout", 300.0)),
+        maxMessageTime=float(_opt(section, "max_message_time", 3600.0)),
+        maxSessionTime=float(_opt(section, "max_session_time", 3600.0)),
         maxSessions=processes * threads if threads else 0,
         eightBitMime="8bitmime" in flags,
         softbounce="softbounce" in flags,

@@ -19,9 +19,10 @@ DESCRIPTION
     module is the Twisted adapter: it feeds received bytes in, calls QMGR,
     CDB and SMAR through their interfaces for the events that come out,
     and writes the replies in one batch per received chunk (RFC 2920).
-    The DATA phase and the commit are in L{smx.mail.commit}; the
-    settings, listeners and C{smtpsServices} in L{smx.mail.listener}
-    (still importable from here).
+    The DATA phase and the commit are in L{smx.mail.commit}, the timers
+    in L{smx.mail.deadlines}, who may hold the sessions of a listener in
+    L{smx.mail.sessions}; the settings, listeners and C{smtpsServices} in
+    L{smx.mail.listener} (still importable from here).
 
     At connect QMGR is asked whether the session may open (C{icr:},
     C{ios:}); at MAIL whether a transaction fits (disk, queue).  Access
@@ -37,7 +38,13 @@ CONFIGURATION PARAMETERS
                         (also spelt lmtpl_...), softbounce, access,
                         serialize_accept, background
     id                  the process id byte of session/transaction ids
-    io_timeout          idle time before 421 4.4.2 (default 5m)
+    io_timeout          the time to send a complete line, and to end the
+                        TLS handshake after STARTTLS; part of a line does
+                        not extend it (default 5m; 421 4.4.2, or the
+                        connection is dropped in the handshake)
+    max_message_time    354 to the final dot (default 1h; 421 4.4.2)
+    max_session_time    a whole session, ended at the next command
+                        (default 1h; 421 4.4.2)
     max_bad_commands_per_session, max_recipients_per_session
                         (max_recipients is its old name),
     max_recipients_per_transaction, max_transactions, max_hops,
@@ -46,7 +53,11 @@ CONFIGURATION PARAMETERS
                         smx serves every session of a listener in one
                         process; C{processes} x C{max_threads} (when both
                         are set) is the most concurrent sessions a listener
-                        accepts, more get 421 4.3.2.  C{min_wait_threads},
+                        accepts: beyond, the session that keeps it waiting
+                        longest is closed for a client from an address
+                        holding fewer sessions, else 421 4.3.2; addresses
+                        with slow sessions get at most 1/8 of them
+                        (L{smx.mail.sessions}).  C{min_wait_threads},
                         C{max_wait_threads} and C{serialize_accept} have no
                         work to do in an event loop and are accepted.
     tls { cert_file; key_file; CAcert_file; CAcert_path;
@@ -95,7 +106,6 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer, interfaces, protocol
 from twisted.internet.address import IPv6Address
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python import failure
 from zope.interface import implementer
 
@@ -106,7 +116,9 @@ from smx.log import Logger
 from smx.mail import server as sm
 from smx.mail.auth import AuthError, SASLExchange
 from smx.mail.commit import _TEMPFAIL, CommitMixin, _Transaction
+from smx.mail.deadlines import RECORD_SIZE, DeadlineMixin
 from smx.mail.policy import SessionPolicy
+from smx.mail.sessions import SessionTable
 from smx.mail.tls import tlsInfo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -119,7 +131,7 @@ HOLD_LIMIT = 64 * 1024
 
 
 @implementer(interfaces.IHandshakeListener)
-class SMTPServerProtocol(CommitMixin, protocol.Protocol, TimeoutMixin):
+class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
     """
     One SMTP session: the Twisted side of a L{sm.ServerConnection}.
     """
@@ -178,14 +190,39 @@ class SMTPServerProtocol(CommitMixin, protocol.Protocol, TimeoutMixin):
         self._tlsPending = False
         self._opened = False
         self._lost = False
+        self._closing = False
+        # when the server began to wait for the client's next line, and
+        # the bytes of the line (record) received so far
+        self._readySince = f.reactor.seconds()
+        self._partial = 0
+        self._abortCall = None  # type: Any
+        self._messageTimer = None  # type: Any
+        self._sessionTimer = None  # type: Any
+        self._expired = False
         self.callLater = f.reactor.callLater  # type: ignore[method-assign]
         self.setTimeout(s.ioTimeout)
         f.sessions.add(self)
-        if s.maxSessions and len(f.sessions) > s.maxSessions:
-            self.connection.refuse(421, "4.3.2", "Too many sessions, try again later")
+        refusal = f.table.admit(self)
+        if refusal is not None:
+            self._logConnection(*refusal)
+            self.connection.refuse(*refusal)
             self._advance()
             return
+        if s.maxSessionTime:
+            self._sessionTimer = self.callLater(s.maxSessionTime, self._sessionTimeUp)
         self._wait(self._startSession())
+
+    def _logConnection(self, code: int, dsn: str, text: str) -> None:
+        """Log the client's address and why the session is refused or ends."""
+        self.factory.log.info(
+            ss_sess=self.sessionId,
+            **{
+                ("client_ipv6" if self.ipv6 else "client_ipv4"): self.clientAddress,
+                "where": "connection",
+                "stat": code,
+                "reply": "%d %s %s" % (code, dsn, text),
+            },
+        )
 
     @inlineCallbacks
     def _startSession(self):
@@ -222,7 +259,17 @@ class SMTPServerProtocol(CommitMixin, protocol.Protocol, TimeoutMixin):
         if self._tlsPending:
             # decrypted data arrives only after the handshake
             self.handshakeCompleted()
-        self.resetTimeout()
+        # io_timeout is a deadline per line (record), not per byte: a
+        # part of a line does not extend it
+        end = data.rfind(b"\n")
+        if end >= 0:
+            self._record(len(data) - end - 1)
+        elif self._partial + len(data) >= RECORD_SIZE:
+            self._record(0)
+        else:
+            if not self._partial:
+                self.factory.table.setIncomplete(self, True)
+            self._partial += len(data)
         self.connection.receiveData(data)
         if self._waiting:
             # held until the pending answer; a client that keeps sending
@@ -253,6 +300,7 @@ class SMTPServerProtocol(CommitMixin, protocol.Protocol, TimeoutMixin):
     def _cbResume(self, _: Any) -> None:
         self._waiting = False
         self._heldBytes = 0
+        self._readySince = self.factory.reactor.seconds()
         if not self._lost:
             if self._paused:
                 self._paused = False
@@ -277,14 +325,15 @@ class SMTPServerProtocol(CommitMixin, protocol.Protocol, TimeoutMixin):
                 event = conn.nextEvent()
                 if event is sm.NEED_DATA:
                     self._flush()
+                    if self._expired:
+                        self._endExpired()
                     return
                 if event is sm.PAUSED:
                     # a pipelining client waits for the whole group
                     return
                 if event is sm.CLOSE:
                     self._flush()
-                    self._closeTransaction()
-                    self.transport.loseConnection()
+                    self._close()
                     return
                 handler = self._handlers[type(event)]
                 try:
@@ -315,17 +364,12 @@ class SMTPServerProtocol(CommitMixin, protocol.Protocol, TimeoutMixin):
         if out:
             self.transport.write(out)
 
-    def timeoutConnection(self) -> None:
-        self.factory.log.info(ss_sess=self.sessionId, where="timeout", stat=421)
-        self.connection.timeout()
-        self._flush()
-        self._closeTransaction()
-        self.transport.loseConnection()
-
     def connectionLost(self, reason: failure.Failure = protocol.connectionDone) -> None:
         self._lost = True
         self.setTimeout(None)
+        self._stopTimers()
         self._closeTransaction()
+        self.factory.table.remove(self)
         self.factory.sessions.discard(self)
         if self._opened:
             self.factory.queueManager.sessionClose(self.sessionId, self.clientAddress)
@@ -434,12 +478,17 @@ class SMTPServerProtocol(CommitMixin, protocol.Protocol, TimeoutMixin):
         self.connection.accept()
         self._flush()
         self._tlsPending = True
+        # the handshake must end within io_timeout: it counts as a line
+        # being received (slow while it lasts)
+        self._record(0)
+        self.factory.table.setIncomplete(self, True)
         self.transport.startTLS(self.factory.settings.tlsContextFactory)
 
     def handshakeCompleted(self) -> None:
         if not self._tlsPending:
             return
         self._tlsPending = False
+        self.factory.table.setIncomplete(self, False)
         requested = getattr(
             self.factory.settings.tlsContextFactory, "requestsCertificate", False
         )
@@ -519,13 +568,23 @@ class SMTPServerProtocol(CommitMixin, protocol.Protocol, TimeoutMixin):
             self.factory.log.failure("_ebAuth", reason, ss_sess=self.sessionId)
             self.connection.reject(454, "4.7.0", "Temporary authentication failure")
 
+    def _dataCommand(self, event: sm.DataCommand):
+        CommitMixin.do_DataCommand(self, event)
+        if self.connection._state == "data":
+            # the 354 went out: the message must end within max_message_time
+            self._startMessageTimer()
+
+    def _endOfData(self, event: sm.EndOfData):
+        self._stopMessageTimer()
+        return CommitMixin.do_EndOfData(self, event)
+
     _handlers = {
         sm.Helo: do_Helo,
         sm.MailFrom: do_MailFrom,
         sm.RcptTo: do_RcptTo,
-        sm.DataCommand: CommitMixin.do_DataCommand,
+        sm.DataCommand: _dataCommand,
         sm.DataChunk: CommitMixin.do_DataChunk,
-        sm.EndOfData: CommitMixin.do_EndOfData,
+        sm.EndOfData: _endOfData,
         sm.Rset: do_Rset,
         sm.Quit: do_Quit,
         sm.StartTLS: do_StartTLS,
@@ -569,13 +628,15 @@ class SMTPServerFactory(protocol.ServerFactory):
             else ServerIdGenerator(settings.processId, clock=reactor.seconds)
         )
         self.sessions = set()  # type: set
+        self.table = SessionTable(settings.maxSessions, reactor)
 
     def shutdown(self) -> None:
         """Say 421 to every open session and close it."""
         for p in list(self.sessions):
-            p.connection.shutdown()
-            p._flush()
-            p.transport.loseConnection()
+            if not p._tlsPending:
+                p.connection.shutdown()
+                p._flush()
+            p._close()
 
 
 #: names that moved to L{smx.mail.listener}, still importable from here
