@@ -45,6 +45,9 @@ DESCRIPTION
     limit is reached, however many come from one address; QMGR's C{icr:}
     and C{ios:} limits (seed §5.7.1) still apply after admission.
 
+    An "address" here is an IPv4 address, or the /64 network of an IPv6
+    address (L{clientGroup}): one IPv6 host usually has a whole /64.
+
     The sessions are duck-typed: a C{clientAddress} attribute, a
     C{lag(now)} method and an C{evict()} method that closes the session
     (and removes it from the table).
@@ -52,6 +55,7 @@ DESCRIPTION
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Dict, Optional, Set, Tuple
 
 #: a session whose client has an unfinished line this long is slow (s)
@@ -72,6 +76,19 @@ EVICTED_MEMORY = 60.0
 EVICTED_ENTRIES = 4096
 
 
+def clientGroup(address: str) -> str:
+    """
+    What the limits count sessions by: an IPv4 address itself, the /64
+    network of an IPv6 address (C{2001:db8:1:2::/64}).
+    """
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.IPv6Network(address + "/64", strict=False))
+    except ValueError:
+        return address
+
+
 class SessionTable:
     """
     The admitted sessions of one listener, by client address.
@@ -90,6 +107,8 @@ class SessionTable:
         self.refused = 0
         self._byAddress = {}  # type: Dict[str, Set[Any]]
         self._incomplete = {}  # type: Dict[str, Set[Any]]
+        # session -> its clientGroup
+        self._groups = {}  # type: Dict[Any, str]
         # address -> when one of its sessions was last closed to make room
         self._evictedAt = {}  # type: Dict[str, float]
 
@@ -99,16 +118,15 @@ class SessionTable:
         return max(1, self.maxSessions // SHARE_DIVISOR)
 
     def held(self, address: str) -> int:
-        """@return: the sessions C{address} holds."""
-        return len(self._byAddress.get(address, ()))
+        """@return: the sessions C{address} (its L{clientGroup}) holds."""
+        return len(self._byAddress.get(clientGroup(address), ()))
 
     def slow(self, address: str, now: Optional[float] = None) -> int:
-        """@return: the slow sessions of C{address}."""
+        """@return: the slow sessions of C{address} (its L{clientGroup})."""
         if now is None:
             now = self.clock.seconds()
-        return sum(
-            1 for s in self._incomplete.get(address, ()) if s.lag(now) >= SLOW_AFTER
-        )
+        incomplete = self._incomplete.get(clientGroup(address), ())
+        return sum(1 for s in incomplete if s.lag(now) >= SLOW_AFTER)
 
     def admit(self, session: Any) -> Optional[Tuple[int, str, str]]:
         """
@@ -117,14 +135,15 @@ class SessionTable:
 
         @return: C{None}, or the C{(code, dsn, text)} to refuse it with.
         """
-        address = session.clientAddress
+        group = clientGroup(session.clientAddress)
         limit = self.maxSessions
         if limit:
-            reply = self._check(address, limit)
+            reply = self._check(group, limit)
             if reply is not None:
                 self.refused += 1
                 return reply
-        self._byAddress.setdefault(address, set()).add(session)
+        self._byAddress.setdefault(group, set()).add(session)
+        self._groups[session] = group
         self.count += 1
         return None
 
@@ -146,7 +165,7 @@ class SessionTable:
         if victim is None:
             return (421, "4.3.2", "Too many sessions, try again later")
         self.evicted += 1
-        self._rememberEviction(victim.clientAddress, now)
+        self._rememberEviction(self._groups[victim], now)
         victim.evict()
         self.remove(victim)
         return None
@@ -196,28 +215,29 @@ class SessionTable:
         Say whether the client of C{session} has sent part of a line (or
         started the TLS handshake) that it has not finished.
         """
-        address = session.clientAddress
+        group = self._groups.get(session)
+        if group is None:
+            return
         if incomplete:
-            if session in self._byAddress.get(address, ()):
-                self._incomplete.setdefault(address, set()).add(session)
+            self._incomplete.setdefault(group, set()).add(session)
         else:
-            sessions = self._incomplete.get(address)
+            sessions = self._incomplete.get(group)
             if sessions is not None:
                 sessions.discard(session)
                 if not sessions:
-                    del self._incomplete[address]
+                    del self._incomplete[group]
 
     def remove(self, session: Any) -> None:
         """Forget C{session} (it ends); no-op if it was not admitted."""
-        address = session.clientAddress
-        sessions = self._byAddress.get(address)
-        if sessions is None or session not in sessions:
+        self.setIncomplete(session, False)
+        group = self._groups.pop(session, None)
+        if group is None:
             return
+        sessions = self._byAddress[group]
         sessions.discard(session)
         if not sessions:
-            del self._byAddress[address]
+            del self._byAddress[group]
         self.count -= 1
-        self.setIncomplete(session, False)
 
 
 def _mostLagging(sessions: Any, now: float) -> Any:

@@ -233,6 +233,25 @@ class SessionTableTests(unittest.TestCase):
         self.assertEqual(table._incomplete, {})
         self.assertIsNone(self.open(table, "192.0.2.1")[1])
 
+    def test_ipv6Network(self):
+        """
+        IPv6 clients are counted by their /64: the addresses of one network
+        share its share of slow sessions.
+        """
+        self.assertEqual(sessions.clientGroup("192.0.2.1"), "192.0.2.1")
+        self.assertEqual(sessions.clientGroup("2001:db8:1:2:a::1"), "2001:db8:1:2::/64")
+        self.assertEqual(sessions.clientGroup("no:such::address"), "no:such::address")
+        table = SessionTable(16, self.clock)
+        for i in range(2):
+            self.open(table, "2001:db8:1:2::%x" % (i + 1,), incomplete=True)
+        self.clock.advance(sessions.SLOW_AFTER)
+        self.assertEqual(table.slow("2001:db8:1:2::99"), 2)
+        s, reply = self.open(table, "2001:db8:1:2::3")
+        self.assertEqual(
+            reply, (421, "4.7.0", "Too many slow sessions from 2001:db8:1:2::/64")
+        )
+        self.assertIsNone(self.open(table, "2001:db8:1:3::1")[1])
+
     def test_incompleteUnknown(self):
         """Marking a session that was never admitted changes nothing."""
         table = SessionTable(1, self.clock)
