@@ -245,8 +245,8 @@ class ClientProtocol(Protocol):
         if self._bodyFile is not None:
             try:
                 self._bodyFile.close()
-            except Exception:
-                pass
+            except OSError as e:
+                self.log.warn("closeBody", da_sess=self.sessionId, error=str(e))
             self._bodyFile = None
 
     def bodyFailed(self, why: str) -> None:

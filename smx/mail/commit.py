@@ -186,7 +186,12 @@ class CommitMixin:
             try:
                 writer.abort()
             except Exception:
-                pass
+                self.factory.log.failure(
+                    "writer.abort",
+                    failure.Failure(),
+                    ss_sess=self.sessionId,
+                    ss_ta=ta.id,
+                )
             if queuedOk:
                 yield self._contentCommitted(ta, False)
             return
@@ -195,7 +200,12 @@ class CommitMixin:
             try:
                 store.remove(ta.id)
             except Exception:
-                pass
+                self.factory.log.failure(
+                    "contentStore.remove",
+                    failure.Failure(),
+                    ss_sess=self.sessionId,
+                    ss_ta=ta.id,
+                )
             return
         self._logEnd(ta, event, ta.stored, stat=0)
         if not self._lost:

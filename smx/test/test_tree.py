@@ -379,3 +379,30 @@ class BerkeleyDBImportTests(unittest.SynchronousTestCase):
                     if name.split(".")[0] in ("berkeleydb", "bsddb3"):
                         wrong.append("%s:%d" % (relative(path), node.lineno))
         self.assertEqual(wrong, [], "import smx.bdb instead")
+
+
+class SwallowedExceptionTests(unittest.SynchronousTestCase):
+    """
+    No failure is swallowed whole: C{except Exception: pass} (or a bare
+    C{except:} or C{except BaseException:} doing nothing) hides bugs; name
+    the exception expected, or log what happened with C{sev=}.
+    """
+
+    def test_none(self) -> None:
+        """
+        No handler of every exception has just C{pass} for its body.
+        """
+        wrong = []
+        for path in sourceFiles():
+            with open(path, "rb") as f:
+                tree = ast.parse(f.read(), path)
+            for node in ast.walk(tree):
+                if not isinstance(node, ast.ExceptHandler):
+                    continue
+                catchAll = node.type is None or (
+                    isinstance(node.type, ast.Name)
+                    and node.type.id in ("Exception", "BaseException")
+                )
+                if catchAll and all(isinstance(s, ast.Pass) for s in node.body):
+                    wrong.append("%s:%d" % (relative(path), node.lineno))
+        self.assertEqual(wrong, [], "except Exception: pass")
