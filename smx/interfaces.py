@@ -380,3 +380,64 @@ class IProcessSupervisor(Interface):
 
         @return: a L{Deferred} firing when it has exited.
         """
+
+
+class ISASLAuthenticator(Interface):
+    """
+    An SMTP AUTH back end of SMTPS (seed §5.9 item 19): the password file,
+    Dovecot's authentication server or Cyrus saslauthd.  It lives inside
+    the SMTPS process; its exchanges are objects, not plain values.
+    """
+
+    def mechanisms():
+        """
+        @return: the SASL mechanism names (upper case, a C{tuple} of
+            C{str}) to offer in EHLO now, after the C{auth} flags.
+        """
+
+    def exchange(mechanism, client):
+        """
+        Begin one SASL exchange.
+
+        @param mechanism: an upper-case name from L{mechanisms}.
+        @param client: an L{smx.mail.auth.ClientInfo}.
+        @return: an L{ISASLExchange}.
+        """
+
+    def start(log=None):
+        """
+        Begin serving (connect to the server, if there is one); problems
+        with the server are logged to C{log} (an L{smx.log.Logger}).
+        """
+
+    def stop():
+        """
+        Close connections to the server.
+
+        @return: a L{Deferred} firing when they are closed.
+        """
+
+
+class ISASLExchange(Interface):
+    """
+    One SASL exchange: the lines of C{AUTH} and the client's responses in,
+    a challenge (C{334}) or the end of the exchange out.  Both methods
+    return a L{Deferred} firing with an L{smx.mail.auth.Challenge} or an
+    L{smx.mail.auth.Success}; it errbacks with
+    L{smx.mail.auth.AuthError} for a refusal (its code and text are the
+    SMTP reply: 535 for wrong credentials, 501 for malformed input, 454
+    when the server is unavailable).
+    """
+
+    mechanism = Attribute("the upper-case mechanism name")
+
+    def start(initial):
+        """
+        @param initial: the initial response of C{AUTH} (base64 text, C{=}
+            for an empty one) or C{None}.
+        """
+
+    def respond(line):
+        """
+        @param line: the client's base64 line after a C{334}.
+        """

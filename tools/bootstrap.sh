@@ -7,7 +7,8 @@ set -eu
 cd "$(dirname "$0")/.."
 
 DEBS="python3 python3-venv python3-dev build-essential libdb5.3-dev db5.3-util \
-postfix swaks libnet-ssleay-perl dovecot-lmtpd dnsmasq-base openssl"
+postfix swaks libnet-ssleay-perl dovecot-lmtpd dovecot-core sasl2-bin dnsmasq-base \
+openssl"
 
 missing=""
 for p in $DEBS; do

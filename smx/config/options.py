@@ -49,10 +49,27 @@ from smx.config.values import (
     Size,
     String,
     Time,
+    ValueProblem,
+    splitAddress,
 )
 
 Q = QUEUE_RELATIVE
 C = CONFIG_RELATIVE
+
+
+def _authAddress(text: str) -> None:
+    try:
+        host, port = splitAddress(text, 0)
+    except ValueError as e:
+        raise ValueProblem(str(e))
+    if port == 0 or text.startswith(":"):
+        raise ValueProblem("%r needs a host and a port, e.g. 127.0.0.1:12345" % (text,))
+
+
+def _authService(text: str) -> None:
+    if any(c in text for c in "\t\n\r\0\001") or not text.isprintable():
+        raise ValueProblem("%r contains control characters" % (text,))
+
 
 QMGR = section(
     "qmgr",
@@ -672,12 +689,65 @@ SMTPS = section(
                     "offers PLAIN and LOGIN before STARTTLS",
                 ),
                 opt(
+                    "type",
+                    Enum(("file", "dovecot", "saslauthd")),
+                    "file",
+                    "smx",
+                    "the AUTH back end (smx): file (password_file), dovecot "
+                    "(Dovecot's authentication server, as Postfix's "
+                    "smtpd_sasl_type = dovecot) or saslauthd (Cyrus "
+                    "saslauthd; PLAIN and LOGIN only)",
+                ),
+                opt(
                     "password_file",
                     Path(C),
                     None,
                     "smx",
                     "user:password lines of the users who may authenticate "
-                    "(smx); AUTH is offered only when it is set",
+                    "(smx, type file); with type file AUTH is offered only "
+                    "when it is set",
+                ),
+                opt(
+                    "path",
+                    Path(C),
+                    None,
+                    "smx",
+                    "Unix domain socket of the back end (smx, type dovecot or "
+                    "saslauthd)",
+                    defaultDoc="/run/dovecot/auth-client (dovecot), "
+                    "/run/saslauthd/mux (saslauthd)",
+                ),
+                opt(
+                    "address",
+                    String(_authAddress, "address", empty=False),
+                    None,
+                    "smx",
+                    "host:port of Dovecot's authentication server instead of "
+                    "path (smx, type dovecot; an inet_listener of its auth "
+                    "service)",
+                ),
+                opt(
+                    "service",
+                    String(_authService, "name", empty=False),
+                    "smtp",
+                    "smx",
+                    "service name sent to the back end (smx, type dovecot or "
+                    "saslauthd; saslauthd -a pam uses it as the PAM service)",
+                ),
+                opt(
+                    "realm",
+                    String(_authService, "name"),
+                    None,
+                    "smx",
+                    "realm sent to saslauthd (smx, type saslauthd)",
+                ),
+                opt(
+                    "timeout",
+                    Time(minimum=1),
+                    "30s",
+                    "smx",
+                    "longest wait for the back end's connection and each "
+                    "answer (smx, type dovecot or saslauthd); then 454 4.7.0",
                 ),
                 opt(
                     "trusted_mechs",

@@ -60,10 +60,11 @@ class ServerSettings:
         checkAccessMapForRelaying: bool = False,
         authChecker: Any = None,
         authMechanisms: Tuple[str, ...] = (),
-        trustedMechanisms: Tuple[str, ...] = (),
+        trustedMechanisms: Optional[Tuple[str, ...]] = (),
         authRequiresTLS: bool = True,
         processId: int = 0,
         name: str = "",
+        authenticator: Any = None,
     ) -> None:
         self.hostname = hostname or socket.getfqdn()
         self.maxMessageSize = maxMessageSize
@@ -84,12 +85,28 @@ class ServerSettings:
         self.tlsContextFactory = tlsContextFactory
         self.allowRelayingIfVerified = allowRelayingIfVerified
         self.checkAccessMapForRelaying = checkAccessMapForRelaying
-        self.authChecker = authChecker
-        self.authMechanisms = tuple(authMechanisms) if authChecker else ()
-        self.trustedMechanisms = tuple(trustedMechanisms)
+        if authenticator is None and authChecker is not None:
+            from smx.mail.auth import CheckerAuthenticator
+
+            authenticator = CheckerAuthenticator(
+                authChecker, authMechanisms, self.hostname
+            )
+        #: the L{smx.interfaces.ISASLAuthenticator}, or C{None}: no AUTH
+        self.authenticator = authenticator
+        #: C{None}: every mechanism offered is trusted
+        self.trustedMechanisms = (
+            None if trustedMechanisms is None else tuple(trustedMechanisms)
+        )
         self.authRequiresTLS = authRequiresTLS
         self.processId = processId
         self.name = name
+
+    @property
+    def authMechanisms(self) -> Tuple[str, ...]:
+        """The mechanisms to offer now (they may change with the back end)."""
+        if self.authenticator is None:
+            return ()
+        return tuple(self.authenticator.mechanisms())
 
 
 #: listen(2) backlog of every SMTPS socket
@@ -157,16 +174,26 @@ def _opt(section: Any, name: str, default: Any = None) -> Any:
 
 
 def settingsFromSection(
-    section: Any, globals_: Any = None, hostname: Optional[str] = None
+    section: Any,
+    globals_: Any = None,
+    hostname: Optional[str] = None,
+    reactor: Any = None,
 ) -> ServerSettings:
     """
     Build the L{ServerSettings} of one C{smtps} section (seed §5.9).
 
     @param section: an L{smx.config} section.
     @param globals_: the global section (for C{hostname}).
-    @raise SMTPSConfigurationError: for unusable TLS or password files.
+    @param reactor: the reactor of the AUTH back end (default: the global
+        one).
+    @raise SMTPSConfigurationError: for unusable TLS or password files or
+        C{auth} settings.
     """
-    from smx.mail.auth import offeredMechanisms, passwordChecker
+    from smx.mail.auth import (
+        AuthConfigurationError,
+        CheckerAuthenticator,
+        authenticatorFromSection,
+    )
     from smx.mail.tls import ServerContextFactory, TLSConfigurationError
 
     flags = frozenset(_opt(section, "flags", frozenset()))
@@ -189,17 +216,21 @@ def settingsFromSection(
             raise SMTPSConfigurationError("%s, tls: %s" % (where, e))
     auth = section.section("auth")
     authFlags = frozenset(_opt(auth, "flags", frozenset()))
-    passwordFile = _opt(auth, "password_file")
-    checker = None
-    mechanisms = ()  # type: Tuple[str, ...]
-    if passwordFile:
-        try:
-            checker = passwordChecker(passwordFile)
-        except OSError as e:
-            raise SMTPSConfigurationError(
-                "%s, auth: password_file %s: %s" % (where, passwordFile, e.strerror)
-            )
-        mechanisms = offeredMechanisms(authFlags)
+    try:
+        authenticator = authenticatorFromSection(
+            auth, hostname or socket.getfqdn(), reactor
+        )
+    except AuthConfigurationError as e:
+        raise SMTPSConfigurationError(
+            "%s%s, auth: %s"
+            % (e.location + ": " if e.location else "", where, e.message)
+        )
+    # the mechanisms, when they are known before the server is asked
+    mechanisms = ()  # type: Optional[Tuple[str, ...]]
+    if isinstance(authenticator, CheckerAuthenticator):
+        mechanisms = authenticator.mechanisms()
+    elif authenticator is not None:
+        mechanisms = None
     processes = int(_opt(section, "processes", 1))
     threads = int(_opt(section, "max_threads", 0))
     return ServerSettings(
@@ -227,8 +258,7 @@ def settingsFromSection(
         tlsContextFactory=tlsFactory,
         allowRelayingIfVerified="allow_relaying_if_verified" in tlsFlags,
         checkAccessMapForRelaying="check_access_map_for_relaying" in tlsFlags,
-        authChecker=checker,
-        authMechanisms=mechanisms,
+        authenticator=authenticator,
         # trusted_mechs not set: AUTH with any offered mechanism relays
         trustedMechanisms=(
             mechanisms
@@ -284,7 +314,7 @@ def smtpsServices(
         name = getattr(section, "name", None) or ""
         if names is not None and name not in names:
             continue
-        settings = settingsFromSection(section, cfg.globals)
+        settings = settingsFromSection(section, cfg.globals, reactor=reactor)
         factory = SMTPServerFactory(
             settings,
             queueManager,

@@ -63,9 +63,13 @@ CONFIGURATION PARAMETERS
     tls { cert_file; key_file; CAcert_file; CAcert_path;
           flags = { allow_relaying_if_verified,
                     check_access_map_for_relaying } }
-    auth { flags; trusted_mechs; password_file }
-                        password_file (an smx extension) holds
-                        C{user:password} lines; AUTH (PLAIN, LOGIN,
+    auth { flags; trusted_mechs; type; password_file; path; address;
+           service; realm; timeout }
+                        type (an smx extension) is the back end: file
+                        (password_file), dovecot or saslauthd (path or
+                        address of their socket; L{smx.mail.auth},
+                        doc/auth.md).  With type file, password_file
+                        holds C{user:password} lines; AUTH (PLAIN, LOGIN,
                         CRAM-MD5) is offered only when it is set, and only
                         after STARTTLS unless the auth flag
                         C{allow_plaintext_without_tls} is set;
@@ -103,7 +107,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer, interfaces, protocol
 from twisted.internet.address import IPv6Address
 from twisted.python import failure
@@ -114,7 +117,7 @@ from smx.fastdefer import inlineCallbacks, onFailure
 from smx.ids import ServerIdGenerator
 from smx.log import Logger
 from smx.mail import server as sm
-from smx.mail.auth import AuthError, SASLExchange
+from smx.mail.auth import AuthError, AuthUnavailable, Challenge, ClientInfo
 from smx.mail.commit import _TEMPFAIL, CommitMixin, _Transaction
 from smx.mail.deadlines import RECORD_SIZE, DeadlineMixin
 from smx.mail.policy import SessionPolicy
@@ -153,6 +156,8 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
                 self.clientAddress = self.clientAddress[7:]
                 self.ipv6 = False
         self.sessionId = f.ids.next()
+        # a back end such as Dovecot may change its list at any time
+        mechanisms = s.authMechanisms
         self.connection = sm.ServerConnection(
             s.hostname,
             maxMessageSize=s.maxMessageSize,
@@ -162,7 +167,7 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
             maxBadCommands=s.maxBadCommands,
             eightBitMime=s.eightBitMime,
             tlsAvailable=s.tlsContextFactory is not None,
-            authMechanisms=s.authMechanisms,
+            authMechanisms=mechanisms,
             authRequiresTLS=s.authRequiresTLS,
             softbounce=s.softbounce,
             greeting="ESMTP " + versionString,
@@ -176,12 +181,14 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
             lmtpImpliesRelaying=s.lmtpImpliesRelaying,
             allowRelayingIfVerified=s.allowRelayingIfVerified,
             checkAccessMapForRelaying=s.checkAccessMapForRelaying,
-            trustedMechanisms=s.trustedMechanisms,
+            trustedMechanisms=(
+                mechanisms if s.trustedMechanisms is None else s.trustedMechanisms
+            ),
         )
         self.transaction = None  # type: Optional[_Transaction]
         self.tlsInfo = None  # type: Optional[Dict[str, Any]]
         self.authUser = None  # type: Optional[str]
-        self._sasl = None  # type: Optional[SASLExchange]
+        self._sasl = None  # type: Any
         self._running = False
         self._waiting = False
         # input that arrived while waiting, and whether reading is paused
@@ -512,40 +519,45 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
     # -- AUTH -----------------------------------------------------------
 
     def do_Auth(self, event: sm.Auth):
-        self._sasl = SASLExchange(event.mechanism, self.factory.settings.hostname)
+        peer = self.transport.getPeer()
+        host = self.transport.getHost()
+        client = ClientInfo(
+            address=self.clientAddress,
+            port=getattr(peer, "port", 0) or 0,
+            localAddress=getattr(host, "host", "") or "",
+            localPort=getattr(host, "port", 0) or 0,
+            secured=self.connection.tls,
+            session=self.sessionId,
+        )
+        authenticator = self.factory.settings.authenticator
         try:
-            step = self._sasl.start(event.initial)
-        except AuthError as e:
-            self.connection.reject(e.code, e.dsn, e.text)
-            return None
-        return self._authStep(step)
+            self._sasl = authenticator.exchange(event.mechanism, client)
+            d = self._sasl.start(event.initial)
+        except Exception:
+            d = defer.fail()
+        return self._authStep(d)
 
     def do_AuthResponse(self, event: sm.AuthResponse):
         if self._sasl is None:  # pragma: no cover
             self.connection.reject(503, "5.5.1", "No AUTH in progress")
             return None
-        try:
-            step = self._sasl.respond(event.line)
-        except AuthError as e:
-            self.connection.reject(e.code, e.dsn, e.text)
-            return None
-        return self._authStep(step)
+        return self._authStep(defer.maybeDeferred(self._sasl.respond, event.line))
 
-    def _authStep(self, step):
-        kind, value = step
-        if kind == "challenge":
-            self.connection.challenge(value)
-            return None
-        checker = self.factory.settings.authChecker
-        d = defer.maybeDeferred(checker.requestAvatarId, value)
-        d.addCallbacks(self._cbAuth, self._ebAuth)
-        return d
+    def _authStep(self, d: defer.Deferred) -> defer.Deferred:
+        d.addCallbacks(self._cbAuthStep, self._ebAuth)
+        # a fresh Deferred: one that waits on another (a back end's
+        # chain) counts as called, and the session must wait for it
+        done = defer.Deferred()  # type: defer.Deferred[None]
+        d.addBoth(done.callback)
+        return done
 
-    def _cbAuth(self, avatarId: Any) -> None:
+    def _cbAuthStep(self, step: Any) -> None:
+        if isinstance(step, Challenge):
+            self.connection.challenge(step.text)
+            return
         mechanism = self._sasl.mechanism if self._sasl else ""
-        if isinstance(avatarId, bytes):
-            avatarId = avatarId.decode("utf-8", "replace")
-        self.authUser = str(avatarId)
+        self._sasl = None
+        self.authUser = step.user
         self.policy.authenticated(mechanism)
         self.factory.log.info(
             ss_sess=self.sessionId,
@@ -559,14 +571,22 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
 
     def _ebAuth(self, reason: failure.Failure) -> None:
         mechanism = self._sasl.mechanism if self._sasl else ""
-        if reason.check(UnauthorizedLogin, UnhandledCredentials):
-            self.factory.log.info(
-                ss_sess=self.sessionId, where="auth", mech=mechanism, stat=535
-            )
-            self.connection.reject(535, "5.7.8", "Authentication credentials invalid")
+        self._sasl = None
+        e = reason.value
+        if isinstance(e, AuthError):
+            if e.code in (535, 454):
+                self.factory.log.info(
+                    ss_sess=self.sessionId,
+                    where="auth",
+                    mech=mechanism,
+                    stat=e.code,
+                    reason=e.reason,
+                )
+            self.connection.reject(e.code, e.dsn, e.text)
         else:
             self.factory.log.failure("_ebAuth", reason, ss_sess=self.sessionId)
-            self.connection.reject(454, "4.7.0", "Temporary authentication failure")
+            u = AuthUnavailable("")
+            self.connection.reject(u.code, u.dsn, u.text)
 
     def _dataCommand(self, event: sm.DataCommand):
         CommitMixin.do_DataCommand(self, event)
@@ -629,6 +649,16 @@ class SMTPServerFactory(protocol.ServerFactory):
         )
         self.sessions = set()  # type: set
         self.table = SessionTable(settings.maxSessions, reactor)
+
+    def startFactory(self) -> None:
+        """The first listener starts: connect to the AUTH server, if any."""
+        if self.settings.authenticator is not None:
+            self.settings.authenticator.start(self.log)
+
+    def stopFactory(self) -> None:
+        """The last listener stopped: close the AUTH server's connection."""
+        if self.settings.authenticator is not None:
+            self.settings.authenticator.stop()
 
     def shutdown(self) -> None:
         """Say 421 to every open session and close it."""
