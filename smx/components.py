@@ -56,6 +56,7 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
     @raise ComponentError: a map, a TLS file or another setting named in
         the configuration cannot be used.
     """
+    from smx.config.componentoptions import selectedSMTPS
     from smx.mail.lmtpd import lmtpdServices
     from smx.mail.smtpc import deliveryAgentFromConfiguration
     from smx.mail.smtps import SMTPSConfigurationError, smtpsServices
@@ -104,7 +105,14 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
     components["qmgr"] = qmgr
 
     try:
-        listeners = smtpsServices(cfg, qmgr, contentStore, resolver, reactor=reactor)
+        listeners = smtpsServices(
+            cfg,
+            qmgr,
+            contentStore,
+            resolver,
+            reactor=reactor,
+            names=selectedSMTPS(cfg),
+        )
     except SMTPSConfigurationError as e:
         raise ComponentError(str(e))
     for listener in listeners:

@@ -5,6 +5,8 @@ NAME
 
 SYNOPSIS
     twistd -n smx [--config smx.conf] [-C n] [-c n] [-O R=n] [-O 0=n]
+                  [--smtps-options "-a -T -C addr -N name"]...
+                  [--smar-options "-U"] [--qmgr-options "-x c.n"]...
 
 DESCRIPTION
     Reads the configuration (seed §5) and builds a C{MultiService} with one
@@ -20,7 +22,13 @@ DESCRIPTION
     queue directory (seed §5.6).
 
     The command-line options C{-C}, C{-c}, C{-O R=}, C{-O 0=} are those of
-    seed §5.7.1 and override the configuration file.
+    seed §5.7.1 and override the configuration file.  The options of the
+    SMTPS, SMAR and QMGR programs (C{smtps -a -C -N -T}, C{smar -U},
+    C{qmgr -x}) are given as one string each with C{--smtps-options},
+    C{--smar-options} and C{--qmgr-options} (after those of the
+    environment variables C{SM_SERVER_OPTIONS} and C{SMAROPTS}) and
+    override the configuration file too; see
+    L{smx.config.componentoptions}.
 
     Signals: SIGTERM and SIGINT stop smx cleanly (twistd exits with status
     0); SIGUSR1 reopens the maps (seed §6.7); SIGUSR2 rotates the log
@@ -58,7 +66,11 @@ class Options(usage.Options):
     Command-line options of C{twistd smx}.
     """
 
-    synopsis = "[--config FILE] [-C n] [-c n] [-O R=n] [-O 0=n]"
+    synopsis = (
+        "[--config FILE] [-C n] [-c n] [-O R=n] [-O 0=n] "
+        '[--smtps-options "-a -T -C addr -N name"] [--smar-options "-U"] '
+        '[--qmgr-options "-x c.n"]'
+    )
 
     optParameters = [
         ["config", "f", None, "the configuration file (default: embedded)"],
@@ -75,7 +87,20 @@ class Options(usage.Options):
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self["overrides"] = {}
+        self["component-options"] = {"smtps": [], "smar": [], "qmgr": []}
         self.configuration = None  # type: Any
+
+    def opt_smtps_options(self, value: str) -> None:
+        """SMTPS options, one string: -a (access map), -C addr (relay from addr), -N name (run that smtps section), -T (relay to lmtp: domains); repeatable; also $SM_SERVER_OPTIONS"""
+        self["component-options"]["smtps"].append(value)
+
+    def opt_smar_options(self, value: str) -> None:
+        """SMAR options, one string: -U (DNS over TCP); also $SMAROPTS"""
+        self["component-options"]["smar"].append(value)
+
+    def opt_qmgr_options(self, value: str) -> None:
+        """QMGR options, one string: -x c[-l][.n],... (debug level n of categories c to l, App. E); repeatable"""
+        self["component-options"]["qmgr"].append(value)
 
     def opt_O(self, value: str) -> None:
         """
@@ -113,6 +138,11 @@ class Options(usage.Options):
                 qmgr.override(name, value)
             except ConfigError as e:
                 raise usage.UsageError(str(e))
+        from smx.config.componentoptions import applyComponentOptions
+
+        applyComponentOptions(
+            self.configuration, environ=os.environ, **self["component-options"]
+        )
         try:
             self.configuration.reconcile()
         except ConfigError as e:

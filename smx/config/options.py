@@ -32,6 +32,7 @@ from smx.config.commonoptions import (
     opt,
     tlsMembers,
 )
+from smx.config.componentoptions import checkDebugOption
 from smx.config.schema import OPTIONAL_NAME, REQUIRED_NAME, SectionSpec, section
 from smx.config.values import (
     CONFIG_RELATIVE,
@@ -93,7 +94,23 @@ QMGR = section(
             "§5.7",
             "how long to wait for a result from SMAR (longer than DNS_timeout)",
         ),
-        opt("debug_level", Integer(0, 100), "0", "§5.7", "debug level"),
+        opt(
+            "debug_level",
+            Integer(0, 100),
+            "0",
+            "§5.7",
+            "debug level of every QMGR debug category not in debug_categories",
+        ),
+        opt(
+            "debug_categories",
+            ListOf(String(checkDebugOption), typeName="list of debug options"),
+            "{}",
+            "smx",
+            "debug levels of QMGR debug categories, as qmgr -x: "
+            "category[-category][.level] (App. E; 1 smtps, 2 ibdb, 3 sched, "
+            "4 smar, 5 smtpc, 6 defedb, 7 dsn, 8 conn); DEBUG records go to the "
+            "qmgr log whatever its log_level",
+        ),
         opt(
             "control_socket",
             Path(Q),
@@ -549,6 +566,13 @@ SMTPS = section(
             "§5.9",
             "unique identifier of the server: the 8-bit process id in its "
             "session and transaction ids (App. C.1)",
+        ),
+        opt(
+            "relay_clients",
+            ListOf(IPAddress(), typeName="list of IP addresses"),
+            "{}",
+            "smx",
+            "clients (IP addresses) that may relay, as smtps -C (§3.2.1)",
         ),
         opt(
             "io_timeout",

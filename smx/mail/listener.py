@@ -65,6 +65,7 @@ class ServerSettings:
         processId: int = 0,
         name: str = "",
         authenticator: Any = None,
+        relayClients: Tuple[str, ...] = (),
     ) -> None:
         self.hostname = hostname or socket.getfqdn()
         self.maxMessageSize = maxMessageSize
@@ -100,6 +101,8 @@ class ServerSettings:
         self.authRequiresTLS = authRequiresTLS
         self.processId = processId
         self.name = name
+        #: clients that may relay (relay_clients, smtps -C)
+        self.relayClients = tuple(relayClients)
 
     @property
     def authMechanisms(self) -> Tuple[str, ...]:
@@ -268,6 +271,7 @@ def settingsFromSection(
         authRequiresTLS="allow_plaintext_without_tls" not in authFlags,
         processId=int(_opt(section, "id", 0)) & 0xFF,
         name=getattr(section, "name", None) or "",
+        relayClients=tuple(_opt(section, "relay_clients", ()) or ()),
     )
 
 

@@ -24,8 +24,10 @@ local domain (C{lmtp:} in the mailertable) unless
 C{lmtp_does_not_imply_relaying}, a verified client certificate with
 C{allow_relaying_if_verified} or, with C{check_access_map_for_relaying},
 a C{certissuer:} entry C{relay} (or C{cont} and a C{certsubject:} entry
-C{relay}), and AUTH with a mechanism in C{trusted_mechs} (every offered
-mechanism when the option is not set; see L{smx.mail.smtps}).
+C{relay}), AUTH with a mechanism in C{trusted_mechs} (every offered
+mechanism when the option is not set; see L{smx.mail.smtps}), and a client
+address in C{relay_clients} (C{smtps -C address}, seed §3.2.1; it needs no
+C{access} and skips no other check).
 
 Recipients are normalised before all this (L{effectiveAddress}): a percent
 hack, bang path or quoted C{@} is judged by the destination it names.
@@ -33,7 +35,8 @@ hack, bang path or quoted C{@} is judged by the destination it names.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+import ipaddress
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from twisted.internet import defer
 
@@ -45,6 +48,26 @@ Reply = Dict[str, Any]
 REJECTED = {"code": 550, "dsn": "5.7.0", "text": "Rejected"}
 RELAY_DENIED = {"code": 550, "dsn": "5.7.1", "text": "Relaying denied"}
 TEMPFAIL = {"code": 451, "dsn": "4.3.0", "text": "Temporary lookup failure"}
+
+
+def _sameAddress(address: str, addresses: Iterable[str]) -> bool:
+    """
+    Whether C{address} is one of C{addresses} (C{::1} and C{0:0::1} are
+    the same; an IPv4-mapped IPv6 address is its IPv4 address).
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for other in addresses:
+        try:
+            if ipaddress.ip_address(other) == ip:
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def decisionReply(decision: Dict[str, Any]) -> Optional[Reply]:
@@ -70,7 +93,8 @@ class SessionPolicy:
     @ivar relayClient: relaying is allowed for the whole session.
     @ivar discardSession: every transaction is discarded.
     @ivar discardTransaction: the current transaction is discarded.
-    @ivar relayReason: why relaying is allowed (C{"cltaddr"}, C{"cert"},
+    @ivar relayReason: why relaying is allowed (C{"relay_clients"},
+        C{"cltaddr"}, C{"cert"},
         C{"auth"}), for the log.
     """
 
@@ -85,7 +109,12 @@ class SessionPolicy:
         allowRelayingIfVerified: bool = False,
         checkAccessMapForRelaying: bool = False,
         trustedMechanisms: Tuple[str, ...] = (),
+        relayClients: Iterable[str] = (),
     ) -> None:
+        """
+        @param relayClients: IP addresses of clients that may relay
+            (C{relay_clients}, C{smtps -C}).
+        """
         self.resolver = resolver
         self.clientAddress = clientAddress
         self.hostname = hostname
@@ -104,6 +133,8 @@ class SessionPolicy:
         self.discardTransaction = False
         self._clientDelayed = None  # type: Optional[Reply]
         self._senderDelayed = None  # type: Optional[Reply]
+        if relayClients and _sameAddress(clientAddress, relayClients):
+            self._setRelay("relay_clients")
 
     def _client(self) -> Dict[str, Any]:
         flags = [] if self.lmtpImpliesRelaying else ["lmtp_does_not_imply_relaying"]

@@ -184,6 +184,7 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
             trustedMechanisms=(
                 mechanisms if s.trustedMechanisms is None else s.trustedMechanisms
             ),
+            relayClients=s.relayClients,
         )
         self.transaction = None  # type: Optional[_Transaction]
         self.tlsInfo = None  # type: Optional[Dict[str, Any]]

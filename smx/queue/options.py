@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from smx.queue.debug import DebugLevels
+
 
 def queueManagerArguments(cfg: Any) -> Dict[str, Any]:
     """
@@ -60,4 +62,7 @@ def queueManagerArguments(cfg: Any) -> Dict[str, Any]:
         "okDiskSpace": int(q["ok_disk_space"]),
         "confMapPath": q["conf"],
         "controlSocket": q["control_socket"],
+        "debugLevels": DebugLevels.fromOptions(
+            q["debug_categories"] or (), int(q["debug_level"] or 0)
+        ),
     }

@@ -68,6 +68,7 @@ from smx.queue.bounce import Bouncer
 from smx.queue.cdb import FileContentStore
 from smx.queue.confmap import ConfigurationMap
 from smx.queue.connections import IncomingControl, SlowStart
+from smx.queue import debug as dbg
 from smx.queue.defedb import DefedbError, DeferredEnvelopeDB
 from smx.queue.diskspace import DiskSpaceMonitor
 from smx.queue.envelope import Recipient, Transaction
@@ -133,6 +134,7 @@ class QueueManager(service.Service):
         processId: int = 0xFE,
         statvfs: Any = os.statvfs,
         threadPool: Any = None,
+        debugLevels: Optional[dbg.DebugLevels] = None,
     ) -> None:
         self.reactor = reactor
         self.queueDirectory = os.path.abspath(queueDirectory)
@@ -140,6 +142,9 @@ class QueueManager(service.Service):
         self.resolver = resolver
         self.deliveryAgent = deliveryAgent
         self.logger = logger or Logger("qmgr")
+        if debugLevels:
+            # qmgr -x, debug_level: the debug categories (App. E)
+            self.logger = dbg.DebugLogger(self.logger, debugLevels)
         self.hostname = hostname
         self.ibdbDirectory = ibdbDirectory or os.path.join(self.queueDirectory, "ibdb")
         self.iqdbMaxEntries = iqdbMaxEntries
@@ -357,9 +362,19 @@ class QueueManager(service.Service):
     # -- IQueueManager ------------------------------------------------------
 
     def sessionOpen(self, sessionId, clientAddress):
-        return defer.succeed(self.incoming.sessionOpen(sessionId, clientAddress))
+        reply = self.incoming.sessionOpen(sessionId, clientAddress)
+        dbg.debug(
+            self.logger,
+            dbg.SMTPS,
+            2,
+            ss_sess=sessionId,
+            client=clientAddress,
+            open="refused" if reply else "ok",
+        )
+        return defer.succeed(reply)
 
     def sessionClose(self, sessionId, clientAddress):
+        dbg.debug(self.logger, dbg.SMTPS, 2, ss_sess=sessionId, close="ok")
         self.incoming.sessionClose(sessionId, clientAddress)
 
     def checkAcceptance(self, size):
@@ -391,12 +406,22 @@ class QueueManager(service.Service):
             return defer.fail(ValueError("transaction %s already queued" % ta.id))
         for r in ta.recipients.values():
             r.state = "queued"
+        dbg.debug(
+            self.logger,
+            dbg.SMTPS,
+            1,
+            ss_ta=ta.id,
+            commit="envelope",
+            nrcpts=len(ta.recipients),
+            size=ta.size,
+        )
         d = self.store.logNew(ta)
         d.addCallback(self._cbCommitted, ta)
         d.addErrback(self._ebCommit, ta)
         return d
 
     def _cbCommitted(self, _: Any, ta: Transaction) -> None:
+        dbg.debug(self.logger, dbg.IBDB, 1, ss_ta=ta.id, ibdb="synced")
         self.store.transactions[ta.id] = ta
         if ta.contentPending:
             self._awaitingContent[ta.id] = ta
@@ -418,6 +443,7 @@ class QueueManager(service.Service):
 
     def contentCommitted(self, transactionId, stored):
         ta = self._awaitingContent.pop(transactionId, None)
+        dbg.debug(self.logger, dbg.SMTPS, 1, ss_ta=transactionId, content=int(stored))
         if ta is None:
             return defer.fail(KeyError(transactionId))
         if stored:

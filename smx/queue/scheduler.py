@@ -50,6 +50,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 from twisted.internet import defer
 
 from smx.fastdefer import settled
+from smx.queue import debug as dbg
 from smx.queue.envelope import Recipient, Transaction
 
 TEMP = "temp"
@@ -224,6 +225,7 @@ class Scheduler:
 
     def _startAttempt(self, ta: Transaction, rcpts: List[Recipient]) -> None:
         attempt = _Attempt(ta, rcpts)
+        dbg.debug(self.logger, dbg.SCHED, 1, ss_ta=ta.id, attempt=len(rcpts))
         ds = []
         for r in rcpts:
             d = defer.maybeDeferred(self.resolver.resolveRecipient, r.address)
@@ -284,6 +286,17 @@ class Scheduler:
                         for x in routes
                     ),
                 )
+                dbg.debug(
+                    self.logger,
+                    dbg.SMAR,
+                    2,
+                    ss_ta=attempt.ta.id,
+                    rcpt="<%s>" % (address,),
+                    route=" ".join(
+                        "%s:%s" % (x.get("mailer"), x.get("address") or x.get("host"))
+                        for x in routes
+                    ),
+                )
                 group = groups.setdefault(
                     key, {"sender": sender, "routes": routes, "members": []}
                 )
@@ -304,6 +317,7 @@ class Scheduler:
         if self.slowStart.mayOpen(dest):
             self._deliver(attempt, group, dest)
             return
+        dbg.debug(self.logger, dbg.CONN, 1, ss_ta=attempt.ta.id, wait=dest)
         waiting = self._waiting.setdefault(dest, collections.deque())
         entry = [attempt, group, None]  # type: List[Any]
         entry[2] = self.clock.callLater(
@@ -357,6 +371,15 @@ class Scheduler:
         }
         self.slowStart.opened(dest)
         self.deliveries += 1
+        dbg.debug(
+            self.logger,
+            dbg.SMTPC,
+            1,
+            ss_ta=ta.id,
+            da_ta=daId,
+            deliver=dest,
+            nrcpts=len(members),
+        )
         d = defer.maybeDeferred(self.agent.deliver, transaction)
         if self.deliveryTimeout:
             d.addTimeout(self.deliveryTimeout, self.clock)
@@ -450,6 +473,15 @@ class Scheduler:
         where: Optional[str],
         daId: Optional[str] = None,
     ) -> None:
+        dbg.debug(
+            self.logger,
+            dbg.SMTPC,
+            2,
+            ss_ta=attempt.ta.id,
+            da_ta=daId,
+            rcpt="<%s>" % (address,),
+            result=code,
+        )
         attempt.outcomes[r.index].append(
             (
                 address,
@@ -521,6 +553,15 @@ class Scheduler:
                 r.state = "deferred"
                 r.nextTry = now + self.retryDelay(r.tries)
                 deferred.append(r)
+                dbg.debug(
+                    self.logger,
+                    dbg.DEFEDB,
+                    2,
+                    ss_ta=ta.id,
+                    idx=r.index,
+                    tries=r.tries,
+                    next=int(r.nextTry - now),
+                )
             elif temp is not None:
                 address, res = temp
                 r.failures.append(dict(res, address=address, lastAttempt=now))
@@ -534,6 +575,7 @@ class Scheduler:
                 self.delivered += 1
                 final.append(r)
         if deferred:
+            dbg.debug(self.logger, dbg.DEFEDB, 1, ss_ta=ta.id, deferred=len(deferred))
             self.deferred += len(deferred)
             self.store.defer(ta, deferred)
             for r in deferred:
@@ -566,6 +608,7 @@ class Scheduler:
         for r in late:
             r.warned = True
         self.store.update(ta, late)
+        dbg.debug(self.logger, dbg.DSN, 1, ss_ta=ta.id, dsn="delayed", rcpts=len(late))
         d = self.bouncer.report("delayed", ta, [r.failureInfo() for r in late])
         d.addErrback(
             lambda f: self.logger.error(
@@ -595,6 +638,7 @@ class Scheduler:
         failures = []  # type: List[Dict[str, Any]]
         for r in rcpts:
             failures.extend(r.failures)
+        dbg.debug(self.logger, dbg.DSN, 1, ss_ta=ta.id, dsn="failed", rcpts=len(rcpts))
         d = self.bouncer.report("failed", ta, failures)
 
         def _cbBounced(_: Any) -> None:

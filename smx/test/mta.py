@@ -250,16 +250,26 @@ class MTA:
         if p.returncode != 0:
             raise RuntimeError("smx createmap %s failed: %r" % (name, p.stderr))
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(
+        self,
+        timeout: float = 10.0,
+        options: Sequence[str] = (),
+        environ: Optional[dict] = None,
+    ) -> None:
         """
         Start C{twistd -n smx} and wait until its SMTP port answers.
+
+        @param options: more options of C{twistd smx} (C{--smtps-options}).
+        @param environ: variables to add to its environment.
         """
         assert self.process is None, "already running"
         argv = [TWISTD, "-n", "--pidfile=", "smx", "--config", self.config]
+        argv += list(options)
+        env = dict(os.environ, **environ) if environ else None
         out = open(self.logFile, "ab")
         try:
             self.process = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.directory
+                argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.directory, env=env
             )
         finally:
             out.close()

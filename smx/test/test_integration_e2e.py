@@ -143,7 +143,10 @@ class RelayTests(_Base):
         yield until(lambda: "where=final_dot" in self.mta.log())
         smtps = self.mta.records("smtps")
         smtpc = self.mta.records("smtpc")
-        self.assertRecord(smtps, r"^ss_sess=S[0-9A-F]+, client_ipv4=127\.0\.0\.1$")
+        # the access map lets 127.0.0.1 relay: the session record says so
+        self.assertRecord(
+            smtps, r"^ss_sess=S[0-9A-F]+, client_ipv4=127\.0\.0\.1, relay=1$"
+        )
         self.assertRecord(
             smtps, r"^ss_sess=S\w+, ss_ta=S\w+, mail=<alice@client\.test>, stat=0$"
         )

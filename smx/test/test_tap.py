@@ -64,6 +64,49 @@ class OptionsTests(unittest.TestCase):
         options = tap.Options()
         self.assertRaises(usage.UsageError, options.parseOptions, ["-O", "X=1"])
 
+    def test_componentOptions(self):
+        """
+        --smtps-options, --smar-options and --qmgr-options (repeatable),
+        and SM_SERVER_OPTIONS and SMAROPTS, override the configuration
+        (L{smx.config.componentoptions}).
+        """
+        d = os.path.abspath(self.mktemp())
+        path = defaultconfig.writeDefaultConfiguration(d)
+        self.patch(os, "environ", dict(os.environ, SM_SERVER_OPTIONS="-C ::1"))
+        options = tap.Options()
+        options.parseOptions(
+            [
+                "-f",
+                path,
+                "-d",
+                d,
+                "--smtps-options",
+                "-a -C 10.2.3.4",
+                "--smtps-options",
+                "-T",
+                "--smar-options",
+                "-U",
+                "--qmgr-options",
+                "-x 1-3.2",
+                "--qmgr-options=-x5",
+            ]
+        )
+        cfg = options.configuration
+        smtps = cfg.section("smtps")
+        self.assertIn("access", smtps["flags"])
+        self.assertEqual(smtps["relay_clients"], ["::1", "10.2.3.4"])
+        self.assertIn("use_tcp", cfg.section("smar")["DNS_flags"])
+        self.assertEqual(cfg.section("qmgr")["debug_categories"], ["1-3.2", "5"])
+
+    def test_badComponentOptions(self):
+        """A bad option set is a usage error that names it."""
+        e = self.assertRaises(
+            usage.UsageError,
+            tap.Options().parseOptions,
+            ["-d", os.path.abspath(self.mktemp()), "--smar-options", "-U -Z"],
+        )
+        self.assertIn("--smar-options '-U -Z': ", str(e))
+
 
 class TwistdIntegrationTests(unittest.TestCase):
     """

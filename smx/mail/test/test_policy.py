@@ -48,6 +48,10 @@ TABLE = [
     (d("relay"), None, None, "u%remote.test@local.test", {}, None),
     # a recipient error
     (None, None, QERR, "u@local.test", {}, 551),
+    # relay_clients (smtps -C): relaying, no other check skipped
+    (None, None, None, "u@remote.test", {"relayClients": ["10.0.0.1"]}, None),
+    (None, None, None, "u@remote.test", {"relayClients": ["10.0.0.2"]}, 550),
+    (None, None, ERR, "u@remote.test", {"relayClients": ["10.0.0.1"]}, 551),
 ]
 
 
@@ -131,3 +135,24 @@ class CertificateTests(unittest.TestCase):
         resolver.access[("certissuer", "/O=CA")] = d("cont")
         self.successResultOf(policy.tlsEstablished(self.INFO))
         self.assertTrue(policy.relayClient)
+
+
+class RelayClientsTests(unittest.TestCase):
+    """C{relay_clients} (C{smtps -C address})."""
+
+    def test_withoutAccess(self):
+        """The addresses allow relaying without the access map."""
+        for client, addresses, code in [
+            ("10.2.3.4", ["10.2.3.4"], None),
+            ("10.2.3.5", ["10.2.3.4"], 550),
+            ("::1", ["0:0::1"], None),
+            ("::ffff:10.2.3.4", ["10.2.3.4"], None),
+            ("10.2.3.4", [], 550),
+        ]:
+            resolver = FakeAddressResolver()
+            policy = SessionPolicy(resolver, client, "mx.test", relayClients=addresses)
+            self.assertIsNone(self.successResultOf(policy.checkConnection()))
+            reply, _, _ = self.successResultOf(policy.checkRecipient("u@remote.test"))
+            self.assertEqual(reply and reply["code"], code, (client, addresses))
+            if code is None:
+                self.assertEqual(policy.relayReason, "relay_clients")
