@@ -22,8 +22,13 @@ bad commands (421).
 DATA is scanned a whole received chunk at a time with C{bytes.find}: only
 lines starting with a dot cost a Python-level step.  Only C{<CRLF>.<CRLF>}
 ends the data; a bare CR or LF anywhere in it is remembered and reported
-with L{EndOfData} (SMTP smuggling), as is a message over the size limit,
-which is read to its end but no longer passed on.
+with L{EndOfData} (SMTP smuggling), as are a NUL byte (C{<CRLF><NUL>.
+<CRLF>} ends the data for a next hop that drops NULs), a line longer than
+L{MAX_TEXT_LINE} octets with its CRLF, and a message over the size limit:
+such content is read to its end but no longer passed on.  Line lengths
+are measured across received pieces (one C{rfind} per L{MAX_TEXT_LINE}
+bytes), so a long line is never held.  The same rules are to apply to
+BDAT chunks when CHUNKING is offered (it is not yet).
 
 The events and the reply format are in L{smx.mail.serverevents}, the
 syntax of each command in L{smx.mail.servercommands}; their names are
