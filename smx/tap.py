@@ -49,6 +49,7 @@ import contextlib
 import gc
 import os
 import re
+import resource
 import signal
 import sys
 from typing import Any, Dict, Iterator, List, Optional
@@ -388,6 +389,24 @@ def tuneGarbageCollector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def raiseFileLimit() -> None:
+    """
+    Raise the soft limit of open files to the hard limit.  Every SMTP
+    session, delivery connection and open map takes a descriptor; the
+    usual soft limit of 1,024 would cap the sessions long before
+    C{max_connections} (Postfix's master does the same at start).
+    """
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard
+        if hard == resource.RLIM_INFINITY or hard > 1 << 20:
+            wanted = max(soft, 1 << 20)
+        if soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (OSError, ValueError) as e:
+        sys.stderr.write("smx: cannot raise the open file limit: %s\n" % (e,))
+
+
 def makeService(options: Options) -> service.IService:
     """
     The C{twistd} entry point.  A component that cannot be built from the
@@ -397,6 +416,7 @@ def makeService(options: Options) -> service.IService:
     from smx.components import ComponentError
 
     tuneGarbageCollector()
+    raiseFileLimit()
     try:
         root = buildService(options.configuration)
     except ComponentError as e:

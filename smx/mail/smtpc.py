@@ -25,8 +25,8 @@ DESCRIPTION
     socket C{LMTP_socket} for a local domain (mailertable C{lmtp:}
     without hosts, seed §6.3.1), over TCP to the route's address and port
     for C{lmtp:} with hosts (C{2724^lmtp:[192.0.2.1]}; without a port in
-    the entry, C{remote_port}, which is rarely what an LMTP server
-    listens on: RFC 2033 forbids port 25).  STARTTLS is used whenever it
+    the entry, port 24: RFC 2033 forbids port 25, so C{remote_port} is
+    not used for LMTP).  STARTTLS is used whenever it
     is offered (seed App. D); the client certificate is presented, the
     server's certificate is not required to verify (opportunistic TLS),
     but a failed handshake never falls back to clear text: it is a

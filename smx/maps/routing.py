@@ -34,6 +34,11 @@ from smx.maps.access import AccessMap, reply
 from smx.maps.errors import DNSPermanentError, DNSTemporaryError, MapError
 from smx.maps.mailertable import Mailertable
 
+#: The port of C{lmtp:} routes with hosts but no port of their own: LMTP
+#: must not use port 25 (RFC 2033 §5); 24 is IANA's "any private mail
+#: system", where LMTP servers such as Dovecot's usually listen.
+LMTP_PORT = 24
+
 
 def localRoute() -> Dict[str, Any]:
     """
@@ -134,7 +139,7 @@ class Router:
     def _resolveEntry(self, domain: str, entry):
         if entry.local:
             return [localRoute()]
-        port = entry.port or self.port
+        port = entry.port or (LMTP_PORT if entry.mailer == "lmtp" else self.port)
         if not entry.hosts:
             viaMX = yield self._resolveHost(domain, entry.mailer, port, 0)
             return viaMX

@@ -7,6 +7,7 @@ C{twistd -n smx} in a child process on loopback ports.
 """
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -188,6 +189,37 @@ class TwistdIntegrationTests(unittest.TestCase):
         d, path = self._configure(port, d)
         self.assertGreater(len(os.path.join(d, "lmtpsock")), 108)
         self._startAndStop(d, path, port)
+
+    def test_openFileLimit(self):
+        """
+        C{twistd smx} raises its soft limit of open files to the hard
+        limit, so that sessions are not capped at 1,024 descriptors: it is
+        started here with a soft limit of 256 and runs with the hard one.
+        """
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard <= 256:
+            raise unittest.SkipTest("the hard limit of open files is %d" % (hard,))
+        port = freePort()
+        d, path = self._configure(port)
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        proc = subprocess.Popen(
+            [twistd, "-n", "--pidfile=", "smx", "--config", path],
+            cwd=d,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+        )
+        try:
+            self.assertTrue(self._greeting(proc, port).startswith(b"220 "))
+            with open("/proc/%d/limits" % (proc.pid,)) as f:
+                line = [x for x in f if x.startswith("Max open files")][0]
+            running = int(line.split()[3])
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20)
+        if hard == resource.RLIM_INFINITY or hard > 1 << 20:
+            hard = 1 << 20
+        self.assertEqual(running, hard)
 
     def test_portInUse(self):
         """

@@ -39,6 +39,8 @@ my.dom             lmtp:
 spam.filter.domain 2525^esmtp:[127.0.0.1]
 another.domain     esmtp:remote.test
 .tld               esmtp:[127.0.0.9]
+lmtp.host          lmtp:[127.0.0.73]
+lmtp.port          2724^lmtp:[127.0.0.73]
 """
 
 
@@ -156,6 +158,25 @@ smar {
         self.assertEqual([x["address"] for x in out[0]["routes"]], ["127.0.0.4"])
         out = yield r.resolveRecipient("x@some.tld")
         self.assertEqual([x["address"] for x in out[0]["routes"]], ["127.0.0.9"])
+
+    @defer.inlineCallbacks
+    def test_lmtpRoutePorts(self):
+        """
+        An C{lmtp:} route with a host and no port goes to port 24, never
+        to C{remote_port} (RFC 2033 forbids LMTP on port 25); a port in
+        the entry is kept.
+        """
+        r = self.resolver()
+        out = yield r.resolveRecipient("x@lmtp.host")
+        self.assertEqual(
+            [(x["mailer"], x["address"], x["port"]) for x in out[0]["routes"]],
+            [("lmtp", "127.0.0.73", 24)],
+        )
+        out = yield r.resolveRecipient("x@lmtp.port")
+        self.assertEqual(
+            [(x["mailer"], x["address"], x["port"]) for x in out[0]["routes"]],
+            [("lmtp", "127.0.0.73", 2724)],
+        )
 
     @defer.inlineCallbacks
     def test_routeErrors(self):
