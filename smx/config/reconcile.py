@@ -139,12 +139,65 @@ def _authEnabledBy(auth: "Section") -> Optional[str]:
     return None
 
 
+def _checkAuthBackEnd(auth: "Section") -> None:
+    """
+    Refuse option combinations that the AUTH back end of C{auth} cannot
+    use (the same rules L{smx.mail.auth.authenticatorFromSection} applies
+    when smx starts, so that C{smx config} reports them too).
+    """
+    if auth.spec.option("type") is None:
+        return
+    kind = auth["type"] or "file"
+    if kind == "file":
+        for name in ("path", "address", "realm"):
+            if auth.spec.option(name) is not None and auth.isSet(name):
+                raise auth.error(
+                    "%s is used with type = dovecot or saslauthd, not with "
+                    "type = file in %s" % (name, auth.describe()),
+                    name,
+                )
+        return
+    if auth.isSet("password_file"):
+        raise auth.error(
+            "password_file is used only with type = file (%s has type = %s)"
+            % (auth.describe(), kind),
+            "password_file",
+        )
+    if kind == "saslauthd":
+        if auth.isSet("address"):
+            raise auth.error(
+                "saslauthd listens on a Unix domain socket only: write path, "
+                "not address, in %s" % (auth.describe(),),
+                "address",
+            )
+        if "noplaintext" in (auth["flags"] or ()):
+            raise auth.error(
+                "saslauthd checks plaintext passwords only (PLAIN, LOGIN), "
+                "which flags = { noplaintext } forbids in %s" % (auth.describe(),),
+                "flags",
+            )
+        return
+    if auth.isSet("path") and auth.isSet("address"):
+        raise auth.error(
+            "write either path or address, not both, in %s" % (auth.describe(),),
+            "address",
+        )
+    if auth.isSet("realm"):
+        raise auth.error(
+            "realm is sent to saslauthd only (Dovecot has auth_default_realm), "
+            "in %s" % (auth.describe(),),
+            "realm",
+        )
+
+
 def _checkAuth(configuration: "Configuration", smtps: "Section") -> None:
     """
-    Warn about AUTH set-ups that do nothing: AUTH never offered, or never
-    allowing relaying.
+    Refuse AUTH back-end options that do not go together; warn about AUTH
+    set-ups that do nothing: AUTH never offered, or never allowing
+    relaying.
     """
     auth = smtps.section("auth")
+    _checkAuthBackEnd(auth)
     enabledBy = _authEnabledBy(auth)
     if enabledBy is None:
         return

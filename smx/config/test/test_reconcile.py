@@ -237,6 +237,39 @@ class AuthTests(SynchronousTestCase):
             2,
         )
 
+    def test_backEndCombinations(self):
+        """
+        Options an AUTH back end cannot use are errors naming the option
+        in C{smx config}, not only when twistd starts.
+        """
+        cases = [
+            ('auth { path = "/x"; }', "path is used with type = dovecot"),
+            ('auth { address = "127.0.0.1:9"; }', "address is used with type"),
+            (
+                'auth { type = dovecot; password_file = "/p"; }',
+                "password_file is used only with type = file",
+            ),
+            (
+                'auth { type = saslauthd; address = "127.0.0.1:9"; }',
+                "saslauthd listens on a Unix domain socket only",
+            ),
+            (
+                "auth { type = saslauthd; flags = { noplaintext }; }",
+                "saslauthd checks plaintext passwords only",
+            ),
+            (
+                'auth { type = dovecot; path = "/x"; address = "127.0.0.1:9"; }',
+                "write either path or address, not both",
+            ),
+            ("auth { type = dovecot; realm = r; }", "realm is sent to saslauthd"),
+        ]
+        for auth, message in cases:
+            text = error(self, "smtps {\n  %s\n}" % (auth,))
+            self.assertTrue(text.startswith("smx.conf:2:"), text)
+            self.assertIn(message, text)
+        warnings('smtps { auth { type = dovecot; path = "/x"; } }')
+        warnings("smtps { auth { type = saslauthd; realm = r; } }")
+
     def test_onceAfterReconcileAgain(self):
         """
         Checking again (after command-line overrides, as twistd smx does)
