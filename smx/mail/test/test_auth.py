@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from smx.config import configurationFromText
+from smx.config import ConfigError, configurationFromText
 from smx.interfaces import ISASLAuthenticator, ISASLExchange
 from smx.mail.auth import (
     AuthConfigurationError,
@@ -227,7 +227,12 @@ class SectionTests(unittest.TestCase):
         )
 
     def test_mistakes(self):
-        """Options that do not fit the type: an error at their line."""
+        """
+        Options that do not fit the type: an error at their line, found
+        when the configuration is read (L{ConfigError}, as C{smx config}
+        reports it) or, for a file that cannot be read, when the back end
+        is built (L{AuthConfigurationError}).
+        """
         for text, option, words in [
             ("type = saslauthd;\n    flags = { noplaintext };", "flags", "plaintext"),
             (
@@ -245,10 +250,12 @@ class SectionTests(unittest.TestCase):
             ("type = dovecot;\n    realm = x;", "realm", "saslauthd"),
             ('password_file = "/nonexistent/pw";', "password_file", "/nonexistent/pw"),
         ]:
-            e = self.assertRaises(AuthConfigurationError, self.build, text)
+            e = self.assertRaises(
+                (ConfigError, AuthConfigurationError), self.build, text
+            )
             self.assertTrue(
                 str(e).startswith("smx.conf:%d:" % (text.count("\n") + 3)),
                 (text, str(e)),
             )
-            self.assertIn(option, e.message)
-            self.assertIn(words, e.message)
+            self.assertIn(option, str(e))
+            self.assertIn(words, str(e))
