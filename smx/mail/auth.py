@@ -78,7 +78,7 @@ class AuthUnavailable(AuthError):
         )
 
 
-def describeError(value: BaseException) -> str:
+def describeError(value: Optional[BaseException]) -> str:
     """
     A back end's connection error as the log wants it (C{Connection
     refused}, not Twisted's C{111}).

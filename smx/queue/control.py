@@ -110,7 +110,7 @@ class ControlServer(QuietAMP):
     @ListQueue.responder
     def listQueue(self, start):
         def page(entries):
-            parts = []
+            parts = []  # type: List[str]
             size = 2
             i = start
             while i < len(entries):
