@@ -119,13 +119,17 @@ class IQueueManager(Interface):
         The SMTPS session C{sessionId} ended.  Returns nothing.
         """
 
-    def checkAcceptance(size):
+    def checkAcceptance(size, sessionId=None):
         """
         May a new transaction of about C{size} bytes be accepted now?  Called
         at MAIL; considers the free disk space (C{min_disk_space},
-        C{ok_disk_space}) and whether AQ and IQDB have room.
+        C{ok_disk_space}, measured now, less the sizes of the transactions
+        in flight) and whether AQ and IQDB have room.  An accepted C{size}
+        is reserved for the session until its envelope is committed, its
+        next C{checkAcceptance} or L{sessionClose}.
 
         @param size: the C{SIZE=} the client declared, or 0.
+        @param sessionId: the SMTPS session id, or C{None}.
         @return: a L{Deferred} firing with C{None} or a I{reply} (452 4.3.1
             for a short disk, 451/452 for a full queue).
         """

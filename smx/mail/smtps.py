@@ -412,7 +412,9 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
     @inlineCallbacks
     def do_MailFrom(self, event: sm.MailFrom):
         self._closeTransaction()
-        reply = yield self.factory.queueManager.checkAcceptance(event.size)
+        reply = yield self.factory.queueManager.checkAcceptance(
+            event.size, self.sessionId
+        )
         if reply is None:
             reply = yield self.policy.checkSender(event.sender)
         if reply is not None:

@@ -255,6 +255,9 @@ class ContentWriter:
     Content that outgrows a chunk before that is written early either way.
 
     @ivar size: bytes written so far.
+
+    Bytes given to L{write} and not yet written to the file are counted in
+    the store's C{bytesInFlight}.
     """
 
     def __init__(self, store: "FileContentStore", transactionId: str) -> None:
@@ -327,6 +330,7 @@ class ContentWriter:
             return
         self._buffer.append(data)
         self._buffered += len(data)
+        self._store.bytesInFlight += len(data)
         self.size += len(data)
         if self._buffered >= self._store.chunkSize and self._opening is None:
             self._flush()
@@ -339,6 +343,7 @@ class ContentWriter:
         data = b"".join(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
         self._buffer = []
         self._buffered = 0
+        self._store.bytesInFlight -= len(data)
         try:
             _writeAll(self._fd, data)
         except OSError as e:
@@ -376,6 +381,7 @@ class ContentWriter:
     def _commitOpened(self) -> defer.Deferred:
         if self._error is not None:
             error = self._error
+            self._dropBuffer()
             self._removeFile()
             return defer.fail(error)
         data = b"".join(self._buffer)
@@ -389,8 +395,18 @@ class ContentWriter:
         else:
             [error] = _commitBatch([work])
             d = defer.fail(error) if error is not None else defer.succeed(None)
+        d.addBoth(self._written, len(data))
         d.addErrback(self._ebSync)
         return d
+
+    def _written(self, result: Any, length: int) -> Any:
+        self._store.bytesInFlight -= length
+        return result
+
+    def _dropBuffer(self) -> None:
+        self._store.bytesInFlight -= self._buffered
+        self._buffer = []
+        self._buffered = 0
 
     def _ebSync(self, failure: Any) -> Any:
         self._removeFile()
@@ -415,7 +431,7 @@ class ContentWriter:
         """
         self._done = True
         self._aborted = True
-        self._buffer = []
+        self._dropBuffer()
         self._removeFile()
 
 
@@ -450,6 +466,9 @@ class FileContentStore:
         self._unlinking = False
         #: content jobs (create, write and sync) running in the thread pool
         self.jobsInFlight = 0
+        #: content bytes received by writers and not yet written to their
+        #: files (QMGR counts them against the free disk space)
+        self.bytesInFlight = 0
         #: commits waiting for the next group commit, and whether one runs
         self._batch = (
             []

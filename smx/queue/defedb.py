@@ -10,6 +10,8 @@ SYNOPSIS
     db.removeRecipients(transactionId, [index, ...])
     for nextTry, transactionId, index in db.due(now): ...
     db.checkpoint()
+    db.broken, db.hasRoom()          # after a failure: reopen when True
+    readCheckpointed(baseDirectory)  # what mailq shows, QMGR running or not
 
 DESCRIPTION
     Recipients that could not be delivered at the first attempt are kept in
@@ -31,6 +33,31 @@ DESCRIPTION
     were written (or always when that is 0); log files no longer needed are
     removed automatically.
 
+    A full disk.  Berkeley DB maps its region files (C{__db.001} ...)
+    into memory; a page of a sparse region file that the file system
+    cannot allocate any more kills the process with SIGBUS when it is
+    touched.  So the region files are written in full when they are made
+    (C{DB_REGION_INIT}), and room for the regions to grow into is
+    allocated beyond their end right after the environment is opened
+    (C{fallocate} with C{FALLOC_FL_KEEP_SIZE}; Berkeley DB extends a region
+    file by writing its last byte only).  Log files are C{LOG_FILE_SIZE}
+    bytes and written in full when they are created (C{DB_LOG_ZERO}), so
+    that a full disk shows as an error of the write that needs a new log
+    file, never in the middle of one.  No change is started with less
+    than L{DeferredEnvelopeDB.headroom} bytes free on the file systems of
+    DEFEDB (a cache full of pages that cannot be written makes Berkeley DB
+    wait for the disk forever); such a change fails with L{DefedbError}
+    (C{full}) without touching the environment.  A commit that fails is
+    never followed by an abort of the same transaction (the handle is gone
+    either way); it leaves the environment L{broken}: its owner reopens it
+    (with recovery) once L{hasRoom} says there is space again, and so after
+    C{DB_RUNRECOVERY}.
+
+    C{smx mailq} does not join the environment: L{readCheckpointed} opens
+    the database files read-only on their own and so sees what the last
+    checkpoint (or close) wrote, never interfering with a running QMGR
+    (seed §6.6.2).
+
 CONFIGURATION PARAMETERS
     DEFEDB { base_directory; log_directory; page_size; cache_size;
              KBytes_written_for_checkpointing; delay_between_2_checkpoints }
@@ -40,24 +67,53 @@ SECURITY
 
 DIAGNOSTICS
     L{DefedbError} names the directory and the Berkeley DB error when the
-    environment cannot be opened even with C{DB_RECOVER_FATAL}.  A record
-    that cannot be decoded is reported with its key and skipped.
+    environment cannot be opened even with C{DB_RECOVER_FATAL}, or a change
+    cannot be committed; C{full} and C{recover} say whether the disk was
+    short and whether the environment must be recovered.  A record that
+    cannot be decoded is reported with its key and skipped.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import struct
+import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from smx.bdb import db
+
+#: the size of each DEFEDB log file (written in full when it is created)
+LOG_FILE_SIZE = 1 << 20
+
+#: room left for a region file to grow into: at least this, and four
+#: times its size when it was made (the memory pool region: what its
+#: statistics give as its maximum)
+REGION_RESERVE = 1 << 20
+
+#: the free space wanted besides the cache size before a change is made
+#: (two log files: the current one may be replaced at any time)
+HEADROOM = 2 * LOG_FILE_SIZE
+
+#: errors of a full file system
+_FULL = frozenset([errno.ENOSPC, errno.EDQUOT])
 
 
 class DefedbError(Exception):
     """
     DEFEDB cannot be used; the message names the directory and the cause.
+
+    @ivar full: the file system of DEFEDB is full (or short of
+        L{DeferredEnvelopeDB.headroom}).
+    @ivar recover: the environment must be reopened with recovery.
     """
+
+    def __init__(self, message: str, full: bool = False, recover: bool = False):
+        Exception.__init__(self, message)
+        self.full = full
+        self.recover = recover
 
 
 def recipientKey(transactionId: str, index: int) -> bytes:
@@ -81,6 +137,13 @@ def splitDueKey(key: bytes) -> Tuple[float, str, int]:
     return ms / 1000.0, ta, idx
 
 
+def _errorNumber(e: Exception) -> Optional[int]:
+    args = list(getattr(e, "args", ()))
+    if args and isinstance(args[0], int):
+        return args[0]
+    return None
+
+
 def _dbError(e: Exception) -> str:
     args = list(getattr(e, "args", ()))
     if len(args) >= 2:
@@ -88,11 +151,172 @@ def _dbError(e: Exception) -> str:
     return str(e)
 
 
+def _isFull(e: Exception) -> bool:
+    return _errorNumber(e) in _FULL or isinstance(e, getattr(db, "DBNoSpaceError", ()))
+
+
+def _needsRecovery(e: Exception) -> bool:
+    return isinstance(e, db.DBRunRecoveryError) or _errorNumber(e) == getattr(
+        db, "DB_RUNRECOVERY", None
+    )
+
+
+def _libcFallocate() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        f = getattr(libc, "fallocate64", None) or libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    f.restype = ctypes.c_int
+    return f
+
+
+_fallocate = _libcFallocate()
+
+#: from <linux/falloc.h>
+FALLOC_FL_KEEP_SIZE = 1
+
+
+def reserveBeyondEnd(path: str, length: int) -> bool:
+    """
+    Allocate the blocks of the first C{length} bytes of the file C{path}
+    without changing its size (Linux C{fallocate(2)} with
+    C{FALLOC_FL_KEEP_SIZE}): holes are filled and the file can grow to
+    C{length} bytes, through a memory map too, without needing a block
+    the file system may not have any more.
+
+    @return: C{False} where this is not supported (another system or file
+        system); nothing was done.
+    @raise OSError: for other errors, C{ENOSPC} among them.
+    """
+    if _fallocate is None:
+        return False
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        if _fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, length) == 0:
+            return True
+        code = ctypes.get_errno()
+    finally:
+        os.close(fd)
+    if code in (errno.EOPNOTSUPP, errno.ENOSYS):
+        return False
+    raise OSError(code, os.strerror(code), path)
+
+
+def _loadRecords(
+    tas: Any, rcpts: Any, path: str, report: Callable[[str], None]
+) -> List[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
+    """
+    Read every transaction with its recipients from the two databases.
+    """
+    envelopes = {}  # type: Dict[str, Dict[str, Any]]
+    cursor = tas.cursor()
+    try:
+        rec = cursor.first()
+        while rec is not None:
+            key, value = rec
+            try:
+                envelopes[key.decode("ascii")] = json.loads(value.decode())
+            except ValueError:
+                report(
+                    "DEFEDB %s: transaction record %r cannot be decoded, "
+                    "skipped" % (path, key)
+                )
+            rec = cursor.next()
+    finally:
+        cursor.close()
+    recipients = {}  # type: Dict[str, List[Dict[str, Any]]]
+    cursor = rcpts.cursor()
+    try:
+        rec = cursor.first()
+        while rec is not None:
+            key, value = rec
+            try:
+                ta, idx = splitRecipientKey(key)
+                rcpt = json.loads(value.decode())
+                rcpt["index"] = idx
+            except (ValueError, struct.error):
+                report(
+                    "DEFEDB %s: recipient record %r cannot be decoded, "
+                    "skipped" % (path, key)
+                )
+            else:
+                recipients.setdefault(ta, []).append(rcpt)
+            rec = cursor.next()
+    finally:
+        cursor.close()
+    out = []
+    for ta, found in recipients.items():
+        if ta not in envelopes:
+            report("DEFEDB %s: recipients of %s have no envelope, skipped" % (path, ta))
+            continue
+        out.append((envelopes[ta], found))
+    return out
+
+
+class CheckpointedDEFEDB:
+    """
+    What the database files of DEFEDB hold (see L{readCheckpointed}), with
+    the C{loadAll} of L{DeferredEnvelopeDB} for
+    L{smx.queue.recovery.recoverQueue}.
+    """
+
+    def __init__(
+        self, records: List[Tuple[Dict[str, Any], List[Dict[str, Any]]]]
+    ) -> None:
+        self.records = records
+
+    def loadAll(self) -> List[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
+        return list(self.records)
+
+
+def readCheckpointed(
+    baseDirectory: str, report: Callable[[str], None]
+) -> CheckpointedDEFEDB:
+    """
+    Read the DEFEDB database files on their own, read-only, without
+    joining (or recovering) the environment: what the last checkpoint
+    wrote (seed §6.6.2).  Safe while QMGR runs.
+
+    @raise DefedbError: if the files cannot be read.
+    """
+    path = os.path.abspath(baseDirectory)
+    opened = []  # type: List[Any]
+    try:
+        for name in ("transactions", "recipients"):
+            d = db.DB()
+            opened.append(d)
+            d.open(
+                os.path.join(path, name + ".db"),
+                dbtype=db.DB_BTREE,
+                flags=db.DB_RDONLY,
+            )
+        return CheckpointedDEFEDB(_loadRecords(opened[0], opened[1], path, report))
+    except db.DBNoSuchFileError:
+        return CheckpointedDEFEDB([])
+    except db.DBError as e:
+        raise DefedbError("DEFEDB %s: %s" % (path, _dbError(e)))
+    finally:
+        for d in opened:
+            try:
+                d.close()
+            except db.DBError:
+                pass
+
+
 class DeferredEnvelopeDB:
     """
     The deferred envelope database.
 
     @ivar path: the environment's home directory.
+    @ivar broken: a change failed in a way that leaves the environment in
+        doubt (a failed commit, C{DB_RUNRECOVERY}): it must be closed and
+        opened again (with recovery) before it is used.
+    @ivar headroom: the free bytes wanted on the file systems of DEFEDB
+        before a change is made.
     """
 
     def __init__(
@@ -103,50 +327,74 @@ class DeferredEnvelopeDB:
         cacheSize: int = 0,
         checkpointKBytes: int = 0,
         report: Optional[Callable[[str], None]] = None,
+        statvfs: Callable[[str], Any] = os.statvfs,
     ) -> None:
         self.path = os.path.abspath(baseDirectory)
         self.logDirectory = logDirectory
         self.pageSize = pageSize
         self.cacheSize = cacheSize
         self.checkpointKBytes = checkpointKBytes
+        self.statvfs = statvfs
+        self.headroom = max(cacheSize, 256 * 1024) + HEADROOM
         self._report = report or (lambda text: None)
         self.env = None  # type: Any
         self._tas = None  # type: Any
         self._rcpts = None  # type: Any
         self._due = None  # type: Any
+        self.broken = False
+        #: pages were changed since the last L{flush}
+        self._dirty = False
 
     def open(self) -> None:
         """
         Open (creating and recovering) the environment and its databases.
 
-        @raise DefedbError: if it cannot be opened.
+        @raise DefedbError: if it cannot be opened; with C{full} set when
+            the disk is short (nothing was touched then, or the open was
+            undone).
         """
         try:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
             if self.logDirectory:
                 os.makedirs(self.logDirectory, mode=0o700, exist_ok=True)
         except OSError as e:
-            raise DefedbError("DEFEDB %s: %s" % (self.path, e.strerror))
+            raise DefedbError(
+                "DEFEDB %s: %s" % (self.path, e.strerror), full=e.errno in _FULL
+            )
+        self.close()
+        self._checkRoom()
         try:
             self._openEnvironment(db.DB_RECOVER)
-        except db.DBError as e:
+        except (db.DBError, OSError) as e:
+            self.close()
+            if _isFull(e) or not self.hasRoom():
+                raise DefedbError(
+                    "DEFEDB %s: %s" % (self.path, _describe(e)), full=True
+                )
             self._report(
                 "DEFEDB %s: normal recovery failed: %s; trying catastrophic "
-                "recovery" % (self.path, _dbError(e))
+                "recovery" % (self.path, _describe(e))
             )
-            self.close()
             try:
                 self._openEnvironment(db.DB_RECOVER_FATAL)
-            except db.DBError as e2:
+            except (db.DBError, OSError) as e2:
                 self.close()
-                raise DefedbError("DEFEDB %s: %s" % (self.path, _dbError(e2)))
+                raise DefedbError(
+                    "DEFEDB %s: %s" % (self.path, _describe(e2)), full=_isFull(e2)
+                )
+        self.broken = False
 
     def _openEnvironment(self, recover: int) -> None:
         env = db.DBEnv()
+        self.env = env
         if self.logDirectory:
             env.set_lg_dir(os.path.abspath(self.logDirectory))
         if self.cacheSize:
             env.set_cachesize(0, self.cacheSize)
+        # regions written in full, log files too: see the module docstring
+        env.set_flags(db.DB_REGION_INIT, 1)
+        env.set_lg_max(LOG_FILE_SIZE)
+        env.log_set_config(db.DB_LOG_ZERO, 1)
         env.open(
             self.path,
             db.DB_CREATE
@@ -157,14 +405,32 @@ class DeferredEnvelopeDB:
             | recover,
             0o600,
         )
-        self.env = env
         try:
             env.log_set_config(db.DB_LOG_AUTO_REMOVE, 1)
         except (AttributeError, db.DBError):
             pass
+        self._reserveRegions()
         self._tas = self._openDB("transactions")
         self._rcpts = self._openDB("recipients")
         self._due = self._openDB("due")
+
+    def _reserveRegions(self) -> None:
+        """
+        Allocate the holes of the region files and room for them to grow
+        into (see L{reserveBeyondEnd}).
+
+        @raise OSError: C{ENOSPC} if the file system has no room for it.
+        """
+        mpool = self.env.memp_stat()[0]
+        for name in sorted(os.listdir(self.path)):
+            if not (name.startswith("__db.") and name[5:].isdigit()):
+                continue
+            path = os.path.join(self.path, name)
+            size = os.stat(path).st_size
+            length = max(4 * size, REGION_RESERVE)
+            if size == mpool.get("regsize"):
+                length = max(length, int(mpool.get("regmax", 0)) + REGION_RESERVE)
+            reserveBeyondEnd(path, length)
 
     def _openDB(self, name: str) -> Any:
         d = db.DB(self.env)
@@ -180,7 +446,121 @@ class DeferredEnvelopeDB:
 
     @property
     def isOpen(self) -> bool:
-        return self.env is not None and self._rcpts is not None
+        """Is DEFEDB open and usable (not L{broken})?"""
+        return self.env is not None and self._rcpts is not None and not self.broken
+
+    # -- disk space -----------------------------------------------------------
+
+    def freeBytes(self) -> int:
+        """
+        @return: the least free space on the file systems of DEFEDB (its
+            directory and its log directory).
+        """
+        free = []
+        for p in (self.path, self.logDirectory):
+            if not p:
+                continue
+            try:
+                st = self.statvfs(p)
+            except OSError:
+                continue
+            free.append(st.f_bavail * st.f_frsize)
+        return min(free) if free else 1 << 62
+
+    def hasRoom(self) -> bool:
+        """
+        Are at least L{headroom} bytes free for DEFEDB?
+        """
+        return self.freeBytes() >= self.headroom
+
+    def _checkRoom(self) -> None:
+        free = self.freeBytes()
+        if free < self.headroom:
+            raise DefedbError(
+                "DEFEDB %s: disk space short: %d bytes free, %d needed"
+                % (self.path, free, self.headroom),
+                full=True,
+            )
+
+    # -- changes --------------------------------------------------------------
+
+    def _failed(self, e: Exception, committing: bool = False) -> DefedbError:
+        """
+        The L{DefedbError} for the Berkeley DB error C{e}; marks the
+        environment L{broken} if it is in doubt.
+        """
+        recover = _needsRecovery(e) or committing
+        if recover:
+            self.broken = True
+        what = "commit failed: " if committing else ""
+        return DefedbError(
+            "DEFEDB %s: %s%s" % (self.path, what, _dbError(e)),
+            full=_isFull(e),
+            recover=recover,
+        )
+
+    def _change(self, work: Callable[[Any], Any]) -> Any:
+        """
+        Run C{work(txn)} in one durable transaction.
+
+        @raise DefedbError: if DEFEDB is not usable, the disk is short, or
+            the change failed (then nothing of it is kept, or, after a
+            failed commit, it is in doubt and the environment L{broken}).
+        """
+        if not self.isOpen:
+            raise DefedbError(
+                "DEFEDB %s: not open%s"
+                % (self.path, " (waiting for recovery)" if self.broken else ""),
+                recover=self.broken,
+            )
+        self._checkRoom()
+        try:
+            txn = self.env.txn_begin()
+        except db.DBError as e:
+            raise self._failed(e)
+        self._dirty = True
+        try:
+            result = work(txn)
+        except BaseException as e:
+            try:
+                txn.abort()
+            except db.DBError as e2:
+                self._failed(e2)
+            if isinstance(e, db.DBError):
+                raise self._failed(e)
+            raise
+        try:
+            txn.commit()
+        except db.DBError as e:
+            # the handle is gone whether the commit was written or not:
+            # never abort it; the outcome is known after recovery
+            raise self._failed(e, committing=True)
+        if not self._logWritten():
+            self.broken = True
+            raise DefedbError(
+                "DEFEDB %s: commit not on disk: the log file could not be "
+                "written (disk full?)" % (self.path,),
+                full=True,
+                recover=True,
+            )
+        return result
+
+    def _logWritten(self) -> bool:
+        """
+        Is the log on disk up to its current end?  Berkeley DB 5.3 reports
+        a commit as done when the new log file it needed could not be
+        written (C{ENOSPC}): the records stay in its log buffer only, and
+        the file is shorter than the log (a log file is written in full
+        when it is made, see L{LOG_FILE_SIZE}, so a complete one never
+        is).
+        """
+        try:
+            stat = self.env.log_stat()
+            name = "log.%010d" % (stat["cur_file"],)
+            path = os.path.join(self.logDirectory or self.path, name)
+            return os.stat(path).st_size >= stat["cur_offset"]
+        except (db.DBError, OSError, KeyError):
+            return False
 
     def putRecipients(
         self, envelope: Dict[str, Any], recipients: List[Dict[str, Any]]
@@ -194,8 +574,8 @@ class DeferredEnvelopeDB:
         """
         taId = envelope["id"]
         env = {k: v for k, v in envelope.items() if k != "recipients"}
-        txn = self.env.txn_begin()
-        try:
+
+        def work(txn: Any) -> None:
             self._tas.put(taId.encode("ascii"), json.dumps(env).encode(), txn=txn)
             for rcpt in recipients:
                 key = recipientKey(taId, rcpt["index"])
@@ -206,10 +586,8 @@ class DeferredEnvelopeDB:
                 self._due.put(
                     dueKey(rcpt.get("nextTry", 0), taId, rcpt["index"]), b"", txn=txn
                 )
-            txn.commit()
-        except db.DBError as e:
-            txn.abort()
-            raise DefedbError("DEFEDB %s: %s" % (self.path, _dbError(e)))
+
+        self._change(work)
 
     def _deleteDue(self, old: bytes, taId: str, index: int, txn: Any) -> None:
         try:
@@ -229,8 +607,8 @@ class DeferredEnvelopeDB:
         @return: C{True} if the transaction has no recipient left in DEFEDB.
         @raise DefedbError: if the change could not be committed.
         """
-        txn = self.env.txn_begin()
-        try:
+
+        def work(txn: Any) -> bool:
             for index in indices:
                 key = recipientKey(transactionId, index)
                 old = self._rcpts.get(key, txn=txn)
@@ -244,11 +622,9 @@ class DeferredEnvelopeDB:
                     self._tas.delete(transactionId.encode("ascii"), txn=txn)
                 except db.DBNotFoundError:
                     pass
-            txn.commit()
-        except db.DBError as e:
-            txn.abort()
-            raise DefedbError("DEFEDB %s: %s" % (self.path, _dbError(e)))
-        return empty
+            return empty
+
+        return bool(self._change(work))
 
     def _recipientKeys(self, transactionId: str, txn: Any = None) -> List[bytes]:
         prefix = transactionId.encode("ascii") + b"\0"
@@ -262,6 +638,8 @@ class DeferredEnvelopeDB:
         finally:
             cursor.close()
         return keys
+
+    # -- reading --------------------------------------------------------------
 
     def due(self, now: float, limit: int = 0) -> Iterator[Tuple[float, str, int]]:
         """
@@ -287,73 +665,60 @@ class DeferredEnvelopeDB:
 
     def loadAll(self) -> List[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
         """
-        Read every stored transaction with its recipients (for recovery and
-        C{mailq}).  Damaged records are reported and skipped.
+        Read every stored transaction with its recipients (for recovery).
+        Damaged records are reported and skipped.
 
         @return: a C{list} of C{(envelope, recipients)}.
+        @raise DefedbError: if the databases cannot be read.
         """
-        envelopes = {}  # type: Dict[str, Dict[str, Any]]
-        cursor = self._tas.cursor()
+        if not self.isOpen:
+            raise DefedbError("DEFEDB %s: not open" % (self.path,))
         try:
-            rec = cursor.first()
-            while rec is not None:
-                key, value = rec
-                try:
-                    envelopes[key.decode("ascii")] = json.loads(value.decode())
-                except ValueError:
-                    self._report(
-                        "DEFEDB %s: transaction record %r cannot be decoded, "
-                        "skipped" % (self.path, key)
-                    )
-                rec = cursor.next()
-        finally:
-            cursor.close()
-        recipients = {}  # type: Dict[str, List[Dict[str, Any]]]
-        cursor = self._rcpts.cursor()
-        try:
-            rec = cursor.first()
-            while rec is not None:
-                key, value = rec
-                try:
-                    ta, idx = splitRecipientKey(key)
-                    rcpt = json.loads(value.decode())
-                    rcpt["index"] = idx
-                except (ValueError, struct.error):
-                    self._report(
-                        "DEFEDB %s: recipient record %r cannot be decoded, "
-                        "skipped" % (self.path, key)
-                    )
-                else:
-                    recipients.setdefault(ta, []).append(rcpt)
-                rec = cursor.next()
-        finally:
-            cursor.close()
-        out = []
-        for ta, rcpts in recipients.items():
-            if ta not in envelopes:
-                self._report(
-                    "DEFEDB %s: recipients of %s have no envelope, skipped"
-                    % (self.path, ta)
-                )
-                continue
-            out.append((envelopes[ta], rcpts))
-        return out
+            return _loadRecords(self._tas, self._rcpts, self.path, self._report)
+        except db.DBError as e:
+            raise self._failed(e)
+
+    # -- upkeep ---------------------------------------------------------------
 
     def checkpoint(self, force: bool = False) -> None:
         """
         Take a checkpoint if more than C{checkpointKBytes} KB of log were
         written since the last one (or C{force}).
+
+        @raise DefedbError: if it failed (a full disk: pages that cannot
+            be written stay in the cache until the next one).
         """
-        if self.env is None:
+        if not self.isOpen:
             return
-        if force:
-            self.env.txn_checkpoint(0, 0, db.DB_FORCE)
-        else:
-            self.env.txn_checkpoint(self.checkpointKBytes, 0)
+        try:
+            if force:
+                self.env.txn_checkpoint(0, 0, db.DB_FORCE)
+            else:
+                self.env.txn_checkpoint(self.checkpointKBytes, 0)
+        except db.DBError as e:
+            raise self._failed(e)
+        self._dirty = False
+
+    def flush(self) -> None:
+        """
+        Write the pages changed since the last call to their files (no
+        sync, no checkpoint): a file that must grow does so now, while the
+        disk has room, not when the cache needs the page for another one.
+
+        @raise DefedbError: if they could not be written.
+        """
+        if not self._dirty or not self.isOpen:
+            return
+        try:
+            self.env.memp_trickle(100)
+        except db.DBError as e:
+            raise self._failed(e)
+        self._dirty = False
 
     def close(self) -> None:
         """
-        Close the databases and the environment.
+        Close the databases and the environment (errors of a broken one
+        are ignored: recovery at the next open sets it right).
         """
         for name in ("_due", "_rcpts", "_tas"):
             d = getattr(self, name)
@@ -369,3 +734,10 @@ class DeferredEnvelopeDB:
             except db.DBError:
                 pass
             self.env = None
+        self._dirty = False
+
+
+def _describe(e: Exception) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return "%s: %s" % (e.filename, e.strerror) if e.filename else e.strerror
+    return _dbError(e)

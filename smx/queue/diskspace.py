@@ -5,13 +5,24 @@ NAME
 
 SYNOPSIS
     monitor = DiskSpaceMonitor([cdbDir, ibdbDir], minimum, ok, clock)
-    reply = monitor.check()     # None, or 452 4.3.1
+    reply = monitor.check(size, inFlight, session)   # None, or 452 4.3.1
+    monitor.release(session)     # its transaction was stored or ended
 
 DESCRIPTION
     Below C{min_disk_space} free bytes (on any of the file systems of the
     queue), new transactions are refused with C{452 4.3.1} until at least
-    C{ok_disk_space} bytes are free again (seed §5.7, §6.10.1).  The free
-    space is measured at most once a second.
+    C{ok_disk_space} bytes are free again (seed §5.7, §6.10.1).  Below
+    L{FLOOR} bytes nothing new is taken whatever C{min_disk_space} says:
+    the envelope and the content could not be stored.
+
+    The free space is measured for every transaction (one C{statvfs} per
+    file system), and a transaction is refused too when what is free,
+    less the sizes in flight, would fall below the minimum: the C{SIZE=}
+    each admitted transaction declared (reserved for its session from
+    MAIL until its envelope is stored, the session ends or it starts the
+    next one) and the content bytes received but not yet written
+    (C{inFlight}, from the content store).  A burst of large messages
+    thus cannot fill the disk between two measurements.
 
 CONFIGURATION PARAMETERS
     min_disk_space, ok_disk_space (qmgr; KB in smx.conf, bytes here)
@@ -26,7 +37,10 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Hashable, List, Optional
+
+#: free bytes below which nothing new is accepted in any case
+FLOOR = 1024 * 1024
 
 SHORT_REPLY = {
     "code": 452,
@@ -38,6 +52,8 @@ SHORT_REPLY = {
 class DiskSpaceMonitor:
     """
     @ivar short: is the disk short now?
+    @ivar free: the free bytes measured last.
+    @ivar reserved: the bytes reserved for admitted transactions.
     """
 
     def __init__(
@@ -47,17 +63,16 @@ class DiskSpaceMonitor:
         ok: int,
         clock: Any,
         statvfs: Callable[[str], Any] = os.statvfs,
-        interval: float = 1.0,
     ) -> None:
         self.paths = paths
-        self.minimum = minimum
-        self.ok = max(ok, minimum)
+        self.minimum = max(minimum, FLOOR)
+        self.ok = max(ok, self.minimum)
         self.clock = clock
         self.statvfs = statvfs
-        self.interval = interval
         self.short = False
         self.free = None  # type: Optional[int]
-        self._checked = None  # type: Optional[float]
+        self.reserved = 0
+        self._reservations = {}  # type: Dict[Hashable, int]
 
     def freeBytes(self) -> int:
         """@return: the least free space over the queue's file systems."""
@@ -70,17 +85,47 @@ class DiskSpaceMonitor:
             free.append(st.f_bavail * st.f_frsize)
         return min(free) if free else 1 << 62
 
-    def check(self) -> Optional[Dict[str, Any]]:
+    def measure(self) -> bool:
         """
-        @return: C{None} if new mail may be accepted, else a 452 reply.
+        Measure the free space and update L{short}.
+
+        @return: L{short}.
         """
-        now = self.clock.seconds()
-        if self._checked is None or now - self._checked >= self.interval:
-            self._checked = now
-            self.free = self.freeBytes()
-            if self.short:
-                if self.free >= self.ok:
-                    self.short = False
-            elif self.free < self.minimum:
-                self.short = True
-        return dict(SHORT_REPLY) if self.short else None
+        free = self.free = self.freeBytes()
+        if self.short:
+            if free >= self.ok:
+                self.short = False
+        elif free < self.minimum:
+            self.short = True
+        return self.short
+
+    def check(
+        self, size: int = 0, inFlight: int = 0, session: Optional[Hashable] = None
+    ) -> Optional[Dict[str, Any]]:
+        """
+        May a new transaction of C{size} declared bytes be accepted now?
+        If so, C{size} is reserved for C{session} (replacing what the
+        session had reserved) until L{release}.
+
+        @param inFlight: content bytes received but not yet written.
+        @return: C{None} if it may, else a 452 reply.
+        """
+        if session is not None:
+            self.release(session)
+        if self.measure():
+            return dict(SHORT_REPLY)
+        size = max(0, int(size or 0))
+        if (self.free or 0) - self.reserved - inFlight - size < self.minimum:
+            return dict(SHORT_REPLY)
+        if session is not None and size:
+            self._reservations[session] = size
+            self.reserved += size
+        return None
+
+    def release(self, session: Hashable) -> None:
+        """
+        The transaction of C{session} is stored or over: forget its
+        reservation.
+        """
+        size = self._reservations.pop(session, 0)
+        self.reserved -= size

@@ -26,8 +26,13 @@ DESCRIPTION
 
     The directory layout under the queue directory: C{ibdb/} (IBDB),
     C{defedb/} (DEFEDB, unless C{DEFEDB { base_directory }} says
-    otherwise), and the sixteen CDB directories under
-    C{CDB_base_directory}.
+    otherwise), the sixteen CDB directories under C{CDB_base_directory},
+    and C{qmgr.pid}, locked while QMGR runs (L{smx.queue.lockfile}).
+
+    A full disk does not stop QMGR: new mail is refused with C{452 4.3.1}
+    (L{smx.queue.diskspace}, measured per transaction), what DEFEDB cannot
+    take stays in memory and in IBDB, and DEFEDB is reopened and caught up
+    once there is room again (L{smx.queue.defedbwatch}).
 
 CONFIGURATION PARAMETERS
     qmgr: AQ_max_entries, SMAR_timeout, control_socket, DEFEDB { ... },
@@ -70,8 +75,10 @@ from smx.queue.confmap import ConfigurationMap
 from smx.queue.connections import IncomingControl, SlowStart
 from smx.queue import debug as dbg
 from smx.queue.defedb import DefedbError, DeferredEnvelopeDB
+from smx.queue.defedbwatch import DefedbWatcher
 from smx.queue.diskspace import DiskSpaceMonitor
 from smx.queue.envelope import Recipient, Transaction
+from smx.queue.lockfile import QueueLock
 from smx.queue.recovery import recoverQueue
 from smx.queue.scheduler import Scheduler
 from smx.queue.store import QueueStore
@@ -165,8 +172,10 @@ class QueueManager(service.Service):
             cacheSize=defedbCacheSize,
             checkpointKBytes=checkpointKBytes,
             report=self._reportProblem,
+            statvfs=statvfs,
         )
         self.store = QueueStore(self.log, self.defedb, contentStore, self.logger)
+        self.lock = QueueLock(self.queueDirectory)
         self.conf = ConfigurationMap(confMapPath, self._reportProblem)
         self.incoming = IncomingControl(
             reactor, smtpsMaxConnectionRate, smtpsMaxOpenConnections, self.conf
@@ -218,6 +227,16 @@ class QueueManager(service.Service):
             waitForServer=waitForServer,
         )
         self.recovered = None  # type: Any
+        self.defedbWatch = DefedbWatcher(
+            reactor,
+            self.defedb,
+            self.store,
+            self.scheduler,
+            contentStore,
+            self.logger,
+            finished=lambda: self.recovered.finished if self.recovered else set(),
+            report=self._reportProblem,
+        )
         self._checkpointer = None  # type: Any
         self._controlPort = None  # type: Any
         self._accepted = 0
@@ -269,12 +288,18 @@ class QueueManager(service.Service):
         """
         Recover the queue, open the databases, start delivering.
         """
+        os.makedirs(self.queueDirectory, exist_ok=True)
+        self.lock.acquire()
         service.Service.startService(self)
         defedb = self.defedb  # type: Any
         try:
             self.defedb.open()
         except DefedbError as e:
+            # QMGR runs on IBDB alone; DEFEDB is opened and merged when it
+            # can be (smx.queue.defedbwatch)
             self.logger.critical("QueueManager.startService", error=str(e))
+            self.defedbWatch.mergeNeeded = True
+            self.store.defedbUnknown = True
             defedb = None
         self.conf.open()
         self.recovered = recoverQueue(
@@ -282,10 +307,7 @@ class QueueManager(service.Service):
         )
         self.log.start()
         for taId, indices in self.recovered.staleDefedb:
-            try:
-                self.defedb.removeRecipients(taId, indices)
-            except DefedbError as e:
-                self.logger.error("QueueManager.startService", error=str(e))
+            self.store.removeFromDefedb(taId, indices)
         for taId in self.recovered.finished:
             self.contentStore.remove(taId)
         ds = []
@@ -319,7 +341,8 @@ class QueueManager(service.Service):
                 self.scheduler.enqueue(ta, queued)
             if ta.isDone():
                 self.store.checkDone(ta)
-        if self.checkpointDelay and self.defedb.isOpen:
+        self.defedbWatch.start()
+        if self.checkpointDelay:
             self._checkpointer = task.LoopingCall(self._checkpoint)
             self._checkpointer.clock = self.reactor
             self._checkpointer.start(self.checkpointDelay, now=False)
@@ -338,7 +361,7 @@ class QueueManager(service.Service):
     def _checkpoint(self) -> None:
         try:
             self.defedb.checkpoint()
-        except Exception as e:
+        except DefedbError as e:
             self.logger.error("QueueManager.checkpoint", error=str(e))
 
     def stopService(self) -> Any:
@@ -349,10 +372,13 @@ class QueueManager(service.Service):
         self.scheduler.stop()
         if self._checkpointer is not None and self._checkpointer.running:
             self._checkpointer.stop()
+        self.defedbWatch.stop()
+        self.store.writePending()
         self.log.stop()
         if self.defedb.isOpen:
             self._checkpoint()
         self.defedb.close()
+        self.lock.release()
         if self._controlPort is not None:
             d = defer.maybeDeferred(self._controlPort.stopListening)
             self._controlPort = None
@@ -375,23 +401,37 @@ class QueueManager(service.Service):
 
     def sessionClose(self, sessionId, clientAddress):
         dbg.debug(self.logger, dbg.SMTPS, 2, ss_sess=sessionId, close="ok")
+        self.disk.release(sessionId)
         self.incoming.sessionClose(sessionId, clientAddress)
 
-    def checkAcceptance(self, size):
-        reply = self.disk.check()
-        if reply is not None:
-            if not self._wasShort:
-                self._wasShort = True
+    def checkAcceptance(self, size, sessionId=None):
+        inFlight = getattr(self.contentStore, "bytesInFlight", 0)
+        reply = self.disk.check(size, inFlight, sessionId)
+        if self.disk.short != self._wasShort:
+            self._wasShort = self.disk.short
+            if self.disk.short:
                 self.logger.error(
                     "QueueManager.checkAcceptance",
                     stat="disk space short",
                     free=self.disk.free,
                 )
+            else:
+                self.logger.notice(stat="disk space ok", free=self.disk.free)
+        if reply is not None:
+            if not self.disk.short:
+                # this one does not fit beside those in flight
+                self.logger.info(
+                    ss_sess=sessionId,
+                    stat="disk space short for this size",
+                    size=size,
+                    free=self.disk.free,
+                    reserved=self.disk.reserved,
+                    inflight=inFlight,
+                )
             return defer.succeed(reply)
-        if self._wasShort:
-            self._wasShort = False
-            self.logger.notice(stat="disk space ok", free=self.disk.free)
         if self.scheduler.queuedCount() >= self.iqdbMaxEntries:
+            if sessionId is not None:
+                self.disk.release(sessionId)
             return defer.succeed(dict(QUEUE_FULL))
         return defer.succeed(None)
 
@@ -404,6 +444,9 @@ class QueueManager(service.Service):
             return defer.fail(ValueError("envelope without recipients"))
         if ta.id in self.store.transactions:
             return defer.fail(ValueError("transaction %s already queued" % ta.id))
+        if ta.session:
+            # its content is written: the SIZE= reserved at MAIL goes
+            self.disk.release(ta.session)
         for r in ta.recipients.values():
             r.state = "queued"
         dbg.debug(
@@ -497,6 +540,7 @@ class QueueManager(service.Service):
                 "ibdbFiles": self.log.fileCount(),
                 "ibdbCommits": self.log.commits,
                 "defedb": self.defedb.isOpen,
+                "defedbPending": self.store.pendingCount(),
                 "sessions": self.incoming.openSessions(),
                 "sessionsRefused": self.incoming.refused,
                 "limits": {

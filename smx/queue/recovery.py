@@ -9,6 +9,8 @@ SYNOPSIS
     result.orphans           # CDB ids without an envelope
     result.finished          # ids found finished (their CDB can go)
     result.unacknowledged    # ids whose content was never completed
+    merged = mergeDefedb(defedb.loadAll(), transactions, finished,
+                         contentStore, report)   # DEFEDB opened late
 
 DESCRIPTION
     Run by QMGR before it starts (seed §10, §6.10).  The IBDB records are
@@ -20,7 +22,14 @@ DESCRIPTION
     have is finished (it was removed from DEFEDB when it became final)
     unless DEFEDB could not be opened, in which case it is delivered again:
     a duplicate is better than a loss.  Recipients that were queued or
-    being delivered at the crash are queued again.
+    being delivered at the crash are queued again.  For C{smx mailq},
+    which reads DEFEDB as last checkpointed (C{defedbComplete} false), such
+    a recipient is shown as deferred.
+
+    When DEFEDB could not be opened at the start (a full disk), QMGR runs
+    on what IBDB has and reads DEFEDB once it opens: L{mergeDefedb} adds
+    the transactions only DEFEDB had, marks the recipients DEFEDB has as
+    stored, and lists the records of recipients that are final by now.
 
     A transaction stored with C{contentPending} (its envelope and content
     were synced at the same time) whose content is missing or shorter than
@@ -69,12 +78,15 @@ def recoverQueue(
     defedb: Any,
     contentStore: Any,
     report: Callable[[str], None],
+    defedbComplete: bool = True,
 ) -> RecoveryResult:
     """
     Rebuild the queue; see the module documentation.
 
-    @param defedb: an open L{smx.queue.defedb.DeferredEnvelopeDB}, or
-        C{None} if it could not be opened.
+    @param defedb: an open L{smx.queue.defedb.DeferredEnvelopeDB} (or what
+        has its C{loadAll}), or C{None} if it could not be opened.
+    @param defedbComplete: does C{defedb} hold every change (QMGR's
+        recovery), or only the checkpointed ones (C{mailq})?
     """
     result = RecoveryResult()
     records = {}  # type: Dict[str, Dict[str, Any]]
@@ -128,8 +140,10 @@ def recoverQueue(
                 _fromDefedb(ta, stored.pop(index))
             elif state in FINAL:
                 r.state = state
-            elif state == "deferred" and defedb is not None:
+            elif state == "deferred" and defedb is not None and defedbComplete:
                 r.state = "delivered"  # finished while in DEFEDB
+            elif state == "deferred" and defedb is not None:
+                r.state = "deferred"  # not checkpointed yet
             else:
                 r.state = "queued"
         for data in stored.values():
@@ -181,6 +195,99 @@ def recoverQueue(
                 "CDB %s: no envelope for this content; not removed (see smx "
                 "recover-from-log)" % (contentStore.path(taId),)
             )
+    return result
+
+
+class MergeResult:
+    """
+    @ivar adopted: transactions only DEFEDB had (to be queued).
+    @ivar added: C{(transaction, recipients)}: recipients DEFEDB had that
+        a queued transaction did not (to be scheduled).
+    @ivar marked: how many queued recipients are now known to be in
+        DEFEDB.
+    @ivar stale: C{(transaction id, indices)} of DEFEDB records of
+        recipients that are final (to be removed).
+    @ivar missing: ids of adopted transactions whose content is missing
+        (held).
+    """
+
+    def __init__(self) -> None:
+        self.adopted = []  # type: List[Transaction]
+        self.added = []  # type: List[tuple]
+        self.marked = 0
+        self.stale = []  # type: List[tuple]
+        self.missing = []  # type: List[str]
+
+
+def mergeDefedb(
+    records: List[tuple],
+    transactions: Dict[str, Transaction],
+    finished: Set[str],
+    contentStore: Any,
+    report: Callable[[str], None],
+) -> MergeResult:
+    """
+    Bring what DEFEDB holds into a queue rebuilt without it (DEFEDB could
+    not be opened at the start).  The queue in memory is not changed
+    except for the C{inDefedb} marks and recipients it did not have; the
+    caller queues what the result lists.
+
+    @param records: C{defedb.loadAll()}.
+    @param transactions: the queued transactions, id -> L{Transaction}.
+    @param finished: ids of transactions known to be finished.
+    """
+    result = MergeResult()
+    for envelope, rcpts in records:
+        taId = envelope.get("id")
+        if not taId:
+            continue
+        ta = transactions.get(taId)
+        if ta is None:
+            indices = [r["index"] for r in rcpts]
+            if taId in finished:
+                result.stale.append((taId, indices))
+                continue
+            try:
+                ta = Transaction(envelope)
+            except (KeyError, TypeError, ValueError) as e:
+                report("DEFEDB: transaction %s cannot be rebuilt: %s" % (taId, e))
+                continue
+            for data in rcpts:
+                _fromDefedb(ta, data)
+            if ta.isDone():
+                result.stale.append((taId, indices))
+                continue
+            exists = getattr(contentStore, "exists", None)
+            present = exists(taId) if exists else taId in contentStore.transactionIds()
+            if not present:
+                result.missing.append(taId)
+                report(
+                    "CDB %s: content of queued transaction %s is missing; held"
+                    % (contentStore.path(taId), taId)
+                )
+                for r in ta.live():
+                    r.state = "held"
+                    r.reply = "content missing"
+            result.adopted.append(ta)
+            continue
+        gone = []  # type: List[int]
+        added = []  # type: List[Recipient]
+        for data in rcpts:
+            index = data["index"]
+            known = ta.recipients.get(index)
+            if known is None:
+                _fromDefedb(ta, data)
+                added.append(ta.recipients[index])
+            elif known.final:
+                gone.append(index)
+            else:
+                known.inDefedb = True
+                known.tries = max(known.tries, int(data.get("tries") or 0))
+                result.marked += 1
+        if gone:
+            result.stale.append((taId, gone))
+        if added:
+            result.added.append((ta, added))
     return result
 
 

@@ -9,6 +9,7 @@ SYNOPSIS
     store.defer(transaction, recipients)   # DEFEDB, then IBDB "deferred"
     store.finish(transaction, recipients)  # final states
     store.checkDone(transaction)           # D record, then CDB removal
+    store.writePending()                   # what DEFEDB could not take
 
 DESCRIPTION
     The order of writes is what makes recovery correct (seed §10):
@@ -23,8 +24,13 @@ DESCRIPTION
         - the content is removed from CDB only after the C{D} record of the
           transaction is on stable storage.
 
-    When DEFEDB cannot be used, deferred recipients stay in memory and their
-    transaction keeps its IBDB record, so nothing is lost.
+    When DEFEDB cannot be used (closed, being recovered, a full disk, a
+    failed commit), deferred recipients stay in memory and their
+    transaction keeps its IBDB record, so nothing is lost; what DEFEDB
+    should have recorded (new states, removals) is kept in L{pending} and
+    written by L{writePending} once DEFEDB works again.  A removal whose
+    commit was in doubt is done again then; a recipient whose write was in
+    doubt is removed too when it becomes final.
 
 CONFIGURATION PARAMETERS
     None of its own.
@@ -34,12 +40,14 @@ SECURITY
 
 DIAGNOSTICS
     A failed DEFEDB write or IBDB commit is logged with C{sev=ERR} naming
-    the transaction; the transaction stays queued.
+    the transaction; the transaction stays queued.  Writes not tried
+    because DEFEDB is closed are not logged again (QMGR logs the state of
+    DEFEDB once).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Set
 
 from twisted.internet import defer
 
@@ -59,6 +67,15 @@ class QueueStore:
         self.contentStore = contentStore
         self.logger = logger
         self.transactions = {}  # type: Dict[str, Transaction]
+        #: transaction id -> recipient indices whose state DEFEDB must get
+        self.pending = {}  # type: Dict[str, Set[int]]
+        #: transaction id -> recipient indices DEFEDB must forget
+        self.pendingRemovals = {}  # type: Dict[str, Set[int]]
+        #: DEFEDB could not be read at the start: any recipient may be in
+        #: it, so every final one is removed from it
+        self.defedbUnknown = False
+        #: DEFEDB refused a write for want of disk space (logged once)
+        self._defedbShort = False
 
     def logNew(self, ta: Transaction) -> defer.Deferred:
         """
@@ -87,36 +104,64 @@ class QueueStore:
             "QueueStore.log", ss_ta=taId, error=str(failure.value), file="IBDB"
         )
 
+    def _defedbUsable(self) -> bool:
+        return self.defedb is not None and self.defedb.isOpen
+
     def defer(self, ta: Transaction, rcpts: List[Recipient]) -> None:
         """
         Store deferred recipients (their C{nextTry} set) in DEFEDB, then
-        note in IBDB that DEFEDB has them.
+        note in IBDB that DEFEDB has them.  If DEFEDB cannot take them they
+        stay in memory (and in IBDB) and are kept for L{writePending}.
         """
-        if self.defedb is None or not self.defedb.isOpen:
-            self._updateLiveness(ta)
+        if not rcpts:
             return
+        failed = True
+        if self._defedbUsable():
+            failed = self._putRecipients(ta, rcpts, "defer") is not None
+        if failed:
+            self.pending.setdefault(ta.id, set()).update(r.index for r in rcpts)
+        self._updateLiveness(ta)
+
+    def _putRecipients(
+        self, ta: Transaction, rcpts: List[Recipient], func: str
+    ) -> Optional[DefedbError]:
+        """
+        Write C{rcpts} to DEFEDB; on success mark them stored and log to
+        IBDB that DEFEDB has them.
+
+        @return: C{None} on success, else the L{DefedbError}.
+        """
         try:
             self.defedb.putRecipients(ta.envelope(), [r.toDict() for r in rcpts])
         except DefedbError as e:
-            self.logger.error("QueueStore.defer", ss_ta=ta.id, error=str(e))
-            self._updateLiveness(ta)
-            return
+            self._defedbFailed(func, ta.id, e)
+            return e
+        self._defedbWorks()
+        waiting = self.pending.get(ta.id)
         for r in rcpts:
             r.inDefedb = True
+            if waiting is not None:
+                waiting.discard(r.index)
+        if waiting is not None and not waiting:
+            del self.pending[ta.id]
         self._logStates(ta, rcpts)
-        self._updateLiveness(ta)
+        return None
 
     def update(self, ta: Transaction, rcpts: List[Recipient]) -> None:
         """
         Rewrite recipients already in DEFEDB (e.g. after a delay warning).
         """
         stored = [r for r in rcpts if r.inDefedb]
-        if not stored or self.defedb is None or not self.defedb.isOpen:
+        if not stored:
+            return
+        if not self._defedbUsable():
+            self.pending.setdefault(ta.id, set()).update(r.index for r in stored)
             return
         try:
             self.defedb.putRecipients(ta.envelope(), [r.toDict() for r in stored])
         except DefedbError as e:
-            self.logger.error("QueueStore.update", ss_ta=ta.id, error=str(e))
+            self._defedbFailed("update", ta.id, e)
+            self.pending.setdefault(ta.id, set()).update(r.index for r in stored)
 
     def finish(self, ta: Transaction, rcpts: List[Recipient]) -> None:
         """
@@ -125,16 +170,105 @@ class QueueStore:
         """
         if not rcpts:
             return
-        stored = [r.index for r in rcpts if r.inDefedb]
-        if stored and self.defedb is not None and self.defedb.isOpen:
-            try:
-                self.defedb.removeRecipients(ta.id, stored)
-            except DefedbError as e:
-                self.logger.error("QueueStore.finish", ss_ta=ta.id, error=str(e))
+        doubtful = self.pending.get(ta.id, set())
+        stored = [
+            r.index
+            for r in rcpts
+            if r.inDefedb or r.index in doubtful or self.defedbUnknown
+        ]
+        for r in rcpts:
+            doubtful.discard(r.index)
+        if not doubtful:
+            self.pending.pop(ta.id, None)
+        if stored:
+            self.removeFromDefedb(ta.id, stored)
         for r in rcpts:
             r.inDefedb = False
         self._logStates(ta, rcpts)
         self.checkDone(ta)
+
+    def removeFromDefedb(self, taId: str, indices: List[int]) -> bool:
+        """
+        Remove recipient records from DEFEDB, or keep them for
+        L{writePending} if it cannot be done now.
+
+        @return: whether they were removed.
+        """
+        if self._defedbUsable():
+            try:
+                self.defedb.removeRecipients(taId, indices)
+                self._defedbWorks()
+                return True
+            except DefedbError as e:
+                self._defedbFailed("finish", taId, e)
+        self.pendingRemovals.setdefault(taId, set()).update(indices)
+        return False
+
+    def _defedbFailed(self, func: str, taId: str, e: DefedbError) -> None:
+        """
+        Log a write DEFEDB refused: with C{sev=ERR}, except the repeats of
+        a refusal for want of disk space (those at level 11).
+        """
+        if e.full and not e.recover:
+            if self._defedbShort:
+                self.logger.info(
+                    level=11, ss_ta=taId, stat="kept for DEFEDB", error=str(e)
+                )
+                return
+            self._defedbShort = True
+        self.logger.error("QueueStore." + func, ss_ta=taId, error=str(e))
+
+    def _defedbWorks(self) -> None:
+        if self._defedbShort:
+            self._defedbShort = False
+            self.logger.notice(
+                stat="DEFEDB has room again", pending=self.pendingCount()
+            )
+
+    def pendingCount(self) -> int:
+        """@return: how many recipient records DEFEDB still has to get."""
+        return sum(len(v) for v in self.pending.values()) + sum(
+            len(v) for v in self.pendingRemovals.values()
+        )
+
+    def writePending(self) -> int:
+        """
+        Write to DEFEDB what it could not take before: removals first, then
+        the recipients still deferred or held (each then noted in IBDB as
+        stored).  Stops at the first failure (the rest is kept).
+
+        @return: how many records are still waiting.
+        """
+        if not self._defedbUsable():
+            return self.pendingCount()
+        for taId in sorted(self.pendingRemovals):
+            try:
+                self.defedb.removeRecipients(taId, sorted(self.pendingRemovals[taId]))
+            except DefedbError as e:
+                self._defedbFailed("writePending", taId, e)
+                return self.pendingCount()
+            self._defedbWorks()
+            del self.pendingRemovals[taId]
+        for taId in sorted(self.pending):
+            ta = self.transactions.get(taId)
+            rcpts = []  # type: List[Recipient]
+            if ta is not None and not ta.finished:
+                rcpts = [
+                    ta.recipients[i]
+                    for i in sorted(self.pending[taId])
+                    if i in ta.recipients
+                    and ta.recipients[i].state in ("deferred", "held")
+                ]
+            if ta is None or not rcpts:
+                # final, active again or gone meanwhile: finish() or the
+                # next deferral takes care of it
+                del self.pending[taId]
+                continue
+            if self._putRecipients(ta, rcpts, "writePending") is not None:
+                return self.pendingCount()
+            self.pending.pop(taId, None)
+            self._updateLiveness(ta)
+        return self.pendingCount()
 
     def _updateLiveness(self, ta: Transaction) -> None:
         if not ta.needsLog():

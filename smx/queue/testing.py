@@ -117,7 +117,7 @@ class FakeQueueManager:
         self.sessions.pop(sessionId, None)
         self.closed.append(sessionId)
 
-    def checkAcceptance(self, size):
+    def checkAcceptance(self, size, sessionId=None):
         return defer.succeed(self.refuseTransaction)
 
     def commitTransaction(self, envelope):

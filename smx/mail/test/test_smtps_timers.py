@@ -106,7 +106,7 @@ class LineDeadlineTests(unittest.TestCase):
         from twisted.internet import defer
 
         pending = defer.Deferred()
-        h.qmgr.checkAcceptance = lambda size: pending
+        h.qmgr.checkAcceptance = lambda size, sessionId=None: pending
         h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n")
         h.clock.advance(30)
         self.assertFalse(h.transport.disconnecting)

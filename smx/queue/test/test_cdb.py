@@ -120,6 +120,27 @@ class FileContentStoreTests(unittest.TestCase):
         self.successResultOf(w.commit())
         self.assertEqual(calls, [1000] * 10)
 
+    def test_bytesInFlight(self):
+        """
+        C{bytesInFlight} counts the content bytes given to writers and not
+        yet written to their files (QMGR counts them against the free disk
+        space): up to a chunk per writer, until it is written, committed or
+        aborted.
+        """
+        store = cdb.FileContentStore(self.mktemp(), chunkSize=1000)
+        w1 = store.createWriter(TA)
+        w2 = store.createWriter("S00000000407CE49300")
+        w1.write(b"x" * 600)
+        w2.write(b"y" * 300)
+        self.assertEqual(store.bytesInFlight, 900)
+        w1.write(b"x" * 600)  # a chunk: written to the file
+        self.assertEqual(store.bytesInFlight, 300)
+        w1.write(b"x" * 10)
+        self.successResultOf(w1.commit())
+        self.assertEqual(store.bytesInFlight, 300)
+        w2.abort()
+        self.assertEqual(store.bytesInFlight, 0)
+
     def test_remove(self):
         """
         C{remove} deletes the content; removing missing content is not an
@@ -411,7 +432,9 @@ class PooledStoreTests(unittest.TestCase):
         w.write(b"small")
         yield self._created(w)
         self.assertEqual(self.store.size(TA), 0)
+        self.assertEqual(self.store.bytesInFlight, 5)
         yield w.commit()
+        self.assertEqual(self.store.bytesInFlight, 0)
         with self.store.open(TA) as f:
             self.assertEqual(f.read(), b"small")
 

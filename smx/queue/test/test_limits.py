@@ -12,7 +12,7 @@ from twisted.trial import unittest
 from smx.bdb import db
 from smx.queue.confmap import ConfigurationMap, lookupKeys
 from smx.queue.connections import IncomingControl, SlowStart
-from smx.queue.diskspace import DiskSpaceMonitor
+from smx.queue.diskspace import FLOOR, DiskSpaceMonitor
 
 
 def makeMap(path, entries, nul=False):
@@ -218,6 +218,9 @@ class IncomingControlTests(unittest.TestCase):
         self.assertEqual(c.limits("10.1.1.1"), (5, 2))
 
 
+MB = 1024 * 1024
+
+
 class Stat:
     def __init__(self, free):
         self.f_bavail = free
@@ -235,19 +238,67 @@ class DiskSpaceMonitorTests(unittest.TestCase):
         reached again.
         """
         clock = Clock()
-        free = [1000]
-        m = DiskSpaceMonitor(["/"], 500, 800, clock, statvfs=lambda p: Stat(free[0]))
+        free = [10 * MB]
+        m = DiskSpaceMonitor(
+            ["/"], 5 * MB, 8 * MB, clock, statvfs=lambda p: Stat(free[0])
+        )
         self.assertIsNone(m.check())
-        free[0] = 400
-        clock.advance(1)
+        free[0] = 4 * MB
         reply = m.check()
         self.assertEqual((reply["code"], reply["dsn"]), (452, "4.3.1"))
-        free[0] = 700
-        clock.advance(1)
+        free[0] = 7 * MB
         self.assertIsNotNone(m.check())
-        free[0] = 800
-        clock.advance(1)
+        free[0] = 8 * MB
         self.assertIsNone(m.check())
+
+    def test_measuredPerTransaction(self):
+        """
+        The free space is measured for every transaction, not once a
+        second: a disk that filled a moment ago refuses the next one.
+        """
+        clock = Clock()
+        free = [10 * MB]
+        m = DiskSpaceMonitor(
+            ["/"], 5 * MB, 8 * MB, clock, statvfs=lambda p: Stat(free[0])
+        )
+        self.assertIsNone(m.check())
+        free[0] = 0
+        self.assertIsNotNone(m.check())
+
+    def test_floor(self):
+        """
+        Whatever C{min_disk_space} says (0 here), a disk with less than
+        L{FLOOR} bytes free takes nothing new.
+        """
+        free = [FLOOR - 1]
+        m = DiskSpaceMonitor(["/"], 0, 0, Clock(), statvfs=lambda p: Stat(free[0]))
+        self.assertIsNotNone(m.check())
+        free[0] = FLOOR
+        self.assertIsNone(m.check())
+
+    def test_sizesInFlight(self):
+        """
+        The C{SIZE=} of admitted transactions is reserved per session until
+        released, and the content bytes not yet written count too: a burst
+        of large transactions is refused before the disk fills.
+        """
+        m = DiskSpaceMonitor(
+            ["/"], 5 * MB, 8 * MB, Clock(), statvfs=lambda p: Stat(20 * MB)
+        )
+        self.assertIsNone(m.check(6 * MB, session="s1"))
+        self.assertIsNone(m.check(6 * MB, session="s2"))
+        # 20 - 12 reserved - 6 < 5
+        self.assertIsNotNone(m.check(6 * MB, session="s3"))
+        self.assertEqual(m.reserved, 12 * MB)
+        # s1's transaction was stored: its reservation goes
+        m.release("s1")
+        self.assertIsNone(m.check(6 * MB, session="s3"))
+        # a session's next transaction replaces its reservation
+        self.assertIsNone(m.check(1 * MB, session="s3"))
+        self.assertEqual(m.reserved, 7 * MB)
+        # content received, not yet written
+        self.assertIsNotNone(m.check(1 * MB, inFlight=8 * MB, session="s4"))
+        self.assertFalse(m.short)
 
     def test_real(self):
         """

@@ -82,6 +82,7 @@ class QueueManagerTestMixin:
         sender="a@x.test",
         commit=True,
         contentPending=False,
+        session="S0",
     ):
         self.counter += 1
         taId = "S%016X00" % (0x1000 + self.counter,)
@@ -94,7 +95,7 @@ class QueueManagerTestMixin:
             self.successResultOf(w.commit())
         envelope = {
             "id": taId,
-            "session": "S0",
+            "session": session,
             "sender": sender,
             "recipients": [
                 {"address": a, "index": i} for i, a in enumerate(recipients)
@@ -564,3 +565,212 @@ class PendingContentTests(QueueManagerTestMixin, unittest.TestCase):
         self.assertTrue(self.cdb.exists(full))
         self.assertEqual(self.qmgr.recovered.orphans, [full])
         self.assertIn("no envelope for this content", "\n".join(self.sink.lines()))
+
+
+class PathStat:
+    """
+    A C{statvfs} whose answer depends on the path: DEFEDB's directory can
+    be made full while the rest of the queue has room.
+    """
+
+    def __init__(self):
+        self.full = set()
+
+    def __call__(self, path):
+        class Stat:
+            f_frsize = 1
+            f_bavail = 0 if any(p in path for p in self.full) else 1 << 40
+
+        return Stat()
+
+
+class FullDefedbTests(QueueManagerTestMixin, unittest.TestCase):
+    """
+    DEFEDB on a disk without room (real Berkeley DB files; the free space
+    told by a C{statvfs} of the test's): deferrals are kept in memory and
+    in IBDB, DEFEDB gets them once there is room, and a QMGR started
+    while DEFEDB cannot be opened merges it when it can; nothing
+    accepted is lost.
+    """
+
+    def setUp(self):
+        self.stat = PathStat()
+        self.setUpQueue(statvfs=self.stat)
+        self.agent.outcome = lambda r: ("temp", 451, "451 4.4.1 down")
+
+    def errors(self):
+        return [line for line in self.sink.lines() if "sev=ERR" in line]
+
+    def test_deferKeptUntilRoom(self):
+        """
+        A deferral DEFEDB cannot take is logged (C{sev=ERR}), kept in
+        memory (still deferred and retried) and in IBDB, counted in the
+        status, and written to DEFEDB (and noted in IBDB) once DEFEDB's
+        file system has room again.
+        """
+        self.stat.full.add("defedb")
+        taId, _ = self.submit()
+        [t] = self.successResultOf(self.qmgr.listQueue())
+        self.assertEqual(t["recipients"][0]["state"], "deferred")
+        self.assertTrue(any("QueueStore.defer" in e for e in self.errors()))
+        self.assertIn("disk space short", "\n".join(self.errors()))
+        status = self.successResultOf(self.qmgr.status())
+        self.assertEqual(status["defedbPending"], 1)
+        self.assertTrue(status["defedb"])
+        self.stat.full.clear()
+        self.clock.advance(2)
+        self.clock.advance(0.01)
+        status = self.successResultOf(self.qmgr.status())
+        self.assertEqual(status["defedbPending"], 0)
+        [(envelope, rcpts)] = self.qmgr.defedb.loadAll()
+        self.assertEqual(envelope["id"], taId)
+        states = [
+            p["rcpts"]
+            for kind, p in ibdb.readLog(self.qmgr.ibdbDirectory, print)
+            if kind == ibdb.RECIPIENTS
+        ]
+        self.assertIn([[0, "deferred"]], states)
+
+    def test_crashWhileKept(self):
+        """
+        A restart while a deferral was only in memory loses nothing: IBDB
+        still has the transaction, and it is delivered.
+        """
+        self.stat.full.add("defedb")
+        taId, _ = self.submit()
+        self.agent.outcome = lambda r: ("ok", 250, "250 ok")
+        self.restart()
+        self.clock.advance(0.01)
+        self.assertIn(taId, [t["ss_ta"] for t in self.agent.transactions[-1:]])
+        self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+
+    def test_startWithoutDefedb(self):
+        """
+        A QMGR started on a full disk runs without DEFEDB (a transaction
+        only DEFEDB has is not lost, only not seen yet) and, once there is
+        room, opens it without a restart and queues what only DEFEDB had;
+        it is delivered at its next-time-to-try.
+        """
+        taId, _ = self.submit()
+        # restarted once with room: IBDB is rewritten without the
+        # transaction, which is safe in DEFEDB
+        self.restart()
+        self.assertEqual(
+            [
+                p["id"]
+                for kind, p in ibdb.readLog(self.qmgr.ibdbDirectory, print)
+                if kind == ibdb.TRANSACTION
+            ],
+            [],
+        )
+        self.stat.full.add("defedb")
+        self.restart()
+        self.assertFalse(self.qmgr.defedb.isOpen)
+        self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+        self.clock.advance(2)
+        self.assertFalse(self.qmgr.defedb.isOpen)
+        self.assertIn("DEFEDB waits for disk space", "\n".join(self.errors()))
+        self.stat.full.clear()
+        self.clock.advance(2)
+        self.assertTrue(self.qmgr.defedb.isOpen)
+        self.assertIn("DEFEDB reopened", "\n".join(self.sink.lines()))
+        [t] = self.successResultOf(self.qmgr.listQueue())
+        self.assertEqual(t["id"], taId)
+        self.assertEqual(t["recipients"][0]["state"], "deferred")
+        self.agent.outcome = lambda r: ("ok", 250, "250 ok")
+        self.clock.advance(400)
+        self.clock.advance(0.01)
+        self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+        self.assertEqual(self.qmgr.defedb.loadAll(), [])
+        self.assertFalse(self.cdb.exists(taId))
+
+    def test_deliveredBeforeDefedbReturns(self):
+        """
+        A transaction IBDB had as deferred is delivered again while DEFEDB
+        cannot be opened; when it opens, its stale records are removed
+        (not delivered a third time).
+        """
+        taId, _ = self.submit()
+        self.stat.full.add("defedb")
+        self.agent.outcome = lambda r: ("ok", 250, "250 ok")
+        # a crash: IBDB still has the transaction (deferred)
+        self.qmgr.log.stop()
+        self.qmgr.defedb.close()
+        self.qmgr.lock.release()
+        self.qmgr.running = False
+        self.qmgr.scheduler.stop()
+        self.qmgr.defedbWatch.stop()
+        self.qmgr = self.makeQueueManager()
+        self.qmgr.startService()
+        self.clock.advance(0.01)
+        delivered = [t["ss_ta"] for t in self.agent.transactions]
+        self.assertEqual(delivered.count(taId), 2)
+        self.stat.full.clear()
+        self.clock.advance(2)
+        self.clock.advance(500)
+        self.assertEqual(self.qmgr.defedb.loadAll(), [])
+        self.assertEqual([t["ss_ta"] for t in self.agent.transactions].count(taId), 2)
+
+    def test_secondQueueManagerRefused(self):
+        """
+        A second QMGR on the same queue directory does not start: the
+        first one holds the queue's lock.
+        """
+        other = self.makeQueueManager()
+        e = self.assertRaises(OSError, other.startService)
+        self.assertIn("in use by another QMGR", str(e))
+        self.assertFalse(other.running)
+
+
+class DiskReservationTests(QueueManagerTestMixin, unittest.TestCase):
+    """
+    C{checkAcceptance} measures the free space for every transaction and
+    counts the sizes in flight.
+    """
+
+    def setUp(self):
+        self.free = [50 * 1024 * 1024]
+
+        class Stat:
+            f_frsize = 1
+
+            @property
+            def f_bavail(inner):
+                return self.free[0]
+
+        self.setUpQueue(
+            minDiskSpace=10 * 1024 * 1024,
+            okDiskSpace=20 * 1024 * 1024,
+            statvfs=lambda p: Stat(),
+        )
+
+    def test_burst(self):
+        """
+        Sessions that declared C{SIZE=} hold their size until their
+        envelope is stored or the session ends; a burst of large
+        transactions is refused with 452 4.3.1 before the disk fills.
+        """
+        MB = 1024 * 1024
+        accept = self.qmgr.checkAcceptance
+        self.assertIsNone(self.successResultOf(accept(15 * MB, "s1")))
+        self.assertIsNone(self.successResultOf(accept(15 * MB, "s2")))
+        reply = self.successResultOf(accept(15 * MB, "s3"))
+        self.assertEqual((reply["code"], reply["dsn"]), (452, "4.3.1"))
+        self.qmgr.sessionClose("s1", "127.0.0.1")
+        self.assertIsNone(self.successResultOf(accept(15 * MB, "s3")))
+        # s2's envelope is stored: its content is on the disk now
+        self.submit(session="s2")
+        self.assertEqual(self.qmgr.disk.reserved, 15 * MB)
+        # a session's next transaction replaces its reservation
+        self.assertIsNone(self.successResultOf(accept(1 * MB, "s3")))
+        self.assertEqual(self.qmgr.disk.reserved, 1 * MB)
+
+    def test_filledSinceLastTransaction(self):
+        """
+        A disk that filled since the last transaction refuses the next
+        one at once (no second-long measuring interval).
+        """
+        self.assertIsNone(self.successResultOf(self.qmgr.checkAcceptance(0, "s1")))
+        self.free[0] = 0
+        reply = self.successResultOf(self.qmgr.checkAcceptance(0, "s1"))
+        self.assertEqual((reply["code"], reply["dsn"]), (452, "4.3.1"))
