@@ -7,9 +7,16 @@ SYNOPSIS
     smx mailq [-f smx.conf] [-q queuedir] [-S socket] [--json] [--offline]
 
 DESCRIPTION
-    Asks the running QMGR over its control socket; when QMGR does not run
-    (or with C{--offline}) reads IBDB, DEFEDB and CDB directly, as
-    recovery would.  The text output looks like sendmail's C{mailq}: one
+    Asks the running QMGR over its control socket; when QMGR cannot be
+    asked (or with C{--offline}) reads IBDB, DEFEDB and CDB directly, as
+    recovery would, but never changing them: DEFEDB's database files are
+    opened read-only on their own, without joining or recovering the
+    environment, so what is shown of DEFEDB is what its last checkpoint
+    (or QMGR's stop) wrote (seed §6.6.2); a recipient IBDB says was
+    deferred that is not there yet is shown as deferred.  This is safe
+    while QMGR runs (a recovery then would destroy the environment under
+    it); whether it runs is told by the lock it holds on C{qmgr.pid}
+    (L{smx.queue.lockfile}), and said on standard error.  The text output looks like sendmail's C{mailq}: one
     block per transaction with its id, size, arrival time and sender, then
     the recipients with their state and last reply.  C{--json} prints a
     list of transactions, each with C{id}, C{sender}, C{size},
@@ -21,7 +28,7 @@ DESCRIPTION
 
 DIAGNOSTICS
     When QMGR cannot be reached, a line on standard error says so before
-    the files are read.  A directory without a queue (no C{ibdb}) is an
+    the files are read (and whether QMGR runs nevertheless).  A directory without a queue (no C{ibdb}) is an
     error (exit status 1), not an empty queue.
 """
 
@@ -39,7 +46,7 @@ def readOffline(cfg: Any) -> List[dict]:
     """
     Read the queue from the files of a configuration (QMGR not running).
     """
-    from smx.queue.defedb import DefedbError, DeferredEnvelopeDB
+    from smx.queue.defedb import DefedbError, readCheckpointed
     from smx.queue.options import queueManagerArguments
     from smx.queue.qmgr import contentStoreFromConfiguration
     from smx.queue.recovery import recoverQueue
@@ -47,26 +54,19 @@ def readOffline(cfg: Any) -> List[dict]:
     args = queueManagerArguments(cfg)
     problems = []  # type: List[str]
     cdb = contentStoreFromConfiguration(cfg, create=False)
-    defedb = DeferredEnvelopeDB(
-        args["defedbDirectory"],
-        logDirectory=args["defedbLogDirectory"],
-        report=problems.append,
-    )  # type: Any
-    try:
-        if os.path.isdir(args["defedbDirectory"]):
-            defedb.open()
-        else:
-            defedb = None
-    except DefedbError as e:
-        problems.append(str(e))
-        defedb = None
-    try:
-        result = recoverQueue(
-            os.path.join(args["queueDirectory"], "ibdb"), defedb, cdb, problems.append
-        )
-    finally:
-        if defedb is not None:
-            defedb.close()
+    defedb = None  # type: Any
+    if os.path.isdir(args["defedbDirectory"]):
+        try:
+            defedb = readCheckpointed(args["defedbDirectory"], problems.append)
+        except DefedbError as e:
+            problems.append("%s; showing what IBDB has" % (e,))
+    result = recoverQueue(
+        os.path.join(args["queueDirectory"], "ibdb"),
+        defedb,
+        cdb,
+        problems.append,
+        defedbComplete=False,
+    )
     for p in problems:
         sys.stderr.write("smx mailq: %s\n" % (p,))
     return [ta.describe() for _, ta in sorted(result.transactions.items())]
@@ -123,7 +123,15 @@ def run(argv: List[str]) -> int:
         try:
             entries = _run(path, "list", [], prog="smx mailq")
         except SystemExit as e:
-            sys.stderr.write("%s; reading the queue files\n" % (e.code,))
+            from smx.queue.lockfile import runningQueueManager
+
+            pid = runningQueueManager(cfg.queueDirectory)
+            running = ""
+            if pid is not None:
+                running = " (QMGR%s runs; DEFEDB as last checkpointed)" % (
+                    " pid %d" % (pid,) if pid else "",
+                )
+            sys.stderr.write("%s; reading the queue files%s\n" % (e.code, running))
             entries = None
     if entries is None:
         ibdb = os.path.join(cfg.queueDirectory, "ibdb")
