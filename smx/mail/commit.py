@@ -23,7 +23,7 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Set
 
 from twisted.internet import defer
 from twisted.python import failure
@@ -44,6 +44,25 @@ class _Transaction:
         self.recipients = []  # type: List[Dict[str, Any]]
         self.writer = None  # type: Any
         self.stored = 0
+        self._seen = set()  # type: Set[str]
+
+    def addRecipient(self, address: str) -> Optional[int]:
+        """
+        Add an accepted recipient, unless the transaction has it already
+        (the local part compared exactly, the domain without regard to
+        case): a client that names one address twice gets one copy, as
+        with Postfix's cleanup.
+
+        @return: the recipient's index, or C{None} for a duplicate.
+        """
+        local, at, domain = address.rpartition("@")
+        key = "%s%s%s" % (local, at, domain.lower()) if at else address
+        if key in self._seen:
+            return None
+        self._seen.add(key)
+        index = len(self.recipients)
+        self.recipients.append({"address": address, "index": index})
+        return index
 
     def abort(self) -> None:
         if self.writer is not None:

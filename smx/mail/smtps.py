@@ -448,9 +448,8 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
         if ta is None:  # pragma: no cover - the state machine prevents it
             self.connection.reject(*_TEMPFAIL)
             return
-        if not discard:
-            index = len(ta.recipients)
-            ta.recipients.append({"address": address, "index": index})
+        index = None if discard else ta.addRecipient(address)
+        if index is not None:
             if ta.writer is None and not self.policy.discardTransaction:
                 # the content store may prepare the content file while
                 # the client goes on (see ContentWriter); a failure here
@@ -466,9 +465,13 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
                 idx=index,
                 stat=0,
             )
-        else:
+        elif discard:
             self.factory.log.info(
                 ss_sess=self.sessionId, ss_ta=ta.id, rcpt="<%s>" % address, discard=1
+            )
+        else:
+            self.factory.log.info(
+                ss_sess=self.sessionId, ss_ta=ta.id, rcpt="<%s>" % address, duplicate=1
             )
         self.connection.accept()
 

@@ -113,6 +113,34 @@ class SmtplibTests(ServerMixin, unittest.TestCase):
 
         return d.addCallback(check)
 
+    def test_duplicateRecipients(self):
+        """
+        A recipient named twice in one transaction (the domain in another
+        case) gets 250 both times but is queued once; another address is
+        kept.
+        """
+        port = self.startServer()
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test") as s:
+                return s.sendmail(
+                    "a@b.test",
+                    ["u@local.test", "u@LOCAL.test", "v@local.test", "u@local.test"],
+                    b"Subject: x\r\n\r\nhi\r\n",
+                )
+
+        d = threads.deferToThread(client)
+
+        def check(refused):
+            self.assertEqual(refused, {})
+            [envelope] = self.qmgr.envelopes
+            self.assertEqual(
+                [r["address"] for r in envelope["recipients"]],
+                ["u@local.test", "v@local.test"],
+            )
+
+        return d.addCallback(check)
+
     def test_smuggling(self):
         """
         A message with <LF>.<LF> and a smuggled second transaction is one
