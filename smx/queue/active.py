@@ -1,0 +1,465 @@
+# -*- test-case-name: smx.queue.test.test_scheduler -*-
+"""
+NAME
+    smx.queue.active - AQ, the recipients being resolved and delivered
+
+SYNOPSIS
+    aq = ActiveQueue(clock, resolver, agent, destinations, logger,
+                     nextDeliveryId, done, maxEntries=1000, ...)
+    aq.room()                          # how many more may enter
+    aq.create([(transaction, recipients), ...])
+    # later: done(transaction, [(recipient, temporaryFailure), ...], now)
+
+DESCRIPTION
+    AQ (seed §10) holds at most C{AQ_max_entries} recipients.  The
+    recipients of one transaction that enter together make one
+    I{attempt}:
+
+        1. each is resolved by SMAR (C{resolveRecipient}: aliases,
+           mailertable, MX), within C{SMAR_timeout};
+        2. the resolved addresses that share their sender and routes
+           become one delivery transaction, which waits for a connection
+           slot of its first route's address
+           (L{smx.queue.destinations.DestinationQueues});
+        3. the delivery agent (SMTPC) gets it, and has C{delivery_timeout}
+           seconds to give one result per recipient.
+
+    Every result of every address is logged and recorded.  When the last
+    delivery transaction of an attempt has ended, its recipients leave AQ
+    with the outcome applied (C{tries}, C{lastAttempt}, the addresses
+    done, the permanent failures, the last reply) and C{done} is called
+    with the temporary failure of each recipient, if any: what happens
+    next (delivered, deferred, bounced) is the scheduler's decision.
+
+    A resolver failure, a resolver or agent that does not answer in time,
+    an agent that fails, a missing result and a slot that did not free
+    within C{wait_for_server} are temporary failures (451).
+
+CONFIGURATION PARAMETERS
+    AQ_max_entries, SMAR_timeout, delivery_timeout, wait_for_server
+
+SECURITY
+    None.
+
+DIAGNOSTICS
+    Every result is logged (C{ss_ta}, C{da_ta}, C{rcpt}, C{idx}, C{stat},
+    C{reply}); a failing resolver or agent with C{sev=ERR} and
+    C{ActiveQueue.resolve}, C{ActiveQueue.deliver} or
+    C{ActiveQueue.attempt}.  Debug categories (C{qmgr -x}): 3 (attempts),
+    4 (routes), 5 (deliveries and results), 8 (waits for a slot).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from twisted.internet import defer
+
+from smx.fastdefer import settled
+from smx.queue import debug as dbg
+from smx.queue.envelope import Recipient, Transaction
+
+TEMP = "temp"
+PERM = "perm"
+OK = "ok"
+
+#: C{(address, result)} of a temporary failure, or C{None}
+TempFailure = Optional[Tuple[str, Dict[str, Any]]]
+Done = Callable[[Transaction, List[Tuple[Recipient, TempFailure]], float], None]
+
+
+def _reply(code: int, dsnCode: str, text: str) -> Dict[str, Any]:
+    return {"code": code, "dsn": dsnCode, "text": text}
+
+
+class _Attempt:
+    """One delivery attempt of some recipients of one transaction."""
+
+    def __init__(self, ta: Transaction, rcpts: List[Recipient]) -> None:
+        self.ta = ta
+        self.rcpts = rcpts
+        # recipient index -> list of (expanded address, result dict)
+        self.outcomes = {
+            r.index: [] for r in rcpts
+        }  # type: Dict[int, List[Tuple[str, Dict[str, Any]]]]
+        self.pending = 0
+
+
+class _Group:
+    """The addresses of an attempt that go in one delivery transaction."""
+
+    __slots__ = ("sender", "routes", "members")
+
+    def __init__(self, sender: str, routes: List[Dict[str, Any]]) -> None:
+        self.sender = sender
+        self.routes = routes
+        self.members = []  # type: List[Tuple[Recipient, str]]
+
+    def destination(self) -> str:
+        """The address (or host) of the first route: slow start's key."""
+        first = self.routes[0]
+        return first.get("address") or first.get("host") or ""
+
+
+class ActiveQueue:
+    """
+    AQ: the recipients being resolved and delivered.
+
+    @ivar count: number of recipients in AQ.
+    @ivar maxEntries: the most recipients AQ takes (C{AQ_max_entries}).
+    @ivar deliveries: number of delivery transactions started.
+    """
+
+    def __init__(
+        self,
+        clock: Any,
+        resolver: Any,
+        agent: Any,
+        destinations: Any,
+        logger: Any,
+        nextDeliveryId: Callable[[], str],
+        done: Done,
+        maxEntries: int = 1000,
+        smarTimeout: float = 60.0,
+        deliveryTimeout: float = 3600.0,
+    ) -> None:
+        """
+        @param resolver: an L{smx.interfaces.IAddressResolver}.
+        @param agent: an L{smx.interfaces.IDeliveryAgent}.
+        @param destinations: the
+            L{smx.queue.destinations.DestinationQueues}.
+        @param done: called when the recipients of an attempt leave AQ.
+        """
+        self.clock = clock
+        self.resolver = resolver
+        self.agent = agent
+        self.destinations = destinations
+        self.logger = logger
+        self.nextDeliveryId = nextDeliveryId
+        self.done = done
+        self.maxEntries = max(1, maxEntries)
+        self.smarTimeout = smarTimeout
+        self.deliveryTimeout = deliveryTimeout
+        self.count = 0
+        self.deliveries = 0
+
+    def room(self) -> int:
+        """@return: how many more recipients AQ takes now."""
+        return max(0, self.maxEntries - self.count)
+
+    def create(self, groups: List[Tuple[Transaction, List[Recipient]]]) -> None:
+        """
+        Recipients (C{active}) enter AQ: one attempt per transaction.
+        All of them are counted before the first attempt starts.
+        """
+        for _, rcpts in groups:
+            self.count += len(rcpts)
+        for ta, rcpts in groups:
+            self._startAttempt(ta, rcpts)
+
+    # -- resolving -----------------------------------------------------------
+
+    def _startAttempt(self, ta: Transaction, rcpts: List[Recipient]) -> None:
+        attempt = _Attempt(ta, rcpts)
+        dbg.debug(self.logger, dbg.SCHED, 1, ss_ta=ta.id, attempt=len(rcpts))
+        ds = []
+        for r in rcpts:
+            d = defer.maybeDeferred(self.resolver.resolveRecipient, r.address)
+            if self.smarTimeout and not d.called:
+                d.addTimeout(self.smarTimeout, self.clock)
+            ds.append(d)
+        dl = settled(ds)
+        dl.addCallback(self._cbResolved, attempt)
+        dl.addErrback(self._ebAttempt, attempt)
+
+    def _cbResolved(self, results: List[Tuple[bool, Any]], attempt: _Attempt) -> None:
+        groups = collections.OrderedDict()  # type: Dict[Any, _Group]
+        for r, (ok, value) in zip(attempt.rcpts, results):
+            if not ok:
+                self.logger.error(
+                    "ActiveQueue.resolve",
+                    ss_ta=attempt.ta.id,
+                    rcpt=r.address,
+                    error=str(value.value),
+                )
+                self._record(
+                    attempt,
+                    r,
+                    r.address,
+                    TEMP,
+                    451,
+                    "451 4.4.3 address resolver failed",
+                    None,
+                    "resolve",
+                )
+                continue
+            for item in value or []:
+                self._addResolved(attempt, r, item, groups)
+        attempt.pending = len(groups)
+        if not groups:
+            self._finishAttempt(attempt)
+            return
+        for group in groups.values():
+            self._schedule(attempt, group)
+
+    def _addResolved(
+        self,
+        attempt: _Attempt,
+        r: Recipient,
+        item: Dict[str, Any],
+        groups: Dict[Any, _Group],
+    ) -> None:
+        """
+        Record the failure of one resolved address of C{r}, or add it to
+        the group of its sender and routes.
+        """
+        address = item.get("address") or r.address
+        if address in r.done:
+            return
+        error = item.get("error")  # type: Optional[Dict[str, Any]]
+        routes = item.get("routes") or []
+        if error is not None or not routes:
+            if error is None:
+                error = _reply(554, "5.4.4", "no route to host")
+            code = int(error.get("code") or 554)
+            text = "%d %s %s" % (code, error.get("dsn") or "", error["text"])
+            status = PERM if code >= 500 else TEMP
+            self._record(attempt, r, address, status, code, text, None, "resolve")
+            return
+        sender = item.get("sender") or attempt.ta.sender
+        key = (
+            sender,
+            tuple(
+                (x.get("mailer"), x.get("host"), x.get("address"), x.get("port"))
+                for x in routes
+            ),
+        )
+        dbg.debug(
+            self.logger,
+            dbg.SMAR,
+            2,
+            ss_ta=attempt.ta.id,
+            rcpt="<%s>" % (address,),
+            route=" ".join(
+                "%s:%s" % (x.get("mailer"), x.get("address") or x.get("host"))
+                for x in routes
+            ),
+        )
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Group(sender, routes)
+        group.members.append((r, address))
+
+    # -- delivering ----------------------------------------------------------
+
+    def _schedule(self, attempt: _Attempt, group: _Group) -> None:
+        dest = group.destination()
+        started = self.destinations.request(
+            dest,
+            lambda: self._deliver(attempt, group, dest),
+            lambda: self._waitExpired(attempt, group, dest),
+        )
+        if not started:
+            dbg.debug(self.logger, dbg.CONN, 1, ss_ta=attempt.ta.id, wait=dest)
+
+    def _waitExpired(self, attempt: _Attempt, group: _Group, dest: str) -> None:
+        for r, address in group.members:
+            self._record(
+                attempt,
+                r,
+                address,
+                TEMP,
+                451,
+                "451 4.4.5 too many concurrent deliveries to %s" % (dest,),
+                None,
+                "connect",
+            )
+        self._groupDone(attempt)
+
+    def _deliver(self, attempt: _Attempt, group: _Group, dest: str) -> None:
+        ta = attempt.ta
+        members = group.members
+        daId = self.nextDeliveryId()
+        transaction = {
+            "id": daId,
+            "ss_ta": ta.id,
+            "sender": group.sender,
+            "recipients": [
+                {"address": address, "index": i, "routes": group.routes}
+                for i, (_, address) in enumerate(members)
+            ],
+            "routes": group.routes,
+            "size": ta.size,
+            "bodyType": ta.bodyType,
+        }
+        self.deliveries += 1
+        dbg.debug(
+            self.logger,
+            dbg.SMTPC,
+            1,
+            ss_ta=ta.id,
+            da_ta=daId,
+            deliver=dest,
+            nrcpts=len(members),
+        )
+        d = defer.maybeDeferred(self.agent.deliver, transaction)
+        if self.deliveryTimeout:
+            d.addTimeout(self.deliveryTimeout, self.clock)
+        d.addCallbacks(
+            self._cbDelivered,
+            self._ebDelivered,
+            callbackArgs=(attempt, members, dest, daId),
+            errbackArgs=(attempt, members, dest, daId),
+        )
+        d.addErrback(self._ebAttempt, attempt)
+
+    def _cbDelivered(
+        self,
+        results: List[Dict[str, Any]],
+        attempt: _Attempt,
+        members: List[Tuple[Recipient, str]],
+        dest: str,
+        daId: str,
+    ) -> None:
+        byIndex = {}  # type: Dict[int, Dict[str, Any]]
+        for found in results or []:
+            try:
+                byIndex[int(found["index"])] = found
+            except (KeyError, TypeError, ValueError):
+                continue
+        success = True
+        for i, (r, address) in enumerate(members):
+            res = byIndex.get(i)
+            if res is None:
+                self._record(
+                    attempt,
+                    r,
+                    address,
+                    TEMP,
+                    451,
+                    "451 4.4.0 no result from delivery agent",
+                    None,
+                    "final_dot",
+                    daId,
+                )
+                continue
+            status = res.get("status")
+            if status not in (OK, TEMP, PERM):
+                status = TEMP
+            if status == TEMP and res.get("where") in ("connect", "greeting"):
+                success = False
+            self._record(
+                attempt,
+                r,
+                address,
+                status,
+                int(res.get("code") or 0),
+                str(res.get("reply") or ""),
+                res.get("remoteMTA"),
+                res.get("where"),
+                daId,
+            )
+        self.destinations.done(dest, success)
+        self._groupDone(attempt)
+
+    def _ebDelivered(
+        self,
+        failure: Any,
+        attempt: _Attempt,
+        members: List[Tuple[Recipient, str]],
+        dest: str,
+        daId: str,
+    ) -> None:
+        if failure.check(defer.TimeoutError, defer.CancelledError):
+            text = "451 4.4.7 delivery timeout"
+        else:
+            self.logger.failure("ActiveQueue.deliver", failure, ss_ta=attempt.ta.id)
+            text = "451 4.3.0 delivery agent failed"
+        for r, address in members:
+            self._record(attempt, r, address, TEMP, 451, text, None, "connect", daId)
+        self.destinations.done(dest, False)
+        self._groupDone(attempt)
+
+    # -- results -------------------------------------------------------------
+
+    def _record(
+        self,
+        attempt: _Attempt,
+        r: Recipient,
+        address: str,
+        status: str,
+        code: int,
+        reply: str,
+        remoteMTA: Optional[str],
+        where: Optional[str],
+        daId: Optional[str] = None,
+    ) -> None:
+        dbg.debug(
+            self.logger,
+            dbg.SMTPC,
+            2,
+            ss_ta=attempt.ta.id,
+            da_ta=daId,
+            rcpt="<%s>" % (address,),
+            result=code,
+        )
+        attempt.outcomes[r.index].append(
+            (
+                address,
+                {
+                    "status": status,
+                    "code": code,
+                    "reply": reply,
+                    "remoteMTA": remoteMTA,
+                    "where": where,
+                },
+            )
+        )
+        self.logger.info(
+            ss_ta=attempt.ta.id,
+            da_ta=daId,
+            rcpt="<%s>" % (address,),
+            idx=r.index,
+            stat=status,
+            reply=reply,
+        )
+
+    def _groupDone(self, attempt: _Attempt) -> None:
+        attempt.pending -= 1
+        if attempt.pending <= 0:
+            self._finishAttempt(attempt)
+
+    def _ebAttempt(self, failure: Any, attempt: _Attempt) -> None:
+        self.logger.failure("ActiveQueue.attempt", failure, ss_ta=attempt.ta.id)
+
+    def _finishAttempt(self, attempt: _Attempt) -> None:
+        """
+        The recipients of C{attempt} leave AQ with its outcome applied.
+        """
+        now = self.clock.seconds()
+        left = []  # type: List[Tuple[Recipient, TempFailure]]
+        for r in attempt.rcpts:
+            self.count -= 1
+            r.tries += 1
+            r.lastAttempt = now
+            outcomes = attempt.outcomes[r.index]
+            temp = None  # type: TempFailure
+            for address, res in outcomes:
+                if res["status"] == OK:
+                    r.done.append(address)
+                elif res["status"] == PERM:
+                    r.done.append(address)
+                    r.failures.append(
+                        dict(res, address=address, lastAttempt=now, orcpt=r.orcpt)
+                    )
+                else:
+                    temp = (address, res)
+            if outcomes:
+                _, res = temp or outcomes[-1]
+                r.code = res["code"]
+                r.reply = res["reply"]
+                r.remoteMTA = res["remoteMTA"]
+                r.where = res["where"]
+            left.append((r, temp))
+        self.done(attempt.ta, left, now)

@@ -1,0 +1,163 @@
+# -*- test-case-name: smx.queue.test.test_scheduler -*-
+"""
+NAME
+    smx.queue.bounceschedule - when bounces and delay warnings are sent
+
+SYNOPSIS
+    bounces = BounceSchedule(clock, store, bouncer, logger, dsnMaxDelay=60,
+                             queuedelayTimeout=4h, queuereturnTimeout=5d,
+                             retryDelay=300)
+    bounces.add(transaction, recipients)       # state "bouncing"
+    bounces.send(transaction)                  # now
+    bounces.warn(transaction, recipients, now) # deferred ones, once
+    bounces.stop()
+
+DESCRIPTION
+    Permanent failures, and temporary ones past C{queuereturn_timeout},
+    are returned to the sender in one bounce per transaction (RFC 3464,
+    built and queued by L{smx.queue.bounce.Bouncer}).  While other
+    recipients of the transaction are still queued or being delivered,
+    its failures are collected for at most C{DSN_max_delay} seconds so
+    that they share one bounce; with none busy (or C{DSN_max_delay} 0) the
+    bounce goes at once.  A recipient becomes final (C{failed}) only once
+    its bounce is on stable storage; a bounce that cannot be queued is
+    tried again after C{retry_min_delay}.
+
+    A recipient still deferred C{queuedelay_timeout} after its
+    transaction arrived gets one delay warning (C{warned} is then stored
+    with it in DEFEDB); none are sent if C{queuedelay_timeout} is not
+    below C{queuereturn_timeout}.
+
+CONFIGURATION PARAMETERS
+    DSN_max_delay, queuedelay_timeout, queuereturn_timeout,
+    retry_min_delay (the retry of a bounce that could not be queued)
+
+SECURITY
+    Reports go only to the envelope sender (L{smx.queue.bounce}).
+
+DIAGNOSTICS
+    A bounce or warning that cannot be queued is logged with C{sev=ERR}
+    and C{BounceSchedule.send} or C{BounceSchedule.warn}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from smx.queue import debug as dbg
+from smx.queue.envelope import Recipient, Transaction
+
+
+class BounceSchedule:
+    """
+    Bounces and delay warnings, per transaction.
+
+    @ivar failed: number of recipients whose bounce was queued.
+    """
+
+    def __init__(
+        self,
+        clock: Any,
+        store: Any,
+        bouncer: Any,
+        logger: Any,
+        dsnMaxDelay: float = 60.0,
+        queuedelayTimeout: float = 4 * 3600.0,
+        queuereturnTimeout: float = 5 * 86400.0,
+        retryDelay: float = 300.0,
+    ) -> None:
+        """
+        @param store: a L{smx.queue.store.QueueStore} (C{transactions},
+            C{update}, C{finish}).
+        @param bouncer: a L{smx.queue.bounce.Bouncer}.
+        @param retryDelay: seconds before a bounce that could not be queued
+            is tried again.
+        """
+        self.clock = clock
+        self.store = store
+        self.bouncer = bouncer
+        self.logger = logger
+        self.dsnMaxDelay = dsnMaxDelay
+        self.queuedelayTimeout = queuedelayTimeout
+        self.queuereturnTimeout = queuereturnTimeout
+        self.retryDelay = retryDelay
+        self.running = True
+        self.failed = 0
+
+    def add(self, ta: Transaction, rcpts: List[Recipient]) -> None:
+        """
+        Recipients of C{ta} (state C{bouncing}, their C{failures} set) are
+        to be bounced: now if nothing else of C{ta} is queued or active,
+        else within C{DSN_max_delay}.
+        """
+        ta.pendingFailures.extend(rcpts)
+        busy = any(r.state in ("queued", "active") for r in ta.recipients.values())
+        if not busy or self.dsnMaxDelay <= 0:
+            self.send(ta)
+        elif ta.bounceTimer is None or not ta.bounceTimer.active():
+            ta.bounceTimer = self.clock.callLater(self.dsnMaxDelay, self.send, ta)
+
+    def send(self, ta: Transaction) -> None:
+        """
+        Queue one bounce for every pending failure of C{ta}; the recipients
+        become final once it is on stable storage.
+        """
+        if ta.bounceTimer is not None and ta.bounceTimer.active():
+            ta.bounceTimer.cancel()
+        ta.bounceTimer = None
+        rcpts = [r for r in ta.pendingFailures if r.state == "bouncing"]
+        ta.pendingFailures = []
+        if not rcpts:
+            return
+        failures = []  # type: List[Dict[str, Any]]
+        for r in rcpts:
+            failures.extend(r.failures)
+        dbg.debug(self.logger, dbg.DSN, 1, ss_ta=ta.id, dsn="failed", rcpts=len(rcpts))
+        d = self.bouncer.report("failed", ta, failures)
+
+        def _cbBounced(_: Any) -> None:
+            for r in rcpts:
+                r.state = "failed"
+            self.failed += len(rcpts)
+            self.store.finish(ta, rcpts)
+
+        def _ebBounced(failure: Any) -> None:
+            self.logger.error(
+                "BounceSchedule.send", ss_ta=ta.id, error=str(failure.value)
+            )
+            ta.pendingFailures.extend(rcpts)
+            if self.running:
+                ta.bounceTimer = self.clock.callLater(self.retryDelay, self.send, ta)
+
+        d.addCallbacks(_cbBounced, _ebBounced)
+
+    def warn(self, ta: Transaction, rcpts: List[Recipient], now: float) -> None:
+        """
+        Send a delay warning for the deferred C{rcpts} of C{ta} that have
+        none yet, if C{queuedelay_timeout} has passed.
+        """
+        if (
+            self.queuedelayTimeout >= self.queuereturnTimeout
+            or now - ta.received < self.queuedelayTimeout
+        ):
+            return
+        late = [r for r in rcpts if not r.warned]
+        if not late:
+            return
+        for r in late:
+            r.warned = True
+        self.store.update(ta, late)
+        dbg.debug(self.logger, dbg.DSN, 1, ss_ta=ta.id, dsn="delayed", rcpts=len(late))
+        d = self.bouncer.report("delayed", ta, [r.failureInfo() for r in late])
+        d.addErrback(
+            lambda f: self.logger.error(
+                "BounceSchedule.warn", ss_ta=ta.id, error=str(f.value)
+            )
+        )
+
+    def stop(self) -> None:
+        """Cancel the bounce timers (the failures stay for a restart)."""
+        self.running = False
+        for ta in self.store.transactions.values():
+            if ta.bounceTimer is not None and ta.bounceTimer.active():
+                ta.bounceTimer.cancel()

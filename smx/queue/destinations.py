@@ -1,0 +1,130 @@
+# -*- test-case-name: smx.queue.test.test_scheduler -*-
+"""
+NAME
+    smx.queue.destinations - delivery transactions waiting for a
+    connection slot of their destination
+
+SYNOPSIS
+    queues = DestinationQueues(clock, slowStart, waitForServer=60)
+    queues.request(dest, start, expire)  # start() now or when a slot frees
+    queues.done(dest, success)           # a delivery to dest ended
+    queues.waiting(dest)                 # how many wait for dest
+    queues.stop()
+
+DESCRIPTION
+    Slow start (seed §5.7.1, L{smx.queue.connections.SlowStart}) bounds
+    the concurrent deliveries to each destination address.  A delivery
+    transaction for a destination without a free slot waits here, first
+    in, first out, in the queue of that destination: it starts as soon as
+    a delivery to the destination ends and slow start allows one more,
+    and it expires after C{wait_for_server} seconds, when its C{expire}
+    is called instead (the scheduler counts that as a temporary failure).
+
+    The slot is taken (C{SlowStart.opened}) just before C{start} is
+    called; L{done} gives it back (C{SlowStart.closed}, which adapts the
+    destination's limit to the success of the delivery) and starts the
+    waiting transactions that now fit.
+
+CONFIGURATION PARAMETERS
+    wait_for_server; smtpc_initial_connections, smtpc_max_connections and
+    the conf map entries of slow start (C{oci:}, C{ocm:}, C{octo:}).
+
+SECURITY
+    None.
+
+DIAGNOSTICS
+    None of its own (the scheduler logs the waits and the expiries).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+Action = Callable[[], None]
+
+
+class _Waiter:
+    __slots__ = ("start", "expire", "timer")
+
+    def __init__(self, start: Action, expire: Action) -> None:
+        self.start = start
+        self.expire = expire
+        self.timer = None  # type: Any
+
+
+class DestinationQueues:
+    """
+    The delivery transactions waiting for a slot, per destination.
+
+    @ivar slowStart: the L{smx.queue.connections.SlowStart}.
+    @ivar waitForServer: seconds a transaction waits (C{wait_for_server}).
+    """
+
+    def __init__(self, clock: Any, slowStart: Any, waitForServer: float = 60.0):
+        self.clock = clock
+        self.slowStart = slowStart
+        self.waitForServer = waitForServer
+        self._queues = {}  # type: Dict[str, Deque[_Waiter]]
+
+    def request(self, dest: str, start: Action, expire: Action) -> bool:
+        """
+        Call C{start} once a delivery to C{dest} may start: now if slow
+        start allows it, else when L{done} frees a slot; or call
+        C{expire} if none frees within C{wait_for_server} seconds.
+
+        @return: whether C{start} was called now.
+        """
+        if self.slowStart.mayOpen(dest):
+            self.slowStart.opened(dest)
+            start()
+            return True
+        waiter = _Waiter(start, expire)
+        waiter.timer = self.clock.callLater(
+            self.waitForServer, self._expired, dest, waiter
+        )
+        self._queues.setdefault(dest, collections.deque()).append(waiter)
+        return False
+
+    def _expired(self, dest: str, waiter: _Waiter) -> None:
+        queue = self._queues.get(dest)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+            if not queue:
+                del self._queues[dest]
+        waiter.expire()
+
+    def done(self, dest: str, success: bool) -> None:
+        """
+        A delivery to C{dest} ended (C{success}: the destination was
+        reached): give back its slot and start those waiting that fit.
+        """
+        self.slowStart.closed(dest, success)
+        queue = self._queues.get(dest)
+        while queue and self.slowStart.mayOpen(dest):
+            waiter = queue.popleft()
+            if waiter.timer is not None and waiter.timer.active():
+                waiter.timer.cancel()
+            self.slowStart.opened(dest)
+            waiter.start()
+        if queue is not None and not queue and self._queues.get(dest) is queue:
+            # (a delivery started above may have ended and emptied it)
+            del self._queues[dest]
+
+    def waiting(self, dest: Optional[str] = None) -> int:
+        """
+        @return: how many delivery transactions wait for C{dest} (for any
+            destination if C{None}).
+        """
+        if dest is not None:
+            return len(self._queues.get(dest) or ())
+        return sum(len(q) for q in self._queues.values())
+
+    def stop(self) -> None:
+        """Forget the waiting transactions and cancel their timers."""
+        queues = list(self._queues.values())  # type: List[Deque[_Waiter]]
+        self._queues = {}
+        for queue in queues:
+            for waiter in queue:
+                if waiter.timer is not None and waiter.timer.active():
+                    waiter.timer.cancel()
