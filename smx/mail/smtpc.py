@@ -54,8 +54,11 @@ DESCRIPTION
     The protocol itself is the sans-I/O L{smx.mail.client.ClientMachine};
     its Twisted adapter is L{smx.mail.clientprotocol}, the connection cache
     L{smx.mail.connectioncache}, the TLS client side
-    L{smx.mail.clienttls}; this module holds the routing loop and builds
-    SMTPC from the configuration.
+    L{smx.mail.clienttls}, and the routing loop of one delivery
+    transaction (routes in order, the "too many recipients" rounds, the
+    transaction records) L{smx.mail.routeloop}; this module holds the
+    delivery agent, which makes and caches the sessions that loop uses,
+    and builds SMTPC from the configuration.
 
 CONFIGURATION PARAMETERS
     smtpc [NAME] { io_timeout; LMTP_socket; remote_port; log_level;
@@ -110,12 +113,7 @@ from smx import net
 from smx.ids import ClientIdGenerator
 from smx.interfaces import IDeliveryAgent
 from smx.log import Logger, loggerFromConfiguration
-from smx.mail.client import (
-    ClientMachine,
-    TransactionDone,
-    enhancedStatus,
-    tooManyRecipients,
-)
+from smx.mail.client import ClientMachine
 from smx.mail.clientprotocol import (
     CHUNK_SIZE,
     ClientProtocol,
@@ -124,6 +122,7 @@ from smx.mail.clientprotocol import (
 )
 from smx.mail.clienttls import ClientTLSCreator
 from smx.mail.connectioncache import ConnectionCache
+from smx.mail.routeloop import RouteLoop
 from smx.unixsocket import socketName
 
 __all__ = [
@@ -133,6 +132,7 @@ __all__ = [
     "ConnectionCache",
     "DeliveryAgent",
     "DeliveryAgentPool",
+    "RouteLoop",
     "SessionError",
     "deliveryAgentFromConfiguration",
     "smtpcSections",
@@ -258,141 +258,13 @@ class DeliveryAgent(service.Service):
     async def _deliver(self, transaction: Dict[str, Any]) -> List[Dict[str, Any]]:
         self.busy += 1
         try:
-            return await self._deliverRoutes(transaction)
+            daTa = transaction.get("id") or self.ids.next()
+            loop = RouteLoop(transaction, self, self.contentStore, self.log, daTa)
+            return await loop.run()
         finally:
             self.busy -= 1
 
-    async def _deliverRoutes(self, transaction: Dict[str, Any]) -> List[Dict[str, Any]]:
-        recipients = transaction["recipients"]
-        daTa = transaction.get("id") or self.ids.next()
-        final = [None] * len(recipients)  # type: List[Optional[Dict[str, Any]]]
-        pending = list(range(len(recipients)))
-        lastError = SessionError(
-            "connect", 451, "451 4.4.0 no route to deliver to"
-        )  # type: SessionError
-        lastRoute = None  # type: Optional[Dict[str, Any]]
-        content = _Content(transaction)
-        for route in transaction.get("routes") or []:
-            if not pending:
-                break
-            lastRoute = route
-            try:
-                await self._deliverRoute(route, content, daTa, pending, final)
-            except SessionError as e:
-                lastError = e
-                continue
-            except (KeyError, OSError) as e:
-                self.log.error(
-                    "deliver", da_ta=daTa, ss_ta=transaction["ss_ta"], error=str(e)
-                )
-                lastError = SessionError("data", 451, "451 4.3.0 content missing")
-                break
-            pending = [i for i in pending if _tryElsewhere(final[i])]
-        results = []
-        for i, rcpt in enumerate(recipients):
-            result = final[i]
-            if result is None:
-                result = self._sessionFailure(rcpt, lastError, lastRoute)
-            results.append(result)
-        return results
-
-    async def _deliverRoute(
-        self,
-        route: Dict[str, Any],
-        content: "_Content",
-        daTa: str,
-        pending: List[int],
-        final: List[Optional[Dict[str, Any]]],
-    ) -> None:
-        """
-        Deliver to the recipients C{pending} (indexes) over C{route},
-        setting their results in C{final}.
-
-        Recipients refused with "too many recipients" (452, RFC 5321
-        4.5.3.1.10) go at once in a new transaction, on the same session
-        when it can carry one, else on a new connection; this ends when a
-        transaction has no such refusal or gets it for its first
-        recipient (then the server takes none now: a temporary failure).
-        Each round is shorter than the one before, so it ends.
-
-        @raise SessionError: if no session for the first transaction
-            could be had.
-        @raise KeyError: the content is not in the content store.
-        """
-        recipients = content.transaction["recipients"]
-        mta = self._remoteMTA(route)
-        proto, key, cached = await self._session(route)
-        batch = pending
-        first = True
-        while True:
-            addresses = [recipients[i]["address"] for i in batch]
-            try:
-                done = await self._transaction(proto, content, addresses)
-                if cached and done.mailReply is None and not done.reusable:
-                    # the server had closed the cached session: nothing
-                    # of this transaction happened; again on a new one
-                    proto, key, cached = await self._session(route, cached=False)
-                    done = await self._transaction(proto, content, addresses)
-            except SessionError:
-                if first:
-                    raise
-                # the rest keep their 452: the next route may take them
-                return
-            except (KeyError, OSError):
-                self._release(key, proto, False)
-                raise
-            self._logTransaction(proto, daTa, content.transaction, addresses, done)
-            for i, result in zip(batch, done.results):
-                final[i] = _makeResult(recipients[i], result, mta)
-            more = [i for i, r in zip(batch, done.results) if tooManyRecipients(r)]
-            if not more or tooManyRecipients(done.results[0]):
-                self._release(key, proto, done.reusable)
-                return
-            self.log.info(
-                da_sess=proto.sessionId,
-                da_ta=daTa,
-                ss_ta=content.transaction.get("ss_ta"),
-                where="rcpt",
-                too_many_recipients=len(more),
-                status="new transaction",
-            )
-            batch = more
-            first = False
-            if done.reusable and not proto.lost:
-                # a session the server closes meanwhile shows at MAIL
-                cached = True
-                continue
-            proto.quit()
-            try:
-                proto, key, cached = await self._session(route, cached=False)
-            except SessionError:
-                return
-
-    def _sessionFailure(
-        self, rcpt: Dict[str, Any], e: SessionError, route: Optional[Dict[str, Any]]
-    ) -> Dict[str, Any]:
-        code = e.code or 451
-        # a refused greeting is no verdict on the recipient: always retry
-        status = "perm" if code >= 500 and e.where != "greeting" else "temp"
-        text = e.reply if e.code else e.reply
-        if not text[:3].isdigit():
-            text = "%d 4.4.2 %s" % (code, text)
-        return {
-            "index": rcpt["index"],
-            "address": rcpt["address"],
-            "status": status,
-            "code": code,
-            "reply": text,
-            "remoteMTA": self._remoteMTA(route) if e.where != "connect" else None,
-            "where": e.where if e.where in ("connect", "greeting") else "ehlo",
-        }
-
-    def _remoteMTA(self, route: Optional[Dict[str, Any]]) -> Optional[str]:
-        if route is None:
-            return None
-        if route.get("mailer") == "lmtp":
-            return route.get("host") or "localhost"
-        return route.get("host") or route.get("address") or None
+    # sessions (the SessionSource of RouteLoop) ------------------------------
 
     def _key(self, route: Dict[str, Any]) -> Tuple[str, str, int]:
         """
@@ -411,30 +283,7 @@ class DeliveryAgent(service.Service):
     def _port(self, route: Dict[str, Any]) -> int:
         return int(route.get("port") or self.remotePort)
 
-    async def _transaction(
-        self, proto: ClientProtocol, content: "_Content", addresses: List[str]
-    ) -> Any:
-        """
-        Run one transaction for C{addresses} on C{proto}.
-
-        @raise KeyError: the content is not in the content store.
-        """
-        transaction = content.transaction
-        bodyFile = self.contentStore.open(transaction["ss_ta"])
-        try:
-            bodyType = content.bodyType(proto.machine.extensions, bodyFile)
-        except BaseException:
-            bodyFile.close()
-            raise
-        return await proto.transaction(
-            transaction.get("sender", ""),
-            addresses,
-            int(transaction.get("size") or 0),
-            bodyType,
-            bodyFile,
-        )
-
-    async def _session(
+    async def findSession(
         self, route: Dict[str, Any], cached: bool = True
     ) -> Tuple[ClientProtocol, Any, bool]:
         """
@@ -444,10 +293,11 @@ class DeliveryAgent(service.Service):
         A cached session carries the next transaction without RSET: the
         end of the previous one (the reply to the final dot) already
         reset the server (RFC 5321 4.1.1.4), and a session the server
-        closed meanwhile shows at MAIL, where L{_deliver} starts again on
-        a new connection.
+        closed meanwhile shows at MAIL, where the L{RouteLoop} starts
+        again on a new connection.
 
         @return: the session, the cache key, and whether it was cached.
+        @raise SessionError: if no session could be had.
         """
         key = self._key(route)
         if self.reuseConnection and cached:
@@ -515,72 +365,16 @@ class DeliveryAgent(service.Service):
         d.addErrback(failed)
         return d
 
-    def _release(self, key: Any, proto: ClientProtocol, reusable: bool) -> None:
+    def doneSession(self, key: Any, proto: ClientProtocol, reusable: bool) -> None:
+        """
+        The transactions on C{proto} are over: keep it in the cache (with
+        C{reuse_connection}, if C{reusable} and still connected) or close
+        it.
+        """
         if self.reuseConnection and reusable and not proto.lost:
             self.cache.put(key, proto)
         else:
             proto.quit()
-
-    def _logTransaction(
-        self,
-        proto: ClientProtocol,
-        daTa: str,
-        transaction: Dict[str, Any],
-        addresses: List[str],
-        done: TransactionDone,
-    ) -> None:
-        ssTa = transaction.get("ss_ta")
-        sender = "<%s>" % (transaction.get("sender", ""),)
-        if done.mailReply is not None:
-            self.log.info(
-                da_sess=proto.sessionId,
-                da_ta=daTa,
-                ss_ta=ssTa,
-                mail=sender,
-                stat=_stat(done.mailReply.code),
-                reply=done.mailReply.text,
-            )
-        finals = []
-        for address, reply, result in zip(addresses, done.rcptReplies, done.results):
-            if reply is not None:
-                self.log.info(
-                    da_sess=proto.sessionId,
-                    da_ta=daTa,
-                    ss_ta=ssTa,
-                    rcpt="<%s>" % (address,),
-                    stat=_stat(reply.code),
-                    reply=reply.text,
-                )
-            if reply is None or result["where"] not in ("rcpt", "mail"):
-                finals.append((address, result))
-        if not finals:
-            return
-        if proto.machine.lmtp:
-            for address, result in finals:
-                self._logFinal(proto, daTa, ssTa, transaction, result, address)
-        else:
-            self._logFinal(proto, daTa, ssTa, transaction, finals[0][1], None)
-
-    def _logFinal(
-        self,
-        proto: ClientProtocol,
-        daTa: str,
-        ssTa: Optional[str],
-        transaction: Dict[str, Any],
-        result: Dict[str, Any],
-        address: Optional[str],
-    ) -> None:
-        ok = result["status"] == "ok"
-        self.log.info(
-            da_sess=proto.sessionId,
-            da_ta=daTa,
-            ss_ta=ssTa,
-            rcpt=None if address is None else "<%s>" % (address,),
-            where=result["where"],
-            size=transaction.get("size"),
-            stat=0 if ok else result["code"],
-            reply=None if ok and address is None else result["reply"],
-        )
 
 
 def smtpcSections(cfg: Any) -> List[Any]:
@@ -650,79 +444,6 @@ class DeliveryAgentPool(service.MultiService):
 def _title(section: Any) -> str:
     title = getattr(section, "title", None)
     return title() if callable(title) else "smtpc"
-
-
-class _Content:
-    """
-    The content of one delivery transaction and what SMTPC found out
-    about it.
-
-    @ivar transaction: the delivery transaction (see L{IDeliveryAgent}).
-    @ivar eightBit: does the content have octets above 127?  C{None}
-        until a server makes it matter.
-    """
-
-    def __init__(self, transaction: Dict[str, Any]) -> None:
-        self.transaction = transaction
-        self.declared = (transaction.get("bodyType") or "7BIT").upper()
-        self.eightBit = None  # type: Optional[bool]
-
-    def bodyType(self, extensions: Dict[str, str], bodyFile: Any) -> str:
-        """
-        The body type of MAIL for a server offering C{extensions}:
-        C{"8BITMIME"} for content with 8-bit octets (declared or not),
-        C{"7BIT"} otherwise (RFC 6152).  A body declared 8BITMIME goes as
-        declared to a server that offers it; otherwise the content is
-        read once (and C{bodyFile} rewound): a body declared 8-bit that
-        is 7-bit can go to any server, one with 8-bit octets not declared
-        gets C{BODY=8BITMIME} or, without the extension, the 5.6.3
-        failure of L{smx.mail.client.ClientMachine.startTransaction}.
-        """
-        if self.declared == "8BITMIME" and "8BITMIME" in extensions:
-            return "8BITMIME"
-        if self.eightBit is None:
-            self.eightBit = _hasEightBit(bodyFile)
-            bodyFile.seek(0)
-        return "8BITMIME" if self.eightBit else "7BIT"
-
-
-def _hasEightBit(bodyFile: Any) -> bool:
-    while True:
-        chunk = bodyFile.read(CHUNK_SIZE)
-        if not chunk:
-            return False
-        if not chunk.isascii():
-            return True
-
-
-def _tryElsewhere(result: Optional[Dict[str, Any]]) -> bool:
-    """
-    Does a recipient with this result go on to the next route: no
-    result, a temporary failure, or a server without 8BITMIME for an
-    8-bit body (another MX may offer it; the 5.6.3 failure stands if none
-    does)?
-    """
-    if result is None or result["status"] == "temp":
-        return True
-    return result["where"] == "mail" and enhancedStatus(result["reply"]) == "5.6.3"
-
-
-def _stat(code: int) -> int:
-    return 0 if 200 <= code < 300 else code
-
-
-def _makeResult(
-    rcpt: Dict[str, Any], result: Dict[str, Any], mta: Optional[str]
-) -> Dict[str, Any]:
-    return {
-        "index": rcpt["index"],
-        "address": rcpt["address"],
-        "status": result["status"],
-        "code": result["code"],
-        "reply": result["reply"],
-        "remoteMTA": mta,
-        "where": result["where"],
-    }
 
 
 def _subsection(section: Any, name: str) -> Any:

@@ -1,0 +1,408 @@
+# -*- test-case-name: smx.mail.test.test_smtpc -*-
+"""
+NAME
+    smx.mail.routeloop - one delivery transaction of SMTPC, route by route
+
+SYNOPSIS
+    loop = RouteLoop(transaction, sessions, contentStore, logger, daTa)
+    results = await loop.run()       # one result per recipient
+
+DESCRIPTION
+    A L{RouteLoop} delivers one delivery transaction (see
+    L{smx.interfaces.IDeliveryAgent}): it tries the routes SMAR found in
+    order (MX preference).  On each route it gets a session from
+    C{sessions} (L{smx.mail.smtpc.DeliveryAgent}: a cached one or a new
+    connection) and runs one SMTP or LMTP transaction for the recipients
+    that have no definitive answer yet; it goes on to the next route for
+    those that got a temporary answer (or none), and for an 8-bit body
+    refused by a server without 8BITMIME (C{554 5.6.3}: another MX may
+    offer it).  A route whose session cannot be had (no connection, a
+    4xx/5xx greeting, a failed EHLO or TLS handshake) is skipped; if no
+    route gives an answer for a recipient, the last such failure is its
+    result (always temporary for a refused greeting).
+
+    Recipients refused with "too many recipients" (C{452 4.5.3}, or
+    C{552 5.5.3}) go at once in a new transaction (RFC 5321 4.5.3.1.10),
+    on the same session if it can carry one, else on a new connection
+    to the same route, until a transaction has no such refusal or gets
+    it for its first recipient (the server takes none now: a temporary
+    failure).  Each round is shorter than the one before, so it ends.
+
+    A cached session the server closed meanwhile shows as no reply to
+    MAIL: nothing of the transaction happened, and it runs again on a
+    new connection.
+
+    The content is read from the content store once per transaction; a
+    body not declared 8BITMIME is read once more, the first time a
+    server's extensions make it matter, to find out whether it has 8-bit
+    octets (L{_Content}).
+
+CONFIGURATION PARAMETERS
+    None of its own (see L{smx.mail.smtpc}).
+
+SECURITY
+    Replies are logged in encoded form only (L{smx.log}).
+
+DIAGNOSTICS
+    App. C.2 records of each transaction::
+
+      da_sess=C..., da_ta=C..., ss_ta=S..., mail=<a@b>, stat=0, reply=250 ...
+      da_sess=C..., da_ta=C..., ss_ta=S..., rcpt=<c@d>, stat=0, reply=250 ...
+      da_sess=C..., da_ta=C..., ss_ta=S..., where=final_dot, size=1177, stat=0
+      da_sess=C..., da_ta=C..., ss_ta=S..., where=rcpt,
+          too_many_recipients=50, status=new transaction
+
+    LMTP has one final record per recipient (with C{rcpt=}).  A content
+    file that cannot be read is logged with C{sev=ERR} and C{deliver};
+    its recipients fail with C{451 4.3.0 content missing}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Protocol, Tuple
+
+
+from smx.mail.client import TransactionDone, enhancedStatus, tooManyRecipients
+from smx.mail.clientprotocol import CHUNK_SIZE, ClientProtocol, SessionError
+
+__all__ = ["RouteLoop", "SessionSource", "remoteMTA"]
+
+
+class SessionSource(Protocol):
+    """
+    Where a L{RouteLoop} gets its sessions (L{smx.mail.smtpc.DeliveryAgent}).
+    """
+
+    async def findSession(
+        self, route: Dict[str, Any], cached: bool = True
+    ) -> Tuple[ClientProtocol, Any, bool]:
+        """
+        A session for C{route}: a cached one (if C{cached}) or a new
+        connection.
+
+        @return: the session, its cache key, and whether it was cached.
+        @raise SessionError: if no session could be had.
+        """
+
+    def doneSession(self, key: Any, proto: ClientProtocol, reusable: bool) -> None:
+        """
+        The transactions on C{proto} are over: cache it (if C{reusable})
+        or close it.
+        """
+
+
+class RouteLoop:
+    """
+    One delivery transaction, delivered route by route.
+
+    @ivar transaction: the delivery transaction.
+    @ivar daTa: its id (C{da_ta} in the records).
+    """
+
+    def __init__(
+        self,
+        transaction: Dict[str, Any],
+        sessions: SessionSource,
+        contentStore: Any,
+        log: Any,
+        daTa: str,
+    ) -> None:
+        """
+        @param sessions: the sessions to use.
+        @param contentStore: an L{smx.interfaces.IContentStore}.
+        @param log: the L{smx.log.Logger} of SMTPC.
+        """
+        self.transaction = transaction
+        self.sessions = sessions
+        self.contentStore = contentStore
+        self.log = log
+        self.daTa = daTa
+        self._content = _Content(transaction)
+
+    async def run(self) -> List[Dict[str, Any]]:
+        """
+        Deliver over the routes in order.
+
+        @return: one result per recipient, in their order (see
+            L{smx.interfaces.IDeliveryAgent.deliver}).
+        """
+        recipients = self.transaction["recipients"]
+        final = [None] * len(recipients)  # type: List[Optional[Dict[str, Any]]]
+        pending = list(range(len(recipients)))
+        lastError = SessionError(
+            "connect", 451, "451 4.4.0 no route to deliver to"
+        )  # type: SessionError
+        lastRoute = None  # type: Optional[Dict[str, Any]]
+        for route in self.transaction.get("routes") or []:
+            if not pending:
+                break
+            lastRoute = route
+            try:
+                await self._deliverRoute(route, pending, final)
+            except SessionError as e:
+                lastError = e
+                continue
+            except (KeyError, OSError) as e:
+                self.log.error(
+                    "deliver",
+                    da_ta=self.daTa,
+                    ss_ta=self.transaction["ss_ta"],
+                    error=str(e),
+                )
+                lastError = SessionError("data", 451, "451 4.3.0 content missing")
+                break
+            pending = [i for i in pending if _tryElsewhere(final[i])]
+        results = []
+        for i, rcpt in enumerate(recipients):
+            result = final[i]
+            if result is None:
+                result = _sessionFailure(rcpt, lastError, lastRoute)
+            results.append(result)
+        return results
+
+    async def _deliverRoute(
+        self,
+        route: Dict[str, Any],
+        pending: List[int],
+        final: List[Optional[Dict[str, Any]]],
+    ) -> None:
+        """
+        Deliver to the recipients C{pending} (indexes) over C{route},
+        setting their results in C{final}; the rounds of "too many
+        recipients" as the module documentation says.
+
+        @raise SessionError: if no session for the first transaction
+            could be had.
+        @raise KeyError: the content is not in the content store.
+        """
+        recipients = self.transaction["recipients"]
+        mta = remoteMTA(route)
+        proto, key, cached = await self.sessions.findSession(route)
+        batch = pending
+        first = True
+        while True:
+            addresses = [recipients[i]["address"] for i in batch]
+            try:
+                done = await self._transaction(proto, addresses)
+                if cached and done.mailReply is None and not done.reusable:
+                    # the server had closed the cached session: nothing
+                    # of this transaction happened; again on a new one
+                    proto, key, cached = await self.sessions.findSession(
+                        route, cached=False
+                    )
+                    done = await self._transaction(proto, addresses)
+            except SessionError:
+                if first:
+                    raise
+                # the rest keep their 452: the next route may take them
+                return
+            except (KeyError, OSError):
+                self.sessions.doneSession(key, proto, False)
+                raise
+            self._logTransaction(proto, addresses, done)
+            for i, result in zip(batch, done.results):
+                final[i] = _makeResult(recipients[i], result, mta)
+            more = [i for i, r in zip(batch, done.results) if tooManyRecipients(r)]
+            if not more or tooManyRecipients(done.results[0]):
+                self.sessions.doneSession(key, proto, done.reusable)
+                return
+            self.log.info(
+                da_sess=proto.sessionId,
+                da_ta=self.daTa,
+                ss_ta=self.transaction.get("ss_ta"),
+                where="rcpt",
+                too_many_recipients=len(more),
+                status="new transaction",
+            )
+            batch = more
+            first = False
+            if done.reusable and not proto.lost:
+                # a session the server closes meanwhile shows at MAIL
+                cached = True
+                continue
+            proto.quit()
+            try:
+                proto, key, cached = await self.sessions.findSession(
+                    route, cached=False
+                )
+            except SessionError:
+                return
+
+    async def _transaction(
+        self, proto: ClientProtocol, addresses: List[str]
+    ) -> TransactionDone:
+        """
+        Run one transaction for C{addresses} on C{proto}.
+
+        @raise KeyError: the content is not in the content store.
+        """
+        transaction = self.transaction
+        bodyFile = self.contentStore.open(transaction["ss_ta"])
+        try:
+            bodyType = self._content.bodyType(proto.machine.extensions, bodyFile)
+        except BaseException:
+            bodyFile.close()
+            raise
+        return await proto.transaction(
+            transaction.get("sender", ""),
+            addresses,
+            int(transaction.get("size") or 0),
+            bodyType,
+            bodyFile,
+        )
+
+    def _logTransaction(
+        self, proto: ClientProtocol, addresses: List[str], done: TransactionDone
+    ) -> None:
+        ssTa = self.transaction.get("ss_ta")
+        sender = "<%s>" % (self.transaction.get("sender", ""),)
+        if done.mailReply is not None:
+            self.log.info(
+                da_sess=proto.sessionId,
+                da_ta=self.daTa,
+                ss_ta=ssTa,
+                mail=sender,
+                stat=_stat(done.mailReply.code),
+                reply=done.mailReply.text,
+            )
+        finals = []
+        for address, reply, result in zip(addresses, done.rcptReplies, done.results):
+            if reply is not None:
+                self.log.info(
+                    da_sess=proto.sessionId,
+                    da_ta=self.daTa,
+                    ss_ta=ssTa,
+                    rcpt="<%s>" % (address,),
+                    stat=_stat(reply.code),
+                    reply=reply.text,
+                )
+            if reply is None or result["where"] not in ("rcpt", "mail"):
+                finals.append((address, result))
+        if not finals:
+            return
+        if proto.machine.lmtp:
+            for address, result in finals:
+                self._logFinal(proto, result, address)
+        else:
+            self._logFinal(proto, finals[0][1], None)
+
+    def _logFinal(
+        self, proto: ClientProtocol, result: Dict[str, Any], address: Optional[str]
+    ) -> None:
+        ok = result["status"] == "ok"
+        self.log.info(
+            da_sess=proto.sessionId,
+            da_ta=self.daTa,
+            ss_ta=self.transaction.get("ss_ta"),
+            rcpt=None if address is None else "<%s>" % (address,),
+            where=result["where"],
+            size=self.transaction.get("size"),
+            stat=0 if ok else result["code"],
+            reply=None if ok and address is None else result["reply"],
+        )
+
+
+def remoteMTA(route: Optional[Dict[str, Any]]) -> Optional[str]:
+    """
+    @return: the name of the next hop of C{route} for a DSN's
+        C{Remote-MTA} (C{localhost} for local LMTP), or C{None}.
+    """
+    if route is None:
+        return None
+    if route.get("mailer") == "lmtp":
+        return route.get("host") or "localhost"
+    return route.get("host") or route.get("address") or None
+
+
+def _sessionFailure(
+    rcpt: Dict[str, Any], e: SessionError, route: Optional[Dict[str, Any]]
+) -> Dict[str, Any]:
+    """The result of a recipient no session gave an answer for."""
+    code = e.code or 451
+    # a refused greeting is no verdict on the recipient: always retry
+    status = "perm" if code >= 500 and e.where != "greeting" else "temp"
+    text = e.reply
+    if not text[:3].isdigit():
+        text = "%d 4.4.2 %s" % (code, text)
+    return {
+        "index": rcpt["index"],
+        "address": rcpt["address"],
+        "status": status,
+        "code": code,
+        "reply": text,
+        "remoteMTA": remoteMTA(route) if e.where != "connect" else None,
+        "where": e.where if e.where in ("connect", "greeting") else "ehlo",
+    }
+
+
+class _Content:
+    """
+    The content of one delivery transaction and what SMTPC found out
+    about it.
+
+    @ivar transaction: the delivery transaction (see L{IDeliveryAgent}).
+    @ivar eightBit: does the content have octets above 127?  C{None}
+        until a server makes it matter.
+    """
+
+    def __init__(self, transaction: Dict[str, Any]) -> None:
+        self.transaction = transaction
+        self.declared = (transaction.get("bodyType") or "7BIT").upper()
+        self.eightBit = None  # type: Optional[bool]
+
+    def bodyType(self, extensions: Dict[str, str], bodyFile: Any) -> str:
+        """
+        The body type of MAIL for a server offering C{extensions}:
+        C{"8BITMIME"} for content with 8-bit octets (declared or not),
+        C{"7BIT"} otherwise (RFC 6152).  A body declared 8BITMIME goes as
+        declared to a server that offers it; otherwise the content is
+        read once (and C{bodyFile} rewound): a body declared 8-bit that
+        is 7-bit can go to any server, one with 8-bit octets not declared
+        gets C{BODY=8BITMIME} or, without the extension, the 5.6.3
+        failure of L{smx.mail.client.ClientMachine.startTransaction}.
+        """
+        if self.declared == "8BITMIME" and "8BITMIME" in extensions:
+            return "8BITMIME"
+        if self.eightBit is None:
+            self.eightBit = _hasEightBit(bodyFile)
+            bodyFile.seek(0)
+        return "8BITMIME" if self.eightBit else "7BIT"
+
+
+def _hasEightBit(bodyFile: Any) -> bool:
+    while True:
+        chunk = bodyFile.read(CHUNK_SIZE)
+        if not chunk:
+            return False
+        if not chunk.isascii():
+            return True
+
+
+def _tryElsewhere(result: Optional[Dict[str, Any]]) -> bool:
+    """
+    Does a recipient with this result go on to the next route: no
+    result, a temporary failure, or a server without 8BITMIME for an
+    8-bit body (another MX may offer it; the 5.6.3 failure stands if none
+    does)?
+    """
+    if result is None or result["status"] == "temp":
+        return True
+    return result["where"] == "mail" and enhancedStatus(result["reply"]) == "5.6.3"
+
+
+def _stat(code: int) -> int:
+    return 0 if 200 <= code < 300 else code
+
+
+def _makeResult(
+    rcpt: Dict[str, Any], result: Dict[str, Any], mta: Optional[str]
+) -> Dict[str, Any]:
+    return {
+        "index": rcpt["index"],
+        "address": rcpt["address"],
+        "status": result["status"],
+        "code": result["code"],
+        "reply": result["reply"],
+        "remoteMTA": mta,
+        "where": result["where"],
+    }
