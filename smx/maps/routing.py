@@ -1,24 +1,46 @@
-# -*- test-case-name: smx.maps.test.test_integration_resolver,smx.mail.test.test_smtpc -*-
+# -*- test-case-name: smx.maps.test.test_routing,smx.maps.test.test_integration_resolver,smx.mail.test.test_smtpc -*-
 """
-Routing of one recipient (seed §5.8.3 mailertable, RFC 5321 §5.1): the
-ordered list of I{route}s (see L{smx.interfaces}) SMTPC tries.
+NAME
+    smx.maps.routing - the routes of a recipient
 
-  1. The mailertable entry of the recipient's domain (lookup order of
-     §5.11.1 with C{.}).  C{lmtp:} without hosts is local delivery: one
-     route C{{"mailer": "lmtp", "host": "", "address": "", "port": 0}}.
-  2. Each host of the entry in order: an address literal is used as is;
-     a host name is looked up as MX (hosts by preference, equal
-     preferences shuffled) and each MX host, or the name itself when it
-     has no MX records (RFC 5321 §5.1), as A and AAAA.  Without an entry,
-     the recipient's domain is looked up the same way.
-  3. Every address found in DNS is checked against the C{mxbadip:}
-     entries of the access map; a rejecting entry makes the recipient
-     fail with that entry's reply.  Literals from the mailertable are
-     trusted and not checked.
+SYNOPSIS
+    router = Router(mailertable, dns, access, port=25)
+    routes, error = yield router.route("user@example.com")
+    router.isLocal("example.com")
 
-A name that does not exist is a permanent failure (550 5.1.2); a null MX
-(RFC 7505) gives 556 5.1.10; a temporary DNS failure for which no other
-host gave an address is 451 4.4.3.
+DESCRIPTION
+    Routing of one recipient (seed §5.8.3 mailertable, RFC 5321 §5.1):
+    the ordered list of I{route}s (see L{smx.interfaces}) SMTPC tries.
+
+      1. The mailertable entry of the recipient's domain (lookup order of
+         §5.11.1 with C{.}).  C{lmtp:} without hosts is local delivery:
+         one route C{{"mailer": "lmtp", "host": "", "address": "",
+         "port": 0}}.
+      2. Each host of the entry in order: an address literal is used as
+         is; a host name is looked up as MX (hosts by preference, equal
+         preferences shuffled) and each MX host, or the name itself when
+         it has no MX records (RFC 5321 §5.1), as A and AAAA.  Without an
+         entry, the recipient's domain is looked up the same way.
+      3. Every address found in DNS is checked against the C{mxbadip:}
+         entries of the access map; a rejecting entry makes the recipient
+         fail with that entry's reply.  Literals from the mailertable are
+         trusted and not checked.
+
+    C{lmtp:} routes with hosts and no port go to port 24 (RFC 2033
+    forbids 25); other routes without a port to C{remote_port}.
+
+CONFIGURATION PARAMETERS
+    smar { mailertable; access }, smtpc { remote_port }
+
+SECURITY
+    Addresses from DNS are checked against the C{mxbadip:} entries: a
+    DNS name pointing at an address listed there is not connected to.
+
+DIAGNOSTICS
+    A name that does not exist is a permanent failure (550 5.1.2); a null
+    MX (RFC 7505) gives 556 5.1.10; a temporary DNS failure for which no
+    other host gave an address is 451 4.4.3.  A C{mxbadip:} rejection is
+    logged (C{mx=}, C{addr=}, C{mxbadip=}).
 """
 
 from __future__ import annotations
