@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.queue.test.test_qmgr -*-
+# -*- test-case-name: smx.queue.test.test_bounce,smx.queue.test.test_qmgr -*-
 """
 NAME
     smx.queue.bounce - queue bounces and delay warnings as new transactions
