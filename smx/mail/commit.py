@@ -140,22 +140,9 @@ class CommitMixin:
         ta = self.transaction
         self.transaction = None
         s = self.factory.settings
-        reply = None
-        if ta is None:  # pragma: no cover
-            reply = _TEMPFAIL
-        elif event.tooBig:
-            reply = (552, "5.3.4", "Message size exceeds fixed maximum message size")
-        elif event.badLineEnd:
-            reply = (554, "5.6.11", "Message contains bare CR or LF, rejected")
-        elif event.nul:
-            reply = (554, "5.6.0", "Message contains NUL characters, rejected")
-        elif event.longLine:
-            reply = (
-                500,
-                "5.5.2",
-                "Line too long: the message has a line over 1000 octets, rejected",
-            )
-        elif s.maxHops and event.hops > s.maxHops:
+        # no transaction cannot happen: the state machine prevents it
+        reply = _TEMPFAIL if ta is None else event.refusal()
+        if reply is None and s.maxHops and event.hops > s.maxHops:
             reply = (554, "5.4.6", "Too many hops (%d)" % (event.hops,))
         if reply is not None:
             if ta is not None:

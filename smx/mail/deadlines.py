@@ -147,7 +147,7 @@ class DeadlineMixin(TimeoutMixin):
             self._endExpired()
 
     def _endExpired(self) -> None:
-        if self.connection._state != "data" and not self._closing:
+        if not self.connection.receivingData and not self._closing:
             self._endSession("max_session_time", "Error: session time limit exceeded")
 
     def _endSession(self, limit: str, text: str) -> None:

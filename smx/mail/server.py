@@ -1,7 +1,9 @@
-# -*- test-case-name: smx.mail.test.test_server -*-
+# -*- test-case-name: smx.mail.test.test_server,smx.mail.test.test_serverstates,smx.mail.test.test_serverlmtp -*-
 """
 The ESMTP server protocol as a sans-I/O state machine (RFC 5321, 1870,
-2034, 2920, 3207, 4954; seed §5.9, §9.1).
+2034, 2920, 3207, 4954; seed §5.9, §9.1), and with C{lmtp=True} the LMTP
+server protocol (RFC 2033) on the same rules: SMTPS and the Maildir
+delivery server (L{smx.mail.lmtpd}) are its two users.
 
 Bytes go in with L{ServerConnection.receiveData}; L{ServerConnection.
 nextEvent} returns what the client asked for (L{Helo}, L{MailFrom},
@@ -13,6 +15,15 @@ close).  The caller answers an event with L{ServerConnection.accept} or
 L{ServerConnection.reject}; the bytes to write are taken with
 L{ServerConnection.dataToSend}.  Nothing here knows sockets, reactors or
 Deferreds.
+
+Which command is allowed in which state, and where accepting it leads, is
+one table in L{smx.mail.serverstates}; the session's L{State} is
+L{ServerConnection.state}.  In LMTP mode LHLO replaces HELO and EHLO
+(both refused with 500), DATA without a recipient is 503, and the final
+dot is answered once per accepted recipient, in RCPT order
+(L{ServerConnection.acceptRecipient}, L{ServerConnection.rejectRecipient};
+L{ServerConnection.accept} and L{ServerConnection.reject} answer all of
+them at once).
 
 The machine answers by itself everything that needs no policy: syntax
 errors, commands out of sequence, NOOP, HELP, VRFY, EXPN, lines that are
@@ -28,11 +39,13 @@ L{MAX_TEXT_LINE} octets with its CRLF, and a message over the size limit:
 such content is read to its end but no longer passed on.  Line lengths
 are measured across received pieces (one C{rfind} per L{MAX_TEXT_LINE}
 bytes), so a long line is never held.  The same rules are to apply to
-BDAT chunks when CHUNKING is offered (it is not yet).
+BDAT chunks when CHUNKING is offered (it is not yet).  They hold in LMTP
+mode too.
 
 The events and the reply format are in L{smx.mail.serverevents}, the
-syntax of each command in L{smx.mail.servercommands}; their names are
-importable from here too.
+syntax of each command in L{smx.mail.servercommands}, the states and the
+command table in L{smx.mail.serverstates}; their names are importable
+from here too.
 """
 
 from __future__ import annotations
@@ -60,6 +73,15 @@ from smx.mail.serverevents import (  # noqa: F401 - also importable from here
     formatReply,
     softened,
 )
+from smx.mail.serverstates import (  # noqa: F401 - also importable from here
+    COMMAND_STATES,
+    LMTP_COMMANDS,
+    SMTP_COMMANDS,
+    Allow,
+    Refuse,
+    State,
+    rule,
+)
 
 #: longest command line without CRLF (RFC 5321 §4.5.3.1.4: 512 with CRLF)
 MAX_COMMAND_LINE = 510
@@ -70,14 +92,8 @@ MAX_TEXT_LINE = 1000
 #: how much of the header section is scanned for Received: and Message-Id:
 MAX_HEADER_SCAN = 256 * 1024
 
-# states
-_GREETING = "greeting"
-_COMMAND = "command"
-_REFUSED = "refused"
-_DATA = "data"
-_AUTH = "auth"
-_TLS = "tls"
-_CLOSED = "closed"
+#: the states in which command (or AUTH response) lines are read
+_READING_LINES = frozenset(COMMAND_STATES + (State.REFUSED, State.AUTH))
 
 #: replies that softbounce leaves as they are (syntax, not policy)
 _SYNTAX_CODES = frozenset([500, 501, 502, 503, 504, 555])
@@ -85,11 +101,14 @@ _SYNTAX_CODES = frozenset([500, 501, 502, 503, 504, 555])
 
 class ServerConnection(CommandsMixin):
     """
-    One ESMTP server session.
+    One ESMTP server session, or with C{lmtp} one LMTP session (RFC 2033:
+    LHLO; after the final dot one reply per accepted recipient, in RCPT
+    order, given with L{acceptRecipient} and L{rejectRecipient}).
 
     @ivar hostname: the name in the greeting and the EHLO reply.
-    @ivar heloName: the name given with the last accepted HELO/EHLO.
-    @ivar extended: the client used EHLO.
+    @ivar lmtp: the session speaks LMTP.
+    @ivar heloName: the name given with the last accepted HELO/EHLO/LHLO.
+    @ivar extended: the client used EHLO (or LHLO).
     @ivar tls: TLS is active.
     @ivar authenticated: a client authenticated (AUTH).
     @ivar transactions: MAIL commands accepted in this session.
@@ -114,6 +133,7 @@ class ServerConnection(CommandsMixin):
         authRequiresTLS: bool = True,
         softbounce: bool = False,
         greeting: str = "ESMTP smx",
+        lmtp: bool = False,
     ) -> None:
         """
         Limits of 0 mean unlimited.
@@ -130,6 +150,7 @@ class ServerConnection(CommandsMixin):
         self.authRequiresTLS = authRequiresTLS
         self.softbounce = softbounce
         self.greeting = greeting
+        self.lmtp = lmtp
         self.heloName = None  # type: Optional[str]
         self.extended = False
         self.tls = False
@@ -138,8 +159,10 @@ class ServerConnection(CommandsMixin):
         self.recipients = 0
         self.sessionRecipients = 0
         self.badCommands = 0
-        self._inTransaction = False
-        self._state = _GREETING
+        self._commands = LMTP_COMMANDS if lmtp else SMTP_COMMANDS
+        self._state = State.CONNECTED
+        # the state accepting the pending event leads to
+        self._next = State.CONNECTED
         self._buffer = b""
         self._discardLine = False
         self._out = []  # type: List[bytes]
@@ -147,7 +170,47 @@ class ServerConnection(CommandsMixin):
         self._currentLine = None  # type: Optional[bytes]
         self.problems = []  # type: List[Tuple[int, Optional[str], str, bytes]]
         self._ready = []  # type: List[Event]
+        # the accepted recipients of the transaction, and (LMTP) those
+        # whose reply to the final dot is still due
+        self._accepted = []  # type: List[str]
+        self._due = []  # type: List[str]
         self._resetData()
+
+    # -- what the session is doing ------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """Where the session is (L{smx.mail.serverstates.State})."""
+        return self._state
+
+    @property
+    def closed(self) -> bool:
+        """The session is over: write what is left and close."""
+        return self._state is State.CLOSED
+
+    @property
+    def awaitingReply(self) -> bool:
+        """An event waits for L{accept}, L{reject} or L{challenge}."""
+        return self._pending is not None
+
+    @property
+    def receivingData(self) -> bool:
+        """The message content is being read (between 354 and the dot)."""
+        return self._state is State.DATA
+
+    @property
+    def acceptedRecipients(self) -> Tuple[str, ...]:
+        """The recipients accepted in the current transaction, in order."""
+        return tuple(self._accepted)
+
+    @property
+    def unansweredRecipients(self) -> Tuple[str, ...]:
+        """
+        LMTP: the recipients still due a reply to the final dot, in RCPT
+        order (the first is answered by the next L{acceptRecipient} or
+        L{rejectRecipient}); empty at any other time.
+        """
+        return tuple(self._due)
 
     # -- output ---------------------------------------------------------
 
@@ -169,17 +232,12 @@ class ServerConnection(CommandsMixin):
             code, dsn = softened(code, dsn)
         self._send(code, dsn, text)
 
-    @property
-    def closed(self) -> bool:
-        """The session is over: write what is left and close."""
-        return self._state == _CLOSED
-
     # -- session start and end --------------------------------------------
 
     def greet(self) -> None:
         """Write the 220 greeting and start reading commands."""
         self._send(220, None, "%s %s" % (self.hostname, self.greeting))
-        self._state = _COMMAND
+        self._state = State.GREETED
 
     def refuse(self, code: int, dsn: str, text: str) -> None:
         """
@@ -190,26 +248,26 @@ class ServerConnection(CommandsMixin):
             code, dsn = softened(code, dsn)
         if code < 500:
             self._send(421, dsn, "%s %s" % (self.hostname, text))
-            self._state = _CLOSED
+            self._state = State.CLOSED
         else:
             self._send(554, dsn, "%s %s" % (self.hostname, text))
-            self._state = _REFUSED
+            self._state = State.REFUSED
 
     def timeout(self) -> None:
         """The client was silent for too long: 421 4.4.2 and close."""
         self._send(421, "4.4.2", "%s Error: timeout exceeded" % (self.hostname,))
-        self._state = _CLOSED
+        self._state = State.CLOSED
 
     def shutdown(self) -> None:
         """The server stops: 421 4.3.2 and close."""
         self._send(421, "4.3.2", "%s Service shutting down" % (self.hostname,))
-        self._state = _CLOSED
+        self._state = State.CLOSED
 
     # -- input ----------------------------------------------------------
 
     def receiveData(self, data: bytes) -> None:
         """Bytes from the client."""
-        if self._state in (_TLS, _CLOSED):
+        if self._state is State.TLS or self._state is State.CLOSED:
             return
         if self._discardLine:
             i = data.find(b"\n")
@@ -228,14 +286,14 @@ class ServerConnection(CommandsMixin):
             if event.needsReply:
                 self._pending = event
             return event
-        if self._state == _CLOSED:
+        if self._state is State.CLOSED:
             return CLOSE
         if self._pending is not None:
             return PAUSED
         while True:
-            if self._state == _DATA:
+            if self._state is State.DATA:
                 event = self._dataEvent()
-            elif self._state in (_COMMAND, _REFUSED, _AUTH):
+            elif self._state in _READING_LINES:
                 event = self._commandEvent()
             else:
                 return NEED_DATA
@@ -252,8 +310,13 @@ class ServerConnection(CommandsMixin):
     def accept(self, text: Optional[str] = None) -> None:
         """
         Answer the pending event positively, with the standard reply (or
-        C{text} in place of its human part).
+        C{text} in place of its human part).  In LMTP, accepting
+        L{EndOfData} answers every recipient still due a reply with 250.
         """
+        if self.lmtp and isinstance(self._pending, EndOfData):
+            while self._due:
+                self.acceptRecipient(text)
+            return
         event = self._takePending()
         if isinstance(event, Helo):
             self._reset()
@@ -265,13 +328,12 @@ class ServerConnection(CommandsMixin):
                 self._send(250, None, text or self.hostname)
         elif isinstance(event, MailFrom):
             self._reset()
-            self._inTransaction = True
             self.transactions += 1
-            self._bodyType = event.body
             self._send(250, "2.1.0", text or "<%s>... Sender ok" % (event.sender,))
         elif isinstance(event, RcptTo):
             self.recipients += 1
             self.sessionRecipients += 1
+            self._accepted.append(event.recipient)
             self._send(
                 250, "2.1.5", text or "<%s>... Recipient ok" % (event.recipient,)
             )
@@ -279,7 +341,6 @@ class ServerConnection(CommandsMixin):
             self._send(
                 354, None, text or 'Enter mail, end with "." on a line by itself'
             )
-            self._state = _DATA
             self._resetData()
         elif isinstance(event, EndOfData):
             self._send(250, "2.0.0", text or "Message accepted for delivery")
@@ -289,33 +350,66 @@ class ServerConnection(CommandsMixin):
             self._send(250, "2.0.0", text or "Reset state")
         elif isinstance(event, Quit):
             self._send(221, "2.0.0", text or "%s closing connection" % self.hostname)
-            self._state = _CLOSED
         elif isinstance(event, StartTLS):
             self._send(220, "2.0.0", text or "Ready to start TLS")
             # CVE-2011-0411: nothing sent before the handshake is a command
             self._buffer = b""
-            self._state = _TLS
         elif isinstance(event, (Auth, AuthResponse)):
             self._send(235, "2.7.0", text or "Authentication successful")
             self.authenticated = True
-            self._state = _COMMAND
         else:  # pragma: no cover
             raise RuntimeError("accept: no reply for %r" % (event,))
+        self._state = self._next
 
     def reject(self, code: int, dsn: str, text: str) -> None:
         """
         Answer the pending event negatively (softbounce applied).  A
-        rejected L{EndOfData} ends the transaction; a rejected L{StartTLS}
-        or AUTH leaves the session as it was.
+        rejected L{EndOfData} ends the transaction (in LMTP with this reply
+        for every recipient still due one); a rejected L{StartTLS} or AUTH
+        leaves the session as it was.
         """
+        if self.lmtp and isinstance(self._pending, EndOfData):
+            while self._due:
+                self.rejectRecipient(code, dsn, text)
+            return
         event = self._takePending()
         self._policy(code, dsn, text)
         if isinstance(event, EndOfData):
             self._reset()
-        elif isinstance(event, (Auth, AuthResponse)):
-            self._state = _COMMAND
+            self._state = State.READY
         elif isinstance(event, Quit) or code == 421:
-            self._state = _CLOSED
+            self._state = State.CLOSED
+
+    def acceptRecipient(self, text: Optional[str] = None) -> None:
+        """
+        LMTP: the message is delivered to the first recipient of
+        L{unansweredRecipients}: 250 2.0.0 (C{text} in place of the human
+        part).  The last reply ends the transaction.
+        """
+        address = self._dueRecipient()
+        self._send(250, "2.0.0", text or "<%s>... Message delivered" % (address,))
+        self._answeredRecipient()
+
+    def rejectRecipient(self, code: int, dsn: str, text: str) -> None:
+        """
+        LMTP: the message is not delivered to the first recipient of
+        L{unansweredRecipients} (softbounce applied).  The last reply ends
+        the transaction.
+        """
+        self._dueRecipient()
+        self._policy(code, dsn, text)
+        self._answeredRecipient()
+
+    def _dueRecipient(self) -> str:
+        if not self._due or not isinstance(self._pending, EndOfData):
+            raise RuntimeError("no LMTP recipient waits for a reply")
+        return self._due.pop(0)
+
+    def _answeredRecipient(self) -> None:
+        if not self._due:
+            self._takePending()
+            self._reset()
+            self._state = State.READY
 
     def challenge(self, text: str) -> None:
         """
@@ -326,7 +420,7 @@ class ServerConnection(CommandsMixin):
         if not isinstance(event, (Auth, AuthResponse)):  # pragma: no cover
             raise RuntimeError("challenge: %r is no AUTH" % (event,))
         self._send(334, None, text)
-        self._state = _AUTH
+        self._state = State.AUTH
 
     def tlsStarted(self) -> None:
         """
@@ -339,7 +433,7 @@ class ServerConnection(CommandsMixin):
         self.authenticated = False
         self.tls = True
         self._buffer = b""
-        self._state = _COMMAND
+        self._state = State.GREETED
 
     def _takePending(self) -> Event:
         event = self._pending
@@ -349,9 +443,9 @@ class ServerConnection(CommandsMixin):
         return event
 
     def _reset(self) -> None:
-        self._inTransaction = False
         self.recipients = 0
-        self._bodyType = "7BIT"
+        self._accepted = []
+        self._due = []
 
     # -- commands -------------------------------------------------------
 
@@ -365,7 +459,8 @@ class ServerConnection(CommandsMixin):
         buf = self._buffer
         self._currentLine = buf[:200]
         i = buf.find(b"\n")
-        limit = MAX_AUTH_LINE if self._state == _AUTH else MAX_COMMAND_LINE
+        auth = self._state is State.AUTH
+        limit = MAX_AUTH_LINE if auth else MAX_COMMAND_LINE
         if i < 0:
             if len(buf) > limit + 1 and not (
                 limit == MAX_COMMAND_LINE
@@ -393,26 +488,28 @@ class ServerConnection(CommandsMixin):
             text = line.decode("ascii")
         except UnicodeDecodeError:
             return self._bad(500, "5.5.2", "Syntax error: 8-bit characters")
-        if self._state == _AUTH:
-            self._state = _COMMAND
+        if auth:
+            self._state = self._next = State.READY
             if text == "*":
                 self._send(501, "5.7.0", "Authentication aborted")
                 return None
             return AuthResponse(text)
         verb, _, argument = text.partition(" ")
         verb = verb.upper()
-        if self._state == _REFUSED and verb != "QUIT":
-            self._send(503, "5.5.1", "Bad sequence of commands: session refused")
-            return None
-        method = getattr(self, "do_" + verb, None)
-        if method is None or not verb.isalpha():
+        found = rule(self._commands, self._state, verb)
+        if found is None:
             return self._bad(500, "5.5.1", "Command unrecognized")
-        return method(argument, _ != "")
+        if isinstance(found, Refuse):
+            self._send(found.code, found.dsn, found.text)
+            return None
+        event = getattr(self, "do_" + verb)(argument, _ != "")
+        self._next = found.next
+        return event
 
     def _bad(self, code: int, dsn: str, text: str):
-        if self._state == _AUTH:
+        if self._state is State.AUTH:
             # a broken SASL response ends the exchange
-            self._state = _COMMAND
+            self._state = State.READY
         self.badCommands += 1
         if self.maxBadCommands and self.badCommands > self.maxBadCommands:
             self._send(
@@ -420,7 +517,7 @@ class ServerConnection(CommandsMixin):
                 "4.7.0",
                 "%s Too many bad commands; closing connection" % (self.hostname,),
             )
-            self._state = _CLOSED
+            self._state = State.CLOSED
             return CLOSE
         self._send(code, dsn, text)
         return None
@@ -497,7 +594,10 @@ class ServerConnection(CommandsMixin):
         if end >= 0:
             if self._inHeaders:
                 self._parseHeader(bytes(self._header))
-            self._state = _COMMAND
+            self._state = State.END_OF_DATA
+            self._next = State.READY
+            if self.lmtp:
+                self._due = list(self._accepted)
             final = EndOfData(
                 self._size,
                 self._hops,

@@ -1,15 +1,17 @@
 # -*- test-case-name: smx.mail.test.test_server -*-
 """
-The commands of the sans-I/O ESMTP server machine: the syntax of each
-command's arguments (RFC 5321 §4.1, seed §9.1), the EHLO keywords, and
-the sequence rules that need no policy.
+The commands of the sans-I/O ESMTP/LMTP server machine: the syntax of
+each command's arguments (RFC 5321 §4.1, seed §9.1), the EHLO (LHLO)
+keywords, and the limits that need no policy.  Which command is allowed
+in which state is the table of L{smx.mail.serverstates}.
 
 L{CommandsMixin} is a part of L{smx.mail.server.ServerConnection}: its
 C{do_VERB} methods are called with the text after the verb of a command
 line that is already known to be ASCII, CRLF-terminated and short enough.
-Each returns an L{smx.mail.serverevents.Event} for the caller to answer,
-or C{None} after writing a reply itself (a syntax error, a command out of
-sequence, NOOP, HELP, VRFY, EXPN, a limit).
+They are called only where that table allows the command.  Each returns
+an L{smx.mail.serverevents.Event} for the caller to answer, or C{None}
+after writing a reply itself (a syntax error, NOOP, HELP, VRFY, EXPN, a
+limit).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class CommandsMixin:
     tlsAvailable: bool
     authMechanisms: Tuple[str, ...]
     authRequiresTLS: bool
-    _inTransaction: bool
+    lmtp: bool
 
     def _send(self, code: int, dsn: Optional[str], text: str) -> None:
         raise NotImplementedError()  # pragma: no cover - the connection's
@@ -60,6 +62,8 @@ class CommandsMixin:
         raise NotImplementedError()  # pragma: no cover - the connection's
 
     def _ehloLines(self, text: Optional[str]) -> List[str]:
+        if self.lmtp:
+            return self._lhloLines(text)
         lines = [text or "%s Hello" % (self.hostname,), "PIPELINING"]
         lines.append(
             "SIZE %d" % (self.maxMessageSize,) if self.maxMessageSize else "SIZE"
@@ -72,6 +76,20 @@ class CommandsMixin:
         if self._authOffered():
             lines.append("AUTH " + " ".join(self.authMechanisms))
         lines.append("HELP")
+        return lines
+
+    def _lhloLines(self, text: Optional[str]) -> List[str]:
+        # RFC 2033 §5: PIPELINING and ENHANCEDSTATUSCODES SHOULD be offered
+        lines = [text or self.hostname, "PIPELINING", "ENHANCEDSTATUSCODES"]
+        if self.eightBitMime:
+            lines.append("8BITMIME")
+        if self.tlsAvailable and not self.tls:
+            lines.append("STARTTLS")
+        if self._authOffered():
+            lines.append("AUTH " + " ".join(self.authMechanisms))
+        lines.append(
+            "SIZE %d" % (self.maxMessageSize,) if self.maxMessageSize else "SIZE"
+        )
         return lines
 
     def _authOffered(self) -> bool:
@@ -89,6 +107,9 @@ class CommandsMixin:
         self._send(503, "5.5.1", text)
         return None
 
+    def do_LHLO(self, argument: str, hasArgument: bool):
+        return self._helo("LHLO", argument)
+
     def do_EHLO(self, argument: str, hasArgument: bool):
         return self._helo("EHLO", argument)
 
@@ -98,13 +119,9 @@ class CommandsMixin:
     def _helo(self, verb: str, argument: str):
         if not argument or " " in argument.strip() or not argument.isprintable():
             return self._syntax("Syntax: %s hostname" % (verb,))
-        return Helo(argument.strip(), verb == "EHLO")
+        return Helo(argument.strip(), verb != "HELO")
 
     def do_MAIL(self, argument: str, hasArgument: bool):
-        if self.heloName is None:
-            return self._sequence("Polite people say HELO first")
-        if self._inTransaction:
-            return self._sequence("Sender already specified")
         if argument[:5].upper() != "FROM:":
             return self._syntax("Syntax: MAIL FROM:<address>", "5.5.2")
         try:
@@ -141,8 +158,6 @@ class CommandsMixin:
         return MailFrom(sender, size, body, params)
 
     def do_RCPT(self, argument: str, hasArgument: bool):
-        if not self._inTransaction:
-            return self._sequence("Need MAIL before RCPT")
         if argument[:3].upper() != "TO:":
             return self._syntax("Syntax: RCPT TO:<address>", "5.5.2")
         try:
@@ -172,11 +187,6 @@ class CommandsMixin:
     def do_DATA(self, argument: str, hasArgument: bool):
         if hasArgument:
             return self._syntax("Syntax: DATA")
-        if not self._inTransaction:
-            return self._sequence("Need MAIL command")
-        if not self.recipients:
-            self._send(554, "5.5.1", "No valid recipients")
-            return None
         return DataCommand()
 
     def do_RSET(self, argument: str, hasArgument: bool):
@@ -207,7 +217,8 @@ class CommandsMixin:
         self._send(
             214,
             "2.0.0",
-            "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
+            "Commands: %s MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
+            % ("LHLO" if self.lmtp else "EHLO HELO",)
             + (" STARTTLS" if self.tlsAvailable else "")
             + (" AUTH" if self.authMechanisms else ""),
         )
@@ -227,12 +238,10 @@ class CommandsMixin:
         if not self.authMechanisms:
             self._send(502, "5.5.1", "AUTH not available")
             return None
-        if self.heloName is None or not self.extended:
+        if not self.extended:
             return self._sequence("Send EHLO first")
         if self.authenticated:
             return self._sequence("Already authenticated")
-        if self._inTransaction:
-            return self._sequence("AUTH not allowed during a mail transaction")
         if not self._authOffered():
             self._send(538, "5.7.11", "Encryption required for authentication")
             return None

@@ -185,6 +185,26 @@ class EndOfData(Event):
         self.nul = nul
         self.longLine = longLine
 
+    def refusal(self) -> Optional[Tuple[int, str, str]]:
+        """
+        @return: the reply that refuses content with one of the problems
+            above (the first found: too big, bare CR or LF, NUL, long
+            line), or C{None} when it has none.
+        """
+        if self.tooBig:
+            return (552, "5.3.4", "Message size exceeds fixed maximum message size")
+        if self.badLineEnd:
+            return (554, "5.6.11", "Message contains bare CR or LF, rejected")
+        if self.nul:
+            return (554, "5.6.0", "Message contains NUL characters, rejected")
+        if self.longLine:
+            return (
+                500,
+                "5.5.2",
+                "Line too long: the message has a line over 1000 octets, rejected",
+            )
+        return None
+
 
 def softened(code: int, dsn: str) -> Tuple[int, str]:
     """

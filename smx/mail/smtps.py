@@ -318,9 +318,9 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
 
     def _ebUnexpected(self, reason: failure.Failure) -> None:
         self.factory.log.failure("SMTPServerProtocol", reason, ss_sess=self.sessionId)
-        if self.connection._pending is not None:
+        if self.connection.awaitingReply:
             self.connection.reject(*_TEMPFAIL)
-        elif self.connection._state == "greeting":
+        elif self.connection.state is sm.State.CONNECTED:
             self.connection.refuse(421, "4.3.0", "Temporary failure")
 
     def _advance(self) -> None:
@@ -596,7 +596,7 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
 
     def _dataCommand(self, event: sm.DataCommand):
         CommitMixin.do_DataCommand(self, event)
-        if self.connection._state == "data":
+        if self.connection.receivingData:
             # the 354 went out: the message must end within max_message_time
             self._startMessageTimer()
 

@@ -91,6 +91,19 @@ class SessionTests(unittest.TestCase):
             h.sink.lines()[0], "ss_sess=%s, client_ipv4=10.1.2.3, relay=0" % sid
         )
 
+    def test_sessionOpenFails(self):
+        """
+        QMGR failing before the greeting is logged and refuses the session
+        with 421 4.3.0 (the core is still in its CONNECTED state).
+        """
+        h = Harness()
+        h.qmgr.sessionOpen = lambda sessionId, address: defer.fail(RuntimeError("down"))
+        out = h.connect()
+        self.assertEqual(out, b"421 4.3.0 mx.test Temporary failure\r\n")
+        self.assertTrue(h.transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertIn("sev=ERR", h.sink.lines()[0])
+
     def test_mappedAddress(self):
         """An IPv4-mapped IPv6 client is logged as IPv4."""
         h = Harness()
