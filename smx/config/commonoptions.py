@@ -44,6 +44,15 @@ MAX_NAMESERVERS = 4
 #: the most daemon addresses (seed §5.9: SS_MAX_BIND_ADDRS)
 MAX_DAEMON_ADDRESSES = 16
 
+#: why the options of seed §5.2 have no effect in embedded mode
+MCP_ONLY = "used by the MCP in split mode, which smx does not have yet"
+#: why C{user} and C{group} have no effect in embedded mode
+MCP_USER = MCP_ONLY + "; twistd --uid and --gid set embedded smx's user"
+#: why the openlog(3) options other than C{pid} have no effect
+SYSLOG_SELF = (
+    "smx writes to the syslog socket itself, without openlog(3): only pid is used"
+)
+
 #: syslog(3) facilities (seed §5.5)
 FACILITIES = (
     "kern",
@@ -131,20 +140,27 @@ SOCKET = section(
         opt("user", String(empty=False), None, "§5.2", "owner of the socket"),
         opt("group", String(empty=False), None, "§5.2", "group of the socket"),
     ],
+    inert=MCP_ONLY,
 )
 
 
-def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
+def mcpMembers(
+    socket: bool = True, required: bool = False, listens: bool = False
+) -> List[Member]:
     """
     The options of seed §5.2, valid in every section of a service that
-    MCP starts.
+    MCP starts.  Embedded smx has no MCP: they have no effect
+    (L{Option.inert}), except C{port} and C{address} where C{listens}.
 
     @param socket: whether to include the C{socket} subsection (smx's
         C{lmtpd} has a C{socket} option instead).
     @param required: whether C{mcp_type}, C{path} and C{arguments} are
         required (they are for services that are not part of smx).
+    @param listens: whether the component listens on C{port} and
+        C{address} in embedded mode (smtps, lmtpd).
     """
     m = "mcp"
+    where = None if listens else MCP_ONLY
     members: List[Member] = [
         opt(
             "mcp_type",
@@ -155,6 +171,7 @@ def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
             "connection), accept (MCP binds, the process accepts), pass (MCP "
             "binds and passes the socket over pass_fd_socket), wait (no socket)",
             group=m,
+            inert=MCP_ONLY,
             required=required,
         ),
         opt(
@@ -164,6 +181,7 @@ def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
             "§5.9.1",
             "the spelling of mcp_type used in the seed's §5.9.1 example",
             group=m,
+            inert=MCP_ONLY,
             aliasOf=("mcp_type",),
         ),
         opt(
@@ -173,6 +191,7 @@ def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
             "§5.2",
             "TCP port on which the service listens",
             group=m,
+            inert=where,
         ),
         opt(
             "address",
@@ -181,6 +200,7 @@ def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
             "§5.2",
             "IP address on which the service listens (INADDR_ANY)",
             group=m,
+            inert=where,
         ),
         opt(
             "min_processes",
@@ -189,6 +209,7 @@ def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
             "§5.2",
             "minimum number of processes to start",
             group=m,
+            inert=MCP_ONLY,
         ),
         opt(
             "max_processes",
@@ -197,6 +218,7 @@ def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
             "§5.2",
             "maximum number of processes to start",
             group=m,
+            inert=MCP_ONLY,
         ),
         opt(
             "pass_fd_socket",
@@ -206,6 +228,7 @@ def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
             "Unix domain socket over which MCP passes the listening socket "
             "(required for mcp_type = pass)",
             group=m,
+            inert=MCP_ONLY,
         ),
         opt(
             "user",
@@ -214,6 +237,7 @@ def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
             "§5.2",
             "user (name or number) the service runs as",
             group=m,
+            inert=MCP_USER,
         ),
         opt(
             "group",
@@ -222,6 +246,7 @@ def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
             "§5.2",
             "group (name or number) the service runs as",
             group=m,
+            inert=MCP_USER,
         ),
         opt(
             "restartdependencies",
@@ -230,6 +255,7 @@ def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
             "§5.2",
             "services restarted together with this one",
             group=m,
+            inert=MCP_ONLY,
         ),
         opt(
             "path",
@@ -238,6 +264,7 @@ def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
             "§5.2",
             "program to execute",
             group=m,
+            inert=MCP_ONLY,
             required=required,
         ),
         opt(
@@ -247,6 +274,7 @@ def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
             "§5.2",
             "argv of the program, starting with its name",
             group=m,
+            inert=MCP_ONLY,
             required=required,
         ),
         opt(
@@ -256,6 +284,7 @@ def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
             "§5.2",
             "option (e.g. -i) that passes a unique numeric id to each process",
             group=m,
+            inert=MCP_ONLY,
         ),
         opt(
             "use_id_in_logfile_name",
@@ -264,6 +293,7 @@ def mcpMembers(socket: bool = True, required: bool = False) -> List[Member]:
             "§5.2",
             "add the pass_id number to the log file name (needs pass_id)",
             group=m,
+            inert=MCP_ONLY,
         ),
     ]
     if socket:
@@ -302,7 +332,12 @@ def logMembers() -> List[Member]:
                     Flags(("pid", "cons", "ndelay", "odelay", "nowait", "perror")),
                     "{}",
                     "§5.5",
-                    "openlog(3) options without LOG_",
+                    "openlog(3) options without LOG_; pid adds the process "
+                    "id to syslog records",
+                    inertFlags=tuple(
+                        (f, SYSLOG_SELF)
+                        for f in ("cons", "ndelay", "odelay", "nowait", "perror")
+                    ),
                 ),
                 opt(
                     "file",
@@ -355,5 +390,9 @@ def tlsMembers(server: bool) -> List[Member]:
     return members
 
 
+#: the MCP options of a component that listens on no port in embedded mode
 MCP = mcpMembers()
+#: the MCP options of smtps, which listens on C{port} and C{address}
+#: without C{daemon_address}
+MCP_LISTENER = mcpMembers(listens=True)
 LOG = logMembers()

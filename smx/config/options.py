@@ -25,6 +25,7 @@ from smx.config.commonoptions import (
     MAX_DNSBL,
     MAX_NAMESERVERS,
     MCP,
+    MCP_LISTENER,
     HostName,
     _fqdn,
     _mechanism,
@@ -56,6 +57,14 @@ from smx.config.values import (
 
 Q = QUEUE_RELATIVE
 C = CONFIG_RELATIVE
+
+#: why the sockets between components have no effect in embedded mode
+IN_PROCESS = (
+    "the components call each other in one process; this socket is for "
+    "split mode, which smx does not have yet"
+)
+#: why thread pool options have no effect
+NO_THREADS = "smx serves sessions in an event loop, not in threads"
 
 
 def _authAddress(text: str) -> None:
@@ -198,6 +207,12 @@ QMGR = section(
             "{}",
             "§5.7",
             "reuse open SMTP connections; only headers in bounces; MIME DSNs",
+            inertFlags=(
+                (
+                    "dsn_in_mime_format",
+                    "DSNs are always MIME (RFC 3464 multipart/report)",
+                ),
+            ),
         ),
         section(
             "IBDB",
@@ -245,6 +260,7 @@ QMGR = section(
                     "16384",
                     "§5.7",
                     "size of the IQDB hash table",
+                    inert="IQDB is a Python dict, which sizes itself",
                 ),
             ],
         ),
@@ -333,13 +349,22 @@ QMGR = section(
             "§5.7.1",
             "maximum open connections from one host (-O 0=)",
         ),
-        opt("tests", Integer(0), "0", "§5.7", "testing only; 0 in operation"),
+        opt(
+            "tests",
+            Integer(0),
+            "0",
+            "§5.7",
+            "testing only; 0 in operation",
+            inert="a test hook of sendmail X's QMGR; smx's has none",
+        ),
         opt(
             "wait_for_client",
             Time(),
             "10s",
             "§5.7",
             "how long to wait for a client (SMTPS, SMTPC) to become available",
+            inert="SMTPS and SMTPC run in QMGR's process (embedded mode): "
+            "there is nothing to wait for",
         ),
         opt(
             "wait_for_server",
@@ -437,6 +462,9 @@ SMAR = section(
             "{}",
             "§5.8.2",
             "use TCP for DNS; connect(2) the UDP socket",
+            inertFlags=(
+                ("use_connect", "twisted.names manages its UDP sockets itself"),
+            ),
         ),
         opt("DNS_timeout", Time(minimum=1), "10s", "§5.8.2", "timeout of DNS requests"),
         opt(
@@ -517,7 +545,7 @@ SMTPS = section(
     "smtps",
     "§5.9",
     "an SMTP server; several with different names may be given (§5.9.1)",
-    MCP
+    MCP_LISTENER
     + LOG
     + [
         opt(
@@ -526,6 +554,8 @@ SMTPS = section(
             None,
             "§5.9",
             "numeric group id of CDB files (the group of smxq)",
+            inert="the group shared by smtps's and qmgr's users in split mode, "
+            "which smx does not have yet; embedded smx writes CDB as one user",
         ),
         opt(
             "daemon_address",
@@ -558,6 +588,17 @@ SMTPS = section(
             "offer 8BITMIME; fork at start; delay checks to RCPT; LMTP domains "
             "are not local for relaying; serialize accept(2); 5xy becomes "
             "4xy; use the access map",
+            inertFlags=(
+                (
+                    "background",
+                    "twistd decides: without -n it runs in the background",
+                ),
+                (
+                    "serialize_accept",
+                    "one process accepts on each listening socket: there is "
+                    "nothing to serialize",
+                ),
+            ),
         ),
         opt(
             "id",
@@ -621,6 +662,7 @@ SMTPS = section(
             "8",
             "§5.9",
             "accepted for compatibility; sessions need no waiting threads",
+            inert=NO_THREADS,
         ),
         opt(
             "min_wait_threads",
@@ -628,6 +670,7 @@ SMTPS = section(
             "2",
             "§5.9",
             "accepted for compatibility; sessions need no waiting threads",
+            inert=NO_THREADS,
         ),
         opt(
             "max_bad_commands_per_session",
@@ -668,10 +711,12 @@ SMTPS = section(
         ),
         opt(
             "max_message_size",
-            Size("KB", minimum=1024),
+            Size("KB", minimum=1024, zero=True),
             "8MB",
             "§5.9",
-            "maximum message size (a bare number is in KB)",
+            "maximum message size (a bare number is in KB); 0: no limit (as "
+            "Postfix's message_size_limit = 0; EHLO then offers SIZE without "
+            "a number), QMGR's disk space checks still apply",
         ),
         opt(
             "processes",
@@ -711,6 +756,13 @@ SMTPS = section(
                     "§5.9",
                     "SASL security flags; allow_plaintext_without_tls (smx) "
                     "offers PLAIN and LOGIN before STARTTLS",
+                    inertFlags=(
+                        (
+                            "pass_credentials",
+                            "smx offers no mechanism that passes credentials "
+                            "on and filters none by it",
+                        ),
+                    ),
                 ),
                 opt(
                     "type",
@@ -833,6 +885,7 @@ SMTPS = section(
                     "maximum wait for a reply of the policy milter",
                 ),
             ],
+            inert="pmilter is not implemented yet: mail is accepted without it",
         ),
     ],
     naming=OPTIONAL_NAME,
@@ -846,7 +899,15 @@ SMTPC = section(
     MCP
     + LOG
     + [
-        opt("debug_level", Integer(0, 100), "0", "§5.10", "debug level"),
+        opt(
+            "debug_level",
+            Integer(0, 100),
+            "0",
+            "§5.10",
+            "debug level",
+            inert="smx's SMTPC writes no debug records; qmgr's "
+            "debug_categories 5 (smtpc) shows deliveries as QMGR sees them",
+        ),
         opt("io_timeout", Time(minimum=1), "5m", "§5.10", "timeout of SMTP operations"),
         opt(
             "LMTP_socket",
@@ -861,6 +922,7 @@ SMTPC = section(
             "8",
             "§5.10",
             "accepted for compatibility; smx has no thread pool",
+            inert=NO_THREADS,
         ),
         opt(
             "min_wait_threads",
@@ -868,6 +930,7 @@ SMTPC = section(
             "2",
             "§5.10",
             "accepted for compatibility; smx has no thread pool",
+            inert=NO_THREADS,
         ),
         opt(
             "remote_port",
@@ -876,13 +939,23 @@ SMTPC = section(
             "§5.10",
             "port of SMTP connections (the same in every smtpc section)",
         ),
-        opt("processes", Integer(1, 1000), "1", "§5.10", "number of processes"),
+        opt(
+            "processes",
+            Integer(1, 1000),
+            "1",
+            "§5.10",
+            "number of processes",
+            inert="the SMTPC processes of split mode, which smx does not have "
+            "yet; embedded smx delivers from one process",
+        ),
         opt(
             "wait_for_server",
             Time(),
             "10s",
             "§5.10",
             "how long to wait for QMGR to become available",
+            inert="SMTPC runs in QMGR's process (embedded mode): there is "
+            "nothing to wait for",
         ),
         section("tls", "§5.10", "STARTTLS", tlsMembers(False)),
     ],
@@ -895,7 +968,7 @@ LMTPD = section(
     "smx",
     "smx's LMTP server that delivers into Maildirs (smx lmtpd); its "
     "socket is an option, not the MCP subsection",
-    mcpMembers(socket=False)
+    mcpMembers(socket=False, listens=True)
     + LOG
     + [
         opt(
@@ -944,6 +1017,7 @@ ROOT = section(
             "qmsmar/smarsock",
             "§5.4",
             "socket of the address resolver",
+            inert=IN_PROCESS,
         ),
         opt(
             "SMTPC_socket",
@@ -951,6 +1025,7 @@ ROOT = section(
             "qmsmtpc/smtpcsock",
             "§5.4",
             "socket between SMTPC and QMGR",
+            inert=IN_PROCESS,
         ),
         opt(
             "SMTPS_socket",
@@ -958,6 +1033,7 @@ ROOT = section(
             "qmsmtps/smtpssock",
             "§5.4",
             "socket between SMTPS and QMGR",
+            inert=IN_PROCESS,
         ),
         QMGR,
         SMAR,
@@ -988,4 +1064,6 @@ def serviceSpec(keyword: str) -> SectionSpec:
         mcpMembers(required=True),
         naming=OPTIONAL_NAME,
         multiple=True,
+        inert="services are started by the MCP in split mode, which smx does "
+        "not have yet",
     )

@@ -29,7 +29,8 @@ Warnings:
     - two smtps sections with the same explicit C{id} (§5.9.1);
     - C{SMAR_timeout} not larger than C{DNS_timeout} (§5.7);
     - C{AQ_max_entries} not larger than C{max_recipients_per_transaction};
-    - C{min_disk_space} not larger than C{max_message_size};
+    - C{min_disk_space} not larger than C{max_message_size} (unless that
+      is 0, no limit);
     - C{dnsbl} or the tls flag C{check_access_map_for_relaying} without
       any smtps section with the flag C{access} (§5.8.2, §5.9);
     - the tls flag C{allow_relaying_if_verified} without CA certificates;
@@ -39,14 +40,22 @@ Warnings:
       so it is never offered; or C{trusted_mechs} names none of the
       mechanisms offered, so a successful AUTH never allows relaying
       (§5.9 item 19);
-    - C{address} or C{port} in an smtps section with C{daemon_address},
-      which is what smx listens on (§5.9 item 2).
+    - an option, a flag or a section that the file sets but that has no
+      effect (see C{smx.config.effect}): one marked "no effect" in the tables
+      above (smx runs in embedded mode: one process, no MCP), or one
+      unused with the other settings: C{address} or C{port} in an smtps
+      section with C{daemon_address}, which is what smx listens on (§5.9
+      item 2); C{address} in an lmtpd section without C{port}; C{log}
+      C{facility} with C{file}, C{options} or C{ident} without
+      C{facility} (C{options} with C{file}); smtps C{tls} options without
+      C{cert_file}.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
+from smx.config.effect import checkEffect
 from smx.config.values import formatSize, formatTime
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -264,14 +273,6 @@ def _checkSMTPS(configuration: "Configuration", servers: List["Section"]) -> Non
                     "port",
                 )
             endpoints[key] = smtps
-        if smtps["daemon_address"]:
-            for name in ("address", "port"):
-                if smtps.isSet(name):
-                    configuration.warn(
-                        "%s has no effect in %s: smx listens on its "
-                        "daemon_address" % (name, smtps.describe()),
-                        smtps.positionOf(name),
-                    )
         tls = smtps.section("tls")
         _checkTLS(tls)
         _checkAuth(configuration, smtps)
@@ -355,7 +356,8 @@ def _checkQMGR(configuration: "Configuration") -> None:
                 ),
                 s.positionOf(name),
             )
-        if qmgr["min_disk_space"] <= smtps["max_message_size"]:
+        size = smtps["max_message_size"]
+        if size and qmgr["min_disk_space"] <= size:
             s, name = _later(qmgr, "min_disk_space", smtps, "max_message_size")
             configuration.warn(
                 "min_disk_space (%s) should be much larger than the "
@@ -504,3 +506,4 @@ def reconcile(configuration: "Configuration") -> None:
     _checkSMTPC(configuration)
     _checkMaps(configuration)
     _checkDNSBL(configuration, servers)
+    checkEffect(configuration)

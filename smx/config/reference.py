@@ -110,7 +110,23 @@ started by MCP, e.g. a local mailer: `procmail { mcp_type = accept; socket
 Such a section takes only the MCP options, and `mcp_type`, `path` and
 `arguments` are required.  In the smx components (`qmgr`, `smar`, `smtps`,
 `smtpc`, `lmtpd`) the MCP options are optional: smx knows how to start
-them, and in the embedded mode (one process) they are not used.
+them.
+
+## Options without effect
+
+smx runs in embedded mode only: one process (`twistd smx`), no MCP, the
+components calling each other directly (split mode comes later).  What
+only split mode uses is accepted, so that a sendmail X configuration
+reads, but has no effect: the tables below say "**no effect**" and why.
+When a file sets such an option, flag or section, `smx config` and
+`twistd smx` at start print one warning line naming the file, line and
+column, e.g. `smx.conf:12:5: warning: option 'user' in section 'smtps'
+has no effect: used by the MCP in split mode, which smx does not have
+yet; ...`.  A service section started by MCP and the `pmilter`
+subsection of smtps (not implemented yet: mail is accepted without it)
+get one such warning for the whole section.  Options that have no effect
+with the other settings (see the end of this file) are warned about the
+same way.
 
 ## smx additions
 
@@ -133,9 +149,10 @@ path names were resolved against, `-VV` every option of the sections in
 the file (defaults marked `# default`), `-VVV` also the global options
 and the subsections left out, `-VVVV` every component, and `-VVVVV` the
 same with the type, unit, bounds, default and § of each option.  Every
-level reads back as the same configuration.  Options that have no effect
-with the others (`address` and `port` of an smtps section that has a
-`daemon_address`) are marked `not used`.
+level reads back as the same configuration.  Options set without effect
+(see above) are marked `# no effect: why`, as are unset ones that would
+look in force (the `address` of an smtps section that has a
+`daemon_address`).
 
 `smx config` cannot know where `twistd smx` will run: it takes the queue
 directory to be the directory of FILE, as in the embedded layout (`make
@@ -171,6 +188,11 @@ def _optionRows(options: Sequence[Option]) -> List[str]:
         doc = o.doc
         if o.required:
             doc = "**required**; " + doc
+        if o.inert is not None:
+            doc += "; **no effect** (%s)" % (o.inert,)
+        for flag, why in o.inertFlags:
+            spelling = getattr(o.type, "spelling", {}).get(flag, flag)
+            doc += "; flag `%s`: **no effect** (%s)" % (spelling, why)
         if o.aliasOf is not None:
             doc += " (alias of `%s`%s)" % (
                 " { ".join(o.aliasOf) + " }" * (len(o.aliasOf) - 1),
@@ -208,6 +230,8 @@ def _sectionText(spec: SectionSpec, path: Sequence[str], skipGroups: bool) -> Li
         if spec.maxCount is not None:
             note += " (at most %d times)" % (spec.maxCount,)
         note += "."
+    if spec.inert is not None:
+        note += " **No effect** (%s)." % (spec.inert,)
     lines.append("`%s { ... }`: %s" % (usage, note))
     lines.append("")
     own = [o for o in spec.options if not (skipGroups and o.group in ("mcp", "log"))]
@@ -261,8 +285,9 @@ def renderReference() -> str:
         "given; `mcp_type = pass` requires `pass_fd_socket`."
     )
     lines.append("")
-    lines.extend(_optionRows([o for o in table.QMGR.options if o.group == "mcp"]))
+    lines.extend(_optionRows([o for o in table.SMTPS.options if o.group == "mcp"]))
     lines.append("")
+    lines.extend(_mcpListeners())
     socket = table.QMGR.subsection("socket")
     assert socket is not None
     lines.extend(_sectionText(socket, ["MCP", "socket"], False))
@@ -293,6 +318,30 @@ def renderReference() -> str:
     while lines and lines[-1] == "":
         lines.pop()
     return "\n".join(lines) + "\n"
+
+
+def _mcpListeners() -> List[str]:
+    """
+    @return: a paragraph on the MCP options that some components use and
+        others do not (C{port} and C{address}).
+    """
+    components = list(table.COMPONENTS.values())
+    lines: List[str] = []
+    for option in table.SMTPS.options:
+        if option.group != "mcp" or option.aliasOf is not None:
+            continue
+        kinds = [(c.keyword, c.option(option.name)) for c in components]
+        inert = [k for k, o in kinds if o is not None and o.inert is not None]
+        used = [k for k, o in kinds if o is not None and o.inert is None]
+        if inert and used:
+            reason = next(o.inert for k, o in kinds if o is not None and o.inert)
+            lines.append(
+                "- `%s` is used by %s; in %s it has **no effect** (%s)."
+                % (option.name, ", ".join(used), ", ".join(inert), reason)
+            )
+    if lines:
+        lines.append("")
+    return lines
 
 
 def _bullets(text: str) -> List[str]:

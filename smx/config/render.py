@@ -15,10 +15,13 @@ L{renderConfiguration} writes, by verbosity:
        default and seed section of the option, and sections that may be
        repeated (C{dnsbl}, C{map}) are shown as commented-out templates.
 
-An option that has no effect with the others (L{unusedBecause}: the
-C{address} and C{port} of an smtps section that listens on its
-C{daemon_address}) is not shown as if in force: C{# address is not used:
-...} when it is not set, a C{# not used: ...} remark when it is.
+An option that has no effect (L{smx.config.effect.noEffect}: one that
+embedded smx does not use, such as C{user}, or one unused with the other
+settings, such as the C{address} and C{port} of an smtps section that
+listens on its C{daemon_address}) is not shown as if in force: a C{# no
+effect: ...} remark when it is set; when it is not, C{# address has no
+effect: ...} for one unused with the other settings (options that embedded
+smx never uses are shown as usual, with their defaults).
 
 The output of any level is a valid configuration file with the same
 meaning (paths are absolute, so it may be read from anywhere).
@@ -29,6 +32,7 @@ from __future__ import annotations
 from typing import Any, List, Optional
 
 import smx
+from smx.config.effect import noEffect, unusedBecause
 from smx.config.model import Configuration, Section
 from smx.config.schema import NO_NAME, Option, SectionSpec
 from smx.config.values import quoteValue
@@ -82,21 +86,6 @@ def defaultText(option: Option) -> str:
     return renderValue(option, option.defaultValue())
 
 
-def unusedBecause(section: Section, option: Option) -> Optional[str]:
-    """
-    @return: why an option of C{section} has no effect with the other
-        settings (e.g. C{address} and C{port} of an smtps section that
-        listens on its C{daemon_address}), or C{None} if it is in force.
-    """
-    if (
-        section.keyword == "smtps"
-        and option.name in ("address", "port")
-        and section["daemon_address"]
-    ):
-        return "daemon_address is set"
-    return None
-
-
 def _title(keyword: str, name: Optional[str]) -> str:
     if name is None:
         return keyword
@@ -112,9 +101,14 @@ class _Writer:
         pad = INDENT * depth
         value = section[option.name]
         isSet = section.isSet(option.name)
-        unused = unusedBecause(section, option)
+        if isSet:
+            unused = noEffect(section, option)
+        elif value is None or (option.type.isList and not value):
+            unused = None  # nothing that could look in force
+        else:
+            unused = unusedBecause(section, option)
         if unused is not None and not isSet:
-            line = "%s# %s is not used: %s" % (pad, option.name, unused)
+            line = "%s# %s has no effect: %s" % (pad, option.name, unused)
         elif value is None:
             line = "%s# %s is not set" % (pad, option.name)
         else:
@@ -122,9 +116,9 @@ class _Writer:
         if self.verbosity >= 5:
             line = line.ljust(COMMENT_COLUMN - 1) + " # " + describeOption(option)
             if isSet:
-                line += " (set%s)" % ("; not used: " + unused if unused else "",)
+                line += " (set%s)" % ("; no effect: " + unused if unused else "",)
         elif isSet and unused is not None:
-            line += " # not used: " + unused
+            line += " # no effect: " + unused
         elif not isSet and value is not None and unused is None:
             line += " # default"
         self.lines.append(line)

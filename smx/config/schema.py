@@ -41,6 +41,11 @@ class Option:
         machine (C{hostname}).
     @ivar defaultDoc: how the documentation describes a default that is
         not simply C{default}.
+    @ivar inert: why the option has no effect in the mode smx runs in
+        (embedded, one process), or C{None} if a component uses it.
+        Setting it gives a warning (L{smx.config.effect}).
+    @ivar inertFlags: for a flags option, C{(flag, why)} for each flag
+        that has no effect (lower-case flag names).
     """
 
     name: str
@@ -54,6 +59,17 @@ class Option:
     group: str = ""
     dynamicDefault: Optional[Callable[[], Any]] = None
     defaultDoc: Optional[str] = None
+    inert: Optional[str] = None
+    inertFlags: Tuple[Tuple[str, str], ...] = ()
+
+    def inertFlag(self, flag: str) -> Optional[str]:
+        """
+        @return: why C{flag} (of a flags option) has no effect, or C{None}.
+        """
+        for name, why in self.inertFlags:
+            if name == flag.lower():
+                return why
+        return None
 
     def defaultValue(self) -> Any:
         """
@@ -85,6 +101,9 @@ class SectionSpec:
     @ivar multiple: whether it may appear more than once in its parent
         (named sections need different names; at most one may be unnamed).
     @ivar maxCount: the most occurrences, or C{None}.
+    @ivar inert: why a section of this kind has no effect in the mode smx
+        runs in, or C{None}; giving one is a warning (its options are not
+        warned about one by one).
     """
 
     keyword: str
@@ -95,6 +114,7 @@ class SectionSpec:
     naming: str = NO_NAME
     multiple: bool = False
     maxCount: Optional[int] = None
+    inert: Optional[str] = None
     _options: Dict[str, Option] = field(default_factory=dict, repr=False)
     _subsections: Dict[str, "SectionSpec"] = field(default_factory=dict, repr=False)
 
@@ -142,10 +162,14 @@ def section(
     naming: str = NO_NAME,
     multiple: bool = False,
     maxCount: Optional[int] = None,
+    inert: Optional[str] = None,
 ) -> SectionSpec:
     """
     Declare a kind of section from a mixed list of options and
     subsections.
+
+    @param inert: why such a section has no effect (see
+        L{SectionSpec.inert}).
     """
     return SectionSpec(
         keyword,
@@ -156,4 +180,5 @@ def section(
         naming,
         multiple,
         maxCount,
+        inert,
     )

@@ -354,10 +354,16 @@ class _Quantity(ValueType):
         unit: str,
         minimum: Optional[float] = 0,
         maximum: Optional[float] = None,
+        zero: bool = False,
     ) -> None:
+        """
+        @param zero: whether 0 is allowed too, below C{minimum} (it means
+            "no limit" to the option).
+        """
         self.unit = unit
         self.minimum = minimum
         self.maximum = maximum
+        self.zero = zero
 
     def convert(self, value: Value) -> Any:
         if isinstance(value, ListValue):
@@ -398,18 +404,23 @@ class _Quantity(ValueType):
     unitNames: Tuple[str, ...] = ()
 
     def checkRange(self, value: float, text: str, token: Token) -> None:
+        if self.zero and value == 0:
+            return
         low, high = self.minimum, self.maximum
         if (low is not None and value < low) or (high is not None and value > high):
             raise ValueProblem("%s is out of range (%s)" % (text, self.bounds()), token)
 
     def bounds(self) -> str:
+        text = ""
         if self.minimum is not None and self.maximum is not None:
-            return "%s..%s" % (self.render(self.minimum), self.render(self.maximum))
-        if self.minimum:
-            return ">= %s" % (self.render(self.minimum),)
-        if self.maximum is not None:
-            return "<= %s" % (self.render(self.maximum),)
-        return ""
+            text = "%s..%s" % (self.render(self.minimum), self.render(self.maximum))
+        elif self.minimum:
+            text = ">= %s" % (self.render(self.minimum),)
+        elif self.maximum is not None:
+            text = "<= %s" % (self.render(self.maximum),)
+        if text and self.zero and self.minimum:
+            text = "0 or " + text
+        return text
 
 
 _TIME_UNITS = {
@@ -501,8 +512,9 @@ class Size(_Quantity):
         unit: str = "B",
         minimum: Optional[float] = 0,
         maximum: Optional[float] = None,
+        zero: bool = False,
     ) -> None:
-        _Quantity.__init__(self, unit, minimum, maximum)
+        _Quantity.__init__(self, unit, minimum, maximum, zero)
 
     def convertText(self, text: str, token: Token) -> Any:
         value = self.amount(text, token)

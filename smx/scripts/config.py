@@ -71,7 +71,16 @@ DIAGNOSTICS
 
     Warnings (settings that are allowed but doubtful) are printed on
     standard error as "FILE:LINE:COLUMN: warning: ..." and do not change
-    the exit status.  A TLS file that cannot be used is an error at the
+    the exit status.  Every option, flag or section that FILE sets but
+    that has no effect (smx runs in embedded mode: one process, no MCP;
+    or the other settings make it useless) is one such line, e.g.
+
+        smx.conf:12:5: warning: option 'user' in section 'smtps' has no
+        effect: used by the MCP in split mode, which smx does not have
+        yet; twistd --uid and --gid set embedded smx's user
+
+    and is marked "# no effect: ..." in the configuration printed;
+    twistd smx prints the same warnings at start.  A TLS file that cannot be used is an error at the
     option that names it; every such error is reported.
 
 EXIT STATUS

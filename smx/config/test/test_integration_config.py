@@ -4,12 +4,14 @@ Integration tests: the configuration as users meet it, through the real
 programs.  Each test runs C{smx config} as a program and C{twistd -n smx}
 as a child process (L{smx.test.mta}) on the same file, and checks that
 what C{smx config} says is what smx does: line ends, AUTH set-ups, path
-names, TLS files, and the listening address.
+names, TLS files, the listening address, options without effect, and a
+C{max_message_size} of 0 (no limit).
 """
 
 from __future__ import annotations
 
 import os
+import smtplib
 import socket
 import stat
 import subprocess
@@ -30,6 +32,7 @@ from smx.test.mta import (
     missing,
     swaks,
     tempDirectory,
+    until,
     waitFor,
 )
 
@@ -245,7 +248,7 @@ class PathTests(_Base):
         var/smx.conf}), C{smx config} prints the sockets and queue
         directories where C{twistd smx}, run beside the file, makes them,
         and says so on one line; the C{port} of an smtps section with a
-        C{daemon_address} is marked as not used (a warning in both
+        C{daemon_address} is marked as without effect (a warning in both
         programs), and indeed nothing listens on it.
         """
         unused = freePort()
@@ -265,14 +268,16 @@ class PathTests(_Base):
         smtps = out[out.index("\nsmtps {") : out.index("\n}\n", out.index("\nsmtps {"))]
         self.assertRegex(
             smtps,
-            r"\n    port = %d; +# integer, .*\(set; not used: daemon_address is set\)"
-            % (unused,),
+            r"\n    port = %d; +# integer, .*\(set; no effect: smx listens on its "
+            r"daemon_address\)" % (unused,),
         )
-        self.assertRegex(smtps, r"\n    # address is not used: daemon_address is set ")
+        self.assertRegex(
+            smtps, r"\n    # address has no effect: smx listens on its daemon_address "
+        )
         line = lineOf(text, "port = %d" % (unused,))
         expected = (
-            "%s:%d:5: warning: port has no effect in section 'smtps': smx listens "
-            "on its daemon_address" % (relative, line)
+            "%s:%d:5: warning: option 'port' in section 'smtps' has no effect: "
+            "smx listens on its daemon_address" % (relative, line)
         )
         self.assertEqual(err, expected + "\n")
 
@@ -318,3 +323,128 @@ class PathTests(_Base):
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
         self.assertIn(expected, (p.stdout + p.stderr).splitlines()[-1])
         self.assertFalse(canConnect(self.mta.port))
+
+
+class EffectTests(_Base):
+    """
+    Options that embedded smx accepts but does not use are reported, one
+    line each, by C{smx config} and by C{twistd smx} at start, which then
+    runs as usual.
+    """
+
+    @defer.inlineCallbacks
+    def test_inertOptions(self) -> Any:
+        """
+        A configuration that sets C{user}, C{CDB_gid}, C{max_wait_threads},
+        a C{pmilter} section, C{wait_for_client}, C{hash_table_entries},
+        the flag C{use_connect} and the smtpc C{processes}: C{smx config}
+        exits 0 with one warning line per option (file, line, column,
+        name, reason); C{twistd smx} prints the same lines at start and
+        delivers a message.
+        """
+        self.need(SWAKS)
+        text = self.write(
+            configuration(
+                self.mta.port,
+                smtps="user = smxs;\n    CDB_gid = 261;\n    max_wait_threads = 4;\n"
+                '    pmilter { socket = "pmilter.sock"; }',
+                qmgr="wait_for_client = 4s;\n    IQDB { hash_table_entries = 100; }",
+                smar="DNS_flags = { use_connect };",
+                smtpc="processes = 2;",
+            )
+        )
+        lines = text.splitlines()
+
+        def at(needle: str, what: str, reason: str) -> str:
+            line = lineOf(text, needle)
+            column = lines[line - 1].index(needle) + 1
+            return "%s:%d:%d: warning: %s has no effect: %s" % (
+                self.mta.config,
+                line,
+                column,
+                what,
+                reason,
+            )
+
+        split = "used by the MCP in split mode, which smx does not have yet"
+        expected = [
+            at(
+                "user",
+                "option 'user' in section 'smtps'",
+                split + "; twistd --uid and --gid set embedded smx's user",
+            ),
+            at("CDB_gid", "option 'CDB_gid' in section 'smtps'", ""),
+            at(
+                "max_wait_threads",
+                "option 'max_wait_threads' in section 'smtps'",
+                "smx serves sessions in an event loop, not in threads",
+            ),
+            at(
+                "pmilter",
+                "section 'smtps.pmilter'",
+                "pmilter is not implemented yet: mail is accepted without it",
+            ),
+            at("wait_for_client", "option 'wait_for_client' in section 'qmgr'", ""),
+            at(
+                "hash_table_entries",
+                "option 'hash_table_entries' in section 'qmgr.IQDB'",
+                "IQDB is a Python dict, which sizes itself",
+            ),
+            at(
+                "DNS_flags",
+                "flag 'use_connect' of option 'DNS_flags' in section 'smar'",
+                "twisted.names manages its UDP sockets itself",
+            ),
+            at("processes", "option 'processes' in section 'smtpc'", ""),
+        ]
+        status, out, err = smxConfig("-f", self.mta.config)
+        self.assertEqual(status, 0, err)
+        got = err.splitlines()
+        self.assertEqual(len(got), len(expected), err)
+        for line, want in zip(got, expected):
+            # the reasons left empty above are checked in smx.config's unit
+            # tests; here, where and what
+            self.assertTrue(line.startswith(want), (line, want))
+        self.assertIn("    processes = 2; # no effect: ", out)
+
+        self.mta.start()
+        self.assertEqual(self.warningsIn(self.mta.log()), got)
+        out, err, status = yield swaks(
+            self.mta.port, "--from", "bob@client.test", "--to", "alice@localhost"
+        )
+        self.assertEqual(status, 0, (out + err).decode())
+        self.assertTrue(
+            (yield until(lambda: self.mta.maildir("alice"))), self.mta.log()
+        )
+
+
+class MessageSizeTests(_Base):
+    """
+    C{max_message_size = 0} means no limit, as the smtps documentation
+    says (and Postfix's C{message_size_limit = 0}).
+    """
+
+    def test_noLimit(self) -> Any:
+        """
+        C{smx config} accepts C{max_message_size = 0} without a warning;
+        C{twistd smx} offers C{SIZE} without a number in EHLO (RFC 1870:
+        no fixed limit), accepts a declared size of 20 GB at MAIL and a
+        9 MB message, more than the default limit of 8 MB, and delivers it.
+        """
+        self.write(configuration(self.mta.port, smtps="max_message_size = 0;"))
+        status, out, err = smxConfig("-f", self.mta.config)
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn("    max_message_size = 0B;\n", out)
+        self.mta.start()
+        body = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 9 * 1050
+        self.assertGreater(len(body), 9 * 1024 * 1024)
+        with smtplib.SMTP("127.0.0.1", self.mta.port, timeout=30) as client:
+            client.ehlo("client.test")
+            self.assertEqual(client.esmtp_features.get("size"), "")
+            code, reply = client.mail("bob@client.test", ["SIZE=%d" % (20 * 1024**3,)])
+            self.assertEqual(code, 250, reply)
+            client.rset()
+            client.sendmail("bob@client.test", ["alice@localhost"], body)
+        self.assertTrue(waitFor(lambda: self.mta.maildir("alice"), 20), self.mta.log())
+        [raw] = self.mta.maildir("alice")
+        self.assertGreater(len(raw), 9 * 1024 * 1024)

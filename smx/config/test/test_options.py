@@ -430,6 +430,25 @@ class ValueErrorTests(SynchronousTestCase):
             "'smtps': expected ';' after 'smx' (quote a value that contains spaces)",
         )
 
+    def test_messageSizeZero(self):
+        """
+        C{max_message_size = 0} is no limit (as the smtps documentation
+        says); it does not ask for a C{min_disk_space} larger than it, and
+        SMTPS gets 0 (EHLO offers SIZE without a number).
+        """
+        from smx.mail.listener import settingsFromSection
+
+        c = configurationFromText("smtps { max_message_size = 0; }")
+        self.assertEqual(c.section("smtps")["max_message_size"], 0)
+        self.assertEqual(c.warnings, [])
+        settings = settingsFromSection(c.section("smtps"), c.globals)
+        self.assertEqual(settings.maxMessageSize, 0)
+        self.assertEqual(
+            self.error("smtps { max_message_size = 512B; }"),
+            "smx.conf:1:28: invalid value for option 'max_message_size' in "
+            "section 'smtps': 512B is out of range (0 or >= 1KB)",
+        )
+
     def test_boundErrors(self):
         """
         Values out of bounds.

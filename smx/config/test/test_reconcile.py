@@ -296,10 +296,10 @@ class DaemonAddressTests(SynchronousTestCase):
                 "  address = 127.0.0.2; port = 25; }"
             ),
             [
-                "smx.conf:3:3: warning: address has no effect in section "
-                "'smtps': smx listens on its daemon_address",
-                "smx.conf:3:24: warning: port has no effect in section "
-                "'smtps': smx listens on its daemon_address",
+                "smx.conf:3:3: warning: option 'address' in section 'smtps' "
+                "has no effect: smx listens on its daemon_address",
+                "smx.conf:3:24: warning: option 'port' in section 'smtps' has "
+                "no effect: smx listens on its daemon_address",
             ],
         )
         self.assertEqual(warnings("smtps { address = 127.0.0.2; port = 25; }"), [])

@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import smx
 from smx.config import configurationFromText, loadConfiguration
+from smx.config.commonoptions import MCP_ONLY
 from smx.config.reference import renderReference
 from smx.config.render import renderConfiguration
 from smx.config.schema import NO_NAME
@@ -48,7 +49,8 @@ class RenderTests(SynchronousTestCase):
 
     def test_onlySet(self):
         """
-        Without C{-V}: only the options set, normalised.
+        Without C{-V}: only the options set, normalised; those without
+        effect in embedded mode say so.
         """
         c = configurationFromText(
             "SMTPS { IO_timeout = 300; max_message_size = 8192; "
@@ -59,8 +61,8 @@ class RenderTests(SynchronousTestCase):
         self.assertEqual(
             renderConfiguration(c),
             "smtps {\n"
-            "    mcp_type = wait;\n"
-            '    arguments = "smtps -f /etc/smx/smx.conf";\n'
+            "    mcp_type = wait; # no effect: %s\n"
+            '    arguments = "smtps -f /etc/smx/smx.conf"; # no effect: %s\n'
             "    io_timeout = 5m;\n"
             "    max_recipients_per_session = 5;\n"
             "    max_message_size = 8MB;\n"
@@ -70,7 +72,7 @@ class RenderTests(SynchronousTestCase):
             "    IBDB {\n"
             "        max_commit_delay = 20ms;\n"
             "    }\n"
-            "}\n",
+            "}\n" % (MCP_ONLY, MCP_ONLY),
         )
 
     def test_empty(self):
@@ -109,20 +111,23 @@ class RenderTests(SynchronousTestCase):
             smtps = text[text.index("smtps {") : text.index("\n}\n")]
             self.assertNotIn("address = 0.0.0.0", smtps)
             self.assertIn(
-                "    # address is not used: daemon_address is set", text, verbosity
+                "    # address has no effect: smx listens on its daemon_address",
+                text,
+                verbosity,
             )
-            self.assertIn("    # port is not used: daemon_address is set", text)
+            self.assertIn("    # port is not set", text)
             again = configurationFromText(text)
             self.assertEqual(options(again.globals), options(c.globals))
         c = configurationFromText(
             'smtps { port = 25; daemon_address = "127.0.0.1:2525"; }'
         )
         self.assertIn(
-            "    port = 25; # not used: daemon_address is set\n",
+            "    port = 25; # no effect: smx listens on its daemon_address\n",
             renderConfiguration(c, 0),
         )
         self.assertIn(
-            "(set; not used: daemon_address is set)", renderConfiguration(c, 5)
+            "(set; no effect: smx listens on its daemon_address)",
+            renderConfiguration(c, 5),
         )
         c = configurationFromText("smtps { port = 2525; }")
         text = renderConfiguration(c, 2)
@@ -158,7 +163,7 @@ class RenderTests(SynchronousTestCase):
         self.assertIn("# map NAME { ... }", texts[5])
         self.assertIn("# time (s), >= 1s, default 5m, §5.9\n", texts[5])
         self.assertIn("max_message_size = 8MB;", texts[5])
-        self.assertIn("# size (KB), >= 1KB, default 8MB, §5.9\n", texts[5])
+        self.assertIn("# size (KB), 0 or >= 1KB, default 8MB, §5.9\n", texts[5])
         self.assertIn("    port = 25;", texts[5])
         self.assertIn("§5.2 (set)\n", texts[5])
 

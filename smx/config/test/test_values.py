@@ -192,6 +192,20 @@ class SizeTests(SynchronousTestCase):
         e = self.assertRaises(ValueProblem, convert, Size(minimum=512), "1")
         self.assertEqual(e.message, "1 is out of range (>= 512B)")
 
+    def test_zero(self):
+        """
+        With C{zero}, 0 (no limit) is allowed below the minimum, and the
+        bounds say so; other values below it are still refused.
+        """
+        s = Size("KB", minimum=1024, zero=True)
+        self.assertEqual(convert(s, "0"), 0)
+        self.assertEqual(convert(s, "0MB"), 0)
+        self.assertEqual(convert(s, "1"), 1024)
+        self.assertEqual(s.bounds(), "0 or >= 1KB")
+        e = self.assertRaises(ValueProblem, convert, s, "100B")
+        self.assertEqual(e.message, "100B is out of range (0 or >= 1KB)")
+        self.assertRaises(ValueProblem, convert, Size("KB", minimum=1024), "0")
+
     def test_format(self):
         """
         L{formatSize} uses the largest unit that divides the size.
