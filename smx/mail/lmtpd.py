@@ -18,6 +18,12 @@ DESCRIPTION
     fsync'ed before the recipient's 250 reply: one reply per recipient
     after the final dot.
 
+    The protocol is SMTPS's sans-I/O core in its LMTP mode
+    (L{smx.mail.server.ServerConnection} with C{lmtp=True}: LHLO, HELO
+    and EHLO refused with 500, the same syntax and sequence rules);
+    L{LMTPServerProtocol} is the thin Twisted adapter that answers its
+    events with Maildir deliveries (L{MaildirStore}).
+
 CONFIGURATION PARAMETERS
     In embedded mode every C{lmtpd} section (named or not) is one server
     (L{lmtpdServices}): C{socket} (the Unix socket, SMTPC's
@@ -31,8 +37,12 @@ CONFIGURATION PARAMETERS
 SECURITY
     Local parts that could leave the base directory (C{/}, C{..}, a
     leading dot, NUL or other control characters) are refused with 550.
-    Command lines are limited to 4096 bytes and messages to
-    C{maxMessageSize} bytes.  The socket is created mode 0666 by default
+    The input rules are those of SMTPS: command lines end in CRLF, hold
+    no NUL or bare CR and are at most 512 bytes with the CRLF (500
+    5.5.2); only <CRLF>.<CRLF> ends a message, and content with a bare CR
+    or LF (554 5.6.11), a NUL (554 5.6.0), a line over 1000 octets (500
+    5.5.2) or more than C{maxMessageSize} bytes (552 5.3.4) is refused
+    for every recipient and not stored.  The socket is created mode 0666 by default
     (it is meant for the MTA on the same host; put it in a directory with
     restricted permissions to limit who may deliver).
     A TCP listener (C{port}) takes mail for every local mailbox from
@@ -40,30 +50,49 @@ SECURITY
     seed §5.2, is every address).
 
 DIAGNOSTICS
-    One record per delivery: C{lmtp_sess=, rcpt=<...>, file=..., stat=0}
-    and C{sev=ERR} records for files that cannot be written (the recipient
-    gets 451 4.3.0 and the sender retries).
+    One record per delivery: C{rcpt=<...>, file=..., stat=0}; C{size=N,
+    stat=CODE, reply=...} for refused content and C{input=..., stat=CODE,
+    reply=...} for a refused command line; C{sev=ERR} records for files
+    that cannot be written (the recipient gets 451 4.3.0 and the sender
+    retries) and for unexpected failures (451 4.3.0 for every recipient
+    still due a reply).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from twisted.application import service
 from twisted.internet import defer, protocol
+from twisted.python import failure
 from twisted.mail.maildir import initializeMaildir
-from twisted.protocols.basic import LineReceiver
 
 from smx._twistedcompat import MaildirNameGenerator
 from smx.log import Logger
+from smx.mail.server import (
+    CLOSE,
+    NEED_DATA,
+    PAUSED,
+    Auth,
+    AuthResponse,
+    DataChunk,
+    DataCommand,
+    EndOfData,
+    Event,
+    Helo,
+    MailFrom,
+    Quit,
+    RcptTo,
+    Rset,
+    ServerConnection,
+    StartTLS,
+)
 from smx.unixsocket import socketName
 
 #: the largest message accepted (bytes)
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
-
-_END = b"\r\n.\r\n"
 
 
 class UnsafeLocalPart(ValueError):
@@ -147,15 +176,14 @@ class MaildirStore:
         return new
 
 
-class LMTPServerProtocol(LineReceiver):
+class LMTPServerProtocol(protocol.Protocol):
     """
-    One LMTP session.
+    One LMTP session: the Twisted side of a L{ServerConnection} in LMTP
+    mode.  Every event is answered at once (delivery is synchronous), and
+    the replies to one received chunk are written together.
     """
 
     transport: Any
-
-    delimiter = b"\r\n"
-    MAX_LENGTH = 4096
 
     def __init__(
         self,
@@ -168,161 +196,128 @@ class LMTPServerProtocol(LineReceiver):
         self.hostname = hostname
         self.log = logger
         self.maxMessageSize = maxMessageSize
-        self._greeted = False
+        self.connection = ServerConnection(
+            hostname,
+            maxMessageSize=maxMessageSize,
+            maxBadCommands=0,
+            eightBitMime=True,
+            greeting="LMTP smx lmtpd ready",
+            lmtp=True,
+        )
         self._reset()
 
     def _reset(self) -> None:
-        self._sender = None  # type: Optional[str]
-        self._rcpts = []  # type: List[Tuple[str, str]]
-        self._data = bytearray()
-        self._tooBig = False
-
-    def reply(self, text: str) -> None:
-        self.transport.write(text.encode("utf-8") + b"\r\n")
+        self._sender = ""
+        self._body = []  # type: List[bytes]
 
     def connectionMade(self) -> None:
-        self.reply("220 %s LMTP smx lmtpd ready" % (self.hostname,))
+        self.connection.greet()
+        self._flush()
 
-    def lineLengthExceeded(self, line: bytes) -> None:
-        self.reply("500 5.5.2 line too long")
-        self.transport.loseConnection()
+    def dataReceived(self, data: bytes) -> None:
+        conn = self.connection
+        conn.receiveData(data)
+        while True:
+            event = conn.nextEvent()
+            if event is NEED_DATA or event is PAUSED:
+                break
+            if event is CLOSE:
+                self._flush()
+                self.transport.loseConnection()
+                return
+            try:
+                self._handlers[type(event)](self, event)
+            except Exception:
+                self.log.failure("LMTPServerProtocol", failure.Failure())
+                if conn.awaitingReply:
+                    conn.reject(451, "4.3.0", "Temporary failure, try again later")
+        self._flush()
 
-    def lineReceived(self, line: bytes) -> None:
-        verb, _, arg = line.partition(b" ")
-        name = verb.upper().decode("ascii", "replace")
-        handler = getattr(self, "do_" + name, None) if name.isalpha() else None
-        if handler is None:
-            self.reply("500 5.5.1 command unrecognized")
-            return
-        handler(arg.decode("utf-8", "replace").strip())
+    def _flush(self) -> None:
+        for code, dsn, text, line in self.connection.problems:
+            self.log.info(input=line, stat=code, reply="%d %s %s" % (code, dsn, text))
+        del self.connection.problems[:]
+        out = self.connection.dataToSend()
+        if out:
+            self.transport.write(out)
 
-    def do_LHLO(self, arg: str) -> None:
-        if not arg:
-            self.reply("501 5.5.4 LHLO needs a domain")
-            return
-        self._greeted = True
+    def do_Helo(self, event: Helo) -> None:
         self._reset()
-        self.reply(
-            "250-%s\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n"
-            "250-8BITMIME\r\n250 SIZE %d" % (self.hostname, self.maxMessageSize)
-        )
+        self.connection.accept()
 
-    def do_HELO(self, arg: str) -> None:
-        self.reply("500 5.5.1 this is LMTP: use LHLO")
+    def do_MailFrom(self, event: MailFrom) -> None:
+        self._reset()
+        self._sender = event.sender
+        self.connection.accept("sender ok")
 
-    do_EHLO = do_HELO
-
-    def do_MAIL(self, arg: str) -> None:
-        if not self._greeted:
-            self.reply("503 5.5.1 LHLO first")
-            return
-        if self._sender is not None:
-            self.reply("503 5.5.1 nested MAIL command")
-            return
-        path = _path(arg, "FROM:")
-        if path is None:
-            self.reply("501 5.5.4 syntax: MAIL FROM:<address>")
-            return
-        for param in arg.split(">", 1)[1].split():
-            key, _, value = param.partition("=")
-            if key.upper() == "SIZE" and value.isdigit():
-                if int(value) > self.maxMessageSize:
-                    self.reply("552 5.3.4 message too big")
-                    return
-        self._sender = path
-        self.reply("250 2.1.0 sender ok")
-
-    def do_RCPT(self, arg: str) -> None:
-        if self._sender is None:
-            self.reply("503 5.5.1 MAIL first")
-            return
-        path = _path(arg, "TO:")
-        if not path:
-            self.reply("501 5.5.4 syntax: RCPT TO:<address>")
-            return
+    def do_RcptTo(self, event: RcptTo) -> None:
         try:
-            user = mailboxName(path)
+            mailboxName(event.recipient)
         except UnsafeLocalPart:
-            self.reply("550 5.1.3 bad mailbox name")
+            self.connection.reject(550, "5.1.3", "bad mailbox name")
             return
-        self._rcpts.append((path, user))
-        self.reply("250 2.1.5 recipient ok")
+        self.connection.accept("recipient ok")
 
-    def do_DATA(self, arg: str) -> None:
-        if self._sender is None:
-            self.reply("503 5.5.1 MAIL first")
-            return
-        if not self._rcpts:
-            self.reply("503 5.5.1 no valid recipients")
-            return
-        self.reply("354 send the message, end with <CRLF>.<CRLF>")
-        self._data = bytearray(b"\r\n")
-        self.setRawMode()
+    def do_DataCommand(self, event: DataCommand) -> None:
+        self._body = []
+        self.connection.accept("send the message, end with <CRLF>.<CRLF>")
 
-    def rawDataReceived(self, data: bytes) -> None:
-        start = max(len(self._data) - 4, 0)
-        self._data += data
-        end = self._data.find(_END, start)
-        if end < 0:
-            if len(self._data) > self.maxMessageSize + 2:
-                self._tooBig = True
-                # keep only the tail needed to find the end marker
-                del self._data[2:-4]
-            return
-        rest = bytes(self._data[end + len(_END) :])
-        body = bytes(self._data[2 : end + 2])
-        self._finish(body)
-        self.setLineMode(rest)
+    def do_DataChunk(self, event: DataChunk) -> None:
+        self._body.append(event.data)
 
-    def _finish(self, body: bytes) -> None:
-        rcpts, sender, tooBig = self._rcpts, self._sender or "", self._tooBig
+    def do_EndOfData(self, event: EndOfData) -> None:
+        sender, content = self._sender, b"".join(self._body)
         self._reset()
-        if tooBig:
-            for _ in rcpts:
-                self.reply("552 5.3.4 message too big")
+        conn = self.connection
+        refusal = (552, "5.3.4", "message too big") if event.tooBig else event.refusal()
+        if refusal is not None:
+            self.log.info(size=event.size, stat=refusal[0], reply="%d %s %s" % refusal)
+            conn.reject(*refusal)
             return
-        # undo dot-stuffing and store LF line ends
-        if body.startswith(b".."):
-            body = body[1:]
-        body = body.replace(b"\r\n..", b"\r\n.").replace(b"\r\n", b"\n")
-        for address, user in rcpts:
+        # the content is dot-unstuffed, with CRLF line ends only: store LF
+        body = content.replace(b"\r\n", b"\n")
+        for address in conn.unansweredRecipients:
             headers = b"Return-Path: <%s>\nDelivered-To: %s\n" % (
                 sender.encode("utf-8"),
                 address.encode("utf-8"),
             )
             try:
-                path = self.store.deliver(user, headers, body)
+                path = self.store.deliver(mailboxName(address), headers, body)
             except OSError as e:
                 self.log.error(
                     "deliver", rcpt="<%s>" % (address,), error=e.strerror or str(e)
                 )
-                self.reply("451 4.3.0 <%s> cannot store the message" % (address,))
+                conn.rejectRecipient(
+                    451, "4.3.0", "<%s> cannot store the message" % (address,)
+                )
                 continue
             self.log.info(rcpt="<%s>" % (address,), file=path, stat=0)
-            self.reply("250 2.0.0 <%s> delivered" % (address,))
+            conn.acceptRecipient("<%s> delivered" % (address,))
 
-    def do_RSET(self, arg: str) -> None:
+    def do_Rset(self, event: Rset) -> None:
         self._reset()
-        self.reply("250 2.0.0 ok")
+        self.connection.accept("ok")
 
-    def do_NOOP(self, arg: str) -> None:
-        self.reply("250 2.0.0 ok")
+    def do_Quit(self, event: Quit) -> None:
+        self.connection.accept("bye")
 
-    def do_VRFY(self, arg: str) -> None:
-        self.reply("252 2.5.2 cannot verify, but will try")
+    def _notOffered(self, event: Event) -> None:  # pragma: no cover
+        # neither STARTTLS nor AUTH is offered: the machine answers 502
+        self.connection.reject(502, "5.5.1", "Command not available")
 
-    def do_QUIT(self, arg: str) -> None:
-        self.reply("221 2.0.0 bye")
-        self.transport.loseConnection()
-
-
-def _path(arg: str, prefix: str) -> Optional[str]:
-    if not arg.upper().startswith(prefix):
-        return None
-    rest = arg[len(prefix) :].strip()
-    if not rest.startswith("<") or ">" not in rest:
-        return None
-    return rest[1 : rest.index(">")]
+    _handlers = {
+        Helo: do_Helo,
+        MailFrom: do_MailFrom,
+        RcptTo: do_RcptTo,
+        DataCommand: do_DataCommand,
+        DataChunk: do_DataChunk,
+        EndOfData: do_EndOfData,
+        Rset: do_Rset,
+        Quit: do_Quit,
+        StartTLS: _notOffered,
+        Auth: _notOffered,
+        AuthResponse: _notOffered,
+    }  # type: Dict[type, Callable[[LMTPServerProtocol, Any], None]]
 
 
 class LMTPFactory(protocol.Factory):

@@ -40,7 +40,8 @@ class MailboxNameTests(SynchronousTestCase):
 
 class ServerTests(SynchronousTestCase):
     """
-    Tests for L{LMTPServerProtocol} through L{LMTPFactory}.
+    Tests for L{LMTPServerProtocol} (the LMTP mode of the server core with
+    Maildir delivery) through L{LMTPFactory}.
     """
 
     def setUp(self) -> None:
@@ -86,13 +87,17 @@ class ServerTests(SynchronousTestCase):
         """
         A pipelined transaction gets one reply per recipient after the dot;
         each message lands in the user's Maildir with Return-Path and
-        Delivered-To, dot-stuffing undone and LF line ends.
+        Delivered-To, dot-stuffing undone and LF line ends.  A mailbox
+        name that would leave the base directory is refused with 550
+        5.1.3 (unquoted, C{../etc} is no RFC 5321 local part: 501).
         """
         reply = self.send(
             b"LHLO me\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<Alice+x@l.test>\r\n"
-            b"RCPT TO:<../etc@l.test>\r\nRCPT TO:<bob@l.test>\r\nDATA\r\n"
+            b'RCPT TO:<"../etc"@l.test>\r\nRCPT TO:<../etc@l.test>\r\n'
+            b"RCPT TO:<bob@l.test>\r\nDATA\r\n"
         )
         self.assertIn(b"550 5.1.3", reply)
+        self.assertIn(b"501 5.5.2", reply)
         self.assertTrue(
             reply.endswith(b"354 send the message, end with <CRLF>.<CRLF>\r\n")
         )
@@ -113,15 +118,32 @@ class ServerTests(SynchronousTestCase):
         self.assertFalse(os.listdir(os.path.join(self.base, "alice", "Maildir", "tmp")))
 
     def test_endInPieces(self) -> None:
-        """The end of data split across reads is found; bare LF.LF is not an end."""
+        """The end of data split across reads is found."""
         self.send(b"LHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<u@l>\r\nDATA\r\n")
-        self.assertEqual(self.send(b"a\n.\nb\r\n\r"), b"")
+        self.assertEqual(self.send(b"a\r\n..\r\nb\r\n\r"), b"")
         self.assertEqual(self.send(b"\n.\r"), b"")
         self.assertEqual(
-            self.send(b"\nNOOP\r\n"), b"250 2.0.0 <u@l> delivered\r\n250 2.0.0 ok\r\n"
+            self.send(b"\nNOOP\r\n"), b"250 2.0.0 <u@l> delivered\r\n250 2.0.0 OK\r\n"
         )
         [message] = self.messages("u")
         self.assertTrue(message.endswith(b"a\n.\nb\n\n"))
+
+    def test_bareLineEnds(self) -> None:
+        """
+        A bare LF or CR never ends the data (C{<LF>.<LF>} is no end: SMTP
+        smuggling) and content with one is refused for every recipient
+        (554 5.6.11), as SMTPS refuses it; nothing is stored.
+        """
+        self.send(
+            b"LHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<u@l>\r\nRCPT TO:<v@l>\r\nDATA\r\n"
+        )
+        self.assertEqual(self.send(b"a\n.\nb\r\n\r"), b"")
+        self.assertEqual(self.send(b"\n.\r"), b"")
+        refused = b"554 5.6.11 Message contains bare CR or LF, rejected\r\n"
+        self.assertEqual(self.send(b"\nNOOP\r\n"), refused * 2 + b"250 2.0.0 OK\r\n")
+        self.send(b"MAIL FROM:<>\r\nRCPT TO:<u@l>\r\nDATA\r\n")
+        self.assertEqual(self.send(b"a\rb\r\n.\r\n"), refused)
+        self.assertFalse(os.path.exists(os.path.join(self.base, "u")))
 
     def test_emptyMessage(self) -> None:
         """An empty message is delivered."""
@@ -143,6 +165,100 @@ class ServerTests(SynchronousTestCase):
         self.send(b"LHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<u@l>\r\nDATA\r\n")
         self.assertTrue(self.send(b"x\r\n.\r\n").startswith(b"451 4.3.0"))
         self.assertIn("sev=ERR", self.sink.lines()[-1])
+
+    def test_oneFailingRecipient(self) -> None:
+        """
+        One reply per recipient in RCPT order: one that cannot be stored
+        gets 451 between the others' 250s.
+        """
+        with open(os.path.join(self.base, "v"), "w") as f:
+            f.write("not a directory")
+        self.send(
+            b"LHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<u@l>\r\nRCPT TO:<v@l>\r\n"
+            b"RCPT TO:<w@l>\r\nDATA\r\n"
+        )
+        self.assertEqual(
+            self.send(b"x\r\n.\r\n"),
+            b"250 2.0.0 <u@l> delivered\r\n"
+            b"451 4.3.0 <v@l> cannot store the message\r\n"
+            b"250 2.0.0 <w@l> delivered\r\n",
+        )
+        self.assertEqual(
+            (self.messages("u"), self.messages("w")),
+            (
+                [b"Return-Path: <>\nDelivered-To: u@l\nx\n"],
+                [b"Return-Path: <>\nDelivered-To: w@l\nx\n"],
+            ),
+        )
+
+    def test_unexpectedFailure(self) -> None:
+        """
+        An unexpected error while delivering is logged with its traceback
+        and every recipient still due a reply gets 451 4.3.0; the session
+        goes on.
+        """
+        calls = []
+
+        def deliver(user: str, headers: bytes, body: bytes) -> str:
+            calls.append(user)
+            if len(calls) == 2:
+                raise RuntimeError("bug")
+            return "/dev/null"
+
+        self.patch(self.proto.store, "deliver", deliver)
+        self.send(
+            b"LHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<u@l>\r\nRCPT TO:<v@l>\r\n"
+            b"RCPT TO:<w@l>\r\nDATA\r\n"
+        )
+        self.assertEqual(
+            self.send(b"x\r\n.\r\nNOOP\r\n"),
+            b"250 2.0.0 <u@l> delivered\r\n"
+            + b"451 4.3.0 Temporary failure, try again later\r\n" * 2
+            + b"250 2.0.0 OK\r\n",
+        )
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        [line] = [l for l in self.sink.lines() if "RuntimeError" in l]
+        self.assertIn("sev=ERR", line)
+
+    def test_strictContent(self) -> None:
+        """
+        Content with a NUL or a line over 1000 octets is refused for every
+        recipient, with the replies of SMTPS; nothing is stored.
+        """
+        factory = LMTPFactory(
+            self.base,
+            "lmtp.test",
+            Logger("lmtpd", sink=self.sink),
+            MemoryReactorClock(),
+        )
+        self.proto = factory.buildProtocol(None)
+        self.proto.makeConnection(self.transport)
+        for content, reply in [
+            (b"a\x00b\r\n", b"554 5.6.0 "),
+            (b"a" * 999 + b"\r\n", b"500 5.5.2 "),
+        ]:
+            self.send(b"LHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<u@l>\r\n")
+            self.send(b"RCPT TO:<w@l>\r\nDATA\r\n")
+            out = self.send(content + b".\r\n").split(b"\r\n")
+            self.assertEqual(len(out), 3)
+            self.assertTrue(out[0].startswith(reply) and out[1].startswith(reply))
+        self.assertEqual(os.listdir(self.base), [])
+
+    def test_strictCommands(self) -> None:
+        """
+        Command lines follow the rules of SMTPS: at most 512 bytes with
+        CRLF, CRLF line ends, no NUL; each is refused with 500 5.5.2 (and
+        logged), and the session goes on.
+        """
+        self.assertEqual(
+            self.send(b"NOOP " + b"x" * 600 + b"\r\nNOOP\nNOOP\x00\r\nNOOP\r\n"),
+            b"500 5.5.2 Line too long\r\n"
+            b"500 5.5.2 Syntax error: lines must end in CRLF\r\n"
+            b"500 5.5.2 Syntax error: bare CR or NUL\r\n"
+            b"250 2.0.0 OK\r\n",
+        )
+        self.assertTrue(self.transport.connected)
+        self.assertIn("stat=500", self.sink.lines()[-1])
 
     def test_sequence(self) -> None:
         """Commands out of order are refused."""
