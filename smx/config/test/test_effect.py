@@ -70,10 +70,27 @@ SOURCES = _sources()
 def quotedIn(name: str, caseless: bool = False) -> List[str]:
     """
     @return: the modules of L{SOURCES} that have C{name} as a quoted
-        string (C{"name"} or C{'name'}).
+        string (C{"name"} or C{'name'}), or as a part of a quoted path of
+        options (C{"IBDB.size"}, C{"/hostname"}, as the settings classes
+        of L{smx.config.settings} name them).
     """
     pattern = re.compile(
-        r"""(["'])%s\1""" % (re.escape(name),), re.IGNORECASE if caseless else 0
+        r"""(["'])/?(?:[\w-]+\.)*%s(?:\.[\w-]+)*\1""" % (re.escape(name),),
+        re.IGNORECASE if caseless else 0,
+    )
+    return sorted(path for path, text in SOURCES.items() if pattern.search(text))
+
+
+def sectionIn(keyword: str) -> List[str]:
+    """
+    @return: the modules of L{SOURCES} that ask for a kind of section:
+        C{.section("tls")}, C{.sections("smtpc")}, C{_subsection(s,
+        "tls")}, or a quoted path of options through it (C{"IBDB.size"}).
+    """
+    name = re.escape(keyword)
+    pattern = re.compile(
+        r"""[Ss]ections?\((?:\s*[\w.]+\s*,)?\s*(["'])%s\1"""
+        r"""|(["'])/?(?:[\w-]+\.)*%s\.[\w.-]+\2""" % (name, name)
     )
     return sorted(path for path, text in SOURCES.items() if pattern.search(text))
 
@@ -131,7 +148,7 @@ class TableTests(SynchronousTestCase):
         for path, spec, inert in walk():
             if inert is not None:
                 continue
-            if path and not quotedIn(spec.keyword):
+            if path and not sectionIn(spec.keyword):
                 missing.append("section %s" % (_where(path),))
             for option in spec.options:
                 if option.aliasOf is not None or option.inert is not None:
@@ -158,7 +175,7 @@ class TableTests(SynchronousTestCase):
         read = []
         for path, spec, inert in walk():
             if spec.inert is not None and spec.keyword not in shared:
-                for module in quotedIn(spec.keyword):
+                for module in sectionIn(spec.keyword):
                     read.append("section %s: %s" % (_where(path), module))
             if inert is not None:
                 continue  # its options can only be read through it
@@ -184,8 +201,10 @@ class TableTests(SynchronousTestCase):
         self.assertIn("smx/mail/listener.py", quotedIn("io_timeout"))
         self.assertIn("smx/mail/listener.py", quotedIn("8BITMIME", True))
         self.assertIn("smx/maps/resolver.py", quotedIn("use_TCP", True))
+        self.assertIn("smx/mail/smtpc.py", sectionIn("tls"))
+        self.assertIn("smx/log.py", sectionIn("log"))
         self.assertEqual(quotedIn("CDB_gid"), [])
-        self.assertEqual(quotedIn("pmilter"), [])
+        self.assertEqual(sectionIn("pmilter"), [])
         for path in SOURCES:
             self.assertFalse(path.startswith("smx/config/"), path)
             self.assertNotIn("/test/", path)
@@ -209,76 +228,25 @@ class TableTests(SynchronousTestCase):
                         self.assertIn(flag, option.type.choices, option.name)
 
 
-#: configurations that set every option, flag and section without effect
-#: in embedded mode (L{BuildTests.test_everyMarkSet} keeps them so); the
-#: second has a port where the first has MCP's socket (one of them only
-#: may be given)
-EVERYTHING = """\
-SMAR_socket = smar.sock;
-SMTPC_socket = smtpc.sock;
-SMTPS_socket = smtps.sock;
-qmgr {
-    mcp_type = wait; address = 127.0.0.1;
-    min_processes = 1; max_processes = 2;
-    pass_fd_socket = qmgr.fd; user = smxq; group = smxq;
-    restartdependencies = { smtps, smtpc, smar };
-    path = /usr/libexec/qmgr; arguments = "qmgr -f smx.conf";
-    pass_id = -i; use_id_in_logfile_name = yes;
-    flags = { DSN_in_MIME_Format };
-    tests = 1;
-    wait_for_client = 4s;
-    control_socket = qmgr.ctl;
-    socket { name = qmgr.socket; }
-    log { options = { cons, ndelay, odelay, nowait, perror }; }
-    IQDB { hash_table_entries = 100; }
+#: what each component sets without effect beyond the options of seed
+#: §5.2 and the log options, which L{everything} adds to every component
+SPECIFIC = {
+    "": "SMAR_socket = smar.sock;\nSMTPC_socket = smtpc.sock;\n"
+    "SMTPS_socket = smtps.sock;",
+    "qmgr": "flags = { DSN_in_MIME_Format }; tests = 1; wait_for_client = 4s;\n"
+    "    control_socket = qmgr.ctl; IQDB { hash_table_entries = 100; }",
+    "smar": "DNS_flags = { use_connect }; nameserver = 127.0.0.1:5353;",
+    "smtps": "CDB_gid = 261; flags = { background, serialize_accept };\n"
+    "    max_wait_threads = 4; min_wait_threads = 1;\n"
+    "    auth { flags = { pass_credentials }; }\n"
+    "    pmilter { socket = pmilter.sock; timeout = 10s; }",
+    "smtpc": "debug_level = 3; max_wait_threads = 4; min_wait_threads = 1;\n"
+    "    processes = 2; wait_for_server = 4s;",
+    "lmtpd": "socket = lmtpsock;",
 }
-smar {
-    mcp_type = wait; address = 127.0.0.1;
-    min_processes = 1; max_processes = 2;
-    pass_fd_socket = smar.fd; user = smxm; group = smxm;
-    restartdependencies = { qmgr };
-    path = /usr/libexec/smar; arguments = "smar -f smx.conf";
-    pass_id = -i; use_id_in_logfile_name = yes;
-    DNS_flags = { use_connect };
-    nameserver = 127.0.0.1:5353;
-    socket { name = smar.socket; umask = 007; user = smxm; group = smxm; }
-    log { options = { cons, ndelay, odelay, nowait, perror }; }
-}
-smtps {
-    mcp_type = wait; min_processes = 1; max_processes = 2;
-    pass_fd_socket = smtps.fd; user = smxs; group = smxs;
-    restartdependencies = { qmgr };
-    path = /usr/libexec/smtps; arguments = "smtps -f smx.conf";
-    pass_id = -i; use_id_in_logfile_name = yes;
-    CDB_gid = 261;
-    flags = { background, serialize_accept };
-    max_wait_threads = 4; min_wait_threads = 1;
-    socket { name = smtps.socket; }
-    log { options = { cons, ndelay, odelay, nowait, perror }; }
-    auth { flags = { pass_credentials }; }
-    pmilter { socket = pmilter.sock; timeout = 10s; }
-}
-smtpc {
-    mcp_type = wait; address = 127.0.0.1;
-    min_processes = 1; max_processes = 2;
-    pass_fd_socket = smtpc.fd; user = smxc; group = smxc;
-    restartdependencies = { qmgr };
-    path = /usr/libexec/smtpc; arguments = "smtpc -f smx.conf";
-    pass_id = -i; use_id_in_logfile_name = yes;
-    debug_level = 3; max_wait_threads = 4; min_wait_threads = 1;
-    processes = 2; wait_for_server = 4s;
-    socket { name = smtpc.socket; }
-    log { options = { cons, ndelay, odelay, nowait, perror }; }
-}
-lmtpd {
-    mcp_type = wait; min_processes = 1; max_processes = 2;
-    pass_fd_socket = lmtpd.fd; user = smxl; group = smxl;
-    restartdependencies = { qmgr };
-    path = /usr/libexec/lmtpd; arguments = "lmtpd -f smx.conf";
-    pass_id = -i; use_id_in_logfile_name = yes;
-    socket = lmtpsock;
-    log { options = { cons, ndelay, odelay, nowait, perror }; }
-}
+
+#: a service started by MCP
+SERVICE = """\
 procmail {
     mcp_type = accept;
     socket { name = procmail.sock; }
@@ -287,9 +255,43 @@ procmail {
 """
 
 
-EVERYTHING_PORTS = re.sub(
-    r"socket \{ name = (qmgr|smar|smtpc)\.socket;[^}]*\}", "port = 10025;", EVERYTHING
-)
+def everything(ports: bool = False) -> str:
+    """
+    A configuration that sets every option, flag and section without
+    effect in embedded mode (L{BuildTests.test_everyMarkSet} checks that
+    it does): L{SPECIFIC}, and in every component the options of seed
+    §5.2 and C{log { options }}.
+
+    @param ports: set C{port} where it has no effect instead of MCP's
+        C{socket { }} (a section may have only one of them): the two
+        configurations together set both.
+    """
+    parts = [SPECIFIC[""]]
+    for spec in table.ROOT.subsections:
+        if spec.option("mcp_type") is None:
+            continue
+        k = spec.keyword
+        lines = [
+            "mcp_type = wait; min_processes = 1; max_processes = 2;",
+            "pass_fd_socket = %s.fd; user = smx%s; group = smx%s;" % (k, k, k),
+            "restartdependencies = { qmgr }; pass_id = -i;",
+            'path = /usr/libexec/%s; arguments = "%s -f smx.conf";' % (k, k),
+            "use_id_in_logfile_name = yes;",
+        ]
+        for name, value in (("port", "10025"), ("address", "127.0.0.1")):
+            option = spec.option(name)
+            if option is not None and option.inert is not None:
+                if name != "port" or ports or spec.subsection("socket") is None:
+                    lines.append("%s = %s;" % (name, value))
+        socket = spec.subsection("socket")
+        if socket is not None and not (ports and spec.option("port").inert):
+            lines.append("socket { name = %s.socket; umask = 007; }" % (k,))
+        if spec.subsection("log") is not None:
+            lines.append("log { options = { cons, ndelay, odelay, nowait, perror }; }")
+        if k in SPECIFIC:
+            lines.append(SPECIFIC[k])
+        parts.append("%s {\n    %s\n}" % (k, "\n    ".join(lines)))
+    return "\n".join(parts) + "\n" + SERVICE
 
 
 class _Recorder:
@@ -324,21 +326,26 @@ class _Recorder:
 
     def fromComponent(self) -> bool:
         """
-        Whether the first caller outside C{smx/config/model.py} (and this
-        module) is outside L{smx.config}.
+        Whether a read is made for a component: it is installed while the
+        components are built, so every read is, unless it comes from the
+        modules that check and print the configuration (which read what
+        has no effect to report it).
         """
         import inspect
 
         frame: Optional[types.FrameType] = inspect.currentframe()
         while frame is not None:
-            name = frame.f_code.co_filename
-            if name not in (__file__, _MODEL):
-                return not name.startswith(CONFIG + os.sep)
+            if frame.f_code.co_filename in _CHECKS:
+                return False
             frame = frame.f_back
-        return False  # pragma: no cover
+        return True
 
 
-_MODEL = os.path.join(CONFIG, "model.py")
+#: the modules of smx.config that read options to check or print them
+_CHECKS = frozenset(
+    os.path.join(CONFIG, name)
+    for name in ("effect.py", "reconcile.py", "render.py", "files.py", "build.py")
+)
 
 
 class BuildTests(SynchronousTestCase):
@@ -347,7 +354,7 @@ class BuildTests(SynchronousTestCase):
     the table marks as without effect.
     """
 
-    def configuration(self, text: str = EVERYTHING) -> Any:
+    def configuration(self, text: str) -> Any:
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         with open(os.path.join(directory, "mt"), "w") as f:
@@ -359,12 +366,12 @@ class BuildTests(SynchronousTestCase):
 
     def test_everyMarkSet(self) -> None:
         """
-        L{EVERYTHING} and L{EVERYTHING_PORTS} set every option, flag and
-        section that the table marks, in every component (add what a new
-        mark needs), and each one is a warning.
+        L{everything} sets every option, flag and section that the table
+        marks, in every component (add what a new mark needs to
+        L{SPECIFIC}), and each one is a warning.
         """
         missing: Optional[Set[str]] = None
-        for text in (EVERYTHING, EVERYTHING_PORTS):
+        for text in (everything(), everything(ports=True)):
             c = self.configuration(text)
             notHere = set(_unset(c))
             missing = notHere if missing is None else missing & notHere
@@ -376,7 +383,7 @@ class BuildTests(SynchronousTestCase):
 
     def test_buildReadsNoMark(self) -> None:
         """
-        Building the components from L{EVERYTHING} (L{smx.tap.buildService},
+        Building the components from L{everything} (L{smx.tap.buildService},
         without starting them) reads no option that is marked, in its
         section, and no section that is marked; it does read options
         that have an effect (the recorder works).
@@ -385,7 +392,7 @@ class BuildTests(SynchronousTestCase):
 
         read = set()
         names = set()
-        for text in (EVERYTHING, EVERYTHING_PORTS):
+        for text in (everything(), everything(ports=True)):
             c = self.configuration(text)
             recorder = _Recorder(self)
             buildService(c, reactor=MemoryReactorClock(), installSignals=False)
