@@ -120,9 +120,9 @@ class ActiveQueue:
         logger: Any,
         nextDeliveryId: Callable[[], str],
         done: Done,
-        maxEntries: int = 1000,
-        smarTimeout: float = 60.0,
-        deliveryTimeout: float = 3600.0,
+        maxEntries: int,
+        smarTimeout: float,
+        deliveryTimeout: float,
     ) -> None:
         """
         @param resolver: an L{smx.interfaces.IAddressResolver}.

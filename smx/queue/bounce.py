@@ -55,9 +55,9 @@ class Bouncer:
         hostname: str,
         clock: Any,
         logger: Any,
-        maxErrors: int = 10,
-        headersOnly: bool = False,
-        queuereturnTimeout: float = 5 * 86400,
+        maxErrors: int,
+        headersOnly: bool,
+        queuereturnTimeout: float,
     ) -> None:
         self.contentStore = contentStore
         self.submit = submit

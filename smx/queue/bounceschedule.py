@@ -61,10 +61,10 @@ class BounceSchedule:
         store: Any,
         bouncer: Any,
         logger: Any,
-        dsnMaxDelay: float = 60.0,
-        queuedelayTimeout: float = 4 * 3600.0,
-        queuereturnTimeout: float = 5 * 86400.0,
-        retryDelay: float = 300.0,
+        dsnMaxDelay: float,
+        queuedelayTimeout: float,
+        queuereturnTimeout: float,
+        retryDelay: float,
     ) -> None:
         """
         @param store: a L{smx.queue.store.QueueStore} (C{transactions},

@@ -5,10 +5,10 @@ NAME
     connections
 
 SYNOPSIS
-    out = SlowStart(clock, initial=10, maximum=100, conf=confMap,
+    out = SlowStart(clock, initial, maximum, conf=confMap,
                     cacheSize=OCC_max_entries)
     if out.mayOpen(ip): out.opened(ip); ...; out.closed(ip, success)
-    inc = IncomingControl(clock, maxRate=100, maxOpen=100, conf=confMap)
+    inc = IncomingControl(clock, maxRate, maxOpen, conf=confMap)
     reply = inc.sessionOpen(sessionId, ip)     # None or a 4xx reply
 
 DESCRIPTION
@@ -64,12 +64,20 @@ class SlowStart:
     def __init__(
         self,
         clock: Any,
-        initial: int = 10,
-        maximum: int = 100,
+        initial: int,
+        maximum: int,
         conf: Any = None,
-        cacheSize: int = 1000,
+        *,
+        cacheSize: int,
         cacheTimeout: float = 600.0,
     ) -> None:
+        """
+        @param initial: C{smtpc_initial_connections}.
+        @param maximum: C{smtpc_max_connections}.
+        @param conf: the conf map (L{smx.queue.confmap}), or C{None}.
+        @param cacheSize: C{OCC_max_entries}.
+        @param cacheTimeout: seconds an idle entry is kept (C{octo:}).
+        """
         self.clock = clock
         self.initial = max(1, initial)
         self.maximum = max(self.initial, maximum)
@@ -154,8 +162,13 @@ class IncomingControl:
     """
 
     def __init__(
-        self, clock: Any, maxRate: int = 100, maxOpen: int = 100, conf: Any = None
+        self, clock: Any, maxRate: int, maxOpen: int, conf: Any = None
     ) -> None:
+        """
+        @param maxRate: C{smtps_max_connection_rate}.
+        @param maxOpen: C{smtps_max_open_connections}.
+        @param conf: the conf map (L{smx.queue.confmap}), or C{None}.
+        """
         self.clock = clock
         self.maxRate = maxRate
         self.maxOpen = maxOpen

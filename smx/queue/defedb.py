@@ -4,7 +4,9 @@ NAME
     smx.queue.defedb - DEFEDB, the deferred envelope database
 
 SYNOPSIS
-    db = DeferredEnvelopeDB(baseDirectory, logDirectory=None)
+    db = DeferredEnvelopeDB.fromSettings(queueSettings)
+    db = DeferredEnvelopeDB(baseDirectory, logDirectory, pageSize, cacheSize,
+                            checkpointKBytes)
     db.open()
     db.putRecipients(envelope, [recipient, ...])
     db.removeRecipients(transactionId, [index, ...])
@@ -322,13 +324,25 @@ class DeferredEnvelopeDB:
     def __init__(
         self,
         baseDirectory: str,
-        logDirectory: Optional[str] = None,
-        pageSize: int = 0,
-        cacheSize: int = 0,
-        checkpointKBytes: int = 0,
+        logDirectory: Optional[str],
+        pageSize: int,
+        cacheSize: int,
+        checkpointKBytes: int,
         report: Optional[Callable[[str], None]] = None,
         statvfs: Callable[[str], Any] = os.statvfs,
     ) -> None:
+        """
+        @param baseDirectory: the home of the environment
+            (C{DEFEDB { base_directory }}).
+        @param logDirectory: its log directory, or C{None} for the home.
+        @param pageSize: the Berkeley DB page size in bytes (0: Berkeley
+            DB's choice).
+        @param cacheSize: the cache size in bytes (0: Berkeley DB's).
+        @param checkpointKBytes: a checkpoint is due after this many KB of
+            log (0: whenever one is asked for).
+        @param report: called with the text of a problem found.
+        @param statvfs: measures free disk space (tests).
+        """
         self.path = os.path.abspath(baseDirectory)
         self.logDirectory = logDirectory
         self.pageSize = pageSize
@@ -344,6 +358,28 @@ class DeferredEnvelopeDB:
         self.broken = False
         #: pages were changed since the last L{flush}
         self._dirty = False
+
+    @classmethod
+    def fromSettings(
+        cls,
+        settings: Any,
+        report: Optional[Callable[[str], None]] = None,
+        statvfs: Callable[[str], Any] = os.statvfs,
+    ) -> "DeferredEnvelopeDB":
+        """
+        @param settings: the L{smx.queue.settings.QueueSettings}.
+        """
+        base = settings.defedbDirectory
+        logDirectory = settings.defedbLogDirectory
+        return cls(
+            base,
+            None if logDirectory == base else logDirectory,
+            pageSize=settings.defedbPageSize,
+            cacheSize=settings.defedbCacheSize,
+            checkpointKBytes=settings.checkpointBytes // 1024,
+            report=report,
+            statvfs=statvfs,
+        )
 
     def open(self) -> None:
         """

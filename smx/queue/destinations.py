@@ -61,7 +61,7 @@ class DestinationQueues:
     @ivar waitForServer: seconds a transaction waits (C{wait_for_server}).
     """
 
-    def __init__(self, clock: Any, slowStart: Any, waitForServer: float = 60.0):
+    def __init__(self, clock: Any, slowStart: Any, waitForServer: float):
         self.clock = clock
         self.slowStart = slowStart
         self.waitForServer = waitForServer

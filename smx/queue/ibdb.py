@@ -4,8 +4,9 @@ NAME
     smx.queue.ibdb - IBDB, the incoming backup database: an envelope log
 
 SYNOPSIS
+    log = IncomingBackupLog.fromSettings(queueSettings, reactor)
     log = IncomingBackupLog(directory, reactor, maxCommitDelay=0.01,
-                            maxOpenTransactions=100, fileSize=1 << 22)
+                            maxOpenTransactions=100, fileSize=1 << 26)
     log.start()
     d = log.append(TRANSACTION, envelope)   # fires once on stable storage
     log.release(transactionId)              # no longer needs its record
@@ -198,12 +199,21 @@ class IncomingBackupLog:
         self,
         directory: str,
         reactor: Any,
-        maxCommitDelay: float = 0.01,
-        maxOpenTransactions: int = 100,
-        fileSize: int = 4 * 1024 * 1024,
+        maxCommitDelay: float,
+        maxOpenTransactions: int,
+        fileSize: int,
         sync: Callable[[int], None] = os.fsync,
         threadPool: Any = None,
     ) -> None:
+        """
+        @param directory: the IBDB directory.
+        @param maxCommitDelay: C{IBDB { max_commit_delay }} in seconds.
+        @param maxOpenTransactions: C{IBDB { max_open_TAs }}.
+        @param fileSize: C{IBDB { size }} in bytes.
+        @param sync: the fsync to use (tests).
+        @param threadPool: where fsyncs run (C{None}: in the reactor
+            thread).
+        """
         self.directory = os.path.abspath(directory)
         self.threadPool = threadPool
         self._inFlight = False
@@ -224,6 +234,30 @@ class IncomingBackupLog:
         self._fileOf = {}  # type: Dict[str, int]
         self.commits = 0
         self.records = 0
+
+    @classmethod
+    def fromSettings(
+        cls,
+        settings: Any,
+        reactor: Any,
+        directory: Optional[str] = None,
+        sync: Callable[[int], None] = os.fsync,
+        threadPool: Any = None,
+    ) -> "IncomingBackupLog":
+        """
+        @param settings: the L{smx.queue.settings.QueueSettings}.
+        @param directory: the IBDB directory (default: C{ibdb} in the
+            queue directory).
+        """
+        return cls(
+            directory or os.path.join(settings.queueDirectory, "ibdb"),
+            reactor,
+            maxCommitDelay=settings.maxCommitDelay,
+            maxOpenTransactions=settings.maxOpenTransactions,
+            fileSize=settings.ibdbFileSize,
+            sync=sync,
+            threadPool=threadPool,
+        )
 
     def start(self) -> None:
         """

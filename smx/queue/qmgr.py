@@ -4,8 +4,9 @@ NAME
     smx.queue.qmgr - QMGR, the queue manager of smx
 
 SYNOPSIS
-    qmgr = QueueManager(reactor, queueDirectory, contentStore, resolver,
-                        deliveryAgent, logger=Logger("qmgr"), ...)
+    settings = QueueSettings.fromConfiguration(cfg)
+    qmgr = QueueManager(reactor, settings, contentStore, resolver,
+                        deliveryAgent, logger=Logger("qmgr"))
     qmgr.setServiceParent(application)
     qmgr = QueueManager.fromConfiguration(cfg, contentStore, resolver,
                                           deliveryAgent, reactor)
@@ -81,6 +82,7 @@ from smx.queue.envelope import Recipient, Transaction
 from smx.queue.lockfile import QueueLock
 from smx.queue.recovery import recoverQueue
 from smx.queue.scheduler import Scheduler
+from smx.queue.settings import QueueSettings
 from smx.queue.store import QueueStore
 
 QUEUE_FULL = {"code": 452, "dsn": "4.3.2", "text": "too many queued transactions"}
@@ -101,98 +103,63 @@ class QueueManager(service.Service):
     def __init__(
         self,
         reactor: Any,
-        queueDirectory: str,
+        settings: QueueSettings,
         contentStore: Any,
         resolver: Any,
         deliveryAgent: Any,
         logger: Optional[Logger] = None,
-        hostname: str = "localhost",
-        defedbDirectory: Optional[str] = None,
-        defedbLogDirectory: Optional[str] = None,
-        defedbPageSize: int = 0,
-        defedbCacheSize: int = 0,
-        checkpointKBytes: int = 0,
-        checkpointDelay: float = 60.0,
-        ibdbDirectory: Optional[str] = None,
-        maxCommitDelay: float = 0.01,
-        maxOpenTransactions: int = 100,
-        ibdbFileSize: int = 4 * 1024 * 1024,
-        iqdbMaxEntries: int = 10000,
-        aqMaxEntries: int = 1000,
-        smarTimeout: float = 60.0,
-        deliveryTimeout: float = 3600.0,
-        retryMinDelay: float = 300.0,
-        retryMaxDelay: float = 14400.0,
-        queuereturnTimeout: float = 5 * 86400.0,
-        queuedelayTimeout: float = 4 * 3600.0,
-        dsnMaxDelay: float = 60.0,
-        maxErrorsPerBounce: int = 10,
-        headerOnlyInBounce: bool = False,
-        waitForServer: float = 60.0,
-        smtpcInitialConnections: int = 10,
-        smtpcMaxConnections: int = 100,
-        smtpsMaxConnectionRate: int = 100,
-        smtpsMaxOpenConnections: int = 100,
-        occMaxEntries: int = 1000,
-        minDiskSpace: int = 0,
-        okDiskSpace: int = 0,
-        confMapPath: Optional[str] = None,
-        controlSocket: Optional[str] = None,
         processId: int = 0xFE,
         statvfs: Any = os.statvfs,
         threadPool: Any = None,
-        debugLevels: Optional[dbg.DebugLevels] = None,
     ) -> None:
+        """
+        @param settings: the L{QueueSettings} (every option QMGR uses).
+        @param processId: the process id in transaction ids (App. C.1).
+        @param statvfs: measures free disk space (tests).
+        @param threadPool: where IBDB fsyncs run (C{None}: in the
+            reactor thread).
+        """
+        s = settings
+        self.settings = settings
         self.reactor = reactor
-        self.queueDirectory = os.path.abspath(queueDirectory)
+        self.queueDirectory = os.path.abspath(s.queueDirectory)
         self.contentStore = contentStore
         self.resolver = resolver
         self.deliveryAgent = deliveryAgent
         self.logger = logger or Logger("qmgr")
-        if debugLevels:
+        if s.debugLevels:
             # qmgr -x, debug_level: the debug categories (App. E)
-            self.logger = dbg.DebugLogger(self.logger, debugLevels)
-        self.hostname = hostname
-        self.ibdbDirectory = ibdbDirectory or os.path.join(self.queueDirectory, "ibdb")
-        self.iqdbMaxEntries = iqdbMaxEntries
-        self.checkpointDelay = checkpointDelay
-        self.controlSocket = controlSocket
-        self.log = ibdbmod.IncomingBackupLog(
-            self.ibdbDirectory,
-            reactor,
-            maxCommitDelay=maxCommitDelay,
-            maxOpenTransactions=maxOpenTransactions,
-            fileSize=ibdbFileSize,
-            threadPool=threadPool,
+            self.logger = dbg.DebugLogger(self.logger, s.debugLevels)
+        self.hostname = s.hostname
+        self.ibdbDirectory = os.path.join(self.queueDirectory, "ibdb")
+        self.iqdbMaxEntries = s.iqdbMaxEntries
+        self.checkpointDelay = s.checkpointDelay
+        self.controlSocket = s.controlSocket
+        self.log = ibdbmod.IncomingBackupLog.fromSettings(
+            s, reactor, self.ibdbDirectory, threadPool=threadPool
         )
-        self.defedb = DeferredEnvelopeDB(
-            defedbDirectory or os.path.join(self.queueDirectory, "defedb"),
-            logDirectory=defedbLogDirectory,
-            pageSize=defedbPageSize,
-            cacheSize=defedbCacheSize,
-            checkpointKBytes=checkpointKBytes,
-            report=self._reportProblem,
-            statvfs=statvfs,
+        self.defedb = DeferredEnvelopeDB.fromSettings(
+            s, report=self._reportProblem, statvfs=statvfs
         )
         self.store = QueueStore(self.log, self.defedb, contentStore, self.logger)
         self.lock = QueueLock(self.queueDirectory)
-        self.conf = ConfigurationMap(confMapPath, self._reportProblem)
+        self.conf = ConfigurationMap(s.confMapPath, self._reportProblem)
         self.incoming = IncomingControl(
-            reactor, smtpsMaxConnectionRate, smtpsMaxOpenConnections, self.conf
+            reactor, s.smtpsMaxConnectionRate, s.smtpsMaxOpenConnections, self.conf
         )
         self.slowStart = SlowStart(
             reactor,
-            smtpcInitialConnections,
-            smtpcMaxConnections,
+            s.smtpcInitialConnections,
+            s.smtpcMaxConnections,
             self.conf,
-            cacheSize=occMaxEntries,
+            cacheSize=s.occMaxEntries,
         )
         paths = [self.queueDirectory]
         base = getattr(contentStore, "baseDirectory", None)
         if base:
             paths.append(base)
         self.disk = DiskSpaceMonitor(
-            paths, minDiskSpace, okDiskSpace, reactor, statvfs=statvfs
+            paths, s.minDiskSpace, s.okDiskSpace, reactor, statvfs=statvfs
         )
         self._taIds = ServerIdGenerator(processId, clock=reactor.seconds)
         self._daIds = ClientIdGenerator(processId, clock=reactor.seconds)
@@ -200,12 +167,12 @@ class QueueManager(service.Service):
             contentStore,
             self._submitInternal,
             self._taIds.next,
-            hostname,
+            s.hostname,
             reactor,
             self.logger,
-            maxErrors=maxErrorsPerBounce,
-            headersOnly=headerOnlyInBounce,
-            queuereturnTimeout=queuereturnTimeout,
+            maxErrors=s.maxErrorsPerBounce,
+            headersOnly=s.headerOnlyInBounce,
+            queuereturnTimeout=s.queuereturnTimeout,
         )
         self.scheduler = Scheduler(
             reactor,
@@ -216,15 +183,7 @@ class QueueManager(service.Service):
             self.slowStart,
             self.logger,
             self._daIds.next,
-            aqMaxEntries=aqMaxEntries,
-            smarTimeout=smarTimeout,
-            deliveryTimeout=deliveryTimeout,
-            retryMinDelay=retryMinDelay,
-            retryMaxDelay=retryMaxDelay,
-            queuereturnTimeout=queuereturnTimeout,
-            queuedelayTimeout=queuedelayTimeout,
-            dsnMaxDelay=dsnMaxDelay,
-            waitForServer=waitForServer,
+            s,
         )
         self.recovered = None  # type: Any
         self.defedbWatch = DefedbWatcher(
@@ -262,21 +221,18 @@ class QueueManager(service.Service):
         Build a queue manager from an L{smx.config} configuration (the
         C{qmgr} section and the global options).
         """
-        from smx.queue.options import queueManagerArguments
-
         if logger is None:
             from smx.log import loggerFromConfiguration
 
             logger = loggerFromConfiguration("qmgr", cfg.section("qmgr"))
-        kwargs = queueManagerArguments(cfg)
         return cls(
             reactor,
-            contentStore=contentStore,
-            resolver=resolver,
-            deliveryAgent=deliveryAgent,
+            QueueSettings.fromConfiguration(cfg),
+            contentStore,
+            resolver,
+            deliveryAgent,
             logger=logger,
             threadPool=threadPool,
-            **kwargs,
         )
 
     # -- service ------------------------------------------------------------
@@ -655,11 +611,8 @@ def contentStoreFromConfiguration(
     The CDB of a configuration: C{CDB_base_directory} (global), or the
     queue directory.
     """
-    base = None
-    try:
-        base = cfg.globals["CDB_base_directory"]
-    except KeyError:
-        base = None
-    if not base:
-        base = getattr(cfg, "queueDirectory", None) or os.getcwd()
-    return FileContentStore(base, threadPool=threadPool, create=create)
+    return FileContentStore(
+        QueueSettings.fromConfiguration(cfg).cdbDirectory,
+        threadPool=threadPool,
+        create=create,
+    )

@@ -61,9 +61,9 @@ class RetrySchedule:
         clock: Any,
         store: Any,
         due: Due,
-        retryMinDelay: float = 300.0,
-        retryMaxDelay: float = 14400.0,
-        queuereturnTimeout: float = 5 * 86400.0,
+        retryMinDelay: float,
+        retryMaxDelay: float,
+        queuereturnTimeout: float,
     ) -> None:
         self.clock = clock
         self.store = store

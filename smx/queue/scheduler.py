@@ -6,7 +6,7 @@ NAME
 
 SYNOPSIS
     s = Scheduler(clock, store, resolver, agent, bouncer, slowStart, logger,
-                  idGenerator, aqMaxEntries=..., retryMinDelay=..., ...)
+                  idGenerator, queueSettings)
     s.enqueue(transaction, recipients)   # IQDB -> AQ now
     s.retryAt(transaction, recipient)    # DEFEDB -> AQ when due
     s.flush()                            # every deferred recipient now
@@ -62,6 +62,7 @@ from smx.queue.destinations import DestinationQueues
 from smx.queue.envelope import Recipient, Transaction
 from smx.queue.iqdb import WaitingQueue
 from smx.queue.retry import RetrySchedule
+from smx.queue.settings import QueueSettings
 
 __all__ = ["OK", "PERM", "TEMP", "Scheduler"]
 
@@ -89,15 +90,7 @@ class Scheduler:
         slowStart: Any,
         logger: Any,
         nextDeliveryId: Any,
-        aqMaxEntries: int = 1000,
-        smarTimeout: float = 60.0,
-        deliveryTimeout: float = 3600.0,
-        retryMinDelay: float = 300.0,
-        retryMaxDelay: float = 14400.0,
-        queuereturnTimeout: float = 5 * 86400.0,
-        queuedelayTimeout: float = 4 * 3600.0,
-        dsnMaxDelay: float = 60.0,
-        waitForServer: float = 60.0,
+        settings: QueueSettings,
     ) -> None:
         """
         @param store: the L{smx.queue.store.QueueStore}.
@@ -106,7 +99,9 @@ class Scheduler:
         @param bouncer: the L{smx.queue.bounce.Bouncer}.
         @param slowStart: the L{smx.queue.connections.SlowStart}.
         @param nextDeliveryId: returns a new delivery transaction id.
+        @param settings: the L{smx.queue.settings.QueueSettings}.
         """
+        s = settings
         self.clock = clock
         self.store = store
         self.logger = logger
@@ -114,7 +109,7 @@ class Scheduler:
         self.delivered = 0
         self.deferred = 0
         self.waiting = WaitingQueue()
-        self.destinations = DestinationQueues(clock, slowStart, waitForServer)
+        self.destinations = DestinationQueues(clock, slowStart, s.waitForServer)
         self.activeQueue = ActiveQueue(
             clock,
             resolver,
@@ -123,27 +118,27 @@ class Scheduler:
             logger,
             nextDeliveryId,
             self._attemptDone,
-            maxEntries=aqMaxEntries,
-            smarTimeout=smarTimeout,
-            deliveryTimeout=deliveryTimeout,
+            maxEntries=s.aqMaxEntries,
+            smarTimeout=s.smarTimeout,
+            deliveryTimeout=s.deliveryTimeout,
         )
         self.retries = RetrySchedule(
             clock,
             store,
             self.enqueue,
-            retryMinDelay=retryMinDelay,
-            retryMaxDelay=retryMaxDelay,
-            queuereturnTimeout=queuereturnTimeout,
+            retryMinDelay=s.retryMinDelay,
+            retryMaxDelay=s.retryMaxDelay,
+            queuereturnTimeout=s.queuereturnTimeout,
         )
         self.bounces = BounceSchedule(
             clock,
             store,
             bouncer,
             logger,
-            dsnMaxDelay=dsnMaxDelay,
-            queuedelayTimeout=queuedelayTimeout,
-            queuereturnTimeout=queuereturnTimeout,
-            retryDelay=retryMinDelay,
+            dsnMaxDelay=s.dsnMaxDelay,
+            queuedelayTimeout=s.queuedelayTimeout,
+            queuereturnTimeout=s.queuereturnTimeout,
+            retryDelay=s.retryMinDelay,
         )
 
     # -- what QMGR reads -----------------------------------------------------

@@ -1,18 +1,87 @@
 # -*- test-case-name: smx.test.test_interfaces -*-
 """
 In-memory fakes of L{IQueueManager} and L{IContentStore} for unit tests of
-the components that use them (like C{twisted.internet.testing}).
+the components that use them (like C{twisted.internet.testing}), and the
+settings of QMGR as users run it (L{defaultQueueSettings}).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
 from zope.interface import implementer
 
 from smx.interfaces import IContentStore, IQueueManager
+from smx.queue.settings import QueueSettings
+
+
+def defaultQueueSettings(
+    queueDirectory: Optional[str] = None, **changes: Any
+) -> QueueSettings:
+    """
+    The L{QueueSettings} of the default configuration (the option table's
+    defaults), with some fields changed.
+
+    @param queueDirectory: the execution directory (default: the current
+        directory); the paths of the defaults are under it.
+    @param changes: fields to change, as for C{dataclasses.replace}.
+    """
+    from smx.config import defaultConfiguration
+
+    cfg = defaultConfiguration(
+        queueDirectory=os.path.abspath(queueDirectory or os.getcwd())
+    )
+    settings = QueueSettings.fromConfiguration(cfg)
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def defaultDefedb(
+    baseDirectory: str,
+    report: Any = None,
+    statvfs: Any = os.statvfs,
+    **changes: Any,
+) -> Any:
+    """
+    A L{smx.queue.defedb.DeferredEnvelopeDB} in C{baseDirectory} (its log
+    files too) with the settings of L{defaultQueueSettings}.
+
+    @param changes: fields of the L{QueueSettings} to change.
+    """
+    from smx.queue.defedb import DeferredEnvelopeDB
+
+    base = os.path.abspath(baseDirectory)
+    settings = defaultQueueSettings(
+        defedbDirectory=base, defedbLogDirectory=base, **changes
+    )
+    return DeferredEnvelopeDB.fromSettings(settings, report=report, statvfs=statvfs)
+
+
+def defaultIncomingBackupLog(
+    directory: str,
+    reactor: Any,
+    sync: Any = os.fsync,
+    threadPool: Any = None,
+    **changes: Any,
+) -> Any:
+    """
+    An L{smx.queue.ibdb.IncomingBackupLog} in C{directory} with the
+    settings of L{defaultQueueSettings}.
+
+    @param changes: fields of the L{QueueSettings} to change.
+    """
+    from smx.queue.ibdb import IncomingBackupLog
+
+    return IncomingBackupLog.fromSettings(
+        defaultQueueSettings(**changes),
+        reactor,
+        os.path.abspath(directory),
+        sync=sync,
+        threadPool=threadPool,
+    )
 
 
 class _MemoryWriter:

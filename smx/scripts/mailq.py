@@ -47,21 +47,21 @@ def readOffline(cfg: Any) -> List[dict]:
     Read the queue from the files of a configuration (QMGR not running).
     """
     from smx.queue.defedb import DefedbError, readCheckpointed
-    from smx.queue.options import queueManagerArguments
     from smx.queue.qmgr import contentStoreFromConfiguration
     from smx.queue.recovery import recoverQueue
+    from smx.queue.settings import QueueSettings
 
-    args = queueManagerArguments(cfg)
+    settings = QueueSettings.fromConfiguration(cfg)
     problems = []  # type: List[str]
     cdb = contentStoreFromConfiguration(cfg, create=False)
     defedb = None  # type: Any
-    if os.path.isdir(args["defedbDirectory"]):
+    if os.path.isdir(settings.defedbDirectory):
         try:
-            defedb = readCheckpointed(args["defedbDirectory"], problems.append)
+            defedb = readCheckpointed(settings.defedbDirectory, problems.append)
         except DefedbError as e:
             problems.append("%s; showing what IBDB has" % (e,))
     result = recoverQueue(
-        os.path.join(args["queueDirectory"], "ibdb"),
+        os.path.join(settings.queueDirectory, "ibdb"),
         defedb,
         cdb,
         problems.append,

@@ -18,6 +18,7 @@ from smx.mail.testing import FakeDeliveryAgent
 from smx.maps.testing import FakeAddressResolver
 from smx.queue.cdb import FileContentStore
 from smx.queue.qmgr import QueueManager
+from smx.queue.testing import defaultQueueSettings
 
 ROUTE = {"mailer": "esmtp", "host": "h", "address": "127.0.0.2", "port": 25}
 
@@ -68,19 +69,22 @@ def main(directory):
     resolver = FakeAddressResolver()
     resolver.routes["@down.test"] = [ROUTE]
     resolver.routes["@up.test"] = [ROUTE]
-    qmgr = QueueManager(
-        reactor,
+    settings = defaultQueueSettings(
         directory,
-        cdb,
-        resolver,
-        PrintingAgent(outcome),
-        logger=Logger("qmgr", sink=MemorySink()),
         maxCommitDelay=0.002,
         maxOpenTransactions=8,
         ibdbFileSize=64 * 1024,
         retryMinDelay=0.02,
         retryMaxDelay=0.05,
         checkpointDelay=0.1,
+    )
+    qmgr = QueueManager(
+        reactor,
+        settings,
+        cdb,
+        resolver,
+        PrintingAgent(outcome),
+        logger=Logger("qmgr", sink=MemorySink()),
     )
     qmgr.startService()
     ids = ServerIdGenerator(1)

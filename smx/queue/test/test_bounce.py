@@ -16,7 +16,7 @@ from smx.interfaces import IContentStore
 from smx.log import Logger, MemorySink
 from smx.queue.bounce import Bouncer
 from smx.queue.envelope import Transaction
-from smx.queue.testing import MemoryContentStore
+from smx.queue.testing import MemoryContentStore, defaultQueueSettings
 
 ORIGINAL = b"From: a@x.test\r\nSubject: hello\r\n\r\nthe body text\r\n"
 RECEIVED = 1000000.0
@@ -47,7 +47,11 @@ class BouncerTests(unittest.TestCase):
         self.ids = iter(range(1, 100))
         self.bouncer = self.makeBouncer()
 
-    def makeBouncer(self, **kwargs):
+    def makeBouncer(self, **changes):
+        """
+        @param changes: fields of the L{QueueSettings} to change.
+        """
+        settings = defaultQueueSettings(**changes)
         return Bouncer(
             self.store,
             self.submit,
@@ -55,7 +59,9 @@ class BouncerTests(unittest.TestCase):
             "mx.smx.test",
             self.clock,
             Logger("qmgr", level=14, sink=self.sink),
-            **kwargs,
+            maxErrors=settings.maxErrorsPerBounce,
+            headersOnly=settings.headerOnlyInBounce,
+            queuereturnTimeout=settings.queuereturnTimeout,
         )
 
     def submit(self, envelope):
@@ -141,7 +147,7 @@ class BouncerTests(unittest.TestCase):
         self.bouncer.report(
             "failed", self.transaction(ret="HDRS"), [failure("b@y.test")]
         )
-        bouncer = self.makeBouncer(headersOnly=True)
+        bouncer = self.makeBouncer(headerOnlyInBounce=True)
         bouncer.report(
             "failed", self.transaction(taId="S0000000000002000"), [failure("b@y.test")]
         )
@@ -152,7 +158,7 @@ class BouncerTests(unittest.TestCase):
         """
         At most C{max_errors_per_bounce} recipients go in one report.
         """
-        bouncer = self.makeBouncer(maxErrors=2)
+        bouncer = self.makeBouncer(maxErrorsPerBounce=2)
         ta = self.transaction()
         failures = [failure("r%d@y.test" % (i,)) for i in range(5)]
         self.successResultOf(bouncer.report("failed", ta, failures))

@@ -10,7 +10,7 @@ from twisted.trial import unittest
 from smx.config import configurationFromText
 from smx.log import Logger, MemorySink, parseRecord
 from smx.queue import debug as dbg
-from smx.queue.options import queueManagerArguments
+from smx.queue.settings import QueueSettings
 from smx.queue.test.test_qmgr import QueueManagerTestMixin
 
 
@@ -55,7 +55,7 @@ class DebugLevelsTests(unittest.TestCase):
         cfg = configurationFromText(
             "qmgr { debug_level = 1; debug_categories = { 5-6.3, 1.0 }; }"
         )
-        levels = queueManagerArguments(cfg)["debugLevels"]
+        levels = QueueSettings.fromConfiguration(cfg).debugLevels
         self.assertEqual(
             [levels.level(c) for c in range(1, 9)], [0, 1, 1, 1, 3, 3, 1, 1]
         )

@@ -9,6 +9,7 @@ import os
 from twisted.trial import unittest
 
 from smx.queue import defedb
+from smx.queue.testing import defaultDefedb
 
 ENV = {
     "id": "S00000000407CE49200",
@@ -36,13 +37,13 @@ class DeferredEnvelopeDBTests(unittest.TestCase):
     def setUp(self):
         self.dir = self.mktemp()
         self.reports = []
-        self.db = defedb.DeferredEnvelopeDB(self.dir, report=self.reports.append)
+        self.db = defaultDefedb(self.dir, report=self.reports.append)
         self.db.open()
         self.addCleanup(self.db.close)
 
     def reopen(self):
         self.db.close()
-        self.db = defedb.DeferredEnvelopeDB(self.dir, report=self.reports.append)
+        self.db = defaultDefedb(self.dir, report=self.reports.append)
         self.db.open()
 
     def test_putAndLoad(self):
@@ -123,7 +124,7 @@ class DeferredEnvelopeDBTests(unittest.TestCase):
         blocker = self.mktemp()
         with open(blocker, "w") as f:
             f.write("x")
-        bad = defedb.DeferredEnvelopeDB(os.path.join(blocker, "defedb"))
+        bad = defaultDefedb(os.path.join(blocker, "defedb"))
         e = self.assertRaises(defedb.DefedbError, bad.open)
         self.assertIn(blocker, str(e))
 
@@ -157,9 +158,7 @@ class FullDiskPreparationTests(unittest.TestCase):
     def setUp(self):
         self.dir = self.mktemp()
         self.statvfs = Plenty
-        self.db = defedb.DeferredEnvelopeDB(
-            self.dir, statvfs=lambda path: self.statvfs()
-        )
+        self.db = defaultDefedb(self.dir, statvfs=lambda path: self.statvfs())
         self.db.open()
         self.addCleanup(self.db.close)
 
@@ -274,8 +273,9 @@ GROWTH_CHILD = """
 import os, sys
 from smx.queue import defedb
 from smx.queue.test.tmpfs import fill
+from smx.queue.testing import defaultDefedb
 home, mount = sys.argv[1:3]
-d = defedb.DeferredEnvelopeDB(home, cacheSize=1 << 20)
+d = defaultDefedb(home)
 d.open()
 for i in range(3000):
     d.putRecipients(
@@ -340,7 +340,7 @@ class FullTmpfsTests(unittest.TestCase):
         from smx.bdb import db
         from smx.queue.test.tmpfs import fill
 
-        d = defedb.DeferredEnvelopeDB(self.dir, statvfs=lambda path: Plenty())
+        d = defaultDefedb(self.dir, statvfs=lambda path: Plenty())
         d.open()
         self.addCleanup(d.close)
         # log files with holes, as Berkeley DB makes them by default
@@ -381,7 +381,7 @@ class FullTmpfsTests(unittest.TestCase):
         """
         from smx.queue.test.tmpfs import fill
 
-        d = defedb.DeferredEnvelopeDB(self.dir, statvfs=lambda path: Plenty())
+        d = defaultDefedb(self.dir, statvfs=lambda path: Plenty())
         d.open()
         self.addCleanup(d.close)
         while d.env.log_stat()["cur_offset"] < defedb.LOG_FILE_SIZE - 4096:
@@ -409,7 +409,7 @@ class FullTmpfsTests(unittest.TestCase):
         """
         from smx.queue.test.tmpfs import fill
 
-        d = defedb.DeferredEnvelopeDB(self.dir)
+        d = defaultDefedb(self.dir)
         d.open()
         self.addCleanup(d.close)
         d.putRecipients(self.envelope(), [rcpt(0, 10.0)])

@@ -11,12 +11,11 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from smx.log import Logger, MemorySink
-from smx.queue import ibdb
 from smx.queue.cdb import FileContentStore
-from smx.queue.defedb import DeferredEnvelopeDB
 from smx.queue.defedbwatch import WATCH_INTERVAL, DefedbWatcher
 from smx.queue.envelope import Transaction
 from smx.queue.store import QueueStore
+from smx.queue.testing import defaultDefedb, defaultIncomingBackupLog
 
 
 class Space:
@@ -53,12 +52,12 @@ class DefedbWatcherTests(unittest.TestCase):
         self.dir = os.path.abspath(self.mktemp())
         os.makedirs(self.dir)
         self.space = Space()
-        self.defedb = DeferredEnvelopeDB(
+        self.defedb = defaultDefedb(
             os.path.join(self.dir, "defedb"), statvfs=self.space
         )
         self.defedb.open()
         self.addCleanup(self.defedb.close)
-        self.log = ibdb.IncomingBackupLog(os.path.join(self.dir, "ibdb"), self.clock)
+        self.log = defaultIncomingBackupLog(os.path.join(self.dir, "ibdb"), self.clock)
         self.log.start()
         self.addCleanup(self.log.stop)
         self.sink = MemorySink()

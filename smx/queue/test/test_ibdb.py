@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from smx.queue import ibdb
+from smx.queue.testing import defaultIncomingBackupLog
 
 
 class IncomingBackupLogTests(unittest.TestCase):
@@ -27,13 +28,13 @@ class IncomingBackupLogTests(unittest.TestCase):
             self.syncs.append(fd)
             os.fsync(fd)
 
-        self.log = ibdb.IncomingBackupLog(
+        self.log = defaultIncomingBackupLog(
             self.dir,
             self.clock,
+            sync=sync,
             maxCommitDelay=0.005,
             maxOpenTransactions=3,
-            fileSize=10000,
-            sync=sync,
+            ibdbFileSize=10000,
         )
         self.log.start()
         self.addCleanup(self.log.stop)
@@ -169,7 +170,7 @@ class IncomingBackupLogTests(unittest.TestCase):
         """
         self.log.append(ibdb.DONE, {"id": "S1"})
         self.log.stop()
-        log2 = ibdb.IncomingBackupLog(self.dir, self.clock)
+        log2 = defaultIncomingBackupLog(self.dir, self.clock)
         log2.start()
         self.addCleanup(log2.stop)
         self.assertEqual(len(ibdb.logFiles(self.dir)), 2)
@@ -206,8 +207,8 @@ class ThreadedCommitTests(unittest.TestCase):
                 self.release.wait(5)
             os.fsync(fd)
 
-        self.log = ibdb.IncomingBackupLog(
-            self.dir, reactor, maxCommitDelay=10, sync=sync, threadPool=self.pool
+        self.log = defaultIncomingBackupLog(
+            self.dir, reactor, sync=sync, threadPool=self.pool, maxCommitDelay=10
         )
         self.log.start()
         self.addCleanup(self.log.stop)

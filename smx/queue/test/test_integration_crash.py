@@ -20,6 +20,7 @@ from smx.mail.testing import FakeDeliveryAgent
 from smx.maps.testing import FakeAddressResolver
 from smx.queue.cdb import FileContentStore
 from smx.queue.qmgr import QueueManager
+from smx.queue.testing import defaultQueueSettings
 
 ROUTE = {"mailer": "esmtp", "host": "h", "address": "127.0.0.2", "port": 25}
 ROOT = os.path.dirname(
@@ -84,7 +85,13 @@ class CrashRecoveryTests(unittest.TestCase):
         sink = MemorySink()
         cdb = FileContentStore(directory)
         qmgr = QueueManager(
-            clock, directory, cdb, resolver, agent, logger=Logger("qmgr", sink=sink)
+            clock,
+            # the Clock is no reactor to listen with
+            defaultQueueSettings(directory, controlSocket=None),
+            cdb,
+            resolver,
+            agent,
+            logger=Logger("qmgr", sink=sink),
         )
         qmgr.startService()
         self.addCleanup(qmgr.stopService)

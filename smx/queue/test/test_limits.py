@@ -13,6 +13,9 @@ from smx.bdb import db
 from smx.queue.confmap import ConfigurationMap, lookupKeys
 from smx.queue.connections import IncomingControl, SlowStart
 from smx.queue.diskspace import FLOOR, DiskSpaceMonitor
+from smx.queue.testing import defaultQueueSettings
+
+OCC_MAX_ENTRIES = defaultQueueSettings().occMaxEntries
 
 
 def makeMap(path, entries, nul=False):
@@ -124,7 +127,7 @@ class SlowStartTests(unittest.TestCase):
         The limit starts at C{initial}, grows by one per success up to
         C{maximum} and halves on failure.
         """
-        s = SlowStart(Clock(), initial=2, maximum=4)
+        s = SlowStart(Clock(), initial=2, maximum=4, cacheSize=OCC_MAX_ENTRIES)
         s.opened("a")
         s.opened("a")
         self.assertFalse(s.mayOpen("a"))
@@ -145,7 +148,9 @@ class SlowStartTests(unittest.TestCase):
         makeMap(path, SEED_EXAMPLE)
         conf = ConfigurationMap(path)
         conf.open()
-        s = SlowStart(Clock(), initial=10, maximum=100, conf=conf)
+        s = SlowStart(
+            Clock(), initial=10, maximum=100, conf=conf, cacheSize=OCC_MAX_ENTRIES
+        )
         self.assertEqual(s.limits("127.0.0.1"), (5, 10))
         self.assertEqual(s.limits("192.0.2.1"), (1, 4))
 
@@ -155,7 +160,9 @@ class SlowStartTests(unittest.TestCase):
         initial limit.
         """
         clock = Clock()
-        s = SlowStart(clock, initial=1, maximum=5, cacheTimeout=10)
+        s = SlowStart(
+            clock, initial=1, maximum=5, cacheSize=OCC_MAX_ENTRIES, cacheTimeout=10
+        )
         s.opened("a")
         s.closed("a", True)
         self.assertEqual(s.state()["a"]["limit"], 2)
@@ -167,7 +174,7 @@ class SlowStartTests(unittest.TestCase):
         """
         At most C{cacheSize} idle entries are kept.
         """
-        s = SlowStart(Clock(), cacheSize=2)
+        s = SlowStart(Clock(), initial=10, maximum=100, cacheSize=2)
         for a in "abc":
             s.mayOpen(a)
         self.assertEqual(sorted(s.state()), ["b", "c"])

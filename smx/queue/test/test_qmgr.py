@@ -19,6 +19,7 @@ from smx.maps.testing import FakeAddressResolver
 from smx.queue import ibdb
 from smx.queue.cdb import FileContentStore
 from smx.queue.qmgr import QueueManager
+from smx.queue.testing import defaultQueueSettings
 
 ROUTE = {
     "mailer": "esmtp",
@@ -31,7 +32,17 @@ CONTENT = b"From: a@x.test\r\nSubject: test\r\n\r\nhello\r\n"
 
 
 class QueueManagerTestMixin:
-    def setUpQueue(self, **kwargs):
+    """
+    A L{QueueManager} with the settings of the default configuration,
+    some of them changed, over real files in a temporary directory.
+    """
+
+    def setUpQueue(self, statvfs=None, **changes):
+        """
+        @param statvfs: the C{statvfs} of the queue manager, if not the
+            real one.
+        @param changes: fields of the L{QueueSettings} to change.
+        """
         self.clock = Clock()
         self.clock.advance(1000000)
         self.dir = os.path.abspath(self.mktemp())
@@ -42,29 +53,32 @@ class QueueManagerTestMixin:
         self.agent = FakeDeliveryAgent()
         self.sink = MemorySink()
         self.counter = 0
-        self.kwargs = dict(
-            maxCommitDelay=0.01,
+        self.statvfs = statvfs
+        self.changes = dict(
             retryMinDelay=100,
             retryMaxDelay=400,
             queuereturnTimeout=10000,
             queuedelayTimeout=20000,
             dsnMaxDelay=0,
             hostname="mx.smx.test",
+            # no reactor to listen with: the Clock is not one
+            controlSocket=None,
         )
-        self.kwargs.update(kwargs)
+        self.changes.update(changes)
         self.qmgr = self.makeQueueManager()
         self.qmgr.startService()
         self.addCleanup(self.stop)
 
     def makeQueueManager(self):
+        plumbing = {} if self.statvfs is None else {"statvfs": self.statvfs}
         return QueueManager(
             self.clock,
-            self.dir,
+            defaultQueueSettings(self.dir, **self.changes),
             self.cdb,
             self.resolver,
             self.agent,
             logger=Logger("qmgr", level=14, sink=self.sink),
-            **self.kwargs,
+            **plumbing,
         )
 
     def stop(self):
@@ -295,8 +309,10 @@ class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
         warnings = [l for l in self.sink.lines() if "kind=delayed" in l]
         self.assertEqual(len(warnings), 1)
 
-    def restartWith(self, **kwargs):
-        self.kwargs.update(kwargs)
+    def restartWith(self, statvfs=None, **changes):
+        if statvfs is not None:
+            self.statvfs = statvfs
+        self.changes.update(changes)
         self.restart()
 
     def test_slowStart(self):

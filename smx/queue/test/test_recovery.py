@@ -11,8 +11,8 @@ from twisted.trial import unittest
 
 from smx.queue import ibdb
 from smx.queue.cdb import FileContentStore
-from smx.queue.defedb import DeferredEnvelopeDB
 from smx.queue.recovery import recoverQueue
+from smx.queue.testing import defaultDefedb
 
 CONTENT = b"From: a@x.test\r\nSubject: test\r\n\r\nhello\r\n"
 A = "S0000000000001000"
@@ -44,7 +44,7 @@ class RecoverQueueTests(unittest.TestCase):
         self.ibdbDir = os.path.join(self.dir, "ibdb")
         os.makedirs(self.ibdbDir)
         self.cdb = FileContentStore(os.path.join(self.dir, "cdb"))
-        self.defedb = DeferredEnvelopeDB(os.path.join(self.dir, "defedb"))
+        self.defedb = defaultDefedb(os.path.join(self.dir, "defedb"))
         self.defedb.open()
         self.addCleanup(self.defedb.close)
         self.problems = []

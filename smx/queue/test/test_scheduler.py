@@ -30,6 +30,7 @@ from smx.queue.iqdb import WaitingQueue
 from smx.queue.retry import RetrySchedule
 from smx.queue.scheduler import Scheduler
 from smx.queue.store import QueueStore
+from smx.queue.testing import defaultQueueSettings
 
 ROUTE = {
     "mailer": "esmtp",
@@ -43,6 +44,7 @@ CONTENT = b"From: a@x.test\r\nSubject: test\r\n\r\nhello\r\n"
 TEMP = ("temp", 451, "451 4.3.0 try later")
 PERM = ("perm", 550, "550 5.1.1 no such user")
 START = 1000000.0
+OCC_MAX_ENTRIES = defaultQueueSettings().occMaxEntries
 
 
 def transaction(taId, recipients, sender="a@x.test", received=START):
@@ -63,15 +65,28 @@ class SchedulerTestMixin:
     a real L{SlowStart} and a real L{Bouncer} whose reports are recorded.
     """
 
-    def setUpScheduler(self, **kwargs):
+    def setUpScheduler(self, **changes):
+        """
+        @param changes: fields of the L{QueueSettings} to change.
+        """
         self.clock = Clock()
         self.clock.advance(START)
         self.dir = os.path.abspath(self.mktemp())
         os.makedirs(self.dir)
-        self.defedb = DeferredEnvelopeDB(os.path.join(self.dir, "defedb"))
+        settings = dict(
+            retryMinDelay=100,
+            retryMaxDelay=400,
+            queuereturnTimeout=10000,
+            queuedelayTimeout=20000,
+            dsnMaxDelay=0,
+            hostname="mx.smx.test",
+        )
+        settings.update(changes)
+        self.settings = s = defaultQueueSettings(self.dir, **settings)
+        self.defedb = DeferredEnvelopeDB.fromSettings(s)
         self.defedb.open()
         self.addCleanup(self.defedb.close)
-        self.log = ibdb.IncomingBackupLog(os.path.join(self.dir, "ibdb"), self.clock)
+        self.log = ibdb.IncomingBackupLog.fromSettings(s, self.clock)
         self.log.start()
         self.addCleanup(self.log.stop)
         self.sink = MemorySink()
@@ -88,24 +103,20 @@ class SchedulerTestMixin:
             self.cdb,
             self.submitReport,
             lambda: "S%016X00" % (0x9000 + next(ids),),
-            "mx.smx.test",
+            s.hostname,
             self.clock,
             self.logger,
+            maxErrors=s.maxErrorsPerBounce,
+            headersOnly=s.headerOnlyInBounce,
+            queuereturnTimeout=s.queuereturnTimeout,
         )
         self.slowStart = SlowStart(
             self.clock,
-            kwargs.pop("initial", 10),
-            kwargs.pop("maximum", 100),
+            s.smtpcInitialConnections,
+            s.smtpcMaxConnections,
+            cacheSize=s.occMaxEntries,
         )
         daIds = iter(range(1, 1000))
-        settings = dict(
-            retryMinDelay=100,
-            retryMaxDelay=400,
-            queuereturnTimeout=10000,
-            queuedelayTimeout=20000,
-            dsnMaxDelay=0,
-        )
-        settings.update(kwargs)
         self.scheduler = Scheduler(
             self.clock,
             self.store,
@@ -115,7 +126,7 @@ class SchedulerTestMixin:
             self.slowStart,
             self.logger,
             lambda: "C%016X" % (next(daIds),),
-            **settings,
+            s,
         )
         self.addCleanup(self.scheduler.stop)
         self.counter = 0
@@ -507,7 +518,9 @@ class SlowStartTests(SchedulerTestMixin, unittest.TestCase):
     """
 
     def setUp(self):
-        self.setUpScheduler(initial=1, maximum=2, waitForServer=30)
+        self.setUpScheduler(
+            smtpcInitialConnections=1, smtpcMaxConnections=2, waitForServer=30
+        )
         self.agent.pending = []
 
     def test_waitForSlot(self):
@@ -677,7 +690,9 @@ class DestinationQueuesTests(unittest.TestCase):
     def setUp(self):
         self.clock = Clock()
         self.queues = DestinationQueues(
-            self.clock, SlowStart(self.clock, 1, 2), waitForServer=30
+            self.clock,
+            SlowStart(self.clock, 1, 2, cacheSize=OCC_MAX_ENTRIES),
+            waitForServer=30,
         )
         self.events = []
 

@@ -1,6 +1,6 @@
-# -*- test-case-name: smx.queue.test.test_options -*-
+# -*- test-case-name: smx.queue.test.test_settings -*-
 """
-Tests for L{smx.queue.options} and L{QueueManager.fromConfiguration} with
+Tests for L{smx.queue.settings} and L{QueueManager.fromConfiguration} with
 real smx.conf text.
 """
 
@@ -13,8 +13,8 @@ from smx.config import configurationFromText
 from smx.log import Logger, MemorySink
 from smx.mail.testing import FakeDeliveryAgent
 from smx.maps.testing import FakeAddressResolver
-from smx.queue.options import queueManagerArguments
 from smx.queue.qmgr import QueueManager, contentStoreFromConfiguration
+from smx.queue.settings import QueueSettings
 
 CONF = """
 qmgr {
@@ -41,12 +41,13 @@ class OptionsTests(unittest.TestCase):
         os.makedirs(self.dir)
         self.cfg = configurationFromText(CONF, queueDirectory=self.dir)
 
-    def test_arguments(self):
+    def test_settings(self):
         """
         Times in seconds, sizes in bytes, flags, paths relative to the
         queue directory.
         """
-        args = queueManagerArguments(self.cfg)
+        settings = QueueSettings.fromConfiguration(self.cfg)
+        args = {name: getattr(settings, name) for name in settings.__slots__}
         self.assertEqual(args["aqMaxEntries"], 500)
         self.assertEqual(args["retryMinDelay"], 120.0)
         self.assertEqual(args["retryMaxDelay"], 7200.0)
@@ -57,6 +58,8 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(args["maxOpenTransactions"], 7)
         self.assertEqual(args["ibdbFileSize"], 1024 * 1024)
         self.assertEqual(args["defedbDirectory"], os.path.join(self.dir, "mydefedb"))
+        self.assertEqual(args["defedbLogDirectory"], os.path.join(self.dir, "defedb"))
+        self.assertEqual(args["cdbDirectory"], self.dir)
         self.assertEqual(args["smtpcInitialConnections"], 3)
 
     def test_fromConfiguration(self):
@@ -76,7 +79,7 @@ class OptionsTests(unittest.TestCase):
         )
         self.assertEqual(qmgr.scheduler.aqMaxEntries, 500)
         self.assertEqual(qmgr.slowStart.initial, 3)
-        qmgr.controlSocket = None
+        qmgr.controlSocket = None  # the Clock is no reactor to listen with
         qmgr.startService()
         self.addCleanup(qmgr.stopService)
         self.assertTrue(os.path.isdir(os.path.join(self.dir, "mydefedb")))

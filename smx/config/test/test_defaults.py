@@ -1,0 +1,168 @@
+# -*- test-case-name: smx.config.test.test_defaults -*-
+"""
+One source of defaults: the option table.  Tests that the settings
+objects of the components (L{smx.config.settings}) take every value from
+the table, and that no constructor of a component has an option default
+of its own.
+"""
+
+import dataclasses
+import inspect
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from smx.config import defaultConfiguration
+from smx.config.settings import fieldNames, optionSection, tableOption
+from smx.queue import active, bounce, bounceschedule, connections, defedb
+from smx.queue import destinations, diskspace, ibdb, qmgr, retry, scheduler
+from smx.queue.settings import QueueSettings
+
+#: every settings class: (class, how to build it from a configuration,
+#: the section its OPTIONS are relative to)
+SETTINGS = [
+    (
+        QueueSettings,
+        QueueSettings.fromConfiguration,
+        lambda cfg: cfg.section("qmgr"),
+    ),
+]
+
+#: every constructor that takes options, with the parameters that may have
+#: a default because they are no option (plumbing: reactor, logger, ...)
+CONSTRUCTORS = [
+    (qmgr.QueueManager, {"logger", "processId", "statvfs", "threadPool"}),
+    (ibdb.IncomingBackupLog, {"sync", "threadPool"}),
+    (defedb.DeferredEnvelopeDB, {"report", "statvfs"}),
+    (scheduler.Scheduler, set()),
+    (active.ActiveQueue, set()),
+    (destinations.DestinationQueues, set()),
+    (retry.RetrySchedule, set()),
+    (bounceschedule.BounceSchedule, set()),
+    (bounce.Bouncer, set()),
+    (connections.SlowStart, {"conf", "cacheTimeout"}),
+    (connections.IncomingControl, {"conf"}),
+    (diskspace.DiskSpaceMonitor, {"statvfs"}),
+]
+
+
+class SettingsClassTests(SynchronousTestCase):
+    """
+    Every settings class is frozen, has no defaults, and maps each field
+    to the options it comes from.
+    """
+
+    def test_frozen(self):
+        """
+        The settings are frozen dataclasses with slots.
+        """
+        for cls, _, _ in SETTINGS:
+            self.assertTrue(dataclasses.is_dataclass(cls), cls)
+            self.assertTrue(cls.__dataclass_params__.frozen, cls)
+            self.assertTrue(hasattr(cls, "__slots__"), cls)
+
+    def test_noFieldDefaults(self):
+        """
+        No field of a settings class has a default of its own.
+        """
+        for cls, _, _ in SETTINGS:
+            for field in dataclasses.fields(cls):
+                self.assertIs(
+                    field.default,
+                    dataclasses.MISSING,
+                    "%s.%s has a default" % (cls.__name__, field.name),
+                )
+                self.assertIs(
+                    field.default_factory,
+                    dataclasses.MISSING,
+                    "%s.%s has a default" % (cls.__name__, field.name),
+                )
+
+    def test_everyFieldMapped(self):
+        """
+        Every field is in C{OPTIONS} (an option's value as the table gives
+        it) or in C{DERIVED} (computed), not both.
+        """
+        for cls, _, _ in SETTINGS:
+            fields = set(fieldNames(cls))
+            self.assertEqual(set(cls.OPTIONS) & set(cls.DERIVED), set(), cls)
+            self.assertEqual(set(cls.OPTIONS) | set(cls.DERIVED), fields, cls)
+
+    def test_optionsExist(self):
+        """
+        Every option named in C{OPTIONS} and C{DERIVED} is in the table.
+        """
+        cfg = defaultConfiguration(queueDirectory=os.path.abspath(self.mktemp()))
+        for cls, _, sectionOf in SETTINGS:
+            section = sectionOf(cfg)
+            paths = list(cls.OPTIONS.values())
+            for options in cls.DERIVED.values():
+                paths.extend(options)
+            for path in paths:
+                try:
+                    tableOption(section, path)
+                except KeyError as e:
+                    self.fail("%s: %s" % (cls.__name__, e))
+
+    def test_tableDefaults(self):
+        """
+        Built from an empty configuration, every field in C{OPTIONS} is
+        the default of its option in the table.
+        """
+        directory = os.path.abspath(self.mktemp())
+        cfg = defaultConfiguration(queueDirectory=directory)
+        for cls, build, sectionOf in SETTINGS:
+            settings = build(cfg)
+            section = sectionOf(cfg)
+            for field, path in cls.OPTIONS.items():
+                option = tableOption(section, path)
+                holder, _ = optionSection(section, path)
+                expected = holder.configuration.resolve(option, option.defaultValue())
+                self.assertEqual(
+                    getattr(settings, field),
+                    expected,
+                    "%s.%s is not the default of %s (%s)"
+                    % (cls.__name__, field, path, option.default),
+                )
+
+
+class ConstructorTests(SynchronousTestCase):
+    """
+    The constructors of the components and their parts have no option
+    defaults: only plumbing (a reactor, a logger, a C{statvfs}) may have
+    one.
+    """
+
+    def test_noOptionDefaults(self):
+        """
+        Every parameter with a default is plumbing.
+        """
+        for constructor, plumbing in CONSTRUCTORS:
+            signature = inspect.signature(constructor)
+            defaulted = {
+                name
+                for name, p in signature.parameters.items()
+                if p.default is not inspect.Parameter.empty
+            }
+            self.assertEqual(
+                defaulted - plumbing,
+                set(),
+                "%s has defaults of its own" % (constructor.__qualname__,),
+            )
+
+    def test_settingsFieldsWithoutDefaults(self):
+        """
+        No constructor has a default for a parameter named as a field of
+        a settings class.
+        """
+        fields = set()
+        for cls, _, _ in SETTINGS:
+            fields.update(fieldNames(cls))
+        for constructor, _ in CONSTRUCTORS:
+            for name, p in inspect.signature(constructor).parameters.items():
+                if name in fields:
+                    self.assertIs(
+                        p.default,
+                        inspect.Parameter.empty,
+                        "%s(%s=...)" % (constructor.__qualname__, name),
+                    )
