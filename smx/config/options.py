@@ -172,7 +172,8 @@ QMGR = section(
                     Time(),
                     "1m",
                     "§5.7",
-                    "minimum delay between two checkpoints",
+                    "minimum delay between two checkpoints (0: DEFEDB is "
+                    "checkpointed only when QMGR stops)",
                 ),
             ],
         ),
@@ -984,6 +985,14 @@ LMTPD = section(
             "maildir",
             "smx",
             "directory that holds one Maildir per local user",
+        ),
+        opt(
+            "max_message_size",
+            Size("KB", minimum=1024, zero=True),
+            "64MB",
+            "smx",
+            "largest message stored (a bare number is in KB; 0: no limit); "
+            "a larger one is refused with 552 5.3.4 for every recipient",
         ),
     ],
     naming=OPTIONAL_NAME,

@@ -20,89 +20,102 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-import socket
-from typing import Any, Dict, List, Optional, Tuple
+import dataclasses
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 from twisted.application import service
 
 from smx import net
+from smx.config.settings import optionValues
 from smx.ids import ServerIdGenerator
 from smx.log import Logger
 from smx.mail.smtps import SMTPServerFactory
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
 class ServerSettings:
     """
-    The options of one SMTPS listener, with the seed's defaults.  Sizes
-    in bytes, times in seconds; limits of 0 mean unlimited.
+    The options of one C{smtps} section (seed §5.9), as the option table
+    gives them (sizes in bytes, times in seconds; limits of 0 mean
+    unlimited), and what is made of them (the TLS context, the AUTH back
+    end).  No defaults of its own: see L{fromSection}, and
+    L{smx.mail.testing.defaultServerSettings} for tests.
+
+    @ivar maxSessions: C{processes} times C{max_threads} (0: unlimited).
+    @ivar tlsContextFactory: the server's TLS context (C{tls}), or
+        C{None}: no STARTTLS.
+    @ivar authenticator: the L{smx.interfaces.ISASLAuthenticator}
+        (C{auth}), or C{None}: no AUTH.
+    @ivar trustedMechanisms: the mechanisms whose authentication allows
+        relaying; C{None}: every mechanism offered.
+    @ivar processId: the C{id} of the section, in session ids (App. C.1).
+    @ivar name: the name of the section (C{""} for an unnamed one).
+    @ivar relayClients: clients that may relay (C{relay_clients},
+        C{smtps -C}).
     """
 
-    def __init__(
-        self,
-        hostname: Optional[str] = None,
-        maxMessageSize: int = 8 * 1024 * 1024,
-        maxRecipientsPerTransaction: int = 0,
-        maxRecipientsPerSession: int = 0,
-        maxTransactions: int = 0,
-        maxBadCommands: int = 3,
-        maxHops: int = 21,
-        ioTimeout: float = 300.0,
-        maxMessageTime: float = 3600.0,
-        maxSessionTime: float = 3600.0,
-        maxSessions: int = 0,
-        eightBitMime: bool = False,
-        softbounce: bool = False,
-        access: bool = False,
-        delayChecks: bool = False,
-        lmtpImpliesRelaying: bool = True,
-        tlsContextFactory: Any = None,
-        allowRelayingIfVerified: bool = False,
-        checkAccessMapForRelaying: bool = False,
-        authChecker: Any = None,
-        authMechanisms: Tuple[str, ...] = (),
-        trustedMechanisms: Optional[Tuple[str, ...]] = (),
-        authRequiresTLS: bool = True,
-        processId: int = 0,
-        name: str = "",
-        authenticator: Any = None,
-        relayClients: Tuple[str, ...] = (),
-    ) -> None:
-        self.hostname = hostname or socket.getfqdn()
-        self.maxMessageSize = maxMessageSize
-        self.maxRecipientsPerTransaction = maxRecipientsPerTransaction
-        self.maxRecipientsPerSession = maxRecipientsPerSession
-        self.maxTransactions = maxTransactions
-        self.maxBadCommands = maxBadCommands
-        self.maxHops = maxHops
-        self.ioTimeout = ioTimeout
-        self.maxMessageTime = maxMessageTime
-        self.maxSessionTime = maxSessionTime
-        self.maxSessions = maxSessions
-        self.eightBitMime = eightBitMime
-        self.softbounce = softbounce
-        self.access = access
-        self.delayChecks = delayChecks
-        self.lmtpImpliesRelaying = lmtpImpliesRelaying
-        self.tlsContextFactory = tlsContextFactory
-        self.allowRelayingIfVerified = allowRelayingIfVerified
-        self.checkAccessMapForRelaying = checkAccessMapForRelaying
-        if authenticator is None and authChecker is not None:
-            from smx.mail.auth import CheckerAuthenticator
+    hostname: str
+    maxMessageSize: int
+    maxRecipientsPerTransaction: int
+    maxRecipientsPerSession: int
+    maxTransactions: int
+    maxBadCommands: int
+    maxHops: int
+    ioTimeout: float
+    maxMessageTime: float
+    maxSessionTime: float
+    maxSessions: int
+    eightBitMime: bool
+    softbounce: bool
+    access: bool
+    delayChecks: bool
+    lmtpImpliesRelaying: bool
+    tlsContextFactory: Any
+    allowRelayingIfVerified: bool
+    checkAccessMapForRelaying: bool
+    authenticator: Any
+    trustedMechanisms: Optional[Tuple[str, ...]]
+    authRequiresTLS: bool
+    processId: int
+    name: str
+    relayClients: Tuple[str, ...]
 
-            authenticator = CheckerAuthenticator(
-                authChecker, authMechanisms, self.hostname
-            )
-        #: the L{smx.interfaces.ISASLAuthenticator}, or C{None}: no AUTH
-        self.authenticator = authenticator
-        #: C{None}: every mechanism offered is trusted
-        self.trustedMechanisms = (
-            None if trustedMechanisms is None else tuple(trustedMechanisms)
-        )
-        self.authRequiresTLS = authRequiresTLS
-        self.processId = processId
-        self.name = name
-        #: clients that may relay (relay_clients, smtps -C)
-        self.relayClients = tuple(relayClients)
+    #: field -> option (in the smtps section, or from the top with "/")
+    OPTIONS: ClassVar[Mapping[str, str]] = {
+        "hostname": "/hostname",
+        "maxMessageSize": "max_message_size",
+        "maxRecipientsPerTransaction": "max_recipients_per_transaction",
+        "maxRecipientsPerSession": "max_recipients_per_session",
+        "maxTransactions": "max_transactions",
+        "maxBadCommands": "max_bad_commands_per_session",
+        "maxHops": "max_hops",
+        "ioTimeout": "io_timeout",
+        "maxMessageTime": "max_message_time",
+        "maxSessionTime": "max_session_time",
+    }
+    #: field -> the options it is computed from
+    DERIVED: ClassVar[Mapping[str, Tuple[str, ...]]] = {
+        "maxSessions": ("processes", "max_threads"),
+        "eightBitMime": ("flags",),
+        "softbounce": ("flags",),
+        "access": ("flags",),
+        "delayChecks": ("flags",),
+        "lmtpImpliesRelaying": ("flags",),
+        "tlsContextFactory": (
+            "tls.cert_file",
+            "tls.key_file",
+            "tls.CAcert_file",
+            "tls.CAcert_path",
+        ),
+        "allowRelayingIfVerified": ("tls.flags",),
+        "checkAccessMapForRelaying": ("tls.flags",),
+        "authenticator": ("auth.type",),
+        "trustedMechanisms": ("auth.trusted_mechs",),
+        "authRequiresTLS": ("auth.flags",),
+        "processId": ("id",),
+        "name": (),
+        "relayClients": ("relay_clients",),
+    }
 
     @property
     def authMechanisms(self) -> Tuple[str, ...]:
@@ -110,6 +123,80 @@ class ServerSettings:
         if self.authenticator is None:
             return ()
         return tuple(self.authenticator.mechanisms())
+
+    @classmethod
+    def fromSection(cls, section: Any, reactor: Any = None) -> "ServerSettings":
+        """
+        Build the settings of one C{smtps} section (seed §5.9).
+
+        @param section: an L{smx.config} C{smtps} section.
+        @param reactor: the reactor of the AUTH back end (default: the
+            global one).
+        @raise SMTPSConfigurationError: for unusable TLS or password files
+            or C{auth} settings.
+        """
+        from smx.mail.auth import (
+            AuthConfigurationError,
+            CheckerAuthenticator,
+            authenticatorFromSection,
+        )
+        from smx.mail.tls import ServerContextFactory, TLSConfigurationError
+
+        values = optionValues(cls, section)
+        flags = section["flags"]
+        where = section.describe()
+        tls = section.section("tls")
+        tlsFlags = tls["flags"]
+        tlsFactory = None
+        certFile = tls["cert_file"]
+        if certFile:
+            try:
+                tlsFactory = ServerContextFactory(
+                    certFile,
+                    tls["key_file"] or certFile,
+                    tls["CAcert_file"],
+                    tls["CAcert_path"],
+                )
+            except TLSConfigurationError as e:
+                raise SMTPSConfigurationError("%s, tls: %s" % (where, e))
+        auth = section.section("auth")
+        try:
+            authenticator = authenticatorFromSection(auth, values["hostname"], reactor)
+        except AuthConfigurationError as e:
+            raise SMTPSConfigurationError(
+                "%s%s, auth: %s"
+                % (e.location + ": " if e.location else "", where, e.message)
+            )
+        # the mechanisms, when they are known before the server is asked
+        mechanisms = ()  # type: Optional[Tuple[str, ...]]
+        if isinstance(authenticator, CheckerAuthenticator):
+            mechanisms = authenticator.mechanisms()
+        elif authenticator is not None:
+            mechanisms = None
+        trusted = auth["trusted_mechs"]
+        threads = section["max_threads"]
+        return cls(
+            maxSessions=section["processes"] * threads if threads else 0,
+            eightBitMime="8bitmime" in flags,
+            softbounce="softbounce" in flags,
+            access="access" in flags,
+            delayChecks="delay_checks" in flags,
+            lmtpImpliesRelaying=not (
+                "lmtp_does_not_imply_relaying" in flags
+                or "lmtpl_does_not_imply_relaying" in flags
+            ),
+            tlsContextFactory=tlsFactory,
+            allowRelayingIfVerified="allow_relaying_if_verified" in tlsFlags,
+            checkAccessMapForRelaying="check_access_map_for_relaying" in tlsFlags,
+            authenticator=authenticator,
+            # trusted_mechs not set: AUTH with any offered mechanism relays
+            trustedMechanisms=mechanisms if trusted is None else tuple(trusted),
+            authRequiresTLS="allow_plaintext_without_tls" not in auth["flags"],
+            processId=section["id"] & 0xFF,
+            name=section.name or "",
+            relayClients=tuple(section["relay_clients"]),
+            **values,
+        )
 
 
 #: listen(2) backlog of every SMTPS socket
@@ -176,103 +263,12 @@ def _opt(section: Any, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def settingsFromSection(
-    section: Any,
-    globals_: Any = None,
-    hostname: Optional[str] = None,
-    reactor: Any = None,
-) -> ServerSettings:
+def settingsFromSection(section: Any, reactor: Any = None) -> ServerSettings:
     """
-    Build the L{ServerSettings} of one C{smtps} section (seed §5.9).
-
-    @param section: an L{smx.config} section.
-    @param globals_: the global section (for C{hostname}).
-    @param reactor: the reactor of the AUTH back end (default: the global
-        one).
-    @raise SMTPSConfigurationError: for unusable TLS or password files or
-        C{auth} settings.
+    The L{ServerSettings} of one C{smtps} section: see
+    L{ServerSettings.fromSection}.
     """
-    from smx.mail.auth import (
-        AuthConfigurationError,
-        CheckerAuthenticator,
-        authenticatorFromSection,
-    )
-    from smx.mail.tls import ServerContextFactory, TLSConfigurationError
-
-    flags = frozenset(_opt(section, "flags", frozenset()))
-    where = getattr(section, "describe", lambda: "section 'smtps'")()
-    if hostname is None and globals_ is not None:
-        hostname = _opt(globals_, "hostname")
-    tls = section.section("tls")
-    tlsFlags = frozenset(_opt(tls, "flags", frozenset()))
-    tlsFactory = None
-    certFile = _opt(tls, "cert_file")
-    if certFile:
-        try:
-            tlsFactory = ServerContextFactory(
-                certFile,
-                _opt(tls, "key_file") or certFile,
-                _opt(tls, "CAcert_file"),
-                _opt(tls, "CAcert_path"),
-            )
-        except TLSConfigurationError as e:
-            raise SMTPSConfigurationError("%s, tls: %s" % (where, e))
-    auth = section.section("auth")
-    authFlags = frozenset(_opt(auth, "flags", frozenset()))
-    try:
-        authenticator = authenticatorFromSection(
-            auth, hostname or socket.getfqdn(), reactor
-        )
-    except AuthConfigurationError as e:
-        raise SMTPSConfigurationError(
-            "%s%s, auth: %s"
-            % (e.location + ": " if e.location else "", where, e.message)
-        )
-    # the mechanisms, when they are known before the server is asked
-    mechanisms = ()  # type: Optional[Tuple[str, ...]]
-    if isinstance(authenticator, CheckerAuthenticator):
-        mechanisms = authenticator.mechanisms()
-    elif authenticator is not None:
-        mechanisms = None
-    processes = int(_opt(section, "processes", 1))
-    threads = int(_opt(section, "max_threads", 0))
-    return ServerSettings(
-        hostname=hostname,
-        maxMessageSize=int(_opt(section, "max_message_size", 8 * 1024 * 1024)),
-        maxRecipientsPerTransaction=int(
-            _opt(section, "max_recipients_per_transaction", 0)
-        ),
-        maxRecipientsPerSession=int(_opt(section, "max_recipients_per_session", 0)),
-        maxTransactions=int(_opt(section, "max_transactions", 0)),
-        maxBadCommands=int(_opt(section, "max_bad_commands_per_session", 3)),
-        maxHops=int(_opt(section, "max_hops", 21)),
-        ioTimeout=float(_opt(section, "io_timeout", 300.0)),
-        maxMessageTime=float(_opt(section, "max_message_time", 3600.0)),
-        maxSessionTime=float(_opt(section, "max_session_time", 3600.0)),
-        maxSessions=processes * threads if threads else 0,
-        eightBitMime="8bitmime" in flags,
-        softbounce="softbounce" in flags,
-        access="access" in flags,
-        delayChecks="delay_checks" in flags,
-        lmtpImpliesRelaying=not (
-            "lmtp_does_not_imply_relaying" in flags
-            or "lmtpl_does_not_imply_relaying" in flags
-        ),
-        tlsContextFactory=tlsFactory,
-        allowRelayingIfVerified="allow_relaying_if_verified" in tlsFlags,
-        checkAccessMapForRelaying="check_access_map_for_relaying" in tlsFlags,
-        authenticator=authenticator,
-        # trusted_mechs not set: AUTH with any offered mechanism relays
-        trustedMechanisms=(
-            mechanisms
-            if _opt(auth, "trusted_mechs") is None
-            else tuple(_opt(auth, "trusted_mechs"))
-        ),
-        authRequiresTLS="allow_plaintext_without_tls" not in authFlags,
-        processId=int(_opt(section, "id", 0)) & 0xFF,
-        name=getattr(section, "name", None) or "",
-        relayClients=tuple(_opt(section, "relay_clients", ()) or ()),
-    )
+    return ServerSettings.fromSection(section, reactor)
 
 
 def listenAddresses(section: Any) -> List[Tuple[str, int]]:
@@ -306,7 +302,7 @@ def smtpsServices(
     @param log: the logger (default: from each section's C{log}).
     @return: one L{SMTPSListener} per address of every section; the
         listeners of one section share one factory.
-    @raise SMTPSConfigurationError: see L{settingsFromSection}.
+    @raise SMTPSConfigurationError: see L{ServerSettings.fromSection}.
     """
     from smx.log import loggerFromConfiguration
 
@@ -318,7 +314,7 @@ def smtpsServices(
         name = getattr(section, "name", None) or ""
         if names is not None and name not in names:
             continue
-        settings = settingsFromSection(section, cfg.globals, reactor=reactor)
+        settings = ServerSettings.fromSection(section, reactor)
         factory = SMTPServerFactory(
             settings,
             queueManager,

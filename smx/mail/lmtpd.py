@@ -4,7 +4,8 @@ NAME
     smx.mail.lmtpd - a small LMTP server delivering into Maildirs
 
 SYNOPSIS
-    LMTPDeliveryService(socketPath, maildirBase).setServiceParent(parent)
+    settings = LMTPServerSettings.fromSection(cfg.section("lmtpd"))
+    LMTPDeliveryService(settings, reactor).setServiceParent(parent)
     smx lmtpd --socket PATH --maildir BASE
 
 DESCRIPTION
@@ -27,9 +28,10 @@ DESCRIPTION
 CONFIGURATION PARAMETERS
     In embedded mode every C{lmtpd} section (named or not) is one server
     (L{lmtpdServices}): C{socket} (the Unix socket, SMTPC's
-    C{LMTP_socket}), C{maildir_base}, C{log { ... }} and C{log_level}, the
-    global C{hostname}, and C{port} with C{address} (seed §5.2): with a
-    C{port} it listens for LMTP on that TCP address too.  The other
+    C{LMTP_socket}), C{maildir_base}, C{max_message_size}, C{log { ... }}
+    and C{log_level}, the global C{hostname}, and C{port} with C{address}
+    (seed §5.2): with a C{port} it listens for LMTP on that TCP address
+    too (L{LMTPServerSettings}).  The other
     options of seed §5.2 (C{mcp_type}, C{user}, C{processes}, ...) are
     for MCP.  C{smx lmtpd --socket --maildir} runs one server without a
     configuration.
@@ -41,7 +43,7 @@ SECURITY
     no NUL or bare CR and are at most 512 bytes with the CRLF (500
     5.5.2); only <CRLF>.<CRLF> ends a message, and content with a bare CR
     or LF (554 5.6.11), a NUL (554 5.6.0), a line over 1000 octets (500
-    5.5.2) or more than C{maxMessageSize} bytes (552 5.3.4) is refused
+    5.5.2) or more than C{max_message_size} bytes (552 5.3.4) is refused
     for every recipient and not stored.  The socket is created mode 0666 by default
     (it is meant for the MTA on the same host; put it in a directory with
     restricted permissions to limit who may deliver).
@@ -60,9 +62,9 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import socket
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 from twisted.application import service
 from twisted.internet import defer, protocol
@@ -70,6 +72,7 @@ from twisted.python import failure
 from twisted.mail.maildir import initializeMaildir
 
 from smx._twistedcompat import MaildirNameGenerator
+from smx.config.settings import optionValues
 from smx.log import Logger
 from smx.mail.server import (
     CLOSE,
@@ -91,8 +94,49 @@ from smx.mail.server import (
 )
 from smx.unixsocket import socketName
 
-#: the largest message accepted (bytes)
-DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LMTPServerSettings:
+    """
+    The options of one C{lmtpd} section, as the option table gives them
+    (no defaults of its own).
+
+    @ivar socketPath: the Unix socket (C{socket}).
+    @ivar maildirBase: the directory of the users' Maildirs.
+    @ivar maxMessageSize: the largest message accepted, in bytes (0: no
+        limit).
+    @ivar tcpPort: listen for LMTP on this TCP port too (C{0} picks a
+        free one), or C{None}.
+    @ivar tcpAddress: the address of C{tcpPort}.
+    @ivar name: the title of the section (C{lmtpd}, C{lmtpd NAME}).
+    """
+
+    socketPath: str
+    maildirBase: str
+    hostname: str
+    maxMessageSize: int
+    tcpPort: Optional[int]
+    tcpAddress: str
+    name: str
+
+    #: field -> option (in the lmtpd section, or from the top with "/")
+    OPTIONS: ClassVar[Mapping[str, str]] = {
+        "socketPath": "socket",
+        "maildirBase": "maildir_base",
+        "hostname": "/hostname",
+        "maxMessageSize": "max_message_size",
+        "tcpPort": "port",
+        "tcpAddress": "address",
+    }
+    #: field -> the options it is computed from
+    DERIVED: ClassVar[Mapping[str, Tuple[str, ...]]] = {"name": ()}
+
+    @classmethod
+    def fromSection(cls, section: Any) -> "LMTPServerSettings":
+        """
+        @param section: an L{smx.config} C{lmtpd} section.
+        """
+        return cls(name=section.title(), **optionValues(cls, section))
 
 
 class UnsafeLocalPart(ValueError):
@@ -190,17 +234,24 @@ class LMTPServerProtocol(protocol.Protocol):
         store: MaildirStore,
         hostname: str,
         logger: Logger,
-        maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
+        maxMessageSize: int,
     ) -> None:
         self.store = store
         self.hostname = hostname
         self.log = logger
         self.maxMessageSize = maxMessageSize
+        # the MTA in front applies the limits of a session; lmtpd only
+        # bounds what it stores
         self.connection = ServerConnection(
             hostname,
             maxMessageSize=maxMessageSize,
+            maxRecipientsPerTransaction=0,
+            maxRecipientsPerSession=0,
+            maxTransactions=0,
             maxBadCommands=0,
             eightBitMime=True,
+            authRequiresTLS=True,
+            softbounce=False,
             greeting="LMTP smx lmtpd ready",
             lmtp=True,
         )
@@ -327,16 +378,19 @@ class LMTPFactory(protocol.Factory):
 
     def __init__(
         self,
-        maildirBase: str,
-        hostname: Optional[str] = None,
+        settings: LMTPServerSettings,
         logger: Optional[Logger] = None,
         clock: Any = None,
-        maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
-        self.store = MaildirStore(maildirBase, clock)
-        self.hostname = hostname or socket.getfqdn()
+        """
+        @param settings: the L{LMTPServerSettings} (C{maildirBase},
+            C{hostname}, C{maxMessageSize}).
+        """
+        self.settings = settings
+        self.store = MaildirStore(settings.maildirBase, clock)
+        self.hostname = settings.hostname
         self.log = logger or Logger("lmtpd")
-        self.maxMessageSize = maxMessageSize
+        self.maxMessageSize = settings.maxMessageSize
 
     def buildProtocol(self, addr: Any) -> LMTPServerProtocol:
         p = LMTPServerProtocol(self.store, self.hostname, self.log, self.maxMessageSize)
@@ -353,30 +407,33 @@ class LMTPDeliveryService(service.Service):
 
     def __init__(
         self,
-        socketPath: str,
-        maildirBase: str,
+        settings: LMTPServerSettings,
         reactor: Any = None,
-        hostname: Optional[str] = None,
         logger: Optional[Logger] = None,
         mode: int = 0o666,
-        tcpPort: Optional[int] = None,
-        tcpAddress: str = "0.0.0.0",
     ) -> None:
         """
-        @param tcpPort: listen for LMTP on this TCP port (of
-            C{tcpAddress}) too; C{0} picks a free one.
+        @param settings: the L{LMTPServerSettings}.
+        @param mode: the permissions of the Unix socket.
         """
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
-        self.socketPath = os.path.abspath(socketPath)
-        self.maildirBase = os.path.abspath(maildirBase)
+        settings = dataclasses.replace(
+            settings,
+            socketPath=os.path.abspath(settings.socketPath),
+            maildirBase=os.path.abspath(settings.maildirBase),
+        )
+        self.settings = settings
+        self.socketPath = settings.socketPath
+        self.maildirBase = settings.maildirBase
         self.reactor = reactor
         self.mode = mode
-        self.factory = LMTPFactory(self.maildirBase, hostname, logger, reactor)
-        self.tcpPort = tcpPort
-        self.tcpAddress = tcpAddress
+        self.factory = LMTPFactory(settings, logger, reactor)
+        self.tcpPort = settings.tcpPort
+        self.tcpAddress = settings.tcpAddress
+        self.name = settings.name
         self._port = None  # type: Optional[Any]
         #: the TCP listening port while running (if C{tcpPort} is set)
         self.tcp = None  # type: Optional[Any]
@@ -415,27 +472,20 @@ class LMTPDeliveryService(service.Service):
 def lmtpdServices(cfg: Any, reactor: Any = None) -> List[LMTPDeliveryService]:
     """
     One L{LMTPDeliveryService} per C{lmtpd} section of C{cfg} (named or
-    not), each with its section's C{socket}, C{maildir_base}, C{log},
-    C{log_level}, C{port} and C{address}, and the global C{hostname}.
+    not), with its L{LMTPServerSettings} and its C{log} and
+    C{log_level}.
     Service names are C{lmtpd} and C{lmtpd NAME}.
     """
     from smx.log import loggerFromConfiguration
 
-    services = []  # type: List[LMTPDeliveryService]
-    for section in cfg.sections("lmtpd"):
-        port = section["port"]
-        svc = LMTPDeliveryService(
-            section["socket"],
-            section["maildir_base"],
+    return [
+        LMTPDeliveryService(
+            LMTPServerSettings.fromSection(section),
             reactor=reactor,
-            hostname=cfg.globals["hostname"],
             logger=loggerFromConfiguration("lmtpd", section),
-            tcpPort=None if port is None else int(port),
-            tcpAddress=section["address"] or "0.0.0.0",
         )
-        svc.name = section.title()
-        services.append(svc)
-    return services
+        for section in cfg.sections("lmtpd")
+    ]
 
 
 def _removeStaleSocket(path: str) -> None:
@@ -443,6 +493,7 @@ def _removeStaleSocket(path: str) -> None:
     Remove a socket left by a crashed server; refuse to touch anything that
     is not a socket or that still has a listener.
     """
+    import socket
     import stat
 
     try:

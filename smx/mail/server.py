@@ -122,21 +122,24 @@ class ServerConnection(CommandsMixin):
     def __init__(
         self,
         hostname: str,
-        maxMessageSize: int = 8 * 1024 * 1024,
-        maxRecipientsPerTransaction: int = 0,
-        maxRecipientsPerSession: int = 0,
-        maxTransactions: int = 0,
-        maxBadCommands: int = 3,
-        eightBitMime: bool = False,
+        *,
+        maxMessageSize: int,
+        maxRecipientsPerTransaction: int,
+        maxRecipientsPerSession: int,
+        maxTransactions: int,
+        maxBadCommands: int,
+        eightBitMime: bool,
+        authRequiresTLS: bool,
+        softbounce: bool,
         tlsAvailable: bool = False,
         authMechanisms: Tuple[str, ...] = (),
-        authRequiresTLS: bool = True,
-        softbounce: bool = False,
         greeting: str = "ESMTP smx",
         lmtp: bool = False,
     ) -> None:
         """
-        Limits of 0 mean unlimited.
+        The limits are those of an C{smtps} section
+        (L{smx.mail.listener.ServerSettings}) or lmtpd's; 0 means
+        unlimited.
         """
         self.hostname = hostname
         self.maxMessageSize = maxMessageSize

@@ -1,10 +1,16 @@
 # -*- test-case-name: smx.test.test_interfaces -*-
 """
-An in-memory fake of L{IDeliveryAgent} for unit tests of QMGR.
+An in-memory fake of L{IDeliveryAgent} for unit tests of QMGR, and the
+settings of SMTPS, SMTPC and lmtpd as users run them: those of the default
+configuration with some fields changed (L{defaultServerSettings},
+L{serverConnection}, L{defaultDeliverySettings},
+L{defaultLMTPServerSettings}).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet import defer
@@ -55,3 +61,74 @@ class FakeDeliveryAgent:
             self.pending.append((transaction, d))
             return d
         return defer.succeed(self.results(transaction))
+
+
+def _defaultConfiguration(queueDirectory: Optional[str] = None) -> Any:
+    from smx.config import defaultConfiguration
+
+    return defaultConfiguration(
+        queueDirectory=os.path.abspath(queueDirectory or os.getcwd())
+    )
+
+
+def defaultServerSettings(
+    authChecker: Any = None, authMechanisms: Any = (), **changes: Any
+) -> Any:
+    """
+    The L{smx.mail.listener.ServerSettings} of the default C{smtps}
+    section, with some fields changed.
+
+    @param authChecker: a Twisted credentials checker: AUTH with
+        C{authMechanisms} against it (a
+        L{smx.mail.auth.CheckerAuthenticator}).
+    @param changes: fields to change, as for C{dataclasses.replace}.
+    """
+    from smx.mail.listener import ServerSettings
+
+    settings = ServerSettings.fromSection(_defaultConfiguration().section("smtps"))
+    if authChecker is not None:
+        from smx.mail.auth import CheckerAuthenticator
+
+        hostname = changes.get("hostname", settings.hostname)
+        changes["authenticator"] = CheckerAuthenticator(
+            authChecker, tuple(authMechanisms), hostname
+        )
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def serverConnection(hostname: str = "mx.test", **changes: Any) -> Any:
+    """
+    A L{smx.mail.server.ServerConnection} with the limits of the default
+    C{smtps} section, some of them changed.
+
+    @param changes: limits (C{maxMessageSize}, C{softbounce}, ...) and the
+        other arguments of C{ServerConnection} (C{tlsAvailable},
+        C{authMechanisms}, C{greeting}, C{lmtp}).
+    """
+    from smx.mail.server import ServerConnection
+
+    s = defaultServerSettings()
+    limits = dict(
+        maxMessageSize=s.maxMessageSize,
+        maxRecipientsPerTransaction=s.maxRecipientsPerTransaction,
+        maxRecipientsPerSession=s.maxRecipientsPerSession,
+        maxTransactions=s.maxTransactions,
+        maxBadCommands=s.maxBadCommands,
+        eightBitMime=s.eightBitMime,
+        authRequiresTLS=s.authRequiresTLS,
+        softbounce=s.softbounce,
+    )
+    limits.update(changes)
+    return ServerConnection(hostname, **limits)
+
+
+def defaultLMTPServerSettings(**changes: Any) -> Any:
+    """
+    The L{smx.mail.lmtpd.LMTPServerSettings} of a default C{lmtpd}
+    section (paths under the current directory), with some fields
+    changed.
+    """
+    from smx.mail.lmtpd import LMTPServerSettings
+
+    settings = LMTPServerSettings.fromSection(_defaultConfiguration().section("lmtpd"))
+    return dataclasses.replace(settings, **changes) if changes else settings

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 
 def parseArguments(argv: List[str]) -> Optional[argparse.Namespace]:
@@ -43,6 +43,14 @@ def parseArguments(argv: List[str]) -> Optional[argparse.Namespace]:
         return None
 
 
+def _override(section: Any, name: str, value: str) -> None:
+    """
+    Set an option from the command line: C{value} as it is, not as
+    smx.conf text (a path may hold spaces or quotes).
+    """
+    section.override(name, section.spec.option(name).type.render(value))
+
+
 def run(argv: List[str], reactor=None) -> int:
     """
     Run the LMTP server with the reactor until it stops.
@@ -58,11 +66,22 @@ def run(argv: List[str], reactor=None) -> int:
         reactor = _reactor
     from twisted.python import log
 
-    from smx.mail.lmtpd import LMTPDeliveryService
+    from smx.config import ConfigError, defaultConfiguration
+    from smx.mail.lmtpd import LMTPDeliveryService, LMTPServerSettings
 
-    service = LMTPDeliveryService(
-        options.socket, options.maildir, reactor, hostname=options.hostname
-    )
+    # the options of an lmtpd section with the table's defaults, the
+    # command line's overriding them
+    cfg = defaultConfiguration()
+    section = cfg.section("lmtpd")
+    try:
+        _override(section, "socket", options.socket)
+        _override(section, "maildir_base", options.maildir)
+        if options.hostname is not None:
+            _override(cfg.globals, "hostname", options.hostname)
+    except ConfigError as e:
+        sys.stderr.write("smx lmtpd: %s\n" % (e,))
+        return 2
+    service = LMTPDeliveryService(LMTPServerSettings.fromSection(section), reactor)
     try:
         service.startService()
     except Exception as e:

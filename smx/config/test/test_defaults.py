@@ -14,6 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smx.config import defaultConfiguration
 from smx.config.settings import fieldNames, optionSection, tableOption
+from smx.mail import lmtpd, server, smtps
+from smx.mail.listener import ServerSettings
 from smx.queue import active, bounce, bounceschedule, connections, defedb
 from smx.queue import destinations, diskspace, ibdb, qmgr, retry, scheduler
 from smx.queue.settings import QueueSettings
@@ -26,23 +28,51 @@ SETTINGS = [
         QueueSettings.fromConfiguration,
         lambda cfg: cfg.section("qmgr"),
     ),
+    (
+        ServerSettings,
+        lambda cfg: ServerSettings.fromSection(cfg.section("smtps")),
+        lambda cfg: cfg.section("smtps"),
+    ),
+    (
+        lmtpd.LMTPServerSettings,
+        lambda cfg: lmtpd.LMTPServerSettings.fromSection(cfg.section("lmtpd")),
+        lambda cfg: cfg.section("lmtpd"),
+    ),
 ]
 
-#: every constructor that takes options, with the parameters that may have
-#: a default because they are no option (plumbing: reactor, logger, ...)
+#: every constructor that takes options: the settings class whose values
+#: it takes, and the parameters that may have a default because they are
+#: no option (plumbing: reactor, logger, ...)
 CONSTRUCTORS = [
-    (qmgr.QueueManager, {"logger", "processId", "statvfs", "threadPool"}),
-    (ibdb.IncomingBackupLog, {"sync", "threadPool"}),
-    (defedb.DeferredEnvelopeDB, {"report", "statvfs"}),
-    (scheduler.Scheduler, set()),
-    (active.ActiveQueue, set()),
-    (destinations.DestinationQueues, set()),
-    (retry.RetrySchedule, set()),
-    (bounceschedule.BounceSchedule, set()),
-    (bounce.Bouncer, set()),
-    (connections.SlowStart, {"conf", "cacheTimeout"}),
-    (connections.IncomingControl, {"conf"}),
-    (diskspace.DiskSpaceMonitor, {"statvfs"}),
+    (
+        qmgr.QueueManager,
+        QueueSettings,
+        {"logger", "processId", "statvfs", "threadPool"},
+    ),
+    (ibdb.IncomingBackupLog, QueueSettings, {"sync", "threadPool"}),
+    (defedb.DeferredEnvelopeDB, QueueSettings, {"report", "statvfs"}),
+    (scheduler.Scheduler, QueueSettings, set()),
+    (active.ActiveQueue, QueueSettings, set()),
+    (destinations.DestinationQueues, QueueSettings, set()),
+    (retry.RetrySchedule, QueueSettings, set()),
+    (bounceschedule.BounceSchedule, QueueSettings, set()),
+    (bounce.Bouncer, QueueSettings, set()),
+    (connections.SlowStart, QueueSettings, {"conf", "cacheTimeout"}),
+    (connections.IncomingControl, QueueSettings, {"conf"}),
+    (diskspace.DiskSpaceMonitor, QueueSettings, {"statvfs"}),
+    (smtps.SMTPServerFactory, ServerSettings, {"reactor", "log", "ids"}),
+    (
+        server.ServerConnection,
+        ServerSettings,
+        {"tlsAvailable", "authMechanisms", "greeting", "lmtp"},
+    ),
+    (
+        lmtpd.LMTPDeliveryService,
+        lmtpd.LMTPServerSettings,
+        {"reactor", "logger", "mode"},
+    ),
+    (lmtpd.LMTPFactory, lmtpd.LMTPServerSettings, {"logger", "clock"}),
+    (lmtpd.LMTPServerProtocol, lmtpd.LMTPServerSettings, set()),
 ]
 
 
@@ -137,7 +167,7 @@ class ConstructorTests(SynchronousTestCase):
         """
         Every parameter with a default is plumbing.
         """
-        for constructor, plumbing in CONSTRUCTORS:
+        for constructor, _, plumbing in CONSTRUCTORS:
             signature = inspect.signature(constructor)
             defaulted = {
                 name
@@ -153,12 +183,10 @@ class ConstructorTests(SynchronousTestCase):
     def test_settingsFieldsWithoutDefaults(self):
         """
         No constructor has a default for a parameter named as a field of
-        a settings class.
+        the settings it takes its values from.
         """
-        fields = set()
-        for cls, _, _ in SETTINGS:
-            fields.update(fieldNames(cls))
-        for constructor, _ in CONSTRUCTORS:
+        for constructor, cls, _ in CONSTRUCTORS:
+            fields = set(fieldNames(cls))
             for name, p in inspect.signature(constructor).parameters.items():
                 if name in fields:
                     self.assertIs(

@@ -436,12 +436,12 @@ class ValueErrorTests(SynchronousTestCase):
         says); it does not ask for a C{min_disk_space} larger than it, and
         SMTPS gets 0 (EHLO offers SIZE without a number).
         """
-        from smx.mail.listener import settingsFromSection
+        from smx.mail.listener import ServerSettings
 
         c = configurationFromText("smtps { max_message_size = 0; }")
         self.assertEqual(c.section("smtps")["max_message_size"], 0)
         self.assertEqual(c.warnings, [])
-        settings = settingsFromSection(c.section("smtps"), c.globals)
+        settings = ServerSettings.fromSection(c.section("smtps"))
         self.assertEqual(settings.maxMessageSize, 0)
         self.assertEqual(
             self.error("smtps { max_message_size = 512B; }"),

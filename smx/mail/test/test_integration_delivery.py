@@ -31,6 +31,7 @@ from smx.log import Logger, MemorySink
 from smx.mail.lmtpd import LMTPDeliveryService
 from smx.mail.smtpc import DeliveryAgent, DeliveryAgentPool
 from smx.mail.smtpc import deliveryAgentFromConfiguration
+from smx.mail.testing import defaultLMTPServerSettings
 from smx.maps.routing import localRoute
 from smx.queue.testing import MemoryContentStore
 from smx.test.mta import (
@@ -114,7 +115,11 @@ class LMTPOverTCPTests(_Base):
         dovecot = Dovecot(self, os.path.join(self.dir, "dovecot"), ("127.0.0.73", port))
         dovecot.start()
         local = LMTPDeliveryService(
-            os.path.join(self.dir, "lmtpsock"), os.path.join(self.dir, "mail"), reactor
+            defaultLMTPServerSettings(
+                socketPath=os.path.join(self.dir, "lmtpsock"),
+                maildirBase=os.path.join(self.dir, "mail"),
+            ),
+            reactor,
         )
         local.startService()
         self.addCleanup(local.stopService)
@@ -177,7 +182,11 @@ class LMTPOverTCPTests(_Base):
         The route of C{lmtp:} without hosts still goes to C{LMTP_socket}.
         """
         local = LMTPDeliveryService(
-            os.path.join(self.dir, "lmtpsock"), os.path.join(self.dir, "mail"), reactor
+            defaultLMTPServerSettings(
+                socketPath=os.path.join(self.dir, "lmtpsock"),
+                maildirBase=os.path.join(self.dir, "mail"),
+            ),
+            reactor,
         )
         local.startService()
         self.addCleanup(local.stopService)

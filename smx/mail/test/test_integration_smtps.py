@@ -19,10 +19,11 @@ from twisted.trial import unittest
 
 from smx.log import Logger, MemorySink
 from smx.maps.testing import FakeAddressResolver
-from smx.mail.smtps import ServerSettings, SMTPServerFactory
+from smx.mail.smtps import SMTPServerFactory
 from smx.mail.tls import ServerContextFactory
 from smx.queue.testing import FakeQueueManager, MemoryContentStore
 from smx.test.certs import makeCertificates
+from smx.mail.testing import defaultServerSettings
 
 SWAKS = shutil.which("swaks") or "/usr/bin/swaks"
 SMTP_SOURCE = "/usr/sbin/smtp-source"
@@ -41,7 +42,7 @@ class ServerMixin:
         self.resolver.localDomains.add("local.test")
         self.sink = MemorySink()
         self.factory = SMTPServerFactory(
-            ServerSettings(**settings),
+            defaultServerSettings(**settings),
             self.qmgr,
             self.store,
             self.resolver,

@@ -16,9 +16,10 @@ from smx.log import Logger, MemorySink
 from smx.maps.mailertable import Mailertable
 from smx.maps.resolver import AddressResolver
 from smx.maps.testing import DictMap
-from smx.mail.smtps import ServerSettings, SMTPServerFactory
+from smx.mail.smtps import SMTPServerFactory
 from smx.queue.cdb import FileContentStore
 from smx.queue.testing import FakeQueueManager
+from smx.mail.testing import defaultServerSettings
 
 ACCESS = {
     "to:x@remote.test": "relay",
@@ -46,7 +47,7 @@ class RealSMARTests(unittest.TestCase):
 
     def start(self, **settings):
         factory = SMTPServerFactory(
-            ServerSettings(hostname="mx.test", **settings),
+            defaultServerSettings(hostname="mx.test", **settings),
             self.qmgr,
             self.store,
             self.resolver,

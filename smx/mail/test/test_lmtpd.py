@@ -20,6 +20,7 @@ from smx.mail.lmtpd import (
     mailboxName,
 )
 from smx.scripts import lmtpd as script
+from smx.mail.testing import defaultLMTPServerSettings
 
 
 class MailboxNameTests(SynchronousTestCase):
@@ -49,11 +50,11 @@ class ServerTests(SynchronousTestCase):
         os.makedirs(self.base)
         self.sink = MemorySink()
         factory = LMTPFactory(
-            self.base,
-            "lmtp.test",
+            defaultLMTPServerSettings(
+                maildirBase=self.base, hostname="lmtp.test", maxMessageSize=1000
+            ),
             Logger("lmtpd", sink=self.sink),
             MemoryReactorClock(),
-            maxMessageSize=1000,
         )
         self.proto = factory.buildProtocol(None)
         self.transport = StringTransport()
@@ -226,8 +227,7 @@ class ServerTests(SynchronousTestCase):
         recipient, with the replies of SMTPS; nothing is stored.
         """
         factory = LMTPFactory(
-            self.base,
-            "lmtp.test",
+            defaultLMTPServerSettings(maildirBase=self.base, hostname="lmtp.test"),
             Logger("lmtpd", sink=self.sink),
             MemoryReactorClock(),
         )
@@ -281,7 +281,9 @@ class ServiceTests(SynchronousTestCase):
         """The service listens on the socket while running."""
         reactor = MemoryReactorClock()
         base = self.mktemp()
-        svc = LMTPDeliveryService("sock", base, reactor)
+        svc = LMTPDeliveryService(
+            defaultLMTPServerSettings(socketPath="sock", maildirBase=base), reactor
+        )
         svc.startService()
         self.assertEqual(reactor.unixServers[0][0], os.path.abspath("sock"))
         self.assertEqual(reactor.unixServers[0][3], 0o666)
@@ -293,15 +295,19 @@ class ServiceTests(SynchronousTestCase):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write("x")
-        svc = LMTPDeliveryService(path, self.mktemp(), MemoryReactorClock())
+        svc = LMTPDeliveryService(
+            defaultLMTPServerSettings(socketPath=path, maildirBase=self.mktemp()),
+            MemoryReactorClock(),
+        )
         self.assertRaises(OSError, svc.startService)
         self.assertTrue(os.path.exists(path))
 
     def test_fromConfiguration(self) -> None:
         """
         Every lmtpd section, named or not, is one server with its
-        C{socket}, C{maildir_base}, C{log_level}, and with C{port} and
-        C{address} a TCP listener too; the global C{hostname} greets.
+        C{socket}, C{maildir_base}, C{max_message_size} (64MB by
+        default), C{log_level}, and with C{port} and C{address} a TCP
+        listener too; the global C{hostname} greets.
         """
         from smx.config import parseConfiguration
 
@@ -310,7 +316,8 @@ class ServiceTests(SynchronousTestCase):
             "hostname = lda.test;\n"
             'lmtpd { socket = "%s/a"; maildir_base = "%s/ma"; }\n'
             'lmtpd TCP { socket = "%s/b"; maildir_base = "%s/mb"; port = 2724;\n'
-            "  address = 127.0.0.74; log_level = 12; }\n" % ((base,) * 4),
+            "  address = 127.0.0.74; log_level = 12; max_message_size = 2MB; }\n"
+            % ((base,) * 4),
             filename="smx.conf",
         )
         reactor = MemoryReactorClock()
@@ -320,6 +327,10 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(second.maildirBase, os.path.join(base, "mb"))
         self.assertEqual(second.factory.hostname, "lda.test")
         self.assertEqual(second.factory.log.level, 12)
+        self.assertEqual(first.factory.maxMessageSize, 64 * 1024 * 1024)
+        self.assertEqual(second.factory.maxMessageSize, 2 * 1024 * 1024)
+        proto = second.factory.buildProtocol(None)
+        self.assertEqual(proto.connection.maxMessageSize, 2 * 1024 * 1024)
         self.assertEqual((first.tcpPort, second.tcpPort), (None, 2724))
         for svc in (first, second):
             svc.startService()

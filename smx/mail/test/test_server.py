@@ -6,6 +6,7 @@ Tests for L{smx.mail.server}, the sans-I/O ESMTP server machine.
 from twisted.trial import unittest
 
 from smx.mail import server as sm
+from smx.mail.testing import serverConnection
 
 
 def run(conn, data=b"", answer=None):
@@ -29,7 +30,7 @@ def run(conn, data=b"", answer=None):
 
 
 def started(**kw):
-    conn = sm.ServerConnection("mx.test", **kw)
+    conn = serverConnection("mx.test", **kw)
     conn.greet()
     conn.dataToSend()
     return conn
@@ -46,13 +47,13 @@ class GreetingTests(unittest.TestCase):
 
     def test_greeting(self):
         """The greeting is 220 with the host name and no status code."""
-        conn = sm.ServerConnection("mx.test")
+        conn = serverConnection("mx.test")
         conn.greet()
         self.assertEqual(conn.dataToSend(), b"220 mx.test ESMTP smx\r\n")
 
     def test_refuseTemporary(self):
         """A 4xx refusal is 421 and ends the session."""
-        conn = sm.ServerConnection("mx.test")
+        conn = serverConnection("mx.test")
         conn.refuse(451, "4.7.1", "go away")
         self.assertEqual(conn.dataToSend(), b"421 4.7.1 mx.test go away\r\n")
         self.assertIs(conn.nextEvent(), sm.CLOSE)
@@ -62,7 +63,7 @@ class GreetingTests(unittest.TestCase):
         A 5xx refusal greets with 554 and answers 503 to everything but
         QUIT (RFC 5321 §3.1).
         """
-        conn = sm.ServerConnection("mx.test")
+        conn = serverConnection("mx.test")
         conn.refuse(550, "5.7.1", "no")
         self.assertEqual(conn.dataToSend(), b"554 5.7.1 mx.test no\r\n")
         events, out = run(conn, b"EHLO x\r\nQUIT\r\n")
@@ -72,7 +73,7 @@ class GreetingTests(unittest.TestCase):
 
     def test_softbounceRefusal(self):
         """With softbounce a 5xx refusal becomes 421."""
-        conn = sm.ServerConnection("mx.test", softbounce=True)
+        conn = serverConnection("mx.test", softbounce=True)
         conn.refuse(550, "5.7.1", "no")
         self.assertEqual(conn.dataToSend(), b"421 4.7.1 mx.test no\r\n")
 

@@ -10,10 +10,11 @@ from twisted.trial import unittest
 from smx.mail import server as sm
 from smx.mail.serverstates import State
 from smx.mail.test.test_server import run
+from smx.mail.testing import serverConnection
 
 
 def lmtp(**kw) -> sm.ServerConnection:
-    conn = sm.ServerConnection("lda.test", lmtp=True, **kw)
+    conn = serverConnection("lda.test", lmtp=True, **kw)
     conn.greet()
     conn.dataToSend()
     return conn
@@ -63,7 +64,7 @@ class LHLOTests(unittest.TestCase):
             b"500 5.5.1 This is LMTP: use LHLO\r\n" * 2
             + b"503 5.5.1 Polite people say LHLO first\r\n",
         )
-        conn = sm.ServerConnection("mx.test")
+        conn = serverConnection("mx.test")
         conn.greet()
         _, out = run(conn, b"LHLO c\r\n")
         self.assertTrue(out.endswith(b"500 5.5.1 Command unrecognized\r\n"))
@@ -146,7 +147,7 @@ class FinalDotTests(unittest.TestCase):
 
     def test_smtpOneReply(self) -> None:
         """In SMTP mode the final dot has one reply and no recipients due."""
-        conn = sm.ServerConnection("mx.test")
+        conn = serverConnection("mx.test")
         conn.greet()
         run(
             conn,

@@ -22,6 +22,7 @@ from smx.mail.serverstates import (
     rule,
 )
 from smx.mail.test.test_server import run
+from smx.mail.testing import serverConnection
 
 #: one well-formed line per command
 LINES = {
@@ -137,7 +138,7 @@ def connectionIn(state: State, lmtp: bool) -> sm.ServerConnection:
     A session in C{state}, offering STARTTLS and AUTH PLAIN, reached the
     way a client reaches it.
     """
-    conn = sm.ServerConnection(
+    conn = serverConnection(
         "mx.test",
         tlsAvailable=True,
         authMechanisms=("PLAIN",),
@@ -272,7 +273,7 @@ class TransitionTests(unittest.TestCase):
 
     def test_connected(self) -> None:
         """Before the greeting nothing is read; a 4xx refusal closes."""
-        conn = sm.ServerConnection("mx.test")
+        conn = serverConnection("mx.test")
         self.assertIs(conn.state, State.CONNECTED)
         conn.receiveData(b"NOOP\r\n")
         self.assertIs(conn.nextEvent(), sm.NEED_DATA)

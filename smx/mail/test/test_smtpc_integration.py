@@ -36,6 +36,7 @@ from smx.mail.lmtpd import LMTPDeliveryService
 from smx.mail.smtpc import ClientTLSCreator, DeliveryAgent
 from smx.queue.testing import MemoryContentStore
 from smx.test.mta import DOVECOT_CONF, canConnect, freePort, waitFor
+from smx.mail.testing import defaultLMTPServerSettings
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 DOVECOT = "/usr/sbin/dovecot"
@@ -444,7 +445,9 @@ class LMTPTests(_Base):
         """
         sock = os.path.join(self.dir, "lmtp")
         base = os.path.join(self.dir, "mail")
-        svc = LMTPDeliveryService(sock, base, reactor)
+        svc = LMTPDeliveryService(
+            defaultLMTPServerSettings(socketPath=sock, maildirBase=base), reactor
+        )
         svc.startService()
         self.addCleanup(svc.stopService)
         results = yield self.agent(lmtpSocket=sock).deliver(

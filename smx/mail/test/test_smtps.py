@@ -16,8 +16,9 @@ from twisted.trial import unittest
 from smx.log import Logger, MemorySink, parseRecord
 from smx.maps.testing import FakeAddressResolver
 from smx.mail import smtps
-from smx.mail.smtps import ServerSettings, SMTPServerFactory
+from smx.mail.smtps import SMTPServerFactory
 from smx.queue.testing import FakeQueueManager, MemoryContentStore
+from smx.mail.testing import defaultServerSettings
 
 
 class CountingTransport(StringTransport):
@@ -35,7 +36,7 @@ class Harness:
 
     def __init__(self, **settings):
         settings.setdefault("hostname", "mx.test")
-        self.settings = ServerSettings(**settings)
+        self.settings = defaultServerSettings(**settings)
         self.qmgr = FakeQueueManager()
         self.store = MemoryContentStore()
         self.resolver = FakeAddressResolver()

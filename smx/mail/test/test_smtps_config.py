@@ -1,6 +1,6 @@
 # -*- test-case-name: smx.mail.test.test_smtps_config -*-
 """
-Tests for building SMTPS from smx.conf text: L{settingsFromSection},
+Tests for building SMTPS from smx.conf text: L{ServerSettings.fromSection},
 L{listenAddresses}, L{smtpsServices}.
 """
 
@@ -15,7 +15,7 @@ from smx.maps.testing import FakeAddressResolver
 from smx.mail.smtps import (
     SMTPSConfigurationError,
     listenAddresses,
-    settingsFromSection,
+    ServerSettings,
     smtpsServices,
 )
 from smx.queue.testing import FakeQueueManager, MemoryContentStore
@@ -52,7 +52,7 @@ class ConfigurationTests(unittest.TestCase):
     def test_settings(self):
         """Every option lands in the settings."""
         cfg = self.config()
-        mta = settingsFromSection(cfg.section("smtps", "MTA"), cfg.globals)
+        mta = ServerSettings.fromSection(cfg.section("smtps", "MTA"))
         self.assertEqual(mta.hostname, "mx.example")
         self.assertEqual(mta.maxMessageSize, 100 * 1024)
         self.assertEqual(mta.ioTimeout, 60.0)
@@ -64,7 +64,7 @@ class ConfigurationTests(unittest.TestCase):
         self.assertTrue(mta.access and mta.softbounce and mta.delayChecks)
         self.assertTrue(mta.eightBitMime and mta.lmtpImpliesRelaying)
         self.assertIsNone(mta.tlsContextFactory)
-        msa = settingsFromSection(cfg.section("smtps", "MSA"), cfg.globals)
+        msa = ServerSettings.fromSection(cfg.section("smtps", "MSA"))
         self.assertFalse(msa.lmtpImpliesRelaying)
         self.assertEqual(msa.trustedMechanisms, ("PLAIN",))
         self.assertEqual(msa.authMechanisms, ())
@@ -92,7 +92,7 @@ class ConfigurationTests(unittest.TestCase):
             "flags = { allow_relaying_if_verified }; }"
             % (certs.serverCert, certs.serverKey, certs.caFile),
         )
-        msa = settingsFromSection(cfg.section("smtps", "MSA"), cfg.globals)
+        msa = ServerSettings.fromSection(cfg.section("smtps", "MSA"))
         self.assertTrue(msa.tlsContextFactory.requestsCertificate)
         self.assertTrue(msa.allowRelayingIfVerified)
         self.assertEqual(msa.authMechanisms, ("CRAM-MD5",))
@@ -102,9 +102,8 @@ class ConfigurationTests(unittest.TestCase):
         cfg = self.config("password_file = /nonexistent/pw;")
         e = self.assertRaises(
             SMTPSConfigurationError,
-            settingsFromSection,
+            ServerSettings.fromSection,
             cfg.section("smtps", "MSA"),
-            cfg.globals,
         )
         self.assertIn("smtps MSA", str(e))
         self.assertIn("/nonexistent/pw", str(e))
@@ -114,9 +113,8 @@ class ConfigurationTests(unittest.TestCase):
         cfg = self.config("", "tls { cert_file = %s; key_file = %s; }" % (empty, empty))
         e = self.assertRaises(
             SMTPSConfigurationError,
-            settingsFromSection,
+            ServerSettings.fromSection,
             cfg.section("smtps", "MSA"),
-            cfg.globals,
         )
         self.assertIn("cert_file " + empty, str(e))
 
