@@ -101,7 +101,6 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-import socket
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from twisted.application import service
@@ -122,6 +121,7 @@ from smx.mail.clientprotocol import (
 )
 from smx.mail.clienttls import ClientTLSCreator
 from smx.mail.connectioncache import ConnectionCache
+from smx.mail.deliverysettings import DeliverySettings
 from smx.mail.routeloop import RouteLoop
 from smx.unixsocket import socketName
 
@@ -152,49 +152,38 @@ class DeliveryAgent(service.Service):
     def __init__(
         self,
         contentStore: Any,
+        settings: DeliverySettings,
         reactor: Any = None,
-        heloName: Optional[str] = None,
-        ioTimeout: float = 300.0,
-        remotePort: int = 25,
-        lmtpSocket: str = "lmtpsock",
-        tlsCreator: Optional[ClientTLSCreator] = None,
-        useTLS: bool = True,
-        reuseConnection: bool = False,
-        cacheSize: int = 16,
-        cacheTimeout: float = 60.0,
         logger: Optional[Logger] = None,
         ids: Optional[ClientIdGenerator] = None,
+        cacheTimeout: float = 60.0,
     ) -> None:
         """
         @param contentStore: an L{smx.interfaces.IContentStore}.
+        @param settings: the L{DeliverySettings} of its C{smtpc} section.
         @param reactor: provides C{IReactorTCP}, C{IReactorUNIX},
             C{IReactorTime}.
-        @param heloName: the name for EHLO/LHLO (default: the FQDN).
-        @param ioTimeout: seconds to wait at every step (C{io_timeout}).
-        @param remotePort: the port of C{esmtp} routes without their own.
-        @param lmtpSocket: the Unix socket of C{lmtp} routes.
-        @param tlsCreator: the TLS client side; C{None} with C{useTLS}
-            makes one without a client certificate.
-        @param useTLS: use STARTTLS when offered.
-        @param reuseConnection: keep sessions in the connection cache.
+        @param ids: the id generator (shared by the agents of a pool).
+        @param cacheTimeout: seconds a session is kept in the connection
+            cache.
         """
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
+        self.settings = settings
         self.contentStore = contentStore
         self.reactor = reactor
-        self.heloName = heloName or socket.getfqdn()
-        self.ioTimeout = ioTimeout
-        self.remotePort = remotePort
-        self.lmtpSocket = lmtpSocket
-        if tlsCreator is None and useTLS:
-            tlsCreator = ClientTLSCreator()
-        self.tlsCreator = tlsCreator
-        self.reuseConnection = reuseConnection
-        self.cache = ConnectionCache(reactor, cacheSize, cacheTimeout)
+        self.heloName = settings.heloName
+        self.ioTimeout = settings.ioTimeout
+        self.remotePort = settings.remotePort
+        self.lmtpSocket = settings.lmtpSocket
+        self.tlsCreator = settings.tlsCreator
+        self.reuseConnection = settings.reuseConnection
+        self.cache = ConnectionCache(reactor, settings.cacheSize, cacheTimeout)
         self.log = logger or Logger("smtpc")
         self.ids = ids or ClientIdGenerator()
+        self.name = settings.name
         #: delivery transactions in progress
         self.busy = 0
         self._sessionCount = 0
@@ -209,9 +198,8 @@ class DeliveryAgent(service.Service):
         ids: Optional[ClientIdGenerator] = None,
     ) -> "DeliveryAgent":
         """
-        Build SMTPC from one C{smtpc} section (and C{qmgr}'s
-        C{reuse_connection} flag and C{OCC_max_entries}, and the global
-        C{hostname}) of a configuration.
+        Build SMTPC from one C{smtpc} section of a configuration
+        (L{DeliverySettings.fromSection}).
 
         @param section: the C{smtpc} section, named or not (default: the
             first one in the file, or the defaults if there is none).
@@ -220,31 +208,13 @@ class DeliveryAgent(service.Service):
         """
         if section is None:
             section = smtpcSections(cfg)[0]
-        qmgr = cfg.section("qmgr")
-        tls = _subsection(section, "tls")
-        creator = ClientTLSCreator(
-            _get(tls, "cert_file"),
-            _get(tls, "key_file"),
-            _get(tls, "CAcert_file"),
-            _get(tls, "CAcert_path"),
-            where=_title(section) + " tls",
-        )
-        flags = _get(qmgr, "flags") or frozenset()
-        agent = cls(
+        return cls(
             contentStore,
+            DeliverySettings.fromSection(section),
             reactor,
-            heloName=_get(cfg.globals, "hostname") or None,
-            ioTimeout=float(_get(section, "io_timeout") or 300.0),
-            remotePort=int(_get(section, "remote_port") or 25),
-            lmtpSocket=_get(section, "LMTP_socket") or "lmtpsock",
-            tlsCreator=creator,
-            reuseConnection="reuse_connection" in flags,
-            cacheSize=int(_get(qmgr, "OCC_max_entries") or 16),
             logger=loggerFromConfiguration("smtpc", section),
             ids=ids,
         )
-        agent.name = _title(section)
-        return agent
 
     def stopService(self) -> None:
         service.Service.stopService(self)
@@ -439,24 +409,3 @@ class DeliveryAgentPool(service.MultiService):
     def deliver(self, transaction: Dict[str, Any]) -> defer.Deferred:
         agent = min(self.agents, key=lambda a: a.busy)
         return agent.deliver(transaction)
-
-
-def _title(section: Any) -> str:
-    title = getattr(section, "title", None)
-    return title() if callable(title) else "smtpc"
-
-
-def _subsection(section: Any, name: str) -> Any:
-    try:
-        return section.section(name)
-    except (KeyError, AttributeError):
-        return None
-
-
-def _get(section: Any, name: str) -> Any:
-    if section is None:
-        return None
-    try:
-        return section[name]
-    except KeyError:
-        return None

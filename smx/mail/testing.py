@@ -122,6 +122,18 @@ def serverConnection(hostname: str = "mx.test", **changes: Any) -> Any:
     return ServerConnection(hostname, **limits)
 
 
+def defaultDeliverySettings(**changes: Any) -> Any:
+    """
+    The L{smx.mail.deliverysettings.DeliverySettings} of a default
+    C{smtpc} section, with some fields changed (C{tlsCreator=None}: no
+    STARTTLS).
+    """
+    from smx.mail.deliverysettings import DeliverySettings
+
+    settings = DeliverySettings.fromSection(_defaultConfiguration().section("smtpc"))
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
 def defaultLMTPServerSettings(**changes: Any) -> Any:
     """
     The L{smx.mail.lmtpd.LMTPServerSettings} of a default C{lmtpd}

@@ -14,7 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smx.config import defaultConfiguration
 from smx.config.settings import fieldNames, optionSection, tableOption
-from smx.mail import lmtpd, server, smtps
+from smx.mail import lmtpd, server, smtpc, smtps
+from smx.mail.deliverysettings import DeliverySettings
 from smx.mail.listener import ServerSettings
 from smx.queue import active, bounce, bounceschedule, connections, defedb
 from smx.queue import destinations, diskspace, ibdb, qmgr, retry, scheduler
@@ -37,6 +38,11 @@ SETTINGS = [
         lmtpd.LMTPServerSettings,
         lambda cfg: lmtpd.LMTPServerSettings.fromSection(cfg.section("lmtpd")),
         lambda cfg: cfg.section("lmtpd"),
+    ),
+    (
+        DeliverySettings,
+        lambda cfg: DeliverySettings.fromSection(cfg.section("smtpc")),
+        lambda cfg: cfg.section("smtpc"),
     ),
 ]
 
@@ -73,6 +79,11 @@ CONSTRUCTORS = [
     ),
     (lmtpd.LMTPFactory, lmtpd.LMTPServerSettings, {"logger", "clock"}),
     (lmtpd.LMTPServerProtocol, lmtpd.LMTPServerSettings, set()),
+    (
+        smtpc.DeliveryAgent,
+        DeliverySettings,
+        {"reactor", "logger", "ids", "cacheTimeout"},
+    ),
 ]
 
 

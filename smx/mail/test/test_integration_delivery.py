@@ -31,7 +31,7 @@ from smx.log import Logger, MemorySink
 from smx.mail.lmtpd import LMTPDeliveryService
 from smx.mail.smtpc import DeliveryAgent, DeliveryAgentPool
 from smx.mail.smtpc import deliveryAgentFromConfiguration
-from smx.mail.testing import defaultLMTPServerSettings
+from smx.mail.testing import defaultDeliverySettings, defaultLMTPServerSettings
 from smx.maps.routing import localRoute
 from smx.queue.testing import MemoryContentStore
 from smx.test.mta import (
@@ -70,13 +70,12 @@ class _Base(TestCase):
 
     def agent(self, **kw: Any) -> DeliveryAgent:
         kw.setdefault("ioTimeout", 5)
-        kw.setdefault("useTLS", False)
+        kw.setdefault("tlsCreator", None)
         return DeliveryAgent(
             self.store,
+            defaultDeliverySettings(heloName="client.test", **kw),
             reactor,
-            heloName="client.test",
             logger=Logger("smtpc", sink=self.sink),
-            **kw,
         )
 
     def transaction(

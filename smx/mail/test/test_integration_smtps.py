@@ -18,12 +18,12 @@ from twisted.internet import reactor, threads, utils
 from twisted.trial import unittest
 
 from smx.log import Logger, MemorySink
+from smx.mail.testing import defaultServerSettings
 from smx.maps.testing import FakeAddressResolver
 from smx.mail.smtps import SMTPServerFactory
 from smx.mail.tls import ServerContextFactory
 from smx.queue.testing import FakeQueueManager, MemoryContentStore
 from smx.test.certs import makeCertificates
-from smx.mail.testing import defaultServerSettings
 
 SWAKS = shutil.which("swaks") or "/usr/bin/swaks"
 SMTP_SOURCE = "/usr/sbin/smtp-source"

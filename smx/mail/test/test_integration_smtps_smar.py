@@ -13,13 +13,13 @@ from twisted.internet import reactor, threads
 from twisted.trial import unittest
 
 from smx.log import Logger, MemorySink
+from smx.mail.testing import defaultServerSettings
 from smx.maps.mailertable import Mailertable
 from smx.maps.resolver import AddressResolver
 from smx.maps.testing import DictMap
 from smx.mail.smtps import SMTPServerFactory
 from smx.queue.cdb import FileContentStore
 from smx.queue.testing import FakeQueueManager
-from smx.mail.testing import defaultServerSettings
 
 ACCESS = {
     "to:x@remote.test": "relay",

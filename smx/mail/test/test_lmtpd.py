@@ -19,8 +19,8 @@ from smx.mail.lmtpd import (
     lmtpdServices,
     mailboxName,
 )
-from smx.scripts import lmtpd as script
 from smx.mail.testing import defaultLMTPServerSettings
+from smx.scripts import lmtpd as script
 
 
 class MailboxNameTests(SynchronousTestCase):

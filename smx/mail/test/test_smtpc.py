@@ -26,6 +26,7 @@ from smx.mail.smtpc import (
     _ConnectFactory,
     deliveryAgentFromConfiguration,
 )
+from smx.mail.testing import defaultDeliverySettings
 from smx.maps.routing import localRoute
 from smx.queue.testing import MemoryContentStore
 
@@ -59,10 +60,8 @@ class AgentTests(SynchronousTestCase):
         self.sink = MemorySink()
         self.agent = DeliveryAgent(
             self.store,
+            defaultDeliverySettings(heloName="me.test", ioTimeout=30, tlsCreator=None),
             self.reactor,
-            heloName="me.test",
-            ioTimeout=30,
-            useTLS=False,
             logger=Logger("smtpc", sink=self.sink),
         )
 
@@ -465,7 +464,9 @@ class PoolTests(SynchronousTestCase):
         out = []
         for name in names:
             agent = DeliveryAgent(
-                MemoryContentStore(), MemoryReactorClock(), "me.test", useTLS=False
+                MemoryContentStore(),
+                defaultDeliverySettings(heloName="me.test", tlsCreator=None),
+                MemoryReactorClock(),
             )
             agent.name = name
             out.append(agent)
@@ -520,14 +521,16 @@ class ConnectionReuseTests(AgentTests.__bases__[0]):  # type: ignore[misc]
         self.store.contents["S1"] = b"body\n"
         self.agent = DeliveryAgent(
             self.store,
+            defaultDeliverySettings(
+                heloName="me.test",
+                ioTimeout=30,
+                tlsCreator=None,
+                reuseConnection=True,
+                cacheSize=1,
+            ),
             self.reactor,
-            heloName="me.test",
-            ioTimeout=30,
-            useTLS=False,
-            reuseConnection=True,
-            cacheSize=1,
-            cacheTimeout=10,
             logger=Logger("smtpc", sink=MemorySink()),
+            cacheTimeout=10,
         )
         self.tx = {
             "id": "C0100000001000000",

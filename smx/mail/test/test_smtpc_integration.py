@@ -34,9 +34,9 @@ from twisted.trial.unittest import SkipTest, TestCase
 from smx.log import Logger, MemorySink
 from smx.mail.lmtpd import LMTPDeliveryService
 from smx.mail.smtpc import ClientTLSCreator, DeliveryAgent
+from smx.mail.testing import defaultDeliverySettings, defaultLMTPServerSettings
 from smx.queue.testing import MemoryContentStore
 from smx.test.mta import DOVECOT_CONF, canConnect, freePort, waitFor
-from smx.mail.testing import defaultLMTPServerSettings
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 DOVECOT = "/usr/sbin/dovecot"
@@ -73,10 +73,9 @@ class _Base(TestCase):
         kw.setdefault("ioTimeout", 5)
         return DeliveryAgent(
             self.store,
+            defaultDeliverySettings(heloName="client.test", **kw),
             reactor,
-            heloName="client.test",
             logger=Logger("smtpc", sink=self.sink),
-            **kw,
         )
 
     def transaction(self, routes: List[Dict[str, Any]], *addresses: str):
@@ -342,7 +341,7 @@ class FakeServerTests(_Base):
         MAIL): the transaction goes through on a new connection, at once.
         """
         port = self.listen("idleclose")
-        agent = self.agent(reuseConnection=True, useTLS=False)
+        agent = self.agent(reuseConnection=True, tlsCreator=None)
         for _ in range(2):
             [result] = yield agent.deliver(
                 self.transaction([esmtpRoute(port)], "a@r.test")
@@ -357,7 +356,7 @@ class FakeServerTests(_Base):
         """A server that never answers: io_timeout ends the attempt."""
         port = self.listen("hang")
         start = time.monotonic()
-        [result] = yield self.agent(ioTimeout=0.5, useTLS=False).deliver(
+        [result] = yield self.agent(ioTimeout=0.5, tlsCreator=None).deliver(
             self.transaction([esmtpRoute(port)], "a@r.test")
         )
         self.assertLess(time.monotonic() - start, 3)
@@ -367,7 +366,7 @@ class FakeServerTests(_Base):
     def test_garbage(self) -> Any:
         """A server that answers garbage: temporary failure."""
         port = self.listen("garbage")
-        [result] = yield self.agent(useTLS=False).deliver(
+        [result] = yield self.agent(tlsCreator=None).deliver(
             self.transaction([esmtpRoute(port)], "a@r.test")
         )
         self.assertEqual(result["status"], "temp")

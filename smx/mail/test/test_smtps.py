@@ -17,8 +17,8 @@ from smx.log import Logger, MemorySink, parseRecord
 from smx.maps.testing import FakeAddressResolver
 from smx.mail import smtps
 from smx.mail.smtps import SMTPServerFactory
-from smx.queue.testing import FakeQueueManager, MemoryContentStore
 from smx.mail.testing import defaultServerSettings
+from smx.queue.testing import FakeQueueManager, MemoryContentStore
 
 
 class CountingTransport(StringTransport):
