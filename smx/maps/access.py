@@ -135,9 +135,11 @@ class AccessMap:
     @ivar delimiter: the C{address_delimiter}.
     """
 
-    def __init__(
-        self, map: Any = None, delimiter: str = "+", log: Optional[Logger] = None
-    ):
+    def __init__(self, map: Any, delimiter: str, log: Optional[Logger] = None):
+        """
+        @param map: the access L{IMap}, or C{None}: no access map.
+        @param delimiter: the C{address_delimiter}.
+        """
         self.map = map
         self.delimiter = delimiter
         self.log = log if log is not None else Logger("smar")

@@ -107,14 +107,22 @@ class AliasExpander:
 
     def __init__(
         self,
-        aliases: Any = None,
-        localUsers: Any = None,
-        isLocal: Callable[[str], bool] = lambda domain: False,
-        flags: Any = ("localpart",),
-        hostname: str = "localhost",
-        delimiter: str = "+",
+        aliases: Any,
+        localUsers: Any,
+        isLocal: Callable[[str], bool],
+        flags: Any,
+        hostname: str,
+        delimiter: str,
         log: Optional[Logger] = None,
     ) -> None:
+        """
+        @param aliases: the aliases L{IMap}, or C{None}.
+        @param localUsers: the C{local_user_map}, or C{None}.
+        @param isLocal: C{domain -> bool}: is this a local domain?
+        @param flags: the flags of the aliases map (and QMGR's C{aliases}).
+        @param hostname: the local host name.
+        @param delimiter: the C{address_delimiter}.
+        """
         self.aliases = aliases
         self.localUsers = localUsers
         self.isLocal = isLocal

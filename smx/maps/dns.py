@@ -32,7 +32,6 @@ from smx.fastdefer import settled
 from smx.log import Logger
 from smx.maps.errors import DNSPermanentError, DNSTemporaryError
 
-DEFAULT_TIMEOUT = 30.0
 NEGATIVE_TTL = 60
 MAX_NEGATIVE_TTL = 300
 
@@ -130,17 +129,25 @@ class DNSResolver:
     def __init__(
         self,
         reactor: Any,
-        nameservers: Sequence[Union[str, Tuple[str, int]]] = (),
-        timeout: float = DEFAULT_TIMEOUT,
-        useTCP: bool = False,
+        nameservers: Sequence[Union[str, Tuple[str, int]]],
+        timeout: float,
+        useTCP: bool,
         log: Optional[Logger] = None,
         resolvConf: str = "/etc/resolv.conf",
     ) -> None:
+        """
+        @param nameservers: C{nameserver} (none: those of C{resolvConf}).
+        @param timeout: C{DNS_timeout}, seconds a lookup may take (shared
+            out between the tries).
+        @param useTCP: query over TCP only (C{DNS_flags = use_tcp}).
+        """
+        if not timeout > 0:
+            raise ValueError("DNS timeout %r is not positive" % (timeout,))
         self.reactor = reactor
         self.servers = [
             s if isinstance(s, tuple) else parseNameserver(s) for s in nameservers
         ][:4]
-        self.timeout = float(timeout) if timeout and timeout > 0 else DEFAULT_TIMEOUT
+        self.timeout = float(timeout)
         self.useTCP = useTCP
         self.log = log if log is not None else Logger("smar")
         self._cache = {}  # type: Dict[Tuple[str, int], Tuple[float, Any]]

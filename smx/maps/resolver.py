@@ -84,11 +84,10 @@ from smx.maps.dnsbl import DNSBLChecker
 from smx.maps.errors import DNSPermanentError, DNSTemporaryError, MapError
 from smx.maps.mailertable import Mailertable
 from smx.maps.routing import Router
+from smx.maps.settings import ResolverSettings
 
 REJECTING = frozenset(["error", "reject", "discard", "tempfail"])
 
-#: seconds a decision or resolution is reused (C{smar} C{cache_ttl})
-CACHE_TTL = 5.0
 #: decisions and resolutions kept at most (the oldest go first)
 CACHE_SIZE = 10000
 
@@ -109,39 +108,49 @@ class AddressResolver:
     def __init__(
         self,
         reactor: Any,
+        settings: ResolverSettings,
         mailertable: Mailertable,
         access: Any = None,
         aliases: Any = None,
         localUserMap: Any = None,
-        aliasFlags: Any = ("localpart",),
-        hostname: str = "localhost",
-        delimiter: str = "+",
         dns: Any = None,
-        dnsbl: Any = (),
-        remotePort: int = 25,
         maps: Any = (),
         log: Optional[Logger] = None,
         rng: Any = random,
-        cacheTTL: float = CACHE_TTL,
         cacheSize: int = CACHE_SIZE,
     ) -> None:
+        """
+        @param settings: the L{ResolverSettings} (every option SMAR uses).
+        @param mailertable: the L{Mailertable}.
+        @param access: the access map (an L{smx.interfaces.IMap}), or
+            C{None}.
+        @param aliases: the aliases map, or C{None}.
+        @param localUserMap: the map of C{local_user_map}, or C{None}.
+        @param dns: the L{smx.maps.dns.DNSResolver}, or C{None}: no DNS.
+        @param maps: the declared maps (reopened by L{reload}).
+        @param rng: orders MX hosts of equal preference.
+        @param cacheSize: decisions and resolutions kept at most.
+        """
+        self.settings = settings
         self.reactor = reactor
-        self.cache = DecisionCache(reactor, cacheTTL, cacheSize)
+        self.cache = DecisionCache(reactor, settings.cacheTTL, cacheSize)
         self.log = log if log is not None else Logger("smar")
         self.mailertable = mailertable
-        self.access = AccessMap(access, delimiter, self.log)
+        self.access = AccessMap(access, settings.delimiter, self.log)
         self.dns = dns
-        self.router = Router(mailertable, dns, self.access, remotePort, rng, self.log)
+        self.router = Router(
+            mailertable, dns, self.access, settings.remotePort, rng, self.log
+        )
         self.aliases = AliasExpander(
             aliases,
             localUserMap,
             mailertable.isLocal,
-            aliasFlags,
-            hostname,
-            delimiter,
+            settings.aliasFlags,
+            settings.hostname,
+            settings.delimiter,
             self.log,
         )
-        self.dnsbl = DNSBLChecker(dns, self.access, list(dnsbl))
+        self.dnsbl = DNSBLChecker(dns, self.access, list(settings.dnsbl))
         owned = list(maps)
         for m in (access, aliases, localUserMap):
             if m is not None and m not in owned:
@@ -171,17 +180,10 @@ class AddressResolver:
                 log = loggerFromConfiguration("smar", smar)
             except Exception:
                 log = Logger("smar")
+        settings = ResolverSettings.fromConfiguration(cfg)
         maps = buildMaps(cfg.sections("map"), reactor, log)
         access = _namedMap(smar.section("access"), maps, "access", log)
-        aliasSection = smar.section("aliases")
-        aliases = _namedMap(aliasSection, maps, "aliases", log)
-        flags = set(aliasSection["flags"] or ())
-        qmgr = cfg.section("qmgr")
-        if qmgr.isSet("aliases"):
-            mode = {"localdomains": "local_domains", "all": "all_domains"}.get(
-                qmgr["aliases"], qmgr["aliases"]
-            )
-            flags.add(mode)
+        aliases = _namedMap(smar.section("aliases"), maps, "aliases", log)
         local = None
         if smar["local_user_map"]:
             local = maps.get(smar["local_user_map"].lower())
@@ -192,34 +194,21 @@ class AddressResolver:
         mailertable = Mailertable.fromFile(smar.section("mailertable")["name"])
         dns = DNSResolver(
             reactor,
-            smar["nameserver"] or (),
-            smar["DNS_timeout"],
-            "use_tcp" in {f.lower() for f in smar["DNS_flags"] or ()},
+            settings.nameservers,
+            settings.dnsTimeout,
+            settings.dnsUseTCP,
             log,
         )
-        dnsbl = [(s["domain"], s["tag"]) for s in smar.sections("dnsbl")]
-        try:
-            # the first smtpc section, named or not: all of them must
-            # use the same remote_port (seed §5.10, smx.config.reconcile)
-            clients = cfg.sections("smtpc") or [cfg.section("smtpc")]
-            port = clients[0]["remote_port"]
-        except Exception:
-            port = 25
         return cls(
             reactor,
+            settings,
             mailertable,
             access=access,
             aliases=aliases,
             localUserMap=local,
-            aliasFlags=flags,
-            hostname=cfg.globals["hostname"],
-            delimiter=smar["address_delimiter"] or "+",
             dns=dns,
-            dnsbl=dnsbl,
-            remotePort=port,
             maps=list(maps.values()),
             log=log,
-            cacheTTL=smar["cache_ttl"],
         )
 
     # -- client ------------------------------------------------------------

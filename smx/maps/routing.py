@@ -4,7 +4,7 @@ NAME
     smx.maps.routing - the routes of a recipient
 
 SYNOPSIS
-    router = Router(mailertable, dns, access, port=25)
+    router = Router(mailertable, dns, access, port)
     routes, error = yield router.route("user@example.com")
     router.isLocal("example.com")
 
@@ -102,21 +102,27 @@ class Router:
     @ivar mailertable: the L{Mailertable}.
     @ivar dns: a L{smx.maps.dns.DNSResolver} (or C{None}: only literals).
     @ivar access: an L{AccessMap} for C{mxbadip:}.
-    @ivar port: the default remote port (C{remote_port}, 25).
+    @ivar port: the default remote port (C{remote_port}).
     """
 
     def __init__(
         self,
         mailertable: Mailertable,
-        dns: Any = None,
-        access: Optional[AccessMap] = None,
-        port: int = 25,
+        dns: Any,
+        access: AccessMap,
+        port: int,
         rng: Any = random,
         log: Optional[Logger] = None,
     ) -> None:
+        """
+        @param dns: a L{smx.maps.dns.DNSResolver}, or C{None}: only
+            literals.
+        @param access: the L{AccessMap} (C{mxbadip:}).
+        @param port: the port of routes without their own.
+        """
         self.mailertable = mailertable
         self.dns = dns
-        self.access = access if access is not None else AccessMap()
+        self.access = access
         self.port = port
         self.rng = rng
         self.log = log if log is not None else Logger("smar")

@@ -1,11 +1,14 @@
 # -*- test-case-name: smx.test.test_interfaces -*-
 """
 In-memory fakes of L{IMap} and L{IAddressResolver} for unit tests of the
-components that use them.
+components that use them, and the settings of SMAR as users run it
+(L{defaultResolverSettings}).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any, Dict, List, Optional
 
 from twisted.internet import defer
@@ -170,3 +173,17 @@ class FakeDNSResolver:
 
     def close(self):
         pass
+
+
+def defaultResolverSettings(**changes: Any) -> Any:
+    """
+    The L{smx.maps.settings.ResolverSettings} of the default
+    configuration, with some fields changed (as for
+    C{dataclasses.replace}).
+    """
+    from smx.config import defaultConfiguration
+    from smx.maps.settings import ResolverSettings
+
+    cfg = defaultConfiguration(queueDirectory=os.getcwd())
+    settings = ResolverSettings.fromConfiguration(cfg)
+    return dataclasses.replace(settings, **changes) if changes else settings

@@ -17,6 +17,8 @@ from smx.config.settings import fieldNames, optionSection, tableOption
 from smx.mail import lmtpd, server, smtpc, smtps
 from smx.mail.deliverysettings import DeliverySettings
 from smx.mail.listener import ServerSettings
+from smx.maps import access, aliases, dns, resolver, routing
+from smx.maps.settings import ResolverSettings
 from smx.queue import active, bounce, bounceschedule, connections, defedb
 from smx.queue import destinations, diskspace, ibdb, qmgr, retry, scheduler
 from smx.queue.settings import QueueSettings
@@ -43,6 +45,11 @@ SETTINGS = [
         DeliverySettings,
         lambda cfg: DeliverySettings.fromSection(cfg.section("smtpc")),
         lambda cfg: cfg.section("smtpc"),
+    ),
+    (
+        ResolverSettings,
+        ResolverSettings.fromConfiguration,
+        lambda cfg: cfg.section("smar"),
     ),
 ]
 
@@ -84,6 +91,15 @@ CONSTRUCTORS = [
         DeliverySettings,
         {"reactor", "logger", "ids", "cacheTimeout"},
     ),
+    (
+        resolver.AddressResolver,
+        ResolverSettings,
+        {"access", "aliases", "localUserMap", "dns", "maps", "log", "rng", "cacheSize"},
+    ),
+    (dns.DNSResolver, ResolverSettings, {"log", "resolvConf"}),
+    (access.AccessMap, ResolverSettings, {"log"}),
+    (aliases.AliasExpander, ResolverSettings, {"log"}),
+    (routing.Router, ResolverSettings, {"rng", "log"}),
 ]
 
 

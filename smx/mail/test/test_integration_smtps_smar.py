@@ -16,7 +16,7 @@ from smx.log import Logger, MemorySink
 from smx.mail.testing import defaultServerSettings
 from smx.maps.mailertable import Mailertable
 from smx.maps.resolver import AddressResolver
-from smx.maps.testing import DictMap
+from smx.maps.testing import DictMap, defaultResolverSettings
 from smx.mail.smtps import SMTPServerFactory
 from smx.queue.cdb import FileContentStore
 from smx.queue.testing import FakeQueueManager
@@ -36,10 +36,10 @@ class RealSMARTests(unittest.TestCase):
     def setUp(self):
         self.resolver = AddressResolver(
             reactor,
+            defaultResolverSettings(hostname="mx.test"),
             Mailertable.fromText("local.test lmtp:\n"),
             access=DictMap("access", ACCESS),
             aliases=DictMap("aliases", ALIASES),
-            hostname="mx.test",
             log=Logger("smar", sink=MemorySink()),
         )
         self.store = FileContentStore(os.path.abspath(self.mktemp()))

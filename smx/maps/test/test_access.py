@@ -15,7 +15,9 @@ from smx.maps.createmap import createMap
 from smx.maps.hashmap import HashMap
 from smx.maps.mailertable import Mailertable
 from smx.maps.resolver import AddressResolver
-from smx.maps.testing import DictMap, FakeDNSResolver
+from smx.maps.testing import DictMap, FakeDNSResolver, defaultResolverSettings
+
+DELIMITER = defaultResolverSettings().delimiter
 
 
 def accessEntries(text):
@@ -45,9 +47,16 @@ cltaddr:127.0.0.1     quick:relay
 
 
 def makeResolver(entries, mt="", dns=None, accessMap=None, **kw):
+    """
+    SMAR with the default settings (the host named C{localhost}), the
+    access map C{entries} and the mailertable C{mt}.
+
+    @param kw: maps (C{aliases}, C{localUserMap}).
+    """
     sink = MemorySink()
     r = AddressResolver(
         None,
+        defaultResolverSettings(hostname="localhost"),
         Mailertable.fromText(mt),
         access=accessMap or DictMap("access", entries),
         dns=dns,
@@ -102,7 +111,9 @@ class ValueTests(unittest.TestCase):
         """
         sink = MemorySink()
         a = AccessMap(
-            DictMap("a", {"from:x@y": "bogus"}), log=Logger("smar", sink=sink)
+            DictMap("a", {"from:x@y": "bogus"}),
+            DELIMITER,
+            log=Logger("smar", sink=sink),
         )
         d = self.successResultOf(a.check("from", "x@y"))
         self.assertEqual(d["action"], "tempfail")
@@ -128,7 +139,7 @@ class ValueTests(unittest.TestCase):
         """
         m = DictMap("a", {})
         m.temporaryFailure = True
-        a = AccessMap(m, log=Logger("smar", sink=MemorySink()))
+        a = AccessMap(m, DELIMITER, log=Logger("smar", sink=MemorySink()))
         d = self.successResultOf(a.check("to", "u@d"))
         self.assertEqual((d["action"], d["reply"]["code"]), ("tempfail", 451))
 

@@ -8,16 +8,23 @@ from twisted.trial import unittest
 
 from smx.log import Logger, MemorySink
 from smx.maps.aliases import AliasExpander
-from smx.maps.testing import DictMap
+from smx.maps.testing import DictMap, defaultResolverSettings
 
 
-def expander(entries, local=("local.host", "my.dom"), **kw):
-    kw.setdefault("hostname", "local.host")
+def expander(entries, local=("local.host", "my.dom"), flags=None):
+    """
+    An L{AliasExpander} of C{entries} with the default settings (the
+    host named C{local.host}), the aliases flags C{flags} if given.
+    """
+    settings = defaultResolverSettings(hostname="local.host")
     return AliasExpander(
         DictMap("aliases", entries),
-        isLocal=lambda d: d in local,
+        None,
+        lambda d: d in local,
+        settings.aliasFlags if flags is None else flags,
+        settings.hostname,
+        settings.delimiter,
         log=Logger("smar", sink=MemorySink()),
-        **kw,
     )
 
 
@@ -175,10 +182,14 @@ class AliasTests(unittest.TestCase):
         Without an alias, C{local_user_map} decides; a detail is accepted
         for a known user.
         """
+        settings = defaultResolverSettings()
         e = AliasExpander(
             None,
             DictMap("users", {"alice": "alice"}),
-            isLocal=lambda d: True,
+            lambda d: True,
+            settings.aliasFlags,
+            settings.hostname,
+            settings.delimiter,
             log=Logger("smar", sink=MemorySink()),
         )
         self.assertIsNone(self.successResultOf(e.validate("alice+x@my.dom")))

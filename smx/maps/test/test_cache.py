@@ -12,8 +12,8 @@ from twisted.trial import unittest
 from smx.config import parseConfiguration
 from smx.log import Logger, MemorySink
 from smx.maps.mailertable import Mailertable
-from smx.maps.resolver import CACHE_TTL, AddressResolver, DecisionCache
-from smx.maps.testing import DictMap, FakeDNSResolver
+from smx.maps.resolver import AddressResolver, DecisionCache
+from smx.maps.testing import DictMap, FakeDNSResolver, defaultResolverSettings
 
 
 class DecisionCacheTests(unittest.TestCase):
@@ -91,6 +91,7 @@ class ResolverCacheTests(unittest.TestCase):
         )
         self.resolver = AddressResolver(
             self.clock,
+            defaultResolverSettings(),
             Mailertable.fromText("relay.test esmtp:[192.0.2.7]\n"),
             access=self.access,
             dns=self.dns,
@@ -113,7 +114,7 @@ class ResolverCacheTests(unittest.TestCase):
         self.assertEqual(
             result(self.resolver.checkClient("192.0.2.1"))["action"], "relay"
         )
-        self.clock.advance(CACHE_TTL)
+        self.clock.advance(defaultResolverSettings().cacheTTL)
         self.assertEqual(
             result(self.resolver.checkClient("192.0.2.1"))["action"], "error"
         )
@@ -198,6 +199,7 @@ class ResolverCacheTests(unittest.TestCase):
         aliases.temporaryFailure = True
         resolver = AddressResolver(
             self.clock,
+            defaultResolverSettings(),
             Mailertable.fromText("relay.test esmtp:[192.0.2.7]\nlocal.test lmtp:\n"),
             aliases=aliases,
             log=Logger("smar", sink=MemorySink()),
@@ -235,7 +237,7 @@ class ConfigurationTests(unittest.TestCase):
         return resolver
 
     def test_default(self):
-        self.assertEqual(self.build("").cache.ttl, CACHE_TTL)
+        self.assertEqual(self.build("").cache.ttl, 5.0)
 
     def test_set(self):
         self.assertEqual(self.build("cache_ttl = 0;").cache.ttl, 0)

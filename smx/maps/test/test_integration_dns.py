@@ -11,6 +11,7 @@ from smx.log import Logger, MemorySink
 from smx.maps.dns import DNSResolver, parseNameserver, reverseName
 from smx.maps.errors import DNSPermanentError, DNSTemporaryError
 from smx.maps.test.dnsserver import startDNSServerWithLog
+from smx.maps.testing import defaultResolverSettings
 
 ZONE = {
     "remote.test": [("MX", 10, "mx1.remote.test"), ("MX", 20, "mx2.remote.test")],
@@ -66,13 +67,19 @@ class LookupTests(unittest.TestCase):
         )
         self.addCleanup(stop)
 
-    def resolver(self, **kw):
-        kw.setdefault("timeout", 1.0)
+    def resolver(self, timeout=1.0, useTCP=None):
+        """
+        A resolver asking the test's server, with the default
+        C{DNS_flags} unless C{useTCP} is given.
+        """
+        if useTCP is None:
+            useTCP = defaultResolverSettings().dnsUseTCP
         r = DNSResolver(
             reactor,
             ["127.0.0.1:%d" % self.port],
+            timeout,
+            useTCP,
             log=Logger("smar", sink=MemorySink()),
-            **kw,
         )
         self.addCleanup(r.close)
         return r

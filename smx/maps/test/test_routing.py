@@ -14,7 +14,7 @@ from smx.log import Logger, MemorySink
 from smx.maps.access import AccessMap
 from smx.maps.mailertable import Mailertable
 from smx.maps.routing import LMTP_PORT, Router, localRoute, shuffleEqual
-from smx.maps.testing import DictMap, FakeDNSResolver
+from smx.maps.testing import DictMap, FakeDNSResolver, defaultResolverSettings
 
 MAILERTABLE = """
 local.test        lmtp:
@@ -75,7 +75,8 @@ class RouterTests(unittest.TestCase):
                     "mxbadip:198.51.100.66": "error:551 5.7.1 Bad IP address in MX list",
                     "mxbadip:192.0.2.11": "error:551 5.7.1 never checked",
                 },
-            )
+            ),
+            defaultResolverSettings().delimiter,
         )
         self.sink = MemorySink()
         self.router = Router(
@@ -270,7 +271,13 @@ class RouterTests(unittest.TestCase):
         Without a DNS resolver only literals route; anything else is a
         temporary failure, and counts as a DNS routing.
         """
-        router = Router(Mailertable.fromText(MAILERTABLE), None, port=25)
+        settings = defaultResolverSettings()
+        router = Router(
+            Mailertable.fromText(MAILERTABLE),
+            None,
+            AccessMap(None, settings.delimiter),
+            settings.remotePort,
+        )
         routes, error = self.successResultOf(router.route("u@literal.test"))
         self.assertEqual([r["address"] for r in routes], ["192.0.2.10"])
         self.assertEqual(router.dnsRoutings, 0)
