@@ -18,7 +18,11 @@ class ConnectionCache:
     seconds of idleness.
     """
 
-    def __init__(self, reactor: Any, maxEntries: int = 16, timeout: float = 60.0):
+    def __init__(self, reactor: Any, maxEntries: int, timeout: float):
+        """
+        @param maxEntries: the most idle sessions kept (C{OCC_max_entries}).
+        @param timeout: seconds an idle session is kept.
+        """
         self.reactor = reactor
         self.maxEntries = maxEntries
         self.timeout = timeout

@@ -103,15 +103,20 @@ class SessionPolicy:
         resolver: Any,
         clientAddress: str,
         hostname: str,
-        access: bool = False,
-        delayChecks: bool = False,
-        lmtpImpliesRelaying: bool = True,
-        allowRelayingIfVerified: bool = False,
-        checkAccessMapForRelaying: bool = False,
-        trustedMechanisms: Tuple[str, ...] = (),
-        relayClients: Iterable[str] = (),
+        *,
+        access: bool,
+        delayChecks: bool,
+        lmtpImpliesRelaying: bool,
+        allowRelayingIfVerified: bool,
+        checkAccessMapForRelaying: bool,
+        trustedMechanisms: Tuple[str, ...],
+        relayClients: Iterable[str],
     ) -> None:
         """
+        The settings are those of the C{smtps} section
+        (L{smx.mail.listener.ServerSettings}).
+
+        @param trustedMechanisms: the AUTH mechanisms that allow relaying.
         @param relayClients: IP addresses of clients that may relay
             (C{relay_clients}, C{smtps -C}).
         """

@@ -3,7 +3,7 @@
 An in-memory fake of L{IDeliveryAgent} for unit tests of QMGR, and the
 settings of SMTPS, SMTPC and lmtpd as users run them: those of the default
 configuration with some fields changed (L{defaultServerSettings},
-L{serverConnection}, L{defaultDeliverySettings},
+L{serverConnection}, L{sessionPolicy}, L{defaultDeliverySettings},
 L{defaultLMTPServerSettings}).
 """
 
@@ -120,6 +120,29 @@ def serverConnection(hostname: str = "mx.test", **changes: Any) -> Any:
     )
     limits.update(changes)
     return ServerConnection(hostname, **limits)
+
+
+def sessionPolicy(
+    resolver: Any, clientAddress: str, hostname: str = "mx.test", **changes: Any
+) -> Any:
+    """
+    A L{smx.mail.policy.SessionPolicy} with the settings of the default
+    C{smtps} section, some of them changed (C{access=True}, ...).
+    """
+    from smx.mail.policy import SessionPolicy
+
+    s = defaultServerSettings()
+    settings = dict(
+        access=s.access,
+        delayChecks=s.delayChecks,
+        lmtpImpliesRelaying=s.lmtpImpliesRelaying,
+        allowRelayingIfVerified=s.allowRelayingIfVerified,
+        checkAccessMapForRelaying=s.checkAccessMapForRelaying,
+        trustedMechanisms=s.trustedMechanisms or (),
+        relayClients=s.relayClients,
+    )
+    settings.update(changes)
+    return SessionPolicy(resolver, clientAddress, hostname, **settings)
 
 
 def defaultDeliverySettings(**changes: Any) -> Any:

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from smx.config import defaultConfiguration
 from smx.config.settings import fieldNames, optionSection, tableOption
-from smx.mail import lmtpd, server, smtpc, smtps
+from smx.mail import connectioncache, lmtpd, policy, server, smtpc, smtps
 from smx.mail.deliverysettings import DeliverySettings
 from smx.mail.listener import ServerSettings
 from smx.maps import access, aliases, dns, resolver, routing
@@ -85,12 +85,14 @@ CONSTRUCTORS = [
         {"reactor", "logger", "mode"},
     ),
     (lmtpd.LMTPFactory, lmtpd.LMTPServerSettings, {"logger", "clock"}),
+    (policy.SessionPolicy, ServerSettings, set()),
     (lmtpd.LMTPServerProtocol, lmtpd.LMTPServerSettings, set()),
     (
         smtpc.DeliveryAgent,
         DeliverySettings,
         {"reactor", "logger", "ids", "cacheTimeout"},
     ),
+    (connectioncache.ConnectionCache, DeliverySettings, set()),
     (
         resolver.AddressResolver,
         ResolverSettings,

@@ -7,7 +7,7 @@ expected reply to RCPT.
 
 from twisted.trial import unittest
 
-from smx.mail.policy import SessionPolicy
+from smx.mail.testing import sessionPolicy
 from smx.maps.testing import FakeAddressResolver
 
 
@@ -70,7 +70,7 @@ class TableTests(unittest.TestCase):
             if rcpt:
                 resolver.recipients[address.replace("%remote.test", "")] = dict(rcpt)
                 resolver.recipients[address] = dict(rcpt)
-            policy = SessionPolicy(
+            policy = sessionPolicy(
                 resolver, "10.0.0.1", "mx.test", access=True, **settings
             )
             row = (client, sender, rcpt, address, settings)
@@ -89,7 +89,7 @@ class DiscardTests(unittest.TestCase):
         resolver = FakeAddressResolver()
         resolver.localDomains.add("local.test")
         resolver.recipients["u@local.test"] = d("discard", True)
-        policy = SessionPolicy(resolver, "10.0.0.1", "mx.test", access=True)
+        policy = sessionPolicy(resolver, "10.0.0.1", "mx.test", access=True)
         self.successResultOf(policy.checkSender("s@x.test"))
         reply, _, discard = self.successResultOf(policy.checkRecipient("u@local.test"))
         self.assertEqual(
@@ -100,7 +100,7 @@ class DiscardTests(unittest.TestCase):
         """A client discard discards every transaction."""
         resolver = FakeAddressResolver()
         resolver.clients["10.0.0.1"] = d("discard")
-        policy = SessionPolicy(resolver, "10.0.0.1", "mx.test", access=True)
+        policy = sessionPolicy(resolver, "10.0.0.1", "mx.test", access=True)
         self.successResultOf(policy.checkConnection())
         self.successResultOf(policy.checkSender("s@x.test"))
         self.assertTrue(policy.discardTransaction)
@@ -115,7 +115,7 @@ class CertificateTests(unittest.TestCase):
         """certissuer: relay allows relaying; unverified never does."""
         resolver = FakeAddressResolver()
         resolver.access[("certissuer", "/O=CA")] = d("relay")
-        policy = SessionPolicy(
+        policy = sessionPolicy(
             resolver, "10.0.0.1", "mx.test", access=True, checkAccessMapForRelaying=True
         )
         self.successResultOf(policy.tlsEstablished(dict(self.INFO, verify="FAIL")))
@@ -127,7 +127,7 @@ class CertificateTests(unittest.TestCase):
         """certsubject: is consulted only after certissuer: cont."""
         resolver = FakeAddressResolver()
         resolver.access[("certsubject", "/CN=me")] = d("relay")
-        policy = SessionPolicy(
+        policy = sessionPolicy(
             resolver, "10.0.0.1", "mx.test", access=True, checkAccessMapForRelaying=True
         )
         self.successResultOf(policy.tlsEstablished(self.INFO))
@@ -150,7 +150,7 @@ class RelayClientsTests(unittest.TestCase):
             ("10.2.3.4", [], 550),
         ]:
             resolver = FakeAddressResolver()
-            policy = SessionPolicy(resolver, client, "mx.test", relayClients=addresses)
+            policy = sessionPolicy(resolver, client, "mx.test", relayClients=addresses)
             self.assertIsNone(self.successResultOf(policy.checkConnection()))
             reply, _, _ = self.successResultOf(policy.checkRecipient("u@remote.test"))
             self.assertEqual(reply and reply["code"], code, (client, addresses))
