@@ -255,14 +255,6 @@ class SMTPSConfigurationError(Exception):
     """
 
 
-def _opt(section: Any, name: str, default: Any = None) -> Any:
-    try:
-        value = section[name]
-    except KeyError:
-        return default
-    return default if value is None else value
-
-
 def settingsFromSection(section: Any, reactor: Any = None) -> ServerSettings:
     """
     The L{ServerSettings} of one C{smtps} section: see
@@ -278,11 +270,12 @@ def listenAddresses(section: Any) -> List[Tuple[str, int]]:
     """
     from smx.config.values import splitAddress
 
-    addresses = _opt(section, "daemon_address", []) or []
+    addresses = section["daemon_address"]
     if addresses:
         return [splitAddress(text, 8000) for text in addresses]
-    port = _opt(section, "port")
-    return [(_opt(section, "address", "0.0.0.0"), int(port) if port else 25)]
+    port = section["port"]
+    # no daemon_address and no MCP port: SMTP's port (seed §5.9 item 2)
+    return [(section["address"], port if port else 25)]
 
 
 def smtpsServices(
