@@ -38,9 +38,26 @@ with L{EndOfData} (SMTP smuggling), as are a NUL byte (C{<CRLF><NUL>.
 L{MAX_TEXT_LINE} octets with its CRLF, and a message over the size limit:
 such content is read to its end but no longer passed on.  Line lengths
 are measured across received pieces (one C{rfind} per L{MAX_TEXT_LINE}
-bytes), so a long line is never held.  The same rules are to apply to
-BDAT chunks when CHUNKING is offered (it is not yet).  They hold in LMTP
-mode too.
+bytes), so a long line is never held.  They hold in LMTP mode too.
+
+CHUNKING (RFC 3030) is offered, BINARYMIME is not (a BINARYMIME body
+could not be relayed to a next hop without it, and it would need a
+conversion smx does not have): C{BDAT n [LAST]} is allowed where DATA is;
+the first one of a transaction is a L{DataCommand} with C{chunk} set (the
+caller prepares the content as for DATA), the machine then reads exactly
+C{n} octets, never looking for a dot (C{<CRLF>.<CRLF>} inside a chunk is
+content), and answers a chunk without LAST itself (C{250 2.0.0 n octets
+received}); the end of the LAST chunk is an L{EndOfData} like the final
+dot, answered (LMTP: once per recipient) by the caller.  Since the body
+is 7BIT or 8BITMIME, BDAT content follows the same rules as DATA content:
+lines end in CRLF (a CRLF split between two chunks is one line end), no
+NUL, no line over L{MAX_TEXT_LINE}, the same size limit (the refusal
+comes with L{EndOfData}, after every declared octet was read).  The
+octets of a refused BDAT (out of sequence, or its L{DataCommand}
+rejected) are read and dropped, so they are never taken for commands; a
+rejected first BDAT ends the transaction, so that pipelined later chunks
+are refused (503) too.  A BDAT whose size cannot be read leaves no way to
+find the next command: 501 and the session is closed.
 
 The events and the reply format are in L{smx.mail.serverevents}, the
 syntax of each command in L{smx.mail.servercommands}, the states and the
@@ -50,6 +67,7 @@ from here too.
 
 from __future__ import annotations
 
+import re
 from typing import List, Optional, Tuple
 
 from smx.mail.servercommands import CommandsMixin
@@ -91,6 +109,9 @@ MAX_AUTH_LINE = 12288
 MAX_TEXT_LINE = 1000
 #: how much of the header section is scanned for Received: and Message-Id:
 MAX_HEADER_SCAN = 256 * 1024
+
+#: C{BDAT} arguments (RFC 3030 §2: 1*DIGIT [SP "LAST"])
+_BDAT_ARGUMENT = re.compile(r"([0-9]{1,18})(?: +(LAST))? *\Z", re.IGNORECASE)
 
 #: the states in which command (or AUTH response) lines are read
 _READING_LINES = frozenset(COMMAND_STATES + (State.REFUSED, State.AUTH))
@@ -177,6 +198,13 @@ class ServerConnection(CommandsMixin):
         # whose reply to the final dot is still due
         self._accepted = []  # type: List[str]
         self._due = []  # type: List[str]
+        # BDAT: octets of the current chunk still to read, whether it is
+        # the LAST one, whether they are dropped (and the state after them)
+        self._chunkLeft = 0
+        self._chunkSize = 0
+        self._chunkLast = False
+        self._chunkSkip = False
+        self._afterSkip = State.READY
         self._resetData()
 
     # -- what the session is doing ------------------------------------------
@@ -198,8 +226,13 @@ class ServerConnection(CommandsMixin):
 
     @property
     def receivingData(self) -> bool:
-        """The message content is being read (between 354 and the dot)."""
-        return self._state is State.DATA
+        """
+        The message content is being read (between 354 and the dot, or
+        from the first BDAT to the end of the LAST chunk).
+        """
+        return self._state in (State.DATA, State.BDAT) or (
+            self._state is State.CHUNK and not self._chunkSkip
+        )
 
     @property
     def acceptedRecipients(self) -> Tuple[str, ...]:
@@ -296,6 +329,8 @@ class ServerConnection(CommandsMixin):
         while True:
             if self._state is State.DATA:
                 event = self._dataEvent()
+            elif self._state is State.CHUNK:
+                event = self._chunkEvent()
             elif self._state in _READING_LINES:
                 event = self._commandEvent()
             else:
@@ -341,10 +376,13 @@ class ServerConnection(CommandsMixin):
                 250, "2.1.5", text or "<%s>... Recipient ok" % (event.recipient,)
             )
         elif isinstance(event, DataCommand):
-            self._send(
-                354, None, text or 'Enter mail, end with "." on a line by itself'
-            )
             self._resetData()
+            if event.chunk is not None:
+                self._startChunk(event.chunk, event.last)
+            else:
+                self._send(
+                    354, None, text or 'Enter mail, end with "." on a line by itself'
+                )
         elif isinstance(event, EndOfData):
             self._send(250, "2.0.0", text or "Message accepted for delivery")
             self._reset()
@@ -380,6 +418,13 @@ class ServerConnection(CommandsMixin):
         if isinstance(event, EndOfData):
             self._reset()
             self._state = State.READY
+        elif isinstance(event, DataCommand) and event.chunk is not None:
+            # the transaction failed (RFC 3030 §2): pipelined chunks get 503
+            self._reset()
+            self._state = State.READY
+            self._skipChunk(event.chunk)
+            if code == 421:
+                self._state = State.CLOSED
         elif isinstance(event, Quit) or code == 421:
             self._state = State.CLOSED
 
@@ -506,6 +551,8 @@ class ServerConnection(CommandsMixin):
             self._send(found.code, found.dsn, found.text)
             return None
         event = getattr(self, "do_" + verb)(argument, _ != "")
+        if verb == "BDAT":
+            return self._bdat(argument, found)
         self._next = found.next
         return event
 
@@ -538,6 +585,8 @@ class ServerConnection(CommandsMixin):
         self._lineRun = 0
         self._inHeaders = True
         self._header = bytearray()
+        # BDAT: the last octet received was a CR, held until the next one
+        self._heldCR = False
         self._hops = 0
         self._messageId = None  # type: Optional[str]
 
@@ -576,7 +625,16 @@ class ServerConnection(CommandsMixin):
             pos = i + 2
             self._atLineStart = True
         self._buffer = buf[end:] if end >= 0 else buf[pos:]
-        chunk = b"".join(pieces)
+        event = self._content(b"".join(pieces))
+        if end >= 0:
+            return self._endOfContent(event)
+        return event if event is not None else NEED_DATA
+
+    def _content(self, chunk: bytes) -> Optional[DataChunk]:
+        """
+        Check the next piece of content (DATA or BDAT) and pass it on as a
+        L{DataChunk} unless the message has a problem.
+        """
         event = None
         if chunk:
             self._size += len(chunk)
@@ -594,27 +652,94 @@ class ServerConnection(CommandsMixin):
                 self._tooBig = True
             if not (self._tooBig or self._badLineEnd or self._nul or self._longLine):
                 event = DataChunk(chunk)
-        if end >= 0:
-            if self._inHeaders:
-                self._parseHeader(bytes(self._header))
-            self._state = State.END_OF_DATA
-            self._next = State.READY
-            if self.lmtp:
-                self._due = list(self._accepted)
-            final = EndOfData(
-                self._size,
-                self._hops,
-                self._messageId,
-                self._tooBig,
-                self._badLineEnd,
-                self._nul,
-                self._longLine,
-            )
-            if event is None:
-                return final
-            self._ready.append(final)
-            return event
-        return event if event is not None else NEED_DATA
+        return event
+
+    def _endOfContent(self, event: Optional[DataChunk]):
+        """The content ended: L{EndOfData} (after C{event}, if any)."""
+        if self._inHeaders:
+            self._parseHeader(bytes(self._header))
+        self._state = State.END_OF_DATA
+        self._next = State.READY
+        if self.lmtp:
+            self._due = list(self._accepted)
+        final = EndOfData(
+            self._size,
+            self._hops,
+            self._messageId,
+            self._tooBig,
+            self._badLineEnd,
+            self._nul,
+            self._longLine,
+        )
+        if event is None:
+            return final
+        self._ready.append(final)
+        return event
+
+    # -- BDAT (RFC 3030) ------------------------------------------------
+
+    def _bdat(self, argument: str, found):
+        match = _BDAT_ARGUMENT.match(argument)
+        if match is None:
+            # the octets that follow cannot be told from commands
+            self._send(501, "5.5.4", "Syntax: BDAT size [LAST]; closing connection")
+            self._state = State.CLOSED
+            return CLOSE
+        size, last = int(match.group(1)), match.group(2) is not None
+        if isinstance(found, Refuse):
+            self._send(found.code, found.dsn, found.text)
+            self._skipChunk(size)
+            return None
+        if self._state is State.BDAT:
+            # a later chunk of the transaction
+            self._startChunk(size, last)
+            return None
+        self._next = State.CHUNK
+        return DataCommand(size, last)
+
+    def _startChunk(self, size: int, last: bool) -> None:
+        self._chunkLeft = self._chunkSize = size
+        self._chunkLast = last
+        self._chunkSkip = False
+        self._state = self._next = State.CHUNK
+
+    def _skipChunk(self, size: int) -> None:
+        if size:
+            self._afterSkip = self._state
+            self._chunkLeft = size
+            self._chunkSkip = True
+            self._state = State.CHUNK
+
+    def _chunkEvent(self):
+        buf = self._buffer
+        take = min(len(buf), self._chunkLeft)
+        if take < len(buf):
+            piece, self._buffer = buf[:take], buf[take:]
+        else:
+            piece, self._buffer = buf, b""
+        self._chunkLeft -= take
+        if self._chunkSkip:
+            if self._chunkLeft:
+                return NEED_DATA
+            self._chunkSkip = False
+            self._state = self._afterSkip
+            return None
+        done = not self._chunkLeft
+        if self._heldCR:
+            piece = b"\r" + piece
+            self._heldCR = False
+        if piece.endswith(b"\r") and not (done and self._chunkLast):
+            # a CR at a piece's end is a line end only if an LF follows
+            piece = piece[:-1]
+            self._heldCR = True
+        event = self._content(piece)
+        if not done:
+            return event if event is not None else NEED_DATA
+        if self._chunkLast:
+            return self._endOfContent(event)
+        self._send(250, "2.0.0", "%d octets received" % (self._chunkSize,))
+        self._state = self._next = State.BDAT
+        return event
 
     def _checkLineLengths(self, chunk: bytes) -> None:
         """

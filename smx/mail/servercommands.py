@@ -75,6 +75,9 @@ class CommandsMixin:
             lines.append("STARTTLS")
         if self._authOffered():
             lines.append("AUTH " + " ".join(self.authMechanisms))
+        if self.smtputf8:
+            lines.append("SMTPUTF8")
+        lines.append("CHUNKING")
         lines.append("HELP")
         return lines
 
@@ -86,6 +89,7 @@ class CommandsMixin:
         if self.tlsAvailable and not self.tls:
             lines.append("STARTTLS")
         if self._authOffered():
+        lines.append("CHUNKING")
             lines.append("AUTH " + " ".join(self.authMechanisms))
         lines.append(
             "SIZE %d" % (self.maxMessageSize,) if self.maxMessageSize else "SIZE"
@@ -217,7 +221,7 @@ class CommandsMixin:
         self._send(
             214,
             "2.0.0",
-            "Commands: %s MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
+            "Commands: %s MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"
             % ("LHLO" if self.lmtp else "EHLO HELO",)
             + (" STARTTLS" if self.tlsAvailable else "")
             + (" AUTH" if self.authMechanisms else ""),

@@ -85,7 +85,13 @@ class RcptTo(Event):
 
 
 class DataCommand(Event):
-    """C{DATA}; accept it to receive the message (354)."""
+    """
+    C{DATA}; accept it to receive the message (354).  Also the first
+    C{BDAT} of a transaction (RFC 3030): then C{chunk} is its size and
+    C{last} tells whether it is C{BDAT n LAST}; accepting it writes nothing
+    (the reply comes once the chunk is read), rejecting it answers and
+    skips the chunk's octets, and ends the transaction.
+    """
 
     __slots__ = ()
 
@@ -93,7 +99,11 @@ class DataCommand(Event):
 class Rset(Event):
     """C{RSET}."""
 
-    __slots__ = ()
+    __slots__ = ("chunk", "last")
+
+    def __init__(self, chunk: Optional[int] = None, last: bool = False) -> None:
+        self.chunk = chunk
+        self.last = last
 
 
 class Quit(Event):
@@ -137,8 +147,8 @@ class AuthResponse(Event):
 
 class DataChunk(Event):
     """
-    Message content as received, dot-unstuffed, in large pieces; needs no
-    reply.
+    Message content as received, dot-unstuffed (BDAT content as it is), in
+    large pieces; needs no reply.
     """
 
     needsReply = False
@@ -150,7 +160,7 @@ class DataChunk(Event):
 
 class EndOfData(Event):
     """
-    The final dot.
+    The final dot (or the end of the chunk of C{BDAT n LAST}).
 
     @ivar size: bytes of content (after dot-unstuffing).
     @ivar hops: the number of C{Received:} headers.

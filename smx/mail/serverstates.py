@@ -24,6 +24,16 @@ A rejected event leaves the state as it was (a rejected QUIT and any 421
 close the session).  LMTP (RFC 2033) differs from SMTP in three rows per
 state: LHLO takes the place of HELO and EHLO, which are refused with
 500, and DATA without an accepted recipient is 503 (RFC 2033 §4.2).
+
+BDAT (RFC 3030 CHUNKING) is allowed where DATA is and leads to L{State.
+BDAT}, where only more BDAT (and RSET, HELO/EHLO, NOOP, QUIT, ...) is
+allowed: DATA there is 503, BDAT and DATA are never mixed in one
+transaction.  The machine reads the declared octets of every BDAT, even of
+a refused one, before it reads the next command::
+
+    RCPT/BDAT --BDAT n--> CHUNK --n octets--> BDAT (250 n octets received)
+    RCPT/BDAT --BDAT n LAST--> CHUNK --n octets--> END_OF_DATA
+    any --refused BDAT n--> CHUNK (skipping n octets) --> the same state
 """
 
 from __future__ import annotations
@@ -47,6 +57,10 @@ class State(enum.Enum):
     RCPT = "rcpt"
     #: reading the message content (after 354)
     DATA = "data"
+    #: between the chunks of a BDAT transaction (RFC 3030): more BDAT
+    BDAT = "bdat"
+    #: reading the octets of a BDAT chunk (or skipping those of a refused one)
+    CHUNK = "chunk"
     #: the final dot was read; its reply (LMTP: one per recipient) is due
     END_OF_DATA = "end of data"
     #: a SASL response line is expected (after 334)
@@ -77,13 +91,14 @@ Rule = Union[Allow, Refuse]
 Table = Dict[Tuple[State, Optional[str]], Rule]
 
 #: the states in which command lines are read
-COMMAND_STATES = (State.GREETED, State.READY, State.MAIL, State.RCPT)
+COMMAND_STATES = (State.GREETED, State.READY, State.MAIL, State.RCPT, State.BDAT)
 
 _NEED_MAIL = Refuse(503, "5.5.1", "Need MAIL command")
 
 
 def _commands(lmtp: bool) -> Table:
     G, R, M, T = State.GREETED, State.READY, State.MAIL, State.RCPT
+    B = State.BDAT
     table = {}  # type: Table
     hello = ("LHLO",) if lmtp else ("HELO", "EHLO")
     for state in COMMAND_STATES:
@@ -110,6 +125,15 @@ def _commands(lmtp: bool) -> Table:
     # RFC 2033 §4.2: DATA without a successful RCPT MUST fail with 503
     table[M, "DATA"] = Refuse(503 if lmtp else 554, "5.5.1", "No valid recipients")
     table[T, "DATA"] = Allow(State.DATA)
+    # RFC 3030: BDAT where DATA is allowed; no DATA, MAIL, RCPT or AUTH
+    # between the chunks of a message (RSET, HELO/EHLO end it)
+    table[G, "BDAT"] = table[R, "BDAT"] = _NEED_MAIL
+    table[M, "BDAT"] = table[M, "DATA"]
+    table[T, "BDAT"] = table[B, "BDAT"] = Allow(B)
+    for verb in ("DATA", "MAIL", "RCPT", "AUTH"):
+        table[B, verb] = Refuse(
+            503, "5.5.1", "%s not allowed during a BDAT transfer" % (verb,)
+        )
     table[G, "AUTH"] = Refuse(
         503, "5.5.1", "Send %s first" % ("LHLO" if lmtp else "EHLO",)
     )

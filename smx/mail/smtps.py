@@ -383,6 +383,8 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
             self.factory.queueManager.sessionClose(self.sessionId, self.clientAddress)
 
     def _closeTransaction(self) -> None:
+        # a BDAT transfer may end with RSET, HELO or QUIT
+        self._stopMessageTimer()
         if self.transaction is not None:
             self.transaction.abort()
             self.transaction = None

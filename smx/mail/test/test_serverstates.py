@@ -40,6 +40,7 @@ LINES = {
     "HELP": b"HELP",
     "STARTTLS": b"STARTTLS",
     "AUTH": b"AUTH PLAIN",
+    "BDAT": b"BDAT 0",
 }
 
 #: state, command: the reply code and the state after it (every event
@@ -59,6 +60,7 @@ greeted  EXPN      502 greeted   502 greeted
 greeted  HELP      214 greeted   214 greeted
 greeted  STARTTLS  220 tls       220 tls
 greeted  AUTH      503 greeted   503 greeted
+greeted  BDAT      503 greeted   503 greeted
 ready    HELO      250 ready     500 ready
 ready    EHLO      250 ready     500 ready
 ready    LHLO      500 ready     250 ready
@@ -73,6 +75,7 @@ ready    EXPN      502 ready     502 ready
 ready    HELP      214 ready     214 ready
 ready    STARTTLS  220 tls       220 tls
 ready    AUTH      235 ready     235 ready
+ready    BDAT      503 ready     503 ready
 mail     HELO      250 ready     500 mail
 mail     EHLO      250 ready     500 mail
 mail     LHLO      500 mail      250 ready
@@ -87,6 +90,7 @@ mail     EXPN      502 mail      502 mail
 mail     HELP      214 mail      214 mail
 mail     STARTTLS  220 tls       220 tls
 mail     AUTH      503 mail      503 mail
+mail     BDAT      554 mail      503 mail
 rcpt     HELO      250 ready     500 rcpt
 rcpt     EHLO      250 ready     500 rcpt
 rcpt     LHLO      500 rcpt      250 ready
@@ -101,6 +105,22 @@ rcpt     EXPN      502 rcpt      502 rcpt
 rcpt     HELP      214 rcpt      214 rcpt
 rcpt     STARTTLS  220 tls       220 tls
 rcpt     AUTH      503 rcpt      503 rcpt
+rcpt     BDAT      250 bdat      250 bdat
+bdat     HELO      250 ready     500 bdat
+bdat     EHLO      250 ready     500 bdat
+bdat     LHLO      500 bdat      250 ready
+bdat     MAIL      503 bdat      503 bdat
+bdat     RCPT      503 bdat      503 bdat
+bdat     DATA      503 bdat      503 bdat
+bdat     RSET      250 ready     250 ready
+bdat     NOOP      250 bdat      250 bdat
+bdat     QUIT      221 closed    221 closed
+bdat     VRFY      252 bdat      252 bdat
+bdat     EXPN      502 bdat      502 bdat
+bdat     HELP      214 bdat      214 bdat
+bdat     STARTTLS  220 tls       220 tls
+bdat     AUTH      503 bdat      503 bdat
+bdat     BDAT      250 bdat      250 bdat
 refused  HELO      503 refused   503 refused
 refused  EHLO      503 refused   503 refused
 refused  LHLO      503 refused   503 refused
@@ -115,6 +135,7 @@ refused  EXPN      503 refused   503 refused
 refused  HELP      503 refused   503 refused
 refused  STARTTLS  503 refused   503 refused
 refused  AUTH      503 refused   503 refused
+refused  BDAT      503 refused   503 refused
 """
 
 
@@ -154,6 +175,7 @@ def connectionIn(state: State, lmtp: bool) -> sm.ServerConnection:
             State.READY: ["LHLO" if lmtp else "EHLO"],
             State.MAIL: ["LHLO" if lmtp else "EHLO", "MAIL"],
             State.RCPT: ["LHLO" if lmtp else "EHLO", "MAIL", "RCPT"],
+            State.BDAT: ["LHLO" if lmtp else "EHLO", "MAIL", "RCPT", "BDAT"],
         }[state]
         run(conn, b"".join(LINES[verb] + b"\r\n" for verb in steps))
     conn.dataToSend()
@@ -179,7 +201,13 @@ class TableTests(unittest.TestCase):
                         self.assertIsInstance(found, (Allow, Refuse), (state, verb))
                 self.assertIsNone(rule(table, state, "FOO"))
             self.assertIsInstance(rule(table, State.REFUSED, "FOO"), Refuse)
-            for state in (State.DATA, State.END_OF_DATA, State.AUTH, State.TLS):
+            for state in (
+                State.DATA,
+                State.CHUNK,
+                State.END_OF_DATA,
+                State.AUTH,
+                State.TLS,
+            ):
                 self.assertFalse([k for k in table if k[0] is state])
 
     def test_refusalsAreSequenceErrors(self) -> None:
@@ -193,7 +221,7 @@ class TableTests(unittest.TestCase):
                     if verb in ("HELO", "EHLO") and state is not State.REFUSED:
                         self.assertTrue(lmtp)
                         self.assertEqual(found.code, 500)
-                    elif verb == "DATA" and state is State.MAIL and not lmtp:
+                    elif verb in ("DATA", "BDAT") and state is State.MAIL and not lmtp:
                         self.assertEqual(found.code, 554)
                     else:
                         self.assertEqual(found.code, 503, (state, verb))
