@@ -200,8 +200,8 @@ class TableTests(SynchronousTestCase):
         """
         self.assertIn("smx/mail/listener.py", quotedIn("io_timeout"))
         self.assertIn("smx/mail/listener.py", quotedIn("8BITMIME", True))
-        self.assertIn("smx/maps/resolver.py", quotedIn("use_TCP", True))
-        self.assertIn("smx/mail/smtpc.py", sectionIn("tls"))
+        self.assertIn("smx/maps/settings.py", quotedIn("use_TCP", True))
+        self.assertIn("smx/mail/deliverysettings.py", sectionIn("tls"))
         self.assertIn("smx/log.py", sectionIn("log"))
         self.assertEqual(quotedIn("CDB_gid"), [])
         self.assertEqual(sectionIn("pmilter"), [])
