@@ -31,10 +31,23 @@ RFC 1870, RFC 2033):
     temporary failure: nothing is reported delivered that the server did
     not accept.
 
+CHUNKING (RFC 3030): when the server offers it, the content goes with
+C{BDAT} instead of DATA.  After the replies to MAIL and RCPT (all in one
+write with PIPELINING) and with at least one recipient accepted, the
+machine says L{SendBody}; the caller sends the content in chunks with
+L{ClientMachine.sendChunk} (each C{BDAT n} followed by its n octets, the
+last C{BDAT n LAST}), all at once with PIPELINING, else one after each
+reply (the machine says L{SendBody} again after every chunk's 250).  The
+reply to the LAST chunk is the reply to the final dot (LMTP: one per
+recipient).  A failed chunk fails the transaction: the caller stops
+sending (L{ClientMachine.chunkFailed}) and calls L{ClientMachine.
+bodySent}; replies to chunks already written are read and ignored.
+
 L{BodyEncoder} turns message content into the DATA stream: every lone LF
 and lone CR becomes CRLF, lines starting with a dot get another one, and
 the stream ends with CRLF.CRLF; it works on large chunks with C{bytes}
-methods only.
+methods only.  With C{dotStuffing=False} it makes BDAT content: the same
+line ends, no dot added, no final dot.
 """
 
 from __future__ import annotations
@@ -209,10 +222,13 @@ class BodyEncoder:
     """
     Encode message content for DATA: line ends normalised to CRLF (a lone
     LF or lone CR becomes CRLF), dot-stuffing, and the final C{.CRLF}.
-    Feed it chunks of any size with L{encode}, then call L{finish}.
+    Feed it chunks of any size with L{encode}, then call L{finish}.  With
+    C{dotStuffing=False} (BDAT content), no dot is added and C{finish}
+    gives no final dot.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dotStuffing: bool = True) -> None:
+        self.dotStuffing = dotStuffing
         self._atLineStart = True
         self._pendingCR = False
         self._empty = True
@@ -234,6 +250,9 @@ class BodyEncoder:
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         chunk = chunk.replace(b"\n", b"\r\n")
+        if not self.dotStuffing:
+            self._atLineStart = chunk.endswith(b"\n")
+            return chunk
         if b"\n." in chunk:
             chunk = chunk.replace(b"\n.", b"\n..")
         if self._atLineStart and chunk[:1] == b".":
@@ -254,7 +273,7 @@ class BodyEncoder:
             self._atLineStart = True
         if not self._empty and not self._atLineStart:
             out += b"\r\n"
-        return out + b".\r\n"
+        return out + b".\r\n" if self.dotStuffing else out
 
 
 def encodeBody(data: bytes) -> bytes:
@@ -323,7 +342,10 @@ class SessionFailed:
 
 class SendBody:
     """The server said 354: send the encoded content (see L{BodyEncoder})
-    and then call L{ClientMachine.bodySent}."""
+    and then call L{ClientMachine.bodySent}.  With CHUNKING
+    (L{ClientMachine.chunking}): send the content with
+    L{ClientMachine.sendChunk} (all of it with PIPELINING, else the next
+    chunk)."""
 
     def __repr__(self) -> str:
         return "SendBody()"
@@ -382,6 +404,8 @@ class ClientMachine:
     @ivar extensions: the server's EHLO keywords (upper case) -> parameters.
     @ivar tls: is the session protected by TLS?
     @ivar greeting: the server's greeting L{Reply}.
+    @ivar chunking: the current transaction sends its content with BDAT.
+    @ivar chunkFailed: a BDAT chunk was refused: send no more.
     """
 
     def __init__(self, heloName: str, lmtp: bool = False, canTLS: bool = False):
@@ -413,6 +437,9 @@ class ClientMachine:
         self._dataSent = False
         self._emptyData = False
         self._dotReplied = False
+        self.chunking = False
+        self.chunkFailed = False
+        self._lastChunkSent = False
 
     # what the caller tells us ---------------------------------------------
 
@@ -485,6 +512,7 @@ class ClientMachine:
             mail += b" SIZE=%d" % (size,)
         if eightBit:
             mail += b" BODY=8BITMIME"
+        self.chunking = "CHUNKING" in self.extensions
         if "PIPELINING" in self.extensions:
             self._pipelined = True
             commands = [mail]
@@ -492,9 +520,10 @@ class ClientMachine:
             for i, rcpt in enumerate(self._recipients):
                 commands.append(b"RCPT TO:<" + rcpt.encode("utf-8") + b">")
                 self._expected.append(("rcpt", i))
-            commands.append(b"DATA")
-            self._expected.append(("data", 0))
-            self._dataSent = True
+            if not self.chunking:
+                commands.append(b"DATA")
+                self._expected.append(("data", 0))
+                self._dataSent = True
             return [Send(b"\r\n".join(commands) + b"\r\n")]
         self._expected.append(("mail", 0))
         return [Send(mail + b"\r\n")]
@@ -506,12 +535,42 @@ class ClientMachine:
         if self.state != BODY:
             raise RuntimeError("bodySent in state %s" % (self.state,))
         self.state = DOT
+        if self.chunking:
+            # no LAST chunk: a chunk failed, its transaction is over
+            if not self.chunkFailed:
+                raise RuntimeError("bodySent before the LAST chunk")
+            return self._chunksAnswered()
         if self.lmtp:
             for i in self._accepted:
                 self._expected.append(("dot", i))
         else:
             self._expected.append(("dot", -1))
         return []
+
+    def sendChunk(self, data: bytes, last: bool) -> List[Any]:
+        """
+        Send the next chunk of the content (BDAT, RFC 3030), encoded (see
+        L{BodyEncoder} with C{dotStuffing=False}); only after L{SendBody}
+        in a L{chunking} transaction, and not once L{chunkFailed}.
+
+        @param last: this is the last chunk (C{BDAT n LAST}).
+        @return: a C{list} of events.
+        """
+        if self.state != BODY or not self.chunking or self.chunkFailed:
+            raise RuntimeError("sendChunk in state %s" % (self.state,))
+        if last:
+            self.state = DOT
+            self._lastChunkSent = True
+            if self.lmtp:
+                for i in self._accepted:
+                    self._expected.append(("dot", i))
+            else:
+                self._expected.append(("dot", -1))
+            command = b"BDAT %d LAST\r\n" % (len(data),)
+        else:
+            self._expected.append(("bdat", 0))
+            command = b"BDAT %d\r\n" % (len(data),)
+        return [Send(command + data)]
 
     def reset(self) -> List[Any]:
         """
@@ -660,6 +719,8 @@ class ClientMachine:
                 self._results[index] = result
             if not self._pipelined:
                 return self._sendNextRcpt()
+            if self.chunking and not self._expected:
+                return self._startChunks()
             return []
         if kind == "data":
             if reply.code == 354:
@@ -688,11 +749,48 @@ class ClientMachine:
             return [Send(b"RCPT TO:<" + rcpt + b">\r\n")]
         if not self._accepted:
             return self._done(reusable=True)
+        if self.chunking:
+            return self._startChunks()
         self._expected.append(("data", 0))
         self._dataSent = True
         return [Send(b"DATA\r\n")]
 
+    def _startChunks(self) -> List[Any]:
+        if self._mailFailed or not self._accepted:
+            return self._done(reusable=True)
+        self._dataSent = True
+        self.state = BODY
+        return [SendBody()]
+
+    def _chunkReply(self, reply: Reply) -> List[Any]:
+        """The reply to a chunk without LAST."""
+        if not self._expected or self._expected[0][0] != "bdat":
+            return self.connectionFailed("unexpected reply %s" % (reply.text,))
+        self._expected.popleft()
+        if self.chunkFailed:
+            return self._chunksAnswered()
+        if reply.code // 100 != 2:
+            # RFC 3030 §2: the transaction failed, no more BDAT
+            self.chunkFailed = True
+            for i in self._accepted:
+                self._results[i] = _result(reply.status, reply.code, reply.text, "data")
+            if self.state == BODY and not self._pipelined:
+                # the caller waits for the word to send the next chunk
+                self.state = DOT
+            return self._chunksAnswered()
+        if self.state == BODY and not self._pipelined:
+            return [SendBody()]
+        return []
+
+    def _chunksAnswered(self) -> List[Any]:
+        # after a failed chunk: done once every chunk written is answered
+        if self.state == DOT and not self._expected:
+            return self._done(reusable=False)
+        return []
+
     def _reply_body(self, reply: Reply) -> List[Any]:
+        if self.chunking:
+            return self._chunkReply(reply)
         return self.connectionFailed(
             "reply while sending the message: %s" % (reply.text,)
         )
@@ -700,6 +798,12 @@ class ClientMachine:
     def _reply_dot(self, reply: Reply) -> List[Any]:
         if not self._expected:
             return self.connectionFailed("unexpected reply %s" % (reply.text,))
+        if self.chunking and (self.chunkFailed or self._expected[0][0] == "bdat"):
+            if self._expected[0][0] == "bdat":
+                return self._chunkReply(reply)
+            # the reply to LAST after a failed chunk: the failure stands
+            self._expected.popleft()
+            return self._chunksAnswered()
         # whatever it says, a reply to the final dot ends the transaction
         self._dotReplied = True
         kind, index = self._expected.popleft()

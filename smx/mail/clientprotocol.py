@@ -3,13 +3,15 @@
 The Twisted side of one SMTPC session: L{ClientProtocol} adapts the
 sans-I/O L{smx.mail.client.ClientMachine} to a connection (replies in,
 commands out, C{io_timeout} at every step, STARTTLS, the content streamed
-from the content store), and L{_ConnectFactory} turns a connection attempt
+from the content store after DATA, or in BDAT chunks of L{CHUNK_SIZE}
+octets when the server offers CHUNKING, all written at once with
+PIPELINING), and L{_ConnectFactory} turns a connection attempt
 into a L{Deferred} that fires once the session can carry a transaction.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple, Union
 
 from twisted.internet import defer, error, interfaces
 from twisted.internet.protocol import ClientFactory, Protocol
@@ -83,7 +85,7 @@ class ClientProtocol(Protocol):
         self._parser = ReplyParser()
         self._waiting = None  # type: Optional[defer.Deferred]
         self._timer = None  # type: Optional[Any]
-        self._body = None  # type: Optional[_BodySender]
+        self._body = None  # type: Optional[Union[_BodySender, _ChunkSender]]
         self._bodyFile = None  # type: Optional[Any]
 
     # setting up -----------------------------------------------------------
@@ -177,6 +179,9 @@ class ClientProtocol(Protocol):
                 if not self.lost:
                     self.transport.loseConnection()
             elif isinstance(event, TransactionDone):
+                if self._body is not None:
+                    self._body.stop()
+                    self._body = None
                 self._closeBody()
                 self._fire(event)
             elif isinstance(event, StartTLS):
@@ -230,8 +235,22 @@ class ClientProtocol(Protocol):
         return d
 
     def _sendBody(self) -> None:
-        self._body = _BodySender(self, self._bodyFile)
-        self._body.start()
+        if not self.machine.chunking:
+            self._body = _BodySender(self, self._bodyFile)
+            self._body.start()
+        elif isinstance(self._body, _ChunkSender):
+            # without PIPELINING: the previous chunk was answered
+            self._body.sendOne()
+        else:
+            self._body = _ChunkSender(
+                self, self._bodyFile, "PIPELINING" in self.machine.extensions
+            )
+            self._body.start()
+
+    def chunksDone(self) -> None:
+        """Called by the chunk sender once the LAST chunk is written."""
+        self._body = None
+        self._closeBody()
 
     def bodyDone(self) -> None:
         """Called by the body sender once the final dot is written."""
@@ -344,6 +363,101 @@ class _ConnectFactory(ClientFactory):
 
     def __init__(self, build: Any) -> None:
         self.build = build
+@implementer(interfaces.IPushProducer)
+class _ChunkSender:
+    """
+    Sends the content with BDAT (RFC 3030) in chunks of about
+    L{CHUNK_SIZE} octets: with PIPELINING as a push producer that writes
+    until the transport asks it to pause (stopping early when a chunk is
+    refused), else one chunk each time the machine says L{SendBody}.
+    The file is read one chunk ahead, so that the last chunk goes with
+    LAST (C{BDAT 0 LAST} only for empty content).
+    """
+
+    def __init__(self, protocol: ClientProtocol, bodyFile: Any, pipelined: bool):
+        self.protocol = protocol
+        self.file = bodyFile
+        self.pipelined = pipelined
+        self.encoder = BodyEncoder(dotStuffing=False)
+        self.paused = False
+        self.stopped = False
+        self.registered = False
+        self.transport = protocol.transport
+        self._ahead = None  # type: Optional[bytes]
+
+    def start(self) -> None:
+        if not self.pipelined:
+            self.sendOne()
+            return
+        self.transport.registerProducer(self, True)
+        self.registered = True
+        self._pump()
+
+    def _readEncoded(self) -> Optional[bytes]:
+        while True:
+            raw = self.file.read(CHUNK_SIZE)
+            if not raw:
+                return None
+            data = self.encoder.encode(raw)
+            if data:
+                return data
+
+    def _take(self) -> Tuple[bytes, bool]:
+        data = self._ahead
+        if data is None:
+            data = self._readEncoded()
+            if data is None:
+                return self.encoder.finish(), True
+        self._ahead = self._readEncoded()
+        if self._ahead is None:
+            return data + self.encoder.finish(), True
+        return data, False
+
+    def sendOne(self) -> None:
+        """Send the next chunk."""
+        if self.stopped:
+            return
+        try:
+            data, last = self._take()
+        except (OSError, ValueError) as e:
+            self.stop()
+            self.protocol.bodyFailed(str(e))
+            return
+        machine = self.protocol.machine
+        if last:
+            self.stop()
+        self.protocol._events(machine.sendChunk(data, last))
+        if last:
+            self.protocol.chunksDone()
+
+    def _pump(self) -> None:
+        while not self.paused and not self.stopped:
+            if self.protocol.machine.chunkFailed:
+                # RFC 3030 §2: no more BDAT after a refused chunk
+                self.stop()
+                self.protocol.bodyDone()
+                return
+            self.sendOne()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        if self.stopped:
+            return
+        self.paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.registered:
+            self.registered = False
+            self.transport.unregisterProducer()
+
+
         self.protocol_ = None  # type: Optional[ClientProtocol]
         self.deferred = defer.Deferred()  # type: defer.Deferred
 
