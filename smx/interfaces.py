@@ -358,6 +358,35 @@ class IPolicyMilter(Interface):
         """The session ended (C{pmfi_close})."""
 
 
+class IPolicyClient(Interface):
+    """
+    The client of one Postfix SMTP access policy server (the policy
+    delegation protocol of Postfix's C{check_policy_service}).
+    """
+
+    name = Attribute("The policy's name (C{policy NAME { }}), a C{str}.")
+
+    def check(attributes):
+        """
+        Ask the policy server about one protocol state.
+
+        @param attributes: a C{dict} of request attributes (C{str} names to
+            C{str} or C{int} values), as L{smx.milter.policy.policyAttributes}
+            builds them.
+        @return: a L{Deferred} firing with a
+            L{smx.milter.policy.PolicyDecision}; it never fails: when the
+            server cannot answer, the decision is the policy's default
+            action.
+        """
+
+    def close():
+        """
+        Close the connection to the server.
+
+        @return: a L{Deferred} firing when it is closed.
+        """
+
+
 class IProcessSupervisor(Interface):
     """
     MCP, the main control program (seed §5.2, §6.1): starts the configured
