@@ -502,6 +502,8 @@ class PolicydSPFTests(PolicyTestCase):
                 "policyd-spf reads /etc/resolv.conf only: it needs a private "
                 "mount namespace (root)"
             )
+        if subprocess.run([UNSHARE, "-m", "true"], capture_output=True).returncode:
+            raise unittest.SkipTest("cannot make a mount namespace (unshare -m)")
         PolicyTestCase.setUp(self)
         address, stop = _loopbackDNS(SPF_ZONE, timeout={"temperror.test"})
         self.addCleanup(stop)
