@@ -6,13 +6,17 @@ L{smx.mail.server.ServerConnection}, in SMTP and in LMTP mode.
 
 from __future__ import annotations
 
+import os
 from typing import List, Tuple
 
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
 
+from smx.log import Logger, MemorySink
 from smx.mail import server as sm
+from smx.mail.lmtpd import LMTPFactory
 from smx.mail.test.test_server import inTransaction, run, started
-from smx.mail.testing import serverConnection
+from smx.mail.testing import defaultLMTPServerSettings, serverConnection
 
 
 def feed(conn: sm.ServerConnection, pieces: List[bytes]) -> Tuple[list, bytes]:
@@ -308,3 +312,62 @@ class LMTPTests(unittest.TestCase):
             conn, b"LHLO c\r\nMAIL FROM:<a@b.test>\r\nBDAT 1 LAST\r\nxNOOP\r\n"
         )
         self.assertIn(b"503 5.5.1 No valid recipients\r\n250 2.0.0 OK\r\n", out)
+
+
+class LMTPDeliveryTests(unittest.TestCase):
+    """
+    BDAT to smx's Maildir delivery server (L{smx.mail.lmtpd.LMTPFactory},
+    the LMTP mode of the machine), through a string transport.
+    """
+
+    def setUp(self) -> None:
+        self.base = self.mktemp()
+        factory = LMTPFactory(
+            defaultLMTPServerSettings(
+                maildirBase=self.base, hostname="lmtp.test", maxMessageSize=1000
+            ),
+            Logger("lmtpd", sink=MemorySink()),
+            MemoryReactorClock(),
+        )
+        self.proto = factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> bytes:
+        """Feed C{data}; return the replies."""
+        self.transport.clear()
+        self.proto.dataReceived(data)
+        return self.transport.value()
+
+    def test_deliver(self) -> None:
+        """
+        Pipelined chunks: one reply per recipient after LAST; the message
+        in each Maildir as sent (no dot removed), with LF line ends.
+        """
+        self.assertIn(b"250-CHUNKING", self.send(b"LHLO me\r\n"))
+        message = b"Subject: t\r\n\r\n.\r\n..dot\r\n"
+        reply = self.send(
+            b"MAIL FROM:<s@x.test>\r\nRCPT TO:<alice@l.test>\r\n"
+            b"RCPT TO:<bob@l.test>\r\n" + chunked(message, [13, 3])
+        )
+        self.assertTrue(
+            reply.endswith(
+                b"250 2.0.0 13 octets received\r\n250 2.0.0 3 octets received\r\n"
+                b"250 2.0.0 <alice@l.test> delivered\r\n"
+                b"250 2.0.0 <bob@l.test> delivered\r\n"
+            ),
+            reply,
+        )
+        for user in ("alice", "bob"):
+            new = os.path.join(self.base, user, "Maildir", "new")
+            [name] = os.listdir(new)
+            with open(os.path.join(new, name), "rb") as f:
+                self.assertTrue(f.read().endswith(b"Subject: t\n\n.\n..dot\n"))
+
+    def test_tooBig(self) -> None:
+        """Over max_message_size: one 552 per recipient, nothing delivered."""
+        self.send(b"LHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<u@l>\r\nRCPT TO:<v@l>\r\n")
+        reply = self.send(b"BDAT 1002 LAST\r\n" + b"x\r\n" * 334 + b"NOOP\r\n")
+        self.assertEqual(reply.count(b"552 5.3.4"), 2)
+        self.assertTrue(reply.endswith(b"250 2.0.0 OK\r\n"))
+        self.assertFalse(os.path.exists(os.path.join(self.base, "u")))
