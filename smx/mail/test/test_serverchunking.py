@@ -16,6 +16,7 @@ from smx.log import Logger, MemorySink
 from smx.mail import server as sm
 from smx.mail.lmtpd import LMTPFactory
 from smx.mail.test.test_server import inTransaction, run, started
+from smx.mail.test.test_smtps import Harness
 from smx.mail.testing import defaultLMTPServerSettings, serverConnection
 
 
@@ -371,3 +372,71 @@ class LMTPDeliveryTests(unittest.TestCase):
         self.assertEqual(reply.count(b"552 5.3.4"), 2)
         self.assertTrue(reply.endswith(b"250 2.0.0 OK\r\n"))
         self.assertFalse(os.path.exists(os.path.join(self.base, "u")))
+
+
+class SMTPServerProtocolTests(unittest.TestCase):
+    """
+    BDAT through SMTPS's adapter (L{smx.mail.smtps}, L{smx.mail.commit})
+    with the in-memory fakes of QMGR and CDB.
+    """
+
+    def start(self, **settings) -> Harness:
+        h = Harness(**settings)
+        h.connect()
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\n")
+        return h
+
+    def test_waitForCommit(self) -> None:
+        """
+        Chunks without LAST are answered at once; the 250 to LAST only
+        once content and envelope are committed; the content is stored
+        after a Received header.
+        """
+        h = self.start()
+        h.qmgr.pending = []
+        out = h.send(b"BDAT 4\r\nab\r\n")
+        self.assertEqual(out, b"250 2.0.0 4 octets received\r\n")
+        self.assertEqual(h.send(b"BDAT 3 LAST\r\nc\r\nQUIT\r\n"), b"")
+        [envelope] = h.qmgr.envelopes
+        h.qmgr.pending[0].callback(None)
+        out = h.take()
+        self.assertEqual(
+            out,
+            b"250 2.0.0 %s Message accepted for delivery\r\n"
+            b"221 2.0.0 mx.test closing connection\r\n" % (envelope["id"].encode(),),
+        )
+        content = h.store.contents[envelope["id"]]
+        self.assertTrue(content.startswith(b"Received: from c "))
+        self.assertTrue(content.endswith(b"\r\nab\r\nc\r\n"))
+
+    def test_refused(self) -> None:
+        """Refused content (NUL): the reply to LAST, nothing stored."""
+        h = self.start()
+        out = h.send(b"BDAT 2\r\na\0BDAT 2 LAST\r\n\r\n")
+        self.assertEqual(
+            out,
+            b"250 2.0.0 2 octets received\r\n"
+            b"554 5.6.0 Message contains NUL characters, rejected\r\n",
+        )
+        self.assertEqual(h.qmgr.envelopes, [])
+        self.assertEqual(h.store.contents, {})
+
+    def test_rsetStopsMessageTimer(self) -> None:
+        """
+        max_message_time runs from the first BDAT to LAST; RSET between
+        chunks ends the transaction and the timer.
+        """
+        h = self.start(ioTimeout=30, maxMessageTime=60)
+        h.send(b"BDAT 3\r\nab\n")
+        for i in range(5):
+            h.clock.advance(10)
+            h.send(b"NOOP\r\n")
+        h.clock.advance(10)
+        self.assertIn(b"421 4.4.2 mx.test Error: message transfer time", h.take())
+        h = self.start(ioTimeout=30, maxMessageTime=60)
+        h.send(b"BDAT 3\r\nab\nRSET\r\n")
+        for i in range(7):
+            h.clock.advance(10)
+            h.send(b"NOOP\r\n")
+        self.assertFalse(h.transport.disconnecting)
+        self.assertEqual(h.store.contents, {})
