@@ -313,49 +313,105 @@ class IDeliveryAgent(Interface):
 class IPolicyMilter(Interface):
     """
     A policy milter (seed §8, App. B): SMTPS replays the ESMTP dialogue to
-    it and it accepts or rejects each step.  Every method returns a
-    L{Deferred} firing with a C{dict} C{{"status": str, "reply": reply |
-    None, "quick": bool}} where C{status} is one of C{"ok"}, C{"discard"},
-    C{"cont"}, C{"shutdown"}, C{"temp"}, C{"perm"}, C{"syntax"} (App. B.9).
+    it and it accepts or rejects each step.  The API is L{smx.pmilter}
+    (doc/pmilter.md); a pmilter that is a Twisted plugin provides
+    L{twisted.plugin.IPlugin} too.
+
+    Only C{name} and C{negotiate} are required.  The callbacks of App. B.4
+    are optional methods; each is given a
+    L{smx.pmilter.context.SessionContext} and returns a value of App. B.9
+    (C{OK}, C{DISCARD}, C{CONT}, C{SSD}, C{TEMP}, C{SYNTAX}, C{PERM}, an
+    C{int} reply code, any of them wrapped by C{quick()}) directly or as
+    a L{Deferred}::
+
+        connect(session, hostname, address)  helo(session, helohost)
+        mail(session, address, args)         rcpt(session, address, args)
+        data(session)                        unknown(session, command)
+        body(session, chunk)                 eom(session)
+        abort(session)                       close(session)
+
+    C{abort} (RSET, a dropped session) comes instead of C{eom}, never
+    both; the results of C{abort} and C{close} are ignored.  An optional
+    C{reload()} is called on SIGUSR1.
     """
 
-    def negotiate(serverCapabilities):
+    name = Attribute(
+        "The pmilter's name (C{str}): how smx.conf enables it "
+        "(C{pmilter { plugins = { NAME }; }}) and how logs name it."
+    )
+
+    def negotiate(server):
         """
-        @param serverCapabilities: a C{list} of the protocol stages SMTPS
-            can pass on (C{"connect"}, C{"helo"}, C{"mail"}, C{"rcpt"},
-            C{"data"}, C{"unknown"}, C{"body"}, C{"eom"}).
-        @return: a L{Deferred} firing with the C{list} of stages wanted.
+        An SMTP server begins to use the pmilter (App. B.3).
+
+        @param server: its L{smx.pmilter.context.ServerContext}
+            (C{server.context} is the pmilter's to set, C{server.options}
+            its settings).
+        @return: a L{smx.pmilter.Negotiation} (or a L{Deferred} of one):
+            the stages, macros and capabilities it wants.
         """
 
-    def connect(sessionId, hostname, address):
-        """New SMTP session (App. B.4 C{pmfi_connect})."""
 
-    def helo(sessionId, heloHost):
-        """HELO or EHLO (C{pmfi_helo})."""
+class IPolicyMilterHost(Interface):
+    """
+    SMTPS's side of the policy milters of one SMTP server: the pmilters
+    of the process (L{smx.pmilter.host.PolicyMilterHost}), those of a
+    C{smx pmilter-server} behind a Unix socket
+    (L{smx.pmilter.remote.RemotePolicyMilterHost}), or both in a row
+    (L{smx.pmilter.host.HostChain}).  It is also an C{IService}.
+    """
 
-    def mail(sessionId, sender, arguments):
-        """MAIL; C{arguments} is a C{list} of C{str} (C{pmfi_mail})."""
+    def openSession(sessionId):
+        """
+        A new SMTP session.
 
-    def rcpt(sessionId, recipient, arguments):
-        """RCPT (C{pmfi_rcpt})."""
+        @param sessionId: its id (App. C.1).
+        @return: an L{IPolicyMilterSession}.
+        """
 
-    def data(sessionId):
-        """DATA (C{pmfi_data})."""
+    def reload():
+        """
+        SIGUSR1: the pmilters read their files again.
+        """
 
-    def unknown(sessionId, command):
-        """An unknown or unimplemented command (C{pmfi_unknown})."""
 
-    def body(sessionId, chunk):
-        """A chunk of the body, C{bytes}, as received (C{pmfi_body})."""
+class IPolicyMilterSession(Interface):
+    """
+    The policy milters of one SMTP session.  Each stage returns a
+    L{Deferred} firing with a L{smx.pmilter.decision.Decision}; C{body},
+    C{abort} and C{close} fire with C{None}.  The integration notes for
+    SMTPS are in L{smx.pmilter.host}.
+    """
 
-    def endOfMessage(sessionId):
-        """The final dot (C{pmfi_eom})."""
+    def connect(hostname, address):
+        """The session began: the client's name (or C{None}) and address."""
 
-    def abort(sessionId):
-        """The transaction was aborted, e.g. by RSET (C{pmfi_abort})."""
+    def helo(helohost):
+        """HELO or EHLO."""
 
-    def close(sessionId):
-        """The session ended (C{pmfi_close})."""
+    def mail(address, args, transactionId=None):
+        """MAIL with the reverse path as written (C{"<a@b>"}) and parameters."""
+
+    def rcpt(address, args, status=250):
+        """RCPT, with SMTPS's reply code for it so far (App. B.7)."""
+
+    def data():
+        """DATA."""
+
+    def unknown(command):
+        """An unknown command line."""
+
+    def body(chunk):
+        """A chunk of the content as received (C{bytes})."""
+
+    def eom(messageId=None):
+        """The final dot."""
+
+    def abort():
+        """The transaction ended without 250 to the final dot."""
+
+    def close():
+        """The session ended."""
 
 
 class IPolicyClient(Interface):
@@ -473,4 +529,79 @@ class ISASLExchange(Interface):
     def respond(line):
         """
         @param line: the client's base64 line after a C{334}.
+        """
+
+
+class IMilterClient(Interface):
+    """
+    One sendmail milter SMTPS passes its sessions to (the MTA side of
+    libmilter's protocol, L{smx.milter.client}).
+    """
+
+    name = Attribute("The milter's name, a C{str}.")
+
+    def session(sessionId):
+        """
+        @param sessionId: the SMTP session's id, for log records.
+        @return: a new L{IMilterSession}; it connects at C{connect}.
+        """
+
+
+class IMilterSession(Interface):
+    """
+    One SMTP session as one milter sees it.  Each stage returns a
+    L{Deferred} firing with an L{smx.milter.protocol.Decision} (C{action}
+    C{"continue"}, C{"accept"}, C{"reject"}, C{"tempfail"}, C{"discard"}
+    or C{"shutdown"}, the reply C{code} and C{lines}, and at the end of the
+    message the C{modifications}); it never fails: a milter that cannot
+    answer gets its default action.  Stages are called in SMTP order, each
+    after the previous decision.  C{macros} are C{dict}s of sendmail macro
+    values (L{smx.milter.macros}).
+    """
+
+    wantsRejectedRecipients = Attribute(
+        "C{True} if the milter wants C{rcpt} for recipients SMTPS rejected"
+    )
+
+    def connect(info, macros=None):
+        """The client connected (an L{smx.milter.protocol.ConnectInfo})."""
+
+    def helo(name, macros=None):
+        """HELO or EHLO."""
+
+    def mail(sender, parameters=(), macros=None):
+        """MAIL: the sender without brackets, the ESMTP parameters."""
+
+    def rcpt(recipient, parameters=(), macros=None):
+        """RCPT: the recipient without brackets, the ESMTP parameters."""
+
+    def data(macros=None):
+        """DATA."""
+
+    def header(name, value):
+        """One header field; C{value} is everything after the colon."""
+
+    def headers(fields, macros=None):
+        """Header fields, C{(name, value)} pairs."""
+
+    def eoh(macros=None):
+        """The end of the header."""
+
+    def body(chunk):
+        """Some of the body, C{bytes} with CRLF line ends."""
+
+    def endOfMessage(macros=None):
+        """The end of the message."""
+
+    def unknown(command, macros=None):
+        """An unknown SMTP command (the whole line)."""
+
+    def abort():
+        """The transaction ended before the end of the message."""
+
+    def quit():
+        """
+        The session ended.
+
+        @return: a L{Deferred} firing when the connection is closed.
         """
