@@ -8,10 +8,13 @@ cd "$(dirname "$0")/.."
 
 DEBS="python3 python3-venv python3-dev build-essential libdb5.3-dev db5.3-util \
 postfix swaks libnet-ssleay-perl dovecot-lmtpd dovecot-core sasl2-bin dnsmasq-base \
-openssl postgrey postfix-policyd-spf-python socat"
+openssl postgrey postfix-policyd-spf-python socat \
+python3-milter opendkim opendkim-tools"
 # postgrey and policyd-spf (run through socat) are Postfix policy servers the
 # tests start themselves, on their own sockets; the postgrey service Debian
 # starts on installation (127.0.0.1:10023) is not used.
+# python3-milter (for Debian's /usr/bin/python3, not .venv) and opendkim are
+# milters the milter client's tests start themselves, on their own sockets.
 
 missing=""
 for p in $DEBS; do
