@@ -160,6 +160,18 @@ class MachineTests(SynchronousTestCase):
         self.assertIsInstance(done, TransactionDone)
         self.assertEqual(done.results[0]["status"], "perm")
 
+    def test_mailRefused(self) -> None:
+        """
+        MAIL refused (pipelined): the transaction ends with the reply to
+        the last RCPT, every recipient failed with the reply to MAIL.
+        """
+        m = ready()
+        m.startTransaction("a@b", ["c@d", "e@f"])
+        self.assertEqual(replies(m, b"451 4.3.0 not now", b"503 5.5.1 Need MAIL"), [])
+        [done] = replies(m, b"503 5.5.1 Need MAIL")
+        self.assertEqual([x["code"] for x in done.results], [451, 451])
+        self.assertEqual(m.state, "ready")
+
     def test_lmtp(self) -> None:
         """LMTP: one reply per accepted recipient to the LAST chunk."""
         m = ready(b"250-lda.test\r\n250-PIPELINING\r\n250 CHUNKING", lmtp=True)
