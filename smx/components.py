@@ -6,7 +6,9 @@ Each configured component becomes one child service of the root, added in
 the order they must start (and stop in reverse): SMAR, the LMTP delivery
 servers (one per C{lmtpd} section), SMTPC (one delivery agent per
 C{smtpc} section), QMGR (which recovers the queue before anything can
-arrive), and last the SMTPS listeners.  The components refer to each
+arrive), the SMTPS listeners, and last the pickup service, which
+submits the messages C{smx sendmail} left in the maildrop directory to
+those listeners.  The components refer to each
 other only through the Interfaces of L{smx.interfaces}.
 """
 
@@ -52,7 +54,7 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
         L{smx.mail.smtpc.DeliveryAgentPool} for several C{smtpc}
         sections), C{"qmgr"}, C{"smtps"} (a list of listeners),
         C{"lmtpd"} (the first LMTP server, or C{None}) and C{"lmtpds"}
-        (all of them, one per C{lmtpd} section).
+        (all of them, one per C{lmtpd} section) and C{"pickup"}.
     @raise ComponentError: a map, a TLS file or another setting named in
         the configuration cannot be used.
     """
@@ -118,4 +120,9 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
     for listener in listeners:
         listener.setServiceParent(parent)
     components["smtps"] = listeners
+
+    from smx.queue.pickup import pickupService
+
+    components["pickup"] = pickupService(cfg, reactor)
+    components["pickup"].setServiceParent(parent)
     return components

@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 DEBS="python3 python3-venv python3-dev build-essential libdb5.3-dev db5.3-util \
 postfix swaks libnet-ssleay-perl dovecot-lmtpd dovecot-core sasl2-bin dnsmasq-base \
 openssl postgrey postfix-policyd-spf-python socat \
-python3-milter opendkim opendkim-tools"
+python3-milter opendkim opendkim-tools bsd-mailx"
+# bsd-mailx is the mail(1) the smx sendmail tests run (with their own MAILRC,
+# never the system's /usr/sbin/sendmail).
 # postgrey and policyd-spf (run through socat) are Postfix policy servers the
 # tests start themselves, on their own sockets; the postgrey service Debian
 # starts on installation (127.0.0.1:10023) is not used.

@@ -999,6 +999,67 @@ LMTPD = section(
     multiple=True,
 )
 
+PICKUP = section(
+    "pickup",
+    "smx",
+    "local submission: where smx sendmail and the pickup service submit, "
+    "and the maildrop directory smx sendmail writes to when smx does not "
+    "answer, which pickup empties (doc/sendmail.md)",
+    MCP
+    + LOG
+    + [
+        opt(
+            "submission_address",
+            Address(25, True, "address"),
+            None,
+            "smx",
+            "SMTPS address (host:port) that smx sendmail and pickup submit to",
+            defaultDoc="the first daemon_address of the first smtps section, "
+            "0.0.0.0 as 127.0.0.1 and :: as ::1",
+        ),
+        opt(
+            "maildrop_directory",
+            Path(Q),
+            "maildrop",
+            "smx",
+            "directory of messages smx sendmail could not submit",
+        ),
+        opt(
+            "maildrop_group",
+            String(empty=False),
+            None,
+            "smx",
+            "group whose members may write into the maildrop directory "
+            "(like Postfix's postdrop); pickup makes the directory mode 3730 "
+            "with this group (none: mode 0700, only smx's user)",
+        ),
+        opt(
+            "interval",
+            Time(minimum=0.01),
+            "5s",
+            "smx",
+            "how often pickup looks into the maildrop directory",
+        ),
+    ],
+)
+
+METRICS = section(
+    "metrics",
+    "smx",
+    "Prometheus metrics over HTTP (doc/metrics.md); embedded mode only",
+    [
+        opt(
+            "address",
+            Address(9125, False, "address"),
+            None,
+            "smx",
+            "address (host:port) of the HTTP listener that serves the "
+            "metrics at /metrics (none: no listener); use a loopback "
+            "address, the endpoint has no authentication",
+        ),
+    ],
+)
+
 ROOT = section(
     "",
     "§5.4",
@@ -1049,6 +1110,7 @@ ROOT = section(
         SMTPS,
         SMTPC,
         LMTPD,
+        PICKUP,
         MAP,
     ],
 )

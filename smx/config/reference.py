@@ -301,7 +301,14 @@ def renderReference() -> str:
     log = table.QMGR.subsection("log")
     assert log is not None
     lines.extend(_sectionText(log, ["Logging", "log"], False))
-    for spec in (table.QMGR, table.SMAR, table.SMTPS, table.SMTPC, table.LMTPD):
+    for spec in (
+        table.QMGR,
+        table.SMAR,
+        table.SMTPS,
+        table.SMTPC,
+        table.LMTPD,
+        table.PICKUP,
+    ):
         lines.extend(_sectionText(spec, [spec.keyword], True))
     lines.extend(_sectionText(table.MAP, ["map NAME"], False))
     lines.append("## Settings checked together")

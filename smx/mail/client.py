@@ -730,6 +730,9 @@ class ClientMachine:
                     self.state = DOT
                     self._expected.append(("dot", -2))
                     return [Send(b".\r\n")]
+                if self.chunking and not self._expected:
+                    # no DATA whose reply would end the transaction
+                    return self._done(reusable=True)
                 self.state = BODY
                 return [SendBody()]
             if not self._mailFailed:

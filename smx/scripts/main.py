@@ -30,6 +30,7 @@ COMMANDS = {
         "rebuild envelopes of CDB files from log records (§6.10.2)",
     ),
     "lmtpd": ("lmtpd", "a small LMTP server delivering into Maildirs"),
+    "sendmail": ("sendmail", "submit a message as sendmail(1) does (doc/sendmail.md)"),
 }
 
 

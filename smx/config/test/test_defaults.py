@@ -21,6 +21,8 @@ from smx.maps import access, aliases, dns, resolver, routing
 from smx.maps.settings import ResolverSettings
 from smx.queue import active, bounce, bounceschedule, connections, defedb
 from smx.queue import destinations, diskspace, ibdb, qmgr, retry, scheduler
+from smx.queue import pickup
+from smx.queue.pickupsettings import PickupSettings
 from smx.queue.settings import QueueSettings
 
 #: every settings class: (class, how to build it from a configuration,
@@ -50,6 +52,11 @@ SETTINGS = [
         ResolverSettings,
         ResolverSettings.fromConfiguration,
         lambda cfg: cfg.section("smar"),
+    ),
+    (
+        PickupSettings,
+        PickupSettings.fromConfiguration,
+        lambda cfg: cfg.section("pickup"),
     ),
 ]
 
@@ -102,6 +109,8 @@ CONSTRUCTORS = [
     (access.AccessMap, ResolverSettings, {"log"}),
     (aliases.AliasExpander, ResolverSettings, {"log"}),
     (routing.Router, ResolverSettings, {"rng", "log"}),
+    (pickup.PickupService, PickupSettings, {"log", "reader", "runInThread"}),
+    (pickup.MaildropReader, PickupSettings, {"submit"}),
 ]
 
 
