@@ -707,6 +707,9 @@ class ClientMachine:
         if kind == "rcpt":
             self._rcptReplies[index] = reply
             if self._mailFailed:
+                if self.chunking and not self._expected:
+                    # no DATA whose reply would end the transaction
+                    return self._done(reusable=True)
                 return []
             if reply.code // 100 == 2:
                 self._accepted.append(index)
@@ -730,9 +733,6 @@ class ClientMachine:
                     self.state = DOT
                     self._expected.append(("dot", -2))
                     return [Send(b".\r\n")]
-                if self.chunking and not self._expected:
-                    # no DATA whose reply would end the transaction
-                    return self._done(reusable=True)
                 self.state = BODY
                 return [SendBody()]
             if not self._mailFailed:

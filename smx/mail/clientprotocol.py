@@ -357,12 +357,6 @@ class _BodySender:
         self.stopped = True
 
 
-class _ConnectFactory(ClientFactory):
-    # one factory per delivery session: no "Starting factory" log lines
-    noisy = False
-
-    def __init__(self, build: Any) -> None:
-        self.build = build
 @implementer(interfaces.IPushProducer)
 class _ChunkSender:
     """
@@ -458,6 +452,12 @@ class _ChunkSender:
             self.transport.unregisterProducer()
 
 
+class _ConnectFactory(ClientFactory):
+    # one factory per delivery session: no "Starting factory" log lines
+    noisy = False
+
+    def __init__(self, build: Any) -> None:
+        self.build = build
         self.protocol_ = None  # type: Optional[ClientProtocol]
         self.deferred = defer.Deferred()  # type: defer.Deferred
 

@@ -547,12 +547,12 @@ class ServerConnection(CommandsMixin):
         found = rule(self._commands, self._state, verb)
         if found is None:
             return self._bad(500, "5.5.1", "Command unrecognized")
+        if verb == "BDAT":
+            return self._bdat(argument, found)
         if isinstance(found, Refuse):
             self._send(found.code, found.dsn, found.text)
             return None
         event = getattr(self, "do_" + verb)(argument, _ != "")
-        if verb == "BDAT":
-            return self._bdat(argument, found)
         self._next = found.next
         return event
 
@@ -581,12 +581,12 @@ class ServerConnection(CommandsMixin):
         self._badLineEnd = False
         self._nul = False
         self._longLine = False
+        # BDAT: the last octet received was a CR, held until the next one
+        self._heldCR = False
         # bytes of content since its last LF
         self._lineRun = 0
         self._inHeaders = True
         self._header = bytearray()
-        # BDAT: the last octet received was a CR, held until the next one
-        self._heldCR = False
         self._hops = 0
         self._messageId = None  # type: Optional[str]
 

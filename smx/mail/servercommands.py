@@ -70,26 +70,24 @@ class CommandsMixin:
         )
         if self.eightBitMime:
             lines.append("8BITMIME")
+        lines.append("CHUNKING")
         lines.append("ENHANCEDSTATUSCODES")
         if self.tlsAvailable and not self.tls:
             lines.append("STARTTLS")
         if self._authOffered():
             lines.append("AUTH " + " ".join(self.authMechanisms))
-        if self.smtputf8:
-            lines.append("SMTPUTF8")
-        lines.append("CHUNKING")
         lines.append("HELP")
         return lines
 
     def _lhloLines(self, text: Optional[str]) -> List[str]:
         # RFC 2033 §5: PIPELINING and ENHANCEDSTATUSCODES SHOULD be offered
         lines = [text or self.hostname, "PIPELINING", "ENHANCEDSTATUSCODES"]
+        lines.append("CHUNKING")
         if self.eightBitMime:
             lines.append("8BITMIME")
         if self.tlsAvailable and not self.tls:
             lines.append("STARTTLS")
         if self._authOffered():
-        lines.append("CHUNKING")
             lines.append("AUTH " + " ".join(self.authMechanisms))
         lines.append(
             "SIZE %d" % (self.maxMessageSize,) if self.maxMessageSize else "SIZE"

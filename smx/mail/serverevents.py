@@ -93,17 +93,17 @@ class DataCommand(Event):
     skips the chunk's octets, and ends the transaction.
     """
 
-    __slots__ = ()
-
-
-class Rset(Event):
-    """C{RSET}."""
-
     __slots__ = ("chunk", "last")
 
     def __init__(self, chunk: Optional[int] = None, last: bool = False) -> None:
         self.chunk = chunk
         self.last = last
+
+
+class Rset(Event):
+    """C{RSET}."""
+
+    __slots__ = ()
 
 
 class Quit(Event):
