@@ -193,6 +193,28 @@ class ServiceTests(PickupTestCase):
             [r.address for r in submit.calls[-1][0].recipients], ["later@example.test"]
         )
 
+    def test_removalFails(self) -> None:
+        """
+        When the file cannot be removed after the 250 (as if smx died
+        between the two steps), it stays and is submitted again: at worst
+        a second delivery, never none.
+        """
+        from smx.queue import pickup
+
+        name = self.drop(envelope("bob@example.test"))
+
+        def removeDrop(directory: str, name: str) -> None:
+            raise OSError(5, "Input/output error")
+
+        self.patch(pickup, "removeDrop", removeDrop)
+        submit = FakeSubmit()
+        self.service(submit).startService()
+        self.clock.advance(0)
+        self.assertEqual(waitingNames(self.dir), [name])
+        self.assertEqual(len(self.records("sev=ERR")), 1)
+        self.clock.advance(5)
+        self.assertEqual(len(submit.calls), 2)
+
     def test_unreachable(self) -> None:
         """
         When SMTPS does not answer, the rest of the directory waits for
