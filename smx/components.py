@@ -125,4 +125,11 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
 
     components["pickup"] = pickupService(cfg, reactor)
     components["pickup"].setServiceParent(parent)
+
+    from smx.metrics import metricsService
+
+    metrics = metricsService(cfg, reactor, components)
+    if metrics is not None:
+        metrics.setServiceParent(parent)
+    components["metrics"] = metrics
     return components

@@ -41,6 +41,9 @@ CONFIGURATION PARAMETERS
     (C{mv qmgr.log qmgr.log.0}) is replaced by a new one.  Otherwise records go to Twisted's
     log, which C{twistd -n} writes to standard output.
 
+    While the metrics endpoint runs, every record (whatever its level)
+    is shown to L{Logger.observer} first, which counts it (L{smx.metrics}).
+
 DIAGNOSTICS
     A destination that cannot be opened is reported on Twisted's log and
     records fall back to it; logging never raises into its caller.
@@ -443,6 +446,10 @@ class Logger:
     @ivar level: records with a higher level are not written.
     """
 
+    #: called as C{observer(logger, fields)} with every record, whatever
+    #: its level (L{smx.metrics} counts them); C{None}: nobody listens
+    observer = None  # type: Optional[Callable[[Logger, Dict[str, Any]], None]]
+
     def __init__(self, component: str, level: int = DEFAULT_LEVEL, sink=None):
         self.component = component
         self.level = level
@@ -457,8 +464,18 @@ class Logger:
 
     def emit(self, severity: str, level: int, fields: Dict[str, Any]) -> None:
         """
-        Write one record unless its C{level} exceeds L{level}.
+        Write one record unless its C{level} exceeds L{level}; show it to
+        the L{observer} in any case.
         """
+        observer = Logger.observer
+        if observer is not None:
+            try:
+                observer(self, fields)
+            except Exception:
+                _TwistedLogger(namespace="smx.log").failure(
+                    "smx.log: the observer failed on a record of {component}",
+                    component=self.component,
+                )
         if level > self.level:
             return
         try:

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 DEBS="python3 python3-venv python3-dev build-essential libdb5.3-dev db5.3-util \
 postfix swaks libnet-ssleay-perl dovecot-lmtpd dovecot-core sasl2-bin dnsmasq-base \
 openssl postgrey postfix-policyd-spf-python socat \
-python3-milter opendkim opendkim-tools bsd-mailx"
+python3-milter opendkim opendkim-tools bsd-mailx prometheus"
 # bsd-mailx is the mail(1) the smx sendmail tests run (with their own MAILRC,
 # never the system's /usr/sbin/sendmail).
 # postgrey and policyd-spf (run through socat) are Postfix policy servers the
@@ -17,6 +17,8 @@ python3-milter opendkim opendkim-tools bsd-mailx"
 # starts on installation (127.0.0.1:10023) is not used.
 # python3-milter (for Debian's /usr/bin/python3, not .venv) and opendkim are
 # milters the milter client's tests start themselves, on their own sockets.
+# prometheus is there for its promtool, which checks smx's metrics text; the
+# tests never start the Prometheus server.
 
 missing=""
 for p in $DEBS; do

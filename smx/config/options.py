@@ -1060,6 +1060,23 @@ METRICS = section(
     ],
 )
 
+METRICS = section(
+    "metrics",
+    "smx",
+    "Prometheus metrics over HTTP (doc/metrics.md); embedded mode only",
+    [
+        opt(
+            "address",
+            Address(9125, False, "address"),
+            None,
+            "smx",
+            "address (host:port) of the HTTP listener that serves the "
+            "metrics at /metrics (none: no listener); use a loopback "
+            "address, the endpoint has no authentication",
+        ),
+    ],
+)
+
 ROOT = section(
     "",
     "§5.4",
@@ -1111,6 +1128,7 @@ ROOT = section(
         SMTPC,
         LMTPD,
         PICKUP,
+        METRICS,
         MAP,
     ],
 )

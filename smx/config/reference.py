@@ -310,6 +310,7 @@ def renderReference() -> str:
         table.PICKUP,
     ):
         lines.extend(_sectionText(spec, [spec.keyword], True))
+    lines.extend(_sectionText(table.METRICS, ["metrics"], False))
     lines.extend(_sectionText(table.MAP, ["map NAME"], False))
     lines.append("## Settings checked together")
     lines.append("")

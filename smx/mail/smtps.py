@@ -516,6 +516,7 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
             ss_sess=self.sessionId,
             where="connection",
             starttls="successful",
+            version=info["version"],
             cipher=info["cipher"],
             bits=info["bits"],
             verify=info["verify"],

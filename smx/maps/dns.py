@@ -186,6 +186,8 @@ class DNSResolver:
                     return defer.fail(hit[1])
                 return defer.succeed(hit[1])
             del self._cache[key]
+        # a level-14 record of each query sent (counted by smx.metrics)
+        self.log.debug(14, dns_query=name, type=dns.QUERY_TYPES.get(rtype, rtype))
         d = self._resolver.query(dns.Query(name, rtype, dns.IN), self._tries)
         d.addCallbacks(
             self._cbAnswer, self._ebAnswer, (name, rtype), None, (name, rtype)

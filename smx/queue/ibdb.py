@@ -56,6 +56,7 @@ import json
 import os
 import struct
 import threading
+import time
 import zlib
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
@@ -234,6 +235,10 @@ class IncomingBackupLog:
         self._fileOf = {}  # type: Dict[str, int]
         self.commits = 0
         self.records = 0
+        # called as commitObserver(records, fsync seconds) after each
+        # group commit (smx.metrics)
+        self.commitObserver = None  # type: Optional[Callable[[int, float], None]]
+        self._syncSeconds = 0.0
 
     @classmethod
     def fromSettings(
@@ -340,7 +345,9 @@ class IncomingBackupLog:
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
+            started = time.monotonic()
             self._syncFile(fd)
+            self._syncSeconds = time.monotonic() - started
             self._size = size + len(data)
         except OSError:
             try:
@@ -382,6 +389,8 @@ class IncomingBackupLog:
     def _committed(self, length: int, waiting: List) -> None:
         self.commits += 1
         self.records += len(waiting)
+        if self.commitObserver is not None:
+            self.commitObserver(len(waiting), self._syncSeconds)
         if self._size >= self.fileSize:
             self._rotate()
         for d in waiting:

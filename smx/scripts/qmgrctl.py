@@ -9,7 +9,10 @@ SYNOPSIS
 
 DESCRIPTION
     Without a command, shows the status of QMGR: queue sizes, AQ use, the
-    connection limits in force, rates.  C{-r} reloads the maps (SMAR's and
+    connection limits in force, rates.  C{status} is the health check for
+    systemd and monitoring: exit status 0 and one line when QMGR answers,
+    DEFEDB is open and the queue disk has C{min_disk_space}; else exit
+    status 1 and the reason on one line (standard error).  C{-r} reloads the maps (SMAR's and
     the conf map).  C{flush} retries deferred recipients now (all, or of
     one transaction), C{hold}/C{release} stop and restart delivery of a
     transaction or one recipient (by index or address), C{delete} removes
@@ -25,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 COMMANDS = ("status", "flush", "hold", "release", "delete", "reload")
 
@@ -141,6 +144,66 @@ def formatStatus(status: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def healthProblem(
+    status: dict, disk: Optional[Tuple[str, int, int]] = None
+) -> Optional[str]:
+    """
+    Why QMGR is not healthy, for C{smx qmgrctl status} (systemd,
+    monitoring): the queue disk below C{min_disk_space} (as QMGR last saw
+    it, or as measured now), DEFEDB closed.
+
+    @param status: the status of QMGR (L{smx.queue.control.Status}).
+    @param disk: C{(directory, free bytes, min_disk_space)} of the
+        fullest queue file system, or C{None}.
+    @return: one line, or C{None} when all is well.
+    """
+    problems = []
+    if disk is not None and disk[1] < disk[2]:
+        problems.append(
+            "queue disk below min_disk_space: %d KB free in %s, %d KB needed"
+            % (disk[1] // 1024, disk[0], disk[2] // 1024)
+        )
+    elif status.get("diskShort"):
+        problems.append("queue disk below min_disk_space, new mail is refused")
+    if not status.get("defedb", True):
+        problems.append("DEFEDB is not open")
+    return "; ".join(problems) or None
+
+
+def queueDisk(
+    configFile: Optional[str], queueDirectory: Optional[str]
+) -> Optional[Tuple[str, int, int]]:
+    """
+    The free space of the queue's file systems (the queue directory and
+    C{CDB_base_directory}) as QMGR measures it.
+
+    @return: C{(directory, free bytes, min_disk_space)} of the one with
+        the least free space, or C{None} if none can be measured.
+    """
+    import os
+
+    from smx.config import ConfigError
+    from smx.queue.diskspace import FLOOR
+    from smx.queue.settings import QueueSettings
+
+    try:
+        settings = QueueSettings.fromConfiguration(
+            loadToolConfiguration(configFile, queueDirectory)
+        )
+    except ConfigError:
+        return None
+    least = None  # type: Optional[Tuple[str, int, int]]
+    for path in (settings.queueDirectory, settings.cdbDirectory):
+        try:
+            st = os.statvfs(path)
+        except OSError:
+            continue
+        free = st.f_bavail * st.f_frsize
+        if least is None or free < least[1]:
+            least = (path, free, max(settings.minDiskSpace, FLOOR))
+    return least
+
+
 def run(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(prog="smx qmgrctl")
     parser.add_argument("-f", dest="config", help="smx.conf")
@@ -156,6 +219,8 @@ def run(argv: List[str]) -> int:
         options = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
+    # "status" named: the health check (exit status and one line)
+    check = options.command == "status" and "status" in argv
     command = "reload" if options.reload else options.command
     if command in ("hold", "release", "delete") and not options.args:
         sys.stderr.write("smx qmgrctl: %s needs a transaction id\n" % (command,))
@@ -166,8 +231,19 @@ def run(argv: List[str]) -> int:
     except SystemExit as e:
         sys.stderr.write("%s\n" % (e.code,))
         return 1
+    if check and command == "status":
+        disk = None if options.socket else queueDisk(options.config, options.queue)
+        problem = healthProblem(result, disk)
+        if problem is not None:
+            sys.stderr.write("smx qmgrctl: %s\n" % (problem,))
+            return 1
     if options.json:
         sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    elif check and command == "status":
+        sys.stdout.write(
+            "smx: ok, %d transactions, %d sessions, up %ds\n"
+            % (result["transactions"], result["sessions"], result["uptime"])
+        )
     elif command == "status":
         sys.stdout.write(formatStatus(result))
     else:
