@@ -15,6 +15,14 @@ name a different destination than its domain says: the percent hack
 (C{user%other@here}), bang paths (C{other!user@here}) and quoted local
 parts containing C{@} (C{"user@other"@here}).  The relay decision is made
 on the address they really name, so none of them opens a relay.
+
+Internationalised addresses (RFC 6531 §3.3): a local part may contain
+UTF-8 characters and a domain U-labels; L{parsePath} accepts them (the
+server core allows them only with C{MAIL ... SMTPUTF8}).  A domain with
+U-labels or A-labels must be valid IDNA 2008 (with the UTS #46 mapping);
+L{domainKey} gives one form of a domain, its A-labels in lower case, so
+that C{bücher.example} and C{xn--bcher-kva.example} compare and look up
+as equal while the address keeps its original form for display.
 """
 
 from __future__ import annotations
@@ -22,12 +30,18 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Tuple
 
-# RFC 5321 §4.1.2 atext (RFC 5322)
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+import idna
+
+# UTF8-non-ascii (RFC 6531 §3.3): the server core passes non-ASCII text
+# only for MAIL and RCPT, and lets it through only with SMTPUTF8
+_U = "\u0080-\U0010ffff"
+# RFC 5321 §4.1.2 atext (RFC 5322), RFC 6531 §3.3
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~" + _U + "-]"
 _DOT_STRING = r"%s+(?:\.%s+)*" % (_ATEXT, _ATEXT)
 # qtextSMTP is %d32-33 / %d35-91 / %d93-126; quoted-pairSMTP is %d92 %d32-126
-_QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e' + _U + r']|\\[\x20-\x7e])*"'
+# an LDH label or a U-label (checked with IDNA by parsePath)
+_LABEL = r"[A-Za-z0-9%s](?:[A-Za-z0-9%s-]*[A-Za-z0-9%s])?" % (_U, _U, _U)
 _DOMAIN = r"%s(?:\.%s)*" % (_LABEL, _LABEL)
 _IPV4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
 _LITERAL = r"\[(?:%s|IPv6:[0-9A-Fa-f:.]+|%s:[\x21-\x5a\x5e-\x7e]+)\]" % (
@@ -88,14 +102,22 @@ def parsePath(
         if m is not None:
             mailbox = m.group(2)
             local, _, domain = mailbox.rpartition("@")
-            if len(local) > MAX_LOCAL or len(domain) > MAX_DOMAIN:
+            if (
+                len(local.encode("utf-8")) > MAX_LOCAL
+                or len(domain.encode("utf-8")) > MAX_DOMAIN
+            ):
                 raise PathSyntaxError("path too long", 501, "5.5.2")
+            if not domain.isascii() or "xn--" in domain.lower():
+                try:
+                    domainKey(domain)
+                except ValueError:
+                    raise PathSyntaxError("bad internationalised domain", 553, "5.1.3")
         else:
             m = _POSTMASTER.match(argument) if allowPostmaster else None
             if m is None:
                 raise PathSyntaxError("path", 501, "5.5.2")
             mailbox = m.group(1)
-        if m.end() > MAX_PATH:
+        if len(argument[: m.end()].encode("utf-8")) > MAX_PATH:
             raise PathSyntaxError("path too long", 501, "5.5.2")
         rest = argument[m.end() :]
     return mailbox, parseParameters(rest)
@@ -118,6 +140,41 @@ def parseParameters(rest: str) -> List[Tuple[str, Optional[str]]]:
             raise PathSyntaxError("Syntax error in parameters", 501, "5.5.4")
         params.append((keyword.upper(), value if eq else None))
     return params
+
+
+def domainKey(domain: str) -> str:
+    """
+    The form of C{domain} to compare and look up: its A-labels, lower
+    case (C{"Bücher.Example"} and C{"xn--bcher-kva.example"} both give
+    C{"xn--bcher-kva.example"}).  ASCII domains without A-labels and
+    address literals are only lower-cased.
+
+    @raise ValueError: a U-label or A-label that is not valid IDNA 2008
+        (after the UTS #46 mapping).
+    """
+    if domain.startswith("["):
+        return domain.lower()
+    if domain.isascii() and "xn--" not in domain.lower():
+        return domain.lower()
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError) as e:
+        raise ValueError("bad internationalised domain %r: %s" % (domain, e))
+
+
+def addressKey(address: str) -> str:
+    """
+    C{address} with its domain in the form of L{domainKey} (the local
+    part as it is); an address whose domain is not valid IDNA is given
+    back unchanged.
+    """
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address
+    try:
+        return "%s@%s" % (local, domainKey(domain))
+    except ValueError:
+        return address
 
 
 def unquoteLocal(local: str) -> str:
@@ -146,7 +203,8 @@ def effectiveAddress(mailbox: str) -> str:
 
     C{"a@b"@here}, C{a%b@here} and C{b!a@here} all name C{a@b}; this is
     applied repeatedly (C{a%b%c@here} names C{a%b@c} names C{a@b}... by the
-    rightmost C{%}, like sendmail).  The domain is lower-cased.
+    rightmost C{%}, like sendmail).  The domain is lower-cased, an
+    internationalised one in A-labels (L{domainKey}).
 
     @param mailbox: a mailbox as returned by L{parsePath}.
     @return: C{local@domain}, or the mailbox unchanged if it has no domain.
@@ -169,7 +227,11 @@ def effectiveAddress(mailbox: str) -> str:
         return "@"
     if local and (local != unquoteLocal(local) or _needsQuotes(local)):
         local = local if local.startswith('"') else _quote(local)
-    return "%s@%s" % (local, domain.lower())
+    try:
+        domain = domainKey(domain)
+    except ValueError:
+        domain = domain.lower()
+    return "%s@%s" % (local, domain)
 
 
 def isRoutingTrick(mailbox: str) -> bool:

@@ -18,6 +18,9 @@ RFC 1870, RFC 2033):
   - one transaction with many recipients: C{MAIL FROM} with C{SIZE=} when
     offered and C{BODY=8BITMIME} for an 8-bit body; with PIPELINING,
     C{MAIL}, every C{RCPT} and C{DATA} in one write;
+  - a message that needs SMTPUTF8 (RFC 6531) goes with C{MAIL ...
+    SMTPUTF8}, and never to a server that does not offer it: every
+    recipient fails with C{553 5.6.7} (L{UTF8_REQUIRED}) before MAIL;
   - an 8-bit body is never sent to a server that does not offer 8BITMIME
     (RFC 6152 section 3): every recipient fails with C{554 5.6.3}
     (L{CONVERSION_REQUIRED}, RFC 3463) before MAIL is sent;
@@ -68,6 +71,14 @@ MAX_REPLY_LINES = 256
 CONVERSION_REQUIRED = (
     "554 5.6.3 Conversion required but not supported: the message has "
     "8-bit data and the server does not offer 8BITMIME"
+)
+
+#: the result of every recipient when a message that needs SMTPUTF8 (RFC
+#: 6531: non-ASCII addresses or headers) would go to a server that does
+#: not offer it; smx does not downgrade (RFC 6531 §3.2)
+UTF8_REQUIRED = (
+    "553 5.6.7 SMTPUTF8 required but not supported: the message has "
+    "non-ASCII addresses or headers and the server does not offer SMTPUTF8"
 )
 
 _ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
@@ -471,6 +482,7 @@ class ClientMachine:
         recipients: Sequence[str],
         size: int = 0,
         bodyType: str = "7BIT",
+        smtputf8: bool = False,
     ) -> List[Any]:
         """
         Start a mail transaction; only in state C{ready}.
@@ -482,6 +494,10 @@ class ClientMachine:
             have 8-bit octets (or was it declared 8-bit)?  An 8-bit body
             to a server without 8BITMIME fails at once with
             L{CONVERSION_REQUIRED}.
+        @param smtputf8: the message needs SMTPUTF8 (RFC 6531): C{MAIL}
+            gets the parameter, and a server without the extension fails
+            every recipient at once with L{UTF8_REQUIRED}.  Non-ASCII
+            addresses need it whatever this says.
         @return: a C{list} of events.
         """
         if self.state != READY:
@@ -507,11 +523,18 @@ class ClientMachine:
             for i in range(len(recipients)):
                 self._results[i] = _result("perm", 554, CONVERSION_REQUIRED, "mail")
             return self._done(reusable=True)
+        utf8 = smtputf8 or not all(a.isascii() for a in [sender, *recipients])
+        if utf8 and "SMTPUTF8" not in self.extensions:
+            for i in range(len(recipients)):
+                self._results[i] = _result("perm", 553, UTF8_REQUIRED, "mail")
+            return self._done(reusable=True)
         mail = b"MAIL FROM:<" + sender.encode("utf-8") + b">"
         if "SIZE" in self.extensions:
             mail += b" SIZE=%d" % (size,)
         if eightBit:
             mail += b" BODY=8BITMIME"
+        if utf8:
+            mail += b" SMTPUTF8"
         self.chunking = "CHUNKING" in self.extensions
         if "PIPELINING" in self.extensions:
             self._pipelined = True

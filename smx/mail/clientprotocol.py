@@ -219,19 +219,25 @@ class ClientProtocol(Protocol):
         size: int,
         bodyType: str,
         bodyFile: Any,
+        smtputf8: bool = False,
     ) -> defer.Deferred:
         """
         Run one mail transaction.
 
         @param bodyFile: a binary file with the content, read when the
             server says 354 and closed when the transaction ends.
+        @param smtputf8: the message needs SMTPUTF8 (RFC 6531).
         @return: a L{Deferred} firing with a
             L{smx.mail.client.TransactionDone}.
         """
         d = defer.Deferred()  # type: defer.Deferred
         self._waiting = d
         self._bodyFile = bodyFile
-        self._events(self.machine.startTransaction(sender, recipients, size, bodyType))
+        self._events(
+            self.machine.startTransaction(
+                sender, recipients, size, bodyType, smtputf8=smtputf8
+            )
+        )
         return d
 
     def _sendBody(self) -> None:

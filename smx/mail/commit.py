@@ -30,6 +30,7 @@ from twisted.python import failure
 
 from smx.fastdefer import inlineCallbacks, settled
 from smx.mail import server as sm
+from smx.mail.address import addressKey
 from smx.mail.received import protocolName, receivedHeader
 
 
@@ -41,6 +42,8 @@ class _Transaction:
         self.sender = sender
         self.body = body
         self.declaredSize = size
+        #: MAIL carried SMTPUTF8 (RFC 6531)
+        self.smtputf8 = False
         self.recipients = []  # type: List[Dict[str, Any]]
         self.writer = None  # type: Any
         self.stored = 0
@@ -55,8 +58,7 @@ class _Transaction:
 
         @return: the recipient's index, or C{None} for a duplicate.
         """
-        local, at, domain = address.rpartition("@")
-        key = "%s%s%s" % (local, at, domain.lower()) if at else address
+        key = addressKey(address)
         if key in self._seen:
             return None
         self._seen.add(key)
@@ -123,7 +125,9 @@ class CommitMixin:
             c.heloName or "unknown",
             self.clientAddress,
             self.factory.settings.hostname,
-            protocolName(c.extended, c.tls, self.authUser is not None),
+            protocolName(
+                c.extended, c.tls, self.authUser is not None, utf8=ta.smtputf8
+            ),
             ta.id,
             clientName=self.policy.clientName,
             tlsInfo=self.tlsInfo,
@@ -180,6 +184,7 @@ class CommitMixin:
             "client": self.clientAddress,
             "received": self.factory.reactor.seconds(),
             "bodyType": "8BITMIME" if ta.body == "8BITMIME" else "7BIT",
+            "smtputf8": ta.smtputf8,
             "contentPending": True,
         }
         content = defer.maybeDeferred(writer.commit)

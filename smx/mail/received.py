@@ -22,13 +22,18 @@ from typing import Optional
 from smx import versionString
 
 
-def protocolName(extended: bool, tls: bool, authenticated: bool) -> str:
+def protocolName(
+    extended: bool, tls: bool, authenticated: bool, utf8: bool = False
+) -> str:
     """
     The RFC 3848 transmission type: C{SMTP} after HELO, else C{ESMTP} with
-    C{S} for TLS and C{A} for AUTH.
+    C{S} for TLS and C{A} for AUTH; C{UTF8SMTP}, C{UTF8SMTPS}, ... for a
+    transaction with SMTPUTF8 (RFC 6531 §4.3).
     """
     if not extended:
         return "SMTP"
+    if utf8:
+        return "UTF8SMTP" + ("S" if tls else "") + ("A" if authenticated else "")
     return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
 
 

@@ -16,7 +16,10 @@ DESCRIPTION
     that have no definitive answer yet; it goes on to the next route for
     those that got a temporary answer (or none), and for an 8-bit body
     refused by a server without 8BITMIME (C{554 5.6.3}: another MX may
-    offer it).  A route whose session cannot be had (no connection, a
+    offer it), and likewise for a message that needs SMTPUTF8 and a server
+    without it (C{553 5.6.7}, RFC 6531: received with SMTPUTF8 and an
+    address or a header field is not ASCII; it is never downgraded).
+    A route whose session cannot be had (no connection, a
     4xx/5xx greeting, a failed EHLO or TLS handshake) is skipped; if no
     route gives an answer for a recipient, the last such failure is its
     result (always temporary for a refused greeting).
@@ -240,6 +243,7 @@ class RouteLoop:
         bodyFile = self.contentStore.open(transaction["ss_ta"])
         try:
             bodyType = self._content.bodyType(proto.machine.extensions, bodyFile)
+            smtputf8 = self._content.needsSmtputf8(bodyFile)
         except BaseException:
             bodyFile.close()
             raise
@@ -249,6 +253,7 @@ class RouteLoop:
             int(transaction.get("size") or 0),
             bodyType,
             bodyFile,
+            smtputf8=smtputf8,
         )
 
     def _logTransaction(
@@ -349,6 +354,25 @@ class _Content:
         self.transaction = transaction
         self.declared = (transaction.get("bodyType") or "7BIT").upper()
         self.eightBit = None  # type: Optional[bool]
+        self.utf8 = None  # type: Optional[bool]
+
+    def needsSmtputf8(self, bodyFile: Any) -> bool:
+        """
+        Does the message need SMTPUTF8 (RFC 6531)?  Only one received with
+        it (the envelope's C{smtputf8}) whose addresses or header are not
+        all ASCII; the header is read once (and C{bodyFile} rewound).
+        """
+        if not self.transaction.get("smtputf8"):
+            return False
+        if self.utf8 is None:
+            t = self.transaction
+            addresses = [t.get("sender") or ""]
+            addresses += [r["address"] for r in t.get("recipients") or []]
+            self.utf8 = not all(a.isascii() for a in addresses)
+            if not self.utf8:
+                self.utf8 = _headerHasEightBit(bodyFile)
+                bodyFile.seek(0)
+        return self.utf8
 
     def bodyType(self, extensions: Dict[str, str], bodyFile: Any) -> str:
         """
@@ -378,16 +402,37 @@ def _hasEightBit(bodyFile: Any) -> bool:
             return True
 
 
+def _headerHasEightBit(bodyFile: Any) -> bool:
+    tail = b""
+    while True:
+        chunk = bodyFile.read(CHUNK_SIZE)
+        if not chunk:
+            return not tail.isascii()
+        data = tail + chunk
+        end = data.find(b"\n\n")
+        crlf = data.find(b"\n\r\n")
+        if crlf >= 0 and (end < 0 or crlf < end):
+            end = crlf
+        if end >= 0:
+            return not data[:end].isascii()
+        if not data.isascii():
+            return True
+        tail = data[-2:]
+
+
 def _tryElsewhere(result: Optional[Dict[str, Any]]) -> bool:
     """
     Does a recipient with this result go on to the next route: no
     result, a temporary failure, or a server without 8BITMIME for an
-    8-bit body (another MX may offer it; the 5.6.3 failure stands if none
-    does)?
+    8-bit body or without SMTPUTF8 for a message that needs it (another
+    MX may offer it; the 5.6.3 or 5.6.7 failure stands if none does)?
     """
     if result is None or result["status"] == "temp":
         return True
-    return result["where"] == "mail" and enhancedStatus(result["reply"]) == "5.6.3"
+    return result["where"] == "mail" and enhancedStatus(result["reply"]) in (
+        "5.6.3",
+        "5.6.7",
+    )
 
 
 def _stat(code: int) -> int:

@@ -30,6 +30,11 @@ errors, commands out of sequence, NOOP, HELP, VRFY, EXPN, lines that are
 too long or do not end in CRLF, the size and recipient limits, and too many
 bad commands (421).
 
+SMTPUTF8 (RFC 6531) is offered: a MAIL or RCPT line may be UTF-8 (any
+other line with 8-bit octets is a bad command); a UTF-8 address is taken
+after C{MAIL ... SMTPUTF8} and refused with C{553 5.6.7} otherwise, which
+is not counted as a bad command (RFC 6531 §3.4).
+
 DATA is scanned a whole received chunk at a time with C{bytes.find}: only
 lines starting with a dot cost a Python-level step.  Only C{<CRLF>.<CRLF>}
 ends the data; a bare CR or LF anywhere in it is remembered and reported
@@ -535,7 +540,12 @@ class ServerConnection(CommandsMixin):
         try:
             text = line.decode("ascii")
         except UnicodeDecodeError:
-            return self._bad(500, "5.5.2", "Syntax error: 8-bit characters")
+            # UTF-8 addresses (RFC 6531): MAIL and RCPT say whether SMTPUTF8
+            # lets them in
+            utf8 = None if auth else _utf8Command(line)
+            if utf8 is None:
+                return self._bad(500, "5.5.2", "Syntax error: 8-bit characters")
+            text = utf8
         if auth:
             self._state = self._next = State.READY
             if text == "*":
@@ -793,3 +803,16 @@ class ServerConnection(CommandsMixin):
                     value = lines[j].strip()
                     j += 1
                 self._messageId = value.decode("ascii", "replace")
+
+
+def _utf8Command(line: bytes) -> Optional[str]:
+    """
+    A MAIL or RCPT line with 8-bit octets as text, if it is UTF-8;
+    C{None} for any other 8-bit line.
+    """
+    if line[:5].upper() not in (b"MAIL ", b"RCPT "):
+        return None
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None

@@ -7,7 +7,8 @@ in which state is the table of L{smx.mail.serverstates}.
 
 L{CommandsMixin} is a part of L{smx.mail.server.ServerConnection}: its
 C{do_VERB} methods are called with the text after the verb of a command
-line that is already known to be ASCII, CRLF-terminated and short enough.
+line that is already known to be ASCII (or, for MAIL and RCPT, UTF-8),
+CRLF-terminated and short enough.
 They are called only where that table allows the command.  Each returns
 an L{smx.mail.serverevents.Event} for the caller to answer, or C{None}
 after writing a reply itself (a syntax error, NOOP, HELP, VRFY, EXPN, a
@@ -54,6 +55,10 @@ class CommandsMixin:
     authMechanisms: Tuple[str, ...]
     authRequiresTLS: bool
     lmtp: bool
+    #: offer SMTPUTF8 (RFC 6531) and take UTF-8 addresses with it
+    smtputf8 = True
+    #: the last MAIL given carried SMTPUTF8
+    smtputf8Transaction = False
 
     def _send(self, code: int, dsn: Optional[str], text: str) -> None:
         raise NotImplementedError()  # pragma: no cover - the connection's
@@ -70,6 +75,8 @@ class CommandsMixin:
         )
         if self.eightBitMime:
             lines.append("8BITMIME")
+        if self.smtputf8:
+            lines.append("SMTPUTF8")
         lines.append("CHUNKING")
         lines.append("ENHANCEDSTATUSCODES")
         if self.tlsAvailable and not self.tls:
@@ -85,6 +92,8 @@ class CommandsMixin:
         lines.append("CHUNKING")
         if self.eightBitMime:
             lines.append("8BITMIME")
+        if self.smtputf8:
+            lines.append("SMTPUTF8")
         if self.tlsAvailable and not self.tls:
             lines.append("STARTTLS")
         if self._authOffered():
@@ -134,6 +143,7 @@ class CommandsMixin:
             return self._syntax("Parameters need EHLO", "5.5.4", 555)
         size = 0
         body = "7BIT"
+        utf8 = False
         for keyword, value in params:
             if keyword == "SIZE" and value is not None and value.isdigit():
                 if len(value) > 20:
@@ -147,17 +157,27 @@ class CommandsMixin:
                     return self._syntax("Unsupported BODY type", "5.5.4", 555)
             elif keyword == "AUTH" and value is not None:
                 pass
+            elif keyword == "SMTPUTF8" and value is None and self.smtputf8:
+                utf8 = True
             else:
                 return self._syntax(
                     "Unsupported or malformed parameter %s" % (keyword,), "5.5.4", 555
                 )
+        if not utf8 and not argument.isascii():
+            return self._needsUtf8()
         if self.maxMessageSize and size > self.maxMessageSize:
             self._policy(552, "5.3.4", "Message size exceeds fixed maximum size")
             return None
         if self.maxTransactions and self.transactions >= self.maxTransactions:
             self._policy(452, "4.3.2", "Too many transactions in this session")
             return None
+        self.smtputf8Transaction = utf8
         return MailFrom(sender, size, body, params)
+
+    def _needsUtf8(self) -> None:
+        # RFC 6531 §3.4: not a syntax error, so not a bad command
+        self._send(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
+        return None
 
     def do_RCPT(self, argument: str, hasArgument: bool):
         if argument[:3].upper() != "TO:":
@@ -168,6 +188,8 @@ class CommandsMixin:
             )
         except PathSyntaxError as e:
             return self._syntax("Syntax error in RCPT: " + e.text, e.dsn, e.code)
+        if not self.smtputf8Transaction and not argument.isascii():
+            return self._needsUtf8()
         if params:
             return self._syntax(
                 "Unsupported parameter %s" % (params[0][0],), "5.5.4", 555

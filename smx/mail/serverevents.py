@@ -73,6 +73,11 @@ class MailFrom(Event):
         self.body = body
         self.parameters = parameters
 
+    @property
+    def smtputf8(self) -> bool:
+        """Did MAIL carry C{SMTPUTF8} (RFC 6531)?"""
+        return any(keyword == "SMTPUTF8" for keyword, _ in self.parameters)
+
 
 class RcptTo(Event):
     """C{RCPT TO:}; C{recipient} is the forward path without brackets."""

@@ -430,6 +430,7 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
             self._reject(reply)
             return
         ta = _Transaction(self.factory.ids.next(), event.sender, event.body, event.size)
+        ta.smtputf8 = event.smtputf8
         self.transaction = ta
         self.factory.log.info(
             ss_sess=self.sessionId, ss_ta=ta.id, mail="<%s>" % event.sender, stat=0

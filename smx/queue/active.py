@@ -292,6 +292,7 @@ class ActiveQueue:
             "routes": group.routes,
             "size": ta.size,
             "bodyType": ta.bodyType,
+            "smtputf8": ta.smtputf8,
         }
         self.deliveries += 1
         dbg.debug(

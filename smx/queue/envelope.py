@@ -44,6 +44,7 @@ ENVELOPE_FIELDS = (
     "client",
     "received",
     "bodyType",
+    "smtputf8",
     "envid",
     "ret",
     "dsnFor",
@@ -145,6 +146,9 @@ class Transaction:
         self.client = envelope.get("client") or ""
         self.received = float(envelope.get("received") or 0.0)
         self.bodyType = envelope.get("bodyType") or "7BIT"
+        #: received with SMTPUTF8 (RFC 6531); needed again where an
+        #: address or a header is not ASCII
+        self.smtputf8 = bool(envelope.get("smtputf8"))
         self.envid = envelope.get("envid")
         self.ret = envelope.get("ret")
         self.dsnFor = envelope.get("dsnFor")

@@ -90,7 +90,7 @@ class EhloTests(unittest.TestCase):
         self.assertEqual(
             out,
             b"250-mx.test Hello\r\n250-PIPELINING\r\n250-SIZE 1000\r\n"
-            b"250-CHUNKING\r\n"
+            b"250-SMTPUTF8\r\n250-CHUNKING\r\n"
             b"250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n250 HELP\r\n",
         )
 

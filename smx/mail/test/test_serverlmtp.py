@@ -52,7 +52,7 @@ class LHLOTests(unittest.TestCase):
         self.assertEqual(
             out,
             b"250-lda.test\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n"
-            b"250-CHUNKING\r\n250-8BITMIME\r\n250 SIZE 1000\r\n",
+            b"250-CHUNKING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 1000\r\n",
         )
         self.assertEqual(conn.heloName, "client.test")
 
