@@ -885,6 +885,89 @@ SMTPS = section(
                     "§5.9",
                     "maximum wait for a reply of the policy milter",
                 ),
+                opt(
+                    "plugins",
+                    ListOf(Name(), typeName="list of names"),
+                    "{}",
+                    "smx",
+                    "pmilters that run inside SMTPS, in the order they are "
+                    "asked: Twisted plugins providing IPolicyMilter "
+                    "(doc/pmilter.md); asked before the one behind socket",
+                ),
+                opt(
+                    "on_failure",
+                    Enum(("tempfail", "accept")),
+                    "tempfail",
+                    "smx",
+                    "what a command gets when a pmilter is down, slow, fails "
+                    "or answers nonsense: tempfail (451 4.3.0) or accept (as "
+                    "if it had no objection)",
+                ),
+                section(
+                    "greylist",
+                    "smx",
+                    "settings of the greylist pmilter (doc/pmilter.md)",
+                    [
+                        opt(
+                            "database",
+                            Path(Q),
+                            "greylist.db",
+                            "smx",
+                            "Berkeley DB file of the triplets and the whitelist",
+                        ),
+                        opt(
+                            "delay",
+                            Time(),
+                            "5m",
+                            "smx",
+                            "how long the first attempt of a new triplet (client "
+                            "network, sender, recipient) is refused with 451 4.7.1",
+                        ),
+                        opt(
+                            "retry_window",
+                            Time(minimum=1),
+                            "2d",
+                            "smx",
+                            "how long a refused triplet waits for its retry",
+                        ),
+                        opt(
+                            "lifetime",
+                            Time(minimum=1),
+                            "35d",
+                            "smx",
+                            "how long a triplet that passed is kept since it was "
+                            "last seen",
+                        ),
+                        opt(
+                            "ipv4_prefix",
+                            Integer(8, 32),
+                            "24",
+                            "smx",
+                            "the client network of an IPv4 client (its /24)",
+                        ),
+                        opt(
+                            "ipv6_prefix",
+                            Integer(16, 128),
+                            "64",
+                            "smx",
+                            "the client network of an IPv6 client (its /64)",
+                        ),
+                    ],
+                ),
+                section(
+                    "rules",
+                    "smx",
+                    "settings of the rules pmilter (doc/pmilter.md)",
+                    [
+                        opt(
+                            "file",
+                            Path(C),
+                            "pmilter.rules",
+                            "smx",
+                            "the rules file, read again on SIGUSR1",
+                        ),
+                    ],
+                ),
             ],
             inert="pmilter is not implemented yet: mail is accepted without it",
         ),
@@ -1039,23 +1122,6 @@ PICKUP = section(
             "5s",
             "smx",
             "how often pickup looks into the maildrop directory",
-        ),
-    ],
-)
-
-METRICS = section(
-    "metrics",
-    "smx",
-    "Prometheus metrics over HTTP (doc/metrics.md); embedded mode only",
-    [
-        opt(
-            "address",
-            Address(9125, False, "address"),
-            None,
-            "smx",
-            "address (host:port) of the HTTP listener that serves the "
-            "metrics at /metrics (none: no listener); use a loopback "
-            "address, the endpoint has no authentication",
         ),
     ],
 )

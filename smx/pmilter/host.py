@@ -373,7 +373,7 @@ class PolicyMilterHost(service.Service):
         d.addCallback(_cbNegotiated)
         d.addErrback(_ebNegotiation)
         d.addBoth(_cbDone)
-        if not d.called:
+        if not hasResult(d):
             att.pending = d
         return _follow(d)
 
@@ -465,6 +465,21 @@ def reloadPolicyMilters(pmilters: Sequence[Any], log: Any) -> None:
                 )
 
 
+def hasResult(d: defer.Deferred) -> bool:
+    """
+    Has C{d} a result now?  (C{d.called} is true also while it waits for
+    a Deferred one of its callbacks returned.)
+    """
+    done = []  # type: List[bool]
+
+    def _cb(result: Any) -> Any:
+        done.append(True)
+        return result
+
+    d.addBoth(_cb)
+    return bool(done)
+
+
 def callWithTimeout(
     reactor: Any, timeout: float, f: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> defer.Deferred:
@@ -477,7 +492,7 @@ def callWithTimeout(
         failure too: it was already reported as the timeout).
     """
     d = defer.maybeDeferred(f, *args, **kwargs)
-    if d.called:
+    if hasResult(d):
         return d
     result = defer.Deferred()  # type: defer.Deferred
 

@@ -30,6 +30,11 @@ COMMANDS = {
         "rebuild envelopes of CDB files from log records (§6.10.2)",
     ),
     "lmtpd": ("lmtpd", "a small LMTP server delivering into Maildirs"),
+    "pmilter-server": (
+        "pmilterserver",
+        "run pmilter plugins as a server on a Unix socket (§8, App. B.2)",
+    ),
+    "greylist": ("greylist", "list and change the greylist pmilter's database"),
     "sendmail": ("sendmail", "submit a message as sendmail(1) does (doc/sendmail.md)"),
 }
 

@@ -497,6 +497,24 @@ class FailureTests(HostTestMixin, SynchronousTestCase):
         late2.errback(RuntimeError("late"))
         self.assertEqual(len(self.errors()), 2)
 
+    def test_timeoutChained(self):
+        """
+        A Deferred that fired but waits for another one it was chained to
+        has no result yet: the timeout applies to it too.
+        """
+        p = FakePolicyMilter("chained")
+        p.answers["rcpt"] = lambda *a: defer.succeed(None).addCallback(
+            lambda _: defer.Deferred()
+        )
+        host = self.makeHost(p)
+        driver = FakeSMTPSession(host)
+        d = driver.run(SESSION[:4])
+        self.assertNoResult(d)
+        self.clock.advance(TIMEOUT)
+        self.successResultOf(d)
+        self.assertEqual(driver.codes()[3], ("RCPT", 451))
+        self.assertOneError("chained", "no answer within 5s")
+
     def test_raises(self):
         """
         An exception: 451 4.3.0, logged once (and its traceback on
