@@ -44,7 +44,8 @@ DESCRIPTION
         -VVVV    every component, whether in FILE or not
         -VVVVV   the same as a table: type, unit, bounds, default and
                  seed section of every option, and templates of the
-                 sections that may be repeated
+                 sections that may be repeated; then the pmilter plugins
+                 installed and those each smtps section enables
 
     --reference prints the configuration reference in Markdown, generated
     from the option table (make doc writes it to doc/configuration.md).
@@ -173,6 +174,10 @@ def run(
         err.write("".join("%s\n" % (e,) for e in errors))
         return 2
     out.write(renderConfiguration(configuration, min(verbosity, MAX_VERBOSITY)))
+    if verbosity >= MAX_VERBOSITY:
+        from smx.pmilter.plugins import describePolicyMilters
+
+        out.write(describePolicyMilters(configuration))
     return 0
 
 

@@ -4,6 +4,7 @@ Tests for L{smx.pmilter.plugins}: pmilters found as Twisted plugins, and
 the host of an smtps section built from the configuration.
 """
 
+import io
 import os
 import sys
 
@@ -193,3 +194,23 @@ class ConfigurationTests(SynchronousTestCase):
             "# smtps: pmilters none\n",
             describePolicyMilters(configurationFromText("")),
         )
+
+    def test_configScript(self):
+        """
+        C{smx config -VVVVV} ends with the pmilters installed and enabled;
+        less verbose output does not list them.
+        """
+        from smx.scripts import config
+
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("smtps { pmilter { plugins = { greylist, regex }; } }\n")
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(config.run(["-VVVVV", "-f", path], out, err), 0)
+        self.assertTrue(
+            out.getvalue().endswith("# smtps: pmilters greylist, rules\n"),
+            out.getvalue()[-300:],
+        )
+        out = io.StringIO()
+        self.assertEqual(config.run(["-VVVV", "-f", path], out, err), 0)
+        self.assertNotIn("pmilter plugins installed", out.getvalue())
