@@ -25,6 +25,7 @@ import functools
 import ipaddress
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import idna
 from twisted.internet import defer
 from twisted.names import client, dns, error
 
@@ -177,6 +178,12 @@ class DNSResolver:
 
     def _query(self, name: str, rtype: int) -> defer.Deferred:
         name = name.lower().rstrip(".")
+        if not name.isascii():
+            # an internationalised domain (RFC 6531) is asked in A-labels
+            try:
+                name = idna.encode(name, uts46=True).decode("ascii").lower()
+            except (idna.IDNAError, UnicodeError) as e:
+                return defer.fail(DNSPermanentError("%s: bad IDNA: %s" % (name, e)))
         key = (name, rtype)
         now = self.reactor.seconds()
         hit = self._cache.get(key)

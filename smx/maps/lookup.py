@@ -24,6 +24,13 @@ zeros, then the first seven, six, ..., one groups joined by C{:}::
 
 An IPv4-mapped IPv6 address (C{::ffff:A.B.C.D}) is looked up as IPv4.
 
+Internationalised domains (RFC 6531, IDNA 2008 with the UTS #46
+mapping): a domain with U-labels or A-labels is tried as given, in A-labels
+and in U-labels, at each level (C{bücher.example}, C{xn--bcher-kva.
+example}, C{.example}), so that a map key written either way matches an
+address written either way; the same holds for the domain part of
+address keys.  A domain that is not valid IDNA is tried as given only.
+
 Addresses C{user+detail@host} (C{+} is the C{address_delimiter}): for
 every domain key of C{host} (without C{.}), the keys C{user+detail@d}
 (if a detail exists), C{user++@d} (if the detail is not empty),
@@ -40,6 +47,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 from typing import List, NamedTuple, Optional, Tuple
+
+import idna
 
 
 class AddressKey(NamedTuple):
@@ -78,13 +87,49 @@ def domainKeys(domain: str, withDefault: bool = False) -> List[str]:
     domain = domain.lower().rstrip(".")
     keys = []  # type: List[str]
     if domain:
-        keys.append(domain)
-        labels = domain.split(".")
-        for i in range(1, len(labels)):
-            keys.append("." + ".".join(labels[i:]))
+        forms = [f.split(".") for f in _domainForms(domain)]
+        for i in range(len(forms[0])):
+            for labels in forms:
+                key = ".".join(labels[i:])
+                key = "." + key if i else key
+                if i < len(labels) and key not in keys:
+                    keys.append(key)
     if withDefault:
         keys.append(".")
     return keys
+
+
+def asciiDomain(domain: str) -> str:
+    """
+    C{domain} in A-labels if it has U-labels and is valid IDNA, else as
+    it is (for syntax checks of map keys).
+    """
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return domain
+
+
+@functools.lru_cache(maxsize=4096)
+def _domainForms(domain: str) -> Tuple[str, ...]:
+    """
+    C{domain} (lower case) and, if it is internationalised, its forms in
+    A-labels and in U-labels.
+    """
+    if domain.isascii() and "xn--" not in domain:
+        return (domain,)
+    try:
+        ascii = idna.encode(domain, uts46=True).decode("ascii").lower()
+        unicode = idna.decode(ascii).lower()
+    except (idna.IDNAError, UnicodeError):
+        return (domain,)
+    forms = [domain]
+    for form in (ascii, unicode):
+        if form not in forms and form.count(".") == domain.count("."):
+            forms.append(form)
+    return tuple(forms)
 
 
 def ipKeys(address: str) -> List[str]:
@@ -198,10 +243,12 @@ def _computeAddressKeys(
     local = _localKeys(user, detail, delimiter)
     keys = []  # type: List[AddressKey]
     if domains and domain:
+        forms = _domainForms(domain.rstrip("."))
         for pattern in domainKeys(domain):
             sub = ""
             if pattern.startswith("."):
-                sub = domain[: len(domain) - len(pattern)]
+                form = next((f for f in forms if f.endswith(pattern)), domain)
+                sub = form[: len(form) - len(pattern)]
             for lk in local:
                 keys.append(
                     AddressKey(lk + "@" + pattern, user, detail, domain, pattern, sub)

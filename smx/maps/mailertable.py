@@ -152,7 +152,7 @@ def parseMailertable(
                 % (filename, number, text)
             )
         lhs = parts[0].lower()
-        if lhs != "." and not _HOSTNAME.match(lhs.lstrip(".")):
+        if lhs != "." and not _HOSTNAME.match(lookup.asciiDomain(lhs.lstrip("."))):
             raise MapError("%s:%d: bad domain %r" % (filename, number, parts[0]))
         try:
             entry = parseRHS(parts[1])

@@ -21,6 +21,8 @@ ZONE = {
     "2.0.0.127.in-addr.arpa": [("PTR", "mx1.remote.test")],
     "big.test": [("A", "127.0.0.%d" % i) for i in range(1, 60)],
     "alias.test": [("CNAME", "mx1.remote.test")],
+    "xn--bcher-kva.test": [("MX", 10, "mx1.remote.test")],
+    "xn--fa-hia.test": [("MX", 20, "mx2.remote.test")],
 }
 
 
@@ -91,6 +93,20 @@ class LookupTests(unittest.TestCase):
         """
         mx = yield self.resolver().lookupMX("Remote.TEST")
         self.assertEqual(mx, [(10, "mx1.remote.test"), (20, "mx2.remote.test")])
+
+    @defer.inlineCallbacks
+    def test_internationalised(self):
+        """
+        A domain in U-labels is asked in A-labels of IDNA 2008 (RFC
+        6531; C{faß} is C{xn--fa-hia}, not IDNA 2003's C{fass}); one that
+        is not valid IDNA is a permanent error.
+        """
+        r = self.resolver()
+        mx = yield r.lookupMX("Bücher.test")
+        self.assertEqual(mx, [(10, "mx1.remote.test")])
+        mx = yield r.lookupMX("faß.test")
+        self.assertEqual(mx, [(20, "mx2.remote.test")])
+        yield self.assertFailure(r.lookupMX("a\u200db.test"), DNSPermanentError)
 
     @defer.inlineCallbacks
     def test_addresses(self):

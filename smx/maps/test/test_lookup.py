@@ -51,9 +51,9 @@ class LookupOrderTableTests(unittest.TestCase):
         Every input of C{lookup-order.in} yields the keys listed in
         C{lookup-order.ref}, in that order.
         """
-        with open(os.path.join(DATA, "lookup-order.in")) as f:
+        with open(os.path.join(DATA, "lookup-order.in"), encoding="utf-8") as f:
             got = renderLookupTable(f)
-        with open(os.path.join(DATA, "lookup-order.ref")) as f:
+        with open(os.path.join(DATA, "lookup-order.ref"), encoding="utf-8") as f:
             expected = f.read()
         self.assertEqual(got.splitlines(), expected.splitlines())
 

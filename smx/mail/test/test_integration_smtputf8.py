@@ -1,0 +1,237 @@
+# -*- test-case-name: smx.mail.test.test_integration_smtputf8 -*-
+"""
+Integration tests of SMTPUTF8 (RFC 6531) with C{twistd -n smx} and a
+private Postfix (Debian package postfix, see /work/shared/PEERS.md) over
+loopback sockets:
+
+  - Python's C{smtplib} sends a message with UTF-8 addresses and header
+    (C{MAIL ... SMTPUTF8}) to smx, which relays it to Postfix's smtpd with
+    C{smtputf8_enable = yes} (127.0.0.1): Postfix's virtual agent stores it
+    in a Maildir as it was sent;
+  - the same message for a domain whose Postfix listener (127.0.0.3) does
+    not offer SMTPUTF8 (C{smtpd_discard_ehlo_keywords = smtputf8}) is not
+    downgraded: smx bounces it with C{5.6.7}, and the DSN reaches the
+    sender's mailbox at smx's lmtpd;
+  - Postfix relays a message with a UTF-8 sender and recipient to smx
+    (C{relayhost}); smx's aliases (built by C{smx createmap} with a UTF-8
+    key) send it to a local mailbox; the U-label and the A-label form of
+    the domain are both local (the mailertable names the U-label).
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import subprocess
+from typing import List
+
+from twisted.internet import defer, threads
+from twisted.trial import unittest
+
+from smx.test.mta import (
+    MTA,
+    configuration,
+    freePort,
+    missing,
+    readMaildir,
+    tempDirectory,
+    until,
+)
+
+POSTFIX = "/usr/sbin/postfix"
+
+MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = %(root)s/spool
+data_directory = %(root)s/data
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+maillog_file = %(root)s/maillog
+maillog_file_prefixes = %(root)s
+smtp_dns_support_level = disabled
+smtpd_peername_lookup = no
+smtputf8_enable = yes
+myhostname = pf.test
+mydestination =
+mynetworks = 127.0.0.0/8
+smtpd_recipient_restrictions = permit_mynetworks, reject
+relayhost = [127.0.0.1]:%(relayPort)d
+virtual_mailbox_domains = pf.test, nu.test
+virtual_mailbox_base = %(root)s/vmail
+virtual_mailbox_maps = static:box/
+virtual_uid_maps = static:65534
+virtual_gid_maps = static:65534
+alias_maps =
+alias_database =
+debug_peer_list = 127.0.0.1
+debug_peer_level = 1
+"""
+
+#: a message with UTF-8 in its addresses and header (RFC 6532)
+MESSAGE = (
+    "From: Jörg <jörg@client.test>\r\n"
+    "To: <zoë@pf.test>\r\n"
+    "Subject: Grüße aus Köln\r\n"
+    "Message-Id: <utf8@client.test>\r\n"
+    "\r\n"
+    "Schöne Grüße\r\nUTF8 MARK\r\n"
+).encode("utf-8")
+
+
+class PrivatePostfix:
+    """
+    A Postfix instance of its own in C{root} with SMTPUTF8 on: its smtpd
+    listens on 127.0.0.1:C{port} and, without SMTPUTF8 in its EHLO reply,
+    on 127.0.0.3:C{port}; mail for C{pf.test} and C{nu.test} is stored in
+    C{root/vmail/box/} (a Maildir), everything else goes to
+    C{[127.0.0.1]:relayPort}.
+    """
+
+    def __init__(self, testCase, root: str, relayPort: int) -> None:
+        self.root = root
+        self.port = freePort()
+        self.etc = os.path.join(root, "etc")
+        for name in ("etc", "spool", "data", "vmail"):
+            os.makedirs(os.path.join(root, name))
+        os.chmod(root, 0o755)
+        subprocess.run(["chown", "postfix:postfix", os.path.join(root, "data")])
+        subprocess.run(["chown", "65534:65534", os.path.join(root, "vmail")])
+        with open(os.path.join(self.etc, "main.cf"), "w") as f:
+            f.write(MAIN_CF % dict(root=root, relayPort=relayPort))
+        lines = []
+        with open("/etc/postfix/master.cf") as f:
+            for line in f:
+                fields = line.split()
+                if line[:1].isalnum() and len(fields) >= 8:
+                    fields[4] = "n"  # no chroot
+                    if fields[:2] == ["smtp", "inet"]:
+                        fields[0] = "127.0.0.1:%d" % (self.port,)
+                        plain = list(fields)
+                        plain[0] = "127.0.0.3:%d" % (self.port,)
+                        plain.append("-o smtpd_discard_ehlo_keywords=smtputf8")
+                        lines.append("  ".join(plain) + "\n")
+                    line = "  ".join(fields) + "\n"
+                lines.append(line)
+        with open(os.path.join(self.etc, "master.cf"), "w") as f:
+            f.writelines(lines)
+        self.testCase = testCase
+
+    def start(self) -> None:
+        subprocess.run(
+            [POSTFIX, "-c", self.etc, "start"], check=True, capture_output=True
+        )
+        self.testCase.addCleanup(self.stop)
+
+    def stop(self) -> None:
+        subprocess.run([POSTFIX, "-c", self.etc, "stop"], capture_output=True)
+
+    def log(self) -> str:
+        try:
+            with open(os.path.join(self.root, "maillog"), encoding="utf-8") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def mailbox(self) -> List[bytes]:
+        return readMaildir(os.path.join(self.root, "vmail", "box"))
+
+
+def send(port: int, sender: str, recipients: List[str], message: bytes) -> dict:
+    """Send with smtplib and SMTPUTF8; the refused recipients."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        return client.sendmail(sender, recipients, message, mail_options=["SMTPUTF8"])
+
+
+class PostfixTests(unittest.TestCase):
+    """
+    C{twistd -n smx} between smtplib and a private Postfix, SMTPUTF8 in
+    both directions.
+    """
+
+    def setUp(self):
+        reason = missing(POSTFIX)
+        if reason:
+            raise unittest.SkipTest(reason)
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("a private Postfix needs root")
+        root = tempDirectory(self)
+        self.mta = MTA(self, os.path.join(root, "smx"))
+        self.postfix = PrivatePostfix(self, os.path.join(root, "pf"), self.mta.port)
+        self.mta.write(
+            configuration(
+                self.mta.port, smtpc="remote_port = %d;" % (self.postfix.port,)
+            ),
+            mt="localhost lmtp:\nbücher.test lmtp:\npf.test [127.0.0.1]\n"
+            "nu.test [127.0.0.3]\n",
+            aliases="alice: local:\njörg: alice\n",
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        self.postfix.start()
+        self.mta.start()
+
+    @defer.inlineCallbacks
+    def test_toPostfix(self):
+        """
+        UTF-8 addresses and header go through smx to a Postfix that offers
+        SMTPUTF8: smx sends C{MAIL FROM:<...> SMTPUTF8} and the message
+        arrives as it was sent.
+        """
+        refused = yield threads.deferToThread(
+            send, self.mta.port, "jörg@client.test", ["zoë@pf.test"], MESSAGE
+        )
+        self.assertEqual(refused, {})
+        ok = yield until(self.postfix.mailbox, timeout=10)
+        self.assertTrue(ok, self.mta.log() + self.postfix.log())
+        [message] = self.postfix.mailbox()
+        self.assertIn("Subject: Grüße aus Köln".encode("utf-8"), message)
+        self.assertIn("Schöne Grüße\nUTF8 MARK".encode("utf-8"), message)
+        self.assertIn("with UTF8SMTP".encode("utf-8"), message)
+        log = self.postfix.log()
+        self.assertRegex(log, r"< [^ ]+: MAIL FROM:<jörg@client.test> .*SMTPUTF8")
+        self.assertRegex(log, r"to=<zoë@pf.test>.*status=sent")
+
+    @defer.inlineCallbacks
+    def test_notOffered(self):
+        """
+        To a next hop without SMTPUTF8 the message is not downgraded: smx
+        sends no MAIL and bounces it with 5.6.7; the DSN reaches the
+        sender (a local mailbox of smx).
+        """
+        refused = yield threads.deferToThread(
+            send, self.mta.port, "alice@localhost", ["zoë@nu.test"], MESSAGE
+        )
+        self.assertEqual(refused, {})
+        ok = yield until(lambda: self.mta.maildir("alice"), timeout=10)
+        self.assertTrue(ok, self.mta.log())
+        [dsn] = self.mta.maildir("alice")
+        self.assertIn(b"5.6.7", dsn)
+        self.assertIn(b"SMTPUTF8", dsn)
+        self.assertEqual(self.postfix.mailbox(), [])
+        self.assertNotIn("MAIL FROM:<alice@localhost>", self.postfix.log())
+
+    @defer.inlineCallbacks
+    def test_fromPostfix(self):
+        """
+        Postfix relays a message with a UTF-8 sender and recipients to smx
+        with SMTPUTF8; the aliases key C{jörg} (built by C{smx createmap})
+        and the local domain named by its U-label in the mailertable,
+        addressed by its A-label, deliver it to alice.
+        """
+        refused = yield threads.deferToThread(
+            send,
+            self.postfix.port,
+            "zoë@client.test",
+            ["jörg@localhost", "jörg@xn--bcher-kva.test"],
+            MESSAGE,
+        )
+        self.assertEqual(refused, {})
+        ok = yield until(lambda: len(self.mta.maildir("alice")) >= 1, timeout=10)
+        self.assertTrue(ok, self.mta.log() + self.postfix.log())
+        messages = self.mta.maildir("alice")
+        self.assertIn("Subject: Grüße aus Köln".encode("utf-8"), messages[0])
+        log = self.postfix.log()
+        self.assertIn("]:%d: 250-SMTPUTF8" % (self.mta.port,), log)
+        self.assertRegex(log, r"to=<jörg@localhost>.*status=sent")
+        self.assertRegex(log, r"to=<jörg@xn--bcher-kva.test>.*status=sent")
