@@ -9,7 +9,6 @@ import io
 import json
 import os
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
