@@ -143,6 +143,7 @@ class Bouncer:
             "client": "",
             "received": now,
             "bodyType": "8BITMIME" if dsn.is8bit(data) else "7BIT",
+            "smtputf8": ta.smtputf8,
             "dsnFor": ta.id,
         }
 

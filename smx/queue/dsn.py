@@ -18,6 +18,14 @@ DESCRIPTION
     C{Will-Retry-Until}), and the returned message as C{message/rfc822} or
     only its header as C{text/rfc822-headers}.
 
+    For a message received with SMTPUTF8 whose addresses or header are
+    not all ASCII (the envelope's C{smtputf8}), the report is a global
+    one (RFC 6533): C{report-type=global-delivery-status}, a UTF-8 text
+    part, a C{message/global-delivery-status} part whose non-ASCII
+    addresses have the C{utf-8} address type, and the returned message as
+    C{message/global} (or its header as C{message/global-headers}); its
+    header and addresses keep their UTF-8.
+
     Lines end with CRLF, as in CDB.
 
 CONFIGURATION PARAMETERS
@@ -91,6 +99,29 @@ def _ascii(text: str) -> str:
     return text.encode("ascii", "replace").decode("ascii")
 
 
+def isGlobal(
+    envelope: Dict[str, Any], recipients: List[Dict[str, Any]], original: bytes
+) -> bool:
+    """
+    Is the report about C{envelope} a global one (RFC 6533): the message
+    came with SMTPUTF8 and its sender, a recipient or its header is not
+    ASCII?
+    """
+    if not envelope.get("smtputf8"):
+        return False
+    texts = [envelope.get("sender") or ""]
+    for r in recipients:
+        texts += [r.get("address") or "", r.get("orcpt") or ""]
+    return not all(t.isascii() for t in texts) or not headerOf(original).isascii()
+
+
+def _addressType(address: str, utf8: bool) -> str:
+    """C{rfc822; a} or, for a non-ASCII address in a global DSN, C{utf-8; a}."""
+    if utf8 and not address.isascii():
+        return "utf-8; %s" % (_clean(address),)
+    return "rfc822; %s" % (_ascii(address),)
+
+
 def buildReport(
     kind: str,
     reportingMTA: str,
@@ -115,6 +146,8 @@ def buildReport(
     """
     if now is None:
         now = time.time()
+    utf8 = isGlobal(envelope, recipients, original)
+    text = _clean if utf8 else _ascii
     host = _ascii(reportingMTA)
     boundary = "%s.%d/%s" % (envelope["id"], int(now), host)
     failed = kind == "failed"
@@ -125,19 +158,19 @@ def buildReport(
     )
     lines = [
         "From: Mail Delivery Subsystem <MAILER-DAEMON@%s>" % (host,),
-        "To: <%s>" % (_ascii(envelope.get("sender", "")),),
+        "To: <%s>" % (text(envelope.get("sender", "")),),
         "Subject: %s" % (subject,),
         "Date: %s" % (formatdate(now),),
         "Message-ID: <%s.%s.%d@%s>" % (envelope["id"], kind, int(now), host),
         "Auto-Submitted: auto-replied",
         "MIME-Version: 1.0",
-        'Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary="%s"'
-        % (boundary,),
+        'Content-Type: multipart/report; report-type=%sdelivery-status;\r\n\tboundary="%s"'
+        % ("global-" if utf8 else "", boundary),
         "",
         "This is a MIME-encapsulated message.",
         "",
         "--" + boundary,
-        "Content-Type: text/plain; charset=us-ascii",
+        "Content-Type: text/plain; charset=%s" % ("utf-8" if utf8 else "us-ascii",),
         "Content-Description: Notification",
         "",
     ]
@@ -155,7 +188,7 @@ def buildReport(
     lines.append("")
     for r in recipients:
         lines.append("Recipient:")
-        lines.append("<%s>" % (_ascii(r["address"]),))
+        lines.append("<%s>" % (text(r["address"]),))
         if r.get("remoteMTA"):
             lines.append("Remote-MTA:")
             lines.append(_ascii(r["remoteMTA"]))
@@ -166,7 +199,7 @@ def buildReport(
         lines.append("")
     lines += [
         "--" + boundary,
-        "Content-Type: message/delivery-status",
+        "Content-Type: message/%sdelivery-status" % ("global-" if utf8 else "",),
         "Content-Description: Delivery report",
         "",
         "Reporting-MTA: dns; %s" % (host,),
@@ -178,8 +211,11 @@ def buildReport(
     for r in recipients:
         lines.append("")
         if r.get("orcpt"):
-            lines.append("Original-Recipient: %s" % (_ascii(r["orcpt"]),))
-        lines.append("Final-Recipient: rfc822; %s" % (_ascii(r["address"]),))
+            orcpt = r["orcpt"]
+            if utf8 and not orcpt.isascii():
+                orcpt = "utf-8; " + orcpt.partition(";")[2].strip()
+            lines.append("Original-Recipient: %s" % (text(orcpt),))
+        lines.append("Final-Recipient: %s" % (_addressType(r["address"], utf8),))
         lines.append("Action: %s" % ("failed" if failed else "delayed",))
         status = r.get("dsn") or enhancedStatus(
             r.get("reply", ""), r.get("code", 0), None if failed else "4.0.0"
@@ -203,14 +239,17 @@ def buildReport(
     ]
     if headersOnly:
         body = headerOf(original)
-        lines.append("Content-Type: text/rfc822-headers")
+        lines.append(
+            "Content-Type: "
+            + ("message/global-headers" if utf8 else "text/rfc822-headers")
+        )
         lines.append("Content-Description: Undelivered Message Headers")
     else:
         body = original
-        lines.append("Content-Type: message/rfc822")
+        lines.append("Content-Type: message/" + ("global" if utf8 else "rfc822"))
         lines.append("Content-Description: Undelivered Message")
     lines.append("")
-    head = ("\r\n".join(lines) + "\r\n").encode("ascii")
+    head = ("\r\n".join(lines) + "\r\n").encode("utf-8" if utf8 else "ascii")
     if body and not body.endswith(b"\n"):
         body += b"\r\n"
     return head + body + ("\r\n--%s--\r\n" % (boundary,)).encode("ascii")

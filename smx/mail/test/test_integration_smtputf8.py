@@ -196,8 +196,8 @@ class PostfixTests(unittest.TestCase):
     def test_notOffered(self):
         """
         To a next hop without SMTPUTF8 the message is not downgraded: smx
-        sends no MAIL and bounces it with 5.6.7; the DSN reaches the
-        sender (a local mailbox of smx).
+        sends no MAIL and bounces it with 5.6.7; the DSN, a global one
+        (RFC 6533), reaches the sender (a local mailbox of smx).
         """
         refused = yield threads.deferToThread(
             send, self.mta.port, "alice@localhost", ["zoë@nu.test"], MESSAGE
@@ -206,8 +206,11 @@ class PostfixTests(unittest.TestCase):
         ok = yield until(lambda: self.mta.maildir("alice"), timeout=10)
         self.assertTrue(ok, self.mta.log())
         [dsn] = self.mta.maildir("alice")
-        self.assertIn(b"5.6.7", dsn)
+        self.assertIn(b"Status: 5.6.7", dsn)
         self.assertIn(b"SMTPUTF8", dsn)
+        self.assertIn(b"Content-Type: message/global-delivery-status", dsn)
+        self.assertIn("Final-Recipient: utf-8; zoë@nu.test".encode("utf-8"), dsn)
+        self.assertIn("Subject: Grüße aus Köln".encode("utf-8"), dsn)
         self.assertEqual(self.postfix.mailbox(), [])
         self.assertNotIn("MAIL FROM:<alice@localhost>", self.postfix.log())
 

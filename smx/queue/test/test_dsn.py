@@ -139,3 +139,56 @@ class BuildReportTests(unittest.TestCase):
         self.assertEqual(dsn.enhancedStatus("550 5.1.1 no such user", 550), "5.1.1")
         self.assertEqual(dsn.enhancedStatus("550 no such user", 550), "5.0.0")
         self.assertEqual(dsn.enhancedStatus("421 busy", 421), "4.0.0")
+
+
+class GlobalReportTests(unittest.TestCase):
+    """
+    Global DSNs (RFC 6533) for messages received with SMTPUTF8.
+    """
+
+    def build(self, envelope, failure, original, headersOnly=False):
+        return dsn.buildReport(
+            "failed",
+            "mx.smx.test",
+            envelope,
+            [failure],
+            original,
+            headersOnly=headersOnly,
+            now=1e9,
+        )
+
+    def test_global(self):
+        """
+        With SMTPUTF8 and a UTF-8 recipient the report is of type
+        global-delivery-status: a UTF-8 text part, a
+        message/global-delivery-status part with the utf-8 address type,
+        the message as message/global; the addresses keep their UTF-8.
+        """
+        envelope = dict(ENVELOPE, sender="jörg@x.test", smtputf8=True)
+        failure = dict(FAILURE, address="zoë@bücher.test", orcpt="rfc822;zoë@a.test")
+        original = "Subject: Grüße\r\n\r\nbody\r\n".encode("utf-8")
+        data = self.build(envelope, failure, original)
+        text = data.decode("utf-8")
+        self.assertIn("To: <jörg@x.test>\r\n", text)
+        self.assertIn("report-type=global-delivery-status", text)
+        self.assertIn("Content-Type: text/plain; charset=utf-8\r\n", text)
+        self.assertIn("Content-Type: message/global-delivery-status\r\n", text)
+        self.assertIn("Final-Recipient: utf-8; zoë@bücher.test\r\n", text)
+        self.assertIn("Original-Recipient: utf-8; zoë@a.test\r\n", text)
+        self.assertIn("Content-Type: message/global\r\n", text)
+        self.assertIn("Subject: Grüße", text)
+        headers = self.build(envelope, failure, original, headersOnly=True)
+        self.assertIn(b"Content-Type: message/global-headers\r\n", headers)
+
+    def test_asciiStaysClassic(self):
+        """
+        A message received with SMTPUTF8 that is all ASCII, or one with
+        UTF-8 that came without it, gets the classic report.
+        """
+        envelope = dict(ENVELOPE, smtputf8=True)
+        msg = parse(self.build(envelope, FAILURE, ORIGINAL))
+        self.assertEqual(msg.get_param("report-type"), "delivery-status")
+        failure = dict(FAILURE, address="zoë@bücher.test")
+        data = self.build(ENVELOPE, failure, ORIGINAL)
+        self.assertIn(b"report-type=delivery-status", data)
+        self.assertIn(b"Final-Recipient: rfc822; zo?@b?cher.test", data)
