@@ -15,7 +15,10 @@ loopback sockets:
   - Postfix relays a message with a UTF-8 sender and recipient to smx
     (C{relayhost}); smx's aliases (built by C{smx createmap} with a UTF-8
     key) send it to a local mailbox; the U-label and the A-label form of
-    the domain are both local (the mailertable names the U-label).
+    the domain are both local (the mailertable names the U-label);
+  - Dovecot's LMTP (Debian package dovecot-lmtpd; 2.3 does not offer
+    SMTPUTF8) gets a message received with SMTPUTF8 that is all ASCII as
+    before, and one with UTF-8 addresses is bounced with 5.6.7.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from twisted.trial import unittest
 
 from smx.test.mta import (
     MTA,
+    Dovecot,
     configuration,
     freePort,
     missing,
@@ -142,6 +146,55 @@ def send(port: int, sender: str, recipients: List[str], message: bytes) -> dict:
     """Send with smtplib and SMTPUTF8; the refused recipients."""
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
         return client.sendmail(sender, recipients, message, mail_options=["SMTPUTF8"])
+
+
+class DovecotTests(unittest.TestCase):
+    """
+    C{twistd -n smx} delivering over LMTP to Dovecot, which does not offer
+    SMTPUTF8.
+    """
+
+    def setUp(self):
+        if not Dovecot.available():
+            raise unittest.SkipTest("dovecot (Debian package dovecot-lmtpd) is missing")
+        root = tempDirectory(self)
+        port = freePort("127.0.0.73")
+        self.dovecot = Dovecot(
+            self, os.path.join(root, "dovecot"), ("127.0.0.73", port)
+        )
+        self.dovecot.start()
+        self.mta = MTA(self, os.path.join(root, "smx"))
+        self.mta.write(
+            configuration(self.mta.port),
+            mt="localhost lmtp:\ndove.test %d^lmtp:[127.0.0.73]\n" % (port,),
+            aliases="alice: local:\n",
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        self.mta.start()
+
+    @defer.inlineCallbacks
+    def test_lmtp(self):
+        """
+        An ASCII message that came with SMTPUTF8 reaches Dovecot; one with
+        a UTF-8 recipient and header is not sent: its global DSN with
+        5.6.7 reaches the sender at smx's own lmtpd (which offers
+        SMTPUTF8).
+        """
+        ascii = b"Subject: plain\r\n\r\nASCII MARK\r\n"
+        yield threads.deferToThread(
+            send, self.mta.port, "alice@localhost", ["bob@dove.test"], ascii
+        )
+        yield threads.deferToThread(
+            send, self.mta.port, "alice@localhost", ["zoë@dove.test"], MESSAGE
+        )
+        ok = yield until(lambda: self.dovecot.maildir("bob"), timeout=10)
+        self.assertTrue(ok, self.mta.log())
+        self.assertIn(b"ASCII MARK", self.dovecot.maildir("bob")[0])
+        ok = yield until(lambda: self.mta.maildir("alice"), timeout=10)
+        self.assertTrue(ok, self.mta.log())
+        [report] = self.mta.maildir("alice")
+        self.assertIn(b"Status: 5.6.7", report)
+        self.assertIn("Final-Recipient: utf-8; zoë@dove.test".encode("utf-8"), report)
 
 
 class PostfixTests(unittest.TestCase):

@@ -34,6 +34,7 @@ from smx.mail.routeloop import _Content, _tryElsewhere
 from smx.mail.test.test_client import r, sent
 from smx.mail.test.test_server import run, started
 from smx.queue.envelope import Transaction
+from smx.queue.testing import defaultDefedb
 
 U_DOMAIN = "bücher.example"
 A_DOMAIN = "xn--bcher-kva.example"
@@ -285,3 +286,31 @@ class EnvelopeTests(SynchronousTestCase):
         self.assertTrue(Transaction.fromEnvelope(ta.toRecord()).smtputf8)
         self.assertTrue(ta.envelope()["smtputf8"])
         self.assertFalse(Transaction.fromEnvelope({"id": "T2"}).smtputf8)
+
+    def test_defedb(self) -> None:
+        """
+        A deferred transaction keeps the flag and its UTF-8 addresses in a
+        real DEFEDB (Berkeley DB) across a close and reopen, as across a
+        restart.
+        """
+        ta = Transaction.fromEnvelope(
+            {
+                "id": "S00000000407CE49201",
+                "sender": "jö@" + U_DOMAIN,
+                "smtputf8": True,
+                "recipients": [{"address": "ü@" + A_DOMAIN}],
+            }
+        )
+        directory = self.mktemp()
+        db = defaultDefedb(directory)
+        db.open()
+        db.putRecipients(ta.envelope(), [r.toDict() for r in ta.recipients.values()])
+        db.close()
+        db = defaultDefedb(directory)
+        db.open()
+        self.addCleanup(db.close)
+        [(envelope, rcpts)] = db.loadAll()
+        again = Transaction(envelope)
+        self.assertTrue(again.smtputf8)
+        self.assertEqual(again.sender, "jö@" + U_DOMAIN)
+        self.assertEqual([r["address"] for r in rcpts], ["ü@" + A_DOMAIN])
