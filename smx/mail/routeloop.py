@@ -15,13 +15,13 @@ DESCRIPTION
     connection) and runs one SMTP or LMTP transaction for the recipients
     that have no definitive answer yet; it goes on to the next route for
     those that got a temporary answer (or none), and for an 8-bit body
-    refused by a server without 8BITMIME (C{554 5.6.3}: another MX may
-    offer it), and likewise for a message that needs SMTPUTF8 and a server
-    without it (C{553 5.6.7}, RFC 6531: received with SMTPUTF8 and an
-    address or a header field is not ASCII; it is never downgraded).
-    A route whose session cannot be had (no connection, a
-    4xx/5xx greeting, a failed EHLO or TLS handshake) is skipped; if no
-    route gives an answer for a recipient, the last such failure is its
+    that cannot be made 7-bit for a server without 8BITMIME (C{554
+    5.6.3}: another MX may offer it), and likewise for a message that
+    needs SMTPUTF8 and a server without it (C{553 5.6.7}, RFC 6531:
+    received with SMTPUTF8 and an address or a header field is not
+    ASCII; it is never downgraded).  A route whose session cannot be
+    had (no connection, a 4xx/5xx greeting, a failed EHLO or TLS
+    handshake) is skipped; if no route gives an answer for a recipient, the last such failure is its
     result (always temporary for a refused greeting).
 
     Recipients refused with "too many recipients" (C{452 4.5.3}, or
@@ -38,7 +38,13 @@ DESCRIPTION
     The content is read from the content store once per transaction; a
     body not declared 8BITMIME is read once more, the first time a
     server's extensions make it matter, to find out whether it has 8-bit
-    octets (L{_Content}).
+    octets (L{_Content}).  Content with 8-bit octets goes with
+    C{BODY=8BITMIME} to a server that offers it; for one that does not it
+    is converted to quoted-printable (L{smx.mail.downgrade}, RFC 6152
+    section 3) in the reactor's thread pool, into a temporary file, and
+    sent as 7-bit with the converted size; content that cannot be
+    converted (8-bit headers, multipart/signed, ...) fails with C{554
+    5.6.3} and the reason, without MAIL.
 
 CONFIGURATION PARAMETERS
     None of its own (see L{smx.mail.smtpc}).
@@ -55,6 +61,11 @@ DIAGNOSTICS
       da_sess=C..., da_ta=C..., ss_ta=S..., where=rcpt,
           too_many_recipients=50, status=new transaction
 
+    A converted body is logged before MAIL::
+
+      da_sess=C..., da_ta=C..., ss_ta=S..., body=8bit converted to 7bit,
+          size=1302
+
     LMTP has one final record per recipient (with C{rcpt=}).  A content
     file that cannot be read is logged with C{sev=ERR} and C{deliver};
     its recipients fail with C{451 4.3.0 content missing}.
@@ -64,9 +75,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Protocol, Tuple
 
+from twisted.internet import threads
 
 from smx.mail.client import TransactionDone, enhancedStatus, tooManyRecipients
 from smx.mail.clientprotocol import CHUNK_SIZE, ClientProtocol, SessionError
+from smx.mail.downgrade import ConversionError, downgradeFile
 
 __all__ = ["RouteLoop", "SessionSource", "remoteMTA"]
 
@@ -109,12 +122,17 @@ class RouteLoop:
         contentStore: Any,
         log: Any,
         daTa: str,
+        reactor: Any = None,
     ) -> None:
         """
         @param sessions: the sessions to use.
         @param contentStore: an L{smx.interfaces.IContentStore}.
         @param log: the L{smx.log.Logger} of SMTPC.
+        @param reactor: a reactor with a thread pool to convert 8-bit
+            content in (L{smx.mail.downgrade}); without one it is
+            converted in the caller's thread.
         """
+        self.reactor = reactor
         self.transaction = transaction
         self.sessions = sessions
         self.contentStore = contentStore
@@ -247,10 +265,24 @@ class RouteLoop:
         except BaseException:
             bodyFile.close()
             raise
+        size = int(transaction.get("size") or 0)
+        if bodyType == "8BITMIME" and "8BITMIME" not in proto.machine.extensions:
+            try:
+                bodyFile, size = await self._content.downgrade(bodyFile, self.reactor)
+            except ConversionError as e:
+                return _refused(addresses, e.reply)
+            bodyType = "7BIT"
+            self.log.info(
+                da_sess=proto.sessionId,
+                da_ta=self.daTa,
+                ss_ta=transaction.get("ss_ta"),
+                body="8bit converted to 7bit",
+                size=size,
+            )
         return await proto.transaction(
             transaction.get("sender", ""),
             addresses,
-            int(transaction.get("size") or 0),
+            size,
             bodyType,
             bodyFile,
             smtputf8=smtputf8,
@@ -354,6 +386,7 @@ class _Content:
         self.transaction = transaction
         self.declared = (transaction.get("bodyType") or "7BIT").upper()
         self.eightBit = None  # type: Optional[bool]
+        self.conversionError = None  # type: Optional[ConversionError]
         self.utf8 = None  # type: Optional[bool]
 
     def needsSmtputf8(self, bodyFile: Any) -> bool:
@@ -391,6 +424,45 @@ class _Content:
             self.eightBit = _hasEightBit(bodyFile)
             bodyFile.seek(0)
         return "8BITMIME" if self.eightBit else "7BIT"
+
+    async def downgrade(self, bodyFile: Any, reactor: Any) -> Tuple[Any, int]:
+        """
+        The content made 7-bit (L{smx.mail.downgrade}) for a server
+        without 8BITMIME, in C{reactor}'s thread pool if it has one;
+        C{bodyFile} is closed.  A refusal is remembered: the content is
+        not converted again for the next route.
+
+        @return: a file with the converted content and its size.
+        @raise ConversionError: the content cannot be converted.
+        @raise OSError: the content cannot be read.
+        """
+        try:
+            if self.conversionError is not None:
+                raise self.conversionError
+            getThreadPool = getattr(reactor, "getThreadPool", None)
+            if getThreadPool is None:
+                return downgradeFile(bodyFile)
+            return await threads.deferToThreadPool(
+                reactor, getThreadPool(), downgradeFile, bodyFile
+            )
+        except ConversionError as e:
+            self.conversionError = e
+            raise
+        finally:
+            bodyFile.close()
+
+
+def _refused(addresses: List[str], reply: str) -> TransactionDone:
+    """
+    The transaction that did not happen: content that cannot be made
+    7-bit for a server without 8BITMIME (C{554 5.6.3}; the session stays
+    usable).
+    """
+    results = [
+        {"status": "perm", "code": 554, "reply": reply, "where": "mail"}
+        for _ in addresses
+    ]
+    return TransactionDone(results, None, [None] * len(addresses), True)
 
 
 def _hasEightBit(bodyFile: Any) -> bool:

@@ -35,10 +35,12 @@ DESCRIPTION
     8-bit content (RFC 6152): a body declared C{BODY=8BITMIME} goes with
     that parameter to a server that offers 8BITMIME; otherwise the content
     is read once: one with octets above 127 gets C{BODY=8BITMIME} where
-    offered (declared or not), and is never sent to a server without
-    8BITMIME: its recipients fail with C{554 5.6.3} (conversion required
-    but not supported, RFC 3463) unless a later route offers 8BITMIME;
-    QMGR then returns a DSN.  smx does not convert to quoted-printable.
+    offered (declared or not), and is never sent raw to a server without
+    8BITMIME: it is converted to quoted-printable (L{smx.mail.downgrade},
+    RFC 6152 section 3, as Postfix does); content that cannot be
+    converted (8-bit headers, multipart/signed, binary) fails with C{554
+    5.6.3} and the reason (RFC 3463) unless a later route offers
+    8BITMIME; QMGR then returns a DSN.
 
     Recipients refused with "too many recipients" (C{452 4.5.3}, or
     C{552 5.5.3}) go at once in a new transaction, on the same session
@@ -229,7 +231,9 @@ class DeliveryAgent(service.Service):
         self.busy += 1
         try:
             daTa = transaction.get("id") or self.ids.next()
-            loop = RouteLoop(transaction, self, self.contentStore, self.log, daTa)
+            loop = RouteLoop(
+                transaction, self, self.contentStore, self.log, daTa, self.reactor
+            )
             return await loop.run()
         finally:
             self.busy -= 1

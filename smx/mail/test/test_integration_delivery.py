@@ -18,6 +18,7 @@ Tests that need a Debian program skip when it is missing.
 
 from __future__ import annotations
 
+import email
 import os
 import socket
 import time
@@ -46,6 +47,8 @@ from smx.test.mta import (
 
 BODY = b"Subject: test\n\nplain text\n"
 BODY8 = "Subject: caf\u00e9\n\nna\u00efve body \u00e9t\u00e9\n".encode("utf-8")
+#: 8-bit octets in the body only: convertible to quoted-printable
+BODY8Q = "Subject: test\n\nna\u00efve \n.\nbody \u00e9t\u00e9\n".encode("utf-8")
 
 
 def route(
@@ -66,6 +69,7 @@ class _Base(TestCase):
         self.store = MemoryContentStore()
         self.store.contents["S1"] = BODY
         self.store.contents["S8"] = BODY8
+        self.store.contents["S8Q"] = BODY8Q
         self.sink = MemorySink()
 
     def agent(self, **kw: Any) -> DeliveryAgent:
@@ -216,9 +220,10 @@ class EightBitTests(_Base):
     @defer.inlineCallbacks
     def test_eightBitToSevenBitPeer(self) -> Any:
         """
-        An 8-bit body (declared or not) is not sent to a next hop that
-        does not offer 8BITMIME (C{smtp-sink -8}): every recipient fails
-        permanently with 554 5.6.3, and nothing reaches the sink.
+        8-bit content (declared or not) that cannot be converted (an 8-bit
+        header) is not sent to a next hop that does not offer 8BITMIME
+        (C{smtp-sink -8}): every recipient fails permanently with 554
+        5.6.3, and nothing reaches the sink.
         """
         sink = self.startSink("-8")
         for bodyType in ("8BITMIME", "7BIT"):
@@ -236,6 +241,38 @@ class EightBitTests(_Base):
             self.assertIn("8BITMIME", results[0]["reply"])
             self.assertEqual(results[0]["remoteMTA"], sink.address)
         self.assertEqual(sink.messages(), [])
+
+    @defer.inlineCallbacks
+    def test_convertedForSevenBitPeer(self) -> Any:
+        """
+        An 8-bit body (declared or not) goes to a next hop that does not
+        offer 8BITMIME (C{smtp-sink -8}) converted to quoted-printable
+        (RFC 6152 section 3), without BODY=: 7-bit, and it decodes to
+        the original text.
+        """
+        sink = self.startSink("-8")
+        for bodyType in ("8BITMIME", "7BIT"):
+            [result] = yield self.agent().deliver(
+                self.transaction(
+                    [route(sink.address, sink.port)], ["a@remote.test"], "S8Q", bodyType
+                )
+            )
+            self.assertEqual(result["status"], "ok")
+        messages = sink.messages()
+        self.assertEqual(len(messages), 2)
+        for message in messages:
+            self.assertTrue(message.isascii(), message)
+            self.assertIn(b"X-Mail-Args: <sender@client.test>\n", message)
+            self.assertIn(b"Content-Transfer-Encoding: quoted-printable\n", message)
+            parsed = email.message_from_bytes(message)
+            # (smtp-sink's dump ends with one more newline)
+            self.assertEqual(
+                parsed.get_payload(decode=True).replace(b"\r\n", b"\n"),
+                BODY8Q.split(b"\n\n", 1)[1] + b"\n",
+            )
+        self.assertTrue(
+            any("body=8bit converted to 7bit" in x for x in self.sink.lines())
+        )
 
     @defer.inlineCallbacks
     def test_sevenBitToSevenBitPeer(self) -> Any:
@@ -273,8 +310,8 @@ class EightBitTests(_Base):
     @defer.inlineCallbacks
     def test_nextMXOffers8BitMime(self) -> Any:
         """
-        When the first MX does not offer 8BITMIME, the next one that does
-        gets the message.
+        When the first MX does not offer 8BITMIME and the message cannot
+        be converted, the next one that does gets it.
         """
         seven = self.startSink("-8")
         eight = SmtpSink(self, os.path.join(self.dir, "eight"), "127.0.0.3")

@@ -8,6 +8,7 @@ delivered to real peers:
   - a mailertable entry C{dove.test PORT^lmtp:[127.0.0.73]} delivers over
     LMTP on TCP to Dovecot there, not to smx's own lmtpd;
   - an 8-bit message to a next hop without 8BITMIME (C{smtp-sink -8})
+    arrives there converted to quoted-printable, one with an 8-bit header
     bounces with status 5.6.3 and never reaches it;
   - 100 recipients to a next hop that takes 50 per transaction are all
     delivered at once, in two transactions;
@@ -120,9 +121,10 @@ class EightBitTests(_Base):
     @defer.inlineCallbacks
     def test_bounceFromSevenBitNextHop(self) -> Any:
         """
-        A message with an 8-bit body, declared BODY=8BITMIME, for a next
-        hop that does not offer 8BITMIME (C{smtp-sink -8}) is not sent
-        there: the sender gets a DSN with status 5.6.3 at once.
+        A message with an 8-bit header, declared BODY=8BITMIME, for a
+        next hop that does not offer 8BITMIME (C{smtp-sink -8}) cannot be
+        converted and is not sent there: the sender gets a DSN with status
+        5.6.3 at once.
         """
         self.need(SMTP_SINK)
         sink = SmtpSink(self, self.root)
@@ -155,6 +157,79 @@ class EightBitTests(_Base):
         self.assertEqual(str(perRecipient["Status"]), "5.6.3")
         self.assertIn("8BITMIME", str(perRecipient["Diagnostic-Code"]))
         self.assertEqual(sink.messages(), [])
+
+    @defer.inlineCallbacks
+    def test_convertedForSevenBitNextHop(self) -> Any:
+        """
+        A multipart message with 8-bit parts, declared BODY=8BITMIME, for
+        a next hop that does not offer 8BITMIME (C{smtp-sink -8}) arrives
+        there 7-bit: its 8-bit parts quoted-printable, its headers (the
+        Received line smx added included) as they were, and every part
+        decodes to the original text.
+        """
+        self.need(SMTP_SINK)
+        sink = SmtpSink(self, self.root)
+        sink.start("-8")
+        self.mta.write(
+            configuration(
+                self.mta.port, smtpc="remote_port = %d;" % (sink.port,), retry="1h"
+            ),
+            mt="localhost lmtp:\nremote.test [%s]\n" % (sink.address,),
+            aliases="alice: local:\npostmaster: alice\n",
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        self.mta.start()
+        plain = "na\u00efve \r\n.\r\n\u00e9t\u00e9 a=b " + "\u00e0" * 200 + "\r\n"
+        html = "<p>caf\u00e9</p>\r\n"
+        message = (
+            "From: alice@localhost\r\n"
+            "To: bob@remote.test\r\n"
+            "Subject: 8bit\r\n"
+            "MIME-Version: 1.0\r\n"
+            'Content-Type: multipart/alternative; boundary="b"\r\n'
+            "\r\n"
+            "--b\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n"
+            "\r\n" + plain + "--b\r\n"
+            "Content-Type: text/html; charset=utf-8\r\n"
+            "\r\n" + html + "--b--\r\nEND\r\n"
+        ).encode("utf-8")
+        with smtplib.SMTP("127.0.0.1", self.mta.port, timeout=10) as client:
+            client.sendmail(
+                "alice@localhost",
+                ["bob@remote.test"],
+                message,
+                mail_options=["BODY=8BITMIME"],
+            )
+        self.assertHappened(
+            (yield until(lambda: sink.containing(b"END"))), "nothing reached the sink"
+        )
+        [received] = sink.containing(b"END")
+        self.assertTrue(received.isascii(), received)
+        self.assertNotIn(b"BODY=8BITMIME", received)
+        self.assertIn(b"\nReceived: from ", received)
+        self.assertIn(
+            b"\nFrom: alice@localhost\nTo: bob@remote.test\nSubject: 8bit\n"
+            b"MIME-Version: 1.0\n"
+            b'Content-Type: multipart/alternative; boundary="b"\n\n--b\n',
+            received,
+        )
+        for line in received.split(b"\n"):
+            self.assertLessEqual(len(line), 76)
+        parsed = email.message_from_bytes(received)
+        parts = parsed.get_payload()
+        self.assertEqual(
+            [p["Content-Transfer-Encoding"] for p in parts],
+            ["quoted-printable", "quoted-printable"],
+        )
+        for part, text in zip(parts, [plain, html]):
+            # (the last line ending belongs to the boundary line)
+            self.assertEqual(
+                part.get_payload(decode=True),
+                text[:-2].replace("\r\n", "\n").encode(),
+            )
+        self.assertIn("body=8bit converted to 7bit", self.mta.log())
 
 
 class TooManyRecipientsTests(_Base):

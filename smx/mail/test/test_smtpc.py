@@ -358,20 +358,57 @@ class AgentTests(SynchronousTestCase):
         self.assertEqual((result["status"], result["where"]), ("ok", "final_dot"))
         self.assertEqual(result["remoteMTA"], "mx-192.0.2.7")
 
-    def test_eightBitWithoutExtension(self) -> None:
+    def test_eightBitConverted(self) -> None:
         """
-        Content with 8-bit octets, though not declared, is not sent to a
-        server that does not offer 8BITMIME: 554 5.6.3 for every
-        recipient, without MAIL.
+        Content with 8-bit octets, though not declared, goes to a server
+        that does not offer 8BITMIME converted to quoted-printable
+        (L{smx.mail.downgrade}): MAIL without BODY=, with the converted
+        size; the conversion is logged.
         """
         self.store.contents["S1"] = b"Subject: x\n\ncaf\xc3\xa9\n"
+        d = self.agent.deliver(self.transaction([route()], 2))
+        proto, t = self.connect()
+        self.converse(proto, t, b"220 mx\r\n", EHLO)
+        converted = (
+            b"Subject: x\nMIME-Version: 1.0\n"
+            b"Content-Type: text/plain; charset=unknown-8bit\n"
+            b"Content-Transfer-Encoding: quoted-printable\n\ncaf=C3=A9\n"
+        )
+        self.assertTrue(
+            t.value().endswith(
+                b"MAIL FROM:<a@b.test> SIZE=%d\r\n" % len(converted)
+                + b"RCPT TO:<r0@d.test>\r\nRCPT TO:<r1@d.test>\r\nDATA\r\n"
+            ),
+            t.value(),
+        )
+        t.clear()
+        self.converse(proto, t, b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+        self.assertEqual(t.value(), converted.replace(b"\n", b"\r\n") + b".\r\n")
+        self.converse(proto, t, b"250 queued\r\n")
+        results = self.successResultOf(d)
+        self.assertEqual([r["status"] for r in results], ["ok", "ok"])
+        self.assertTrue(
+            any("body=8bit converted to 7bit" in x for x in self.sink.lines())
+        )
+
+    def test_eightBitNotConvertible(self) -> None:
+        """
+        Content that cannot be made 7-bit (8-bit octets in a header) is
+        not sent to a server that does not offer 8BITMIME: 554 5.6.3 and
+        the reason for every recipient, without MAIL.
+        """
+        self.store.contents["S1"] = b"Subject: caf\xc3\xa9\n\nx\n"
         d = self.agent.deliver(self.transaction([route()], 2))
         proto, t = self.connect()
         self.converse(proto, t, b"220 mx\r\n", EHLO)
         results = self.successResultOf(d)
         self.assertEqual([r["status"] for r in results], ["perm", "perm"])
         self.assertEqual([r["code"] for r in results], [554, 554])
-        self.assertEqual(results[0]["reply"], client.CONVERSION_REQUIRED)
+        self.assertEqual(
+            results[0]["reply"],
+            "554 5.6.3 Conversion required and not possible: 8-bit data in "
+            "a header; the server does not offer 8BITMIME",
+        )
         self.assertNotIn(b"MAIL", t.value())
 
     def test_eightBitUndeclared(self) -> None:
