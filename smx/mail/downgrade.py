@@ -107,6 +107,8 @@ class ConversionError(Exception):
     """
 
     def __init__(self, reason: str) -> None:
+        # it may quote the message: printable ASCII, one line, not long
+        reason = "".join(c if " " <= c <= "~" else "?" for c in reason)[:200]
         Exception.__init__(self, reason)
         self.reason = reason
 
@@ -395,7 +397,9 @@ class _Fields:
         for name, first, count in self._fields:
             if name in (b"content-type", _CTE, b"mime-version"):
                 raw = b"".join(lines[first : first + count]).decode("ascii")
-                value = raw.split(":", 1)[1].strip()
+                # unfolded (RFC 5322 2.2.3)
+                value = raw.split(":", 1)[1].replace("\r", "").replace("\n", "")
+                value = value.strip()
                 self._message[name.decode("ascii")] = value
 
     def contentType(self, default: str) -> str:
@@ -405,7 +409,11 @@ class _Fields:
 
     def cte(self) -> str:
         value = self._message.get("Content-Transfer-Encoding")
-        return str(value).strip().lower() if value is not None else ""
+        if value is None:
+            return ""
+        # a token, maybe followed by a comment: "8bit (utf-8 text)"
+        words = str(value).split("(", 1)[0].split()
+        return words[0].lower()[:40] if words else ""
 
     def boundary(self) -> Optional[bytes]:
         boundary = self._message.get_boundary()

@@ -145,6 +145,20 @@ class TextTests(DowngradeTestCase):
         self.assertNotIn(b"8bit", converted)
         self.assertSameContent(data, converted)
 
+    def test_encodingWithComment(self) -> None:
+        """
+        A Content-Transfer-Encoding with a comment, folded, is read as
+        its token.
+        """
+        data = TEXT.replace(
+            b"Content-Transfer-Encoding: 8bit",
+            b"Content-Transfer-Encoding: 8BIT\r\n (utf-8\r\n text)",
+        )
+        converted = convert(data)
+        self.assertEqual(converted.count(b"Content-Transfer-Encoding"), 1)
+        self.assertNotIn(b"(utf-8", converted)
+        self.assertSameContent(data, converted)
+
     def test_lfLineEndings(self) -> None:
         """
         Content with LF line endings keeps them: the headers are
@@ -466,6 +480,17 @@ class RefusedTests(unittest.TestCase):
             MULTIPART.replace(b"a preamble", b"\xe9"),
             "8-bit data in a multipart preamble",
         )
+
+    def test_reasonIsOneLine(self) -> None:
+        """
+        A reason that quotes the message (an unknown encoding) is one
+        line of printable ASCII of bounded length.
+        """
+        data = TEXT.replace(
+            b"Encoding: 8bit", b"Encoding: x-\x01" + b"y" * 100 + b"\r\n (c)"
+        )
+        e = self.assertRaises(ConversionError, convert, data)
+        self.assertEqual(e.reason, "8-bit data in a part declared x-?" + "y" * 37)
 
     def test_depth(self) -> None:
         """
