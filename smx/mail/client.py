@@ -23,7 +23,8 @@ RFC 1870, RFC 2033):
     recipient fails with C{553 5.6.7} (L{UTF8_REQUIRED}) before MAIL;
   - an 8-bit body is never sent to a server that does not offer 8BITMIME
     (RFC 6152 section 3): every recipient fails with C{554 5.6.3}
-    (L{CONVERSION_REQUIRED}, RFC 3463) before MAIL is sent;
+    (L{CONVERSION_REQUIRED}, RFC 3463) before MAIL is sent (the caller
+    converts it first: L{smx.mail.routeloop}, L{smx.mail.downgrade});
   - C{452} to RCPT (and C{552 5.5.3}, RFC 5321 4.5.3.1.10) is "too many
     recipients" (L{tooManyRecipients}): a temporary failure the caller
     sends again in a new transaction;
@@ -66,8 +67,8 @@ MAX_REPLY_LINE = 8192
 MAX_REPLY_LINES = 256
 
 #: the result of every recipient when an 8-bit body would go to a server
-#: without 8BITMIME (RFC 6152 section 3, RFC 3463 5.6.3); smx does not
-#: convert to quoted-printable (yet)
+#: without 8BITMIME (RFC 6152 section 3, RFC 3463 5.6.3); SMTPC converts
+#: such content first (L{smx.mail.downgrade}), so this is the last guard
 CONVERSION_REQUIRED = (
     "554 5.6.3 Conversion required but not supported: the message has "
     "8-bit data and the server does not offer 8BITMIME"
