@@ -75,9 +75,19 @@ METRICS = (
         "transactions QMGR queued (with DSNs)",
         (),
     ),
-    ("smx_recipients_delivered_total", "counter", "recipients delivered", ()),
-    ("smx_recipients_deferred_total", "counter", "temporary delivery failures", ()),
-    ("smx_recipients_bounced_total", "counter", "permanent delivery failures", ()),
+    ("smx_recipients_delivered_total", "counter", "recipients delivered", ("mailer",)),
+    (
+        "smx_recipients_deferred_total",
+        "counter",
+        "temporary delivery failures",
+        ("mailer",),
+    ),
+    (
+        "smx_recipients_bounced_total",
+        "counter",
+        "permanent delivery failures",
+        ("mailer",),
+    ),
     ("smx_dsns_total", "counter", "DSNs queued, by kind", ("kind",)),
     ("smx_sessions_total", "counter", "SMTP sessions opened", ("listener",)),
     (
@@ -292,16 +302,19 @@ class MetricsRecorder:
         self._queuedAt[fields.get("ss_ta")] = self.clock.seconds()
 
     def _qmgrOk(self, fields: Dict[str, Any]) -> None:
-        self._delivered[()] = self._delivered.get((), 0) + 1
+        key = (fields.get("mailer") or "none",)
+        self._delivered[key] = self._delivered.get(key, 0) + 1
         start = self._queuedAt.get(fields.get("ss_ta"))
         if start is not None:
             self._latency.observe(max(self.clock.seconds() - start, 0.0))
 
     def _qmgrTemp(self, fields: Dict[str, Any]) -> None:
-        self._deferred[()] = self._deferred.get((), 0) + 1
+        key = (fields.get("mailer") or "none",)
+        self._deferred[key] = self._deferred.get(key, 0) + 1
 
     def _qmgrPerm(self, fields: Dict[str, Any]) -> None:
-        self._bounced[()] = self._bounced.get((), 0) + 1
+        key = (fields.get("mailer") or "none",)
+        self._bounced[key] = self._bounced.get(key, 0) + 1
 
     def _qmgrDone(self, fields: Dict[str, Any]) -> None:
         self._queuedAt.pop(fields.get("ss_ta"), None)

@@ -307,11 +307,13 @@ class ActiveQueue:
         d = defer.maybeDeferred(self.agent.deliver, transaction)
         if self.deliveryTimeout:
             d.addTimeout(self.deliveryTimeout, self.clock)
+        # the mailer of the first route names the results (smx.metrics)
+        mailer = group.routes[0].get("mailer") if group.routes else None
         d.addCallbacks(
             self._cbDelivered,
             self._ebDelivered,
-            callbackArgs=(attempt, members, dest, daId),
-            errbackArgs=(attempt, members, dest, daId),
+            callbackArgs=(attempt, members, dest, daId, mailer),
+            errbackArgs=(attempt, members, dest, daId, mailer),
         )
         d.addErrback(self._ebAttempt, attempt)
 
@@ -322,6 +324,7 @@ class ActiveQueue:
         members: List[Tuple[Recipient, str]],
         dest: str,
         daId: str,
+        mailer: Optional[str],
     ) -> None:
         byIndex = {}  # type: Dict[int, Dict[str, Any]]
         for found in results or []:
@@ -343,6 +346,7 @@ class ActiveQueue:
                     None,
                     "final_dot",
                     daId,
+                    mailer,
                 )
                 continue
             status = res.get("status")
@@ -360,6 +364,7 @@ class ActiveQueue:
                 res.get("remoteMTA"),
                 res.get("where"),
                 daId,
+                mailer,
             )
         self.destinations.done(dest, success)
         self._groupDone(attempt)
@@ -371,6 +376,7 @@ class ActiveQueue:
         members: List[Tuple[Recipient, str]],
         dest: str,
         daId: str,
+        mailer: Optional[str],
     ) -> None:
         if failure.check(defer.TimeoutError, defer.CancelledError):
             text = "451 4.4.7 delivery timeout"
@@ -378,7 +384,9 @@ class ActiveQueue:
             self.logger.failure("ActiveQueue.deliver", failure, ss_ta=attempt.ta.id)
             text = "451 4.3.0 delivery agent failed"
         for r, address in members:
-            self._record(attempt, r, address, TEMP, 451, text, None, "connect", daId)
+            self._record(
+                attempt, r, address, TEMP, 451, text, None, "connect", daId, mailer
+            )
         self.destinations.done(dest, False)
         self._groupDone(attempt)
 
@@ -395,6 +403,7 @@ class ActiveQueue:
         remoteMTA: Optional[str],
         where: Optional[str],
         daId: Optional[str] = None,
+        mailer: Optional[str] = None,
     ) -> None:
         dbg.debug(
             self.logger,
@@ -424,6 +433,7 @@ class ActiveQueue:
             idx=r.index,
             stat=status,
             reply=reply,
+            mailer=mailer,
         )
 
     def _groupDone(self, attempt: _Attempt) -> None:

@@ -65,22 +65,26 @@ class RecorderTests(SynchronousTestCase):
     def test_deliveryResults(self) -> None:
         """
         QMGR's records count queued transactions, delivered, deferred and
-        bounced recipients, DSNs by kind, and the delivery latency from
+        bounced recipients by mailer (C{none} when not routed), DSNs by kind, and the delivery latency from
         C{stat=queued} to C{stat=ok} — also when the qmgr log_level
         writes none of them.
         """
         self.qmgr.info(ss_ta="T1", mail="<a@b>", nrcpts=3, size=5, stat="queued")
         self.clock.advance(2)
-        self.qmgr.info(ss_ta="T1", rcpt="<c@d>", idx=0, stat="ok", reply="250 ok")
-        self.qmgr.info(ss_ta="T1", rcpt="<e@d>", idx=1, stat="temp", reply="451 x")
+        self.qmgr.info(
+            ss_ta="T1", rcpt="<c@d>", idx=0, stat="ok", reply="250 ok", mailer="esmtp"
+        )
+        self.qmgr.info(
+            ss_ta="T1", rcpt="<e@d>", idx=1, stat="temp", reply="451 x", mailer="lmtp"
+        )
         self.qmgr.info(ss_ta="T1", rcpt="<f@d>", idx=2, stat="perm", reply="550 x")
         self.qmgr.info(ss_ta="T9", dsn_for="T1", kind="failed", rcpts=1)
         self.qmgr.info(ss_ta="T1", stat="done")
         self.assertEqual(self.qmgr.sink.records, [])
         self.assertEqual(self.counter("smx_messages_queued_total"), 1)
-        self.assertEqual(self.counter("smx_recipients_delivered_total"), 1)
-        self.assertEqual(self.counter("smx_recipients_deferred_total"), 1)
-        self.assertEqual(self.counter("smx_recipients_bounced_total"), 1)
+        self.assertEqual(self.counter("smx_recipients_delivered_total", "esmtp"), 1)
+        self.assertEqual(self.counter("smx_recipients_deferred_total", "lmtp"), 1)
+        self.assertEqual(self.counter("smx_recipients_bounced_total", "none"), 1)
         self.assertEqual(self.counter("smx_dsns_total", "failed"), 1)
         latency = self.recorder.histograms["smx_delivery_latency_seconds"]
         self.assertEqual((latency.count, latency.sum), (1, 2.0))
@@ -154,7 +158,7 @@ class RenderTests(SynchronousTestCase):
             self.assertEqual(text.count("# TYPE %s %s\n" % (name, kind)), 1)
             self.assertEqual(text.count("# HELP %s " % (name,)), 1)
         self.assertIn("\nsmx_pmilter_calls_total 0\n", text)
-        self.assertIn("\nsmx_recipients_delivered_total 0\n", text)
+        self.assertIn("\nsmx_messages_queued_total 0\n", text)
         self.assertTrue(text.endswith("\n"))
 
     def test_gaugesFromStatus(self) -> None:
