@@ -54,7 +54,8 @@ _ADL = r"@%s(?:,@%s)*:" % (_DOMAIN, _DOMAIN)
 _PATH = re.compile(r"<(%s)?(%s)>" % (_ADL, _MAILBOX))
 _POSTMASTER = re.compile(r"<(postmaster)>", re.IGNORECASE)
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
-_VALUE = re.compile(r"[\x21-\x3c\x3e-\x7e]+\Z")
+#: RFC 6531 §3.3 adds UTF8-non-ascii (taken only with SMTPUTF8)
+_VALUE = re.compile(r"[\x21-\x3c\x3e-\x7e\x80-\U0010ffff]+\Z")
 
 #: longest path (RFC 5321 §4.5.3.1.3)
 MAX_PATH = 256

@@ -44,12 +44,17 @@ class _Transaction:
         self.declaredSize = size
         #: MAIL carried SMTPUTF8 (RFC 6531)
         self.smtputf8 = False
+        #: the DSN RET= and ENVID= of MAIL (RFC 3461), or None
+        self.ret = None  # type: Optional[str]
+        self.envid = None  # type: Optional[str]
         self.recipients = []  # type: List[Dict[str, Any]]
         self.writer = None  # type: Any
         self.stored = 0
         self._seen = set()  # type: Set[str]
 
-    def addRecipient(self, address: str) -> Optional[int]:
+    def addRecipient(
+        self, address: str, notify: Optional[str] = None, orcpt: Optional[str] = None
+    ) -> Optional[int]:
         """
         Add an accepted recipient, unless the transaction has it already
         (the local part compared exactly, the domain without regard to
@@ -63,7 +68,12 @@ class _Transaction:
             return None
         self._seen.add(key)
         index = len(self.recipients)
-        self.recipients.append({"address": address, "index": index})
+        recipient = {"address": address, "index": index}  # type: Dict[str, Any]
+        if notify is not None:
+            recipient["notify"] = notify
+        if orcpt is not None:
+            recipient["orcpt"] = orcpt
+        self.recipients.append(recipient)
         return index
 
     def abort(self) -> None:
@@ -185,6 +195,8 @@ class CommitMixin:
             "received": self.factory.reactor.seconds(),
             "bodyType": "8BITMIME" if ta.body == "8BITMIME" else "7BIT",
             "smtputf8": ta.smtputf8,
+            "ret": ta.ret,
+            "envid": ta.envid,
             "contentPending": True,
         }
         content = defer.maybeDeferred(writer.commit)

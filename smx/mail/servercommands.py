@@ -20,6 +20,13 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from smx.mail.address import PathSyntaxError, parsePath
+from smx.mail.dsnparams import (
+    DSNParameterError,
+    parseEnvid,
+    parseNotify,
+    parseOrcpt,
+    parseRet,
+)
 from smx.mail.serverevents import (
     Auth,
     DataCommand,
@@ -78,6 +85,7 @@ class CommandsMixin:
         if self.smtputf8:
             lines.append("SMTPUTF8")
         lines.append("CHUNKING")
+        lines.append("DSN")
         lines.append("ENHANCEDSTATUSCODES")
         if self.tlsAvailable and not self.tls:
             lines.append("STARTTLS")
@@ -144,8 +152,19 @@ class CommandsMixin:
         size = 0
         body = "7BIT"
         utf8 = False
+        ret = envid = None  # type: Optional[str]
+        if len({keyword for keyword, _ in params}) != len(params):
+            return self._syntax("Duplicate parameter")
         for keyword, value in params:
-            if keyword == "SIZE" and value is not None and value.isdigit():
+            if keyword in ("RET", "ENVID") and not self.lmtp:
+                try:
+                    if keyword == "RET":
+                        ret = parseRet(value)
+                    else:
+                        envid = parseEnvid(value)
+                except DSNParameterError as e:
+                    return self._syntax(e.text, e.dsn, e.code)
+            elif keyword == "SIZE" and value is not None and value.isdigit():
                 if len(value) > 20:
                     value = "9" * 20
                 size = int(value)
@@ -172,7 +191,7 @@ class CommandsMixin:
             self._policy(452, "4.3.2", "Too many transactions in this session")
             return None
         self.smtputf8Transaction = utf8
-        return MailFrom(sender, size, body, params)
+        return MailFrom(sender, size, body, params, ret, envid)
 
     def _needsUtf8(self) -> None:
         # RFC 6531 §3.4: not a syntax error, so not a bad command
@@ -190,10 +209,23 @@ class CommandsMixin:
             return self._syntax("Syntax error in RCPT: " + e.text, e.dsn, e.code)
         if not self.smtputf8Transaction and not argument.isascii():
             return self._needsUtf8()
-        if params:
-            return self._syntax(
-                "Unsupported parameter %s" % (params[0][0],), "5.5.4", 555
-            )
+        if params and not self.extended:
+            return self._syntax("Parameters need EHLO", "5.5.4", 555)
+        if len({keyword for keyword, _ in params}) != len(params):
+            return self._syntax("Duplicate parameter")
+        notify = orcpt = None  # type: Optional[str]
+        for keyword, value in params:
+            if self.lmtp or keyword not in ("NOTIFY", "ORCPT"):
+                return self._syntax(
+                    "Unsupported parameter %s" % (keyword,), "5.5.4", 555
+                )
+            try:
+                if keyword == "NOTIFY":
+                    notify = parseNotify(value)
+                else:
+                    orcpt = parseOrcpt(value, self.smtputf8Transaction)
+            except DSNParameterError as e:
+                return self._syntax(e.text, e.dsn, e.code)
         if (
             self.maxRecipientsPerTransaction
             and self.recipients >= self.maxRecipientsPerTransaction
@@ -206,7 +238,7 @@ class CommandsMixin:
         ):
             self._send(452, "4.5.3", "Too many recipients in this session")
             return None
-        return RcptTo(recipient, params)
+        return RcptTo(recipient, params, notify, orcpt)
 
     def do_DATA(self, argument: str, hasArgument: bool):
         if hasArgument:

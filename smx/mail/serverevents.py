@@ -63,15 +63,19 @@ class MailFrom(Event):
     @ivar size: the declared C{SIZE=}, or 0.
     @ivar body: C{"7BIT"} or C{"8BITMIME"}.
     @ivar parameters: every C{(KEYWORD, value)} given.
+    @ivar ret: the DSN C{RET=} (RFC 3461), C{"FULL"}, C{"HDRS"} or C{None}.
+    @ivar envid: the DSN C{ENVID=}, decoded, or C{None}.
     """
 
-    __slots__ = ("sender", "size", "body", "parameters")
+    __slots__ = ("sender", "size", "body", "parameters", "ret", "envid")
 
-    def __init__(self, sender, size, body, parameters) -> None:
+    def __init__(self, sender, size, body, parameters, ret=None, envid=None) -> None:
         self.sender = sender
         self.size = size
         self.body = body
         self.parameters = parameters
+        self.ret = ret
+        self.envid = envid
 
     @property
     def smtputf8(self) -> bool:
@@ -80,13 +84,21 @@ class MailFrom(Event):
 
 
 class RcptTo(Event):
-    """C{RCPT TO:}; C{recipient} is the forward path without brackets."""
+    """
+    C{RCPT TO:}; C{recipient} is the forward path without brackets.
 
-    __slots__ = ("recipient", "parameters")
+    @ivar notify: the DSN C{NOTIFY=} (RFC 3461): C{"NEVER"}, some of
+        C{"SUCCESS,FAILURE,DELAY"}, or C{None}.
+    @ivar orcpt: the DSN C{ORCPT=}, decoded (C{"rfc822;addr"}), or C{None}.
+    """
 
-    def __init__(self, recipient, parameters) -> None:
+    __slots__ = ("recipient", "parameters", "notify", "orcpt")
+
+    def __init__(self, recipient, parameters, notify=None, orcpt=None) -> None:
         self.recipient = recipient
         self.parameters = parameters
+        self.notify = notify
+        self.orcpt = orcpt
 
 
 class DataCommand(Event):

@@ -431,6 +431,7 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
             return
         ta = _Transaction(self.factory.ids.next(), event.sender, event.body, event.size)
         ta.smtputf8 = event.smtputf8
+        ta.ret, ta.envid = event.ret, event.envid
         self.transaction = ta
         self.factory.log.info(
             ss_sess=self.sessionId, ss_ta=ta.id, mail="<%s>" % event.sender, stat=0
@@ -451,7 +452,7 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
         if ta is None:  # pragma: no cover - the state machine prevents it
             self.connection.reject(*_TEMPFAIL)
             return
-        index = None if discard else ta.addRecipient(address)
+        index = None if discard else ta.addRecipient(address, event.notify, event.orcpt)
         if index is not None:
             if ta.writer is None and not self.policy.discardTransaction:
                 # the content store may prepare the content file while

@@ -215,6 +215,8 @@ class Transaction:
                 "tries": r.tries,
                 "nextTry": r.nextTry,
                 "reply": r.reply,
+                "notify": r.notify,
+                "orcpt": r.orcpt,
             }
             for _, r in sorted(self.recipients.items())
             if not r.final

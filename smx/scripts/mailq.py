@@ -20,8 +20,11 @@ DESCRIPTION
     block per transaction with its id, size, arrival time and sender, then
     the recipients with their state and last reply.  C{--json} prints a
     list of transactions, each with C{id}, C{sender}, C{size},
-    C{received}, C{recipients} (C{index}, C{address}, C{state}, C{tries},
-    C{nextTry}, C{reply}).
+    C{received}, the DSN C{ret} and C{envid} (RFC 3461, C{null} when not
+    given), C{recipients} (C{index}, C{address}, C{state}, C{tries},
+    C{nextTry}, C{reply}, the DSN C{notify} and C{orcpt}).  The text
+    output shows the DSN parameters given (decoded) under the sender and
+    each recipient.
 
     The queue is in the main queue directory (seed §5.6): C{-q}, else the
     current directory, as for C{twistd smx}.
@@ -84,10 +87,24 @@ def formatQueue(entries: List[dict]) -> str:
             "%-20s %8d %-16s <%s>"
             % (ta["id"], ta.get("size") or 0, arrival, ta.get("sender", ""))
         )
+        dsn = [
+            "%s=%s" % (name.upper(), ta[name])
+            for name in ("ret", "envid")
+            if ta.get(name)
+        ]
+        if dsn:
+            lines.append("%40s%s" % ("", " ".join(dsn)))
         for r in ta.get("recipients", []):
             if r.get("reply"):
                 lines.append("      (%s)" % (r["reply"],))
             lines.append("%40s<%s> %s" % ("", r["address"], r["state"]))
+            dsn = [
+                "%s=%s" % (name.upper(), r[name])
+                for name in ("notify", "orcpt")
+                if r.get(name)
+            ]
+            if dsn:
+                lines.append("%40s  %s" % ("", " ".join(dsn)))
     lines.append("\tTotal requests: %d" % (len(entries),))
     return "\n".join(lines) + "\n"
 

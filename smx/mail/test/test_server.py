@@ -90,7 +90,7 @@ class EhloTests(unittest.TestCase):
         self.assertEqual(
             out,
             b"250-mx.test Hello\r\n250-PIPELINING\r\n250-SIZE 1000\r\n"
-            b"250-SMTPUTF8\r\n250-CHUNKING\r\n"
+            b"250-SMTPUTF8\r\n250-CHUNKING\r\n250-DSN\r\n"
             b"250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n250 HELP\r\n",
         )
 
@@ -235,8 +235,8 @@ class RcptTests(unittest.TestCase):
         self.assertTrue(out.startswith(b"501 "))
 
     def test_parameters(self):
-        """RCPT parameters are not supported (555)."""
-        _, out = run(inTransaction(), b"RCPT TO:<a@b.c> NOTIFY=NEVER\r\n")
+        """RCPT parameters other than NOTIFY and ORCPT are 555."""
+        _, out = run(inTransaction(), b"RCPT TO:<a@b.c> FOO=BAR\r\n")
         self.assertTrue(out.startswith(b"555 5.5.4"))
 
     def test_perTransaction(self):

@@ -189,9 +189,10 @@ class RunningTests(_Base):
             "-v", "-N", "success,failure", "-R", "hdrs", "-V", "env-1", "dave@smx.test"
         )
         self.assertEqual(status, 0)
+        # SMTPS offers DSN (RFC 3461): the parameters go with the commands
         self.assertIn(">>> MAIL FROM:<", err)
-        self.assertNotIn("NOTIFY", err)
-        self.assertNotIn("RET=", err)
+        self.assertIn(" RET=HDRS ENVID=env-1\n", err)
+        self.assertIn(" NOTIFY=SUCCESS,FAILURE\n", err)
         self.assertIn("<<< 250 ", err)
         self.delivered("dave", 2)
 
