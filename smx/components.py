@@ -117,6 +117,16 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
         )
     except SMTPSConfigurationError as e:
         raise ComponentError(str(e))
+    # the pmilter hosts start before and stop after their listeners
+    hosts = []  # type: list
+    for listener in listeners:
+        host = getattr(listener.factory, "pmilterHost", None)
+        if host is not None and host not in hosts:
+            hosts.append(host)
+            section = listener.factory.settings.name
+            host.setName("pmilter %s" % (section,) if section else "pmilter")
+            host.setServiceParent(parent)
+    components["pmilters"] = hosts
     for listener in listeners:
         listener.setServiceParent(parent)
     components["smtps"] = listeners

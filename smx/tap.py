@@ -282,7 +282,8 @@ class SmxService(service.MultiService):
 
     def reloadMaps(self) -> None:
         """
-        Reopen every map (seed §6.7): SMAR's maps and QMGR's conf map.
+        Reopen every map (seed §6.7): SMAR's maps and QMGR's conf map;
+        call the pmilters' C{reload}.
         """
         resolver = self.components.get("resolver")
         if resolver is not None:
@@ -290,6 +291,9 @@ class SmxService(service.MultiService):
         qmgr = self.components.get("qmgr")
         if qmgr is not None:
             qmgr.reopenMaps()
+        # pmfi_signal (App. B.8): e.g. the rules pmilter reads its file
+        for host in self.components.get("pmilters", ()):
+            host.reload()
 
 
 def describeStartupError(e: Exception) -> str:

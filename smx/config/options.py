@@ -969,7 +969,6 @@ SMTPS = section(
                     ],
                 ),
             ],
-            inert="pmilter is not implemented yet: mail is accepted without it",
         ),
     ],
     naming=OPTIONAL_NAME,

@@ -164,9 +164,21 @@ class CommitMixin:
                 self._logEnd(
                     ta, event, event.size, stat=reply[0], reply="%d %s %s" % reply
                 )
+            self._pmAbort()
             self.connection.reject(*reply)
             return None
         assert ta is not None
+        return self._pmEndOfMessage(ta, event)
+
+    def _pmAbort(self) -> None:  # pragma: no cover - the protocol's
+        raise NotImplementedError()
+
+    def _pmEndOfMessage(self, ta: _Transaction, event: sm.EndOfData) -> Any:
+        # without pmilters (the protocol's, L{smx.mail.pmilterhooks})
+        return self._store(ta, event)  # pragma: no cover
+
+    def _store(self, ta: _Transaction, event: sm.EndOfData) -> Any:
+        """Queue the message, or accept and forget a discarded one."""
         if ta.writer is None:
             # discarded: accept and forget
             self._logEnd(ta, event, event.size, stat=0, discard=1)

@@ -278,6 +278,21 @@ def listenAddresses(section: Any) -> List[Tuple[str, int]]:
     return [(section["address"], port if port else 25)]
 
 
+def _pmilterHost(section: Any, factory: SMTPServerFactory, hostname: str) -> Any:
+    """
+    The policy milter host of a section (doc/pmilter.md), or C{None}.
+
+    @raise SMTPSConfigurationError: a plugin that is not installed.
+    """
+    from smx.config import ConfigError
+    from smx.pmilter.plugins import hostFromConfiguration
+
+    try:
+        return hostFromConfiguration(section, factory.reactor, factory.log, hostname)
+    except ConfigError as e:
+        raise SMTPSConfigurationError(str(e))
+
+
 def smtpsServices(
     cfg: Any,
     queueManager: Any,
@@ -318,6 +333,7 @@ def smtpsServices(
             ids=generators.get(settings.processId),
         )
         generators[settings.processId] = factory.ids
+        factory.pmilterHost = _pmilterHost(section, factory, settings.hostname)
         for host, port in listenAddresses(section):
             services.append(SMTPSListener(factory, host, port))
     return services

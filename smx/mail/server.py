@@ -297,6 +297,10 @@ class ServerConnection(ContentMixin, CommandsMixin):
         self._send(421, "4.4.2", "%s Error: timeout exceeded" % (self.hostname,))
         self._state = State.CLOSED
 
+    def close(self) -> None:
+        """Close after the replies written so far (a pmilter's SSD)."""
+        self._state = State.CLOSED
+
     def shutdown(self) -> None:
         """The server stops: 421 4.3.2 and close."""
         self._send(421, "4.3.2", "%s Service shutting down" % (self.hostname,))

@@ -120,6 +120,7 @@ from smx.mail import server as sm
 from smx.mail.auth import AuthError, AuthUnavailable, Challenge, ClientInfo
 from smx.mail.commit import _TEMPFAIL, CommitMixin, _Transaction
 from smx.mail.deadlines import RECORD_SIZE, DeadlineMixin
+from smx.mail.pmilterhooks import PolicyMilterMixin
 from smx.mail.policy import SessionPolicy
 from smx.mail.sessions import SessionTable
 from smx.mail.tls import tlsInfo
@@ -134,7 +135,9 @@ HOLD_LIMIT = 64 * 1024
 
 
 @implementer(interfaces.IHandshakeListener)
-class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
+class SMTPServerProtocol(
+    PolicyMilterMixin, CommitMixin, DeadlineMixin, protocol.Protocol
+):
     """
     One SMTP session: the Twisted side of a L{sm.ServerConnection}.
     """
@@ -239,6 +242,9 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
         if reply is None:
             self._opened = True
             reply = yield self.policy.checkConnection()
+            if reply is None and not self._lost:
+                # the pmilters after SMTPS's own checks (doc/pmilter.md)
+                reply = yield self._pmOpen()
         f.log.info(
             ss_sess=self.sessionId,
             **{
@@ -361,6 +367,8 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
         problems = self.connection.problems
         if problems:
             for code, dsn, text, line in problems:
+                if dsn == "5.5.1" and code == 500:
+                    self._pmUnknown(line)
                 self.factory.log.info(
                     ss_sess=self.sessionId,
                     input=line,
@@ -377,6 +385,7 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
         self.setTimeout(None)
         self._stopTimers()
         self._closeTransaction()
+        self._pmClose()
         self.factory.table.remove(self)
         self.factory.sessions.discard(self)
         if self._opened:
@@ -388,6 +397,7 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
         if self.transaction is not None:
             self.transaction.abort()
             self.transaction = None
+        self._pmAbort()
 
     # -- events -----------------------------------------------------------
 
@@ -406,10 +416,12 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
     def do_Helo(self, event: sm.Helo):
         self._closeTransaction()
         self.policy.resetTransaction()
-        self.connection.accept(
-            "%s Hello %s [%s]"
-            % (self.factory.settings.hostname, event.name, self.clientAddress)
+        text = "%s Hello %s [%s]" % (
+            self.factory.settings.hostname,
+            event.name,
+            self.clientAddress,
         )
+        return self._pmHelo(event.name, lambda: self.connection.accept(text))
 
     @inlineCallbacks
     def do_MailFrom(self, event: sm.MailFrom):
@@ -433,6 +445,11 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
         ta.smtputf8 = event.smtputf8
         ta.ret, ta.envid = event.ret, event.envid
         self.transaction = ta
+        if self.pmSession is not None:
+            rejected = yield self._pmMail(event, ta)
+            if rejected:
+                self.transaction = None
+                return
         self.factory.log.info(
             ss_sess=self.sessionId, ss_ta=ta.id, mail="<%s>" % event.sender, stat=0
         )
@@ -446,12 +463,20 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
             code, dsn, text = reply["code"], reply["dsn"], reply["text"]
             if code == 550 and dsn == "5.7.1" and text == "Relaying denied":
                 text = "<%s>... Relaying denied" % (event.recipient,)
+            if self.pmSession is not None:
+                # CAP_RCPT_ST: the pmilters may see it; the rejection stands
+                yield self._pmRcpt(event, code)
             self._logReject("rcpt", "<%s>" % event.recipient, code, dsn, text)
             self.connection.reject(code, dsn, text)
             return
         if ta is None:  # pragma: no cover - the state machine prevents it
             self.connection.reject(*_TEMPFAIL)
             return
+        if self.pmSession is not None:
+            verdict = yield self._pmRcpt(event, 250)
+            if verdict == "rejected":
+                return
+            discard = discard or verdict == "discard"
         index = None if discard else ta.addRecipient(address, event.notify, event.orcpt)
         if index is not None:
             if ta.writer is None and not self.policy.discardTransaction:
@@ -600,10 +625,21 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
             self.connection.reject(u.code, u.dsn, u.text)
 
     def _dataCommand(self, event: sm.DataCommand):
+        return self._pmData(event, lambda: self._dataAccepted(event))
+
+    def _dataAccepted(self, event: sm.DataCommand) -> None:
         CommitMixin.do_DataCommand(self, event)
         if self.connection.receivingData:
             # the 354 went out: the message must end within max_message_time
             self._startMessageTimer()
+
+    def _dataChunk(self, event: sm.DataChunk):
+        self._pmBody(event.data)
+        return CommitMixin.do_DataChunk(self, event)
+
+    def _pmShutdown(self) -> None:
+        self._flush()
+        self._close()
 
     def _endOfData(self, event: sm.EndOfData):
         self._stopMessageTimer()
@@ -614,7 +650,7 @@ class SMTPServerProtocol(CommitMixin, DeadlineMixin, protocol.Protocol):
         sm.MailFrom: do_MailFrom,
         sm.RcptTo: do_RcptTo,
         sm.DataCommand: _dataCommand,
-        sm.DataChunk: CommitMixin.do_DataChunk,
+        sm.DataChunk: _dataChunk,
         sm.EndOfData: _endOfData,
         sm.Rset: do_Rset,
         sm.Quit: do_Quit,
@@ -632,6 +668,8 @@ class SMTPServerFactory(protocol.ServerFactory):
     """
 
     protocol = SMTPServerProtocol  # type: ignore[assignment]
+    #: the pmilters of the section (L{smx.mail.pmilterhooks}), or C{None}
+    pmilterHost = None  # type: Any
 
     def __init__(
         self,

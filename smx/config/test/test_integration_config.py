@@ -336,7 +336,7 @@ class EffectTests(_Base):
     def test_inertOptions(self) -> Any:
         """
         A configuration that sets C{user}, C{CDB_gid}, C{max_wait_threads},
-        a C{pmilter} section, C{wait_for_client}, C{hash_table_entries},
+        C{wait_for_client}, C{hash_table_entries},
         the flag C{use_connect} and the smtpc C{processes}: C{smx config}
         exits 0 with one warning line per option (file, line, column,
         name, reason); C{twistd smx} prints the same lines at start and
@@ -346,8 +346,7 @@ class EffectTests(_Base):
         text = self.write(
             configuration(
                 self.mta.port,
-                smtps="user = smxs;\n    CDB_gid = 261;\n    max_wait_threads = 4;\n"
-                '    pmilter { socket = "pmilter.sock"; }',
+                smtps="user = smxs;\n    CDB_gid = 261;\n    max_wait_threads = 4;",
                 qmgr="wait_for_client = 4s;\n    IQDB { hash_table_entries = 100; }",
                 smar="DNS_flags = { use_connect };",
                 smtpc="processes = 2;",
@@ -378,11 +377,6 @@ class EffectTests(_Base):
                 "max_wait_threads",
                 "option 'max_wait_threads' in section 'smtps'",
                 "smx serves sessions in an event loop, not in threads",
-            ),
-            at(
-                "pmilter",
-                "section 'smtps.pmilter'",
-                "pmilter is not implemented yet: mail is accepted without it",
             ),
             at("wait_for_client", "option 'wait_for_client' in section 'qmgr'", ""),
             at(
