@@ -39,6 +39,7 @@ from smx.config.values import (
     CONFIG_RELATIVE,
     QUEUE_RELATIVE,
     Address,
+    Boolean,
     Character,
     Enum,
     Flags,
@@ -951,6 +952,15 @@ SMTPS = section(
                             "64",
                             "smx",
                             "the client network of an IPv6 client (its /64)",
+                        ),
+                        opt(
+                            "loopback",
+                            Boolean(),
+                            "no",
+                            "smx",
+                            "greylist clients on loopback addresses too (behind "
+                            "a proxy on the same host every client is one); by "
+                            "default they are never greylisted",
                         ),
                     ],
                 ),

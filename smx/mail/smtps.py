@@ -26,7 +26,8 @@ DESCRIPTION
 
     At connect QMGR is asked whether the session may open (C{icr:},
     C{ios:}); at MAIL whether a transaction fits (disk, queue).  Access
-    checks are made by L{SessionPolicy}.
+    checks are made by L{SessionPolicy}, then the policy milters of the
+    section are asked (L{smx.mail.pmilterhooks}, doc/pmilter.md).
 
 CONFIGURATION PARAMETERS
     Section C{smtps} (or several named ones, C{smtps MTA { ... }}, seed

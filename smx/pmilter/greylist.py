@@ -20,8 +20,8 @@ DESCRIPTION
     The triplets and a whitelist of client networks, senders and
     recipients are kept in a Berkeley DB file
     (L{smx.pmilter.greylistdb}), which C{smx greylist} lists and changes,
-    also while smx runs.  Clients on loopback addresses are never
-    greylisted.  Expired triplets are removed once an hour.
+    also while smx runs.  Clients on loopback addresses are not
+    greylisted (unless C{loopback = yes}).  Expired triplets are removed once an hour.
 
     The database is used in Twisted's thread pool (a write waits for the
     disk); with a reactor that has none (a test's C{Clock}) it is used
@@ -29,7 +29,7 @@ DESCRIPTION
 
 CONFIGURATION PARAMETERS
     smtps { pmilter { greylist { database; delay; retry_window; lifetime;
-                                 ipv4_prefix; ipv6_prefix } } }
+                                 ipv4_prefix; ipv6_prefix; loopback } } }
 
 DIAGNOSTICS
     A database that cannot be opened or written makes the callback fail:
@@ -79,6 +79,7 @@ class GreylistServer:
         )
         self.ipv4Prefix = int(settings["ipv4_prefix"])
         self.ipv6Prefix = int(settings["ipv6_prefix"])
+        self.loopback = bool(settings["loopback"])
         self.reactor = reactor
         self.log = log
         self.run = run
@@ -141,7 +142,7 @@ class Greylist:
             ip = ipaddress.ip_address(state.host)
         except ValueError:
             return CONT
-        if ip.is_loopback:
+        if ip.is_loopback and not server.loopback:
             return CONT
         triplet = Triplet(
             clientNetwork(state.host, server.ipv4Prefix, server.ipv6Prefix),

@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import smtplib
 import subprocess
 import tempfile
+import time
 from typing import Any, Dict, List
 
 from twisted.internet import defer
@@ -412,3 +414,66 @@ class FailureTests(_Base):
         log = self.mta.log()
         self.assertIn("pmilter=failing", log)
         self.assertIn("action=tempfail", log)
+
+
+class GreylistTests(_Base):
+    """
+    The shipped greylist pmilter inside SMTPS.
+    """
+
+    def test_greylist(self) -> None:
+        """
+        The first attempt of a triplet gets 451 4.7.1 at RCPT; the retry
+        after C{delay} is accepted and the message delivered.
+        """
+        self.startMTA(
+            "plugins = { greylist }; greylist { delay = 1s; loopback = yes; }"
+        )
+        c = self.client()
+        c.ehlo("client.test")
+        c.mail("carol@client.test")
+        code, text = c.rcpt("alice@localhost")
+        self.assertEqual(code, 451)
+        self.assertTrue(text.startswith(b"4.7.1 Greylisted"), text)
+        c.rset()
+        time.sleep(1.1)
+        c.mail("carol@client.test")
+        self.assertEqual(c.rcpt("alice@localhost")[0], 250)
+        self.assertEqual(c.data(b"Subject: grey\r\n\r\nretried\r\n")[0], 250)
+        c.quit()
+        self.assertTrue(waitFor(lambda: self.mta.maildir("alice")), self.mta.log())
+
+
+class ReloadTests(_Base):
+    """
+    SIGUSR1 and the rules pmilter.
+    """
+
+    def test_reloadAndBDAT(self) -> None:
+        """
+        The rules pmilter rejects by the body of a BDAT message (which it
+        gets dot-stuffed); after the rules file changes, SIGUSR1 makes it
+        read the file again.
+        """
+        rules = os.path.join(self.mta.directory, "pmilter.rules")
+        os.makedirs(self.mta.directory, exist_ok=True)
+        with open(rules, "w") as f:
+            f.write('reject "554 5.7.1 No dots"\n    body /^\\.hidden/\n')
+        self.startMTA("plugins = { rules };")
+
+        def send() -> Any:
+            c = self.client()
+            c.ehlo("client.test")
+            c.mail("carol@client.test")
+            c.rcpt("alice@localhost")
+            body = b"Subject: x\r\n\r\n.hidden\r\n"
+            c.send(b"BDAT %d LAST\r\n" % (len(body),) + body)
+            reply = c.getreply()
+            c.quit()
+            return reply
+
+        self.assertEqual(send(), (554, b"5.7.1 No dots"))
+        with open(rules, "w") as f:
+            f.write('reject "554 5.7.1 No x"\n    header /^Subject$/ /^y$/\n')
+        self.mta.process.send_signal(signal.SIGUSR1)
+        self.assertTrue(waitFor(lambda: "rules" in self.mta.log() and send()[0] == 250))
