@@ -58,7 +58,7 @@ from twisted.internet import defer
 
 from smx.fastdefer import settled
 from smx.queue import debug as dbg
-from smx.queue.envelope import Recipient, Transaction
+from smx.queue.envelope import Recipient, Transaction, wants
 
 TEMP = "temp"
 PERM = "perm"
@@ -365,6 +365,7 @@ class ActiveQueue:
                 res.get("where"),
                 daId,
                 mailer,
+                bool(res.get("dsnPassed")),
             )
         self.destinations.done(dest, success)
         self._groupDone(attempt)
@@ -404,6 +405,7 @@ class ActiveQueue:
         where: Optional[str],
         daId: Optional[str] = None,
         mailer: Optional[str] = None,
+        dsnPassed: bool = False,
     ) -> None:
         dbg.debug(
             self.logger,
@@ -423,6 +425,8 @@ class ActiveQueue:
                     "reply": reply,
                     "remoteMTA": remoteMTA,
                     "where": where,
+                    "mailer": mailer,
+                    "dsnPassed": dsnPassed,
                 },
             )
         )
@@ -459,6 +463,22 @@ class ActiveQueue:
             for address, res in outcomes:
                 if res["status"] == OK:
                     r.done.append(address)
+                    # RFC 3461 §4.1: smx reports success unless it passed
+                    # NOTIFY on to a next hop that offers DSN
+                    if wants(r, "SUCCESS") and not res.get("dsnPassed"):
+                        attempt.ta.successNotices.append(
+                            dict(
+                                res,
+                                address=address,
+                                lastAttempt=now,
+                                orcpt=r.orcpt,
+                                action=(
+                                    "delivered"
+                                    if res.get("mailer") == "lmtp"
+                                    else "relayed"
+                                ),
+                            )
+                        )
                 elif res["status"] == PERM:
                     r.done.append(address)
                     r.failures.append(

@@ -75,8 +75,10 @@ class Bouncer:
         self, kind: str, ta: Transaction, failures: List[Dict[str, Any]]
     ) -> defer.Deferred:
         """
-        Queue the reports of C{kind} (C{"failed"} or C{"delayed"}) for
-        C{failures} of C{ta}.
+        Queue the reports of C{kind} (C{"failed"}, C{"delayed"} or
+        C{"success"}) for C{failures} of C{ta}.  A success notice returns
+        only the header of the message unless the sender asked for it all
+        (C{RET=FULL}).
 
         @return: a L{Deferred} firing when every report is committed (or
             was not needed).
@@ -107,6 +109,8 @@ class Bouncer:
                 or (ta.ret or "").upper() == "HDRS"
                 or (kind == "failed" and ta.bounces > 0)
             )
+            if kind == "success":
+                headersOnly = (ta.ret or "").upper() != "FULL"
             if kind == "failed":
                 ta.bounces += 1
             ds.append(self._queueOne(kind, ta, chunk, original, headersOnly))

@@ -28,6 +28,13 @@ DESCRIPTION
     with it in DEFEDB); none are sent if C{queuedelay_timeout} is not
     below C{queuereturn_timeout}.
 
+    The recipient's DSN C{NOTIFY=} (RFC 3461 §4.1) decides which reports
+    it gets: none with C{NEVER}; a bounce only with C{FAILURE}, a delay
+    warning only with C{DELAY}, a success notice (L{BounceSchedule.
+    success}) only with C{SUCCESS}.  Without C{NOTIFY} it gets bounces
+    and delay warnings, as before.  A recipient whose failure is not
+    reported becomes C{failed} at once (logged with C{dsn=none}).
+
 CONFIGURATION PARAMETERS
     DSN_max_delay, queuedelay_timeout, queuereturn_timeout,
     retry_min_delay (the retry of a bounce that could not be queued)
@@ -45,7 +52,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from smx.queue import debug as dbg
-from smx.queue.envelope import Recipient, Transaction
+from smx.queue.envelope import Recipient, Transaction, wants
 
 
 class BounceSchedule:
@@ -111,7 +118,14 @@ class BounceSchedule:
             return
         failures = []  # type: List[Dict[str, Any]]
         for r in rcpts:
-            failures.extend(r.failures)
+            if wants(r, "FAILURE"):
+                failures.extend(r.failures)
+        if len(failures) < sum(len(r.failures) for r in rcpts):
+            self.logger.info(
+                ss_ta=ta.id,
+                dsn="none",
+                rcpts=len([r for r in rcpts if not wants(r, "FAILURE")]),
+            )
         dbg.debug(self.logger, dbg.DSN, 1, ss_ta=ta.id, dsn="failed", rcpts=len(rcpts))
         d = self.bouncer.report("failed", ta, failures)
 
@@ -147,11 +161,32 @@ class BounceSchedule:
         for r in late:
             r.warned = True
         self.store.update(ta, late)
+        late = [r for r in late if wants(r, "DELAY")]
+        if not late:
+            return
         dbg.debug(self.logger, dbg.DSN, 1, ss_ta=ta.id, dsn="delayed", rcpts=len(late))
         d = self.bouncer.report("delayed", ta, [r.failureInfo() for r in late])
         d.addErrback(
             lambda f: self.logger.error(
                 "BounceSchedule.warn", ss_ta=ta.id, error=str(f.value)
+            )
+        )
+
+    def success(self, ta: Transaction, notices: List[Dict[str, Any]]) -> None:
+        """
+        Send a success notice (RFC 3464 C{Action: delivered} or
+        C{relayed}) for C{notices}: the result C{dict}s of the delivered
+        addresses of recipients that asked for one (C{NOTIFY=SUCCESS}).
+        """
+        if not notices:
+            return
+        dbg.debug(
+            self.logger, dbg.DSN, 1, ss_ta=ta.id, dsn="success", rcpts=len(notices)
+        )
+        d = self.bouncer.report("success", ta, notices)
+        d.addErrback(
+            lambda f: self.logger.error(
+                "BounceSchedule.success", ss_ta=ta.id, error=str(f.value)
             )
         )
 

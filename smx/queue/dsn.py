@@ -133,7 +133,9 @@ def buildReport(
     willRetryUntil: Optional[float] = None,
 ) -> bytes:
     """
-    Build a bounce (C{kind} C{"failed"}) or a delay warning (C{"delayed"}).
+    Build a bounce (C{kind} C{"failed"}), a delay warning (C{"delayed"})
+    or a success notice (C{"success"}: each recipient's C{action} is
+    C{"delivered"} or C{"relayed"}, RFC 3461 §4.1).
 
     @param envelope: the original envelope (C{id}, C{sender}, C{received},
         optional C{envid}).
@@ -151,10 +153,15 @@ def buildReport(
     host = _ascii(reportingMTA)
     boundary = "%s.%d/%s" % (envelope["id"], int(now), host)
     failed = kind == "failed"
+    success = kind == "success"
     subject = (
         "Undelivered Mail Returned to Sender"
         if failed
-        else "Delayed Mail (still being retried)"
+        else (
+            "Successful Mail Delivery Report"
+            if success
+            else "Delayed Mail (still being retried)"
+        )
     )
     lines = [
         "From: Mail Delivery Subsystem <MAILER-DAEMON@%s>" % (host,),
@@ -180,6 +187,12 @@ def buildReport(
             % (host,)
         )
         lines.append("from you could not be delivered. See below for details.")
+    elif success:
+        lines.append(
+            "Hi! This is the smx MTA at %s. Your message was delivered to" % (host,)
+        )
+        lines.append("the mailbox, or relayed to an MTA that sends no notices,")
+        lines.append("for the recipients below, as you asked.")
     else:
         lines.append(
             "Hi! This is the smx MTA at %s. A mail from you could not be" % (host,)
@@ -192,7 +205,7 @@ def buildReport(
         if r.get("remoteMTA"):
             lines.append("Remote-MTA:")
             lines.append(_ascii(r["remoteMTA"]))
-        lines.append("Reason:")
+        lines.append("Result:" if success else "Reason:")
         lines.append(_ascii(_clean(r.get("reply", ""))) or "unknown")
         if r.get("where"):
             lines.append("during %s" % (r["where"].upper(),))
@@ -216,9 +229,14 @@ def buildReport(
                 orcpt = "utf-8; " + orcpt.partition(";")[2].strip()
             lines.append("Original-Recipient: %s" % (text(orcpt),))
         lines.append("Final-Recipient: %s" % (_addressType(r["address"], utf8),))
-        lines.append("Action: %s" % ("failed" if failed else "delayed",))
+        action = "failed" if failed else "delayed"
+        if success:
+            action = r.get("action") or "delivered"
+        lines.append("Action: %s" % (action,))
         status = r.get("dsn") or enhancedStatus(
-            r.get("reply", ""), r.get("code", 0), None if failed else "4.0.0"
+            r.get("reply", ""),
+            r.get("code", 0),
+            "2.0.0" if success else (None if failed else "4.0.0"),
         )
         if failed and status.startswith("4"):
             # a temporary error that timed out (queuereturn_timeout)
@@ -231,7 +249,7 @@ def buildReport(
             lines.append(_fold("Diagnostic-Code", "smtp; " + reply))
         if r.get("lastAttempt"):
             lines.append("Last-Attempt-Date: %s" % (formatdate(r["lastAttempt"]),))
-        if not failed and willRetryUntil:
+        if kind == "delayed" and willRetryUntil:
             lines.append("Will-Retry-Until: %s" % (formatdate(willRetryUntil),))
     lines += [
         "",
@@ -243,11 +261,17 @@ def buildReport(
             "Content-Type: "
             + ("message/global-headers" if utf8 else "text/rfc822-headers")
         )
-        lines.append("Content-Description: Undelivered Message Headers")
+        lines.append(
+            "Content-Description: %s Message Headers"
+            % ("Delivered" if success else "Undelivered",)
+        )
     else:
         body = original
         lines.append("Content-Type: message/" + ("global" if utf8 else "rfc822"))
-        lines.append("Content-Description: Undelivered Message")
+        lines.append(
+            "Content-Description: %s Message"
+            % ("Delivered" if success else "Undelivered",)
+        )
     lines.append("")
     head = ("\r\n".join(lines) + "\r\n").encode("utf-8" if utf8 else "ascii")
     if body and not body.endswith(b"\n"):

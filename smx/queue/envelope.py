@@ -73,6 +73,17 @@ RECIPIENT_FIELDS = (
 )
 
 
+def wants(r: "Recipient", event: str) -> bool:
+    """
+    Does recipient C{r} want a DSN of C{event} (C{"SUCCESS"},
+    C{"FAILURE"}, C{"DELAY"}; RFC 3461 §4.1)?  Without C{NOTIFY}: failures
+    and delays.
+    """
+    if r.notify is None:
+        return event in ("FAILURE", "DELAY")
+    return event in r.notify.upper().split(",")
+
+
 class Recipient:
     """
     One envelope recipient.
@@ -159,6 +170,9 @@ class Transaction:
         self.contentPending = bool(envelope.get("contentPending"))
         self.recipients = {}  # type: Dict[int, Recipient]
         self.pendingFailures = []  # type: List[Recipient]
+        #: results of delivered addresses whose recipient asked for a
+        #: success notice (NOTIFY=SUCCESS), for the scheduler to send
+        self.successNotices = []  # type: List[Dict[str, Any]]
         self.bounceTimer = None  # type: Any
         self.finished = False
 

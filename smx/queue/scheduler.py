@@ -269,6 +269,8 @@ class Scheduler:
             self.bounces.warn(ta, deferred, now)
         if bounced:
             self.bounces.add(ta, bounced)
+        notices, ta.successNotices = ta.successNotices, []
+        self.bounces.success(ta, notices)
         self.store.finish(ta, final)
         self.pump()
 

@@ -112,6 +112,34 @@ class BuildReportTests(unittest.TestCase):
         self.assertIsNotNone(block["Will-Retry-Until"])
         self.assertIn("Delayed", msg["Subject"])
 
+    def test_success(self):
+        """
+        A success notice has the recipient's C{action} (delivered or
+        relayed), a 2.x.x status, the ORCPT and ENVID, no
+        C{Will-Retry-Until}.
+        """
+        r = dict(
+            FAILURE,
+            code=250,
+            reply="250 2.0.0 ok",
+            action="relayed",
+            orcpt="rfc822;User@example.com",
+        )
+        msg = parse(
+            dsn.buildReport("success", "h", ENVELOPE, [r], ORIGINAL, willRetryUntil=2e9)
+        )
+        self.assertEqual(msg["Subject"], "Successful Mail Delivery Report")
+        perMessage, block = msg.get_payload()[1].get_payload()
+        self.assertEqual(perMessage["Original-Envelope-Id"], "ENV123")
+        self.assertEqual(block["Original-Recipient"], "rfc822;User@example.com")
+        self.assertEqual(block["Action"], "relayed")
+        self.assertEqual(block["Status"], "2.0.0")
+        self.assertIsNone(block["Will-Retry-Until"])
+        r = dict(r, reply="250 ok", action="delivered")
+        msg = parse(dsn.buildReport("success", "h", ENVELOPE, [r], ORIGINAL))
+        block = msg.get_payload()[1].get_payload()[1]
+        self.assertEqual((block["Action"], block["Status"]), ("delivered", "2.0.0"))
+
     def test_expiredTemporary(self):
         """
         A temporary failure that expired in the queue is reported as failed

@@ -8,6 +8,8 @@ at MAIL and C{NOTIFY}, C{ORCPT} at RCPT; they are kept in the queue
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 import smtplib
@@ -119,3 +121,131 @@ class QueueTests(_Base):
         out, err, status = yield self.mta.smx("mailq", "--json")
         self.assertEqual(status, 0, err)
         expectQueued(out)
+
+
+def report(testCase: TestCase, raw: bytes) -> Any:
+    """
+    Parse a DSN with the C{email} package: (message, per-message block,
+    per-recipient blocks, returned part).
+    """
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    testCase.assertEqual(msg.get_content_type(), "multipart/report")
+    testCase.assertEqual(msg.get_param("report-type"), "delivery-status")
+    text, status, returned = msg.get_payload()
+    testCase.assertEqual(text.get_content_type(), "text/plain")
+    testCase.assertEqual(status.get_content_type(), "message/delivery-status")
+    blocks = status.get_payload()
+    return msg, blocks[0], blocks[1:], returned
+
+
+class ReportTests(_Base):
+    """Success notices and NOTIFY at work (RFC 3461 §4.1, RFC 3464)."""
+
+    @defer.inlineCallbacks
+    def test_deliveredLocally(self) -> Any:
+        """
+        NOTIFY=SUCCESS for a mailbox at smx's lmtpd: the sender gets a
+        success notice (C{Action: delivered}, 2.x.x) with the ENVID and
+        ORCPT given, and only the header for RET=HDRS; a recipient
+        without NOTIFY=SUCCESS gets none.
+        """
+        self.need(SMTP_SINK)
+        sink = SmtpSink(self, self.root)
+        self.remote(sink)
+        self.mta.start()
+        yield self.send(
+            ["bob@localhost"],
+            b"Subject: hello bob\r\n\r\nthe body text\r\n",
+            ["RET=HDRS", "ENVID=env+2B1"],
+            ["NOTIFY=SUCCESS", "ORCPT=rfc822;Bob+2Bdsn@localhost"],
+        )
+        self.check(
+            (yield until(lambda: self.mta.maildir("alice"))), "no success notice"
+        )
+        [raw] = self.mta.maildir("alice")
+        msg, perMessage, [rcpt], returned = report(self, raw)
+        self.assertEqual(msg["Subject"], "Successful Mail Delivery Report")
+        self.assertEqual(str(msg["To"]), "alice@localhost")
+        self.assertEqual(str(perMessage["Reporting-MTA"]), "dns; smx.test")
+        self.assertEqual(str(perMessage["Original-Envelope-Id"]), "env+1")
+        self.assertIn("Arrival-Date", perMessage)
+        self.assertEqual(str(rcpt["Original-Recipient"]), "rfc822;Bob+dsn@localhost")
+        self.assertEqual(
+            " ".join(str(rcpt["Final-Recipient"]).split()), "rfc822; bob@localhost"
+        )
+        self.assertEqual(str(rcpt["Action"]), "delivered")
+        self.assertRegex(str(rcpt["Status"]), r"^2\.\d{1,3}\.\d{1,3}$")
+        self.assertNotIn("Will-Retry-Until", rcpt)
+        self.assertEqual(returned.get_content_type(), "text/rfc822-headers")
+        self.assertIn("Subject: hello bob", returned.get_payload())
+        self.assertNotIn("the body text", returned.get_payload())
+        self.assertEqual(len(self.mta.maildir("bob")), 1)
+
+    @defer.inlineCallbacks
+    def test_relayedFull(self) -> Any:
+        """
+        NOTIFY=SUCCESS,FAILURE for a next hop that does not offer DSN
+        (smtp-sink -N): after its 250 the sender gets C{Action: relayed}
+        with the whole message (RET=FULL) and the Remote-MTA.
+        """
+        self.need(SMTP_SINK)
+        sink = SmtpSink(self, self.root)
+        sink.start("-N")
+        self.remote(sink)
+        self.mta.start()
+        yield self.send(
+            ["carol@remote.test"],
+            b"Subject: relayed\r\n\r\nfull body here\r\n",
+            ["RET=FULL"],
+            ["NOTIFY=SUCCESS,FAILURE"],
+        )
+        self.check(
+            (yield until(lambda: self.mta.maildir("alice"))), "no success notice"
+        )
+        [raw] = self.mta.maildir("alice")
+        msg, perMessage, [rcpt], returned = report(self, raw)
+        self.assertNotIn("Original-Envelope-Id", perMessage)
+        self.assertNotIn("Original-Recipient", rcpt)
+        self.assertEqual(str(rcpt["Action"]), "relayed")
+        self.assertRegex(str(rcpt["Status"]), r"^2\.")
+        self.assertEqual(str(rcpt["Remote-MTA"]), "dns; %s" % (sink.address,))
+        self.assertEqual(returned.get_content_type(), "message/rfc822")
+        self.assertIn(b"full body here", returned.as_bytes())
+        self.assertEqual(len(sink.containing(b"full body here")), 1)
+
+    @defer.inlineCallbacks
+    def test_neverNoBounce(self) -> Any:
+        """
+        NOTIFY=NEVER, and NOTIFY=SUCCESS (no FAILURE), for recipients the
+        next hop refuses: no bounce, the message leaves the queue; a
+        recipient without NOTIFY in the same message is bounced.
+        """
+        self.need(SMTP_SINK)
+        sink = SmtpSink(self, self.root)
+        sink.start("-N", "-f", "RCPT", "-B", "550 5.1.1 User unknown")
+        self.remote(sink)
+        self.mta.start()
+        yield self.send(
+            ["never@remote.test"],
+            b"Subject: never\r\n\r\nx\r\n",
+            [],
+            ["NOTIFY=NEVER"],
+        )
+        yield self.send(
+            ["succ@remote.test"],
+            b"Subject: only success\r\n\r\nx\r\n",
+            [],
+            ["NOTIFY=SUCCESS"],
+        )
+        self.check(
+            (yield until(lambda: self.mta.log().count("dsn=none") == 2)),
+            "no failures without report",
+        )
+        yield self.send(["plain@remote.test"], b"Subject: plain\r\n\r\nx\r\n")
+        self.check((yield until(lambda: self.mta.maildir("alice"))), "no bounce")
+        [raw] = self.mta.maildir("alice")
+        msg, _, [rcpt], returned = report(self, raw)
+        self.assertEqual(str(rcpt["Action"]), "failed")
+        self.assertIn("plain@remote.test", str(rcpt["Final-Recipient"]))
+        out, err, status = yield self.mta.smx("mailq", "--json")
+        self.assertEqual((json.loads(out), status), ([], 0))

@@ -135,10 +135,11 @@ class SchedulerTestMixin:
         self.reports.append(envelope)
         return defer.succeed(None)
 
-    def queue(self, recipients=("b@y.test",), sender="a@x.test"):
+    def queue(self, recipients=("b@y.test",), sender="a@x.test", notify=None):
         """
         A transaction as QMGR hands it over: content in CDB, envelope in
-        IBDB and in the store; its recipients enqueued.
+        IBDB and in the store; its recipients enqueued (with the DSN
+        C{notify} given).
         """
         self.counter += 1
         taId = "S%016X00" % (0x1000 + self.counter,)
@@ -146,6 +147,8 @@ class SchedulerTestMixin:
         writer.write(CONTENT)
         self.successResultOf(writer.commit())
         ta = transaction(taId, recipients, sender, self.clock.seconds())
+        for r in ta.recipients.values():
+            r.notify = notify
         self.store.transactions[ta.id] = ta
         d = self.store.logNew(ta)
         self.clock.advance(0.01)
@@ -474,6 +477,56 @@ class BounceTimingTests(SchedulerTestMixin, unittest.TestCase):
         self.clock.advance(400)
         self.assertEqual(len(self.reports), 1)
         self.assertTrue(any("kind=delayed" in line for line in self.sink.lines()))
+
+    def test_notifyNever(self):
+        """
+        NOTIFY=NEVER, or a NOTIFY without FAILURE: a permanent failure is
+        not bounced (logged with dsn=none), the recipient is C{failed}.
+        """
+        self.setUpScheduler()
+        self.agent.outcome = lambda r: PERM
+        for notify in ("NEVER", "SUCCESS,DELAY"):
+            ta = self.queue(notify=notify)
+            self.assertEqual(self.reports, [])
+            self.assertEqual(self.states(ta), ["failed"])
+        self.assertEqual(
+            len([line for line in self.sink.lines() if "dsn=none" in line]), 2
+        )
+
+    def test_notifyDelay(self):
+        """
+        Delay warnings only for recipients whose NOTIFY has DELAY (or who
+        have no NOTIFY); C{warned} is set either way.
+        """
+        self.setUpScheduler(queuedelayTimeout=150)
+        self.agent.outcome = lambda r: TEMP
+        quiet = self.queue(notify="FAILURE")
+        told = self.queue(notify="DELAY")
+        self.clock.advance(300)
+        [report] = self.reports
+        self.assertTrue(quiet.recipients[0].warned)
+        self.assertTrue(told.recipients[0].warned)
+        self.assertEqual(report["dsnFor"], told.id)
+
+    def test_successNotice(self):
+        """
+        NOTIFY=SUCCESS: a delivered recipient gets a success notice
+        (C{Action: relayed} for an esmtp route); others get none.
+        """
+        self.setUpScheduler()
+        self.agent.outcome = lambda r: ("ok", 250, "250 ok")
+        self.queue(notify="FAILURE")
+        self.queue()
+        self.assertEqual(self.reports, [])
+        ta = self.queue(notify="SUCCESS")
+        [report] = self.reports
+        self.assertEqual(report["dsnFor"], ta.id)
+        self.assertEqual(self.states(ta), ["delivered"])
+        self.assertTrue(any("kind=success" in line for line in self.sink.lines()))
+        with self.cdb.open(report["id"]) as f:
+            data = f.read()
+        self.assertIn(b"Action: relayed\r\n", data)
+        self.assertIn(b"Content-Type: text/rfc822-headers", data)
 
     def test_noWarningWhenReturnComesFirst(self):
         """
