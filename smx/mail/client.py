@@ -68,6 +68,7 @@ from smx.mail.clientevents import (  # noqa: F401 - re-exported
     StartTLS,
     TransactionDone,
 )
+from smx.mail.dsnparams import encodeOrcpt, encodeXtext
 from smx.mail.clientwire import (  # noqa: F401 - re-exported
     MAX_REPLY_LINE,
     MAX_REPLY_LINES,
@@ -185,6 +186,9 @@ class ClientMachine:
         self.chunking = False
         self.chunkFailed = False
         self._lastChunkSent = False
+        #: the DSN parameters went to the server (it offers DSN)
+        self._dsnPassed = False
+        self._rcptParams = []  # type: List[bytes]
 
     # what the caller tells us ---------------------------------------------
 
@@ -217,6 +221,7 @@ class ClientMachine:
         size: int = 0,
         bodyType: str = "7BIT",
         smtputf8: bool = False,
+        dsn: Optional[Tuple[Any, Any, Sequence[Tuple[Any, Any]]]] = None,
     ) -> List[Any]:
         """
         Start a mail transaction; only in state C{ready}.
@@ -232,6 +237,11 @@ class ClientMachine:
             gets the parameter, and a server without the extension fails
             every recipient at once with L{UTF8_REQUIRED}.  Non-ASCII
             addresses need it whatever this says.
+        @param dsn: the DSN parameters (RFC 3461): C{(ret, envid,
+            [(notify, orcpt) per recipient])}, values as stored (decoded,
+            C{None} when not given).  They go to an ESMTP server that
+            offers DSN; then every result says C{dsnPassed}: that server
+            reports success, not smx.
         @return: a C{list} of events.
         """
         if self.state != READY:
@@ -242,6 +252,7 @@ class ClientMachine:
         self._recipients = list(recipients)
         self._results = [None] * len(recipients)
         self._rcptReplies = [None] * len(recipients)
+        self._rcptParams = [b""] * len(recipients)
         self.state = TRANSACTION
         limit = self.extensions.get("SIZE", "")
         if limit.isdigit() and int(limit) > 0 and size > int(limit):
@@ -269,13 +280,29 @@ class ClientMachine:
             mail += b" BODY=8BITMIME"
         if utf8:
             mail += b" SMTPUTF8"
+        if dsn is not None and "DSN" in self.extensions and not self.lmtp:
+            ret, envid, perRcpt = dsn
+            self._dsnPassed = True
+            if ret:
+                mail += b" RET=" + ret.encode("ascii")
+            if envid:
+                mail += b" ENVID=" + encodeXtext(envid).encode("ascii")
+            for i, (notify, orcpt) in enumerate(list(perRcpt)[: len(recipients)]):
+                params = b""
+                if notify:
+                    params += b" NOTIFY=" + notify.encode("ascii")
+                if orcpt:
+                    params += b" ORCPT=" + encodeOrcpt(orcpt).encode("ascii")
+                self._rcptParams[i] = params
         self.chunking = "CHUNKING" in self.extensions
         if "PIPELINING" in self.extensions:
             self._pipelined = True
             commands = [mail]
             self._expected.append(("mail", 0))
             for i, rcpt in enumerate(self._recipients):
-                commands.append(b"RCPT TO:<" + rcpt.encode("utf-8") + b">")
+                commands.append(
+                    b"RCPT TO:<" + rcpt.encode("utf-8") + b">" + self._rcptParams[i]
+                )
                 self._expected.append(("rcpt", i))
             if not self.chunking:
                 commands.append(b"DATA")
@@ -506,7 +533,7 @@ class ClientMachine:
             self._nextRcpt += 1
             self._expected.append(("rcpt", i))
             rcpt = self._recipients[i].encode("utf-8")
-            return [Send(b"RCPT TO:<" + rcpt + b">\r\n")]
+            return [Send(b"RCPT TO:<" + rcpt + b">" + self._rcptParams[i] + b"\r\n")]
         if not self._accepted:
             return self._done(reusable=True)
         if self.chunking:
@@ -597,6 +624,8 @@ class ClientMachine:
         for result in self._results:
             if result is None:
                 result = _result("temp", 451, "451 4.4.0 no reply", "rcpt")
+            elif self._dsnPassed:
+                result = dict(result, dsnPassed=True)
             results.append(result)
         event = TransactionDone(
             results, self._mailReply, list(self._rcptReplies), reusable

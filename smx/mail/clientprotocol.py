@@ -220,6 +220,7 @@ class ClientProtocol(Protocol):
         bodyType: str,
         bodyFile: Any,
         smtputf8: bool = False,
+        dsn: Any = None,
     ) -> defer.Deferred:
         """
         Run one mail transaction.
@@ -227,6 +228,8 @@ class ClientProtocol(Protocol):
         @param bodyFile: a binary file with the content, read when the
             server says 354 and closed when the transaction ends.
         @param smtputf8: the message needs SMTPUTF8 (RFC 6531).
+        @param dsn: the DSN parameters (see L{smx.mail.client.
+            ClientConnection.startTransaction}).
         @return: a L{Deferred} firing with a
             L{smx.mail.client.TransactionDone}.
         """
@@ -235,7 +238,7 @@ class ClientProtocol(Protocol):
         self._bodyFile = bodyFile
         self._events(
             self.machine.startTransaction(
-                sender, recipients, size, bodyType, smtputf8=smtputf8
+                sender, recipients, size, bodyType, smtputf8=smtputf8, dsn=dsn
             )
         )
         return d

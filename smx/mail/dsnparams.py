@@ -87,6 +87,40 @@ def _decodeUtf8Addr(value: str) -> str:
     return "".join(out)
 
 
+_XTEXT_PLAIN = re.compile(r"[!-*,-<>-~]")
+
+
+def encodeXtext(text: str) -> str:
+    """Encode C{text} as xtext: C{+HH} for C{+}, C{=}, and octets outside
+    C{!}..C{~}."""
+    out = []
+    for c in text:
+        if _XTEXT_PLAIN.match(c):
+            out.append(c)
+        else:
+            out.extend("+%02X" % (b,) for b in c.encode("utf-8"))
+    return "".join(out)
+
+
+def encodeOrcpt(orcpt: str) -> str:
+    """
+    The C{ORCPT=} value for a stored C{"type;address"}: xtext, or (an
+    address that is not ASCII) RFC 6533's utf-8-addr-xtext with the
+    C{utf-8} type, which is ASCII.
+    """
+    addrType, _, address = orcpt.partition(";")
+    if address.isascii() and addrType.lower() != "utf-8":
+        return "%s;%s" % (addrType, encodeXtext(address))
+    out = []
+    for c in address:
+        # QCHAR, else EmbeddedUnicodeChar (also for "+", "=", "\\")
+        if c.isascii() and " " < c < "\x7f" and c not in "+=\\":
+            out.append(c)
+        else:
+            out.append("\\x{%02X}" % (ord(c),))
+    return "utf-8;" + "".join(out)
+
+
 def parseRet(value: Optional[str]) -> str:
     """C{RET=FULL|HDRS}."""
     ret = (value or "").upper()
@@ -146,6 +180,8 @@ def parseOrcpt(value: Optional[str], utf8: bool = False) -> str:
 __all__ = [
     "DSNParameterError",
     "decodeXtext",
+    "encodeXtext",
+    "encodeOrcpt",
     "parseRet",
     "parseEnvid",
     "parseNotify",

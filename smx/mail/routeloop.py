@@ -286,6 +286,21 @@ class RouteLoop:
             bodyType,
             bodyFile,
             smtputf8=smtputf8,
+            dsn=self._dsn(addresses),
+        )
+
+    def _dsn(self, addresses: List[str]) -> Any:
+        """The DSN parameters (RFC 3461) for the client machine."""
+        byAddress = {}  # type: Dict[str, Dict[str, Any]]
+        for r in self.transaction["recipients"]:
+            byAddress.setdefault(r["address"], r)
+        return (
+            self.transaction.get("ret"),
+            self.transaction.get("envid"),
+            [
+                (byAddress.get(a, {}).get("notify"), byAddress.get(a, {}).get("orcpt"))
+                for a in addresses
+            ],
         )
 
     def _logTransaction(
@@ -514,7 +529,7 @@ def _stat(code: int) -> int:
 def _makeResult(
     rcpt: Dict[str, Any], result: Dict[str, Any], mta: Optional[str]
 ) -> Dict[str, Any]:
-    return {
+    made = {
         "index": rcpt["index"],
         "address": rcpt["address"],
         "status": result["status"],
@@ -523,3 +538,7 @@ def _makeResult(
         "remoteMTA": mta,
         "where": result["where"],
     }
+    if result.get("dsnPassed"):
+        # the next hop took NOTIFY (RFC 3461): it reports success
+        made["dsnPassed"] = True
+    return made

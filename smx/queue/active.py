@@ -286,13 +286,21 @@ class ActiveQueue:
             "ss_ta": ta.id,
             "sender": group.sender,
             "recipients": [
-                {"address": address, "index": i, "routes": group.routes}
-                for i, (_, address) in enumerate(members)
+                {
+                    "address": address,
+                    "index": i,
+                    "routes": group.routes,
+                    "notify": r.notify,
+                    "orcpt": r.orcpt,
+                }
+                for i, (r, address) in enumerate(members)
             ],
             "routes": group.routes,
             "size": ta.size,
             "bodyType": ta.bodyType,
             "smtputf8": ta.smtputf8,
+            "ret": ta.ret,
+            "envid": ta.envid,
         }
         self.deliveries += 1
         dbg.debug(

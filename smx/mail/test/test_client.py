@@ -534,3 +534,54 @@ class LMTPMachineTests(SynchronousTestCase):
         m = ClientMachine("me.test", lmtp=True)
         m.replyReceived(r(b"220 lmtp"))
         self.assertIsInstance(m.replyReceived(r(b"500 no"))[0], SessionFailed)
+
+
+EHLO_DSN = b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10000\r\n250 DSN"
+
+
+class DSNClientTests(SynchronousTestCase):
+    """The DSN parameters (RFC 3461) on MAIL and RCPT."""
+
+    DSN = (
+        "HDRS",
+        "env+1",
+        [("SUCCESS,FAILURE", "rfc822;C+x@d"), (None, "utf-8;j\u00f6rg@d")],
+    )
+
+    def ready(self, ehlo: bytes, **kw: Any) -> ClientMachine:
+        return MachineTests.ready(self, ehlo, **kw)  # type: ignore[arg-type]
+
+    def finish(self, m: ClientMachine, rcpts: int) -> Any:
+        for _ in range(1 + rcpts):
+            m.replyReceived(r(b"250 ok"))
+        m.replyReceived(r(b"354 go"))
+        m.bodySent()
+        [done] = m.replyReceived(r(b"250 2.0.0 queued"))
+        return done
+
+    def test_offered(self) -> None:
+        """
+        A server that offers DSN gets RET, ENVID (xtext), NOTIFY and ORCPT
+        (xtext, or utf-8-addr-xtext for a UTF-8 address); every result
+        says dsnPassed.
+        """
+        m = self.ready(EHLO_DSN)
+        events = m.startTransaction("a@b", ["c@d", "e@d"], dsn=self.DSN)
+        self.assertEqual(
+            events[0].data,
+            b"MAIL FROM:<a@b> SIZE=0 RET=HDRS ENVID=env+2B1\r\n"
+            b"RCPT TO:<c@d> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;C+2Bx@d\r\n"
+            b"RCPT TO:<e@d> ORCPT=utf-8;j\\x{F6}rg@d\r\nDATA\r\n",
+        )
+        done = self.finish(m, 2)
+        self.assertEqual([x.get("dsnPassed") for x in done.results], [True, True])
+
+    def test_notOffered(self) -> None:
+        """Without DSN offered (or with LMTP) the parameters are left out."""
+        for ehlo, kw in [(EHLO_PIPE, {}), (EHLO_DSN, {"lmtp": True})]:
+            m = ClientMachine("me.test", **kw)
+            m.replyReceived(r(b"220 mx.test ESMTP"))
+            m.replyReceived(ReplyParser().feed(ehlo + b"\r\n")[0])
+            events = m.startTransaction("a@b", ["c@d"], dsn=self.DSN)
+            self.assertNotIn(b"NOTIFY", events[0].data)
+            self.assertNotIn(b"RET=", events[0].data)

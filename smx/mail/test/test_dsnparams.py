@@ -10,6 +10,8 @@ from smx.mail import server as sm
 from smx.mail.dsnparams import (
     DSNParameterError,
     decodeXtext,
+    encodeOrcpt,
+    encodeXtext,
     parseEnvid,
     parseNotify,
     parseOrcpt,
@@ -39,6 +41,20 @@ class XtextTests(unittest.TestCase):
         self.assertEqual(decodeXtext("j+C3+B6rg"), "j\u00f6rg")
         self.assertEqual(parseOrcpt("rfc822;j+C3+B6rg@b"), "rfc822;j\u00f6rg@b")
         self.assertRaises(DSNParameterError, parseEnvid, "j+C3+B6rg")
+
+
+class EncodeTests(unittest.TestCase):
+    """What the client sends: xtext, and RFC 6533 utf-8-addr-xtext."""
+
+    def test_roundTrip(self):
+        """Encoded values decode to what was stored."""
+        self.assertEqual(encodeXtext("a+b=c d"), "a+2Bb+3Dc+20d")
+        for orcpt in ["rfc822;a+b=c@d", "utf-8;j\u00f6rg+x=\\y@b"]:
+            encoded = encodeOrcpt(orcpt)
+            self.assertTrue(encoded.isascii(), encoded)
+            self.assertEqual(parseOrcpt(encoded), orcpt)
+        self.assertEqual(encodeOrcpt("utf-8;j\u00f6rg@b"), "utf-8;j\\x{F6}rg@b")
+        self.assertEqual(encodeOrcpt("rfc822;j\u00f6@b"), "utf-8;j\\x{F6}@b")
 
 
 class ParameterValueTests(unittest.TestCase):

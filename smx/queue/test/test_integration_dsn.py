@@ -249,3 +249,32 @@ class ReportTests(_Base):
         self.assertIn("plain@remote.test", str(rcpt["Final-Recipient"]))
         out, err, status = yield self.mta.smx("mailq", "--json")
         self.assertEqual((json.loads(out), status), ([], 0))
+
+
+class PassOnTests(_Base):
+    """The DSN parameters go on to a next hop that offers DSN."""
+
+    @defer.inlineCallbacks
+    def test_nextHopOffersDSN(self) -> Any:
+        """
+        smtp-sink offers DSN: smx passes RET, ENVID, NOTIFY and ORCPT on
+        (xtext), and sends no success notice itself (the next hop does).
+        """
+        self.need(SMTP_SINK)
+        sink = SmtpSink(self, self.root)
+        sink.start()
+        self.remote(sink)
+        self.mta.start()
+        yield self.send(
+            ["dave@remote.test"],
+            b"Subject: passed\r\n\r\npassed on\r\n",
+            ["RET=HDRS", "ENVID=e+2B2"],
+            ["NOTIFY=SUCCESS", "ORCPT=rfc822;Dave+2Bx@remote.test"],
+        )
+        self.check((yield until(lambda: sink.containing(b"passed on"))), "not relayed")
+        [dump] = sink.containing(b"passed on")
+        self.assertIn(b"RET=HDRS ENVID=e+2B2", dump)
+        self.assertIn(b"NOTIFY=SUCCESS ORCPT=rfc822;Dave+2Bx@remote.test", dump)
+        yield until(lambda: "stat=done" in self.mta.log() or False, 1.0)
+        self.assertEqual(self.mta.maildir("alice"), [])
+        self.assertNotIn("kind=success", self.mta.log())
