@@ -3,7 +3,12 @@
 Integration tests of DSN (RFC 3461, 3464) with C{twistd -n smx} and real
 peers over loopback sockets: Python's C{smtplib} gives C{RET}, C{ENVID}
 at MAIL and C{NOTIFY}, C{ORCPT} at RCPT; they are kept in the queue
-(IBDB, DEFEDB) across a restart and shown by C{smx mailq}.
+(IBDB, DEFEDB) across a restart and shown by C{smx mailq}; success
+notices come for local delivery (smx's lmtpd, Dovecot's LMTP from the
+Debian package dovecot-lmtpd) and for relaying to a next hop without DSN
+(Postfix's C{smtp-sink -N}); NOTIFY=NEVER suppresses the bounce; a next
+hop that offers DSN (C{smtp-sink}) gets the parameters.  Every report is
+parsed with the C{email} package.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import email.policy
 import json
 import os
 import smtplib
+import socket
 from typing import Any, List
 
 from twisted.internet import defer, threads
@@ -20,6 +26,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from smx.test.mta import (
     MTA,
+    Dovecot,
     SMTP_SINK,
     SmtpSink,
     configuration,
@@ -123,6 +130,26 @@ class QueueTests(_Base):
         expectQueued(out)
 
 
+def lmtpCapabilities(path: str) -> List[str]:
+    """The LHLO keywords of the LMTP server at the Unix socket C{path}."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(path)
+        f = s.makefile("rwb")
+        f.readline()
+        f.write(b"LHLO client.test\r\n")
+        f.flush()
+        words = []
+        while True:
+            line = f.readline().decode()
+            words.append(line[4:].split(" ")[0].strip().upper())
+            if line[3:4] != "-":
+                break
+        f.write(b"QUIT\r\n")
+        f.flush()
+        return words[1:]
+
+
 def report(testCase: TestCase, raw: bytes) -> Any:
     """
     Parse a DSN with the C{email} package: (message, per-message block,
@@ -180,6 +207,48 @@ class ReportTests(_Base):
         self.assertIn("Subject: hello bob", returned.get_payload())
         self.assertNotIn("the body text", returned.get_payload())
         self.assertEqual(len(self.mta.maildir("bob")), 1)
+
+    @defer.inlineCallbacks
+    def test_deliveredByDovecot(self) -> Any:
+        """
+        NOTIFY=SUCCESS for a mailbox behind Dovecot's LMTP (Debian package
+        dovecot-lmtpd): the notice, delivered into the sender's Dovecot
+        mailbox too, says C{Action: delivered}.  (Dovecot 2.3's LMTP does
+        not offer DSN, and smx sends no DSN parameter over LMTP.)
+        """
+        if not Dovecot.available():
+            raise SkipTest("dovecot (Debian package dovecot-lmtpd) is not installed")
+        dovecot = Dovecot(self, os.path.join(self.root, "dovecot"))
+        dovecot.start()
+        lhlo = lmtpCapabilities(dovecot.socket)
+        self.assertIn("PIPELINING", lhlo)
+        self.assertNotIn("DSN", lhlo)
+        self.mta.write(
+            configuration(
+                self.mta.port,
+                smtpc='LMTP_socket = "%s";' % (dovecot.socket,),
+                lmtpd=False,
+            ).replace('    LMTP_socket = "lmtpsock";\n', ""),
+            mt="localhost lmtp:\n",
+            aliases="alice: local:\nbob: local:\n",
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        self.mta.start()
+        yield self.send(
+            ["bob@localhost"],
+            b"Subject: to dovecot\r\n\r\nbody\r\n",
+            ["ENVID=dove"],
+            ["NOTIFY=SUCCESS,FAILURE"],
+        )
+        self.check((yield until(lambda: dovecot.maildir("alice"))), "no success notice")
+        [raw] = dovecot.maildir("alice")
+        msg, perMessage, [rcpt], returned = report(self, raw)
+        self.assertEqual(str(perMessage["Original-Envelope-Id"]), "dove")
+        self.assertEqual(str(rcpt["Action"]), "delivered")
+        self.assertRegex(str(rcpt["Status"]), r"^2\.")
+        self.assertEqual(returned.get_content_type(), "text/rfc822-headers")
+        [delivered] = dovecot.maildir("bob")
+        self.assertIn(b"Subject: to dovecot", delivered)
 
     @defer.inlineCallbacks
     def test_relayedFull(self) -> Any:
