@@ -347,3 +347,51 @@ class PassOnTests(_Base):
         yield until(lambda: "stat=done" in self.mta.log() or False, 1.0)
         self.assertEqual(self.mta.maildir("alice"), [])
         self.assertNotIn("kind=success", self.mta.log())
+
+
+class PostfixTests(_Base):
+    """A private Postfix (Debian package postfix) as a next hop with DSN."""
+
+    @defer.inlineCallbacks
+    def test_postfixReportsSuccess(self) -> Any:
+        """
+        smx relays a message with NOTIFY=SUCCESS, ENVID and ORCPT to
+        Postfix, which offers DSN and delivers it to a Maildir: Postfix's
+        own success notice (C{Action: delivered}) comes back through smx
+        to the sender, with the ENVID and ORCPT smx passed on; smx sends
+        none of its own.
+        """
+        from smx.mail.test.test_integration_smtputf8 import POSTFIX, PrivatePostfix
+
+        self.need(POSTFIX)
+        if os.geteuid() != 0:
+            raise SkipTest("a private Postfix needs root")
+        postfix = PrivatePostfix(self, os.path.join(self.root, "pf"), self.mta.port)
+        self.mta.write(
+            configuration(self.mta.port, smtpc="remote_port = %d;" % (postfix.port,)),
+            mt="localhost lmtp:\npf.test [127.0.0.1]\n",
+            aliases="alice: local:\n",
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        postfix.start()
+        self.mta.start()
+        yield self.send(
+            ["zoe@pf.test"],
+            b"Subject: to postfix\r\n\r\nbody\r\n",
+            ["RET=HDRS", "ENVID=pf+2B1"],
+            ["NOTIFY=SUCCESS", "ORCPT=rfc822;Zoe@pf.test"],
+        )
+        ok = yield until(lambda: self.mta.maildir("alice"), timeout=10)
+        self.assertTrue(ok, self.mta.log() + postfix.log())
+        [raw] = self.mta.maildir("alice")
+        msg, perMessage, [rcpt], returned = report(self, raw)
+        self.assertIn("pf.test", str(perMessage["Reporting-MTA"]))
+        self.assertEqual(str(perMessage["Original-Envelope-Id"]), "pf+1")
+        self.assertEqual(
+            "".join(str(rcpt["Original-Recipient"]).split()).lower(),
+            "rfc822;zoe@pf.test",
+        )
+        self.assertEqual(str(rcpt["Action"]), "delivered")
+        self.assertRegex(str(rcpt["Status"]), r"^2\.")
+        self.assertEqual(len(postfix.mailbox()), 1)
+        self.assertNotIn("kind=success", self.mta.log())
