@@ -160,8 +160,12 @@ class FullDiskTests(_Base):
         out, status = yield self.send("while full")
         self.assertNotEqual(status, 0, out)
         self.assertIn("452 4.3.1", out)
-        status = yield self.status()
-        self.assertEqual(status["recipients"], {"deferred": 3})
+        # the three are retried every second: wait for a moment between
+        # two attempts, when none of them is active
+        status = yield self.waitForStatus(
+            lambda s: s["recipients"] == {"deferred": 3},
+            "the three messages did not stay deferred on the full disk",
+        )
         self.assertTrue(status["diskShort"])
         self.assertNotIn("Traceback", mta.log())
         self.assertIn("sev=ERR", mta.log())
