@@ -376,7 +376,13 @@ class StoppedTests(_Base):
         self.assertNotIn(b"Bcc", m)
         self.delivered("carol")
         self.assertTrue(waitFor(lambda: not os.listdir(directory), 5))
-        [record] = [r for r in self.mta.records("pickup") if "nrcpts=" in r]
+
+        def records() -> List[str]:
+            return [r for r in self.mta.records("pickup") if "nrcpts=" in r]
+
+        # the log is written once per reactor turn, after the removal
+        self.assertTrue(waitFor(lambda: records(), 5), self.mta.log())
+        [record] = records()
         self.assertIn("accepted=2", record)
         self.assertIn("uid=%d" % (os.getuid(),), record)
 
