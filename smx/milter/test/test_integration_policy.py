@@ -23,6 +23,7 @@ import random
 import grp
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -38,6 +39,21 @@ from smx.maps.test.dnsserver import TestDNSServerFactory, TestZoneResolver
 from smx.milter.policy import PolicySession, PolicyTransaction, policyAttributes
 from smx.milter.policyclient import PolicyClient
 from smx.test.mta import freePort, waitFor
+
+
+def _accepts(path: str) -> bool:
+    """
+    Does the Unix socket C{path} accept connections (not merely exist)?
+    """
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
 
 POSTGREY = "/usr/sbin/postgrey"
 POLICYD_SPF = "/usr/bin/policyd-spf"
@@ -357,7 +373,8 @@ class PostgreyTests(PolicyTestCase):
         connection.
         """
         path = os.path.join(self.root, "postgrey.sock")
-        self.startPostgrey("--unix=" + path, lambda: os.path.exists(path))
+        # the socket file exists from bind(), before postgrey listens
+        self.startPostgrey("--unix=" + path, lambda: _accepts(path))
         client = self.client("unix:" + path)
         first = yield self.rcpt(client, "S1")
         self.assertEqual(first.action, "DEFER_IF_PERMIT", self.postgrey.log())
