@@ -37,6 +37,8 @@ import tempfile
 import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+from twisted.trial.unittest import SkipTest, TestCase
+
 from twisted.internet import defer, reactor, utils
 from twisted.internet.task import deferLater
 
@@ -575,3 +577,22 @@ __all__ = [
     "missing",
     "readMaildir",
 ]
+
+
+class MTATestCase(TestCase):
+    """
+    A test case with a temporary directory C{self.root} and an L{MTA}
+    C{self.mta} in C{root/smx}, configured and started by the test.
+    """
+
+    def setUp(self) -> None:
+        self.root = tempDirectory(self)
+        self.mta = MTA(self, os.path.join(self.root, "smx"))
+
+    def need(self, *programs: str) -> None:
+        """
+        Skip the test unless every one of C{programs} is installed.
+        """
+        reason = missing(*programs)
+        if reason:
+            raise SkipTest(reason)

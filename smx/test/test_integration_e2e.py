@@ -25,6 +25,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from smx.maps.test.dnsserver import startDNSServer
 from smx.test.mta import (
+    MTATestCase,
     MTA,
     SMTP_SINK,
     SMX,
@@ -41,15 +42,7 @@ from smx.test.mta import (
 )
 
 
-class _Base(TestCase):
-    def setUp(self) -> None:
-        self.root = tempDirectory(self)
-        self.mta = MTA(self, os.path.join(self.root, "smx"))
-
-    def need(self, *programs: str) -> None:
-        reason = missing(*programs)
-        if reason:
-            raise SkipTest(reason)
+class _Base(MTATestCase):
 
     def assertDelivered(self, ok: bool, what: str) -> None:
         if not ok:

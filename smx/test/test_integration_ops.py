@@ -24,6 +24,7 @@ import smx
 from smx.maps.test.dnsserver import startDNSServer
 from smx.scripts.defaultconfig import writeDefaultConfiguration
 from smx.test.mta import (
+    MTATestCase,
     MTA,
     SMTP_SINK,
     SWAKS,
@@ -38,15 +39,7 @@ from smx.test.mta import (
 )
 
 
-class _Base(TestCase):
-    def setUp(self) -> None:
-        self.root = tempDirectory(self)
-        self.mta = MTA(self, os.path.join(self.root, "smx"))
-
-    def need(self, *programs: str) -> None:
-        reason = missing(*programs)
-        if reason:
-            raise SkipTest(reason)
+class _Base(MTATestCase):
 
     @defer.inlineCallbacks
     def send(self, recipient: str, body: str) -> Any:

@@ -21,6 +21,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from smx.log import parseRecord
 from smx.maps.test.dnsserver import startDNSServerWithLog
 from smx.test.mta import (
+    MTATestCase,
     MTA,
     SMTP_SINK,
     SmtpSink,
@@ -60,15 +61,7 @@ def send(port: int, sender: str, recipient: str, body: bytes = b"") -> Tuple[int
     return 250, ""
 
 
-class _Base(TestCase):
-    def setUp(self) -> None:
-        self.root = tempDirectory(self)
-        self.mta = MTA(self, os.path.join(self.root, "smx"))
-
-    def need(self, *programs: str) -> None:
-        reason = missing(*programs)
-        if reason:
-            raise SkipTest(reason)
+class _Base(MTATestCase):
 
     def send(self, *args: Any) -> defer.Deferred:
         return threads.deferToThread(send, self.mta.port, *args)

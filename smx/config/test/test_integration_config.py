@@ -22,6 +22,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from smx.test.certs import makeCertificates
 from smx.test.mta import (
+    MTATestCase,
     MTA,
     SMX,
     SWAKS,
@@ -63,15 +64,7 @@ def lineOf(text: str, needle: str) -> int:
     raise AssertionError("%r not in the text" % (needle,))
 
 
-class _Base(TestCase):
-    def setUp(self) -> None:
-        self.root = tempDirectory(self)
-        self.mta = MTA(self, os.path.join(self.root, "smx"))
-
-    def need(self, *programs: str) -> None:
-        reason = missing(*programs)
-        if reason:
-            raise SkipTest(reason)
+class _Base(MTATestCase):
 
     def write(self, text: str, **files: Any) -> str:
         """

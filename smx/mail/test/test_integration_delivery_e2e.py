@@ -30,6 +30,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from smx.mail.test.test_integration_delivery import listenLimited
 from smx.test.mta import (
+    MTATestCase,
     MTA,
     SMTP_SINK,
     SWAKS,
@@ -44,15 +45,7 @@ from smx.test.mta import (
 )
 
 
-class _Base(TestCase):
-    def setUp(self) -> None:
-        self.root = tempDirectory(self)
-        self.mta = MTA(self, os.path.join(self.root, "smx"))
-
-    def need(self, *programs: str) -> None:
-        reason = missing(*programs)
-        if reason:
-            raise SkipTest(reason)
+class _Base(MTATestCase):
 
     def assertHappened(self, ok: bool, what: str) -> None:
         if not ok:

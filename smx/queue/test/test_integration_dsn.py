@@ -25,6 +25,7 @@ from twisted.internet import defer, threads
 from twisted.trial.unittest import SkipTest, TestCase
 
 from smx.test.mta import (
+    MTATestCase,
     MTA,
     Dovecot,
     SMTP_SINK,
@@ -45,15 +46,7 @@ def send(port: int, sender: str, recipients: List[str], body: bytes, mail, rcpt)
         assert not refused, refused
 
 
-class _Base(TestCase):
-    def setUp(self) -> None:
-        self.root = tempDirectory(self)
-        self.mta = MTA(self, os.path.join(self.root, "smx"))
-
-    def need(self, *programs: str) -> None:
-        reason = missing(*programs)
-        if reason:
-            raise SkipTest(reason)
+class _Base(MTATestCase):
 
     def remote(self, sink: SmtpSink, retry: str = "1s", qmgr: str = "") -> None:
         self.mta.write(
