@@ -596,3 +596,36 @@ class MTATestCase(TestCase):
         reason = missing(*programs)
         if reason:
             raise SkipTest(reason)
+
+    def startRelayByMX(self, **files: str) -> "SmtpSink":
+        """
+        Start an smtp-sink on 127.0.0.2, a DNS server giving remote.test
+        the MX mx.remote.test with that address, and smx relaying for
+        127.0.0.1 by MX to the sink; C{files} are more map sources for
+        L{MTA.write} (e.g. C{aliases}).
+
+        @return: the running L{SmtpSink}.
+        """
+        from smx.maps.test.dnsserver import startDNSServer
+
+        self.need(SMTP_SINK, SWAKS)
+        sink = SmtpSink(self, self.root)
+        sink.start()
+        dnsPort, stopDNS = startDNSServer(
+            {
+                "remote.test": [("MX", 10, "mx.remote.test")],
+                "mx.remote.test": [("A", "127.0.0.2")],
+            }
+        )
+        self.addCleanup(stopDNS)
+        files.setdefault("access", "cltaddr:127.0.0.1 relay\n")
+        self.mta.write(
+            configuration(
+                self.mta.port,
+                smar='nameserver = { "127.0.0.1:%d" };' % (dnsPort,),
+                smtpc="remote_port = %d;" % (sink.port,),
+            ),
+            **files,
+        )
+        self.mta.start()
+        return sink

@@ -92,25 +92,7 @@ class RelayTests(_Base):
         reaches smtp-sink there with smx's Received: header; the SMTPS and
         SMTPC records of App. C.2 are in the log.
         """
-        self.need(SMTP_SINK, SWAKS)
-        sink = SmtpSink(self, self.root)
-        sink.start()
-        dnsPort, stopDNS = startDNSServer(
-            {
-                "remote.test": [("MX", 10, "mx.remote.test")],
-                "mx.remote.test": [("A", "127.0.0.2")],
-            }
-        )
-        self.addCleanup(stopDNS)
-        self.mta.write(
-            configuration(
-                self.mta.port,
-                smar='nameserver = { "127.0.0.1:%d" };' % (dnsPort,),
-                smtpc="remote_port = %d;" % (sink.port,),
-            ),
-            access="cltaddr:127.0.0.1 relay\n",
-        )
-        self.mta.start()
+        sink = self.startRelayByMX()
         yield self.accepted(
             "alice@client.test",
             "bob@remote.test",

@@ -149,26 +149,7 @@ class QuietLogTests(_Base):
         A message relayed by MX (several DNS queries, each on its own UDP
         port) leaves no "Starting protocol" or "Stopping protocol" lines.
         """
-        self.need(SMTP_SINK, SWAKS)
-        sink = SmtpSink(self, self.root)
-        sink.start()
-        dnsPort, stopDNS = startDNSServer(
-            {
-                "remote.test": [("MX", 10, "mx.remote.test")],
-                "mx.remote.test": [("A", "127.0.0.2")],
-            }
-        )
-        self.addCleanup(stopDNS)
-        self.mta.write(
-            configuration(
-                self.mta.port,
-                smar='nameserver = { "127.0.0.1:%d" };' % (dnsPort,),
-                smtpc="remote_port = %d;" % (sink.port,),
-            ),
-            aliases="alice: local:\n",
-            access="cltaddr:127.0.0.1 relay\n",
-        )
-        self.mta.start()
+        sink = self.startRelayByMX(aliases="alice: local:\n")
         yield self.send("bob@remote.test", "relay END")
         self.assertTrue((yield until(lambda: sink.containing(b"relay END"))))
         yield until(lambda: "stat=done" in self.mta.log())
