@@ -322,7 +322,7 @@ class PolicyMilterHost(service.Service):
 
     def _negotiate(self, att: _Attachment) -> defer.Deferred:
         if att.pending is not None:
-            return _follow(att.pending)
+            return follow(att.pending)
         att.lastAttempt = self.reactor.seconds()
         wasDown = att.state == "down"
         if att.state == "new":
@@ -372,7 +372,7 @@ class PolicyMilterHost(service.Service):
         d.addBoth(_cbDone)
         if not hasResult(d):
             att.pending = d
-        return _follow(d)
+        return follow(d)
 
     def reload(self) -> None:
         """
@@ -543,7 +543,7 @@ class SerialCalls:
         return result
 
 
-def _follow(d: defer.Deferred) -> defer.Deferred:
+def follow(d: defer.Deferred) -> defer.Deferred:
     """
     A new L{Deferred} that fires (with C{None}) when C{d} has.
     """
@@ -679,7 +679,7 @@ class HostSession:
         if self._members is not None:
             return defer.succeed(None)
         pending = [
-            _follow(a.pending) for a in self.host.attachments if a.pending is not None
+            follow(a.pending) for a in self.host.attachments if a.pending is not None
         ]
         d = defer.gatherResults(pending) if pending else defer.succeed(None)
 

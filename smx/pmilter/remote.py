@@ -60,6 +60,7 @@ from smx.pmilter.host import (
     CallTimeout,
     SerialCalls,
     callWithTimeout,
+    follow,
     hasResult,
 )
 from smx.pmilter.protocol import (
@@ -196,7 +197,7 @@ class RemotePolicyMilterHost(service.Service):
         @return: a L{Deferred} that fires (with C{None}) when it is done.
         """
         if self.pending is not None:
-            return _follow(self.pending)
+            return follow(self.pending)
         wasDown = self.state == "down"
         if self.state == "new":
             self.state = "connecting"
@@ -251,7 +252,7 @@ class RemotePolicyMilterHost(service.Service):
         d.addBoth(_cbDone)
         if not hasResult(d):
             self.pending = d
-        return _follow(d)
+        return follow(d)
 
     def _lost(self, proto: _ClientProtocol) -> None:
         """
@@ -299,17 +300,6 @@ class RemotePolicyMilterHost(service.Service):
                 error=f.getErrorMessage(),
             )
         )
-
-
-def _follow(d: defer.Deferred) -> defer.Deferred:
-    out = defer.Deferred()  # type: defer.Deferred
-
-    def _cb(result: Any) -> Any:
-        out.callback(None)
-        return result
-
-    d.addBoth(_cb)
-    return out
 
 
 def _describe(reason: Failure, timeout: float) -> str:
@@ -430,7 +420,7 @@ class RemoteSession:
         host = self.host
         self._opened = True
         if host.pending is not None:
-            yield _follow(host.pending)
+            yield follow(host.pending)
         if host.protocol is None:
             self._failed = True
             return self._failure()
