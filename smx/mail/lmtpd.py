@@ -74,7 +74,8 @@ from twisted.mail.maildir import initializeMaildir
 from smx._twistedcompat import MaildirNameGenerator
 from smx.config.settings import optionValues
 from smx.log import Logger
-from smx.mail.server import (
+from smx.mail.server import ServerConnection
+from smx.mail.serverevents import (
     CLOSE,
     NEED_DATA,
     PAUSED,
@@ -89,7 +90,6 @@ from smx.mail.server import (
     Quit,
     RcptTo,
     Rset,
-    ServerConnection,
     StartTLS,
 )
 from smx.unixsocket import socketName
