@@ -32,7 +32,8 @@ DESCRIPTION
     (also C{envfrom}), C{rcpt /RECIPIENT/} (also C{envrcpt}), C{header
     /NAME/ /VALUE/}, C{body /LINE/}.  Addresses are matched as written in
     the command, with angle brackets.  Terms combine with C{and}, C{or},
-    C{not} and parentheses (C{not} binds closest, then C{and}).
+    C{not} and parentheses (C{not} binds closest, then C{and}; they nest
+    at most C{MAX_DEPTH} deep).
 
     A regular expression is delimited by C{/} (or any of C{|%#!,}; a
     delimiter inside is written with a backslash) and followed by flags:
@@ -65,6 +66,8 @@ TERMS = {
     "body": ("body", 1),
 }
 DELIMITERS = "/|%#!,"
+#: how deeply C{not} and parentheses may nest in one rule
+MAX_DEPTH = 50
 
 
 class RulesError(ValueError):
@@ -182,6 +185,7 @@ class _Parser:
     def __init__(self, filename: str) -> None:
         self.filename = filename
         self.terms = []  # type: List[Term]
+        self.depth = 0
 
     def error(self, line: int, column: int, message: str) -> RulesError:
         return RulesError("%s:%d:%d: %s" % (self.filename, line, column, message))
@@ -280,6 +284,19 @@ class _Parser:
         return operands[0] if len(operands) == 1 else And(operands)
 
     def notExpr(self, tokens: "_Tokens") -> Any:
+        self.depth += 1
+        try:
+            return self._notExpr(tokens)
+        finally:
+            self.depth -= 1
+
+    def _notExpr(self, tokens: "_Tokens") -> Any:
+        if self.depth > MAX_DEPTH:
+            tokens._skip()
+            raise tokens.error(
+                tokens.pos + 1,
+                "'not' and parentheses nest more than %d deep" % (MAX_DEPTH,),
+            )
         if tokens.peekWord() == "not":
             tokens.next()
             return Not(self.notExpr(tokens))
@@ -383,7 +400,7 @@ class _Tokens:
             i += 1
         try:
             regex = re.compile(source, flags)
-        except re.error as e:
+        except (re.error, OverflowError, RecursionError) as e:
             raise self.error(column, "bad regular expression %r: %s" % (source, e))
         self.pos = i
         return Pattern(regex, negate, self.line[column - 1 : i])

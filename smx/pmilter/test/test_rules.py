@@ -81,6 +81,9 @@ class ParserTests(SynchronousTestCase):
             ('reject "451 4.7.1 x"\n  helo /a/\n', "r:1:1: reject needs a 5xx reply"),
             ('tempfail "451 5.7.1 x"\n  helo /a/\n', "r:1:1: the enhanced status"),
             ('discard "x"\n  helo /a/\n', "r:1:9: discard takes no text"),
+            ("reject\n  helo /a{99999999999}/\n", "r:2:8: bad regular expression"),
+            ("reject\n  " + "(" * 2000 + "helo //", "r:2:53: 'not' and paren"),
+            ("reject\n  " + "not " * 2000 + "helo //", "r:2:203: 'not' and paren"),
         ):
             e = self.assertRaises(RulesError, parseRules, text, "r")
             self.assertTrue(str(e).startswith(message), (str(e), message))
