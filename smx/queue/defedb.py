@@ -86,6 +86,7 @@ import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from smx.bdb import db
+from smx.queue.diskspace import leastFreeBytes
 
 #: the size of each DEFEDB log file (written in full when it is created)
 LOG_FILE_SIZE = 1 << 20
@@ -492,16 +493,7 @@ class DeferredEnvelopeDB:
         @return: the least free space on the file systems of DEFEDB (its
             directory and its log directory).
         """
-        free = []
-        for p in (self.path, self.logDirectory):
-            if not p:
-                continue
-            try:
-                st = self.statvfs(p)
-            except OSError:
-                continue
-            free.append(st.f_bavail * st.f_frsize)
-        return min(free) if free else 1 << 62
+        return leastFreeBytes((self.path, self.logDirectory), self.statvfs)
 
     def hasRoom(self) -> bool:
         """

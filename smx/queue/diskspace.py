@@ -37,10 +37,32 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, Hashable, List, Optional
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional
 
 #: free bytes below which nothing new is accepted in any case
 FLOOR = 1024 * 1024
+
+
+def leastFreeBytes(
+    paths: Iterable[Optional[str]], statvfs: Callable[[str], Any] = os.statvfs
+) -> int:
+    """
+    @param paths: directories (C{None} or empty ones are skipped).
+    @return: the least space free to unprivileged users on their file
+        systems; a path that cannot be measured is left out, and with none
+        measured, a practically unlimited number.
+    """
+    free = []
+    for p in paths:
+        if not p:
+            continue
+        try:
+            st = statvfs(p)
+        except OSError:
+            continue
+        free.append(st.f_bavail * st.f_frsize)
+    return min(free) if free else 1 << 62
+
 
 SHORT_REPLY = {
     "code": 452,
@@ -76,14 +98,7 @@ class DiskSpaceMonitor:
 
     def freeBytes(self) -> int:
         """@return: the least free space over the queue's file systems."""
-        free = []
-        for p in self.paths:
-            try:
-                st = self.statvfs(p)
-            except OSError:
-                continue
-            free.append(st.f_bavail * st.f_frsize)
-        return min(free) if free else 1 << 62
+        return leastFreeBytes(self.paths, self.statvfs)
 
     def measure(self) -> bool:
         """

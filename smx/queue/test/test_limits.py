@@ -12,7 +12,7 @@ from twisted.trial import unittest
 from smx.bdb import db
 from smx.queue.confmap import ConfigurationMap, lookupKeys
 from smx.queue.connections import IncomingControl, SlowStart
-from smx.queue.diskspace import FLOOR, DiskSpaceMonitor
+from smx.queue.diskspace import FLOOR, DiskSpaceMonitor, leastFreeBytes
 from smx.queue.testing import defaultQueueSettings
 
 OCC_MAX_ENTRIES = defaultQueueSettings().occMaxEntries
@@ -232,6 +232,36 @@ class Stat:
     def __init__(self, free):
         self.f_bavail = free
         self.f_frsize = 1
+
+
+class LeastFreeBytesTests(unittest.TestCase):
+    """
+    Tests for L{leastFreeBytes}, the measure of QMGR's monitor and of
+    DEFEDB's head room.
+    """
+
+    def test_least(self):
+        """
+        The least free space of the paths counts; C{None} and empty paths
+        (no separate DEFEDB log directory) are skipped, and a path that
+        cannot be measured is left out.
+        """
+        free = {"/a": 7 * MB, "/b": 3 * MB}
+
+        def statvfs(p):
+            if p not in free:
+                raise OSError(2, "No such file or directory")
+            return Stat(free[p])
+
+        self.assertEqual(leastFreeBytes(["/a", None, "", "/b", "/c"], statvfs), 3 * MB)
+        self.assertEqual(leastFreeBytes(["/a", "/c"], statvfs), 7 * MB)
+
+    def test_noneMeasured(self):
+        """
+        With nothing measured the space counts as unlimited, never as 0
+        (which would refuse all mail for a path that vanished).
+        """
+        self.assertGreater(leastFreeBytes([None, "/nonexistent/smx"]), 1 << 60)
 
 
 class DiskSpaceMonitorTests(unittest.TestCase):
