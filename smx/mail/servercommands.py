@@ -164,7 +164,12 @@ class CommandsMixin:
                         envid = parseEnvid(value)
                 except DSNParameterError as e:
                     return self._syntax(e.text, e.dsn, e.code)
-            elif keyword == "SIZE" and value is not None and value.isdigit():
+            elif (
+                keyword == "SIZE"
+                and value is not None
+                and value.isascii()
+                and value.isdigit()
+            ):
                 if len(value) > 20:
                     value = "9" * 20
                 size = int(value)

@@ -196,6 +196,16 @@ class MailTests(unittest.TestCase):
         )
         self.assertEqual(events[1].body, "8BITMIME")
 
+    def test_sizeNotAsciiDigits(self):
+        """
+        SIZE= with a character that str.isdigit() takes but int() does not
+        (superscript two) is 555 5.5.4 like any bad SIZE, not a traceback.
+        """
+        line = "EHLO c\r\nMAIL FROM:<a@b.c> SIZE=1\u00b2\r\n".encode("utf-8")
+        events, out = run(started(), line)
+        self.assertIn(b"555 5.5.4 ", out)
+        self.assertEqual(len(events), 2)
+
     def test_parametersNeedEhlo(self):
         """After HELO, MAIL takes no parameters."""
         _, out = run(started(), b"HELO c\r\nMAIL FROM:<a@b.c> SIZE=1\r\n")
