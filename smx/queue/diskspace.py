@@ -4,7 +4,7 @@ NAME
     smx.queue.diskspace - refuse new mail while the disk is short
 
 SYNOPSIS
-    monitor = DiskSpaceMonitor([cdbDir, ibdbDir], minimum, ok, clock)
+    monitor = DiskSpaceMonitor([queueDir, cdbDir], minimum, ok)
     reply = monitor.check(size, inFlight, session)   # None, or 452 4.3.1
     monitor.release(session)     # its transaction was stored or ended
 
@@ -83,13 +83,11 @@ class DiskSpaceMonitor:
         paths: List[str],
         minimum: int,
         ok: int,
-        clock: Any,
         statvfs: Callable[[str], Any] = os.statvfs,
     ) -> None:
         self.paths = paths
         self.minimum = max(minimum, FLOOR)
         self.ok = max(ok, self.minimum)
-        self.clock = clock
         self.statvfs = statvfs
         self.short = False
         self.free = None  # type: Optional[int]

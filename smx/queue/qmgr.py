@@ -159,7 +159,7 @@ class QueueManager(service.Service):
         if base:
             paths.append(base)
         self.disk = DiskSpaceMonitor(
-            paths, s.minDiskSpace, s.okDiskSpace, reactor, statvfs=statvfs
+            paths, s.minDiskSpace, s.okDiskSpace, statvfs=statvfs
         )
         self._taIds = ServerIdGenerator(processId, clock=reactor.seconds)
         self._daIds = ClientIdGenerator(processId, clock=reactor.seconds)

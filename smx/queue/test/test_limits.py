@@ -274,11 +274,8 @@ class DiskSpaceMonitorTests(unittest.TestCase):
         Below the minimum new mail gets 452 4.3.1 until the ok level is
         reached again.
         """
-        clock = Clock()
         free = [10 * MB]
-        m = DiskSpaceMonitor(
-            ["/"], 5 * MB, 8 * MB, clock, statvfs=lambda p: Stat(free[0])
-        )
+        m = DiskSpaceMonitor(["/"], 5 * MB, 8 * MB, statvfs=lambda p: Stat(free[0]))
         self.assertIsNone(m.check())
         free[0] = 4 * MB
         reply = m.check()
@@ -293,11 +290,8 @@ class DiskSpaceMonitorTests(unittest.TestCase):
         The free space is measured for every transaction, not once a
         second: a disk that filled a moment ago refuses the next one.
         """
-        clock = Clock()
         free = [10 * MB]
-        m = DiskSpaceMonitor(
-            ["/"], 5 * MB, 8 * MB, clock, statvfs=lambda p: Stat(free[0])
-        )
+        m = DiskSpaceMonitor(["/"], 5 * MB, 8 * MB, statvfs=lambda p: Stat(free[0]))
         self.assertIsNone(m.check())
         free[0] = 0
         self.assertIsNotNone(m.check())
@@ -308,7 +302,7 @@ class DiskSpaceMonitorTests(unittest.TestCase):
         L{FLOOR} bytes free takes nothing new.
         """
         free = [FLOOR - 1]
-        m = DiskSpaceMonitor(["/"], 0, 0, Clock(), statvfs=lambda p: Stat(free[0]))
+        m = DiskSpaceMonitor(["/"], 0, 0, statvfs=lambda p: Stat(free[0]))
         self.assertIsNotNone(m.check())
         free[0] = FLOOR
         self.assertIsNone(m.check())
@@ -319,9 +313,7 @@ class DiskSpaceMonitorTests(unittest.TestCase):
         released, and the content bytes not yet written count too: a burst
         of large transactions is refused before the disk fills.
         """
-        m = DiskSpaceMonitor(
-            ["/"], 5 * MB, 8 * MB, Clock(), statvfs=lambda p: Stat(20 * MB)
-        )
+        m = DiskSpaceMonitor(["/"], 5 * MB, 8 * MB, statvfs=lambda p: Stat(20 * MB))
         self.assertIsNone(m.check(6 * MB, session="s1"))
         self.assertIsNone(m.check(6 * MB, session="s2"))
         # 20 - 12 reserved - 6 < 5
@@ -341,6 +333,6 @@ class DiskSpaceMonitorTests(unittest.TestCase):
         """
         The real C{statvfs} of an existing directory works.
         """
-        m = DiskSpaceMonitor([os.getcwd()], 0, 0, Clock())
+        m = DiskSpaceMonitor([os.getcwd()], 0, 0)
         self.assertIsNone(m.check())
         self.assertGreater(m.free, 0)
