@@ -33,11 +33,12 @@ def listenAddresses(section: Any) -> List[Tuple[str, int]]:
     """
     from smx.config.values import splitAddress
 
-    addresses = section.get("daemon_address") or []
+    addresses = section["daemon_address"]
     if addresses:
         return [splitAddress(text, 8000) for text in addresses]
-    port = section.get("port")
-    return [(section.get("address") or "0.0.0.0", int(port) if port else 25)]
+    port = section["port"]
+    # no daemon_address and no MCP port: SMTP's port (seed §5.9 item 2)
+    return [(section["address"], port if port else 25)]
 
 
 def submissionAddress(cfg: Any) -> Tuple[str, int]:
@@ -109,7 +110,7 @@ class PickupSettings:
         from smx.config.settings import optionValues
 
         sections = list(cfg.sections("smtps")) or [cfg.section("smtps")]
-        maxMessage = int(sections[0]["max_message_size"] or 0)
+        maxMessage = int(sections[0]["max_message_size"])
         return cls(
             submissionAddress=submissionAddress(cfg),
             maxSize=(maxMessage or 1 << 30) + ENVELOPE_ROOM,
