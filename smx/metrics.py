@@ -571,10 +571,13 @@ def metricsService(cfg: Any, reactor: Any, components: Dict[str, Any]) -> Any:
     if not address:
         return None
     host, port = splitAddress(address, 9125)
+    if address.startswith(":"):
+        # no host written: loopback, since the endpoint has no authentication
+        host = "127.0.0.1"
     recorder = MetricsRecorder(reactor, components.get("qmgr"))
     for listener in components.get("smtps") or ():
         factory = getattr(listener, "factory", None)
         if factory is not None:
             name = getattr(factory.settings, "name", "") or "smtps"
             recorder.listeners[factory.log] = name
-    return MetricsService(reactor, host or "127.0.0.1", port, recorder)
+    return MetricsService(reactor, host, port, recorder)

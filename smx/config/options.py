@@ -1145,9 +1145,10 @@ METRICS = section(
             Address(9125, False, "address"),
             None,
             "smx",
-            "address (host:port) of the HTTP listener that serves the "
-            "metrics at /metrics (none: no listener); use a loopback "
-            "address, the endpoint has no authentication",
+            "address (host:port; :port is 127.0.0.1:port) of the HTTP "
+            "listener that serves the metrics at /metrics (none: no "
+            "listener); use a loopback address, the endpoint has no "
+            "authentication",
         ),
     ],
 )

@@ -231,6 +231,19 @@ class ServiceTests(SynchronousTestCase):
         service = metricsService(cfg, Clock(), {})
         self.assertEqual((service.host, service.portNumber), ("127.0.0.1", 9999))
 
+    def test_portOnly(self) -> None:
+        """
+        An address without a host (C{:port}) listens on 127.0.0.1, not on
+        every interface: the endpoint has no authentication.  C{0.0.0.0}
+        written out still means every interface.
+        """
+        for text, host in [(":9999", "127.0.0.1"), ("0.0.0.0:9999", "0.0.0.0")]:
+            cfg = configurationFromText(
+                'hostname = a.test;\nmetrics { address = "%s"; }\n' % (text,)
+            )
+            service = metricsService(cfg, Clock(), {})
+            self.assertEqual((service.host, service.portNumber), (host, 9999), text)
+
 
 class HealthProblemTests(SynchronousTestCase):
     """
