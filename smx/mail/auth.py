@@ -408,13 +408,6 @@ DEFAULT_PATHS = {
 }
 
 
-def _get(section: Any, name: str) -> Any:
-    try:
-        return section[name]
-    except KeyError:
-        return None
-
-
 def authenticatorFromSection(
     auth: Any, hostname: str = "localhost", reactor: Any = None
 ) -> Optional[Any]:
@@ -426,12 +419,12 @@ def authenticatorFromSection(
 
     @raise AuthConfigurationError: for an unusable combination or file.
     """
-    kind = _get(auth, "type") or "file"
-    flags = frozenset(_get(auth, "flags") or ())
-    passwordFile = _get(auth, "password_file")
-    path = _get(auth, "path")
-    address = _get(auth, "address")
-    timeout = float(_get(auth, "timeout") or 30.0)
+    kind = auth["type"]
+    flags = frozenset(auth["flags"])
+    passwordFile = auth["password_file"]
+    path = auth["path"]
+    address = auth["address"]
+    timeout = float(auth["timeout"])
 
     def error(message: str, name: str) -> AuthConfigurationError:
         where = getattr(auth, "where", None)
@@ -439,7 +432,7 @@ def authenticatorFromSection(
 
     if kind == "file":
         for name in ("path", "address"):
-            if _get(auth, name) is not None:
+            if auth[name] is not None:
                 raise error(
                     "%s is used with type = dovecot or saslauthd, not with "
                     "type = file (write type = dovecot or saslauthd)" % (name,),
@@ -460,7 +453,7 @@ def authenticatorFromSection(
             "has type = %s)" % (kind,),
             "password_file",
         )
-    service = _get(auth, "service") or "smtp"
+    service = auth["service"]
     if kind == "saslauthd":
         if address is not None:
             raise error(
@@ -480,7 +473,7 @@ def authenticatorFromSection(
         checker = SaslauthdChecker(
             path or DEFAULT_PATHS["saslauthd"],
             service=service,
-            realm=_get(auth, "realm") or "",
+            realm=auth["realm"] or "",
             timeout=timeout,
             reactor=reactor,
         )
@@ -488,7 +481,7 @@ def authenticatorFromSection(
     # dovecot
     if path is not None and address is not None:
         raise error("write either path or address, not both", "address")
-    if _get(auth, "realm"):
+    if auth["realm"]:
         raise error(
             "realm is sent to saslauthd only (Dovecot has auth_default_realm)",
             "realm",
