@@ -240,7 +240,13 @@ class DropEnvelope:
         if bodyType not in ("7BIT", "8BITMIME"):
             raise MaildropError("bad body type %r" % (bodyType,))
         created = plain.get("created", 0.0)
-        if not isinstance(created, (int, float)):
+        # a number of seconds since 1970, not NaN, infinite or so large
+        # that formatting it as a date (Arrival-Date) would fail
+        if (
+            not isinstance(created, (int, float))
+            or isinstance(created, bool)
+            or not 0 <= created < 1e11
+        ):
             raise MaildropError("bad creation time")
         user = plain.get("user", "")
         if not isinstance(user, str) or not user.isprintable():
@@ -421,7 +427,8 @@ def readDrop(
         raise MaildropError("the envelope line does not end")
     try:
         plain = json.loads(data[len(MAGIC) : end].decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        # RecursionError: nested deeper than the parser recurses
         raise MaildropError("the envelope is not JSON: %s" % (e,))
     envelope = DropEnvelope.fromPlain(plain)
     return envelope, data[end + 1 :], st.st_uid

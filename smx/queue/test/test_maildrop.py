@@ -204,6 +204,15 @@ class UntrustedFileTests(MaildropTestCase):
         self.writeRaw("c", MAGIC + b"{}")
         self.assertRefused("c", "does not end")
 
+    def test_deeplyNested(self) -> None:
+        """
+        An envelope line nested deeper than the JSON parser recurses is
+        refused like any other that is not JSON, not a RecursionError that
+        would stop pickup.
+        """
+        self.writeRaw("d", MAGIC + b"[" * 200000 + b"\n" + CONTENT)
+        self.assertRefused("d", "not JSON")
+
     def test_injection(self) -> None:
         """
         Addresses that could inject commands into the SMTP dialogue (CR,
@@ -222,6 +231,11 @@ class UntrustedFileTests(MaildropTestCase):
             ({"envid": "a b"}, "ENVID"),
             ({"bodyType": "BINARYMIME"}, "body type"),
             ({"created": "yesterday"}, "creation time"),
+            ({"created": float("nan")}, "creation time"),
+            ({"created": float("inf")}, "creation time"),
+            ({"created": 1e300}, "creation time"),
+            ({"created": -1}, "creation time"),
+            ({"created": True}, "creation time"),
             ({"user": "x\ny"}, "user"),
         ]
         for change, message in cases:
