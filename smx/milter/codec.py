@@ -165,25 +165,6 @@ SMFIA_UNIX = b"L"
 SMFIA_INET = b"4"
 SMFIA_INET6 = b"6"
 
-#: names of commands and replies, for log records
-NAMES = {
-    SMFIC_ABORT: "abort",
-    SMFIC_BODY: "body",
-    SMFIC_CONNECT: "connect",
-    SMFIC_MACRO: "macro",
-    SMFIC_BODYEOB: "eom",
-    SMFIC_HELO: "helo",
-    SMFIC_QUIT_NC: "quit_nc",
-    SMFIC_HEADER: "header",
-    SMFIC_MAIL: "mail",
-    SMFIC_EOH: "eoh",
-    SMFIC_OPTNEG: "optneg",
-    SMFIC_QUIT: "quit",
-    SMFIC_RCPT: "rcpt",
-    SMFIC_DATA: "data",
-    SMFIC_UNKNOWN: "unknown",
-}
-
 _LENGTH = struct.Struct("!I")
 _OPTNEG = struct.Struct("!III")
 
