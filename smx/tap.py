@@ -115,13 +115,15 @@ class Options(usage.Options):
         self["overrides"][names[key]] = int(number)
 
     def postOptions(self) -> None:
-        for opt, name in (
-            ("max-connections", "smtpc_max_connections"),
-            ("initial-connections", "smtpc_initial_connections"),
+        for flag, opt, name in (
+            ("-C", "max-connections", "smtpc_max_connections"),
+            ("-c", "initial-connections", "smtpc_initial_connections"),
         ):
             if self[opt] is not None:
                 if not str(self[opt]).isdigit():
-                    raise usage.UsageError("-%s takes a number" % (opt,))
+                    raise usage.UsageError(
+                        "%s (--%s) takes a number, not %r" % (flag, opt, self[opt])
+                    )
                 self["overrides"][name] = int(self[opt])
         queueDirectory = os.path.abspath(self["queue-directory"] or os.getcwd())
         path = self["config"]

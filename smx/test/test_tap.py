@@ -65,6 +65,19 @@ class OptionsTests(unittest.TestCase):
         options = tap.Options()
         self.assertRaises(usage.UsageError, options.parseOptions, ["-O", "X=1"])
 
+    def test_badNumber(self):
+        """
+        -C and -c with something else than a number is a usage error that
+        names the option as it is written and the value.
+        """
+        for flag, name in [
+            ("-C", "--max-connections"),
+            ("-c", "--initial-connections"),
+        ]:
+            options = tap.Options()
+            e = self.assertRaises(usage.UsageError, options.parseOptions, [flag, "x"])
+            self.assertEqual(str(e), "%s (%s) takes a number, not 'x'" % (flag, name))
+
     def test_componentOptions(self):
         """
         --smtps-options, --smar-options and --qmgr-options (repeatable),
