@@ -25,12 +25,12 @@ import functools
 import ipaddress
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import idna
 from twisted.internet import defer
 from twisted.names import client, dns, error
 
 from smx.fastdefer import settled
 from smx.log import Logger
+from smx.mail.address import domainKey
 from smx.maps.errors import DNSPermanentError, DNSTemporaryError
 
 NEGATIVE_TTL = 60
@@ -181,9 +181,10 @@ class DNSResolver:
         if not name.isascii():
             # an internationalised domain (RFC 6531) is asked in A-labels
             try:
-                name = idna.encode(name, uts46=True).decode("ascii").lower()
-            except (idna.IDNAError, UnicodeError) as e:
-                return defer.fail(DNSPermanentError("%s: bad IDNA: %s" % (name, e)))
+                name = domainKey(name)
+            except ValueError as e:
+                # "bad internationalised domain NAME: why"
+                return defer.fail(DNSPermanentError(str(e)))
         key = (name, rtype)
         now = self.reactor.seconds()
         hit = self._cache.get(key)
