@@ -255,7 +255,7 @@ class ClientMachine:
         self._rcptParams = [b""] * len(recipients)
         self.state = TRANSACTION
         limit = self.extensions.get("SIZE", "")
-        if limit.isdigit() and int(limit) > 0 and size > int(limit):
+        if limit.isascii() and limit.isdigit() and 0 < int(limit) < size:
             text = "552 5.3.4 message size %d exceeds the server's limit %s" % (
                 size,
                 limit,

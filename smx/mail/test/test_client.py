@@ -363,6 +363,16 @@ class MachineTests(SynchronousTestCase):
         self.assertEqual(done.results[0]["code"], 552)
         self.assertTrue(done.reusable)
 
+    def test_sizeLimitNotAsciiDigits(self) -> None:
+        """
+        A SIZE limit with a character that str.isdigit() takes but int()
+        does not (superscript two) is no limit, not a ValueError.
+        """
+        m = self.ready("250-mx.test\r\n250 SIZE 1\u00b2".encode("utf-8"))
+        self.assertEqual(
+            sent(m.startTransaction("", ["c@d"], 7)), b"MAIL FROM:<> SIZE=7\r\n"
+        )
+
     def test_heloFallback(self) -> None:
         """A 5xx EHLO reply makes the client try HELO."""
         m = ClientMachine("me.test")
