@@ -126,7 +126,7 @@ _SOCKET_FORMS = "unix:/path, inet:port@host, inet6:port@host or inet:host:port"
 
 
 def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise ValueError(
             "milter socket %r: port %r is not a number from 1 to 65535" % (whole, text)
         )

@@ -467,7 +467,7 @@ def parseReplyCode(text: str) -> ReplyCode:
             len(line) < 3
             or line[:3] != code
             or code[0] not in "45"
-            or not code[1:].isdigit()
+            or not (code[1:].isascii() and code[1:].isdigit())
             or (len(line) > 3 and line[3] not in (" ", "-"))
             or (len(line) > 3 and line[3] == "-" and last)
             or (len(line) > 3 and line[3] == " " and not last)

@@ -377,7 +377,7 @@ def parseAction(value: str, protocolState: Optional[str] = None) -> PolicyDecisi
     word = parts[0]
     text = parts[1].strip() if len(parts) > 1 else ""
     upper = word.upper()
-    if upper in (OK, "RELAY", "PERMIT") or value.isdigit():
+    if upper in (OK, "RELAY", "PERMIT") or (value.isascii() and value.isdigit()):
         # Postfix: "all-numeric result probably means OK"
         return PolicyDecision(OK, raw=raw)
     if upper == DUNNO:
@@ -386,7 +386,7 @@ def parseAction(value: str, protocolState: Optional[str] = None) -> PolicyDecisi
         return _reject(REJECT, REJECT_CODE, text, "5.7.1", raw)
     if upper in (DEFER, DEFER_IF_PERMIT, DEFER_IF_REJECT):
         return _reject(upper, DEFER_CODE, text, "4.7.1", raw)
-    if len(word) == 3 and word[0] in "45" and word[1:].isdigit():
+    if len(word) == 3 and word[0] in "45" and word[1:].isascii() and word[1:].isdigit():
         code = int(word)
         action = REJECT if word[0] == "5" else DEFER
         return _reject(action, code, text, word[0] + ".7.1", raw)

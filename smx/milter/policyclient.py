@@ -160,7 +160,7 @@ def parsePolicySocket(text: str) -> PolicySocket:
             )
     if not host:
         raise ValueError("policy socket %r: no host" % (text,))
-    if not portText.isdigit() or not 0 < int(portText) < 65536:
+    if not (portText.isascii() and portText.isdigit()) or not 0 < int(portText) < 65536:
         raise ValueError("policy socket %r: bad port %r" % (text, portText))
     return PolicySocket("inet", host=host, port=int(portText))
 

@@ -229,6 +229,8 @@ class SocketTests(unittest.SynchronousTestCase):
             ("inet:0@127.0.0.1", "port '0'"),
             ("inet:99999@127.0.0.1", "port '99999'"),
             ("inet:x@127.0.0.1", "port 'x'"),
+            ("inet:\u00b2@127.0.0.1", "port '\u00b2'"),
+            ("inet:127.0.0.1:\u0661\u0662", "port '\u0661\u0662'"),
             ("inet:8891", "no host"),
             ("inet:8891@", "no host"),
             ("inet6:25@127.0.0.1", "not an IPv6 address"),

@@ -549,7 +549,17 @@ class ActionTests(unittest.TestCase):
         An empty action, an unknown word and a lookup table raise
         L{UnknownAction}.
         """
-        for text in ("", "  ", "MAYBE", "reject_unauth_destination", "hash:/x", "2xx"):
+        for text in (
+            "",
+            "  ",
+            "MAYBE",
+            "reject_unauth_destination",
+            "hash:/x",
+            "2xx",
+            "4\u00b2\u00b2 superscript digits",
+            "5\u0661\u0661 Arabic-Indic digits",
+            "\u0661",
+        ):
             self.assertRaises(UnknownAction, parseAction, text)
 
     def test_default(self):

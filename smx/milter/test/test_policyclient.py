@@ -72,8 +72,11 @@ class SocketTests(unittest.TestCase):
             "inet:::1:25",
             "inet:[::1]25",
             "inet:[::1",
+            "inet:127.0.0.1:\u00b2",
+            "inet:127.0.0.1:\u0661\u0662",
         ):
-            self.assertRaises(ValueError, parsePolicySocket, text)
+            e = self.assertRaises(ValueError, parsePolicySocket, text)
+            self.assertIn("policy socket %r: " % (text,), str(e))
 
     def test_endpoints(self):
         """

@@ -359,6 +359,8 @@ class ReplyParsingTests(unittest.SynchronousTestCase):
             b"550 4.7.1 wrong class\0",
             b"550_bad\0",
             b"\0",
+            "4\u00b2\u00b2 superscript digits\0".encode(),
+            "5\u0661\u0661 Arabic-Indic digits\0".encode(),
         ]:
             self.assertRaises(MilterProtocolError, codec.parseReply, b"y", text)
 
