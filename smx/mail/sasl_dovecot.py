@@ -268,7 +268,7 @@ class DovecotAuthClient:
         return None
 
     def _reply(self, command: str, fields: List[str]) -> Reply:
-        if len(fields) < 2 or not fields[1].isdigit():
+        if len(fields) < 2 or not (fields[1].isascii() and fields[1].isdigit()):
             raise DovecotProtocolError("%s without a request id" % (command,))
         requestId = int(fields[1])
         data = ""

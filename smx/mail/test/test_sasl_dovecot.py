@@ -112,6 +112,16 @@ class ClientCoreTests(unittest.TestCase):
         self.assertIsNone(c.lineReceived(b"SOMETHING\tNEW"))
         self.assertRaises(DovecotProtocolError, c.lineReceived, b"OK\tx")
 
+    def test_requestIdNotAsciiDigits(self):
+        """
+        A request id with a character that str.isdigit() takes but int()
+        does not (superscript two) is a L{DovecotProtocolError}, not a
+        ValueError.
+        """
+        c, _ = self.handshaken()
+        line = "OK\t1\u00b2".encode("utf-8")
+        self.assertRaises(DovecotProtocolError, c.lineReceived, line)
+
     def test_escaping(self):
         """Dovecot's tab-escaping both ways."""
         for text in ["plain", "a\tb", "\x01\x00\r\n", ""]:
