@@ -385,7 +385,7 @@ class QueueManager(service.Service):
                     inflight=inFlight,
                 )
             return defer.succeed(reply)
-        if self.scheduler.queuedCount() >= self.iqdbMaxEntries:
+        if self.scheduler.iqdbFull(self.iqdbMaxEntries):
             if sessionId is not None:
                 self.disk.release(sessionId)
             return defer.succeed(dict(QUEUE_FULL))

@@ -176,6 +176,10 @@ class Scheduler:
         """Recipients waiting for AQ."""
         return self.waiting.count()
 
+    def iqdbFull(self, limit: int) -> bool:
+        """Are at least C{limit} recipients waiting for AQ?"""
+        return self.waiting.reaches(limit)
+
     def retryDelay(self, tries: int) -> float:
         """See L{RetrySchedule.retryDelay}."""
         return self.retries.retryDelay(tries)

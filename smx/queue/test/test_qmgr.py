@@ -478,6 +478,21 @@ class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
         reply = self.successResultOf(self.qmgr.checkAcceptance(0))
         self.assertEqual((reply["code"], reply["dsn"]), (452, "4.3.1"))
 
+    def test_iqdbFull(self):
+        """
+        C{checkAcceptance} answers 452 4.3.2 while C{IQDB.max_cache_entries}
+        recipients wait for room in AQ, and accepts again once fewer do.
+        """
+        self.restartWith(iqdbMaxEntries=2, aqMaxEntries=1)
+        self.agent.pending = []
+        self.assertIsNone(self.successResultOf(self.qmgr.checkAcceptance(0)))
+        self.submit(recipients=("1@y.test", "2@y.test", "3@y.test"))
+        self.assertEqual(self.qmgr.scheduler.queuedCount(), 2)
+        reply = self.successResultOf(self.qmgr.checkAcceptance(0, "s1"))
+        self.assertEqual((reply["code"], reply["dsn"]), (452, "4.3.2"))
+        self.qmgr.scheduler.ready[0][1].state = "held"
+        self.assertIsNone(self.successResultOf(self.qmgr.checkAcceptance(0, "s1")))
+
 
 class PendingContentTests(QueueManagerTestMixin, unittest.TestCase):
     """

@@ -649,6 +649,25 @@ class WaitingQueueTests(unittest.TestCase):
         self.assertEqual([r.index for r in rcpts], [1, 2])
         self.assertEqual(q.count(), 0)
 
+    def test_reaches(self):
+        """
+        L{WaitingQueue.reaches} is C{count() >= limit}, and does not walk
+        the entries while there are fewer than C{limit} of them (QMGR asks
+        for every new transaction).
+        """
+        q = WaitingQueue()
+        a = transaction("SA", ["1@y.test", "2@y.test", "3@y.test"])
+        q.add(a, list(a.recipients.values()))
+        self.assertTrue(q.reaches(3))
+        self.assertFalse(q.reaches(4))
+        a.recipients[0].state = "held"
+        self.assertFalse(q.reaches(3))
+        self.assertTrue(q.reaches(2))
+        walked = []
+        q.count = lambda: walked.append(1) or 0
+        self.assertFalse(q.reaches(4))
+        self.assertEqual(walked, [])
+
 
 class RetryScheduleTests(unittest.TestCase):
     """
