@@ -237,9 +237,7 @@ class LMTPServerProtocol(protocol.Protocol):
         maxMessageSize: int,
     ) -> None:
         self.store = store
-        self.hostname = hostname
         self.log = logger
-        self.maxMessageSize = maxMessageSize
         # the MTA in front applies the limits of a session; lmtpd only
         # bounds what it stores
         self.connection = ServerConnection(
