@@ -48,6 +48,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
+from smx.mail.dsnparams import encodeXtext
 from smx.queue.maildrop import DropEnvelope, DropRecipient
 
 #: seconds to wait for the TCP connection and the greeting
@@ -56,21 +57,8 @@ CONNECT_TIMEOUT = 10.0
 #: seconds to wait for any later reply (the final dot waits for fsyncs)
 REPLY_TIMEOUT = 120.0
 
-_XTEXT_PLAIN = re.compile(r"[!-*,-<>-~]")
-
-
-def xtext(text: str) -> str:
-    """
-    Encode C{text} as xtext (RFC 3461 section 4): C{+} and C{=} and every
-    character outside C{!}..C{~} as C{+HH}.
-    """
-    out = []
-    for c in text:
-        if _XTEXT_PLAIN.match(c):
-            out.append(c)
-        else:
-            out.extend("+%02X" % (b,) for b in c.encode("utf-8"))
-    return "".join(out)
+#: xtext (RFC 3461 section 4), as SMTPC encodes it
+xtext = encodeXtext
 
 
 @dataclass(frozen=True)
