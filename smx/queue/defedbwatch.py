@@ -21,7 +21,11 @@ DESCRIPTION
         - when DEFEDB is closed or broken (it could not be opened, a
           commit failed, Berkeley DB said C{DB_RUNRECOVERY}), waits until
           its file systems have room again and then opens it again, with
-          recovery, without a restart of smx; then catches up.
+          recovery, without a restart of smx; then catches up.  An open
+          that fails (a damaged file, not a full disk) is tried again
+          after L{WATCH_INTERVAL}, then after twice as long each time,
+          up to L{MAX_REOPEN_DELAY}: recovery of a damaged DEFEDB is not
+          repeated every two seconds.
 
     If DEFEDB could not be read when QMGR started, QMGR runs on what IBDB
     has (recipients IBDB knew as deferred are delivered again), and once
@@ -53,6 +57,8 @@ from smx.queue.recovery import mergeDefedb
 
 #: seconds between two looks at DEFEDB
 WATCH_INTERVAL = 2.0
+#: the longest wait between two failed opens of DEFEDB
+MAX_REOPEN_DELAY = 300.0
 
 
 class DefedbWatcher:
@@ -86,6 +92,9 @@ class DefedbWatcher:
         self.mergeNeeded = False
         self.state = "ok"
         self._call = None  # type: Any
+        #: when the next open may be tried, and the wait after the next failure
+        self._nextOpen = 0.0
+        self._reopenDelay = interval
 
     def start(self) -> None:
         if self._call is None:
@@ -131,11 +140,23 @@ class DefedbWatcher:
                 pending=self.store.pendingCount(),
             )
             return
+        now = self.clock.seconds()
+        if now < self._nextOpen:
+            return
         try:
             db.open()
         except DefedbError as e:
-            self._enter("failed", stat="DEFEDB unusable", error=str(e))
+            self._nextOpen = now + self._reopenDelay
+            self._enter(
+                "failed",
+                stat="DEFEDB unusable",
+                error=str(e),
+                retry=int(self._reopenDelay),
+            )
+            self._reopenDelay = min(self._reopenDelay * 2, MAX_REOPEN_DELAY)
             return
+        self._nextOpen = 0.0
+        self._reopenDelay = self.interval
         self._enter("ok")
         self.catchUp()
 

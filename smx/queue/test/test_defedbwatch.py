@@ -12,7 +12,8 @@ from twisted.trial import unittest
 
 from smx.log import Logger, MemorySink
 from smx.queue.cdb import FileContentStore
-from smx.queue.defedbwatch import WATCH_INTERVAL, DefedbWatcher
+from smx.queue.defedb import DefedbError
+from smx.queue.defedbwatch import MAX_REOPEN_DELAY, WATCH_INTERVAL, DefedbWatcher
 from smx.queue.envelope import Transaction
 from smx.queue.store import QueueStore
 from smx.queue.testing import defaultDefedb, defaultIncomingBackupLog
@@ -143,6 +144,38 @@ class DefedbWatcherTests(unittest.TestCase):
             sorted(e["id"] for e, _ in self.defedb.loadAll()), [ta.id, ta2.id]
         )
         self.assertIn("DEFEDB reopened", "\n".join(self.sink.lines()))
+
+    def test_failedOpenBacksOff(self):
+        """
+        A DEFEDB that cannot be opened although there is room (a damaged
+        file) is tried again after one interval, then after twice as long
+        each time up to L{MAX_REOPEN_DELAY}, not at every look; once it
+        opens, the next failure starts again from one interval.
+        """
+        attempts = []
+        realOpen = self.defedb.open
+
+        def failingOpen():
+            attempts.append(self.clock.seconds())
+            raise DefedbError("damaged")
+
+        self.defedb.broken = True
+        self.defedb.open = failingOpen
+        self.clock.advance(WATCH_INTERVAL)
+        self.assertFalse(self.defedb.isOpen)
+        for _ in range(int(2 * MAX_REOPEN_DELAY / WATCH_INTERVAL) + 200):
+            self.clock.advance(WATCH_INTERVAL)
+        gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+        self.assertEqual(gaps[:4], [2.0, 4.0, 8.0, 16.0])
+        self.assertEqual(max(gaps), MAX_REOPEN_DELAY)
+        self.assertEqual(self.watch.state, "failed")
+        failed = [line for line in self.sink.lines() if "DEFEDB unusable" in line]
+        self.assertEqual(len(failed), 1, failed)
+        self.defedb.open = realOpen
+        self.clock.advance(MAX_REOPEN_DELAY)
+        self.assertTrue(self.defedb.isOpen)
+        self.assertEqual(self.watch.state, "ok")
+        self.assertEqual(self.watch._reopenDelay, WATCH_INTERVAL)
 
     def test_pagesWritten(self):
         """
