@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application import service
+from twisted.python.failure import Failure
 from twisted.internet import defer
 
 from smx.log import Logger
@@ -447,7 +448,15 @@ class PickupService(service.Service):
             nextTry, delay = self._delays.get(name, (0.0, 0.0))
             if nextTry > now:
                 continue
-            result = await self._inThread(self.reader.process, name)
+            try:
+                result = await self._inThread(self.reader.process, name)
+            except Exception:
+                # a fault of smx with this one file: the file stays, is
+                # tried again later like a 4xx, and the others still go
+                self.log.failure("PickupService.scan", Failure(), pickup=name)
+                delay = min(max(delay * 2, self.settings.interval), MAX_DELAY)
+                self._delays[name] = (self.reactor.seconds() + delay, delay)
+                continue
             for severity, func, fields in result.records:
                 if severity == "INFO":
                     self.log.info(**fields)

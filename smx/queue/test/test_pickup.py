@@ -193,6 +193,44 @@ class ServiceTests(PickupTestCase):
             [r.address for r in submit.calls[-1][0].recipients], ["later@example.test"]
         )
 
+    def test_unexpectedErrorOneFile(self) -> None:
+        """
+        An unexpected exception while one file is handled (a fault of smx)
+        is logged with the file's name and C{sev=}; that file stays and is
+        tried again later with the 4xx back-off, and the files after it in
+        the same round are still submitted.
+        """
+        first = self.drop(envelope("bob@example.test"))
+        second = self.drop(envelope("carol@example.test"))
+        submit = FakeSubmit()
+        service = self.service(submit)
+        process = service.reader.process
+        failing = []
+
+        def faulty(name: str) -> Any:
+            if name == first:
+                failing.append(self.clock.seconds())
+                raise RuntimeError("a bug")
+            return process(name)
+
+        service.reader.process = faulty  # type: ignore[method-assign]
+        service.startService()
+        self.clock.advance(0)
+        self.assertEqual(
+            [r.address for env, _ in submit.calls for r in env.recipients],
+            ["carol@example.test"],
+        )
+        self.assertEqual(waitingNames(self.dir), [first])
+        [record] = self.records("pickup=" + first)
+        self.assertIn("sev=", record)
+        self.assertIn("a bug", "\n".join(self.sink.lines()))
+        for _ in range(40):
+            self.clock.advance(5)
+        gaps = [b - a for a, b in zip(failing, failing[1:])]
+        self.assertEqual(gaps[:3], [5, 10, 20])
+        self.flushLoggedErrors(RuntimeError)
+        self.assertNotIn(second, waitingNames(self.dir))
+
     def test_removalFails(self) -> None:
         """
         When the file cannot be removed after the 250 (as if smx died
