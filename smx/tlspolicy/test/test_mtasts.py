@@ -1,0 +1,228 @@
+# -*- test-case-name: smx.tlspolicy.test.test_mtasts -*-
+"""
+Tests of L{smx.tlspolicy.mtasts}: the TXT record, the policy, MX
+patterns and the cache file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from smx.log import Logger, MemorySink
+from smx.tlspolicy.mtasts import (
+    MAX_AGE_LIMIT,
+    CachedPolicy,
+    PolicyCache,
+    STSError,
+    mxMatches,
+    parsePolicy,
+    parseRecord,
+)
+
+POLICY = "version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 600\n"
+
+
+class RecordTests(SynchronousTestCase):
+    """
+    L{parseRecord}: the C{_mta-sts} TXT record (RFC 8461 §3.1).
+    """
+
+    def test_id(self):
+        """
+        The C{id} of the one C{v=STSv1} record.
+        """
+        self.assertEqual(
+            parseRecord(["v=STSv1; id=20160831085700Z;"]), "20160831085700Z"
+        )
+        self.assertEqual(parseRecord(["v=STSv1;id=abc"]), "abc")
+        self.assertEqual(parseRecord(["v=STSv1 ; id=abc ; ext=1"]), "abc")
+
+    def test_otherRecordsIgnored(self):
+        """
+        TXT records that do not start with C{v=STSv1} do not count.
+        """
+        self.assertEqual(
+            parseRecord(["v=spf1 -all", "v=STSv1; id=1", "v=STSv10; id=2"]), "1"
+        )
+        self.assertIsNone(parseRecord(["v=spf1 -all"]))
+        self.assertIsNone(parseRecord([]))
+
+    def test_several(self):
+        """
+        Two C{v=STSv1} records: no usable record.
+        """
+        self.assertRaises(STSError, parseRecord, ["v=STSv1; id=1", "v=STSv1; id=2"])
+
+    def test_bad(self):
+        """
+        A record without id, with a bad id or a bad field is refused.
+        """
+        for text in [
+            "v=STSv1",
+            "v=STSv1;",
+            "v=STSv1; id=",
+            "v=STSv1; id=a-b",
+            "v=STSv1; id=" + "a" * 33,
+            "v=STSv1; junk",
+            "v=STSv1; id=1; x=a=b",
+        ]:
+            self.assertRaises(STSError, parseRecord, [text])
+
+
+class PolicyTests(SynchronousTestCase):
+    """
+    L{parsePolicy}: the policy body (RFC 8461 §3.2).
+    """
+
+    def test_enforce(self):
+        """
+        The fields of an enforce policy, with CRLF line ends.
+        """
+        policy = parsePolicy(
+            "version: STSv1\r\nmode: enforce\r\nmx: MX1.Example.com.\r\n"
+            "mx: *.example.net\r\nmax_age: 86400\r\n"
+        )
+        self.assertEqual(policy.mode, "enforce")
+        self.assertEqual(policy.mx, ("mx1.example.com", "*.example.net"))
+        self.assertEqual(policy.maxAge, 86400)
+        self.assertEqual(
+            policy.lines(),
+            [
+                "version: STSv1",
+                "mode: enforce",
+                "mx: MX1.Example.com.",
+                "mx: *.example.net",
+                "max_age: 86400",
+            ],
+        )
+
+    def test_firstWinsUnknownIgnored(self):
+        """
+        Unknown fields are ignored; of a field other than C{mx} given
+        twice the first counts.
+        """
+        policy = parsePolicy(POLICY + "mode: none\nfoo: bar\nmax_age: 1\n")
+        self.assertEqual((policy.mode, policy.maxAge), ("enforce", 600))
+
+    def test_maxAgeLimit(self):
+        """
+        C{max_age} above 31557600 is taken as 31557600.
+        """
+        policy = parsePolicy(POLICY.replace("600", "9999999999"))
+        self.assertEqual(policy.maxAge, MAX_AGE_LIMIT)
+
+    def test_noneWithoutMX(self):
+        """
+        C{mode: none} needs no C{mx}.
+        """
+        policy = parsePolicy("version: STSv1\nmode: none\nmax_age: 5\n")
+        self.assertEqual((policy.mode, policy.mx), ("none", ()))
+
+    def test_bad(self):
+        """
+        A wrong version or mode, a missing or non-numeric C{max_age}, no
+        C{mx} in enforce mode, a bad pattern or a line that is not
+        C{key: value} make the policy invalid.
+        """
+        for text in [
+            POLICY.replace("STSv1", "STSv2"),
+            POLICY.replace("version: STSv1\n", ""),
+            POLICY.replace("enforce", "Enforce"),
+            POLICY.replace("max_age: 600\n", ""),
+            POLICY.replace("600", "-1"),
+            POLICY.replace("600", "6OO"),
+            POLICY.replace("600", "١٢"),
+            POLICY.replace("mx: mx.example.com\n", ""),
+            POLICY.replace("mx.example.com", "*.*.example.com"),
+            POLICY.replace("mx.example.com", "com"),
+            POLICY.replace("mx.example.com", "mx_1.example.com"),
+            POLICY + "garbage\n",
+            "<html>" + POLICY,
+        ]:
+            self.assertRaises(STSError, parsePolicy, text)
+
+
+class MXMatchTests(SynchronousTestCase):
+    """
+    L{mxMatches} (RFC 8461 §4.1).
+    """
+
+    def test_exact(self):
+        """
+        A name matches itself, whatever the case or a final dot.
+        """
+        self.assertTrue(mxMatches("mail.example.com", "MAIL.example.com."))
+        self.assertFalse(mxMatches("mail.example.com", "mail2.example.com"))
+        self.assertFalse(mxMatches("mail.example.com", "x.mail.example.com"))
+
+    def test_wildcard(self):
+        """
+        C{*.example.com} matches one label, any, below C{example.com}.
+        """
+        self.assertTrue(mxMatches("*.example.com", "mx1.example.com"))
+        self.assertFalse(mxMatches("*.example.com", "example.com"))
+        self.assertFalse(mxMatches("*.example.com", "a.b.example.com"))
+        self.assertFalse(mxMatches("*.example.com", "mx1.example.net"))
+        self.assertFalse(mxMatches("*.example.com", ".example.com"))
+
+
+class CacheTests(SynchronousTestCase):
+    """
+    L{PolicyCache}: the cache file.
+    """
+
+    def setUp(self):
+        self.dir = self.mktemp()
+        os.mkdir(self.dir)
+        self.path = os.path.join(self.dir, "mta-sts.json")
+        self.sink = MemorySink()
+        self.log = Logger("smtpc", 14, self.sink)
+
+    def test_roundTrip(self):
+        """
+        A policy put into the cache is in the file, and a new cache reads
+        it back; no temporary file is left.
+        """
+        cache = PolicyCache(self.path, self.log)
+        entry = CachedPolicy("id1", 1000.0, parsePolicy(POLICY))
+        cache.put("example.com", entry, 1000.0)
+        self.assertEqual(PolicyCache(self.path, self.log).get("example.com"), entry)
+        self.assertEqual(os.listdir(self.dir), ["mta-sts.json"])
+
+    def test_expiredDropped(self):
+        """
+        Expired entries are dropped when the file is written.
+        """
+        cache = PolicyCache(self.path, self.log)
+        cache.put("a.test", CachedPolicy("1", 0.0, parsePolicy(POLICY)), 0.0)
+        cache.put("b.test", CachedPolicy("1", 700.0, parsePolicy(POLICY)), 700.0)
+        self.assertEqual(set(PolicyCache(self.path, self.log).policies), {"b.test"})
+
+    def test_badFile(self):
+        """
+        A file that is not a cache is reported (C{sev=ERR}) and ignored;
+        a bad entry is reported and the others kept.
+        """
+        with open(self.path, "w") as f:
+            f.write("{not json")
+        self.assertEqual(PolicyCache(self.path, self.log).policies, {})
+        self.assertIn("sev=ERR, func=PolicyCache", self.sink.lines()[0])
+        good = CachedPolicy("1", 5.0, parsePolicy(POLICY)).toPlain()
+        with open(self.path, "w") as f:
+            json.dump({"policies": {"a.test": good, "b.test": {"id": "!"}}}, f)
+        self.assertEqual(set(PolicyCache(self.path, self.log).policies), {"a.test"})
+        self.assertIn("domain=b.test", self.sink.lines()[-1])
+
+    def test_unwritable(self):
+        """
+        A cache file that cannot be written is reported; the policy is
+        kept in memory.
+        """
+        cache = PolicyCache(os.path.join(self.dir, "missing", "x.json"), self.log)
+        entry = CachedPolicy("1", 5.0, parsePolicy(POLICY))
+        cache.put("a.test", entry, 5.0)
+        self.assertEqual(cache.get("a.test"), entry)
+        self.assertIn("sev=ERR, func=PolicyCache", self.sink.lines()[0])
