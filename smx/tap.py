@@ -423,6 +423,9 @@ def makeService(options: Options) -> service.IService:
 
     tuneGarbageCollector()
     raiseFileLimit()
+    from smx.config.permissions import refuseUnsafeFiles
+
+    refuseUnsafeFiles(options.configuration)  # §9.2: exit 78, one line a file
     try:
         root = buildService(options.configuration)
     except ComponentError as e:

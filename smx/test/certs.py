@@ -52,6 +52,9 @@ def makeCertificates(directory: str) -> Certificates:
     def write(name: str, blob: Any) -> str:
         path = os.path.join(directory, name)
         blob.write_to_path(path)
+        if name.endswith(".key"):
+            # smx refuses a private key everybody may read (seed §9.2)
+            os.chmod(path, 0o600)
         return path
 
     certs.caFile = write("ca.pem", ca.cert_pem)
