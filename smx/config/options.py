@@ -59,11 +59,6 @@ from smx.config.values import (
 Q = QUEUE_RELATIVE
 C = CONFIG_RELATIVE
 
-#: why the sockets between components have no effect in embedded mode
-IN_PROCESS = (
-    "the components call each other in one process; this socket is for "
-    "split mode, which smx does not have yet"
-)
 #: why thread pool options have no effect
 NO_THREADS = "smx serves sessions in an event loop, not in threads"
 
@@ -365,8 +360,6 @@ QMGR = section(
             "10s",
             "§5.7",
             "how long to wait for a client (SMTPS, SMTPC) to become available",
-            inert="SMTPS and SMTPC run in QMGR's process (embedded mode): "
-            "there is nothing to wait for",
         ),
         opt(
             "wait_for_server",
@@ -1047,8 +1040,6 @@ SMTPC = section(
             "10s",
             "§5.10",
             "how long to wait for QMGR to become available",
-            inert="SMTPC runs in QMGR's process (embedded mode): there is "
-            "nothing to wait for",
         ),
         section("tls", "§5.10", "STARTTLS", tlsMembers(False)),
     ],
@@ -1180,7 +1171,6 @@ ROOT = section(
             "qmsmar/smarsock",
             "§5.4",
             "socket of the address resolver",
-            inert=IN_PROCESS,
         ),
         opt(
             "SMTPC_socket",
@@ -1188,7 +1178,6 @@ ROOT = section(
             "qmsmtpc/smtpcsock",
             "§5.4",
             "socket between SMTPC and QMGR",
-            inert=IN_PROCESS,
         ),
         opt(
             "SMTPS_socket",
@@ -1196,7 +1185,6 @@ ROOT = section(
             "qmsmtps/smtpssock",
             "§5.4",
             "socket between SMTPS and QMGR",
-            inert=IN_PROCESS,
         ),
         QMGR,
         SMAR,

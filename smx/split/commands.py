@@ -1,0 +1,169 @@
+# -*- test-case-name: smx.split.test.test_service -*-
+"""
+NAME
+    smx.split.commands - the AMP commands between the components of smx
+
+DESCRIPTION
+    One AMP command per method of L{smx.interfaces.IQueueManager},
+    L{smx.interfaces.IAddressResolver} and
+    L{smx.interfaces.IDeliveryAgent}.  Strings and numbers travel as AMP
+    strings and integers; the structured values (envelopes, decisions,
+    replies, delivery transactions, results) as L{PlainData}: their
+    C{toData()} (L{smx.values}) encoded as JSON, cut into pieces of at
+    most L{CHUNK} bytes, since one AMP value holds at most 65,535 bytes
+    and an envelope with many recipients or a queue listing holds more.
+
+    Which socket carries what (seed §5.4):
+
+        - C{SMTPS_socket} (QMGR listens, SMTPS connects): the
+          C{IQueueManager} commands;
+        - C{SMAR_socket} (SMAR listens, QMGR and SMTPS connect): the
+          C{IAddressResolver} commands;
+        - C{SMTPC_socket} (QMGR listens, SMTPC connects): L{Deliver},
+          sent by QMGR over the connection SMTPC opened.
+
+    Errors: C{ValueError} (a bad envelope, an unknown control command) and
+    C{KeyError} (an unknown transaction) cross as themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict
+
+from twisted.protocols import amp
+
+from smx.values import BadData, checkPlain
+
+#: the most bytes of JSON in one AMP value (an AMP value holds 65,535)
+CHUNK = 60000
+
+#: the errors that cross the connection as themselves
+ERRORS = {KeyError: b"KEY", ValueError: b"VALUE"}  # type: Dict[Any, bytes]
+
+
+class PlainData(amp.Argument):
+    """
+    An AMP argument holding plain data (L{smx.values.checkPlain}) of any
+    size: JSON in pieces of at most L{CHUNK} bytes, under the keys
+    C{NAME} (the number of pieces), C{NAME.0}, C{NAME.1}, ...
+    """
+
+    def toBox(self, name: bytes, strings: Any, objects: Any, proto: Any) -> None:
+        obj = objects.get(amp._wireNameToPythonIdentifier(name))
+        text = json.dumps(checkPlain(obj, name.decode("ascii")))
+        data = text.encode("utf-8")
+        pieces = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
+        strings[name] = b"%d" % (len(pieces),)
+        for i, piece in enumerate(pieces):
+            strings[name + b".%d" % (i,)] = piece
+
+    def fromBox(self, name: bytes, strings: Any, objects: Any, proto: Any) -> None:
+        count = strings.get(name)
+        if count is None or not count.isdigit():
+            raise BadData("%s: missing or bad piece count" % (name.decode("ascii"),))
+        pieces = []
+        for i in range(int(count)):
+            piece = strings.get(name + b".%d" % (i,))
+            if piece is None:
+                raise BadData("%s: piece %d is missing" % (name.decode("ascii"), i))
+            pieces.append(piece)
+        try:
+            value = json.loads(b"".join(pieces).decode("utf-8"))
+        except (ValueError, RecursionError) as e:
+            raise BadData("%s: not JSON: %s" % (name.decode("ascii"), e))
+        objects[amp._wireNameToPythonIdentifier(name)] = value
+
+
+# -- IQueueManager (SMTPS_socket) -------------------------------------------
+
+
+class SessionOpen(amp.Command):
+    arguments = [(b"sessionId", amp.Unicode()), (b"clientAddress", amp.Unicode())]
+    response = [(b"reply", PlainData())]
+
+
+class SessionClose(amp.Command):
+    arguments = [(b"sessionId", amp.Unicode()), (b"clientAddress", amp.Unicode())]
+    response = []  # type: ignore[var-annotated]
+
+
+class CheckAcceptance(amp.Command):
+    arguments = [
+        (b"size", amp.Integer()),
+        (b"sessionId", amp.Unicode(optional=True)),
+    ]
+    response = [(b"reply", PlainData())]
+
+
+class CommitTransaction(amp.Command):
+    arguments = [(b"envelope", PlainData())]
+    response = []  # type: ignore[var-annotated]
+    errors = ERRORS
+
+
+class ContentCommitted(amp.Command):
+    arguments = [(b"transactionId", amp.Unicode()), (b"stored", amp.Boolean())]
+    response = []  # type: ignore[var-annotated]
+    errors = ERRORS
+
+
+class Status(amp.Command):
+    arguments = []  # type: ignore[var-annotated]
+    response = [(b"status", PlainData())]
+
+
+class ListQueue(amp.Command):
+    arguments = []  # type: ignore[var-annotated]
+    response = [(b"entries", PlainData())]
+
+
+class Control(amp.Command):
+    arguments = [
+        (b"command", amp.Unicode()),
+        (b"transactionId", amp.Unicode(optional=True)),
+        (b"recipient", PlainData()),
+    ]
+    response = [(b"result", PlainData())]
+    errors = ERRORS
+
+
+# -- IAddressResolver (SMAR_socket) -----------------------------------------
+
+
+class CheckClient(amp.Command):
+    arguments = [(b"clientAddress", amp.Unicode())]
+    response = [(b"decision", PlainData())]
+
+
+class CheckSender(amp.Command):
+    arguments = [(b"sender", amp.Unicode()), (b"client", PlainData())]
+    response = [(b"decision", PlainData())]
+
+
+class CheckRecipient(amp.Command):
+    arguments = [(b"recipient", amp.Unicode()), (b"client", PlainData())]
+    response = [(b"decision", PlainData())]
+
+
+class LookupAccess(amp.Command):
+    arguments = [(b"tag", amp.Unicode()), (b"key", amp.Unicode())]
+    response = [(b"decision", PlainData())]
+
+
+class ResolveRecipient(amp.Command):
+    arguments = [(b"address", amp.Unicode())]
+    response = [(b"resolved", PlainData())]
+
+
+class Reload(amp.Command):
+    arguments = []  # type: ignore[var-annotated]
+    response = []  # type: ignore[var-annotated]
+
+
+# -- IDeliveryAgent (SMTPC_socket) ------------------------------------------
+
+
+class Deliver(amp.Command):
+    arguments = [(b"transaction", PlainData())]
+    response = [(b"results", PlainData())]

@@ -1,0 +1,234 @@
+# -*- test-case-name: smx.split.test.test_service -*-
+"""
+NAME
+    smx.split.peer - AMP connections between components over Unix sockets
+
+SYNOPSIS
+    peer = PeerConnection(reactor, "qmsmtps/smtpssock", SomeAMP,
+                          waitForServer=10, name="qmgr")
+    peer.startService()
+    d = peer.callRemote(SessionOpen, sessionId=..., clientAddress=...)
+
+    port = listenSocket(reactor, "qmsmar/smarsock", factory)
+
+DESCRIPTION
+    L{PeerConnection} is the connecting side: it connects at start and
+    again whenever the connection is lost (after 0.1 s, then backing off
+    to at most L{MAX_RETRY_DELAY}), so a component whose peer restarts
+    finds it again without anybody's help.  A call made while there is no
+    connection waits for one, at most C{waitForServer} seconds (the
+    C{wait_for_server} option), and then fails with L{PeerUnavailable}.
+
+    L{listenSocket} is the listening side: it replaces a stale socket file
+    (left by a process killed with SIGKILL) and creates the socket mode
+    0660, so that the group of the socket's directory (seed §4.1) may
+    connect.
+
+DIAGNOSTICS
+    A lost connection is logged once (C{sev=WARN}), and once when it is
+    back (C{sev=NOTICE}), naming the peer and the socket.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional
+
+from twisted.application import service
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer, endpoints, error
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from zope.interface import implementer
+
+from smx.log import Logger
+from smx.unixsocket import socketName
+
+#: the longest wait between two attempts to connect to a peer
+MAX_RETRY_DELAY = 1.0
+
+
+class PeerUnavailable(Exception):
+    """
+    The peer component could not be reached within C{wait_for_server}.
+    """
+
+
+class QuietAMP(amp.AMP):
+    """
+    AMP without the lines per connection that C{amp.AMP} logs.
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+
+
+class PeerConnection(service.Service):
+    """
+    A reconnecting AMP connection to the Unix socket of another component
+    (see the module docstring).
+
+    @ivar protocol: the connected protocol, or C{None}.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        path: str,
+        makeProtocol: Callable[[], amp.AMP],
+        waitForServer: float,
+        name: str,
+        logger: Optional[Logger] = None,
+    ) -> None:
+        """
+        @param path: the Unix socket the peer listens on.
+        @param makeProtocol: makes the AMP protocol of a connection (it
+            may answer commands of the peer, as SMTPC answers L{Deliver}).
+        @param waitForServer: seconds a call waits for a connection.
+        @param name: the peer's name, for log records.
+        """
+        self.reactor = reactor
+        self.path = path
+        self.waitForServer = waitForServer
+        self.peerName = name
+        self.setName("%s connection" % (name,))
+        self.logger = logger or Logger("split")
+        self.protocol = None  # type: Optional[amp.AMP]
+        self._wasUp = False
+        self._reportedDown = False
+        outer = self
+
+        def build() -> amp.AMP:
+            proto = makeProtocol()
+            lost = proto.connectionLost
+
+            def connectionLost(reason: Any = None) -> None:
+                outer._lost(proto)
+                lost(reason)
+
+            proto.connectionLost = connectionLost  # type: ignore[method-assign]
+            return proto
+
+        factory = Factory.forProtocol(build)  # type: ignore[arg-type]
+        factory.noisy = False
+        self._client = ClientService(
+            _UnixEndpoint(reactor, path),
+            factory,
+            retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=MAX_RETRY_DELAY),
+            clock=reactor,
+            prepareConnection=self._connected,
+        )
+
+    def _connected(self, proto: Any) -> None:
+        self.protocol = proto
+        if self._reportedDown or self._wasUp:
+            self.logger.notice(peer=self.peerName, socket=self.path, stat="connected")
+        self._wasUp = True
+        self._reportedDown = False
+
+    def _lost(self, proto: amp.AMP) -> None:
+        if self.protocol is proto:
+            self.protocol = None
+            if self.running:
+                self._reportedDown = True
+                self.logger.warn(
+                    "PeerConnection", peer=self.peerName, socket=self.path, stat="lost"
+                )
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        self._client.startService()
+
+    def stopService(self) -> Any:
+        service.Service.stopService(self)
+        return self._client.stopService()
+
+    def connection(self) -> defer.Deferred:
+        """
+        @return: a L{Deferred} firing with the connected protocol, or
+            failing with L{PeerUnavailable} after C{waitForServer}.
+        """
+        if self.protocol is not None and self.protocol.transport is not None:
+            return defer.succeed(self.protocol)
+        if not self.running:
+            return defer.fail(PeerUnavailable("%s: not started" % (self.peerName,)))
+        out = defer.Deferred()  # type: defer.Deferred
+        waiting = self._client.whenConnected()
+
+        def timedOut() -> None:
+            if not out.called:
+                out.errback(
+                    PeerUnavailable(
+                        "%s unavailable (%s) for %gs"
+                        % (self.peerName, self.path, self.waitForServer)
+                    )
+                )
+
+        timer = self.reactor.callLater(self.waitForServer, timedOut)
+
+        def connected(proto: Any) -> None:
+            if not out.called:
+                timer.cancel()
+                out.callback(proto)
+
+        def failed(reason: Failure) -> None:
+            if not out.called:
+                timer.cancel()
+                out.errback(PeerUnavailable("%s: %s" % (self.peerName, reason.value)))
+
+        waiting.addCallbacks(connected, failed)
+        return out
+
+    def callRemote(self, command: Any, /, **kw: Any) -> defer.Deferred:
+        """
+        Call C{command} on the peer, waiting for a connection first.
+
+        @return: a L{Deferred} firing with the answer; it fails with
+            L{PeerUnavailable} when there is no connection in time, and
+            with C{ConnectionLost} when the connection ends before the
+            answer.
+        """
+        return self.connection().addCallback(lambda p: p.callRemote(command, **kw))
+
+
+@implementer(IStreamClientEndpoint)
+class _UnixEndpoint:
+    """
+    A Unix client endpoint whose (possibly long) path is turned into a
+    short name at each attempt: the socket's directory may be created
+    after this process starts.
+    """
+
+    def __init__(self, reactor: Any, path: str) -> None:
+        self.reactor = reactor
+        self.path = path
+
+    def connect(self, factory: Any) -> defer.Deferred:
+        try:
+            name = socketName(self.path)
+        except OSError as e:
+            return defer.fail(e)
+        return endpoints.UNIXClientEndpoint(self.reactor, name, timeout=10).connect(
+            factory
+        )
+
+
+def listenSocket(reactor: Any, path: str, factory: Any, mode: int = 0o660) -> Any:
+    """
+    Listen on the Unix socket C{path}: its directory is made if missing,
+    a stale socket file is replaced.
+
+    @return: the listening port.
+    """
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    if os.path.exists(path):
+        os.unlink(path)
+    return reactor.listenUNIX(socketName(path), factory, mode=mode)
