@@ -37,7 +37,20 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
 fi
 
-PYTHON=${PYTHON:-python3}
+# The environment is built from Debian's /usr/bin/python3, which every user
+# can run: in split mode the components run as smxs, smxq, smxc and smxm
+# (an interpreter under /root, e.g. pyenv's, cannot be entered by them).
+# A .venv made from another interpreter, or one that no longer runs, is
+# made again.
+PYTHON=${PYTHON:-/usr/bin/python3}
+umask 022   # files in .venv readable by every user
+if [ -f .venv/pyvenv.cfg ]; then
+    home=$(sed -n 's/^home *= *//p' .venv/pyvenv.cfg)
+    if [ "$home" != "$(dirname "$PYTHON")" ] || ! .venv/bin/python -c '' 2>/dev/null; then
+        echo "bootstrap: .venv was made from $home, not $(dirname "$PYTHON"): making it again from $PYTHON"
+        rm -rf .venv
+    fi
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
@@ -47,4 +60,21 @@ if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$sta
     # berkeleydb builds against Debian's libdb5.3-dev.
     BERKELEYDB_DIR=/usr .venv/bin/pip install -q --config-settings editable_mode=compat -e '.[test]'
     touch "$stamp"
+fi
+# smx-postdrop: the set-group-id helper of smx sendmail (contrib/), made
+# set-group-id by "smx setup"; a rebuilt one keeps the owner and mode.
+if [ ! -x .venv/bin/smx-postdrop ] || [ contrib/smx-postdrop.c -nt .venv/bin/smx-postdrop ]; then
+    cc -O2 -Wall -o .venv/bin/smx-postdrop.new contrib/smx-postdrop.c
+    if [ -e .venv/bin/smx-postdrop ]; then
+        chown --reference=.venv/bin/smx-postdrop .venv/bin/smx-postdrop.new 2>/dev/null || true
+        chmod --reference=.venv/bin/smx-postdrop .venv/bin/smx-postdrop.new
+    fi
+    mv -f .venv/bin/smx-postdrop.new .venv/bin/smx-postdrop
+fi
+# In split mode every component user must be able to run .venv/bin/python
+# and import smx from this checkout.
+if [ "$(id -u)" -eq 0 ] && command -v runuser >/dev/null \
+        && ! runuser -u nobody -- .venv/bin/python -c 'import smx, twisted' 2>/dev/null; then
+    echo "bootstrap: note: other users cannot run $(pwd)/.venv/bin/python with smx;" \
+        "for split mode put the checkout where every user can read it (e.g. /opt/smx)"
 fi

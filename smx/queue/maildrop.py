@@ -5,6 +5,7 @@ NAME
 
 SYNOPSIS
     name = dropMessage(directory, envelope, content)        # smx sendmail
+    name = dropThroughHelper(postdropProgram(), directory, envelope, content)
     for name in waitingNames(directory): ...                 # pickup
         envelope, content, uid = readDrop(directory, name)
         rewriteDrop(directory, name, envelope, content)
@@ -34,7 +35,9 @@ DESCRIPTION
     version, never a mix.
 
 SECURITY
-    The directory may be writable by a group of users (C{maildrop_group}).
+    The directory may be writable by a group of users (C{maildrop_group});
+    a user outside the group writes through the set-group-id helper
+    C{smx-postdrop} (L{dropThroughHelper}, C{contrib/smx-postdrop.c}).
     Pickup therefore trusts nothing in a file: L{readDrop} opens it
     without following a symbolic link, refuses anything but a regular
     file with one link and a bounded size, and L{DropEnvelope.fromPlain}
@@ -330,6 +333,57 @@ def dropMessage(
     return name
 
 
+#: the set-group-id helper that writes into a group's maildrop directory
+POSTDROP = "smx-postdrop"
+
+
+def postdropProgram() -> Optional[str]:
+    """
+    The C{smx-postdrop} helper: C{$SMXPOSTDROP}, else the one beside the
+    running interpreter (C{.venv/bin}, where C{tools/bootstrap.sh} builds
+    it and C{smx setup} makes it set-group-id); C{None} if there is none.
+    (The helper takes its rights from its own mode, not from who names
+    it, so the environment may choose it.)
+    """
+    import sys
+
+    path = os.environ.get("SMXPOSTDROP") or os.path.join(
+        os.path.dirname(sys.executable), POSTDROP
+    )
+    return path if os.access(path, os.X_OK) else None
+
+
+def dropThroughHelper(
+    program: str, directory: str, envelope: DropEnvelope, content: bytes
+) -> str:
+    """
+    Keep a message in the maildrop directory through the set-group-id
+    helper C{contrib/smx-postdrop.c} (as Postfix's C{postdrop}), for a
+    user who may not write the directory: it writes the file as
+    L{dropMessage} does (temporary name, fsync, rename).
+
+    @return: the file name.
+    @raise OSError: if the helper fails (its message in C{strerror}).
+    """
+    import subprocess
+
+    try:
+        result = subprocess.run(
+            [program, directory],
+            input=_encode(envelope, content),
+            capture_output=True,
+            env={},
+            timeout=600,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise OSError(errno.EIO, "%s: %s" % (program, e))
+    name = result.stdout.decode("ascii", "replace").strip()
+    if result.returncode != 0 or not isDropName(name):
+        why = result.stderr.decode("utf-8", "replace").strip()
+        raise OSError(errno.EACCES, why or "%s failed" % (program,))
+    return name
+
+
 def rewriteDrop(
     directory: str, name: str, envelope: DropEnvelope, content: bytes
 ) -> None:
@@ -479,6 +533,8 @@ __all__ = [
     "DropRecipient",
     "DropEnvelope",
     "dropMessage",
+    "dropThroughHelper",
+    "postdropProgram",
     "rewriteDrop",
     "removeDrop",
     "readDrop",

@@ -36,6 +36,7 @@ COMMANDS = {
     ),
     "greylist": ("greylist", "list and change the greylist pmilter's database"),
     "sendmail": ("sendmail", "submit a message as sendmail(1) does (doc/sendmail.md)"),
+    "setup": ("setup", "create users, directories, smx.conf for split mode (§4)"),
     "tlsrpt": ("tlsrpt", "print the daily TLS reports of MTA-STS and DANE (RFC 8460)"),
 }
 

@@ -63,6 +63,9 @@ DESCRIPTION
 ENVIRONMENT
     SMXCONF   the smx.conf to use when -C is not given
     NAME      the full name for From:
+    SMXPOSTDROP
+              the set-group-id maildrop helper (default: smx-postdrop
+              beside the interpreter)
 
 EXIT STATUS
     0 the message was accepted by SMTPS or kept in the maildrop (or, with
@@ -81,7 +84,10 @@ DIAGNOSTICS
 
 SECURITY
     Not set-user-id or set-group-id: the maildrop directory is written
-    with the user's own rights (see C{maildrop_group}).
+    with the user's own rights (see C{maildrop_group}), or, when they
+    do not suffice, through the set-group-id helper C{smx-postdrop}
+    beside the interpreter (C{contrib/smx-postdrop.c}, installed by
+    C{smx setup}), as Postfix's sendmail uses postdrop.
 """
 
 from __future__ import annotations
@@ -601,7 +607,7 @@ class Submission:
 
         @return: C{(file name, "")}, or C{(None, why not)}.
         """
-        from smx.queue.maildrop import dropMessage
+        from smx.queue.maildrop import dropMessage, dropThroughHelper, postdropProgram
 
         if not self.canDrop:
             return None, (
@@ -615,6 +621,15 @@ class Submission:
                 # group and mode)
                 os.mkdir(directory, 0o700)
             return dropMessage(directory, envelope, content), ""
+        except PermissionError as e:
+            # not in the maildrop group: the set-group-id smx-postdrop
+            helper = postdropProgram()
+            if helper is None:
+                return None, "%s: %s" % (e.filename or directory, e.strerror or e)
+            try:
+                return dropThroughHelper(helper, directory, envelope, content), ""
+            except OSError as e:
+                return None, e.strerror or str(e)
         except OSError as e:
             return None, "%s: %s" % (e.filename or directory, e.strerror or e)
 
