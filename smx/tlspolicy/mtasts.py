@@ -69,6 +69,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -698,6 +699,10 @@ class MTASTSPolicySource:
             C{mta-sts}, or C{None}; it never fails.
         """
         domain = domain.lower().rstrip(".")
+        if not _namedHosts(mxHosts) or domain.startswith("["):
+            # local delivery, or address literals (a mailertable relay):
+            # not delivery to the domain's MX hosts, which MTA-STS is about
+            return defer.succeed(None)
         waiting = self._pending.get(domain)
         d = defer.Deferred()  # type: defer.Deferred
         if waiting is not None:
@@ -792,6 +797,21 @@ class MTASTSPolicySource:
         if entry is None:
             return None
         return entry.policy.lines(), list(entry.policy.mx)
+
+
+def _namedHosts(hosts: Iterable[str]) -> bool:
+    """Is one of C{hosts} a host name (not an address literal)?"""
+    for host in hosts:
+        host = host.strip("[]")
+        if not host:
+            continue
+        if host.lower().startswith("ipv6:"):
+            continue
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return True
+    return False
 
 
 def mtastsSource(

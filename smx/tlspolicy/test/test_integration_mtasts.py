@@ -40,6 +40,7 @@ ENFORCE = (
 )
 TESTING = "version: STSv1\nmode: testing\nmx: mx.remote.test\nmax_age: 3600\n"
 NONE = "version: STSv1\nmode: none\nmax_age: 3600\n"
+MX = ["mx.remote.test"]
 
 
 class _OffsetClock:
@@ -165,13 +166,13 @@ class MTASTSSourceTests(TestCase):
         replaces an enforce policy cached before).
         """
         source = self.source()
-        policy = yield source.policyFor("remote.test", [])
+        policy = yield source.policyFor("remote.test", MX)
         self.assertIsNotNone(policy)
         self.records["_mta-sts.remote.test"] = [("TXT", "v=STSv1; id=2")]
         yield self.restartDNS()
         source.dns = self.dns
         self.https.policies["mta-sts.remote.test"] = (200, "text/plain", NONE)
-        policy = yield source.policyFor("remote.test", [])
+        policy = yield source.policyFor("remote.test", MX)
         self.assertIsNone(policy)
         self.assertEqual(source.cache.get("remote.test").policy.mode, "none")
 
@@ -182,12 +183,26 @@ class MTASTSSourceTests(TestCase):
         self.startDNS()
 
     @defer.inlineCallbacks
+    def test_notMXDelivery(self):
+        """
+        Routes that are address literals (a mailertable relay) or none
+        (local delivery) are not delivery to the domain's MX hosts: no
+        policy, no lookup.
+        """
+        source = self.source()
+        for hosts in [[], ["127.0.0.2"], ["[127.0.0.2]", "::1"], ["IPv6:::1"]]:
+            self.assertIsNone((yield source.policyFor("remote.test", hosts)))
+        self.assertIsNone((yield source.policyFor("[127.0.0.2]", MX)))
+        self.assertEqual(self.dnsLog.queries, [])
+        self.assertEqual(self.https.requests, [])
+
+    @defer.inlineCallbacks
     def test_noRecord(self):
         """
         A domain without C{_mta-sts} TXT record has no policy and no
         HTTPS request is made.
         """
-        policy = yield self.source().policyFor("other.test", [])
+        policy = yield self.source().policyFor("other.test", ["mx.other.test"])
         self.assertIsNone(policy)
         self.assertEqual(self.https.requests, [])
         self.assertFalse(os.path.exists(self.cacheFile))
@@ -203,7 +218,7 @@ class MTASTSSourceTests(TestCase):
             ("TXT", "v=STSv1; id=2"),
         ]
         yield self.restartDNS()
-        policy = yield self.source().policyFor("remote.test", [])
+        policy = yield self.source().policyFor("remote.test", MX)
         self.assertIsNone(policy)
         self.assertEqual(self.https.requests, [])
 
@@ -214,9 +229,9 @@ class MTASTSSourceTests(TestCase):
         not fetched again.
         """
         source = self.source()
-        yield source.policyFor("remote.test", [])
+        yield source.policyFor("remote.test", MX)
         self.dns.clearCache()
-        yield source.policyFor("remote.test", [])
+        yield source.policyFor("remote.test", MX)
         self.assertEqual(self.https.requests, ["mta-sts.remote.test"])
 
     @defer.inlineCallbacks
@@ -226,12 +241,12 @@ class MTASTSSourceTests(TestCase):
         policy replaces the cached one.
         """
         source = self.source()
-        yield source.policyFor("remote.test", [])
+        yield source.policyFor("remote.test", MX)
         self.records["_mta-sts.remote.test"] = [("TXT", "v=STSv1; id=new1")]
         yield self.restartDNS()
         source.dns = self.dns
         self.https.policies["mta-sts.remote.test"] = (200, "text/plain", TESTING)
-        policy = yield source.policyFor("remote.test", [])
+        policy = yield source.policyFor("remote.test", MX)
         self.assertTrue(policy.testing)
         self.assertEqual(len(self.https.requests), 2)
         self.assertEqual(source.cache.get("remote.test").id, "new1")
@@ -245,12 +260,12 @@ class MTASTSSourceTests(TestCase):
         type C{sts-policy-fetch-error}.
         """
         source = self.source()
-        yield source.policyFor("remote.test", [])
+        yield source.policyFor("remote.test", MX)
         self.records["_mta-sts.remote.test"] = [("TXT", "v=STSv1; id=new1")]
         yield self.restartDNS()
         source.dns = self.dns
         self.https.policies["mta-sts.remote.test"] = (500, "text/plain", "oops")
-        policy = yield source.policyFor("remote.test", [])
+        policy = yield source.policyFor("remote.test", MX)
         self.assertEqual(policy.level, "verify")
         self.assertFalse(policy.testing)
         self.assertEqual(source.cache.get("remote.test").id, "20260101T000000")
@@ -266,12 +281,12 @@ class MTASTSSourceTests(TestCase):
         """
         self.https.policies["mta-sts.remote.test"] = (404, "text/plain", "")
         source = self.source()
-        self.assertIsNone((yield source.policyFor("remote.test", [])))
-        self.assertIsNone((yield source.policyFor("remote.test", [])))
+        self.assertIsNone((yield source.policyFor("remote.test", MX)))
+        self.assertIsNone((yield source.policyFor("remote.test", MX)))
         self.assertEqual(len(self.https.requests), 1)
         self.clock.offset = 301
         self.https.policies["mta-sts.remote.test"] = (200, "text/plain", ENFORCE)
-        self.assertIsNotNone((yield source.policyFor("remote.test", [])))
+        self.assertIsNotNone((yield source.policyFor("remote.test", MX)))
 
     @defer.inlineCallbacks
     def test_noRecordKeepsCachedPolicy(self):
@@ -280,11 +295,11 @@ class MTASTSSourceTests(TestCase):
         does not remove a cached, unexpired policy.
         """
         source = self.source()
-        yield source.policyFor("remote.test", [])
+        yield source.policyFor("remote.test", MX)
         del self.records["_mta-sts.remote.test"]
         yield self.restartDNS()
         source.dns = self.dns
-        policy = yield source.policyFor("remote.test", [])
+        policy = yield source.policyFor("remote.test", MX)
         self.assertEqual(policy.source, "mta-sts")
 
     @defer.inlineCallbacks
@@ -294,7 +309,7 @@ class MTASTSSourceTests(TestCase):
         policy.
         """
         source = self.source()
-        yield source.policyFor("remote.test", [])
+        yield source.policyFor("remote.test", MX)
         yield self.dns.close()
         port, stop, _ = startDNSServerWithLog(
             self.records, servfail=["_mta-sts.remote.test"]
@@ -302,7 +317,7 @@ class MTASTSSourceTests(TestCase):
         self.addCleanup(stop)
         source.dns = DNSResolver(reactor, ["127.0.0.1:%d" % (port,)], 2.0, False)
         self.addCleanup(source.dns.close)
-        policy = yield source.policyFor("remote.test", [])
+        policy = yield source.policyFor("remote.test", MX)
         self.assertEqual(policy.source, "mta-sts")
 
     @defer.inlineCallbacks
@@ -312,11 +327,11 @@ class MTASTSSourceTests(TestCase):
         when it cannot be fetched again.
         """
         source = self.source()
-        yield source.policyFor("remote.test", [])
+        yield source.policyFor("remote.test", MX)
         self.https.policies["mta-sts.remote.test"] = (404, "text/plain", "")
         self.clock.offset = 86401
         self.dns.clearCache()
-        self.assertIsNone((yield source.policyFor("remote.test", [])))
+        self.assertIsNone((yield source.policyFor("remote.test", MX)))
 
     @defer.inlineCallbacks
     def test_refreshedAfterHalfMaxAge(self):
@@ -325,11 +340,11 @@ class MTASTSSourceTests(TestCase):
         fetched again (RFC 8461 §5.1), which renews its lifetime.
         """
         source = self.source()
-        yield source.policyFor("remote.test", [])
+        yield source.policyFor("remote.test", MX)
         first = source.cache.get("remote.test").fetched
         self.clock.offset = 43201
         self.dns.clearCache()
-        yield source.policyFor("remote.test", [])
+        yield source.policyFor("remote.test", MX)
         self.assertEqual(len(self.https.requests), 2)
         self.assertGreater(source.cache.get("remote.test").fetched, first)
 
@@ -340,11 +355,11 @@ class MTASTSSourceTests(TestCase):
         id in DNS it uses the cached policy without any HTTPS request,
         even with the policy server gone.
         """
-        yield self.source().policyFor("remote.test", [])
+        yield self.source().policyFor("remote.test", MX)
         yield self.https.stop()
         self.https.requests = []
         self.dns.clearCache()
-        policy = yield self.source().policyFor("remote.test", [])
+        policy = yield self.source().policyFor("remote.test", MX)
         self.assertEqual(policy.matchNames, ("mx.remote.test", "*.backup.remote.test"))
         self.assertEqual(self.https.requests, [])
 
@@ -357,7 +372,7 @@ class MTASTSSourceTests(TestCase):
         other = trustme.CA()
         otherFile = os.path.join(self.tmp, "other.pem")
         other.cert_pem.write_to_path(otherFile)
-        policy = yield self.source(caFile=otherFile).policyFor("remote.test", [])
+        policy = yield self.source(caFile=otherFile).policyFor("remote.test", MX)
         self.assertIsNone(policy)
         self.assertIn("result_type=sts-webpki-invalid", self.lines())
 
@@ -371,7 +386,7 @@ class MTASTSSourceTests(TestCase):
         self.records["mta-sts.third.test"] = [("A", "127.0.0.1")]
         yield self.restartDNS()
         self.https.policies["mta-sts.third.test"] = (200, "text/plain", ENFORCE)
-        policy = yield self.source().policyFor("third.test", [])
+        policy = yield self.source().policyFor("third.test", ["mx.third.test"])
         self.assertIsNone(policy)
         self.assertIn("result_type=sts-webpki-invalid", self.lines())
 
@@ -386,7 +401,7 @@ class MTASTSSourceTests(TestCase):
             "https://mta-sts.other.test/.well-known/mta-sts.txt",
         )
         self.https.policies["mta-sts.other.test"] = (200, "text/plain", ENFORCE)
-        policy = yield self.source().policyFor("remote.test", [])
+        policy = yield self.source().policyFor("remote.test", MX)
         self.assertIsNone(policy)
         self.assertEqual(self.https.requests, ["mta-sts.remote.test"])
         self.assertIn("HTTP status 301", self.lines())
@@ -397,7 +412,7 @@ class MTASTSSourceTests(TestCase):
         A policy served as anything but C{text/plain} is refused.
         """
         self.https.policies["mta-sts.remote.test"] = (200, "text/html", ENFORCE)
-        policy = yield self.source().policyFor("remote.test", [])
+        policy = yield self.source().policyFor("remote.test", MX)
         self.assertIsNone(policy)
         self.assertIn("result_type=sts-policy-invalid", self.lines())
 
@@ -411,7 +426,7 @@ class MTASTSSourceTests(TestCase):
             "Text/Plain; charset=utf-8",
             ENFORCE,
         )
-        self.assertIsNotNone((yield self.source().policyFor("remote.test", [])))
+        self.assertIsNotNone((yield self.source().policyFor("remote.test", MX)))
 
     @defer.inlineCallbacks
     def test_tooLarge(self):
@@ -420,7 +435,7 @@ class MTASTSSourceTests(TestCase):
         """
         body = ENFORCE + "x: " + "y" * MAX_POLICY_SIZE + "\n"
         self.https.policies["mta-sts.remote.test"] = (200, "text/plain", body)
-        policy = yield self.source().policyFor("remote.test", [])
+        policy = yield self.source().policyFor("remote.test", MX)
         self.assertIsNone(policy)
         self.assertIn("larger than 65536 bytes", self.lines())
 
@@ -435,7 +450,7 @@ class MTASTSSourceTests(TestCase):
             "text/plain",
             "version: STSv1\nmode: strict\nmx: a.test\nmax_age: 1\n",
         )
-        self.assertIsNone((yield self.source().policyFor("remote.test", [])))
+        self.assertIsNone((yield self.source().policyFor("remote.test", MX)))
         self.assertIn("result_type=sts-policy-invalid", self.lines())
 
     @defer.inlineCallbacks
@@ -445,7 +460,7 @@ class MTASTSSourceTests(TestCase):
         is a fetch error.
         """
         self.https.policies["mta-sts.remote.test"] = "hang"
-        policy = yield self.source(timeout=0.5).policyFor("remote.test", [])
+        policy = yield self.source(timeout=0.5).policyFor("remote.test", MX)
         self.assertIsNone(policy)
         self.assertIn("error=timeout", self.lines())
 
@@ -457,7 +472,7 @@ class MTASTSSourceTests(TestCase):
         """
         del self.records["mta-sts.remote.test"]
         yield self.restartDNS()
-        self.assertIsNone((yield self.source().policyFor("remote.test", [])))
+        self.assertIsNone((yield self.source().policyFor("remote.test", MX)))
         self.assertIn("result_type=sts-policy-fetch-error", self.lines())
 
     @defer.inlineCallbacks
@@ -468,7 +483,7 @@ class MTASTSSourceTests(TestCase):
         """
         source = self.source()
         results = yield defer.gatherResults(
-            [source.policyFor("remote.test", []) for _ in range(3)]
+            [source.policyFor("remote.test", MX) for _ in range(3)]
         )
         self.assertEqual(len({r for r in results}), 1)
         self.assertEqual(self.https.requests, ["mta-sts.remote.test"])

@@ -497,3 +497,38 @@ class ScriptTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         report = json.loads(result.stdout)
         self.assertEqual(report["policies"][0]["policy"]["policy-type"], "tlsa")
+
+
+class AssemblyTests(SynchronousTestCase):
+    """
+    The service as L{smx.components.assemble} starts it: after the
+    metrics service, in one parent.
+    """
+
+    def test_withMetrics(self):
+        """
+        Started after the metrics service, the report service counts the
+        policy sessions and the metrics still count every record;
+        stopped, no observer is left.
+        """
+        from twisted.application import service
+        from twisted.internet.testing import MemoryReactorClock
+
+        from smx.metrics import MetricsRecorder, MetricsService
+
+        directory = os.path.abspath(self.mktemp())
+        clock = MemoryReactorClock()
+        clock.advance(NOON)
+        parent = service.MultiService()
+        metrics = MetricsRecorder(clock)
+        MetricsService(clock, "127.0.0.1", 0, metrics).setServiceParent(parent)
+        recorder = SessionRecorder(directory, clock, Logger("smtpc", 0), None)
+        ReportService(recorder).setServiceParent(parent)
+        parent.startService()
+        log = Logger("smar", 0, MemorySink())
+        log.debug(14, dns_query="_mta-sts.remote.test", type="TXT")
+        ok(log, "remote.test")
+        parent.stopService()
+        self.assertIsNone(Logger.observer)
+        self.assertEqual(metrics.counters["smx_dns_queries_total"], {("TXT",): 1})
+        self.assertEqual(len(readDay(directory, DAY)), 1)
