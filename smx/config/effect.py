@@ -98,6 +98,11 @@ def noEffect(section: "Section", option: Option) -> Optional[str]:
     """
     if option.inert is not None:
         return option.inert
+    from smx.config.splitoptions import splitOnlyUnused
+
+    split = splitOnlyUnused(section, option)
+    if split is not None:
+        return split
     return inertSection(section) or unusedBecause(section, option)
 
 
