@@ -312,9 +312,11 @@ class PolicyCache:
         self.log = log
         self.policies = {}  # type: Dict[str, CachedPolicy]
         if path is not None:
-            self._load(path)
+            self.policies = self._read(path, log)
 
-    def _load(self, path: str) -> None:
+    @staticmethod
+    def _read(path: str, log: Logger) -> Dict[str, CachedPolicy]:
+        policies = {}  # type: Dict[str, CachedPolicy]
         try:
             with open(path, "rb") as f:
                 data = json.loads(f.read().decode("utf-8"))
@@ -322,17 +324,18 @@ class PolicyCache:
             if not isinstance(entries, dict):
                 raise ValueError("'policies' is not an object")
         except FileNotFoundError:
-            return
+            return policies
         except (OSError, ValueError, KeyError, TypeError) as e:
-            self.log.error("PolicyCache", mta_sts_cache=path, error=str(e))
-            return
+            log.error("PolicyCache", mta_sts_cache=path, error=str(e))
+            return policies
         for domain, entry in entries.items():
             try:
-                self.policies[str(domain)] = CachedPolicy.fromPlain(entry)
+                policies[str(domain)] = CachedPolicy.fromPlain(entry)
             except (STSError, KeyError, TypeError, ValueError) as e:
-                self.log.error(
+                log.error(
                     "PolicyCache", mta_sts_cache=path, domain=domain, error=str(e)
                 )
+        return policies
 
     def get(self, domain: str) -> Optional[CachedPolicy]:
         """The cached policy of C{domain}, expired or not."""
@@ -341,8 +344,16 @@ class PolicyCache:
     def put(self, domain: str, entry: CachedPolicy, now: float) -> None:
         """
         Keep C{entry} for C{domain}, drop the expired entries, and write
-        the file.
+        the file.  What another writer of the file (another C{smtpc}
+        section, another SMTPC process) put there meanwhile is kept: of
+        two entries of a domain the one fetched last wins.
         """
+        if self.path is not None:
+            quiet = Logger(self.log.component, -1, self.log.sink)
+            for name, other in self._read(self.path, quiet).items():
+                mine = self.policies.get(name)
+                if mine is None or other.fetched > mine.fetched:
+                    self.policies[name] = other
         self.policies[domain] = entry
         for name in [d for d, e in self.policies.items() if e.expires <= now]:
             del self.policies[name]

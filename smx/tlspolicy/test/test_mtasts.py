@@ -226,3 +226,22 @@ class CacheTests(SynchronousTestCase):
         cache.put("a.test", entry, 5.0)
         self.assertEqual(cache.get("a.test"), entry)
         self.assertIn("sev=ERR, func=PolicyCache", self.sink.lines()[0])
+
+    def test_twoWriters(self):
+        """
+        Two caches of one file (two smtpc sections, two SMTPC processes)
+        keep each other's policies; of two entries of a domain the one
+        fetched last wins.
+        """
+        one = PolicyCache(self.path, self.log)
+        two = PolicyCache(self.path, self.log)
+        one.put("a.test", CachedPolicy("1", 10.0, parsePolicy(POLICY)), 10.0)
+        two.put("b.test", CachedPolicy("1", 20.0, parsePolicy(POLICY)), 20.0)
+        one.put("c.test", CachedPolicy("1", 30.0, parsePolicy(POLICY)), 30.0)
+        self.assertEqual(
+            set(PolicyCache(self.path, self.log).policies),
+            {"a.test", "b.test", "c.test"},
+        )
+        two.put("a.test", CachedPolicy("2", 40.0, parsePolicy(POLICY)), 40.0)
+        one.put("d.test", CachedPolicy("1", 50.0, parsePolicy(POLICY)), 50.0)
+        self.assertEqual(PolicyCache(self.path, self.log).get("a.test").id, "2")
