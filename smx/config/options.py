@@ -34,6 +34,7 @@ from smx.config.commonoptions import (
     tlsMembers,
 )
 from smx.config.componentoptions import checkDebugOption
+from smx.config.tlsoptions import SMTPC_TLS_OPTIONS
 from smx.config.schema import OPTIONAL_NAME, REQUIRED_NAME, SectionSpec, section
 from smx.config.values import (
     CONFIG_RELATIVE,
@@ -1042,6 +1043,7 @@ SMTPC = section(
             "how long to wait for QMGR to become available",
         ),
         section("tls", "§5.10", "STARTTLS", tlsMembers(False)),
+        *SMTPC_TLS_OPTIONS,
     ],
     naming=OPTIONAL_NAME,
     multiple=True,

@@ -14,7 +14,14 @@ RFC 1870, RFC 2033):
   - EHLO (LHLO for LMTP), and HELO when the server refuses EHLO with 5xx;
   - STARTTLS whenever the server offers it and the caller can do TLS, then
     EHLO again (a refused STARTTLS continues in clear text; a failed
-    handshake is the caller's connection failure);
+    handshake is the caller's connection failure); when the caller's TLS
+    policy requires TLS (C{requireTLS}), a server that does not offer
+    STARTTLS, refuses it or refuses EHLO ends the session before any
+    mail command with L{SessionFailed} C{where="starttls"};
+  - REQUIRETLS (RFC 8689): a transaction that requires it goes with
+    C{MAIL ... REQUIRETLS}, and never to a server that does not offer
+    it: every recipient fails with C{550 5.7.30} (L{REQUIRETLS_REQUIRED})
+    before MAIL;
   - one transaction with many recipients: C{MAIL FROM} with C{SIZE=} when
     offered and C{BODY=8BITMIME} for an 8-bit body; with PIPELINING,
     C{MAIL}, every C{RCPT} and C{DATA} in one write;
@@ -95,6 +102,13 @@ UTF8_REQUIRED = (
     "non-ASCII addresses or headers and the server does not offer SMTPUTF8"
 )
 
+#: the result of every recipient of a REQUIRETLS message (RFC 8689) when
+#: the server does not offer REQUIRETLS
+REQUIRETLS_REQUIRED = (
+    "550 5.7.30 REQUIRETLS support required: the message was sent with "
+    "REQUIRETLS and the server does not offer it"
+)
+
 _ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
 
@@ -154,16 +168,25 @@ class ClientMachine:
     @ivar chunkFailed: a BDAT chunk was refused: send no more.
     """
 
-    def __init__(self, heloName: str, lmtp: bool = False, canTLS: bool = False):
+    def __init__(
+        self,
+        heloName: str,
+        lmtp: bool = False,
+        canTLS: bool = False,
+        requireTLS: bool = False,
+    ):
         """
         @param heloName: the name to greet the server with.
         @param lmtp: speak LMTP (LHLO; a reply per recipient after the dot).
         @param canTLS: can the caller start TLS (then STARTTLS is used
             whenever offered)?
+        @param requireTLS: the session must not carry mail without TLS
+            (the caller's TLS policy): no STARTTLS is a L{SessionFailed}.
         """
         self.heloName = heloName
         self.lmtp = lmtp
         self.canTLS = canTLS
+        self.requireTLS = requireTLS
         self.state = GREETING
         self.extensions = {}  # type: Dict[str, str]
         self.tls = False
@@ -222,6 +245,7 @@ class ClientMachine:
         bodyType: str = "7BIT",
         smtputf8: bool = False,
         dsn: Optional[Tuple[Any, Any, Sequence[Tuple[Any, Any]]]] = None,
+        requireTLS: bool = False,
     ) -> List[Any]:
         """
         Start a mail transaction; only in state C{ready}.
@@ -242,6 +266,10 @@ class ClientMachine:
             C{None} when not given).  They go to an ESMTP server that
             offers DSN; then every result says C{dsnPassed}: that server
             reports success, not smx.
+        @param requireTLS: the message was received with REQUIRETLS (RFC
+            8689): C{MAIL} gets the parameter, and a server without the
+            extension (or a session without TLS) fails every recipient at
+            once with L{REQUIRETLS_REQUIRED}.
         @return: a C{list} of events.
         """
         if self.state != READY:
@@ -273,6 +301,10 @@ class ClientMachine:
             for i in range(len(recipients)):
                 self._results[i] = _result("perm", 553, UTF8_REQUIRED, "mail")
             return self._done(reusable=True)
+        if requireTLS and (not self.tls or "REQUIRETLS" not in self.extensions):
+            for i in range(len(recipients)):
+                self._results[i] = _result("perm", 550, REQUIRETLS_REQUIRED, "mail")
+            return self._done(reusable=True)
         mail = b"MAIL FROM:<" + sender.encode("utf-8") + b">"
         if "SIZE" in self.extensions:
             mail += b" SIZE=%d" % (size,)
@@ -280,6 +312,8 @@ class ClientMachine:
             mail += b" BODY=8BITMIME"
         if utf8:
             mail += b" SMTPUTF8"
+        if requireTLS:
+            mail += b" REQUIRETLS"
         if dsn is not None and "DSN" in self.extensions and not self.lmtp:
             ret, envid, perRcpt = dsn
             self._dsnPassed = True
@@ -431,8 +465,22 @@ class ClientMachine:
             ):
                 self.state = STARTTLS
                 return [Send(b"STARTTLS\r\n")]
+            if self.requireTLS and not self.tls and not self.lmtp:
+                self.state = CLOSED
+                return [
+                    SessionFailed("starttls", 0, "STARTTLS not offered"),
+                    Send(b"QUIT\r\n"),
+                ]
             self.state = READY
             return [SessionReady(self.extensions)]
+        if self.requireTLS and not self.tls and not self.lmtp:
+            self.state = CLOSED
+            return [
+                SessionFailed(
+                    "starttls", 0, "EHLO refused, so no STARTTLS: %s" % (reply.text,)
+                ),
+                Send(b"QUIT\r\n"),
+            ]
         if 500 <= reply.code < 600 and not self.lmtp and not self.tls:
             self.state = HELO
             return [Send(b"HELO " + self.heloName.encode("ascii", "replace") + b"\r\n")]
@@ -451,6 +499,12 @@ class ClientMachine:
         if reply.code == 220:
             self.state = HANDSHAKE
             return [StartTLS()]
+        if self.requireTLS:
+            self.state = CLOSED
+            return [
+                SessionFailed("starttls", 0, "STARTTLS refused: %s" % (reply.text,)),
+                Send(b"QUIT\r\n"),
+            ]
         # refused: go on in clear text with what the server offered
         self.state = READY
         return [SessionReady(self.extensions)]

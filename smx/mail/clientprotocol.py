@@ -7,6 +7,17 @@ from the content store after DATA, or in BDAT chunks of L{CHUNK_SIZE}
 octets when the server offers CHUNKING, all written at once with
 PIPELINING), and L{_ConnectFactory} turns a connection attempt
 into a L{Deferred} that fires once the session can carry a transaction.
+
+With a TLS policy (L{smx.tlspolicy.destination.SessionPolicy}), the
+session is checked once the STARTTLS handshake is complete: a session
+that does not meet it is ended (QUIT over TLS) before any mail command
+with a L{SessionError} C{where="starttls"} whose reply the policy gives
+(C{451 4.7.5}, C{451 4.7.4} for no STARTTLS, C{550 5.7.10} with
+REQUIRETLS), and a C{tls_policy_failed} record; one that meets a policy
+stronger than C{may} gets a C{tls_policy_ok} record.  A handshake that
+fails under a policy that requires TLS is such a failure too
+(C{validation-failure}).  An MTA-STS policy in testing mode is checked
+and logged the same way (C{testing=1}) without ending anything.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from smx.log import Logger
+from smx.tlspolicy.dane import PolicyFailure
 from smx.mail.client import (
     BodyEncoder,
     ClientMachine,
@@ -40,7 +52,8 @@ class SessionError(Exception):
     """
     A session could not be set up (or reset).
 
-    @ivar where: C{"connect"}, C{"greeting"} or C{"ehlo"}.
+    @ivar where: C{"connect"}, C{"greeting"}, C{"ehlo"} or C{"starttls"}
+        (the TLS policy was not met).
     @ivar code: the reply code, 0 if there was none.
     @ivar reply: the reply text or a description.
     """
@@ -73,8 +86,20 @@ class ClientProtocol(Protocol):
         tlsCreator: Optional[Any] = None,
         logger: Optional[Logger] = None,
         sessionId: str = "",
+        policy: Optional[Any] = None,
     ) -> None:
+        """
+        @param tlsCreator: the TLS side of the connection (an
+            C{IOpenSSLClientConnectionCreator}: a
+            L{smx.mail.clienttls.ClientTLSSession}), or C{None}.
+        @param policy: the session's TLS policy (a
+            L{smx.tlspolicy.destination.SessionPolicy}), or C{None}:
+            opportunistic TLS.
+        """
         self.machine = machine
+        self.policy = policy  # type: Any
+        self._handshaking = False
+        self._audited = False
         self.reactor = reactor
         self.timeout = timeout
         self.tlsCreator = tlsCreator
@@ -144,11 +169,54 @@ class ClientProtocol(Protocol):
                 return
 
     def handshakeCompleted(self) -> None:
-        self.log.info(da_sess=self.sessionId, where="connection", starttls="successful")
-        if self.tlsCreator is not None and not self.tlsCreator.verified:
+        self._handshaking = False
+        tls = self.tlsCreator
+        describe = getattr(tls, "describe", None)
+        version, cipher = describe() if describe is not None else (None, None)
+        self.log.info(
+            da_sess=self.sessionId,
+            where="connection",
+            starttls="successful",
+            version=version,
+            cipher=cipher,
+        )
+        if tls is not None and not tls.verified:
             self.log.info(level=11, da_sess=self.sessionId, cert_verify="failed")
+        if self.policy is not None and tls is not None:
+            chain = tls.peerChain()
+            verifyError = tls.verifyError
+            if self.policy.audit is not None:
+                self._audit(self.policy.checkAudit(chain, verifyError))
+            failure = self.policy.check(chain, verifyError)
+            if failure is not None:
+                self._policyFailed(failure)
+                return
+            if self.policy.reported:
+                self.policy.logOk(self.log, self.sessionId)
         self._resetTimer()
         self._events(self.machine.tlsStarted())
+
+    def _audit(self, failure: Optional[PolicyFailure]) -> None:
+        """Log the result of the testing-mode MTA-STS policy."""
+        self._audited = True
+        if failure is None:
+            self.policy.logOk(self.log, self.sessionId, testing=True)
+        else:
+            self.policy.logFailure(self.log, self.sessionId, failure, testing=True)
+
+    def _policyFailed(self, failure: PolicyFailure) -> None:
+        """
+        The session does not meet its TLS policy: log it, fail the
+        session and end it without a mail command.
+        """
+        self.policy.logFailure(self.log, self.sessionId, failure)
+        code, reply = self.policy.reply(failure)
+        self._fail(SessionError("starttls", code, reply))
+        if not self.lost:
+            for event in self.machine.quit():
+                if isinstance(event, Send):
+                    self.transport.write(event.data)
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = Failure(error.ConnectionDone())) -> None:
         self.lost = True
@@ -173,9 +241,16 @@ class ClientProtocol(Protocol):
                     self.transport.write(event.data)
                     self._resetTimer()
             elif isinstance(event, SessionReady):
+                if self.policy is not None and self.policy.audit is not None:
+                    if not self.machine.tls and not self._audited:
+                        self._audit(
+                            PolicyFailure(
+                                "starttls-not-supported", "STARTTLS not offered"
+                            )
+                        )
                 self._fire(self)
             elif isinstance(event, SessionFailed):
-                self._fail(SessionError(event.where, event.code, event.reply))
+                self._fail(self._sessionError(event))
                 if not self.lost:
                     self.transport.loseConnection()
             elif isinstance(event, TransactionDone):
@@ -188,6 +263,28 @@ class ClientProtocol(Protocol):
                 self._startTLS()
             elif isinstance(event, SendBody):
                 self._sendBody()
+
+    def _sessionError(self, event: SessionFailed) -> SessionError:
+        """
+        The L{SessionError} of a session that failed; a TLS policy
+        failure (no STARTTLS, a failed handshake where TLS is required)
+        is logged and gets the policy's reply.
+        """
+        policy = self.policy
+        failure = None  # type: Optional[PolicyFailure]
+        if event.where == "starttls":
+            failure = PolicyFailure("starttls-not-supported", event.reply)
+        elif self._handshaking:
+            self._handshaking = False
+            if policy is not None and policy.requiresTLS:
+                failure = PolicyFailure(
+                    "validation-failure", "TLS handshake failed: %s" % (event.reply,)
+                )
+        if failure is None or policy is None:
+            return SessionError(event.where, event.code, event.reply)
+        policy.logFailure(self.log, self.sessionId, failure)
+        code, reply = policy.reply(failure)
+        return SessionError("starttls", code, reply)
 
     def _fire(self, value: Any) -> None:
         if self._waiting is not None:
@@ -204,6 +301,7 @@ class ClientProtocol(Protocol):
             self._events(self.machine.connectionFailed("no TLS context"))
             self.transport.loseConnection()
             return
+        self._handshaking = True
         try:
             self.transport.startTLS(self.tlsCreator)
         except Exception as e:
@@ -221,6 +319,7 @@ class ClientProtocol(Protocol):
         bodyFile: Any,
         smtputf8: bool = False,
         dsn: Any = None,
+        requireTLS: bool = False,
     ) -> defer.Deferred:
         """
         Run one mail transaction.
@@ -230,6 +329,7 @@ class ClientProtocol(Protocol):
         @param smtputf8: the message needs SMTPUTF8 (RFC 6531).
         @param dsn: the DSN parameters (see L{smx.mail.client.
             ClientConnection.startTransaction}).
+        @param requireTLS: the message was received with REQUIRETLS.
         @return: a L{Deferred} firing with a
             L{smx.mail.client.TransactionDone}.
         """
@@ -238,7 +338,13 @@ class ClientProtocol(Protocol):
         self._bodyFile = bodyFile
         self._events(
             self.machine.startTransaction(
-                sender, recipients, size, bodyType, smtputf8=smtputf8, dsn=dsn
+                sender,
+                recipients,
+                size,
+                bodyType,
+                smtputf8=smtputf8,
+                dsn=dsn,
+                requireTLS=requireTLS,
             )
         )
         return d

@@ -16,14 +16,15 @@ DESCRIPTION
 
 CONFIGURATION PARAMETERS
     smtpc: io_timeout, LMTP_socket, remote_port, tls { cert_file,
-    key_file, CAcert_file, CAcert_path }; qmgr: flags (reuse_connection),
-    OCC_max_entries; global: hostname.
+    key_file, CAcert_file, CAcert_path }, tls_security_level,
+    tls_policy_map, tls_min_protocol, tls_ciphers (doc/tls.md); qmgr:
+    flags (reuse_connection), OCC_max_entries; global: hostname.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping, Tuple
+from typing import Any, ClassVar, Mapping, Optional, Tuple
 
 from smx.config.settings import optionValues
 
@@ -43,6 +44,9 @@ class DeliverySettings:
     @ivar reuseConnection: keep sessions in the connection cache.
     @ivar cacheSize: the most sessions in the connection cache.
     @ivar name: the title of the section (C{smtpc}, C{smtpc NAME}).
+    @ivar tlsSecurityLevel: the TLS policy of destinations without a
+        policy map entry (C{tls_security_level}).
+    @ivar tlsPolicyMap: the TLS policy map file, or C{None}.
     """
 
     heloName: str
@@ -53,6 +57,8 @@ class DeliverySettings:
     reuseConnection: bool
     cacheSize: int
     name: str
+    tlsSecurityLevel: str
+    tlsPolicyMap: Optional[str]
 
     #: field -> option (in the smtpc section, or from the top with "/")
     OPTIONS: ClassVar[Mapping[str, str]] = {
@@ -61,6 +67,8 @@ class DeliverySettings:
         "remotePort": "remote_port",
         "lmtpSocket": "LMTP_socket",
         "cacheSize": "/qmgr.OCC_max_entries",
+        "tlsSecurityLevel": "tls_security_level",
+        "tlsPolicyMap": "tls_policy_map",
     }
     #: field -> the options it is computed from
     DERIVED: ClassVar[Mapping[str, Tuple[str, ...]]] = {
@@ -69,6 +77,8 @@ class DeliverySettings:
             "tls.key_file",
             "tls.CAcert_file",
             "tls.CAcert_path",
+            "tls_min_protocol",
+            "tls_ciphers",
         ),
         "reuseConnection": ("/qmgr.flags",),
         "name": (),
@@ -90,6 +100,8 @@ class DeliverySettings:
             tls["CAcert_file"],
             tls["CAcert_path"],
             where=title + " tls",
+            minProtocol=section["tls_min_protocol"],
+            ciphers=section["tls_ciphers"],
         )
         flags = section.configuration.section("qmgr")["flags"]
         return cls(

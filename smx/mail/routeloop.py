@@ -19,7 +19,11 @@ DESCRIPTION
     5.6.3}: another MX may offer it), and likewise for a message that
     needs SMTPUTF8 and a server without it (C{553 5.6.7}, RFC 6531:
     received with SMTPUTF8 and an address or a header field is not
-    ASCII; it is never downgraded).  A route whose session cannot be
+    ASCII; it is never downgraded), and for a REQUIRETLS message and a
+    server without REQUIRETLS (C{550 5.7.30}, RFC 8689).  With a TLS
+    policy (C{destination}), each session is asked for under it: a route
+    the policy refuses, or whose session does not meet it, is skipped
+    like one that cannot be connected to (L{smx.tlspolicy}).  A route whose session cannot be
     had (no connection, a 4xx/5xx greeting, a failed EHLO or TLS
     handshake) is skipped; if no route gives an answer for a recipient, the last such failure is its
     result (always temporary for a refused greeting).
@@ -80,6 +84,7 @@ from twisted.internet import threads
 from smx.mail.client import TransactionDone, enhancedStatus, tooManyRecipients
 from smx.mail.clientprotocol import CHUNK_SIZE, ClientProtocol, SessionError
 from smx.mail.downgrade import ConversionError, downgradeFile
+from smx.tlspolicy.policy import REQUIRETLS
 
 __all__ = ["RouteLoop", "SessionSource", "remoteMTA"]
 
@@ -90,11 +95,15 @@ class SessionSource(Protocol):
     """
 
     async def findSession(
-        self, route: Dict[str, Any], cached: bool = True
+        self, route: Dict[str, Any], cached: bool = True, destination: Any = None
     ) -> Tuple[ClientProtocol, Any, bool]:
         """
         A session for C{route}: a cached one (if C{cached}) or a new
         connection.
+
+        @param destination: the TLS policies of the recipients'
+            next-hop domain (L{smx.tlspolicy.destination.Destination}),
+            or C{None}: opportunistic TLS.
 
         @return: the session, its cache key, and whether it was cached.
         @raise SessionError: if no session could be had.
@@ -123,9 +132,12 @@ class RouteLoop:
         log: Any,
         daTa: str,
         reactor: Any = None,
+        destination: Any = None,
     ) -> None:
         """
         @param sessions: the sessions to use.
+        @param destination: the TLS policies of the recipients' next-hop
+            domain (L{smx.tlspolicy.destination.Destination}), or C{None}.
         @param contentStore: an L{smx.interfaces.IContentStore}.
         @param log: the L{smx.log.Logger} of SMTPC.
         @param reactor: a reactor with a thread pool to convert 8-bit
@@ -138,6 +150,7 @@ class RouteLoop:
         self.contentStore = contentStore
         self.log = log
         self.daTa = daTa
+        self.destination = destination
         self._content = _Content(transaction)
 
     async def run(self) -> List[Dict[str, Any]]:
@@ -198,7 +211,9 @@ class RouteLoop:
         """
         recipients = self.transaction["recipients"]
         mta = remoteMTA(route)
-        proto, key, cached = await self.sessions.findSession(route)
+        proto, key, cached = await self.sessions.findSession(
+            route, destination=self.destination
+        )
         batch = pending
         first = True
         while True:
@@ -209,7 +224,7 @@ class RouteLoop:
                     # the server had closed the cached session: nothing
                     # of this transaction happened; again on a new one
                     proto, key, cached = await self.sessions.findSession(
-                        route, cached=False
+                        route, cached=False, destination=self.destination
                     )
                     done = await self._transaction(proto, addresses)
             except SessionError:
@@ -244,7 +259,7 @@ class RouteLoop:
             proto.quit()
             try:
                 proto, key, cached = await self.sessions.findSession(
-                    route, cached=False
+                    route, cached=False, destination=self.destination
                 )
             except SessionError:
                 return
@@ -287,6 +302,7 @@ class RouteLoop:
             bodyFile,
             smtputf8=smtputf8,
             dsn=self._dsn(addresses),
+            requireTLS=bool(transaction.get(REQUIRETLS)) and not proto.machine.lmtp,
         )
 
     def _dsn(self, addresses: List[str]) -> Any:
@@ -519,6 +535,7 @@ def _tryElsewhere(result: Optional[Dict[str, Any]]) -> bool:
     return result["where"] == "mail" and enhancedStatus(result["reply"]) in (
         "5.6.3",
         "5.6.7",
+        "5.7.30",
     )
 
 

@@ -28,9 +28,19 @@ DESCRIPTION
     the entry, port 24: RFC 2033 forbids port 25, so C{remote_port} is
     not used for LMTP).  STARTTLS is used whenever it
     is offered (seed App. D); the client certificate is presented, the
-    server's certificate is not required to verify (opportunistic TLS),
-    but a failed handshake never falls back to clear text: it is a
-    temporary failure for that route.
+    server's certificate is not required to verify (opportunistic TLS,
+    the default level C{may}), but a failed handshake never falls back
+    to clear text: it is a temporary failure for that route.
+
+    TLS policy per destination (doc/tls.md, L{smx.tlspolicy}): the
+    recipients of one delivery transaction are grouped by the TLS
+    policies of their next-hop domains (C{tls_policy_map}, else
+    C{tls_security_level}; MTA-STS; DANE for each MX host; REQUIRETLS of
+    the transaction), each group delivered under its own; a session is
+    used, and cached, only under the policy it was checked against.  A
+    route whose policy is not met is skipped with C{451 4.7.4} or C{451
+    4.7.5} (C{550 5.7.10} with REQUIRETLS) and a C{tls_policy_failed}
+    record, and nothing is sent on it.
 
     8-bit content (RFC 6152): a body declared C{BODY=8BITMIME} goes with
     that parameter to a server that offers 8BITMIME; otherwise the content
@@ -125,6 +135,14 @@ from smx.mail.clienttls import ClientTLSCreator
 from smx.mail.connectioncache import ConnectionCache
 from smx.mail.deliverysettings import DeliverySettings
 from smx.mail.routeloop import RouteLoop
+from smx.tlspolicy.destination import (
+    PolicyMapError,
+    PolicyRefused,
+    TLSPolicies,
+    groupByDestination,
+)
+from smx.tlspolicy.policy import REQUIRETLS
+from smx.tlspolicy.policymap import PolicyMap
 from smx.unixsocket import socketName
 
 __all__ = [
@@ -159,9 +177,12 @@ class DeliveryAgent(service.Service):
         logger: Optional[Logger] = None,
         ids: Optional[ClientIdGenerator] = None,
         cacheTimeout: float = 60.0,
+        policies: Optional[TLSPolicies] = None,
     ) -> None:
         """
         @param contentStore: an L{smx.interfaces.IContentStore}.
+        @param policies: the TLS policies (default: those of C{settings}
+            without MTA-STS and without DANE lookups).
         @param settings: the L{DeliverySettings} of its C{smtpc} section.
         @param reactor: provides C{IReactorTCP}, C{IReactorUNIX},
             C{IReactorTime}.
@@ -186,6 +207,9 @@ class DeliveryAgent(service.Service):
         self.log = logger or Logger("smtpc")
         self.ids = ids or ClientIdGenerator()
         self.name = settings.name
+        if policies is None:
+            policies = policiesFromSettings(settings, self.log)
+        self.policies = policies
         #: delivery transactions in progress
         self.busy = 0
         self._sessionCount = 0
@@ -210,12 +234,23 @@ class DeliveryAgent(service.Service):
         """
         if section is None:
             section = smtpcSections(cfg)[0]
+        settings = DeliverySettings.fromSection(section)
+        log = loggerFromConfiguration("smtpc", section)
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        dns = _resolver(cfg, reactor, log)
+        policies = policiesFromSettings(
+            settings, log, dns=dns, sources=_policySources(section, reactor, dns, log)
+        )
         return cls(
             contentStore,
-            DeliverySettings.fromSection(section),
+            settings,
             reactor,
-            logger=loggerFromConfiguration("smtpc", section),
+            logger=log,
             ids=ids,
+            policies=policies,
         )
 
     def stopService(self) -> None:
@@ -231,12 +266,66 @@ class DeliveryAgent(service.Service):
         self.busy += 1
         try:
             daTa = transaction.get("id") or self.ids.next()
-            loop = RouteLoop(
-                transaction, self, self.contentStore, self.log, daTa, self.reactor
-            )
-            return await loop.run()
+            if self.policies.trivial and not transaction.get(REQUIRETLS):
+                loop = RouteLoop(
+                    transaction, self, self.contentStore, self.log, daTa, self.reactor
+                )
+                return await loop.run()
+            return await self._deliverByPolicy(transaction, daTa)
         finally:
             self.busy -= 1
+
+    async def _deliverByPolicy(
+        self, transaction: Dict[str, Any], daTa: str
+    ) -> List[Dict[str, Any]]:
+        """
+        Deliver with TLS policies: the recipients grouped by the policies
+        of their next-hop domains, each group delivered under its own
+        (L{smx.tlspolicy.destination}).  A recipient whose policy cannot
+        be known now (a policy map that cannot be read) waits.
+        """
+        recipients = transaction["recipients"]
+        mxHosts = []  # type: List[str]
+        for route in transaction.get("routes") or []:
+            host = (route.get("host") or "").lower()
+            if route.get("mailer") == "esmtp" and host and host not in mxHosts:
+                mxHosts.append(host)
+        requireTLS = bool(transaction.get(REQUIRETLS))
+        byDomain = {}  # type: Dict[str, Any]
+        results = [None] * len(recipients)  # type: List[Optional[Dict[str, Any]]]
+        dests = []
+        members = []
+        for i, rcpt in enumerate(recipients):
+            domain = rcpt["address"].rpartition("@")[2].lower().rstrip(".")
+            if domain not in byDomain:
+                try:
+                    byDomain[domain] = await self.policies.destination(
+                        domain, mxHosts, requireTLS
+                    )
+                except PolicyMapError as e:
+                    self.log.error("tlsPolicy", da_ta=daTa, domain=domain, error=str(e))
+                    byDomain[domain] = e
+            dest = byDomain[domain]
+            if isinstance(dest, PolicyMapError):
+                results[i] = _policyUnknown(rcpt, dest)
+            else:
+                dests.append(dest)
+                members.append(i)
+        for dest, group in groupByDestination(dests):
+            indexes = [members[j] for j in group]
+            sub = dict(transaction, recipients=[recipients[i] for i in indexes])
+            loop = RouteLoop(
+                sub,
+                self,
+                self.contentStore,
+                self.log,
+                daTa,
+                self.reactor,
+                destination=dest,
+            )
+            for i, result in zip(indexes, await loop.run()):
+                results[i] = result
+        return [r for r in results if r is not None]
 
     # sessions (the SessionSource of RouteLoop) ------------------------------
 
@@ -258,11 +347,13 @@ class DeliveryAgent(service.Service):
         return int(route.get("port") or self.remotePort)
 
     async def findSession(
-        self, route: Dict[str, Any], cached: bool = True
+        self, route: Dict[str, Any], cached: bool = True, destination: Any = None
     ) -> Tuple[ClientProtocol, Any, bool]:
         """
         A session for C{route}: a cached one (C{cached} and
-        C{reuse_connection}) or a new connection.
+        C{reuse_connection}) or a new connection, under the TLS policy
+        of C{destination} (a L{smx.tlspolicy.destination.Destination}) if
+        given: the cache key includes the session's policy.
 
         A cached session carries the next transaction without RSET: the
         end of the previous one (the reply to the final dot) already
@@ -271,17 +362,31 @@ class DeliveryAgent(service.Service):
         again on a new connection.
 
         @return: the session, the cache key, and whether it was cached.
-        @raise SessionError: if no session could be had.
+        @raise SessionError: if no session could be had (C{where="starttls"}
+            for a route its TLS policy refuses).
         """
-        key = self._key(route)
+        key = self._key(route)  # type: Tuple[Any, ...]
+        policy = None
+        if destination is not None and key[0] == "esmtp":
+            try:
+                policy = await self.policies.sessionPolicy(
+                    destination, route.get("host") or "", route.get("address") or ""
+                )
+            except PolicyRefused as e:
+                self.policies.logRefusal(e)
+                code, reply = e.session.reply(e.failure)
+                raise SessionError("starttls", code, reply)
+            key = key + (policy,)
         if self.reuseConnection and cached:
             proto = self.cache.take(key)
             if proto is not None:
                 return proto, key, True
-        proto = await self._connect(route, key)
+        proto = await self._connect(route, key, policy)
         return proto, key, False
 
-    def _connect(self, route: Dict[str, Any], key: Any) -> defer.Deferred:
+    def _connect(
+        self, route: Dict[str, Any], key: Any, policy: Any = None
+    ) -> defer.Deferred:
         lmtp = key[0] == "lmtp"
         unix = lmtp and key[2] == 0
         self._sessionCount += 1
@@ -290,9 +395,20 @@ class DeliveryAgent(service.Service):
             return defer.fail(
                 SessionError("connect", 0, "451 4.4.3 route has no address")
             )
+        canTLS = self.tlsCreator is not None and (policy is None or policy.wantsTLS)
         machine = ClientMachine(
-            self.heloName, lmtp=lmtp, canTLS=self.tlsCreator is not None
+            self.heloName,
+            lmtp=lmtp,
+            canTLS=canTLS,
+            requireTLS=policy is not None and policy.requiresTLS,
         )
+        tls = None
+        if canTLS:
+            forSession = getattr(self.tlsCreator, "forSession", None)
+            if forSession is None:
+                tls = self.tlsCreator
+            else:
+                tls = forSession(route.get("host") or None)
 
         def build() -> ClientProtocol:
             self.log.info(
@@ -305,9 +421,10 @@ class DeliveryAgent(service.Service):
                 machine,
                 self.reactor,
                 self.ioTimeout,
-                self.tlsCreator,
+                tls,
                 self.log,
                 sessionId,
+                policy,
             )
 
         factory = _ConnectFactory(build)
@@ -349,6 +466,83 @@ class DeliveryAgent(service.Service):
             self.cache.put(key, proto)
         else:
             proto.quit()
+
+
+def policiesFromSettings(
+    settings: DeliverySettings,
+    log: Logger,
+    dns: Any = None,
+    sources: Any = (),
+) -> TLSPolicies:
+    """
+    The TLS policies of an C{smtpc} section: C{tls_security_level},
+    C{tls_policy_map}, the policy sources (MTA-STS) and the resolver of
+    the TLSA records (DANE).
+    """
+    policyMap = None
+    if settings.tlsPolicyMap:
+        policyMap = PolicyMap(settings.tlsPolicyMap, log)
+    return TLSPolicies(settings.tlsSecurityLevel, policyMap, sources, dns, log)
+
+
+def _resolver(cfg: Any, reactor: Any, log: Logger) -> Any:
+    """SMTPC's resolver of TLSA records: SMAR's name servers (made at the
+    first lookup: most configurations never need it)."""
+    return _LazyResolver(cfg, reactor, log)
+
+
+class _LazyResolver:
+    """
+    An L{smx.maps.dns.DNSResolver} made when first used (its lookups
+    are those of the resolver).
+    """
+
+    def __init__(self, cfg: Any, reactor: Any, log: Logger) -> None:
+        from smx.maps.settings import ResolverSettings
+
+        self._settings = ResolverSettings.fromConfiguration(cfg)
+        self._reactor = reactor
+        self._log = log
+        self._resolver = None  # type: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._resolver is None:
+            from smx.maps.dns import DNSResolver
+
+            s = self._settings
+            self._resolver = DNSResolver(
+                self._reactor, s.nameservers, s.dnsTimeout, s.dnsUseTCP, self._log
+            )
+        return getattr(self._resolver, name)
+
+
+def _policySources(section: Any, reactor: Any, dns: Any, log: Logger) -> List[Any]:
+    """
+    The L{smx.tlspolicy.policy.ITLSPolicySource}s of an C{smtpc} section:
+    MTA-STS (L{smx.tlspolicy.mtasts}) when enabled, with SMTPC's
+    resolver.
+    """
+    try:
+        from smx.tlspolicy.mtasts import MTASTSSettings, mtastsSource
+    except ImportError:
+        return []
+    source = mtastsSource(MTASTSSettings.fromSection(section), reactor, dns, log)
+    return [] if source is None else [source]
+
+
+def _policyUnknown(rcpt: Dict[str, Any], e: Exception) -> Dict[str, Any]:
+    """The result of a recipient whose TLS policy cannot be known now."""
+    return {
+        "index": rcpt["index"],
+        "address": rcpt["address"],
+        "status": "temp",
+        "code": 451,
+        "reply": "451 4.3.0 TLS policy unknown: %s" % (e,),
+        "remoteMTA": None,
+        "where": "connect",
+    }
 
 
 def smtpcSections(cfg: Any) -> List[Any]:

@@ -1,7 +1,8 @@
 # -*- test-case-name: smx.maps.test.test_integration_dns -*-
 """
 Asynchronous DNS lookups for SMAR (seed §5.8.2 items 2, 3, 5) with
-C{twisted.names}: MX, A, AAAA, PTR and TXT, results cached for their TTL.
+C{twisted.names}: MX, A, AAAA, PTR and TXT, results cached for their TTL;
+TLSA for DANE (SMTPC) with the AD bit of a validating resolver.
 
 C{nameserver} entries may be C{addr}, C{addr:port}, C{[v6]} or
 C{[v6]:port}; without any, C{/etc/resolv.conf} is used.  C{DNS_timeout}
@@ -22,11 +23,13 @@ failures are not.
 from __future__ import annotations
 
 import functools
+import io
 import ipaddress
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from twisted.internet import defer
 from twisted.names import client, dns, error
+from twisted.python.failure import Failure
 
 from smx.fastdefer import settled
 from smx.log import Logger
@@ -116,6 +119,159 @@ class _QuietUDP:
     def listenUDP(self, port: int, protocol: Any, *args: Any, **kwargs: Any) -> Any:
         protocol.noisy = False
         return self._reactor.listenUDP(port, protocol, *args, **kwargs)
+
+
+#: the TLSA record type (RFC 6698); twisted.names has no class for it
+TLSA = 52
+
+#: the UDP payload size announced in the OPT record (RFC 6891)
+EDNS_PAYLOAD = 1232
+
+#: the DO bit (RFC 3225) in the TTL field of the OPT record
+_DO = 0x8000
+
+_RCODES = {
+    dns.EFORMAT: "format error",
+    dns.ESERVER: "server failure",
+    dns.ENAME: "no such domain",
+    dns.ENOTIMP: "not implemented",
+    dns.EREFUSED: "query refused",
+}
+
+
+def _askAuthenticated(message: Any) -> None:
+    """
+    Set the AD bit and add an EDNS0 OPT record with the DO bit to a query
+    (RFC 6840 section 5.7, RFC 3225), so that a validating resolver says
+    whether the answer is secure.
+    """
+    message.authenticData = 1
+    message.additional.append(
+        dns.RRHeader(
+            b"",
+            dns.OPT,
+            EDNS_PAYLOAD,
+            _DO,
+            dns.UnknownRecord(b""),
+        )
+    )
+
+
+def _rdata(payload: Any) -> bytes:
+    """The wire data of a record twisted.names does not know."""
+    data = getattr(payload, "data", None)
+    if isinstance(data, bytes):
+        return data
+    out = io.BytesIO()
+    payload.encode(out)
+    return out.getvalue()
+
+
+class _SecureDatagram(dns.DNSDatagramProtocol):
+    """A UDP query with AD and DO (L{_askAuthenticated})."""
+
+    noisy = False
+
+    def writeMessage(self, message: Any, address: Any) -> None:
+        _askAuthenticated(message)
+        dns.DNSDatagramProtocol.writeMessage(self, message, address)
+
+
+class _SecureStream(dns.DNSProtocol):
+    """A TCP query with AD and DO (L{_askAuthenticated})."""
+
+    def writeMessage(self, message: Any) -> None:
+        _askAuthenticated(message)
+        dns.DNSProtocol.writeMessage(self, message)
+
+
+class _Controller:
+    """What the DNS protocols tell their owner; nothing to do here."""
+
+    def messageReceived(self, message: Any, protocol: Any, address: Any = None):
+        pass
+
+    def connectionMade(self, protocol: Any) -> None:
+        pass
+
+    def connectionLost(self, protocol: Any) -> None:
+        pass
+
+
+def _resolvConfServers(resolver: Any) -> List[Tuple[str, int]]:
+    """The servers a C{client.Resolver} read from resolv.conf."""
+    servers = list(resolver.servers or []) + list(resolver.dynServers or [])
+    return servers or [("127.0.0.1", 53)]
+
+
+async def _secureQuery(
+    reactor: Any,
+    servers: Sequence[Tuple[str, int]],
+    name: str,
+    rtype: int,
+    tries: Sequence[float],
+    useTCP: bool,
+) -> Any:
+    """
+    One query with AD and DO, the servers taken in turn, one try each of
+    C{tries} seconds; over TCP when C{useTCP} or the UDP answer is
+    truncated.
+
+    @return: the answer (a L{dns.Message}).
+    @raise DNSTemporaryError: if no server answered.
+    """
+    query = [dns.Query(name, rtype, dns.IN)]
+    last = "timeout"
+    for i, timeout in enumerate(tries):
+        server = servers[i % len(servers)]
+        try:
+            if not useTCP:
+                message = await _udpQuery(reactor, server, query, timeout)
+                if not message.trunc:
+                    return message
+            return await _tcpQuery(reactor, server, query, timeout)
+        except (defer.TimeoutError, dns.DNSQueryTimeoutError):
+            last = "timeout"
+        except OSError as e:
+            last = str(e)
+        except error.DNSQueryRefusedError:
+            last = "query refused"
+        except Exception as e:
+            # a garbled answer, a refused connection: try the next one
+            last = str(e) or type(e).__name__
+    raise DNSTemporaryError(
+        "%s %s: %s" % (name, dns.QUERY_TYPES.get(rtype, rtype), last)
+    )
+
+
+async def _udpQuery(reactor: Any, server: Tuple[str, int], query, timeout) -> Any:
+    proto = _SecureDatagram(_Controller(), reactor=reactor)
+    interface = "::" if ":" in server[0] else ""
+    port = reactor.listenUDP(0, proto, interface=interface)
+    try:
+        return await proto.query(server, query, timeout)
+    finally:
+        port.stopListening()
+
+
+async def _tcpQuery(reactor: Any, server: Tuple[str, int], query, timeout) -> Any:
+    from twisted.internet import endpoints
+
+    if ":" in server[0]:
+        endpoint = endpoints.TCP6ClientEndpoint(
+            reactor, server[0], server[1], timeout=timeout
+        )  # type: Any
+    else:
+        endpoint = endpoints.TCP4ClientEndpoint(
+            reactor, server[0], server[1], timeout=timeout
+        )
+    proto = await endpoints.connectProtocol(
+        endpoint, _SecureStream(_Controller(), reactor=reactor)
+    )
+    try:
+        return await proto.query(query, timeout)
+    finally:
+        proto.transport.loseConnection()
 
 
 class DNSResolver:
@@ -296,6 +452,76 @@ class DNSResolver:
             lambda rs: [b"".join(r.data).decode("utf-8", "replace") for r in rs]
         )
         return d
+
+    def lookupTLSA(self, name: str) -> defer.Deferred:
+        """
+        The TLSA records of C{name} (RFC 6698; for DANE, RFC 7672:
+        C{_25._tcp.<mx>}) and whether the resolver says they are
+        DNSSEC-validated.
+
+        The query is sent with the AD bit and, in an EDNS0 OPT record,
+        the DO bit (RFC 6840 section 5.7), to the same servers with the
+        same tries as the other lookups (over TCP when the answer is
+        truncated or C{use_TCP} is set); the answer's AD bit is the
+        resolver's word that the records (or their absence) are secure.
+        smx validates no signatures itself: the resolver must be a
+        validating one the host trusts (a local one, as for Postfix).
+
+        @return: a L{Deferred} firing with C{(rdatas, authenticated)}:
+            the record data as C{bytes} (usage, selector, matching type,
+            association data) and the AD bit; C{([], authenticated)} for
+            a name without TLSA records or that does not exist.  It fails
+            with L{DNSTemporaryError} for a timeout, SERVFAIL or a
+            garbled answer.
+        """
+        name = name.lower().rstrip(".")
+        key = (name, TLSA)
+        now = self.reactor.seconds()
+        hit = self._cache.get(key)
+        if hit is not None:
+            if hit[0] > now:
+                return defer.succeed(hit[1])
+            del self._cache[key]
+        self.log.debug(14, dns_query=name, type="TLSA")
+        servers = self.servers or _resolvConfServers(self._resolver)
+        d = defer.Deferred.fromCoroutine(
+            _secureQuery(self.reactor, servers, name, TLSA, self._tries, self.useTCP)
+        )
+        d.addCallback(self._cbSecure, name)
+        d.addErrback(self._ebSecure, name)
+        return d
+
+    def _cbSecure(self, message: Any, name: str) -> Tuple[List[bytes], bool]:
+        authenticated = bool(message.authenticData)
+        if message.rCode == dns.ENAME:
+            result = ([], authenticated)  # type: Tuple[List[bytes], bool]
+            ttl = self._negativeTTL(message.authority)
+        elif message.rCode != dns.OK:
+            raise DNSTemporaryError(
+                "%s TLSA: %s" % (name, _RCODES.get(message.rCode, message.rCode))
+            )
+        else:
+            rdatas = []
+            ttls = []
+            for rr in message.answers:
+                if rr.type == TLSA:
+                    rdatas.append(_rdata(rr.payload))
+                    ttls.append(rr.ttl)
+            result = (rdatas, authenticated)
+            ttl = min(ttls) if ttls else self._negativeTTL(message.authority)
+        if ttl > 0:
+            self._cache[(name, TLSA)] = (self.reactor.seconds() + ttl, result)
+        return result
+
+    def _ebSecure(self, f: Failure, name: str) -> None:
+        if f.check(DNSTemporaryError):
+            f.raiseException()
+        if f.check(defer.TimeoutError, dns.DNSQueryTimeoutError):
+            reason = "timeout"
+        else:
+            reason = f.getErrorMessage() or repr(f.value)
+        self.log.info(dns_lookup=name, type="TLSA", error=reason)
+        raise DNSTemporaryError("%s TLSA: %s" % (name, reason))
 
     def lookupAddresses(self, name: str) -> defer.Deferred:
         """

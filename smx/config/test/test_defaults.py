@@ -97,7 +97,7 @@ CONSTRUCTORS = [
     (
         smtpc.DeliveryAgent,
         DeliverySettings,
-        {"reactor", "logger", "ids", "cacheTimeout"},
+        {"reactor", "logger", "ids", "cacheTimeout", "policies"},
     ),
     (connectioncache.ConnectionCache, DeliverySettings, set()),
     (

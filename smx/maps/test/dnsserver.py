@@ -15,8 +15,14 @@ serving test zones, for integration tests of smx (SMAR, SMTPC, end to end).
     yield stop()      # or self.addCleanup(stop)
 
 Record types: C{("A", addr)}, C{("AAAA", addr)}, C{("MX", pref, host)},
-C{("PTR", name)}, C{("TXT", text)}, C{("CNAME", name)}; an optional last
-element is the TTL (default 300).  A name with no records at all answers
+C{("PTR", name)}, C{("TXT", text)}, C{("CNAME", name)}, C{("TLSA", usage,
+selector, matching type, hex data)} (RFC 6698, e.g. C{("TLSA", 3, 1, 1,
+"ab12...")}); an optional last element is the TTL (default 300).
+
+DNSSEC, as a validating resolver shows it: names in C{signed} and the
+names below them are answered with the AD bit (RFC 4035 section 3.2.3)
+when the query asked for it with AD or DO (RFC 6840 section 5.7); the
+server signs nothing, it only says so, which is all smx looks at.  A name with no records at all answers
 NXDOMAIN; a name with records but none of the type asked for answers
 NOERROR with no answers (NODATA).
 
@@ -45,6 +51,7 @@ _TYPES = {
     "PTR": dns.PTR,
     "TXT": dns.TXT,
     "CNAME": dns.CNAME,
+    "TLSA": 52,
 }
 
 
@@ -63,6 +70,9 @@ def _payload(record: tuple) -> Tuple[int, Any, int]:
         return dns.TXT, dns.Record_TXT(text), _ttl(record, 2)
     if kind == "CNAME":
         return dns.CNAME, dns.Record_CNAME(record[1]), _ttl(record, 2)
+    if kind == "TLSA":
+        data = bytes([record[1], record[2], record[3]]) + bytes.fromhex(record[4])
+        return 52, dns.UnknownRecord(data), _ttl(record, 5)
     raise ValueError("unknown record type %r" % (record[0],))
 
 
@@ -109,8 +119,14 @@ class TestDNSServerFactory(server.DNSServerFactory):
     A server factory that can misbehave for chosen names.
     """
 
-    def __init__(self, resolver, truncate=(), timeout=(), garbage=(), servfail=()):
+    def __init__(
+        self, resolver, truncate=(), timeout=(), garbage=(), servfail=(), signed=()
+    ):
         server.DNSServerFactory.__init__(self, authorities=[resolver])
+        self.signed = {n.lower().rstrip(".") for n in signed}
+        #: the AD and DO bits of each query, C{(name, ad, do)}
+        self.flags = []  # type: List[Tuple[str, bool, bool]]
+        self._asked = {}  # type: Dict[int, bool]
         self.truncate = {n.lower() for n in truncate}
         self.timeout = {n.lower() for n in timeout}
         self.garbage = {n.lower() for n in garbage}
@@ -127,6 +143,9 @@ class TestDNSServerFactory(server.DNSServerFactory):
                 "udp" if address else "tcp",
             )
         )
+        ad, do = bool(message.authenticData), _dnssecOK(message)
+        self.flags.append((name, ad, do))
+        self._asked[message.id] = ad or do
         if name in self.timeout:
             return None
         if address is not None and name in self.garbage:
@@ -143,6 +162,30 @@ class TestDNSServerFactory(server.DNSServerFactory):
             return None
         return server.DNSServerFactory.handleQuery(self, message, protocol, address)
 
+    def isSigned(self, name: str) -> bool:
+        """Is C{name} in one of the zones the test calls signed?"""
+        name = name.lower().rstrip(".")
+        return any(name == z or name.endswith("." + z) for z in self.signed)
+
+    def sendReply(self, protocol, message, address):
+        # AD on the answer about a name in a signed zone to a query that
+        # asked for it with AD or DO, off otherwise
+        asked = self._asked.pop(message.id, False)
+        if message.queries:
+            name = message.queries[0].name.name.decode("ascii")
+            message.authenticData = bool(asked and self.isSigned(name))
+        return server.DNSServerFactory.sendReply(self, protocol, message, address)
+
+
+def _dnssecOK(message) -> bool:
+    """Has the query an OPT record with the DO bit (RFC 3225)?"""
+    for rr in message.additional:
+        if rr.type == dns.OPT:
+            ttl = getattr(rr, "ttl", 0) or 0
+            if getattr(rr, "dnssecOK", False) or ttl & 0x8000:
+                return True
+    return False
+
 
 def startDNSServerWithLog(
     records: Dict[str, List[tuple]],
@@ -151,6 +194,7 @@ def startDNSServerWithLog(
     garbage: Iterable[str] = (),
     servfail: Iterable[str] = (),
     reactor: Optional[Any] = None,
+    signed: Iterable[str] = (),
 ):
     """
     Like L{startDNSServer} but also return the factory, whose C{queries}
@@ -163,7 +207,7 @@ def startDNSServerWithLog(
 
         reactor = _reactor
     factory = TestDNSServerFactory(
-        TestZoneResolver(records), truncate, timeout, garbage, servfail
+        TestZoneResolver(records), truncate, timeout, garbage, servfail, signed
     )
     # the UDP port chosen by the system may be in use for TCP (by another
     # test's connection): try again with another one (and a new protocol:
@@ -201,6 +245,7 @@ def startDNSServer(
     garbage: Iterable[str] = (),
     servfail: Iterable[str] = (),
     reactor: Optional[Any] = None,
+    signed: Iterable[str] = (),
 ):
     """
     Start an authoritative server for C{records} on 127.0.0.1, UDP and TCP
@@ -210,6 +255,6 @@ def startDNSServer(
         once both ports are closed.
     """
     port, stop, _ = startDNSServerWithLog(
-        records, truncate, timeout, garbage, servfail, reactor
+        records, truncate, timeout, garbage, servfail, reactor, signed
     )
     return port, stop
