@@ -56,6 +56,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from smx.config.effect import checkEffect
+from smx.config.filteroptions import checkFilters
 from smx.config.values import formatSize, formatTime
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -506,4 +507,5 @@ def reconcile(configuration: "Configuration") -> None:
     _checkSMTPC(configuration)
     _checkMaps(configuration)
     _checkDNSBL(configuration, servers)
+    checkFilters(configuration, servers)
     checkEffect(configuration)

@@ -34,7 +34,7 @@ from typing import Any, List, Optional
 import smx
 from smx.config.effect import noEffect, unusedBecause
 from smx.config.model import Configuration, Section
-from smx.config.schema import NO_NAME, Option, SectionSpec
+from smx.config.schema import NO_NAME, REQUIRED_NAME, Option, SectionSpec
 from smx.config.values import quoteValue
 
 INDENT = "    "
@@ -159,7 +159,9 @@ class _Writer:
             key = spec.keyword.lower()
             if key in shown:
                 continue
-            if spec.multiple and (depth > 0 or key == "map"):
+            if spec.multiple and (
+                depth > 0 or key == "map" or spec.naming == REQUIRED_NAME
+            ):
                 self.template(depth, spec)
                 continue
             # a component that is not in the file: its effective defaults

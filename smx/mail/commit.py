@@ -114,7 +114,8 @@ class CommitMixin:
             try:
                 if ta.writer is None:
                     ta.writer = self.factory.contentStore.createWriter(ta.id)
-                header = self._receivedHeader(ta)
+                # PREPEND headers of policy servers after Received:
+                header = self._receivedHeader(ta) + self._policyHeaders(ta)
                 ta.writer.write(header)
                 ta.stored = len(header)
             except Exception:
@@ -168,10 +169,18 @@ class CommitMixin:
             self.connection.reject(*reply)
             return None
         assert ta is not None
-        return self._pmEndOfMessage(ta, event)
+        return self._pdEndOfMessage(ta, event)
 
     def _pmAbort(self) -> None:  # pragma: no cover - the protocol's
         raise NotImplementedError()
+
+    def _policyHeaders(self, ta: _Transaction) -> bytes:
+        # without policy servers (the protocol's, L{smx.mail.policyhooks})
+        return b""  # pragma: no cover
+
+    def _pdEndOfMessage(self, ta: _Transaction, event: sm.EndOfData) -> Any:
+        # without policy servers (the protocol's, L{smx.mail.policyhooks})
+        return self._pmEndOfMessage(ta, event)  # pragma: no cover
 
     def _pmEndOfMessage(self, ta: _Transaction, event: sm.EndOfData) -> Any:
         # without pmilters (the protocol's, L{smx.mail.pmilterhooks})

@@ -29,6 +29,7 @@ from smx import net
 from smx.config.settings import optionValues
 from smx.ids import ServerIdGenerator
 from smx.log import Logger
+from smx.mail.policyhooks import policyServers, policyStages
 from smx.mail.smtps import SMTPServerFactory
 
 
@@ -52,6 +53,9 @@ class ServerSettings:
     @ivar name: the name of the section (C{""} for an unnamed one).
     @ivar relayClients: clients that may relay (C{relay_clients},
         C{smtps -C}).
+    @ivar policies: the Postfix policy servers asked, by protocol state
+        (C{"RCPT"}: C{policies}; doc/policy.md): names of C{policy}
+        sections.
     """
 
     hostname: str
@@ -79,6 +83,7 @@ class ServerSettings:
     processId: int
     name: str
     relayClients: Tuple[str, ...]
+    policies: Mapping[str, Tuple[str, ...]]
 
     #: field -> option (in the smtps section, or from the top with "/")
     OPTIONS: ClassVar[Mapping[str, str]] = {
@@ -115,6 +120,14 @@ class ServerSettings:
         "processId": ("id",),
         "name": (),
         "relayClients": ("relay_clients",),
+        "policies": (
+            "connect_policies",
+            "helo_policies",
+            "mail_policies",
+            "policies",
+            "data_policies",
+            "end_of_data_policies",
+        ),
     }
 
     @property
@@ -195,6 +208,7 @@ class ServerSettings:
             processId=section["id"] & 0xFF,
             name=section.name or "",
             relayClients=tuple(section["relay_clients"]),
+            policies=policyStages(section),
             **values,
         )
 
@@ -318,6 +332,8 @@ def smtpsServices(
     services = []  # type: List[service.Service]
     # sections with the same id share one counter: ids name CDB files
     generators = {}  # type: Dict[int, ServerIdGenerator]
+    # one client (one connection) per policy server, whatever asks it
+    clients = {}  # type: Dict[str, Any]
     for section in sections:
         name = getattr(section, "name", None) or ""
         if names is not None and name not in names:
@@ -334,6 +350,7 @@ def smtpsServices(
         )
         generators[settings.processId] = factory.ids
         factory.pmilterHost = _pmilterHost(section, factory, settings.hostname)
+        factory.policyServers = policyServers(cfg, settings, clients, factory)
         for host, port in listenAddresses(section):
             services.append(SMTPSListener(factory, host, port))
     return services

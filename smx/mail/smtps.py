@@ -123,6 +123,7 @@ from smx.mail.commit import _TEMPFAIL, CommitMixin, _Transaction
 from smx.mail.deadlines import RECORD_SIZE, DeadlineMixin
 from smx.mail.pmilterhooks import PolicyMilterMixin
 from smx.mail.policy import SessionPolicy
+from smx.mail.policyhooks import PolicyServerMixin, closePolicyServers
 from smx.mail.sessions import SessionTable
 from smx.mail.tls import tlsInfo
 
@@ -137,7 +138,7 @@ HOLD_LIMIT = 64 * 1024
 
 @implementer(interfaces.IHandshakeListener)
 class SMTPServerProtocol(
-    PolicyMilterMixin, CommitMixin, DeadlineMixin, protocol.Protocol
+    PolicyServerMixin, PolicyMilterMixin, CommitMixin, DeadlineMixin, protocol.Protocol
 ):
     """
     One SMTP session: the Twisted side of a L{sm.ServerConnection}.
@@ -243,6 +244,9 @@ class SMTPServerProtocol(
         if reply is None:
             self._opened = True
             reply = yield self.policy.checkConnection()
+            if reply is None and not self._lost:
+                # Postfix policy servers (doc/policy.md)
+                reply = yield self._pdConnect()
             if reply is None and not self._lost:
                 # the pmilters after SMTPS's own checks (doc/pmilter.md)
                 reply = yield self._pmOpen()
@@ -422,7 +426,10 @@ class SMTPServerProtocol(
             event.name,
             self.clientAddress,
         )
-        return self._pmHelo(event.name, lambda: self.connection.accept(text))
+        return self._pdHelo(
+            event,
+            lambda: self._pmHelo(event.name, lambda: self.connection.accept(text)),
+        )
 
     @inlineCallbacks
     def do_MailFrom(self, event: sm.MailFrom):
@@ -446,6 +453,10 @@ class SMTPServerProtocol(
         ta.smtputf8 = event.smtputf8
         ta.ret, ta.envid = event.ret, event.envid
         self.transaction = ta
+        rejected = yield self._pdMail(event, ta)
+        if rejected:
+            self.transaction = None
+            return
         if self.pmSession is not None:
             rejected = yield self._pmMail(event, ta)
             if rejected:
@@ -472,6 +483,9 @@ class SMTPServerProtocol(
             return
         if ta is None:  # pragma: no cover - the state machine prevents it
             self.connection.reject(*_TEMPFAIL)
+            return
+        rejected = yield self._pdRcpt(event, address)
+        if rejected:
             return
         if self.pmSession is not None:
             verdict = yield self._pmRcpt(event, 250)
@@ -595,6 +609,7 @@ class SMTPServerProtocol(
         mechanism = self._sasl.mechanism if self._sasl else ""
         self._sasl = None
         self.authUser = step.user
+        self._pdSaslMethod = mechanism
         self.policy.authenticated(mechanism)
         self.factory.log.info(
             ss_sess=self.sessionId,
@@ -626,7 +641,9 @@ class SMTPServerProtocol(
             self.connection.reject(u.code, u.dsn, u.text)
 
     def _dataCommand(self, event: sm.DataCommand):
-        return self._pmData(event, lambda: self._dataAccepted(event))
+        return self._pdData(
+            event, lambda: self._pmData(event, lambda: self._dataAccepted(event))
+        )
 
     def _dataAccepted(self, event: sm.DataCommand) -> None:
         CommitMixin.do_DataCommand(self, event)
@@ -671,6 +688,8 @@ class SMTPServerFactory(protocol.ServerFactory):
     protocol = SMTPServerProtocol  # type: ignore[assignment]
     #: the pmilters of the section (L{smx.mail.pmilterhooks}), or C{None}
     pmilterHost = None  # type: Any
+    #: protocol state -> Postfix policy servers (L{smx.mail.policyhooks})
+    policyServers = None  # type: Any
 
     def __init__(
         self,
@@ -709,6 +728,7 @@ class SMTPServerFactory(protocol.ServerFactory):
         """The last listener stopped: close the AUTH server's connection."""
         if self.settings.authenticator is not None:
             self.settings.authenticator.stop()
+        closePolicyServers(self.policyServers)
 
     def shutdown(self) -> None:
         """Say 421 to every open session and close it."""

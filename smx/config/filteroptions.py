@@ -1,0 +1,155 @@
+# -*- test-case-name: smx.config.test.test_filteroptions -*-
+"""
+The options of the filters smx asks that other MTAs' administrators
+already run (doc/policy.md): the top-level C{policy NAME { }} sections
+(Postfix SMTP access policy servers) and the C{smtps} options that name
+which of them are asked at which stage, and their cross-checks (a name
+that is not declared is an error at the option that names it).
+
+L{smx.config.options} adds these to its table; L{smx.config.reconcile}
+calls L{checkFilters}.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+
+from smx.config.commonoptions import opt
+from smx.config.schema import REQUIRED_NAME, Member, section
+from smx.config.values import ListOf, Name, String, Time, ValueProblem
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.config.model import Configuration, Section
+
+
+# -- policy: Postfix SMTP access policy servers -----------------------------
+
+
+def _checkPolicySocket(text: str) -> None:
+    from smx.milter.policyclient import parsePolicySocket
+
+    try:
+        parsePolicySocket(text)
+    except ValueError as e:
+        raise ValueProblem(str(e))
+
+
+def _checkDefaultAction(text: str) -> None:
+    from smx.milter.policy import defaultDecision
+
+    try:
+        defaultDecision(text)
+    except ValueError as e:
+        raise ValueProblem(str(e))
+
+
+class PolicySocket(String):
+    """
+    C{unix:/path} or C{inet:host:port} (Postfix's C{check_policy_service}
+    forms); a relative Unix socket path is relative to the queue
+    directory, as Postfix's C{unix:private/policy} is.
+    """
+
+    def __init__(self) -> None:
+        String.__init__(self, _checkPolicySocket, "policy socket", empty=False)
+
+    def resolve(self, value: Any, configDirectory: str, queueDirectory: str) -> Any:
+        if isinstance(value, str):
+            kind, sep, path = value.strip().partition(":")
+            if sep and kind.lower() == "unix" and not os.path.isabs(path):
+                return "unix:" + os.path.join(queueDirectory, path)
+        return value
+
+
+POLICY = section(
+    "policy",
+    "smx",
+    "a Postfix SMTP access policy server (postgrey, policyd-spf, ...) that "
+    "smtps sections ask (doc/policy.md)",
+    [
+        opt(
+            "socket",
+            PolicySocket(),
+            None,
+            "smx",
+            "where the server listens: unix:/path (relative: to the queue "
+            "directory) or inet:host:port (inet:[::1]:port)",
+            required=True,
+        ),
+        opt(
+            "timeout",
+            Time(minimum=0.001),
+            "10s",
+            "smx",
+            "the longest a request may take, waiting for the connection and "
+            "earlier requests included; then default_action",
+        ),
+        opt(
+            "default_action",
+            String(_checkDefaultAction, "action", empty=False),
+            "tempfail",
+            "smx",
+            "what a request gets when the server is down, slow or answers "
+            "nonsense: tempfail (451 4.3.5), dunno (as if there were no "
+            "server), reject (554 5.7.1) or an access(5) action such as "
+            '"450 4.7.1 Try again later"',
+        ),
+    ],
+    naming=REQUIRED_NAME,
+    multiple=True,
+)
+
+#: smtps option -> the policy protocol_state it asks at, in session order
+POLICY_STAGES = (
+    ("connect_policies", "CONNECT"),
+    ("helo_policies", "HELO"),
+    ("mail_policies", "MAIL"),
+    ("policies", "RCPT"),
+    ("data_policies", "DATA"),
+    ("end_of_data_policies", "END-OF-MESSAGE"),
+)
+
+_STAGE_DOC = {
+    "CONNECT": "when a client connects (after smx's own connection checks; "
+    "a rejection refuses the session)",
+    "HELO": "at HELO and EHLO",
+    "MAIL": "at MAIL",
+    "RCPT": "at RCPT, after smx's own access and relay checks (as Postfix's "
+    "check_policy_service after reject_unauth_destination)",
+    "DATA": "at DATA and the first BDAT",
+    "END-OF-MESSAGE": "at the end of the message, before it is queued",
+}
+
+#: the smtps options naming policies
+SMTPS_POLICY_OPTIONS = [
+    opt(
+        name,
+        ListOf(Name(), typeName="list of names"),
+        "{}",
+        "smx",
+        "policy servers (policy NAME sections) asked %s, in this order "
+        "(doc/policy.md)" % (_STAGE_DOC[state],),
+    )
+    for name, state in POLICY_STAGES
+]  # type: List[Member]
+
+
+def checkFilters(configuration: "Configuration", servers: List["Section"]) -> None:
+    """
+    Every policy an smtps section names is declared (C{policy NAME { }}).
+
+    @raise ConfigError: at the option that names an undeclared one.
+    """
+    declared = {
+        p.name.lower() for p in configuration.sections("policy") if p.name is not None
+    }
+    for smtps in servers:
+        for option, _ in POLICY_STAGES:
+            for name in smtps[option]:
+                if name.lower() not in declared:
+                    raise smtps.error(
+                        "%s names policy '%s', which is not declared (declare "
+                        "it with 'policy %s { socket = ...; }')" % (option, name, name),
+                        option,
+                    )

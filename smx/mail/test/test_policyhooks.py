@@ -1,0 +1,261 @@
+# -*- test-case-name: smx.mail.test.test_policyhooks -*-
+"""
+Tests for L{smx.mail.policyhooks}: SMTPS asking fake Postfix policy
+servers (L{smx.milter.policytesting.FakePolicyClient}) over a
+L{StringTransport} with a L{Clock}; the tests against real postgrey and
+policyd-spf through a real C{twistd smx} are in
+L{smx.mail.test.test_integration_policyservers}.
+"""
+
+from twisted.trial import unittest
+
+from smx.mail.test.test_smtps import Harness
+from smx.milter.policytesting import FakePolicyClient
+
+HEAD = b"EHLO client.test\r\nMAIL FROM:<a@b.test>\r\n"
+TRANSACTION = HEAD + b"RCPT TO:<u@local.test>\r\nDATA\r\n"
+MESSAGE = b"Subject: x\r\n\r\nx\r\n.\r\n"
+
+
+class HookTests(unittest.TestCase):
+    """
+    The decisions of policy servers as SMTPS applies them.
+    """
+
+    def harness(self, *servers, stage="RCPT", stages=None, **settings):
+        h = Harness(**settings)
+        h.factory.policyServers = stages or {stage: list(servers)}
+        return h
+
+    def send(self, h, *lines):
+        h.connect()
+        return h.send(b"".join(lines))
+
+    def test_attributes(self):
+        """
+        A RCPT request carries the session's and the transaction's
+        attributes; the instance is the transaction id, the same for each
+        request of a transaction, another one for the next transaction.
+        """
+        fake = FakePolicyClient("fake")
+        h = self.harness(fake)
+        out = self.send(
+            h,
+            HEAD,
+            b"RCPT TO:<u@local.test>\r\nRCPT TO:<v@local.test>\r\nRSET\r\n",
+            b"MAIL FROM:<>\r\nRCPT TO:<u@local.test>\r\n",
+        )
+        self.assertEqual(out.count(b"250 2.1.5"), 3, out)
+        first, second, third = fake.requests
+        self.assertEqual(first["request"], "smtpd_access_policy")
+        self.assertEqual(first["protocol_state"], "RCPT")
+        self.assertEqual(first["protocol_name"], "ESMTP")
+        self.assertEqual(first["helo_name"], "client.test")
+        self.assertEqual(first["client_address"], "10.1.2.3")
+        self.assertEqual(first["client_port"], "40000")
+        self.assertEqual(first["sender"], "a@b.test")
+        self.assertEqual(first["recipient"], "u@local.test")
+        self.assertEqual(second["recipient"], "v@local.test")
+        self.assertIn(
+            "ss_ta=%s, mail=<a@b.test>" % first["instance"], "\n".join(h.sink.lines())
+        )
+        self.assertEqual(first["instance"], second["instance"])
+        self.assertEqual(first["queue_id"], first["instance"])
+        self.assertNotEqual(third["instance"], first["instance"])
+        self.assertEqual(third["sender"], "")
+
+    def test_reject(self):
+        """
+        REJECT, DEFER and 5NN answer the recipient as Postfix does; the
+        rejection is logged with the policy's name; the session goes on.
+        """
+        fake = FakePolicyClient("fake")
+        answers = {
+            "no@local.test": "REJECT Go away",
+            "later@local.test": "DEFER",
+            "spf@local.test": "550 5.7.23 SPF fail",
+        }
+        fake.answers["RCPT"] = lambda request: answers.get(request["recipient"], "OK")
+        h = self.harness(fake)
+        out = self.send(
+            h,
+            HEAD,
+            b"RCPT TO:<no@local.test>\r\nRCPT TO:<later@local.test>\r\n",
+            b"RCPT TO:<spf@local.test>\r\nRCPT TO:<u@local.test>\r\n",
+        )
+        self.assertIn(
+            b"554 5.7.1 <no@local.test>: Recipient address rejected: Go away\r\n", out
+        )
+        self.assertIn(
+            b"450 4.7.1 <later@local.test>: Recipient address rejected: "
+            b"Access denied\r\n",
+            out,
+        )
+        self.assertIn(b"550 5.7.23 <spf@local.test>: Recipient address rejected", out)
+        self.assertTrue(out.endswith(b"<u@local.test>... Recipient ok\r\n"), out)
+        log = "\n".join(h.sink.lines())
+        self.assertIn("rcpt=<no@local.test>, stat=554", log)
+        self.assertIn("policy=fake", log)
+
+    def test_deferIfPermit(self):
+        """
+        DEFER_IF_PERMIT: 450 when the other policies accept; a REJECT of a
+        later one stands.  DEFER_IF_REJECT turns a later 5xx into 450.
+        """
+        grey = FakePolicyClient("grey", {"RCPT": "DEFER_IF_PERMIT 4.2.0 Greylisted"})
+        ok = FakePolicyClient("ok", {"RCPT": "DUNNO"})
+        h = self.harness(grey, ok)
+        out = self.send(h, HEAD, b"RCPT TO:<u@local.test>\r\n")
+        self.assertIn(
+            b"450 4.2.0 <u@local.test>: Recipient address rejected: Greylisted", out
+        )
+        no = FakePolicyClient("no", {"RCPT": "REJECT"})
+        out = self.send(self.harness(grey, no), HEAD, b"RCPT TO:<u@local.test>\r\n")
+        self.assertIn(b"554 5.7.1 ", out)
+        maybe = FakePolicyClient("maybe", {"RCPT": "DEFER_IF_REJECT Not now"})
+        out = self.send(self.harness(maybe, no), HEAD, b"RCPT TO:<u@local.test>\r\n")
+        self.assertIn(b"450 4.7.1 <u@local.test>: Recipient address rejected: Not", out)
+
+    def test_okStops(self):
+        """OK accepts: the policies after it are not asked."""
+        ok = FakePolicyClient("ok", {"RCPT": "OK"})
+        no = FakePolicyClient("no", {"RCPT": "REJECT"})
+        out = self.send(self.harness(ok, no), HEAD, b"RCPT TO:<u@local.test>\r\n")
+        self.assertIn(b"250 2.1.5", out)
+        self.assertEqual(no.requests, [])
+
+    def test_relayStillDenied(self):
+        """
+        A policy's OK does not open a relay: smx's own relay check comes
+        first, and a recipient it rejects is not asked about.
+        """
+        ok = FakePolicyClient("ok", {"RCPT": "OK"})
+        out = self.send(self.harness(ok), HEAD, b"RCPT TO:<x@remote.test>\r\n")
+        self.assertIn(b"550 5.7.1", out)
+        self.assertEqual(ok.requests, [])
+
+    def test_defaultAction(self):
+        """
+        A failed server's default action (tempfail): 451 4.3.5.
+        """
+        down = FakePolicyClient("down", {"RCPT": "nonsense"})
+        out = self.send(self.harness(down), HEAD, b"RCPT TO:<u@local.test>\r\n")
+        self.assertIn(b"451 4.3.5 <u@local.test>: Recipient address rejected: ", out)
+
+    def test_prepend(self):
+        """
+        PREPEND headers (of CONNECT, RCPT and DATA) go into the queued
+        message after smx's Received: header, which stays first.
+        """
+        fake = FakePolicyClient(
+            "fake",
+            {
+                "CONNECT": "PREPEND X-Connect: yes",
+                "RCPT": "PREPEND X-Greylist: delayed 1 seconds",
+                "DATA": "PREPEND X-Data: 1",
+            },
+        )
+        h = self.harness(stages={"CONNECT": [fake], "RCPT": [fake], "DATA": [fake]})
+        self.send(h, TRANSACTION)
+        out = h.send(MESSAGE)
+        self.assertTrue(out.startswith(b"250 2.0.0 "), out)
+        [content] = h.store.contents.values()
+        lines = content.split(b"\r\n")
+        self.assertTrue(lines[0].startswith(b"Received: "), lines)
+        headers = [line for line in lines if line.startswith(b"X-")]
+        self.assertEqual(
+            headers,
+            [b"X-Connect: yes", b"X-Greylist: delayed 1 seconds", b"X-Data: 1"],
+        )
+        self.assertEqual(
+            [r["protocol_state"] for r in fake.requests], ["CONNECT", "RCPT", "DATA"]
+        )
+
+    def test_rejectedRecipientPrepends(self):
+        """
+        The PREPEND of a policy whose recipient a later one rejected is
+        not added.
+        """
+        pre = FakePolicyClient("pre", {"RCPT": "PREPEND X-No: 1"})
+        no = FakePolicyClient(
+            "no",
+            {"RCPT": lambda r: "REJECT" if r["recipient"] == "no@local.test" else "OK"},
+        )
+        h = self.harness(pre, no)
+        self.send(h, HEAD, b"RCPT TO:<no@local.test>\r\nRCPT TO:<u@local.test>\r\n")
+        h.send(b"DATA\r\n")
+        h.send(MESSAGE)
+        [content] = h.store.contents.values()
+        self.assertEqual(content.count(b"X-No: 1"), 1)
+
+    def test_discard(self):
+        """
+        DISCARD at RCPT: 250 to everything, nothing queued.
+        """
+        fake = FakePolicyClient("fake", {"RCPT": "DISCARD"})
+        h = self.harness(fake)
+        self.send(h, TRANSACTION)
+        out = h.send(MESSAGE)
+        self.assertTrue(out.startswith(b"250 2.0.0 "), out)
+        self.assertEqual(h.qmgr.envelopes, [])
+
+    def test_hold(self):
+        """
+        HOLD: smx has no hold queue, DATA gets 450 4.7.1 (logged sev=WARN).
+        """
+        fake = FakePolicyClient("fake", {"RCPT": "HOLD spam?"})
+        h = self.harness(fake)
+        out = self.send(h, TRANSACTION)
+        self.assertIn(b"450 4.7.1 Message held by a policy", out)
+        self.assertIn("sev=WARN", "\n".join(h.sink.lines()))
+        self.assertEqual(h.qmgr.envelopes, [])
+
+    def test_redirectAndBcc(self):
+        """
+        REDIRECT replaces the recipients of the queued message, BCC adds
+        one.
+        """
+        fake = FakePolicyClient(
+            "fake",
+            {
+                "MAIL": "BCC archive@local.test",
+                "RCPT": "REDIRECT quarantine@local.test",
+            },
+        )
+        h = self.harness(stages={"MAIL": [fake], "RCPT": [fake]})
+        self.send(h, TRANSACTION)
+        h.send(MESSAGE)
+        [envelope] = h.qmgr.envelopes
+        self.assertEqual(
+            [r["address"] for r in envelope["recipients"]],
+            ["quarantine@local.test", "archive@local.test"],
+        )
+
+    def test_stages(self):
+        """
+        Rejections at HELO, MAIL, DATA and END-OF-MESSAGE name what they
+        reject as Postfix does; at CONNECT the session is refused.
+        """
+        no = FakePolicyClient("no", {"*": "REJECT No"})
+        out = self.send(
+            self.harness(no, stage="HELO"), b"EHLO client.test\r\nHELO x.test\r\n"
+        )
+        self.assertIn(b"554 5.7.1 <client.test>: Helo command rejected: No", out)
+        self.assertIn(b"554 5.7.1 <x.test>: Helo command rejected: No", out)
+        self.assertEqual([r["protocol_state"] for r in no.requests], ["EHLO", "HELO"])
+        self.assertEqual(no.requests[0]["helo_name"], "client.test")
+        out = self.send(self.harness(no, stage="MAIL"), HEAD)
+        self.assertIn(b"554 5.7.1 <a@b.test>: Sender address rejected: No", out)
+        out = self.send(self.harness(no, stage="DATA"), TRANSACTION)
+        self.assertIn(b"554 5.7.1 <DATA>: Data command rejected: No", out)
+        h = self.harness(no, stage="END-OF-MESSAGE")
+        self.send(h, TRANSACTION)
+        out = h.send(MESSAGE)
+        self.assertIn(b"554 5.7.1 <END-OF-MESSAGE>: End-of-data rejected: No", out)
+        self.assertEqual(h.qmgr.envelopes, [])
+        self.assertEqual(no.requests[-1]["size"], "17")
+        self.assertEqual(no.requests[-1]["recipient_count"], "1")
+        h = self.harness(no, stage="CONNECT")
+        self.assertTrue(
+            h.connect().startswith(b"554 5.7.1 mx.test <unknown[10.1.2.3]>")
+        )
