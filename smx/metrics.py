@@ -170,6 +170,18 @@ METRICS = (
     ("smx_pmilter_failures_total", "counter", "pmilter calls that failed", ()),
     ("smx_milter_calls_total", "counter", "milter calls", ()),
     ("smx_milter_failures_total", "counter", "milter calls that failed", ()),
+    (
+        "smx_policy_requests_total",
+        "counter",
+        "Postfix policy server requests",
+        ("policy",),
+    ),
+    (
+        "smx_policy_failures_total",
+        "counter",
+        "policy requests answered by default_action (server down, slow, bad)",
+        ("policy",),
+    ),
     ("smx_uptime_seconds", "gauge", "seconds since QMGR started", ()),
 )  # type: Tuple[Tuple[str, str, str, Tuple[str, ...]], ...]
 
@@ -321,6 +333,10 @@ class MetricsRecorder:
 
     def _smtps(self, logger: Any, fields: Dict[str, Any]) -> None:
         stat = fields.get("stat")
+        if "policy" in fields and "protocol_state" in fields and "action" in fields:
+            # smx.milter.policyclient's record of each decision
+            self._policyDecided(fields)
+            return
         if stat == 0:
             if "size" in fields and "discard" not in fields:
                 key = (self.listeners.get(logger, "smtps"),)
@@ -338,6 +354,14 @@ class MetricsRecorder:
             elif stat is not None:
                 code = (self.listeners.get(logger, "smtps"), str(stat))
                 self._refused[code] = self._refused.get(code, 0) + 1
+
+    def _policyDecided(self, fields: Dict[str, Any]) -> None:
+        key = (str(fields["policy"]),)
+        counter = self.counters["smx_policy_requests_total"]
+        counter[key] = counter.get(key, 0) + 1
+        if fields.get("default"):
+            counter = self.counters["smx_policy_failures_total"]
+            counter[key] = counter.get(key, 0) + 1
 
     def _smar(self, logger: Any, fields: Dict[str, Any]) -> None:
         if "dns_query" in fields:

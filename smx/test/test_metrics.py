@@ -48,6 +48,25 @@ class RecorderTests(SynchronousTestCase):
         self.assertEqual(self.counter("smx_messages_received_total", "smtps"), 1)
         self.assertEqual(self.counter("smx_messages_received_total", "MSA"), 1)
 
+    def test_policyRequests(self) -> None:
+        """
+        Each decision of a Postfix policy client counts as a request of
+        its policy; one that is the default action (the server failed)
+        as a failure too.  SMTPS's own rejection records naming the
+        policy do not count again.
+        """
+        from smx.milter.policy import parseAction
+        from smx.milter.policyclient import PolicyClient, _Request
+
+        client = PolicyClient(
+            "grey", "unix:/nonexistent", 5, "tempfail", self.clock, self.smtps
+        )
+        client._decided(_Request(b"", "RCPT", "T1"), parseAction("DUNNO"))
+        client._fail(_Request(b"", "RCPT", "T2"), "cannot connect")
+        self.smtps.info(ss_sess="S1", rcpt="<a@b>", stat=451, policy="grey")
+        self.assertEqual(self.counter("smx_policy_requests_total", "grey"), 2)
+        self.assertEqual(self.counter("smx_policy_failures_total", "grey"), 1)
+
     def test_sessions(self) -> None:
         """
         Session records count opened sessions, refusals by code, and TLS
