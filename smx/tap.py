@@ -83,6 +83,9 @@ class Options(usage.Options):
         ],
         ["max-connections", "C", None, "max connections to one IP (§5.7.1)"],
         ["initial-connections", "c", None, "initial connections to one IP"],
+        ["component", None, None, "split mode: run mcp, qmgr, smtps, smtpc or smar"],
+        ["id", "i", None, "split mode: the process number (pass_id)"],
+        ["log-directory", "L", None, "split mode: the MCP's log directory"],
     ]
 
     def __init__(self) -> None:
@@ -426,6 +429,11 @@ def makeService(options: Options) -> service.IService:
     from smx.config.permissions import refuseUnsafeFiles
 
     refuseUnsafeFiles(options.configuration)  # §9.2: exit 78, one line a file
+    from smx.mcp.run import splitService
+
+    split = splitService(options)  # the MCP or one component (doc/split.md)
+    if split is not None:
+        return split
     try:
         root = buildService(options.configuration)
     except ComponentError as e:

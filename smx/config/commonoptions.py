@@ -45,9 +45,18 @@ MAX_NAMESERVERS = 4
 MAX_DAEMON_ADDRESSES = 16
 
 #: why the options of seed §5.2 have no effect in embedded mode
-MCP_ONLY = "used by the MCP in split mode, which smx does not have yet"
+#: (L{smx.config.effect}; split mode is L{smx.mcp})
+MCP_ONLY = (
+    "used by the MCP in split mode, and no section of this configuration "
+    "sets 'path' (doc/split.md)"
+)
 #: why C{user} and C{group} have no effect in embedded mode
 MCP_USER = MCP_ONLY + "; twistd --uid and --gid set embedded smx's user"
+#: why the options of seed §5.2 of a section without C{path} have no
+#: effect in split mode
+NOT_STARTED = "the MCP starts only the sections that set 'path'"
+#: the sections that listen on C{port} and C{address} in embedded mode too
+EMBEDDED_LISTENERS = ("smtps", "lmtpd")
 #: why the openlog(3) options other than C{pid} have no effect
 SYSLOG_SELF = (
     "smx writes to the syslog socket itself, without openlog(3): only pid is used"
@@ -140,7 +149,6 @@ SOCKET = section(
         opt("user", String(empty=False), None, "§5.2", "owner of the socket"),
         opt("group", String(empty=False), None, "§5.2", "group of the socket"),
     ],
-    inert=MCP_ONLY,
 )
 
 
@@ -149,8 +157,9 @@ def mcpMembers(
 ) -> List[Member]:
     """
     The options of seed §5.2, valid in every section of a service that
-    MCP starts.  Embedded smx has no MCP: they have no effect
-    (L{Option.inert}), except C{port} and C{address} where C{listens}.
+    MCP starts (L{smx.mcp.settings}).  In embedded mode they have no
+    effect (L{smx.config.effect}), except C{port} and C{address} where
+    C{listens}.
 
     @param socket: whether to include the C{socket} subsection (smx's
         C{lmtpd} has a C{socket} option instead).
@@ -160,7 +169,6 @@ def mcpMembers(
         C{address} in embedded mode (smtps, lmtpd).
     """
     m = "mcp"
-    where = None if listens else MCP_ONLY
     members: List[Member] = [
         opt(
             "mcp_type",
@@ -171,7 +179,6 @@ def mcpMembers(
             "connection), accept (MCP binds, the process accepts), pass (MCP "
             "binds and passes the socket over pass_fd_socket), wait (no socket)",
             group=m,
-            inert=MCP_ONLY,
             required=required,
         ),
         opt(
@@ -181,7 +188,6 @@ def mcpMembers(
             "§5.9.1",
             "the spelling of mcp_type used in the seed's §5.9.1 example",
             group=m,
-            inert=MCP_ONLY,
             aliasOf=("mcp_type",),
         ),
         opt(
@@ -191,7 +197,6 @@ def mcpMembers(
             "§5.2",
             "TCP port on which the service listens",
             group=m,
-            inert=where,
         ),
         opt(
             "address",
@@ -200,7 +205,6 @@ def mcpMembers(
             "§5.2",
             "IP address on which the service listens (INADDR_ANY)",
             group=m,
-            inert=where,
         ),
         opt(
             "min_processes",
@@ -209,7 +213,6 @@ def mcpMembers(
             "§5.2",
             "minimum number of processes to start",
             group=m,
-            inert=MCP_ONLY,
         ),
         opt(
             "max_processes",
@@ -218,7 +221,6 @@ def mcpMembers(
             "§5.2",
             "maximum number of processes to start",
             group=m,
-            inert=MCP_ONLY,
         ),
         opt(
             "pass_fd_socket",
@@ -228,7 +230,6 @@ def mcpMembers(
             "Unix domain socket over which MCP passes the listening socket "
             "(required for mcp_type = pass)",
             group=m,
-            inert=MCP_ONLY,
         ),
         opt(
             "user",
@@ -237,7 +238,6 @@ def mcpMembers(
             "§5.2",
             "user (name or number) the service runs as",
             group=m,
-            inert=MCP_USER,
         ),
         opt(
             "group",
@@ -246,7 +246,6 @@ def mcpMembers(
             "§5.2",
             "group (name or number) the service runs as",
             group=m,
-            inert=MCP_USER,
         ),
         opt(
             "restartdependencies",
@@ -255,7 +254,6 @@ def mcpMembers(
             "§5.2",
             "services restarted together with this one",
             group=m,
-            inert=MCP_ONLY,
         ),
         opt(
             "path",
@@ -264,7 +262,6 @@ def mcpMembers(
             "§5.2",
             "program to execute",
             group=m,
-            inert=MCP_ONLY,
             required=required,
         ),
         opt(
@@ -274,7 +271,6 @@ def mcpMembers(
             "§5.2",
             "argv of the program, starting with its name",
             group=m,
-            inert=MCP_ONLY,
             required=required,
         ),
         opt(
@@ -284,7 +280,6 @@ def mcpMembers(
             "§5.2",
             "option (e.g. -i) that passes a unique numeric id to each process",
             group=m,
-            inert=MCP_ONLY,
         ),
         opt(
             "use_id_in_logfile_name",
@@ -293,7 +288,6 @@ def mcpMembers(
             "§5.2",
             "add the pass_id number to the log file name (needs pass_id)",
             group=m,
-            inert=MCP_ONLY,
         ),
     ]
     if socket:

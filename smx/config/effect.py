@@ -47,6 +47,9 @@ def unusedBecause(section: "Section", option: Option) -> Optional[str]:
     """
     name = option.name
     keyword = section.keyword
+    split = _splitUnused(section, option)
+    if split is not None:
+        return split or None
     if keyword == "smtps" and name in ("address", "port"):
         if section["daemon_address"]:
             return "smx listens on its daemon_address"
@@ -75,6 +78,45 @@ def unusedBecause(section: "Section", option: Option) -> Optional[str]:
         ):
             return "STARTTLS is offered only with a cert_file"
     return None
+
+
+def _splitUnused(section: "Section", option: Option) -> Optional[str]:
+    """
+    Whether an option of seed §5.2 (or of its C{socket} subsection) is
+    used: in embedded mode (no top-level section sets C{path}) only the
+    C{port} and C{address} of the embedded listeners are; in split mode
+    those of the sections the MCP starts (L{smx.mcp.settings}).
+
+    @return: why not, C{""} if it is, C{None} if it is not such an option.
+    """
+    from smx.config.commonoptions import (
+        EMBEDDED_LISTENERS,
+        MCP_ONLY,
+        MCP_USER,
+        NOT_STARTED,
+    )
+
+    service = section
+    if section.keyword == "socket" and section.parent is not None:
+        service = section.parent
+        if service.spec.option("mcp_type") is None:
+            return None
+    elif option.group != "mcp":
+        return None
+    configuration = section.configuration
+    if not any(_isSet(s, "path") for s in configuration.sections()):
+        if (
+            service is section
+            and option.name in ("port", "address")
+            and section.keyword in EMBEDDED_LISTENERS
+        ):
+            return None
+        if service is section and option.name in ("user", "group"):
+            return MCP_USER
+        return MCP_ONLY
+    if not _isSet(service, "path"):
+        return NOT_STARTED
+    return ""
 
 
 def inertSection(section: "Section") -> Optional[str]:

@@ -1161,6 +1161,13 @@ ROOT = section(
             defaultDoc="the host's fully qualified name",
         ),
         opt(
+            "MCP_control_socket",
+            Path(Q),
+            "mcp.ctl",
+            "smx",
+            "control socket of the MCP in split mode (smx mcpctl, doc/split.md)",
+        ),
+        opt(
             "CDB_base_directory",
             Path(Q, empty=True),
             '""',
@@ -1219,6 +1226,4 @@ def serviceSpec(keyword: str) -> SectionSpec:
         mcpMembers(required=True),
         naming=OPTIONAL_NAME,
         multiple=True,
-        inert="services are started by the MCP in split mode, which smx does "
-        "not have yet",
     )

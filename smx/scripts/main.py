@@ -25,6 +25,8 @@ COMMANDS = {
     "createmap": ("createmap", "build a Berkeley DB hash map from text (§6.7)"),
     "mailq": ("mailq", "show the mail queue (§6.6.2)"),
     "qmgrctl": ("qmgrctl", "query and control the queue manager (§6.6.3)"),
+    "mcpctl": ("mcpctl", "show and control the MCP's processes (doc/split.md)"),
+    "runas": ("runas", "run a program as another user (§6.6.1)"),
     "recover-from-log": (
         "recoverlog",
         "rebuild envelopes of CDB files from log records (§6.10.2)",

@@ -386,9 +386,7 @@ class ServiceSectionTests(SynchronousTestCase):
 
     def test_serviceLikeComponent(self):
         """
-        A service whose keyword looks like a component's gets a warning
-        (and, as every service started by MCP, one that says it has no
-        effect in embedded mode).
+        A service whose keyword looks like a component's gets a warning.
         """
         c = configurationFromText("smtpd { mcp_type = wait; path = p; arguments = a; }")
         self.assertEqual(
@@ -396,8 +394,6 @@ class ServiceSectionTests(SynchronousTestCase):
             [
                 "smx.conf:1:1: warning: section 'smtpd' is not an smx component; "
                 "it is taken as a service started by MCP (did you mean 'smtps'?)",
-                "smx.conf:1:1: warning: section 'smtpd' has no effect: services "
-                "are started by the MCP in split mode, which smx does not have yet",
             ],
         )
 

@@ -358,13 +358,10 @@ class EffectTests(_Base):
                 reason,
             )
 
-        split = "used by the MCP in split mode, which smx does not have yet"
+        from smx.config.commonoptions import MCP_USER
+
         expected = [
-            at(
-                "user",
-                "option 'user' in section 'smtps'",
-                split + "; twistd --uid and --gid set embedded smx's user",
-            ),
+            at("user", "option 'user' in section 'smtps'", MCP_USER),
             at("CDB_gid", "option 'CDB_gid' in section 'smtps'", ""),
             at(
                 "max_wait_threads",

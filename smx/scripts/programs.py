@@ -1,0 +1,167 @@
+# -*- test-case-name: smx.scripts.test.test_programs -*-
+"""
+NAME
+    smx-mcp, smx-qmgr, smx-smtps, smx-smtpc, smx-smar - the programs of
+    split mode (seed §1.4, §6.1)
+
+SYNOPSIS
+    smx-mcp   [-f smx.conf] [-d queuedir] [-L logdir]
+    smx-qmgr  [-f smx.conf] [-d queuedir] [-i ID] [-L logdir]
+    smx-smtps [-f smx.conf] [-d queuedir] [-i ID] [-L logdir] [-N name]
+    smx-smtpc [-f smx.conf] [-d queuedir] [-i ID] [-L logdir]
+    smx-smar  [-f smx.conf] [-d queuedir] [-i ID] [-L logdir]
+
+DESCRIPTION
+    Each program runs one component of smx in split mode, with the
+    arguments of the seed's programs: C{-f} the configuration file (seed
+    §5), C{-i} the process number the MCP passes (C{pass_id}), C{-L} the
+    log directory.  It is C{twistd -n --pidfile= smx --config FILE
+    --component NAME} (L{smx.tap}); C{-d} is the main queue directory
+    (default: the current directory, where the MCP starts its services).
+
+    C{smx-mcp} is the main control program: as root it binds the sockets
+    of the services and starts, watches and restarts them
+    (L{smx.mcp.supervisor}); C{-L DIR} sends each service's output to
+    C{DIR/NAME.log}.  A component program writes its log to standard
+    output, or with C{-L DIR} to C{DIR/NAME.log} (C{DIR/NAMEID.log} with
+    C{-i ID}).
+
+SECURITY
+    Every program but C{smx-mcp} refuses to run as root: exit status 64
+    (EX_USAGE) and one line (seed §6.6.1).  Use C{smx runas USER
+    PROGRAM ...} to start one by hand.
+
+DIAGNOSTICS
+    A bad argument: one line and exit status 64.  A bad configuration:
+    one line naming file, line and option, exit status 1 (78 for a bad
+    service of the MCP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from smx.mcp.settings import EX_USAGE
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write("%s: %s\n" % (self.prog, message))
+        raise SystemExit(EX_USAGE)
+
+
+def parser(component: str) -> argparse.ArgumentParser:
+    """
+    The command line of C{smx-COMPONENT}.
+    """
+    p = _Parser(
+        prog="smx-" + component,
+        description="run the %s of smx in split mode (doc/split.md)" % (component,),
+    )
+    p.add_argument("-f", dest="config", metavar="FILE", help="configuration file")
+    p.add_argument(
+        "-d", dest="queue", metavar="DIR", help="main queue directory (default: .)"
+    )
+    p.add_argument(
+        "-L",
+        dest="logdir",
+        metavar="DIR",
+        help="log directory"
+        + (" of the services" if component == "mcp" else " (DIR/NAME[ID].log)"),
+    )
+    if component != "mcp":
+        p.add_argument(
+            "-i", dest="id", metavar="ID", type=int, help="process number (pass_id)"
+        )
+    if component == "smtps":
+        p.add_argument(
+            "-N", dest="name", metavar="NAME", help="run the smtps section NAME"
+        )
+    return p
+
+
+def twistdArguments(component: str, argv: List[str]) -> List[str]:
+    """
+    The C{twistd} command line that runs C{smx-COMPONENT argv}.
+
+    @raise SystemExit: with C{EX_USAGE} for a bad argument.
+    """
+    args = parser(component).parse_args(argv)
+    out = ["twistd", "-n", "--pidfile="]
+    if component != "mcp" and args.logdir:
+        number = "" if args.id is None else str(args.id)
+        out += [
+            "--logfile",
+            os.path.join(args.logdir, "%s%s.log" % (component, number)),
+        ]
+    out += ["smx", "--component", component]
+    if args.config:
+        out += ["--config", args.config]
+    if args.queue:
+        out += ["--queue-directory", args.queue]
+    if component == "mcp" and args.logdir:
+        out += ["--log-directory", args.logdir]
+    if component != "mcp" and args.id is not None:
+        out += ["--id", str(args.id)]
+    if component == "smtps" and args.name:
+        out += ["--smtps-options", "-N %s" % (args.name,)]
+    return out
+
+
+def run(component: str, argv: Optional[List[str]] = None) -> int:
+    """
+    Run C{smx-COMPONENT} with C{argv} (default: C{sys.argv[1:]}).
+    """
+    from smx.mcp.run import refuseRoot
+
+    if argv is None:
+        argv = sys.argv[1:]
+    if component != "mcp":
+        try:
+            refuseRoot("smx-" + component)
+        except SystemExit as e:
+            return int(e.code or 0)
+    try:
+        arguments = twistdArguments(component, argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    from twisted.scripts.twistd import run as twistd
+
+    sys.argv = arguments
+    try:
+        twistd()
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            sys.stderr.write(e.code + "\n")
+            return 1
+        return int(e.code or 0)
+    return 0
+
+
+def mcp() -> None:
+    """C{smx-mcp}"""
+    sys.exit(run("mcp"))
+
+
+def qmgr() -> None:
+    """C{smx-qmgr}"""
+    sys.exit(run("qmgr"))
+
+
+def smtps() -> None:
+    """C{smx-smtps}"""
+    sys.exit(run("smtps"))
+
+
+def smtpc() -> None:
+    """C{smx-smtpc}"""
+    sys.exit(run("smtpc"))
+
+
+def smar() -> None:
+    """C{smx-smar}"""
+    sys.exit(run("smar"))
