@@ -26,7 +26,7 @@ import subprocess
 import time
 from typing import Any, List, Tuple
 
-from twisted.internet import defer, threads
+from twisted.internet import defer, protocol, reactor, threads
 from twisted.trial import unittest
 
 from smx.milter.test.test_integration_policy import (
@@ -38,6 +38,7 @@ from smx.milter.test.test_integration_policy import (
     _accepts,
     _Daemon,
     _loopbackDNS,
+    _Misbehaving,
 )
 from smx.test.mta import MTA, configuration, tempDirectory, until, waitFor
 
@@ -300,3 +301,58 @@ class DownTests(_Base):
         self.assertTrue(any("policy=strict" in line for line in errors), log)
         self.assertTrue(any("policy=lenient" in line for line in errors), log)
         self.assertIn("cannot connect", log)
+
+    @defer.inlineCallbacks
+    def test_slowAndMalformed(self):
+        """
+        A server that does not answer within C{timeout} (asked at MAIL),
+        and one that answers with something that is not the protocol
+        (asked at RCPT): the default action, 451 4.3.5, logged with the
+        policy's name and why; the session goes on, and the slow server
+        is asked again on a new connection once it answers.  (The SMTP session
+        runs in a thread: the servers are this test's reactor.)
+        """
+        paths = {}
+        factories = {}
+        for mode in ("silent", "garbage"):
+            factory = protocol.Factory.forProtocol(_Misbehaving)
+            factory.mode = mode  # type: ignore[attr-defined]
+            factory.connections = 0  # type: ignore[attr-defined]
+            factory.requests = 0  # type: ignore[attr-defined]
+            paths[mode] = os.path.join(self.root, mode)
+            factories[mode] = factory
+            port = reactor.listenUNIX(paths[mode], factory)
+            self.addCleanup(port.stopListening)
+        self.startMTA(
+            'policy slow { socket = "unix:%s"; timeout = 1s; }\n'
+            'policy bad { socket = "unix:%s"; }\n'
+            % (paths["silent"], paths["garbage"]),
+            "mail_policies = { slow }; policies = { bad };",
+        )
+
+        def wake() -> None:
+            factories["silent"].mode = "ok"  # type: ignore[attr-defined]
+
+        def session():
+            c = self.client()
+            replies = [c.mail("sender@client.test")]
+            threads.blockingCallFromThread(reactor, wake)
+            replies.append(c.mail("sender@client.test"))
+            replies.append(c.rcpt("alice@localhost"))
+            replies.append(c.noop())
+            c.quit()
+            return replies
+
+        started = time.monotonic()
+        replies = yield threads.deferToThread(session)
+        self.assertGreaterEqual(time.monotonic() - started, 1.0)
+        self.assertEqual([r[0] for r in replies], [451, 250, 451, 250], replies)
+        self.assertTrue(replies[0][1].startswith(b"4.3.5 <sender@client.test>: "))
+        self.assertTrue(replies[2][1].startswith(b"4.3.5 <alice@localhost>: "))
+        errors = [line for line in self.mta.log().splitlines() if "sev=ERR" in line]
+        self.assertTrue(
+            any("policy=bad" in e and "not name=value" in e for e in errors), errors
+        )
+        self.assertTrue(
+            any("policy=slow" in e and "timeout after 1s" in e for e in errors), errors
+        )
