@@ -57,6 +57,7 @@ from twisted.python import failure
 
 from smx.fastdefer import inlineCallbacks
 from smx.mail import server as sm
+from smx.mail.dsnparams import DSNParameterError, decodeXtext
 from smx.milter import policy as pp
 from smx.milter.policy import (
     REPLY_CLASSES,
@@ -242,7 +243,7 @@ class PolicyServerMixin:
                 name = server.name
                 if decision.code >= 500 and deferIfReject is not None:
                     name, decision = deferIfReject
-                return self._pdRejected(name, decision, subject, replyClass, field)
+                return self._pdRejected(name, decision, subject, replyClass, field, ta)
             if action == pp.OK:
                 break
             if action == pp.DEFER_IF_PERMIT:
@@ -265,7 +266,7 @@ class PolicyServerMixin:
                     break
         if deferIfPermit is not None:
             name, decision = deferIfPermit
-            return self._pdRejected(name, decision, subject, replyClass, field)
+            return self._pdRejected(name, decision, subject, replyClass, field, ta)
         return (None, effects)
 
     def _pdRejected(
@@ -275,12 +276,13 @@ class PolicyServerMixin:
         subject: str,
         replyClass: str,
         field: Tuple[str, str],
+        ta: Any,
     ) -> Tuple[Dict[str, Any], list]:
         reply = decision.reply(subject, replyClass)
         assert reply is not None
         record = {"ss_sess": self.sessionId}  # type: Dict[str, Any]
-        if self.transaction is not None:
-            record["ss_ta"] = self.transaction.id
+        if ta is not None:
+            record["ss_ta"] = ta.id
         record[field[0]] = field[1]
         record["stat"] = reply["code"]
         record["reply"] = "%d %s %s" % (reply["code"], reply["dsn"], reply["text"])
@@ -398,8 +400,8 @@ class PolicyServerMixin:
         """
         self._pdSaslSender = ""
         for keyword, value in event.parameters or ():
-            if keyword == "AUTH" and value and value != "<>":
-                self._pdSaslSender = value
+            if keyword == "AUTH" and value:
+                self._pdSaslSender = _authSender(value)
         if not self._pdServers("MAIL"):
             return False
         reply, effects = yield self._pdAsk(
@@ -563,10 +565,19 @@ class PolicyServerMixin:
                 bcc=1,
             )
 
-    def _pdClose(self) -> None:
-        """The connection ended."""
-        self._pdSessionEffects = None
-        self._pdEffects = None
+
+def _authSender(value: str) -> str:
+    """
+    The address of MAIL's C{AUTH=<mailbox>} (RFC 4954 §5: xtext), without
+    angle brackets; C{""} for C{<>} or one that is not xtext.
+    """
+    try:
+        text = decodeXtext(value)
+    except DSNParameterError:
+        return ""
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    return text
 
 
 def _address(text: str) -> str:

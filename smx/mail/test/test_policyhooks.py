@@ -259,3 +259,74 @@ class HookTests(unittest.TestCase):
         self.assertTrue(
             h.connect().startswith(b"554 5.7.1 mx.test <unknown[10.1.2.3]>")
         )
+
+
+class AttributeTests(unittest.TestCase):
+    """
+    What SMTPS tells the policy servers about AUTH and TLS.
+    """
+
+    def test_sasl(self):
+        """
+        After AUTH: C{sasl_method} and C{sasl_username}; C{sasl_sender}
+        from MAIL's C{AUTH=}.
+        """
+        import base64
+
+        from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+
+        fake = FakePolicyClient("fake")
+        h = Harness(
+            authChecker=InMemoryUsernamePasswordDatabaseDontUse(user=b"secret"),
+            authMechanisms=("PLAIN",),
+            authRequiresTLS=False,
+        )
+        h.factory.policyServers = {"MAIL": [fake]}
+        h.connect()
+        h.send(b"EHLO c.test\r\n")
+        token = base64.b64encode(b"\0user\0secret")
+        self.assertTrue(h.send(b"AUTH PLAIN " + token + b"\r\n").startswith(b"235"))
+        out = h.send(b"MAIL FROM:<a@b.test> AUTH=<user@b.test>\r\n")
+        self.assertTrue(out.startswith(b"250"), out)
+        [request] = fake.requests
+        self.assertEqual(
+            (request["sasl_method"], request["sasl_username"], request["sasl_sender"]),
+            ("PLAIN", "user", "user@b.test"),
+        )
+
+    def test_tls(self):
+        """
+        After STARTTLS: C{encryption_*}; a verified client certificate's
+        common names and fingerprints in C{ccert_*}.
+        """
+        from smx.milter.policy import fingerprint
+        from smx.test.certs import makeCertificates
+
+        certs = makeCertificates(self.mktemp())
+        from cryptography import x509
+
+        with open(certs.clientCert, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        fake = FakePolicyClient("fake")
+        h = Harness()
+        h.factory.policyServers = {"RCPT": [fake]}
+        h.connect()
+        h.protocol.tlsInfo = {"version": "TLSv1.3", "cipher": "X", "bits": 256}
+        h.protocol.tlsInfo["verify"] = "OK"
+
+        class Handle:
+            def get_peer_certificate(self):
+                return cert
+
+        h.transport.getHandle = lambda: Handle()
+        h.send(HEAD + b"RCPT TO:<u@local.test>\r\n")
+        [request] = fake.requests
+        self.assertEqual(request["encryption_protocol"], "TLSv1.3")
+        self.assertEqual(request["encryption_keysize"], "256")
+        self.assertTrue(request["ccert_subject"], request)
+        from cryptography.hazmat.primitives import serialization
+
+        self.assertEqual(
+            request["ccert_fingerprint"],
+            fingerprint(cert.public_bytes(serialization.Encoding.DER)),
+        )
