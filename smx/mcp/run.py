@@ -145,15 +145,23 @@ def splitService(options: Any) -> Optional[service.IService]:
     instanceId = int(number) if number is not None else None
     if component == "smtps":
         listeningFd = _passedSocket(configuration)
-    from smx.split.service import makeComponentService  # type: ignore
+    from smx.components import ComponentError
+    from smx.split.service import makeComponentService
+    from smx.tap import quietLogObserver
 
     try:
-        return makeComponentService(
+        root = makeComponentService(
             configuration, component, instanceId=instanceId, listeningFd=listeningFd
         )
-    except ConfigError as e:
+    except (ConfigError, ComponentError) as e:
         sys.stderr.write("smx-%s: %s\n" % (component, e))
         raise SystemExit(EX_CONFIG)
+    # as embedded smx: a socket it cannot listen on is one line, exit 1
+    root.exitOnStartupError = True  # type: ignore[attr-defined]
+    root.logObserver = quietLogObserver(  # type: ignore[attr-defined]
+        getattr(options, "parent", None)
+    )
+    return root
 
 
 def _passedSocket(configuration: Any) -> Optional[int]:

@@ -222,16 +222,21 @@ class ProcessSupervisor(service.Service):
             self._closeSockets()
             raise
 
-    def _closeSockets(self) -> None:
+    def _closeSockets(self) -> defer.Deferred:
+        """
+        Close the listening sockets and the C{pass_fd_socket}s.
+
+        @return: a L{Deferred} that fires when they are closed.
+        """
         for acceptor in self.acceptors.values():
             acceptor.stop()
         self.acceptors.clear()
-        for server in self.passing.values():
-            server.stop()
+        stopped = [defer.maybeDeferred(server.stop) for server in self.passing.values()]
         self.passing.clear()
         for sock in self.sockets.values():
             sock.close()
         self.sockets.clear()
+        return defer.DeferredList(stopped)
 
     # the service
 
@@ -265,9 +270,9 @@ class ProcessSupervisor(service.Service):
         running = [p for ps in self.slots.values() for p in ps if p.transport]
         d = self._stopInOrder(running)
 
-        def _cbStopped(result: Any) -> None:
-            self._closeSockets()
+        def _cbStopped(result: Any) -> Any:
             self.log.notice(func="stopService", stopped=len(running))
+            return self._closeSockets()
 
         return d.addBoth(_cbStopped)
 

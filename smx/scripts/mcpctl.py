@@ -39,8 +39,8 @@ def formatStatus(processes: List[Dict[str, Any]]) -> str:
         rows.append(
             (
                 str(p["name"]),
-                str(p["id"]),
-                str(p["user"]),
+                str(p.get("id", "-")),
+                str(p.get("user", "-")),
                 "-" if p["pid"] is None else str(p["pid"]),
                 str(p["state"]),
                 str(p["restarts"]),
