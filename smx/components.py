@@ -61,6 +61,7 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
     from smx.config.componentoptions import selectedSMTPS
     from smx.mail.lmtpd import lmtpdServices
     from smx.mail.smtpc import deliveryAgentFromConfiguration
+    from smx.mail.listener import reloadCertificates
     from smx.mail.smtps import SMTPSConfigurationError, smtpsServices
     from smx.maps.resolver import AddressResolver
     from smx.queue.qmgr import QueueManager, contentStoreFromConfiguration
@@ -130,6 +131,8 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
     for listener in listeners:
         listener.setServiceParent(parent)
     components["smtps"] = listeners
+    # smx qmgrctl reload: the certificates too (as SIGUSR1, smx.tap)
+    qmgr.reloadHooks.append(lambda: reloadCertificates(listeners))
 
     from smx.queue.pickup import pickupService
 

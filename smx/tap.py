@@ -288,7 +288,7 @@ class SmxService(service.MultiService):
     def reloadMaps(self) -> None:
         """
         Reopen every map (seed §6.7): SMAR's maps and QMGR's conf map;
-        call the pmilters' C{reload}.
+        call the pmilters' C{reload}; read SMTPS's certificates again.
         """
         resolver = self.components.get("resolver")
         if resolver is not None:
@@ -299,6 +299,10 @@ class SmxService(service.MultiService):
         # pmfi_signal (App. B.8): e.g. the rules pmilter reads its file
         for host in self.components.get("pmilters", ()):
             host.reload()
+        # new SMTPS sessions get renewed certificates (doc/tls.md)
+        from smx.mail.listener import reloadCertificates
+
+        reloadCertificates(self.components.get("smtps", ()))
 
 
 def describeStartupError(e: Exception) -> str:

@@ -11,10 +11,15 @@ The TLS files of every C{smtps} and C{smtpc} section (seed §5.9 item 18,
       OpenSSL accepts, and the key belongs to the certificate (both are
       loaded into one C{SSL.Context} and C{check_privatekey} is asked);
     - C{CAcert_file} can be loaded, C{CAcert_path} is a directory;
-    - a C{key_file} that everybody may read is a warning: App. D says
-      private keys are protected only by the permissions of the file
-      system (group-readable is allowed, for a key shared by server and
-      client).
+    - a C{key_file} that others may read or write is an error (seed
+      §9.2): App. D says private keys are protected only by the
+      permissions of the file system (group-readable is allowed, for a
+      key shared by server and client);
+    - a certificate past its end is a warning.
+
+The C{certificate} subsections of an C{smtps} C{tls} section (the
+certificates chosen by SNI, L{smx.config.tlsserveroptions}) are checked
+as its own C{cert_file} and C{key_file} are.
 
 L{checkFiles} returns the errors and adds the warnings to
 L{Configuration.warnings}.
@@ -22,6 +27,7 @@ L{Configuration.warnings}.
 
 from __future__ import annotations
 
+import datetime
 import os
 import stat
 from typing import TYPE_CHECKING, List
@@ -69,21 +75,49 @@ def _readable(tls: "Section", name: str, errors: List[ConfigError]) -> bool:
     return True
 
 
-def _checkKeyMode(tls: "Section") -> None:
+def _checkKeyMode(tls: "Section", errors: List[ConfigError]) -> None:
     """
-    Warn if everybody may read the private key.
+    An error if others (not the owner, not the group) may read or write
+    the private key (seed §9.2, App. D).
     """
     path = tls["key_file"]
     try:
         mode = os.stat(path).st_mode
     except OSError:  # pragma: no cover - it was just opened
         return
-    if mode & stat.S_IROTH:
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
+        errors.append(
+            tls.error(
+                "key_file %s is %s by others (mode %04o); make it 0600 (0640 "
+                "for a key shared by server and client, App. D)"
+                % (
+                    path,
+                    "readable" if mode & stat.S_IROTH else "writable",
+                    stat.S_IMODE(mode),
+                ),
+                "key_file",
+            )
+        )
+
+
+def _checkExpiry(tls: "Section") -> None:
+    """
+    Warn about a certificate past its end: clients that verify refuse
+    it (a renewal that did not happen).
+    """
+    from cryptography import x509
+
+    try:
+        with open(tls["cert_file"], "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+    except (OSError, ValueError):  # pragma: no cover - it was just loaded
+        return
+    end = cert.not_valid_after_utc
+    if end < datetime.datetime.now(datetime.timezone.utc):
         tls.configuration.warn(
-            "key_file %s is readable by everyone (mode %04o); make it 0600 "
-            "(0640 for a key shared by server and client, App. D)"
-            % (path, stat.S_IMODE(mode)),
-            tls.positionOf("key_file"),
+            "cert_file %s expired on %s"
+            % (tls["cert_file"], end.strftime("%Y-%m-%d %H:%M:%S UTC")),
+            tls.positionOf("cert_file"),
         )
 
 
@@ -93,7 +127,7 @@ def _checkCertificateAndKey(tls: "Section", errors: List[ConfigError]) -> None:
     certOK = _readable(tls, "cert_file", errors)
     keyOK = _readable(tls, "key_file", errors)
     if keyOK:
-        _checkKeyMode(tls)
+        _checkKeyMode(tls, errors)
     if not (certOK and keyOK):
         return
     try:
@@ -135,6 +169,8 @@ def _checkCertificateAndKey(tls: "Section", errors: List[ConfigError]) -> None:
                 "key_file",
             )
         )
+        return
+    _checkExpiry(tls)
 
 
 def _checkCAs(tls: "Section", errors: List[ConfigError]) -> None:
@@ -163,7 +199,11 @@ def _tlsSections(configuration: "Configuration") -> List["Section"]:
     found = []
     for keyword in ("smtps", "smtpc"):
         for section in configuration.sections(keyword):
-            found.append(section.section("tls"))
+            tls = section.section("tls")
+            found.append(tls)
+            if keyword == "smtps":
+                # the certificates chosen by server name (SNI)
+                found.extend(tls.sections("certificate"))
     return found
 
 
@@ -178,6 +218,7 @@ def checkFiles(configuration: "Configuration") -> List[ConfigError]:
     errors: List[ConfigError] = []
     for tls in _tlsSections(configuration):
         _checkCertificateAndKey(tls, errors)
-        _checkCAs(tls, errors)
+        if tls.keyword.lower() == "tls":
+            _checkCAs(tls, errors)
     errors.sort(key=lambda e: (e.line or 0, e.column or 0))
     return errors

@@ -36,6 +36,7 @@ from smx.config.commonoptions import (
 from smx.config.componentoptions import checkDebugOption
 from smx.config.tlsoptions import SMTPC_TLS_OPTIONS
 from smx.config.schema import OPTIONAL_NAME, REQUIRED_NAME, SectionSpec, section
+from smx.config.tlsserveroptions import serverTLSMembers
 from smx.config.values import (
     CONFIG_RELATIVE,
     QUEUE_RELATIVE,
@@ -728,7 +729,7 @@ SMTPS = section(
             "§5.9",
             "maximum transactions per session (0: no limit)",
         ),
-        section("tls", "§5.9", "STARTTLS", tlsMembers(True)),
+        section("tls", "§5.9", "STARTTLS", tlsMembers(True) + serverTLSMembers()),
         section(
             "auth",
             "§5.9",

@@ -157,9 +157,10 @@ look in force (the `address` of an smtps section that has a
 `smx config` cannot know where `twistd smx` will run: it takes the queue
 directory to be the directory of FILE, as in the embedded layout (`make
 run`, `smx default-config`), unless `-Q DIR` (or `-d DIR`, as to `twistd
-smx`) names it.  It also checks the TLS files: `cert_file` and `key_file`
-must be readable PEM and belong to each other, and a `key_file` readable
-by everybody is a warning.
+smx`) names it.  It also checks the TLS files (those of the `certificate`
+sections of smtps `tls` too): `cert_file` and `key_file` must be readable
+PEM and belong to each other, a `key_file` others may read or write is
+an error (§9.2; 0640 is fine), and a certificate past its end a warning.
 """
 
 

@@ -47,6 +47,8 @@ class _Transaction:
         #: the DSN RET= and ENVID= of MAIL (RFC 3461), or None
         self.ret = None  # type: Optional[str]
         self.envid = None  # type: Optional[str]
+        #: MAIL carried REQUIRETLS (RFC 8689)
+        self.requiretls = False
         self.recipients = []  # type: List[Dict[str, Any]]
         self.writer = None  # type: Any
         self.stored = 0
@@ -218,6 +220,9 @@ class CommitMixin:
             "smtputf8": ta.smtputf8,
             "ret": ta.ret,
             "envid": ta.envid,
+            "requiretls": ta.requiretls,
+            # RFC 8689 §4.1: the header counts only without REQUIRETLS
+            "tlsRequiredNo": event.tlsRequiredNo and not ta.requiretls,
             "contentPending": True,
         }
         content = defer.maybeDeferred(writer.commit)

@@ -21,7 +21,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.application import service
 
@@ -111,6 +111,10 @@ class ServerSettings:
             "tls.key_file",
             "tls.CAcert_file",
             "tls.CAcert_path",
+            "tls.min_protocol",
+            "tls.certificate.cert_file",
+            "tls.certificate.key_file",
+            "tls.certificate.server_names",
         ),
         "allowRelayingIfVerified": ("tls.flags",),
         "checkAccessMapForRelaying": ("tls.flags",),
@@ -153,7 +157,11 @@ class ServerSettings:
             CheckerAuthenticator,
             authenticatorFromSection,
         )
-        from smx.mail.tls import ServerContextFactory, TLSConfigurationError
+        from smx.mail.tls import (
+            ServerCertificate,
+            ServerContextFactory,
+            TLSConfigurationError,
+        )
 
         values = optionValues(cls, section)
         flags = section["flags"]
@@ -169,6 +177,13 @@ class ServerSettings:
                     tls["key_file"] or certFile,
                     tls["CAcert_file"],
                     tls["CAcert_path"],
+                    certificates=[
+                        ServerCertificate(
+                            c["cert_file"], c["key_file"], tuple(c["server_names"])
+                        )
+                        for c in tls.sections("certificate")
+                    ],
+                    minimumVersion=tls["min_protocol"],
                 )
             except TLSConfigurationError as e:
                 raise SMTPSConfigurationError("%s, tls: %s" % (where, e))
@@ -262,6 +277,47 @@ class SMTPSListener(service.Service):
         return None
 
 
+def reloadCertificates(listeners: Sequence[Any], log: Optional[Logger] = None) -> int:
+    """
+    Read the certificate and key files of every SMTPS section again
+    (SIGUSR1, C{smx qmgrctl reload}): new sessions get the new ones,
+    sessions in progress keep theirs.  A section whose files cannot be
+    used keeps its certificates, with a C{sev=ERR} record that says why.
+
+    @param listeners: the L{SMTPSListener}s (several may share a factory).
+    @return: the number of sections whose certificates failed to load.
+    """
+    from smx.mail.tls import TLSConfigurationError
+
+    failed = 0
+    seen = set()  # type: set
+    for listener in listeners:
+        factory = listener.factory
+        tls = factory.settings.tlsContextFactory
+        if tls is None or id(tls) in seen:
+            continue
+        seen.add(id(tls))
+        logger = log if log is not None else factory.log
+        section = factory.settings.name or "smtps"
+        try:
+            tls.reload()
+        except TLSConfigurationError as e:
+            failed += 1
+            logger.error(
+                func="reloadCertificates",
+                section=section,
+                stat="certificates not reloaded; the old ones stay in use",
+                reason=str(e),
+            )
+        else:
+            logger.notice(
+                section=section,
+                stat="certificates reloaded",
+                certificates=1 + len(tls.certificates),
+            )
+    return failed
+
+
 class SMTPSConfigurationError(Exception):
     """
     The smtps configuration cannot be used (a certificate or password file
@@ -307,6 +363,13 @@ def _pmilterHost(section: Any, factory: SMTPServerFactory, hostname: str) -> Any
         raise SMTPSConfigurationError(str(e))
 
 
+def _milters(cfg: Any, section: Any, factory: SMTPServerFactory, size: int) -> Any:
+    """The sendmail milters of a section, in order (doc/milter.md)."""
+    from smx.mail.milterhooks import milterClients
+
+    return milterClients(cfg, section["milters"], factory.reactor, factory.log, size)
+
+
 def smtpsServices(
     cfg: Any,
     queueManager: Any,
@@ -350,6 +413,7 @@ def smtpsServices(
         )
         generators[settings.processId] = factory.ids
         factory.pmilterHost = _pmilterHost(section, factory, settings.hostname)
+        factory.milters = _milters(cfg, section, factory, settings.maxMessageSize)
         factory.policyServers = policyServers(cfg, settings, clients, factory)
         for host, port in listenAddresses(section):
             services.append(SMTPSListener(factory, host, port))

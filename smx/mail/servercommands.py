@@ -89,6 +89,9 @@ class CommandsMixin:
         lines.append("ENHANCEDSTATUSCODES")
         if self.tlsAvailable and not self.tls:
             lines.append("STARTTLS")
+        if self.tls:
+            # RFC 8689 §2: only on a TLS session (as Exim and Postfix do)
+            lines.append("REQUIRETLS")
         if self._authOffered():
             lines.append("AUTH " + " ".join(self.authMechanisms))
         lines.append("HELP")
@@ -183,6 +186,11 @@ class CommandsMixin:
                 pass
             elif keyword == "SMTPUTF8" and value is None and self.smtputf8:
                 utf8 = True
+            elif keyword == "REQUIRETLS" and value is None and not self.lmtp:
+                if not self.tls:
+                    # RFC 8689 §4.1: the session itself must be TLS
+                    self._send(530, "5.7.10", "REQUIRETLS needs a TLS session")
+                    return None
             else:
                 return self._syntax(
                     "Unsupported or malformed parameter %s" % (keyword,), "5.5.4", 555

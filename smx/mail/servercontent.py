@@ -10,11 +10,13 @@ limit; none of them ends the content early, and a message with one of
 them is refused at its end (L{EndOfData}).  BDAT content (RFC 3030) is
 taken by count, never scanned for a dot, and checked by the same rules,
 also across chunk boundaries.  The first L{MAX_HEADER_SCAN} octets of the
-header section are scanned for C{Received:} hops and C{Message-Id:}.
+header section are scanned for C{Received:} hops, C{Message-Id:} and
+C{TLS-Required: No} (RFC 8689 §3).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any, List, Optional
 
@@ -76,6 +78,7 @@ class ContentMixin:
         self._header = bytearray()
         self._hops = 0
         self._messageId = None  # type: Optional[str]
+        self._tlsRequiredNo = False
 
     def _dataEvent(self):
         buf = self._buffer
@@ -157,6 +160,7 @@ class ContentMixin:
             self._badLineEnd,
             self._nul,
             self._longLine,
+            self._tlsRequiredNo,
         )
         if event is None:
             return final
@@ -273,6 +277,13 @@ class ContentMixin:
             lower = line[:11].lower()
             if lower.startswith(b"received:"):
                 self._hops += 1
+            elif line[:13].lower() == b"tls-required:":
+                # RFC 8689 §3: "No" is the one value
+                value = b"".join(
+                    [line[13:]]
+                    + list(itertools.takewhile(_isContinuation, lines[i + 1 :]))
+                )
+                self._tlsRequiredNo = value.strip().lower() == b"no"
             elif lower == b"message-id:" and self._messageId is None:
                 value = line[11:].strip()
                 j = i + 1
@@ -280,3 +291,8 @@ class ContentMixin:
                     value = lines[j].strip()
                     j += 1
                 self._messageId = value.decode("ascii", "replace")
+
+
+def _isContinuation(line: bytes) -> bool:
+    """A folded header line goes on (RFC 5322 §2.2.3)."""
+    return line[:1] in (b" ", b"\t")

@@ -82,6 +82,11 @@ class MailFrom(Event):
         """Did MAIL carry C{SMTPUTF8} (RFC 6531)?"""
         return any(keyword == "SMTPUTF8" for keyword, _ in self.parameters)
 
+    @property
+    def requiretls(self) -> bool:
+        """Did MAIL carry C{REQUIRETLS} (RFC 8689)?"""
+        return any(keyword == "REQUIRETLS" for keyword, _ in self.parameters)
+
 
 class RcptTo(Event):
     """
@@ -188,11 +193,22 @@ class EndOfData(Event):
     @ivar nul: a NUL byte was found in the content.
     @ivar longLine: a line of the content is longer than
         L{smx.mail.server.MAX_TEXT_LINE} octets with its CRLF.
+    @ivar tlsRequiredNo: the header has C{TLS-Required: No} (RFC 8689
+        §3): the sender asks that TLS policy failures not stop delivery.
 
     Content with any of these problems was not passed on completely.
     """
 
-    __slots__ = ("size", "hops", "messageId", "tooBig", "badLineEnd", "nul", "longLine")
+    __slots__ = (
+        "size",
+        "hops",
+        "messageId",
+        "tooBig",
+        "badLineEnd",
+        "nul",
+        "longLine",
+        "tlsRequiredNo",
+    )
 
     def __init__(
         self,
@@ -203,6 +219,7 @@ class EndOfData(Event):
         badLineEnd,
         nul: bool = False,
         longLine: bool = False,
+        tlsRequiredNo: bool = False,
     ) -> None:
         self.size = size
         self.hops = hops
@@ -211,6 +228,7 @@ class EndOfData(Event):
         self.badLineEnd = badLineEnd
         self.nul = nul
         self.longLine = longLine
+        self.tlsRequiredNo = tlsRequiredNo
 
     def refusal(self) -> Optional[Tuple[int, str, str]]:
         """

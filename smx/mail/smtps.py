@@ -452,6 +452,7 @@ class SMTPServerProtocol(
         ta = _Transaction(self.factory.ids.next(), event.sender, event.body, event.size)
         ta.smtputf8 = event.smtputf8
         ta.ret, ta.envid = event.ret, event.envid
+        ta.requiretls = event.requiretls
         self.transaction = ta
         rejected = yield self._pdMail(event, ta)
         if rejected:
@@ -558,6 +559,7 @@ class SMTPServerProtocol(
             ss_sess=self.sessionId,
             where="connection",
             starttls="successful",
+            sni=info.get("servername"),
             version=info["version"],
             cipher=info["cipher"],
             bits=info["bits"],

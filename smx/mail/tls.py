@@ -6,6 +6,12 @@ CAcert_path; }} with pyOpenSSL, the verification result of App. C.3
 (C{OK}, C{NO}, C{NOT}, C{FAIL}) and the DN encoding of §5.9 18e used for
 C{certissuer:} and C{certsubject:} access-map lookups.
 
+The server's L{ServerContextFactory} holds a default certificate and
+more chosen by the client's server name (SNI), accepts TLS 1.2 and newer
+unless told otherwise (C{min_protocol}), and reloads its files for new
+sessions (L{ServerContextFactory.reload}: SIGUSR1, C{smx qmgrctl
+reload}) without touching the sessions in progress.
+
 A server with CA certificates requests a client certificate but never
 fails the handshake because of it: the result is recorded and only
 decides relaying (C{allow_relaying_if_verified}).
@@ -13,7 +19,8 @@ decides relaying (C{allow_relaying_if_verified}).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import dataclasses
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
@@ -61,12 +68,46 @@ def _verifyCallback(connection, certificate, errno, depth, ok) -> bool:
     return True
 
 
+#: C{min_protocol} values -> OpenSSL's version constants
+TLS_VERSIONS = {
+    "TLSv1": SSL.TLS1_VERSION,
+    "TLSv1.1": SSL.TLS1_1_VERSION,
+    "TLSv1.2": SSL.TLS1_2_VERSION,
+    "TLSv1.3": SSL.TLS1_3_VERSION,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerCertificate:
+    """
+    One certificate of the server and the names it is chosen for (SNI).
+
+    @ivar certFile: the certificate chain, PEM.
+    @ivar keyFile: its private key, PEM.
+    @ivar names: the server names (RFC 6066 C{server_name}) it serves;
+        C{*.example.org} matches one label; empty: the DNS names of the
+        certificate (subjectAltName, else its CN).
+    """
+
+    certFile: str
+    keyFile: str
+    names: Tuple[str, ...] = ()
+
+
 class ServerContextFactory(ssl.ContextFactory):
     """
-    The server side of STARTTLS.
+    The server side of STARTTLS: the default certificate and those chosen
+    by the client's server name (SNI, RFC 6066 §3), all reloadable.
+
+    Every session takes the context current when its STARTTLS begins;
+    L{reload} builds new contexts from the files and puts them in place
+    only when all of them load, so sessions in progress keep theirs and a
+    broken renewal changes nothing.
 
     @ivar requestsCertificate: CA certificates are configured, so clients
         are asked for a certificate.
+    @ivar serverNames: lower-case server name (or C{*.domain}) -> the
+        L{ServerCertificate} chosen for it (the default is not listed).
     """
 
     isClient = 0
@@ -77,25 +118,134 @@ class ServerContextFactory(ssl.ContextFactory):
         keyFile: str,
         caFile: Optional[str] = None,
         caPath: Optional[str] = None,
+        certificates: Sequence[ServerCertificate] = (),
+        minimumVersion: str = "TLSv1.2",
     ) -> None:
         """
+        @param certificates: more certificates, chosen by server name.
+        @param minimumVersion: a key of L{TLS_VERSIONS}.
         @raise TLSConfigurationError: if a file cannot be loaded.
         """
         self.requestsCertificate = bool(caFile or caPath)
-        self._context = makeContext(
-            SSL.TLS_SERVER_METHOD, certFile, keyFile, caFile, caPath
+        self.default = ServerCertificate(certFile, keyFile)
+        self.certificates = tuple(certificates)
+        self._caFile = caFile
+        self._caPath = caPath
+        self._minimumVersion = TLS_VERSIONS[minimumVersion]
+        self._context, self.serverNames = self._build()
+
+    def _serverContext(self, certificate: ServerCertificate) -> SSL.Context:
+        context = makeContext(
+            SSL.TLS_SERVER_METHOD,
+            certificate.certFile,
+            certificate.keyFile,
+            self._caFile,
+            self._caPath,
         )
+        context.set_min_proto_version(self._minimumVersion)
         if self.requestsCertificate:
-            self._context.set_verify(SSL.VERIFY_PEER, _verifyCallback)
-            if caFile:
+            context.set_verify(SSL.VERIFY_PEER, _verifyCallback)
+            if self._caFile:
                 try:
-                    self._context.set_client_ca_list(_loadCAs(caFile))
+                    context.set_client_ca_list(_loadCAs(self._caFile))
                 except (OSError, crypto.Error, SSL.Error) as e:
-                    raise TLSConfigurationError("CAcert_file %s: %s" % (caFile, e))
-        self._context.set_session_id(b"smx-smtps")
+                    raise TLSConfigurationError(
+                        "CAcert_file %s: %s" % (self._caFile, _why(e))
+                    )
+        context.set_session_id(b"smx-smtps")
+        return context
+
+    def _build(self) -> Tuple[SSL.Context, Dict[str, ServerCertificate]]:
+        """
+        Load every certificate and key.
+
+        @return: the default context (which chooses the others by server
+            name) and the server names.
+        @raise TLSConfigurationError: a file cannot be used.
+        """
+        default = self._serverContext(self.default)
+        contexts = {}  # type: Dict[str, SSL.Context]
+        names = {}  # type: Dict[str, ServerCertificate]
+        for certificate in self.certificates:
+            context = self._serverContext(certificate)
+            for name in certificate.names or certificateNames(certificate.certFile):
+                name = name.lower().rstrip(".")
+                if name not in contexts:
+                    contexts[name] = context
+                    names[name] = certificate
+        if contexts:
+            default.set_tlsext_servername_callback(_serverNameCallback(contexts))
+        return default, names
+
+    def reload(self) -> None:
+        """
+        Read every certificate and key file again; new sessions use them.
+
+        @raise TLSConfigurationError: a file cannot be used: nothing
+            changed.
+        """
+        self._context, self.serverNames = self._build()
 
     def getContext(self) -> SSL.Context:
         return self._context
+
+
+def _serverNameCallback(contexts: Mapping[str, SSL.Context]) -> Any:
+    """
+    The SNI callback of a default context: switch the connection to the
+    context of the name the client asked for, if there is one.
+    """
+
+    def _cbServerName(connection: SSL.Connection) -> None:
+        name = connection.get_servername()
+        if not name:
+            return
+        context = matchServerName(contexts, name.decode("ascii", "replace"))
+        if context is not None:
+            connection.set_context(context)
+
+    return _cbServerName
+
+
+def matchServerName(table: Mapping[str, Any], name: str) -> Any:
+    """
+    The entry of C{table} for server name C{name}: its own, else that of
+    C{*.} and its parent domain (one label, RFC 6125 §6.4.3); C{None}
+    when there is neither.
+    """
+    name = name.lower().rstrip(".")
+    found = table.get(name)
+    if found is None and "." in name:
+        found = table.get("*." + name.split(".", 1)[1])
+    return found
+
+
+def certificateNames(certFile: str) -> List[str]:
+    """
+    The DNS names of the first certificate in C{certFile}: its
+    subjectAltName DNS entries, else its common name.
+
+    @raise TLSConfigurationError: the file holds no certificate.
+    """
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        with open(certFile, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+    except (OSError, ValueError) as e:
+        raise TLSConfigurationError("cert_file %s: %s" % (certFile, _why(e)))
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = san.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    if not names:
+        names = [
+            str(a.value)
+            for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        ]
+    return names
 
 
 def makeContext(method, certFile, keyFile, caFile, caPath) -> SSL.Context:
@@ -163,7 +313,8 @@ def tlsInfo(connection: Any, requested: bool) -> Dict[str, Any]:
     @param requested: the server asked for a client certificate.
     @return: a C{dict} with C{"version"} (C{TLSv1.3}), C{"cipher"},
         C{"bits"}, C{"verify"} (C{OK}, C{NO}, C{NOT}, C{FAIL}),
-        C{"issuer"} and C{"subject"} (encoded DNs, or C{None}).
+        C{"issuer"} and C{"subject"} (encoded DNs, or C{None}), and
+        C{"servername"}, the name the client asked for (SNI), or C{None}.
     """
     peer = connection.get_peer_certificate()
     if not requested:
@@ -178,7 +329,9 @@ def tlsInfo(connection: Any, requested: bool) -> Dict[str, Any]:
     if peer is not None:
         issuer = encodeDN(distinguishedName(peer.get_issuer()))
         subject = encodeDN(distinguishedName(peer.get_subject()))
+    servername = connection.get_servername()
     return {
+        "servername": servername.decode("ascii", "replace") if servername else None,
         "version": connection.get_protocol_version_name(),
         "cipher": connection.get_cipher_name(),
         "bits": connection.get_cipher_bits(),

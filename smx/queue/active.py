@@ -301,6 +301,8 @@ class ActiveQueue:
             "smtputf8": ta.smtputf8,
             "ret": ta.ret,
             "envid": ta.envid,
+            "requiretls": ta.requiretls,
+            "tlsRequiredNo": ta.tlsRequiredNo,
         }
         self.deliveries += 1
         dbg.debug(

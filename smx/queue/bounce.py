@@ -148,6 +148,9 @@ class Bouncer:
             "received": now,
             "bodyType": "8BITMIME" if dsn.is8bit(data) else "7BIT",
             "smtputf8": ta.smtputf8,
+            # RFC 8689 §5: the report of a REQUIRETLS message is itself
+            # sent only over TLS
+            "requiretls": ta.requiretls,
             "dsnFor": ta.id,
         }
 

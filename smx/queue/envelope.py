@@ -47,6 +47,8 @@ ENVELOPE_FIELDS = (
     "smtputf8",
     "envid",
     "ret",
+    "requiretls",
+    "tlsRequiredNo",
     "dsnFor",
     "bounces",
     "contentPending",
@@ -162,6 +164,11 @@ class Transaction:
         self.smtputf8 = bool(envelope.get("smtputf8"))
         self.envid = envelope.get("envid")
         self.ret = envelope.get("ret")
+        #: MAIL carried REQUIRETLS (RFC 8689): TLS to every next hop
+        self.requiretls = bool(envelope.get("requiretls"))
+        #: the header said C{TLS-Required: No} (RFC 8689 §3) and MAIL had
+        #: no REQUIRETLS: TLS policy failures need not stop delivery
+        self.tlsRequiredNo = bool(envelope.get("tlsRequiredNo"))
         self.dsnFor = envelope.get("dsnFor")
         self.bounces = int(envelope.get("bounces") or 0)
         #: the content was being synced when the envelope was stored (see

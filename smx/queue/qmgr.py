@@ -126,6 +126,9 @@ class QueueManager(service.Service):
         self.contentStore = contentStore
         self.resolver = resolver
         self.deliveryAgent = deliveryAgent
+        #: called by the C{reload} control command besides the maps (the
+        #: certificates of SMTPS, L{smx.components})
+        self.reloadHooks = []  # type: List[Any]
         self.logger = logger or Logger("qmgr")
         if s.debugLevels:
             # qmgr -x, debug_level: the debug categories (App. E)
@@ -531,6 +534,8 @@ class QueueManager(service.Service):
     def control(self, command, transactionId=None, recipient=None):
         if command == "reload":
             self.reopenMaps()
+            for hook in self.reloadHooks:
+                hook()
             reload = getattr(self.resolver, "reload", None)
             d = defer.maybeDeferred(reload) if reload else defer.succeed(None)
             return d.addCallback(lambda _: {"command": command, "reloaded": True})

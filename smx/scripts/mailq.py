@@ -21,10 +21,10 @@ DESCRIPTION
     the recipients with their state and last reply.  C{--json} prints a
     list of transactions, each with C{id}, C{sender}, C{size},
     C{received}, the DSN C{ret} and C{envid} (RFC 3461, C{null} when not
-    given), C{recipients} (C{index}, C{address}, C{state}, C{tries},
+    given), C{requiretls} (RFC 8689, a boolean), C{recipients} (C{index}, C{address}, C{state}, C{tries},
     C{nextTry}, C{reply}, the DSN C{notify} and C{orcpt}).  The text
-    output shows the DSN parameters given (decoded) under the sender and
-    each recipient.
+    output shows the DSN parameters given (decoded) and REQUIRETLS under
+    the sender, and the DSN parameters under each recipient.
 
     The queue is in the main queue directory (seed §5.6): C{-q}, else the
     current directory, as for C{twistd smx}.
@@ -92,6 +92,8 @@ def formatQueue(entries: List[dict]) -> str:
             for name in ("ret", "envid")
             if ta.get(name)
         ]
+        if ta.get("requiretls"):
+            dsn.append("REQUIRETLS")
         if dsn:
             lines.append("%40s%s" % ("", " ".join(dsn)))
         for r in ta.get("recipients", []):

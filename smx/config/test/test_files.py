@@ -130,27 +130,94 @@ class TLSFileTests(SynchronousTestCase):
             ],
         )
 
-    def test_keyReadableByEveryone(self):
+    def test_keyReadableByOthers(self):
         """
-        A key everybody may read is a warning at key_file; one the group
-        may read (a key shared by server and client, App. D) is not.
+        A key others may read or write is an error at key_file (seed
+        §9.2); one the group may read (a key shared by server and client,
+        App. D) is not.
         """
-        os.chmod(self.certs.serverKey, 0o644)
-        self.assertEqual(
-            self.check(self.tls(self.certs.serverCert, self.certs.serverKey)),
-            (
-                [],
-                [
-                    "smx.conf:4:5: warning: key_file %s is readable by everyone "
-                    "(mode 0644); make it 0600 (0640 for a key shared by server "
-                    "and client, App. D)" % (self.certs.serverKey,)
-                ],
-            ),
-        )
+        for mode, what in [(0o644, "readable"), (0o602, "writable")]:
+            os.chmod(self.certs.serverKey, mode)
+            self.assertEqual(
+                self.check(self.tls(self.certs.serverCert, self.certs.serverKey)),
+                (
+                    [
+                        "smx.conf:4:5: key_file %s is %s by others (mode %04o); "
+                        "make it 0600 (0640 for a key shared by server and "
+                        "client, App. D)" % (self.certs.serverKey, what, mode)
+                    ],
+                    [],
+                ),
+            )
         os.chmod(self.certs.serverKey, 0o640)
         self.assertEqual(
             self.check(self.tls(self.certs.serverCert, self.certs.serverKey)),
             ([], []),
+        )
+
+    def test_serverNameCertificates(self):
+        """
+        The C{certificate} sections of smtps's C{tls} (SNI) are checked as
+        its own files: a missing file, a key of another certificate, a
+        key others may read, each at its option.
+        """
+        extra = (
+            "    certificate a { cert_file = %s; key_file = %s; }\n"
+            "    certificate b {\n      cert_file = %s;\n      key_file = %s;\n"
+            "    }\n"
+            "    certificate c { cert_file = %s;\n key_file = %s; }\n"
+            % (
+                self.certs.clientCert,
+                self.certs.clientKey,
+                self.certs.serverCert,
+                self.certs.clientKey,
+                "/nonexistent.pem",
+                self.certs.strangerKey,
+            )
+        )
+        os.chmod(self.certs.strangerKey, 0o644)
+        errors, warnings = self.check(
+            self.tls(self.certs.serverCert, self.certs.serverKey, extra)
+        )
+        self.assertEqual(
+            errors,
+            [
+                "smx.conf:8:7: key_file %s does not belong to the certificate "
+                "in cert_file %s" % (self.certs.clientKey, self.certs.serverCert),
+                "smx.conf:10:21: cert_file /nonexistent.pem: No such file or "
+                "directory",
+                "smx.conf:11:2: key_file %s is readable by others (mode 0644); "
+                "make it 0600 (0640 for a key shared by server and client, "
+                "App. D)" % (self.certs.strangerKey,),
+            ],
+        )
+        self.assertEqual(warnings, [])
+
+    def test_expired(self):
+        """A certificate past its end is a warning at cert_file."""
+        import datetime
+
+        import trustme
+
+        ca = trustme.CA()
+        leaf = ca.issue_cert(
+            "old.test",
+            not_after=datetime.datetime(2020, 1, 2, 3, 4, 5),
+        )
+        cert = os.path.join(self.certs.directory, "old.pem")
+        key = os.path.join(self.certs.directory, "old.key")
+        leaf.cert_chain_pems[0].write_to_path(cert)
+        leaf.private_key_pem.write_to_path(key)
+        os.chmod(key, 0o600)
+        self.assertEqual(
+            self.check(self.tls(cert, key)),
+            (
+                [],
+                [
+                    "smx.conf:3:5: warning: cert_file %s expired on "
+                    "2020-01-02 03:04:05 UTC" % (cert,)
+                ],
+            ),
         )
 
     def test_CAs(self):

@@ -557,6 +557,22 @@ class DataTests(unittest.TestCase):
         _, _, ends, _ = self.data(body)
         self.assertEqual((ends[0].hops, ends[0].messageId), (2, "<x@y>"))
 
+    def test_tlsRequiredNo(self):
+        """
+        C{TLS-Required: No} in the header (RFC 8689 §3, any case, folded)
+        is flagged; another value, or the field in the body, is not.
+        """
+        for header, expected in [
+            (b"TLS-Required: No\r\n", True),
+            (b"tls-required:\r\n  NO \r\n", True),
+            (b"TLS-Required: Yes\r\n", False),
+            (b"TLS-Required: No way\r\n", False),
+            (b"X: y\r\n", False),
+        ]:
+            body = b"Subject: s\r\n" + header + b"\r\nTLS-Required: No\r\n.\r\n"
+            _, _, ends, _ = self.data(body)
+            self.assertIs(ends[0].tlsRequiredNo, expected, header)
+
     def test_pipelinedAfterData(self):
         """Commands after the final dot are read as commands."""
         _, _, ends, out = self.data(b"x\r\n.\r\nMAIL FROM:<a@b.c>\r\n")
@@ -593,6 +609,55 @@ class TLSTests(unittest.TestCase):
         self.assertIs(conn.nextEvent(), sm.NEED_DATA)
         _, out = run(conn, b"MAIL FROM:<a@b.c>\r\n")
         self.assertTrue(out.startswith(b"503 5.5.1"))
+
+    def test_requireTLSOffered(self):
+        """
+        REQUIRETLS (RFC 8689) is offered in EHLO only after STARTTLS,
+        never in LMTP.
+        """
+        conn = started(tlsAvailable=True)
+        _, out = run(conn, b"EHLO c\r\n")
+        self.assertNotIn(b"REQUIRETLS", out)
+        conn.tlsStarted()
+        _, out = run(conn, b"EHLO c\r\n")
+        self.assertIn(b"250-REQUIRETLS\r\n", out)
+        conn = started(tlsAvailable=True, lmtp=True)
+        conn.tlsStarted()
+        _, out = run(conn, b"LHLO c\r\n")
+        self.assertNotIn(b"REQUIRETLS", out)
+
+    def test_requireTLS(self):
+        """
+        C{MAIL ... REQUIRETLS} in a TLS session is a L{sm.MailFrom} with
+        C{requiretls}; without TLS it is 530 5.7.10 (not a bad command),
+        with a value 555.
+        """
+        conn = started(tlsAvailable=True, maxBadCommands=1)
+        events, out = run(
+            conn,
+            b"EHLO c\r\nMAIL FROM:<a@b.test> REQUIRETLS\r\n"
+            b"MAIL FROM:<a@b.test> REQUIRETLS\r\n",
+        )
+        self.assertEqual(
+            out.split(b"\r\n")[-3:],
+            [
+                b"530 5.7.10 REQUIRETLS needs a TLS session",
+                b"530 5.7.10 REQUIRETLS needs a TLS session",
+                b"",
+            ],
+        )
+        self.assertEqual(len(events), 2)
+        conn.tlsStarted()
+        events, out = run(
+            conn,
+            b"EHLO c\r\nMAIL FROM:<a@b.test> REQUIRETLS=yes\r\n"
+            b"MAIL FROM:<a@b.test> requiretls\r\n",
+        )
+        self.assertIn(b"555 5.5.4 Unsupported or malformed parameter REQUIRETLS", out)
+        self.assertTrue(events[1].requiretls)
+        self.assertTrue(out.endswith(b"250 2.1.0 <a@b.test>... Sender ok\r\n"))
+        events, _ = run(conn, b"RSET\r\nMAIL FROM:<a@b.test>\r\n")
+        self.assertFalse(events[1].requiretls)
 
     def test_notAvailable(self):
         """STARTTLS without a certificate is 502; twice is 503."""

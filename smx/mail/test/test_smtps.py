@@ -163,6 +163,28 @@ class SessionTests(unittest.TestCase):
             ],
         )
 
+    def test_requireTLS(self):
+        """
+        The envelope given to QMGR says whether MAIL carried REQUIRETLS
+        (RFC 8689) and whether the header said C{TLS-Required: No} (which
+        counts only without REQUIRETLS, §4.1).
+        """
+        h = Harness()
+        h.connect()
+        h.protocol.connection.tlsStarted()  # as after a TLS handshake
+        header = b"TLS-Required: No\r\n"
+        for mail, expected in [
+            (b"MAIL FROM:<a@b.test> REQUIRETLS", (True, False)),
+            (b"MAIL FROM:<a@b.test>", (False, True)),
+        ]:
+            h.send(b"EHLO c\r\n" + mail + b"\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
+            out = h.send(header + MESSAGE + b".\r\n")
+            self.assertTrue(out.startswith(b"250 2.0.0 "), out)
+            envelope = h.qmgr.envelopes[-1]
+            self.assertEqual(
+                (envelope["requiretls"], envelope["tlsRequiredNo"]), expected, mail
+            )
+
     def test_waitForCommit(self):
         """250 is sent only after QMGR's commit fired; pipelined input waits."""
         h = Harness()

@@ -12,6 +12,7 @@ from twisted.trial import unittest
 from smx.config import configurationFromText
 from smx.log import Logger, MemorySink
 from smx.maps.testing import FakeAddressResolver
+from smx.mail.listener import reloadCertificates
 from smx.mail.smtps import (
     SMTPSConfigurationError,
     listenAddresses,
@@ -96,6 +97,48 @@ class ConfigurationTests(unittest.TestCase):
         self.assertTrue(msa.tlsContextFactory.requestsCertificate)
         self.assertTrue(msa.allowRelayingIfVerified)
         self.assertEqual(msa.authMechanisms, ("CRAM-MD5",))
+
+    def test_serverNameCertificates(self):
+        """
+        C{certificate NAME} sections of C{tls} are chosen by server name;
+        C{min_protocol} and the files reach the context factory, and
+        L{reloadCertificates} reads them again, logging a failure with
+        C{sev=ERR} and keeping the old certificates.
+        """
+        certs = makeCertificates(os.path.abspath(self.mktemp()))
+        cfg = self.config(
+            "",
+            "tls { cert_file = %s; key_file = %s; min_protocol = TLSv1.3;\n"
+            "  certificate client { cert_file = %s; key_file = %s;\n"
+            "    server_names = { mx2.test, *.Example.ORG }; } }"
+            % (certs.serverCert, certs.serverKey, certs.clientCert, certs.clientKey),
+        )
+        sink = MemorySink()
+        [listener] = smtpsServices(
+            cfg,
+            FakeQueueManager(),
+            MemoryContentStore(),
+            FakeAddressResolver(),
+            reactor=MemoryReactorClock(),
+            log=Logger("smtps", sink=sink),
+            names=["MSA"],
+        )
+        factory = listener.factory.settings.tlsContextFactory
+        self.assertEqual(sorted(factory.serverNames), ["*.example.org", "mx2.test"])
+        self.assertEqual(factory.serverNames["mx2.test"].keyFile, certs.clientKey)
+        self.assertEqual(reloadCertificates([listener, listener]), 0)
+        self.assertEqual(
+            sink.lines(), ["section=MSA, stat=certificates reloaded, certificates=2"]
+        )
+        os.remove(certs.clientKey)
+        self.assertEqual(reloadCertificates([listener]), 1)
+        self.assertEqual(
+            sink.lines()[-1],
+            "sev=ERR, func=reloadCertificates, section=MSA, stat=certificates "
+            "not reloaded; the old ones stay in use, reason=key_file %s: No such "
+            "file or directory" % (certs.clientKey,),
+        )
+        self.assertEqual(sorted(factory.serverNames), ["*.example.org", "mx2.test"])
 
     def test_badFiles(self):
         """Unusable files are one clear error naming section and file."""

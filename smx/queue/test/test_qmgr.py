@@ -97,6 +97,7 @@ class QueueManagerTestMixin:
         commit=True,
         contentPending=False,
         session="S0",
+        **fields,
     ):
         self.counter += 1
         taId = "S%016X00" % (0x1000 + self.counter,)
@@ -119,6 +120,7 @@ class QueueManagerTestMixin:
             "received": self.clock.seconds(),
             "bodyType": "7BIT",
         }
+        envelope.update(fields)
         if contentPending:
             envelope["contentPending"] = True
         d = self.qmgr.commitTransaction(envelope)
@@ -361,6 +363,50 @@ class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
         self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
         self.assertEqual(len(ibdb.logFiles(self.qmgr.ibdbDirectory)), 1)
 
+    def test_requireTLSKept(self):
+        """
+        REQUIRETLS and C{TLS-Required: No} (RFC 8689) of a transaction go
+        to every delivery attempt, also after a restart from DEFEDB.
+        """
+        self.agent.outcome = lambda r: ("temp", 451, "451 later")
+        self.submit(requiretls=True)
+        self.submit(recipients=("c@y.test",), tlsRequiredNo=True)
+        self.submit(recipients=("d@y.test",))
+        self.restart()
+        self.clock.advance(100)
+        self.clock.advance(0.01)
+        flags = {
+            t["recipients"][0]["address"]: (t["requiretls"], t["tlsRequiredNo"])
+            for t in self.agent.transactions[-3:]
+        }
+        self.assertEqual(
+            flags,
+            {
+                "b@y.test": (True, False),
+                "c@y.test": (False, True),
+                "d@y.test": (False, False),
+            },
+        )
+        queued = self.successResultOf(self.qmgr.listQueue())
+        self.assertEqual([ta["requiretls"] for ta in queued], [True, False, False])
+
+    def test_requireTLSBounce(self):
+        """
+        The bounce of a REQUIRETLS message is itself sent with REQUIRETLS
+        (RFC 8689 §5): never in clear.
+        """
+        self.agent.outcome = lambda r: (
+            ("temp", 451, "451 later")
+            if r["address"] == "a@x.test"
+            else ("perm", 550, "550 5.7.30 no REQUIRETLS")
+        )
+        self.resolver.routes["@x.test"] = [ROUTE]
+        taId, _ = self.submit(requiretls=True)
+        self.clock.advance(0.01)
+        [bounce] = self.successResultOf(self.qmgr.listQueue())
+        self.assertEqual((bounce["dsnFor"], bounce["requiretls"]), (taId, True))
+        self.assertTrue(self.agent.transactions[-1]["requiretls"])
+
     def test_fullDiskCommit(self):
         """
         An envelope that cannot be written to IBDB fails the commit; the
@@ -442,6 +488,16 @@ class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
         """
         self.successResultOf(self.qmgr.control("reload"))
         self.assertEqual(self.resolver.reloaded, 1)
+
+    def test_reloadHooks(self):
+        """
+        C{reload} calls the L{QueueManager.reloadHooks} (SMTPS's
+        certificates, L{smx.components}).
+        """
+        called = []
+        self.qmgr.reloadHooks.append(lambda: called.append(1))
+        self.successResultOf(self.qmgr.control("reload"))
+        self.assertEqual(called, [1])
 
     def test_status(self):
         """
