@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import List
 
-from smx.config.commonoptions import C, opt
+from smx.config.commonoptions import C, Q, opt
 from smx.config.schema import Member
-from smx.config.values import Enum, Path, String, ValueProblem
+from smx.config.values import Boolean, Enum, Path, String, Time, ValueProblem
 
 #: the levels of C{tls_security_level} (L{smx.tlspolicy.policy.LEVELS})
 CLIENT_LEVELS = (
@@ -99,5 +99,59 @@ SMTPC_TLS_OPTIONS: List[Member] = [
         '"HIGH:!aNULL:!MD5:!RC4:!3DES"',
         "smx",
         "OpenSSL cipher list of SMTPC for TLS 1.2 and older",
+    ),
+    # MTA-STS (RFC 8461, smx.tlspolicy.mtasts) and TLS reporting
+    # (RFC 8460, smx.tlspolicy.tlsrpt, smx tlsrpt); doc/tls.md
+    opt(
+        "mta_sts",
+        Boolean(),
+        "yes",
+        "smx",
+        "look up the MTA-STS policy (RFC 8461) of each recipient domain and "
+        "apply it: enforce: verified TLS to an MX the policy lists; "
+        "testing: failures only logged and reported",
+    ),
+    opt(
+        "mta_sts_cache",
+        Path(Q),
+        "mta-sts.json",
+        "smx",
+        "file of the cached MTA-STS policies (kept across restarts)",
+    ),
+    opt(
+        "mta_sts_timeout",
+        Time(minimum=1),
+        "30s",
+        "smx",
+        "how long the HTTPS fetch of an MTA-STS policy may take",
+    ),
+    opt(
+        "tlsrpt",
+        Boolean(),
+        "yes",
+        "smx",
+        "count the MTA-STS and DANE sessions per policy domain and day for "
+        "TLS reports (RFC 8460, smx tlsrpt)",
+    ),
+    opt(
+        "tlsrpt_directory",
+        Path(Q),
+        "tlsrpt",
+        "smx",
+        "directory of the daily files of TLS report counts",
+    ),
+    opt(
+        "tlsrpt_organization",
+        String(),
+        '""',
+        "smx",
+        "organization-name of the TLS reports (empty: the hostname)",
+    ),
+    opt(
+        "tlsrpt_contact",
+        String(),
+        '""',
+        "smx",
+        "contact-info of the TLS reports (empty: postmaster@ the hostname)",
     ),
 ]
