@@ -145,4 +145,12 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
     if metrics is not None:
         metrics.setServiceParent(parent)
     components["metrics"] = metrics
+
+    # TLS reporting (RFC 8460) counts SMTPC's policy records; after the
+    # metrics, whose observer it keeps behind its own
+    from smx.tlspolicy.tlsrpt import reportService
+
+    components["tlsrpt"] = reportService(cfg, reactor)
+    if components["tlsrpt"] is not None:
+        components["tlsrpt"].setServiceParent(parent)
     return components
