@@ -23,7 +23,10 @@ Errors:
       C{file}, a socket map without C{path} or without C{address} and
       C{port}, a sequence without C{maps}, a sequence naming an undeclared
       map or itself (also indirectly), C{local_user_map} naming an
-      undeclared map (§5.8.1, §5.8.2).
+      undeclared map (§5.8.1, §5.8.2);
+    - an smtps option of Postfix policy servers (C{policies},
+      C{mail_policies}, ...) naming a policy that no C{policy NAME}
+      section declares (doc/policy.md).
 
 Warnings:
     - two smtps sections with the same explicit C{id} (§5.9.1);
