@@ -528,7 +528,12 @@ def _policySources(section: Any, reactor: Any, dns: Any, log: Logger) -> List[An
         from smx.tlspolicy.mtasts import MTASTSSettings, mtastsSource
     except ImportError:
         return []
-    source = mtastsSource(MTASTSSettings.fromSection(section), reactor, dns, log)
+    try:
+        settings = MTASTSSettings.fromSection(section)
+    except KeyError:
+        # a table without the MTA-STS options (their module is newer)
+        return []
+    source = mtastsSource(settings, reactor, dns, log)
     return [] if source is None else [source]
 
 

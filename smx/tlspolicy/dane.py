@@ -220,10 +220,13 @@ def _verifyWithAnchor(
     now: Optional[datetime.datetime],
 ) -> Optional[PolicyFailure]:
     """
-    Verify C{leaf} up to the trust anchor C{anchor} (DANE-TA) for one of
-    C{names}.
+    Verify C{leaf} up to the trust anchor C{anchor} (DANE-TA, with
+    OpenSSL's chain verification: the anchor need not be a root) for one
+    of C{names} (service_identity).
     """
-    from cryptography.x509 import verification
+    from OpenSSL import crypto
+
+    from smx.tlspolicy.matching import namesMatch
 
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -234,30 +237,27 @@ def _verifyWithAnchor(
     expired = _expired(leaf, now) or _expired(anchor, now)
     if expired:
         return PolicyFailure("certificate-expired", expired)
-    store = verification.Store([anchor])
-    last = ""
-    for name in names:
-        try:
-            dnsName = x509.DNSName(name)
-            verifier = (
-                verification.PolicyBuilder()
-                .store(store)
-                .time(now)
-                .build_server_verifier(dnsName)
-            )
-            verifier.verify(leaf, intermediates)
-            return None
-        except (verification.VerificationError, ValueError) as e:
-            last = str(e)
-    if "subject" in last.lower() or "name" in last.lower() or "san" in last.lower():
+    store = crypto.X509Store()
+    store.add_cert(crypto.X509.from_cryptography(anchor))
+    store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
+    store.set_time(now.replace(tzinfo=None))
+    context = crypto.X509StoreContext(
+        store,
+        crypto.X509.from_cryptography(leaf),
+        [crypto.X509.from_cryptography(c) for c in intermediates if c != anchor],
+    )
+    try:
+        context.verify_certificate()
+    except crypto.X509StoreContextError as e:
+        return PolicyFailure(
+            "validation-failure", "the chain does not verify to the DANE-TA: %s" % (e,)
+        )
+    if not namesMatch(leaf, names):
         return PolicyFailure(
             "certificate-host-mismatch",
-            "the certificate is for none of %s (DANE-TA): %s"
-            % (", ".join(names), last),
+            "the certificate is for none of %s (DANE-TA)" % (", ".join(names),),
         )
-    return PolicyFailure(
-        "validation-failure", "the chain does not verify to the DANE-TA: %s" % (last,)
-    )
+    return None
 
 
 def _expired(cert: x509.Certificate, now: datetime.datetime) -> str:

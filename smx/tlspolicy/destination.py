@@ -138,8 +138,9 @@ class SessionPolicy:
 
     @property
     def reported(self) -> bool:
-        """Is a session that met the policy logged (C{tls_policy_ok})?"""
-        return self.requiresTLS or self.audit is not None
+        """Is a session that met the policy logged (C{tls_policy_ok})?
+        (A testing-mode MTA-STS policy has a record of its own.)"""
+        return self.requiresTLS
 
     def check(
         self, chain: Sequence[Any], verifyError: Optional[VerifyError]
@@ -252,12 +253,10 @@ class TLSPolicies:
 
     @property
     def trivial(self) -> bool:
-        """Is every destination plain C{may} or C{none} (nothing to look
-        up or check)?"""
+        """Is every destination plain C{may} (nothing to look up or
+        check)?"""
         return (
-            self.default.level in ("may", "none")
-            and self.policyMap is None
-            and not self.sources
+            self.default.level == "may" and self.policyMap is None and not self.sources
         )
 
     async def destination(
