@@ -47,6 +47,9 @@ from zope.interface import implementer
 from smx.log import Logger
 from smx.unixsocket import socketName
 
+#: the errors of a connection that ended
+GONE = (error.ConnectionClosed, error.ConnectionLost, error.ConnectionDone)
+
 #: the longest wait between two attempts to connect to a peer
 MAX_RETRY_DELAY = 1.0
 
@@ -106,12 +109,17 @@ class PeerConnection(service.Service):
 
         def build() -> amp.AMP:
             proto = makeProtocol()
-            lost = proto.connectionLost
+            made, lost = proto.connectionMade, proto.connectionLost
+
+            def connectionMade() -> None:
+                made()
+                outer._connected(proto)
 
             def connectionLost(reason: Any = None) -> None:
                 outer._lost(proto)
                 lost(reason)
 
+            proto.connectionMade = connectionMade  # type: ignore[method-assign]
             proto.connectionLost = connectionLost  # type: ignore[method-assign]
             return proto
 
@@ -122,7 +130,6 @@ class PeerConnection(service.Service):
             factory,
             retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=MAX_RETRY_DELAY),
             clock=reactor,
-            prepareConnection=self._connected,
         )
 
     def _connected(self, proto: Any) -> None:
@@ -185,16 +192,29 @@ class PeerConnection(service.Service):
         waiting.addCallbacks(connected, failed)
         return out
 
-    def callRemote(self, command: Any, /, **kw: Any) -> defer.Deferred:
+    def callRemote(
+        self, command: Any, /, *, idempotent: bool = False, **kw: Any
+    ) -> defer.Deferred:
         """
         Call C{command} on the peer, waiting for a connection first.
 
+        @param idempotent: the call may be made again: if the connection
+            ends before the answer (the peer is restarting), it is made
+            once more on the next connection.
         @return: a L{Deferred} firing with the answer; it fails with
             L{PeerUnavailable} when there is no connection in time, and
             with C{ConnectionLost} when the connection ends before the
             answer.
         """
-        return self.connection().addCallback(lambda p: p.callRemote(command, **kw))
+        d = self.connection().addCallback(lambda p: p.callRemote(command, **kw))
+        if idempotent:
+
+            def again(reason: Failure) -> Any:
+                reason.trap(*GONE)
+                return self.callRemote(command, **kw)
+
+            d.addErrback(again)
+        return d
 
 
 @implementer(IStreamClientEndpoint)

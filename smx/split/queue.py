@@ -181,7 +181,10 @@ class QueueManagerProxy(service.MultiService):
 
     def sessionOpen(self, sessionId, clientAddress):
         d = self.peer.callRemote(
-            c.SessionOpen, sessionId=sessionId, clientAddress=clientAddress
+            c.SessionOpen,
+            idempotent=True,
+            sessionId=sessionId,
+            clientAddress=clientAddress,
         )
         d.addCallback(lambda r: _replyOut(r["reply"]))
         d.addErrback(self._unavailable, "sessionOpen", SESSION_UNAVAILABLE.toData())
@@ -197,7 +200,9 @@ class QueueManagerProxy(service.MultiService):
         return None
 
     def checkAcceptance(self, size, sessionId=None):
-        d = self.peer.callRemote(c.CheckAcceptance, size=size, sessionId=sessionId)
+        d = self.peer.callRemote(
+            c.CheckAcceptance, idempotent=True, size=size, sessionId=sessionId
+        )
         d.addCallback(lambda r: _replyOut(r["reply"]))
         d.addErrback(
             self._unavailable, "checkAcceptance", TRANSACTION_UNAVAILABLE.toData()
@@ -220,10 +225,14 @@ class QueueManagerProxy(service.MultiService):
         return d.addCallback(lambda _: None)
 
     def status(self):
-        return self.peer.callRemote(c.Status).addCallback(lambda r: r["status"])
+        return self.peer.callRemote(c.Status, idempotent=True).addCallback(
+            lambda r: r["status"]
+        )
 
     def listQueue(self):
-        return self.peer.callRemote(c.ListQueue).addCallback(lambda r: r["entries"])
+        return self.peer.callRemote(c.ListQueue, idempotent=True).addCallback(
+            lambda r: r["entries"]
+        )
 
     def control(self, command, transactionId=None, recipient=None):
         d = self.peer.callRemote(

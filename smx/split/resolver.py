@@ -134,7 +134,7 @@ class AddressResolverProxy(service.MultiService):
         self.peer.setServiceParent(self)
 
     def _check(self, call: str, command: Any, extra: Dict[str, Any], **kw: Any) -> Any:
-        d = self.peer.callRemote(command, **kw)
+        d = self.peer.callRemote(command, idempotent=True, **kw)
         d.addCallback(lambda r: Decision.fromData(r["decision"]).toData())
 
         def unavailable(reason: Failure) -> Dict[str, Any]:
@@ -173,7 +173,7 @@ class AddressResolverProxy(service.MultiService):
         return self._check("lookupAccess", c.LookupAccess, {}, tag=tag, key=key)
 
     def resolveRecipient(self, address):
-        d = self.peer.callRemote(c.ResolveRecipient, address=address)
+        d = self.peer.callRemote(c.ResolveRecipient, idempotent=True, address=address)
         return d.addCallback(
             lambda r: [x.toData() for x in listFromData(Resolved, r["resolved"])]
         )
