@@ -434,6 +434,75 @@ class MachineTests(SynchronousTestCase):
         events = m.replyReceived(r(b"250 injected"))
         self.assertIsInstance(events[0], SessionFailed)
 
+    def test_requireTLSNotOffered(self) -> None:
+        """
+        With C{requireTLS}, a server that does not offer STARTTLS ends
+        the session before any mail command (C{where="starttls"}).
+        """
+        m = ClientMachine("me.test", canTLS=True, requireTLS=True)
+        m.replyReceived(r(b"220 hi"))
+        events = m.replyReceived(ReplyParser().feed(b"250-mx\r\n250 PIPELINING\r\n")[0])
+        self.assertIsInstance(events[0], SessionFailed)
+        self.assertEqual(events[0].where, "starttls")
+        self.assertEqual([e.data for e in events[1:]], [b"QUIT\r\n"])
+        self.assertEqual(m.state, "closed")
+
+    def test_requireTLSRefused(self) -> None:
+        """
+        With C{requireTLS}, a refused STARTTLS ends the session too.
+        """
+        m = ClientMachine("me.test", canTLS=True, requireTLS=True)
+        m.replyReceived(r(b"220 hi"))
+        m.replyReceived(ReplyParser().feed(b"250-mx\r\n250 STARTTLS\r\n")[0])
+        events = m.replyReceived(r(b"454 4.7.0 not now"))
+        self.assertIsInstance(events[0], SessionFailed)
+        self.assertEqual(events[0].where, "starttls")
+        self.assertIn("454 4.7.0 not now", events[0].reply)
+
+    def test_requireTLSNoEhlo(self) -> None:
+        """
+        With C{requireTLS}, a refused EHLO is not followed by HELO (which
+        cannot lead to STARTTLS).
+        """
+        m = ClientMachine("me.test", canTLS=True, requireTLS=True)
+        m.replyReceived(r(b"220 hi"))
+        events = m.replyReceived(r(b"502 5.5.1 no EHLO"))
+        self.assertIsInstance(events[0], SessionFailed)
+        self.assertEqual(events[0].where, "starttls")
+
+    def test_requireTLSAfterHandshake(self) -> None:
+        """
+        With C{requireTLS}, the session is ready once TLS is up.
+        """
+        m = ClientMachine("me.test", canTLS=True, requireTLS=True)
+        m.replyReceived(r(b"220 hi"))
+        m.replyReceived(ReplyParser().feed(b"250-mx\r\n250 STARTTLS\r\n")[0])
+        m.replyReceived(r(b"220 go ahead"))
+        m.tlsStarted()
+        events = m.replyReceived(ReplyParser().feed(b"250-mx\r\n250 SIZE\r\n")[0])
+        self.assertIsInstance(events[0], SessionReady)
+
+    def test_mailRequireTLS(self) -> None:
+        """
+        A REQUIRETLS transaction (RFC 8689) goes with C{MAIL ...
+        REQUIRETLS} to a TLS session whose server offers it; without the
+        extension, or without TLS, every recipient fails with 5.7.30
+        before MAIL.
+        """
+        m = ClientMachine("me.test", canTLS=True)
+        m.replyReceived(r(b"220 hi"))
+        m.replyReceived(ReplyParser().feed(b"250-mx\r\n250 STARTTLS\r\n")[0])
+        m.replyReceived(r(b"220 go ahead"))
+        m.tlsStarted()
+        m.replyReceived(ReplyParser().feed(b"250-mx\r\n250 REQUIRETLS\r\n")[0])
+        [send] = m.startTransaction("a@b.test", ["c@d.test"], requireTLS=True)
+        self.assertEqual(send.data, b"MAIL FROM:<a@b.test> REQUIRETLS\r\n")
+        plain = self.ready(EHLO_PIPE)
+        [done] = plain.startTransaction("a@b.test", ["c@d.test"], requireTLS=True)
+        self.assertIsInstance(done, TransactionDone)
+        self.assertEqual(done.results[0]["status"], "perm")
+        self.assertIn("5.7.30", done.results[0]["reply"])
+
     def test_noStarttlsWithoutTLS(self) -> None:
         """A client that cannot do TLS does not send STARTTLS."""
         m = ClientMachine("me.test", canTLS=False)

@@ -191,3 +191,111 @@ class LookupTests(unittest.TestCase):
         r._cache[("mx2.remote.test", 1)] = (0, [])
         yield r.lookupA("mx2.remote.test")
         self.assertEqual(self.server.queries.count(("mx2.remote.test", "A", "udp")), 2)
+
+
+TLSA_ZONE = {
+    "_25._tcp.mx.signed.test": [("TLSA", 3, 1, 1, "ab" * 32)],
+    "_25._tcp.mx.plain.test": [("TLSA", 3, 1, 1, "cd" * 32)],
+    "_25._tcp.many.signed.test": [
+        ("TLSA", 2, 0, 0, "%02x" % i * 200) for i in range(8)
+    ],
+    "mx.signed.test": [("A", "127.0.0.2")],
+}
+
+
+class TLSATests(unittest.TestCase):
+    """
+    L{DNSResolver.lookupTLSA}: asked with AD and DO, the answer's AD bit
+    returned, against a real server that calls C{signed.test} signed.
+    """
+
+    def setUp(self):
+        self.port, stop, self.server = startDNSServerWithLog(
+            TLSA_ZONE,
+            truncate={"_25._tcp.many.signed.test"},
+            timeout={"_25._tcp.slow.signed.test"},
+            garbage={"_25._tcp.garbage.signed.test"},
+            servfail={"_25._tcp.broken.signed.test"},
+            signed={"signed.test"},
+        )
+        self.addCleanup(stop)
+
+    def resolver(self, timeout=1.0, useTCP=False):
+        r = DNSResolver(
+            reactor,
+            ["127.0.0.1:%d" % self.port],
+            timeout,
+            useTCP,
+            log=Logger("smtpc", sink=MemorySink()),
+        )
+        self.addCleanup(r.close)
+        return r
+
+    @defer.inlineCallbacks
+    def test_signed(self):
+        """
+        Records of a signed zone come with C{True}; the query had AD and
+        DO set.
+        """
+        found = yield self.resolver().lookupTLSA("_25._tcp.MX.signed.test.")
+        self.assertEqual(found, ([b"\x03\x01\x01" + b"\xab" * 32], True))
+        self.assertEqual(self.server.flags, [("_25._tcp.mx.signed.test", True, True)])
+
+    @defer.inlineCallbacks
+    def test_unsigned(self):
+        """
+        Records of a zone that is not signed come with C{False}.
+        """
+        found = yield self.resolver().lookupTLSA("_25._tcp.mx.plain.test")
+        self.assertEqual(found, ([b"\x03\x01\x01" + b"\xcd" * 32], False))
+
+    @defer.inlineCallbacks
+    def test_none(self):
+        """
+        A name that does not exist, or has no TLSA records: no records,
+        with the AD bit of the (authenticated) denial.
+        """
+        r = self.resolver()
+        self.assertEqual((yield r.lookupTLSA("_25._tcp.nx.signed.test")), ([], True))
+        self.assertEqual((yield r.lookupTLSA("mx.signed.test")), ([], True))
+        self.assertEqual((yield r.lookupTLSA("_25._tcp.nx.plain.test")), ([], False))
+
+    @defer.inlineCallbacks
+    def test_truncated(self):
+        """
+        A truncated answer is asked again over TCP, with AD and DO; with
+        C{use_TCP} only over TCP.
+        """
+        found, secure = yield self.resolver().lookupTLSA("_25._tcp.many.signed.test")
+        self.assertEqual((len(found), secure), (8, True))
+        self.assertEqual(
+            [q[2] for q in self.server.queries], ["udp", "tcp"], self.server.queries
+        )
+        self.assertEqual(self.server.flags[1][1:], (True, True))
+        found, secure = yield self.resolver(useTCP=True).lookupTLSA(
+            "_25._tcp.mx.signed.test"
+        )
+        self.assertEqual(self.server.queries[-1][2], "tcp")
+        self.assertTrue(secure)
+
+    @defer.inlineCallbacks
+    def test_failures(self):
+        """
+        No answer, SERVFAIL and garbage are temporary errors.
+        """
+        r = self.resolver(timeout=0.4)
+        for name in ("slow", "broken", "garbage"):
+            yield self.assertFailure(
+                r.lookupTLSA("_25._tcp.%s.signed.test" % (name,)), DNSTemporaryError
+            )
+
+    @defer.inlineCallbacks
+    def test_cache(self):
+        """
+        A second lookup within the TTL is answered from the cache.
+        """
+        r = self.resolver()
+        first = yield r.lookupTLSA("_25._tcp.mx.signed.test")
+        second = yield r.lookupTLSA("_25._tcp.mx.signed.test")
+        self.assertEqual(first, second)
+        self.assertEqual(len(self.server.queries), 1)
