@@ -1,0 +1,169 @@
+# -*- test-case-name: smx.tlspolicy.test.test_integration_mtasts_twistd -*-
+"""
+Integration tests of MTA-STS and TLS reporting as a user runs smx: a real
+C{twistd -n smx} relays mail from swaks by MX to an ESMTP receiver with
+STARTTLS on 127.0.0.2; a Twisted Names server on 127.0.0.1 serves the MX
+and C{_mta-sts} records; the policy comes from a twisted.web HTTPS server
+on port 443 of a loopback address (root only: the policy URL has no
+port), certificates from a CA made at test time (trustme); C{smx tlsrpt}
+prints the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from typing import Any
+
+import trustme
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.error import CannotListenError
+from twisted.trial.unittest import SkipTest
+
+from smx.maps.test.dnsserver import startDNSServer
+from smx.test.mta import SWAKS, MTATestCase, configuration, swaks, until
+from smx.tlspolicy.test.mtastsserver import (
+    PolicyServer,
+    _PolicyPage,
+    certificateOptions,
+)
+from smx.tlspolicy.test.test_integration_mtasts_delivery import _Receiver
+
+ENFORCE = "version: STSv1\nmode: enforce\nmx: mx.remote.test\nmax_age: 86400\n"
+
+
+class MTASTSTwistdTests(MTATestCase):
+    """
+    MTA-STS enforced by a running smx, counted by C{smx tlsrpt}.
+    """
+
+    def setUp(self) -> None:
+        MTATestCase.setUp(self)
+        if os.geteuid() != 0:
+            raise SkipTest("the HTTPS server of the policy needs port 443 (root)")
+        self.need(SWAKS)
+        self.ca = trustme.CA()
+        self.ca.cert_pem.write_to_path(os.path.join(self.root, "ca.pem"))
+        # the policy server: port 443 of an address no other test uses
+        from twisted.web import server
+
+        self.https = PolicyServer()
+        site = server.Site(_PolicyPage(self.https))
+        site.log = lambda request: None  # type: ignore[method-assign]
+        options = certificateOptions(self.ca, ["mta-sts.remote.test"])
+        for _ in range(20):
+            self.httpsAddress = "127.%d.%d.%d" % (
+                random.randint(100, 250),
+                random.randint(0, 255),
+                random.randint(1, 254),
+            )
+            try:
+                self.https._listening = reactor.listenSSL(
+                    443, site, options, interface=self.httpsAddress
+                )
+                break
+            except CannotListenError:
+                continue
+        else:
+            raise SkipTest("no loopback address with port 443 free")
+        self.addCleanup(self.https.stop)
+        self.https.policies["mta-sts.remote.test"] = (200, "text/plain", ENFORCE)
+
+    def receiver(self, names: Any) -> Any:
+        factory = protocol.Factory.forProtocol(_Receiver)
+        factory.connections = []  # type: ignore[attr-defined]
+        factory.messages = []  # type: ignore[attr-defined]
+        factory.commands = []  # type: ignore[attr-defined]
+        factory.tlsOptions = certificateOptions(  # type: ignore[attr-defined]
+            self.ca, names
+        )
+        port = reactor.listenTCP(0, factory, interface="127.0.0.2")
+
+        def stop() -> Any:
+            for c in factory.connections:  # type: ignore[attr-defined]
+                c.transport.abortConnection()
+            return port.stopListening()
+
+        self.addCleanup(stop)
+        factory.port = port.getHost().port  # type: ignore[attr-defined]
+        return factory
+
+    def startMTA(self, receiverPort: int) -> None:
+        dnsPort, stopDNS = startDNSServer(
+            {
+                "remote.test": [("MX", 10, "mx.remote.test")],
+                "mx.remote.test": [("A", "127.0.0.2")],
+                "_mta-sts.remote.test": [("TXT", "v=STSv1; id=1")],
+                "mta-sts.remote.test": [("A", self.httpsAddress)],
+            }
+        )
+        self.addCleanup(stopDNS)
+        self.mta.write(
+            configuration(
+                self.mta.port,
+                smar='nameserver = { "127.0.0.1:%d" };' % (dnsPort,),
+                smtpc='remote_port = %d; tls { CAcert_file = "%s"; }'
+                % (receiverPort, os.path.join(self.root, "ca.pem")),
+            ),
+            mt="",
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        self.mta.start()
+        self.addCleanup(self.mta.stop)
+
+    @defer.inlineCallbacks
+    def report(self) -> Any:
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        out, err, status = yield self.mta.smx(
+            "tlsrpt", "--day", day, "--domain", "remote.test"
+        )
+        self.assertEqual(status, 0, err)
+        return json.loads(out)
+
+    @defer.inlineCallbacks
+    def test_enforce(self):
+        """
+        With C{mode: enforce}, mail goes to the MX host with a good
+        certificate over TLS; to one whose certificate is for another
+        name it is deferred (4.7.5) and nothing is sent, also after a
+        restart of smx with the policy server down (the cached policy);
+        C{smx tlsrpt} counts both.
+        """
+        good = self.receiver(["mx.remote.test"])
+        self.startMTA(good.port)
+        out, err, status = yield swaks(
+            self.mta.port, "--from", "a@client.test", "--to", "u@remote.test"
+        )
+        self.assertEqual(status, 0, out)
+        yield until(lambda: good.messages, 10)
+        self.assertEqual([tls for tls, _ in good.messages], [True])
+        self.assertEqual(self.https.requests, ["mta-sts.remote.test"])
+        self.mta.stop()
+
+        # restarted, the policy server gone: the cached policy holds
+        yield self.https.stop()
+        log = self.mta.log()
+        bad = self.receiver(["other.test"])
+        self.startMTA(bad.port)
+        out, err, status = yield swaks(
+            self.mta.port, "--from", "a@client.test", "--to", "u@remote.test"
+        )
+        self.assertEqual(status, 0, out)
+        yield until(lambda: "4.7.5" in self.mta.log(), 10)
+        self.assertEqual(bad.messages, [])
+        self.assertFalse([c for c in bad.commands if c[1] == b"MAIL"])
+        self.assertIn("result_type=certificate-host-mismatch", self.mta.log())
+        self.assertIn("mta_sts=remote.test, policy_id=1, mode=enforce", log)
+        self.mta.stop()
+
+        report = yield self.report()
+        (policy,) = report["policies"]
+        self.assertEqual(policy["policy"]["policy-type"], "sts")
+        self.assertEqual(policy["policy"]["mx-host"], ["mx.remote.test"])
+        self.assertEqual(policy["summary"]["total-successful-session-count"], 1)
+        self.assertGreaterEqual(policy["summary"]["total-failure-session-count"], 1)
+        self.assertEqual(
+            policy["failure-details"][0]["result-type"], "certificate-host-mismatch"
+        )
