@@ -86,14 +86,19 @@ def certificateOptions(ca: Any, names: Sequence[str]) -> Any:
 
 
 def startPolicyServer(
-    ca: Any, names: Sequence[str], reactor: Any = None
+    ca: Any,
+    names: Sequence[str],
+    reactor: Any = None,
+    port: int = 0,
+    interface: str = "127.0.0.1",
 ) -> PolicyServer:
     """
-    Listen with TLS on 127.0.0.1 and a free port.
+    Listen with TLS on C{interface} and C{port} (default: a free one).
 
     @param ca: the C{trustme.CA} that issues the server's certificate.
     @param names: the names of the certificate.
     @return: the L{PolicyServer}.
+    @raise twisted.internet.error.CannotListenError: if the port is taken.
     """
     if reactor is None:
         from twisted.internet import reactor as _reactor
@@ -104,7 +109,7 @@ def startPolicyServer(
     site.noisy = False
     site.log = lambda request: None  # type: ignore[method-assign]
     owner._listening = reactor.listenSSL(
-        0, site, certificateOptions(ca, names), interface="127.0.0.1"
+        port, site, certificateOptions(ca, names), interface=interface
     )
     owner.port = owner._listening.getHost().port
     return owner

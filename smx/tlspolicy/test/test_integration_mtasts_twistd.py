@@ -24,11 +24,7 @@ from twisted.trial.unittest import SkipTest
 
 from smx.maps.test.dnsserver import startDNSServer
 from smx.test.mta import SWAKS, MTATestCase, configuration, swaks, until
-from smx.tlspolicy.test.mtastsserver import (
-    PolicyServer,
-    _PolicyPage,
-    certificateOptions,
-)
+from smx.tlspolicy.test.mtastsserver import certificateOptions, startPolicyServer
 from smx.tlspolicy.test.test_integration_mtasts_delivery import _Receiver
 
 ENFORCE = "version: STSv1\nmode: enforce\nmx: mx.remote.test\nmax_age: 86400\n"
@@ -47,12 +43,6 @@ class MTASTSTwistdTests(MTATestCase):
         self.ca = trustme.CA()
         self.ca.cert_pem.write_to_path(os.path.join(self.root, "ca.pem"))
         # the policy server: port 443 of an address no other test uses
-        from twisted.web import server
-
-        self.https = PolicyServer()
-        site = server.Site(_PolicyPage(self.https))
-        site.log = lambda request: None  # type: ignore[method-assign]
-        options = certificateOptions(self.ca, ["mta-sts.remote.test"])
         for _ in range(20):
             self.httpsAddress = "127.%d.%d.%d" % (
                 random.randint(100, 250),
@@ -60,8 +50,11 @@ class MTASTSTwistdTests(MTATestCase):
                 random.randint(1, 254),
             )
             try:
-                self.https._listening = reactor.listenSSL(
-                    443, site, options, interface=self.httpsAddress
+                self.https = startPolicyServer(
+                    self.ca,
+                    ["mta-sts.remote.test"],
+                    port=443,
+                    interface=self.httpsAddress,
                 )
                 break
             except CannotListenError:
