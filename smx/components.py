@@ -63,6 +63,7 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
     from smx.mail.smtpc import deliveryAgentFromConfiguration
     from smx.mail.listener import reloadCertificates
     from smx.mail.smtps import SMTPSConfigurationError, smtpsServices
+    from smx.mail.milterhooks import internalMilters
     from smx.maps.resolver import AddressResolver
     from smx.queue.qmgr import QueueManager, contentStoreFromConfiguration
 
@@ -106,6 +107,8 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
     )
     qmgr.setServiceParent(parent)
     components["qmgr"] = qmgr
+    # qmgr's milters: its bounces and notices (doc/milter.md)
+    qmgr.bouncer.milters = internalMilters(cfg, reactor, qmgr.logger)
 
     try:
         listeners = smtpsServices(

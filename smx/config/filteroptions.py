@@ -153,3 +153,158 @@ def checkFilters(configuration: "Configuration", servers: List["Section"]) -> No
                         "it with 'policy %s { socket = ...; }')" % (option, name, name),
                         option,
                     )
+
+
+# -- milter: sendmail milters (doc/milter.md) -------------------------------
+
+from smx.config.schema import Option  # noqa: E402
+from smx.config.values import Enum  # noqa: E402
+
+
+def _milterSocket(text: str) -> None:
+    from smx.milter.client import parseSocket
+
+    try:
+        parseSocket(text)
+    except ValueError as e:
+        raise ValueProblem(str(e))
+
+
+def _macroName(text: str) -> None:
+    if not text or not text.isascii() or not text.isprintable() or " " in text:
+        raise ValueProblem("%r is not a macro name" % (text,))
+
+
+def _macros(stage: str, when: str) -> Option:
+    return opt(
+        stage,
+        ListOf(String(_macroName), typeName="list of macro names"),
+        None,
+        "smx",
+        "macros sent before %s (a name longer than one character may be "
+        'written with or without braces: client_addr or "{client_addr}")' % (when,),
+        defaultDoc="smx's list, Postfix's milter_%s_macros (doc/milter.md)"
+        % ("end_of_header" if stage == "eoh" else stage,),
+    )
+
+
+#: C{milter NAME { ... }}: one sendmail milter (top level)
+MILTER = section(
+    "milter",
+    "smx",
+    "a sendmail milter (libmilter protocol 6: opendkim, opendmarc, "
+    "rspamd, clamav-milter, ...) that smtps sections and QMGR name in "
+    "their 'milters' lists (doc/milter.md)",
+    [
+        opt(
+            "socket",
+            String(_milterSocket, typeName="milter socket", empty=False),
+            None,
+            "smx",
+            "where the milter listens: unix:/path (local:/path), "
+            "inet:port@host, inet6:port@host or inet:host:port",
+            required=True,
+        ),
+        opt(
+            "connect_timeout",
+            Time(minimum=0.001),
+            "30s",
+            "smx",
+            "the longest wait for the connection to the milter (Postfix's "
+            "milter_connect_timeout)",
+        ),
+        opt(
+            "command_timeout",
+            Time(minimum=0.001),
+            "30s",
+            "smx",
+            "the longest wait for a reply from connect to DATA (Postfix's "
+            "milter_command_timeout)",
+        ),
+        opt(
+            "content_timeout",
+            Time(minimum=0.001),
+            "300s",
+            "smx",
+            "the longest wait for a reply to the header, the body and the end "
+            "of the message (Postfix's milter_content_timeout)",
+        ),
+        opt(
+            "default_action",
+            Enum(("tempfail", "accept", "reject")),
+            "tempfail",
+            "smx",
+            "what happens when the milter is down, slow, closes the "
+            "connection or breaks the protocol: tempfail (451 4.7.1), reject "
+            "(550 5.5.0) or accept (the milter is ignored for the session)",
+        ),
+        section(
+            "macros",
+            "smx",
+            "the macro names sent before each stage (Postfix's "
+            "milter_*_macros); a stage not set here gets smx's default list",
+            [
+                _macros("connect", "the connection"),
+                _macros("helo", "HELO/EHLO"),
+                _macros("mail", "MAIL"),
+                _macros("rcpt", "RCPT"),
+                _macros("data", "DATA"),
+                _macros("eoh", "the end of the header"),
+                _macros("eom", "the end of the message"),
+            ],
+        ),
+    ],
+    naming=REQUIRED_NAME,
+    multiple=True,
+)
+
+#: C{milters = { ... };} of an smtps section
+SMTPS_MILTERS = opt(
+    "milters",
+    ListOf(Name(), typeName="list of names"),
+    "{}",
+    "smx",
+    "the milter sections whose milters see the mail of this server, asked "
+    "in this order, each seeing the changes of the ones before (Postfix's "
+    "smtpd_milters); smx sendmail submits through SMTPS, so its mail sees "
+    "the milters of the server it submits to (doc/milter.md)",
+)
+
+#: C{milters = { ... };} of the qmgr section
+QMGR_MILTERS = opt(
+    "milters",
+    ListOf(Name(), typeName="list of names"),
+    "{}",
+    "smx",
+    "the milter sections whose milters see the delivery status "
+    "notifications (bounces, delay warnings, success notices) QMGR creates, "
+    "in this order (Postfix's non_smtpd_milters with "
+    "internal_mail_filter_classes = bounce, notify; doc/milter.md)",
+)
+
+
+def _checkMilterList(holder: "Section", declared: List[str]) -> None:
+    for name in holder["milters"]:
+        if name.lower() not in declared:
+            hint = " (declared: %s)" % (", ".join(sorted(declared)),)
+            raise holder.error(
+                "milters names milter '%s', which is not declared (declare it "
+                "with 'milter %s { socket = ...; }')%s"
+                % (name, name, hint if declared else ""),
+                "milters",
+            )
+
+
+def checkMilters(configuration: "Configuration") -> None:
+    """
+    Every C{milters} list (of an smtps section, of qmgr) names a declared
+    C{milter} section.
+
+    @raise ConfigError: at the list that names one that is not.
+    """
+    declared = [
+        m.name.lower() for m in configuration.sections("milter") if m.name is not None
+    ]
+    servers = list(configuration.sections("smtps")) or [configuration.section("smtps")]
+    for holder in servers + [configuration.section("qmgr")]:
+        _checkMilterList(holder, declared)

@@ -34,6 +34,7 @@ from smx.config.commonoptions import (
     tlsMembers,
 )
 from smx.config.componentoptions import checkDebugOption
+from smx.config.filteroptions import MILTER, QMGR_MILTERS, SMTPS_MILTERS
 from smx.config.tlsoptions import SMTPC_TLS_OPTIONS
 from smx.config.schema import OPTIONAL_NAME, REQUIRED_NAME, SectionSpec, section
 from smx.config.tlsserveroptions import serverTLSMembers
@@ -125,6 +126,7 @@ QMGR = section(
             "§5.7",
             "Unix domain socket for qmgrctl (§6.6.3)",
         ),
+        QMGR_MILTERS,
         section(
             "DEFEDB",
             "§5.7",
@@ -729,6 +731,7 @@ SMTPS = section(
             "§5.9",
             "maximum transactions per session (0: no limit)",
         ),
+        SMTPS_MILTERS,
         section("tls", "§5.9", "STARTTLS", tlsMembers(True) + serverTLSMembers()),
         section(
             "auth",
@@ -1204,6 +1207,7 @@ ROOT = section(
         PICKUP,
         METRICS,
         MAP,
+        MILTER,
     ],
 )
 

@@ -59,7 +59,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from smx.config.effect import checkEffect
-from smx.config.filteroptions import checkFilters
+from smx.config.filteroptions import checkFilters, checkMilters
 from smx.config.values import formatSize, formatTime
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -510,5 +510,6 @@ def reconcile(configuration: "Configuration") -> None:
     _checkSMTPC(configuration)
     _checkMaps(configuration)
     _checkDNSBL(configuration, servers)
+    checkMilters(configuration)
     checkFilters(configuration, servers)
     checkEffect(configuration)

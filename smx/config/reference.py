@@ -314,6 +314,7 @@ def renderReference() -> str:
     lines.extend(_sectionText(table.METRICS, ["metrics"], False))
     lines.extend(_sectionText(table.MAP, ["map NAME"], False))
     lines.extend(_sectionText(table.POLICY, ["policy NAME"], False))
+    lines.extend(_sectionText(table.MILTER, ["milter NAME"], False))
     lines.append("## Settings checked together")
     lines.append("")
     body = (_reconcileDoc or "").split("Errors:", 1)[-1]

@@ -51,6 +51,10 @@ class _Transaction:
         self.requiretls = False
         self.recipients = []  # type: List[Dict[str, Any]]
         self.writer = None  # type: Any
+        #: the content held for the milters (L{smx.mail.milterhooks})
+        self.milterContent = None  # type: Optional[List[bytes]]
+        #: a milter's quarantine reason: QMGR holds the message
+        self.quarantine = None  # type: Optional[str]
         self.stored = 0
         self._seen = set()  # type: Set[str]
 
@@ -150,7 +154,10 @@ class CommitMixin:
     def do_DataChunk(self, event: sm.DataChunk):
         ta = self.transaction
         if ta is not None and ta.writer is not None:
-            ta.writer.write(event.data)
+            if ta.milterContent is not None:
+                ta.milterContent.append(event.data)
+            else:
+                ta.writer.write(event.data)
             ta.stored += len(event.data)
 
     def do_EndOfData(self, event: sm.EndOfData):
@@ -168,6 +175,7 @@ class CommitMixin:
                     ta, event, event.size, stat=reply[0], reply="%d %s %s" % reply
                 )
             self._pmAbort()
+            self._mlAbort()
             self.connection.reject(*reply)
             return None
         assert ta is not None
@@ -175,6 +183,12 @@ class CommitMixin:
 
     def _pmAbort(self) -> None:  # pragma: no cover - the protocol's
         raise NotImplementedError()
+
+    def _mlAbort(self) -> None:  # pragma: no cover - the protocol's
+        raise NotImplementedError()
+
+    def _mlEndOfMessage(self, ta: _Transaction, event: sm.EndOfData) -> Any:
+        raise NotImplementedError()  # pragma: no cover - the protocol's
 
     def _policyHeaders(self, ta: _Transaction) -> bytes:
         # without policy servers (the protocol's, L{smx.mail.policyhooks})
@@ -195,6 +209,9 @@ class CommitMixin:
             self._logEnd(ta, event, event.size, stat=0, discard=1)
             self.connection.accept("%s Message accepted for delivery" % (ta.id,))
             return None
+        if ta.milterContent is not None:
+            # the milters see it first (L{smx.mail.milterhooks})
+            return self._mlEndOfMessage(ta, event)
         return self._commit(ta, event)
 
     @inlineCallbacks
@@ -220,6 +237,7 @@ class CommitMixin:
             "smtputf8": ta.smtputf8,
             "ret": ta.ret,
             "envid": ta.envid,
+            "quarantine": ta.quarantine,
             "requiretls": ta.requiretls,
             # RFC 8689 §4.1: the header counts only without REQUIRETLS
             "tlsRequiredNo": event.tlsRequiredNo and not ta.requiretls,

@@ -121,6 +121,7 @@ from smx.mail import server as sm
 from smx.mail.auth import AuthError, AuthUnavailable, Challenge, ClientInfo
 from smx.mail.commit import _TEMPFAIL, CommitMixin, _Transaction
 from smx.mail.deadlines import RECORD_SIZE, DeadlineMixin
+from smx.mail.milterhooks import MilterMixin
 from smx.mail.pmilterhooks import PolicyMilterMixin
 from smx.mail.policy import SessionPolicy
 from smx.mail.policyhooks import PolicyServerMixin, closePolicyServers
@@ -137,8 +138,13 @@ HOLD_LIMIT = 64 * 1024
 
 
 @implementer(interfaces.IHandshakeListener)
-class SMTPServerProtocol(
-    PolicyServerMixin, PolicyMilterMixin, CommitMixin, DeadlineMixin, protocol.Protocol
+class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
+    MilterMixin,
+    PolicyServerMixin,
+    PolicyMilterMixin,
+    CommitMixin,
+    DeadlineMixin,
+    protocol.Protocol,
 ):
     """
     One SMTP session: the Twisted side of a L{sm.ServerConnection}.
@@ -194,6 +200,7 @@ class SMTPServerProtocol(
         self.transaction = None  # type: Optional[_Transaction]
         self.tlsInfo = None  # type: Optional[Dict[str, Any]]
         self.authUser = None  # type: Optional[str]
+        self.authMechanism = None  # type: Optional[str]
         self._sasl = None  # type: Any
         self._running = False
         self._waiting = False
@@ -250,6 +257,9 @@ class SMTPServerProtocol(
             if reply is None and not self._lost:
                 # the pmilters after SMTPS's own checks (doc/pmilter.md)
                 reply = yield self._pmOpen()
+            if reply is None and not self._lost:
+                # then the sendmail milters (doc/milter.md)
+                reply = yield self._mlOpen()
         f.log.info(
             ss_sess=self.sessionId,
             **{
@@ -374,6 +384,7 @@ class SMTPServerProtocol(
             for code, dsn, text, line in problems:
                 if dsn == "5.5.1" and code == 500:
                     self._pmUnknown(line)
+                    self._mlUnknown(line)
                 self.factory.log.info(
                     ss_sess=self.sessionId,
                     input=line,
@@ -391,6 +402,7 @@ class SMTPServerProtocol(
         self._stopTimers()
         self._closeTransaction()
         self._pmClose()
+        self._mlClose()
         self.factory.table.remove(self)
         self.factory.sessions.discard(self)
         if self._opened:
@@ -403,6 +415,7 @@ class SMTPServerProtocol(
             self.transaction.abort()
             self.transaction = None
         self._pmAbort()
+        self._mlAbort()
 
     # -- events -----------------------------------------------------------
 
@@ -428,7 +441,10 @@ class SMTPServerProtocol(
         )
         return self._pdHelo(
             event,
-            lambda: self._pmHelo(event.name, lambda: self.connection.accept(text)),
+            lambda: self._pmHelo(
+                event.name,
+                lambda: self._mlHelo(event.name, lambda: self.connection.accept(text)),
+            ),
         )
 
     @inlineCallbacks
@@ -463,6 +479,11 @@ class SMTPServerProtocol(
             if rejected:
                 self.transaction = None
                 return
+        if self.mlChain is not None:
+            rejected = yield self._mlMail(event, ta)
+            if rejected:
+                self.transaction = None
+                return
         self.factory.log.info(
             ss_sess=self.sessionId, ss_ta=ta.id, mail="<%s>" % event.sender, stat=0
         )
@@ -479,6 +500,7 @@ class SMTPServerProtocol(
             if self.pmSession is not None:
                 # CAP_RCPT_ST: the pmilters may see it; the rejection stands
                 yield self._pmRcpt(event, code)
+            yield self._mlRcptRejected(event, code, dsn, text)
             self._logReject("rcpt", "<%s>" % event.recipient, code, dsn, text)
             self.connection.reject(code, dsn, text)
             return
@@ -493,6 +515,11 @@ class SMTPServerProtocol(
             if verdict == "rejected":
                 return
             discard = discard or verdict == "discard"
+        if self.mlChain is not None and not discard:
+            verdict = yield self._mlRcpt(event)
+            if verdict == "rejected":
+                return
+            discard = verdict == "discard"
         index = None if discard else ta.addRecipient(address, event.notify, event.orcpt)
         if index is not None:
             if ta.writer is None and not self.policy.discardTransaction:
@@ -611,6 +638,7 @@ class SMTPServerProtocol(
         mechanism = self._sasl.mechanism if self._sasl else ""
         self._sasl = None
         self.authUser = step.user
+        self.authMechanism = mechanism
         self._pdSaslMethod = mechanism
         self.policy.authenticated(mechanism)
         self.factory.log.info(
@@ -644,7 +672,10 @@ class SMTPServerProtocol(
 
     def _dataCommand(self, event: sm.DataCommand):
         return self._pdData(
-            event, lambda: self._pmData(event, lambda: self._dataAccepted(event))
+            event,
+            lambda: self._pmData(
+                event, lambda: self._mlData(event, lambda: self._dataAccepted(event))
+            ),
         )
 
     def _dataAccepted(self, event: sm.DataCommand) -> None:
@@ -690,6 +721,8 @@ class SMTPServerFactory(protocol.ServerFactory):
     protocol = SMTPServerProtocol  # type: ignore[assignment]
     #: the pmilters of the section (L{smx.mail.pmilterhooks}), or C{None}
     pmilterHost = None  # type: Any
+    #: the sendmail milters of the section (L{smx.mail.milterhooks})
+    milters = ()  # type: Any
     #: protocol state -> Postfix policy servers (L{smx.mail.policyhooks})
     policyServers = None  # type: Any
 

@@ -234,6 +234,8 @@ class MilterProtocol(protocol.Protocol):
 
 
 class _Factory(protocol.Factory):
+    noisy = False  # one per SMTP session: no "Starting factory" records
+
     def __init__(self, session: MilterSession) -> None:
         self.session = session
 

@@ -20,6 +20,11 @@ DESCRIPTION
     No report is sent for a transaction whose sender is C{<>}: a failing
     bounce is a double bounce, logged and dropped, never looped.
 
+    With C{milters} (qmgr's C{milters} list, L{smx.mail.milterhooks.
+    InternalMilters}) each report goes through the milters before it is
+    written, as Postfix's C{non_smtpd_milters} see its bounces with
+    C{internal_mail_filter_classes = bounce}.
+
 CONFIGURATION PARAMETERS
     max_errors_per_bounce, flags header_only_in_bounce, hostname
 
@@ -70,6 +75,9 @@ class Bouncer:
         self.queuereturnTimeout = queuereturnTimeout
         self.sent = 0
         self.dropped = 0
+        #: the milters of QMGR's own mail: C{(content, envelope)} to a
+        #: Deferred of C{(content, envelope)}, or of C{None} to drop it
+        self.milters = None  # type: Any
 
     def report(
         self, kind: str, ta: Transaction, failures: List[Dict[str, Any]]
@@ -136,8 +144,6 @@ class Bouncer:
             willRetryUntil=ta.received + self.queuereturnTimeout,
         )
         newId = self.nextId()
-        writer = self.contentStore.createWriter(newId)
-        writer.write(data)
         envelope = {
             "id": newId,
             "session": "",
@@ -154,14 +160,28 @@ class Bouncer:
             "dsnFor": ta.id,
         }
 
-        def _cbStored(_: Any) -> defer.Deferred:
+        def _cbStored(_: Any, envelope: Dict[str, Any]) -> defer.Deferred:
             return self.submit(envelope)
 
         def _cbQueued(_: Any) -> None:
             self.sent += 1
             self.logger.info(ss_ta=newId, dsn_for=ta.id, kind=kind, rcpts=len(failures))
 
-        d = writer.commit()
-        d.addCallback(_cbStored)
-        d.addCallback(_cbQueued)
-        return d
+        def _store(data: bytes, envelope: Dict[str, Any]) -> defer.Deferred:
+            writer = self.contentStore.createWriter(newId)
+            writer.write(data)
+            envelope["size"] = len(data)
+            d = writer.commit()
+            d.addCallback(_cbStored, envelope)
+            d.addCallback(_cbQueued)
+            return d
+
+        if self.milters is None:
+            return _store(data, envelope)
+
+        def _cbFiltered(result: Any) -> Any:
+            if result is None:
+                return None
+            return _store(*result)
+
+        return self.milters(data, envelope).addCallback(_cbFiltered)

@@ -52,6 +52,7 @@ ENVELOPE_FIELDS = (
     "dsnFor",
     "bounces",
     "contentPending",
+    "quarantine",
 )
 
 #: recipient fields kept in IBDB and DEFEDB
@@ -170,6 +171,8 @@ class Transaction:
         #: no REQUIRETLS: TLS policy failures need not stop delivery
         self.tlsRequiredNo = bool(envelope.get("tlsRequiredNo"))
         self.dsnFor = envelope.get("dsnFor")
+        #: a milter's quarantine reason: the recipients are held
+        self.quarantine = envelope.get("quarantine")
         self.bounces = int(envelope.get("bounces") or 0)
         #: the content was being synced when the envelope was stored (see
         #: IQueueManager.commitTransaction); true in IBDB for good, false

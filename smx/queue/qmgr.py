@@ -296,7 +296,9 @@ class QueueManager(service.Service):
             for r in ta.recipients.values():
                 if r.state == "deferred":
                     self.scheduler.retryAt(ta, r)
-            if queued:
+            if queued and ta.quarantine:
+                self._quarantine(ta)
+            elif queued:
                 self.scheduler.enqueue(ta, queued)
             if ta.isDone():
                 self.store.checkDone(ta)
@@ -441,7 +443,15 @@ class QueueManager(service.Service):
             size=ta.size,
             stat="queued",
         )
+        if ta.quarantine:
+            self._quarantine(ta)
+            return
         self.scheduler.enqueue(ta, list(ta.recipients.values()))
+
+    def _quarantine(self, ta: Transaction) -> None:
+        """A milter quarantined the message: hold it (qmgrctl release)."""
+        n = self._control_hold(ta, ta.live())
+        self.logger.notice(ss_ta=ta.id, quarantine=ta.quarantine, held=n)
 
     def contentCommitted(self, transactionId, stored):
         ta = self._awaitingContent.pop(transactionId, None)
