@@ -326,24 +326,30 @@ def stsPolicyReader(
 # -- the report (RFC 8460 section 4) ----------------------------------------
 
 
-def readDay(directory: str, day: str) -> List[Dict[str, Any]]:
+def readDay(directory: str, day: str) -> Iterator[Dict[str, Any]]:
     """
-    The entries of a day file (a line cut short or not JSON is skipped).
+    The entries of a day file, one at a time (a line cut short or not
+    JSON is skipped).
+
+    @raise ValueError: if C{day} is not C{YYYY-MM-DD}.
     """
     path = os.path.join(directory, checkDay(day) + _SUFFIX)
-    entries = []
     try:
-        with open(path, "rb") as f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(entry, dict):
-                    entries.append(entry)
+        f = open(path, "rb")
     except FileNotFoundError:
-        pass
-    return entries
+        return iter(())
+    return _entries(f)
+
+
+def _entries(f: Any) -> Iterator[Dict[str, Any]]:
+    with f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                yield entry
 
 
 def dailyReports(

@@ -327,11 +327,11 @@ class RecorderTests(SynchronousTestCase):
         ok(self.log, "remote.test")
         self.assertEqual(len(seen), 1)
         self.service.stopService()
-        self.assertEqual(len(readDay(self.directory, DAY)), 2)
+        self.assertEqual(len(list(readDay(self.directory, DAY))), 2)
         self.assertIsNotNone(Logger.observer)
         ok(self.log, "remote.test")
         self.assertEqual(len(seen), 2)
-        self.assertEqual(len(readDay(self.directory, DAY)), 2)
+        self.assertEqual(len(list(readDay(self.directory, DAY))), 2)
 
     def test_checkDay(self):
         """
@@ -531,4 +531,4 @@ class AssemblyTests(SynchronousTestCase):
         parent.stopService()
         self.assertIsNone(Logger.observer)
         self.assertEqual(metrics.counters["smx_dns_queries_total"], {("TXT",): 1})
-        self.assertEqual(len(readDay(directory, DAY)), 1)
+        self.assertEqual(len(list(readDay(directory, DAY))), 1)
