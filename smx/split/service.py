@@ -245,6 +245,12 @@ def _smtpc(
         loggerFromConfiguration("smtpc", section),
     )
     client.setServiceParent(root)
+    # TLS reporting (RFC 8460) counts this process's policy records
+    from smx.tlspolicy.tlsrpt import reportService
+
+    report = reportService(cfg, reactor)
+    if report is not None:
+        report.setServiceParent(root)
     return {"deliveryAgent": agent, "contentStore": contentStore}
 
 
