@@ -296,6 +296,9 @@ class SmxService(service.MultiService):
         qmgr = self.components.get("qmgr")
         if qmgr is not None:
             qmgr.reopenMaps()
+        agent = self.components.get("deliveryAgent")
+        if agent is not None and hasattr(agent, "reload"):
+            agent.reload()  # SMTPC's tls_policy_map (doc/tls.md)
         # pmfi_signal (App. B.8): e.g. the rules pmilter reads its file
         for host in self.components.get("pmilters", ()):
             host.reload()

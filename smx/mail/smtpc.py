@@ -257,6 +257,14 @@ class DeliveryAgent(service.Service):
         service.Service.stopService(self)
         self.cache.closeAll()
 
+    def reload(self) -> None:
+        """
+        SIGUSR1 (seed §6.7): open the TLS policy map again; cached
+        sessions keep the policy they were checked against until they
+        close.
+        """
+        self.policies.reopen()
+
     # delivery -------------------------------------------------------------
 
     def deliver(self, transaction: Dict[str, Any]) -> defer.Deferred:
@@ -612,3 +620,8 @@ class DeliveryAgentPool(service.MultiService):
     def deliver(self, transaction: Dict[str, Any]) -> defer.Deferred:
         agent = min(self.agents, key=lambda a: a.busy)
         return agent.deliver(transaction)
+
+    def reload(self) -> None:
+        """SIGUSR1: every agent's L{DeliveryAgent.reload}."""
+        for agent in self.agents:
+            agent.reload()

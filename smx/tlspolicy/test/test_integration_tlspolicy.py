@@ -374,6 +374,24 @@ class MapTests(_Base):
         self.assertEqual(rcpts, [b"RCPT TO:<a@plain.test>", b"RCPT TO:<c@plain.test>"])
 
     @defer.inlineCallbacks
+    def test_reload(self) -> Any:
+        """
+        L{DeliveryAgent.reload} (SIGUSR1) reads a map changed on disk.
+        """
+        path = os.path.abspath(self.mktemp()) + ".db"
+        createMap(path, ["example.com encrypt\n"])
+        policyMap = PolicyMap(path, self.log)
+        self.addCleanup(policyMap.close)
+        agent = self.agent(TLSPolicies("may", policyMap, log=self.log))
+        port, factory = listenReceiver(self, None)
+        [result] = yield agent.deliver(self.transaction(port))
+        self.assertEqual(result["status"], "temp")
+        createMap(path, ["example.com may\n"])
+        agent.reload()
+        [result] = yield agent.deliver(self.transaction(port))
+        self.assertDelivered(result, factory, tls=False)
+
+    @defer.inlineCallbacks
     def test_mapMissing(self) -> Any:
         """
         A policy map that cannot be read defers its recipients: nothing
