@@ -94,6 +94,7 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from smx.log import Logger
+from smx.mail.address import domainKey
 from smx.maps.errors import DNSPermanentError, DNSTemporaryError
 from smx.tlspolicy.policy import FAILED_RECORD, ITLSPolicySource, TLSPolicy
 
@@ -709,10 +710,14 @@ class MTASTSPolicySource:
         @return: a L{Deferred} firing with a L{TLSPolicy} of source
             C{mta-sts}, or C{None}; it never fails.
         """
-        domain = domain.lower().rstrip(".")
         if not _namedHosts(mxHosts) or domain.startswith("["):
             # local delivery, or address literals (a mailertable relay):
             # not delivery to the domain's MX hosts, which MTA-STS is about
+            return defer.succeed(None)
+        try:
+            domain = domainKey(domain.rstrip("."))
+        except ValueError as e:
+            self.log.info(mta_sts=domain, error=str(e))
             return defer.succeed(None)
         waiting = self._pending.get(domain)
         d = defer.Deferred()  # type: defer.Deferred
@@ -731,14 +736,17 @@ class MTASTSPolicySource:
 
     def _cbDiscovered(self, entry: Optional[CachedPolicy], domain: str) -> None:
         result = None  # type: Optional[TLSPolicy]
-        if entry is not None and entry.policy.mode != "none":
-            result = TLSPolicy(
-                "verify",
-                matchNames=entry.policy.mx,
-                source="mta-sts",
-                testing=entry.policy.mode == "testing",
-                policyDomain=domain,
-            )
+        try:
+            if entry is not None and entry.policy.mode != "none":
+                result = TLSPolicy(
+                    "verify",
+                    matchNames=entry.policy.mx,
+                    source="mta-sts",
+                    testing=entry.policy.mode == "testing",
+                    policyDomain=domain,
+                )
+        except Exception:
+            self.log.failure("policyFor", Failure(), mta_sts=domain)
         for d in self._pending.pop(domain, []):
             d.callback(result)
 

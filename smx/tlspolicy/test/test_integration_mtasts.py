@@ -197,6 +197,24 @@ class MTASTSSourceTests(TestCase):
         self.assertEqual(self.https.requests, [])
 
     @defer.inlineCallbacks
+    def test_internationalDomain(self):
+        """
+        A domain in U-labels is looked up and fetched in A-labels; one
+        that is not valid IDNA has no policy (and no traceback).
+        """
+        self.records["_mta-sts.xn--bcher-kva.test"] = [("TXT", "v=STSv1; id=1")]
+        self.records["mta-sts.xn--bcher-kva.test"] = [("A", "127.0.0.1")]
+        yield self.restartDNS()
+        yield self.https.stop()
+        self.https = startPolicyServer(self.ca, ["mta-sts.xn--bcher-kva.test"])
+        self.addCleanup(self.https.stop)
+        self.https.policies["mta-sts.xn--bcher-kva.test"] = (200, "text/plain", ENFORCE)
+        policy = yield self.source().policyFor("Bücher.test", MX)
+        self.assertEqual(policy.policyDomain, "xn--bcher-kva.test")
+        self.assertIsNone((yield self.source().policyFor("a..b\u0080.test", MX)))
+        self.assertNotIn("Traceback", self.lines())
+
+    @defer.inlineCallbacks
     def test_noRecord(self):
         """
         A domain without C{_mta-sts} TXT record has no policy and no
