@@ -55,7 +55,7 @@ import pwd
 import stat
 import sys
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Mapping, Optional, Set, TextIO, Tuple
+from typing import Iterator, List, Mapping, Optional, Set, TextIO, Tuple
 
 from smx.config.errors import ConfigError
 
@@ -311,13 +311,6 @@ def refuseUnsafeFiles(
     raise SystemExit(EX_CONFIG)
 
 
-def describe(problems: Iterable[ConfigError]) -> str:
-    """
-    @return: the problems, one per line.
-    """
-    return "\n".join(str(p) for p in problems)
-
-
 __all__ = [
     "EX_CONFIG",
     "Trust",
@@ -326,5 +319,4 @@ __all__ = [
     "namedFiles",
     "unsafeFiles",
     "refuseUnsafeFiles",
-    "describe",
 ]

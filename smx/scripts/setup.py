@@ -86,7 +86,7 @@ import stat
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, TextIO, Tuple
+from typing import Callable, List, Mapping, Optional, TextIO, Tuple
 
 EX_OK = 0
 EX_FAILED = 1
@@ -232,12 +232,6 @@ def splitConfiguration(layout: Layout) -> str:
             conf,
         )
 
-    # CDB files get QMGR's group (seed §5.9 item 1, §4.1)
-    # (once split mode uses it: an option that does nothing is a warning)
-    gid = _gid(u["qmgr"])
-    cdbGid = ""
-    if gid is not None and _effective("smtps", "CDB_gid"):
-        cdbGid = " CDB_gid = %d;" % (gid,)
     hostname = ""
     if layout.hostname:
         hostname = "hostname = %s;\n" % (layout.hostname,)
@@ -263,7 +257,7 @@ def splitConfiguration(layout: Layout) -> str:
         "}\n"
         "\n"
         "smtps {\n"
-        "    flags = { 8bitmime };%(cdbGid)s\n"
+        "    flags = { 8bitmime };\n"
         "    port = %(port)d; mcp_type = pass; pass_fd_socket = smtps/smtpsfd;\n"
         "    min_processes = 2; max_processes = 2;\n"
         "    user = %(smtps)s;\n"
@@ -293,7 +287,6 @@ def splitConfiguration(layout: Layout) -> str:
         "conf": conf,
         "mcp": layout.program("mcp"),
         "hostname": hostname,
-        "cdbGid": cdbGid,
         "port": layout.port,
         "qmgr": u["qmgr"],
         "smtps": u["smtps"],
@@ -307,34 +300,12 @@ def splitConfiguration(layout: Layout) -> str:
     }
 
 
-def _effective(section: str, name: str) -> bool:
-    """
-    Does option C{name} of C{section} have an effect (is it not inert)?
-    """
-    from smx.config.options import ROOT
-
-    spec = ROOT.subsection(section)
-    option = spec.option(name) if spec is not None else None
-    return option is not None and option.inert is None
-
-
 MAILERTABLE = (
     '# smx mailertable (seed §5.8.3): "domain  [port^][mailer:]hosts".\n'
     "# Empty: mail goes to the MX hosts of its domain.  After a change:\n"
     "#     smx createmap -F mt.db < mt; kill -USR1 <MCP>\n"
     "# e.g.  example.org  lmtp:     (local delivery over LMTP_socket)\n"
 )
-
-
-@dataclass
-class Step:
-    """
-    One thing setup does: C{text} says what (C{"create directory
-    /var/spool/smx/ibdb (smxq:smxq 0700)"}), C{action} does it.
-    """
-
-    text: str
-    action: Callable[[], None]
 
 
 @dataclass
@@ -390,7 +361,7 @@ class Setup:
         """
         names = [self.layout.users[role] for role, _, _, _ in ROLES]
         for name in names + [self.layout.dropGroup]:
-            if _group(name) is not None:
+            if _gid(name) is not None:
                 continue
             if not self.createUsers:
                 raise SetupError(
@@ -700,6 +671,11 @@ class Setup:
                     self.layout.config,
                 )
             )
+        else:
+            self.say(
+                "smx setup: not done: %d problem%s (above)"
+                % (len(self.problems), "" if len(self.problems) == 1 else "s")
+            )
         return self.status
 
 
@@ -765,10 +741,6 @@ def _user(name: str) -> Optional[int]:
         return pwd.getpwnam(name).pw_uid
     except KeyError:
         return None
-
-
-def _group(name: str) -> Optional[int]:
-    return _gid(name)
 
 
 def _gid(name: str) -> Optional[int]:
