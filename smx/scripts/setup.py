@@ -4,7 +4,7 @@ NAME
     smx setup - install smx on a host: users, directories, configuration
 
 SYNOPSIS
-    smx setup [--users] [--dry-run] [--port N] [--hostname NAME]
+    smx setup [--users] [--dry-run] [--port N] [--address IP] [--hostname NAME]
               [--programs DIR] [--no-check]
               [--install-sendmail [--sbindir DIR] [--bindir DIR] [--force]]
 
@@ -149,6 +149,7 @@ class Layout:
     programs: str
     port: int = 25
     hostname: Optional[str] = None
+    address: Optional[str] = None
 
     @classmethod
     def fromEnvironment(
@@ -157,6 +158,7 @@ class Layout:
         programs: Optional[str] = None,
         port: int = 25,
         hostname: Optional[str] = None,
+        address: Optional[str] = None,
     ) -> "Layout":
         """
         The layout of seed §4 with the overrides of C{environ}.
@@ -178,6 +180,7 @@ class Layout:
             programs=programs or os.path.dirname(os.path.abspath(sys.executable)),
             port=port,
             hostname=hostname,
+            address=address,
         )
 
     @property
@@ -258,7 +261,7 @@ def splitConfiguration(layout: Layout) -> str:
         "\n"
         "smtps {\n"
         "    flags = { 8bitmime };\n"
-        "    port = %(port)d; mcp_type = pass; pass_fd_socket = smtps/smtpsfd;\n"
+        "    %(address)sport = %(port)d; mcp_type = pass; pass_fd_socket = smtps/smtpsfd;\n"
         "    min_processes = 2; max_processes = 2;\n"
         "    user = %(smtps)s;\n"
         "    %(smtpsProgram)s\n"
@@ -288,6 +291,7 @@ def splitConfiguration(layout: Layout) -> str:
         "mcp": layout.program("mcp"),
         "hostname": hostname,
         "port": layout.port,
+        "address": 'address = "%s"; ' % (layout.address,) if layout.address else "",
         "qmgr": u["qmgr"],
         "smtps": u["smtps"],
         "smtpc": u["smtpc"],
@@ -820,6 +824,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=25, help="SMTP port [25]")
     p.add_argument("--hostname", help="hostname for smx.conf [the system's]")
+    p.add_argument("--address", help="the address SMTPS listens on [all: 0.0.0.0]")
     p.add_argument(
         "--programs",
         metavar="DIR",
@@ -871,7 +876,19 @@ def run(
     if not 0 < args.port < 65536:
         out.write("smx setup: --port: %d is not a port\n" % (args.port,))
         return EX_USAGE
-    layout = Layout.fromEnvironment(environ, args.programs, args.port, args.hostname)
+    if args.address is not None:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(args.address)
+        except ValueError:
+            out.write(
+                "smx setup: --address: %r is not an IP address\n" % (args.address,)
+            )
+            return EX_USAGE
+    layout = Layout.fromEnvironment(
+        environ, args.programs, args.port, args.hostname, args.address
+    )
     if os.geteuid() != 0 and not args.dry_run:
         out.write(
             "smx setup: must run as root (users, owners, modes); --dry-run "
