@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.split.test.test_service -*-
+# -*- test-case-name: smx.split.test.test_commands -*-
 """
 NAME
     smx.split.commands - the AMP commands between the components of smx
@@ -50,7 +50,7 @@ class PlainData(amp.Argument):
     """
 
     def toBox(self, name: bytes, strings: Any, objects: Any, proto: Any) -> None:
-        obj = objects.get(amp._wireNameToPythonIdentifier(name))
+        obj = objects.get(name.decode("ascii"))
         text = json.dumps(checkPlain(obj, name.decode("ascii")))
         data = text.encode("utf-8")
         pieces = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
@@ -72,7 +72,7 @@ class PlainData(amp.Argument):
             value = json.loads(b"".join(pieces).decode("utf-8"))
         except (ValueError, RecursionError) as e:
             raise BadData("%s: not JSON: %s" % (name.decode("ascii"), e))
-        objects[amp._wireNameToPythonIdentifier(name)] = value
+        objects[name.decode("ascii")] = value
 
 
 # -- IQueueManager (SMTPS_socket) -------------------------------------------

@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.split.test.test_service -*-
+# -*- test-case-name: smx.split.test.test_delivery -*-
 """
 NAME
     smx.split.delivery - SMTPC over C{SMTPC_socket}: the delivery agents

@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.split.test.test_service -*-
+# -*- test-case-name: smx.split.test.test_peer -*-
 """
 NAME
     smx.split.peer - AMP connections between components over Unix sockets
@@ -189,7 +189,13 @@ class PeerConnection(service.Service):
                 timer.cancel()
                 out.errback(PeerUnavailable("%s: %s" % (self.peerName, reason.value)))
 
-        waiting.addCallbacks(connected, failed)
+        # in a later turn of the reactor: ClientService fires this inside
+        # its state machine, which must not be re-entered (by a caller
+        # that stops the service, for one)
+        waiting.addCallbacks(
+            lambda proto: self.reactor.callLater(0, connected, proto),
+            lambda reason: self.reactor.callLater(0, failed, reason),
+        )
         return out
 
     def callRemote(

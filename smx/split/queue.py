@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.split.test.test_service -*-
+# -*- test-case-name: smx.split.test.test_queue -*-
 """
 NAME
     smx.split.queue - QMGR over C{SMTPS_socket}: its AMP server and the

@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.split.test.test_service -*-
+# -*- test-case-name: smx.split.test.test_resolver -*-
 """
 NAME
     smx.split.resolver - SMAR over C{SMAR_socket}: its AMP server and the

@@ -1,0 +1,208 @@
+# -*- test-case-name: smx.split.test.test_delivery -*-
+"""
+Tests for L{smx.split.delivery}: the same behaviour tests of
+L{IDeliveryAgent} run against L{FakeDeliveryAgent} in the process and
+through L{RemoteDeliveryAgents} (QMGR's side, listening) and
+L{deliveryAgentClient} (SMTPC's side, connecting) over a real Unix
+socket; then what only the remote agents do: wait for an SMTPC process,
+give temporary results without one, share deliveries among several.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from smx.interfaces import IDeliveryAgent
+from smx.mail.testing import FakeDeliveryAgent
+from smx.split.delivery import RemoteDeliveryAgents, deliveryAgentClient
+from smx.split.testing import running, socketPath
+
+ROUTE = {
+    "mailer": "esmtp",
+    "host": "mx.example.com",
+    "address": "192.0.2.25",
+    "port": 25,
+    "preference": 10,
+}
+
+
+def transaction(n: int = 2, id: str = "C0000018A2B3C4D5E00") -> Any:
+    return {
+        "id": id,
+        "ss_ta": "S0000018A2B3C4D5E00",
+        "sender": "alice@example.org",
+        "recipients": [
+            {"address": "r%d@example.com" % i, "index": i, "routes": [ROUTE]}
+            for i in range(n)
+        ],
+        "routes": [ROUTE],
+        "size": 100,
+        "bodyType": "7BIT",
+        "smtputf8": False,
+        "requiretls": False,
+    }
+
+
+def bounceSecond(rcpt: Any) -> tuple:
+    if rcpt["index"] == 1:
+        return ("perm", 550, "550 5.1.1 no such user")
+    return ("ok", 250, "250 2.0.0 ok")
+
+
+class DeliveryBehaviour:
+    """
+    What every L{IDeliveryAgent} does, with a L{FakeDeliveryAgent}
+    C{self.backend} behind C{self.agent}.
+    """
+
+    agent: Any
+    backend: FakeDeliveryAgent
+
+    def test_provides(self) -> None:
+        """
+        It provides L{IDeliveryAgent}.
+        """
+        self.assertTrue(verifyObject(IDeliveryAgent, self.agent))  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_deliver(self) -> Any:
+        """
+        One result per recipient, as the agent gives them; the
+        transaction arrives with every field.
+        """
+        self.backend.outcome = bounceSecond
+        results = yield self.agent.deliver(transaction())
+        self.assertEqual(  # type: ignore[attr-defined]
+            [(r["index"], r["status"], r["code"]) for r in results],
+            [(0, "ok", 250), (1, "perm", 550)],
+        )
+        [got] = self.backend.transactions
+        self.assertEqual(got["routes"], [ROUTE])  # type: ignore[attr-defined]
+        self.assertIs(got["requiretls"], False)  # type: ignore[attr-defined]
+        self.assertEqual(got["recipients"][1]["routes"], [ROUTE])  # type: ignore[attr-defined]
+
+
+class InProcessTests(DeliveryBehaviour, unittest.TestCase):
+    """
+    The behaviour of L{FakeDeliveryAgent} itself.
+    """
+
+    def setUp(self) -> None:
+        self.backend = FakeDeliveryAgent()
+        self.agent = self.backend
+
+
+class ProxiedTests(DeliveryBehaviour, unittest.TestCase):
+    """
+    The same behaviour through QMGR's remote agents and an SMTPC
+    connected to them.
+    """
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        self.path = socketPath(self)
+        self.backend = FakeDeliveryAgent()
+        self.agent = RemoteDeliveryAgents(reactor, self.path, waitForClient=5)
+        running(self, self.agent)
+        running(self, deliveryAgentClient(reactor, self.path, self.backend, 5))
+        yield self.connected(1)
+
+    @defer.inlineCallbacks
+    def connected(self, n: int) -> Any:
+        for _ in range(200):
+            if len(self.agent.connections) >= n:
+                return
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.fail("%d SMTPC connections, not %d" % (len(self.agent.connections), n))
+
+    @defer.inlineCallbacks
+    def test_lostAgent(self) -> Any:
+        """
+        An SMTPC process that goes away during a delivery gives a
+        temporary result for every recipient (QMGR defers them).
+        """
+        self.backend.pending = []
+        d = self.agent.deliver(transaction())
+        for _ in range(100):
+            if self.backend.pending:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.agent.connections[0].transport.loseConnection()
+        results = yield d
+        self.assertEqual(
+            [(r["status"], r["code"]) for r in results], [("temp", 451)] * 2
+        )
+
+    @defer.inlineCallbacks
+    def test_shared(self) -> Any:
+        """
+        Deliveries go to the connected SMTPC process with the fewest in
+        progress.
+        """
+        other = FakeDeliveryAgent()
+        running(self, deliveryAgentClient(reactor, self.path, other, 5))
+        yield self.connected(2)
+        self.backend.pending = []
+        other.pending = []
+        ds = [self.agent.deliver(transaction(1, "C%d" % i)) for i in range(4)]
+        for _ in range(100):
+            if len(self.backend.pending) + len(other.pending) == 4:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual((len(self.backend.pending), len(other.pending)), (2, 2))
+        for agent in (self.backend, other):
+            for t, d in agent.pending:
+                d.callback(agent.results(t))
+        results = yield defer.gatherResults(ds)
+        self.assertEqual([r[0]["status"] for r in results], ["ok"] * 4)
+
+
+class NoAgentTests(unittest.TestCase):
+    """
+    QMGR's remote agents without an SMTPC process.
+    """
+
+    def setUp(self) -> None:
+        self.path = socketPath(self)
+        self.agent = RemoteDeliveryAgents(reactor, self.path, waitForClient=0.2)
+        running(self, self.agent)
+
+    @defer.inlineCallbacks
+    def test_none(self) -> Any:
+        """
+        Without an SMTPC process within C{wait_for_client}, every
+        recipient has a temporary result.
+        """
+        results = yield self.agent.deliver(transaction())
+        self.assertEqual(
+            [(r["index"], r["status"], r["where"]) for r in results],
+            [(0, "temp", "connect"), (1, "temp", "connect")],
+        )
+
+    @defer.inlineCallbacks
+    def test_waits(self) -> Any:
+        """
+        A delivery waits for an SMTPC process that connects within
+        C{wait_for_client}.
+        """
+        self.agent.waitForClient = 5
+        d = self.agent.deliver(transaction())
+        yield deferLater(reactor, 0.1, lambda: None)
+        self.assertFalse(d.called)
+        backend = FakeDeliveryAgent()
+        running(self, deliveryAgentClient(reactor, self.path, backend, 5))
+        results = yield d
+        self.assertEqual([r["status"] for r in results], ["ok", "ok"])
+
+    @defer.inlineCallbacks
+    def test_badTransaction(self) -> Any:
+        """
+        A transaction of the wrong shape is a C{ValueError}, not sent.
+        """
+        with self.assertRaises(ValueError):
+            yield self.agent.deliver({"id": "C1", "recipients": []})

@@ -1,0 +1,78 @@
+# -*- test-case-name: smx.split.test.test_peer -*-
+"""
+Tests for L{smx.split.peer}: the listening side replaces a stale socket
+file; the connecting side waits a bounded time and reconnects.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import Factory
+from twisted.trial import unittest
+
+from smx.split.peer import PeerConnection, PeerUnavailable, QuietAMP, listenSocket
+from smx.split.testing import running, serve, socketPath
+
+
+class ListenSocketTests(unittest.TestCase):
+    """
+    L{listenSocket} makes the directory and replaces a stale socket.
+    """
+
+    def test_stale(self) -> None:
+        """
+        A socket file left by a process killed with SIGKILL does not stop
+        the next one from listening; the socket is mode 0660.
+        """
+        path = socketPath(self)
+        os.makedirs(os.path.dirname(path))
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(path)
+        stale.close()
+        port = listenSocket(reactor, path, Factory.forProtocol(QuietAMP))
+        self.addCleanup(port.stopListening)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o660)
+
+
+class PeerConnectionTests(unittest.TestCase):
+    """
+    L{PeerConnection} waits at most C{waitForServer} for its peer.
+    """
+
+    def test_notStarted(self) -> None:
+        """
+        A connection that is not started fails at once.
+        """
+        peer = PeerConnection(reactor, socketPath(self), QuietAMP, 5, "qmgr")
+        self.failureResultOf(peer.connection(), PeerUnavailable)
+
+    @defer.inlineCallbacks
+    def test_unavailable(self) -> Any:
+        """
+        Without a peer, a call fails with L{PeerUnavailable} naming the
+        peer and the socket after C{waitForServer}.
+        """
+        path = socketPath(self)
+        peer = PeerConnection(reactor, path, QuietAMP, 0.1, "smar")
+        running(self, peer)
+        with self.assertRaises(PeerUnavailable) as e:
+            yield peer.connection()
+        self.assertIn("smar", str(e.exception))
+        self.assertIn(path, str(e.exception))
+
+    @defer.inlineCallbacks
+    def test_connects(self) -> Any:
+        """
+        Once the peer listens, the connection is made and kept.
+        """
+        path = socketPath(self)
+        serve(self, Factory.forProtocol(QuietAMP), path)
+        peer = PeerConnection(reactor, path, QuietAMP, 5, "qmgr")
+        running(self, peer)
+        proto = yield peer.connection()
+        self.assertIs(proto, peer.protocol)
+        self.assertIs((yield peer.connection()), proto)

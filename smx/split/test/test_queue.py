@@ -1,0 +1,284 @@
+# -*- test-case-name: smx.split.test.test_queue -*-
+"""
+Tests for L{smx.split.queue}: the same behaviour tests of
+L{IQueueManager} run against L{FakeQueueManager} in the process and
+through L{QueueManagerProxy} and L{QueueManagerServer} over a real Unix
+socket (in the test's reactor); then what only the proxy does: refuse
+when QMGR cannot be reached, and close the sessions of a lost SMTPS.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from smx.interfaces import IQueueManager
+from smx.queue.testing import FakeQueueManager
+from smx.split.queue import QueueManagerProxy, queueManagerFactory
+from smx.split.testing import running, serve, socketPath
+from smx.values import Envelope
+
+ENVELOPE = {
+    "id": "S0000018A2B3C4D5E00",
+    "session": "S0000018A2B3C4D5D00",
+    "sender": "alice@example.org",
+    "recipients": [
+        {"address": "bob@example.com", "index": 0, "notify": "FAILURE"},
+        {"address": "carol@example.com", "index": 1},
+    ],
+    "size": 1024,
+    "client": "192.0.2.1",
+    "received": 1700000000.5,
+    "bodyType": "7BIT",
+    "smtputf8": False,
+    "envid": "abc",
+    "ret": None,
+    "contentPending": True,
+    "requiretls": True,
+}
+
+
+class QueueManagerBehaviour:
+    """
+    What every L{IQueueManager} the SMTP server uses does, with a
+    L{FakeQueueManager} C{self.backend} behind C{self.qmgr}.
+    """
+
+    qmgr: Any
+    backend: FakeQueueManager
+
+    def settle(self) -> Any:
+        """A Deferred firing once calls that return nothing have arrived."""
+        return self.qmgr.status()
+
+    def test_provides(self) -> None:
+        """
+        It provides L{IQueueManager}.
+        """
+        self.assertTrue(verifyObject(IQueueManager, self.qmgr))  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_session(self) -> Any:
+        """
+        A session is accepted (C{None}), recorded, and closed.
+        """
+        reply = yield self.qmgr.sessionOpen("S1", "192.0.2.1")
+        self.assertIsNone(reply)  # type: ignore[attr-defined]
+        self.assertEqual(self.backend.sessions, {"S1": "192.0.2.1"})  # type: ignore[attr-defined]
+        self.assertIsNone(self.qmgr.sessionClose("S1", "192.0.2.1"))  # type: ignore[attr-defined]
+        yield self.settle()
+        self.assertEqual(self.backend.closed, ["S1"])  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_sessionRefused(self) -> Any:
+        """
+        A refusal is the reply, unchanged.
+        """
+        self.backend.refuseSession = {"code": 421, "dsn": "4.7.0", "text": "later"}
+        reply = yield self.qmgr.sessionOpen("S1", "192.0.2.1")
+        self.assertEqual(reply, {"code": 421, "dsn": "4.7.0", "text": "later"})  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_checkAcceptance(self) -> Any:
+        """
+        C{checkAcceptance} answers C{None} or the backend's reply.
+        """
+        self.assertIsNone((yield self.qmgr.checkAcceptance(100, "S1")))  # type: ignore[attr-defined]
+        self.backend.refuseTransaction = {"code": 452, "dsn": "4.3.1", "text": "disk"}
+        reply = yield self.qmgr.checkAcceptance(0)
+        self.assertEqual(reply["code"], 452)  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_commitTransaction(self) -> Any:
+        """
+        The envelope arrives with every field, the unknown C{requiretls}
+        included.
+        """
+        result = yield self.qmgr.commitTransaction(ENVELOPE)
+        self.assertIsNone(result)  # type: ignore[attr-defined]
+        [got] = self.backend.envelopes
+        self.assertEqual(Envelope.fromData(got), Envelope.fromData(ENVELOPE))  # type: ignore[attr-defined]
+        self.assertTrue(got["requiretls"])  # type: ignore[attr-defined]
+
+    @defer.inlineCallbacks
+    def test_commitFails(self) -> Any:
+        """
+        A failed commit fails (SMTPS then answers 451).
+        """
+        self.backend.failCommit = ValueError("cannot write IBDB")
+        with self.assertRaises(ValueError):  # type: ignore[attr-defined]
+            yield self.qmgr.commitTransaction(ENVELOPE)
+
+    @defer.inlineCallbacks
+    def test_contentCommitted(self) -> Any:
+        """
+        C{contentCommitted} of a committed transaction is recorded; of an
+        unknown one it is a C{KeyError}.
+        """
+        yield self.qmgr.commitTransaction(ENVELOPE)
+        yield self.qmgr.contentCommitted(ENVELOPE["id"], True)
+        self.assertEqual(self.backend.contents, [(ENVELOPE["id"], True)])  # type: ignore[attr-defined]
+        with self.assertRaises(KeyError):  # type: ignore[attr-defined]
+            yield self.qmgr.contentCommitted("S999", False)
+
+    @defer.inlineCallbacks
+    def test_statusListControl(self) -> Any:
+        """
+        C{status}, C{listQueue} and C{control} answer as the backend.
+        """
+        yield self.qmgr.commitTransaction(ENVELOPE)
+        status = yield self.qmgr.status()
+        self.assertEqual(status["transactions"], 1)  # type: ignore[attr-defined]
+        entries = yield self.qmgr.listQueue()
+        self.assertEqual([e["id"] for e in entries], [ENVELOPE["id"]])  # type: ignore[attr-defined]
+        done = yield self.qmgr.control("hold", ENVELOPE["id"], recipient=1)
+        self.assertEqual(done["command"], "hold")  # type: ignore[attr-defined]
+        self.assertEqual(self.backend.controls, [("hold", ENVELOPE["id"], 1)])  # type: ignore[attr-defined]
+        with self.assertRaises(KeyError):  # type: ignore[attr-defined]
+            yield self.qmgr.control("delete", "S999")
+
+
+class InProcessTests(QueueManagerBehaviour, unittest.TestCase):
+    """
+    The behaviour of L{FakeQueueManager} itself.
+    """
+
+    def setUp(self) -> None:
+        self.backend = FakeQueueManager()
+        self.qmgr = self.backend
+
+    def settle(self) -> Any:
+        return defer.succeed(None)
+
+
+class ProxiedTests(QueueManagerBehaviour, unittest.TestCase):
+    """
+    The same behaviour through the proxy, AMP and the server, over a Unix
+    socket.
+    """
+
+    def setUp(self) -> None:
+        self.backend = FakeQueueManager()
+        path = socketPath(self)
+        serve(self, queueManagerFactory(self.backend), path)
+        self.qmgr = QueueManagerProxy(reactor, path, waitForServer=5)
+        running(self, self.qmgr)
+
+    @defer.inlineCallbacks
+    def test_badEnvelope(self) -> Any:
+        """
+        An envelope of the wrong shape is a C{ValueError}, before it is
+        sent.
+        """
+        with self.assertRaises(ValueError):
+            yield self.qmgr.commitTransaction({"id": "S1", "recipients": "bob"})
+
+    @defer.inlineCallbacks
+    def test_bigEnvelope(self) -> Any:
+        """
+        An envelope larger than one AMP value (64 KB) crosses whole.
+        """
+        envelope = dict(ENVELOPE)
+        envelope["recipients"] = [
+            {"address": "user%05d@%s.example.com" % (i, "x" * 40), "index": i}
+            for i in range(3000)
+        ]
+        yield self.qmgr.commitTransaction(envelope)
+        [got] = self.backend.envelopes
+        self.assertEqual(len(got["recipients"]), 3000)
+        self.assertEqual(got["recipients"][-1], envelope["recipients"][-1])
+
+    @defer.inlineCallbacks
+    def test_lostSessionsClosed(self) -> Any:
+        """
+        When an SMTPS process's connection ends, QMGR closes the sessions
+        it had opened (they would count against the open connections for
+        ever).
+        """
+        yield self.qmgr.sessionOpen("S1", "192.0.2.1")
+        yield self.qmgr.sessionOpen("S2", "192.0.2.2")
+        self.qmgr.sessionClose("S1", "192.0.2.1")
+        yield self.settle()
+        yield self.qmgr.stopService()
+        for _ in range(50):
+            if "S2" in self.backend.closed:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(sorted(self.backend.closed), ["S1", "S2"])
+        self.assertEqual(self.backend.sessions, {})
+        self.qmgr.startService()
+
+
+class UnreachableTests(unittest.TestCase):
+    """
+    Without QMGR, the proxy refuses: SMTPS never answers 250.
+    """
+
+    def setUp(self) -> None:
+        self.path = socketPath(self)
+        self.qmgr = QueueManagerProxy(reactor, self.path, waitForServer=0.2)
+        running(self, self.qmgr)
+
+    @defer.inlineCallbacks
+    def test_sessionOpen(self) -> Any:
+        """
+        A new session is refused with 421 after C{wait_for_server}.
+        """
+        reply = yield self.qmgr.sessionOpen("S1", "192.0.2.1")
+        self.assertEqual((reply["code"], reply["dsn"]), (421, "4.3.2"))
+
+    @defer.inlineCallbacks
+    def test_checkAcceptance(self) -> Any:
+        """
+        A new transaction is refused with 451.
+        """
+        reply = yield self.qmgr.checkAcceptance(100, "S1")
+        self.assertEqual((reply["code"], reply["dsn"]), (451, "4.3.0"))
+
+    @defer.inlineCallbacks
+    def test_commitTransaction(self) -> Any:
+        """
+        An envelope cannot be committed: the call fails, SMTPS answers 451.
+        """
+        with self.assertRaises(Exception):
+            yield self.qmgr.commitTransaction(ENVELOPE)
+
+    @defer.inlineCallbacks
+    def test_serverComesBack(self) -> Any:
+        """
+        A call waiting for QMGR is answered once QMGR listens, within
+        C{wait_for_server}.
+        """
+        self.qmgr.peer.waitForServer = 5
+        backend = FakeQueueManager()
+        d = self.qmgr.sessionOpen("S1", "192.0.2.1")
+        yield deferLater(reactor, 0.2, lambda: None)
+        self.assertFalse(d.called)
+        serve(self, queueManagerFactory(backend), self.path)
+        reply = yield d
+        self.assertIsNone(reply)
+        self.assertEqual(backend.sessions, {"S1": "192.0.2.1"})
+
+    @defer.inlineCallbacks
+    def test_serverRestarts(self) -> Any:
+        """
+        After the connection to QMGR ends, the proxy connects to the new
+        QMGR by itself.
+        """
+        self.qmgr.peer.waitForServer = 5
+        first = FakeQueueManager()
+        port = serve(self, queueManagerFactory(first), self.path)
+        self.assertIsNone((yield self.qmgr.sessionOpen("S1", "192.0.2.1")))
+        yield port.stopListening()
+        self.qmgr.peer.protocol.transport.loseConnection()
+        yield deferLater(reactor, 0.05, lambda: None)
+        os.unlink(self.path) if os.path.exists(self.path) else None
+        second = FakeQueueManager()
+        serve(self, queueManagerFactory(second), self.path)
+        self.assertIsNone((yield self.qmgr.sessionOpen("S2", "192.0.2.1")))
+        self.assertEqual(second.sessions, {"S2": "192.0.2.1"})
