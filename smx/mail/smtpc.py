@@ -37,7 +37,8 @@ DESCRIPTION
     policies of their next-hop domains (C{tls_policy_map}, else
     C{tls_security_level}; MTA-STS; DANE for each MX host; REQUIRETLS of
     the transaction), each group delivered under its own; a session is
-    used, and cached, only under the policy it was checked against.  A
+    used, and cached, only under the policy it was checked against
+    (C{TLS-Required: No}: without MTA-STS and DANE, RFC 8689).  A
     route whose policy is not met is skipped with C{451 4.7.4} or C{451
     4.7.5} (C{550 5.7.10} with REQUIRETLS) and a C{tls_policy_failed}
     record, and nothing is sent on it.
@@ -75,7 +76,9 @@ DESCRIPTION
 CONFIGURATION PARAMETERS
     smtpc [NAME] { io_timeout; LMTP_socket; remote_port; log_level;
             log { ... }; tls { cert_file; key_file; CAcert_file;
-            CAcert_path } }
+            CAcert_path }; tls_security_level; tls_policy_map;
+            tls_min_protocol; tls_ciphers; mta_sts ... }
+    smar { nameserver }: the resolver of TLSA records (DANE)
     qmgr { flags = reuse_connection; OCC_max_entries }
     hostname (global): the name used in EHLO/LHLO.
 
@@ -108,7 +111,9 @@ DIAGNOSTICS
           too_many_recipients=50, status=new transaction
 
     A failure has C{stat=} the reply code (or 451 for a local timeout or a
-    lost connection) and C{reply=} the reason.
+    lost connection) and C{reply=} the reason.  TLS policy records
+    (C{func=tls_policy_failed}, C{func=tls_policy_ok}) are described in
+    L{smx.tlspolicy.policy} and doc/tls.md.
 """
 
 from __future__ import annotations
@@ -141,7 +146,7 @@ from smx.tlspolicy.destination import (
     TLSPolicies,
     groupByDestination,
 )
-from smx.tlspolicy.policy import REQUIRETLS
+from smx.tlspolicy.policy import REQUIRETLS, TLS_REQUIRED_NO
 from smx.tlspolicy.policymap import PolicyMap
 from smx.unixsocket import socketName
 
@@ -299,6 +304,8 @@ class DeliveryAgent(service.Service):
             if route.get("mailer") == "esmtp" and host and host not in mxHosts:
                 mxHosts.append(host)
         requireTLS = bool(transaction.get(REQUIRETLS))
+        # TLS-Required: No (RFC 8689 section 4.1)
+        ignoreRecipient = bool(transaction.get(TLS_REQUIRED_NO)) and not requireTLS
         byDomain = {}  # type: Dict[str, Any]
         results = [None] * len(recipients)  # type: List[Optional[Dict[str, Any]]]
         dests = []
@@ -308,7 +315,7 @@ class DeliveryAgent(service.Service):
             if domain not in byDomain:
                 try:
                     byDomain[domain] = await self.policies.destination(
-                        domain, mxHosts, requireTLS
+                        domain, mxHosts, requireTLS, ignoreRecipient
                     )
                 except PolicyMapError as e:
                     self.log.error("tlsPolicy", da_ta=daTa, domain=domain, error=str(e))

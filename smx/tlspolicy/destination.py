@@ -260,11 +260,18 @@ class TLSPolicies:
         )
 
     async def destination(
-        self, domain: str, mxHosts: Sequence[str], requireTLS: bool = False
+        self,
+        domain: str,
+        mxHosts: Sequence[str],
+        requireTLS: bool = False,
+        ignoreRecipientPolicies: bool = False,
     ) -> Destination:
         """
         The policies of the next-hop C{domain}.
 
+        @param ignoreRecipientPolicies: C{TLS-Required: No} (RFC 8689
+            section 4.1): no MTA-STS, and C{dane}/C{dane-only} act as
+            C{may}.
         @raise PolicyMapError: the configured policy cannot be known now.
         """
         domain = domain.lower().rstrip(".")
@@ -273,6 +280,10 @@ class TLSPolicies:
             base = self.policyMap.find(domain)
         if base is None:
             base = self.default
+        if ignoreRecipientPolicies and not requireTLS:
+            if base.level in ("dane", "dane-only"):
+                base = TLSPolicy("may", source=base.source, policyDomain=domain)
+            return Destination(domain, base, None, False)
         sts = None  # type: Optional[TLSPolicy]
         if domain and not domain.startswith("[") and base.level != "none":
             for source in self.sources:

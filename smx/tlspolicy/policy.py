@@ -71,6 +71,12 @@ DESCRIPTION
     C{550 5.7.10} for a TLS failure, C{550 5.7.30} for a next hop without
     REQUIRETLS; QMGR bounces.
 
+    C{TLS-Required: No} (RFC 8689 section 4.1): a transaction with
+    C{"tlsRequiredNo": True} (L{TLS_REQUIRED_NO}; never together with
+    REQUIRETLS) is delivered without the recipient domain's policies:
+    no MTA-STS, no DANE (C{dane} and C{dane-only} act as C{may}); the
+    policy map and C{tls_security_level} still apply.
+
     Other failures of a policy defer the recipients with C{451 4.7.4}
     (no STARTTLS offered) or C{451 4.7.5} (handshake, certificate, name,
     fingerprint or TLSA failure); nothing is sent in clear where the
@@ -109,6 +115,7 @@ __all__ = [
     "RESULT_TYPES",
     "SOURCES",
     "TLSPolicy",
+    "TLS_REQUIRED_NO",
     "normalizeFingerprint",
 ]
 
@@ -145,6 +152,12 @@ RESULT_TYPES = (
 #: the key of the delivery transaction (L{smx.interfaces.IDeliveryAgent})
 #: that says the message was received with REQUIRETLS (RFC 8689)
 REQUIRETLS = "requiretls"
+
+#: the key of the delivery transaction that says the message has the
+#: header field C{TLS-Required: No} and was not received with REQUIRETLS
+#: (RFC 8689 section 4.1): the recipient domain's policies (MTA-STS,
+#: DANE) are ignored, the configured ones are not
+TLS_REQUIRED_NO = "tlsRequiredNo"
 
 #: C{func=} of the record of a policy not met (with C{sev=WARN})
 FAILED_RECORD = "tls_policy_failed"

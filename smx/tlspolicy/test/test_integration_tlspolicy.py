@@ -54,6 +54,17 @@ def pki(directory: str) -> TestPKI:
     return _PKI
 
 
+def stsPolicy(testing: bool = False, mx: str = "*.example.com") -> TLSPolicy:
+    """An MTA-STS policy of C{example.com} as the MTA-STS source gives it."""
+    return TLSPolicy(
+        "verify",
+        matchNames=(mx,),
+        source="mta-sts",
+        testing=testing,
+        policyDomain="example.com",
+    )
+
+
 class _Base(TestCase):
     def setUp(self) -> None:
         self.pki = pki(os.path.abspath(self.mktemp()))
@@ -103,6 +114,16 @@ class _Base(TestCase):
         agent = self.agent(policies)
         [result] = yield agent.deliver(self.transaction(*ports, **extra))
         return result
+
+    def dane(self, level: str, records: List[tuple], signed: bool = True) -> Any:
+        port, stop, server = startDNSServerWithLog(
+            {"_25._tcp." + MX: records}, signed=["example.com"] if signed else []
+        )
+        self.addCleanup(stop)
+        self.dnsServer = server
+        dns = DNSResolver(reactor, ["127.0.0.1:%d" % (port,)], 5, False)
+        self.addCleanup(dns.close)
+        return self.policies(level, dns=dns)
 
     def failed(self) -> List[Dict[str, str]]:
         return recordsOf(self.sink.lines(), "tls_policy_failed")
@@ -413,16 +434,6 @@ class DANETests(_Base):
     says which zones are signed.
     """
 
-    def dane(self, level: str, records: List[tuple], signed: bool = True) -> Any:
-        port, stop, server = startDNSServerWithLog(
-            {"_25._tcp." + MX: records}, signed=["example.com"] if signed else []
-        )
-        self.addCleanup(stop)
-        self.dnsServer = server
-        dns = DNSResolver(reactor, ["127.0.0.1:%d" % (port,)], 5, False)
-        self.addCleanup(dns.close)
-        return self.policies(level, dns=dns)
-
     @defer.inlineCallbacks
     def test_daneEE(self) -> Any:
         """
@@ -522,22 +533,13 @@ class SourceTests(_Base):
     winning over it.
     """
 
-    def sts(self, testing: bool = False, mx: str = "*.example.com") -> TLSPolicy:
-        return TLSPolicy(
-            "verify",
-            matchNames=(mx,),
-            source="mta-sts",
-            testing=testing,
-            policyDomain="example.com",
-        )
-
     @defer.inlineCallbacks
     def test_enforce(self) -> Any:
         """
         Enforce: verified TLS to the MX; an untrusted certificate is
         deferred with C{policy=mta-sts}.
         """
-        source = FakeSource({"example.com": self.sts()})
+        source = FakeSource({"example.com": stsPolicy()})
         port, good = listenReceiver(self, self.pki.context("good"))
         result = yield self.deliver(self.policies(sources=[source]), port)
         self.assertDelivered(result, good, tls=True)
@@ -551,7 +553,7 @@ class SourceTests(_Base):
         """
         Enforce: an MX host the policy does not list is not connected to.
         """
-        source = FakeSource({"example.com": self.sts(mx="mail.example.org")})
+        source = FakeSource({"example.com": stsPolicy(mx="mail.example.org")})
         port, factory = listenReceiver(self, self.pki.context("good"))
         result = yield self.deliver(self.policies(sources=[source]), port)
         self.assertEqual(result["status"], "temp")
@@ -564,7 +566,7 @@ class SourceTests(_Base):
         Testing: failures are logged (C{testing=1}) and the mail goes as
         with the configured policy.
         """
-        source = FakeSource({"example.com": self.sts(testing=True)})
+        source = FakeSource({"example.com": stsPolicy(testing=True)})
         port, factory = listenReceiver(self, self.pki.context("untrusted"))
         result = yield self.deliver(self.policies(sources=[source]), port)
         self.assertDelivered(result, factory, tls=True)
@@ -583,6 +585,49 @@ class SourceTests(_Base):
         result = yield self.deliver(self.policies(sources=[source]), port)
         self.assertDelivered(result, plain, tls=False)
         self.assertEqual(self.failed()[1]["result_type"], "starttls-not-supported")
+
+
+class TLSRequiredNoTests(_Base):
+    """
+    C{TLS-Required: No} (RFC 8689 section 4.1): the recipient domain's
+    policies are ignored, the configured ones are not.
+    """
+
+    @defer.inlineCallbacks
+    def test_mtaStsIgnored(self) -> Any:
+        """
+        An MTA-STS policy in enforce mode does not stop delivery to a
+        receiver with an untrusted certificate.
+        """
+        source = FakeSource({"example.com": stsPolicy()})
+        port, factory = listenReceiver(self, self.pki.context("untrusted"))
+        result = yield self.deliver(
+            self.policies(sources=[source]), port, tlsRequiredNo=True
+        )
+        self.assertDelivered(result, factory, tls=True)
+        self.assertEqual(self.failed(), [])
+
+    @defer.inlineCallbacks
+    def test_daneIgnored(self) -> Any:
+        """
+        TLSA records that do not match do not stop delivery (C{dane-only}
+        acts as C{may}).
+        """
+        other = self.pki.leaf("untrusted")
+        policies = self.dane("dane-only", [("TLSA", 3, 1, 1, tlsaHex(other))])
+        port, factory = listenReceiver(self, self.pki.context("good"))
+        result = yield self.deliver(policies, port, tlsRequiredNo=True)
+        self.assertDelivered(result, factory, tls=True)
+
+    @defer.inlineCallbacks
+    def test_configuredKept(self) -> Any:
+        """
+        The configured level still applies.
+        """
+        port, factory = listenReceiver(self, None)
+        result = yield self.deliver(self.policies("encrypt"), port, tlsRequiredNo=True)
+        self.assertEqual(result["status"], "temp")
+        self.assertEqual(clearMail(factory), [])
 
 
 class RequireTLSTests(_Base):
