@@ -1,3 +1,4 @@
+# -*- test-case-name: smx.config.test.test_permissions -*-
 """
 Tests for L{smx.config.permissions}: the owner and mode checks of seed
 §9.2, on real files in a temporary directory, and C{twistd smx} refusing
