@@ -440,21 +440,27 @@ class _ResolvingEndpoint:
 
 @implementer(IAgentEndpointFactory)
 class _EndpointFactory:
-    def __init__(
-        self, reactor: Any, dns: Any, trustRoot: Any, timeout: float, port: int
-    ) -> None:
+    def __init__(self, reactor: Any, dns: Any, trustRoot: Any, timeout: float) -> None:
         self.reactor = reactor
         self.dns = dns
         self.trustRoot = trustRoot
         self.timeout = timeout
-        self.port = port
 
     def endpointForURI(self, uri: Any) -> Any:
         host = uri.host.decode("ascii")
         creator = ssl.optionsForClientTLS(host, trustRoot=self.trustRoot)
         return _ResolvingEndpoint(
-            self.reactor, self.dns, host, self.port, creator, self.timeout
+            self.reactor, self.dns, host, uri.port, creator, self.timeout
         )
+
+
+def agentEndpoints(reactor: Any, dns: Any, trustRoot: Any, timeout: float) -> Any:
+    """
+    The endpoints of an HTTPS C{Agent} that resolves host names with
+    C{dns} (smx's resolver) and checks the server's certificate against
+    C{trustRoot} (an C{IAgentEndpointFactory}).
+    """
+    return _EndpointFactory(reactor, dns, trustRoot, timeout)
 
 
 class _BodyReader(protocol.Protocol):
@@ -544,7 +550,7 @@ class PolicyFetcher:
         self.port = port
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.agent = Agent.usingEndpointFactory(
-            reactor, _EndpointFactory(reactor, dns, trustRoot, timeout, port), pool
+            reactor, agentEndpoints(reactor, dns, trustRoot, timeout), pool
         )
 
     def url(self, domain: str) -> str:

@@ -33,12 +33,20 @@ DESCRIPTION
     C{failure-details} (C{result-type}, C{sending-mta-ip},
     C{receiving-mx-hostname}, C{receiving-ip}, C{failed-session-count},
     C{failure-reason-code}).  C{smx tlsrpt} prints them
-    (L{smx.scripts.tlsrpt}); sending them to the C{rua} of a domain's
-    C{_smtp._tls} record is left to the administrator.
+    (L{smx.scripts.tlsrpt}).
+
+    L{sendReports} (C{smx tlsrpt --send}) sends each to the C{rua} URIs
+    of its domain's C{_smtp._tls} TXT record (RFC 8460 sections 3 and
+    5): a C{mailto:} address gets a C{multipart/report;
+    report-type="tlsrpt"} mail with the gzipped report
+    (L{reportMessage}), submitted to the local SMTPS as C{smx sendmail}
+    submits; an C{https:} URI an HTTPS POST of the gzipped report as
+    C{application/tlsrpt+gzip}.
 
 CONFIGURATION PARAMETERS
     smtpc { tlsrpt; tlsrpt_directory; tlsrpt_organization;
     tlsrpt_contact; mta_sts_cache }   and the global C{hostname}
+    pickup { submission_address }      where report mails are submitted
 
 DIAGNOSTICS
     A day file that cannot be written is reported once per day
@@ -505,3 +513,292 @@ def reportService(cfg: Any, reactor: Any) -> Optional[ReportService]:
     log = loggerFromConfiguration("smtpc", section)
     recorder = SessionRecorder(settings.directory, reactor, log, reader)
     return ReportService(recorder)
+
+
+# -- sending (RFC 8460 sections 3 and 5) ------------------------------------
+
+
+class RecordError(ValueError):
+    """A C{_smtp._tls} TXT record that cannot be used."""
+
+
+def parseReportingRecord(texts: List[str]) -> List[str]:
+    """
+    The C{rua} URIs of a domain's C{_smtp._tls} TXT records (RFC 8460
+    section 3).
+
+    @param texts: the TXT records (each one's strings joined).
+    @return: the URIs (C{mailto:...}, C{https://...}); C{[]} when no
+        record starts with C{v=TLSRPTv1}.
+    @raise RecordError: several such records, or the one there cannot be
+        parsed.
+    """
+    records = [t for t in texts if re.match(r"v=TLSRPTv1[ \t]*(;|\Z)", t)]
+    if not records:
+        return []
+    if len(records) > 1:
+        raise RecordError("%d TLSRPT records" % (len(records),))
+    uris = []  # type: List[str]
+    for field in records[0].split(";")[1:]:
+        field = field.strip(" \t")
+        if not field:
+            continue
+        name, sep, value = field.partition("=")
+        if not sep:
+            raise RecordError("bad TLSRPT record field %r" % (field,))
+        if name == "rua":
+            uris = [u.strip(" \t") for u in value.split(",")]
+    if not uris or not all(uris):
+        raise RecordError("TLSRPT record without rua")
+    return uris
+
+
+def mailtoAddress(uri: str) -> Optional[str]:
+    """
+    The address of a C{mailto:} URI (RFC 6068; a query is ignored), or
+    C{None} if it is not one with an address.
+    """
+    from urllib.parse import unquote
+
+    if not uri.lower().startswith("mailto:"):
+        return None
+    address = unquote(uri[7:].split("?", 1)[0])
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        return None
+    if any(ord(c) < 0x21 or ord(c) == 0x7F or c in "<>,;" for c in address):
+        return None
+    return address
+
+
+def reportFileName(report: Dict[str, Any], submitter: str) -> str:
+    """
+    The file name of a gzipped report (RFC 8460 section 5.3):
+    C{submitter!policy-domain!begin!end!unique-id.json.gz}.
+    """
+    begin = calendar.timegm(
+        time.strptime(report["date-range"]["start-datetime"], "%Y-%m-%dT%H:%M:%SZ")
+    )
+    end = calendar.timegm(
+        time.strptime(report["date-range"]["end-datetime"], "%Y-%m-%dT%H:%M:%SZ")
+    )
+    domain = report["policies"][0]["policy"]["policy-domain"]
+    unique = re.sub(r"[^A-Za-z0-9._-]", "-", report["report-id"])
+    return "%s!%s!%d!%d!%s.json.gz" % (submitter, domain, begin, end, unique)
+
+
+def reportMessage(
+    report: Dict[str, Any], settings: ReportSettings, to: str, now: float
+) -> bytes:
+    """
+    The mail that carries C{report} to C{to} (RFC 8460 section 5.3): a
+    C{multipart/report; report-type="tlsrpt"} with the gzipped JSON
+    report as C{application/tlsrpt+gzip}.
+
+    @return: the message with CR LF line ends.
+    """
+    import gzip
+    from email import policy as emailPolicy
+    from email.mime.application import MIMEApplication
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+    from email.utils import formatdate, make_msgid
+
+    domain = report["policies"][0]["policy"]["policy-domain"]
+    submitter = settings.hostname
+    message = MIMEMultipart("report", report_type="tlsrpt")
+    message["From"] = reportSender(settings)
+    message["To"] = to
+    message["Date"] = formatdate(now)
+    message["Message-ID"] = make_msgid(domain=settings.hostname)
+    message["Subject"] = "Report Domain: %s Submitter: %s Report-ID: <%s>" % (
+        domain,
+        submitter,
+        report["report-id"],
+    )
+    message["TLS-Report-Domain"] = domain
+    message["TLS-Report-Submitter"] = submitter
+    message.attach(
+        MIMEText(
+            "This is an aggregate TLS report (RFC 8460) from %s for %s.\n"
+            % (submitter, domain),
+            "plain",
+            "us-ascii",
+        )
+    )
+    blob = gzip.compress(json.dumps(report).encode("utf-8"), mtime=0)
+    part = MIMEApplication(blob, "tlsrpt+gzip")
+    part.add_header(
+        "Content-Disposition",
+        "attachment",
+        filename=reportFileName(report, submitter),
+    )
+    message.attach(part)
+    # no folding of the long file name into RFC 2231 pieces
+    return message.as_bytes(policy=emailPolicy.SMTP.clone(max_line_length=0))
+
+
+def reportSender(settings: ReportSettings) -> str:
+    """
+    The sender of the report mails: C{tlsrpt_contact} if it is a mail
+    address, else C{postmaster@hostname}.
+    """
+    contact = settings.contactInfo
+    if mailtoAddress("mailto:" + contact) is not None:
+        return contact
+    return "postmaster@%s" % (settings.hostname,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """
+    What became of one report for one C{rua} URI.
+
+    @ivar domain: the policy domain.
+    @ivar uri: the C{rua} URI (empty when there was none).
+    @ivar outcome: C{sent}, C{skipped} (the domain asks for no report) or
+        C{failed}.
+    @ivar text: why, or the server's answer.
+    """
+
+    domain: str
+    uri: str
+    outcome: str
+    text: str
+
+
+async def sendReports(
+    reports: List[Dict[str, Any]],
+    settings: ReportSettings,
+    dns: Any,
+    submit: Callable[[str, bytes], Any],
+    post: Callable[[str, bytes], Any],
+    now: float,
+) -> List[Delivery]:
+    """
+    Send each report to the C{rua} URIs of its domain's C{_smtp._tls} TXT
+    record: by mail (C{mailto:}, L{reportMessage}) or by an HTTPS POST
+    of the gzipped report (C{https:}, RFC 8460 section 5.4).
+
+    @param dns: looks up the TXT records (C{lookupTXT}).
+    @param submit: C{submit(address, message)} -> (a Deferred firing
+        with) C{(ok, text)}.
+    @param post: C{post(uri, gzipped report)} -> (a Deferred firing with)
+        C{(ok, text)}.
+    """
+    import gzip
+
+    from twisted.internet import defer
+
+    from smx.maps.errors import DNSPermanentError, DNSTemporaryError
+
+    done = []  # type: List[Delivery]
+    for report in reports:
+        domain = report["policies"][0]["policy"]["policy-domain"]
+        try:
+            texts = await dns.lookupTXT("_smtp._tls." + domain)
+        except DNSPermanentError:
+            texts = []
+        except DNSTemporaryError as e:
+            done.append(Delivery(domain, "", "failed", "DNS: %s" % (e,)))
+            continue
+        try:
+            uris = parseReportingRecord(texts)
+        except RecordError as e:
+            done.append(Delivery(domain, "", "skipped", str(e)))
+            continue
+        if not uris:
+            done.append(Delivery(domain, "", "skipped", "no TLSRPT record"))
+            continue
+        for uri in uris:
+            address = mailtoAddress(uri)
+            if address is not None:
+                message = reportMessage(report, settings, address, now)
+                ok, text = await defer.maybeDeferred(submit, address, message)
+            elif uri.lower().startswith("https://"):
+                blob = gzip.compress(json.dumps(report).encode("utf-8"), mtime=0)
+                ok, text = await defer.maybeDeferred(post, uri, blob)
+            else:
+                done.append(
+                    Delivery(domain, uri, "skipped", "not a mailto: or https: URI")
+                )
+                continue
+            done.append(Delivery(domain, uri, "sent" if ok else "failed", text))
+    return done
+
+
+def submitter(cfg: Any, settings: ReportSettings) -> Callable[[str, bytes], Any]:
+    """
+    C{submit(address, message)} for L{sendReports}: one ESMTP transaction
+    with the local SMTPS (C{pickup { submission_address }}), as C{smx
+    sendmail} submits, in a thread.
+    """
+    from twisted.internet import threads
+
+    from smx.queue.maildrop import DropEnvelope, DropRecipient
+    from smx.queue.pickupsettings import submissionAddress
+    from smx.queue.submission import submit
+
+    where = submissionAddress(cfg)
+    sender = reportSender(settings)
+
+    def _submit(address: str, message: bytes) -> Tuple[bool, str]:
+        envelope = DropEnvelope(sender, (DropRecipient(address),))
+        outcome = submit(where, envelope, message, settings.hostname)
+        if outcome.accepted:
+            return True, "accepted by %s:%d" % where
+        failed = outcome.temporary + outcome.permanent
+        return False, failed[0].reply if failed else "not accepted"
+
+    return lambda address, message: threads.deferToThread(_submit, address, message)
+
+
+def poster(
+    reactor: Any, dns: Any, trustRoot: Any, timeout: float
+) -> Callable[[str, bytes], Any]:
+    """
+    C{post(uri, blob)} for L{sendReports}: an HTTPS POST of the gzipped
+    report as C{application/tlsrpt+gzip}, the server's certificate
+    checked against C{trustRoot}, its name resolved with C{dns}.
+    """
+    from twisted.web.client import Agent, HTTPConnectionPool, readBody
+    from twisted.web.http_headers import Headers
+
+    from smx.tlspolicy.mtasts import agentEndpoints
+
+    agent = Agent.usingEndpointFactory(
+        reactor,
+        agentEndpoints(reactor, dns, trustRoot, timeout),
+        HTTPConnectionPool(reactor, persistent=False),
+    )
+
+    async def _post(uri: str, blob: bytes) -> Tuple[bool, str]:
+        import io
+
+        from twisted.internet import defer
+        from twisted.web.client import FileBodyProducer
+
+        try:
+            d = agent.request(
+                b"POST",
+                uri.encode("ascii"),
+                Headers({b"Content-Type": [b"application/tlsrpt+gzip"]}),
+                FileBodyProducer(io.BytesIO(blob)),
+            )
+            d.addTimeout(timeout, reactor)
+            response = await d
+            await readBody(response)
+        except (defer.CancelledError, defer.TimeoutError):
+            return False, "timeout"
+        except Exception as e:
+            reasons = getattr(e, "reasons", None)
+            if reasons:
+                return False, "; ".join(r.getErrorMessage() for r in reasons)
+            return False, str(e) or type(e).__name__
+        if 200 <= response.code < 300:
+            return True, "HTTP status %d" % (response.code,)
+        return False, "HTTP status %d" % (response.code,)
+
+    from twisted.internet import defer
+
+    return lambda uri, blob: defer.Deferred.fromCoroutine(_post(uri, blob))

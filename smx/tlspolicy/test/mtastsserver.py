@@ -14,7 +14,7 @@ C{server.requests} lists the host names asked for, in order.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from twisted.internet import defer, ssl
 from twisted.web import resource, server
@@ -48,6 +48,19 @@ class _PolicyPage(resource.Resource):
         request.setHeader(b"content-type", contentType.encode("ascii"))
         return body.encode("utf-8") if isinstance(body, str) else body
 
+    def render_POST(self, request: Any) -> bytes:
+        host = (request.getHeader(b"host") or b"").decode("ascii").split(":")[0]
+        self.owner.posts.append(
+            (
+                host,
+                request.path.decode("ascii"),
+                (request.getHeader(b"content-type") or b"").decode("ascii"),
+                request.content.read(),
+            )
+        )
+        request.setResponseCode(self.owner.postStatus)
+        return b"thanks\n"
+
 
 class PolicyServer:
     """
@@ -57,11 +70,15 @@ class PolicyServer:
     @ivar policies: host name -> C{(status, content type, body)}, or
         C{"hang"} for a request that is never answered.
     @ivar requests: the host names asked for.
+    @ivar posts: the POST requests (TLS reports): C{(host, path, content
+        type, body)}; they are answered with C{postStatus}.
     """
 
     def __init__(self) -> None:
         self.policies = {}  # type: Dict[str, Any]
         self.requests = []  # type: List[str]
+        self.posts = []  # type: List[Tuple[str, str, str, bytes]]
+        self.postStatus = 200
         self.hanging = []  # type: List[Any]
         self.port = 0
         self._listening = None  # type: Any

@@ -25,11 +25,14 @@ from smx.tlspolicy.mtasts import CachedPolicy, PolicyCache, parsePolicy
 from smx.tlspolicy.policy import FAILED_RECORD, OK_RECORD
 from smx.tlspolicy.tlsrpt import (
     KEEP_DAYS,
+    RecordError,
     ReportService,
     ReportSettings,
     SessionRecorder,
     checkDay,
     dailyReports,
+    mailtoAddress,
+    parseReportingRecord,
     readDay,
     reportService,
     stsPolicyReader,
@@ -532,3 +535,56 @@ class AssemblyTests(SynchronousTestCase):
         self.assertIsNone(Logger.observer)
         self.assertEqual(metrics.counters["smx_dns_queries_total"], {("TXT",): 1})
         self.assertEqual(len(list(readDay(directory, DAY))), 1)
+
+
+class ReportingRecordTests(SynchronousTestCase):
+    """
+    L{parseReportingRecord} and L{mailtoAddress}: where reports go
+    (RFC 8460 section 3).
+    """
+
+    def test_rua(self):
+        """
+        The C{rua} URIs of the one C{v=TLSRPTv1} record.
+        """
+        self.assertEqual(
+            parseReportingRecord(
+                ["v=spf1 -all", "v=TLSRPTv1; rua=mailto:a@x.test , https://r.test/x;"]
+            ),
+            ["mailto:a@x.test", "https://r.test/x"],
+        )
+        self.assertEqual(
+            parseReportingRecord(["v=TLSRPTv1;rua=mailto:a@x.test"]),
+            ["mailto:a@x.test"],
+        )
+        self.assertEqual(parseReportingRecord(["v=TLSRPTv10; rua=mailto:a@b"]), [])
+
+    def test_bad(self):
+        """
+        Several records, no C{rua}, an empty URI or a field without C{=}
+        make the record unusable.
+        """
+        for texts in [
+            ["v=TLSRPTv1; rua=mailto:a@b", "v=TLSRPTv1; rua=mailto:c@d"],
+            ["v=TLSRPTv1"],
+            ["v=TLSRPTv1; rua=mailto:a@b,"],
+            ["v=TLSRPTv1; junk"],
+        ]:
+            self.assertRaises(RecordError, parseReportingRecord, texts)
+
+    def test_mailto(self):
+        """
+        A C{mailto:} URI's address (percent-decoded, without a query).
+        """
+        self.assertEqual(
+            mailtoAddress("mailto:tls%2Brpt@x.test?subject=x"), "tls+rpt@x.test"
+        )
+        self.assertEqual(mailtoAddress("MAILTO:a@b.test"), "a@b.test")
+        for bad in [
+            "https://x.test/",
+            "mailto:",
+            "mailto:nobody",
+            "mailto:a b@c",
+            "mailto:a@b%0D%0A",
+        ]:
+            self.assertIsNone(mailtoAddress(bad), bad)
