@@ -273,7 +273,15 @@ def makeContext(method, certFile, keyFile, caFile, caPath) -> SSL.Context:
             context.use_privatekey_file(keyFile or certFile)
             context.check_privatekey()
         except (OSError, SSL.Error) as e:
-            raise TLSConfigurationError("key_file %s: %s" % (keyFile, _why(e)))
+            why = _why(e)
+            if "mismatch" in why:
+                why = " does not belong to the certificate in cert_file %s (%s)" % (
+                    certFile,
+                    why,
+                )
+            else:
+                why = ": " + why
+            raise TLSConfigurationError("key_file %s%s" % (keyFile, why))
     if caFile or caPath:
         try:
             context.load_verify_locations(
@@ -299,8 +307,17 @@ def _loadCAs(caFile: str) -> list:
 
 
 def _why(error: Exception) -> str:
+    """One line for an OpenSSL or OS error: OpenSSL's reasons only."""
     if isinstance(error, OSError):
         return error.strerror or str(error)
+    if isinstance(error, (SSL.Error, crypto.Error)) and error.args:
+        reasons = [
+            str(item[2])
+            for item in error.args[0]
+            if isinstance(item, tuple) and item[2:] and item[2]
+        ]
+        if reasons:
+            return "; ".join(reasons)
     return str(error) or error.__class__.__name__
 
 

@@ -12,8 +12,9 @@ DESCRIPTION
     connection limits in force, rates.  C{status} is the health check for
     systemd and monitoring: exit status 0 and one line when QMGR answers,
     DEFEDB is open and the queue disk has C{min_disk_space}; else exit
-    status 1 and the reason on one line (standard error).  C{-r} reloads the maps (SMAR's and
-    the conf map).  C{flush} retries deferred recipients now (all, or of
+    status 1 and the reason on one line (standard error).  C{-r} (or
+    C{reload}) reloads the maps (SMAR's and the conf map) and SMTPS's
+    certificates (doc/tls.md).  C{flush} retries deferred recipients now (all, or of
     one transaction), C{hold}/C{release} stop and restart delivery of a
     transaction or one recipient (by index or address), C{delete} removes
     them without a bounce.
@@ -211,7 +212,9 @@ def run(argv: List[str]) -> int:
         "-q", dest="queue", help="the main queue directory (default: current)"
     )
     parser.add_argument("-S", dest="socket", help="the control socket")
-    parser.add_argument("-r", dest="reload", action="store_true", help="reload maps")
+    parser.add_argument(
+        "-r", dest="reload", action="store_true", help="reload maps and certificates"
+    )
     parser.add_argument("--json", action="store_true", help="JSON output")
     parser.add_argument("command", nargs="?", default="status", choices=COMMANDS)
     parser.add_argument("args", nargs="*", help="transaction id, recipient")

@@ -13,7 +13,7 @@ certificate, written as PEM files into a directory.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Tuple
 
 import trustme
 
@@ -74,3 +74,26 @@ def makeCertificates(directory: str) -> Certificates:
     certs.strangerCert = write("stranger.pem", stranger.cert_chain_pems[0])
     certs.strangerKey = write("stranger.key", stranger.private_key_pem)
     return certs
+
+
+def issueCertificate(
+    ca: Any, directory: str, name: str, *hostnames: str, **kw: Any
+) -> Tuple[str, str]:
+    """
+    Write a certificate of C{ca} (a C{trustme.CA}) for C{hostnames}, with
+    the common name C{name}, as C{directory/name.pem} (with its chain)
+    and its key as C{directory/name.key} (mode 0600).
+
+    @param kw: more arguments of C{trustme.CA.issue_cert} (C{not_after}).
+    @return: the certificate and key file names.
+    """
+    os.makedirs(directory, exist_ok=True)
+    leaf = ca.issue_cert(*hostnames, common_name=name, **kw)
+    cert = os.path.join(directory, name + ".pem")
+    key = os.path.join(directory, name + ".key")
+    with open(cert, "wb") as f:
+        for blob in leaf.cert_chain_pems:
+            f.write(blob.bytes())
+    leaf.private_key_pem.write_to_path(key)
+    os.chmod(key, 0o600)
+    return cert, key

@@ -19,6 +19,7 @@ from smx.mail.tls import (
     makeContext,
     tlsInfo,
 )
+from smx.test.certs import issueCertificate as issue
 from smx.test.certs import makeCertificates
 
 
@@ -106,25 +107,6 @@ class ContextFactoryTests(unittest.TestCase):
             (info["version"], info["bits"], info["verify"]), ("TLSv1.3", 256, "NOT")
         )
         self.assertEqual(tlsInfo(FakeConnection(), True)["verify"], "NO")
-
-
-def issue(ca, directory, name, *hostnames, **kw):
-    """
-    Write a certificate of C{ca} for C{hostnames} (CN C{name}) and its
-    key (mode 0600) into C{directory}.
-
-    @return: C{(certificate file, key file)}.
-    """
-    os.makedirs(directory, exist_ok=True)
-    leaf = ca.issue_cert(*hostnames, common_name=name, **kw)
-    cert = os.path.join(directory, name + ".pem")
-    key = os.path.join(directory, name + ".key")
-    with open(cert, "wb") as f:
-        for blob in leaf.cert_chain_pems:
-            f.write(blob.bytes())
-    leaf.private_key_pem.write_to_path(key)
-    os.chmod(key, 0o600)
-    return cert, key
 
 
 def handshake(serverContext, serverName=None, clientMax=None):
@@ -310,7 +292,11 @@ class ReloadTests(unittest.TestCase):
         other = issue(self.ca, self.directory, "other", "other.test")
         os.rename(other[1], self.key)
         e = self.assertRaises(TLSConfigurationError, self.factory.reload)
-        self.assertIn("key_file %s" % (self.key,), str(e))
+        self.assertEqual(
+            str(e),
+            "key_file %s does not belong to the certificate in cert_file %s "
+            "(key values mismatch)" % (self.key, self.cert),
+        )
         os.remove(self.cert)
         e = self.assertRaises(TLSConfigurationError, self.factory.reload)
         self.assertIn("cert_file %s" % (self.cert,), str(e))

@@ -1,0 +1,393 @@
+# -*- test-case-name: smx.mail.test.test_integration_tls_server -*-
+"""
+Integration tests of SMTPS's TLS as users meet it (doc/tls.md, "Server"):
+a real C{twistd -n smx} on loopback with certificates made at test time
+(C{trustme}), checked by OpenSSL's C{openssl s_client -starttls smtp},
+Postfix's C{posttls-finger}, swaks and Python's C{smtplib}:
+
+    - the certificate chosen by the client's server name (SNI), the
+      default one for other names, TLS 1.2 and newer only;
+    - renewed files picked up after SIGUSR1 and C{smx qmgrctl reload}
+      while a TLS session that began before goes on and delivers its
+      message; a broken renewal changes nothing and is logged;
+    - C{smx config} and C{twistd smx} refusing missing, mismatched and
+      world-readable files of the SNI certificates;
+    - REQUIRETLS (RFC 8689): offered after STARTTLS only, refused before,
+      and kept in the queue across C{kill -9} and a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import ssl
+import subprocess
+from typing import Any, List, Optional, Tuple
+
+import trustme
+from twisted.internet import defer, threads
+
+from smx.test.certs import issueCertificate
+from smx.test.mta import (
+    SMX,
+    SWAKS,
+    TWISTD,
+    MTATestCase,
+    configuration,
+    freePort,
+    swaks,
+    until,
+)
+
+OPENSSL = "/usr/bin/openssl"
+POSTTLS_FINGER = "/usr/sbin/posttls-finger"
+
+#: smtps's tls section: a default certificate and one chosen by SNI
+TLS = """tls {
+        cert_file = "certs/mx.pem"; key_file = "certs/mx.key";
+        certificate second {
+            cert_file = "certs/mx2.pem"; key_file = "certs/mx2.key";
+            server_names = { mx2.test, *.wild.test };
+        }
+    }"""
+
+
+def run(argv: List[str], env: Optional[dict] = None) -> "defer.Deferred[Any]":
+    """
+    Run a program without blocking, C{QUIT} on its standard input (which
+    ends C{openssl s_client}): C{(stdout, stderr, status)}.
+    """
+
+    def _run() -> Tuple[bytes, bytes, int]:
+        p = subprocess.run(
+            argv,
+            input=b"QUIT\r\n",
+            capture_output=True,
+            timeout=30,
+            env=dict(os.environ, **(env or {})),
+        )
+        return p.stdout, p.stderr, p.returncode
+
+    return threads.deferToThread(_run)
+
+
+def subjectCN(out: bytes) -> Optional[str]:
+    """The CN of the C{subject=} line of C{openssl s_client}'s output."""
+    for line in out.decode("utf-8", "replace").splitlines():
+        if line.startswith("subject=") and "CN = " in line:
+            return line.split("CN = ", 1)[1].split(",")[0].strip()
+    return None
+
+
+class _Base(MTATestCase):
+    def setUp(self) -> None:
+        MTATestCase.setUp(self)
+        self.need(OPENSSL)
+        self.ca = trustme.CA()
+        self.certs = self.mta.path("certs")
+        self.caFile = os.path.join(self.root, "ca.pem")
+        self.ca.cert_pem.write_to_path(self.caFile)
+        issueCertificate(self.ca, self.certs, "mx", "mx.test")
+        issueCertificate(self.ca, self.certs, "mx2", "mx2.test")
+
+    def startMTA(self, smtps: str = TLS, **kw: Any) -> None:
+        self.mta.write(
+            configuration(self.mta.port, smtps=smtps, **kw),
+            mt="localhost lmtp:\nremote.test [127.0.0.2]\n",
+            aliases="alice: local:\n",
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        self.mta.start()
+
+    def renew(self, name: str, target: str = "mx") -> None:
+        """Put a new certificate with CN C{name} in place of C{target}'s."""
+        cert, key = issueCertificate(self.ca, self.root, name, target + ".test")
+        os.replace(key, os.path.join(self.certs, target + ".key"))
+        os.replace(cert, os.path.join(self.certs, target + ".pem"))
+
+    def sClient(self, *options: str) -> "defer.Deferred[Any]":
+        """C{openssl s_client -starttls smtp} to smx, with C{options}."""
+        argv = [OPENSSL, "s_client", "-starttls", "smtp", "-connect"]
+        argv += ["127.0.0.1:%d" % (self.mta.port,), "-CAfile", self.caFile]
+        return run(argv + list(options))
+
+    @defer.inlineCallbacks
+    def presented(self, *options: str) -> Any:
+        """The CN of the certificate smx presents to C{s_client}."""
+        out, err, status = yield self.sClient(*options)
+        return subjectCN(out)
+
+    def check(self, ok: bool, what: str) -> None:
+        if not ok:
+            self.fail("%s; smx's log:\n%s" % (what, self.mta.log()))
+
+
+class ServerNameTests(_Base):
+    """The certificate chosen by SNI, checked by OpenSSL and Postfix."""
+
+    @defer.inlineCallbacks
+    def test_opensslServerName(self) -> Any:
+        """
+        C{openssl s_client -servername}: a name of a certificate section
+        (or its wildcard) gets that certificate, an unknown name or none
+        the default; TLS 1.1 is refused (alert protocol version), TLS 1.2
+        accepted; the log records the name asked for.
+        """
+        self.startMTA()
+        for options, expected in [
+            (("-servername", "mx2.test"), "mx2"),
+            (("-servername", "a.wild.test"), "mx2"),
+            (("-servername", "unknown.test"), "mx"),
+            (("-noservername",), "mx"),
+        ]:
+            cn = yield self.presented(*options)
+            self.assertEqual(cn, expected, options)
+        out, err, status = yield self.sClient(
+            "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"
+        )
+        self.assertIn(b"alert protocol version", err)
+        out, err, status = yield self.sClient("-tls1_2")
+        self.assertIn(b"New, TLSv1.2, Cipher is", out)
+        self.assertIn("starttls=successful, sni=a.wild.test,", self.mta.log())
+
+    @defer.inlineCallbacks
+    def test_posttlsFinger(self) -> Any:
+        """
+        Postfix's C{posttls-finger} at level C{secure} verifies the
+        certificate chosen for its C{-s} server name against the test CA
+        and the name, and the default certificate without SNI.
+        """
+        self.need(POSTTLS_FINGER)
+        self.startMTA()
+        config = os.path.join(self.root, "postfix")
+        os.makedirs(config)
+        open(os.path.join(config, "main.cf"), "w").close()
+        for sni, match, cn in [
+            ("mx2.test", "mx2.test", "mx2"),
+            (None, "mx.test", "mx"),
+        ]:
+            argv = [POSTTLS_FINGER, "-c", "-l", "secure", "-F", self.caFile]
+            argv += ["-L", "summary,certmatch"]
+            if sni:
+                argv += ["-s", sni]
+            argv += ["[127.0.0.1]:%d" % (self.mta.port,), match]
+            out, err, status = yield run(argv, {"MAIL_CONFIG": config})
+            text = (out + err).decode()
+            self.assertIn("matched peername: %s" % (match,), text)
+            self.assertIn("subject_CN=%s," % (cn,), text)
+            self.assertIn("Verified TLS connection established", text)
+
+    @defer.inlineCallbacks
+    def test_receivedWithServerName(self) -> Any:
+        """
+        A message received over TLS with SNI has the TLS version and
+        cipher in its Received: header (App. C.3).
+        """
+        self.startMTA()
+
+        def send() -> None:
+            context = ssl.create_default_context(cafile=self.caFile)
+            with smtplib.SMTP("127.0.0.1", self.mta.port, timeout=10) as client:
+                client._host = "mx2.test"  # type: ignore[attr-defined]
+                client.starttls(context=context)
+                client.sendmail(
+                    "a@x.test", ["alice@localhost"], b"Subject: s\r\n\r\nx\r\n"
+                )
+
+        yield threads.deferToThread(send)
+        self.check((yield until(lambda: self.mta.maildir("alice"))), "not delivered")
+        [message] = self.mta.maildir("alice")
+        self.assertRegex(
+            message.decode(),
+            r"with ESMTPS\r?\n\t\(TLS=TLSv1\.3, cipher=TLS_AES_\w+, bits=\d+, "
+            r"verify=NOT\)\r?\n\tid ",
+        )
+
+
+class ReloadTests(_Base):
+    """Renewed certificates picked up by a running smx."""
+
+    def openSession(self) -> Tuple[smtplib.SMTP, str]:
+        """
+        A TLS session up to RCPT (blocking), and the CN smx presented.
+        """
+        context = ssl.create_default_context(cafile=self.caFile)
+        context.check_hostname = False
+        client = smtplib.SMTP("127.0.0.1", self.mta.port, timeout=10)
+        client.starttls(context=context)
+        cert = client.sock.getpeercert()  # type: ignore[union-attr]
+        cn = dict(x[0] for x in cert["subject"])["commonName"]
+        client.ehlo("client.test")
+        self.assertEqual(client.mail("a@x.test")[0], 250)
+        self.assertEqual(client.rcpt("alice@localhost")[0], 250)
+        return client, cn
+
+    @defer.inlineCallbacks
+    def test_sigusr1(self) -> Any:
+        """
+        After SIGUSR1 new sessions get the renewed certificate while a
+        TLS session that began before goes on and delivers its message;
+        a broken renewal (a key of another certificate) keeps the
+        renewed one, logged with C{sev=ERR}; C{smx qmgrctl reload} reads
+        them again too.
+        """
+        self.startMTA()
+        client, cn = yield threads.deferToThread(self.openSession)
+        self.assertEqual(cn, "mx")
+        self.renew("renewed")
+        os.kill(self.mta.process.pid, signal.SIGUSR1)  # type: ignore[union-attr]
+        self.check(
+            (yield until(lambda: "stat=certificates reloaded" in self.mta.log())),
+            "no reload",
+        )
+        self.assertEqual((yield self.presented()), "renewed")
+        code, _ = yield threads.deferToThread(
+            client.data, b"Subject: begun before\r\n\r\nstill here\r\n"
+        )
+        self.assertEqual(code, 250)
+        yield threads.deferToThread(client.quit)
+        self.check((yield until(lambda: self.mta.maildir("alice"))), "not delivered")
+        self.assertIn(b"still here", self.mta.maildir("alice")[0])
+
+        other = issueCertificate(self.ca, self.root, "other", "other.test")
+        os.replace(other[1], os.path.join(self.certs, "mx.key"))
+        os.kill(self.mta.process.pid, signal.SIGUSR1)  # type: ignore[union-attr]
+        self.check(
+            (yield until(lambda: "sev=ERR, func=reloadCertificates" in self.mta.log())),
+            "no error",
+        )
+        self.assertIn("does not belong to the certificate", self.mta.log())
+        self.assertEqual((yield self.presented()), "renewed")
+
+        self.renew("third")
+        out, err, status = yield self.mta.smx("qmgrctl", "reload")
+        self.assertEqual(status, 0, err)
+        self.assertEqual((yield self.presented()), "third")
+
+
+class ConfigurationTests(_Base):
+    """C{smx config} and C{twistd smx} check the SNI certificates' files."""
+
+    def twistd(self) -> Tuple[int, str]:
+        p = subprocess.run(
+            [TWISTD, "-n", "--pidfile=", "smx", "--config", self.mta.config],
+            capture_output=True,
+            text=True,
+            cwd=self.mta.directory,
+            timeout=30,
+        )
+        return p.returncode, p.stdout + p.stderr
+
+    def test_badFiles(self) -> None:
+        """
+        A missing certificate, a key of another certificate and a key
+        everybody may read: C{smx config} names each at its file, line
+        and column and exits 2; C{twistd smx} does not start, without a
+        traceback.
+        """
+        key2 = os.path.join(self.certs, "mx2.key")
+        for change, message, option in [
+            (
+                lambda: os.remove(os.path.join(self.certs, "mx2.pem")),
+                "cert_file %s: No such file or directory"
+                % os.path.join(self.certs, "mx2.pem"),
+                "cert_file",
+            ),
+            (
+                lambda: os.replace(os.path.join(self.certs, "mx.key"), key2),
+                "key_file %s does not belong to the certificate" % (key2,),
+                "key_file",
+            ),
+            (
+                lambda: os.chmod(key2, 0o644),
+                "key_file %s is readable by others (mode 0644)" % (key2,),
+                "key_file",
+            ),
+        ]:
+            issueCertificate(self.ca, self.certs, "mx", "mx.test")
+            issueCertificate(self.ca, self.certs, "mx2", "mx2.test")
+            change()
+            text = configuration(self.mta.port, smtps=TLS)
+            self.mta.write(text, aliases="alice: local:\n", access="")
+            lines = text.splitlines()
+            line = next(i for i, l in enumerate(lines, 1) if "mx2.pem" in l)
+            column = lines[line - 1].index(option) + 1
+            where = "%s:%d:%d: " % (self.mta.config, line, column)
+            p = subprocess.run(
+                [SMX, "config", "-f", self.mta.config],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(where + message, p.stderr)
+            status, output = self.twistd()
+            self.assertNotEqual(status, 0)
+            self.assertIn(message, output)
+            self.assertNotIn("Traceback", output)
+
+
+class RequireTLSTests(_Base):
+    """REQUIRETLS (RFC 8689) with swaks and smtplib."""
+
+    @defer.inlineCallbacks
+    def test_offeredAfterSTARTTLS(self) -> Any:
+        """
+        swaks sees REQUIRETLS in the EHLO reply after STARTTLS, not in
+        the one before it.
+        """
+        self.need(SWAKS)
+        self.startMTA()
+        out, err, status = yield swaks(
+            self.mta.port, "--tls", "--quit-after", "HELO", "--to", "alice@localhost"
+        )
+        text = out.decode()
+        before, _, after = text.partition("STARTTLS\n")
+        self.assertIn("<~  250-REQUIRETLS", after)
+        self.assertNotIn("REQUIRETLS", before)
+
+    @defer.inlineCallbacks
+    def test_keptAcrossKill(self) -> Any:
+        """
+        C{MAIL ... REQUIRETLS} is refused in clear (530 5.7.10) and
+        accepted after STARTTLS; the message, deferred for a next hop that
+        is down, keeps the flag in the queue: C{smx mailq} shows it while
+        smx runs, after C{kill -9} (C{--offline}) and after a restart.
+        """
+        self.startMTA(smtpc="remote_port = %d;" % (freePort("127.0.0.2"),), retry="1h")
+
+        def send() -> Tuple[int, bytes]:
+            with smtplib.SMTP("127.0.0.1", self.mta.port, timeout=10) as client:
+                client.ehlo("client.test")
+                self.assertFalse(client.has_extn("requiretls"))
+                refused = client.mail("a@x.test", ["REQUIRETLS"])
+                client.starttls(context=ssl._create_unverified_context())
+                client.ehlo("client.test")
+                self.assertTrue(client.has_extn("requiretls"))
+                client.sendmail(
+                    "a@x.test",
+                    ["bob@remote.test"],
+                    b"Subject: secret\r\n\r\nonly over TLS\r\n",
+                    ["REQUIRETLS"],
+                )
+                return refused
+
+        code, text = yield threads.deferToThread(send)
+        self.assertEqual((code, text), (530, b"5.7.10 REQUIRETLS needs a TLS session"))
+        self.check((yield until(lambda: "stat=temp" in self.mta.log())), "no deferral")
+
+        @defer.inlineCallbacks
+        def requiretls(*options: str) -> Any:
+            out, err, status = yield self.mta.smx("mailq", "--json", *options)
+            self.assertEqual(status, 0, err)
+            return [ta["requiretls"] for ta in json.loads(out)]
+
+        self.assertEqual((yield requiretls()), [True])
+        self.mta.kill()
+        self.assertEqual((yield requiretls("--offline")), [True])
+        out, err, status = yield self.mta.smx("mailq", "--offline")
+        self.assertIn(b" REQUIRETLS\n", out)
+        self.mta.start()
+        self.assertEqual((yield requiretls()), [True])
