@@ -31,7 +31,8 @@ DESCRIPTION
     smx's users and groups are those of seed §4 and C{smx setup}:
     C{smxs}, C{smxq}, C{smxc}, C{smxm} and C{smx}, or the names given
     by the environment variables C{SMXS}, C{SMXQ}, C{SMXC}, C{SMXM},
-    C{SMX}; names that do not exist are ignored.
+    C{SMX}, and those the configuration runs its components as (C{user},
+    C{group}); names that do not exist are ignored.
 
     Each component checks only the files it reads (C{component}: C{qmgr},
     C{smar}, C{smtps}, C{smtpc}, C{lmtpd}, C{pickup}, C{metrics}; the
@@ -111,6 +112,39 @@ class Trust:
                 gids.add(grp.getgrnam(name).gr_gid)
             except KeyError:
                 pass
+        return cls(frozenset(uids), frozenset(gids))
+
+    @classmethod
+    def forConfiguration(
+        cls, cfg: object, environ: Optional[Mapping[str, str]] = None
+    ) -> "Trust":
+        """
+        L{forProcess}, and the users and groups the configuration runs
+        its components as (the C{user} and C{group} options of its
+        sections, seed §5.2): they are smx's own, whatever their names.
+        """
+        trust = cls.forProcess(environ)
+        uids, gids = set(trust.uids), set(trust.gids)
+        for section in getattr(cfg, "sections")():
+            spec = getattr(section, "spec")
+            for option, table in (("user", uids), ("group", gids)):
+                if spec.option(option) is None:
+                    continue
+                try:
+                    name = section[option]
+                except (KeyError, ConfigError):
+                    continue
+                if not name:
+                    continue
+                try:
+                    if option == "user":
+                        entry = pwd.getpwnam(name)
+                        uids.add(entry.pw_uid)
+                        gids.add(entry.pw_gid)
+                    else:
+                        gids.add(grp.getgrnam(name).gr_gid)
+                except KeyError:
+                    continue
         return cls(frozenset(uids), frozenset(gids))
 
 
@@ -256,11 +290,11 @@ def unsafeFiles(
     @param component: C{"qmgr"}, C{"smar"}, C{"smtps"}, C{"smtpc"}, ...,
         or C{None} for all (embedded mode).
     @param trust: who may own and write the files (default:
-        L{Trust.forProcess}).
+        L{Trust.forConfiguration}).
     @return: one L{ConfigError} per problem, at the option that names the
         file (the configuration file's own problems first).
     """
-    trust = trust if trust is not None else Trust.forProcess()
+    trust = trust if trust is not None else Trust.forConfiguration(cfg)
     problems = []  # type: List[ConfigError]
     path = getattr(cfg, "path", None)
     seen = set()  # type: Set[Tuple[str, bool]]

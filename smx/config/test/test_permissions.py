@@ -174,6 +174,28 @@ class UnsafeFilesTests(PermissionTestsMixin, unittest.TestCase):
         [problem] = self.problems("smar")
         self.assertRegex(problem, r"is writable by group \S+ \(mode 0664\)$")
 
+    def test_configurationUsers(self) -> None:
+        """
+        The users the configuration runs its components as (C{user}) are
+        smx's own: a map of SMAR's user is not refused, whatever its name.
+        """
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("needs root to give a file away")
+        os.chown(self.mt, NOBODY, NOBODY)
+        cfg = self.load()
+        self.assertEqual(len(unsafeFiles(cfg, "smar")), 1)
+        with open(self.conf) as f:
+            text = f.read()
+        with open(self.conf, "w") as f:
+            f.write(
+                text.replace(
+                    "smar {",
+                    'smar { user = nobody; mcp_type = wait; path = "/bin/true"; '
+                    'arguments = "true";',
+                )
+            )
+        self.assertEqual([str(p) for p in unsafeFiles(self.load(), "smar")], [])
+
     def test_missingAndSocket(self) -> None:
         """
         A file that does not exist is not this check's business, nor is
