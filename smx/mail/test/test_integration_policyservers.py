@@ -140,8 +140,7 @@ class GreylistTests(_Base):
         """
         The first try of a triplet is 450 4.2.0 at RCPT; once the delay
         is over it is accepted and delivered with postgrey's
-        C{X-Greylist} header right after smx's C{Received:} header.  The
-        requests of the session go over one connection.
+        C{X-Greylist} header right after smx's C{Received:} header.
         """
         self.startMTA(
             'policy greylist { socket = "unix:%s"; timeout = 10s; }\n' % (self.socket,),
@@ -355,4 +354,36 @@ class DownTests(_Base):
         )
         self.assertTrue(
             any("policy=slow" in e and "timeout after 1s" in e for e in errors), errors
+        )
+
+    @defer.inlineCallbacks
+    def test_oneConnection(self):
+        """
+        One policy asked at MAIL and RCPT by two sessions, one after the
+        other: every request goes over one kept-open connection.
+        """
+        factory = protocol.Factory.forProtocol(_Misbehaving)
+        factory.mode = "ok"  # type: ignore[attr-defined]
+        factory.connections = 0  # type: ignore[attr-defined]
+        factory.requests = 0  # type: ignore[attr-defined]
+        path = os.path.join(self.root, "ok")
+        port = reactor.listenUNIX(path, factory)
+        self.addCleanup(port.stopListening)
+        self.startMTA(
+            'policy ok { socket = "unix:%s"; }\n' % (path,),
+            "mail_policies = { ok }; policies = { ok };",
+        )
+
+        def session():
+            c = self.client()
+            replies = [c.mail("sender@client.test")]
+            replies += [c.rcpt("%s@localhost" % (u,)) for u in ("alice", "bob")]
+            c.quit()
+            return [r[0] for r in replies]
+
+        for _ in range(2):
+            codes = yield threads.deferToThread(session)
+            self.assertEqual(codes, [250, 250, 250])
+        self.assertEqual(
+            (factory.connections, factory.requests), (1, 6)  # type: ignore[attr-defined]
         )
