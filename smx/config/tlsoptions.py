@@ -22,7 +22,7 @@ from typing import List
 
 from smx.config.commonoptions import C, Q, opt
 from smx.config.schema import Member
-from smx.config.values import Boolean, Enum, Path, String, Time, ValueProblem
+from smx.config.values import Boolean, Enum, Path, Port, String, Time, ValueProblem
 
 #: the levels of C{tls_security_level} (L{smx.tlspolicy.policy.LEVELS})
 CLIENT_LEVELS = (
@@ -124,6 +124,14 @@ SMTPC_TLS_OPTIONS: List[Member] = [
         "30s",
         "smx",
         "how long the HTTPS fetch of an MTA-STS policy may take",
+    ),
+    opt(
+        "mta_sts_port",
+        Port(),
+        "443",
+        "smx",
+        "port of the HTTPS servers of MTA-STS policies (RFC 8461: 443; "
+        "another for tests only)",
     ),
     opt(
         "tlsrpt",

@@ -47,7 +47,7 @@ DESCRIPTION
     requests of several deliveries to one domain share one fetch.
 
 CONFIGURATION PARAMETERS
-    smtpc { mta_sts; mta_sts_cache; mta_sts_timeout }
+    smtpc { mta_sts; mta_sts_cache; mta_sts_timeout; mta_sts_port }
     smtpc { tls { CAcert_file; CAcert_path } }   the CAs of the HTTPS fetch
     smar { nameserver; DNS_timeout; DNS_flags }  the DNS lookups
 
@@ -656,6 +656,7 @@ class MTASTSSettings:
     @ivar timeout: C{mta_sts_timeout}, seconds a policy fetch may take.
     @ivar caFile: C{tls { CAcert_file }}, or C{None}.
     @ivar caPath: C{tls { CAcert_path }}, or C{None}.
+    @ivar port: C{mta_sts_port}, the port of the policy servers (443).
     """
 
     enabled: bool
@@ -663,6 +664,7 @@ class MTASTSSettings:
     timeout: float
     caFile: Optional[str]
     caPath: Optional[str]
+    port: int
 
     OPTIONS: ClassVar[Mapping[str, str]] = {
         "enabled": "mta_sts",
@@ -670,6 +672,7 @@ class MTASTSSettings:
         "timeout": "mta_sts_timeout",
         "caFile": "tls.CAcert_file",
         "caPath": "tls.CAcert_path",
+        "port": "mta_sts_port",
     }
     DERIVED: ClassVar[Mapping[str, Tuple[str, ...]]] = {}
 
@@ -844,7 +847,6 @@ def mtastsSource(
     reactor: Any,
     dns: Any,
     log: Logger,
-    port: int = 443,
 ) -> Optional[MTASTSPolicySource]:
     """
     The MTA-STS source of an C{smtpc} section, or C{None} when
@@ -852,13 +854,12 @@ def mtastsSource(
 
     @param dns: the resolver of the TXT records and the policy hosts (an
         L{smx.maps.dns.DNSResolver}).
-    @param port: the HTTPS port of the policy hosts (tests only).
     @raise ValueError: if the CA files cannot be read (a user's mistake).
     """
     if not settings.enabled:
         return None
     trust = trustRootFromFiles(settings.caFile, settings.caPath)
-    fetcher = PolicyFetcher(reactor, dns, trust, settings.timeout, port)
+    fetcher = PolicyFetcher(reactor, dns, trust, settings.timeout, settings.port)
     cache = PolicyCache(settings.cacheFile, log)
     return MTASTSPolicySource(reactor, dns, fetcher, cache, log)
 

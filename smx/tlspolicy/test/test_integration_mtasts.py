@@ -95,8 +95,9 @@ class MTASTSSourceTests(TestCase):
             timeout=timeout,
             caFile=caFile or self.caFile,
             caPath=None,
+            port=self.https.port,
         )
-        source = mtastsSource(settings, reactor, self.dns, self.log, self.https.port)
+        source = mtastsSource(settings, reactor, self.dns, self.log)
         assert source is not None
         source.reactor = self.clock
         return source
@@ -114,7 +115,7 @@ class MTASTSSourceTests(TestCase):
         """
         C{mta_sts = no}: no source at all.
         """
-        settings = MTASTSSettings(False, self.cacheFile, 5.0, None, None)
+        settings = MTASTSSettings(False, self.cacheFile, 5.0, None, None, 443)
         self.assertIsNone(mtastsSource(settings, reactor, self.dns, self.log))
 
     @defer.inlineCallbacks

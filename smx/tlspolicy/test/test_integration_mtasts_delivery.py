@@ -154,11 +154,12 @@ class MTASTSDeliveryTests(TestCase):
             tlsCreator=ClientTLSCreator(caFile=self.caFile),
         )
         source = mtastsSource(
-            MTASTSSettings(True, self.stsCache, 5.0, self.caFile, None),
+            MTASTSSettings(
+                True, self.stsCache, 5.0, self.caFile, None, self.https.port
+            ),
             reactor,
             self.dns,
             self.log,
-            self.https.port,
         )
         policies = policiesFromSettings(settings, self.log, sources=[source])
         agent = DeliveryAgent(

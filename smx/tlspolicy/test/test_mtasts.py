@@ -15,7 +15,9 @@ from smx.log import Logger, MemorySink
 from smx.tlspolicy.mtasts import (
     MAX_AGE_LIMIT,
     CachedPolicy,
+    MTASTSSettings,
     PolicyCache,
+    PolicyFetcher,
     STSError,
     mxMatches,
     parsePolicy,
@@ -245,3 +247,62 @@ class CacheTests(SynchronousTestCase):
         two.put("a.test", CachedPolicy("2", 40.0, parsePolicy(POLICY)), 40.0)
         one.put("d.test", CachedPolicy("1", 50.0, parsePolicy(POLICY)), 50.0)
         self.assertEqual(PolicyCache(self.path, self.log).get("a.test").id, "2")
+
+
+class SettingsTests(SynchronousTestCase):
+    """
+    L{MTASTSSettings} from the C{smtpc} section, and the policy URL.
+    """
+
+    def test_defaults(self):
+        """
+        By default MTA-STS is on, cached in C{mta-sts.json} of the queue
+        directory, fetched within 30 seconds from port 443 with the
+        system's CAs.
+        """
+        from smx.config import defaultConfiguration
+
+        cfg = defaultConfiguration(queueDirectory="/var/spool/smx")
+        self.assertEqual(
+            MTASTSSettings.fromSection(cfg.section("smtpc")),
+            MTASTSSettings(True, "/var/spool/smx/mta-sts.json", 30.0, None, None, 443),
+        )
+
+    def test_options(self):
+        """
+        The options and the CA file of C{tls} are read.
+        """
+        from smx.config import loadConfiguration
+
+        d = os.path.abspath(self.mktemp())
+        os.mkdir(d)
+        with open(os.path.join(d, "smx.conf"), "w") as f:
+            f.write(
+                "smtpc { mta_sts = no; mta_sts_cache = /var/lib/sts.json;\n"
+                "  mta_sts_timeout = 1m; mta_sts_port = 8443;\n"
+                '  tls { CAcert_file = "ca.pem"; } }\n'
+            )
+        cfg = loadConfiguration(os.path.join(d, "smx.conf"), queueDirectory=d)
+        self.assertEqual(
+            MTASTSSettings.fromSection(cfg.section("smtpc")),
+            MTASTSSettings(
+                False, "/var/lib/sts.json", 60.0, os.path.join(d, "ca.pem"), None, 8443
+            ),
+        )
+
+    def test_url(self):
+        """
+        The policy URL names the port only when it is not 443.
+        """
+        from twisted.internet.task import Clock
+
+        fetcher = PolicyFetcher(Clock(), None, None, 5.0)
+        self.assertEqual(
+            fetcher.url("example.com"),
+            "https://mta-sts.example.com/.well-known/mta-sts.txt",
+        )
+        fetcher = PolicyFetcher(Clock(), None, None, 5.0, 8443)
+        self.assertEqual(
+            fetcher.url("example.com"),
+            "https://mta-sts.example.com:8443/.well-known/mta-sts.txt",
+        )
