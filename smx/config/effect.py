@@ -19,7 +19,8 @@ There are two kinds:
       C{address} and C{port} of an smtps section that listens on its
       C{daemon_address}; the C{address} of an lmtpd section without a
       C{port}; C{log} options of a destination smx does not log to; the
-      smtps C{tls} options other than C{key_file} without a C{cert_file}.
+      smtps C{tls} options other than C{key_file} (and its C{certificate}
+      sections) without a C{cert_file}.
 
 Only what the file sets is reported, never a default, and not an empty
 list (C{flags = {};} asks for nothing).
@@ -73,10 +74,14 @@ def unusedBecause(section: "Section", option: Option) -> Optional[str]:
     elif keyword == "tls" and section.parent is not None:
         if (
             section.parent.keyword == "smtps"
-            and name in ("CAcert_file", "CAcert_path", "flags")
+            and name in ("CAcert_file", "CAcert_path", "flags", "min_protocol")
             and not section.isSet("cert_file")
         ):
             return "STARTTLS is offered only with a cert_file"
+    elif keyword == "certificate" and section.parent is not None:
+        # the certificates chosen by SNI (smx.config.tlsserveroptions)
+        if not section.parent.isSet("cert_file"):
+            return "STARTTLS is offered only with a cert_file in tls"
     return None
 
 

@@ -620,6 +620,29 @@ class WarningTests(SynchronousTestCase):
             ],
         )
 
+    def test_serverNameCertificatesWithoutDefault(self) -> None:
+        """
+        C{min_protocol} and the C{certificate} sections chosen by SNI do
+        nothing without the default C{cert_file} of smtps's C{tls}.
+        """
+        self.assertEqual(
+            warnings(
+                "smtps { tls { min_protocol = TLSv1.3;\n"
+                "  certificate a { cert_file = a.pem; key_file = a.key; } } }"
+            ),
+            [
+                "smx.conf:1:15: warning: option 'min_protocol' in section "
+                "'smtps.tls' has no effect: STARTTLS is offered only with a "
+                "cert_file",
+                "smx.conf:2:19: warning: option 'cert_file' in section "
+                "'smtps.tls.certificate a' has no effect: STARTTLS is offered "
+                "only with a cert_file in tls",
+                "smx.conf:2:38: warning: option 'key_file' in section "
+                "'smtps.tls.certificate a' has no effect: STARTTLS is offered "
+                "only with a cert_file in tls",
+            ],
+        )
+
     def test_overridesDoNotRepeat(self) -> None:
         """
         Reconciling again after command-line overrides gives no second
