@@ -95,6 +95,15 @@ POLICY = section(
             "server), reject (554 5.7.1) or an access(5) action such as "
             '"450 4.7.1 Try again later"',
         ),
+        opt(
+            "policy_context",
+            String(),
+            '""',
+            "smx",
+            "sent as the policy_context attribute of every request (as "
+            "Postfix's check_policy_service { ..., policy_context=... }), "
+            "so that one server can tell its callers apart",
+        ),
     ],
     naming=REQUIRED_NAME,
     multiple=True,

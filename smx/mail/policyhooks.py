@@ -236,8 +236,13 @@ class PolicyServerMixin:
         deferIfPermit = None  # type: Optional[Tuple[str, PolicyDecision]]
         deferIfReject = None  # type: Optional[Tuple[str, PolicyDecision]]
         effects = []  # type: List[Tuple[str, PolicyDecision]]
+        contexts = getattr(self.factory, "policyContexts", None) or {}
         for server in servers:
-            decision = yield server.check(attributes)
+            context = contexts.get(server.name)
+            asked = attributes
+            if context:
+                asked = dict(attributes, policy_context=pp.sanitize(context))
+            decision = yield server.check(asked)
             action = decision.action
             if decision.rejects:
                 name = server.name
@@ -620,12 +625,14 @@ def policyServers(
     @param clients: the clients made so far, by lower-case name: one
         client (one connection) per policy server, shared by every smtps
         section that asks it; new ones are added.
-    @param factory: the section's factory (its reactor and log).
-    @raise SMTPSConfigurationError: a policy that cannot be used.
+    @param factory: the section's factory (its reactor and log); its
+        C{policyContexts} is set to the C{policy_context} of each policy
+        that has one, by name.
     """
     from smx.milter.policyclient import PolicyClient
 
     out = {}  # type: Dict[str, List[Any]]
+    contexts = {}  # type: Dict[str, str]
     for state, names in settings.policies.items():
         servers = []
         for name in names:
@@ -641,8 +648,12 @@ def policyServers(
                     factory.log,
                 )
                 clients[name.lower()] = client
+            section = cfg.section("policy", name)
+            if section["policy_context"]:
+                contexts[client.name] = section["policy_context"]
             servers.append(client)
         out[state] = servers
+    factory.policyContexts = contexts
     return out
 
 

@@ -33,6 +33,7 @@ class PolicyOptionTests(SynchronousTestCase):
         spf = cfg.section("policy", "spf")
         self.assertEqual(spf["socket"], "unix:/var/spool/smx/private/spf")
         self.assertEqual(spf["default_action"], "tempfail")
+        self.assertEqual(spf["policy_context"], "")
         grey = cfg.section("policy", "greylist")
         self.assertEqual((grey["timeout"], grey["default_action"]), (10.0, "dunno"))
 

@@ -64,6 +64,18 @@ class HookTests(unittest.TestCase):
         self.assertNotEqual(third["instance"], first["instance"])
         self.assertEqual(third["sender"], "")
 
+    def test_policyContext(self):
+        """
+        A policy's C{policy_context} is sent with each of its requests.
+        """
+        fake = FakePolicyClient("fake")
+        other = FakePolicyClient("other")
+        h = self.harness(fake, other)
+        h.factory.policyContexts = {"fake": "mx-in\nx"}
+        self.send(h, HEAD, b"RCPT TO:<u@local.test>\r\n")
+        self.assertEqual(fake.requests[0]["policy_context"], "mx-in?x")
+        self.assertEqual(other.requests[0]["policy_context"], "")
+
     def test_reject(self):
         """
         REJECT, DEFER and 5NN answer the recipient as Postfix does; the
@@ -330,3 +342,52 @@ class AttributeTests(unittest.TestCase):
             request["ccert_fingerprint"],
             fingerprint(cert.public_bytes(serialization.Encoding.DER)),
         )
+
+
+class ConfigurationTests(unittest.TestCase):
+    """
+    L{policyServers}: the clients of an smtps section from the
+    configuration.
+    """
+
+    def test_shared(self):
+        """
+        One client per policy, shared by the stages and sections that ask
+        it, in the configured order; C{policy_context} by name.
+        """
+        from twisted.internet.task import Clock
+
+        from smx.config import configurationFromText
+        from smx.log import Logger, MemorySink
+        from smx.mail.listener import ServerSettings
+        from smx.mail.policyhooks import policyServers
+
+        cfg = configurationFromText(
+            'policy a { socket = "unix:/a"; policy_context = "mx"; }\n'
+            'policy b { socket = "inet:127.0.0.1:1"; timeout = 2s; }\n'
+            "smtps MX { policies = { a, b }; mail_policies = b; }\n"
+            "smtps MSA { daemon_address = :587; policies = { B }; }\n"
+        )
+
+        class Factory:
+            reactor = Clock()
+            log = Logger("smtps", sink=MemorySink())
+
+        clients = {}  # type: dict
+        first, second = Factory(), Factory()
+        mx = policyServers(
+            cfg, ServerSettings.fromSection(cfg.section("smtps", "MX")), clients, first
+        )
+        msa = policyServers(
+            cfg,
+            ServerSettings.fromSection(cfg.section("smtps", "MSA")),
+            clients,
+            second,
+        )
+        self.assertEqual([c.name for c in mx["RCPT"]], ["a", "b"])
+        self.assertIs(mx["MAIL"][0], mx["RCPT"][1])
+        self.assertIs(msa["RCPT"][0], mx["RCPT"][1])
+        self.assertEqual(str(mx["RCPT"][0].socket), "unix:/a")
+        self.assertEqual(mx["RCPT"][1].timeout, 2.0)
+        self.assertEqual(first.policyContexts, {"a": "mx"})
+        self.assertEqual(second.policyContexts, {})
