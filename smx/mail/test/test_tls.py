@@ -109,17 +109,22 @@ class ContextFactoryTests(unittest.TestCase):
         self.assertEqual(tlsInfo(FakeConnection(), True)["verify"], "NO")
 
 
-def handshake(serverContext, serverName=None, clientMax=None):
+def handshake(serverContext, serverName=None, clientMax=None, clientCert=None):
     """
     A TLS handshake in memory between a server with C{serverContext} and
     a client that asks for C{serverName} (SNI).
 
+    @param clientCert: C{(certificate file, key file)} the client
+        presents, or C{None}.
     @return: the client and server L{SSL.Connection}s, connected.
     @raise SSL.Error: the handshake failed.
     """
     clientContext = SSL.Context(SSL.TLS_CLIENT_METHOD)
     if clientMax is not None:
         clientContext.set_max_proto_version(clientMax)
+    if clientCert is not None:
+        clientContext.use_certificate_file(clientCert[0])
+        clientContext.use_privatekey_file(clientCert[1])
     client = SSL.Connection(clientContext, None)
     client.set_connect_state()
     if serverName is not None:
@@ -236,6 +241,30 @@ class ServerNameTests(unittest.TestCase):
         self.assertEqual(tlsInfo(server, False)["servername"], "mx2.test")
         _, server = handshake(self.factory().getContext())
         self.assertIsNone(tlsInfo(server, False)["servername"])
+
+    def test_clientCertificates(self):
+        """
+        With CA certificates, a certificate chosen by server name asks
+        for the client's certificate and verifies it as the default one
+        does (C{allow_relaying_if_verified} and C{certissuer:} work with
+        SNI too): one from the CA is C{OK}, one from another CA C{FAIL}.
+        """
+        certs = makeCertificates(self.mktemp())
+        factory = ServerContextFactory(
+            *self.default,
+            caFile=certs.caFile,
+            certificates=[ServerCertificate(*self.mx2)],
+        )
+        for clientCert, verify in [
+            ((certs.clientCert, certs.clientKey), "OK"),
+            ((certs.strangerCert, certs.strangerKey), "FAIL"),
+        ]:
+            client, server = handshake(
+                factory.getContext(), "mx2.test", clientCert=clientCert
+            )
+            self.assertEqual(commonName(client), "mx2")
+            info = tlsInfo(server, factory.requestsCertificate)
+            self.assertEqual(info["verify"], verify)
 
     def test_certificateNames(self):
         """
