@@ -28,7 +28,9 @@ DESCRIPTION
                                             and its map, made by createmap)
       SMXQDIR/               smxq:smxq 0755 the queue directory; the MCP
                                             and the components run in it
-        0/ ... F/            smxs:smxq 0771 CDB
+        0/ ... F/            smxs:smxq 2771 CDB (set-group-id: files get
+                                            smxq; a default ACL lets smxc
+                                            read them)
         ibdb/, defedb/       smxq:smxq 0700 IBDB, DEFEDB
         qmsmar/              smxq:smxm 2770 the SMAR socket
         qmsmtpc/             smxq:smxc 2770 the SMTPC socket
@@ -425,7 +427,20 @@ class Setup:
 
     # directories and files
 
-    def directory(self, path: str, owner: str, group: str, mode: int) -> None:
+    def directory(
+        self,
+        path: str,
+        owner: str,
+        group: str,
+        mode: int,
+        readers: Optional[str] = None,
+    ) -> None:
+        """
+        Create a directory that does not exist.
+
+        @param readers: a group that may read the files made in it (a
+            default ACL, L{grantDefaultRead}).
+        """
         wanted = "%s:%s %04o" % (owner, group, mode)
         if os.path.lexists(path):
             st = os.lstat(path)
@@ -449,8 +464,25 @@ class Setup:
             os.mkdir(path, 0o700)
             _own(path, owner, group)
             os.chmod(path, mode)
+            if readers is not None:
+                gid = _gid(readers)
+                try:
+                    grantDefaultRead(path, [] if gid is None else [gid])
+                except OSError as e:
+                    self.problem(
+                        "%s: cannot let group %s read the files made in it (a "
+                        "default ACL): %s; mount the file system with ACLs, or "
+                        "%s cannot read messages" % (path, readers, e.strerror, readers)
+                    )
 
-        self.do("create directory %s (%s)" % (path, wanted), make)
+        text = "create directory %s (%s)" % (path, wanted)
+        if readers is not None:
+            text = "create directory %s (%s, its files readable by group %s)" % (
+                path,
+                wanted,
+                readers,
+            )
+        self.do(text, make)
 
     def file(
         self, path: str, owner: str, group: str, mode: int, write: Callable[[str], None]
@@ -504,8 +536,14 @@ class Setup:
         self.directory(q, qmgr, qmgr, 0o755)
         from smx.queue.cdb import DIRECTORIES
 
+        # CDB: SMTPS writes, QMGR reads (bounces) and removes, SMTPC reads.
+        # Set-group-id, so that the files get QMGR's group (seed §4.1 says
+        # 0771 and sendmail X's SMTPS sets CDB_gid), and a default ACL that
+        # lets SMTPC's group read them, and nothing else.
         for name in DIRECTORIES:
-            self.directory(os.path.join(q, name), u["smtps"], qmgr, 0o771)
+            self.directory(
+                os.path.join(q, name), u["smtps"], qmgr, 0o2771, readers=u["smtpc"]
+            )
         self.directory(os.path.join(q, "ibdb"), qmgr, qmgr, 0o700)
         self.directory(os.path.join(q, "defedb"), qmgr, qmgr, 0o700)
         self.directory(os.path.join(q, "qmsmar"), qmgr, smar, 0o2770)
@@ -681,6 +719,38 @@ class Setup:
                 % (len(self.problems), "" if len(self.problems) == 1 else "s")
             )
         return self.status
+
+
+#: tags of a POSIX ACL entry (linux/posix_acl.h)
+_ACL_USER_OBJ, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK, _ACL_OTHER = (
+    0x01,
+    0x04,
+    0x08,
+    0x10,
+    0x20,
+)
+_ACL_UNDEFINED_ID = 0xFFFFFFFF
+
+
+def grantDefaultRead(path: str, gids: List[int]) -> None:
+    """
+    Give directory C{path} a default ACL (what C{setfacl -d -m g:GID:r}
+    gives; the acl package is not needed) so that the files made in it
+    can be read by the groups C{gids} too, with no more rights than the
+    mode the file is created with allows (the mask).
+
+    @raise OSError: if the file system has no ACLs (C{ENOTSUP}).
+    """
+    import struct
+
+    entries = [
+        (_ACL_USER_OBJ, 7, _ACL_UNDEFINED_ID),
+        (_ACL_GROUP_OBJ, 5, _ACL_UNDEFINED_ID),
+    ]
+    entries += [(_ACL_GROUP, 5, gid) for gid in sorted(set(gids))]
+    entries += [(_ACL_MASK, 5, _ACL_UNDEFINED_ID), (_ACL_OTHER, 0, _ACL_UNDEFINED_ID)]
+    blob = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    os.setxattr(path, "system.posix_acl_default", blob)
 
 
 def unreachableHint(path: str, user: str) -> str:

@@ -17,6 +17,7 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
 import tempfile
 from typing import Dict, List, Tuple
 
@@ -151,12 +152,38 @@ class LayoutTests(_Base):
             self.postdrop: ("root", d, 0o2755),
         }
         for name in "0123456789ABCDEF":
-            expected[os.path.join(self.queue, name)] = (s, q, 0o771)
+            expected[os.path.join(self.queue, name)] = (s, q, 0o2771)
         for path, wanted in sorted(expected.items()):
             self.assertEqual(self.owner(path), wanted, path)
         from smx.maps.mailertable import loadMailertable
 
         self.assertEqual(loadMailertable(self.conf + "/mt.db"), {})
+
+    def test_contentFiles(self) -> None:
+        """
+        A file SMTPS's user makes in a CDB directory (mode 0640, as CDB
+        does) gets QMGR's group and can be read by QMGR's and SMTPC's
+        users (the default ACL), and by nobody else.
+        """
+        status, out = self.setup("--users", "--no-check")
+        self.assertEqual(status, 0, out)
+        path = os.path.join(self.queue, "7", "S0001")
+        smxs, smxq, smxc = (self.names[k] for k in ("SMXS", "SMXQ", "SMXC"))
+
+        def run(user: str, command: str) -> int:
+            return subprocess.run(
+                ["runuser", "-u", user, "--", "sh", "-c", command],
+                capture_output=True,
+                cwd="/",
+            ).returncode
+
+        self.assertEqual(run(smxs, "umask 027; echo content > " + path), 0)
+        self.assertEqual(self.owner(path), (smxs, smxq, 0o640))
+        self.assertEqual(run(smxq, "cat " + path), 0)
+        self.assertEqual(run(smxc, "cat " + path), 0)
+        self.assertNotEqual(run(smxc, "echo x >> " + path), 0)
+        self.assertNotEqual(run("nobody", "cat " + path), 0)
+        self.assertEqual(run(smxq, "rm " + path), 0)
 
     def test_configuration(self) -> None:
         """
