@@ -142,6 +142,16 @@ SMTPS_POLICY_OPTIONS = [
     )
     for name, state in POLICY_STAGES
 ]  # type: List[Member]
+SMTPS_POLICY_OPTIONS.append(
+    opt(
+        "rcpt_policies",
+        ListOf(Name(), typeName="list of names"),
+        None,
+        "smx",
+        "another spelling of policies, named like the other stages",
+        aliasOf=("policies",),
+    )
+)
 
 
 def checkFilters(configuration: "Configuration", servers: List["Section"]) -> None:
@@ -157,9 +167,12 @@ def checkFilters(configuration: "Configuration", servers: List["Section"]) -> No
         for option, _ in POLICY_STAGES:
             for name in smtps[option]:
                 if name.lower() not in declared:
+                    spec = smtps.spec.option(option)
+                    written = smtps.written(spec) if spec is not None else None
                     raise smtps.error(
                         "%s names policy '%s', which is not declared (declare "
-                        "it with 'policy %s { socket = ...; }')" % (option, name, name),
+                        "it with 'policy %s { socket = ...; }')"
+                        % (written[1] if written else option, name, name),
                         option,
                     )
 

@@ -66,6 +66,19 @@ class PolicyOptionTests(SynchronousTestCase):
             "declared (declare it with 'policy grey { socket = ...; }')",
         )
 
+    def test_rcptPolicies(self):
+        """
+        C{rcpt_policies} is another spelling of C{policies}; an error
+        names the option as written.
+        """
+        cfg = configurationFromText(POLICIES + "smtps { rcpt_policies = spf; }")
+        self.assertEqual(cfg.section("smtps")["policies"], ["spf"])
+        self.assertEqual(
+            error(self, POLICIES + "smtps {\n  rcpt_policies = { nope };\n}"),
+            "smx.conf:4:3: rcpt_policies names policy 'nope', which is not "
+            "declared (declare it with 'policy nope { socket = ...; }')",
+        )
+
     def test_badValues(self):
         """
         A socket that is neither unix: nor inet:, a bad port, an unknown
