@@ -63,7 +63,12 @@ CONFIGURATION PARAMETERS
                         work to do in an event loop and are accepted.
     tls { cert_file; key_file; CAcert_file; CAcert_path;
           flags = { allow_relaying_if_verified,
-                    check_access_map_for_relaying } }
+                    check_access_map_for_relaying };
+          min_protocol; certificate NAME { cert_file; key_file;
+          server_names } }
+                        STARTTLS; more certificates chosen by the
+                        client's server name (SNI), all read again on
+                        SIGUSR1 (L{smx.mail.tls}, doc/tls.md)
     auth { flags; trusted_mechs; type; password_file; path; address;
            service; realm; timeout }
                         type (an smx extension) is the back end: file
@@ -98,7 +103,8 @@ DIAGNOSTICS
     Records as seed App. C.2: C{ss_sess=..., client_ipv4=...,
     client_name=..., relay=0|1} (whether the client may relay),
     C{where=connection, starttls=successful},
-    C{ss_ta=..., mail=<...>, stat=0}, C{rcpt=<...>, idx=N, stat=0},
+    C{ss_ta=..., mail=<...>, stat=0} (with C{requiretls=1} for
+    C{MAIL ... REQUIRETLS}), C{rcpt=<...>, idx=N, stat=0},
     C{msgid=<...>, size=N, stat=0}; rejections with C{stat=CODE,
     reply=...}.  An unexpected failure is logged with C{sev=ERR} and
     answered 451 4.3.0.
@@ -485,7 +491,11 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
                 self.transaction = None
                 return
         self.factory.log.info(
-            ss_sess=self.sessionId, ss_ta=ta.id, mail="<%s>" % event.sender, stat=0
+            ss_sess=self.sessionId,
+            ss_ta=ta.id,
+            mail="<%s>" % event.sender,
+            requiretls=1 if ta.requiretls else None,
+            stat=0,
         )
         self.connection.accept()
 

@@ -184,6 +184,9 @@ class SessionTests(unittest.TestCase):
             self.assertEqual(
                 (envelope["requiretls"], envelope["tlsRequiredNo"]), expected, mail
             )
+            self.assertEqual(
+                "requiretls=1" in h.sink.lines()[-3], expected[0], h.sink.lines()
+            )
 
     def test_waitForCommit(self):
         """250 is sent only after QMGR's commit fired; pipelined input waits."""
