@@ -114,7 +114,6 @@ class PolicyServerMixin:
     clientAddress = ""
     tlsInfo = None  # type: Any
     authUser = None  # type: Any
-    _sasl = None  # type: Any
     #: the effects of CONNECT and HELO (every transaction of the session)
     _pdSessionEffects = None  # type: Optional[Dict[str, _Effects]]
     #: the effects of the current transaction, and its id
