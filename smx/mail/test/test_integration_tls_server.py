@@ -13,7 +13,10 @@ Postfix's C{posttls-finger}, swaks and Python's C{smtplib}:
     - C{smx config} and C{twistd smx} refusing missing, mismatched and
       world-readable files of the SNI certificates;
     - REQUIRETLS (RFC 8689): offered after STARTTLS only, refused before,
-      and kept in the queue across C{kill -9} and a restart.
+      kept in the queue across C{kill -9} and a restart, relayed by MX to
+      a second smx over verified TLS with REQUIRETLS on MAIL, returned
+      to its sender when the next hop (Postfix's C{smtp-sink}) has no
+      STARTTLS.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from smx.test.mta import (
     SMX,
     SWAKS,
     TWISTD,
+    MTA,
     MTATestCase,
     configuration,
     freePort,
@@ -391,3 +395,111 @@ class RequireTLSTests(_Base):
         self.assertIn(b" REQUIRETLS\n", out)
         self.mta.start()
         self.assertEqual((yield requiretls()), [True])
+
+
+class RequireTLSRelayTests(_Base):
+    """
+    REQUIRETLS end to end: a message submitted with C{MAIL ... REQUIRETLS}
+    to one smx is relayed by MX to a second smx, over verified TLS and with
+    REQUIRETLS on MAIL again; to a next hop without TLS it is returned to
+    its sender, and the bounce (itself REQUIRETLS) is delivered locally.
+    """
+
+    def startReceiver(self) -> MTA:
+        """
+        The second smx: C{mx.remote.test} on 127.0.0.2 (and 127.0.0.1, to
+        see that it started), delivering C{bob@remote.test} locally, with
+        a certificate of the test CA for its name.
+        """
+        receiver = MTA(self, os.path.join(self.root, "receiver"))
+        certs = os.path.join(receiver.directory, "certs")
+        issueCertificate(self.ca, certs, "mx", "mx.remote.test")
+        text = configuration(
+            receiver.port,
+            hostname="mx.remote.test",
+            smtps='tls { cert_file = "certs/mx.pem"; key_file = "certs/mx.key"; }',
+        ).replace(
+            '"127.0.0.1:%d"' % (receiver.port,),
+            '"127.0.0.1:%d", "127.0.0.2:%d"' % (receiver.port, receiver.port),
+        )
+        receiver.write(
+            text, mt="remote.test lmtp:\n", aliases="bob: local:\n", access=""
+        )
+        receiver.start()
+        return receiver
+
+    def startSender(self, port: int) -> None:
+        """This test's smx, relaying remote.test by MX to 127.0.0.2:C{port}."""
+        from smx.maps.test.dnsserver import startDNSServer
+
+        dnsPort, stopDNS = startDNSServer(
+            {
+                "remote.test": [("MX", 10, "mx.remote.test")],
+                "mx.remote.test": [("A", "127.0.0.2")],
+            }
+        )
+        self.addCleanup(stopDNS)
+        self.mta.write(
+            configuration(
+                self.mta.port,
+                smar='nameserver = { "127.0.0.1:%d" };' % (dnsPort,),
+                smtpc="remote_port = %d;\n    tls { CAcert_file = %s; }"
+                % (port, self.caFile),
+                smtps=TLS,
+            ),
+            aliases="alice: local:\n",
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        self.mta.start()
+
+    def submit(self) -> None:
+        """C{alice@localhost} to C{bob@remote.test} with REQUIRETLS."""
+        with smtplib.SMTP("127.0.0.1", self.mta.port, timeout=10) as client:
+            client.starttls(context=ssl._create_unverified_context())
+            client.sendmail(
+                "alice@localhost",
+                ["bob@remote.test"],
+                b"Subject: secret\r\n\r\nonly over TLS\r\n",
+                ["REQUIRETLS"],
+            )
+
+    @defer.inlineCallbacks
+    def test_relayed(self) -> Any:
+        """
+        The second smx receives the message over TLS with REQUIRETLS on
+        MAIL (its log says C{requiretls=1}) and delivers it; both
+        Received: headers record TLS.
+        """
+        receiver = self.startReceiver()
+        self.startSender(receiver.port)
+        yield threads.deferToThread(self.submit)
+        self.check(
+            (yield until(lambda: receiver.maildir("bob"), 10)),
+            "not relayed; the receiver's log:\n%s" % (receiver.log(),),
+        )
+        [message] = receiver.maildir("bob")
+        self.assertEqual(message.count(b"with ESMTPS\n\t(TLS=TLSv1.3, "), 2, message)
+        self.assertIn(b"only over TLS", message)
+        [mail] = [r for r in receiver.records("smtps") if "mail=" in r]
+        self.assertIn("mail=<alice@localhost>, requiretls=1, stat=0", mail)
+
+    @defer.inlineCallbacks
+    def test_returned(self) -> Any:
+        """
+        A next hop without STARTTLS (Postfix's smtp-sink): the message is
+        not sent, its sender gets a bounce (5.7.10, RFC 8689 §5), itself
+        queued with REQUIRETLS and delivered over local LMTP.
+        """
+        from smx.test.mta import SMTP_SINK, SmtpSink
+
+        self.need(SMTP_SINK)
+        sink = SmtpSink(self, self.root)
+        sink.start()
+        self.startSender(sink.port)
+        yield threads.deferToThread(self.submit)
+        self.check((yield until(lambda: self.mta.maildir("alice"), 10)), "no bounce")
+        [bounce] = self.mta.maildir("alice")
+        self.assertIn(b"Status: 5.7.10", bounce)
+        self.assertEqual(sink.messages(), [])
+        queued = [r for r in self.mta.records("qmgr") if "dsn_for=" in r]
+        self.assertEqual(len(queued), 1, self.mta.log())
