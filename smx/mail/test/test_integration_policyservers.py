@@ -27,6 +27,7 @@ import time
 from typing import Any, List, Tuple
 
 from twisted.internet import defer, protocol, reactor, threads
+from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from smx.milter.test.test_integration_policy import (
@@ -43,6 +44,27 @@ from smx.milter.test.test_integration_policy import (
 from smx.test.mta import MTA, configuration, tempDirectory, until, waitFor
 
 USERS = ("alice", "bob", "carol", "dave")
+
+
+class _Scripted(protocol.Protocol):
+    """
+    A policy server that answers each request with its factory's
+    C{answer(request)} (a C{dict} of the attributes) and records it.
+    """
+
+    def connectionMade(self) -> None:
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\n\n" in self.buffer:
+            raw, self.buffer = self.buffer.split(b"\n\n", 1)
+            request = dict(
+                line.split("=", 1) for line in raw.decode("utf-8").split("\n")
+            )
+            self.factory.requests.append(request)  # type: ignore[attr-defined]
+            answer = self.factory.answer(request)  # type: ignore[attr-defined]
+            self.transport.write(b"action=%s\n\n" % (answer.encode("utf-8"),))
 
 
 class _Base(unittest.TestCase):
@@ -79,7 +101,10 @@ class _Base(unittest.TestCase):
         rcpt = c.rcpt(recipient)
         data = None
         if rcpt[0] == 250:
-            data = c.data(("Subject: %s\r\n\r\n%s\r\n" % (marker, marker)).encode())
+            try:
+                data = c.data(("Subject: %s\r\n\r\n%s\r\n" % (marker, marker)).encode())
+            except smtplib.SMTPDataError as e:
+                data = (e.smtp_code, e.smtp_error)
         c.quit()
         return rcpt, data
 
@@ -387,3 +412,69 @@ class DownTests(_Base):
         self.assertEqual(
             (factory.connections, factory.requests), (1, 6)  # type: ignore[attr-defined]
         )
+
+    @defer.inlineCallbacks
+    def test_actions(self):
+        """
+        A policy server's PREPEND (at MAIL and DATA), REDIRECT (at RCPT),
+        DISCARD and HOLD, through a real smx: the redirected message
+        reaches only the new address, with both headers after smx's
+        Received:; a discarded one is answered 250 and not delivered; a
+        held one is answered 450 4.7.1 at DATA.
+        """
+
+        def answer(request):
+            sender = request["sender"]
+            state = request["protocol_state"]
+            if state == "MAIL":
+                return "PREPEND X-Mail-Policy: %s" % (sender,)
+            if state == "RCPT" and sender.startswith("redirect"):
+                return "REDIRECT carol@localhost"
+            if state == "RCPT" and sender.startswith("discard"):
+                return "DISCARD"
+            if state == "RCPT" and sender.startswith("hold"):
+                return "HOLD check this"
+            if state == "DATA":
+                return "PREPEND X-Data-Policy: %s" % (request["recipient_count"],)
+            return "DUNNO"
+
+        factory = protocol.Factory.forProtocol(_Scripted)
+        factory.answer = answer  # type: ignore[attr-defined]
+        factory.requests = []  # type: ignore[attr-defined]
+        path = os.path.join(self.root, "scripted")
+        port = reactor.listenUNIX(path, factory)
+        self.addCleanup(port.stopListening)
+        self.startMTA(
+            'policy script { socket = "unix:%s"; }\n' % (path,),
+            "mail_policies = { script }; policies = { script }; "
+            "data_policies = { script };",
+        )
+        redirect = yield threads.deferToThread(
+            self.send, "redirect@client.test", "alice@localhost", "REDIRECTED"
+        )
+        discard = yield threads.deferToThread(
+            self.send, "discard@client.test", "bob@localhost", "DISCARDED"
+        )
+        hold = yield threads.deferToThread(
+            self.send, "hold@client.test", "dave@localhost", "HELD"
+        )
+        self.assertEqual((redirect[0][0], redirect[1][0]), (250, 250))
+        self.assertEqual((discard[0][0], discard[1][0]), (250, 250))
+        self.assertEqual(hold[0][0], 250)
+        self.assertEqual(hold[1][0], 450)
+        self.assertTrue(hold[1][1].startswith(b"4.7.1 Message held"), hold)
+        ok = yield until(lambda: self.delivered("carol", "REDIRECTED"), 10)
+        self.assertTrue(ok, self.mta.log())
+        [message] = self.delivered("carol", "REDIRECTED")
+        headers = self.headers(message)
+        first = [i for i, h in enumerate(headers) if h.startswith(b"Received:")][0]
+        self.assertEqual(
+            headers[first + 1 : first + 3],
+            [b"X-Mail-Policy: redirect@client.test", b"X-Data-Policy: 1"],
+        )
+        # give QMGR time to deliver what it should not
+        yield deferLater(reactor, 1.0, lambda: None)
+        self.assertEqual(self.mta.maildir("alice"), [])
+        self.assertEqual(self.mta.maildir("bob"), [])
+        self.assertEqual(self.mta.maildir("dave"), [])
+        self.assertIn("policy=script, hold=1", self.mta.log())
