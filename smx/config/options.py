@@ -35,6 +35,7 @@ from smx.config.commonoptions import (
 )
 from smx.config.componentoptions import checkDebugOption
 from smx.config.filteroptions import MILTER, QMGR_MILTERS, SMTPS_MILTERS
+from smx.config.filteroptions import POLICY, SMTPS_POLICY_OPTIONS
 from smx.config.tlsoptions import SMTPC_TLS_OPTIONS
 from smx.config.schema import OPTIONAL_NAME, REQUIRED_NAME, SectionSpec, section
 from smx.config.tlsserveroptions import serverTLSMembers
@@ -732,6 +733,7 @@ SMTPS = section(
             "maximum transactions per session (0: no limit)",
         ),
         SMTPS_MILTERS,
+        *SMTPS_POLICY_OPTIONS,
         section("tls", "§5.9", "STARTTLS", tlsMembers(True) + serverTLSMembers()),
         section(
             "auth",
@@ -1208,6 +1210,7 @@ ROOT = section(
         METRICS,
         MAP,
         MILTER,
+        POLICY,
     ],
 )
 
