@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.tlspolicy.test.test_dane -*-
+# -*- test-case-name: smx.tlspolicy.test.test_matching,smx.tlspolicy.test.test_integration_tlspolicy -*-
 """
 NAME
     smx.tlspolicy.dane - DANE for SMTP (RFC 7672, RFC 7671, RFC 6698)
