@@ -38,7 +38,8 @@ DESCRIPTION
       -R full|hdrs  RET; -V ENVID: ENVID (both only with DSN)
       -B 7BIT|8BITMIME
                     the body type (default: 8BITMIME for 8-bit content)
-      -C FILE|DIR   the smx.conf (default: $SMXCONF, else the embedded
+      -C FILE|DIR   the smx.conf (default: $SMXCONF, else
+                    /etc/smx/smx.conf if it exists, else the embedded
                     default configuration)
       -oQDIR        the queue directory (default: the directory of the
                     configuration file)
@@ -61,7 +62,9 @@ DESCRIPTION
     C{Bcc:} is removed (L{smx.scripts.sendmailmessage}).
 
 ENVIRONMENT
-    SMXCONF   the smx.conf to use when -C is not given
+    SMXCONF   the smx.conf to use when -C is not given (else
+              $SMXCONFDIR/smx.conf, /etc/smx/smx.conf by default, if it
+              exists, with the queue in $SMXQDIR, /var/spool/smx)
     NAME      the full name for From:
     SMXPOSTDROP
               the set-group-id maildrop helper (default: smx-postdrop
@@ -342,6 +345,10 @@ def loadSubmissionConfiguration(
     configuration (SMTPS on 127.0.0.1:2525, as C{twistd smx} without
     C{--config}).  The queue directory is C{-oQ}, else the directory of
     the configuration file: the embedded layout keeps smx.conf there.
+    Before the embedded default comes the installed system's
+    C{smx.conf} in C{$SMXCONFDIR} (default C{/etc/smx}, made by C{smx
+    setup}) with its queue in C{$SMXQDIR} (default C{/var/spool/smx}),
+    so that C{/usr/sbin/sendmail} finds smx without options.
 
     @return: C{(configuration, file or None, whether the queue directory
         is known)}.
@@ -351,6 +358,11 @@ def loadSubmissionConfiguration(
 
     path = options.config or environ.get("SMXCONF") or None
     queue = options.queueDirectory
+    system = os.path.join(environ.get("SMXCONFDIR") or "/etc/smx", "smx.conf")
+    if path is None and os.path.exists(system):
+        # smx setup's layout (seed §4): configuration and queue apart
+        path = system
+        queue = queue or environ.get("SMXQDIR") or "/var/spool/smx"
     try:
         if path:
             if os.path.isdir(path):

@@ -250,11 +250,12 @@ def splitConfiguration(layout: Layout) -> str:
         "\n"
         "%(hostname)s"
         'CDB_base_directory = "%(queue)s/";\n'
-        'SMAR_socket = "qmsmar/smarsock";\n'
-        'SMTPC_socket = "qmsmtpc/smtpcsock";\n'
-        'SMTPS_socket = "qmsmtps/smtpssock";\n'
+        'SMAR_socket = "%(queue)s/qmsmar/smarsock";\n'
+        'SMTPC_socket = "%(queue)s/qmsmtpc/smtpcsock";\n'
+        'SMTPS_socket = "%(queue)s/qmsmtps/smtpssock";\n'
         "\n"
         "qmgr {\n"
+        '    control_socket = "%(queue)s/qmgrctl.sock";\n'
         "    wait_for_server = 4s; wait_for_client = 4s;\n"
         "    mcp_type = wait; user = %(qmgr)s;\n"
         "    restartdependencies = { smtps, smtpc, smar };\n"
@@ -263,7 +264,8 @@ def splitConfiguration(layout: Layout) -> str:
         "\n"
         "smtps {\n"
         "    flags = { 8bitmime };\n"
-        "    %(address)sport = %(port)d; mcp_type = pass; pass_fd_socket = smtps/smtpsfd;\n"
+        "    %(address)sport = %(port)d; mcp_type = pass;\n"
+        '    pass_fd_socket = "%(queue)s/smtps/smtpsfd";\n'
         "    min_processes = 2; max_processes = 2;\n"
         "    user = %(smtps)s;\n"
         "    %(smtpsProgram)s\n"
@@ -285,6 +287,7 @@ def splitConfiguration(layout: Layout) -> str:
         "# smx sendmail keeps mail here while smx is down; any user may drop\n"
         "# through the set-group-id smx-postdrop (doc/sendmail.md)\n"
         "pickup {\n"
+        '    maildrop_directory = "%(queue)s/maildrop";\n'
         "    maildrop_group = %(drop)s;\n"
         "}\n"
     ) % {

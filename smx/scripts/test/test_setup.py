@@ -237,6 +237,22 @@ class LayoutTests(_Base):
             os.path.join(self.conf, "mt.db"),
         )
         self.assertEqual(cfg.section("pickup")["maildrop_group"], self.names["SMXDROP"])
+        # absolute, so that smx sendmail and smx mailq, which do not run
+        # in the queue directory, find them
+        with open(path) as f:
+            text = f.read()
+        self.assertIn('maildrop_directory = "%s/maildrop";' % (self.queue,), text)
+        self.assertIn('control_socket = "%s/qmgrctl.sock";' % (self.queue,), text)
+        from smx.queue.pickupsettings import PickupSettings
+        from smx.scripts.sendmail import SendmailOptions, loadSubmissionConfiguration
+
+        cfg, used, known = loadSubmissionConfiguration(
+            SendmailOptions(), {"SMXCONFDIR": self.conf, "SMXQDIR": self.queue}
+        )
+        self.assertEqual((used, known), (path, True))
+        settings = PickupSettings.fromConfiguration(cfg)
+        self.assertEqual(settings.directory, os.path.join(self.queue, "maildrop"))
+        self.assertEqual(settings.submissionAddress, ("127.0.0.1", 2525))
 
     def test_neverOverwrites(self) -> None:
         """
@@ -410,6 +426,32 @@ class SendmailLinkTests(_Base):
             out,
         )
         self.assertEqual(os.readlink(foreign), "../lib/sendmail")
+
+
+class SystemConfigurationTests(TestCase):
+    """
+    C{smx sendmail} without C{-C} or C{SMXCONF} uses the installed
+    system's smx.conf (C{$SMXCONFDIR}, C{/etc/smx}) when it exists, so
+    that C{/usr/sbin/sendmail} finds smx.
+    """
+
+    def test_systemConfiguration(self) -> None:
+        """
+        C{$SMXCONFDIR/smx.conf} with the queue in C{$SMXQDIR}; without it
+        the embedded default configuration as before.
+        """
+        from smx.scripts.sendmail import SendmailOptions, loadSubmissionConfiguration
+
+        conf = os.path.abspath(self.mktemp())
+        os.makedirs(conf)
+        environ = {"SMXCONFDIR": conf, "SMXQDIR": "/q"}
+        cfg, used, known = loadSubmissionConfiguration(SendmailOptions(), environ)
+        self.assertEqual((used, known), (None, False))
+        with open(os.path.join(conf, "smx.conf"), "w") as f:
+            f.write('smtps { daemon_address = "127.0.0.1:2600"; }\n')
+        cfg, used, known = loadSubmissionConfiguration(SendmailOptions(), environ)
+        self.assertEqual((used, known), (os.path.join(conf, "smx.conf"), True))
+        self.assertEqual(cfg.queueDirectory, "/q")
 
 
 class LayoutFromEnvironmentTests(TestCase):
