@@ -168,8 +168,13 @@ METRICS = (
     ("smx_dns_errors_total", "counter", "DNS lookups that failed", ("type",)),
     ("smx_pmilter_calls_total", "counter", "pmilter calls", ()),
     ("smx_pmilter_failures_total", "counter", "pmilter calls that failed", ()),
-    ("smx_milter_calls_total", "counter", "milter calls", ()),
-    ("smx_milter_failures_total", "counter", "milter calls that failed", ()),
+    ("smx_milter_calls_total", "counter", "milter calls (stages)", ("milter",)),
+    (
+        "smx_milter_failures_total",
+        "counter",
+        "milter calls answered by default_action (milter down, slow, bad)",
+        ("milter",),
+    ),
     (
         "smx_policy_requests_total",
         "counter",
@@ -302,6 +307,9 @@ class MetricsRecorder:
             handler(logger, fields)
 
     def _qmgr(self, logger: Any, fields: Dict[str, Any]) -> None:
+        if "milter_calls" in fields:
+            self._milterSession(fields)
+            return
         handler = self._qmgrStats.get(fields.get("stat"))
         if handler is not None:
             handler(fields)
@@ -337,6 +345,9 @@ class MetricsRecorder:
             # smx.milter.policyclient's record of each decision
             self._policyDecided(fields)
             return
+        if "milter_calls" in fields:
+            self._milterSession(fields)
+            return
         if stat == 0:
             if "size" in fields and "discard" not in fields:
                 key = (self.listeners.get(logger, "smtps"),)
@@ -362,6 +373,16 @@ class MetricsRecorder:
         if fields.get("default"):
             counter = self.counters["smx_policy_failures_total"]
             counter[key] = counter.get(key, 0) + 1
+
+    def _milterSession(self, fields: Dict[str, Any]) -> None:
+        # smx.milter.client's record of a milter session's end
+        key = (str(fields.get("milter")),)
+        for name, field in (
+            ("smx_milter_calls_total", "milter_calls"),
+            ("smx_milter_failures_total", "milter_failures"),
+        ):
+            counter = self.counters[name]
+            counter[key] = counter.get(key, 0) + int(fields.get(field) or 0)
 
     def _smar(self, logger: Any, fields: Dict[str, Any]) -> None:
         if "dns_query" in fields:

@@ -440,6 +440,8 @@ class MilterMixin:
         reply = replyOf(decision)
         self._mlLog(fields, name, reply)
         self.connection.reject(*reply)
+        if decision.action == "shutdown":
+            self.connection.close()
 
     def _mlHelo(self, name: str, then: Callable[[], Any]) -> Any:
         if self.mlChain is None or self._mlDenied is not None:
@@ -609,6 +611,8 @@ class MilterMixin:
                 milter=result.rejectedBy,
             )
             self.connection.reject(*reply)
+            if decision.action == "shutdown":
+                self.connection.close()
             return None
         for name, modifications in result.modified:
             self.factory.log.info(

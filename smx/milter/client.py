@@ -310,6 +310,9 @@ class MilterSession:
         self._timerKey = None  # type: Optional[Tuple[str, int]]
         self._closing = False
         self._lost = []  # type: List[defer.Deferred]
+        #: stages called, and those answered by the default action
+        self.calls = 0
+        self.failures = 0
 
     @property
     def wantsRejectedRecipients(self) -> bool:
@@ -328,9 +331,9 @@ class MilterSession:
         try:
             self.machine.connect(info, macros)
         except ValueError as e:
-            return defer.succeed(self._failNow("connect: %s" % (e,)))
+            return self._counted(defer.succeed(self._failNow("connect: %s" % (e,))))
         self._pending = defer.Deferred()
-        d = self._pending
+        d = self._counted(self._pending)
         try:
             endpoint = self.client.endpoint()
         except OSError as e:
@@ -427,6 +430,15 @@ class MilterSession:
                     "the session ended before the milter replied"
                 )
             )
+        if self.calls:
+            # counted by smx.metrics (smx_milter_calls_total, ...)
+            self.client.log.debug(
+                milter=self.client.settings.name,
+                ss_sess=self.sessionId,
+                milter_calls=self.calls,
+                milter_failures=self.failures,
+            )
+            self.calls = self.failures = 0
         if self._protocol is None:
             return defer.succeed(None)
         d = defer.Deferred()  # type: defer.Deferred
@@ -449,11 +461,21 @@ class MilterSession:
             decision = self.machine.fail("%s: %s" % (stage, e))
         if decision is not None:
             self._process()
-            return defer.succeed(decision)
+            return self._counted(defer.succeed(decision))
         self._pending = defer.Deferred()
-        d = self._pending
+        d = self._counted(self._pending)
         self._process()
         return d
+
+    def _counted(self, d: defer.Deferred) -> defer.Deferred:
+        self.calls += 1
+
+        def _count(decision: Decision) -> Decision:
+            if decision.failure is not None:
+                self.failures += 1
+            return decision
+
+        return d.addCallback(_count)
 
     def _failNow(self, reason: str) -> Decision:
         decision = self.machine.fail(reason)

@@ -67,6 +67,29 @@ class RecorderTests(SynchronousTestCase):
         self.assertEqual(self.counter("smx_policy_requests_total", "grey"), 2)
         self.assertEqual(self.counter("smx_policy_failures_total", "grey"), 1)
 
+    def test_milterCalls(self) -> None:
+        """
+        The end of a milter session (its record at debug level, not
+        written at the usual log_level) counts its calls and those the
+        default action answered, by milter, for SMTPS and QMGR alike.
+        """
+        from smx.milter.client import MilterClient, MilterSettings, parseSocket
+        from smx.milter.protocol import ConnectInfo
+
+        settings = MilterSettings(
+            "dkim", parseSocket("unix:/nonexistent/milter"), 1, 1, 1, "tempfail"
+        )
+        session = MilterClient(settings, self.clock, self.smtps).session("S1")
+        decision = self.successResultOf(
+            session.connect(ConnectInfo(None, "inet", "127.0.0.1", 25))
+        )
+        self.assertEqual(decision.code, 451)
+        self.successResultOf(session.helo("client.example"))
+        self.successResultOf(session.quit())
+        self.qmgr.debug(milter="dkim", milter_calls=5, milter_failures=0)
+        self.assertEqual(self.counter("smx_milter_calls_total", "dkim"), 7)
+        self.assertEqual(self.counter("smx_milter_failures_total", "dkim"), 2)
+
     def test_sessions(self) -> None:
         """
         Session records count opened sessions, refusals by code, and TLS
