@@ -65,6 +65,8 @@ from smx.interfaces import IProcessSupervisor
 from smx.mcp.settings import EX_CONFIG, EX_USAGE, ServiceSettings, dependents
 from smx.mcp.sockets import PassingServer, bindService
 
+#: setsid(1) of util-linux: runs a program in a session of its own
+SETSID = "/usr/bin/setsid"
 #: exit statuses after which a restart cannot help (seed §6.1)
 NO_RESTART = {EX_USAGE: "EX_USAGE", EX_CONFIG: "EX_CONFIG"}
 
@@ -174,6 +176,7 @@ class ProcessSupervisor(service.Service):
         threshold: float = 30.0,
         killTimeout: float = 10.0,
         installSignals: bool = False,
+        newSession: bool = True,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as globalReactor
@@ -190,6 +193,7 @@ class ProcessSupervisor(service.Service):
         self.threshold = threshold
         self.killTimeout = killTimeout
         self.installSignals = installSignals
+        self.setsid = SETSID if newSession and os.path.exists(SETSID) else None
         self.sockets: Dict[str, Any] = {}
         self.passing: Dict[str, PassingServer] = {}
         self.acceptors: Dict[str, "_Acceptor"] = {}
@@ -341,6 +345,12 @@ class ProcessSupervisor(service.Service):
         if not self.running:
             return
         argv = s.arguments(process.number)
+        executable = s.path
+        if self.setsid is not None:
+            # a session of its own: a signal to the MCP's process group
+            # (Ctrl-C, timeout(1)) reaches the MCP only, which stops the
+            # services in order
+            executable, argv = self.setsid, ["setsid", s.path] + argv[1:]
         protocol = _ChildProtocol(self, process)
         uid = s.uid if s.uid is not None and s.uid != os.geteuid() else None
         gid = s.gid
@@ -354,7 +364,7 @@ class ProcessSupervisor(service.Service):
         try:
             transport = self.reactor.spawnProcess(
                 protocol,
-                s.path,
+                executable,
                 argv,
                 env=self.environ,
                 path=self.queueDirectory,

@@ -131,7 +131,8 @@ class RestartTests(_Base):
     @defer.inlineCallbacks
     def test_restartWithDependencies(self) -> Any:
         """
-        A process killed with SIGKILL is started again, and its restart
+        Each process runs in a session of its own.  A process killed with
+        SIGKILL is started again, and its restart
         dependency is stopped (SIGTERM) and started again too; a service
         that is not a dependency keeps running.
         """
@@ -146,6 +147,9 @@ class RestartTests(_Base):
         [qmgr], [smtpc], [smar] = (
             self.pids(supervisor, n) for n in ("qmgr", "smtpc", "smar")
         )
+        # each in a session of its own (setsid): a signal to the MCP's
+        # process group does not reach it
+        self.assertEqual(os.getsid(qmgr), qmgr)
         os.kill(qmgr, signal.SIGKILL)
         yield self.until(lambda: len(self.lines("start")) == 5)
         self.assertEqual(self.lines("term"), [["term", "smtpc", str(smtpc)]])

@@ -142,6 +142,7 @@ class SupervisorTests(SynchronousTestCase):
             maxRestartDelay=8.0,
             threshold=30.0,
             killTimeout=5.0,
+            newSession=False,
         )
         self.supervisor.startService()
 
