@@ -63,7 +63,7 @@ class _Level(Enum):
         try:
             _checkDefaultLevel(value)
         except ValueProblem as e:
-            raise ValueProblem(str(e), token)
+            raise ValueProblem(e.message, token)
         return value
 
 

@@ -73,3 +73,4 @@ class OptionTests(unittest.TestCase):
         ]:
             e = self.assertRaises(ConfigError, self.load, text)
             self.assertIn(words, str(e), text)
+            self.assertNotIn("None)", str(e), text)
