@@ -42,6 +42,12 @@ DESCRIPTION
     logged and reported, delivery goes on as with C{may}); C{mode: none}
     and no policy at all give C{None}.
 
+    MTA-STS is about the MX hosts of the recipient domain: routes that
+    are address literals, local delivery and domains the mailertable
+    sends to hosts of its own (a relay, a smart host, even C{.
+    esmtp:smarthost}; L{MailertableRelays}) get no policy and cause no
+    lookup.
+
     A policy that could not be fetched is not asked for again for
     L{RETRY_FAILED} seconds (the cached one, or none, is used meanwhile);
     requests of several deliveries to one domain share one fetch.
@@ -75,6 +81,7 @@ import os
 import re
 from typing import (
     Any,
+    Callable,
     ClassVar,
     Dict,
     Iterable,
@@ -657,6 +664,8 @@ class MTASTSSettings:
     @ivar caFile: C{tls { CAcert_file }}, or C{None}.
     @ivar caPath: C{tls { CAcert_path }}, or C{None}.
     @ivar port: C{mta_sts_port}, the port of the policy servers (443).
+    @ivar mailertable: C{smar { mailertable { name } }}: the domains it
+        relays get no policy (L{MailertableRelays}); empty: none.
     """
 
     enabled: bool
@@ -665,6 +674,7 @@ class MTASTSSettings:
     caFile: Optional[str]
     caPath: Optional[str]
     port: int
+    mailertable: str
 
     OPTIONS: ClassVar[Mapping[str, str]] = {
         "enabled": "mta_sts",
@@ -673,6 +683,7 @@ class MTASTSSettings:
         "caFile": "tls.CAcert_file",
         "caPath": "tls.CAcert_path",
         "port": "mta_sts_port",
+        "mailertable": "/smar.mailertable.name",
     }
     DERIVED: ClassVar[Mapping[str, Tuple[str, ...]]] = {}
 
@@ -696,19 +707,29 @@ class MTASTSPolicySource:
     """
 
     def __init__(
-        self, reactor: Any, dns: Any, fetcher: Any, cache: PolicyCache, log: Logger
+        self,
+        reactor: Any,
+        dns: Any,
+        fetcher: Any,
+        cache: PolicyCache,
+        log: Logger,
+        relayed: Optional[Callable[[str], bool]] = None,
     ) -> None:
         """
         @param dns: looks up the TXT records (C{lookupTXT}, an
             L{smx.maps.dns.DNSResolver}).
         @param fetcher: fetches a policy (C{fetch(domain)}, a
             L{PolicyFetcher}).
+        @param relayed: domain -> is its mail sent to hosts the
+            configuration names (a mailertable entry with hosts) rather
+            than to its MX hosts (L{MailertableRelays}); C{None}: never.
         """
         self.reactor = reactor
         self.dns = dns
         self.fetcher = fetcher
         self.cache = cache
         self.log = log
+        self.relayed = relayed
         self._pending = {}  # type: Dict[str, List[defer.Deferred]]
         self._failed = {}  # type: Dict[str, float]
 
@@ -727,6 +748,9 @@ class MTASTSPolicySource:
             domain = domainKey(domain.rstrip("."))
         except ValueError as e:
             self.log.info(mta_sts=domain, error=str(e))
+            return defer.succeed(None)
+        if self.relayed is not None and self.relayed(domain):
+            # a relay (smart host) the mailertable names, not the MX hosts
             return defer.succeed(None)
         waiting = self._pending.get(domain)
         d = defer.Deferred()  # type: defer.Deferred
@@ -827,6 +851,42 @@ class MTASTSPolicySource:
         return entry.policy.lines(), list(entry.policy.mx)
 
 
+class MailertableRelays:
+    """
+    Which domains the mailertable sends to hosts of its own (a relay, a
+    smart host: C{example.com esmtp:relay.example.net}, C{. esmtp:smarthost})
+    instead of their MX hosts: MTA-STS is about the MX hosts, so it does
+    not apply to them.  The file is read again when it changes.
+    """
+
+    def __init__(self, path: str, log: Logger) -> None:
+        self.path = path
+        self.log = log
+        self._stamp = None  # type: Any
+        self._table = None  # type: Any
+
+    def __call__(self, domain: str) -> bool:
+        from smx.maps.errors import MapError
+        from smx.maps.mailertable import Mailertable
+
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._table = Mailertable.fromFile(self.path)
+            except MapError as e:
+                # the old table (if any) stays; MTA-STS applies without one
+                self.log.error("MailertableRelays", mailertable=self.path, error=str(e))
+        if self._table is None:
+            return False
+        found = self._table.find(domain)
+        return found is not None and bool(found[1].hosts)
+
+
 def _namedHosts(hosts: Iterable[str]) -> bool:
     """Is one of C{hosts} a host name (not an address literal)?"""
     for host in hosts:
@@ -861,7 +921,10 @@ def mtastsSource(
     trust = trustRootFromFiles(settings.caFile, settings.caPath)
     fetcher = PolicyFetcher(reactor, dns, trust, settings.timeout, settings.port)
     cache = PolicyCache(settings.cacheFile, log)
-    return MTASTSPolicySource(reactor, dns, fetcher, cache, log)
+    relayed = None  # type: Optional[Callable[[str], bool]]
+    if settings.mailertable:
+        relayed = MailertableRelays(settings.mailertable, log)
+    return MTASTSPolicySource(reactor, dns, fetcher, cache, log, relayed)
 
 
 def mtastsSourceFromConfiguration(
@@ -870,7 +933,8 @@ def mtastsSourceFromConfiguration(
     """
     L{mtastsSource} of the C{smtpc} C{section} (default: the first),
     with a resolver of its own built from the C{smar} section's
-    C{nameserver}, C{DNS_timeout} and C{DNS_flags}.
+    C{nameserver}, C{DNS_timeout} and C{DNS_flags}, and the domains the
+    C{smar} mailertable relays (L{MailertableRelays}) left out.
 
     @raise ValueError: if the CA files cannot be read.
     """

@@ -96,6 +96,7 @@ class MTASTSSourceTests(TestCase):
             caFile=caFile or self.caFile,
             caPath=None,
             port=self.https.port,
+            mailertable="",
         )
         source = mtastsSource(settings, reactor, self.dns, self.log)
         assert source is not None
@@ -115,7 +116,7 @@ class MTASTSSourceTests(TestCase):
         """
         C{mta_sts = no}: no source at all.
         """
-        settings = MTASTSSettings(False, self.cacheFile, 5.0, None, None, 443)
+        settings = MTASTSSettings(False, self.cacheFile, 5.0, None, None, 443, "")
         self.assertIsNone(mtastsSource(settings, reactor, self.dns, self.log))
 
     @defer.inlineCallbacks
@@ -214,6 +215,19 @@ class MTASTSSourceTests(TestCase):
         self.assertEqual(policy.policyDomain, "xn--bcher-kva.test")
         self.assertIsNone((yield self.source().policyFor("a..b\u0080.test", MX)))
         self.assertNotIn("Traceback", self.lines())
+
+    @defer.inlineCallbacks
+    def test_relayed(self):
+        """
+        A domain the mailertable relays (a smart host) has no policy and
+        causes no lookup.
+        """
+        source = self.source()
+        source.relayed = lambda domain: domain == "remote.test"
+        self.assertIsNone((yield source.policyFor("remote.test", MX)))
+        self.assertEqual(self.dnsLog.queries, [])
+        source.relayed = lambda domain: False
+        self.assertIsNotNone((yield source.policyFor("remote.test", MX)))
 
     @defer.inlineCallbacks
     def test_noRecord(self):

@@ -155,7 +155,7 @@ class MTASTSDeliveryTests(TestCase):
         )
         source = mtastsSource(
             MTASTSSettings(
-                True, self.stsCache, 5.0, self.caFile, None, self.https.port
+                True, self.stsCache, 5.0, self.caFile, None, self.https.port, ""
             ),
             reactor,
             self.dns,

@@ -59,13 +59,14 @@ class MTASTSTwistdTests(MTATestCase):
         factory.port = port.getHost().port  # type: ignore[attr-defined]
         return factory
 
-    def startMTA(self, receiverPort: int) -> None:
+    def startMTA(self, receiverPort: int, mt: str = "") -> None:
         dnsPort, stopDNS = startDNSServer(
             {
                 "remote.test": [("MX", 10, "mx.remote.test")],
                 "mx.remote.test": [("A", "127.0.0.2")],
                 "_mta-sts.remote.test": [("TXT", "v=STSv1; id=1")],
                 "mta-sts.remote.test": [("A", "127.0.0.1")],
+                "smarthost.test": [("A", "127.0.0.2")],
             }
         )
         self.addCleanup(stopDNS)
@@ -77,7 +78,7 @@ class MTASTSTwistdTests(MTATestCase):
                 'tls { CAcert_file = "%s"; }'
                 % (receiverPort, self.https.port, os.path.join(self.root, "ca.pem")),
             ),
-            mt="",
+            mt=mt,
             access="cltaddr:127.0.0.1 relay\n",
         )
         self.mta.start()
@@ -137,3 +138,22 @@ class MTASTSTwistdTests(MTATestCase):
         self.assertEqual(
             policy["failure-details"][0]["result-type"], "certificate-host-mismatch"
         )
+
+    @defer.inlineCallbacks
+    def test_smartHost(self):
+        """
+        With a smart host in the mailertable (C{. esmtp:smarthost.test}),
+        mail for a domain with an enforce policy goes to the smart host:
+        MTA-STS is about the domain's MX hosts, and is not even looked
+        up.
+        """
+        relay = self.receiver(["smarthost.test"])
+        self.startMTA(relay.port, mt=". esmtp:smarthost.test\n")
+        out, err, status = yield swaks(
+            self.mta.port, "--from", "a@client.test", "--to", "u@remote.test"
+        )
+        self.assertEqual(status, 0, out)
+        yield until(lambda: relay.messages, 10)
+        self.assertEqual([tls for tls, _ in relay.messages], [True])
+        self.assertEqual(self.https.requests, [])
+        self.assertNotIn("tls_policy_failed", self.mta.log())

@@ -15,6 +15,7 @@ from smx.log import Logger, MemorySink
 from smx.tlspolicy.mtasts import (
     MAX_AGE_LIMIT,
     CachedPolicy,
+    MailertableRelays,
     MTASTSSettings,
     PolicyCache,
     PolicyFetcher,
@@ -265,7 +266,15 @@ class SettingsTests(SynchronousTestCase):
         cfg = defaultConfiguration(queueDirectory="/var/spool/smx")
         self.assertEqual(
             MTASTSSettings.fromSection(cfg.section("smtpc")),
-            MTASTSSettings(True, "/var/spool/smx/mta-sts.json", 30.0, None, None, 443),
+            MTASTSSettings(
+                True,
+                "/var/spool/smx/mta-sts.json",
+                30.0,
+                None,
+                None,
+                443,
+                cfg.section("smar").section("mailertable")["name"],
+            ),
         )
 
     def test_options(self):
@@ -278,6 +287,7 @@ class SettingsTests(SynchronousTestCase):
         os.mkdir(d)
         with open(os.path.join(d, "smx.conf"), "w") as f:
             f.write(
+                'smar { mailertable { name = "mt"; } }\n'
                 "smtpc { mta_sts = no; mta_sts_cache = /var/lib/sts.json;\n"
                 "  mta_sts_timeout = 1m; mta_sts_port = 8443;\n"
                 '  tls { CAcert_file = "ca.pem"; } }\n'
@@ -286,7 +296,13 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual(
             MTASTSSettings.fromSection(cfg.section("smtpc")),
             MTASTSSettings(
-                False, "/var/lib/sts.json", 60.0, os.path.join(d, "ca.pem"), None, 8443
+                False,
+                "/var/lib/sts.json",
+                60.0,
+                os.path.join(d, "ca.pem"),
+                None,
+                8443,
+                os.path.join(d, "mt"),
             ),
         )
 
@@ -306,3 +322,60 @@ class SettingsTests(SynchronousTestCase):
             fetcher.url("example.com"),
             "https://mta-sts.example.com:8443/.well-known/mta-sts.txt",
         )
+
+
+class MailertableRelaysTests(SynchronousTestCase):
+    """
+    L{MailertableRelays}: the domains the mailertable relays.
+    """
+
+    def setUp(self):
+        self.path = os.path.abspath(self.mktemp())
+        self.sink = MemorySink()
+        self.relays = MailertableRelays(self.path, Logger("smtpc", 14, self.sink))
+
+    def write(self, text):
+        with open(self.path, "w") as f:
+            f.write(text)
+        st = os.stat(self.path)
+        # a new stamp even within the file system's time resolution
+        os.utime(self.path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+    def test_entries(self):
+        """
+        A domain whose entry names hosts is relayed (names or literals,
+        by the domain lookup order); one whose entry has no hosts (its
+        own MX) or no entry at all is not.
+        """
+        self.write(
+            "relayed.test esmtp:relay.example.net\n"
+            ".sub.test esmtp:[192.0.2.1]\n"
+            "viamx.test esmtp:\n"
+            "localhost lmtp:\n"
+        )
+        self.assertTrue(self.relays("relayed.test"))
+        self.assertTrue(self.relays("a.sub.test"))
+        self.assertFalse(self.relays("viamx.test"))
+        self.assertFalse(self.relays("other.test"))
+
+    def test_smartHost(self):
+        """
+        C{. esmtp:smarthost}: every domain is relayed; the file is read
+        again when it changes.
+        """
+        self.write("localhost lmtp:\n")
+        self.assertFalse(self.relays("gmail.test"))
+        self.write(". esmtp:smarthost.example.net\n")
+        self.assertTrue(self.relays("gmail.test"))
+
+    def test_bad(self):
+        """
+        A mailertable that cannot be read keeps the old one (none at
+        first: nothing is relayed) and is reported.
+        """
+        self.assertFalse(self.relays("a.test"))
+        self.write(". esmtp:smarthost.example.net\n")
+        self.assertTrue(self.relays("a.test"))
+        self.write("a.test foo:bar\n")
+        self.assertTrue(self.relays("a.test"))
+        self.assertIn("func=MailertableRelays", "\n".join(self.sink.lines()))
