@@ -26,7 +26,9 @@ Errors:
       undeclared map (§5.8.1, §5.8.2);
     - an smtps option of Postfix policy servers (C{policies},
       C{mail_policies}, ...) naming a policy that no C{policy NAME}
-      section declares (doc/policy.md).
+      section declares (doc/policy.md);
+    - a C{milters} list (smtps, qmgr) naming a milter that no C{milter
+      NAME} section declares (doc/milter.md).
 
 Warnings:
     - two smtps sections with the same explicit C{id} (§5.9.1);

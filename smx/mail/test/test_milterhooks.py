@@ -174,6 +174,30 @@ class HookTests(unittest.TestCase):
         self.assertEqual(envelope["size"], len(content))
         self.assertIn("modified=", "\n".join(h.sink.lines()))
 
+    def test_chunking(self):
+        """
+        With BDAT the milters get the data stage at the first chunk and
+        the whole message at the end of the LAST one.
+        """
+        m = self.milter(
+            decisions={"eom": Decision("accept", modifications=(AddHeader("X", " 1"),))}
+        )
+        h = self.harness(m)
+        h.connect()
+        part1, part2 = b"Subject: hi\r\n\r\nfirst ", b"second\r\n"
+        out = h.send(
+            b"EHLO client.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\n"
+            + b"BDAT %d\r\n" % len(part1)
+            + part1
+            + b"BDAT %d LAST\r\n" % len(part2)
+            + part2
+        )
+        self.assertIn(b"250 2.0.0 ", out)
+        self.assertEqual(self.calls(m).count("data"), 1)
+        [body] = [a[0] for s, a in m.sessions[-1].calls if s == "body"]
+        self.assertEqual(body, b"first second\r\n")
+        self.assertTrue(self.queued(h).endswith(b"X: 1\r\n\r\nfirst second\r\n"))
+
     def test_unchanged(self):
         """Without modifications the content is queued byte for byte."""
         h = self.harness(self.milter())
