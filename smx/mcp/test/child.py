@@ -9,7 +9,9 @@ that any user can run it with C{/usr/bin/python3}):
 It appends C{"start NAME PID UID ID"} to the file RECORD (C{-} without
 C{-i}), then
 acts by MODE: C{sleep} (until a signal), C{crash} (exit 3 at once),
-C{usage} (exit 64), C{config} (exit 78), C{serve} (fetch the listening
+C{usage} (exit 64), C{config} (exit 78), C{accept} (accept on descriptor
+0 and answer C{"220 PID"}), C{inetd} (answer C{"220 PID"} on descriptor 1
+and read descriptor 0 until the end), C{serve} (fetch the listening
 socket over the C{pass_fd_socket} named by C{$SMX_TEST_PASS} and answer
 every connection with C{"220 PID"} until the client closes it).  On
 SIGTERM it appends C{"term NAME PID"} and exits 0; on SIGUSR1 and SIGUSR2
@@ -44,13 +46,27 @@ def main():
     signal.signal(signal.SIGTERM, term)
     signal.signal(signal.SIGUSR1, lambda s, f: record(path, "usr1 %s %d" % (name, pid)))
     signal.signal(signal.SIGUSR2, lambda s, f: record(path, "usr2 %s %d" % (name, pid)))
-    print("%s running as %d" % (name, os.getuid()), flush=True)
+    if mode != "inetd":
+        print("%s running as %d" % (name, os.getuid()), flush=True)
     if mode == "crash":
         sys.exit(3)
     if mode == "usage":
         sys.exit(64)
     if mode == "config":
         sys.exit(78)
+    if mode == "accept":
+        # mcp_type = accept: the listening socket is descriptor 0
+        listener = socket.socket(fileno=0)
+        while True:
+            connection, peer = listener.accept()
+            connection.sendall(b"220 %d\r\n" % (pid,))
+            connection.close()
+    if mode == "inetd":
+        # mcp_type = nostartaccept: the connection is descriptors 0 and 1
+        os.write(1, b"220 %d\r\n" % (pid,))
+        while os.read(0, 1024):
+            pass
+        sys.exit(0)
     if mode == "serve":
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         for i in range(100):

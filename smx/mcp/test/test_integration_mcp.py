@@ -286,6 +286,77 @@ class PassedSocketTests(_Base):
         self.assertEqual(pids, set(self.pids(supervisor, "smtps")))
 
 
+class AcceptTests(_Base):
+    """
+    C{mcp_type = accept} and C{nostartaccept}.
+    """
+
+    @defer.inlineCallbacks
+    def test_accept(self) -> Any:
+        """
+        C{accept}: the MCP binds the socket (here C{socket { name umask
+        }}) and the process accepts on descriptor 0.
+        """
+        path = os.path.join(self.directory, "lmtp.sock")
+        supervisor = self.supervisor(
+            self.section(
+                "procmail",
+                "accept",
+                "mcp_type = accept; socket { name = lmtp.sock; umask = 077; }",
+            )
+        )
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o700)
+        [pid] = self.pids(supervisor, "procmail")
+
+        def banner() -> bytes:
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(5)
+            s.connect(path)
+            try:
+                return s.recv(100)
+            finally:
+                s.close()
+
+        got = yield _threads(banner)
+        self.assertEqual(got, b"220 %d\r\n" % (pid,))
+
+    @defer.inlineCallbacks
+    def test_noStartAccept(self) -> Any:
+        """
+        C{nostartaccept}: nothing runs until a connection comes; then one
+        process per connection, with the connection on descriptors 0 and
+        1, at most C{max_processes} at a time (a third connection waits
+        until one ends); the processes are not restarted.
+        """
+        port = freePort()
+        supervisor = self.supervisor(
+            self.section(
+                "finger",
+                "inetd",
+                "mcp_type = nostartaccept; port = %d; address = 127.0.0.1; "
+                "max_processes = 2;" % (port,),
+            )
+        )
+        self.assertEqual(supervisor.slots["finger"], [])
+        clients = []
+        for i in range(2):
+            c = yield _threads(lambda: socket.create_connection(("127.0.0.1", port), 5))
+            clients.append(c)
+        banners = yield _threads(lambda: [c.recv(100) for c in clients])
+        self.assertEqual(len({b.split()[1] for b in banners}), 2)
+        third = socket.create_connection(("127.0.0.1", port), 5)
+        self.addCleanup(third.close)
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        self.assertEqual(len(self.lines("start")), 2)
+        clients[0].close()
+        banner = yield _threads(lambda: third.recv(100))
+        self.assertTrue(banner.startswith(b"220 "), banner)
+        clients[1].close()
+        third.close()
+        yield self.until(lambda: supervisor.slots["finger"] == [])
+        self.assertEqual(len(self.lines("start")), 3)
+
+
 def twoBanners(port: int) -> List[str]:
     """
     Open two connections to C{port} at once and read their banners.
