@@ -118,6 +118,7 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from twisted.application import service
@@ -247,7 +248,10 @@ class DeliveryAgent(service.Service):
             reactor = _reactor
         dns = _resolver(cfg, reactor, log)
         policies = policiesFromSettings(
-            settings, log, dns=dns, sources=_policySources(section, reactor, dns, log)
+            settings,
+            log,
+            dns=dns,
+            sources=_policySources(cfg, section, reactor, dns, log),
         )
         return cls(
             contentStore,
@@ -533,22 +537,26 @@ class _LazyResolver:
         return getattr(self._resolver, name)
 
 
-def _policySources(section: Any, reactor: Any, dns: Any, log: Logger) -> List[Any]:
+def _policySources(cfg: Any, section: Any, reactor: Any, dns: Any, log: Logger):
     """
     The L{smx.tlspolicy.policy.ITLSPolicySource}s of an C{smtpc} section:
-    MTA-STS (L{smx.tlspolicy.mtasts}) when enabled, with SMTPC's
-    resolver.
+    MTA-STS (L{smx.tlspolicy.mtasts}) when enabled, with SMTPC's resolver
+    (see L{smx.tlspolicy.policy}, "Sources").
     """
     try:
-        from smx.tlspolicy.mtasts import MTASTSSettings, mtastsSource
+        from smx.tlspolicy import mtasts
     except ImportError:
         return []
+    build = getattr(mtasts, "mtastsSourceFromConfiguration", None)
     try:
-        settings = MTASTSSettings.fromSection(section)
+        if build is not None and "dns" in inspect.signature(build).parameters:
+            source = build(cfg, reactor, section, log, dns=dns)
+        else:
+            settings = mtasts.MTASTSSettings.fromSection(section)
+            source = mtasts.mtastsSource(settings, reactor, dns, log)
     except KeyError:
         # a table without the MTA-STS options (their module is newer)
         return []
-    source = mtastsSource(settings, reactor, dns, log)
     return [] if source is None else [source]
 
 

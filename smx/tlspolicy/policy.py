@@ -82,6 +82,14 @@ DESCRIPTION
     fingerprint or TLSA failure); nothing is sent in clear where the
     policy requires TLS.
 
+    Sources: SMTPC builds its MTA-STS source with
+    C{smx.tlspolicy.mtasts.mtastsSourceFromConfiguration(cfg, reactor,
+    section, log, dns=dns)} when that function takes C{dns} (SMTPC's
+    resolver, an L{smx.maps.dns.DNSResolver} made at its first lookup,
+    shared with DANE, so that a configuration that never looks anything
+    up starts no resolver), else with C{mtastsSource(MTASTSSettings.
+    fromSection(section), reactor, dns, log)}; C{None} is no source.
+
 DIAGNOSTICS
     SMTPC writes one record for each policy failure and each session
     that met a policy stronger than C{may} (L{FAILED_RECORD},
