@@ -27,7 +27,8 @@ DESCRIPTION
       - DANE (TLSA records of the MX host): L{smx.tlspolicy.dane.matchTLSA}.
 
     Match names: C{name} is that name (a wildcard certificate may match
-    it), C{.domain} any DNS name of the certificate below the domain,
+    it; an IP address, the MX host of a route to an address literal,
+    matches an iPAddress subjectAltName), C{.domain} any DNS name of the certificate below the domain,
     C{hostname}, C{nexthop} and C{dot-nexthop} stand for the MX host
     name, the next-hop domain and any name below it.
 """
@@ -35,6 +36,7 @@ DESCRIPTION
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from typing import List, Optional, Sequence, Tuple
 
 from cryptography import x509
@@ -42,6 +44,7 @@ from service_identity import CertificateError, VerificationError
 from service_identity.cryptography import (
     extract_patterns,
     verify_certificate_hostname,
+    verify_certificate_ip_address,
 )
 from service_identity.hazmat import DNSPattern
 
@@ -118,11 +121,22 @@ def namesMatch(certificate: x509.Certificate, names: Sequence[str]) -> bool:
                 return True
             continue
         try:
-            verify_certificate_hostname(certificate, name)
+            if _isAddress(name):
+                verify_certificate_ip_address(certificate, name.strip("[]"))
+            else:
+                verify_certificate_hostname(certificate, name)
         except (VerificationError, CertificateError, ValueError):
             continue
         return True
     return False
+
+
+def _isAddress(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _dnsNames(certificate: x509.Certificate) -> List[str]:

@@ -114,6 +114,18 @@ class NameTests(unittest.TestCase):
         self.assertFalse(namesMatch(leaf, ["mx2.example.com", ".example.net"]))
         self.assertFalse(namesMatch(leaf, ["b.a.mail.example.com"]))
 
+    def test_addressMatch(self) -> None:
+        """
+        An IP address (the MX host of a route to an address literal)
+        matches an iPAddress subjectAltName only.
+        """
+        ca = trustme.CA()
+        cert = _load(ca.issue_cert("localhost", "127.0.0.1").cert_chain_pems[0])
+        self.assertTrue(namesMatch(cert, ["127.0.0.1"]))
+        self.assertTrue(namesMatch(cert, ["[127.0.0.1]"]))
+        self.assertFalse(namesMatch(cert, ["127.0.0.2"]))
+        self.assertFalse(namesMatch(certs().leaf, ["127.0.0.1"]))
+
     def test_fingerprints(self) -> None:
         """
         The SHA-256 digests of the certificate and of its public key.
