@@ -393,14 +393,13 @@ class PolicyServerMixin:
 
         return d.addCallback(_cb)
 
-    @inlineCallbacks
-    def _pdMail(self, event: sm.MailFrom, ta: Any):
+    def _pdMail(self, event: sm.MailFrom, ta: Any) -> Any:
         """
         SMTPS accepted MAIL (C{ta} is the new transaction): ask the MAIL
         policies.
 
-        @return: a L{Deferred} firing with C{True} when one rejected it
-            (the reply is given).
+        @return: C{True} (or a L{Deferred} of it) when one rejected it (the
+            reply is given), else C{False}.
         """
         self._pdSaslSender = ""
         for keyword, value in event.parameters or ():
@@ -408,32 +407,44 @@ class PolicyServerMixin:
                 self._pdSaslSender = _authSender(value)
         if not self._pdServers("MAIL"):
             return False
-        reply, effects = yield self._pdAsk(
-            "MAIL", "MAIL", event.sender, ("mail", "<%s>" % (event.sender,)), ta
+        return self._pdCommand(
+            "MAIL", event.sender, ("mail", "<%s>" % (event.sender,)), ta
         )
-        if reply is not None:
-            self.connection.reject(reply["code"], reply["dsn"], reply["text"])
-            return True
-        self._pdApply(effects, self._pdCurrent())
-        return False
 
-    @inlineCallbacks
-    def _pdRcpt(self, event: sm.RcptTo, address: str):
+    def _pdRcpt(self, event: sm.RcptTo, address: str) -> Any:
         """
         SMTPS accepted the recipient C{address}: ask the RCPT policies.
 
-        @return: a L{Deferred} firing with C{True} when one rejected it
-            (the reply is given).
+        @return: C{True} (or a L{Deferred} of it) when one rejected it (the
+            reply is given), else C{False}.
         """
         if not self._pdServers("RCPT"):
             return False
-        reply, effects = yield self._pdAsk(
-            "RCPT",
+        return self._pdCommand(
             "RCPT",
             event.recipient,
             ("rcpt", "<%s>" % (event.recipient,)),
             self.transaction,
             recipient=address,
+        )
+
+    @inlineCallbacks
+    def _pdCommand(
+        self,
+        state: str,
+        subject: str,
+        field: Tuple[str, str],
+        ta: Any,
+        recipient: str = "",
+    ):
+        """
+        Ask about MAIL or RCPT: give a rejection as the reply, keep the
+        effects of an acceptance.
+
+        @return: a L{Deferred} firing with C{True} when it was rejected.
+        """
+        reply, effects = yield self._pdAsk(
+            state, state, subject, field, ta, recipient=recipient
         )
         if reply is not None:
             self.connection.reject(reply["code"], reply["dsn"], reply["text"])
