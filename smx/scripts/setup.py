@@ -464,6 +464,9 @@ class Setup:
             return
 
         def make() -> None:
+            # missing parents (e.g. /srv/mail for SMXQDIR=/srv/mail/smx)
+            # as mkdir -p makes them: root's, 0755
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
             os.mkdir(path, 0o700)
             _own(path, owner, group)
             os.chmod(path, mode)

@@ -47,7 +47,8 @@ class _Base(TestCase):
         self.names = accountEnvironment(self.base)
         self.addCleanup(removeAccounts, list(self.names.values()))
         self.conf = os.path.join(self.root, "etc")
-        self.queue = os.path.join(self.root, "spool")
+        # a parent that does not exist yet
+        self.queue = os.path.join(self.root, "var", "spool")
         self.environ = dict(
             self.names, SMXCONFDIR=self.conf, SMXQDIR=self.queue, SMXLG="root"
         )
