@@ -24,7 +24,7 @@ import os
 import subprocess
 from typing import Any, Iterator, List
 
-from twisted.internet import defer
+from twisted.internet import defer, protocol, reactor
 from twisted.names import client as dnsclient
 from twisted.names import dns
 
@@ -56,7 +56,7 @@ except ImportError:
 #: a python3-milter milter; argv: socket, log.  What it does is chosen by
 #: the HELO name of each SMTP session (the first label).
 PEER = r"""
-import json, sys, time
+import json, os, sys, time
 import Milter
 
 SOCKET, LOG = sys.argv[1:3]
@@ -139,6 +139,8 @@ class Peer(Milter.Base):
             return Milter.DISCARD
         if self.mode == "hang":
             time.sleep(30)
+        if self.mode == "die":
+            os._exit(3)
         return Milter.CONTINUE
 
     def abort(self):
@@ -402,6 +404,29 @@ class PythonMilterTests(MilterMTATestCase):
         self.assertIn("no reply to eom within 1s", log)
         self.assertEqual(self.sink.containing(b"HUNG"), [])
 
+    @defer.inlineCallbacks
+    def test_dies(self) -> Iterator[Any]:
+        """
+        A milter that closes the connection in the middle of a message
+        (its process exits at the end of the message): 451 4.7.1 to the
+        final dot, logged; nothing is queued.
+        """
+        yield self.startPeer()
+        out, status = yield self.send(
+            "--helo", "die.client.test", "--to", "x@remote.test", "--body", "DIED"
+        )
+        self.assertIn("451 4.7.1", out)
+        self.assertNotIn("accepted for delivery", out)
+        self.assertIn("connection closed by the milter", self.mta.log())
+        self.assertEqual(self.sink.containing(b"DIED"), [])
+
+
+class _Garbage(protocol.Protocol):
+    """A milter that answers with a packet of 2 GB."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"\x7f\xff\xff\xffA")
+
 
 class DownMilterTests(MilterMTATestCase):
     """
@@ -431,6 +456,27 @@ class DownMilterTests(MilterMTATestCase):
         self.assertIn("milter=gone", log)
         self.assertIn("sev=WARN", log)
         self.assertIn("cannot connect", log)
+
+    @defer.inlineCallbacks
+    def test_oversized(self) -> Iterator[Any]:
+        """
+        A milter that answers with a packet longer than the protocol
+        allows: its default action (451), logged; smx does not allocate
+        the packet and goes on.
+        """
+        path = os.path.join(self.root, "garbage.sock")
+        port = reactor.listenUNIX(path, protocol.Factory.forProtocol(_Garbage))
+        self.addCleanup(port.stopListening)
+        self.sink = self.startSMX(
+            'milter garbage { socket = "unix:%s"; }\n' % (path,),
+            smtps="milters = { garbage };",
+        )
+        out, status = yield self.send("--to", "d@remote.test")
+        self.assertIn("451 4.7.1", out)
+        self.assertIn("221", out)
+        log = self.mta.log()
+        self.assertIn("milter=garbage", log)
+        self.assertIn("sev=WARN", log)
 
     @defer.inlineCallbacks
     def test_reject(self) -> Iterator[Any]:
