@@ -7,15 +7,15 @@ C{twistd smx} at start print them).
 
 There are two kinds:
 
-    - B{inert}: nothing in the mode smx runs in (embedded: one process,
-      no MCP) reads it.  The option table says so once, with the reason:
-      L{Option.inert} (C{user}, C{CDB_gid}, ...), L{Option.inertFlags}
-      (the smtps flag C{background}, ...) and L{SectionSpec.inert} (the
-      smtps subsection C{pmilter}, MCP's C{socket}, services started by
-      MCP).  C{smx.config.test.test_effect} fails when an option is
+    - B{inert}: nothing in smx reads it.  The option table says so
+      once, with the reason: L{Option.inert} (C{CDB_gid}, ...),
+      L{Option.inertFlags} (the smtps flag C{background}, ...) and
+      L{SectionSpec.inert}.  C{smx.config.test.test_effect} fails when an option is
       neither read by a component nor marked, and when a marked one is
       read.
-    - B{unused with the other settings} (L{unusedBecause}): the
+    - B{unused with the other settings} (L{unusedBecause}): the MCP
+      options of seed §5.2 in embedded mode (no section sets C{path}) and
+      in a section without C{path} in split mode (L{smx.mcp}); the
       C{address} and C{port} of an smtps section that listens on its
       C{daemon_address}; the C{address} of an lmtpd section without a
       C{port}; C{log} options of a destination smx does not log to; the

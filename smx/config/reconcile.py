@@ -47,8 +47,9 @@ Warnings:
       (§5.9 item 19);
     - an option, a flag or a section that the file sets but that has no
       effect (see C{smx.config.effect}): one marked "no effect" in the tables
-      above (smx runs in embedded mode: one process, no MCP), or one
-      unused with the other settings: C{address} or C{port} in an smtps
+      above, or one unused with the other settings: the MCP options in
+      embedded mode (no section sets C{path}) or in a section without
+      C{path} in split mode; C{address} or C{port} in an smtps
       section with C{daemon_address}, which is what smx listens on (§5.9
       item 2); C{address} in an lmtpd section without C{port}; C{log}
       C{facility} with C{file}, C{options} or C{ident} without

@@ -114,17 +114,17 @@ them.
 
 ## Options without effect
 
-smx runs in embedded mode only: one process (`twistd smx`), no MCP, the
-components calling each other directly (split mode comes later).  What
-only split mode uses is accepted, so that a sendmail X configuration
-reads, but has no effect: the tables below say "**no effect**" and why.
+The options of the MCP (§5.2) have effect in split mode, when a section
+sets `path` (doc/split.md); in embedded mode (`make run`: one process, the
+components calling each other directly) they have none, and neither have
+those of a section without `path` in split mode.  What smx does not use
+is accepted, so that a sendmail X configuration reads, but has no
+effect: the tables below say "**no effect**" and why.
 When a file sets such an option, flag or section, `smx config` and
 `twistd smx` at start print one warning line naming the file, line and
 column, e.g. `smx.conf:12:5: warning: option 'user' in section 'smtps'
-has no effect: used by the MCP in split mode, which smx does not have
-yet; ...`.  A service section started by MCP and the `pmilter`
-subsection of smtps (not implemented yet: mail is accepted without it)
-get one such warning for the whole section.  Options that have no effect
+has no effect: used by the MCP in split mode, and no section of this
+configuration sets 'path' ...`.  Options that have no effect
 with the other settings (see the end of this file) are warned about the
 same way.
 
