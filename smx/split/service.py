@@ -57,6 +57,7 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any, Dict, List, Optional
 
@@ -343,6 +344,9 @@ class AdoptedListener(service.Service):
     def startService(self) -> None:
         service.Service.startService(self)
         if self.port is None:
+            # the reactor never blocks in accept(2): a socket passed over
+            # pass_fd_socket may well be in blocking mode
+            os.set_blocking(self.fd, False)
             sock = socket.socket(fileno=self.fd)
             try:
                 family = sock.family

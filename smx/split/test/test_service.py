@@ -103,3 +103,78 @@ class MakeComponentServiceTests(unittest.TestCase):
             for i in (0, 1)
         ]
         self.assertEqual([i[-2:] for i in ids], ["00", "01"])
+
+
+class SMTPSComponentTests(unittest.TestCase):
+    """
+    The SMTPS component, in the test's reactor, with QMGR and SMAR fakes
+    behind their real sockets.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet import reactor
+
+        from smx.maps.testing import FakeAddressResolver
+        from smx.queue.testing import FakeQueueManager
+        from smx.split.queue import queueManagerFactory
+        from smx.split.resolver import resolverFactory
+        from smx.split.testing import serve
+
+        self.cfg = defaultConfiguration(os.path.abspath(self.mktemp()))
+        g = self.cfg.globals  # type: ignore[attr-defined]
+        self.qmgr = FakeQueueManager()
+        serve(self, queueManagerFactory(self.qmgr), g["SMTPS_socket"])
+        serve(self, resolverFactory(FakeAddressResolver()), g["SMAR_socket"])
+        self.reactor = reactor
+
+    def test_adoptListeningSocket(self) -> None:
+        """
+        With C{listeningFd}, SMTPS serves the socket it was given (as the
+        MCP passes it) instead of binding its own address, and asks QMGR
+        over C{SMTPS_socket} whether a client may connect.
+        """
+        import socket
+
+        from twisted.internet import defer
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+        from twisted.protocols.basic import LineReceiver
+
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(5)
+        self.addCleanup(listening.close)
+        port = listening.getsockname()[1]
+        root = makeComponentService(
+            self.cfg,
+            "smtps",
+            instanceId=3,
+            listeningFd=listening.fileno(),
+            reactor=self.reactor,
+            installSignals=False,
+        )
+        root.startService()
+        self.addCleanup(root.stopService)
+        self.assertEqual(
+            [s.name for s in root if s.name.startswith("smtps")],  # type: ignore[attr-defined]
+            ["smtps fd %d" % (listening.fileno(),)],
+        )
+        greeting = defer.Deferred()  # type: defer.Deferred
+
+        class Client(LineReceiver):
+            def lineReceived(self, line: bytes) -> None:
+                if not greeting.called:
+                    greeting.callback(line)
+                    self.transport.loseConnection()
+
+        d = connectProtocol(
+            TCP4ClientEndpoint(self.reactor, "127.0.0.1", port), Client()
+        )
+        d.addCallback(lambda _: greeting)
+
+        def check(line: bytes) -> None:
+            self.assertTrue(line.startswith(b"220 "), line)
+            [session] = self.qmgr.sessions
+            # the instance id is in the session id (App. C.1)
+            self.assertEqual(session[-2:], "03")
+
+        return d.addCallback(check)
