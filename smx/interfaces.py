@@ -14,6 +14,14 @@ how it is deployed.
 Shared value shapes
 ===================
 
+Each shape is a value type of L{smx.values} (L{smx.values.Reply},
+L{smx.values.Decision}, L{smx.values.Route}, L{smx.values.Recipient},
+L{smx.values.Result}, L{smx.values.Envelope},
+L{smx.values.DeliveryTransaction}, L{smx.values.Resolved}) with its
+checked conversion to and from this plain data (C{fromData}/C{toData});
+split mode sends every argument and result through it
+(L{smx.split.commands}).
+
 B{reply}: a C{dict} C{{"code": 451, "dsn": "4.3.0", "text": "..."}}: an SMTP
 reply code, its enhanced status code (RFC 3463) and the human text.
 

@@ -408,6 +408,9 @@ class Envelope(_Value):
     envid: Optional[str] = None
     ret: Optional[str] = None
     contentPending: bool = False
+    requiretls: Optional[bool] = None
+    tlsRequiredNo: Optional[bool] = None
+    quarantine: Optional[str] = None
     extra: Dict[str, JSON] = _extra()
 
     _WHAT = "envelope"
@@ -424,6 +427,11 @@ class Envelope(_Value):
         "envid": (_str, False, False),
         "ret": (_str, False, False),
         "contentPending": (_bool, False, True),
+        # MAIL ... REQUIRETLS and the header TLS-Required: No (RFC 8689)
+        "requiretls": (_bool, False, False),
+        "tlsRequiredNo": (_bool, False, False),
+        # a milter's quarantine reason (the recipients are held)
+        "quarantine": (_str, False, False),
     }
 
 
@@ -448,6 +456,8 @@ class DeliveryTransaction(_Value):
     smtputf8: bool = False
     envid: Optional[str] = None
     ret: Optional[str] = None
+    requiretls: Optional[bool] = None
+    tlsRequiredNo: Optional[bool] = None
     extra: Dict[str, JSON] = _extra()
 
     _WHAT = "delivery transaction"
@@ -462,6 +472,8 @@ class DeliveryTransaction(_Value):
         "smtputf8": (_bool, False, True),
         "envid": (_str, False, False),
         "ret": (_str, False, False),
+        "requiretls": (_bool, False, False),
+        "tlsRequiredNo": (_bool, False, False),
     }
 
 

@@ -111,6 +111,9 @@ EXAMPLES: List[Tuple[Any, Dict[str, Any]]] = [
             "envid": "xyz",
             "ret": "HDRS",
             "contentPending": True,
+            "requiretls": True,
+            "tlsRequiredNo": False,
+            "quarantine": "suspicious attachment",
         },
     ),
     (
@@ -174,11 +177,10 @@ class RoundTripTests(unittest.TestCase):
         such as C{requiretls}) is kept and given back.
         """
         data = dict(EXAMPLES[10][1])
-        data["requiretls"] = True
-        data["tlsRequiredNo"] = False
+        data["somethingNew"] = True
         data["milter"] = {"headers": [["X-A", "1"]]}
         value = Envelope.fromData(data)
-        self.assertEqual(value.extra["requiretls"], True)
+        self.assertEqual(value.extra["somethingNew"], True)
         self.assertEqual(value.toData(), data)
 
     def test_optionalNone(self) -> None:
@@ -232,6 +234,12 @@ GARBAGE: List[Tuple[Any, Any, List[str]]] = [
     (Envelope, {"id": "S1", "recipients": [], "x": object()}, ["envelope.x"]),
     (Envelope, {"id": "S1", "recipients": [], "x": {1: 2}}, ["envelope.x", "key 1"]),
     (DeliveryTransaction, {"id": "C1", "recipients": []}, ["'ss_ta'"]),
+    (Envelope, {"id": "S1", "recipients": [], "requiretls": "yes"}, ["'requiretls'"]),
+    (
+        DeliveryTransaction,
+        {"id": "C1", "ss_ta": "S1", "recipients": [], "tlsRequiredNo": 1},
+        ["'tlsRequiredNo'"],
+    ),
     (Resolved, {"address": "a", "error": "no"}, ["resolved address.error"]),
 ]
 
