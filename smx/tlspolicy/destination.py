@@ -24,6 +24,9 @@ DESCRIPTION
          mandatory without authentication; none (or not secure) is a
          refusal for C{dane-only} (C{dane-required}), nothing for
          C{dane}; a failed lookup is a refusal (C{dnssec-invalid});
+         with another level, for a domain with an MTA-STS policy only:
+         usable secure records make it a DANE session, anything else
+         leaves it to MTA-STS;
       2. an MTA-STS policy in C{enforce} mode: an MX host that matches
          none of its C{mx:} patterns is refused (C{validation-failure}),
          else the session must verify the MX host name; in C{testing}
@@ -309,6 +312,12 @@ class TLSPolicies:
             session = await self._dane(dest, host, address, named)
             if session is not None:
                 return session
+        elif dest.sts is not None and named and self.dns is not None:
+            # a domain with an MTA-STS policy: DANE wins where the MX host
+            # has usable secure TLSA records (RFC 8461 section 2)
+            session = await self._daneOverSts(dest, host, address)
+            if session is not None:
+                return session
         audit = None  # type: Optional[TLSPolicy]
         policy = base
         sts = dest.sts
@@ -400,6 +409,26 @@ class TLSPolicies:
                 SessionPolicy(base, dest.domain, host, address, (), None, False),
             )
         return None
+
+    async def _daneOverSts(
+        self, dest: Destination, host: str, address: str
+    ) -> Optional[SessionPolicy]:
+        """
+        The DANE session policy of C{host} if it has usable secure TLSA
+        records, else C{None} (the MTA-STS policy applies; a failed
+        lookup does not stop it).
+        """
+        try:
+            found = await tlsaForHost(self.dns, host)
+        except DNSTemporaryError:
+            return None
+        usable = found.usable
+        if not usable:
+            return None
+        policy = TLSPolicy("dane", source="dane", policyDomain=dest.domain)
+        return SessionPolicy(
+            policy, dest.domain, host, address, usable, None, dest.requireTLS
+        )
 
     def logRefusal(self, refused: PolicyRefused) -> None:
         """The C{tls_policy_failed} record of a route refused."""

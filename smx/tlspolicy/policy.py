@@ -51,7 +51,9 @@ DESCRIPTION
     MTA-STS):
 
       1. C{dane}: the MX host has usable DNSSEC-validated TLSA records
-         and the map/default level is C{dane} or C{dane-only};
+         and the map/default level is C{dane} or C{dane-only}, or the
+         domain has an MTA-STS policy (whose sender, RFC 8461 section 2
+         says, must let DANE win);
       2. C{mta-sts}: an L{ITLSPolicySource} (MTA-STS) has a policy for
          the domain: in C{enforce} mode an MX host that matches none of
          its C{mx:} patterns (L{TLSPolicy.matchNames}) is not used, and

@@ -175,6 +175,27 @@ class PoliciesTests(unittest.TestCase):
         self.assertTrue(session.requiresTLS)
         self.assertEqual(dns.asked, ["_25._tcp.mx1.example.com"])
 
+    def test_daneWinsOverStsAtMay(self) -> None:
+        """
+        With level C{may}, a domain with an MTA-STS policy gets DANE where
+        its MX host has usable secure TLSA records; records that are not
+        secure, or a lookup that fails, leave it to MTA-STS.
+        """
+        source = FakeSource({"example.com": sts()})
+        dns = FakeTLSA({"_25._tcp.mx1.example.com": ([EE], True)})
+        policies = self.policies("may", dns=dns, sources=[source])
+        self.assertEqual(
+            self.session(policies, self.dest(policies)).policy.source, "dane"
+        )
+        for answer in (([EE], False), DNSTemporaryError("timeout")):
+            dns = FakeTLSA({"_25._tcp.mx1.example.com": answer})
+            policies = self.policies("may", dns=dns, sources=[source])
+            self.assertEqual(self.session(policies, self.dest(policies)).policy, sts())
+        dns = FakeTLSA({})
+        plain = self.policies("may", dns=dns)
+        self.session(plain, self.dest(plain))
+        self.assertEqual(dns.asked, [])
+
     def test_daneFallsBack(self) -> None:
         """
         C{dane}: without records, or with records not validated (no AD

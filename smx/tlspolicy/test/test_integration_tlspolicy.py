@@ -549,6 +549,26 @@ class SourceTests(_Base):
         self.assertDeferred(result, bad, "4.7.5", "certificate-not-trusted", "mta-sts")
 
     @defer.inlineCallbacks
+    def test_daneWins(self) -> Any:
+        """
+        A domain with an MTA-STS policy and DNSSEC-validated TLSA records
+        for its MX host: DANE decides (RFC 8461 section 2), at level
+        C{may} too: a certificate of another CA that matches the TLSA
+        record is good, a trusted one that does not is not.
+        """
+        source = FakeSource({"example.com": stsPolicy()})
+        leaf = self.pki.leaf("untrusted")
+        policies = self.dane("may", [("TLSA", 3, 1, 1, tlsaHex(leaf))])
+        policies.sources = [source]
+        port, factory = listenReceiver(self, self.pki.context("untrusted"))
+        result = yield self.deliver(policies, port)
+        self.assertDelivered(result, factory, tls=True)
+        self.assertEqual(self.ok()[0]["policy"], "dane")
+        port, good = listenReceiver(self, self.pki.context("good"))
+        result = yield self.deliver(policies, port)
+        self.assertDeferred(result, good, "4.7.5", "tlsa-invalid", "dane")
+
+    @defer.inlineCallbacks
     def test_enforceMXNotListed(self) -> Any:
         """
         Enforce: an MX host the policy does not list is not connected to.
