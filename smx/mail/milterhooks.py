@@ -67,6 +67,7 @@ from smx import versionString
 from smx.fastdefer import inlineCallbacks
 from smx.log import Logger
 from smx.mail import server as sm
+from smx.mail.commit import _TEMPFAIL
 from smx.mail.pmilterhooks import parameterList
 from smx.milter.client import MilterClient, MilterSettings, parseSocket
 from smx.milter.macros import (
@@ -378,6 +379,7 @@ class MilterMixin:
     #: the reply every MAIL gets after a rejection at connect
     _mlDenied = None  # type: Optional[Tuple[int, str, str]]
     _sasl = None  # type: Any
+    _lost = False
     _logEnd: Callable[..., None]
     _commit: Callable[[Any, sm.EndOfData], Any]
 
@@ -566,12 +568,25 @@ class MilterMixin:
 
         return self.mlChain.ask("data", {"i": ta.id}).addCallback(_cb)
 
-    @inlineCallbacks
-    def _mlEndOfMessage(self, ta: Any, event: sm.EndOfData):
+    def _mlEndOfMessage(self, ta: Any, event: sm.EndOfData) -> defer.Deferred:
         """
         The content passed SMTPS's checks: the milters see it, their
         changes are made, and it is written after smx's C{Received:}.
+        An unexpected failure drops the content and answers 451 4.3.0.
         """
+
+        def _eb(reason: Any) -> None:
+            ta.abort()
+            self.factory.log.failure(
+                "_mlEndOfMessage", reason, ss_sess=self.sessionId, ss_ta=ta.id
+            )
+            if not self._lost and self.connection.awaitingReply:
+                self.connection.reject(*_TEMPFAIL)
+
+        return self._mlMessage(ta, event).addErrback(_eb)
+
+    @inlineCallbacks
+    def _mlMessage(self, ta: Any, event: sm.EndOfData):
         content = b"".join(ta.milterContent)
         ta.milterContent = None
         recipients = tuple(
@@ -591,6 +606,10 @@ class MilterMixin:
         envelope = Envelope(ta.sender, recipients)
         assert self.mlChain is not None, "MilterMixin._mlEndOfMessage: no milters"
         result = yield self.mlChain.message(content, envelope, {"i": ta.id})
+        if self._lost:
+            # the client left before the reply: nothing to queue
+            ta.abort()
+            return None
         if result.decision is not None:
             decision = result.decision
             if decision.action == "discard":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from smx.config import ConfigError, configurationFromText
@@ -36,6 +37,7 @@ from smx.milter.modifications import (
 )
 from smx.milter.protocol import (
     ACCEPT,
+    CONTINUE,
     DISCARD,
     SHUTDOWN,
     TEMPFAIL,
@@ -336,6 +338,40 @@ class HookTests(unittest.TestCase):
         out = h.send(MESSAGE)
         self.assertTrue(out.startswith(b"250 2.0.0 "), out)
         self.assertEqual(h.qmgr.envelopes, [])
+
+    def test_clientLeaves(self):
+        """
+        A client that leaves while the milters look at its message: the
+        message is not queued (it never got its 250).
+        """
+        m = self.milter()
+        h = self.harness(m)
+        h.connect()
+        h.send(TRANSACTION)
+        pending = defer.Deferred()
+        m.sessions[-1].endOfMessage = lambda macros=None: pending
+        self.assertEqual(h.send(MESSAGE), b"")
+        h.protocol.connectionLost()
+        pending.callback(CONTINUE)
+        self.assertEqual(h.qmgr.envelopes, [])
+        self.assertEqual(h.store.contents, {})
+
+    def test_unexpectedFailure(self):
+        """
+        A failure while the changes are made: 451 4.3.0, logged, the
+        content dropped, the session goes on.
+        """
+        eom = Decision("continue", modifications=("not a modification",))  # type: ignore[arg-type]
+        h = self.harness(self.milter(decisions={"eom": eom}))
+        h.connect()
+        h.send(TRANSACTION)
+        out = h.send(MESSAGE)
+        self.assertTrue(out.startswith(b"451 4.3.0 "), out)
+        self.assertEqual(h.qmgr.envelopes, [])
+        self.assertEqual(h.store.contents, {})
+        self.assertIn("func=_mlEndOfMessage", "\n".join(h.sink.lines()))
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+        self.assertTrue(h.send(b"NOOP\r\n").startswith(b"250 "))
 
     def test_rsetAborts(self):
         """RSET after MAIL aborts the milters' transaction."""
