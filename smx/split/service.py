@@ -202,6 +202,10 @@ def _qmgr(
     qmgr = QueueManager.fromConfiguration(
         cfg, contentStore, resolver, agents, reactor, logger, threadPool=threadPool
     )
+    from smx.mail.milterhooks import internalMilters
+
+    # qmgr's milters: its bounces and notices (doc/milter.md)
+    qmgr.bouncer.milters = internalMilters(cfg, reactor, logger)
     qmgr.setServiceParent(root)
     # SMTPS may call only once the queue is recovered (QMGR started)
     SocketServer(
