@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.config.test.test_policyoptions -*-
+# -*- test-case-name: smx.config.test.test_policyoptions,smx.mail.test.test_milterhooks -*-
 """
 The options of the filters smx asks that other MTAs' administrators
 already run (doc/policy.md): the top-level C{policy NAME { }} sections
