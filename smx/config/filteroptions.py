@@ -4,10 +4,12 @@ The options of the filters smx asks that other MTAs' administrators
 already run (doc/policy.md): the top-level C{policy NAME { }} sections
 (Postfix SMTP access policy servers) and the C{smtps} options that name
 which of them are asked at which stage, and their cross-checks (a name
-that is not declared is an error at the option that names it).
+that is not declared is an error at the option that names it); and
+the sendmail milters (doc/milter.md): the top-level C{milter NAME { }}
+sections and the C{milters} lists of C{smtps} and C{qmgr}.
 
 L{smx.config.options} adds these to its table; L{smx.config.reconcile}
-calls L{checkFilters}.
+calls L{checkFilters} and L{checkMilters}.
 """
 
 from __future__ import annotations
