@@ -341,8 +341,9 @@ class MetricsRecorder:
 
     def _smtps(self, logger: Any, fields: Dict[str, Any]) -> None:
         stat = fields.get("stat")
-        if "policy" in fields and "protocol_state" in fields and "action" in fields:
-            # smx.milter.policyclient's record of each decision
+        if "policy" in fields and "action" in fields and "sev" not in fields:
+            # smx.milter.policyclient's record of each decision (not its
+            # warning about an ignored action such as FILTER)
             self._policyDecided(fields)
             return
         if "milter_calls" in fields:

@@ -63,6 +63,14 @@ class RecorderTests(SynchronousTestCase):
         )
         client._decided(_Request(b"", "RCPT", "T1"), parseAction("DUNNO"))
         client._fail(_Request(b"", "RCPT", "T2"), "cannot connect")
+        # the client's warning about an action it ignored (FILTER)
+        self.smtps.warn(
+            "PolicyClient.check",
+            policy="grey",
+            protocol_state="RCPT",
+            action="FILTER smtp:x",
+            error="FILTER is not supported",
+        )
         self.smtps.info(ss_sess="S1", rcpt="<a@b>", stat=451, policy="grey")
         self.assertEqual(self.counter("smx_policy_requests_total", "grey"), 2)
         self.assertEqual(self.counter("smx_policy_failures_total", "grey"), 1)
