@@ -378,6 +378,7 @@ class MilterMixin:
     mlChain = None  # type: Optional[MilterChain]
     #: the reply every MAIL gets after a rejection at connect
     _mlDenied = None  # type: Optional[Tuple[int, str, str]]
+    _mlDeniedBy = None  # type: Optional[str]
     _sasl = None  # type: Any
     _lost = False
     _logEnd: Callable[..., None]
@@ -431,7 +432,7 @@ class MilterMixin:
             self._mlLog({"where": "connection"}, name, reply)
             if decision.action == "shutdown":
                 return {"code": reply[0], "dsn": reply[1], "text": reply[2]}
-            self._mlDenied = reply
+            self._mlDenied, self._mlDeniedBy = reply, name
             return None
 
         return d.addCallback(_cb)
@@ -476,7 +477,7 @@ class MilterMixin:
         """
         sender = "<%s>" % (event.sender,)
         if self._mlDenied is not None:
-            self._mlLog({"mail": sender}, "connect", self._mlDenied)
+            self._mlLog({"mail": sender}, self._mlDeniedBy, self._mlDenied)
             self.connection.reject(*self._mlDenied)
             return True
         macros = {"i": ta.id}  # type: Dict[str, str]

@@ -280,6 +280,8 @@ class HookTests(unittest.TestCase):
         self.assertIn(b"451 4.7.1 Service unavailable - try again later", out)
         out = h.send(b"MAIL FROM:<a@b.test>\r\nQUIT\r\n")
         self.assertIn(b"451 4.7.1", out)
+        self.assertIn("mail=<a@b.test>, stat=451", "\n".join(h.sink.lines()))
+        self.assertIn("milter=m", h.sink.lines()[-1])
         self.assertIn(b"221 ", out)
         h = self.harness(self.milter(decisions={"connect": SHUTDOWN}))
         self.assertTrue(h.connect().startswith(b"421 4.7.0 "))
