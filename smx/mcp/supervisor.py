@@ -491,7 +491,8 @@ class ProcessSupervisor(service.Service):
             self._restartGroup(group, delay)
         finally:
             for d in waiters:
-                d.callback(None)
+                if not d.called:  # a cancelled restart errbacked it
+                    d.callback(None)
 
     def _restartGroup(self, group: List[Process], delay: float) -> defer.Deferred:
         """
@@ -503,10 +504,21 @@ class ProcessSupervisor(service.Service):
         stopped = self._stopInOrder([p for p in group if p.transport is not None])
 
         def _cbWait(result: Any) -> Any:
+            if not self.running:
+                return None
             for p in group:
                 if p.state in ("stopped", "waiting"):
                     p.state = "waiting"
-            return task.deferLater(self.reactor, delay, lambda: None)
+            timer = task.deferLater(self.reactor, delay, lambda: None)
+            # stopService cancels the wait (only the wait: the stops run on)
+            self._pending.append(timer)
+            timer.addBoth(_forget, timer)
+            return timer.addCallback(_cbStart)
+
+        def _forget(result: Any, timer: defer.Deferred) -> Any:
+            if timer in self._pending:
+                self._pending.remove(timer)
+            return result
 
         def _cbStart(result: Any) -> None:
             order = {id(s): i for i, s in enumerate(self.services)}
@@ -516,15 +528,6 @@ class ProcessSupervisor(service.Service):
                     self.spawn(p)
 
         d = stopped.addCallback(_cbWait)
-        self._pending.append(d)
-
-        def _done(result: Any) -> Any:
-            if d in self._pending:
-                self._pending.remove(d)
-            return result
-
-        d.addBoth(_done)
-        d.addCallback(_cbStart)
         d.addErrback(lambda f: f.trap(defer.CancelledError))
         return d
 

@@ -41,7 +41,7 @@ def main():
 
     def term(signum, frame):
         record(path, "term %s %d" % (name, pid))
-        os._exit(0)
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, term)
     signal.signal(signal.SIGUSR1, lambda s, f: record(path, "usr1 %s %d" % (name, pid)))

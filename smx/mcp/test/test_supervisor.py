@@ -318,6 +318,24 @@ class SupervisorTests(SynchronousTestCase):
         self.reactor.advance(100)
         self.assertEqual(len(self.reactor.spawned), 5)
 
+    def test_stopDuringRestart(self) -> None:
+        """
+        Stopping the MCP while a restart waits for dependencies to exit
+        cancels the restart: everything stops, nothing starts again.
+        """
+        self.reactor.advance(60)
+        [qmgr] = self.running("qmgr")
+        qmgr.end(sig=9)
+        d = self.supervisor.stopService()
+        for name in ("smtps", "smtpc", "smar"):
+            for t in self.running(name):
+                t.end(sig=15)
+        self.successResultOf(d)
+        before = len(self.reactor.spawned)
+        self.reactor.advance(100)
+        self.assertEqual(len(self.reactor.spawned), before)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_signalsPassedOn(self) -> None:
         """
         SIGUSR1 and SIGUSR2 are passed on to every process.
