@@ -287,6 +287,21 @@ class PythonMilterTests(MilterMTATestCase):
         self.assertNotIn(b"Subject: hello", header)
         self.assertNotIn(b"X-Remove", header)
         self.assertTrue(header.endswith(b"X-Added: added value"), header)
+        # smtp-sink's record of the envelope it got
+        self.assertIn(b"X-Mail-Args: <new-sender@example.org>\r\n", header)
+        rcpts = sorted(
+            line[len(b"X-Rcpt-Args: ") :]
+            for line in lines
+            if line.startswith(b"X-Rcpt-Args: ")
+        )
+        self.assertEqual(
+            rcpts,
+            [
+                b"<added-par@remote.test> NOTIFY=NEVER",
+                b"<added@remote.test>",
+                b"<c@remote.test>",
+            ],
+        )
         records = self.mta.records("smtpc")
         log = self.mta.log()
         self.assertIn("mail=<new-sender@example.org>", log)
