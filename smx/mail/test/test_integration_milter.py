@@ -27,6 +27,7 @@ from typing import Any, Iterator, List
 from twisted.internet import defer, protocol, reactor
 from twisted.names import client as dnsclient
 from twisted.names import dns
+from twisted.trial import unittest
 
 from smx.maps.test.dnsserver import startDNSServer
 from smx.milter.test.test_integration_milter import (
@@ -127,6 +128,10 @@ class Peer(Milter.Base):
             # QMGR's own mail (its HELO is the hostname, smx.test)
             self.addheader("X-Internal-Milter", "saw %s" % self.getsymval("i"))
             return Milter.ACCEPT
+        if self.mode == "subject":
+            self.chgheader("Subject", 1, "changed by the first milter")
+            self.addheader("X-First", "yes")
+            return Milter.CONTINUE
         if self.mode == "quarantine":
             self.quarantine("held by the test milter")
             return Milter.ACCEPT
@@ -519,12 +524,10 @@ class OpenDKIMTests(MilterMTATestCase):
         skip = "dkimpy is not installed"
 
     @defer.inlineCallbacks
-    def test_signed(self) -> Iterator[Any]:
+    def startOpenDKIM(self) -> Iterator[Any]:
         """
-        The message that reaches the next hop carries opendkim's
-        C{DKIM-Signature}, which dkimpy verifies with the public key the
-        test DNS server serves at C{smx._domainkey.example.test}; a
-        changed copy fails.
+        opendkim signing for example.test with a new key (selector smx)
+        on C{dkim.sock}; returns the TXT record of its public key.
         """
         subprocess.run(
             [OPENDKIM_GENKEY, "-D", self.root]
@@ -532,22 +535,26 @@ class OpenDKIMTests(MilterMTATestCase):
             check=True,
         )
         record = _publicKey(os.path.join(self.root, "smx.txt"))
-        socketPath = os.path.join(self.root, "dkim.sock")
+        self.dkimSocket = os.path.join(self.root, "dkim.sock")
         config = os.path.join(self.root, "opendkim.conf")
         with open(config, "w") as f:
             f.write(
                 "Syslog no\nSocket local:%s\nMode sv\nDomain example.test\n"
                 "Selector smx\nKeyFile %s\nBackground no\n"
                 "Canonicalization relaxed/simple\nRequireSafeKeys false\n"
-                % (socketPath, os.path.join(self.root, "smx.private"))
+                % (self.dkimSocket, os.path.join(self.root, "smx.private"))
             )
         process = self.startMilterProcess([OPENDKIM, "-f", "-x", config], "dkim")
         yield process.start()
-        sink = self.startSMX(
-            'milter dkim { socket = "local:%s"; }\n' % (socketPath,),
-            smtps="milters = { dkim };",
-            records={"smx._domainkey.example.test": [("TXT", record.decode())]},
-        )
+        return record.decode()
+
+    @defer.inlineCallbacks
+    def relay(self, sink: SmtpSink, *options: str) -> Iterator[Any]:
+        """
+        Send a message from alice@example.test through smx; return it as
+        the next hop got it (from smx's Received:) and a dkimpy
+        C{dnsfunc} that asks the test DNS server.
+        """
         out, status = yield self.send(
             "--from",
             "alice@example.test",
@@ -559,13 +566,12 @@ class OpenDKIMTests(MilterMTATestCase):
             "Subject: signed by opendkim",
             "--body",
             "a body to sign\nSIGNED END",
+            *options,
         )
         self.assertEqual(status, 0, out)
         self.assertTrue((yield until(lambda: sink.containing(b"SIGNED END"), 15)))
         [message] = [crlf(m) for m in sink.containing(b"SIGNED END")]
-        start = message.index(b"Received: from")
-        message = message[start:]
-        self.assertIn(b"\r\nDKIM-Signature: v=1;", message)
+        message = message[message.index(b"Received: from") :]
         resolver = dnsclient.Resolver(servers=[("127.0.0.1", self.dnsPort)])
         answers, _, _ = yield resolver.lookupText("smx._domainkey.example.test")
         [key] = [b"".join(a.payload.data) for a in answers if a.type == dns.TXT]
@@ -574,6 +580,24 @@ class OpenDKIMTests(MilterMTATestCase):
             self.assertEqual(name.rstrip(b"."), b"smx._domainkey.example.test")
             return key
 
+        return message, dnsfunc
+
+    @defer.inlineCallbacks
+    def test_signed(self) -> Iterator[Any]:
+        """
+        The message that reaches the next hop carries opendkim's
+        C{DKIM-Signature}, which dkimpy verifies with the public key the
+        test DNS server serves at C{smx._domainkey.example.test}; a
+        changed copy fails.
+        """
+        record = yield self.startOpenDKIM()
+        sink = self.startSMX(
+            'milter dkim { socket = "local:%s"; }\n' % (self.dkimSocket,),
+            smtps="milters = { dkim };",
+            records={"smx._domainkey.example.test": [("TXT", record)]},
+        )
+        message, dnsfunc = yield self.relay(sink)
+        self.assertIn(b"\r\nDKIM-Signature: v=1;", message)
         self.assertTrue(dkim.verify(message, dnsfunc=dnsfunc), message[:1500])
         self.assertFalse(
             dkim.verify(
@@ -581,6 +605,45 @@ class OpenDKIMTests(MilterMTATestCase):
             )
         )
         self.assertNotIn("sev=WARN", self.mta.log())
+
+    @defer.inlineCallbacks
+    def test_afterAnotherMilter(self) -> Iterator[Any]:
+        """
+        C{milters = { filter, dkim }}: opendkim, second, signs the message
+        as the first milter changed it (its new Subject is signed and the
+        signature verifies).
+        """
+        if not HAVE_PYMILTER:
+            raise unittest.SkipTest("python3-milter is not installed")
+        record = yield self.startOpenDKIM()
+        script = os.path.join(self.root, "peer.py")
+        with open(script, "w") as f:
+            f.write(PEER)
+        peer = self.startMilterProcess(
+            [SYSTEM_PYTHON, script, os.path.join(self.root, "peer.sock")]
+            + [os.path.join(self.root, "peer.log")],
+            "peer",
+        )
+        yield peer.start()
+        sink = self.startSMX(
+            'milter dkim { socket = "local:%s"; }\n' % (self.dkimSocket,)
+            + 'milter filter { socket = "unix:%s"; }\n' % (peer.socketPath,),
+            smtps="milters = { filter, dkim };",
+            records={"smx._domainkey.example.test": [("TXT", record)]},
+        )
+        message, dnsfunc = yield self.relay(sink, "--helo", "subject.client.test")
+        self.assertIn(b"\r\nSubject: changed by the first milter\r\n", message)
+        self.assertIn(b"\r\nX-First: yes", message)
+        self.assertNotIn(b"signed by opendkim", message)
+        self.assertTrue(dkim.verify(message, dnsfunc=dnsfunc), message[:1500])
+        signature = message[message.index(b"DKIM-Signature:") :].split(b"\r\n\r\n")[0]
+        self.assertIn(b"Subject", signature)
+        self.assertFalse(
+            dkim.verify(
+                message.replace(b"changed by the first", b"changed by a third"),
+                dnsfunc=dnsfunc,
+            )
+        )
 
 
 class InternalMilterTests(MilterMTATestCase):
