@@ -15,7 +15,9 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from smx.config import ConfigError, configurationFromText
+from smx.log import Logger, MemorySink
 from smx.mail.milterhooks import (
+    InternalMilters,
     MilterChain,
     macroListsFromSection,
     milterClients,
@@ -487,3 +489,78 @@ class ConfigurationTests(unittest.TestCase):
                 configurationFromText(text)
             self.assertIn(message, str(e.exception), text)
             self.assertIn(":1:", str(e.exception), text)
+
+
+class InternalMiltersTests(unittest.TestCase):
+    """
+    L{InternalMilters}: QMGR's reports through qmgr's milters.
+    """
+
+    ENVELOPE = {
+        "id": "T1",
+        "sender": "",
+        "recipients": [{"address": "alice@local.test", "index": 0}],
+        "size": 30,
+    }
+    REPORT = b"Subject: Delivery Status\r\n\r\nreport\r\n"
+
+    def filtered(self, decisions: Dict[str, Decision]) -> Any:
+        self.sink = MemorySink()
+        self.client = FakeMilterClient("dkim", decisions)
+        milters = InternalMilters(
+            [self.client], "mx.test", Logger("qmgr", sink=self.sink)
+        )
+        return self.successResultOf(milters(self.REPORT, dict(self.ENVELOPE)))
+
+    def test_stages(self):
+        """
+        Every stage, as a session from localhost with HELO the host name
+        and the null sender; the milter's changes are made.
+        """
+        eom = Decision(
+            "accept",
+            modifications=(
+                InsertHeader(0, "DKIM-Signature", " v=1"),
+                AddRecipient("postmaster@local.test"),
+                Quarantine("why"),
+            ),
+        )
+        content, envelope = self.filtered({"eom": eom})
+        session = self.client.sessions[0]
+        self.assertEqual(
+            [s for s, _ in session.calls],
+            ["connect", "helo", "mail", "rcpt", "data"]
+            + ["header", "eoh", "body", "eom", "quit"],
+        )
+        calls = dict(session.calls)
+        self.assertEqual(calls["connect"][0].hostname, "localhost")
+        self.assertEqual(calls["connect"][1]["{daemon_name}"], "qmgr")
+        self.assertEqual(calls["helo"][0], "mx.test")
+        self.assertEqual(calls["mail"][0], "")
+        self.assertEqual(
+            content,
+            b"DKIM-Signature: v=1\r\nSubject: Delivery Status\r\n\r\nreport\r\n",
+        )
+        self.assertEqual(
+            [r["address"] for r in envelope["recipients"]],
+            ["alice@local.test", "postmaster@local.test"],
+        )
+        self.assertEqual(envelope["quarantine"], "why")
+
+    def test_dropped(self):
+        """A rejection or discard drops the report, logged."""
+        self.assertIsNone(self.filtered({"rcpt": reject(550, "5.7.1 no")}))
+        self.assertIn("report dropped by the milter", self.sink.lines()[-1])
+        self.assertIsNone(self.filtered({"eom": DISCARD}))
+
+    def test_failed(self):
+        """
+        A milter that failed (or tempfails): the report is queued as it
+        was, with a warning.
+        """
+        result = self.filtered({"connect": failureDecision("tempfail", "down")})
+        self.assertEqual(result, (self.REPORT, self.ENVELOPE))
+        self.assertIn("sev=WARN", self.sink.lines()[-1])
+        self.assertIn("report queued unfiltered", self.sink.lines()[-1])
+        result = self.filtered({"eom": TEMPFAIL})
+        self.assertEqual(result, (self.REPORT, self.ENVELOPE))
