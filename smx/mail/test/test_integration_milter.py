@@ -387,7 +387,8 @@ class PythonMilterTests(MilterMTATestCase):
     def test_quarantine(self) -> Iterator[Any]:
         """
         A quarantine holds the message in the queue (C{mailq} shows its
-        recipient held, QMGR logs the reason) instead of delivering it.
+        recipient held, QMGR logs the reason) instead of delivering it;
+        C{smx qmgrctl release} lets it go.
         """
         yield self.startPeer()
         out, status = yield self.send(
@@ -402,6 +403,11 @@ class PythonMilterTests(MilterMTATestCase):
         self.assertEqual(code, 0, stderr)
         self.assertIn(b"held", stdout)
         self.assertEqual(self.sink.messages(), [])
+        [record] = [r for r in self.mta.records("qmgr") if "quarantine=" in r]
+        taId = record.split("ss_ta=")[1].split(",")[0]
+        stdout, stderr, code = yield self.mta.smx("qmgrctl", "release", taId)
+        self.assertEqual(code, 0, stderr)
+        self.assertTrue((yield until(lambda: self.sink.messages(), 10)))
 
     @defer.inlineCallbacks
     def test_hangs(self) -> Iterator[Any]:
