@@ -396,7 +396,13 @@ class PythonMilterTests(MilterMTATestCase):
         )
         self.assertEqual(status, 0, out)
         self.assertTrue(
-            (yield until(lambda: "quarantine=" in self.mta.log(), 10)), self.mta.log()
+            (
+                yield until(
+                    lambda: any("quarantine=" in r for r in self.mta.records("qmgr")),
+                    10,
+                )
+            ),
+            self.mta.log(),
         )
         self.assertIn("held by the test milter", self.mta.log())
         stdout, stderr, code = yield self.mta.smx("mailq", "--json")
