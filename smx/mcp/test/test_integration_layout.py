@@ -2,7 +2,7 @@
 """
 Integration test of split mode as the seed's §5.3 describes it, started
 as root: C{smx setup} makes throwaway users and the queue, the MCP
-(C{smx-mcp}) starts QMGR, SMAR, SMTPC and two SMTPS processes under
+(C{smx-mcp}) starts QMGR, SMAR, two SMTPC and two SMTPS processes under
 their own users on a loopback port it passes to both, and relays to
 Postfix's C{smtp-sink}.  While a client sends a stream of messages, each
 component in turn is killed with SIGKILL: it comes back (with its
@@ -166,6 +166,7 @@ smtps {
 smtpc {
     wait_for_server = 4s;
     mcp_type = wait; user = %(SMXC)s;
+    min_processes = 2; max_processes = 2; pass_id = "-i";
     path = "%(smtpc)s"; arguments = "smx-smtpc -f %(config)s";
 }
 
@@ -234,7 +235,7 @@ smar {
 
     def allRunning(self) -> bool:
         found = self.status()
-        return len(found) == 5 and all(p["state"] == "running" for p in found)
+        return len(found) == 6 and all(p["state"] == "running" for p in found)
 
     def send(self, marker: str) -> int:
         """
@@ -271,7 +272,8 @@ smar {
     def test_killEachComponent(self) -> None:
         """
         Each component runs as its user (C{ps -o user=}); two SMTPS
-        processes serve the one port; QMGR, SMAR, SMTPC and an SMTPS
+        processes serve the one port; two SMTPC processes both deliver
+        for the one QMGR; QMGR, SMAR, SMTPC and an SMTPS
         process killed with SIGKILL in turn during a stream of messages
         come back with their restart dependencies; every message answered
         250 is delivered once.
@@ -296,7 +298,9 @@ smar {
             self.servingProcesses(),
             {p["pid"] for p in self.status() if p["name"] == "smtps"},
         )
-        accepted = ["first"]
+        smtpcPids = {str(p["pid"]) for p in self.status() if p["name"] == "smtpc"}
+        accepted = ["first"] + self.burst(12)
+        self.delivered(accepted)
         codes = []
         kills = {2: "qmgr", 5: "smar", 8: "smtpc", 11: "smtps"}
         for i in range(14):
@@ -329,6 +333,11 @@ smar {
         self.assertGreater(len(accepted), 10, codes)
         counts = self.delivered(accepted, 30)
         self.assertEqual(counts, {m: 1 for m in accepted}, self.log()[-5000:])
+        # both SMTPC processes delivered (QMGR spreads the deliveries)
+        import re
+
+        delivering = set(re.findall(r"smtpc\[(\d+)\]: .*da_sess=", self.log()))
+        self.assertEqual(smtpcPids - delivering, set(), self.log()[-3000:])
         # SIGKILL of qmgr restarted smtps, smtpc and smar with it
         restarts = {(p["name"], p["id"]): p["restarts"] for p in self.status()}
         self.assertGreaterEqual(restarts[("smtpc", 0)], 2)
@@ -340,6 +349,27 @@ smar {
             ].__len__(),
             4,
         )
+
+    def burst(self, count: int) -> List[str]:
+        """
+        Send C{count} messages at once (one thread each).
+
+        @return: the markers of those answered 250.
+        """
+        import threading
+
+        markers = ["burst-%02d-%s" % (i, os.urandom(4).hex()) for i in range(count)]
+        codes: Dict[str, int] = {}
+
+        def one(marker: str) -> None:
+            codes[marker] = self.send(marker)
+
+        threads = [threading.Thread(target=one, args=(m,)) for m in markers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        return [m for m in markers if codes.get(m) == 250]
 
     def servingProcesses(self) -> set:
         """
