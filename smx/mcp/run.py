@@ -141,8 +141,17 @@ def splitService(options: Any) -> Optional[service.IService]:
             raise SystemExit(EX_CONFIG)
     refuseRoot("smx-" + component)
     listeningFd = None
+    from smx.mcp.supervisor import PROCESS_NUMBER
+
+    # -i (pass_id), else the number the MCP gives one of several processes
     number = options.get("id")
-    instanceId = int(number) if number is not None else None
+    if number is None:
+        number = os.environ.get(PROCESS_NUMBER)
+    try:
+        instanceId = int(number) if number is not None else None
+    except ValueError:
+        sys.stderr.write("smx-%s: -i takes a number, not %r\n" % (component, number))
+        raise SystemExit(EX_USAGE)
     if component == "smtps":
         listeningFd = _passedSocket(configuration)
     from smx.components import ComponentError

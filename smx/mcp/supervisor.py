@@ -65,6 +65,9 @@ from smx.interfaces import IProcessSupervisor
 from smx.mcp.settings import EX_CONFIG, EX_USAGE, ServiceSettings, dependents
 from smx.mcp.sockets import PassingServer, bindService
 
+#: the environment variable that gives a process its number when its
+#: service has several processes but no C{pass_id}
+PROCESS_NUMBER = "SMX_PROCESS_NUMBER"
 #: setsid(1) of util-linux: runs a program in a session of its own
 SETSID = "/usr/bin/setsid"
 #: exit statuses after which a restart cannot help (seed §6.1)
@@ -199,6 +202,16 @@ class ProcessSupervisor(service.Service):
         self.acceptors: Dict[str, "_Acceptor"] = {}
         self.slots: Dict[str, List[Process]] = {s.name: [] for s in self.services}
         self._byName = {s.name.lower(): s for s in self.services}
+        #: the number of the first process of each service: the processes
+        #: of all sections of one keyword (two smtps sections) are numbered
+        #: one after the other, so that each number is unique (seed §5.2,
+        #: 13; SMTPS makes it part of its transaction ids)
+        self.firstNumber: Dict[str, int] = {}
+        following: Dict[str, int] = {}
+        for s in self.services:
+            first = following.get(s.keyword.lower(), 0)
+            self.firstNumber[s.name] = first
+            following[s.keyword.lower()] = first + max(s.minProcesses, s.maxProcesses)
         self._pending: List[defer.Deferred] = []
         self._oldHandlers: Dict[int, Any] = {}
         self._twistedLog = TwistedLogger(namespace="mcp")
@@ -257,8 +270,8 @@ class ProcessSupervisor(service.Service):
                 acceptor.start()
                 continue
             slots = self.slots[s.name]
-            for number in range(len(slots), s.minProcesses):
-                slots.append(Process(s, number))
+            for index in range(len(slots), s.minProcesses):
+                slots.append(Process(s, self.firstNumber[s.name] + index))
             for process in slots:
                 self.spawn(process)
 
@@ -351,6 +364,12 @@ class ProcessSupervisor(service.Service):
             # (Ctrl-C, timeout(1)) reaches the MCP only, which stops the
             # services in order
             executable, argv = self.setsid, ["setsid", s.path] + argv[1:]
+        environ = self.environ
+        if s.passId is None and max(s.minProcesses, s.maxProcesses) > 1:
+            # several processes without pass_id: they still learn their
+            # number (smx.mcp.run reads it), so that two SMTPS processes
+            # never make the same transaction id
+            environ = dict(environ, **{PROCESS_NUMBER: str(process.number)})
         protocol = _ChildProtocol(self, process)
         uid = s.uid if s.uid is not None and s.uid != os.geteuid() else None
         gid = s.gid
@@ -366,7 +385,7 @@ class ProcessSupervisor(service.Service):
                 protocol,
                 executable,
                 argv,
-                env=self.environ,
+                env=environ,
                 path=self.queueDirectory,
                 uid=uid,
                 gid=gid,
@@ -602,8 +621,8 @@ class ProcessSupervisor(service.Service):
             return defer.fail(e)
         group = list(self.slots[s.name])
         if s.mcpType != "nostartaccept":
-            for number in range(len(group), s.minProcesses):
-                self.slots[s.name].append(Process(s, number))
+            for index in range(len(group), s.minProcesses):
+                self.slots[s.name].append(Process(s, self.firstNumber[s.name] + index))
             group = list(self.slots[s.name])
         for d in dependents(self.services, s.name):
             group += [p for p in self.slots[d.name] if p.connection is None]
@@ -674,7 +693,8 @@ class _Acceptor:
                 )
                 return
             used = {p.number for p in slots}
-            number = min(set(range(len(slots) + 1)) - used)
+            first = self.supervisor.firstNumber[self.service.name]
+            number = min(set(range(first, first + len(slots) + 1)) - used)
             process = Process(self.service, number)
             process.connection = connection
             slots.append(process)

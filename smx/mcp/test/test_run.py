@@ -80,6 +80,36 @@ class SplitServiceTests(SynchronousTestCase):
         )
         self.assertEqual(e.code, EX_USAGE)
 
+    def test_component(self) -> None:
+        """
+        C{--component NAME} builds that component with
+        C{makeComponentService}, its number from C{--id}, else from the
+        MCP's C{SMX_PROCESS_NUMBER}.
+        """
+        from twisted.application import service
+
+        import smx.split.service
+
+        calls: List[Any] = []
+
+        def make(configuration: Any, component: str, **kw: Any) -> Any:
+            calls.append((component, kw))
+            return service.MultiService()
+
+        self.patch(smx.split.service, "makeComponentService", make)
+        self.patch(os, "geteuid", lambda: 1000)
+        c = self.configuration("")
+        run.splitService(_Options(c, component="qmgr", id="3"))
+        self.patch(os, "environ", {"SMX_PROCESS_NUMBER": "5"})
+        run.splitService(_Options(c, component="smtpc"))
+        self.assertEqual(
+            calls,
+            [
+                ("qmgr", {"instanceId": 3, "listeningFd": None}),
+                ("smtpc", {"instanceId": 5, "listeningFd": None}),
+            ],
+        )
+
     def test_refuseRoot(self) -> None:
         """
         A component as root is EX_USAGE, with one line.

@@ -363,6 +363,54 @@ class SupervisorTests(SynchronousTestCase):
         self.failureResultOf(self.supervisor.stop("nothing"), KeyError)
 
 
+class NumberTests(SynchronousTestCase):
+    """
+    The numbers of the processes (C{pass_id}).
+    """
+
+    def test_uniquePerKeyword(self) -> None:
+        """
+        The processes of two sections of one keyword are numbered one
+        after the other (0, 1 and 2, 3); a service with several processes
+        but without C{pass_id} learns its number from the environment
+        (C{SMX_PROCESS_NUMBER}), one with a single process does not.
+        """
+        reactor = ProcessReactor()
+        supervisor = ProcessSupervisor(
+            [
+                service("smar", 0),
+                service("MTA", 4, keyword="smtps", minProcesses=2, maxProcesses=2),
+                service(
+                    "MSA",
+                    4,
+                    keyword="smtps",
+                    minProcesses=2,
+                    maxProcesses=2,
+                    passId="-i",
+                ),
+            ],
+            reactor,
+            environ={"PATH": "/bin"},
+            log=smxlog.Logger("mcp", sink=smxlog.MemorySink()),
+            newSession=False,
+        )
+        supervisor.startService()
+        found = [
+            (argv[0], argv[1:3], kw["env"].get("SMX_PROCESS_NUMBER"))
+            for t, path, argv, kw in reactor.spawned
+        ]
+        self.assertEqual(
+            found,
+            [
+                ("smar", ["-f", "smx.conf"], None),
+                ("MTA", ["-f", "smx.conf"], "0"),
+                ("MTA", ["-f", "smx.conf"], "1"),
+                ("MSA", ["-i", "2"], None),
+                ("MSA", ["-i", "3"], None),
+            ],
+        )
+
+
 class DescribeTests(SynchronousTestCase):
     """
     L{describeStatus}.
