@@ -158,7 +158,7 @@ smtps {
     flags = { 8bitmime, access };
     port = %(port)d; address = 127.0.0.1;
     mcp_type = pass; pass_fd_socket = smtps/smtpsfd;
-    min_processes = 2; max_processes = 2; pass_id = "-i";
+    min_processes = 2; max_processes = 2;
     user = %(SMXS)s;
     path = "%(smtps)s"; arguments = "smx-smtps -f %(config)s";
 }
@@ -333,9 +333,15 @@ smar {
         self.assertGreater(len(accepted), 10, codes)
         counts = self.delivered(accepted, 30)
         self.assertEqual(counts, {m: 1 for m in accepted}, self.log()[-5000:])
-        # both SMTPC processes delivered (QMGR spreads the deliveries)
+        # the two SMTPS processes (no pass_id) have different numbers in
+        # their session ids (SMX_PROCESS_NUMBER)
         import re
 
+        self.assertEqual(
+            set(re.findall(r"ss_sess=S[0-9A-F]{16}([0-9A-F]{2})", self.log())),
+            {"00", "01"},
+        )
+        # both SMTPC processes delivered (QMGR spreads the deliveries)
         delivering = set(re.findall(r"smtpc\[(\d+)\]: .*da_sess=", self.log()))
         self.assertEqual(smtpcPids - delivering, set(), self.log()[-3000:])
         # SIGKILL of qmgr restarted smtps, smtpc and smar with it
