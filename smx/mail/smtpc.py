@@ -395,6 +395,10 @@ class DeliveryAgent(service.Service):
                 self.policies.logRefusal(e)
                 code, reply = e.session.reply(e.failure)
                 raise SessionError("starttls", code, reply)
+            except Exception:
+                # a bug: the policy is unknown, so the route is not used
+                self.log.failure("findSession", Failure(), route=key[1])
+                raise SessionError("starttls", 451, "451 4.3.0 TLS policy unknown")
             key = key + (policy,)
         if self.reuseConnection and cached:
             proto = self.cache.take(key)

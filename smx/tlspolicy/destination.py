@@ -48,6 +48,7 @@ import ipaddress
 from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from smx.maps.errors import DNSTemporaryError
 from smx.tlspolicy.dane import PolicyFailure, TLSARecord, tlsaForHost
@@ -290,7 +291,16 @@ class TLSPolicies:
         sts = None  # type: Optional[TLSPolicy]
         if domain and not domain.startswith("[") and base.level != "none":
             for source in self.sources:
-                found = await defer.maybeDeferred(source.policyFor, domain, mxHosts)
+                try:
+                    found = await defer.maybeDeferred(source.policyFor, domain, mxHosts)
+                except Exception as e:
+                    # the contract says it never fails: a bug, and the
+                    # policy unknown (never weaker): the mail waits
+                    if self.log is not None:
+                        self.log.failure(
+                            "TLSPolicies.destination", Failure(), domain=domain
+                        )
+                    raise PolicyMapError("TLS policy source failed: %s" % (e,))
                 if found is not None:
                     sts = found
                     break

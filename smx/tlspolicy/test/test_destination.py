@@ -341,10 +341,36 @@ class PoliciesTests(unittest.TestCase):
         self.assertFalse(stsMatches("*.example.com", "a.mx.example.com"))
 
 
+@implementer(ITLSPolicySource)
+class BrokenSource:
+    """A source that breaks its contract and fails."""
+
+    def policyFor(self, domain: str, mxHosts: Iterable[str]) -> defer.Deferred:
+        return defer.fail(RuntimeError("oops"))
+
+
 class MapFailureTests(unittest.TestCase):
     """
     A policy map that cannot answer makes the destination fail.
     """
+
+    def test_sourceFails(self) -> None:
+        """
+        A source that fails makes the policy unknown (never weaker): a
+        L{PolicyMapError}, and the failure logged.
+        """
+        from smx.tlspolicy.policymap import PolicyMapError
+
+        sink = MemorySink()
+        policies = TLSPolicies(
+            "may", sources=[BrokenSource()], log=Logger("smtpc", sink=sink)
+        )
+        self.failureResultOf(
+            defer.Deferred.fromCoroutine(policies.destination("a.test", [])),
+            PolicyMapError,
+        )
+        self.assertTrue(any("oops" in line for line in sink.lines()))
+        self.flushLoggedErrors(RuntimeError)
 
     def test_mapError(self) -> None:
         """
