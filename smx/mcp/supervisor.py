@@ -70,6 +70,8 @@ from smx.mcp.sockets import PassingServer, bindService
 PROCESS_NUMBER = "SMX_PROCESS_NUMBER"
 #: setsid(1) of util-linux: runs a program in a session of its own
 SETSID = "/usr/bin/setsid"
+#: setpriv(1) of util-linux: sets the parent-death signal
+SETPRIV = "/usr/bin/setpriv"
 #: exit statuses after which a restart cannot help (seed §6.1)
 NO_RESTART = {EX_USAGE: "EX_USAGE", EX_CONFIG: "EX_CONFIG"}
 
@@ -197,6 +199,7 @@ class ProcessSupervisor(service.Service):
         self.killTimeout = killTimeout
         self.installSignals = installSignals
         self.setsid = SETSID if newSession and os.path.exists(SETSID) else None
+        self.setpriv = SETPRIV if self.setsid and os.path.exists(SETPRIV) else None
         self.sockets: Dict[str, Any] = {}
         self.passing: Dict[str, PassingServer] = {}
         self.acceptors: Dict[str, "_Acceptor"] = {}
@@ -364,6 +367,11 @@ class ProcessSupervisor(service.Service):
             # (Ctrl-C, timeout(1)) reaches the MCP only, which stops the
             # services in order
             executable, argv = self.setsid, ["setsid", s.path] + argv[1:]
+            if self.setpriv is not None:
+                # and SIGTERM when the MCP dies (even by SIGKILL): no
+                # orphan keeps the port or the queue
+                command = ["setpriv", "--pdeathsig", "TERM", "--", self.setsid]
+                executable, argv = self.setpriv, command + argv[1:]
         environ = self.environ
         if s.passId is None and max(s.minProcesses, s.maxProcesses) > 1:
             # several processes without pass_id: they still learn their

@@ -357,6 +357,40 @@ class AcceptTests(_Base):
         self.assertEqual(len(self.lines("start")), 3)
 
 
+class ParentDeathTests(_Base):
+    """
+    The MCP as a program (C{twistd -n smx --component mcp}), killed.
+    """
+
+    @defer.inlineCallbacks
+    def test_killedMCP(self) -> Any:
+        """
+        When the MCP dies by SIGKILL, its processes get SIGTERM (the
+        parent-death signal): none is left behind holding a port.
+        """
+        if not os.path.exists("/usr/bin/setpriv"):
+            raise SkipTest("needs setpriv(1) of util-linux")
+        config = os.path.join(self.directory, "smx.conf")
+        with open(config, "w") as f:
+            f.write(self.section("smar", "sleep") + self.section("qmgr", "sleep"))
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        mcp = subprocess.Popen(
+            [twistd, "-n", "--pidfile=", "smx", "--config", config]
+            + ["--component", "mcp"],
+            cwd=self.directory,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.addCleanup(lambda: mcp.poll() is None and mcp.kill())
+        yield self.until(lambda: len(self.lines("start")) == 2)
+        mcp.kill()
+        mcp.wait()
+        yield self.until(lambda: len(self.lines("term")) == 2)
+        self.assertEqual(
+            sorted(words[1] for words in self.lines("term")), ["qmgr", "smar"]
+        )
+
+
 def twoBanners(port: int) -> List[str]:
     """
     Open two connections to C{port} at once and read their banners.
