@@ -181,8 +181,18 @@ def _passedSocket(configuration: Any) -> Optional[int]:
     from smx.config.componentoptions import selectedSMTPS
     from smx.mcp.sockets import receiveListeningSocket
 
+    from smx.mcp.supervisor import SERVICE_NAME
+
     names = selectedSMTPS(configuration)
     sections = configuration.sections("smtps")
+    started = os.environ.get(SERVICE_NAME)
+    if not names and started:
+        # started by the MCP for a named smtps section, without -N: run
+        # that section, with its socket
+        named = [s for s in sections if s.name is not None and s.name == started]
+        if named:
+            configuration.smtpsNames = [started]
+            names = [started]
     if names:
         sections = [s for s in sections if s.name in names]
     for section in sections:

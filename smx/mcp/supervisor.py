@@ -68,6 +68,8 @@ from smx.mcp.sockets import PassingServer, bindService
 #: the environment variable that gives a process its number when its
 #: service has several processes but no C{pass_id}
 PROCESS_NUMBER = "SMX_PROCESS_NUMBER"
+#: the environment variable that names the section a process runs for
+SERVICE_NAME = "SMX_SERVICE"
 #: setsid(1) of util-linux: runs a program in a session of its own
 SETSID = "/usr/bin/setsid"
 #: setpriv(1) of util-linux: sets the parent-death signal
@@ -372,7 +374,8 @@ class ProcessSupervisor(service.Service):
                 # orphan keeps the port or the queue
                 command = ["setpriv", "--pdeathsig", "TERM", "--", self.setsid]
                 executable, argv = self.setpriv, command + argv[1:]
-        environ = self.environ
+        # the section it was started for (smx.mcp.run: which smtps)
+        environ = dict(self.environ, **{SERVICE_NAME: s.name})
         if s.passId is None and max(s.minProcesses, s.maxProcesses) > 1:
             # several processes without pass_id: they still learn their
             # number (smx.mcp.run reads it), so that two SMTPS processes

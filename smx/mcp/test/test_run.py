@@ -110,6 +110,29 @@ class SplitServiceTests(SynchronousTestCase):
             ],
         )
 
+    def test_namedSMTPS(self) -> None:
+        """
+        An SMTPS started by the MCP for a named smtps section (its name in
+        C{SMX_SERVICE}) without C{-N} runs that section and fetches that
+        section's listening socket.
+        """
+        import smx.mcp.sockets
+
+        c = self.configuration(
+            'smtps MTA { port = 2525; type = pass; pass_fd_socket = mta; path = /bin/true; arguments = "s"; }\n'
+            'smtps MSA { port = 2587; type = pass; pass_fd_socket = msa; path = /bin/true; arguments = "s"; }\n'
+        )
+        asked: List[str] = []
+        self.patch(
+            smx.mcp.sockets,
+            "receiveListeningSocket",
+            lambda path: asked.append(path) or 7,
+        )
+        self.patch(os, "environ", {"SMX_SERVICE": "MSA"})
+        self.assertEqual(run._passedSocket(c), 7)
+        self.assertEqual(asked, [os.path.join(c.queueDirectory, "msa")])
+        self.assertEqual(c.smtpsNames, ["MSA"])
+
     def test_refuseRoot(self) -> None:
         """
         A component as root is EX_USAGE, with one line.

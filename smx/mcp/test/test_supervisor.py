@@ -373,7 +373,8 @@ class NumberTests(SynchronousTestCase):
         The processes of two sections of one keyword are numbered one
         after the other (0, 1 and 2, 3); a service with several processes
         but without C{pass_id} learns its number from the environment
-        (C{SMX_PROCESS_NUMBER}), one with a single process does not.
+        (C{SMX_PROCESS_NUMBER}), one with a single process does not;
+        every process finds the name of its section in C{SMX_SERVICE}.
         """
         reactor = ProcessReactor()
         supervisor = ProcessSupervisor(
@@ -409,6 +410,12 @@ class NumberTests(SynchronousTestCase):
                 ("MSA", ["-i", "3"], None),
             ],
         )
+        # each knows its section
+        self.assertEqual(
+            [kw["env"]["SMX_SERVICE"] for t, path, argv, kw in reactor.spawned],
+            ["smar", "MTA", "MTA", "MSA", "MSA"],
+        )
+        self.assertEqual(reactor.spawned[0][3]["env"]["PATH"], "/bin")
 
 
 class DescribeTests(SynchronousTestCase):
