@@ -53,7 +53,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.application import service
 from twisted.internet import defer, error, protocol, task
@@ -102,6 +102,8 @@ class Process:
         self.stopped: List[defer.Deferred] = []
         self.killer: Any = None
         self.connection: Any = None
+        #: the descriptor and name of its log file (in the MCP)
+        self.logFile: Optional[Tuple[int, str]] = None
 
     def describe(self) -> Dict[str, Any]:
         return {
@@ -310,6 +312,7 @@ class ProcessSupervisor(service.Service):
         """
         if signum == signal.SIGUSR2:
             smxlog.reopenAll()
+            self.rewindLogs()
         sent = 0
         for process in self._allProcesses():
             if process.transport is not None:
@@ -322,6 +325,35 @@ class ProcessSupervisor(service.Service):
             func="signalAll", signal=signal.Signals(signum).name, processes=sent
         )
         return sent
+
+    def rewindLogs(self) -> None:
+        """
+        Seed §6.8.1: after C{cp smtps.log smtps.log.0}, SIGUSR2 rewinds
+        the log file, which is the standard output of the processes: the
+        MCP empties each one that is still the file of that name.  A file
+        moved away is written to until the process is restarted.
+        """
+        for process in self._allProcesses():
+            if process.logFile is None:
+                continue
+            fd, path = process.logFile
+            try:
+                here, there = os.fstat(fd), os.stat(path)
+            except OSError:
+                there = None
+            if there is not None and (here.st_dev, here.st_ino) == (
+                there.st_dev,
+                there.st_ino,
+            ):
+                os.ftruncate(fd, 0)
+            else:
+                self.log.warn(
+                    "rewindLogs",
+                    service=process.service.name,
+                    file=path,
+                    error="moved away; the process writes to it until it is "
+                    "restarted (copy the file, do not move it: seed §6.8.1)",
+                )
 
     def _allProcesses(self) -> List[Process]:
         return [p for s in self.services for p in self.slots[s.name]]
@@ -404,13 +436,16 @@ class ProcessSupervisor(service.Service):
             )
         except Exception as e:
             self._failed(process, "cannot start %s: %s" % (s.path, e))
-            return
-        finally:
-            # the child has its copies now
             if self.logDirectory is not None:
                 os.close(fds[2])
+            return
+        finally:
+            # the child has its copy now
             if process.connection is not None:
                 process.connection.close()
+        if self.logDirectory is not None:
+            # kept to rewind it on SIGUSR2 (rewindLogs)
+            process.logFile = (fds[2], s.logFileName(self.logDirectory, process.number))
         process.transport = transport
         process.pid = getattr(transport, "pid", None)
         process.state = "running"
@@ -454,6 +489,9 @@ class ProcessSupervisor(service.Service):
         process.transport = None
         process.pid = None
         process.lastStatus = describeStatus(status)
+        if process.logFile is not None:
+            os.close(process.logFile[0])
+            process.logFile = None
         if process.killer is not None and process.killer.active():
             process.killer.cancel()
         process.killer = None

@@ -45,7 +45,12 @@ def main():
 
     signal.signal(signal.SIGTERM, term)
     signal.signal(signal.SIGUSR1, lambda s, f: record(path, "usr1 %s %d" % (name, pid)))
-    signal.signal(signal.SIGUSR2, lambda s, f: record(path, "usr2 %s %d" % (name, pid)))
+
+    def usr2(signum, frame):
+        record(path, "usr2 %s %d" % (name, pid))
+        print("%s got SIGUSR2" % (name,), flush=True)
+
+    signal.signal(signal.SIGUSR2, usr2)
     if mode != "inetd":
         print("%s running as %d" % (name, os.getuid()), flush=True)
     if mode == "crash":

@@ -230,12 +230,13 @@ class RestartTests(_Base):
     def test_logDirectory(self) -> Any:
         """
         With a log directory, a process's output goes to C{NAME.log}
-        (C{NAME<id>.log} with C{use_id_in_logfile_name}); C{pass_id} is
-        the first argument.
+        (C{NAME<id>.log} with C{use_id_in_logfile_name}), and SIGUSR2
+        rewinds a log file that was copied away (seed §6.8.1); C{pass_id}
+        is the first argument.
         """
         logs = os.path.join(self.directory, "log")
         os.mkdir(logs)
-        self.supervisor(
+        supervisor = self.supervisor(
             self.section(
                 "smtpc",
                 "sleep",
@@ -249,6 +250,16 @@ class RestartTests(_Base):
         self.assertEqual(sorted(os.listdir(logs)), ["smtpc0.log", "smtpc1.log"])
         yield self.until(lambda: os.path.getsize(os.path.join(logs, "smtpc1.log")) > 0)
         with open(os.path.join(logs, "smtpc1.log")) as f:
+            self.assertIn("smtpc running as", f.read())
+        # seed §6.8.1: copy the log, SIGUSR2: the file is rewound
+        log = os.path.join(logs, "smtpc1.log")
+        shutil.copy(log, log + ".0")
+        supervisor.signalAll(signal.SIGUSR2)
+        yield self.until(lambda: len(self.lines("usr2")) == 2)
+        yield self.until(lambda: os.path.getsize(log) > 0)
+        with open(log) as f:
+            self.assertEqual(f.read(), "smtpc got SIGUSR2\n")
+        with open(log + ".0") as f:
             self.assertIn("smtpc running as", f.read())
         # pass_id and the number come first, after the program's name
         self.assertEqual(sorted(words[4] for words in self.lines("start")), ["0", "1"])
