@@ -86,6 +86,8 @@ class SessionOpen(amp.Command):
 class SessionClose(amp.Command):
     arguments = [(b"sessionId", amp.Unicode()), (b"clientAddress", amp.Unicode())]
     response = []  # type: ignore[var-annotated]
+    # nothing to wait for: one packet less per session
+    requiresAnswer = False
 
 
 class CheckAcceptance(amp.Command):
