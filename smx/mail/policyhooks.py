@@ -36,9 +36,10 @@ DESCRIPTION
                  C{discard}
       REDIRECT   the queued message goes to that address only
       BCC        the queued message goes to that address too
-      HOLD       smx has no hold queue: the transaction is answered 450
-                 4.7.1 at DATA (or at the end of the message), so the
-                 client keeps the message; logged with C{sev=WARN}
+      HOLD       the message is accepted and held in the queue (the
+                 quarantine of the milters: C{smx mailq} shows it held,
+                 C{smx qmgrctl release ID} lets it go), as Postfix's hold
+                 queue
       FILTER     not supported: DUNNO, logged with C{sev=WARN} (by
                  L{smx.milter.policyclient})
 
@@ -68,13 +69,6 @@ from smx.milter.policy import (
     policyAttributes,
 )
 
-#: the reply to a transaction a policy server put on hold
-HOLD_REPLY: Dict[str, Any] = {
-    "code": 450,
-    "dsn": "4.7.1",
-    "text": "Message held by a policy: try again later",
-}
-
 #: the decisions whose effect is kept when their stage ends accepted
 _EFFECTS = (pp.PREPEND, pp.REDIRECT, pp.BCC, pp.HOLD, pp.DISCARD)
 
@@ -88,12 +82,14 @@ class _Effects:
     @ivar redirect: the C{REDIRECT} address (the last one), or C{""}.
     @ivar bcc: the C{BCC} addresses.
     @ivar hold: the C{HOLD} decision (its policy's name), or C{""}.
+    @ivar holdText: the text of the C{HOLD} decision.
     """
 
     headers: List[str] = dataclasses.field(default_factory=list)
     redirect: str = ""
     bcc: List[str] = dataclasses.field(default_factory=list)
     hold: str = ""
+    holdText: str = ""
 
 
 class PolicyServerMixin:
@@ -308,14 +304,7 @@ class PolicyServerMixin:
                 into.bcc.append(_address(decision.text))
             elif action == pp.HOLD:
                 into.hold = name
-                self.factory.log.warn(
-                    "PolicyServerMixin.hold",
-                    ss_sess=self.sessionId,
-                    policy=name,
-                    action=decision.raw[:200],
-                    error="smx has no hold queue: the transaction is "
-                    "answered 450 4.7.1",
-                )
+                into.holdText = decision.text
             elif action == pp.DISCARD:
                 self.policy.discardTransaction = True
 
@@ -453,11 +442,7 @@ class PolicyServerMixin:
         return False
 
     def _pdData(self, event: sm.DataCommand, then: Callable[[], Any]) -> Any:
-        """DATA (or the first BDAT): a held transaction ends here; ask."""
-        hold = [e.hold for e in self._pdAll() if e.hold]
-        if hold:
-            self._pdRefuseHeld(hold[0], ("data", "DATA"))
-            return None
+        """DATA (or the first BDAT): ask."""
         if not self._pdServers("DATA"):
             return then()
         d = self._pdAsk("DATA", "DATA", "DATA", ("data", "DATA"), self.transaction)
@@ -467,27 +452,10 @@ class PolicyServerMixin:
             if reply is not None:
                 self.connection.reject(reply["code"], reply["dsn"], reply["text"])
                 return None
-            current = self._pdCurrent()
-            self._pdApply(effects, current)
-            if current.hold:
-                self._pdRefuseHeld(current.hold, ("data", "DATA"))
-                return None
+            self._pdApply(effects, self._pdCurrent())
             return then()
 
         return d.addCallback(_cb)
-
-    def _pdRefuseHeld(self, name: str, field: Tuple[str, str]) -> None:
-        reply = HOLD_REPLY
-        self.factory.log.info(
-            ss_sess=self.sessionId,
-            ss_ta=self.transaction.id if self.transaction is not None else None,
-            **{field[0]: field[1]},
-            stat=reply["code"],
-            reply="%d %s %s" % (reply["code"], reply["dsn"], reply["text"]),
-            policy=name,
-            hold=1,
-        )
-        self.connection.reject(reply["code"], reply["dsn"], reply["text"])
 
     def _policyHeaders(self, ta: Any) -> bytes:
         """
@@ -525,15 +493,6 @@ class PolicyServerMixin:
             current = self._pdCurrent(ta)
             if reply is None:
                 self._pdApply(effects, current)
-                if current.hold:
-                    reply = HOLD_REPLY
-                    self.factory.log.info(
-                        ss_sess=self.sessionId,
-                        ss_ta=ta.id,
-                        where="eom",
-                        policy=current.hold,
-                        hold=1,
-                    )
             if reply is not None:
                 ta.abort()
                 self._logEnd(ta, event, event.size, stat=reply["code"])
@@ -548,14 +507,29 @@ class PolicyServerMixin:
         return d.addCallback(_cb)
 
     def _pdRecipients(self, ta: Any) -> None:
-        """Apply C{REDIRECT} and C{BCC} to the recipients to queue."""
+        """
+        Apply C{REDIRECT} and C{BCC} to the recipients to queue, and
+        C{HOLD} to the message (held in the queue).
+        """
         if self._pdSessionEffects is None and self._pdEffects is None:
             return
         redirect = ""
         bcc = []  # type: List[str]
+        hold = None  # type: Optional[_Effects]
         for effects in self._pdAll(ta):
             redirect = effects.redirect or redirect
             bcc.extend(effects.bcc)
+            if effects.hold and hold is None:
+                hold = effects
+        if hold is not None:
+            ta.quarantine = ("policy %s: HOLD %s" % (hold.hold, hold.holdText))[:200]
+            self.factory.log.notice(
+                ss_sess=self.sessionId,
+                ss_ta=ta.id,
+                policy=hold.hold,
+                hold=1,
+                quarantine=ta.quarantine,
+            )
         if redirect:
             ta.recipients = [{"address": redirect, "index": 0}]
             self.factory.log.info(

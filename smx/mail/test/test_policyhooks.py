@@ -213,14 +213,18 @@ class HookTests(unittest.TestCase):
 
     def test_hold(self):
         """
-        HOLD: smx has no hold queue, DATA gets 450 4.7.1 (logged sev=WARN).
+        HOLD (here at RCPT): the message is accepted and goes to QMGR held
+        (its quarantine names the policy and the text), as Postfix puts it
+        on its hold queue; logged.
         """
         fake = FakePolicyClient("fake", {"RCPT": "HOLD spam?"})
         h = self.harness(fake)
-        out = self.send(h, TRANSACTION)
-        self.assertIn(b"450 4.7.1 Message held by a policy", out)
-        self.assertIn("sev=WARN", "\n".join(h.sink.lines()))
-        self.assertEqual(h.qmgr.envelopes, [])
+        self.send(h, TRANSACTION)
+        out = h.send(MESSAGE)
+        self.assertTrue(out.startswith(b"250 2.0.0 "), out)
+        [envelope] = h.qmgr.envelopes
+        self.assertEqual(envelope["quarantine"], "policy fake: HOLD spam?")
+        self.assertIn("policy=fake, hold=1", "\n".join(h.sink.lines()))
 
     def test_redirectAndBcc(self):
         """
