@@ -123,6 +123,12 @@ class _Base(MTATestCase):
         out, err, status = yield self.sClient(*options)
         return subjectCN(out)
 
+    def clientContext(self) -> ssl.SSLContext:
+        """A client's TLS context: the test CA, no name (smx is 127.0.0.1)."""
+        context = ssl.create_default_context(cafile=self.caFile)
+        context.check_hostname = False
+        return context
+
     def check(self, ok: bool, what: str) -> None:
         if not ok:
             self.fail("%s; smx's log:\n%s" % (what, self.mta.log()))
@@ -186,21 +192,23 @@ class ServerNameTests(_Base):
     @defer.inlineCallbacks
     def test_receivedWithServerName(self) -> Any:
         """
-        A message received over TLS with SNI has the TLS version and
-        cipher in its Received: header (App. C.3).
+        A message received over TLS with SNI (swaks C{--tls-sni}) has the
+        TLS version and cipher in its Received: header (App. C.3); the
+        log names the server name asked for.
         """
+        self.need(SWAKS)
         self.startMTA()
-
-        def send() -> None:
-            context = ssl.create_default_context(cafile=self.caFile)
-            with smtplib.SMTP("127.0.0.1", self.mta.port, timeout=10) as client:
-                client._host = "mx2.test"  # type: ignore[attr-defined]
-                client.starttls(context=context)
-                client.sendmail(
-                    "a@x.test", ["alice@localhost"], b"Subject: s\r\n\r\nx\r\n"
-                )
-
-        yield threads.deferToThread(send)
+        out, err, status = yield swaks(
+            self.mta.port,
+            "--tls",
+            "--tls-sni",
+            "mx2.test",
+            "--to",
+            "alice@localhost",
+            "--from",
+            "a@x.test",
+        )
+        self.assertEqual(status, 0, out + err)
         self.check((yield until(lambda: self.mta.maildir("alice"))), "not delivered")
         [message] = self.mta.maildir("alice")
         self.assertRegex(
@@ -208,6 +216,7 @@ class ServerNameTests(_Base):
             r"with ESMTPS\r?\n\t\(TLS=TLSv1\.3, cipher=TLS_AES_\w+, bits=\d+, "
             r"verify=NOT\)\r?\n\tid ",
         )
+        self.assertIn("starttls=successful, sni=mx2.test,", self.mta.log())
 
 
 class ReloadTests(_Base):
@@ -217,10 +226,8 @@ class ReloadTests(_Base):
         """
         A TLS session up to RCPT (blocking), and the CN smx presented.
         """
-        context = ssl.create_default_context(cafile=self.caFile)
-        context.check_hostname = False
         client = smtplib.SMTP("127.0.0.1", self.mta.port, timeout=10)
-        client.starttls(context=context)
+        client.starttls(context=self.clientContext())
         cert = client.sock.getpeercert()  # type: ignore[union-attr]
         cn = dict(x[0] for x in cert["subject"])["commonName"]
         client.ehlo("client.test")
@@ -367,7 +374,7 @@ class RequireTLSTests(_Base):
                 client.ehlo("client.test")
                 self.assertFalse(client.has_extn("requiretls"))
                 refused = client.mail("a@x.test", ["REQUIRETLS"])
-                client.starttls(context=ssl._create_unverified_context())
+                client.starttls(context=self.clientContext())
                 client.ehlo("client.test")
                 self.assertTrue(client.has_extn("requiretls"))
                 client.sendmail(
@@ -455,7 +462,7 @@ class RequireTLSRelayTests(_Base):
     def submit(self) -> None:
         """C{alice@localhost} to C{bob@remote.test} with REQUIRETLS."""
         with smtplib.SMTP("127.0.0.1", self.mta.port, timeout=10) as client:
-            client.starttls(context=ssl._create_unverified_context())
+            client.starttls(context=self.clientContext())
             client.sendmail(
                 "alice@localhost",
                 ["bob@remote.test"],
