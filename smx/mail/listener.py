@@ -24,6 +24,7 @@ import dataclasses
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.application import service
+from twisted.python import failure
 
 from smx import net
 from smx.config.settings import optionValues
@@ -309,6 +310,11 @@ def reloadCertificates(listeners: Sequence[Any], log: Optional[Logger] = None) -
                 stat="certificates not reloaded; the old ones stay in use",
                 reason=str(e),
             )
+        except Exception:
+            # a broken invariant: logged with its traceback, the old
+            # certificates stay and the other sections are reloaded
+            failed += 1
+            logger.failure("reloadCertificates", failure.Failure(), section=section)
         else:
             logger.notice(
                 section=section,

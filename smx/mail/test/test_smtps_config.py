@@ -140,6 +140,17 @@ class ConfigurationTests(unittest.TestCase):
         )
         self.assertEqual(sorted(factory.serverNames), ["*.example.org", "mx2.test"])
 
+        def broken():
+            raise RuntimeError("bug")
+
+        factory.reload = broken
+        self.assertEqual(reloadCertificates([listener]), 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertIn(
+            "sev=ERR, func=reloadCertificates, section=MSA, error=RuntimeError: bug",
+            sink.lines()[-1],
+        )
+
     def test_badFiles(self):
         """Unusable files are one clear error naming section and file."""
         cfg = self.config("password_file = /nonexistent/pw;")
