@@ -7,7 +7,7 @@ SYNOPSIS
     smtpc { mta_sts = yes; mta_sts_cache = mta-sts.json;
             mta_sts_timeout = 30s; tls { CAcert_file = ca.pem; } }
 
-    source = MTASTSPolicySource(settings, dns, reactor, log)
+    source = mtastsSource(MTASTSSettings.fromSection(smtpc), reactor, dns, log)
     policy = yield source.policyFor("example.com", ["mx1.example.com"])
 
 DESCRIPTION
@@ -18,8 +18,8 @@ DESCRIPTION
      1. the C{_mta-sts.<domain>} TXT record is looked up (RFC 8461 §3.1);
         exactly one record starting with C{v=STSv1} with a valid C{id=}
         says the domain has a policy;
-     2. if the cached policy has the same C{id} and is not near its
-        expiry it is used as it is; otherwise the policy is fetched from
+     2. if the cached policy has the same C{id} and less than half of
+        its C{max_age} has passed, it is used as it is; otherwise the policy is fetched from
         C{https://mta-sts.<domain>/.well-known/mta-sts.txt} (§3.3): the
         server's certificate must be valid for C{mta-sts.<domain>} and
         chain to the CAs of C{tls { CAcert_file }} (the system's trusted
@@ -56,6 +56,7 @@ CONFIGURATION PARAMETERS
     smtpc { mta_sts; mta_sts_cache; mta_sts_timeout; mta_sts_port }
     smtpc { tls { CAcert_file; CAcert_path } }   the CAs of the HTTPS fetch
     smar { nameserver; DNS_timeout; DNS_flags }  the DNS lookups
+    smar { mailertable }                         the relayed domains
 
 SECURITY
     The policy host is resolved with smx's own resolver (C{nameserver})
