@@ -41,12 +41,12 @@ def settle(seconds: float) -> None:
         time.sleep(seconds)
 
 
-def addSettleOption(parser: Any) -> None:
+def addSettleOption(parser: Any, default: float = 3.0) -> None:
     """The C{--settle} option of bench/run.py and bench/ab.py."""
     parser.add_argument(
         "--settle",
         type=float,
-        default=3.0,
+        default=default,
         help="seconds to wait (after sync) before each run",
     )
 
@@ -394,3 +394,281 @@ class Postfix(MTA):
                 self.pid = 0
             retire(self.directory)
             self.directory = ""
+
+
+# split mode: the section options of the bench (besides the MCP's own)
+SMX_SPLIT_CONF = """\
+# smx under benchmark in split mode (seed §5.3): the MCP starts QMGR, SMAR,
+# SMTPC and two SMTPS processes on one passed port, each as its own user.
+hostname = bench-smx.test;
+CDB_base_directory = "%(queue)s/";
+SMAR_socket = "qmsmar/smarsock";
+SMTPC_socket = "qmsmtpc/smtpcsock";
+SMTPS_socket = "qmsmtps/smtpssock";
+
+qmgr {
+    control_socket = "qmgr.ctl";
+    flags = { %(qmgrflags)s };
+    retry_min_delay = %(retry)s;
+    retry_max_delay = 2h;
+    smtps_max_connection_rate = 1000000;
+    smtps_max_open_connections = 100000;
+    wait_for_server = 10s; wait_for_client = 10s;
+    mcp_type = wait; user = %(SMXQ)s;
+    restartdependencies = { smtps, smtpc, smar };
+    path = "%(bin)s/smx-qmgr"; arguments = "smx-qmgr -f %(config)s";
+}
+
+smtps {
+    flags = { 8bitmime, access };
+    io_timeout = 5m;
+    max_message_size = 10MB;
+    max_threads = 20000;
+    port = %(port)d; address = 127.0.0.1;
+    mcp_type = pass; pass_fd_socket = smtps/smtpsfd;
+    min_processes = %(smtps)d; max_processes = %(smtps)d; pass_id = "-i";
+    user = %(SMXS)s;
+    path = "%(bin)s/smx-smtps"; arguments = "smx-smtps -f %(config)s";
+}
+
+smtpc {
+    io_timeout = 5m;
+    wait_for_server = 10s;
+    mcp_type = wait; user = %(SMXC)s;
+    min_processes = %(smtpc)d; max_processes = %(smtpc)d; pass_id = "-i";
+    path = "%(bin)s/smx-smtpc"; arguments = "smx-smtpc -f %(config)s";
+}
+
+smar {
+    mailertable { name = "%(etc)s/mt.db"; }
+    access { name = "%(etc)s/access.db"; }
+    mcp_type = wait; user = %(SMXM)s;
+    restartdependencies = { smtps, qmgr };
+    path = "%(bin)s/smx-smar"; arguments = "smx-smar -f %(config)s";
+}
+"""
+
+#: the users of the split-mode smx (made once by C{smx setup --users},
+#: removed when the bench ends)
+SPLIT_ACCOUNTS = {
+    "SMXS": "smxbens",
+    "SMXQ": "smxbenq",
+    "SMXC": "smxbenc",
+    "SMXM": "smxbenm",
+    "SMX": "smxbenx",
+    "SMXDROP": "smxbend",
+}
+
+
+def removeSplitAccounts() -> None:
+    """Delete the users and groups of L{SPLIT_ACCOUNTS} that exist."""
+    import grp
+    import pwd
+
+    for name in SPLIT_ACCOUNTS.values():
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        subprocess.run(["userdel", name], capture_output=True)
+    for name in SPLIT_ACCOUNTS.values():
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            continue
+        subprocess.run(["groupdel", name], capture_output=True)
+
+
+#: the virtualenv split mode runs from when C{.venv}'s interpreter cannot
+#: be run by the component users (one under C{/root}, as pyenv's)
+SPLIT_VENV = os.path.join(ROOT, ".venv-split")
+
+
+def _runsAs(user: str, python: str) -> bool:
+    r = subprocess.run(
+        ["runuser", "-u", user, "--", python, "-c", "import smx, twisted"],
+        capture_output=True,
+        cwd="/",
+        timeout=60,
+    )
+    return r.returncode == 0
+
+
+def splitPrograms() -> str:
+    """
+    The directory of the smx programs the MCP starts: C{.venv/bin} if
+    every user can run its interpreter (C{tools/bootstrap.sh} builds it
+    from C{/usr/bin/python3}), else L{SPLIT_VENV}, made from
+    C{/usr/bin/python3} with smx installed from this checkout (editable)
+    if it is missing.
+    """
+    if _runsAs("nobody", os.path.join(VENV_BIN, "python")):
+        return VENV_BIN
+    bin = os.path.join(SPLIT_VENV, "bin")
+    if not os.path.exists(os.path.join(bin, "smx-mcp")):
+        old = os.umask(0o022)
+        try:
+            subprocess.run(["/usr/bin/python3", "-m", "venv", SPLIT_VENV], check=True)
+            subprocess.run(
+                [os.path.join(bin, "pip"), "install", "-q"]
+                + ["--config-settings", "editable_mode=compat", "-e", ROOT],
+                env=dict(os.environ, BERKELEYDB_DIR="/usr"),
+                check=True,
+                timeout=900,
+            )
+        finally:
+            os.umask(old)
+    if not _runsAs("nobody", os.path.join(bin, "python")):
+        raise RuntimeError("no interpreter every user can run for split mode")
+    return bin
+
+
+class SmxSplit(MTA):
+    """
+    smx in split mode, as root: C{smx setup --users} makes the users and
+    the §5.3 queue layout in a temporary directory, then C{smx-mcp}
+    starts QMGR, SMAR, C{smtpc} SMTPC processes and C{smtps} SMTPS
+    processes (one port passed to all of them).  C{pid} is the MCP's,
+    whose tree holds every component: CPU and RSS are those of the whole.
+
+    With C{hold}, the next hop refuses: C{sink.test} is routed to a port
+    on 127.0.0.2 nobody listens on, so each message is tried once,
+    refused and deferred for C{retry_min_delay} (1h), the counterpart of
+    Postfix's C{defer_transports = smtp}.
+    """
+
+    name = "smx-split"
+
+    def __init__(
+        self, reuseConnection: bool = True, smtps: int = 2, smtpc: int = 1
+    ) -> None:
+        self.reuseConnection = reuseConnection
+        self.smtps = smtps
+        self.smtpc = smtpc
+        self.process: Optional[subprocess.Popen[bytes]] = None
+        self.directory = ""
+        self.queue = ""
+
+    def start(self, sinkPort: int, hold: bool = False) -> None:
+        import pwd
+
+        if os.geteuid() != 0:
+            raise RuntimeError("split mode needs root (the MCP starts the users)")
+        bin = splitPrograms()
+        self.directory = tempfile.mkdtemp(prefix="bench-smxsplit-")
+        os.chmod(self.directory, 0o755)
+        d = self.directory
+        self.port = freePort(MTA_HOST)
+        etc = os.path.join(d, "etc")
+        self.queue = os.path.join(d, "q")
+        env = dict(os.environ, SMXCONFDIR=etc, SMXQDIR=self.queue)
+        env.update(SPLIT_ACCOUNTS)
+        setup = subprocess.run(
+            [os.path.join(bin, "smx"), "setup", "--users", "--no-check"]
+            + ["--port", str(self.port), "--hostname", "bench-smx.test"]
+            + ["--postdrop", os.path.join(d, "smx-postdrop")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if setup.returncode != 0:
+            raise RuntimeError("smx setup failed: " + setup.stdout + setup.stderr)
+        if hold:
+            # the next hop refuses: a port nobody listens on
+            sinkPort = freePort(SINK_HOST)
+        smxm = pwd.getpwnam(SPLIT_ACCOUNTS["SMXM"])
+        maps = {
+            "mt": "%s\t%d^esmtp:[%s]\n" % (SINK_DOMAIN, sinkPort, SINK_HOST),
+            "access": "cltaddr:127.0.0.1\trelay\n",
+        }
+        for name, text in maps.items():
+            source = os.path.join(etc, name)
+            for path in (source, source + ".db"):
+                if os.path.exists(path):
+                    os.unlink(path)
+            with open(source, "w") as f:
+                f.write(text)
+            subprocess.run(
+                [os.path.join(VENV_BIN, "smx"), "createmap"]
+                + ["-F", source + ".db", "-i", source],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            os.chown(source + ".db", smxm.pw_uid, smxm.pw_gid)
+        self.config = os.path.join(etc, "smx.conf")
+        values = dict(SPLIT_ACCOUNTS)
+        values.update(
+            queue=self.queue,
+            etc=etc,
+            bin=bin,
+            config=self.config,
+            port=self.port,
+            smtps=self.smtps,
+            smtpc=self.smtpc,
+            qmgrflags="reuse_connection" if self.reuseConnection else "",
+            retry="1h" if hold else "1m",
+        )
+        os.unlink(self.config)
+        with open(self.config, "w") as f:
+            f.write(SMX_SPLIT_CONF % values)
+        smx = pwd.getpwnam(SPLIT_ACCOUNTS["SMX"])
+        os.chown(self.config, smx.pw_uid, smx.pw_gid)
+        self.out = open(os.path.join(d, "mcp.log"), "wb")
+        self.process = subprocess.Popen(
+            [os.path.join(bin, "smx-mcp"), "-f", self.config] + ["-L", self.queue],
+            cwd=self.queue,
+            env=env,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+        )
+        self.pid = self.process.pid
+        try:
+            waitForGreeting(MTA_HOST, self.port)
+            self.waitForComponents()
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def waitForComponents(self, timeout: float = 30.0) -> None:
+        """
+        Wait until every component process runs (MCP, QMGR, SMAR, the
+        SMTPC and SMTPS processes) and one message gets a 250 from each
+        SMTPS process's side (the peers are connected).
+        """
+        want = 1 + 2 + self.smtpc + self.smtps
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(procstat.processTree(self.pid)) >= want:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("split smx: not every component started")
+
+    def queuedFiles(self) -> int:
+        """The number of CDB files in the queue (16 directories)."""
+        n = 0
+        for sub in "0123456789ABCDEF":
+            try:
+                n += len(os.listdir(os.path.join(self.queue, sub)))
+            except OSError:
+                pass
+        return n
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(timeout=10)
+            self.process = None
+            self.out.close()
+        if self.directory:
+            retire(self.directory)
+            self.directory = ""
+
+
+atexit.register(removeSplitAccounts)

@@ -21,6 +21,11 @@ HEADLINES = {
 }
 
 
+#: the smx setups (run.py's MTA names) and how their rows are marked: the
+#: embedded one (one process) and split mode (MCP and components)
+SMX_VARIANTS = {"smx": "", "smx-split": " (split)"}
+
+
 def load(path: str) -> List[Dict[str, Any]]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -104,8 +109,13 @@ def summaryTable(records: List[Dict[str, Any]]) -> str:
             % (field, field, extra, extra)
         )
         lines.append("|---|---|---|---|---|---|---|---|")
-        for case in sorted(cases):
-            smx = cases[case].get("smx", {})
+        for case, variant in [
+            (case, variant)
+            for case in sorted(cases)
+            for variant in SMX_VARIANTS
+            if variant in cases[case]
+        ]:
+            smx = cases[case].get(variant, {})
             pfx = cases[case].get("postfix", {})
             sv, pv = _values(smx, field), _values(pfx, field)
             ratio = (
@@ -117,7 +127,7 @@ def summaryTable(records: List[Dict[str, Any]]) -> str:
             lines.append(
                 "| %s | %s | %s | %s | %s | %s | %s | %d/%d |"
                 % (
-                    _caseName(workload, case),
+                    _caseName(workload, case) + SMX_VARIANTS[variant],
                     _spread(sv),
                     _spread(pv),
                     _fmt(ratio),
@@ -192,9 +202,18 @@ def chart(records: List[Dict[str, Any]], path: str) -> bool:
     )
     for ax, (workload, size, cases) in zip(axes[0], panels):
         sessions = sorted(c[1] for c in cases if c[0] == size)
-        for i, (mta, colour) in enumerate(
-            (("smx", "tab:blue"), ("postfix", "tab:orange"))
-        ):
+        present = {m for c in cases.values() for m in c}
+        shown = [
+            (mta, colour, label)
+            for mta, colour, label in (
+                ("smx", "tab:blue", "smx"),
+                ("smx-split", "tab:green", "smx split"),
+                ("postfix", "tab:orange", "Postfix"),
+            )
+            if mta in present
+        ]
+        width = 0.8 / max(1, len(shown))
+        for i, (mta, colour, label) in enumerate(shown):
             med, lo, hi = [], [], []
             for s in sessions:
                 v = _values(cases[(size, s)].get(mta, {}), "msgs_per_s")
@@ -202,15 +221,17 @@ def chart(records: List[Dict[str, Any]], path: str) -> bool:
                 med.append(m)
                 lo.append(m - min(v) if v else 0.0)
                 hi.append(max(v) - m if v else 0.0)
-            xs = [j + (i - 0.5) * 0.38 for j in range(len(sessions))]
+            xs = [
+                j + (i - (len(shown) - 1) / 2.0) * width for j in range(len(sessions))
+            ]
             ax.bar(
                 xs,
                 med,
-                0.38,
+                width,
                 yerr=[lo, hi],
                 capsize=3,
                 color=colour,
-                label="Postfix" if mta == "postfix" else "smx",
+                label=label,
             )
         ax.set_xticks(range(len(sessions)))
         ax.set_xticklabels([str(s) for s in sessions])

@@ -30,6 +30,11 @@ from bench import clients, mta, profile, report  # noqa: E402
 from bench.sink import SmtpSink, TimingSink  # noqa: E402
 
 WORKLOADS = ("relay", "durable", "latency", "idle", "profile")
+MTAS = ("smx", "smx-split", "postfix")
+
+#: seconds to wait after the last message reached the sink, to see that
+#: no duplicate follows
+DUPLICATE_WAIT = 2.0
 
 
 def parseArgs(argv: List[str]) -> argparse.Namespace:
@@ -78,13 +83,29 @@ def parseArgs(argv: List[str]) -> argparse.Namespace:
         "--timeout", type=float, default=300, help="limit of one run (seconds)"
     )
     p.add_argument("--output", default=None, help="results folder")
-    mta.addSettleOption(p)
+    p.add_argument(
+        "--mtas",
+        default="smx,smx-split,postfix",
+        help="MTAs to measure, interleaved in this order: smx (embedded), "
+        "smx-split (MCP and components, as root), postfix",
+    )
+    p.add_argument(
+        "--split-smtps", type=int, default=2, help="SMTPS processes of smx-split"
+    )
+    p.add_argument(
+        "--split-smtpc", type=int, default=1, help="SMTPC processes of smx-split"
+    )
+    mta.addSettleOption(p, default=80.0)
     a = p.parse_args(argv)
     a.sizes = [int(x) for x in a.sizes.split(",") if x]
     a.sessions = [int(x) for x in a.sessions.split(",") if x]
     a.durable_sessions = [int(x) for x in a.durable_sessions.split(",") if x]
     a.durable_sizes = [int(x) for x in a.durable_sizes.split(",") if x]
     a.workloads = [w for w in a.workloads.split(",") if w]
+    a.mtas = [m for m in a.mtas.split(",") if m]
+    for m in a.mtas:
+        if m not in MTAS:
+            p.error("unknown MTA %r" % (m,))
     for w in a.workloads:
         if w not in WORKLOADS:
             p.error("unknown workload %r" % (w,))
@@ -145,11 +166,17 @@ class Bench:
     def newMTA(self, name: str) -> mta.MTA:
         if name == "smx":
             return mta.Smx(reuseConnection=not self.args.no_reuse_connection)
+        if name == "smx-split":
+            return mta.SmxSplit(
+                reuseConnection=not self.args.no_reuse_connection,
+                smtps=self.args.split_smtps,
+                smtpc=self.args.split_smtpc,
+            )
         return mta.Postfix()
 
     def interleave(self, label: str, measure: Callable[[str, int], None]) -> None:
         for run in range(self.args.runs):
-            for name in ("smx", "postfix"):
+            for name in self.args.mtas:
                 mta.settle(self.args.settle)  # the same for both MTAs
                 print("%s run %d %s" % (label, run, name), flush=True)
                 try:
@@ -198,6 +225,21 @@ class Bench:
                 tEnd = got if got is not None else time.monotonic()
             cpu1 = m.cpuSeconds()
             rss = m.rssBytes()
+            extra: Dict[str, Any] = {}
+            if sink is not None:
+                # no duplicate: nothing more arrives after the n-th
+                time.sleep(DUPLICATE_WAIT)
+                extra["delivered"] = sink.count
+            if isinstance(m, mta.SmxSplit):
+                # no loss: every message acknowledged is in the queue
+                # (durable), none is left there (relay)
+                queued = m.queuedFiles()
+                if hold:
+                    deadline = time.monotonic() + 10
+                    while queued < n and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                        queued = m.queuedFiles()
+                extra["queued"] = queued
             r = {
                 "workload": workload,
                 "mta": name,
@@ -206,7 +248,11 @@ class Bench:
                 "sessions": sessions,
                 "messages": n,
                 "counted": counted,
-                "ok": counted >= n and source.returncode == 0,
+                "ok": counted >= n
+                and source.returncode == 0
+                and not err.strip()
+                and extra.get("delivered", n) == n
+                and extra.get("queued", n if hold else 0) == (n if hold else 0),
                 "seconds": tEnd - t0,
                 "send_seconds": tSent - t0,
                 "msgs_per_s": counted / (tEnd - t0),
@@ -215,6 +261,7 @@ class Bench:
                 "cpu_per_1000": (cpu1 - cpu0) / n * 1000,
                 "rss_bytes": rss,
             }
+            r.update(extra)
             if source.returncode != 0 or err.strip():
                 r["source_stderr"] = err.decode("utf-8", "replace")[-500:]
             self.record(r)
