@@ -31,7 +31,8 @@ DESCRIPTION
     L{smx.config.componentoptions}.
 
     Signals: SIGTERM and SIGINT stop smx cleanly (twistd exits with status
-    0); SIGUSR1 reopens the maps (seed §6.7); SIGUSR2 rotates the log
+    0); SIGUSR1 reopens the maps (seed §6.7) and reads SMTPS's
+    certificates again (doc/tls.md); SIGUSR2 rotates the log
     files: a file copied away is rewound, a file moved away is replaced
     (seed §6.8.1).
 
