@@ -67,7 +67,12 @@ from twisted.internet import defer, task
 from zope.interface import implementer
 
 from smx.ids import ClientIdGenerator, ServerIdGenerator
-from smx.interfaces import IQueueManager
+from smx.interfaces import (
+    IAddressResolver,
+    IContentStore,
+    IDeliveryAgent,
+    IQueueManager,
+)
 from smx.log import Logger
 from smx.queue import ibdb as ibdbmod
 from smx.queue.bounce import Bouncer
@@ -84,6 +89,7 @@ from smx.queue.recovery import recoverQueue
 from smx.queue.scheduler import Scheduler
 from smx.queue.settings import QueueSettings
 from smx.queue.store import QueueStore
+from smx.values import Envelope
 
 QUEUE_FULL = {"code": 452, "dsn": "4.3.2", "text": "too many queued transactions"}
 
@@ -104,9 +110,9 @@ class QueueManager(service.Service):
         self,
         reactor: Any,
         settings: QueueSettings,
-        contentStore: Any,
-        resolver: Any,
-        deliveryAgent: Any,
+        contentStore: IContentStore,
+        resolver: IAddressResolver,
+        deliveryAgent: IDeliveryAgent,
         logger: Optional[Logger] = None,
         processId: int = 0xFE,
         statvfs: Any = os.statvfs,
@@ -123,9 +129,9 @@ class QueueManager(service.Service):
         self.settings = settings
         self.reactor = reactor
         self.queueDirectory = os.path.abspath(s.queueDirectory)
-        self.contentStore = contentStore
-        self.resolver = resolver
-        self.deliveryAgent = deliveryAgent
+        self.contentStore: IContentStore = contentStore
+        self.resolver: IAddressResolver = resolver
+        self.deliveryAgent: IDeliveryAgent = deliveryAgent
         #: called by the C{reload} control command besides the maps (the
         #: certificates of SMTPS, L{smx.components})
         self.reloadHooks = []  # type: List[Any]
@@ -398,6 +404,8 @@ class QueueManager(service.Service):
 
     def commitTransaction(self, envelope):
         try:
+            # the shape first (smx.values: one named error for any of it)
+            Envelope.fromData(envelope)
             ta = Transaction.fromEnvelope(envelope)
         except (KeyError, TypeError, ValueError) as e:
             return defer.fail(ValueError("bad envelope: %s" % (e,)))

@@ -157,6 +157,21 @@ class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
         self.assertEqual(records[0][0], ibdb.TRANSACTION)
         self.assertEqual(records[0][1]["id"], taId)
 
+    def test_badEnvelope(self):
+        """
+        An envelope of the wrong shape is refused with a C{ValueError}
+        that names the field (L{smx.values}), and nothing is queued.
+        """
+        for envelope, words in (
+            ({"id": "S1", "recipients": [{"address": 7}]}, "'address'"),
+            ({"id": "S1", "recipients": [{"address": "a@b"}], "size": "9"}, "'size'"),
+            ({"recipients": [{"address": "a@b"}]}, "'id'"),
+        ):
+            e = self.failureResultOf(self.qmgr.commitTransaction(envelope), ValueError)
+            self.assertIn("bad envelope", str(e.value))
+            self.assertIn(words, str(e.value))
+        self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+
     def test_deliveredAndCleanedUp(self):
         """
         An accepted transaction is delivered at once through the delivery
@@ -496,7 +511,11 @@ class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
         """
         called = []
         self.qmgr.reloadHooks.append(lambda: called.append(1))
-        self.successResultOf(self.qmgr.control("reload"))
+        self.qmgr.reloadHooks.append(lambda: {"certificate_errors": 2})
+        self.assertEqual(
+            self.successResultOf(self.qmgr.control("reload")),
+            {"command": "reload", "reloaded": True, "certificate_errors": 2},
+        )
         self.assertEqual(called, [1])
 
     def test_status(self):
