@@ -135,7 +135,9 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
         listener.setServiceParent(parent)
     components["smtps"] = listeners
     # smx qmgrctl reload: the certificates too (as SIGUSR1, smx.tap)
-    qmgr.reloadHooks.append(lambda: reloadCertificates(listeners))
+    qmgr.reloadHooks.append(
+        lambda: {"certificate_errors": reloadCertificates(listeners)}
+    )
 
     from smx.queue.pickup import pickupService
 

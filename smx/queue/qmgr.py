@@ -133,7 +133,8 @@ class QueueManager(service.Service):
         self.resolver: IAddressResolver = resolver
         self.deliveryAgent: IDeliveryAgent = deliveryAgent
         #: called by the C{reload} control command besides the maps (the
-        #: certificates of SMTPS, L{smx.components})
+        #: certificates of SMTPS, L{smx.components}); a C{dict} one
+        #: returns is added to the command's result
         self.reloadHooks = []  # type: List[Any]
         self.logger = logger or Logger("qmgr")
         if s.debugLevels:
@@ -552,11 +553,12 @@ class QueueManager(service.Service):
     def control(self, command, transactionId=None, recipient=None):
         if command == "reload":
             self.reopenMaps()
+            result = {"command": command, "reloaded": True}
             for hook in self.reloadHooks:
-                hook()
+                result.update(hook() or {})
             reload = getattr(self.resolver, "reload", None)
             d = defer.maybeDeferred(reload) if reload else defer.succeed(None)
-            return d.addCallback(lambda _: {"command": command, "reloaded": True})
+            return d.addCallback(lambda _: result)
         if command not in ("flush", "hold", "release", "delete"):
             return defer.fail(ValueError("unknown command %r" % (command,)))
         if transactionId is None:

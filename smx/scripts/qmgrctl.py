@@ -14,10 +14,12 @@ DESCRIPTION
     DEFEDB is open and the queue disk has C{min_disk_space}; else exit
     status 1 and the reason on one line (standard error).  C{-r} (or
     C{reload}) reloads the maps (SMAR's and the conf map) and SMTPS's
-    certificates (doc/tls.md).  C{flush} retries deferred recipients now (all, or of
-    one transaction), C{hold}/C{release} stop and restart delivery of a
-    transaction or one recipient (by index or address), C{delete} removes
-    them without a bounce.
+    certificates (doc/tls.md); if a section's certificates cannot be
+    read, it keeps its old ones and the exit status is 1.  C{flush}
+    retries deferred recipients now (all, or of one transaction),
+    C{hold}/C{release} stop and restart delivery of a transaction or one
+    recipient (by index or address), C{delete} removes them without a
+    bounce.
 
     The control socket is C{control_socket} of the qmgr section, relative
     to the main queue directory (seed §5.6): C{-q}, else the current
@@ -253,4 +255,12 @@ def run(argv: List[str]) -> int:
         sys.stdout.write(
             " ".join("%s=%s" % (k, v) for k, v in sorted(result.items())) + "\n"
         )
+    if command == "reload" and result.get("certificate_errors"):
+        # an ACME client's deploy hook must see it
+        sys.stderr.write(
+            "smx qmgrctl: the certificates of %d smtps section(s) could not be "
+            "reloaded; the old ones stay in use (see the log)\n"
+            % (result["certificate_errors"],)
+        )
+        return 1
     return 0

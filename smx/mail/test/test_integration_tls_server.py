@@ -271,6 +271,10 @@ class ReloadTests(_Base):
         )
         self.assertIn("does not belong to the certificate", self.mta.log())
         self.assertEqual((yield self.presented()), "renewed")
+        out, err, status = yield self.mta.smx("qmgrctl", "reload")
+        self.assertEqual(status, 1)
+        self.assertIn(b"certificate_errors=1", out)
+        self.assertIn(b"could not be reloaded; the old ones stay in use", err)
 
         self.renew("third")
         out, err, status = yield self.mta.smx("qmgrctl", "reload")

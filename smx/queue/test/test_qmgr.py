@@ -511,7 +511,11 @@ class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
         """
         called = []
         self.qmgr.reloadHooks.append(lambda: called.append(1))
-        self.successResultOf(self.qmgr.control("reload"))
+        self.qmgr.reloadHooks.append(lambda: {"certificate_errors": 2})
+        self.assertEqual(
+            self.successResultOf(self.qmgr.control("reload")),
+            {"command": "reload", "reloaded": True, "certificate_errors": 2},
+        )
         self.assertEqual(called, [1])
 
     def test_status(self):
