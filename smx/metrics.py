@@ -20,8 +20,9 @@ DESCRIPTION
     the endpoint is scraped (L{smx.queue.qmgr.QueueManager.status}, what
     C{smx qmgrctl} shows).  C{doc/metrics.md} lists every metric.
 
-    Embedded mode only: in split mode each process will serve its own
-    endpoint (or send its counts to QMGR), see C{doc/metrics.md}.
+    In split mode each component process serves its own metrics on a
+    Unix socket and the MCP serves them all on one endpoint
+    (L{smx.metricsgather}, C{doc/metrics.md}).
 
 CONFIGURATION PARAMETERS
     metrics { address }   where to listen (none: no listener)
@@ -41,7 +42,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 from twisted.application import service
 from twisted.internet import defer
@@ -270,6 +271,9 @@ class MetricsRecorder:
             "smx_ibdb_commit_records": Histogram(COMMIT_BUCKETS),
         }
         self.listeners = {}  # type: Dict[Any, str]
+        #: the metrics L{render} shows (C{None}: all; in split mode those
+        #: of the process's component, L{smx.metricsgather})
+        self.families = None  # type: Optional[Collection[str]]
         self._queuedAt = {}  # type: Dict[Any, float]
         self._received = self.counters["smx_messages_received_total"]
         self._sessions = self.counters["smx_sessions_total"]
@@ -479,6 +483,8 @@ class MetricsRecorder:
         gauges = self.gauges(status)
         lines = []  # type: List[str]
         for name, kind, text, labels in METRICS:
+            if self.families is not None and name not in self.families:
+                continue
             lines.append("# HELP %s %s" % (name, text))
             lines.append("# TYPE %s %s" % (name, kind))
             if kind == "histogram":
@@ -521,7 +527,11 @@ class MetricsPage(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, recorder: MetricsRecorder) -> None:
+    def __init__(self, recorder: Any) -> None:
+        """
+        @param recorder: a L{MetricsRecorder}, or anything whose
+            C{collect()} gives the text (L{smx.metricsgather}).
+        """
         resource.Resource.__init__(self)
         self.recorder = recorder
 

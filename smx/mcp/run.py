@@ -104,10 +104,16 @@ def mcpService(
     )
     path = configuration.globals["MCP_control_socket"]
     control = ControlService(supervisor, path, reactor)
+    from smx.metricsgather import gatherService
+
+    # the metrics of every process on one endpoint (metrics { address })
+    gather = gatherService(configuration, supervisor)
     # the control socket last: it goes first when the MCP stops
     supervisor.bindAll()
     supervisor.setServiceParent(root)
     control.setServiceParent(root)
+    if gather is not None:
+        gather.setServiceParent(root)
     root.supervisor = supervisor  # type: ignore[attr-defined]
     return root
 

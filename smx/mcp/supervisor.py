@@ -53,7 +53,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application import service
 from twisted.internet import defer, error, protocol, task
@@ -220,6 +220,8 @@ class ProcessSupervisor(service.Service):
             self.firstNumber[s.name] = first
             following[s.keyword.lower()] = first + max(s.minProcesses, s.maxProcesses)
         self._pending: List[defer.Deferred] = []
+        #: more environment for a process (smx.metricsgather: its socket)
+        self.processEnviron: Optional[Callable[[Process], Dict[str, str]]] = None
         self._oldHandlers: Dict[int, Any] = {}
         self._twistedLog = TwistedLogger(namespace="mcp")
 
@@ -413,6 +415,8 @@ class ProcessSupervisor(service.Service):
             # number (smx.mcp.run reads it), so that two SMTPS processes
             # never make the same transaction id
             environ = dict(environ, **{PROCESS_NUMBER: str(process.number)})
+        if self.processEnviron is not None:
+            environ.update(self.processEnviron(process))
         protocol = _ChildProtocol(self, process)
         uid = s.uid if s.uid is not None and s.uid != os.geteuid() else None
         gid = s.gid

@@ -144,6 +144,12 @@ def makeComponentService(
         "smar": _smar,
     }[component]
     root.components = build(configuration, reactor, root, instanceId, listeningFd)
+    # its metrics on the socket the MCP names (smx.metricsgather)
+    from smx.metricsgather import processMetricsService
+
+    metrics = processMetricsService(reactor, component, root.components)
+    if metrics is not None:
+        metrics.setServiceParent(root)
     return root
 
 
