@@ -512,6 +512,26 @@ def listFromData(cls: Any, data: Any, what: Optional[str] = None) -> List[Any]:
     return [cls.fromData(v, "%s[%d]" % (what, i)) for i, v in enumerate(data)]
 
 
+def checked(cls: Any, data: Any, what: Optional[str] = None) -> Any:
+    """
+    Check that C{data} has the shape of a value of type C{cls} and give it
+    back unchanged (what crosses a process boundary: the receiver gets
+    exactly what the sender sent, as in one process).
+
+    @raise BadData: it has not.
+    """
+    cls.fromData(data, what)
+    return data
+
+
+def checkedList(cls: Any, data: Any, what: Optional[str] = None) -> Any:
+    """
+    Like L{checked} for a list of values of type C{cls}.
+    """
+    listFromData(cls, data, what)
+    return data
+
+
 def optionalReply(data: Any, what: str = "reply") -> Optional[Reply]:
     """
     C{None}, or a L{Reply} from plain data (the answer of

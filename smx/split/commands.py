@@ -33,7 +33,7 @@ from typing import Any, Dict
 
 from twisted.protocols import amp
 
-from smx.values import BadData, checkPlain
+from smx.values import BadData
 
 #: the most bytes of JSON in one AMP value (an AMP value holds 65,535)
 CHUNK = 60000
@@ -51,7 +51,11 @@ class PlainData(amp.Argument):
 
     def toBox(self, name: bytes, strings: Any, objects: Any, proto: Any) -> None:
         obj = objects.get(name.decode("ascii"))
-        text = json.dumps(checkPlain(obj, name.decode("ascii")))
+        try:
+            # json refuses what is not plain data (and NaN, infinities)
+            text = json.dumps(obj, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError) as e:
+            raise BadData("%s: not plain data: %s" % (name.decode("ascii"), e))
         data = text.encode("utf-8")
         pieces = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
         strings[name] = b"%d" % (len(pieces),)

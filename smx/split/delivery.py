@@ -48,7 +48,7 @@ from smx.interfaces import IDeliveryAgent
 from smx.log import Logger
 from smx.split import commands as c
 from smx.split.peer import PeerConnection, QuietAMP, listenSocket
-from smx.values import DeliveryTransaction, Result, listFromData
+from smx.values import DeliveryTransaction, Result, checked, checkedList
 
 
 class DeliveryAgentServer(QuietAMP):
@@ -62,13 +62,9 @@ class DeliveryAgentServer(QuietAMP):
 
     @c.Deliver.responder
     def deliver(self, transaction: Any) -> Any:
-        data = DeliveryTransaction.fromData(transaction).toData()
+        data = checked(DeliveryTransaction, transaction)
         d = defer.maybeDeferred(self.agent.deliver, data)
-        return d.addCallback(
-            lambda results: {
-                "results": [r.toData() for r in listFromData(Result, results)]
-            }
-        )
+        return d.addCallback(lambda results: {"results": checkedList(Result, results)})
 
 
 def deliveryAgentClient(
@@ -190,7 +186,7 @@ class RemoteDeliveryAgents(service.Service):
 
     def deliver(self, transaction):
         try:
-            data = DeliveryTransaction.fromData(transaction).toData()
+            data = checked(DeliveryTransaction, transaction)
         except ValueError as e:
             return defer.fail(e)
         return defer.Deferred.fromCoroutine(self._deliver(data))
@@ -203,7 +199,7 @@ class RemoteDeliveryAgents(service.Service):
         conn.busy += 1
         try:
             answer = await conn.callRemote(c.Deliver, transaction=data)
-            return [r.toData() for r in listFromData(Result, answer["results"])]
+            return checkedList(Result, answer["results"])
         except Exception as e:
             return self._unavailable(data, "%s: %s" % (type(e).__name__, e))
         finally:

@@ -49,7 +49,7 @@ from smx.interfaces import IQueueManager
 from smx.log import Logger
 from smx.split import commands as c
 from smx.split.peer import PeerConnection, QuietAMP
-from smx.values import Envelope, Reply, optionalReply
+from smx.values import Envelope, Reply, checked
 
 #: SMTPS's answer to a new session while QMGR cannot be reached
 SESSION_UNAVAILABLE = Reply(421, "4.3.2", "Service not available, try again later")
@@ -84,7 +84,7 @@ class QueueManagerServer(QuietAMP):
             if reply is None:
                 self.sessions[sessionId] = clientAddress
                 return {"reply": None}
-            return {"reply": Reply.fromData(reply).toData()}
+            return {"reply": checked(Reply, reply)}
 
         return d.addCallback(opened)
 
@@ -101,7 +101,7 @@ class QueueManagerServer(QuietAMP):
 
     @c.CommitTransaction.responder
     def commitTransaction(self, envelope: Any) -> Any:
-        data = Envelope.fromData(envelope).toData()
+        data = checked(Envelope, envelope)
         d = defer.maybeDeferred(self.qmgr.commitTransaction, data)
         return d.addCallback(lambda _: {})
 
@@ -137,7 +137,7 @@ class QueueManagerServer(QuietAMP):
 
 
 def _replyData(reply: Any) -> Any:
-    return None if reply is None else Reply.fromData(reply).toData()
+    return None if reply is None else checked(Reply, reply)
 
 
 def queueManagerFactory(qmgr: IQueueManager) -> Any:
@@ -211,7 +211,7 @@ class QueueManagerProxy(service.MultiService):
 
     def commitTransaction(self, envelope):
         try:
-            data = Envelope.fromData(envelope).toData()
+            data = checked(Envelope, envelope)
         except ValueError as e:
             return defer.fail(e)
         return self.peer.callRemote(c.CommitTransaction, envelope=data).addCallback(
@@ -245,5 +245,4 @@ class QueueManagerProxy(service.MultiService):
 
 
 def _replyOut(data: Any) -> Any:
-    reply = optionalReply(data)
-    return None if reply is None else reply.toData()
+    return None if data is None else checked(Reply, data)

@@ -41,14 +41,14 @@ from smx.interfaces import IAddressResolver
 from smx.log import Logger
 from smx.split import commands as c
 from smx.split.peer import PeerConnection, QuietAMP
-from smx.values import Decision, Reply, Resolved, checkPlain, listFromData
+from smx.values import Decision, Reply, Resolved, checked, checkedList, checkPlain
 
 #: the reply of a check while SMAR cannot be reached
 UNAVAILABLE = Reply(451, "4.3.0", "Temporary failure, try again later")
 
 
 def _decision(value: Any) -> Dict[str, Any]:
-    return {"decision": Decision.fromData(value).toData()}
+    return {"decision": checked(Decision, value)}
 
 
 class ResolverServer(QuietAMP):
@@ -88,11 +88,7 @@ class ResolverServer(QuietAMP):
     @c.ResolveRecipient.responder
     def resolveRecipient(self, address: str) -> Any:
         d = defer.maybeDeferred(self.resolver.resolveRecipient, address)
-        return d.addCallback(
-            lambda items: {
-                "resolved": [r.toData() for r in listFromData(Resolved, items)]
-            }
-        )
+        return d.addCallback(lambda items: {"resolved": checkedList(Resolved, items)})
 
     @c.Reload.responder
     def reload(self) -> Any:
@@ -135,7 +131,7 @@ class AddressResolverProxy(service.MultiService):
 
     def _check(self, call: str, command: Any, extra: Dict[str, Any], **kw: Any) -> Any:
         d = self.peer.callRemote(command, idempotent=True, **kw)
-        d.addCallback(lambda r: Decision.fromData(r["decision"]).toData())
+        d.addCallback(lambda r: checked(Decision, r["decision"]))
 
         def unavailable(reason: Failure) -> Dict[str, Any]:
             self.logger.warn(
@@ -174,9 +170,7 @@ class AddressResolverProxy(service.MultiService):
 
     def resolveRecipient(self, address):
         d = self.peer.callRemote(c.ResolveRecipient, idempotent=True, address=address)
-        return d.addCallback(
-            lambda r: [x.toData() for x in listFromData(Resolved, r["resolved"])]
-        )
+        return d.addCallback(lambda r: checkedList(Resolved, r["resolved"]))
 
     def reload(self):
         d = self.peer.callRemote(c.Reload)

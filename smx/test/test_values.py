@@ -23,6 +23,8 @@ from smx.values import (
     Result,
     Route,
     checkPlain,
+    checked,
+    checkedList,
     listFromData,
     optionalReply,
 )
@@ -182,6 +184,18 @@ class RoundTripTests(unittest.TestCase):
         value = Envelope.fromData(data)
         self.assertEqual(value.extra["somethingNew"], True)
         self.assertEqual(value.toData(), data)
+
+    def test_checked(self) -> None:
+        """
+        L{checked} and L{checkedList} give good data back unchanged (the
+        same object) and raise L{BadData} for bad data.
+        """
+        data = EXAMPLES[10][1]
+        self.assertIs(checked(Envelope, data), data)
+        routes = [ROUTE]
+        self.assertIs(checkedList(Route, routes), routes)
+        self.assertRaises(BadData, checked, Reply, {"code": "x"})
+        self.assertRaises(BadData, checkedList, Route, [{"port": 1}])
 
     def test_optionalNone(self) -> None:
         """

@@ -194,6 +194,25 @@ class ProxiedTests(QueueManagerBehaviour, unittest.TestCase):
         self.assertEqual(got["recipients"][-1], envelope["recipients"][-1])
 
     @defer.inlineCallbacks
+    def test_lostDuringCommit(self) -> Any:
+        """
+        QMGR going away before it confirms an envelope makes
+        C{commitTransaction} fail (SMTPS answers 451, not 250), and the
+        commit is not made again on the next connection.
+        """
+        self.backend.pending = []
+        d = self.qmgr.commitTransaction(ENVELOPE)
+        for _ in range(100):
+            if self.backend.pending:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.qmgr.peer.protocol.transport.loseConnection()
+        with self.assertRaises(Exception):
+            yield d
+        yield self.settle()
+        self.assertEqual(len(self.backend.envelopes), 1)
+
+    @defer.inlineCallbacks
     def test_lostSessionsClosed(self) -> Any:
         """
         When an SMTPS process's connection ends, QMGR closes the sessions
