@@ -52,7 +52,9 @@ SECURITY
     process, parses the text strictly (a malformed text leaves that
     process out) and writes back only names, label values and numbers
     it parsed.  Each socket directory C{metrics/SERVICE} belongs to the
-    service's user and group, mode 0750; the sockets are mode 0660.
+    service's user and group, mode 0750; the sockets are mode 0660; the
+    MCP reads only a socket, not a symbolic link the service's user put
+    there.
 
 DIAGNOSTICS
     An address the MCP cannot bind ends it at start with one line (as
@@ -65,6 +67,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -634,7 +637,15 @@ class MetricsGatherer:
     def _scrape(self, target: Target) -> defer.Deferred:
         if target.path is None:
             return defer.succeed(None)
-        d = fetchText(self.reactor, target.path, self.timeout)
+        try:
+            # the directory is the process's user's: not a link to a
+            # socket of root's
+            if not stat.S_ISSOCK(os.lstat(target.path).st_mode):
+                raise OSError("not a socket")
+        except OSError:
+            d = defer.fail()
+        else:
+            d = fetchText(self.reactor, target.path, self.timeout)
         d.addCallback(parseExposition)
 
         def _ebScrape(failure: Failure) -> None:

@@ -1137,7 +1137,8 @@ PICKUP = section(
 METRICS = section(
     "metrics",
     "smx",
-    "Prometheus metrics over HTTP (doc/metrics.md); embedded mode only",
+    "Prometheus metrics over HTTP (doc/metrics.md); in split mode the MCP "
+    "serves those of every process",
     [
         opt(
             "address",

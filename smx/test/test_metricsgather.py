@@ -412,7 +412,8 @@ class SocketTests(TestCase):
     def test_restarted(self) -> Any:
         """
         A process that stopped is up 0; started again on its socket
-        (a new process, counting from 0) it is read again.
+        (a new process, counting from 0) it is read again; a symbolic
+        link in place of its socket is not read.
         """
         one = self.component("smtps", 0)
         targets = [Target("smtps", "0", one.path)]
@@ -430,6 +431,11 @@ class SocketTests(TestCase):
         text = yield gatherer.collect()
         self.assertIn('smx_scrape_up{component="smtps",process="0"} 1\n', text)
         self.assertEqual(gatherer._down, set())
+        # a symbolic link is not read (it could lead to a socket of root's)
+        os.rename(one.path, one.path + ".real")
+        os.symlink(one.path + ".real", one.path)
+        text = yield gatherer.collect()
+        self.assertIn('smx_scrape_up{component="smtps",process="0"} 0\n', text)
 
     @defer.inlineCallbacks
     def test_tooLong(self) -> Any:
