@@ -157,6 +157,18 @@ def _askAuthenticated(message: Any) -> None:
     )
 
 
+#: added to the record type in the cache key of a lookup with AD and DO
+_SECURE = 0x10000
+
+
+def _mxName(rdata: bytes) -> str:
+    """The host name of the wire data of an MX record (no compression:
+    L{_rdata} encoded it without a compression dictionary)."""
+    record = dns.Record_MX()
+    record.decode(io.BytesIO(rdata), len(rdata))
+    return record.name.name.decode("ascii", "replace").lower().rstrip(".")
+
+
 def _rdata(payload: Any) -> bytes:
     """The wire data of a record twisted.names does not know."""
     data = getattr(payload, "data", None)
@@ -474,54 +486,86 @@ class DNSResolver:
             with L{DNSTemporaryError} for a timeout, SERVFAIL or a
             garbled answer.
         """
+        return self._lookupSecure(name, TLSA)
+
+    def lookupMXSecure(self, name: str) -> defer.Deferred:
+        """
+        The MX hosts of C{name} and whether the resolver says they are
+        DNSSEC-validated (DANE uses an MX host name only from a secure MX
+        RRset, RFC 7672 section 2.2.1), asked as L{lookupTLSA} asks.
+
+        @return: a L{Deferred} firing with C{(hosts, authenticated)}: the
+            MX host names in lower case without the trailing dot.
+        """
+        d = self._lookupSecure(name, dns.MX)
+        d.addCallback(
+            lambda found: (
+                [_mxName(rdata) for rdata in found[0]],
+                found[1],
+            )
+        )
+        return d
+
+    def _lookupSecure(self, name: str, rtype: int) -> defer.Deferred:
+        """
+        A query with AD and DO (see L{lookupTLSA}).
+
+        @return: a L{Deferred} firing with C{(rdatas, authenticated)}.
+        """
         name = name.lower().rstrip(".")
-        key = (name, TLSA)
+        key = (name, rtype | _SECURE)
         now = self.reactor.seconds()
         hit = self._cache.get(key)
         if hit is not None:
             if hit[0] > now:
                 return defer.succeed(hit[1])
             del self._cache[key]
-        self.log.debug(14, dns_query=name, type="TLSA")
+        qtype = dns.QUERY_TYPES.get(rtype, "TLSA" if rtype == TLSA else str(rtype))
+        self.log.debug(14, dns_query=name, type=qtype)
         servers = self.servers or _resolvConfServers(self._resolver)
         d = defer.Deferred.fromCoroutine(
-            _secureQuery(self.reactor, servers, name, TLSA, self._tries, self.useTCP)
+            _secureQuery(self.reactor, servers, name, rtype, self._tries, self.useTCP)
         )
-        d.addCallback(self._cbSecure, name)
-        d.addErrback(self._ebSecure, name)
+        d.addCallback(self._cbSecure, name, rtype, qtype)
+        d.addErrback(self._ebSecure, name, qtype)
         return d
 
-    def _cbSecure(self, message: Any, name: str) -> Tuple[List[bytes], bool]:
+    def _cbSecure(
+        self, message: Any, name: str, rtype: int, qtype: str
+    ) -> Tuple[List[bytes], bool]:
         authenticated = bool(message.authenticData)
         if message.rCode == dns.ENAME:
             result = ([], authenticated)  # type: Tuple[List[bytes], bool]
             ttl = self._negativeTTL(message.authority)
         elif message.rCode != dns.OK:
             raise DNSTemporaryError(
-                "%s TLSA: %s" % (name, _RCODES.get(message.rCode, message.rCode))
+                "%s %s: %s" % (name, qtype, _RCODES.get(message.rCode, message.rCode))
             )
         else:
             rdatas = []
             ttls = []
             for rr in message.answers:
-                if rr.type == TLSA:
+                if rr.type == rtype:
                     rdatas.append(_rdata(rr.payload))
                     ttls.append(rr.ttl)
             result = (rdatas, authenticated)
             ttl = min(ttls) if ttls else self._negativeTTL(message.authority)
         if ttl > 0:
-            self._cache[(name, TLSA)] = (self.reactor.seconds() + ttl, result)
+            self._cache[(name, rtype | _SECURE)] = (
+                self.reactor.seconds() + ttl,
+                result,
+            )
         return result
 
-    def _ebSecure(self, f: Failure, name: str) -> None:
+    def _ebSecure(self, f: Failure, name: str, qtype: str) -> None:
         if f.check(DNSTemporaryError):
             f.raiseException()
         if f.check(defer.TimeoutError, dns.DNSQueryTimeoutError):
             reason = "timeout"
         else:
             reason = f.getErrorMessage() or repr(f.value)
-        self.log.info(dns_lookup=name, type="TLSA", error=reason)
-        raise DNSTemporaryError("%s TLSA: %s" % (name, reason))
+        self.log.info(dns_lookup=name, type=qtype, error=reason)
+        raise DNSTemporaryError("%s %s: %s" % (name, qtype, reason))
 
     def lookupAddresses(self, name: str) -> defer.Deferred:
         """

@@ -19,7 +19,9 @@ DESCRIPTION
     L{smx.tlspolicy.policy}):
 
       1. with the level C{dane} or C{dane-only}: the TLSA records of the
-         MX host (L{smx.tlspolicy.dane}); usable secure records make it
+         MX host (L{smx.tlspolicy.dane}), if the domain's MX records are
+         DNSSEC-validated (else as if it had none; a host that is not
+         among them, a mailertable relay, is the configuration's word); usable secure records make it
          a DANE session, secure records that are all unusable make TLS
          mandatory without authentication; none (or not secure) is a
          refusal for C{dane-only} (C{dane-required}), nothing for
@@ -45,7 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -88,12 +90,16 @@ class Destination:
     @ivar base: the configured policy (C{map} or C{default}).
     @ivar sts: the MTA-STS policy, or C{None}.
     @ivar requireTLS: the message was received with REQUIRETLS.
+    @ivar insecureMX: the MX hosts of the domain when its MX records are
+        not DNSSEC-validated (or could not be looked up): DANE does not
+        trust their names (RFC 7672 section 2.2.1).
     """
 
     domain: str
     base: TLSPolicy
     sts: Optional[TLSPolicy] = None
     requireTLS: bool = False
+    insecureMX: FrozenSet[str] = frozenset()
 
     @property
     def plain(self) -> bool:
@@ -304,7 +310,29 @@ class TLSPolicies:
                 if found is not None:
                     sts = found
                     break
-        return Destination(domain, base, sts, requireTLS)
+        insecure = frozenset()  # type: FrozenSet[str]
+        if (
+            self.dns is not None
+            and domain
+            and not domain.startswith("[")
+            and (base.level in ("dane", "dane-only") or sts is not None)
+        ):
+            insecure = await self._insecureMX(domain, mxHosts)
+        return Destination(domain, base, sts, requireTLS, insecure)
+
+    async def _insecureMX(self, domain: str, mxHosts: Sequence[str]) -> FrozenSet[str]:
+        """
+        The MX hosts of C{domain} if its MX records are not
+        DNSSEC-validated (all of C{mxHosts} if the lookup fails), else
+        none.
+        """
+        try:
+            hosts, secure = await self.dns.lookupMXSecure(domain)
+        except DNSTemporaryError:
+            hosts, secure = list(mxHosts), False
+        if secure:
+            return frozenset()
+        return frozenset(h.lower().rstrip(".") for h in hosts)
 
     async def sessionPolicy(
         self, dest: Destination, host: str, address: str
@@ -386,6 +414,17 @@ class TLSPolicies:
         danePolicy = TLSPolicy("dane", source="dane", policyDomain=dest.domain)
         if not named or self.dns is None:
             return None
+        if host in dest.insecureMX:
+            if base.level == "dane-only":
+                raise PolicyRefused(
+                    PolicyFailure(
+                        "dane-required",
+                        "the MX records of %s are not DNSSEC-validated"
+                        % (dest.domain,),
+                    ),
+                    SessionPolicy(base, dest.domain, host, address, (), None, False),
+                )
+            return None
         try:
             found = await tlsaForHost(self.dns, host)
         except DNSTemporaryError as e:
@@ -428,6 +467,8 @@ class TLSPolicies:
         records, else C{None} (the MTA-STS policy applies; a failed
         lookup does not stop it).
         """
+        if host in dest.insecureMX:
+            return None
         try:
             found = await tlsaForHost(self.dns, host)
         except DNSTemporaryError:

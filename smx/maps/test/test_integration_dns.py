@@ -200,6 +200,8 @@ TLSA_ZONE = {
         ("TLSA", 2, 0, 0, "%02x" % i * 200) for i in range(8)
     ],
     "mx.signed.test": [("A", "127.0.0.2")],
+    "signed.test": [("MX", 10, "MX.signed.test"), ("MX", 20, "mx2.signed.test")],
+    "plain.test": [("MX", 10, "mx.plain.test")],
 }
 
 
@@ -299,3 +301,19 @@ class TLSATests(unittest.TestCase):
         second = yield r.lookupTLSA("_25._tcp.mx.signed.test")
         self.assertEqual(first, second)
         self.assertEqual(len(self.server.queries), 1)
+
+    @defer.inlineCallbacks
+    def test_mxSecure(self):
+        """
+        L{DNSResolver.lookupMXSecure}: the MX hosts and the AD bit.
+        """
+        r = self.resolver()
+        hosts, secure = yield r.lookupMXSecure("signed.test")
+        self.assertEqual(
+            (sorted(hosts), secure), (["mx.signed.test", "mx2.signed.test"], True)
+        )
+        self.assertEqual(
+            (yield r.lookupMXSecure("plain.test")), (["mx.plain.test"], False)
+        )
+        self.assertEqual((yield r.lookupMXSecure("nx.signed.test")), ([], True))
+        self.assertEqual(self.server.flags[0], ("signed.test", True, True))

@@ -31,11 +31,21 @@ PKIX = b"\x01\x01\x01" + b"\xab" * 32
 
 
 class FakeTLSA:
-    """TLSA answers by name: C{(rdatas, ad)} or an exception."""
+    """
+    TLSA answers by name: C{(rdatas, ad)} or an exception; MX answers
+    (C{lookupMXSecure}) by domain, secure and empty unless given.
+    """
 
-    def __init__(self, answers: Dict[str, Any]) -> None:
+    def __init__(self, answers: Dict[str, Any], mx: Any = None) -> None:
         self.answers = answers
+        self.mx = mx or {}
         self.asked = []  # type: list
+
+    def lookupMXSecure(self, name: str) -> defer.Deferred:
+        answer = self.mx.get(name, ([], True))
+        if isinstance(answer, Exception):
+            return defer.fail(answer)
+        return defer.succeed(answer)
 
     def lookupTLSA(self, name: str) -> defer.Deferred:
         self.asked.append(name)
@@ -221,6 +231,31 @@ class PoliciesTests(unittest.TestCase):
         policies = self.policies("dane-only", dns=dns)
         refused = self.refused(policies, self.dest(policies))
         self.assertEqual(refused.failure.resultType, "dane-required")
+
+    def test_insecureMX(self) -> None:
+        """
+        MX records that are not DNSSEC-validated (or a failed lookup):
+        DANE does not trust the MX host names (RFC 7672 section 2.2.1):
+        C{dane} falls back, C{dane-only} refuses; a host that is not an
+        MX host (a mailertable relay) keeps its TLSA records.
+        """
+        answers = {
+            "_25._tcp.mx1.example.com": ([EE], True),
+            "_25._tcp.relay.test": ([EE], True),
+        }
+        for mx in (
+            (["mx1.example.com"], False),
+            DNSTemporaryError("timeout"),
+        ):
+            dns = FakeTLSA(answers, {"example.com": mx})
+            dane = self.policies("dane", dns=dns)
+            session = self.session(dane, self.dest(dane))
+            self.assertEqual((session.policy.level, session.tlsa), ("dane", ()))
+            only = self.policies("dane-only", dns=dns)
+            refused = self.refused(only, self.dest(only))
+            self.assertEqual(refused.failure.resultType, "dane-required")
+            relay = self.session(only, self.dest(only), "relay.test")
+            self.assertEqual(relay.policy.source, "dane")
 
     def test_daneUnusable(self) -> None:
         """

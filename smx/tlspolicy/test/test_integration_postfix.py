@@ -52,7 +52,7 @@ mydestination =
 mynetworks = 127.0.0.0/8
 smtpd_recipient_restrictions = permit_mynetworks, reject
 virtual_mailbox_domains = good.test, wrong.test, plain.test, verify.test,
-    dane.test, danebad.test
+    dane.test, danebad.test, insecure.test
 virtual_mailbox_base = %(root)s/vmail
 virtual_mailbox_maps = static:box/
 virtual_uid_maps = static:65534
@@ -154,6 +154,7 @@ class PostfixTests(MTATestCase):
                 "verify.test": [("MX", 10, "mx4.example.com")],
                 "dane.test": [("MX", 10, "mx.example.com")],
                 "danebad.test": [("MX", 10, "mx5.example.com")],
+                "insecure.test": [("MX", 10, "mx.example.com")],
                 "mx.example.com": [("A", "127.0.0.2")],
                 "mx3.example.com": [("A", "127.0.0.3")],
                 "mx4.example.com": [("A", "127.0.0.4")],
@@ -164,7 +165,7 @@ class PostfixTests(MTATestCase):
                 ],
                 "_25._tcp.mx5.example.com": [("TLSA", 3, 1, 1, tlsaHex(other))],
             },
-            signed=["example.com"],
+            signed=["example.com", "dane.test", "danebad.test"],
         )
         self.addCleanup(stopDNS)
         self.mta.write(
@@ -182,7 +183,7 @@ class PostfixTests(MTATestCase):
         self.mta.createmap(
             "tls_policy",
             "plain.test may\ndane.test dane-only\n.danebad.test dane\n"
-            "danebad.test dane\n",
+            "danebad.test dane\ninsecure.test dane-only\n",
         )
 
     def smtpcLines(self, text: str) -> List[str]:
@@ -196,12 +197,14 @@ class PostfixTests(MTATestCase):
         C{verify} to a certificate for another name (4.7.5
         C{certificate-host-mismatch}), C{verify} to a server without
         STARTTLS (4.7.4), C{dane} with TLSA records that do not match
-        (4.7.5 C{tlsa-invalid}): deferred, Postfix gets no MAIL.
+        (4.7.5 C{tlsa-invalid}), C{dane-only} for a domain whose MX
+        records are not DNSSEC-validated (4.7.5 C{dane-required}):
+        deferred, Postfix gets no MAIL.
         """
         self.postfix.start()
         self.mta.start()
         self.addCleanup(self.mta.stop)
-        domains = ["good", "wrong", "plain", "verify", "dane", "danebad"]
+        domains = ["good", "wrong", "plain", "verify", "dane", "danebad", "insecure"]
         for domain in domains:
             out, err, status = yield swaks(
                 self.mta.port,
@@ -217,7 +220,7 @@ class PostfixTests(MTATestCase):
         def settled() -> bool:
             return len(self.postfix.mailbox()) >= 3 and all(
                 self.smtpcLines("domain=%s.test" % (d,))
-                for d in ("wrong", "verify", "danebad")
+                for d in ("wrong", "verify", "danebad", "insecure")
             )
 
         ok = yield until(settled, 15)
@@ -231,6 +234,7 @@ class PostfixTests(MTATestCase):
             ("wrong", "certificate-host-mismatch", "4.7.5"),
             ("verify", "starttls-not-supported", "4.7.4"),
             ("danebad", "tlsa-invalid", "4.7.5"),
+            ("insecure", "dane-required", "4.7.5"),
         ]:
             [record] = self.smtpcLines("domain=%s.test" % (domain,))[:1]
             self.assertIn("func=tls_policy_failed", record)
@@ -240,7 +244,7 @@ class PostfixTests(MTATestCase):
         self.assertTrue(any("policy=dane," in line for line in ok), ok)
         self.assertTrue(any("policy=verify," in line for line in ok), ok)
         log = self.postfix.log()
-        for domain in ("wrong", "verify", "danebad"):
+        for domain in ("wrong", "verify", "danebad", "insecure"):
             self.assertNotIn("RCPT TO:<u@%s.test>" % (domain,), log)
         self.assertIn("RCPT TO:<u@plain.test>", log)
         self.assertIn("TLS connection established from", log)
