@@ -770,8 +770,11 @@ def processEnviron(supervisor: Any) -> Callable[[Any], Dict[str, str]]:
         path = socketPath(supervisor.queueDirectory, s.name, process.number)
         directory = os.path.dirname(path)
         try:
+            # whatever the MCP's umask: the users pass through metrics/
             os.makedirs(os.path.dirname(directory), mode=0o755, exist_ok=True)
+            os.chmod(os.path.dirname(directory), 0o755)
             os.makedirs(directory, mode=0o750, exist_ok=True)
+            os.chmod(directory, 0o750)
             if os.geteuid() == 0 and s.uid is not None:
                 os.chown(directory, s.uid, s.gid if s.gid is not None else -1)
         except OSError as e:

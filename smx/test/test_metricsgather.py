@@ -9,6 +9,7 @@ its HTTP endpoint on a loopback port.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import tempfile
@@ -17,7 +18,7 @@ from typing import Any, List
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import Clock, deferLater
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from smx.log import Logger, MemorySink
 from smx.metrics import METRICS, MetricsRecorder
@@ -305,6 +306,33 @@ class SupervisorTests(SynchronousTestCase):
         mode = os.stat(os.path.join(directory, "metrics", "MSA")).st_mode
         self.assertEqual(stat.S_IMODE(mode), 0o750)
         self.assertEqual(environ(supervisor.slots["procmail"][0]), {})
+
+    def test_environOwner(self) -> None:
+        """
+        Run by root, the MCP gives a service's socket directory to the
+        service's user and group, whatever its umask; C{metrics/} stays
+        root's, mode 0755.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("needs root (chown)")
+        nobody = pwd.getpwnam("nobody")
+        directory = self.mktemp()
+        os.makedirs(directory)
+        supervisor = _Supervisor(directory)
+        msa = supervisor.slots["MSA"][0]
+        msa.service.uid, msa.service.gid = nobody.pw_uid, nobody.pw_gid
+        old = os.umask(0o077)
+        try:
+            processEnviron(supervisor)(msa)
+        finally:
+            os.umask(old)
+        st = os.stat(os.path.join(directory, "metrics", "MSA"))
+        self.assertEqual(
+            (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)),
+            (nobody.pw_uid, nobody.pw_gid, 0o750),
+        )
+        st = os.stat(os.path.join(directory, "metrics"))
+        self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (0, 0o755))
 
     def test_processService(self) -> None:
         """
