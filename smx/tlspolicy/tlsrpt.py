@@ -8,7 +8,7 @@ SYNOPSIS
             tlsrpt_organization = "Example Inc."; tlsrpt_contact =
             "postmaster@example.com"; }
 
-    smx tlsrpt [-f smx.conf] [-q DIR] [--day YYYY-MM-DD] [--domain D]
+    smx tlsrpt [-f smx.conf] [-q DIR] [--day YYYY-MM-DD] [--domain D] [--send]
 
 DESCRIPTION
     L{SessionRecorder} watches the log records of SMTPC (it is an
@@ -30,9 +30,10 @@ DESCRIPTION
     C{date-range}, C{contact-info}, C{report-id}, and per policy
     (C{policy-type} C{sts} or C{tlsa}, C{policy-string},
     C{policy-domain}, C{mx-host}) the C{summary} counts and the
-    C{failure-details} (C{result-type}, C{sending-mta-ip},
-    C{receiving-mx-hostname}, C{receiving-ip}, C{failed-session-count},
-    C{failure-reason-code}).  C{smx tlsrpt} prints them
+    C{failure-details} (C{result-type}, C{sending-mta-ip} when the
+    record has a C{local_ip=}, C{receiving-mx-hostname}, C{receiving-ip},
+    C{failed-session-count}, C{failure-reason-code}: the record's
+    C{reason=}).  C{smx tlsrpt} prints them
     (L{smx.scripts.tlsrpt}).
 
     L{sendReports} (C{smx tlsrpt --send}) sends each to the C{rua} URIs
