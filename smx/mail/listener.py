@@ -6,16 +6,22 @@ NAME
 SYNOPSIS
     services = smtpsServices(cfg, queueManager, contentStore, resolver)
     for s in services: s.setServiceParent(parent)
+    failed = reloadCertificates(services)
 
 DESCRIPTION
     Builds the L{ServerSettings} of every C{smtps} section (seed §5.9,
     §5.9.1) and one L{SMTPSListener} per C{daemon_address}; the listeners
     of one section share one L{smx.mail.smtps.SMTPServerFactory}.  The
-    options are described in L{smx.mail.smtps}.
+    options are described in L{smx.mail.smtps}.  L{reloadCertificates}
+    reads the certificate files of every section again (SIGUSR1,
+    C{smx qmgrctl reload}; doc/tls.md).
 
 DIAGNOSTICS
     L{SMTPSConfigurationError} names the section, option and file of a
-    certificate or password file that cannot be used.
+    certificate or password file that cannot be used.  A reload logs
+    C{section=NAME, stat=certificates reloaded, certificates=N}, or
+    C{sev=ERR, func=reloadCertificates, section=NAME, reason=...} for a
+    section that keeps its old certificates.
 """
 
 from __future__ import annotations
