@@ -929,19 +929,22 @@ def mtastsSource(
 
 
 def mtastsSourceFromConfiguration(
-    cfg: Any, reactor: Any, section: Any = None, log: Optional[Logger] = None
+    cfg: Any,
+    reactor: Any,
+    section: Any = None,
+    log: Optional[Logger] = None,
+    dns: Any = None,
 ) -> Optional[MTASTSPolicySource]:
     """
-    L{mtastsSource} of the C{smtpc} C{section} (default: the first),
-    with a resolver of its own built from the C{smar} section's
-    C{nameserver}, C{DNS_timeout} and C{DNS_flags}, and the domains the
-    C{smar} mailertable relays (L{MailertableRelays}) left out.
+    L{mtastsSource} of the C{smtpc} C{section} (default: the first), the
+    domains the C{smar} mailertable relays (L{MailertableRelays}) left
+    out.
 
+    @param dns: the resolver of the TXT records and the policy hosts
+        (SMTPC's); C{None}: one of its own, built from the C{smar}
+        section's C{nameserver}, C{DNS_timeout} and C{DNS_flags}.
     @raise ValueError: if the CA files cannot be read.
     """
-    from smx.maps.dns import DNSResolver
-    from smx.maps.settings import ResolverSettings
-
     if section is None:
         section = cfg.section("smtpc")
     settings = MTASTSSettings.fromSection(section)
@@ -949,12 +952,16 @@ def mtastsSourceFromConfiguration(
         return None
     if log is None:
         log = Logger("smtpc")
-    resolver = ResolverSettings.fromConfiguration(cfg)
-    dns = DNSResolver(
-        reactor,
-        resolver.nameservers,
-        resolver.dnsTimeout,
-        resolver.dnsUseTCP,
-        log,
-    )
+    if dns is None:
+        from smx.maps.dns import DNSResolver
+        from smx.maps.settings import ResolverSettings
+
+        resolver = ResolverSettings.fromConfiguration(cfg)
+        dns = DNSResolver(
+            reactor,
+            resolver.nameservers,
+            resolver.dnsTimeout,
+            resolver.dnsUseTCP,
+            log,
+        )
     return mtastsSource(settings, reactor, dns, log)

@@ -20,6 +20,7 @@ from smx.tlspolicy.mtasts import (
     PolicyCache,
     PolicyFetcher,
     STSError,
+    mtastsSourceFromConfiguration,
     mxMatches,
     parsePolicy,
     parseRecord,
@@ -379,3 +380,61 @@ class MailertableRelaysTests(SynchronousTestCase):
         self.write("a.test foo:bar\n")
         self.assertTrue(self.relays("a.test"))
         self.assertIn("func=MailertableRelays", "\n".join(self.sink.lines()))
+
+
+class FromConfigurationTests(SynchronousTestCase):
+    """
+    L{mtastsSourceFromConfiguration}, as SMTPC calls it.
+    """
+
+    def test_source(self):
+        """
+        With C{mta_sts = yes} (the default), a source that uses the
+        resolver it is given, the C{mta_sts_cache} file and the
+        mailertable of C{smar}.
+        """
+        from twisted.internet.task import Clock
+
+        from smx.config import defaultConfiguration
+
+        cfg = defaultConfiguration(queueDirectory=os.path.abspath(self.mktemp()))
+        dns = object()
+        source = mtastsSourceFromConfiguration(cfg, Clock(), dns=dns)
+        self.assertIs(source.dns, dns)
+        self.assertEqual(source.cache.path, cfg.section("smtpc")["mta_sts_cache"])
+        self.assertEqual(
+            source.relayed.path, cfg.section("smar").section("mailertable")["name"]
+        )
+
+    def test_ownResolver(self):
+        """
+        Without a resolver, one of its own with SMAR's name servers.
+        """
+        from twisted.internet.task import Clock
+
+        from smx.config import loadConfiguration
+        from smx.maps.dns import DNSResolver
+
+        d = os.path.abspath(self.mktemp())
+        os.mkdir(d)
+        with open(os.path.join(d, "smx.conf"), "w") as f:
+            f.write('smar { nameserver = { "127.0.0.1:5353" }; }\n')
+        cfg = loadConfiguration(os.path.join(d, "smx.conf"), queueDirectory=d)
+        source = mtastsSourceFromConfiguration(cfg, Clock())
+        self.assertIsInstance(source.dns, DNSResolver)
+        self.assertEqual(source.dns.servers, [("127.0.0.1", 5353)])
+
+    def test_disabled(self):
+        """
+        C{mta_sts = no}: no source.
+        """
+        from twisted.internet.task import Clock
+
+        from smx.config import loadConfiguration
+
+        d = os.path.abspath(self.mktemp())
+        os.mkdir(d)
+        with open(os.path.join(d, "smx.conf"), "w") as f:
+            f.write("smtpc { mta_sts = no; }\n")
+        cfg = loadConfiguration(os.path.join(d, "smx.conf"), queueDirectory=d)
+        self.assertIsNone(mtastsSourceFromConfiguration(cfg, Clock(), dns=object()))
