@@ -241,3 +241,18 @@ class SplitModeTests(SynchronousTestCase):
         self.assertEqual(self.sink.messages(), [])
         self.system.start("smtpc")
         self.assertEqual(self.delivered(markers), {m: 1 for m in markers})
+
+    def test_killResolver(self) -> None:
+        """
+        SMAR killed with SIGKILL: SMTPS refuses for the time being (a
+        temporary failure, never 250 without its checks), and once SMAR is
+        started again SMTPS and QMGR reconnect to it and mail flows.
+        """
+        self.assertEqual(self.system.send("smar-before"), 250)
+        self.assertEqual(self.delivered(["smar-before"]), {"smar-before": 1})
+        self.system.kill("smar")
+        code = self.system.send("smar-during")
+        self.assertNotEqual(code, 250)
+        self.system.start("smar")
+        self.assertEqual(self.system.send("smar-after"), 250)
+        self.assertEqual(self.delivered(["smar-after"]), {"smar-after": 1})
