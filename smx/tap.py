@@ -294,6 +294,9 @@ class SmxService(service.MultiService):
         resolver = self.components.get("resolver")
         if resolver is not None:
             resolver.reload()
+        proxy = self.components.get("resolverProxy")
+        if proxy is not None:
+            proxy.forget()  # split SMTPS: SMAR's answers it kept (split/cache)
         qmgr = self.components.get("qmgr")
         if qmgr is not None:
             qmgr.reopenMaps()

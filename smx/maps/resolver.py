@@ -263,6 +263,16 @@ class AddressResolver:
             self.cache.put(key, _copy(answer))
         return answer
 
+    def keptFor(self, call: str, *args: Any) -> float:
+        """
+        How many more seconds the answer of C{call(*args)} (C{call} one
+        of C{checkClient}, C{checkSender}, C{checkRecipient},
+        C{resolveRecipient}) stays in the cache: 0 if it is not kept.
+        Split mode's proxies keep an answer no longer than this
+        (L{smx.split.resolver}).
+        """
+        return self.cache.left(cacheKey(call, *args))
+
     def checkClient(self, clientAddress: str):
         return self._cached(("client", clientAddress), self._checkClient, clientAddress)
 
@@ -300,14 +310,7 @@ class AddressResolver:
         return self._cached(("from", sender), self.access.check, "from", sender)
 
     def checkRecipient(self, recipient: str, client: Any):
-        c = client or {}
-        key = (
-            "rcpt",
-            recipient,
-            c.get("address"),
-            bool(c.get("relay")),
-            tuple(sorted(f.lower() for f in c.get("flags") or ())),
-        )
+        key = cacheKey("checkRecipient", recipient, client)
         return self._cached(key, self._checkRecipient, recipient, client)
 
     @inlineCallbacks
@@ -446,11 +449,41 @@ class DecisionCache:
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
+    def left(self, key: Any) -> float:
+        """@return: the seconds C{key} stays kept, 0 if it is not kept."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return 0.0
+        return max(0.0, entry[0] - self._now())
+
     def clear(self) -> None:
         self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def cacheKey(call: str, *args: Any) -> Any:
+    """
+    The key under which L{DecisionCache} keeps the answer of the
+    resolver's C{call(*args)}.
+    """
+    if call == "checkClient":
+        return ("client", args[0])
+    if call == "checkSender":
+        return ("from", args[0])
+    if call == "resolveRecipient":
+        return ("resolve", args[0])
+    if call == "checkRecipient":
+        c = args[1] or {}
+        return (
+            "rcpt",
+            args[0],
+            c.get("address"),
+            bool(c.get("relay")),
+            tuple(sorted(f.lower() for f in c.get("flags") or ())),
+        )
+    raise ValueError("no cache key for %r" % (call,))
 
 
 def _reusable(answer: Any) -> bool:

@@ -136,20 +136,24 @@ class Control(amp.Command):
 
 # -- IAddressResolver (SMAR_socket) -----------------------------------------
 
+#: with an answer SMAR may keep: the seconds it keeps it, which the asking
+#: process may keep it too (L{smx.split.cache})
+KEEP = (b"keep", amp.Float(optional=True))
+
 
 class CheckClient(amp.Command):
     arguments = [(b"clientAddress", amp.Unicode())]
-    response = [(b"decision", PlainData())]
+    response = [(b"decision", PlainData()), KEEP]
 
 
 class CheckSender(amp.Command):
     arguments = [(b"sender", amp.Unicode()), (b"client", PlainData())]
-    response = [(b"decision", PlainData())]
+    response = [(b"decision", PlainData()), KEEP]
 
 
 class CheckRecipient(amp.Command):
     arguments = [(b"recipient", amp.Unicode()), (b"client", PlainData())]
-    response = [(b"decision", PlainData())]
+    response = [(b"decision", PlainData()), KEEP]
 
 
 class LookupAccess(amp.Command):
@@ -159,7 +163,7 @@ class LookupAccess(amp.Command):
 
 class ResolveRecipient(amp.Command):
     arguments = [(b"address", amp.Unicode())]
-    response = [(b"resolved", PlainData())]
+    response = [(b"resolved", PlainData()), KEEP]
 
 
 class Reload(amp.Command):

@@ -39,7 +39,9 @@ from zope.interface import implementer
 
 from smx.interfaces import IAddressResolver
 from smx.log import Logger
+from smx.maps.resolver import cacheKey
 from smx.split import commands as c
+from smx.split.cache import AnswerCache, keptFor
 from smx.split.peer import PeerConnection, QuietAMP
 from smx.values import Decision, Reply, Resolved, checked, checkedList, checkPlain
 
@@ -61,24 +63,32 @@ class ResolverServer(QuietAMP):
         QuietAMP.__init__(self)
         self.resolver = resolver
 
+    def _kept(self, answer: Dict[str, Any], call: str, *args: Any) -> Any:
+        answer["keep"] = keptFor(self.resolver, call, *args)
+        return answer
+
     @c.CheckClient.responder
     def checkClient(self, clientAddress: str) -> Any:
         d = defer.maybeDeferred(self.resolver.checkClient, clientAddress)
-        return d.addCallback(_decision)
+        return d.addCallback(_decision).addCallback(
+            self._kept, "checkClient", clientAddress
+        )
 
     @c.CheckSender.responder
     def checkSender(self, sender: str, client: Any) -> Any:
-        d = defer.maybeDeferred(
-            self.resolver.checkSender, sender, checkPlain(client, "client")
+        client = checkPlain(client, "client")
+        d = defer.maybeDeferred(self.resolver.checkSender, sender, client)
+        return d.addCallback(_decision).addCallback(
+            self._kept, "checkSender", sender, client
         )
-        return d.addCallback(_decision)
 
     @c.CheckRecipient.responder
     def checkRecipient(self, recipient: str, client: Any) -> Any:
-        d = defer.maybeDeferred(
-            self.resolver.checkRecipient, recipient, checkPlain(client, "client")
+        client = checkPlain(client, "client")
+        d = defer.maybeDeferred(self.resolver.checkRecipient, recipient, client)
+        return d.addCallback(_decision).addCallback(
+            self._kept, "checkRecipient", recipient, client
         )
-        return d.addCallback(_decision)
 
     @c.LookupAccess.responder
     def lookupAccess(self, tag: str, key: str) -> Any:
@@ -88,7 +98,8 @@ class ResolverServer(QuietAMP):
     @c.ResolveRecipient.responder
     def resolveRecipient(self, address: str) -> Any:
         d = defer.maybeDeferred(self.resolver.resolveRecipient, address)
-        return d.addCallback(lambda items: {"resolved": checkedList(Resolved, items)})
+        d.addCallback(lambda items: {"resolved": checkedList(Resolved, items)})
+        return d.addCallback(self._kept, "resolveRecipient", address)
 
     @c.Reload.responder
     def reload(self) -> Any:
@@ -128,10 +139,39 @@ class AddressResolverProxy(service.MultiService):
             reactor, path, QuietAMP, waitForServer, "smar", self.logger
         )
         self.peer.setServiceParent(self)
+        self.cache = AnswerCache(reactor)
 
-    def _check(self, call: str, command: Any, extra: Dict[str, Any], **kw: Any) -> Any:
+    def _kept(self, key: Any) -> Any:
+        """
+        The answer kept under C{key}, but only while SMAR is connected:
+        without SMAR the checks fail as they would without a cache.
+        """
+        if key is None or self.peer.protocol is None:
+            return None
+        return self.cache.get(key)
+
+    def _remember(self, answer: Any, key: Any, keep: Optional[float]) -> Any:
+        if key is not None:
+            self.cache.put(key, answer, keep)
+        return answer
+
+    def _check(
+        self,
+        call: str,
+        command: Any,
+        extra: Dict[str, Any],
+        cacheAs: Any = None,
+        **kw: Any,
+    ) -> Any:
+        hit = self._kept(cacheAs)
+        if hit is not None:
+            return defer.succeed(hit)
         d = self.peer.callRemote(command, idempotent=True, **kw)
-        d.addCallback(lambda r: checked(Decision, r["decision"]))
+        d.addCallback(
+            lambda r: self._remember(
+                checked(Decision, r["decision"]), cacheAs, r.get("keep")
+            )
+        )
 
         def unavailable(reason: Failure) -> Dict[str, Any]:
             self.logger.warn(
@@ -148,12 +188,18 @@ class AddressResolverProxy(service.MultiService):
             "checkClient",
             c.CheckClient,
             {"clientName": None, "resolve": "no"},
+            cacheKey("checkClient", clientAddress),
             clientAddress=clientAddress,
         )
 
     def checkSender(self, sender, client):
         return self._check(
-            "checkSender", c.CheckSender, {}, sender=sender, client=client
+            "checkSender",
+            c.CheckSender,
+            {},
+            cacheKey("checkSender", sender, client),
+            sender=sender,
+            client=client,
         )
 
     def checkRecipient(self, recipient, client):
@@ -161,6 +207,7 @@ class AddressResolverProxy(service.MultiService):
             "checkRecipient",
             c.CheckRecipient,
             {"local": False, "relayAllowed": False},
+            cacheKey("checkRecipient", recipient, client),
             recipient=recipient,
             client=client,
         )
@@ -169,10 +216,23 @@ class AddressResolverProxy(service.MultiService):
         return self._check("lookupAccess", c.LookupAccess, {}, tag=tag, key=key)
 
     def resolveRecipient(self, address):
+        key = cacheKey("resolveRecipient", address)
+        hit = self._kept(key)
+        if hit is not None:
+            return defer.succeed(hit)
         d = self.peer.callRemote(c.ResolveRecipient, idempotent=True, address=address)
-        return d.addCallback(lambda r: checkedList(Resolved, r["resolved"]))
+        return d.addCallback(
+            lambda r: self._remember(
+                checkedList(Resolved, r["resolved"]), key, r.get("keep")
+            )
+        )
+
+    def forget(self) -> None:
+        """Empty the cache of SMAR's answers (SIGUSR1: maps reloaded)."""
+        self.cache.clear()
 
     def reload(self):
+        self.forget()
         d = self.peer.callRemote(c.Reload)
         d.addErrback(
             lambda f: self.logger.warn(

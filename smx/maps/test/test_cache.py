@@ -190,6 +190,28 @@ class ResolverCacheTests(unittest.TestCase):
         result(self.resolver.resolveRecipient("u@remote.test"))
         self.assertEqual(len(self.dns.queries), queries + 2)
 
+    def test_keptFor(self):
+        """
+        C{keptFor} says how many more seconds an answer stays in the
+        cache (split mode's proxies keep it no longer): the TTL at once,
+        less as time passes, 0 for an answer not kept (a route through
+        DNS, a call never made) and after a reload.
+        """
+        ttl = defaultResolverSettings().cacheTTL
+        client = {"address": "192.0.2.1", "relay": True}
+        result(self.resolver.checkRecipient("u@relay.test", client))
+        result(self.resolver.resolveRecipient("u@relay.test"))
+        result(self.resolver.resolveRecipient("u@remote.test"))
+        self.clock.advance(1)
+        kept = self.resolver.keptFor
+        self.assertEqual(kept("checkRecipient", "u@relay.test", client), ttl - 1)
+        self.assertEqual(kept("resolveRecipient", "u@relay.test"), ttl - 1)
+        self.assertEqual(kept("resolveRecipient", "u@remote.test"), 0)
+        self.assertEqual(kept("checkSender", "never@asked.test", client), 0)
+        self.assertEqual(kept("checkRecipient", "u@relay.test", {"a": "b"}), 0)
+        self.resolver.reload()
+        self.assertEqual(kept("resolveRecipient", "u@relay.test"), 0)
+
     def test_temporaryResolutionNotKept(self):
         """
         A resolution from the maps alone that failed temporarily (the
