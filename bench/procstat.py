@@ -47,12 +47,13 @@ def processTree(pid: int) -> List[int]:
     return result
 
 
-def cpuSeconds(pid: int) -> float:
+def cpuSeconds(pid: int, children: bool = True) -> float:
     """
-    User+sys seconds used so far by the tree of C{pid} (see the module).
+    User+sys seconds used so far by the tree of C{pid} (see the module),
+    or with C{children=False} by that process alone.
     """
     ticks = 0
-    for p in processTree(pid):
+    for p in processTree(pid) if children else [pid]:
         try:
             fields = _stat(p)
         except OSError:
@@ -61,6 +62,17 @@ def cpuSeconds(pid: int) -> float:
         # 14..17 of stat(5), i.e. 11..14 here.
         ticks += sum(int(x) for x in fields[11:15])
     return ticks / _TICKS
+
+
+def userSystem(pid: int) -> "tuple[float, float]":
+    """
+    User and system seconds used so far by process C{pid} alone.
+    """
+    try:
+        fields = _stat(pid)
+    except OSError:
+        return (0.0, 0.0)
+    return (int(fields[11]) / _TICKS, int(fields[12]) / _TICKS)
 
 
 def rssBytes(pid: int) -> int:

@@ -23,7 +23,7 @@ import subprocess
 import time
 from typing import Any, Dict, List
 
-from bench import clients, mta
+from bench import clients, mta, procstat
 from bench.sink import SmtpSink
 
 _LINE = re.compile(r":\d+\)$")
@@ -71,7 +71,7 @@ def topFromCollapsed(path: str, limit: int = 30) -> str:
     return out.getvalue()
 
 
-def _spy(pid: int, fmt: str, path: str) -> "subprocess.Popen[bytes]":
+def _spy(pid: int, fmt: str, path: str, wait: float = 1.0) -> "subprocess.Popen[bytes]":
     p = subprocess.Popen(
         [
             _pySpy(),
@@ -89,7 +89,7 @@ def _spy(pid: int, fmt: str, path: str) -> "subprocess.Popen[bytes]":
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(1.0)
+    time.sleep(wait)
     return p
 
 
@@ -139,3 +139,90 @@ def profileRelay(m: mta.Smx, n: int, out: str, current: List[Any]) -> None:
     p.sort_stats("cumulative").print_stats(40)
     with open(os.path.join(out, "profile-top.txt"), "w") as f:
         f.write(s.getvalue())
+
+
+def _componentName(pid: int) -> str:
+    """C{qmgr}, C{smtps0}, ... from a split-mode process's command line."""
+    with open("/proc/%d/cmdline" % (pid,), "rb") as f:
+        argv = f.read().split(b"\0")
+    name = ""
+    for i, arg in enumerate(argv):
+        base = os.path.basename(arg.decode("utf-8", "replace"))
+        if base.startswith("smx-"):
+            name = base[4:]
+        elif arg == b"-i" and i + 1 < len(argv):
+            name += argv[i + 1].decode()
+    return name or str(pid)
+
+
+def profileSplit(
+    m: "mta.SmxSplit",
+    n: int,
+    sessions: int,
+    out: str,
+    current: List[Any],
+    hold: bool = False,
+    spy: bool = True,
+) -> str:
+    """
+    Profile split-mode smx relaying (or, with C{hold}, receiving) C{n}
+    1 KB messages with C{sessions} sessions: every process (MCP and
+    components) under its own C{py-spy record} (CPU samples only, no
+    idle time: C{profile-split-NAME.txt} and C{-top.txt}), and the CPU
+    each process used over the run.
+
+    @return: a table of the CPU per message of each process.
+    """
+    sinkPort = mta.freePort(mta.SINK_HOST)
+    sink = SmtpSink(mta.SINK_HOST, sinkPort)
+    current.append(sink)
+    m.start(sinkPort, hold=hold)
+    current.append(m)
+    pids = procstat.processTree(m.pid)
+    names = {p: ("mcp" if p == m.pid else _componentName(p)) for p in pids}
+    spies = []
+    if spy and _pySpy():
+        for p in pids:
+            path = os.path.join(out, "profile-split-%s.txt" % (names[p],))
+            spies.append((names[p], path, _spy(p, "raw", path, wait=0)))
+        time.sleep(1.0)
+    before = {p: procstat.userSystem(p) for p in pids}
+    t0 = time.monotonic()
+    try:
+        source = clients.smtpSource(m.port, n, sessions, 1024, 300)
+        source.communicate(timeout=300)
+        if not hold and sink.waitFor(n, 300) is None:
+            raise RuntimeError("the sink counted %d of %d" % (sink.count, n))
+        seconds = time.monotonic() - t0
+        after = {p: procstat.userSystem(p) for p in pids}
+    finally:
+        for _, _, spy in spies:
+            _stopSpy(spy)
+    for name, path, _ in spies:
+        if os.path.exists(path):
+            with open(path[: -len(".txt")] + "-top.txt", "w") as f:
+                f.write(topFromCollapsed(path))
+    lines = [
+        "%d messages, %d sessions, %.0f msg/s%s\n"
+        % (n, sessions, n / seconds, " (with py-spy)" if spies else ""),
+        "| process | CPU ms/msg | user | sys |",
+        "|---|---|---|---|",
+    ]
+    total = [0.0, 0.0]
+    for p in sorted(pids, key=lambda p: names[p]):
+        used = [a - b for a, b in zip(after.get(p, (0, 0)), before.get(p, (0, 0)))]
+        total = [t + u for t, u in zip(total, used)]
+        lines.append(
+            "| %s | %.2f | %.2f | %.2f |"
+            % (
+                names[p],
+                sum(used) / n * 1000,
+                used[0] / n * 1000,
+                used[1] / n * 1000,
+            )
+        )
+    lines.append(
+        "| all | %.2f | %.2f | %.2f |"
+        % (sum(total) / n * 1000, total[0] / n * 1000, total[1] / n * 1000)
+    )
+    return "\n".join(lines) + "\n"

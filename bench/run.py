@@ -357,6 +357,20 @@ class Bench:
                 print("bench: profile failed: %r" % (e,))
             finally:
                 self.cleanup()
+            if "smx-split" in a.mtas:
+                print("profile smx-split (relay 1 KB, 10 sessions)", flush=True)
+                split = self.newMTA("smx-split")
+                assert isinstance(split, mta.SmxSplit)
+                try:
+                    table = profile.profileSplit(
+                        split, a.profile_messages, 10, self.out, self.current
+                    )
+                    with open(os.path.join(self.out, "profile-split.md"), "w") as f:
+                        f.write(table)
+                except Exception as e:
+                    print("bench: split profile failed: %r" % (e,))
+                finally:
+                    self.cleanup()
 
 
 def writeSummary(out: str, args: argparse.Namespace, started: str) -> None:
@@ -385,6 +399,11 @@ def writeSummary(out: str, args: argparse.Namespace, started: str) -> None:
         text.append("![throughput](chart.png)\n")
     else:
         text.append("(no chart: matplotlib is not installed)\n")
+    split = os.path.join(out, "profile-split.md")
+    if os.path.exists(split):
+        with open(split) as f:
+            text.append("### smx split mode: CPU per process (py-spy running)\n")
+            text.append(f.read())
     top = os.path.join(out, "profile-top.txt")
     if os.path.exists(top):
         with open(top) as f:
