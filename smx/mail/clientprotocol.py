@@ -192,7 +192,9 @@ class ClientProtocol(Protocol):
                 self._policyFailed(failure)
                 return
             if self.policy.reported:
-                self.policy.logOk(self.log, self.sessionId)
+                self.policy.logOk(
+                    self.log, self.sessionId, localAddress=self._localAddress()
+                )
         self._resetTimer()
         self._events(self.machine.tlsStarted())
 
@@ -200,16 +202,36 @@ class ClientProtocol(Protocol):
         """Log the result of the testing-mode MTA-STS policy."""
         self._audited = True
         if failure is None:
-            self.policy.logOk(self.log, self.sessionId, testing=True)
+            self.policy.logOk(
+                self.log,
+                self.sessionId,
+                testing=True,
+                localAddress=self._localAddress(),
+            )
         else:
-            self.policy.logFailure(self.log, self.sessionId, failure, testing=True)
+            self.policy.logFailure(
+                self.log,
+                self.sessionId,
+                failure,
+                testing=True,
+                localAddress=self._localAddress(),
+            )
+
+    def _localAddress(self) -> Optional[str]:
+        """smx's address of this session, for the TLS policy records."""
+        try:
+            return str(self.transport.getHost().host)
+        except AttributeError:
+            return None
 
     def _policyFailed(self, failure: PolicyFailure) -> None:
         """
         The session does not meet its TLS policy: log it, fail the
         session and end it without a mail command.
         """
-        self.policy.logFailure(self.log, self.sessionId, failure)
+        self.policy.logFailure(
+            self.log, self.sessionId, failure, localAddress=self._localAddress()
+        )
         code, reply = self.policy.reply(failure)
         self._fail(SessionError("starttls", code, reply))
         if not self.lost:
@@ -282,7 +304,9 @@ class ClientProtocol(Protocol):
                 )
         if failure is None or policy is None:
             return SessionError(event.where, event.code, event.reply)
-        policy.logFailure(self.log, self.sessionId, failure)
+        policy.logFailure(
+            self.log, self.sessionId, failure, localAddress=self._localAddress()
+        )
         code, reply = policy.reply(failure)
         return SessionError("starttls", code, reply)
 

@@ -189,8 +189,14 @@ class SessionPolicy:
         sessionId: Optional[str],
         failure: PolicyFailure,
         testing: bool = False,
+        localAddress: Optional[str] = None,
     ) -> None:
-        """The C{tls_policy_failed} record of C{failure}."""
+        """
+        The C{tls_policy_failed} record of C{failure}.
+
+        @param localAddress: smx's address of the session (C{local_ip=},
+            the report's C{sending-mta-ip}), if it was connected.
+        """
         policy = self.audit if testing and self.audit is not None else self.policy
         log.warn(
             FAILED_RECORD,
@@ -200,12 +206,19 @@ class SessionPolicy:
             mx=self.mxHost or None,
             ip=self.address or None,
             policy=policy.name,
+            local_ip=localAddress,
             result_type=failure.resultType,
             testing=int(testing),
             reason=failure.reason,
         )
 
-    def logOk(self, log: Any, sessionId: Optional[str], testing: bool = False) -> None:
+    def logOk(
+        self,
+        log: Any,
+        sessionId: Optional[str],
+        testing: bool = False,
+        localAddress: Optional[str] = None,
+    ) -> None:
         """The C{tls_policy_ok} record of a session that met the policy."""
         policy = self.audit if testing and self.audit is not None else self.policy
         log.info(
@@ -215,6 +228,7 @@ class SessionPolicy:
             policy_domain=policy.policyDomain or self.domain,
             mx=self.mxHost or None,
             ip=self.address or None,
+            local_ip=localAddress,
             policy=policy.name,
             testing=int(testing),
         )

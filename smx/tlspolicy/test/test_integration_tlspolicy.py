@@ -220,25 +220,30 @@ class LevelTests(_Base):
     def test_verify(self) -> Any:
         """
         C{verify}: the receiver with a trusted certificate for the MX host
-        name gets the mail.
+        name gets the mail; the record names smx's own address of the
+        session (C{local_ip}, the TLS report's C{sending-mta-ip}).
         """
         port, factory = listenReceiver(self, self.pki.context("good"))
         result = yield self.deliver(self.policies("verify"), port)
         self.assertDelivered(result, factory, tls=True)
         [ok] = self.ok()
         self.assertEqual((ok["policy"], ok["mx"]), ("verify", MX))
+        self.assertEqual(ok["local_ip"], "127.0.0.1")
 
     @defer.inlineCallbacks
     def test_verifyWrongName(self) -> Any:
         """
         C{verify} and a certificate for another name: 4.7.5
-        C{certificate-host-mismatch}.
+        C{certificate-host-mismatch}, the record naming smx's address of
+        the session (C{local_ip}).
         """
         port, factory = listenReceiver(self, self.pki.context("wrongname"))
         result = yield self.deliver(self.policies("verify"), port)
         self.assertDeferred(
             result, factory, "4.7.5", "certificate-host-mismatch", "verify"
         )
+        [record] = self.failed()
+        self.assertEqual(record["local_ip"], "127.0.0.1")
 
     @defer.inlineCallbacks
     def test_verifyUntrusted(self) -> Any:
