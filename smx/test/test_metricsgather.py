@@ -14,7 +14,7 @@ import shutil
 import socket
 import tempfile
 import stat
-from typing import Any, List
+from typing import Any, List, Optional
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import Clock, deferLater
@@ -243,8 +243,8 @@ class _Service:
         self.name = name
         self.keyword = keyword
         self.mcpType = mcpType
-        self.uid = None
-        self.gid = None
+        self.uid = None  # type: Optional[int]
+        self.gid = None  # type: Optional[int]
 
 
 class _Process:
