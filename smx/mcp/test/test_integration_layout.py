@@ -93,14 +93,6 @@ class LayoutTests(SynchronousTestCase):
             timeout=120,
         )
         self.assertEqual(setup.returncode, 0, setup.stdout + setup.stderr)
-        # SMTPS writes CDB files 0640 in its own group, which SMTPC's user
-        # is not in (seed §4 puts smxs in smxc's group, not the other way);
-        # until CDB files get a group SMTPC can read, let it read them
-        subprocess.run(
-            ["usermod", "-a", "-G", self.user("SMXS"), self.user("SMXC")],
-            check=True,
-            capture_output=True,
-        )
         self.sink = SmtpSink(self, self.root)
         self.sink.start()
         self.config = os.path.join(self.etc, "smx.conf")
