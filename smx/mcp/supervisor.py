@@ -42,8 +42,13 @@ DESCRIPTION
     SIGKILL.  SIGUSR1 (reload maps, seed §6.7) and SIGUSR2 (reopen logs,
     §6.8.1) are passed on to every process.
 
+    Not L{twisted.runner.procmon.ProcessMonitor}: it restarts a process
+    whatever its exit status, knows no restart dependencies, no stop
+    order and no descriptors to hand over; the back-off here is its
+    (C{minRestartDelay}, C{maxRestartDelay}, C{threshold}).
+
 DIAGNOSTICS
-    Records of the C{mcp} component (L{smx.log}): C{processStarted},
+    Records of the C{mcp} component (L{smx.log}): C{spawn},
     C{processEnded} with C{status=} and C{restart_in=} or
     C{restart=no}, with C{sev=ERR} when a process ended on its own.
 """
