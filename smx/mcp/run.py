@@ -129,7 +129,13 @@ def splitService(options: Any) -> Optional[service.IService]:
     component = options.get("component")
     configuration = options.configuration
     if component is None:
-        if os.geteuid() != 0 or not isSplitConfiguration(configuration):
+        if not isSplitConfiguration(configuration):
+            return None
+        if os.geteuid() != 0:
+            sys.stderr.write(
+                "smx: the configuration is for split mode, but the MCP runs only "
+                "as root: running embedded, in one process (doc/split.md)\n"
+            )
             return None
         component = "mcp"
     component = component.lower()

@@ -51,11 +51,23 @@ class SplitServiceTests(SynchronousTestCase):
     def test_embedded(self) -> None:
         """
         A configuration without C{path} runs embedded (C{None}), as root
-        or not; so does a split configuration when smx is not root.
+        or not; so does a split configuration when smx is not root, with
+        one line that says so.
         """
         self.assertIsNone(run.splitService(_Options(self.configuration(""))))
         self.patch(os, "geteuid", lambda: 1000)
+        lines: List[str] = []
+        self.patch(
+            sys, "stderr", type("W", (), {"write": lambda s, t: lines.append(t)})()
+        )
         self.assertIsNone(run.splitService(_Options(self.configuration(SPLIT))))
+        self.assertEqual(
+            lines,
+            [
+                "smx: the configuration is for split mode, but the MCP runs only "
+                "as root: running embedded, in one process (doc/split.md)\n"
+            ],
+        )
 
     def test_mcpAsRoot(self) -> None:
         """
