@@ -367,6 +367,8 @@ _NOISE = re.compile(
 def _isNoise(event: Dict[str, Any]) -> Any:
     from twisted.logger import PredicateResult, formatEvent
 
+    if event.get("log_format") == "{line}":
+        return PredicateResult.maybe  # an smx record (smx.log): not noise
     if _NOISE.match(formatEvent(event) or ""):
         return PredicateResult.no
     return PredicateResult.maybe
@@ -385,7 +387,9 @@ def quietLogObserver(twistdOptions: Any) -> Any:
 
         from smx._twistedcompat import twistdLogObserver
 
-        observer = twistdLogObserver(twistdOptions)
+        from smx.logobserver import speedUp
+
+        observer = speedUp(twistdLogObserver(twistdOptions))
     except Exception:
         return None
     return FilteringLogObserver(observer, [_isNoise])  # type: ignore[list-item]
