@@ -27,7 +27,11 @@ DESCRIPTION
     The server remembers the sessions each SMTPS process opened over its
     connection: when the connection ends (SMTPS crashed or restarts),
     QMGR closes them, so that they do not count against
-    C{smtps_max_open_connections} for ever.
+    C{smtps_max_open_connections} for ever.  It also remembers the
+    envelopes committed with C{contentPending} whose content commit has
+    not come: when the connection ends, each goes on if its whole content
+    is in CDB (SMTPS may have answered 250) and is forgotten if not,
+    instead of waiting for a restart of QMGR.
 
 DIAGNOSTICS
     A call that fails because QMGR is unreachable is logged with
@@ -69,12 +73,24 @@ class QueueManagerServer(QuietAMP):
 
     @ivar sessions: session id -> client address of the sessions opened
         over this connection and not yet closed.
+    @ivar pending: transaction id -> size of the envelopes committed with
+        C{contentPending} over this connection whose C{contentCommitted}
+        has not come yet.
     """
 
-    def __init__(self, qmgr: IQueueManager) -> None:
+    def __init__(self, qmgr: IQueueManager, contentStore: Any = None) -> None:
+        """
+        @param contentStore: the L{IContentStore} QMGR reads (default: its
+            C{contentStore}), to decide about the pending contents of an
+            SMTPS process that went away.
+        """
         QuietAMP.__init__(self)
         self.qmgr = qmgr
+        if contentStore is None:
+            contentStore = getattr(qmgr, "contentStore", None)
+        self.contentStore = contentStore
         self.sessions = {}  # type: Dict[str, str]
+        self.pending = {}  # type: Dict[str, int]
 
     @c.SessionOpen.responder
     def sessionOpen(self, sessionId: str, clientAddress: str) -> Any:
@@ -103,10 +119,17 @@ class QueueManagerServer(QuietAMP):
     def commitTransaction(self, envelope: Any) -> Any:
         data = checked(Envelope, envelope)
         d = defer.maybeDeferred(self.qmgr.commitTransaction, data)
-        return d.addCallback(lambda _: {})
+
+        def committed(_: Any) -> Dict[str, Any]:
+            if data.get("contentPending"):
+                self.pending[data["id"]] = int(data.get("size") or 0)
+            return {}
+
+        return d.addCallback(committed)
 
     @c.ContentCommitted.responder
     def contentCommitted(self, transactionId: str, stored: bool) -> Any:
+        self.pending.pop(transactionId, None)
         d = defer.maybeDeferred(self.qmgr.contentCommitted, transactionId, stored)
         return d.addCallback(lambda _: {})
 
@@ -133,18 +156,38 @@ class QueueManagerServer(QuietAMP):
         sessions, self.sessions = self.sessions, {}
         for sessionId, clientAddress in sessions.items():
             self.qmgr.sessionClose(sessionId, clientAddress)
+        pending, self.pending = self.pending, {}
+        for transactionId, size in pending.items():
+            self._settle(transactionId, size)
         QuietAMP.connectionLost(self, reason)
+
+    def _settle(self, transactionId: str, size: int) -> None:
+        """
+        The SMTPS process went away between the commit of an envelope
+        and that of its content: as recovery does after a crash
+        (L{smx.queue.recovery}), the transaction goes on if its whole
+        content is in CDB (SMTPS may have answered 250), else it is
+        forgotten (it was not answered with 250).
+        """
+        try:
+            stored = int(self.contentStore.size(transactionId)) == size
+        except (AttributeError, KeyError, OSError, TypeError, ValueError):
+            stored = False
+        d = defer.maybeDeferred(self.qmgr.contentCommitted, transactionId, stored)
+        d.addErrback(lambda f: None)
 
 
 def _replyData(reply: Any) -> Any:
     return None if reply is None else checked(Reply, reply)
 
 
-def queueManagerFactory(qmgr: IQueueManager) -> Any:
+def queueManagerFactory(qmgr: IQueueManager, contentStore: Any = None) -> Any:
     """
-    The factory of QMGR's C{SMTPS_socket}.
+    The factory of QMGR's C{SMTPS_socket} (see L{QueueManagerServer}).
     """
-    factory = Factory.forProtocol(lambda: QueueManagerServer(qmgr))  # type: ignore[arg-type]
+    factory = Factory.forProtocol(  # type: ignore[arg-type]
+        lambda: QueueManagerServer(qmgr, contentStore)
+    )
     factory.noisy = False
     return factory
 

@@ -18,7 +18,7 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from smx.interfaces import IQueueManager
-from smx.queue.testing import FakeQueueManager
+from smx.queue.testing import FakeQueueManager, MemoryContentStore
 from smx.split.queue import QueueManagerProxy, queueManagerFactory
 from smx.split.testing import running, serve, socketPath
 from smx.values import Envelope
@@ -231,6 +231,68 @@ class ProxiedTests(QueueManagerBehaviour, unittest.TestCase):
         self.assertEqual(sorted(self.backend.closed), ["S1", "S2"])
         self.assertEqual(self.backend.sessions, {})
         self.qmgr.startService()
+
+
+class PendingContentTests(unittest.TestCase):
+    """
+    An SMTPS process that goes away between the commit of an envelope
+    and that of its content.
+    """
+
+    @defer.inlineCallbacks
+    def test_settled(self) -> Any:
+        """
+        When its connection ends, a transaction whose whole content is in
+        CDB goes on (SMTPS may have answered 250), one whose content is
+        missing or short is forgotten: neither waits for a restart of
+        QMGR.
+        """
+        store = MemoryContentStore()
+        backend = FakeQueueManager()
+        path = socketPath(self)
+        serve(self, queueManagerFactory(backend, store), path)
+        proxy = QueueManagerProxy(reactor, path, waitForServer=5)
+        proxy.startService()
+        ids = ["S%018X" % (i,) for i in range(3)]
+        for taId, content in zip(ids, [b"x" * 1024, b"x" * 10, None]):
+            if content is not None:
+                w = store.createWriter(taId)
+                w.write(content)
+                yield w.commit()
+            yield proxy.commitTransaction(dict(ENVELOPE, id=taId))
+        # the first one's content commit arrives, as usual
+        yield proxy.contentCommitted(ids[0], True)
+        yield proxy.stopService()
+        for _ in range(100):
+            if len(backend.contents) == 3:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(
+            sorted(backend.contents), [(ids[0], True), (ids[1], False), (ids[2], False)]
+        )
+
+    @defer.inlineCallbacks
+    def test_settledWhole(self) -> Any:
+        """
+        A pending transaction whose content is whole goes on when the
+        connection ends without its content commit.
+        """
+        store = MemoryContentStore()
+        backend = FakeQueueManager()
+        path = socketPath(self)
+        serve(self, queueManagerFactory(backend, store), path)
+        proxy = QueueManagerProxy(reactor, path, waitForServer=5)
+        proxy.startService()
+        w = store.createWriter(ENVELOPE["id"])
+        w.write(b"x" * ENVELOPE["size"])
+        yield w.commit()
+        yield proxy.commitTransaction(ENVELOPE)
+        yield proxy.stopService()
+        for _ in range(100):
+            if backend.contents:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(backend.contents, [(ENVELOPE["id"], True)])
 
 
 class UnreachableTests(unittest.TestCase):
