@@ -26,7 +26,9 @@ DESCRIPTION
 
 DIAGNOSTICS
     A lost connection is logged once (C{sev=WARN}), and once when it is
-    back (C{sev=NOTICE}), naming the peer and the socket.
+    back (C{sev=NOTICE}), naming the peer and the socket; a peer that
+    cannot be reached C{waitForServer} seconds after the start or the
+    loss is logged once with C{sev=ERR} and C{stat=unavailable}.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class PeerConnection(service.Service):
         self.protocol = None  # type: Optional[amp.AMP]
         self._wasUp = False
         self._reportedDown = False
+        self._watcher = None  # type: Any
         outer = self
 
         def build() -> amp.AMP:
@@ -147,13 +150,35 @@ class PeerConnection(service.Service):
                 self.logger.warn(
                     "PeerConnection", peer=self.peerName, socket=self.path, stat="lost"
                 )
+                self._watch()
+
+    def _watch(self) -> None:
+        """
+        Say so (once) if there is still no connection after
+        C{waitForServer}.
+        """
+        if self._watcher is None or not self._watcher.active():
+            self._watcher = self.reactor.callLater(self.waitForServer, self._check)
+
+    def _check(self) -> None:
+        if self.running and self.protocol is None:
+            self.logger.error(
+                "PeerConnection",
+                peer=self.peerName,
+                socket=self.path,
+                stat="unavailable",
+                waited=self.waitForServer,
+            )
 
     def startService(self) -> None:
         service.Service.startService(self)
         self._client.startService()
+        self._watch()
 
     def stopService(self) -> Any:
         service.Service.stopService(self)
+        if self._watcher is not None and self._watcher.active():
+            self._watcher.cancel()
         return self._client.stopService()
 
     def connection(self) -> defer.Deferred:

@@ -76,3 +76,34 @@ class PeerConnectionTests(unittest.TestCase):
         proto = yield peer.connection()
         self.assertIs(proto, peer.protocol)
         self.assertIs((yield peer.connection()), proto)
+
+
+class UnavailableReportTests(unittest.TestCase):
+    """
+    A peer that cannot be reached within C{waitForServer} is logged once.
+    """
+
+    def test_reported(self) -> None:
+        """
+        C{waitForServer} after the start without a connection, one
+        C{sev=ERR} record names the peer and the socket.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from smx.log import Logger, MemorySink
+
+        clock = MemoryReactorClock()
+        sink = MemorySink()
+        logger = Logger("smtpc", sink=sink)
+        peer = PeerConnection(clock, "/nonexistent/sock", QuietAMP, 4, "qmgr", logger)
+        peer.startService()
+        clock.advance(3.9)
+        self.assertFalse([l for l in sink.lines() if "unavailable" in l])
+        clock.advance(0.2)
+        [line] = [l for l in sink.lines() if "unavailable" in l]
+        self.assertIn("sev=ERR", line)
+        self.assertIn("peer=qmgr", line)
+        self.assertIn("socket=/nonexistent/sock", line)
+        clock.advance(10)
+        self.assertEqual(len([l for l in sink.lines() if "unavailable" in l]), 1)
+        peer.stopService()
