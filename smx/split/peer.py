@@ -47,6 +47,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from smx.log import Logger
+from smx.split.boxes import FastBoxReceiver
 from smx.unixsocket import socketName
 
 #: the errors of a connection that ended
@@ -62,9 +63,10 @@ class PeerUnavailable(Exception):
     """
 
 
-class QuietAMP(amp.AMP):
+class QuietAMP(FastBoxReceiver, amp.AMP):
     """
-    AMP without the lines per connection that C{amp.AMP} logs.
+    AMP without the lines per connection that C{amp.AMP} logs, reading
+    whole boxes at a time (L{smx.split.boxes}).
     """
 
     def makeConnection(self, transport: Any) -> None:
