@@ -239,7 +239,17 @@ class PeerConnection(service.Service):
             with C{ConnectionLost} when the connection ends before the
             answer.
         """
-        d = self.connection().addCallback(lambda p: p.callRemote(command, **kw))
+        proto = self.protocol
+        if proto is not None and proto.transport is not None:
+            # connected: no Deferred of the connection to chain through
+            try:
+                d = proto.callRemote(command, **kw)
+            except Exception:
+                d = defer.fail()
+            if d is None:  # a command that needs no answer
+                d = defer.succeed(None)
+        else:
+            d = self.connection().addCallback(lambda p: p.callRemote(command, **kw))
         if idempotent:
 
             def again(reason: Failure) -> Any:

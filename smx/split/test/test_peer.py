@@ -77,6 +77,56 @@ class PeerConnectionTests(unittest.TestCase):
         self.assertIs(proto, peer.protocol)
         self.assertIs((yield peer.connection()), proto)
 
+    @defer.inlineCallbacks
+    def test_callsWhenConnected(self) -> Any:
+        """
+        Over a connection that is up, a call is made at once: its answer,
+        or for a command that needs none a L{Deferred} that fires with
+        C{None}; an error of the peer is the call's failure.
+        """
+        from twisted.protocols import amp
+
+        class Ping(amp.Command):
+            arguments = [(b"n", amp.Integer())]
+            response = [(b"n", amp.Integer())]
+
+        class Note(amp.Command):
+            arguments = [(b"n", amp.Integer())]
+            requiresAnswer = False
+
+        class Fail(amp.Command):
+            errors = {KeyError: b"KEY"}
+
+        notes = []
+
+        class Server(QuietAMP):
+            @Ping.responder
+            def ping(self, n: int) -> Any:
+                return {"n": n + 1}
+
+            @Note.responder
+            def note(self, n: int) -> Any:
+                notes.append(n)
+                return {}
+
+            @Fail.responder
+            def fail(self) -> Any:
+                raise KeyError("x")
+
+        path = socketPath(self)
+        serve(self, Factory.forProtocol(Server), path)
+        peer = PeerConnection(reactor, path, QuietAMP, 5, "qmgr")
+        running(self, peer)
+        yield peer.connection()
+        self.assertEqual((yield peer.callRemote(Ping, n=1)), {"n": 2})
+        note = peer.callRemote(Note, n=7)
+        self.assertIsInstance(note, defer.Deferred)
+        self.assertIsNone((yield note))
+        with self.assertRaises(KeyError):
+            yield peer.callRemote(Fail)
+        self.assertEqual((yield peer.callRemote(Ping, n=2)), {"n": 3})
+        self.assertEqual(notes, [7])
+
 
 class UnavailableReportTests(unittest.TestCase):
     """
