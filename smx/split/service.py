@@ -24,9 +24,7 @@ DESCRIPTION
           to C{SMTPC_socket} (waiting at most C{wait_for_client} for
           one); listens on C{SMTPS_socket} for the SMTPS processes once
           its queue is recovered.  The pickup of C{smx sendmail}'s
-          maildrop runs here too, and the metrics endpoint (C{metrics {
-          address }}) with what QMGR's process knows: the queue and the
-          delivery results.
+          maildrop runs here too.
         - C{smtpc}: the delivery agent(s) of the C{smtpc} sections;
           connects to C{SMTPC_socket} (retrying while QMGR restarts) and
           delivers what QMGR hands it.
@@ -223,20 +221,12 @@ def _qmgr(
 
     pickup = pickupService(cfg, reactor)
     pickup.setServiceParent(root)
-    components = {
+    return {
         "qmgr": qmgr,
         "contentStore": contentStore,
         "deliveryAgent": agents,
         "pickup": pickup,
-    }  # type: Dict[str, Any]
-    # the metrics endpoint (metrics { address }): QMGR's queue and results
-    from smx.metrics import metricsService
-
-    metrics = metricsService(cfg, reactor, components)
-    if metrics is not None:
-        metrics.setServiceParent(root)
-    components["metrics"] = metrics
-    return components
+    }
 
 
 def _smtpc(

@@ -68,24 +68,6 @@ class MakeComponentServiceTests(unittest.TestCase):
         self.assertTrue(verifyObject(IAddressResolver, c["qmgr"].resolver))
         self.assertIs(c["qmgr"].deliveryAgent, c["deliveryAgent"])
 
-    def test_qmgrMetrics(self) -> None:
-        """
-        With C{metrics { address }}, the QMGR process serves the metrics
-        endpoint; without it, there is none.
-        """
-        self.assertIsNone(self.build("qmgr").components["metrics"])  # type: ignore[attr-defined]
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        path = writeDefaultConfiguration(directory)
-        with open(path, "a") as f:
-            f.write('metrics { address = "127.0.0.1:9125"; }\n')
-        cfg = loadConfiguration(path, queueDirectory=directory)
-        cfg.reconcile()
-        root = makeComponentService(
-            cfg, "qmgr", reactor=self.reactor, installSignals=False
-        )
-        self.assertIsNotNone(root.components["metrics"])  # type: ignore[attr-defined]
-
     def test_smtpcAndSmar(self) -> None:
         """
         SMTPC and SMAR are built with their in-process objects.
