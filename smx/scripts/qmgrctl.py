@@ -5,7 +5,7 @@ NAME
 
 SYNOPSIS
     smx qmgrctl [-f smx.conf] [-q queuedir] [-S socket] [--json] [-r]
-                [flush|hold|release|delete [ID [RECIPIENT]]]
+                [status|processes|flush|hold|release|delete [ID [RECIPIENT]]]
 
 DESCRIPTION
     Without a command, shows the status of QMGR: queue sizes, AQ use, the
@@ -21,6 +21,13 @@ DESCRIPTION
     recipient (by index or address), C{delete} removes them without a
     bounce.
 
+    In split mode (a configuration whose sections set C{path}, seed
+    §5.3) C{processes} shows each process the MCP runs: its service,
+    number, user, pid, state and restarts (as C{smx mcpctl status});
+    the status without a command shows them after QMGR's; and the
+    health check C{status} also fails when the MCP cannot be reached or
+    a process that should run is not running (named with its state).
+
     The control socket is C{control_socket} of the qmgr section, relative
     to the main queue directory (seed §5.6): C{-q}, else the current
     directory, as for C{twistd smx}.  C{-S} names the socket directly.
@@ -31,9 +38,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-COMMANDS = ("status", "flush", "hold", "release", "delete", "reload")
+COMMANDS = ("status", "processes", "flush", "hold", "release", "delete", "reload")
 
 
 def loadToolConfiguration(
@@ -173,6 +180,56 @@ def healthProblem(
     return "; ".join(problems) or None
 
 
+def mcpProcesses(
+    configFile: Optional[str], queueDirectory: Optional[str]
+) -> Optional[List[Dict[str, Any]]]:
+    """
+    The processes of the MCP, in split mode.
+
+    @return: the processes (as C{smx mcpctl status --json} gives them), or
+        C{None} when the configuration is not for split mode.
+    @raise SystemExit: with a one-line message when the configuration is
+        bad or the MCP cannot be reached.
+    """
+    from smx.config import ConfigError
+    from smx.mcp.control import ask
+    from smx.mcp.settings import isSplitConfiguration
+
+    try:
+        cfg = loadToolConfiguration(configFile, queueDirectory)
+    except ConfigError as e:
+        raise SystemExit("smx qmgrctl: %s" % (e,))
+    if not isSplitConfiguration(cfg):
+        return None
+    path = cfg.globals["MCP_control_socket"]
+    try:
+        reply = ask(path, "status", timeout=10.0)
+    except OSError as e:
+        raise SystemExit(
+            "smx qmgrctl: cannot reach the MCP at %s: %s" % (path, e.strerror or e)
+        )
+    except ValueError:
+        raise SystemExit("smx qmgrctl: the MCP at %s gave no answer" % (path,))
+    return list(reply.get("processes") or [])
+
+
+def processProblem(processes: List[Dict[str, Any]]) -> Optional[str]:
+    """
+    The processes of the MCP that should run and do not (a
+    C{nostartaccept} service runs only while it has a connection).
+
+    @return: one line, or C{None} when all run.
+    """
+    down = [
+        "%s/%s %s" % (p.get("name"), p.get("id", "-"), p.get("state"))
+        for p in processes
+        if p.get("type") != "nostartaccept" and p.get("state") != "running"
+    ]
+    if down:
+        return "not running: " + ", ".join(down)
+    return None
+
+
 def queueDisk(
     configFile: Optional[str], queueDirectory: Optional[str]
 ) -> Optional[Tuple[str, int, int]]:
@@ -230,19 +287,29 @@ def run(argv: List[str]) -> int:
     if command in ("hold", "release", "delete") and not options.args:
         sys.stderr.write("smx qmgrctl: %s needs a transaction id\n" % (command,))
         return 2
+    if command == "processes":
+        return _processes(options)
     try:
         path = controlSocketPath(options.config, options.socket, options.queue)
         result = _run(path, command, options.args)
+        processes = None
+        if command == "status" and not options.socket:
+            processes = mcpProcesses(options.config, options.queue)
     except SystemExit as e:
         sys.stderr.write("%s\n" % (e.code,))
         return 1
     if check and command == "status":
         disk = None if options.socket else queueDisk(options.config, options.queue)
         problem = healthProblem(result, disk)
+        if processes is not None:
+            down = processProblem(processes)
+            problem = "; ".join(p for p in (problem, down) if p) or None
         if problem is not None:
             sys.stderr.write("smx qmgrctl: %s\n" % (problem,))
             return 1
     if options.json:
+        if processes is not None:
+            result = dict(result, processes=processes)
         sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
     elif check and command == "status":
         sys.stdout.write(
@@ -250,7 +317,11 @@ def run(argv: List[str]) -> int:
             % (result["transactions"], result["sessions"], result["uptime"])
         )
     elif command == "status":
+        from smx.scripts import mcpctl
+
         sys.stdout.write(formatStatus(result))
+        if processes is not None:
+            sys.stdout.write("\n" + mcpctl.formatStatus(processes))
     else:
         sys.stdout.write(
             " ".join("%s=%s" % (k, v) for k, v in sorted(result.items())) + "\n"
@@ -263,4 +334,26 @@ def run(argv: List[str]) -> int:
             % (result["certificate_errors"],)
         )
         return 1
+    return 0
+
+
+def _processes(options: argparse.Namespace) -> int:
+    """C{smx qmgrctl processes}: the MCP's processes (split mode)."""
+    from smx.scripts import mcpctl
+
+    try:
+        processes = mcpProcesses(options.config, options.queue)
+    except SystemExit as e:
+        sys.stderr.write("%s\n" % (e.code,))
+        return 1
+    if processes is None:
+        sys.stderr.write(
+            "smx qmgrctl: processes: this configuration is for embedded mode "
+            "(one process; no section sets path)\n"
+        )
+        return 1
+    if options.json:
+        sys.stdout.write(json.dumps(processes, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(mcpctl.formatStatus(processes))
     return 0

@@ -285,3 +285,55 @@ class SplitMetricsTests(SynchronousTestCase):
             waitFor(lambda: self.allUp() and samples(self.scrape())[restarts] == 1, 30),
             self.scrape() + self.log(),
         )
+
+    def qmgrctl(self, *args: str) -> "subprocess.CompletedProcess[str]":
+        return subprocess.run(
+            [SMX, "qmgrctl", "-f", self.config, "-q", self.queue, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def test_qmgrctl(self) -> None:
+        """
+        In split mode C{smx qmgrctl processes} shows each process of the
+        MCP with its user, pid and restarts; C{smx qmgrctl status} (the
+        health check) exits 0 while all run, and 1 naming the service
+        when one that should run does not (here SMTPC, stopped with
+        C{smx mcpctl stop}).
+        """
+        self.assertTrue(waitFor(self.allUp, 40), self.log())
+        up = self.qmgrctl("status")
+        self.assertEqual((up.returncode, up.stderr), (0, ""), up.stdout)
+        self.assertTrue(up.stdout.startswith("smx: ok"), up.stdout)
+        table = self.qmgrctl("processes")
+        self.assertEqual(table.returncode, 0, table.stderr)
+        lines = table.stdout.splitlines()
+        self.assertEqual(
+            lines[0].split()[:6], ["SERVICE", "ID", "USER", "PID", "STATE", "RESTARTS"]
+        )
+        rows = [line.split() for line in lines[1:]]
+        self.assertEqual(
+            sorted(r[0] for r in rows), ["qmgr", "smar", "smtpc", "smtps", "smtps"]
+        )
+        pids = {p["pid"] for p in self.status()}
+        for row in rows:
+            self.assertEqual(row[2], "root")
+            self.assertIn(int(row[3]), pids)
+            self.assertEqual((row[4], row[5]), ("running", "0"))
+        full = self.qmgrctl()
+        self.assertEqual(full.returncode, 0, full.stderr)
+        self.assertIn("transactions", full.stdout)
+        self.assertIn("smtpc", full.stdout.split("SERVICE", 1)[1])
+        stop = subprocess.run(
+            [SMX, "mcpctl", "-f", self.config, "-d", self.queue, "stop", "smtpc"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        self.assertEqual(stop.returncode, 0, stop.stderr)
+        down = self.qmgrctl("status")
+        self.assertEqual(down.returncode, 1, down.stdout)
+        self.assertEqual(down.stdout, "")
+        self.assertIn("not running: smtpc/", down.stderr)
+        self.assertEqual(len(down.stderr.splitlines()), 1, down.stderr)
