@@ -443,7 +443,13 @@ def makeService(options: Options) -> service.IService:
     raiseFileLimit()
     from smx.config.permissions import refuseUnsafeFiles
 
-    refuseUnsafeFiles(options.configuration)  # §9.2: exit 78, one line a file
+    # §9.2: exit 78, one line a file; a component of split mode checks the
+    # files it relies on, embedded smx (and the MCP) all of them
+    component = (options.get("component") or "").lower()
+    if component in ("qmgr", "smtps", "smtpc", "smar"):
+        refuseUnsafeFiles(options.configuration, component, "smx-" + component)
+    else:
+        refuseUnsafeFiles(options.configuration)
     from smx.mcp.run import splitService
 
     split = splitService(options)  # the MCP or one component (doc/split.md)

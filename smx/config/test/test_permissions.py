@@ -277,3 +277,39 @@ class RefuseTests(PermissionTestsMixin, unittest.TestCase):
             "smx: refusing to start: smx.conf:1:22: mailertable: %s is "
             "writable by everyone (mode 0666)\n" % (os.path.abspath(self.mt),),
         )
+
+    def test_componentProgram(self) -> None:
+        """
+        A component of split mode (C{twistd -n smx --component NAME}, what
+        C{smx-smar} runs) checks the files it relies on at start: SMAR
+        refuses a mailertable everybody may write (78, one line named
+        C{smx-smar}); QMGR does not read it and goes on to its next check
+        (as root: it refuses to run as root, 64).
+        """
+        os.chmod(self.mt, 0o666)
+        with open(self.conf, "w") as f:
+            f.write(
+                'smar { mailertable { name = "mt"; } }\n'
+                'smtps { daemon_address = "127.0.0.1:1"; }\n'
+            )
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+
+        def component(name: str) -> "subprocess.CompletedProcess[bytes]":
+            return subprocess.run(
+                [twistd, "-n", "smx", "--config", "smx.conf", "--component", name],
+                cwd=self.dir,
+                capture_output=True,
+                timeout=30,
+            )
+
+        smar = component("smar")
+        self.assertEqual(smar.returncode, EX_CONFIG, smar.stderr)
+        self.assertEqual(
+            smar.stderr.decode(),
+            "smx-smar: refusing to start: smx.conf:1:22: mailertable: %s is "
+            "writable by everyone (mode 0666)\n" % (os.path.abspath(self.mt),),
+        )
+        if os.geteuid() == 0:
+            qmgr = component("qmgr")
+            self.assertEqual(qmgr.returncode, 64, qmgr.stderr)
+            self.assertNotIn(b"refusing to start", qmgr.stderr)
