@@ -110,3 +110,48 @@ class FastBoxReceiverTests(unittest.TestCase):
         proto.connectionLost(Failure(Exception("closed")))
         self.assertIsInstance(recorder.stopped.value, amp.TooLong)
         self.assertEqual(recorder.boxes, [])
+
+
+class SerializeTests(unittest.TestCase):
+    """
+    L{serialize} writes what AMP's reader reads, and refuses what AMP
+    refuses.
+    """
+
+    def test_readBack(self) -> None:
+        """
+        Boxes serialized by L{serialize} are read back by Twisted's reader
+        as they were.
+        """
+        from smx.split.boxes import serialize
+
+        proto, recorder = connected(amp.BinaryBoxProtocol)
+        proto.dataReceived(b"".join(serialize(amp.AmpBox(b)) for b in BOXES))
+        self.assertEqual(recorder.boxes, BOXES)
+
+    def test_refused(self) -> None:
+        """
+        A key or value that is not bytes, a key over 255 bytes, a value
+        over 65,535.
+        """
+        from smx.split.boxes import serialize
+
+        self.assertRaises(TypeError, serialize, {"k": b"v"})
+        self.assertRaises(TypeError, serialize, {b"k": "v"})
+        self.assertRaises(amp.TooLong, serialize, {b"k" * 256: b"v"})
+        self.assertRaises(amp.TooLong, serialize, {b"k": b"v" * 65536})
+
+    def test_sendBox(self) -> None:
+        """
+        C{sendBox} writes the box; without a connection it raises
+        L{ConnectionLost}, as AMP does.
+        """
+        from twisted.internet.error import ConnectionLost
+
+        proto, _ = connected(FastProtocol)
+        proto.sendBox(amp.AmpBox(BOXES[0]))
+        reader, recorder = connected(amp.BinaryBoxProtocol)
+        reader.dataReceived(proto.transport.value())
+        self.assertEqual(recorder.boxes, BOXES[:1])
+        proto.transport = None
+        self.assertRaises(ConnectionLost, proto.sendBox, amp.AmpBox(BOXES[0]))
