@@ -23,7 +23,7 @@ DESCRIPTION
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List
 
 import struct
 
@@ -46,7 +46,7 @@ def serialize(box: Any) -> bytes:
     @raise TypeError: a key or value is not L{bytes}.
     @raise amp.TooLong: a key or value is too long.
     """
-    out = []
+    out = []  # type: List[bytes]
     for k, v in box.items():
         if type(k) is not bytes or type(v) is not bytes:
             raise TypeError("AMP keys and values must be bytes: %r: %r" % (k, v))
