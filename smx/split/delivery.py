@@ -181,8 +181,13 @@ class RemoteDeliveryAgents(service.Service):
                 )
 
         timer = self.reactor.callLater(self.waitForClient, timedOut)
-        d.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
-        return d
+
+        def stopTimer(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return d.addBoth(stopTimer)
 
     def deliver(self, transaction):
         try:
