@@ -723,10 +723,26 @@ class Submission:
 # the other modes
 
 
-def relaySMTP(address: Tuple[str, int], stdin: Any, stdout: Any) -> int:
+#: C{-bs}: after the end of standard input, how long SMTPS may stay
+#: silent before the session is closed (a session without C{QUIT})
+SMTP_INPUT_END_IDLE = 10.0
+
+
+def relaySMTP(
+    address: Tuple[str, int],
+    stdin: Any,
+    stdout: Any,
+    idle: float = SMTP_INPUT_END_IDLE,
+) -> int:
     """
     C{-bs}: relay standard input to SMTPS and its replies to standard
     output until SMTPS closes the connection.
+
+    The end of standard input does not end the session: a client that
+    writes every command at once (C{printf ... | sendmail -bs}) gets the
+    replies to all of them, as from Postfix's C{sendmail -bs}.  Only when
+    SMTPS has said nothing for C{idle} seconds after the end of the input
+    (a session that did not end with C{QUIT}) is the connection closed.
     """
     import selectors
 
@@ -745,16 +761,22 @@ def relaySMTP(address: Tuple[str, int], stdin: Any, stdout: Any) -> int:
     selector = selectors.DefaultSelector()
     selector.register(inFd, selectors.EVENT_READ, "in")
     selector.register(connection, selectors.EVENT_READ, "server")
+    inputEnded = False
     try:
         while True:
-            for key, _ in selector.select():
+            ready = selector.select(idle if inputEnded else None)
+            if not ready:
+                return EX_OK
+            for key, _ in ready:
                 if key.data == "in":
                     data = os.read(inFd, 65536)
                     if data:
                         connection.sendall(data)
                     else:
+                        # no half-close: SMTPS (Twisted) would take it for
+                        # the end of the session and drop its replies
                         selector.unregister(inFd)
-                        connection.shutdown(socket.SHUT_WR)
+                        inputEnded = True
                 else:
                     data = connection.recv(65536)
                     if not data:

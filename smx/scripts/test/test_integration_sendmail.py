@@ -221,7 +221,8 @@ class RunningTests(_Base):
     def test_otherModes(self) -> None:
         """
         C{-bs} relays an SMTP session on standard input and output to
-        SMTPS; C{sendmail -bp} and the link C{mailq} show the queue;
+        SMTPS, command by command or all at once on standard input (every
+        reply comes back); C{sendmail -bp} and the link C{mailq} show the queue;
         C{sendmail -q} asks QMGR to flush it; the link C{newaliases}
         rebuilds the aliases map from its text file and has smx reopen it,
         so that a new alias works at once.
@@ -260,6 +261,22 @@ class RunningTests(_Base):
         p.stdout.close()
         [m] = self.delivered("alice")
         self.assertIn(b"Subject: via -bs", m)
+
+        # every command at once, then the end of the input, as a script
+        # writes them: the replies to all of them, to QUIT included
+        status, err, out = self.sendmail(
+            "-bs",
+            stdin=b"EHLO client.test\r\nMAIL FROM:<bob@smx.test>\r\n"
+            b"RCPT TO:<dave@smx.test>\r\nDATA\r\n"
+            b"Subject: via -bs at once\r\n\r\nhello\r\n.\r\nQUIT\r\n",
+        )
+        self.assertEqual((status, err), (0, ""))
+        codes = [line[:4] for line in out.splitlines() if line[3:4] == b" "]
+        self.assertEqual(
+            codes, [b"220 ", b"250 ", b"250 ", b"250 ", b"354 ", b"250 ", b"221 "]
+        )
+        [m] = self.delivered("dave")
+        self.assertIn(b"Subject: via -bs at once", m)
 
         for program, args in (("sendmail", ["-bp"]), ("mailq", [])):
             status, err, out = self.sendmail(*args, program=program, stdin=b"")

@@ -523,3 +523,62 @@ class RunTests(unittest.TestCase):
         self.assertEqual(
             PickupSettings.fromConfiguration(cfg).directory, "/spool/maildrop"
         )
+
+
+class RelaySMTPTests(unittest.TestCase):
+    """
+    L{sendmail.relaySMTP} (C{-bs}) against a server on a real loopback
+    socket that answers every line and never closes the connection.
+    """
+
+    def test_inputEndedWithoutQuit(self) -> None:
+        """
+        Input that ends without C{QUIT}: the replies to every line still
+        come back (the connection is not half-closed at the end of the
+        input), and the session ends once the server has said nothing for
+        C{idle} seconds, with exit status 0.
+        """
+        import socket
+        import tempfile
+        import threading
+        import time
+
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        closed = threading.Event()
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.sendall(b"220 test\r\n")
+                buffered = b""
+                while True:
+                    data = connection.recv(4096)
+                    if not data:  # the client closed (or half-closed)
+                        closed.set()
+                        return
+                    buffered += data
+                    while b"\r\n" in buffered:
+                        line, buffered = buffered.split(b"\r\n", 1)
+                        time.sleep(0.05)  # replies come after the input ended
+                        connection.sendall(b"250 " + line + b"\r\n")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        readFd, writeFd = os.pipe()
+        os.write(writeFd, b"EHLO a\r\nNOOP\r\n")
+        os.close(writeFd)
+        stdin = os.fdopen(readFd, "rb")
+        self.addCleanup(stdin.close)
+        stdout = tempfile.TemporaryFile()
+        self.addCleanup(stdout.close)
+        started = time.monotonic()
+        status = sendmail.relaySMTP(listener.getsockname(), stdin, stdout, idle=0.5)
+        self.assertEqual(status, EX_OK)
+        self.assertLess(time.monotonic() - started, 5)
+        stdout.seek(0)
+        self.assertEqual(stdout.read(), b"220 test\r\n250 EHLO a\r\n250 NOOP\r\n")
+        thread.join(5)
+        self.assertTrue(closed.is_set())
