@@ -107,6 +107,8 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
     )
     qmgr.setServiceParent(parent)
     components["qmgr"] = qmgr
+    # smx qmgrctl reload: SMTPC's tls_policy_map too (as SIGUSR1, smx.tap)
+    qmgr.reloadHooks.append(lambda: agent.reload())
     # qmgr's milters: its bounces and notices (doc/milter.md)
     qmgr.bouncer.milters = internalMilters(cfg, reactor, qmgr.logger)
 

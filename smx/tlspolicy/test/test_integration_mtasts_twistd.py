@@ -158,3 +158,59 @@ class MTASTSTwistdTests(MTATestCase):
         self.assertEqual([tls for tls, _ in relay.messages], [True])
         self.assertEqual(self.https.requests, [])
         self.assertNotIn("tls_policy_failed", self.mta.log())
+
+
+class PolicyMapReloadTests(MTATestCase):
+    """
+    SMTPC's C{tls_policy_map} read again by C{smx qmgrctl reload} in a
+    running smx, as by SIGUSR1 (doc/tls.md, README: "reload maps").
+    """
+
+    def setUp(self) -> None:
+        MTATestCase.setUp(self)
+        self.need(SWAKS)
+        self.ca = trustme.CA()
+        self.ca.cert_pem.write_to_path(os.path.join(self.root, "ca.pem"))
+
+    @defer.inlineCallbacks
+    def test_qmgrctlReload(self):
+        """
+        Mail deferred by the map's C{fingerprint} entry (another
+        fingerprint: 4.7.5, nothing sent) is delivered over TLS once the
+        entry says C{verify} and C{smx qmgrctl reload} was run.
+        """
+        good = MTASTSTwistdTests.receiver(self, ["mx.remote.test"])  # type: ignore[arg-type]
+        dnsPort, stopDNS = startDNSServer(
+            {
+                "remote.test": [("MX", 10, "mx.remote.test")],
+                "mx.remote.test": [("A", "127.0.0.2")],
+            }
+        )
+        self.addCleanup(stopDNS)
+        self.mta.createmap(
+            "tls_policy", "remote.test fingerprint match=%s\n" % ("00" * 32)
+        )
+        self.mta.write(
+            configuration(
+                self.mta.port,
+                smar='nameserver = { "127.0.0.1:%d" };' % (dnsPort,),
+                smtpc='remote_port = %d; tls_policy_map = "tls_policy.db"; '
+                'mta_sts = no; tls { CAcert_file = "%s"; }'
+                % (good.port, os.path.join(self.root, "ca.pem")),
+            ),
+            access="cltaddr:127.0.0.1 relay\n",
+        )
+        self.mta.start()
+        self.addCleanup(self.mta.stop)
+        out, err, status = yield swaks(
+            self.mta.port, "--from", "a@client.test", "--to", "u@remote.test"
+        )
+        self.assertEqual(status, 0, out)
+        yield until(lambda: "451 4.7.5" in self.mta.log(), 10)
+        self.assertEqual(good.messages, [])
+        self.mta.createmap("tls_policy", "remote.test verify\n")
+        out, err, status = yield self.mta.smx("qmgrctl", "reload")
+        self.assertEqual(status, 0, err)
+        out, err, status = yield self.mta.smx("qmgrctl", "flush")
+        yield until(lambda: good.messages, 10)
+        self.assertEqual([tls for tls, _ in good.messages], [True])
