@@ -38,7 +38,9 @@
  *     0 done; 64 usage; 75 the directory or the file could not be
  *     written (e.g. smx never ran, the disk is full); 77 DIRECTORY is
  *     not a maildrop directory of this group; 74 reading standard input
- *     failed; 71 a system call that should not fail failed.
+ *     failed; 71 a system call that should not fail failed.  A program
+ *     that is not set-group-id (not yet made so by "smx setup") says so
+ *     (exit 77).
  *
  * Built by tools/bootstrap.sh into .venv/bin/smx-postdrop; made
  * set-group-id by "smx setup".
@@ -120,6 +122,10 @@ int main(int argc, char **argv)
         fail(EX_TEMPFAIL, directory, strerror(errno));
     if (fstat(directoryFd, &st) < 0)
         fail(EX_OSERR, directory, strerror(errno));
+    if (st.st_gid != getegid() && getegid() == getgid())
+        fail(EX_NOPERM, program,
+             "not set-group-id: \"smx setup\" makes it set-group-id the "
+             "maildrop group (root:smxdrop, mode 2755; doc/setup.md)");
     if (st.st_gid != getegid() || !(st.st_mode & S_ISVTX)
         || (st.st_mode & (S_IRGRP | S_IWOTH))
         || (st.st_mode & (S_IWGRP | S_IXGRP)) != (S_IWGRP | S_IXGRP))

@@ -120,6 +120,20 @@ class HelperTests(TestCase):
             self.assertEqual(os.listdir(other), [])
             os.rmdir(other)
 
+    def test_notSetGroupId(self) -> None:
+        """
+        A helper that is not set-group-id (as C{tools/bootstrap.sh} builds
+        it, before C{smx setup}) says so and that C{smx setup} makes it
+        so: exit 77 (EX_NOPERM), one line; nothing is created.
+        """
+        os.chmod(self.helper, 0o755)
+        status, out, err = self.drop(b"x", self.maildrop)
+        self.assertEqual(status, 77, err)
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertIn("smx-postdrop: not set-group-id: ", err)
+        self.assertIn("smx setup", err)
+        self.assertEqual(os.listdir(self.maildrop), [])
+
     def test_noDirectory(self) -> None:
         """
         A directory that does not exist (smx never ran): exit 75
