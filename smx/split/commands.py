@@ -177,3 +177,15 @@ class Reload(amp.Command):
 class Deliver(amp.Command):
     arguments = [(b"transaction", PlainData())]
     response = [(b"results", PlainData())]
+
+
+class Ready(amp.Command):
+    """
+    SMTPC's first command on each connection to QMGR: the deliveries it
+    finished while it had no connection (QMGR was restarting), as a list
+    of C{{"ss_ta": str, "results": [result, ...]}}; QMGR hands it
+    deliveries only after this.
+    """
+
+    arguments = [(b"late", PlainData())]
+    response = []  # type: ignore[var-annotated]

@@ -25,9 +25,16 @@ DESCRIPTION
     C{waitForClient} seconds (QMGR's C{wait_for_client}) for one.  A
     delivery that cannot be handed over, or whose SMTPC process goes away
     before it answers, gives a temporary result (C{451 4.4.0}) for every
-    recipient: QMGR defers them and tries again.  A delivery cut off that
-    way may have reached the next hop, so such a message may be
-    delivered twice, never lost.
+    recipient: QMGR defers them and tries again.
+
+    An SMTPC process goes on with the deliveries it has when QMGR goes
+    away (killed, restarting): the successful results it could not give,
+    and those it gave in the last L{RECENT} seconds (QMGR may have died
+    before acting on them), are L{LateResults}; its first command on the
+    next connection (L{c.Ready}) hands them to the new QMGR, which
+    answers those recipients from them instead of delivering them again.
+    Only a delivery cut off in SMTPC itself (SMTPC killed after the next
+    hop said 250) may still be made twice, never lost.
 
 DIAGNOSTICS
     A delivery that gets no answer is logged with C{sev=WARN}; the
@@ -36,7 +43,9 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+import collections
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application import service
 from twisted.internet import defer
@@ -50,21 +59,100 @@ from smx.split import commands as c
 from smx.split.peer import PeerConnection, QuietAMP, listenSocket
 from smx.values import DeliveryTransaction, Result, checked, checkedList
 
+#: the most late results either side keeps
+MAX_LATE = 10000
+#: seconds before its connection is lost within which a delivery's answer
+#: may not have been acted on by QMGR (killed with the answer unread, or
+#: before it logged it): its results are given to the next QMGR as well
+RECENT = 10.0
+
+
+class LateResults:
+    """
+    SMTPC's results of deliveries that ended after the connection they
+    came over was lost (QMGR was killed or restarts): they are given to
+    the next QMGR (L{c.Ready}), which would otherwise deliver those
+    recipients again.  Only successful results are kept, at most
+    L{MAX_LATE}.
+    """
+
+    def __init__(self) -> None:
+        self.entries = []  # type: List[Dict[str, Any]]
+
+    def add(self, transaction: Dict[str, Any], results: List[Dict[str, Any]]) -> None:
+        ok = [r for r in results if r.get("status") == "ok"]
+        if ok:
+            self.entries.append({"ss_ta": transaction["ss_ta"], "results": ok})
+            del self.entries[:-MAX_LATE]
+
+    def take(self) -> List[Dict[str, Any]]:
+        entries, self.entries = self.entries, []
+        return entries
+
+    def putBack(self, entries: List[Dict[str, Any]]) -> None:
+        self.entries[:0] = entries
+        del self.entries[:-MAX_LATE]
+
 
 class DeliveryAgentServer(QuietAMP):
     """
-    SMTPC's connection to QMGR: answers L{c.Deliver} with C{agent}.
+    SMTPC's connection to QMGR: says L{c.Ready} (with the late results)
+    and answers L{c.Deliver} with C{agent}.
     """
 
-    def __init__(self, agent: IDeliveryAgent) -> None:
+    def __init__(
+        self,
+        agent: IDeliveryAgent,
+        late: Optional[LateResults] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """
+        @param late: where results go that QMGR may not have acted on.
+        @param clock: the time in seconds (tests).
+        """
         QuietAMP.__init__(self)
         self.agent = agent
+        self.late = late if late is not None else LateResults()
+        self.clock = clock
+        self.gone = False
+        #: (when, transaction, results) of the last RECENT seconds
+        self.recent = (
+            collections.deque()
+        )  # type: collections.deque[Tuple[float, Dict[str, Any], List[Any]]]
+
+    def connectionMade(self) -> None:
+        QuietAMP.connectionMade(self)
+        entries = self.late.take()
+        d = self.callRemote(c.Ready, late=entries)
+        d.addErrback(lambda f: self.late.putBack(entries))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[assignment]
+        self.gone = True
+        cutoff = self.clock() - RECENT
+        for when, data, results in self.recent:
+            if when >= cutoff:
+                self.late.add(data, results)
+        self.recent.clear()
+        QuietAMP.connectionLost(self, reason)
 
     @c.Deliver.responder
     def deliver(self, transaction: Any) -> Any:
         data = checked(DeliveryTransaction, transaction)
         d = defer.maybeDeferred(self.agent.deliver, data)
-        return d.addCallback(lambda results: {"results": checkedList(Result, results)})
+
+        def delivered(results: Any) -> Dict[str, Any]:
+            checkedList(Result, results)
+            if self.gone:
+                # nobody hears the answer: the next QMGR will
+                self.late.add(data, results)
+            elif any(r.get("status") == "ok" for r in results):
+                now = self.clock()
+                self.recent.append((now, data, results))
+                while self.recent and self.recent[0][0] < now - RECENT:
+                    self.recent.popleft()
+            return {"results": results}
+
+        return d.addCallback(delivered)
 
 
 def deliveryAgentClient(
@@ -78,10 +166,11 @@ def deliveryAgentClient(
     SMTPC's connection to QMGR's C{SMTPC_socket}, kept open (and opened
     again after QMGR restarts) so that QMGR can hand it deliveries.
     """
+    late = LateResults()
     return PeerConnection(
         reactor,
         path,
-        lambda: DeliveryAgentServer(agent),
+        lambda: DeliveryAgentServer(agent, late),
         waitForServer,
         "qmgr",
         logger or Logger("smtpc"),
@@ -100,9 +189,10 @@ class _AgentConnection(QuietAMP):
         self.agents = agents
         self.busy = 0
 
-    def connectionMade(self) -> None:
-        QuietAMP.connectionMade(self)
-        self.agents._connected(self)
+    @c.Ready.responder
+    def ready(self, late: Any) -> Dict[str, Any]:
+        self.agents._ready(self, late)
+        return {}
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[assignment]
         self.agents._lost(self)
@@ -132,6 +222,11 @@ class RemoteDeliveryAgents(service.Service):
         self.waitForClient = waitForClient
         self.logger = logger or Logger("qmgr")
         self.connections = []  # type: List[_AgentConnection]
+        #: (ss_ta, address) -> the successful result an SMTPC process
+        #: gave after its connection was lost (L{LateResults})
+        self.late = (
+            collections.OrderedDict()
+        )  # type: collections.OrderedDict[Tuple[str, str], Dict[str, Any]]
         self._waiting = []  # type: List[defer.Deferred]
         self._port = None  # type: Any
 
@@ -150,6 +245,25 @@ class RemoteDeliveryAgents(service.Service):
         if port is not None:
             return port.stopListening()
         return None
+
+    def _ready(self, conn: _AgentConnection, late: Any) -> None:
+        """
+        An SMTPC process connected and said L{c.Ready}: keep its late
+        results, and hand it deliveries from now on.
+        """
+        try:
+            for entry in late or []:
+                for result in checkedList(Result, entry["results"]):
+                    if result.get("status") == "ok":
+                        key = (str(entry["ss_ta"]), result["address"])
+                        self.late[key] = result
+        except (KeyError, TypeError, ValueError) as e:
+            self.logger.warn("RemoteDeliveryAgents.ready", error=str(e))
+        while len(self.late) > MAX_LATE:
+            self.late.popitem(last=False)
+        if late:
+            self.logger.notice(peer="smtpc", stat="late results", late=len(late))
+        self._connected(conn)
 
     def _connected(self, conn: _AgentConnection) -> None:
         self.connections.append(conn)
@@ -196,17 +310,47 @@ class RemoteDeliveryAgents(service.Service):
             return defer.fail(e)
         return defer.Deferred.fromCoroutine(self._deliver(data))
 
+    def _fromLate(self, data: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """
+        The results of recipients of C{data} that an SMTPC process had
+        delivered when its connection was lost (they are not delivered
+        again), taken out of L{late}.
+        """
+        found = []
+        if self.late:
+            for i, r in enumerate(data["recipients"]):
+                result = self.late.pop((data["ss_ta"], r["address"]), None)
+                if result is not None:
+                    index = r["index"] if r.get("index") is not None else i
+                    found.append(dict(result, index=index))
+        return found
+
     async def _deliver(self, data: Dict[str, Any]) -> List[Dict[str, Any]]:
         try:
             conn = await self._agent()
         except Exception as e:
             return self._unavailable(data, str(e))
+        # after an SMTPC process said Ready: its late results are known
+        known = self._fromLate(data)
+        if known:
+            done = {r["index"] for r in known}
+            rest = [
+                r
+                for i, r in enumerate(data["recipients"])
+                if (r["index"] if r.get("index") is not None else i) not in done
+            ]
+            self.logger.info(
+                da_ta=data["id"], ss_ta=data["ss_ta"], late=len(known), stat="late"
+            )
+            if not rest:
+                return known
+            data = dict(data, recipients=rest)
         conn.busy += 1
         try:
             answer = await conn.callRemote(c.Deliver, transaction=data)
-            return checkedList(Result, answer["results"])
+            return known + checkedList(Result, answer["results"])
         except Exception as e:
-            return self._unavailable(data, "%s: %s" % (type(e).__name__, e))
+            return known + self._unavailable(data, "%s: %s" % (type(e).__name__, e))
         finally:
             conn.busy -= 1
 

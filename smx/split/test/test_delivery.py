@@ -206,3 +206,81 @@ class NoAgentTests(unittest.TestCase):
         """
         with self.assertRaises(ValueError):
             yield self.agent.deliver({"id": "C1", "recipients": []})
+
+
+class LateResultTests(unittest.TestCase):
+    """
+    Deliveries SMTPC finished while QMGR was away are not made again by
+    the next QMGR.
+    """
+
+    @defer.inlineCallbacks
+    def test_lateResultsGiven(self) -> Any:
+        """
+        A delivery whose connection to QMGR ends before it is done goes
+        on; its successful results reach the next QMGR when SMTPC connects
+        to it, and that QMGR answers those recipients from them instead of
+        delivering them again, while a recipient without one is delivered.
+        """
+        path = socketPath(self)
+        backend = FakeDeliveryAgent()
+        backend.pending = []
+        first = RemoteDeliveryAgents(reactor, path, waitForClient=5)
+        first.startService()
+        running(self, deliveryAgentClient(reactor, path, backend, 5))
+        d = first.deliver(transaction(2))
+        for _ in range(200):
+            if backend.pending:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        # QMGR goes away while SMTPC delivers
+        yield first.stopService()
+        results = yield d
+        self.assertEqual([r["status"] for r in results], ["temp", "temp"])
+        [(t, pending)] = backend.pending
+        pending.callback(backend.results(t))
+        backend.pending = None
+        # the next QMGR
+        second = RemoteDeliveryAgents(reactor, path, waitForClient=5)
+        running(self, second)
+        again = transaction(3, id="C0000018A2B3C4D5E99")
+        results = yield second.deliver(again)
+        self.assertEqual(
+            sorted((r["index"], r["address"], r["status"]) for r in results),
+            [
+                (0, "r0@example.com", "ok"),
+                (1, "r1@example.com", "ok"),
+                (2, "r2@example.com", "ok"),
+            ],
+        )
+        # only the recipient without a late result was delivered again
+        [redelivered] = backend.transactions[1:]
+        self.assertEqual(
+            [r["address"] for r in redelivered["recipients"]], ["r2@example.com"]
+        )
+        self.assertEqual(second.late, {})
+
+    def test_lateResultsKept(self) -> None:
+        """
+        L{LateResults} keeps only successful results, at most L{MAX_LATE}
+        transactions, and gives them back when they could not be sent.
+        """
+        from smx.split.delivery import MAX_LATE, LateResults
+
+        late = LateResults()
+        t = transaction(2)
+        late.add(
+            t,
+            [
+                {"index": 0, "address": "r0@example.com", "status": "ok"},
+                {"index": 1, "address": "r1@example.com", "status": "temp"},
+            ],
+        )
+        [entry] = late.take()
+        self.assertEqual([r["address"] for r in entry["results"]], ["r0@example.com"])
+        self.assertEqual(late.take(), [])
+        late.putBack([entry])
+        self.assertEqual(late.take(), [entry])
+        for i in range(MAX_LATE + 5):
+            late.add(t, [{"index": 0, "address": "a%d" % i, "status": "ok"}])
+        self.assertEqual(len(late.entries), MAX_LATE)

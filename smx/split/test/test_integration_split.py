@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -168,11 +168,14 @@ class SplitSystem:
         return 0
 
 
-class SplitModeTests(SynchronousTestCase):
+class _SplitTestCase(SynchronousTestCase):
     """
-    The components in processes of their own deliver mail and survive the
-    restart of QMGR and SMTPC.
+    The four components started in a temporary queue, relaying to an
+    smtp-sink.
     """
+
+    #: options of smtp-sink
+    sinkOptions = ()  # type: Tuple[str, ...]
 
     def setUp(self) -> None:
         reason = missing(SWAKS, SMTP_SINK)
@@ -180,7 +183,7 @@ class SplitModeTests(SynchronousTestCase):
             raise SkipTest(reason)
         root = tempDirectory(self, "smx-split-")
         self.sink = SmtpSink(self, root)
-        self.sink.start()
+        self.sink.start(*self.sinkOptions)
         self.system = SplitSystem(self, root, self.sink)
         self.system.startAll()
 
@@ -201,6 +204,13 @@ class SplitModeTests(SynchronousTestCase):
 
         waitFor(check, timeout)
         return counts
+
+
+class SplitModeTests(_SplitTestCase):
+    """
+    The components in processes of their own deliver mail and survive the
+    restart of QMGR, SMTPC and SMAR.
+    """
 
     def test_deliver(self) -> None:
         """
@@ -279,3 +289,35 @@ class SplitModeTests(SynchronousTestCase):
         self.system.listening("qmsmar/smarsock")
         self.assertEqual(self.system.send("smar-after"), 250)
         self.assertEqual(self.delivered(["smar-after"]), {"smar-after": 1})
+
+
+class InFlightTests(_SplitTestCase):
+    """
+    QMGR killed while SMTPC is in the middle of deliveries (the next hop
+    waits a second before it answers DATA).
+    """
+
+    sinkOptions = ("-w", "1")
+
+    def test_killQueueManagerInFlight(self) -> None:
+        """
+        The deliveries SMTPC finishes after QMGR is gone are not made
+        again by the new QMGR: SMTPC tells it when it connects, and each
+        message is delivered once.
+        """
+        markers = ["inflight-%d-%s" % (i, os.urandom(4).hex()) for i in range(3)]
+        for m in markers:
+            self.assertEqual(self.system.send(m), 250)
+        # SMTPC waits for the sink's answer to DATA now
+        self.assertTrue(waitFor(lambda: "da_sess=" in self.system.log("smtpc")))
+        self.system.kill("qmgr")
+        self.assertEqual(self.delivered(markers), {m: 1 for m in markers})
+        self.system.start("qmgr")
+        self.system.listening("qmsmtps/smtpssock")
+        # the new QMGR took the late results instead of delivering again
+        self.assertTrue(
+            waitFor(lambda: "stat=late" in self.system.log("qmgr"), 20),
+            self.system.log("qmgr"),
+        )
+        time.sleep(1.5)
+        self.assertEqual(self.delivered(markers), {m: 1 for m in markers})
