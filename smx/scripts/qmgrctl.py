@@ -287,6 +287,12 @@ def run(argv: List[str]) -> int:
     if command in ("hold", "release", "delete") and not options.args:
         sys.stderr.write("smx qmgrctl: %s needs a transaction id\n" % (command,))
         return 2
+    if command in ("status", "processes", "reload") and options.args:
+        sys.stderr.write(
+            "smx qmgrctl: %s takes no argument (got %s)\n"
+            % (command, " ".join(options.args))
+        )
+        return 2
     if command == "processes":
         return _processes(options)
     try:

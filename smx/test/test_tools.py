@@ -4,11 +4,14 @@ Tests for the configuration the queue tools (C{smx mailq}, C{smx qmgrctl})
 work with.
 """
 
+import io
 import os
+import sys
 
 from twisted.trial import unittest
 
 from smx.config import ConfigError
+from smx.scripts import qmgrctl
 from smx.scripts.qmgrctl import controlSocketPath, loadToolConfiguration
 
 
@@ -57,3 +60,26 @@ class ToolConfigurationTests(unittest.TestCase):
         """A broken smx.conf is a ConfigError, not a silent default."""
         self.write("smx.conf", "qmgr {\n")
         self.assertRaises(ConfigError, loadToolConfiguration, None, self.queue)
+
+
+class QmgrctlUsageTests(unittest.TestCase):
+    """
+    C{smx qmgrctl} refuses arguments a command does not take, before it
+    talks to QMGR.
+    """
+
+    def test_statusTakesNoArgument(self):
+        """
+        C{status}, C{processes} and C{reload} with an argument: exit 2 and
+        one line naming it (C{status} would otherwise check the health and
+        ignore it, so that a mistyped command line looked healthy).
+        """
+        for command in ("status", "processes", "reload"):
+            err = io.StringIO()
+            self.patch(sys, "stderr", err)
+            status = qmgrctl.run(["-S", "/nonexistent/qmgr.ctl", command, "extra"])
+            self.assertEqual(status, 2, command)
+            self.assertEqual(
+                err.getvalue(),
+                "smx qmgrctl: %s takes no argument (got extra)\n" % (command,),
+            )
