@@ -48,6 +48,22 @@ from smx.mail.client import (
 CHUNK_SIZE = 65536
 
 
+def lostReason(reason: Failure) -> str:
+    """
+    Why a connection was lost, in words: OpenSSL's reasons (C{TLS error:
+    tlsv1 alert protocol version}) rather than the repr of its error list.
+    """
+    from OpenSSL import SSL
+
+    if reason.check(SSL.Error):
+        errors = reason.value.args[0] if reason.value.args else None
+        if isinstance(errors, list):
+            texts = [e[-1] for e in errors if isinstance(e, tuple) and e and e[-1]]
+            if texts:
+                return "TLS error: " + ", ".join(str(t) for t in texts)
+    return reason.getErrorMessage()
+
+
 class SessionError(Exception):
     """
     A session could not be set up (or reset).
@@ -246,9 +262,7 @@ class ClientProtocol(Protocol):
         if self._body is not None:
             self._body.stop()
         self._events(
-            self.machine.connectionFailed(
-                "connection lost: %s" % (reason.getErrorMessage(),)
-            )
+            self.machine.connectionFailed("connection lost: %s" % (lostReason(reason),))
         )
         if self._waiting is not None:
             d, self._waiting = self._waiting, None

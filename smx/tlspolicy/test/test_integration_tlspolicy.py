@@ -304,6 +304,38 @@ class LevelTests(_Base):
         result = yield self.deliver(self.policies("encrypt"), port)
         self.assertDeferred(result, factory, "4.7.5", "validation-failure", "encrypt")
 
+    @defer.inlineCallbacks
+    def test_handshakeFailsMay(self) -> Any:
+        """
+        Under C{may}, a handshake that fails defers the mail (never clear
+        text), with OpenSSL's reason in words (C{TLS error: ...}), not
+        the repr of its error list.
+        """
+        from OpenSSL import SSL
+
+        context = self.pki.context("good")
+        context.ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+        port, factory = listenReceiver(self, context)
+        agent = DeliveryAgent(
+            self.store,
+            defaultDeliverySettings(
+                heloName="client.test",
+                tlsCreator=ClientTLSCreator(
+                    caFile=self.pki.caFile, minProtocol="TLSv1.3"
+                ),
+                ioTimeout=5,
+            ),
+            reactor,
+            logger=self.log,
+            policies=self.policies("may"),
+        )
+        [result] = yield agent.deliver(self.transaction(port))
+        self.assertEqual(result["status"], "temp", result)
+        self.assertEqual((factory.messages, clearMail(factory)), ([], []))
+        self.assertIn("connection lost: TLS error: ", result["reply"])
+        self.assertIn("protocol version", result["reply"])
+        self.assertNotIn("[(", result["reply"])
+
 
 class MapTests(_Base):
     """
