@@ -42,7 +42,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import BinaryIO, List, Optional, Tuple
+from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 
 #: the longest line sent, without its CR LF (RFC 5322 section 2.1.1)
 MAX_LINE = 998
@@ -169,8 +169,26 @@ def headerAddresses(values: List[str]) -> List[str]:
     """
     The addresses in the values of address header fields (groups and
     display names allowed), in order, empty ones dropped.
+
+    Each value is parsed on its own and leniently, as before Python's
+    strict parser (CVE-2023-27043; Python 3.11.4+, and Debian 12's 3.11.2
+    by a security update): it returns no address at all for the whole
+    list when one value ends in a comma (C{"To: a@b,"}) or is otherwise
+    unusual, which dropped every recipient of C{-t} without a word.  The
+    strict parser guards programs that check the domain of an address
+    they were given; here the local user names the recipients anyway,
+    and what cannot be an address is refused by the envelope's checks
+    (C{553 5.1.3 bad address syntax}).
     """
-    return [a for _, a in email.utils.getaddresses(values) if a]
+    lenient = (
+        {"strict": False}
+        if getattr(email.utils, "supports_strict_parsing", False)
+        else {}
+    )  # type: Dict[str, Any]
+    out = []  # type: List[str]
+    for value in values:
+        out.extend(a for _, a in email.utils.getaddresses([value], **lenient) if a)
+    return out
 
 
 def breakLongLine(line: bytes) -> List[bytes]:

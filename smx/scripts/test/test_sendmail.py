@@ -31,6 +31,7 @@ from smx.scripts.sendmailmessage import (
     Identity,
     MessageError,
     breakLongLine,
+    headerAddresses,
     prepareMessage,
     readMessage,
 )
@@ -221,6 +222,22 @@ class RecipientTests(unittest.TestCase):
             ["bob@x.test", "carol@x.test", "root@h.test", "BOB@X.TEST", "dave@h.test"],
         )
 
+    def test_trailingComma(self) -> None:
+        """
+        An argument or a header field that ends in a comma (or holds two
+        addresses without one) loses no other recipient: Python's strict
+        address parser (Debian 12's Python 3.11) returns nothing for a
+        whole list with such a value, and every recipient was dropped.
+        """
+        self.assertEqual(
+            recipientList(["bob@x.test,", "carol@x.test"], [], "h.test"),
+            ["bob@x.test", "carol@x.test"],
+        )
+        self.assertEqual(
+            headerAddresses(["a@x.test", "Foo <c@x.test>,"]), ["a@x.test", "c@x.test"]
+        )
+        self.assertEqual(headerAddresses(["x y@z.test", "e@x.test"])[-1:], ["e@x.test"])
+
 
 class MessageTests(unittest.TestCase):
     """
@@ -297,6 +314,17 @@ class MessageTests(unittest.TestCase):
         self.assertNotIn(b"secret", m.content)
         self.assertNotIn(b"other@", m.content)
         self.assertIn(b"To: bob@x.test,\r\n Carol <carol@x.test>\r\n", m.content)
+
+    def test_extractLastFieldEndsInComma(self) -> None:
+        """
+        With C{-t}, a last recipient field that ends in a comma (as some
+        scripts write it) keeps every recipient.
+        """
+        m = self.prepare(
+            b"To: alice@x.test\nBcc: hid@x.test,\nSubject: s\n\nbody\n", extract=True
+        )
+        self.assertEqual(m.recipients, ["alice@x.test", "hid@x.test"])
+        self.assertNotIn(b"hid@", m.content)
 
     def test_resent(self) -> None:
         """
