@@ -160,7 +160,22 @@ def run(argv: List[str]) -> int:
                 " queue directory or give -q DIR\n" % (cfg.queueDirectory, ibdb)
             )
             return 1
-        entries = readOffline(cfg)
+        try:
+            entries = readOffline(cfg)
+        except OSError as e:
+            sys.stderr.write(
+                "smx mailq: cannot read the queue files: %s%s%s\n"
+                % (
+                    "%s: " % (e.filename,) if e.filename else "",
+                    e.strerror or e,
+                    (
+                        " (the queue is for smx's user and root)"
+                        if isinstance(e, PermissionError)
+                        else ""
+                    ),
+                )
+            )
+            return 1
     if options.json:
         sys.stdout.write(json.dumps(entries, indent=2, sort_keys=True) + "\n")
     else:

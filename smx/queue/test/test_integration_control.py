@@ -195,6 +195,47 @@ class MailqOfflineTests(QueueManagerTestMixin, unittest.TestCase):
         self.assertEqual(out.getvalue(), "")
         self.assertIn("no queue in %s" % (os.path.abspath(empty),), err.getvalue())
 
+    def test_unreadableQueueFiles(self):
+        """
+        A plain user (C{nobody}, with C{runuser}) who may not read the
+        queue: exit 1 and one line naming the directory, not a traceback.
+        """
+        from smx.scripts.test.throwaway import canRunPython, needRoot
+
+        needRoot()
+        if not canRunPython("nobody"):
+            raise unittest.SkipTest(
+                "nobody cannot run this interpreter (%s); build the environment "
+                "with tools/bootstrap.sh from /usr/bin/python3" % (sys.executable,)
+            )
+        queue = tempfile.mkdtemp(prefix="smx-mailq-")
+        self.addCleanup(shutil.rmtree, queue, True)
+        os.chmod(queue, 0o755)
+        ibdb = os.path.join(queue, "ibdb")
+        os.mkdir(ibdb, 0o700)
+        conf = os.path.join(queue, "smx.conf")
+        with open(conf, "w") as f:
+            f.write("qmgr { }\n")
+        os.chmod(conf, 0o644)
+        p = subprocess.run(
+            ["runuser", "-u", "nobody", "--", sys.executable, "-c"]
+            + [
+                "import sys; from smx.scripts import mailq; sys.exit(mailq.run(sys.argv[1:]))"
+            ]
+            + ["-f", conf, "-q", queue, "--offline"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+        )
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(p.stdout, "")
+        self.assertEqual(
+            p.stderr,
+            "smx mailq: cannot read the queue files: %s: Permission denied "
+            "(the queue is for smx's user and root)\n" % (ibdb,),
+        )
+
     def test_formatEmpty(self):
         """
         An empty queue says so.
