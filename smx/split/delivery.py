@@ -23,11 +23,9 @@ DESCRIPTION
 
     When no SMTPC process is connected, a delivery waits at most
     C{waitForClient} seconds (QMGR's C{wait_for_client}) for one.  A
-    delivery whose SMTPC process goes away before it answers (killed: the
-    MCP starts another) is handed over once more, to the next SMTPC
-    process.  A delivery that cannot be handed over, or whose SMTPC
-    process goes away again, gives a temporary result (C{451 4.4.0}) for
-    every recipient: QMGR defers them and tries again.
+    delivery that cannot be handed over, or whose SMTPC process goes away
+    before it answers, gives a temporary result (C{451 4.4.0}) for every
+    recipient: QMGR defers them and tries again.
 
     An SMTPC process goes on with the deliveries it has when QMGR goes
     away (killed, restarting): the successful results it could not give,
@@ -46,8 +44,10 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import collections
+import json
+import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.application import service
 from twisted.internet import defer
@@ -58,7 +58,7 @@ from zope.interface import implementer
 from smx.interfaces import IDeliveryAgent
 from smx.log import Logger
 from smx.split import commands as c
-from smx.split.peer import GONE, PeerConnection, QuietAMP, listenSocket
+from smx.split.peer import PeerConnection, QuietAMP, listenSocket
 from smx.values import DeliveryTransaction, Result, checked, checkedList
 
 #: the most late results either side keeps
@@ -107,15 +107,18 @@ class DeliveryAgentServer(QuietAMP):
         agent: IDeliveryAgent,
         late: Optional[LateResults] = None,
         clock: Callable[[], float] = time.monotonic,
+        inFlight: Optional[Set[defer.Deferred]] = None,
     ) -> None:
         """
         @param late: where results go that QMGR may not have acted on.
         @param clock: the time in seconds (tests).
+        @param inFlight: where the deliveries in progress are kept.
         """
         QuietAMP.__init__(self)
         self.agent = agent
         self.late = late if late is not None else LateResults()
         self.clock = clock
+        self.inFlight = inFlight if inFlight is not None else set()
         self.gone = False
         #: (when, transaction, results) of the last RECENT seconds
         self.recent = (
@@ -141,6 +144,13 @@ class DeliveryAgentServer(QuietAMP):
     def deliver(self, transaction: Any) -> Any:
         data = checked(DeliveryTransaction, transaction)
         d = defer.maybeDeferred(self.agent.deliver, data)
+        self.inFlight.add(d)
+
+        def done(result: Any) -> Any:
+            self.inFlight.discard(d)
+            return result
+
+        d.addBoth(done)
 
         def delivered(results: Any) -> Dict[str, Any]:
             checkedList(Result, results)
@@ -157,26 +167,113 @@ class DeliveryAgentServer(QuietAMP):
         return d.addCallback(delivered)
 
 
+#: seconds SMTPC waits at its stop for the deliveries it is making
+STOP_WAIT = 5.0
+
+
+class DeliveryAgentClient(service.MultiService):
+    """
+    SMTPC's connection to QMGR's C{SMTPC_socket}, kept open (and opened
+    again after QMGR restarts) so that QMGR can hand it deliveries.
+
+    With a C{stateFile}, the late results (L{LateResults}) outlive the
+    process: at its stop SMTPC waits at most L{STOP_WAIT} seconds for the
+    deliveries it is making and writes the late results there; at its
+    start it reads (and removes) the file, for the next QMGR.  (The MCP
+    restarts SMTPC with QMGR, its restart dependency.)
+
+    @ivar peer: the L{PeerConnection}.
+    @ivar late: the L{LateResults}.
+    """
+
+    name = "qmgr connection"  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        reactor: Any,
+        path: str,
+        agent: IDeliveryAgent,
+        waitForServer: float,
+        logger: Optional[Logger] = None,
+        stateFile: Optional[str] = None,
+    ) -> None:
+        service.MultiService.__init__(self)
+        self.reactor = reactor
+        self.stateFile = stateFile
+        self.logger = logger or Logger("smtpc")
+        self.late = LateResults()
+        self.inFlight = set()  # type: Set[defer.Deferred]
+        self.peer = PeerConnection(
+            reactor,
+            path,
+            lambda: DeliveryAgentServer(agent, self.late, inFlight=self.inFlight),
+            waitForServer,
+            "qmgr",
+            self.logger,
+        )
+        self.peer.setServiceParent(self)
+
+    def startService(self) -> None:
+        if self.stateFile is not None:
+            self._load(self.stateFile)
+        service.MultiService.startService(self)
+
+    def _load(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                entries = json.load(f)
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            self.logger.error("DeliveryAgentClient", file=path, error=str(e))
+            return
+        if isinstance(entries, list):
+            self.late.putBack([e for e in entries if isinstance(e, dict)])
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        if self.inFlight:
+            # not cancelled after STOP_WAIT: only no longer waited for
+            waiting = defer.Deferred()  # type: defer.Deferred
+
+            def enough(_: Any = None) -> None:
+                if not waiting.called:
+                    waiting.callback(None)
+
+            timer = self.reactor.callLater(STOP_WAIT, enough)
+            defer.DeferredList(list(self.inFlight), consumeErrors=True).addBoth(enough)
+            yield waiting
+            if timer.active():
+                timer.cancel()
+        yield service.MultiService.stopService(self)
+        if self.stateFile is not None and self.late.entries:
+            self._save(self.stateFile, self.late.take())
+
+    def _save(self, path: str, entries: List[Dict[str, Any]]) -> None:
+        temporary = path + ".tmp"
+        try:
+            with open(temporary, "w", encoding="utf-8") as f:
+                json.dump(entries, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, path)
+        except OSError as e:
+            self.logger.error("DeliveryAgentClient", file=path, error=str(e))
+
+
 def deliveryAgentClient(
     reactor: Any,
     path: str,
     agent: IDeliveryAgent,
     waitForServer: float,
     logger: Optional[Logger] = None,
-) -> PeerConnection:
+    stateFile: Optional[str] = None,
+) -> DeliveryAgentClient:
     """
-    SMTPC's connection to QMGR's C{SMTPC_socket}, kept open (and opened
-    again after QMGR restarts) so that QMGR can hand it deliveries.
+    SMTPC's side of C{SMTPC_socket} (a L{DeliveryAgentClient}).
     """
-    late = LateResults()
-    return PeerConnection(
-        reactor,
-        path,
-        lambda: DeliveryAgentServer(agent, late),
-        waitForServer,
-        "qmgr",
-        logger or Logger("smtpc"),
-    )
+    return DeliveryAgentClient(reactor, path, agent, waitForServer, logger, stateFile)
 
 
 class _AgentConnection(QuietAMP):
@@ -327,9 +424,7 @@ class RemoteDeliveryAgents(service.Service):
                     found.append(dict(result, index=index))
         return found
 
-    async def _deliver(
-        self, data: Dict[str, Any], again: bool = True
-    ) -> List[Dict[str, Any]]:
+    async def _deliver(self, data: Dict[str, Any]) -> List[Dict[str, Any]]:
         try:
             conn = await self._agent()
         except Exception as e:
@@ -353,20 +448,6 @@ class RemoteDeliveryAgents(service.Service):
         try:
             answer = await conn.callRemote(c.Deliver, transaction=data)
             return known + checkedList(Result, answer["results"])
-        except GONE as e:
-            # the SMTPC process went away (killed): the MCP starts another;
-            # hand the delivery over once more (waiting for a process at
-            # most wait_for_client) rather than defer it for retry_min_delay
-            if not again or not self.running:
-                return known + self._unavailable(data, "%s: %s" % (type(e).__name__, e))
-            self.logger.warn(
-                "RemoteDeliveryAgents.deliver",
-                da_ta=data["id"],
-                ss_ta=data["ss_ta"],
-                error="%s: %s" % (type(e).__name__, e),
-                action="again",
-            )
-            return known + await self._deliver(data, again=False)
         except Exception as e:
             return known + self._unavailable(data, "%s: %s" % (type(e).__name__, e))
         finally:

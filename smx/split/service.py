@@ -248,12 +248,20 @@ def _smtpc(
     except ValueError as e:
         raise ComponentError("smtpc: %s" % (e,))
     agent.setServiceParent(root)
+    smtpcSocket = _sockets(cfg)["SMTPC_socket"]
+    # the late results of this process outlive it next to the socket
+    # (qmsmtpc/, which SMTPC's group may write, seed §4.1)
+    stateFile = os.path.join(
+        os.path.dirname(smtpcSocket),
+        "smtpc%s.late" % ("" if instanceId is None else instanceId,),
+    )
     client = deliveryAgentClient(
         reactor,
-        _sockets(cfg)["SMTPC_socket"],
+        smtpcSocket,
         agent,
         section["wait_for_server"],
         loggerFromConfiguration("smtpc", section),
+        stateFile=stateFile,
     )
     client.setServiceParent(root)
     # TLS reporting (RFC 8460) counts this process's policy records

@@ -121,55 +121,19 @@ class ProxiedTests(DeliveryBehaviour, unittest.TestCase):
         self.fail("%d SMTPC connections, not %d" % (len(self.agent.connections), n))
 
     @defer.inlineCallbacks
-    def pending(self, n: int) -> Any:
-        queue = self.backend.pending
-        assert queue is not None
-        for _ in range(300):
-            if len(queue) >= n:
-                return
-            yield deferLater(reactor, 0.01, lambda: None)
-        self.fail("%d deliveries, not %d" % (len(queue), n))
-
-    @defer.inlineCallbacks
-    def test_lostAgentAgain(self) -> Any:
-        """
-        A delivery whose SMTPC process goes away (killed) is handed to the
-        next SMTPC process to connect (the one the MCP starts again, here
-        the same client reconnecting), not deferred for
-        C{retry_min_delay}.
-        """
-        self.backend.pending = []
-        d = self.agent.deliver(transaction())
-        yield self.pending(1)
-        self.agent.connections[0].transport.loseConnection()
-        yield self.pending(2)
-        t, second = (self.backend.pending or [])[1]
-        self.assertEqual(t["id"], "C0000018A2B3C4D5E00")
-        second.callback(self.backend.results(t))
-        results = yield d
-        self.assertEqual([(r["status"], r["code"]) for r in results], [("ok", 250)] * 2)
-        self.finishPending()
-
-    def finishPending(self) -> None:
-        """Answer the deliveries of the connections that were lost."""
-        for t, pending in self.backend.pending or []:
-            if not pending.called:
-                pending.callback(self.backend.results(t))
-
-    @defer.inlineCallbacks
     def test_lostAgent(self) -> Any:
         """
-        A delivery whose SMTPC process goes away a second time gives a
+        An SMTPC process that goes away during a delivery gives a
         temporary result for every recipient (QMGR defers them).
         """
         self.backend.pending = []
         d = self.agent.deliver(transaction())
-        for n in (1, 2):
-            yield self.pending(n)
-            yield self.connected(1)
-            self.agent.connections[0].transport.loseConnection()
+        for _ in range(100):
+            if self.backend.pending:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.agent.connections[0].transport.loseConnection()
         results = yield d
-        self.finishPending()
         self.assertEqual(
             [(r["status"], r["code"]) for r in results], [("temp", 451)] * 2
         )
@@ -320,3 +284,52 @@ class LateResultTests(unittest.TestCase):
         for i in range(MAX_LATE + 5):
             late.add(t, [{"index": 0, "address": "a%d" % i, "status": "ok"}])
         self.assertEqual(len(late.entries), MAX_LATE)
+
+
+class LateResultFileTests(unittest.TestCase):
+    """
+    The late results outlive an SMTPC process that is stopped (as the MCP
+    stops SMTPC when QMGR, which it depends on, is restarted).
+    """
+
+    @defer.inlineCallbacks
+    def test_savedAndGiven(self) -> Any:
+        """
+        At its stop, SMTPC waits for the delivery it is making and writes
+        its late results to its state file; the next SMTPC process reads
+        (and removes) the file and gives them to the next QMGR, which does
+        not deliver those recipients again.
+        """
+        import os
+
+        path = socketPath(self)
+        state = os.path.join(os.path.dirname(path), "smtpc.late")
+        backend = FakeDeliveryAgent()
+        backend.pending = []
+        first = RemoteDeliveryAgents(reactor, path, waitForClient=5)
+        first.startService()
+        client = deliveryAgentClient(reactor, path, backend, 5, stateFile=state)
+        client.startService()
+        d = first.deliver(transaction(2))
+        for _ in range(200):
+            if backend.pending:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        yield first.stopService()
+        yield d
+        stopping = client.stopService()
+        yield deferLater(reactor, 0.05, lambda: None)
+        self.assertFalse(stopping.called)  # it waits for the delivery
+        [(t, pending)] = backend.pending
+        pending.callback(backend.results(t))
+        yield stopping
+        self.assertTrue(os.path.exists(state))
+        # the next SMTPC process and the next QMGR
+        again = FakeDeliveryAgent()
+        second = RemoteDeliveryAgents(reactor, path, waitForClient=5)
+        running(self, second)
+        running(self, deliveryAgentClient(reactor, path, again, 5, stateFile=state))
+        self.assertFalse(os.path.exists(state))
+        results = yield second.deliver(transaction(2, id="C0000018A2B3C4D5E99"))
+        self.assertEqual([r["status"] for r in results], ["ok", "ok"])
+        self.assertEqual(again.transactions, [])
