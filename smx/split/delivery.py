@@ -23,9 +23,11 @@ DESCRIPTION
 
     When no SMTPC process is connected, a delivery waits at most
     C{waitForClient} seconds (QMGR's C{wait_for_client}) for one.  A
-    delivery that cannot be handed over, or whose SMTPC process goes away
-    before it answers, gives a temporary result (C{451 4.4.0}) for every
-    recipient: QMGR defers them and tries again.
+    delivery whose SMTPC process goes away before it answers (killed: the
+    MCP starts another) is handed over once more, to the next SMTPC
+    process.  A delivery that cannot be handed over, or whose SMTPC
+    process goes away again, gives a temporary result (C{451 4.4.0}) for
+    every recipient: QMGR defers them and tries again.
 
     An SMTPC process goes on with the deliveries it has when QMGR goes
     away (killed, restarting): the successful results it could not give,
@@ -58,7 +60,7 @@ from zope.interface import implementer
 from smx.interfaces import IDeliveryAgent
 from smx.log import Logger
 from smx.split import commands as c
-from smx.split.peer import PeerConnection, QuietAMP, listenSocket
+from smx.split.peer import GONE, PeerConnection, QuietAMP, listenSocket
 from smx.values import DeliveryTransaction, Result, checked, checkedList
 
 #: the most late results either side keeps
@@ -424,7 +426,9 @@ class RemoteDeliveryAgents(service.Service):
                     found.append(dict(result, index=index))
         return found
 
-    async def _deliver(self, data: Dict[str, Any]) -> List[Dict[str, Any]]:
+    async def _deliver(
+        self, data: Dict[str, Any], again: bool = True
+    ) -> List[Dict[str, Any]]:
         try:
             conn = await self._agent()
         except Exception as e:
@@ -448,6 +452,20 @@ class RemoteDeliveryAgents(service.Service):
         try:
             answer = await conn.callRemote(c.Deliver, transaction=data)
             return known + checkedList(Result, answer["results"])
+        except GONE as e:
+            # the SMTPC process went away (killed): the MCP starts another;
+            # hand the delivery over once more (waiting for a process at
+            # most wait_for_client) rather than defer it for retry_min_delay
+            if not again or not self.running:
+                return known + self._unavailable(data, "%s: %s" % (type(e).__name__, e))
+            self.logger.warn(
+                "RemoteDeliveryAgents.deliver",
+                da_ta=data["id"],
+                ss_ta=data["ss_ta"],
+                error="%s: %s" % (type(e).__name__, e),
+                action="again",
+            )
+            return known + await self._deliver(data, again=False)
         except Exception as e:
             return known + self._unavailable(data, "%s: %s" % (type(e).__name__, e))
         finally:

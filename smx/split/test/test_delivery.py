@@ -121,19 +121,55 @@ class ProxiedTests(DeliveryBehaviour, unittest.TestCase):
         self.fail("%d SMTPC connections, not %d" % (len(self.agent.connections), n))
 
     @defer.inlineCallbacks
+    def pending(self, n: int) -> Any:
+        queue = self.backend.pending
+        assert queue is not None
+        for _ in range(300):
+            if len(queue) >= n:
+                return
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.fail("%d deliveries, not %d" % (len(queue), n))
+
+    @defer.inlineCallbacks
+    def test_lostAgentAgain(self) -> Any:
+        """
+        A delivery whose SMTPC process goes away (killed) is handed to the
+        next SMTPC process to connect (the one the MCP starts again, here
+        the same client reconnecting), not deferred for
+        C{retry_min_delay}.
+        """
+        self.backend.pending = []
+        d = self.agent.deliver(transaction())
+        yield self.pending(1)
+        self.agent.connections[0].transport.loseConnection()
+        yield self.pending(2)
+        t, second = (self.backend.pending or [])[1]
+        self.assertEqual(t["id"], "C0000018A2B3C4D5E00")
+        second.callback(self.backend.results(t))
+        results = yield d
+        self.assertEqual([(r["status"], r["code"]) for r in results], [("ok", 250)] * 2)
+        self.finishPending()
+
+    def finishPending(self) -> None:
+        """Answer the deliveries of the connections that were lost."""
+        for t, pending in self.backend.pending or []:
+            if not pending.called:
+                pending.callback(self.backend.results(t))
+
+    @defer.inlineCallbacks
     def test_lostAgent(self) -> Any:
         """
-        An SMTPC process that goes away during a delivery gives a
+        A delivery whose SMTPC process goes away a second time gives a
         temporary result for every recipient (QMGR defers them).
         """
         self.backend.pending = []
         d = self.agent.deliver(transaction())
-        for _ in range(100):
-            if self.backend.pending:
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
-        self.agent.connections[0].transport.loseConnection()
+        for n in (1, 2):
+            yield self.pending(n)
+            yield self.connected(1)
+            self.agent.connections[0].transport.loseConnection()
         results = yield d
+        self.finishPending()
         self.assertEqual(
             [(r["status"], r["code"]) for r in results], [("temp", 451)] * 2
         )
