@@ -192,6 +192,18 @@ class Layout:
     def program(self, component: str) -> str:
         return os.path.join(self.programs, PROGRAMS[component])
 
+    def startCommand(self) -> str:
+        """
+        How the MCP is started by hand (seed §6.1): in the queue
+        directory, the components' logs in the log directory.
+        """
+        return "cd %s && %s -f %s -L %s" % (
+            self.queueDir,
+            self.program("mcp"),
+            self.config,
+            self.logDir,
+        )
+
     def groupMemberships(self) -> List[Tuple[str, str]]:
         """
         C{(user, supplementary group)} of seed §4 (C{smxc: smxs},
@@ -243,7 +255,7 @@ def splitConfiguration(layout: Layout) -> str:
     return (
         '# smx in split mode (seed §4, §5.3), written by "smx setup".\n'
         "# The MCP runs as root in %(queue)s:\n"
-        "#     cd %(queue)s && %(mcp)s -f %(conf)s\n"
+        "#     %(start)s\n"
         "# (contrib/smx.service) and starts each component below under its\n"
         "# own user.  Check it with: smx config -f %(conf)s\n"
         "# See doc/setup.md and doc/configuration.md.\n"
@@ -293,7 +305,7 @@ def splitConfiguration(layout: Layout) -> str:
     ) % {
         "queue": layout.queueDir,
         "conf": conf,
-        "mcp": layout.program("mcp"),
+        "start": layout.startCommand(),
         "hostname": hostname,
         "port": layout.port,
         "address": 'address = "%s"; ' % (layout.address,) if layout.address else "",
@@ -711,12 +723,10 @@ class Setup:
             return EX_CONFIG
         if self.status == EX_OK:
             self.say(
-                "smx setup: %s; start the MCP with: cd %s && %s -f %s"
+                "smx setup: %s; start the MCP with: %s"
                 % (
                     "nothing was changed (dry run)" if self.dryRun else "done",
-                    self.layout.queueDir,
-                    self.layout.program("mcp"),
-                    self.layout.config,
+                    self.layout.startCommand(),
                 )
             )
         else:

@@ -18,6 +18,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from typing import Dict, List, Tuple
 
@@ -95,6 +96,16 @@ class LayoutTests(_Base):
         )
         self.assertIn("would write %s/smx.conf" % (self.conf,), out)
         self.assertIn("nothing was changed (dry run)", out)
+        self.assertIn(
+            "start the MCP with: cd %s && %s -f %s/smx.conf -L %s\n"
+            % (
+                self.queue,
+                os.path.join(os.path.dirname(sys.executable), "smx-mcp"),
+                self.conf,
+                self.queue,
+            ),
+            out,
+        )
         for name in self.names.values():
             self.assertRaises(KeyError, grp.getgrnam, name)
             self.assertRaises(KeyError, pwd.getpwnam, name)
@@ -505,6 +516,11 @@ class LayoutFromEnvironmentTests(TestCase):
         )
         self.assertEqual(sorted(layout.users.values()), ["a", "b", "c", "d", "e"])
         self.assertEqual(layout.logGroup, "adm")
+        # the MCP is told where the log files setup makes are (-L)
+        self.assertIn(
+            "#     cd /q && %s -f /c/smx.conf -L /q/log\n" % (layout.program("mcp"),),
+            setup.splitConfiguration(layout),
+        )
 
     def test_badPort(self) -> None:
         """
