@@ -554,8 +554,9 @@ SMTPS = section(
             None,
             "§5.9",
             "numeric group id of CDB files (the group of smxq)",
-            inert="the group shared by smtps's and qmgr's users in split mode, "
-            "which smx does not have yet; embedded smx writes CDB as one user",
+            inert="in split mode the CDB directories smx setup makes are "
+            "set-group-id to qmgr's group instead (doc/setup.md); embedded smx "
+            "writes CDB as one user",
         ),
         opt(
             "daemon_address",

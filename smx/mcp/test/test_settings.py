@@ -66,6 +66,19 @@ class SettingsTests(SynchronousTestCase):
             isSplitConfiguration(self.configuration("smtps { port = 2525; }"))
         )
 
+    def test_seedWarnings(self) -> None:
+        """
+        The warnings about the seed §5.3 example's inert options do not
+        say that smx has no split mode: C{CDB_gid} names what smx does
+        instead (C{smx setup}'s set-group-id CDB directories).
+        """
+        c = self.configuration(
+            LAYOUT.replace("smtps { ", "smtps { CDB_gid = 261; flags = {8bitmime};")
+        )
+        [line] = [w for w in c.warnings if "CDB_gid" in w]
+        self.assertNotIn("does not have yet", line)
+        self.assertIn("set-group-id", line)
+
     def test_services(self) -> None:
         """
         Every section that sets C{path} is a service, in start order
