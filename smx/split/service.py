@@ -62,7 +62,9 @@ import socket
 from typing import Any, Dict, List, Optional
 
 from twisted.application import service
+from twisted.internet import tcp
 
+from smx import net
 from smx.components import ComponentError, _ResolverService
 from smx.log import Logger, loggerFromConfiguration
 from smx.split.peer import listenSocket
@@ -373,6 +375,11 @@ class AdoptedListener(service.Service):
             self.port = self.factory.reactor.adoptStreamPort(
                 self.fd, family, self.factory
             )
+            if isinstance(self.port, tcp.Port):
+                # its connections send at once, as those of embedded
+                # smx's listenTCP (smx.net): no round through epoll for
+                # each reply
+                self.port.transport = net.Server
 
     def stopService(self) -> Any:
         service.Service.stopService(self)

@@ -176,5 +176,10 @@ class SMTPSComponentTests(unittest.TestCase):
             [session] = self.qmgr.sessions
             # the instance id is in the session id (App. C.1)
             self.assertEqual(session[-2:], "03")
+            # its connections send at once, as embedded smx's (smx.net)
+            from smx import net
+
+            [listener] = [s for s in root if s.name.startswith("smtps")]  # type: ignore[attr-defined]
+            self.assertIs(listener.port.transport, net.Server)
 
         return d.addCallback(check)
