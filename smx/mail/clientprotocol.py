@@ -56,7 +56,8 @@ def lostReason(reason: Failure) -> str:
     from OpenSSL import SSL
 
     if reason.check(SSL.Error):
-        errors = reason.value.args[0] if reason.value.args else None
+        args = getattr(reason.value, "args", None)
+        errors = args[0] if args else None
         if isinstance(errors, list):
             texts = [e[-1] for e in errors if isinstance(e, tuple) and e and e[-1]]
             if texts:
