@@ -123,9 +123,9 @@ int main(int argc, char **argv)
     if (fstat(directoryFd, &st) < 0)
         fail(EX_OSERR, directory, strerror(errno));
     if (st.st_gid != getegid() && getegid() == getgid())
-        fail(EX_NOPERM, program,
-             "not set-group-id: \"smx setup\" makes it set-group-id the "
-             "maildrop group (root:smxdrop, mode 2755; doc/setup.md)");
+        fail(EX_NOPERM, "not set-group-id",
+             "\"smx setup\" makes it set-group-id the maildrop group "
+             "(root:smxdrop, mode 2755; doc/setup.md)");
     if (st.st_gid != getegid() || !(st.st_mode & S_ISVTX)
         || (st.st_mode & (S_IRGRP | S_IWOTH))
         || (st.st_mode & (S_IWGRP | S_IXGRP)) != (S_IWGRP | S_IXGRP))
