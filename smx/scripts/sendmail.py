@@ -635,13 +635,24 @@ class Submission:
             return dropMessage(directory, envelope, content), ""
         except PermissionError as e:
             # not in the maildrop group: the set-group-id smx-postdrop
+            hint = ""
+            if self.settings.maildropGroup is None:
+                hint = (
+                    " (without maildrop_group in the pickup section only root "
+                    "and smx's user may keep mail while smx is down; "
+                    "doc/sendmail.md)"
+                )
             helper = postdropProgram()
             if helper is None:
-                return None, "%s: %s" % (e.filename or directory, e.strerror or e)
+                return None, "%s: %s%s" % (
+                    e.filename or directory,
+                    e.strerror or e,
+                    hint,
+                )
             try:
                 return dropThroughHelper(helper, directory, envelope, content), ""
             except OSError as e:
-                return None, e.strerror or str(e)
+                return None, (e.strerror or str(e)) + hint
         except OSError as e:
             return None, "%s: %s" % (e.filename or directory, e.strerror or e)
 

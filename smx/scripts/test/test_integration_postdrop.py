@@ -241,3 +241,51 @@ class PlainUserSendmailTests(SendmailBase):
         self.assertIn("cannot keep the message: ", err)
         self.assertIn("Permission denied", err)
         self.assertEqual(os.listdir(self.maildrop), [])
+
+
+class PlainUserWithoutGroupTests(SendmailBase):
+    """
+    A plain user runs C{smx sendmail} while smx is stopped, and the
+    configuration has no C{maildrop_group} (as C{make run}'s).
+    """
+
+    def setUp(self) -> None:
+        needRoot()
+        SendmailBase.setUp(self)
+        base = prefix()
+        self.group = base + "d"
+        self.user = base + "u"
+        addGroup(self, self.group)
+        addUser(self, self.user)
+        if not canRunPython(self.user):
+            raise SkipTest(
+                "a plain user cannot run this interpreter (%s); build the "
+                "environment with tools/bootstrap.sh from /usr/bin/python3"
+                % (os.path.realpath(os.sys.executable),)
+            )
+        self.helper = buildPostdrop(self, self.group)
+        self.maildrop = self.mta.path("maildrop")
+        preparedDirectory(self.maildrop, None)
+
+    def test_saysWhy(self) -> None:
+        """
+        The message cannot be kept (exit 75) and the one line says that
+        without maildrop_group only root and smx's user may keep mail,
+        with the helper and without it; nothing is left behind.
+        """
+        for helper in (self.helper, "/nonexistent"):
+            p = subprocess.run(
+                ["runuser", "-u", self.user, "--", "env", "-i"]
+                + ["SMXCONF=" + self.mta.config, "HOME=/", "SMXPOSTDROP=" + helper]
+                + [os.path.join(self.bin, "sendmail"), "bob@smx.test"],
+                input=b"Subject: s\n\nhello\n",
+                capture_output=True,
+                timeout=30,
+                cwd="/",
+            )
+            err = p.stderr.decode("utf-8", "replace")
+            self.assertEqual(p.returncode, 75, err)
+            self.assertNotIn("Traceback", err)
+            [line] = [x for x in err.splitlines() if "cannot keep" in x]
+            self.assertIn("without maildrop_group in the pickup section", line)
+            self.assertEqual(os.listdir(self.maildrop), [])
