@@ -133,6 +133,13 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
             host.setName("pmilter %s" % (section,) if section else "pmilter")
             host.setServiceParent(parent)
     components["pmilters"] = hosts
+
+    def reloadPmilters() -> None:
+        # smx qmgrctl reload: the pmilters' reload (pmfi_signal), as SIGUSR1
+        for host in hosts:
+            host.reload()
+
+    qmgr.reloadHooks.append(reloadPmilters)
     for listener in listeners:
         listener.setServiceParent(parent)
     components["smtps"] = listeners

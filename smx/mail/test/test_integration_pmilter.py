@@ -477,3 +477,13 @@ class ReloadTests(_Base):
             f.write('reject "554 5.7.1 No x"\n    header /^Subject$/ /^y$/\n')
         self.mta.process.send_signal(signal.SIGUSR1)
         self.assertTrue(waitFor(lambda: "rules" in self.mta.log() and send()[0] == 250))
+        # smx qmgrctl reload does what SIGUSR1 does
+        with open(rules, "w") as f:
+            f.write('reject "554 5.7.1 No dots again"\n    body /^\\.hidden/\n')
+        result = subprocess.run(
+            [SMX, "qmgrctl", "-q", self.mta.directory, "reload"],
+            capture_output=True,
+            timeout=30,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(send(), (554, b"5.7.1 No dots again"))
