@@ -72,10 +72,9 @@ class FastBoxReceiver:
         Send C{box} (as L{amp.BinaryBoxProtocol.sendBox}, serialized by
         L{serialize}).
         """
-        if (
-            self._locked  # type: ignore[attr-defined]
-            or self._startingTLSBuffer is not None  # type: ignore[attr-defined]
-        ):
+        if self.innerProtocol is not None:  # type: ignore[attr-defined]
+            # switched to another protocol (smx never does; nor does it
+            # start TLS on these connections): AMP's own refusal
             amp.BinaryBoxProtocol.sendBox(self, box)  # type: ignore[arg-type]
             return
         if self.transport is None:  # type: ignore[attr-defined]
