@@ -71,6 +71,30 @@ class BadData(ValueError):
 JSON = Any
 _T = TypeVar("_T")
 
+# The plain-data shapes, as the components exchange them (the wire format
+# is a dict): each alias names the value type whose C{toData} gives it and
+# whose C{fromData} checks it, so that an annotation tells which shape a
+# C{dict} has.
+
+#: plain data of a L{Reply}: C{{"code": 451, "dsn": "4.3.0", "text": ...}}
+ReplyData = Dict[str, Any]
+#: plain data of a L{Decision}
+DecisionData = Dict[str, Any]
+#: plain data of a L{Route}
+RouteData = Dict[str, Any]
+#: plain data of a L{Recipient}
+RecipientData = Dict[str, Any]
+#: plain data of a L{Result}
+ResultData = Dict[str, Any]
+#: plain data of an L{Envelope}
+EnvelopeData = Dict[str, Any]
+#: plain data of a L{DeliveryTransaction}
+DeliveryData = Dict[str, Any]
+#: plain data of a L{Resolved}
+ResolvedData = Dict[str, Any]
+#: a status report (C{status()} of a component: counters, sizes, names)
+StatusData = Dict[str, Any]
+
 
 def checkPlain(value: Any, where: str = "value", depth: int = 0) -> JSON:
     """

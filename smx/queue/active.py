@@ -55,21 +55,27 @@ import collections
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from smx.fastdefer import settled
 from smx.queue import debug as dbg
+from smx.interfaces import IAddressResolver, IDeliveryAgent
+from smx.log import Logger
+from smx.queue.destinations import DestinationQueues
 from smx.queue.envelope import Recipient, Transaction, wants
+from smx.values import ReplyData, ResolvedData, ResultData, RouteData
 
 TEMP = "temp"
 PERM = "perm"
 OK = "ok"
 
 #: C{(address, result)} of a temporary failure, or C{None}
-TempFailure = Optional[Tuple[str, Dict[str, Any]]]
+TempFailure = Optional[Tuple[str, ResultData]]
 Done = Callable[[Transaction, List[Tuple[Recipient, TempFailure]], float], None]
 
 
-def _reply(code: int, dsnCode: str, text: str) -> Dict[str, Any]:
+def _reply(code: int, dsnCode: str, text: str) -> ReplyData:
     return {"code": code, "dsn": dsnCode, "text": text}
 
 
@@ -82,7 +88,7 @@ class _Attempt:
         # recipient index -> list of (expanded address, result dict)
         self.outcomes = {
             r.index: [] for r in rcpts
-        }  # type: Dict[int, List[Tuple[str, Dict[str, Any]]]]
+        }  # type: Dict[int, List[Tuple[str, ResultData]]]
         self.pending = 0
 
 
@@ -91,7 +97,7 @@ class _Group:
 
     __slots__ = ("sender", "routes", "members")
 
-    def __init__(self, sender: str, routes: List[Dict[str, Any]]) -> None:
+    def __init__(self, sender: str, routes: List[RouteData]) -> None:
         self.sender = sender
         self.routes = routes
         self.members = []  # type: List[Tuple[Recipient, str]]
@@ -113,11 +119,11 @@ class ActiveQueue:
 
     def __init__(
         self,
-        clock: Any,
-        resolver: Any,
-        agent: Any,
-        destinations: Any,
-        logger: Any,
+        clock: IReactorTime,
+        resolver: IAddressResolver,
+        agent: IDeliveryAgent,
+        destinations: DestinationQueues,
+        logger: Logger,
         nextDeliveryId: Callable[[], str],
         done: Done,
         maxEntries: int,
@@ -207,7 +213,7 @@ class ActiveQueue:
         self,
         attempt: _Attempt,
         r: Recipient,
-        item: Dict[str, Any],
+        item: ResolvedData,
         groups: Dict[Any, _Group],
     ) -> None:
         """
@@ -217,7 +223,7 @@ class ActiveQueue:
         address = item.get("address") or r.address
         if address in r.done:
             return
-        error = item.get("error")  # type: Optional[Dict[str, Any]]
+        error = item.get("error")  # type: Optional[ReplyData]
         routes = item.get("routes") or []
         if error is not None or not routes:
             if error is None:
@@ -329,14 +335,14 @@ class ActiveQueue:
 
     def _cbDelivered(
         self,
-        results: List[Dict[str, Any]],
+        results: List[ResultData],
         attempt: _Attempt,
         members: List[Tuple[Recipient, str]],
         dest: str,
         daId: str,
         mailer: Optional[str],
     ) -> None:
-        byIndex = {}  # type: Dict[int, Dict[str, Any]]
+        byIndex = {}  # type: Dict[int, ResultData]
         for found in results or []:
             try:
                 byIndex[int(found["index"])] = found
@@ -382,7 +388,7 @@ class ActiveQueue:
 
     def _ebDelivered(
         self,
-        failure: Any,
+        failure: Failure,
         attempt: _Attempt,
         members: List[Tuple[Recipient, str]],
         dest: str,
@@ -455,7 +461,7 @@ class ActiveQueue:
         if attempt.pending <= 0:
             self._finishAttempt(attempt)
 
-    def _ebAttempt(self, failure: Any, attempt: _Attempt) -> None:
+    def _ebAttempt(self, failure: Failure, attempt: _Attempt) -> None:
         self.logger.failure("ActiveQueue.attempt", failure, ss_ta=attempt.ta.id)
 
     def _finishAttempt(self, attempt: _Attempt) -> None:

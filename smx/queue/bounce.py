@@ -38,12 +38,23 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List
+from typing import Callable, List, Optional, Tuple
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 
+from smx.interfaces import IContentStore
+from smx.log import Logger
 from smx.queue import dsn
-from smx.queue.envelope import Transaction
+from smx.queue.envelope import FailureData, Transaction
+from smx.values import EnvelopeData
+
+#: the milters of QMGR's own mail (L{smx.mail.milterhooks.InternalMilters}):
+#: C{(content, envelope)} to a Deferred of C{(content, envelope)}, or of
+#: C{None} to drop the message
+InternalFilter = Callable[
+    [bytes, EnvelopeData], "defer.Deferred[Optional[Tuple[bytes, EnvelopeData]]]"
+]
 
 
 class Bouncer:
@@ -54,12 +65,12 @@ class Bouncer:
 
     def __init__(
         self,
-        contentStore: Any,
-        submit: Callable[[Dict[str, Any]], defer.Deferred],
+        contentStore: IContentStore,
+        submit: Callable[[EnvelopeData], defer.Deferred],
         nextId: Callable[[], str],
         hostname: str,
-        clock: Any,
-        logger: Any,
+        clock: IReactorTime,
+        logger: Logger,
         maxErrors: int,
         headersOnly: bool,
         queuereturnTimeout: float,
@@ -77,10 +88,10 @@ class Bouncer:
         self.dropped = 0
         #: the milters of QMGR's own mail: C{(content, envelope)} to a
         #: Deferred of C{(content, envelope)}, or of C{None} to drop it
-        self.milters = None  # type: Any
+        self.milters = None  # type: Optional[InternalFilter]
 
     def report(
-        self, kind: str, ta: Transaction, failures: List[Dict[str, Any]]
+        self, kind: str, ta: Transaction, failures: List[FailureData]
     ) -> defer.Deferred:
         """
         Queue the reports of C{kind} (C{"failed"}, C{"delayed"} or
@@ -128,7 +139,7 @@ class Bouncer:
         self,
         kind: str,
         ta: Transaction,
-        failures: List[Dict[str, Any]],
+        failures: List[FailureData],
         original: bytes,
         headersOnly: bool,
     ) -> defer.Deferred:
@@ -160,14 +171,14 @@ class Bouncer:
             "dsnFor": ta.id,
         }
 
-        def _cbStored(_: Any, envelope: Dict[str, Any]) -> defer.Deferred:
+        def _cbStored(_: object, envelope: EnvelopeData) -> defer.Deferred:
             return self.submit(envelope)
 
-        def _cbQueued(_: Any) -> None:
+        def _cbQueued(_: object) -> None:
             self.sent += 1
             self.logger.info(ss_ta=newId, dsn_for=ta.id, kind=kind, rcpts=len(failures))
 
-        def _store(data: bytes, envelope: Dict[str, Any]) -> defer.Deferred:
+        def _store(data: bytes, envelope: EnvelopeData) -> defer.Deferred:
             writer = self.contentStore.createWriter(newId)
             writer.write(data)
             envelope["size"] = len(data)
@@ -179,7 +190,9 @@ class Bouncer:
         if self.milters is None:
             return _store(data, envelope)
 
-        def _cbFiltered(result: Any) -> Any:
+        def _cbFiltered(
+            result: Optional[Tuple[bytes, EnvelopeData]],
+        ) -> Optional[defer.Deferred]:
             if result is None:
                 return None
             return _store(*result)

@@ -49,10 +49,16 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import List
 
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+from smx.log import Logger
 from smx.queue import debug as dbg
-from smx.queue.envelope import Recipient, Transaction, wants
+from smx.queue.bounce import Bouncer
+from smx.queue.envelope import FailureData, Recipient, Transaction, wants
+from smx.queue.store import QueueStore
 
 
 class BounceSchedule:
@@ -64,10 +70,10 @@ class BounceSchedule:
 
     def __init__(
         self,
-        clock: Any,
-        store: Any,
-        bouncer: Any,
-        logger: Any,
+        clock: IReactorTime,
+        store: QueueStore,
+        bouncer: Bouncer,
+        logger: Logger,
         dsnMaxDelay: float,
         queuedelayTimeout: float,
         queuereturnTimeout: float,
@@ -116,7 +122,7 @@ class BounceSchedule:
         ta.pendingFailures = []
         if not rcpts:
             return
-        failures = []  # type: List[Dict[str, Any]]
+        failures = []  # type: List[FailureData]
         for r in rcpts:
             if wants(r, "FAILURE"):
                 failures.extend(r.failures)
@@ -129,13 +135,13 @@ class BounceSchedule:
         dbg.debug(self.logger, dbg.DSN, 1, ss_ta=ta.id, dsn="failed", rcpts=len(rcpts))
         d = self.bouncer.report("failed", ta, failures)
 
-        def _cbBounced(_: Any) -> None:
+        def _cbBounced(_: object) -> None:
             for r in rcpts:
                 r.state = "failed"
             self.failed += len(rcpts)
             self.store.finish(ta, rcpts)
 
-        def _ebBounced(failure: Any) -> None:
+        def _ebBounced(failure: Failure) -> None:
             self.logger.error(
                 "BounceSchedule.send", ss_ta=ta.id, error=str(failure.value)
             )
@@ -172,7 +178,7 @@ class BounceSchedule:
             )
         )
 
-    def success(self, ta: Transaction, notices: List[Dict[str, Any]]) -> None:
+    def success(self, ta: Transaction, notices: List[FailureData]) -> None:
         """
         Send a success notice (RFC 3464 C{Action: delivered} or
         C{relayed}) for C{notices}: the result C{dict}s of the delivered

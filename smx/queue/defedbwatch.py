@@ -48,12 +48,20 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Set
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Set
 
 from twisted.internet import task
+from twisted.internet.interfaces import IReactorTime
 
-from smx.queue.defedb import DefedbError
+from smx.interfaces import IContentStore
+from smx.log import Logger
+from smx.queue.defedb import DefedbError, DeferredEnvelopeDB
+from smx.queue.envelope import Recipient, Transaction
 from smx.queue.recovery import mergeDefedb
+from smx.queue.store import QueueStore
+
+if TYPE_CHECKING:
+    from smx.queue.scheduler import Scheduler
 
 #: seconds between two looks at DEFEDB
 WATCH_INTERVAL = 2.0
@@ -70,12 +78,12 @@ class DefedbWatcher:
 
     def __init__(
         self,
-        clock: Any,
-        defedb: Any,
-        store: Any,
-        scheduler: Any,
-        contentStore: Any,
-        logger: Any,
+        clock: IReactorTime,
+        defedb: DeferredEnvelopeDB,
+        store: QueueStore,
+        scheduler: Scheduler,
+        contentStore: IContentStore,
+        logger: Logger,
         finished: Callable[[], Set[str]] = set,
         report: Optional[Callable[[str], None]] = None,
         interval: float = WATCH_INTERVAL,
@@ -91,7 +99,7 @@ class DefedbWatcher:
         self.interval = interval
         self.mergeNeeded = False
         self.state = "ok"
-        self._call = None  # type: Any
+        self._call = None  # type: Optional[task.LoopingCall]
         #: when the next open may be tried, and the wait after the next failure
         self._nextOpen = 0.0
         self._reopenDelay = interval
@@ -202,7 +210,7 @@ class DefedbWatcher:
         if self.store.pendingCount():
             self.store.writePending()
 
-    def _schedule(self, ta: Any, rcpts: Any) -> None:
+    def _schedule(self, ta: Transaction, rcpts: Iterable[Recipient]) -> None:
         for r in rcpts:
             if r.state == "deferred":
                 self.scheduler.retryAt(ta, r)

@@ -39,7 +39,11 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from smx.queue.connections import SlowStart
 
 Action = Callable[[], None]
 
@@ -50,7 +54,7 @@ class _Waiter:
     def __init__(self, start: Action, expire: Action) -> None:
         self.start = start
         self.expire = expire
-        self.timer = None  # type: Any
+        self.timer = None  # type: Optional[IDelayedCall]
 
 
 class DestinationQueues:
@@ -61,7 +65,7 @@ class DestinationQueues:
     @ivar waitForServer: seconds a transaction waits (C{wait_for_server}).
     """
 
-    def __init__(self, clock: Any, slowStart: Any, waitForServer: float):
+    def __init__(self, clock: IReactorTime, slowStart: SlowStart, waitForServer: float):
         self.clock = clock
         self.slowStart = slowStart
         self.waitForServer = waitForServer

@@ -31,7 +31,20 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+from smx.values import EnvelopeData, RecipientData, StatusData
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall
+
+#: the last reply of one recipient for a DSN (L{Recipient.failureInfo}):
+#: C{address}, C{code}, C{reply}, C{dsn}, C{remoteMTA}, C{where}, ...
+FailureData = Dict[str, Any]
+#: a transaction as IBDB and DEFEDB store it (L{Transaction.toRecord}):
+#: the fields of an L{smx.values.Envelope} and of its recipients plus
+#: QMGR's own (C{state}, C{tries}, C{bounces}, ...)
+RecordData = Dict[str, Any]
 
 FINAL = frozenset(["delivered", "failed", "deleted"])
 
@@ -109,7 +122,7 @@ class Recipient:
         self.where = None  # type: Optional[str]
         self.lastAttempt = None  # type: Optional[float]
         self.done = []  # type: List[str]
-        self.failures = []  # type: List[Dict[str, Any]]
+        self.failures = []  # type: List[FailureData]
         self.warned = False
         self.orcpt = None  # type: Optional[str]
         self.notify = None  # type: Optional[str]
@@ -120,11 +133,11 @@ class Recipient:
     def final(self) -> bool:
         return self.state in FINAL
 
-    def toDict(self) -> Dict[str, Any]:
+    def toDict(self) -> RecipientData:
         return {name: getattr(self, name) for name in RECIPIENT_FIELDS}
 
     @classmethod
-    def fromDict(cls, data: Dict[str, Any]) -> "Recipient":
+    def fromDict(cls, data: RecipientData) -> "Recipient":
         r = cls(int(data["index"]), str(data["address"]))
         for name in RECIPIENT_FIELDS:
             if name in data and data[name] is not None:
@@ -133,7 +146,7 @@ class Recipient:
         r.failures = list(r.failures or [])
         return r
 
-    def failureInfo(self) -> Dict[str, Any]:
+    def failureInfo(self) -> FailureData:
         """The last reply of this recipient, for a DSN."""
         return {
             "address": self.address,
@@ -152,7 +165,7 @@ class Transaction:
     An accepted transaction and its recipients (index -> L{Recipient}).
     """
 
-    def __init__(self, envelope: Dict[str, Any]) -> None:
+    def __init__(self, envelope: EnvelopeData) -> None:
         self.id = str(envelope["id"])
         self.session = envelope.get("session") or ""
         self.sender = envelope.get("sender") or ""
@@ -182,12 +195,12 @@ class Transaction:
         self.pendingFailures = []  # type: List[Recipient]
         #: results of delivered addresses whose recipient asked for a
         #: success notice (NOTIFY=SUCCESS), for the scheduler to send
-        self.successNotices = []  # type: List[Dict[str, Any]]
-        self.bounceTimer = None  # type: Any
+        self.successNotices = []  # type: List[FailureData]
+        self.bounceTimer = None  # type: Optional[IDelayedCall]
         self.finished = False
 
     @classmethod
-    def fromEnvelope(cls, envelope: Dict[str, Any]) -> "Transaction":
+    def fromEnvelope(cls, envelope: EnvelopeData) -> "Transaction":
         """
         Build from an SMTPS envelope (L{smx.interfaces.IQueueManager}) or
         an IBDB C{T} record.
@@ -200,11 +213,11 @@ class Transaction:
             ta.recipients[r.index] = r
         return ta
 
-    def envelope(self) -> Dict[str, Any]:
+    def envelope(self) -> RecordData:
         """The envelope without recipients (as stored in DEFEDB)."""
         return {name: getattr(self, name) for name in ENVELOPE_FIELDS}
 
-    def toRecord(self) -> Dict[str, Any]:
+    def toRecord(self) -> RecordData:
         """The envelope with every recipient (an IBDB C{T} record)."""
         record = self.envelope()
         record["recipients"] = [r.toDict() for _, r in sorted(self.recipients.items())]
@@ -228,7 +241,7 @@ class Transaction:
             for r in self.recipients.values()
         )
 
-    def describe(self) -> Dict[str, Any]:
+    def describe(self) -> StatusData:
         """For C{mailq} and C{listQueue}."""
         data = self.envelope()
         data["recipients"] = [

@@ -60,10 +60,11 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from twisted.application import service
 from twisted.internet import defer, task
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from smx.ids import ClientIdGenerator, ServerIdGenerator
@@ -85,11 +86,21 @@ from smx.queue.defedbwatch import DefedbWatcher
 from smx.queue.diskspace import DiskSpaceMonitor
 from smx.queue.envelope import Recipient, Transaction
 from smx.queue.lockfile import QueueLock
-from smx.queue.recovery import recoverQueue
+from smx.queue.recovery import RecoveryResult, recoverQueue
 from smx.queue.scheduler import Scheduler
 from smx.queue.settings import QueueSettings
 from smx.queue.store import QueueStore
-from smx.values import Envelope
+from smx.values import (
+    Envelope,
+    EnvelopeData,
+    ReplyData,
+    StatusData,
+)
+
+if TYPE_CHECKING:
+    from twisted.python.threadpool import ThreadPool
+
+    from smx.config.model import Configuration
 
 QUEUE_FULL = {"code": 452, "dsn": "4.3.2", "text": "too many queued transactions"}
 
@@ -115,8 +126,8 @@ class QueueManager(service.Service):
         deliveryAgent: IDeliveryAgent,
         logger: Optional[Logger] = None,
         processId: int = 0xFE,
-        statvfs: Any = os.statvfs,
-        threadPool: Any = None,
+        statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
+        threadPool: Optional[ThreadPool] = None,
     ) -> None:
         """
         @param settings: the L{QueueSettings} (every option QMGR uses).
@@ -135,7 +146,7 @@ class QueueManager(service.Service):
         #: called by the C{reload} control command besides the maps (the
         #: certificates of SMTPS, L{smx.components}); a C{dict} one
         #: returns is added to the command's result
-        self.reloadHooks = []  # type: List[Any]
+        self.reloadHooks = []  # type: List[Callable[[], Optional[Dict[str, Any]]]]
         self.logger = logger or Logger("qmgr")
         if s.debugLevels:
             # qmgr -x, debug_level: the debug categories (App. E)
@@ -195,7 +206,7 @@ class QueueManager(service.Service):
             self._daIds.next,
             s,
         )
-        self.recovered = None  # type: Any
+        self.recovered = None  # type: Optional[RecoveryResult]
         self.defedbWatch = DefedbWatcher(
             reactor,
             self.defedb,
@@ -219,13 +230,13 @@ class QueueManager(service.Service):
     @classmethod
     def fromConfiguration(
         cls,
-        cfg: Any,
-        contentStore: Any,
-        resolver: Any,
-        deliveryAgent: Any,
+        cfg: Configuration,
+        contentStore: IContentStore,
+        resolver: IAddressResolver,
+        deliveryAgent: IDeliveryAgent,
         reactor: Any,
         logger: Optional[Logger] = None,
-        threadPool: Any = None,
+        threadPool: Optional[ThreadPool] = None,
     ) -> "QueueManager":
         """
         Build a queue manager from an L{smx.config} configuration (the
@@ -355,7 +366,9 @@ class QueueManager(service.Service):
 
     # -- IQueueManager ------------------------------------------------------
 
-    def sessionOpen(self, sessionId, clientAddress):
+    def sessionOpen(
+        self, sessionId: str, clientAddress: str
+    ) -> defer.Deferred[Optional[ReplyData]]:
         reply = self.incoming.sessionOpen(sessionId, clientAddress)
         dbg.debug(
             self.logger,
@@ -367,12 +380,14 @@ class QueueManager(service.Service):
         )
         return defer.succeed(reply)
 
-    def sessionClose(self, sessionId, clientAddress):
+    def sessionClose(self, sessionId: str, clientAddress: str) -> None:
         dbg.debug(self.logger, dbg.SMTPS, 2, ss_sess=sessionId, close="ok")
         self.disk.release(sessionId)
         self.incoming.sessionClose(sessionId, clientAddress)
 
-    def checkAcceptance(self, size, sessionId=None):
+    def checkAcceptance(
+        self, size: int, sessionId: Optional[str] = None
+    ) -> defer.Deferred[Optional[ReplyData]]:
         inFlight = getattr(self.contentStore, "bytesInFlight", 0)
         reply = self.disk.check(size, inFlight, sessionId)
         if self.disk.short != self._wasShort:
@@ -403,7 +418,7 @@ class QueueManager(service.Service):
             return defer.succeed(dict(QUEUE_FULL))
         return defer.succeed(None)
 
-    def commitTransaction(self, envelope):
+    def commitTransaction(self, envelope: EnvelopeData) -> defer.Deferred[None]:
         try:
             # the shape first (smx.values: one named error for any of it)
             Envelope.fromData(envelope)
@@ -433,7 +448,7 @@ class QueueManager(service.Service):
         d.addErrback(self._ebCommit, ta)
         return d
 
-    def _cbCommitted(self, _: Any, ta: Transaction) -> None:
+    def _cbCommitted(self, _: object, ta: Transaction) -> None:
         dbg.debug(self.logger, dbg.IBDB, 1, ss_ta=ta.id, ibdb="synced")
         self.store.transactions[ta.id] = ta
         if ta.contentPending:
@@ -462,7 +477,9 @@ class QueueManager(service.Service):
         n = self._control_hold(ta, ta.live())
         self.logger.notice(ss_ta=ta.id, quarantine=ta.quarantine, held=n)
 
-    def contentCommitted(self, transactionId, stored):
+    def contentCommitted(
+        self, transactionId: str, stored: bool
+    ) -> defer.Deferred[None]:
         ta = self._awaitingContent.pop(transactionId, None)
         dbg.debug(self.logger, dbg.SMTPS, 1, ss_ta=transactionId, content=int(stored))
         if ta is None:
@@ -477,22 +494,22 @@ class QueueManager(service.Service):
         self.store.checkDone(ta)
         return defer.succeed(None)
 
-    def _ebCommit(self, failure: Any, ta: Transaction) -> Any:
+    def _ebCommit(self, failure: Failure, ta: Transaction) -> Failure:
         self.logger.error(
             "QueueManager.commitTransaction", ss_ta=ta.id, error=str(failure.value)
         )
         return failure
 
-    def _submitInternal(self, envelope: Dict[str, Any]) -> defer.Deferred:
+    def _submitInternal(self, envelope: EnvelopeData) -> defer.Deferred:
         d = self.commitTransaction(envelope)
 
-        def _eb(failure: Any) -> Any:
+        def _eb(failure: Failure) -> Failure:
             self.contentStore.remove(envelope["id"])
             return failure
 
         return d.addErrback(_eb)
 
-    def status(self):
+    def status(self) -> defer.Deferred[StatusData]:
         counts = {}  # type: Dict[str, int]
         for ta in self.store.transactions.values():
             for r in ta.recipients.values():
@@ -534,7 +551,7 @@ class QueueManager(service.Service):
             }
         )
 
-    def listQueue(self):
+    def listQueue(self) -> defer.Deferred[List[StatusData]]:
         return defer.succeed(
             [
                 ta.describe()
@@ -550,7 +567,12 @@ class QueueManager(service.Service):
         self.conf.reopen()
         self.logger.notice(stat="conf map reopened", entries=len(self.conf.entries))
 
-    def control(self, command, transactionId=None, recipient=None):
+    def control(
+        self,
+        command: str,
+        transactionId: Optional[str] = None,
+        recipient: Optional[str] = None,
+    ) -> defer.Deferred[StatusData]:
         if command == "reload":
             self.reopenMaps()
             result = {"command": command, "reloaded": True}
@@ -577,7 +599,9 @@ class QueueManager(service.Service):
         self.logger.notice(ss_ta=ta.id, control=command, rcpts=n)
         return defer.succeed({"command": command, "id": ta.id, "recipients": n})
 
-    def _select(self, ta: Transaction, recipient: Any) -> Optional[List[Recipient]]:
+    def _select(
+        self, ta: Transaction, recipient: Optional[str]
+    ) -> Optional[List[Recipient]]:
         live = ta.live()
         if recipient is None:
             return live
@@ -630,7 +654,7 @@ class QueueManager(service.Service):
 
 
 def contentStoreFromConfiguration(
-    cfg: Any, threadPool: Any = None, create: bool = True
+    cfg: Configuration, threadPool: Optional[ThreadPool] = None, create: bool = True
 ) -> FileContentStore:
     """
     The CDB of a configuration: C{CDB_base_directory} (global), or the

@@ -56,9 +56,11 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Union
 
+from smx.interfaces import IContentStore
 from smx.queue import ibdb
+from smx.queue.defedb import CheckpointedDEFEDB, DeferredEnvelopeDB
 from smx.queue.envelope import FINAL, Recipient, Transaction
 
 
@@ -75,8 +77,8 @@ class RecoveryResult:
 
 def recoverQueue(
     ibdbDirectory: str,
-    defedb: Any,
-    contentStore: Any,
+    defedb: Optional[Union[DeferredEnvelopeDB, CheckpointedDEFEDB]],
+    contentStore: IContentStore,
     report: Callable[[str], None],
     defedbComplete: bool = True,
 ) -> RecoveryResult:
@@ -223,7 +225,7 @@ def mergeDefedb(
     records: List[tuple],
     transactions: Dict[str, Transaction],
     finished: Set[str],
-    contentStore: Any,
+    contentStore: IContentStore,
     report: Callable[[str], None],
 ) -> MergeResult:
     """
@@ -291,19 +293,22 @@ def mergeDefedb(
     return result
 
 
-def _size(contentStore: Any, taId: str) -> Optional[int]:
+def _size(contentStore: IContentStore, taId: str) -> Optional[int]:
     """The size of the content of C{taId}, C{None} if it cannot be read."""
     try:
-        return int(contentStore.size(taId))
+        # size is not part of IContentStore: a store without it answers None
+        return int(getattr(contentStore, "size")(taId))
     except (KeyError, OSError, AttributeError):
         return None
 
 
-def _empty(contentStore: Any, taId: str) -> bool:
+def _empty(contentStore: IContentStore, taId: str) -> bool:
     return _size(contentStore, taId) == 0
 
 
-def _unacknowledged(ta: Transaction, present: bool, contentStore: Any) -> bool:
+def _unacknowledged(
+    ta: Transaction, present: bool, contentStore: IContentStore
+) -> bool:
     """
     Was C{ta} stored with C{contentPending} and its content never
     completed?  Only while nothing happened to any recipient: a delivery

@@ -53,16 +53,23 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import Any, Deque, List, Optional, Tuple
+from typing import Callable, Deque, List, Optional, Tuple
 
+from twisted.internet.interfaces import IReactorTime
+
+from smx.interfaces import IAddressResolver, IDeliveryAgent
+from smx.log import Logger
 from smx.queue import debug as dbg
 from smx.queue.active import OK, PERM, TEMP, ActiveQueue, TempFailure
+from smx.queue.bounce import Bouncer
 from smx.queue.bounceschedule import BounceSchedule
+from smx.queue.connections import SlowStart
 from smx.queue.destinations import DestinationQueues
 from smx.queue.envelope import Recipient, Transaction
 from smx.queue.iqdb import WaitingQueue
 from smx.queue.retry import RetrySchedule
 from smx.queue.settings import QueueSettings
+from smx.queue.store import QueueStore
 
 __all__ = ["OK", "PERM", "TEMP", "Scheduler"]
 
@@ -82,14 +89,14 @@ class Scheduler:
 
     def __init__(
         self,
-        clock: Any,
-        store: Any,
-        resolver: Any,
-        agent: Any,
-        bouncer: Any,
-        slowStart: Any,
-        logger: Any,
-        nextDeliveryId: Any,
+        clock: IReactorTime,
+        store: QueueStore,
+        resolver: IAddressResolver,
+        agent: IDeliveryAgent,
+        bouncer: Bouncer,
+        slowStart: SlowStart,
+        logger: Logger,
+        nextDeliveryId: Callable[[], str],
         settings: QueueSettings,
     ) -> None:
         """

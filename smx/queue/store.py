@@ -51,8 +51,11 @@ from typing import Any, Dict, List, Optional, Set
 
 from twisted.internet import defer
 
+from smx.interfaces import IContentStore
+from smx.log import Logger
 from smx.queue import ibdb as ibdbmod
-from smx.queue.defedb import DefedbError
+from smx.queue.ibdb import IncomingBackupLog
+from smx.queue.defedb import DefedbError, DeferredEnvelopeDB
 from smx.queue.envelope import Recipient, Transaction
 
 
@@ -61,7 +64,13 @@ class QueueStore:
     @ivar transactions: id -> L{Transaction} of every queued transaction.
     """
 
-    def __init__(self, log: Any, defedb: Any, contentStore: Any, logger: Any):
+    def __init__(
+        self,
+        log: IncomingBackupLog,
+        defedb: DeferredEnvelopeDB,
+        contentStore: IContentStore,
+        logger: Logger,
+    ):
         self.log = log
         self.defedb = defedb
         self.contentStore = contentStore
