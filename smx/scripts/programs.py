@@ -7,9 +7,11 @@ NAME
 SYNOPSIS
     smx-mcp   [-f smx.conf] [-d queuedir] [-L logdir]
     smx-qmgr  [-f smx.conf] [-d queuedir] [-i ID] [-L logdir]
+              [-C n] [-c n] [-O R=n] [-O 0=n] [-x c[-l][.n],...]
     smx-smtps [-f smx.conf] [-d queuedir] [-i ID] [-L logdir] [-N name]
+              [-a] [-T] [-C address]...
     smx-smtpc [-f smx.conf] [-d queuedir] [-i ID] [-L logdir]
-    smx-smar  [-f smx.conf] [-d queuedir] [-i ID] [-L logdir]
+    smx-smar  [-f smx.conf] [-d queuedir] [-i ID] [-L logdir] [-U]
 
 DESCRIPTION
     Each program runs one component of smx in split mode, with the
@@ -18,6 +20,9 @@ DESCRIPTION
     log directory.  It is C{twistd -n --pidfile= smx --config FILE
     --component NAME} (L{smx.tap}); C{-d} is the main queue directory
     (default: the current directory, where the MCP starts its services).
+    The other options are those of the seed's programs, as C{twistd smx}
+    takes them (doc/program-options.md): SMTPS C{-a}, C{-T}, C{-C
+    address}; SMAR C{-U}; QMGR C{-C}, C{-c}, C{-O}, C{-x}.
 
     C{smx-mcp} is the main control program: as root it binds the sockets
     of the services and starts, watches and restarts them
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from typing import List, Optional
 
@@ -81,6 +87,39 @@ def parser(component: str) -> argparse.ArgumentParser:
         p.add_argument(
             "-N", dest="name", metavar="NAME", help="run the smtps section NAME"
         )
+        p.add_argument("-a", action="store_true", help="use the access map")
+        p.add_argument("-T", action="store_true", help="relay to lmtp: domains")
+        p.add_argument(
+            "-C",
+            dest="relay",
+            metavar="ADDRESS",
+            action="append",
+            default=[],
+            help="allow relaying from this client (repeatable)",
+        )
+    if component == "smar":
+        p.add_argument("-U", action="store_true", help="DNS over TCP")
+    if component == "qmgr":
+        p.add_argument("-C", dest="max", metavar="N", help="smtpc_max_connections")
+        p.add_argument(
+            "-c", dest="initial", metavar="N", help="smtpc_initial_connections"
+        )
+        p.add_argument(
+            "-O",
+            dest="limits",
+            metavar="R=N|0=N",
+            action="append",
+            default=[],
+            help="smtps_max_connection_rate (R), smtps_max_open_connections (0)",
+        )
+        p.add_argument(
+            "-x",
+            dest="debug",
+            metavar="SPEC",
+            action="append",
+            default=[],
+            help="debug categories c[-l][.n],... (App. E)",
+        )
     return p
 
 
@@ -107,8 +146,25 @@ def twistdArguments(component: str, argv: List[str]) -> List[str]:
         out += ["--log-directory", args.logdir]
     if component != "mcp" and args.id is not None:
         out += ["--id", str(args.id)]
-    if component == "smtps" and args.name:
-        out += ["--smtps-options", "-N %s" % (args.name,)]
+    # the options of the seed's programs (doc/program-options.md)
+    if component == "smtps":
+        words = ["-N", args.name] if args.name else []
+        words += ["-a"] * args.a + ["-T"] * args.T
+        for address in args.relay:
+            words += ["-C", address]
+        if words:
+            out += ["--smtps-options", " ".join(shlex.quote(w) for w in words)]
+    if component == "smar" and args.U:
+        out += ["--smar-options", "-U"]
+    if component == "qmgr":
+        if args.max is not None:
+            out += ["--max-connections", args.max]
+        if args.initial is not None:
+            out += ["--initial-connections", args.initial]
+        for limit in args.limits:
+            out += ["-O", limit]
+        for spec in args.debug:
+            out += ["--qmgr-options", "-x " + shlex.quote(spec)]
     return out
 
 
@@ -120,15 +176,16 @@ def run(component: str, argv: Optional[List[str]] = None) -> int:
 
     if argv is None:
         argv = sys.argv[1:]
+    try:
+        # first, so that --help works as root too
+        arguments = twistdArguments(component, argv)
+    except SystemExit as e:
+        return int(e.code or 0)
     if component != "mcp":
         try:
             refuseRoot("smx-" + component)
         except SystemExit as e:
             return int(e.code or 0)
-    try:
-        arguments = twistdArguments(component, argv)
-    except SystemExit as e:
-        return int(e.code or 0)
     from twisted.scripts.twistd import run as twistd
 
     sys.argv = arguments

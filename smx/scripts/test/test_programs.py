@@ -76,6 +76,37 @@ class ArgumentTests(SynchronousTestCase):
             ],
         )
 
+    def test_programOptions(self) -> None:
+        """
+        The options of the seed's programs (doc/program-options.md): SMTPS
+        C{-a}, C{-T}, C{-C address}; SMAR C{-U}; QMGR C{-C n}, C{-c n},
+        C{-O R=n}, C{-x spec}: given to C{twistd smx} as it takes them.
+        """
+        self.assertEqual(
+            twistdArguments(
+                "smtps", ["-f", "c", "-a", "-C", "127.0.0.1", "-C", "::1", "-T"]
+            )[-2:],
+            ["--smtps-options", "-a -T -C 127.0.0.1 -C ::1"],
+        )
+        self.assertEqual(
+            twistdArguments("smtps", ["-N", "MSA", "-a"])[-2:],
+            ["--smtps-options", "-N MSA -a"],
+        )
+        self.assertEqual(
+            twistdArguments("smar", ["-f", "c", "-U"])[-2:],
+            ["--smar-options", "-U"],
+        )
+        self.assertEqual(
+            twistdArguments(
+                "qmgr",
+                ["-f", "c", "-C", "9", "-c", "3", "-O", "R=200", "-O", "0=7"]
+                + ["-x", "1-3.2", "-x", "5"],
+            )[-12:],
+            ["--max-connections", "9", "--initial-connections", "3"]
+            + ["-O", "R=200", "-O", "0=7"]
+            + ["--qmgr-options", "-x 1-3.2", "--qmgr-options", "-x 5"],
+        )
+
     def test_badArgument(self) -> None:
         """
         A bad argument is EX_USAGE.
@@ -103,6 +134,15 @@ class RootTests(SynchronousTestCase):
             self.assertEqual(result.returncode, 64, result.stderr)
             self.assertEqual(len(result.stderr.splitlines()), 1)
             self.assertIn("smx-%s: refusing to run as root" % (name,), result.stderr)
+
+    def test_helpAsRoot(self) -> None:
+        """
+        C{--help} works as root too (it runs nothing): the usage, exit 0.
+        """
+        for name in ("qmgr", "smtps", "smtpc", "smar"):
+            result = command(os.path.join(BIN, "smx-" + name), "--help")
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertIn("usage: smx-%s" % (name,), result.stdout)
 
     def test_runas(self) -> None:
         """
