@@ -84,6 +84,12 @@ def parseArgs(argv: List[str]) -> argparse.Namespace:
     )
     p.add_argument("--output", default=None, help="results folder")
     p.add_argument(
+        "--revision",
+        default=None,
+        help="measure smx at this git revision (checked out in a temporary "
+        "worktree every user can read, first on PYTHONPATH), not the work tree",
+    )
+    p.add_argument(
         "--mtas",
         default="smx,smx-split,postfix",
         help="MTAs to measure, interleaved in this order: smx (embedded), "
@@ -413,6 +419,38 @@ def writeSummary(out: str, args: argparse.Namespace, started: str) -> None:
         f.write("\n".join(text))
 
 
+def useRevision(revision: str) -> str:
+    """
+    Check C{revision} out into a temporary git worktree that every user
+    can read (split mode's components run as their own users), removed at
+    exit, and put it first on C{PYTHONPATH}, which every MTA process
+    inherits (the MCP passes its environment on).
+
+    @return: the worktree's directory.
+    """
+    import atexit
+    import tempfile
+
+    tree = tempfile.mkdtemp(prefix="smx-bench-tree-", dir="/var/tmp")
+    os.chmod(tree, 0o755)
+    subprocess.run(
+        ["git", "-C", ROOT, "worktree", "add", "--detach", tree, revision],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+    def remove() -> None:
+        subprocess.run(
+            ["git", "-C", ROOT, "worktree", "remove", "--force", tree],
+            stdout=subprocess.DEVNULL,
+        )
+        shutil.rmtree(tree, ignore_errors=True)
+
+    atexit.register(remove)
+    os.environ["PYTHONPATH"] = tree
+    return tree
+
+
 def main(argv: List[str]) -> None:
     args = parseArgs(argv)
     ensurePrograms()
@@ -425,11 +463,24 @@ def main(argv: List[str]) -> None:
         capture_output=True,
         text=True,
     ).stdout.strip()
+    if args.revision:
+        tree = useRevision(args.revision)
+        commit = args.revision
+    else:
+        tree = ROOT
+        commit = "HEAD"
     commit = subprocess.run(
-        ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+        ["git", "-C", tree, "rev-parse", "--short", "HEAD"],
         capture_output=True,
         text=True,
     ).stdout.strip()
+    if (
+        tree == ROOT
+        and subprocess.run(
+            ["git", "-C", ROOT, "diff", "--quiet", "HEAD", "--", "smx"]
+        ).returncode
+    ):
+        commit += " (with changes not committed)"
     envPath = os.path.join(out, "environment.json")
     if os.path.exists(envPath):
         # Adding workloads to an earlier run's folder: keep its record.
