@@ -68,6 +68,7 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 from smx.mail.clientevents import (  # noqa: F401 - re-exported
+    ClientEvent,
     SendBody,
     Send,
     SessionFailed,
@@ -76,6 +77,7 @@ from smx.mail.clientevents import (  # noqa: F401 - re-exported
     TransactionDone,
 )
 from smx.mail.dsnparams import encodeOrcpt, encodeXtext
+from smx.values import ResultData
 from smx.mail.clientwire import (  # noqa: F401 - re-exported
     MAX_REPLY_LINE,
     MAX_REPLY_LINES,
@@ -123,7 +125,7 @@ def enhancedStatus(text: str) -> str:
     return ""
 
 
-def tooManyRecipients(result: Dict[str, Any]) -> bool:
+def tooManyRecipients(result: ResultData) -> bool:
     """
     Was a recipient refused because the transaction had too many (RFC 5321
     4.5.3.1.10)?  That is C{452} to RCPT with the enhanced status C{4.5.3}
@@ -196,7 +198,7 @@ class ClientMachine:
 
     def _reset(self) -> None:
         self._recipients = []  # type: List[str]
-        self._results = []  # type: List[Optional[Dict[str, Any]]]
+        self._results = []  # type: List[Optional[ResultData]]
         self._mailReply = None  # type: Optional[Reply]
         self._rcptReplies = []  # type: List[Optional[Reply]]
         self._accepted = []  # type: List[int]
@@ -215,7 +217,7 @@ class ClientMachine:
 
     # what the caller tells us ---------------------------------------------
 
-    def replyReceived(self, reply: Reply) -> List[Any]:
+    def replyReceived(self, reply: Reply) -> List[ClientEvent]:
         """
         Handle one reply from the server.
 
@@ -229,7 +231,7 @@ class ClientMachine:
         handler = getattr(self, "_reply_" + self.state)
         return handler(reply)
 
-    def tlsStarted(self) -> List[Any]:
+    def tlsStarted(self) -> List[ClientEvent]:
         """
         The TLS handshake is complete: greet again (RFC 3207 4.2).
         """
@@ -246,7 +248,7 @@ class ClientMachine:
         smtputf8: bool = False,
         dsn: Optional[Tuple[Any, Any, Sequence[Tuple[Any, Any]]]] = None,
         requireTLS: bool = False,
-    ) -> List[Any]:
+    ) -> List[ClientEvent]:
         """
         Start a mail transaction; only in state C{ready}.
 
@@ -346,7 +348,7 @@ class ClientMachine:
         self._expected.append(("mail", 0))
         return [Send(mail + b"\r\n")]
 
-    def bodySent(self) -> List[Any]:
+    def bodySent(self) -> List[ClientEvent]:
         """
         The encoded content including the final dot was written.
         """
@@ -365,7 +367,7 @@ class ClientMachine:
             self._expected.append(("dot", -1))
         return []
 
-    def sendChunk(self, data: bytes, last: bool) -> List[Any]:
+    def sendChunk(self, data: bytes, last: bool) -> List[ClientEvent]:
         """
         Send the next chunk of the content (BDAT, RFC 3030), encoded (see
         L{BodyEncoder} with C{dotStuffing=False}); only after L{SendBody}
@@ -390,7 +392,7 @@ class ClientMachine:
             command = b"BDAT %d\r\n" % (len(data),)
         return [Send(command + data)]
 
-    def reset(self) -> List[Any]:
+    def reset(self) -> List[ClientEvent]:
         """
         Send RSET (before a cached session carries a new transaction); a
         L{SessionReady} or L{SessionFailed} follows.
@@ -400,7 +402,7 @@ class ClientMachine:
         self.state = RSET
         return [Send(b"RSET\r\n")]
 
-    def quit(self) -> List[Any]:
+    def quit(self) -> List[ClientEvent]:
         """
         End the session politely.
         """
@@ -409,7 +411,7 @@ class ClientMachine:
         self.state = CLOSED
         return [Send(b"QUIT\r\n")]
 
-    def connectionFailed(self, why: str, code: int = 0) -> List[Any]:
+    def connectionFailed(self, why: str, code: int = 0) -> List[ClientEvent]:
         """
         The connection was lost, timed out, or the server sent garbage.
 
@@ -439,7 +441,7 @@ class ClientMachine:
 
     # replies by state -----------------------------------------------------
 
-    def _reply_greeting(self, reply: Reply) -> List[Any]:
+    def _reply_greeting(self, reply: Reply) -> List[ClientEvent]:
         self.greeting = reply
         if reply.code != 220:
             self.state = CLOSED
@@ -449,12 +451,12 @@ class ClientMachine:
             ]
         return self._sendHello()
 
-    def _sendHello(self) -> List[Any]:
+    def _sendHello(self) -> List[ClientEvent]:
         self.state = EHLO
         verb = b"LHLO " if self.lmtp else b"EHLO "
         return [Send(verb + self.heloName.encode("ascii", "replace") + b"\r\n")]
 
-    def _reply_ehlo(self, reply: Reply) -> List[Any]:
+    def _reply_ehlo(self, reply: Reply) -> List[ClientEvent]:
         if reply.code == 250:
             self.extensions = _parseExtensions(reply.lines[1:])
             if (
@@ -487,7 +489,7 @@ class ClientMachine:
         self.state = CLOSED
         return [SessionFailed("ehlo", reply.code, reply.text), Send(b"QUIT\r\n")]
 
-    def _reply_helo(self, reply: Reply) -> List[Any]:
+    def _reply_helo(self, reply: Reply) -> List[ClientEvent]:
         if reply.code == 250:
             self.extensions = {}
             self.state = READY
@@ -495,7 +497,7 @@ class ClientMachine:
         self.state = CLOSED
         return [SessionFailed("ehlo", reply.code, reply.text), Send(b"QUIT\r\n")]
 
-    def _reply_starttls(self, reply: Reply) -> List[Any]:
+    def _reply_starttls(self, reply: Reply) -> List[ClientEvent]:
         if reply.code == 220:
             self.state = HANDSHAKE
             return [StartTLS()]
@@ -509,22 +511,22 @@ class ClientMachine:
         self.state = READY
         return [SessionReady(self.extensions)]
 
-    def _reply_handshake(self, reply: Reply) -> List[Any]:
+    def _reply_handshake(self, reply: Reply) -> List[ClientEvent]:
         # nothing may arrive before the handshake is complete (it would be
         # data injected in clear text before TLS, CVE-2011-0411 class)
         return self.connectionFailed("reply before the TLS handshake")
 
-    def _reply_ready(self, reply: Reply) -> List[Any]:
+    def _reply_ready(self, reply: Reply) -> List[ClientEvent]:
         return self.connectionFailed("unexpected reply %s" % (reply.text,))
 
-    def _reply_rset(self, reply: Reply) -> List[Any]:
+    def _reply_rset(self, reply: Reply) -> List[ClientEvent]:
         if reply.code == 250:
             self.state = READY
             return [SessionReady(self.extensions)]
         self.state = CLOSED
         return [SessionFailed("ehlo", reply.code, reply.text), Send(b"QUIT\r\n")]
 
-    def _reply_transaction(self, reply: Reply) -> List[Any]:
+    def _reply_transaction(self, reply: Reply) -> List[ClientEvent]:
         if not self._expected:
             return self.connectionFailed("unexpected reply %s" % (reply.text,))
         kind, index = self._expected.popleft()
@@ -581,7 +583,7 @@ class ClientMachine:
             return self._done(reusable=True)
         return self.connectionFailed("unexpected reply %s" % (reply.text,))
 
-    def _sendNextRcpt(self) -> List[Any]:
+    def _sendNextRcpt(self) -> List[ClientEvent]:
         if self._nextRcpt < len(self._recipients):
             i = self._nextRcpt
             self._nextRcpt += 1
@@ -596,14 +598,14 @@ class ClientMachine:
         self._dataSent = True
         return [Send(b"DATA\r\n")]
 
-    def _startChunks(self) -> List[Any]:
+    def _startChunks(self) -> List[ClientEvent]:
         if self._mailFailed or not self._accepted:
             return self._done(reusable=True)
         self._dataSent = True
         self.state = BODY
         return [SendBody()]
 
-    def _chunkReply(self, reply: Reply) -> List[Any]:
+    def _chunkReply(self, reply: Reply) -> List[ClientEvent]:
         """The reply to a chunk without LAST."""
         if not self._expected or self._expected[0][0] != "bdat":
             return self.connectionFailed("unexpected reply %s" % (reply.text,))
@@ -623,20 +625,20 @@ class ClientMachine:
             return [SendBody()]
         return []
 
-    def _chunksAnswered(self) -> List[Any]:
+    def _chunksAnswered(self) -> List[ClientEvent]:
         # after a failed chunk: done once every chunk written is answered
         if self.state == DOT and not self._expected:
             return self._done(reusable=False)
         return []
 
-    def _reply_body(self, reply: Reply) -> List[Any]:
+    def _reply_body(self, reply: Reply) -> List[ClientEvent]:
         if self.chunking:
             return self._chunkReply(reply)
         return self.connectionFailed(
             "reply while sending the message: %s" % (reply.text,)
         )
 
-    def _reply_dot(self, reply: Reply) -> List[Any]:
+    def _reply_dot(self, reply: Reply) -> List[ClientEvent]:
         if not self._expected:
             return self.connectionFailed("unexpected reply %s" % (reply.text,))
         if self.chunking and (self.chunkFailed or self._expected[0][0] == "bdat"):
@@ -665,7 +667,7 @@ class ClientMachine:
             return []
         return self._done(reusable=True)
 
-    def _done(self, reusable: bool) -> List[Any]:
+    def _done(self, reusable: bool) -> List[ClientEvent]:
         if self._mailReply is not None and self._mailReply.positive:
             # the server took MAIL: only the reply to the final dot ends
             # its transaction; without it (every recipient refused, DATA
@@ -701,7 +703,7 @@ class ClientMachine:
         return "final_dot"
 
 
-def _result(status: str, code: int, reply: str, where: str) -> Dict[str, Any]:
+def _result(status: str, code: int, reply: str, where: str) -> ResultData:
     return {"status": status, "code": code, "reply": reply, "where": where}
 
 

@@ -8,9 +8,10 @@ transaction done with its per-recipient results.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from smx.mail.clientwire import Reply
+from smx.values import ResultData
 
 
 class Send:
@@ -91,7 +92,7 @@ class TransactionDone:
 
     def __init__(
         self,
-        results: List[Dict[str, Any]],
+        results: List[ResultData],
         mailReply: Optional[Reply],
         rcptReplies: List[Optional[Reply]],
         reusable: bool,
@@ -106,3 +107,9 @@ class TransactionDone:
 
 
 # States -------------------------------------------------------------------
+
+
+#: one event of L{smx.mail.client.ClientMachine}
+ClientEvent = Union[
+    Send, StartTLS, SessionReady, SessionFailed, SendBody, TransactionDone
+]

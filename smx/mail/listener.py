@@ -27,7 +27,17 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from twisted.application import service
 from twisted.python import failure
@@ -38,6 +48,19 @@ from smx.ids import ServerIdGenerator
 from smx.log import Logger
 from smx.mail.policyhooks import policyServers, policyStages
 from smx.mail.smtps import SMTPServerFactory
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.config.model import Configuration, Section
+    from smx.interfaces import (
+        IAddressResolver,
+        IContentStore,
+        IMilterClient,
+        IPolicyClient,
+        IPolicyMilterHost,
+        IQueueManager,
+        ISASLAuthenticator,
+    )
+    from smx.mail.tls import ServerContextFactory
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -81,10 +104,10 @@ class ServerSettings:
     access: bool
     delayChecks: bool
     lmtpImpliesRelaying: bool
-    tlsContextFactory: Any
+    tlsContextFactory: Optional[ServerContextFactory]
     allowRelayingIfVerified: bool
     checkAccessMapForRelaying: bool
-    authenticator: Any
+    authenticator: Optional[ISASLAuthenticator]
     trustedMechanisms: Optional[Tuple[str, ...]]
     authRequiresTLS: bool
     processId: int
@@ -149,7 +172,7 @@ class ServerSettings:
         return tuple(self.authenticator.mechanisms())
 
     @classmethod
-    def fromSection(cls, section: Any, reactor: Any = None) -> "ServerSettings":
+    def fromSection(cls, section: Section, reactor: Any = None) -> "ServerSettings":
         """
         Build the settings of one C{smtps} section (seed §5.9).
 
@@ -337,7 +360,7 @@ class SMTPSConfigurationError(Exception):
     """
 
 
-def settingsFromSection(section: Any, reactor: Any = None) -> ServerSettings:
+def settingsFromSection(section: Section, reactor: Any = None) -> ServerSettings:
     """
     The L{ServerSettings} of one C{smtps} section: see
     L{ServerSettings.fromSection}.
@@ -345,7 +368,7 @@ def settingsFromSection(section: Any, reactor: Any = None) -> ServerSettings:
     return ServerSettings.fromSection(section, reactor)
 
 
-def listenAddresses(section: Any) -> List[Tuple[str, int]]:
+def listenAddresses(section: Section) -> List[Tuple[str, int]]:
     """
     The C{(host, port)}s of C{daemon_address} (seed §5.9 item 2), or the
     MCP C{address}/C{port} of the section, or C{0.0.0.0:25}.
@@ -360,7 +383,9 @@ def listenAddresses(section: Any) -> List[Tuple[str, int]]:
     return [(section["address"], port if port else 25)]
 
 
-def _pmilterHost(section: Any, factory: SMTPServerFactory, hostname: str) -> Any:
+def _pmilterHost(
+    section: Section, factory: SMTPServerFactory, hostname: str
+) -> Optional[IPolicyMilterHost]:
     """
     The policy milter host of a section (doc/pmilter.md), or C{None}.
 
@@ -375,7 +400,9 @@ def _pmilterHost(section: Any, factory: SMTPServerFactory, hostname: str) -> Any
         raise SMTPSConfigurationError(str(e))
 
 
-def _milters(cfg: Any, section: Any, factory: SMTPServerFactory, size: int) -> Any:
+def _milters(
+    cfg: Configuration, section: Section, factory: SMTPServerFactory, size: int
+) -> Sequence[IMilterClient]:
     """The sendmail milters of a section, in order (doc/milter.md)."""
     from smx.mail.milterhooks import milterClients
 
@@ -383,10 +410,10 @@ def _milters(cfg: Any, section: Any, factory: SMTPServerFactory, size: int) -> A
 
 
 def smtpsServices(
-    cfg: Any,
-    queueManager: Any,
-    contentStore: Any,
-    resolver: Any,
+    cfg: Configuration,
+    queueManager: IQueueManager,
+    contentStore: IContentStore,
+    resolver: IAddressResolver,
     reactor: Any = None,
     log: Optional[Logger] = None,
     names: Optional[List[str]] = None,
@@ -408,7 +435,7 @@ def smtpsServices(
     # sections with the same id share one counter: ids name CDB files
     generators = {}  # type: Dict[int, ServerIdGenerator]
     # one client (one connection) per policy server, whatever asks it
-    clients = {}  # type: Dict[str, Any]
+    clients = {}  # type: Dict[str, IPolicyClient]
     for section in sections:
         name = getattr(section, "name", None) or ""
         if names is not None and name not in names:

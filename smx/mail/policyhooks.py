@@ -52,7 +52,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.python import failure
 
@@ -60,6 +60,13 @@ from smx.fastdefer import inlineCallbacks
 from smx.mail import server as sm
 from smx.mail.dsnparams import DSNParameterError, decodeXtext
 from smx.milter import policy as pp
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.config.model import Configuration, Section
+    from smx.interfaces import IPolicyClient
+    from smx.mail.listener import ServerSettings
+    from smx.mail.smtps import SMTPServerFactory
+
 from smx.milter.policy import (
     REPLY_CLASSES,
     PolicyDecision,
@@ -123,7 +130,7 @@ class PolicyServerMixin:
     _pmAbort: Callable[[], None]
     _pmEndOfMessage: Callable[[Any, sm.EndOfData], Any]
 
-    def _pdServers(self, stage: str) -> List[Any]:
+    def _pdServers(self, stage: str) -> List[IPolicyClient]:
         servers = getattr(self.factory, "policyServers", None)
         if not servers:
             return []
@@ -577,7 +584,7 @@ def _address(text: str) -> str:
     return text
 
 
-def policyStages(section: Any) -> Dict[str, Tuple[str, ...]]:
+def policyStages(section: Section) -> Dict[str, Tuple[str, ...]]:
     """
     The policies an smtps section asks (its options of
     L{smx.config.filteroptions.SMTPS_POLICY_OPTIONS}): C{protocol_state}
@@ -598,8 +605,11 @@ def policyStages(section: Any) -> Dict[str, Tuple[str, ...]]:
 
 
 def policyServers(
-    cfg: Any, settings: Any, clients: Dict[str, Any], factory: Any
-) -> Dict[str, List[Any]]:
+    cfg: Configuration,
+    settings: ServerSettings,
+    clients: Dict[str, IPolicyClient],
+    factory: SMTPServerFactory,
+) -> Dict[str, List[IPolicyClient]]:
     """
     The clients an smtps section asks, by protocol state (the factory's
     C{policyServers}).
@@ -615,7 +625,7 @@ def policyServers(
     """
     from smx.milter.policyclient import PolicyClient
 
-    out = {}  # type: Dict[str, List[Any]]
+    out = {}  # type: Dict[str, List[IPolicyClient]]
     contexts = {}  # type: Dict[str, str]
     for state, names in settings.policies.items():
         servers = []
@@ -624,7 +634,7 @@ def policyServers(
             if client is None:
                 section = cfg.section("policy", name)
                 client = PolicyClient(
-                    section.name,
+                    section.name or name,  # a named section: never None
                     section["socket"],
                     section["timeout"],
                     section["default_action"],
@@ -641,7 +651,9 @@ def policyServers(
     return out
 
 
-def closePolicyServers(servers: Optional[Dict[str, List[Any]]]) -> None:
+def closePolicyServers(
+    servers: Optional[Dict[str, List[IPolicyClient]]],
+) -> None:
     """Close the connections of the clients of a factory's C{policyServers}."""
     for clients in (servers or {}).values():
         for client in clients:

@@ -77,14 +77,20 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Tuple
 
 from twisted.internet import threads
 
 from smx.mail.client import TransactionDone, enhancedStatus, tooManyRecipients
 from smx.mail.clientprotocol import CHUNK_SIZE, ClientProtocol, SessionError
 from smx.mail.downgrade import ConversionError, downgradeFile
+from smx.interfaces import IContentStore
+from smx.log import Logger
 from smx.tlspolicy.policy import REQUIRETLS
+from smx.values import DeliveryData, RecipientData, ResultData, RouteData
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.tlspolicy.destination import Destination
 
 __all__ = ["RouteLoop", "SessionSource", "remoteMTA"]
 
@@ -95,7 +101,10 @@ class SessionSource(Protocol):
     """
 
     async def findSession(
-        self, route: Dict[str, Any], cached: bool = True, destination: Any = None
+        self,
+        route: RouteData,
+        cached: bool = True,
+        destination: Optional[Destination] = None,
     ) -> Tuple[ClientProtocol, Any, bool]:
         """
         A session for C{route}: a cached one (if C{cached}) or a new
@@ -126,13 +135,13 @@ class RouteLoop:
 
     def __init__(
         self,
-        transaction: Dict[str, Any],
+        transaction: DeliveryData,
         sessions: SessionSource,
-        contentStore: Any,
-        log: Any,
+        contentStore: IContentStore,
+        log: Logger,
         daTa: str,
         reactor: Any = None,
-        destination: Any = None,
+        destination: Optional[Destination] = None,
     ) -> None:
         """
         @param sessions: the sessions to use.
@@ -153,7 +162,7 @@ class RouteLoop:
         self.destination = destination
         self._content = _Content(transaction)
 
-    async def run(self) -> List[Dict[str, Any]]:
+    async def run(self) -> List[ResultData]:
         """
         Deliver over the routes in order.
 
@@ -161,12 +170,12 @@ class RouteLoop:
             L{smx.interfaces.IDeliveryAgent.deliver}).
         """
         recipients = self.transaction["recipients"]
-        final = [None] * len(recipients)  # type: List[Optional[Dict[str, Any]]]
+        final = [None] * len(recipients)  # type: List[Optional[ResultData]]
         pending = list(range(len(recipients)))
         lastError = SessionError(
             "connect", 451, "451 4.4.0 no route to deliver to"
         )  # type: SessionError
-        lastRoute = None  # type: Optional[Dict[str, Any]]
+        lastRoute = None  # type: Optional[RouteData]
         for route in self.transaction.get("routes") or []:
             if not pending:
                 break
@@ -196,9 +205,9 @@ class RouteLoop:
 
     async def _deliverRoute(
         self,
-        route: Dict[str, Any],
+        route: RouteData,
         pending: List[int],
-        final: List[Optional[Dict[str, Any]]],
+        final: List[Optional[ResultData]],
     ) -> None:
         """
         Deliver to the recipients C{pending} (indexes) over C{route},
@@ -307,7 +316,7 @@ class RouteLoop:
 
     def _dsn(self, addresses: List[str]) -> Any:
         """The DSN parameters (RFC 3461) for the client machine."""
-        byAddress = {}  # type: Dict[str, Dict[str, Any]]
+        byAddress = {}  # type: Dict[str, RecipientData]
         for r in self.transaction["recipients"]:
             byAddress.setdefault(r["address"], r)
         return (
@@ -355,7 +364,7 @@ class RouteLoop:
             self._logFinal(proto, finals[0][1], None)
 
     def _logFinal(
-        self, proto: ClientProtocol, result: Dict[str, Any], address: Optional[str]
+        self, proto: ClientProtocol, result: ResultData, address: Optional[str]
     ) -> None:
         ok = result["status"] == "ok"
         self.log.info(
@@ -370,7 +379,7 @@ class RouteLoop:
         )
 
 
-def remoteMTA(route: Optional[Dict[str, Any]]) -> Optional[str]:
+def remoteMTA(route: Optional[RouteData]) -> Optional[str]:
     """
     @return: the name of the next hop of C{route} for a DSN's
         C{Remote-MTA} (C{localhost} for local LMTP), or C{None}.
@@ -383,8 +392,8 @@ def remoteMTA(route: Optional[Dict[str, Any]]) -> Optional[str]:
 
 
 def _sessionFailure(
-    rcpt: Dict[str, Any], e: SessionError, route: Optional[Dict[str, Any]]
-) -> Dict[str, Any]:
+    rcpt: RecipientData, e: SessionError, route: Optional[RouteData]
+) -> ResultData:
     """The result of a recipient no session gave an answer for."""
     code = e.code or 451
     # a refused greeting is no verdict on the recipient: always retry
@@ -413,7 +422,7 @@ class _Content:
         until a server makes it matter.
     """
 
-    def __init__(self, transaction: Dict[str, Any]) -> None:
+    def __init__(self, transaction: DeliveryData) -> None:
         self.transaction = transaction
         self.declared = (transaction.get("bodyType") or "7BIT").upper()
         self.eightBit = None  # type: Optional[bool]
@@ -523,7 +532,7 @@ def _headerHasEightBit(bodyFile: Any) -> bool:
         tail = data[-2:]
 
 
-def _tryElsewhere(result: Optional[Dict[str, Any]]) -> bool:
+def _tryElsewhere(result: Optional[ResultData]) -> bool:
     """
     Does a recipient with this result go on to the next route: no
     result, a temporary failure, or a server without 8BITMIME for an
@@ -544,8 +553,8 @@ def _stat(code: int) -> int:
 
 
 def _makeResult(
-    rcpt: Dict[str, Any], result: Dict[str, Any], mta: Optional[str]
-) -> Dict[str, Any]:
+    rcpt: RecipientData, result: ResultData, mta: Optional[str]
+) -> ResultData:
     made = {
         "index": rcpt["index"],
         "address": rcpt["address"],

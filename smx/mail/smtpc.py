@@ -119,7 +119,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple, Union
 
 from twisted.application import service
 from twisted.internet import defer
@@ -128,7 +128,7 @@ from zope.interface import implementer
 
 from smx import net
 from smx.ids import ClientIdGenerator
-from smx.interfaces import IDeliveryAgent
+from smx.interfaces import IContentStore, IDeliveryAgent
 from smx.log import Logger, loggerFromConfiguration
 from smx.mail.client import ClientMachine
 from smx.mail.clientprotocol import (
@@ -150,6 +150,11 @@ from smx.tlspolicy.destination import (
 from smx.tlspolicy.policy import REQUIRETLS, TLS_REQUIRED_NO
 from smx.tlspolicy.policymap import PolicyMap
 from smx.unixsocket import socketName
+from smx.values import DeliveryData, RecipientData, ResultData, RouteData
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.config.model import Configuration, Section
+    from smx.tlspolicy.destination import Destination
 
 __all__ = [
     "CHUNK_SIZE",
@@ -177,7 +182,7 @@ class DeliveryAgent(service.Service):
 
     def __init__(
         self,
-        contentStore: Any,
+        contentStore: IContentStore,
         settings: DeliverySettings,
         reactor: Any = None,
         logger: Optional[Logger] = None,
@@ -223,10 +228,10 @@ class DeliveryAgent(service.Service):
     @classmethod
     def fromConfiguration(
         cls,
-        cfg: Any,
-        contentStore: Any,
+        cfg: Configuration,
+        contentStore: IContentStore,
         reactor: Any = None,
-        section: Any = None,
+        section: Optional[Section] = None,
         ids: Optional[ClientIdGenerator] = None,
     ) -> "DeliveryAgent":
         """
@@ -276,10 +281,10 @@ class DeliveryAgent(service.Service):
 
     # delivery -------------------------------------------------------------
 
-    def deliver(self, transaction: Dict[str, Any]) -> defer.Deferred:
+    def deliver(self, transaction: DeliveryData) -> defer.Deferred[List[ResultData]]:
         return defer.Deferred.fromCoroutine(self._deliver(transaction))
 
-    async def _deliver(self, transaction: Dict[str, Any]) -> List[Dict[str, Any]]:
+    async def _deliver(self, transaction: DeliveryData) -> List[ResultData]:
         self.busy += 1
         try:
             daTa = transaction.get("id") or self.ids.next()
@@ -293,8 +298,8 @@ class DeliveryAgent(service.Service):
             self.busy -= 1
 
     async def _deliverByPolicy(
-        self, transaction: Dict[str, Any], daTa: str
-    ) -> List[Dict[str, Any]]:
+        self, transaction: DeliveryData, daTa: str
+    ) -> List[ResultData]:
         """
         Deliver with TLS policies: the recipients grouped by the policies
         of their next-hop domains, each group delivered under its own
@@ -311,7 +316,7 @@ class DeliveryAgent(service.Service):
         # TLS-Required: No (RFC 8689 section 4.1)
         ignoreRecipient = bool(transaction.get(TLS_REQUIRED_NO)) and not requireTLS
         byDomain = {}  # type: Dict[str, Any]
-        results = [None] * len(recipients)  # type: List[Optional[Dict[str, Any]]]
+        results = [None] * len(recipients)  # type: List[Optional[ResultData]]
         dests = []
         members = []
         for i, rcpt in enumerate(recipients):
@@ -348,7 +353,7 @@ class DeliveryAgent(service.Service):
 
     # sessions (the SessionSource of RouteLoop) ------------------------------
 
-    def _key(self, route: Dict[str, Any]) -> Tuple[str, str, int]:
+    def _key(self, route: RouteData) -> Tuple[str, str, int]:
         """
         Where C{route} goes: C{(mailer, address, port)}, the cache key of
         its sessions.  An C{lmtp} route without a host is local delivery
@@ -362,11 +367,14 @@ class DeliveryAgent(service.Service):
             return ("lmtp", route.get("address") or "", self._port(route))
         return ("esmtp", route.get("address") or "", self._port(route))
 
-    def _port(self, route: Dict[str, Any]) -> int:
+    def _port(self, route: RouteData) -> int:
         return int(route.get("port") or self.remotePort)
 
     async def findSession(
-        self, route: Dict[str, Any], cached: bool = True, destination: Any = None
+        self,
+        route: RouteData,
+        cached: bool = True,
+        destination: Optional[Destination] = None,
     ) -> Tuple[ClientProtocol, Any, bool]:
         """
         A session for C{route}: a cached one (C{cached} and
@@ -408,7 +416,7 @@ class DeliveryAgent(service.Service):
         return proto, key, False
 
     def _connect(
-        self, route: Dict[str, Any], key: Any, policy: Any = None
+        self, route: RouteData, key: Any, policy: Any = None
     ) -> defer.Deferred:
         lmtp = key[0] == "lmtp"
         unix = lmtp and key[2] == 0
@@ -564,7 +572,7 @@ def _policySources(cfg: Any, section: Any, reactor: Any, dns: Any, log: Logger):
     return [] if source is None else [source]
 
 
-def _policyUnknown(rcpt: Dict[str, Any], e: Exception) -> Dict[str, Any]:
+def _policyUnknown(rcpt: RecipientData, e: Exception) -> ResultData:
     """The result of a recipient whose TLS policy cannot be known now."""
     return {
         "index": rcpt["index"],
@@ -577,7 +585,7 @@ def _policyUnknown(rcpt: Dict[str, Any], e: Exception) -> Dict[str, Any]:
     }
 
 
-def smtpcSections(cfg: Any) -> List[Any]:
+def smtpcSections(cfg: Configuration) -> List[Section]:
     """
     @return: the C{smtpc} sections of C{cfg} in file order, named or not;
         the defaults of one if there is none.
@@ -586,8 +594,8 @@ def smtpcSections(cfg: Any) -> List[Any]:
 
 
 def deliveryAgentFromConfiguration(
-    cfg: Any, contentStore: Any, reactor: Any = None
-) -> Any:
+    cfg: Configuration, contentStore: IContentStore, reactor: Any = None
+) -> Union[DeliveryAgent, DeliveryAgentPool]:
     """
     SMTPC as embedded mode runs it: one L{DeliveryAgent} per C{smtpc}
     section (seed §5.10: several SMTP clients may be specified, and the
@@ -636,7 +644,7 @@ class DeliveryAgentPool(service.MultiService):
             agent.name = name
             agent.setServiceParent(self)
 
-    def deliver(self, transaction: Dict[str, Any]) -> defer.Deferred:
+    def deliver(self, transaction: DeliveryData) -> defer.Deferred[List[ResultData]]:
         agent = min(self.agents, key=lambda a: a.busy)
         return agent.deliver(transaction)
 

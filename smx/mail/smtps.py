@@ -112,7 +112,7 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from twisted.internet import defer, interfaces, protocol
 from twisted.internet.address import IPv6Address
@@ -135,7 +135,17 @@ from smx.mail.sessions import SessionTable
 from smx.mail.tls import tlsInfo
 
 if TYPE_CHECKING:  # pragma: no cover
+    from smx.interfaces import (
+        IAddressResolver,
+        IContentStore,
+        IMilterClient,
+        IPolicyClient,
+        IPolicyMilterHost,
+        IQueueManager,
+        ISASLExchange,
+    )
     from smx.mail.listener import ServerSettings
+    from smx.values import ReplyData
 
 
 #: bytes a client may send while its session waits for an answer (QMGR,
@@ -207,7 +217,7 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
         self.tlsInfo = None  # type: Optional[Dict[str, Any]]
         self.authUser = None  # type: Optional[str]
         self.authMechanism = None  # type: Optional[str]
-        self._sasl = None  # type: Any
+        self._sasl = None  # type: Optional[ISASLExchange]
         self._running = False
         self._waiting = False
         # input that arrived while waiting, and whether reading is paused
@@ -434,7 +444,7 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
         record["reply"] = "%d %s %s" % (code, dsn, text)
         self.factory.log.info(**record)
 
-    def _reject(self, reply: Dict[str, Any]) -> None:
+    def _reject(self, reply: ReplyData) -> None:
         self.connection.reject(reply["code"], reply["dsn"], reply["text"])
 
     def do_Helo(self, event: sm.Helo):
@@ -730,18 +740,20 @@ class SMTPServerFactory(protocol.ServerFactory):
 
     protocol = SMTPServerProtocol  # type: ignore[assignment]
     #: the pmilters of the section (L{smx.mail.pmilterhooks}), or C{None}
-    pmilterHost = None  # type: Any
+    pmilterHost = None  # type: Optional[IPolicyMilterHost]
     #: the sendmail milters of the section (L{smx.mail.milterhooks})
-    milters = ()  # type: Any
+    milters = ()  # type: Sequence[IMilterClient]
     #: protocol state -> Postfix policy servers (L{smx.mail.policyhooks})
-    policyServers = None  # type: Any
+    policyServers = None  # type: Optional[Dict[str, List[IPolicyClient]]]
+    #: policy name -> its C{policy_context} (L{smx.mail.policyhooks})
+    policyContexts = None  # type: Optional[Dict[str, str]]
 
     def __init__(
         self,
         settings: ServerSettings,
-        queueManager: Any,
-        contentStore: Any,
-        resolver: Any,
+        queueManager: IQueueManager,
+        contentStore: IContentStore,
+        resolver: IAddressResolver,
         reactor: Any = None,
         log: Optional[Logger] = None,
         ids: Optional[ServerIdGenerator] = None,
