@@ -92,6 +92,8 @@ EnvelopeData = Dict[str, Any]
 DeliveryData = Dict[str, Any]
 #: plain data of a L{Resolved}
 ResolvedData = Dict[str, Any]
+#: the client of C{checkSender}/C{checkRecipient}: C{{"address": ..., "name": ...}}
+ClientData = Dict[str, Any]
 #: a status report (C{status()} of a component: counters, sizes, names)
 StatusData = Dict[str, Any]
 

@@ -24,22 +24,24 @@ L{encodeDN} (seed §5.9 item 18e) before it is looked up.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from smx.interfaces import IMap
 from smx.log import Logger
 from smx.maps import lookup
 from smx.maps.errors import MapTemporaryError
 from smx.maps.hashmap import HashMap
+from smx.values import DecisionData, ReplyData
 
 ACTIONS = frozenset(["ok", "relay", "reject", "discard", "cont"])
 
 _DSN = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
 
-def reply(code: int, dsn: str, text: str) -> Dict[str, Any]:
+def reply(code: int, dsn: str, text: str) -> ReplyData:
     """
     A I{reply} value.
     """
@@ -47,26 +49,29 @@ def reply(code: int, dsn: str, text: str) -> Dict[str, Any]:
 
 
 def decision(
-    action: str = "none", quick: bool = False, reply: Optional[dict] = None, **extra
-) -> Dict[str, Any]:
+    action: str = "none",
+    quick: bool = False,
+    reply: Optional[ReplyData] = None,
+    **extra: Any,
+) -> DecisionData:
     """
     A I{decision} value (see L{smx.interfaces}).
     """
-    d = {"action": action, "quick": quick, "reply": reply}  # type: Dict[str, Any]
+    d = {"action": action, "quick": quick, "reply": reply}  # type: DecisionData
     d.update(extra)
     return d
 
 
 def tempfail(
     text: str = "Temporary lookup failure", dsn: str = "4.3.0"
-) -> Dict[str, Any]:
+) -> DecisionData:
     """
     The decision for a temporary map or DNS failure (451).
     """
     return decision("tempfail", reply=reply(451, dsn, text))
 
 
-def parseAccessValue(rhs: str) -> Dict[str, Any]:
+def parseAccessValue(rhs: str) -> DecisionData:
     """
     Turn an access-map right-hand side into a I{decision}.
 
@@ -87,7 +92,7 @@ def parseAccessValue(rhs: str) -> Dict[str, Any]:
     raise ValueError("unknown access map value %r" % (rhs,))
 
 
-def parseErrorText(text: str) -> Dict[str, Any]:
+def parseErrorText(text: str) -> ReplyData:
     """
     Parse C{XYZ A.B.C text} (the enhanced status code is optional).
 
@@ -135,7 +140,9 @@ class AccessMap:
     @ivar delimiter: the C{address_delimiter}.
     """
 
-    def __init__(self, map: Any, delimiter: str, log: Optional[Logger] = None):
+    def __init__(
+        self, map: Optional[IMap], delimiter: str, log: Optional[Logger] = None
+    ):
         """
         @param map: the access L{IMap}, or C{None}: no access map.
         @param delimiter: the C{address_delimiter}.
@@ -198,7 +205,8 @@ class AccessMap:
         while i < len(keys):
             full = tag + ":" + keys[i]
             try:
-                d = self.map.lookup(full)
+                # not None: checkKeys does not come here without a map
+                d = cast(IMap, self.map).lookup(full)
             except Exception as e:  # a broken map must not break SMAR
                 d = defer.fail(MapTemporaryError(str(e)))
             if d.called:

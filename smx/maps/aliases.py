@@ -36,15 +36,17 @@ accepted.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 from twisted.internet import defer
 
 from smx.fastdefer import inlineCallbacks
+from smx.interfaces import IMap
 from smx.log import Logger
 from smx.maps import lookup
 from smx.maps.access import reply
 from smx.maps.errors import MapTemporaryError
+from smx.values import ReplyData
 
 MAX_DEPTH = 5
 
@@ -89,7 +91,7 @@ def expansion(address: str, sender: Optional[str] = None, error=None, local=Fals
     return {"address": address, "sender": sender, "error": error, "local": local}
 
 
-def unknownUser(address: str) -> Dict[str, Any]:
+def unknownUser(address: str) -> ReplyData:
     """
     The reply for an unknown local user.
     """
@@ -107,8 +109,8 @@ class AliasExpander:
 
     def __init__(
         self,
-        aliases: Any,
-        localUsers: Any,
+        aliases: Optional[IMap],
+        localUsers: Optional[IMap],
         isLocal: Callable[[str], bool],
         flags: Any,
         hostname: str,
@@ -306,7 +308,8 @@ class AliasExpander:
         name = key.key
         if "*" in name or name.startswith("@") or name.startswith("owner-"):
             return None
-        found = yield self.aliases.lookup("owner-" + name)
+        # not None: only a key found in the aliases map comes here
+        found = yield cast(IMap, self.aliases).lookup("owner-" + name)
         if found is None:
             return None
         local = name.partition("@")[0]

@@ -70,13 +70,13 @@ import functools
 import os
 import random
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer
 from zope.interface import implementer
 
 from smx.fastdefer import inlineCallbacks
-from smx.interfaces import IAddressResolver
+from smx.interfaces import IAddressResolver, IMap
 from smx.log import Logger
 from smx.maps.access import AccessMap, decision, encodeDN, reply, tempfail
 from smx.maps.aliases import AliasExpander
@@ -85,6 +85,11 @@ from smx.maps.errors import DNSPermanentError, DNSTemporaryError, MapError
 from smx.maps.mailertable import Mailertable
 from smx.maps.routing import Router
 from smx.maps.settings import ResolverSettings
+from smx.values import ClientData, DecisionData, ResolvedData
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.config.model import Configuration, Section
+    from smx.maps.dns import DNSResolver
 
 REJECTING = frozenset(["error", "reject", "discard", "tempfail"])
 
@@ -110,11 +115,11 @@ class AddressResolver:
         reactor: Any,
         settings: ResolverSettings,
         mailertable: Mailertable,
-        access: Any = None,
-        aliases: Any = None,
-        localUserMap: Any = None,
-        dns: Any = None,
-        maps: Any = (),
+        access: Optional[IMap] = None,
+        aliases: Optional[IMap] = None,
+        localUserMap: Optional[IMap] = None,
+        dns: Optional[DNSResolver] = None,
+        maps: Sequence[IMap] = (),
         log: Optional[Logger] = None,
         rng: Any = random,
         cacheSize: int = CACHE_SIZE,
@@ -161,7 +166,7 @@ class AddressResolver:
 
     @classmethod
     def fromConfiguration(
-        cls, cfg: Any, reactor: Any, log: Optional[Logger] = None
+        cls, cfg: Configuration, reactor: Any, log: Optional[Logger] = None
     ) -> "AddressResolver":
         """
         Build SMAR from a loaded configuration (L{smx.config}).
@@ -273,7 +278,7 @@ class AddressResolver:
         """
         return self.cache.left(cacheKey(call, *args))
 
-    def checkClient(self, clientAddress: str):
+    def checkClient(self, clientAddress: str) -> defer.Deferred[DecisionData]:
         return self._cached(("client", clientAddress), self._checkClient, clientAddress)
 
     @inlineCallbacks
@@ -306,15 +311,19 @@ class AddressResolver:
 
     # -- sender and recipients -----------------------------------------------
 
-    def checkSender(self, sender: str, client: Any):
+    def checkSender(
+        self, sender: str, client: Optional[ClientData]
+    ) -> defer.Deferred[DecisionData]:
         return self._cached(("from", sender), self.access.check, "from", sender)
 
-    def checkRecipient(self, recipient: str, client: Any):
+    def checkRecipient(
+        self, recipient: str, client: Optional[ClientData]
+    ) -> defer.Deferred[DecisionData]:
         key = cacheKey("checkRecipient", recipient, client)
         return self._cached(key, self._checkRecipient, recipient, client)
 
     @inlineCallbacks
-    def _checkRecipient(self, recipient: str, client: Any):
+    def _checkRecipient(self, recipient: str, client: Optional[ClientData]):
         client = client or {}
         domain = recipient.rpartition("@")[2].strip().lower().rstrip(".")
         local = bool(domain) and self.mailertable.isLocal(domain)
@@ -353,7 +362,7 @@ class AddressResolver:
                 d = yield self.access.check(tag, encoded)
         return d
 
-    def resolveRecipient(self, address: str):
+    def resolveRecipient(self, address: str) -> defer.Deferred[List[ResolvedData]]:
         return self._cached(("resolve", address), self._resolveRecipient, address)
 
     @inlineCallbacks
@@ -511,7 +520,7 @@ def _copy(answer: Any) -> Any:
     return dict(answer)
 
 
-def _with(d: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+def _with(d: DecisionData, extra: Dict[str, Any]) -> DecisionData:
     out = dict(d)
     out.update(extra)
     return out
@@ -530,7 +539,9 @@ def _canonicalIP(text: str) -> str:
     return str(ip)
 
 
-def _namedMap(section: Any, maps: Dict[str, Any], what: str, log: Logger) -> Any:
+def _namedMap(
+    section: Section, maps: Dict[str, IMap], what: str, log: Logger
+) -> Optional[IMap]:
     """
     The map named by C{section["name"]}: a declared map of that name, else
     the hash file; C{None} if the file is the default and does not exist.

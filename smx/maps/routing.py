@@ -46,7 +46,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
 
@@ -55,6 +55,10 @@ from smx.log import Logger
 from smx.maps.access import AccessMap, reply
 from smx.maps.errors import DNSPermanentError, DNSTemporaryError, MapError
 from smx.maps.mailertable import Mailertable
+from smx.values import ReplyData, RouteData
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.maps.dns import DNSResolver
 
 #: The port of C{lmtp:} routes with hosts but no port of their own: LMTP
 #: must not use port 25 (RFC 2033 §5); 24 is IANA's "any private mail
@@ -62,7 +66,7 @@ from smx.maps.mailertable import Mailertable
 LMTP_PORT = 24
 
 
-def localRoute() -> Dict[str, Any]:
+def localRoute() -> RouteData:
     """
     The route of local delivery over the LMTP socket.
     """
@@ -89,7 +93,7 @@ class RoutingError(Exception):
     A recipient cannot be routed; C{reply} says why (4xx or 5xx).
     """
 
-    def __init__(self, reply: Dict[str, Any], fatal: bool = False) -> None:
+    def __init__(self, reply: ReplyData, fatal: bool = False) -> None:
         Exception.__init__(self, reply["text"])
         self.reply = reply
         self.fatal = fatal
@@ -108,7 +112,7 @@ class Router:
     def __init__(
         self,
         mailertable: Mailertable,
-        dns: Any,
+        dns: Optional[DNSResolver],
         access: AccessMap,
         port: int,
         rng: Any = random,
@@ -171,7 +175,7 @@ class Router:
         if not entry.hosts:
             viaMX = yield self._resolveHost(domain, entry.mailer, port, 0)
             return viaMX
-        routes = []  # type: List[Dict[str, Any]]
+        routes = []  # type: List[RouteData]
         temp = None  # type: Optional[RoutingError]
         for i, host in enumerate(entry.hosts):
             if host.literal:
@@ -216,7 +220,7 @@ class Router:
                 for p, h in shuffleEqual(mx, self.rng)
                 if h not in ("", ".")
             ]
-        routes = []  # type: List[Dict[str, Any]]
+        routes = []  # type: List[RouteData]
         temp = False
         for pref, host in hosts:
             try:
@@ -243,9 +247,7 @@ class Router:
         return routes
 
     @staticmethod
-    def _route(
-        mailer: str, host: str, address: str, port: int, pref: int
-    ) -> Dict[str, Any]:
+    def _route(mailer: str, host: str, address: str, port: int, pref: int) -> RouteData:
         return {
             "mailer": mailer,
             "host": host,
@@ -255,7 +257,7 @@ class Router:
         }
 
 
-def _dedupe(routes: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def _dedupe(routes: List[RouteData]) -> List[RouteData]:
     seen = set()
     out = []
     for r in routes:
