@@ -59,7 +59,7 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer
 
@@ -95,6 +95,11 @@ from smx.milter.modifications import (
     splitMessage,
 )
 from smx.milter.protocol import CONTINUE, ConnectInfo, Decision
+from smx.interfaces import IMilterClient, IMilterSession
+from smx.values import EnvelopeData, RecipientData, ReplyData
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.config.model import Configuration, Section
 
 #: the most body bytes given to a milter session in one call
 BODY_CHUNK = 65535
@@ -106,7 +111,7 @@ _REJECTIONS = ("reject", "tempfail", "shutdown")
 _OWN = ("Received", "")
 
 
-def macroListsFromSection(section: Any) -> MacroLists:
+def macroListsFromSection(section: Section) -> MacroLists:
     """
     The macro names of a C{milter} section's C{macros} subsection, smx's
     defaults for the stages it does not set; a name longer than one
@@ -125,10 +130,10 @@ def macroListsFromSection(section: Any) -> MacroLists:
     return MacroLists(**lists)
 
 
-def milterSettings(section: Any, maxBodySize: int = 0) -> MilterSettings:
+def milterSettings(section: Section, maxBodySize: int = 0) -> MilterSettings:
     """The L{MilterSettings} of a C{milter NAME} section."""
     return MilterSettings(
-        section.name,
+        section.name or "",  # a milter section is always named
         parseSocket(section["socket"]),
         connectTimeout=section["connect_timeout"],
         commandTimeout=section["command_timeout"],
@@ -140,7 +145,7 @@ def milterSettings(section: Any, maxBodySize: int = 0) -> MilterSettings:
 
 
 def milterClients(
-    cfg: Any,
+    cfg: Configuration,
     names: Sequence[str],
     reactor: Any,
     log: Logger,
@@ -187,7 +192,7 @@ class MilterChain:
     @ivar sessions: C{(name, IMilterSession)} in order.
     """
 
-    def __init__(self, clients: Sequence[Any], sessionId: str) -> None:
+    def __init__(self, clients: Sequence[IMilterClient], sessionId: str) -> None:
         self.sessions = [(c.name, c.session(sessionId)) for c in clients]
         self._lock = defer.DeferredLock()
 
@@ -290,7 +295,7 @@ class MilterChain:
     @inlineCallbacks
     def _send(
         self,
-        session: Any,
+        session: IMilterSession,
         headers: Sequence[Tuple[str, str]],
         body: bytes,
         macros: Dict[str, str],
@@ -424,7 +429,7 @@ class MilterMixin:
         )
         d = self.mlChain.ask("connect", info, macros)
 
-        def _cb(result: Tuple[Optional[str], Decision]) -> Optional[Dict[str, Any]]:
+        def _cb(result: Tuple[Optional[str], Decision]) -> Optional[ReplyData]:
             name, decision = result
             if decision.action not in _REJECTIONS:
                 return None
@@ -662,7 +667,7 @@ class MilterMixin:
         """The milters' sender and recipients for the transaction."""
         ta.sender = envelope.sender
         old = {r["address"]: r for r in ta.recipients}
-        recipients = []  # type: List[Dict[str, Any]]
+        recipients = []  # type: List[RecipientData]
         for index, r in enumerate(envelope.recipients):
             entry = dict(old.get(r.address) or {"address": r.address})
             entry["index"] = index
@@ -707,12 +712,14 @@ class InternalMilters:
     unsigned one.
     """
 
-    def __init__(self, clients: Sequence[Any], hostname: str, log: Logger) -> None:
+    def __init__(
+        self, clients: Sequence[IMilterClient], hostname: str, log: Logger
+    ) -> None:
         self.clients = list(clients)
         self.hostname = hostname
         self.log = log
 
-    def __call__(self, content: bytes, envelope: Dict[str, Any]) -> defer.Deferred:
+    def __call__(self, content: bytes, envelope: EnvelopeData) -> defer.Deferred:
         """
         @return: a L{Deferred} firing with C{(content, envelope)} to queue,
             or C{None} to drop the message.
@@ -720,7 +727,7 @@ class InternalMilters:
         return self._filter(content, envelope)
 
     @inlineCallbacks
-    def _filter(self, content: bytes, envelope: Dict[str, Any]):
+    def _filter(self, content: bytes, envelope: EnvelopeData):
         taId = str(envelope["id"])
         chain = MilterChain(self.clients, taId)
         try:
@@ -775,7 +782,7 @@ class InternalMilters:
         return (result.content, out)
 
     @inlineCallbacks
-    def _envelope(self, chain: MilterChain, envelope: Dict[str, Any]):
+    def _envelope(self, chain: MilterChain, envelope: EnvelopeData):
         """connect, HELO, MAIL, RCPT and DATA; the first refusal."""
         taId = str(envelope["id"])
         info = ConnectInfo("localhost", "inet", "127.0.0.1", 0)
@@ -801,7 +808,9 @@ class InternalMilters:
         return (None, CONTINUE)
 
 
-def internalMilters(cfg: Any, reactor: Any, log: Logger) -> Optional[InternalMilters]:
+def internalMilters(
+    cfg: Configuration, reactor: Any, log: Logger
+) -> Optional[InternalMilters]:
     """
     The milters of qmgr's C{milters} list, or C{None} when it is empty.
     """

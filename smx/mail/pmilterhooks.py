@@ -33,12 +33,17 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 from twisted.internet import defer
 
 from smx.fastdefer import inlineCallbacks
 from smx.mail import server as sm
+from smx.values import ReplyData
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.interfaces import IPolicyMilterSession
+    from smx.pmilter.decision import Decision
 
 
 def parameterList(parameters: Any) -> List[str]:
@@ -71,10 +76,10 @@ class PolicyMilterMixin:
     transaction = None  # type: Any
     transport = None  # type: Any
     sessionId = ""
-    pmSession = None  # type: Any
+    pmSession = None  # type: Optional[IPolicyMilterSession]
     #: a 5xx of connect (session) or MAIL (transaction) given at RCPT
-    _pmClientDelayed = None  # type: Optional[Dict[str, Any]]
-    _pmSenderDelayed = None  # type: Optional[Dict[str, Any]]
+    _pmClientDelayed = None  # type: Optional[ReplyData]
+    _pmSenderDelayed = None  # type: Optional[ReplyData]
     #: the content passed to body so far ends a line
     _pmLineStart = True
     # the protocol's (L{smx.mail.commit.CommitMixin}, L{smx.mail.smtps})
@@ -97,7 +102,7 @@ class PolicyMilterMixin:
         d = self.pmSession.connect(self.policy.clientName, self.transport.getPeer())
         return d.addCallback(self._pmConnected)
 
-    def _pmConnected(self, decision: Any) -> Optional[Dict[str, Any]]:
+    def _pmConnected(self, decision: Decision) -> Optional[ReplyData]:
         policy = self.policy
         if decision.discard:
             policy.discardSession = policy.discardTransaction = True
@@ -112,26 +117,28 @@ class PolicyMilterMixin:
         self._pmLog({"where": "connection"}, decision)
         return reply
 
-    def _pmDelays(self, decision: Any) -> bool:
+    def _pmDelays(self, decision: Decision) -> bool:
         """Is this rejection delayed to RCPT (C{delay_checks})?"""
         return bool(
             self.policy.delayChecks
             and not decision.quick
             and not decision.ssd
-            and decision.code >= 500
+            and (decision.code or 0) >= 500  # a rejection: code is set
         )
 
-    def _pmLog(self, fields: Dict[str, Any], decision: Any) -> None:
+    def _pmLog(
+        self, fields: Dict[str, Any], decision: Union[Decision, _Delayed]
+    ) -> None:
         record = {"ss_sess": self.sessionId}  # type: Dict[str, Any]
         if self.transaction is not None:
             record["ss_ta"] = self.transaction.id
         record.update(fields)
         record["stat"] = decision.code
-        record["reply"] = "%d %s %s" % (decision.code, decision.enhanced, decision.text)
+        record["reply"] = "%s %s %s" % (decision.code, decision.enhanced, decision.text)
         record["pmilter"] = decision.pmilter
         self.factory.log.info(**record)
 
-    def _pmReject(self, decision: Any, fields: Dict[str, Any]) -> None:
+    def _pmReject(self, decision: Decision, fields: Dict[str, Any]) -> None:
         """Give a rejecting decision as the reply; close after an SSD."""
         self._pmLog(fields, decision)
         self.connection.reject(decision.code, decision.enhanced, decision.text)
@@ -145,7 +152,7 @@ class PolicyMilterMixin:
         The decision C{d} about a command: reject it, or call C{then}.
         """
 
-        def _cb(decision: Any) -> Any:
+        def _cb(decision: Decision) -> Any:
             if decision.rejected:
                 self._pmReject(decision, fields)
                 return None
@@ -158,12 +165,17 @@ class PolicyMilterMixin:
             return then()
         d = self.pmSession.helo(name)
 
-        def _quick(decision: Any) -> Any:
+        def _quick(decision: Decision) -> Any:
             if decision.accept and decision.quick:
                 self.policy.skipRejections = True
             return decision
 
         return self._pmCommand(d.addCallback(_quick), {"helo": name}, then)
+
+    def _pmOpenSession(self) -> IPolicyMilterSession:
+        """The session of a stage its caller asks only with one open."""
+        assert self.pmSession is not None
+        return self.pmSession
 
     @inlineCallbacks
     def _pmMail(self, event: Any, ta: Any):
@@ -174,7 +186,7 @@ class PolicyMilterMixin:
             it (the reply is given).
         """
         self._pmSenderDelayed = None
-        decision = yield self.pmSession.mail(
+        decision = yield self._pmOpenSession().mail(
             "<%s>" % (event.sender,), parameterList(event.parameters), ta.id
         )
         if decision.rejected:
@@ -198,18 +210,19 @@ class PolicyMilterMixin:
         """
         args = parameterList(event.parameters)
         address = "<%s>" % (event.recipient,)
+        session = self._pmOpenSession()
         if status >= 400:
-            yield self.pmSession.rcpt(address, args, status)
+            yield session.rcpt(address, args, status)
             return None
         delayed = None
         if not self.policy.skipRejections:
             delayed = self._pmClientDelayed or self._pmSenderDelayed
         if delayed is not None:
-            yield self.pmSession.rcpt(address, args, delayed["code"])
+            yield session.rcpt(address, args, delayed["code"])
             self._pmLog({"rcpt": address}, _Delayed(delayed))
             self.connection.reject(delayed["code"], delayed["dsn"], delayed["text"])
             return "rejected"
-        decision = yield self.pmSession.rcpt(address, args, 250)
+        decision = yield session.rcpt(address, args, 250)
         if decision.rejected:
             self._pmReject(decision, {"rcpt": address})
             return "rejected"
@@ -220,20 +233,21 @@ class PolicyMilterMixin:
         return None
 
     def _pmData(self, event: Any, then: Callable[[], Any]) -> Any:
-        if self.pmSession is None:
+        session = self.pmSession
+        if session is None:
             return then()
         self._pmLineStart = True
 
-        def _cb(decision: Any) -> Any:
+        def _cb(decision: Decision) -> Any:
             if decision.rejected:
                 self._pmReject(decision, {"data": "DATA"})
                 if event.chunk is not None:
                     # a rejected BDAT ends the transaction (RFC 3030)
-                    self.pmSession.abort()
+                    session.abort()
                 return None
             return then()
 
-        return self.pmSession.data().addCallback(_cb)
+        return session.data().addCallback(_cb)
 
     def _pmBody(self, data: bytes) -> None:
         """
@@ -262,7 +276,7 @@ class PolicyMilterMixin:
         self.pmSession.body(b".\r\n" if self._pmLineStart else b"\r\n.\r\n")
         self._pmLineStart = True
 
-        def _cb(decision: Any) -> Any:
+        def _cb(decision: Decision) -> Any:
             if decision.rejected:
                 ta.abort()
                 self._logEnd(ta, event, event.size, stat=decision.code)
@@ -280,7 +294,7 @@ class PolicyMilterMixin:
             return
         d = self.pmSession.unknown(line.decode("utf-8", "replace"))
 
-        def _cb(decision: Any) -> None:
+        def _cb(decision: Decision) -> None:
             if decision.ssd and not self.connection.closed:
                 self._pmLog({"unknown": line[:40]}, decision)
                 self.connection.refuse(421, decision.enhanced, decision.text)
@@ -298,7 +312,7 @@ class PolicyMilterMixin:
 class _Delayed:
     """A delayed reply, for L{PolicyMilterMixin._pmLog}."""
 
-    def __init__(self, reply: Dict[str, Any]) -> None:
+    def __init__(self, reply: ReplyData) -> None:
         self.code = reply["code"]
         self.enhanced = reply["dsn"]
         self.text = reply["text"]

@@ -78,7 +78,7 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     UNIXClientEndpoint,
 )
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.python import failure
 from zope.interface import implementer
 
@@ -306,7 +306,7 @@ class MilterSession:
         self._connecting = None  # type: Optional[defer.Deferred]
         self._pending = None  # type: Optional[defer.Deferred]
         self._stage = "connect"
-        self._timer = None  # type: Any
+        self._timer = None  # type: Optional[IDelayedCall]
         self._timerKey = None  # type: Optional[Tuple[str, int]]
         self._closing = False
         self._lost = []  # type: List[defer.Deferred]

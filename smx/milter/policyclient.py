@@ -64,6 +64,7 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     UNIXClientEndpoint,
 )
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -175,7 +176,7 @@ class _Request:
         self.state = state
         self.instance = instance
         self.result = defer.Deferred()  # type: defer.Deferred
-        self.timer = None  # type: Any
+        self.timer = None  # type: Optional[IDelayedCall]
         self.tries = 0
         self.reused = False
 
@@ -280,7 +281,7 @@ class PolicyClient:
         self._current = None  # type: Optional[_Request]
         self._proto = None  # type: Optional[PolicyProtocol]
         self._connecting = None  # type: Optional[defer.Deferred]
-        self._idle = None  # type: Any
+        self._idle = None  # type: Optional[IDelayedCall]
         self._closed = []  # type: List[defer.Deferred]
         self._stopped = False
 

@@ -111,7 +111,9 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from smx.interfaces import IPolicyMilterHost, IPolicyMilterSession
+from smx.interfaces import IPolicyMilter, IPolicyMilterHost, IPolicyMilterSession
+from smx.log import Logger
+from smx.values import StatusData
 
 from smx.pmilter.api import (
     CALLBACK_NAMES,
@@ -264,12 +266,12 @@ class PolicyMilterHost(service.Service):
 
     def __init__(
         self,
-        pmilters: Sequence[Any],
+        pmilters: Sequence[IPolicyMilter],
         reactor: Any,
         timeout: float,
         onFailure: str = TEMPFAIL,
         hostname: str = "localhost",
-        log: Any = None,
+        log: Optional[Logger] = None,
         options: Optional[Mapping[str, Mapping[str, Any]]] = None,
         stages: Sequence[str] = STAGES,
         capabilities: Sequence[str] = CAPABILITIES,
@@ -289,8 +291,6 @@ class PolicyMilterHost(service.Service):
         if onFailure not in FAILURE_POLICIES:
             raise ValueError("on_failure must be one of %s" % (FAILURE_POLICIES,))
         if log is None:
-            from smx.log import Logger
-
             log = Logger("smtps")
         self.reactor = reactor
         self.timeout = timeout
@@ -399,7 +399,7 @@ class PolicyMilterHost(service.Service):
                 out.add(PMM_DOT_MSGID)
         return frozenset(out)
 
-    def describe(self) -> List[Dict[str, Any]]:
+    def describe(self) -> List[StatusData]:
         """
         @return: for each pmilter, C{{"name", "state", "stages"}}.
         """
@@ -446,7 +446,7 @@ class PolicyMilterHost(service.Service):
         )
 
 
-def reloadPolicyMilters(pmilters: Sequence[Any], log: Any) -> None:
+def reloadPolicyMilters(pmilters: Sequence[IPolicyMilter], log: Logger) -> None:
     """
     Call C{reload()} of every pmilter that has one; a failure is logged
     with the pmilter's name and the others are reloaded all the same.
@@ -982,7 +982,7 @@ class ChainSession:
     The sessions of the hosts of a L{HostChain}.
     """
 
-    def __init__(self, sessions: Sequence[Any]) -> None:
+    def __init__(self, sessions: Sequence[IPolicyMilterSession]) -> None:
         self.sessions = list(sessions)
 
     @defer.inlineCallbacks
