@@ -52,7 +52,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -149,6 +149,9 @@ class ActiveQueue:
         self.deliveryTimeout = deliveryTimeout
         self.count = 0
         self.deliveries = 0
+        #: the deliveries under way (their results not recorded yet)
+        self.inFlight = set()  # type: Set[defer.Deferred[Any]]
+        self._settled = []  # type: List[defer.Deferred[None]]
 
     def room(self) -> int:
         """@return: how many more recipients AQ takes now."""
@@ -332,6 +335,38 @@ class ActiveQueue:
             errbackArgs=(attempt, members, dest, daId, mailer),
         )
         d.addErrback(self._ebAttempt, attempt)
+        self.inFlight.add(d)
+        d.addBoth(self._landed, d)
+
+    def _landed(self, result: Any, d: "defer.Deferred[Any]") -> Any:
+        """A delivery's results are recorded."""
+        self.inFlight.discard(d)
+        if not self.inFlight:
+            waiting, self._settled = self._settled, []
+            for w in waiting:
+                if not w.called:
+                    w.callback(None)
+        return result
+
+    def settle(self, timeout: float) -> "defer.Deferred[None]":
+        """
+        Wait for the deliveries under way (QMGR stops): fires when each
+        has its results recorded, or after C{timeout} seconds.
+        """
+        if not self.inFlight:
+            return defer.succeed(None)
+        d = defer.Deferred()  # type: defer.Deferred[None]
+        self._settled.append(d)
+        timer = self.clock.callLater(
+            timeout, lambda: None if d.called else d.callback(None)
+        )
+
+        def cancel(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return d.addBoth(cancel)
 
     def _cbDelivered(
         self,

@@ -103,6 +103,9 @@ if TYPE_CHECKING:
     from smx.config.model import Configuration
 
 QUEUE_FULL = {"code": 452, "dsn": "4.3.2", "text": "too many queued transactions"}
+#: seconds QMGR waits at its stop for the results of deliveries under way
+#: (the MCP's SIGKILL follows a SIGTERM after 10)
+STOP_WAIT = 5.0
 
 
 @implementer(IQueueManager)
@@ -345,13 +348,25 @@ class QueueManager(service.Service):
 
     def stopService(self) -> Any:
         """
-        Commit what waits for IBDB, close the databases.
+        Wait (at most L{STOP_WAIT} seconds) for the results of the
+        deliveries under way, so that a message delivered while smx stops
+        is not delivered again at the next start; then commit what waits
+        for IBDB and close the databases.
         """
         service.Service.stopService(self)
         self.scheduler.stop()
         if self._checkpointer is not None and self._checkpointer.running:
             self._checkpointer.stop()
         self.defedbWatch.stop()
+        active = self.scheduler.activeQueue
+        if active.inFlight:
+            self.logger.notice(stat="waiting for deliveries", n=len(active.inFlight))
+            d = active.settle(STOP_WAIT)
+            d.addCallback(lambda _: self._close())
+            return d
+        return self._close()
+
+    def _close(self) -> Any:
         self.store.writePending()
         self.log.stop()
         if self.defedb.isOpen:

@@ -18,7 +18,7 @@ from smx.mail.testing import FakeDeliveryAgent
 from smx.maps.testing import FakeAddressResolver
 from smx.queue import ibdb
 from smx.queue.cdb import FileContentStore
-from smx.queue.qmgr import QueueManager
+from smx.queue.qmgr import STOP_WAIT, QueueManager
 from smx.queue.testing import defaultQueueSettings
 
 ROUTE = {
@@ -84,9 +84,12 @@ class QueueManagerTestMixin:
     def stop(self):
         if self.qmgr.running:
             self.qmgr.stopService()
+            self.clock.advance(STOP_WAIT)
 
     def restart(self):
         self.qmgr.stopService()
+        # a delivery left under way: QMGR closes after STOP_WAIT (as a crash)
+        self.clock.advance(STOP_WAIT)
         self.qmgr = self.makeQueueManager()
         self.qmgr.startService()
 
@@ -480,6 +483,30 @@ class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
         self.successResultOf(self.qmgr.control("release", taId))
         self.clock.advance(0.01)
         self.assertEqual(len(self.agent.transactions), delivered + 1)
+        self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+
+    def test_stopWaitsForDeliveries(self):
+        """
+        QMGR's stop waits (at most L{STOP_WAIT} seconds) for the deliveries
+        under way: a result that arrives meanwhile is recorded in IBDB, so
+        the message is not delivered again at the next start; the
+        databases are closed (the lock released) only then.
+        """
+        self.agent.pending = []
+        taId, _ = self.submit()
+        [(transaction, d)] = self.agent.pending
+        stopped = self.qmgr.stopService()
+        self.assertNoResult(stopped)
+        self.assertIn("waiting for deliveries", "\n".join(self.sink.lines()))
+        self.clock.advance(STOP_WAIT / 2)
+        d.callback(self.agent.results(transaction))
+        self.successResultOf(stopped)
+        self.agent.pending = None
+        before = len(self.agent.transactions)
+        self.qmgr = self.makeQueueManager()
+        self.qmgr.startService()
+        self.clock.advance(100)
+        self.assertEqual(len(self.agent.transactions), before)
         self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
 
     def test_holdQueuedSurvivesRestart(self):
