@@ -33,12 +33,14 @@ import time
 from typing import Any, Collection, Iterable, Optional, Sequence, Tuple
 
 from twisted.cred import credentials
+from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.checkers import FilePasswordDB
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer
 from zope.interface import implementer
 
 from smx.interfaces import ISASLAuthenticator, ISASLExchange
+from smx.log import Logger
 
 #: every mechanism smx implements, in the order offered
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
@@ -317,7 +319,9 @@ class CheckerExchange:
     a C{twisted.cred} checker verifies.
     """
 
-    def __init__(self, checker: Any, mechanism: str, hostname: str) -> None:
+    def __init__(
+        self, checker: ICredentialsChecker, mechanism: str, hostname: str
+    ) -> None:
         self.checker = checker
         self.mechanism = mechanism
         self._sasl = SASLExchange(mechanism, hostname)
@@ -363,7 +367,10 @@ class CheckerAuthenticator:
     """
 
     def __init__(
-        self, checker: Any, mechanisms: Sequence[str], hostname: str = "localhost"
+        self,
+        checker: ICredentialsChecker,
+        mechanisms: Sequence[str],
+        hostname: str = "localhost",
     ) -> None:
         self.checker = checker
         self._mechanisms = tuple(m.upper() for m in mechanisms)
@@ -375,7 +382,7 @@ class CheckerAuthenticator:
     def exchange(self, mechanism: str, client: ClientInfo) -> CheckerExchange:
         return CheckerExchange(self.checker, mechanism, self.hostname)
 
-    def start(self, log: Any = None) -> None:
+    def start(self, log: Optional[Logger] = None) -> None:
         pass
 
     def stop(self) -> "defer.Deferred[None]":
@@ -410,7 +417,7 @@ DEFAULT_PATHS = {
 
 def authenticatorFromSection(
     auth: Any, hostname: str = "localhost", reactor: Any = None
-) -> Optional[Any]:
+) -> Optional[ISASLAuthenticator]:
     """
     The L{ISASLAuthenticator} an C{auth} section asks for (C{type},
     C{password_file}, C{path}, C{address}, C{service}, C{realm},

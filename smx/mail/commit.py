@@ -32,6 +32,7 @@ from smx.fastdefer import inlineCallbacks, settled
 from smx.mail import server as sm
 from smx.mail.address import addressKey
 from smx.mail.received import protocolName, receivedHeader
+from smx.values import RecipientData
 
 
 class _Transaction:
@@ -49,7 +50,7 @@ class _Transaction:
         self.envid = None  # type: Optional[str]
         #: MAIL carried REQUIRETLS (RFC 8689)
         self.requiretls = False
-        self.recipients = []  # type: List[Dict[str, Any]]
+        self.recipients = []  # type: List[RecipientData]
         self.writer = None  # type: Any
         #: the content held for the milters (L{smx.mail.milterhooks})
         self.milterContent = None  # type: Optional[List[bytes]]
@@ -74,7 +75,7 @@ class _Transaction:
             return None
         self._seen.add(key)
         index = len(self.recipients)
-        recipient = {"address": address, "index": index}  # type: Dict[str, Any]
+        recipient = {"address": address, "index": index}  # type: RecipientData
         if notify is not None:
             recipient["notify"] = notify
         if orcpt is not None:
