@@ -20,7 +20,12 @@ L{smx.values.Result}, L{smx.values.Envelope},
 L{smx.values.DeliveryTransaction}, L{smx.values.Resolved}) with its
 checked conversion to and from this plain data (C{fromData}/C{toData});
 split mode sends every argument and result through it
-(L{smx.split.commands}).
+(L{smx.split.commands}).  In annotations the plain data of each shape is
+named by an alias of L{smx.values}: C{ReplyData}, C{DecisionData},
+C{RouteData}, C{RecipientData}, C{ResultData}, C{EnvelopeData},
+C{DeliveryData}, C{ResolvedData}, C{ClientData} (the client of
+C{checkSender}) and C{StatusData} (a report of counters); the methods
+below name the value type of each argument and result.
 
 B{reply}: a C{dict} C{{"code": 451, "dsn": "4.3.0", "text": "..."}}: an SMTP
 reply code, its enhanced status code (RFC 3463) and the human text.
@@ -94,6 +99,8 @@ class IContentStore(Interface):
         """
         Remove the content of a finished transaction.  Removing content
         that does not exist is not an error.
+
+        @param transactionId: the SMTPS transaction id, a C{str}.
         """
 
     def transactionIds():
@@ -116,15 +123,16 @@ class IQueueManager(Interface):
         (C{smtps_max_connection_rate}, C{smtps_max_open_connections}, the
         C{icr:} and C{ios:} entries of the conf map, seed §5.7.1).
 
-        @param sessionId: the SMTPS session id.
+        @param sessionId: the SMTPS session id, a C{str}.
         @param clientAddress: the client's IP address as text.
         @return: a L{Deferred} firing with C{None} to accept or a I{reply}
-            (4xx) to refuse the session.
+            (L{smx.values.Reply}, C{ReplyData}; 4xx) to refuse the session.
         """
 
     def sessionClose(sessionId, clientAddress):
         """
-        The SMTPS session C{sessionId} ended.  Returns nothing.
+        The SMTPS session C{sessionId} (a C{str}) of the client at
+        C{clientAddress} (a C{str}) ended.  Returns nothing.
         """
 
     def checkAcceptance(size, sessionId=None):
@@ -136,10 +144,11 @@ class IQueueManager(Interface):
         is reserved for the session until its envelope is committed, its
         next C{checkAcceptance} or L{sessionClose}.
 
-        @param size: the C{SIZE=} the client declared, or 0.
-        @param sessionId: the SMTPS session id, or C{None}.
-        @return: a L{Deferred} firing with C{None} or a I{reply} (452 4.3.1
-            for a short disk, 451/452 for a full queue).
+        @param size: the C{SIZE=} the client declared, or 0 (an C{int}).
+        @param sessionId: the SMTPS session id (a C{str}), or C{None}.
+        @return: a L{Deferred} firing with C{None} or a I{reply}
+            (L{smx.values.Reply}, C{ReplyData}: 452 4.3.1 for a short
+            disk, 451/452 for a full queue).
         """
 
     def commitTransaction(envelope):
@@ -148,7 +157,8 @@ class IQueueManager(Interface):
         committed to the content store, or (C{"contentPending"}) is being
         committed at the same time.
 
-        @param envelope: a C{dict} with C{"id"} (SMTPS transaction id),
+        @param envelope: an L{smx.values.Envelope} as plain data
+            (C{EnvelopeData}): a C{dict} with C{"id"} (SMTPS transaction id),
             C{"session"} (SMTPS session id), C{"sender"} (the reverse path
             without angle brackets, C{""} for the null sender),
             C{"recipients"} (a C{list} of I{recipient}s), C{"size"} (bytes of
@@ -172,21 +182,23 @@ class IQueueManager(Interface):
         delivered) or could not be stored (false: the transaction is
         forgotten; SMTPS answers 451).
 
+        @param transactionId: the SMTPS transaction id, a C{str}.
+        @param stored: a C{bool}.
         @return: a L{Deferred} firing with C{None}; it errbacks with
             C{KeyError} for a transaction that is not waiting.
         """
 
     def status():
         """
-        @return: a L{Deferred} firing with a C{dict} of counters: queue
-            sizes, AQ use, connection limits in force, rates (the report of
+        @return: a L{Deferred} firing with a C{dict} (C{StatusData}) of
+            counters: queue sizes, AQ use, connection limits in force, rates (the report of
             C{smx qmgrctl}, seed §6.6.3).
         """
 
     def listQueue():
         """
-        @return: a L{Deferred} firing with a C{list} of C{dict}s, one per
-            queued transaction, with its recipients and their state (the
+        @return: a L{Deferred} firing with a C{list} of C{dict}s
+            (C{StatusData}), one per queued transaction, with its recipients and their state (the
             data of C{smx mailq}, seed §6.6.2).
         """
 
@@ -196,8 +208,12 @@ class IQueueManager(Interface):
         C{"hold"}, C{"release"}, C{"delete"}, C{"reload"} (reopen maps,
         seed §6.7).
 
-        @return: a L{Deferred} firing with a C{dict} describing what was
-            done; it errbacks with C{KeyError} for an unknown transaction.
+        @param transactionId: the SMTPS transaction id (a C{str}), or
+            C{None} for C{flush} and C{reload}.
+        @param recipient: one recipient's address (a C{str}), or C{None}:
+            every recipient of the transaction.
+        @return: a L{Deferred} firing with a C{dict} (C{StatusData})
+            describing what was done; it errbacks with C{KeyError} for an unknown transaction.
         """
 
 
@@ -243,7 +259,8 @@ class IAddressResolver(Interface):
         C{cltname:} (seed §5.8.2, §5.8.3).
 
         @param clientAddress: the client's IP address as text.
-        @return: a L{Deferred} firing with a I{decision} that also has
+        @return: a L{Deferred} firing with a I{decision}
+            (L{smx.values.Decision}, C{DecisionData}) that also has
             C{"clientName"} (the verified host name, or C{None}) and
             C{"resolve"} (C{"ok"}, C{"no"}, C{"tempptr"} or C{"tempa"}).
         """
@@ -253,9 +270,10 @@ class IAddressResolver(Interface):
         Check the envelope sender (C{from:} entries).
 
         @param sender: the reverse path without angle brackets.
-        @param client: a C{dict} with C{"address"} and C{"name"} of the
-            client.
-        @return: a L{Deferred} firing with a I{decision}.
+        @param client: a C{dict} (C{ClientData}) with C{"address"} and
+            C{"name"} of the client.
+        @return: a L{Deferred} firing with a I{decision}
+            (L{smx.values.Decision}, C{DecisionData}).
         """
 
     def checkRecipient(recipient, client):
@@ -267,7 +285,8 @@ class IAddressResolver(Interface):
         @param recipient: the forward path without angle brackets, after
             normalisation by SMTPS.
         @param client: as for L{checkSender}.
-        @return: a L{Deferred} firing with a I{decision} that also has
+        @return: a L{Deferred} firing with a I{decision}
+            (L{smx.values.Decision}, C{DecisionData}) that also has
             C{"local"} (C{True} for a local domain) and C{"relayAllowed"}
             (C{True} if the rules allow relaying to this recipient).
         """
@@ -276,7 +295,10 @@ class IAddressResolver(Interface):
         """
         Look up one access-map entry, for example C{("certissuer", dn)}.
 
-        @return: a L{Deferred} firing with a I{decision}.
+        @param tag: the entry's tag, a C{str}.
+        @param key: the key after the tag, a C{str}.
+        @return: a L{Deferred} firing with a I{decision}
+            (L{smx.values.Decision}, C{DecisionData}).
         """
 
     def resolveRecipient(address):
@@ -284,7 +306,8 @@ class IAddressResolver(Interface):
         Expand aliases and route an address (mailertable, MX, A/AAAA).
 
         @param address: a forward path without angle brackets.
-        @return: a L{Deferred} firing with a C{list} of C{dict}s
+        @return: a L{Deferred} firing with a C{list} of
+            L{smx.values.Resolved} as plain data (C{ResolvedData}):
             C{{"address": str, "sender": str | None, "routes": [route, ...],
             "error": reply | None}}, one per final recipient; C{"sender"} is
             the C{owner-} address of a list, C{"error"} says why an address
@@ -307,13 +330,14 @@ class IDeliveryAgent(Interface):
         """
         Deliver a message to some recipients that share a destination.
 
-        @param transaction: a C{dict} with C{"id"} (the delivery transaction
+        @param transaction: an L{smx.values.DeliveryTransaction} as plain
+            data (C{DeliveryData}): a C{dict} with C{"id"} (the delivery transaction
             id, C{C...}), C{"ss_ta"} (the SMTPS transaction id whose content
             is delivered), C{"sender"}, C{"recipients"} (a C{list} of
             I{recipient}s), C{"routes"} (the I{route}s to try in order),
             C{"size"}, C{"bodyType"}.
-        @return: a L{Deferred} firing with a C{list} of I{result}s, one per
-            recipient.  It never errbacks for a remote problem: those are
+        @return: a L{Deferred} firing with a C{list} of I{result}s
+            (L{smx.values.Result}, C{ResultData}), one per recipient.  It never errbacks for a remote problem: those are
             C{"temp"} results.
         """
 
@@ -392,28 +416,39 @@ class IPolicyMilterSession(Interface):
     """
 
     def connect(hostname, address):
-        """The session began: the client's name (or C{None}) and address."""
+        """
+        The session began: the client's name (a C{str}, or C{None}) and
+        address (the connection's C{getPeer()}, an C{IAddress}).
+        """
 
     def helo(helohost):
-        """HELO or EHLO."""
+        """HELO or EHLO with its argument, a C{str}."""
 
     def mail(address, args, transactionId=None):
-        """MAIL with the reverse path as written (C{"<a@b>"}) and parameters."""
+        """
+        MAIL with the reverse path as written (C{"<a@b>"}, a C{str}), its
+        parameters (a C{list} of C{str} such as C{"SIZE=100"}) and the
+        SMTPS transaction id (a C{str}).
+        """
 
     def rcpt(address, args, status=250):
-        """RCPT, with SMTPS's reply code for it so far (App. B.7)."""
+        """
+        RCPT: the forward path as written (a C{str}), its parameters (as
+        for L{mail}) and SMTPS's reply code for it so far (an C{int},
+        App. B.7).
+        """
 
     def data():
         """DATA."""
 
     def unknown(command):
-        """An unknown command line."""
+        """An unknown command line, a C{str}."""
 
     def body(chunk):
         """A chunk of the content as received (C{bytes})."""
 
     def eom(messageId=None):
-        """The final dot."""
+        """The final dot; C{messageId} is the SMTPS transaction id."""
 
     def abort():
         """The transaction ended without 250 to the final dot."""
@@ -459,8 +494,8 @@ class IProcessSupervisor(Interface):
 
     def processes():
         """
-        @return: a L{Deferred} firing with a C{list} of C{dict}s C{{"name":
-            str, "pid": int | None, "state": str, "restarts": int}}.
+        @return: a L{Deferred} firing with a C{list} of C{dict}s
+            (C{StatusData}) C{{"name": str, "pid": int | None, "state": str, "restarts": int}}.
         """
 
     def restart(name):
@@ -578,10 +613,13 @@ class IMilterSession(Interface):
         """HELO or EHLO."""
 
     def mail(sender, parameters=(), macros=None):
-        """MAIL: the sender without brackets, the ESMTP parameters."""
+        """
+        MAIL: the sender without brackets (a C{str}), the ESMTP parameters
+        (a sequence of C{str} such as C{"SIZE=100"}).
+        """
 
     def rcpt(recipient, parameters=(), macros=None):
-        """RCPT: the recipient without brackets, the ESMTP parameters."""
+        """RCPT: the recipient without brackets, the parameters as for L{mail}."""
 
     def data(macros=None):
         """DATA."""
