@@ -55,6 +55,7 @@ from typing import (
     Mapping,
     Optional,
     Tuple,
+    Type,
     TypeVar,
 )
 
@@ -70,6 +71,8 @@ class BadData(ValueError):
 
 JSON = Any
 _T = TypeVar("_T")
+#: a value type (L{_Value} subclass)
+_V = TypeVar("_V", bound="_Value")
 
 # The plain-data shapes, as the components exchange them (the wire format
 # is a dict): each alias names the value type whose C{toData} gives it and
@@ -174,15 +177,15 @@ def _oneOf(*choices: str) -> Callable[[str, str, Any], str]:
     return convert
 
 
-def _value(cls: Any) -> Callable[[str, str, Any], Any]:
-    def convert(what: str, name: str, value: Any) -> Any:
+def _value(cls: Type[_Value]) -> Callable[[str, str, Any], _Value]:
+    def convert(what: str, name: str, value: Any) -> _Value:
         return cls.fromData(value, "%s.%s" % (what, name))
 
     return convert
 
 
-def _listOf(cls: Any) -> Callable[[str, str, Any], Tuple[Any, ...]]:
-    def convert(what: str, name: str, value: Any) -> Tuple[Any, ...]:
+def _listOf(cls: Type[_Value]) -> Callable[[str, str, Any], Tuple[_Value, ...]]:
+    def convert(what: str, name: str, value: Any) -> Tuple[_Value, ...]:
         if not isinstance(value, (list, tuple)):
             raise BadData(
                 "%s: field %r must be a list, not %s" % (what, name, _show(value))
@@ -227,7 +230,7 @@ class _Value:
     _WHAT: ClassVar[str] = "value"
 
     @classmethod
-    def fromData(cls: Any, data: Any, what: Optional[str] = None) -> Any:
+    def fromData(cls: Type[_V], data: Any, what: Optional[str] = None) -> _V:
         """
         Build the value from plain data.
 
@@ -526,7 +529,7 @@ class Resolved(_Value):
     }
 
 
-def listFromData(cls: Any, data: Any, what: Optional[str] = None) -> List[Any]:
+def listFromData(cls: Type[_V], data: Any, what: Optional[str] = None) -> List[_V]:
     """
     A C{list} of values of type C{cls} from plain data.
 
@@ -538,7 +541,7 @@ def listFromData(cls: Any, data: Any, what: Optional[str] = None) -> List[Any]:
     return [cls.fromData(v, "%s[%d]" % (what, i)) for i, v in enumerate(data)]
 
 
-def checked(cls: Any, data: Any, what: Optional[str] = None) -> Any:
+def checked(cls: Type[_Value], data: _T, what: Optional[str] = None) -> _T:
     """
     Check that C{data} has the shape of a value of type C{cls} and give it
     back unchanged (what crosses a process boundary: the receiver gets
@@ -550,7 +553,7 @@ def checked(cls: Any, data: Any, what: Optional[str] = None) -> Any:
     return data
 
 
-def checkedList(cls: Any, data: Any, what: Optional[str] = None) -> Any:
+def checkedList(cls: Type[_Value], data: _T, what: Optional[str] = None) -> _T:
     """
     Like L{checked} for a list of values of type C{cls}.
     """
