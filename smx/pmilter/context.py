@@ -31,7 +31,7 @@ DESCRIPTION
 
 from __future__ import annotations
 
-from typing import Any, Dict, FrozenSet, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Mapping, Optional
 
 from smx.pmilter.api import (
     CAPABILITIES,
@@ -40,6 +40,10 @@ from smx.pmilter.api import (
     MacroNotRequested,
     Negotiation,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.interfaces import IPolicyMilter
+    from smx.log import Logger
 
 
 class ServerContext:
@@ -63,10 +67,10 @@ class ServerContext:
 
     def __init__(
         self,
-        pmilter: Any,
+        pmilter: IPolicyMilter,
         hostname: str,
         reactor: Any,
-        log: Any,
+        log: Logger,
         options: Optional[Mapping[str, Any]] = None,
         stages: FrozenSet[str] = frozenset(STAGES),
         capabilities: FrozenSet[str] = frozenset(CAPABILITIES),

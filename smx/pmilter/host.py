@@ -191,7 +191,9 @@ class _Attachment:
     @ivar state: C{"new"}, C{"negotiating"}, C{"up"} or C{"down"}.
     """
 
-    def __init__(self, pmilter: Any, options: Optional[Mapping[str, Any]]) -> None:
+    def __init__(
+        self, pmilter: IPolicyMilter, options: Optional[Mapping[str, Any]]
+    ) -> None:
         self.pmilter = pmilter
         self.name = pmilterName(pmilter)
         self.options = options

@@ -39,11 +39,15 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Union
 
-from smx.interfaces import IPolicyMilter
+from smx.interfaces import IPolicyMilter, IPolicyMilterHost
+from smx.log import Logger
 from smx.pmilter.host import HostChain, PolicyMilterHost, pmilterName
 from smx.pmilter.remote import RemotePolicyMilterHost
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.config.model import Configuration, Section
 
 
 class UnknownPolicyMilter(LookupError):
@@ -52,7 +56,7 @@ class UnknownPolicyMilter(LookupError):
     """
 
 
-def findPolicyMilters() -> Dict[str, Any]:
+def findPolicyMilters() -> Dict[str, IPolicyMilter]:
     """
     Every pmilter installed as a Twisted plugin, by name (the first one
     found for a name wins: C{smx.plugins} before C{twisted.plugins}).
@@ -63,14 +67,16 @@ def findPolicyMilters() -> Dict[str, Any]:
 
     import twisted.plugins
 
-    found = {}  # type: Dict[str, Any]
+    found = {}  # type: Dict[str, IPolicyMilter]
     for package in (smx.plugins, twisted.plugins):
         for plugin in getPlugins(IPolicyMilter, package):
             found.setdefault(pmilterName(plugin), plugin)
     return found
 
 
-def lookupPolicyMilter(name: str, found: Optional[Mapping[str, Any]] = None) -> Any:
+def lookupPolicyMilter(
+    name: str, found: Optional[Mapping[str, IPolicyMilter]] = None
+) -> IPolicyMilter:
     """
     The installed pmilter called C{name} (or with C{name} among its
     C{aliases}).
@@ -90,7 +96,7 @@ def lookupPolicyMilter(name: str, found: Optional[Mapping[str, Any]] = None) -> 
     )
 
 
-def pluginOptions(pmilterSection: Any, name: str) -> Dict[str, Any]:
+def pluginOptions(pmilterSection: Section, name: str) -> Dict[str, Any]:
     """
     The settings of the pmilter C{name}: its subsection of C{pmilter}
     with the defaults, or C{{}} when the option table has none for it.
@@ -103,12 +109,12 @@ def pluginOptions(pmilterSection: Any, name: str) -> Dict[str, Any]:
 
 
 def hostFromConfiguration(
-    smtpsSection: Any,
+    smtpsSection: Section,
     reactor: Any,
-    log: Any,
+    log: Optional[Logger],
     hostname: str,
-    found: Optional[Mapping[str, Any]] = None,
-) -> Any:
+    found: Optional[Mapping[str, IPolicyMilter]] = None,
+) -> Optional[IPolicyMilterHost]:
     """
     What SMTPS calls for the pmilters of one smtps section.
 
@@ -125,7 +131,7 @@ def hostFromConfiguration(
     section = smtpsSection.section("pmilter")
     names = section["plugins"] or []
     socket = section["socket"]
-    hosts = []  # type: List[Any]
+    hosts = []  # type: List[Union[PolicyMilterHost, RemotePolicyMilterHost]]
     if names:
         if found is None:
             found = findPolicyMilters()
@@ -168,7 +174,7 @@ def hostFromConfiguration(
 
 
 def describePolicyMilters(
-    configuration: Any, found: Optional[Mapping[str, Any]] = None
+    configuration: Configuration, found: Optional[Mapping[str, IPolicyMilter]] = None
 ) -> str:
     """
     The installed pmilters and those each smtps section enables, as

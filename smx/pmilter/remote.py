@@ -45,6 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from smx.interfaces import IPolicyMilterHost, IPolicyMilterSession
+from smx.log import Logger
 from smx.pmilter.api import CAP_RCPT_ST, CAPABILITIES, PMM_DOT_MSGID, STAGES
 from smx.pmilter.content import MessageIdScanner
 from smx.pmilter.decision import (
@@ -122,7 +123,7 @@ class RemotePolicyMilterHost(service.Service):
         timeout: float,
         onFailure: str = TEMPFAIL,
         hostname: str = "localhost",
-        log: Any = None,
+        log: Optional[Logger] = None,
         stages: Sequence[str] = STAGES,
         capabilities: Sequence[str] = CAPABILITIES,
         clock: Any = None,

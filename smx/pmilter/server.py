@@ -48,6 +48,8 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 
+from smx.interfaces import IPolicyMilter, IPolicyMilterSession
+from smx.log import Logger
 from smx.pmilter.api import CAPABILITIES, STAGES
 from smx.pmilter.decision import FAILURE_POLICIES, TEMPFAIL
 from smx.pmilter.host import PolicyMilterHost, pmilterName, reloadPolicyMilters
@@ -119,7 +121,7 @@ class PolicyMilterServerProtocol(QuietAMP):
         QuietAMP.__init__(self)
         self.factory = factory
         self.host = None  # type: Optional[PolicyMilterHost]
-        self.sessions = {}  # type: Dict[int, Any]
+        self.sessions = {}  # type: Dict[int, IPolicyMilterSession]
 
     def _debug(self, command: str, session: Optional[int] = None) -> None:
         self.factory.log.debug(level=12, pmilter_cmd=command, session=session)
@@ -155,7 +157,7 @@ class PolicyMilterServerProtocol(QuietAMP):
             }
         )
 
-    def _session(self, session: int) -> Any:
+    def _session(self, session: int) -> IPolicyMilterSession:
         try:
             return self.sessions[session]
         except KeyError:
@@ -254,10 +256,10 @@ class PolicyMilterServerFactory(Factory):
 
     def __init__(
         self,
-        pmilters: Sequence[Any],
+        pmilters: Sequence[IPolicyMilter],
         reactor: Any,
         timeout: float,
-        log: Any,
+        log: Logger,
         options: Optional[Mapping[str, Mapping[str, Any]]] = None,
     ) -> None:
         self.pmilters = list(pmilters)
