@@ -42,6 +42,11 @@ from __future__ import annotations
 import collections
 from typing import Any, Deque, Dict, Optional
 
+from twisted.internet.interfaces import IReactorTime
+
+from smx.queue.confmap import ConfigurationMap
+from smx.values import ReplyData
+
 RATE_WINDOW = 60.0
 
 
@@ -63,10 +68,10 @@ class SlowStart:
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         initial: int,
         maximum: int,
-        conf: Any = None,
+        conf: Optional[ConfigurationMap] = None,
         *,
         cacheSize: int,
         cacheTimeout: float = 600.0,
@@ -162,7 +167,11 @@ class IncomingControl:
     """
 
     def __init__(
-        self, clock: Any, maxRate: int, maxOpen: int, conf: Any = None
+        self,
+        clock: IReactorTime,
+        maxRate: int,
+        maxOpen: int,
+        conf: Optional[ConfigurationMap] = None,
     ) -> None:
         """
         @param maxRate: C{smtps_max_connection_rate}.
@@ -190,7 +199,7 @@ class IncomingControl:
                 open_ = v
         return rate, open_
 
-    def sessionOpen(self, sessionId: str, address: str) -> Optional[Dict[str, Any]]:
+    def sessionOpen(self, sessionId: str, address: str) -> Optional[ReplyData]:
         """
         @return: C{None} to accept, or a 421 reply to refuse.
         """

@@ -38,6 +38,7 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from smx.interfaces import IQueueManager
 from smx.unixsocket import socketName
 
 #: at most this many characters of JSON in one AMP value (limit 65535)
@@ -97,7 +98,7 @@ class ControlServer(QuietAMP):
     The server side: answers with the queue manager's methods.
     """
 
-    def __init__(self, qmgr: Any) -> None:
+    def __init__(self, qmgr: IQueueManager) -> None:
         amp.AMP.__init__(self)
         self.qmgr = qmgr
 
@@ -153,7 +154,7 @@ def presentStatus(status: dict) -> dict:
     return status
 
 
-def listenControl(reactor: Any, path: str, qmgr: Any) -> Any:
+def listenControl(reactor: Any, path: str, qmgr: IQueueManager) -> Any:
     """
     Listen on the Unix socket C{path} (a stale socket file is replaced).
 

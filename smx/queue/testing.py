@@ -17,6 +17,7 @@ from zope.interface import implementer
 
 from smx.interfaces import IContentStore, IQueueManager
 from smx.queue.settings import QueueSettings
+from smx.values import EnvelopeData, ReplyData
 
 
 def defaultQueueSettings(
@@ -166,11 +167,11 @@ class FakeQueueManager:
     """
 
     def __init__(self) -> None:
-        self.envelopes = []  # type: List[Dict[str, Any]]
+        self.envelopes = []  # type: List[EnvelopeData]
         self.sessions = {}  # type: Dict[str, str]
         self.closed = []  # type: List[str]
-        self.refuseSession = None  # type: Optional[Dict[str, Any]]
-        self.refuseTransaction = None  # type: Optional[Dict[str, Any]]
+        self.refuseSession = None  # type: Optional[ReplyData]
+        self.refuseTransaction = None  # type: Optional[ReplyData]
         self.failCommit = None  # type: Optional[Exception]
         self.pending = None  # type: Optional[List[defer.Deferred]]
         self.controls = []  # type: List[tuple]
