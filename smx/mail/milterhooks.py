@@ -99,6 +99,7 @@ from smx.interfaces import IMilterClient, IMilterSession
 from smx.values import EnvelopeData, RecipientData, ReplyData
 
 if TYPE_CHECKING:  # pragma: no cover
+    from smx.mail.commit import _Transaction
     from smx.config.model import Configuration, Section
 
 #: the most body bytes given to a milter session in one call
@@ -473,7 +474,7 @@ class MilterMixin:
         return self.mlChain.ask("helo", name, macros).addCallback(_cb)
 
     @inlineCallbacks
-    def _mlMail(self, event: Any, ta: Any):
+    def _mlMail(self, event: sm.MailFrom, ta: _Transaction):
         """
         SMTPS accepted MAIL: ask the milters.
 
@@ -504,7 +505,7 @@ class MilterMixin:
         return False
 
     @inlineCallbacks
-    def _mlRcpt(self, event: Any):
+    def _mlRcpt(self, event: sm.RcptTo):
         """
         Ask the milters about a recipient SMTPS accepted.
 
@@ -536,7 +537,7 @@ class MilterMixin:
         return None
 
     def _mlRcptRejected(
-        self, event: Any, code: int, dsn: str, text: str
+        self, event: sm.RcptTo, code: int, dsn: str, text: str
     ) -> Optional[defer.Deferred]:
         """A recipient SMTPS rejected (C{SMFIP_RCPT_REJ})."""
         if self.mlChain is None:
@@ -545,7 +546,7 @@ class MilterMixin:
             event.recipient, parameterList(event.parameters), code, dsn, text
         )
 
-    def _mlData(self, event: Any, then: Callable[[], Any]) -> Any:
+    def _mlData(self, event: sm.DataCommand, then: Callable[[], Any]) -> Any:
         """
         DATA (or the first BDAT): ask the milters; the content is held for
         them until the end of the message, when they get it as Postfix's
@@ -574,7 +575,7 @@ class MilterMixin:
 
         return self.mlChain.ask("data", {"i": ta.id}).addCallback(_cb)
 
-    def _mlEndOfMessage(self, ta: Any, event: sm.EndOfData) -> defer.Deferred:
+    def _mlEndOfMessage(self, ta: _Transaction, event: sm.EndOfData) -> defer.Deferred:
         """
         The content passed SMTPS's checks: the milters see it, their
         changes are made, and it is written after smx's C{Received:}.
@@ -592,7 +593,9 @@ class MilterMixin:
         return self._mlMessage(ta, event).addErrback(_eb)
 
     @inlineCallbacks
-    def _mlMessage(self, ta: Any, event: sm.EndOfData):
+    def _mlMessage(self, ta: _Transaction, event: sm.EndOfData):
+        # held since DATA: this path runs only with milters
+        assert ta.milterContent is not None
         content = b"".join(ta.milterContent)
         ta.milterContent = None
         recipients = tuple(
@@ -663,7 +666,7 @@ class MilterMixin:
         result = yield self._commit(ta, event)
         return result
 
-    def _mlNewEnvelope(self, ta: Any, envelope: Envelope) -> None:
+    def _mlNewEnvelope(self, ta: _Transaction, envelope: Envelope) -> None:
         """The milters' sender and recipients for the transaction."""
         ta.sender = envelope.sender
         old = {r["address"]: r for r in ta.recipients}

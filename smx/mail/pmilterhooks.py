@@ -42,6 +42,7 @@ from smx.mail import server as sm
 from smx.values import ReplyData
 
 if TYPE_CHECKING:  # pragma: no cover
+    from smx.mail.commit import _Transaction
     from smx.interfaces import IPolicyMilterSession
     from smx.pmilter.decision import Decision
 
@@ -178,7 +179,7 @@ class PolicyMilterMixin:
         return self.pmSession
 
     @inlineCallbacks
-    def _pmMail(self, event: Any, ta: Any):
+    def _pmMail(self, event: sm.MailFrom, ta: _Transaction):
         """
         SMTPS accepted MAIL: ask the pmilters.
 
@@ -200,7 +201,7 @@ class PolicyMilterMixin:
         return False
 
     @inlineCallbacks
-    def _pmRcpt(self, event: Any, status: int):
+    def _pmRcpt(self, event: sm.RcptTo, status: int):
         """
         Ask the pmilters about a recipient SMTPS gave C{status}.
 
@@ -232,7 +233,7 @@ class PolicyMilterMixin:
             return "discard"
         return None
 
-    def _pmData(self, event: Any, then: Callable[[], Any]) -> Any:
+    def _pmData(self, event: sm.DataCommand, then: Callable[[], Any]) -> Any:
         session = self.pmSession
         if session is None:
             return then()
@@ -267,7 +268,7 @@ class PolicyMilterMixin:
             self.pmSession.abort()
         self._pmSenderDelayed = None
 
-    def _pmEndOfMessage(self, ta: Any, event: sm.EndOfData) -> Any:
+    def _pmEndOfMessage(self, ta: _Transaction, event: sm.EndOfData) -> Any:
         """
         The content passed SMTPS's checks: C{eom} before the commit.
         """

@@ -62,6 +62,7 @@ from smx.mail.dsnparams import DSNParameterError, decodeXtext
 from smx.milter import policy as pp
 
 if TYPE_CHECKING:  # pragma: no cover
+    from smx.mail.commit import _Transaction
     from smx.config.model import Configuration, Section
     from smx.interfaces import IPolicyClient
     from smx.mail.listener import ServerSettings
@@ -191,7 +192,9 @@ class PolicyServerMixin:
                 )
         return self._pdCertificate
 
-    def _pdTransaction(self, ta: Any, size: Optional[int] = None) -> PolicyTransaction:
+    def _pdTransaction(
+        self, ta: Optional[_Transaction], size: Optional[int] = None
+    ) -> PolicyTransaction:
         if ta is None:
             return PolicyTransaction()
         return PolicyTransaction(
@@ -212,7 +215,7 @@ class PolicyServerMixin:
         state: str,
         subject: str,
         field: Tuple[str, str],
-        ta: Any = None,
+        ta: Optional[_Transaction] = None,
         recipient: str = "",
         size: Optional[int] = None,
         helo: Optional[sm.Helo] = None,
@@ -283,7 +286,7 @@ class PolicyServerMixin:
         subject: str,
         replyClass: str,
         field: Tuple[str, str],
-        ta: Any,
+        ta: Optional[_Transaction],
     ) -> Tuple[Dict[str, Any], list]:
         reply = decision.reply(subject, replyClass)
         assert reply is not None
@@ -315,7 +318,7 @@ class PolicyServerMixin:
             elif action == pp.DISCARD:
                 self.policy.discardTransaction = True
 
-    def _pdCurrent(self, ta: Any = None) -> _Effects:
+    def _pdCurrent(self, ta: Optional[_Transaction] = None) -> _Effects:
         """The effects of transaction C{ta} (default: the current one)."""
         if ta is None:
             ta = self.transaction
@@ -331,7 +334,7 @@ class PolicyServerMixin:
         effects = self._pdSessionEffects[stage] = _Effects()
         return effects
 
-    def _pdAll(self, ta: Any = None) -> List[_Effects]:
+    def _pdAll(self, ta: Optional[_Transaction] = None) -> List[_Effects]:
         """The effects that apply to C{ta} (default: the current one)."""
         out = []
         for stage in ("CONNECT", "HELO"):
@@ -389,7 +392,7 @@ class PolicyServerMixin:
 
         return d.addCallback(_cb)
 
-    def _pdMail(self, event: sm.MailFrom, ta: Any) -> Any:
+    def _pdMail(self, event: sm.MailFrom, ta: _Transaction) -> Any:
         """
         SMTPS accepted MAIL (C{ta} is the new transaction): ask the MAIL
         policies.
@@ -430,7 +433,7 @@ class PolicyServerMixin:
         state: str,
         subject: str,
         field: Tuple[str, str],
-        ta: Any,
+        ta: _Transaction,
         recipient: str = "",
     ):
         """
@@ -464,7 +467,7 @@ class PolicyServerMixin:
 
         return d.addCallback(_cb)
 
-    def _policyHeaders(self, ta: Any) -> bytes:
+    def _policyHeaders(self, ta: _Transaction) -> bytes:
         """
         The C{PREPEND} headers of the transaction, to follow smx's own
         C{Received:} header.
@@ -478,7 +481,7 @@ class PolicyServerMixin:
                 lines.append(text.encode("utf-8", "replace") + b"\r\n")
         return b"".join(lines)
 
-    def _pdEndOfMessage(self, ta: Any, event: sm.EndOfData) -> Any:
+    def _pdEndOfMessage(self, ta: _Transaction, event: sm.EndOfData) -> Any:
         """
         The content passed SMTPS's checks: ask the END-OF-MESSAGE
         policies, apply C{REDIRECT} and C{BCC}, then the pmilters.
@@ -513,7 +516,7 @@ class PolicyServerMixin:
 
         return d.addCallback(_cb)
 
-    def _pdRecipients(self, ta: Any) -> None:
+    def _pdRecipients(self, ta: _Transaction) -> None:
         """
         Apply C{REDIRECT} and C{BCC} to the recipients to queue, and
         C{HOLD} to the message (held in the queue).
