@@ -17,6 +17,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from smx.interfaces import IDeliveryAgent
+from smx.values import DeliveryData, RecipientData, ResultData
 
 
 @implementer(IDeliveryAgent)
@@ -31,12 +32,12 @@ class FakeDeliveryAgent:
         appended here as C{(transaction, deferred)}.
     """
 
-    def __init__(self, outcome: Optional[Callable[[Dict[str, Any]], tuple]] = None):
-        self.transactions = []  # type: List[Dict[str, Any]]
+    def __init__(self, outcome: Optional[Callable[[RecipientData], tuple]] = None):
+        self.transactions = []  # type: List[DeliveryData]
         self.outcome = outcome or (lambda rcpt: ("ok", 250, "250 2.0.0 ok"))
         self.pending = None  # type: Optional[List[tuple]]
 
-    def results(self, transaction: Dict[str, Any]) -> List[Dict[str, Any]]:
+    def results(self, transaction: DeliveryData) -> List[ResultData]:
         """The results L{outcome} gives for every recipient."""
         out = []
         for rcpt in transaction["recipients"]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, Optional
 
+from smx.interfaces import IMap
 from smx.log import Logger
 from smx.maps.errors import MapError
 from smx.maps.hashmap import HashMap
@@ -20,7 +21,7 @@ def buildMaps(
     reactor: Any,
     log: Optional[Logger] = None,
     timeout: float = 10.0,
-) -> Dict[str, Any]:
+) -> Dict[str, IMap]:
     """
     Build every declared map.
 
@@ -30,7 +31,8 @@ def buildMaps(
     """
     log = log if log is not None else Logger("smar")
     sections = list(sections)
-    maps = {}  # type: Dict[str, Any]
+    maps = {}  # type: Dict[str, IMap]
+    sequences = {}  # type: Dict[str, SequenceMap]
     pending = []
     for s in sections:
         name = s.name
@@ -58,7 +60,8 @@ def buildMaps(
         else:
             raise MapError("map %s: unknown type %r" % (name, kind))
     for s in pending:
-        maps[s.name.lower()] = SequenceMap(s.name, [])
+        sequences[s.name.lower()] = SequenceMap(s.name, [])
+        maps[s.name.lower()] = sequences[s.name.lower()]
     for s in pending:
         members = []
         for member in s["maps"] or ():
@@ -66,5 +69,5 @@ def buildMaps(
             if m is None:
                 raise MapError("map %s: undeclared map %r" % (s.name, member))
             members.append(m)
-        maps[s.name.lower()].maps = members
+        sequences[s.name.lower()].maps = members
     return maps

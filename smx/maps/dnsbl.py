@@ -15,11 +15,14 @@ result.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from smx.fastdefer import inlineCallbacks, settled
 from smx.maps.access import AccessMap, decision
 from smx.maps.errors import DNSPermanentError, DNSTemporaryError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.maps.dns import DNSResolver
 
 MAX_DNSBL = 8
 
@@ -45,7 +48,10 @@ class DNSBLChecker:
     """
 
     def __init__(
-        self, dns: Any, access: AccessMap, lists: List[Tuple[str, str]]
+        self,
+        dns: Optional[DNSResolver],
+        access: AccessMap,
+        lists: List[Tuple[str, str]],
     ) -> None:
         self.dns = dns
         self.access = access

@@ -25,7 +25,7 @@ class SequenceMap:
     @ivar maps: the L{IMap}s in lookup order.
     """
 
-    def __init__(self, name: str, maps: List[Any]) -> None:
+    def __init__(self, name: str, maps: List[IMap]) -> None:
         self.name = name
         self.maps = list(maps)
 

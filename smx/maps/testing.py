@@ -15,6 +15,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from smx.interfaces import IAddressResolver, IMap
+from smx.values import DecisionData, RouteData
 
 
 from smx.maps.errors import MapTemporaryError  # noqa: E402  (re-exported)
@@ -48,8 +49,8 @@ class DictMap:
         self.closed = True
 
 
-def _decision(action="none", quick=False, reply=None, **extra) -> Dict[str, Any]:
-    d = {"action": action, "quick": quick, "reply": reply}  # type: Dict[str, Any]
+def _decision(action="none", quick=False, reply=None, **extra) -> DecisionData:
+    d = {"action": action, "quick": quick, "reply": reply}  # type: DecisionData
     d.update(extra)
     return d
 
@@ -69,12 +70,12 @@ class FakeAddressResolver:
     """
 
     def __init__(self) -> None:
-        self.clients = {}  # type: Dict[str, Dict[str, Any]]
-        self.senders = {}  # type: Dict[str, Dict[str, Any]]
-        self.recipients = {}  # type: Dict[str, Dict[str, Any]]
-        self.access = {}  # type: Dict[tuple, Dict[str, Any]]
+        self.clients = {}  # type: Dict[str, DecisionData]
+        self.senders = {}  # type: Dict[str, DecisionData]
+        self.recipients = {}  # type: Dict[str, DecisionData]
+        self.access = {}  # type: Dict[tuple, DecisionData]
         self.localDomains = set()  # type: set
-        self.routes = {}  # type: Dict[str, List[Dict[str, Any]]]
+        self.routes = {}  # type: Dict[str, List[RouteData]]
         self.calls = []  # type: List[tuple]
         self.reloaded = 0
 
