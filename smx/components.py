@@ -93,6 +93,10 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
             "CDB_base_directory: cannot use %s: %s" % (e.filename, e.strerror)
         )
     components["contentStore"] = contentStore
+    # stops after the services that remove content: its last removals
+    from smx.queue.cdb import ContentStoreService
+
+    ContentStoreService(contentStore).setServiceParent(parent)
 
     try:
         # one delivery agent per smtpc section, named or not (seed §5.10)

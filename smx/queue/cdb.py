@@ -58,6 +58,7 @@ import struct
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
+from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -464,6 +465,8 @@ class FileContentStore:
         self.chunkSize = chunkSize
         self._doomed = []  # type: List[str]
         self._unlinking = False
+        #: the files of the unlink job under way in the pool
+        self._handed = []  # type: List[str]
         #: content jobs (create, write and sync) running in the thread pool
         self.jobsInFlight = 0
         #: content bytes received by writers and not yet written to their
@@ -621,13 +624,25 @@ class FileContentStore:
     def _unlinkDoomed(self) -> None:
         paths, self._doomed = self._doomed, []
         self._unlinking = True
+        self._handed = paths
         d = threads.deferToThreadPool(self.reactor, self.threadPool, _unlinkAll, paths)
         d.addBoth(self._unlinked)
 
     def _unlinked(self, result: Any) -> None:
         self._unlinking = False
+        self._handed = []
         if self._doomed:
             self._unlinkDoomed()
+
+    def flushRemovals(self) -> None:
+        """
+        Unlink now, in the calling thread, the files still waiting for
+        the thread pool (at stop: the pool may stop before it runs them,
+        and each would be an orphan the next QMGR reports).
+        """
+        paths, self._doomed = self._handed + self._doomed, []
+        self._handed = []
+        _unlinkAll(paths)
 
     def exists(self, transactionId: str) -> bool:
         """Is content stored under C{transactionId}?"""
@@ -649,3 +664,20 @@ class FileContentStore:
                 continue
             ids.extend(e for e in entries if not e.startswith("."))
         return sorted(ids)
+
+
+class ContentStoreService(service.Service):
+    """
+    Removes, when it stops, the content files still waiting to be removed
+    (L{FileContentStore.flushRemovals}).  Put it before the services that
+    use the store in their parent, so that it stops after them.
+    """
+
+    name = "cdb"
+
+    def __init__(self, store: FileContentStore) -> None:
+        self.store = store
+
+    def stopService(self) -> None:
+        service.Service.stopService(self)
+        self.store.flushRemovals()

@@ -199,6 +199,10 @@ def _qmgr(
         raise ComponentError(
             "CDB_base_directory: cannot use %s: %s" % (e.filename, e.strerror)
         )
+    # stops after QMGR: the removals of the messages it finished last
+    from smx.queue.cdb import ContentStoreService
+
+    ContentStoreService(contentStore).setServiceParent(root)
     resolver = AddressResolverProxy(
         reactor, sockets["SMAR_socket"], section["wait_for_server"], logger
     )
@@ -296,6 +300,10 @@ def _smtps(
         raise ComponentError(
             "CDB_base_directory: cannot use %s: %s" % (e.filename, e.strerror)
         )
+    # stops after the listeners: the removals of their aborted commits
+    from smx.queue.cdb import ContentStoreService
+
+    ContentStoreService(contentStore).setServiceParent(root)
     qmgr = QueueManagerProxy(
         reactor, sockets["SMTPS_socket"], qsection["wait_for_client"], logger
     )

@@ -539,6 +539,41 @@ class PooledStoreTests(unittest.TestCase):
         return gone()
 
 
+class FlushRemovalsTests(unittest.TestCase):
+    """
+    L{cdb.ContentStoreService}: the removals still waiting for the thread
+    pool when smx stops are made at its stop.
+    """
+
+    def test_stop(self):
+        """
+        Content removed while the pool does not run its jobs (it is
+        stopping) is unlinked when the service stops: the file handed to
+        the pool's job and the one waiting behind it.
+        """
+        from twisted.internet.task import Clock
+
+        class StoppedPool:
+            jobs = []
+
+            def callInThreadWithCallback(self, onResult, f, *args, **kw):
+                self.jobs.append(f)
+
+        pool = StoppedPool()
+        store = cdb.FileContentStore(self.mktemp(), threadPool=pool, reactor=Clock())
+        ids = ["S0000000040%dCE49200" % (i,) for i in range(2)]
+        for ta in ids:
+            with open(store.path(ta), "wb") as f:
+                f.write(b"x")
+            store.remove(ta)
+        self.assertEqual(len(pool.jobs), 1)
+        self.assertEqual(store.transactionIds(), sorted(ids))
+        service = cdb.ContentStoreService(store)
+        service.startService()
+        service.stopService()
+        self.assertEqual(store.transactionIds(), [])
+
+
 class IdleTests(unittest.TestCase):
     """
     L{cdb.FileContentStore.idle}: files are made ahead only for a message
