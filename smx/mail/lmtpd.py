@@ -64,7 +64,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+)
 
 from twisted.application import service
 from twisted.internet import defer, protocol
@@ -93,6 +103,11 @@ from smx.mail.serverevents import (
     StartTLS,
 )
 from smx.unixsocket import socketName
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.interfaces import IListeningPort
+
+    from smx.config.model import Configuration, Section
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -132,7 +147,7 @@ class LMTPServerSettings:
     DERIVED: ClassVar[Mapping[str, Tuple[str, ...]]] = {"name": ()}
 
     @classmethod
-    def fromSection(cls, section: Any) -> "LMTPServerSettings":
+    def fromSection(cls, section: Section) -> "LMTPServerSettings":
         """
         @param section: an L{smx.config} C{lmtpd} section.
         """
@@ -432,9 +447,9 @@ class LMTPDeliveryService(service.Service):
         self.tcpPort = settings.tcpPort
         self.tcpAddress = settings.tcpAddress
         self.name = settings.name
-        self._port = None  # type: Optional[Any]
+        self._port = None  # type: Optional[IListeningPort]
         #: the TCP listening port while running (if C{tcpPort} is set)
-        self.tcp = None  # type: Optional[Any]
+        self.tcp = None  # type: Optional[IListeningPort]
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -467,7 +482,7 @@ class LMTPDeliveryService(service.Service):
         return None
 
 
-def lmtpdServices(cfg: Any, reactor: Any = None) -> List[LMTPDeliveryService]:
+def lmtpdServices(cfg: Configuration, reactor: Any = None) -> List[LMTPDeliveryService]:
     """
     One L{LMTPDeliveryService} per C{lmtpd} section of C{cfg} (named or
     not), with its L{LMTPServerSettings} and its C{log} and

@@ -65,6 +65,7 @@ from twisted.internet import defer
 
 from smx import versionString
 from smx.fastdefer import inlineCallbacks
+from smx.interfaces import IMilterClient, IMilterSession
 from smx.log import Logger
 from smx.mail import server as sm
 from smx.mail.commit import _TEMPFAIL
@@ -95,12 +96,11 @@ from smx.milter.modifications import (
     splitMessage,
 )
 from smx.milter.protocol import CONTINUE, ConnectInfo, Decision
-from smx.interfaces import IMilterClient, IMilterSession
 from smx.values import EnvelopeData, RecipientData, ReplyData
 
 if TYPE_CHECKING:  # pragma: no cover
-    from smx.mail.commit import _Transaction
     from smx.config.model import Configuration, Section
+    from smx.mail.commit import _Transaction
 
 #: the most body bytes given to a milter session in one call
 BODY_CHUNK = 65535

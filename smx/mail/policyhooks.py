@@ -60,14 +60,6 @@ from smx.fastdefer import inlineCallbacks
 from smx.mail import server as sm
 from smx.mail.dsnparams import DSNParameterError, decodeXtext
 from smx.milter import policy as pp
-
-if TYPE_CHECKING:  # pragma: no cover
-    from smx.mail.commit import _Transaction
-    from smx.config.model import Configuration, Section
-    from smx.interfaces import IPolicyClient
-    from smx.mail.listener import ServerSettings
-    from smx.mail.smtps import SMTPServerFactory
-
 from smx.milter.policy import (
     REPLY_CLASSES,
     PolicyDecision,
@@ -76,6 +68,13 @@ from smx.milter.policy import (
     certificateFields,
     policyAttributes,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from smx.config.model import Configuration, Section
+    from smx.interfaces import IPolicyClient
+    from smx.mail.commit import _Transaction
+    from smx.mail.listener import ServerSettings
+    from smx.mail.smtps import SMTPServerFactory
 
 #: the decisions whose effect is kept when their stage ends accepted
 _EFFECTS = (pp.PREPEND, pp.REDIRECT, pp.BCC, pp.HOLD, pp.DISCARD)
