@@ -63,7 +63,7 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
     from smx.mail.smtpc import deliveryAgentFromConfiguration
     from smx.mail.listener import reloadCertificates
     from smx.mail.smtps import SMTPSConfigurationError, smtpsServices
-    from smx.mail.milterhooks import internalMilters
+    from smx.mail.milterinternal import internalMilters
     from smx.maps.resolver import AddressResolver
     from smx.queue.qmgr import QueueManager, contentStoreFromConfiguration
 

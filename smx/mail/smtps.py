@@ -124,8 +124,8 @@ from smx.fastdefer import inlineCallbacks, onFailure
 from smx.ids import ServerIdGenerator
 from smx.log import Logger
 from smx.mail import server as sm
-from smx.mail.auth import AuthError, AuthUnavailable, Challenge, ClientInfo
 from smx.mail.commit import _TEMPFAIL, CommitMixin, _Transaction
+from smx.mail.authcommands import AuthCommandsMixin
 from smx.mail.deadlines import RECORD_SIZE, DeadlineMixin
 from smx.mail.milterhooks import MilterMixin
 from smx.mail.pmilterhooks import PolicyMilterMixin
@@ -155,6 +155,7 @@ HOLD_LIMIT = 64 * 1024
 
 @implementer(interfaces.IHandshakeListener)
 class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
+    AuthCommandsMixin,
     MilterMixin,
     PolicyServerMixin,
     PolicyMilterMixin,
@@ -616,80 +617,6 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
         self.authUser = None
         self._wait(self.policy.tlsEstablished(info))
 
-    # -- AUTH -----------------------------------------------------------
-
-    def do_Auth(self, event: sm.Auth):
-        peer = self.transport.getPeer()
-        host = self.transport.getHost()
-        client = ClientInfo(
-            address=self.clientAddress,
-            port=getattr(peer, "port", 0) or 0,
-            localAddress=getattr(host, "host", "") or "",
-            localPort=getattr(host, "port", 0) or 0,
-            secured=self.connection.tls,
-            session=self.sessionId,
-        )
-        authenticator = self.factory.settings.authenticator
-        try:
-            self._sasl = authenticator.exchange(event.mechanism, client)
-            d = self._sasl.start(event.initial)
-        except Exception:
-            d = defer.fail()
-        return self._authStep(d)
-
-    def do_AuthResponse(self, event: sm.AuthResponse):
-        if self._sasl is None:  # pragma: no cover
-            self.connection.reject(503, "5.5.1", "No AUTH in progress")
-            return None
-        return self._authStep(defer.maybeDeferred(self._sasl.respond, event.line))
-
-    def _authStep(self, d: defer.Deferred) -> defer.Deferred:
-        d.addCallbacks(self._cbAuthStep, self._ebAuth)
-        # a fresh Deferred: one that waits on another (a back end's
-        # chain) counts as called, and the session must wait for it
-        done = defer.Deferred()  # type: defer.Deferred[None]
-        d.addBoth(done.callback)
-        return done
-
-    def _cbAuthStep(self, step: Any) -> None:
-        if isinstance(step, Challenge):
-            self.connection.challenge(step.text)
-            return
-        mechanism = self._sasl.mechanism if self._sasl else ""
-        self._sasl = None
-        self.authUser = step.user
-        self.authMechanism = mechanism
-        self._pdSaslMethod = mechanism
-        self.policy.authenticated(mechanism)
-        self.factory.log.info(
-            ss_sess=self.sessionId,
-            where="auth",
-            mech=mechanism,
-            user=self.authUser,
-            relay=1 if self.policy.relayClient else None,
-            stat=0,
-        )
-        self.connection.accept()
-
-    def _ebAuth(self, reason: failure.Failure) -> None:
-        mechanism = self._sasl.mechanism if self._sasl else ""
-        self._sasl = None
-        e = reason.value
-        if isinstance(e, AuthError):
-            if e.code in (535, 454):
-                self.factory.log.info(
-                    ss_sess=self.sessionId,
-                    where="auth",
-                    mech=mechanism,
-                    stat=e.code,
-                    reason=e.reason,
-                )
-            self.connection.reject(e.code, e.dsn, e.text)
-        else:
-            self.factory.log.failure("_ebAuth", reason, ss_sess=self.sessionId)
-            u = AuthUnavailable("")
-            self.connection.reject(u.code, u.dsn, u.text)
-
     def _dataCommand(self, event: sm.DataCommand):
         return self._pdData(
             event,
@@ -726,8 +653,8 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
         sm.Rset: do_Rset,
         sm.Quit: do_Quit,
         sm.StartTLS: do_StartTLS,
-        sm.Auth: do_Auth,
-        sm.AuthResponse: do_AuthResponse,
+        sm.Auth: AuthCommandsMixin.do_Auth,
+        sm.AuthResponse: AuthCommandsMixin.do_AuthResponse,
     }  # type: Dict[type, Any]
 
 

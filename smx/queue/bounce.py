@@ -20,7 +20,7 @@ DESCRIPTION
     No report is sent for a transaction whose sender is C{<>}: a failing
     bounce is a double bounce, logged and dropped, never looped.
 
-    With C{milters} (qmgr's C{milters} list, L{smx.mail.milterhooks.
+    With C{milters} (qmgr's C{milters} list, L{smx.mail.milterinternal.
     InternalMilters}) each report goes through the milters before it is
     written, as Postfix's C{non_smtpd_milters} see its bounces with
     C{internal_mail_filter_classes = bounce}.
@@ -49,7 +49,7 @@ from smx.queue import dsn
 from smx.queue.envelope import FailureData, Transaction
 from smx.values import EnvelopeData
 
-#: the milters of QMGR's own mail (L{smx.mail.milterhooks.InternalMilters}):
+#: the milters of QMGR's own mail (L{smx.mail.milterinternal.InternalMilters}):
 #: C{(content, envelope)} to a Deferred of C{(content, envelope)}, or of
 #: C{None} to drop the message
 InternalFilter = Callable[

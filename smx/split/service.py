@@ -214,7 +214,7 @@ def _qmgr(
     qmgr = QueueManager.fromConfiguration(
         cfg, contentStore, resolver, agents, reactor, logger, threadPool=threadPool
     )
-    from smx.mail.milterhooks import internalMilters
+    from smx.mail.milterinternal import internalMilters
 
     # qmgr's milters: its bounces and notices (doc/milter.md)
     qmgr.bouncer.milters = internalMilters(cfg, reactor, logger)

@@ -17,12 +17,12 @@ from twisted.trial import unittest
 from smx.config import ConfigError, configurationFromText
 from smx.log import Logger, MemorySink
 from smx.mail.milterhooks import (
-    InternalMilters,
     MilterChain,
     macroListsFromSection,
     milterClients,
     replyOf,
 )
+from smx.mail.milterinternal import InternalMilters
 from smx.mail.test.test_smtps import Harness
 from smx.milter.client import MilterClient
 from smx.milter.macros import DEFAULT_MACROS
