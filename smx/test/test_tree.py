@@ -406,3 +406,30 @@ class SwallowedExceptionTests(unittest.SynchronousTestCase):
                 if catchAll and all(isinstance(s, ast.Pass) for s in node.body):
                     wrong.append("%s:%d" % (relative(path), node.lineno))
         self.assertEqual(wrong, [], "except Exception: pass")
+
+
+#: the most lines a module of smx/mail (not its tests) may have
+MAIL_MODULE_LINES = 800
+
+
+class ModuleSizeTests(unittest.SynchronousTestCase):
+    """
+    The modules of C{smx/mail} stay small enough to read: one job each,
+    at most L{MAIL_MODULE_LINES} lines (split a growing one by its jobs,
+    as C{smtps.py} was into C{commit.py}, C{authcommands.py}, ...).
+    """
+
+    def test_mailModules(self) -> None:
+        """
+        No module of C{smx/mail} outside its tests is longer than
+        L{MAIL_MODULE_LINES} lines.
+        """
+        mail = os.path.join(PACKAGE, "mail")
+        long = []
+        for name in sorted(os.listdir(mail)):
+            if name.endswith(".py"):
+                with open(os.path.join(mail, name), "rb") as f:
+                    lines = f.read().count(b"\n")
+                if lines > MAIL_MODULE_LINES:
+                    long.append("smx/mail/%s: %d lines" % (name, lines))
+        self.assertEqual(long, [])
