@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import time
 from typing import List
 
@@ -28,6 +27,7 @@ from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from smx.mail.test.test_integration_smtps import ServerMixin
+from smx.test.postfix import POSTFIX, PrivatePostfix
 from smx.test.mta import (
     MTA,
     SMTP_SINK,
@@ -140,81 +140,24 @@ class ListenerTests(ServerMixin, unittest.TestCase):
         self.assertEqual(self.store.contents, {})
 
 
-POSTFIX = "/usr/sbin/postfix"
-
-MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = %(root)s/spool
-data_directory = %(root)s/data
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-maillog_file = %(root)s/maillog
-maillog_file_prefixes = %(root)s
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
-myhostname = pf.test
-mydestination =
-mynetworks = 127.0.0.0/8
-smtpd_recipient_restrictions = permit_mynetworks, reject
-relayhost = [127.0.0.1]:%(relayPort)d
-transport_maps = inline:{pf.test=smtp:[127.0.0.2]:%(sinkPort)d}
-alias_maps =
-alias_database =
-debug_peer_list = 127.0.0.1
-debug_peer_level = 1
-"""
-
-
-class PrivatePostfix:
+def privatePostfix(
+    testCase, root: str, relayPort: int, sinkPort: int
+) -> PrivatePostfix:
     """
-    A Postfix instance of its own (configuration and queue in C{root}; see
-    /work/shared/PEERS.md) listening on 127.0.0.1:C{port}: mail for
-    C{pf.test} goes to C{[127.0.0.2]:sinkPort}, everything else to
-    C{[127.0.0.1]:relayPort}.  Every SMTP command of its smtpd and smtp
-    client is logged (C{debug_peer_list}) to C{root/maillog}.
+    A private Postfix listening on 127.0.0.1: mail for C{pf.test} goes to
+    C{[127.0.0.2]:sinkPort}, everything else to C{[127.0.0.1]:relayPort}.
     """
+    port = freePort()
 
-    def __init__(self, testCase, root: str, relayPort: int, sinkPort: int) -> None:
-        self.root = root
-        self.port = freePort()
-        self.etc = os.path.join(root, "etc")
-        for name in ("etc", "spool", "data"):
-            os.makedirs(os.path.join(root, name))
-        os.chmod(root, 0o755)
-        subprocess.run(["chown", "postfix:postfix", os.path.join(root, "data")])
-        with open(os.path.join(self.etc, "main.cf"), "w") as f:
-            f.write(MAIN_CF % dict(root=root, relayPort=relayPort, sinkPort=sinkPort))
-        lines = []
-        with open("/etc/postfix/master.cf") as f:
-            for line in f:
-                fields = line.split()
-                if line[:1].isalnum() and len(fields) >= 8:
-                    fields[4] = "n"  # no chroot
-                    if fields[:2] == ["smtp", "inet"]:
-                        fields[0] = "127.0.0.1:%d" % (self.port,)
-                    line = "  ".join(fields) + "\n"
-                lines.append(line)
-        with open(os.path.join(self.etc, "master.cf"), "w") as f:
-            f.writelines(lines)
-        self.testCase = testCase
+    def listeners(fields: List[str]) -> List[List[str]]:
+        return [["127.0.0.1:%d" % (port,)] + fields[1:]]
 
-    def start(self) -> None:
-        subprocess.run(
-            [POSTFIX, "-c", self.etc, "start"], check=True, capture_output=True
-        )
-        self.testCase.addCleanup(self.stop)
-
-    def stop(self) -> None:
-        subprocess.run([POSTFIX, "-c", self.etc, "stop"], capture_output=True)
-
-    def log(self) -> str:
-        try:
-            with open(os.path.join(self.root, "maillog")) as f:
-                return f.read()
-        except OSError:
-            return ""
+    settings = (
+        "relayhost = [127.0.0.1]:%d\n"
+        "transport_maps = inline:{pf.test=smtp:[127.0.0.2]:%d}\n"
+        % (relayPort, sinkPort)
+    )
+    return PrivatePostfix(testCase, root, port, settings, listeners)
 
 
 class PostfixTests(unittest.TestCase):
@@ -233,7 +176,7 @@ class PostfixTests(unittest.TestCase):
         self.mta = MTA(self, os.path.join(root, "smx"))
         self.sink = SmtpSink(self, root)
         self.sink.start()
-        self.postfix = PrivatePostfix(
+        self.postfix = privatePostfix(
             self, os.path.join(root, "pf"), self.mta.port, self.sink.port
         )
         self.mta.write(

@@ -25,53 +25,21 @@ from __future__ import annotations
 
 import os
 import smtplib
-import subprocess
 from typing import List
 
 from twisted.internet import defer, threads
 from twisted.trial import unittest
 
+from smx.test.postfix import POSTFIX, VIRTUAL_MAILBOX, PrivatePostfix
 from smx.test.mta import (
     MTA,
     Dovecot,
     configuration,
     freePort,
     missing,
-    readMaildir,
     tempDirectory,
     until,
 )
-
-POSTFIX = "/usr/sbin/postfix"
-
-MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = %(root)s/spool
-data_directory = %(root)s/data
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-maillog_file = %(root)s/maillog
-maillog_file_prefixes = %(root)s
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
-smtputf8_enable = yes
-myhostname = pf.test
-mydestination =
-mynetworks = 127.0.0.0/8
-smtpd_recipient_restrictions = permit_mynetworks, reject
-relayhost = [127.0.0.1]:%(relayPort)d
-virtual_mailbox_domains = pf.test, nu.test
-virtual_mailbox_base = %(root)s/vmail
-virtual_mailbox_maps = static:box/
-virtual_uid_maps = static:65534
-virtual_gid_maps = static:65534
-alias_maps =
-alias_database =
-debug_peer_list = 127.0.0.1
-debug_peer_level = 1
-"""
 
 #: a message with UTF-8 in its addresses and header (RFC 6532)
 MESSAGE = (
@@ -84,62 +52,27 @@ MESSAGE = (
 ).encode("utf-8")
 
 
-class PrivatePostfix:
+def privatePostfix(testCase, root: str, relayPort: int) -> PrivatePostfix:
     """
-    A Postfix instance of its own in C{root} with SMTPUTF8 on: its smtpd
-    listens on 127.0.0.1:C{port} and, without SMTPUTF8 in its EHLO reply,
-    on 127.0.0.3:C{port}; mail for C{pf.test} and C{nu.test} is stored in
-    C{root/vmail/box/} (a Maildir), everything else goes to
-    C{[127.0.0.1]:relayPort}.
+    A private Postfix with SMTPUTF8 on: its smtpd listens on
+    127.0.0.1:C{port} and, without SMTPUTF8 in its EHLO reply, on
+    127.0.0.3:C{port}; mail for C{pf.test} and C{nu.test} is stored in
+    its mailbox, everything else goes to C{[127.0.0.1]:relayPort}.
     """
+    port = freePort()
 
-    def __init__(self, testCase, root: str, relayPort: int) -> None:
-        self.root = root
-        self.port = freePort()
-        self.etc = os.path.join(root, "etc")
-        for name in ("etc", "spool", "data", "vmail"):
-            os.makedirs(os.path.join(root, name))
-        os.chmod(root, 0o755)
-        subprocess.run(["chown", "postfix:postfix", os.path.join(root, "data")])
-        subprocess.run(["chown", "65534:65534", os.path.join(root, "vmail")])
-        with open(os.path.join(self.etc, "main.cf"), "w") as f:
-            f.write(MAIN_CF % dict(root=root, relayPort=relayPort))
-        lines = []
-        with open("/etc/postfix/master.cf") as f:
-            for line in f:
-                fields = line.split()
-                if line[:1].isalnum() and len(fields) >= 8:
-                    fields[4] = "n"  # no chroot
-                    if fields[:2] == ["smtp", "inet"]:
-                        fields[0] = "127.0.0.1:%d" % (self.port,)
-                        plain = list(fields)
-                        plain[0] = "127.0.0.3:%d" % (self.port,)
-                        plain.append("-o smtpd_discard_ehlo_keywords=smtputf8")
-                        lines.append("  ".join(plain) + "\n")
-                    line = "  ".join(fields) + "\n"
-                lines.append(line)
-        with open(os.path.join(self.etc, "master.cf"), "w") as f:
-            f.writelines(lines)
-        self.testCase = testCase
+    def listeners(fields: List[str]) -> List[List[str]]:
+        plain = ["127.0.0.3:%d" % (port,)] + fields[1:]
+        plain.append("-o smtpd_discard_ehlo_keywords=smtputf8")
+        return [plain, ["127.0.0.1:%d" % (port,)] + fields[1:]]
 
-    def start(self) -> None:
-        subprocess.run(
-            [POSTFIX, "-c", self.etc, "start"], check=True, capture_output=True
-        )
-        self.testCase.addCleanup(self.stop)
-
-    def stop(self) -> None:
-        subprocess.run([POSTFIX, "-c", self.etc, "stop"], capture_output=True)
-
-    def log(self) -> str:
-        try:
-            with open(os.path.join(self.root, "maillog"), encoding="utf-8") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def mailbox(self) -> List[bytes]:
-        return readMaildir(os.path.join(self.root, "vmail", "box"))
+    settings = (
+        "smtputf8_enable = yes\n"
+        "relayhost = [127.0.0.1]:%d\n"
+        "virtual_mailbox_domains = pf.test, nu.test\n" % (relayPort,)
+        + VIRTUAL_MAILBOX % dict(root=root)
+    )
+    return PrivatePostfix(testCase, root, port, settings, listeners)
 
 
 def send(port: int, sender: str, recipients: List[str], message: bytes) -> dict:
@@ -211,7 +144,7 @@ class PostfixTests(unittest.TestCase):
             raise unittest.SkipTest("a private Postfix needs root")
         root = tempDirectory(self)
         self.mta = MTA(self, os.path.join(root, "smx"))
-        self.postfix = PrivatePostfix(self, os.path.join(root, "pf"), self.mta.port)
+        self.postfix = privatePostfix(self, os.path.join(root, "pf"), self.mta.port)
         self.mta.write(
             configuration(
                 self.mta.port, smtpc="remote_port = %d;" % (self.postfix.port,)

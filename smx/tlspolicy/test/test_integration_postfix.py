@@ -15,7 +15,6 @@ C{tls_policy_map} made with C{smx createmap}.
 from __future__ import annotations
 
 import os
-import subprocess
 from typing import Any, List
 
 from twisted.internet import defer
@@ -27,107 +26,45 @@ from smx.test.mta import (
     MTATestCase,
     configuration,
     freePort,
-    readMaildir,
     swaks,
     until,
 )
+from smx.test.postfix import POSTFIX, VIRTUAL_MAILBOX, PrivatePostfix
 from smx.tlspolicy.test.receiver import TestPKI, tlsaHex
 
-POSTFIX = "/usr/sbin/postfix"
 
-MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = %(root)s/spool
-data_directory = %(root)s/data
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-maillog_file = %(root)s/maillog
-maillog_file_prefixes = %(root)s
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
-myhostname = pf.test
-mydestination =
-mynetworks = 127.0.0.0/8
-smtpd_recipient_restrictions = permit_mynetworks, reject
-virtual_mailbox_domains = good.test, wrong.test, plain.test, verify.test,
-    dane.test, danebad.test, insecure.test
-virtual_mailbox_base = %(root)s/vmail
-virtual_mailbox_maps = static:box/
-virtual_uid_maps = static:65534
-virtual_gid_maps = static:65534
-alias_maps =
-alias_database =
-smtpd_tls_security_level = may
-smtpd_tls_cert_file = %(goodCert)s
-smtpd_tls_key_file = %(goodKey)s
-smtpd_tls_loglevel = 1
-debug_peer_list = 127.0.0.1
-debug_peer_level = 1
-"""
-
-
-class PrivatePostfix:
+def privatePostfix(testCase: Any, root: str, pki: TestPKI) -> PrivatePostfix:
     """
-    A Postfix of its own in C{root} (see the module documentation).
+    A private Postfix storing the mail of the test domains in its mailbox,
+    with STARTTLS on three listeners of one port: 127.0.0.2 with the good
+    certificate, 127.0.0.3 with one for a wrong name, 127.0.0.4 without
+    STARTTLS.
     """
+    port = freePort("127.0.0.2")
+    goodCert, goodKey = pki.files("good", withRoot=True)
+    wrongCert, wrongKey = pki.files("wrongname")
 
-    def __init__(self, testCase: Any, root: str, pki: TestPKI) -> None:
-        self.root = root
-        self.port = freePort("127.0.0.2")
-        self.etc = os.path.join(root, "etc")
-        for name in ("etc", "spool", "data", "vmail"):
-            os.makedirs(os.path.join(root, name))
-        os.chmod(root, 0o755)
-        subprocess.run(["chown", "postfix:postfix", os.path.join(root, "data")])
-        subprocess.run(["chown", "65534:65534", os.path.join(root, "vmail")])
-        goodCert, goodKey = pki.files("good", withRoot=True)
-        wrongCert, wrongKey = pki.files("wrongname")
-        with open(os.path.join(self.etc, "main.cf"), "w") as f:
-            f.write(MAIN_CF % dict(root=root, goodCert=goodCert, goodKey=goodKey))
-        lines = []
-        with open("/etc/postfix/master.cf") as f:
-            for line in f:
-                fields = line.split()
-                if line[:1].isalnum() and len(fields) >= 8:
-                    fields[4] = "n"  # no chroot
-                    if fields[:2] == ["smtp", "inet"]:
-                        good = ["127.0.0.2:%d" % (self.port,)] + fields[1:]
-                        wrong = ["127.0.0.3:%d" % (self.port,)] + fields[1:]
-                        wrong += [
-                            "-o smtpd_tls_cert_file=" + wrongCert,
-                            "-o smtpd_tls_key_file=" + wrongKey,
-                        ]
-                        plain = ["127.0.0.4:%d" % (self.port,)] + fields[1:]
-                        plain += ["-o smtpd_tls_security_level=none"]
-                        for listener in (good, wrong, plain):
-                            lines.append("  ".join(listener) + "\n")
-                        continue
-                    line = "  ".join(fields) + "\n"
-                lines.append(line)
-        with open(os.path.join(self.etc, "master.cf"), "w") as f:
-            f.writelines(lines)
-        self.testCase = testCase
+    def listeners(fields: List[str]) -> List[List[str]]:
+        good = ["127.0.0.2:%d" % (port,)] + fields[1:]
+        wrong = ["127.0.0.3:%d" % (port,)] + fields[1:]
+        wrong += [
+            "-o smtpd_tls_cert_file=" + wrongCert,
+            "-o smtpd_tls_key_file=" + wrongKey,
+        ]
+        plain = ["127.0.0.4:%d" % (port,)] + fields[1:]
+        plain += ["-o smtpd_tls_security_level=none"]
+        return [good, wrong, plain]
 
-    def start(self) -> None:
-        subprocess.run(
-            [POSTFIX, "-c", self.etc, "start"], check=True, capture_output=True
-        )
-        self.testCase.addCleanup(self.stop)
-
-    def stop(self) -> None:
-        subprocess.run([POSTFIX, "-c", self.etc, "stop"], capture_output=True)
-
-    def log(self) -> str:
-        try:
-            with open(os.path.join(self.root, "maillog"), encoding="utf-8") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def mailbox(self) -> List[bytes]:
-        return readMaildir(os.path.join(self.root, "vmail", "box"))
+    settings = (
+        "virtual_mailbox_domains = good.test, wrong.test, plain.test, "
+        "verify.test,\n    dane.test, danebad.test, insecure.test\n"
+        + VIRTUAL_MAILBOX % dict(root=root)
+        + "smtpd_tls_security_level = may\n"
+        "smtpd_tls_cert_file = %s\n"
+        "smtpd_tls_key_file = %s\n"
+        "smtpd_tls_loglevel = 1\n" % (goodCert, goodKey)
+    )
+    return PrivatePostfix(testCase, root, port, settings, listeners)
 
 
 class PostfixTests(MTATestCase):
@@ -143,7 +80,7 @@ class PostfixTests(MTATestCase):
             raise SkipTest("needs Postfix (Debian package postfix) and root")
         self.need(SWAKS)
         self.pki = TestPKI(os.path.join(self.root, "certs"))
-        self.postfix = PrivatePostfix(self, os.path.join(self.root, "pf"), self.pki)
+        self.postfix = privatePostfix(self, os.path.join(self.root, "pf"), self.pki)
         good = self.pki.leaf("good")
         other = self.pki.leaf("untrusted")
         dnsPort, stopDNS = startDNSServer(
