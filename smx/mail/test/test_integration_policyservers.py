@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import pwd
 import smtplib
-import subprocess
 import time
 from typing import Any, List, Tuple
 
@@ -39,6 +38,7 @@ from smx.milter.test.test_integration_policy import (
     _accepts,
     _Daemon,
     _loopbackDNS,
+    requirePolicydSPF,
     _Misbehaving,
 )
 from smx.test.mta import MTA, configuration, tempDirectory, until, waitFor
@@ -207,22 +207,7 @@ class SPFTests(_Base):
     }
 
     def setUp(self) -> None:
-        for program, package in (
-            (POLICYD_SPF, "postfix-policyd-spf-python"),
-            (SOCAT, "socat"),
-            (UNSHARE, "util-linux"),
-        ):
-            if not os.access(program, os.X_OK):
-                raise unittest.SkipTest(
-                    "%s (Debian package %s) is not installed" % (program, package)
-                )
-        if os.getuid() != 0:
-            raise unittest.SkipTest(
-                "policyd-spf reads /etc/resolv.conf only: it needs a private "
-                "mount namespace (root)"
-            )
-        if subprocess.run([UNSHARE, "-m", "true"], capture_output=True).returncode:
-            raise unittest.SkipTest("cannot make a mount namespace (unshare -m)")
+        requirePolicydSPF()
         _Base.setUp(self)
         address, stop = _loopbackDNS(self.ZONE, timeout={"temperror.test"})
         self.addCleanup(stop)

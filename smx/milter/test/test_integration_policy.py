@@ -498,6 +498,30 @@ Lookup_Time = 1
 """
 
 
+def requirePolicydSPF() -> None:
+    """
+    Skip the test unless policyd-spf can run here: its programs are
+    installed and, as it reads only /etc/resolv.conf, a private mount
+    namespace can be made (root).
+    """
+    for program, package in (
+        (POLICYD_SPF, "postfix-policyd-spf-python"),
+        (SOCAT, "socat"),
+        (UNSHARE, "util-linux"),
+    ):
+        if not os.access(program, os.X_OK):
+            raise unittest.SkipTest(
+                "%s (Debian package %s) is not installed" % (program, package)
+            )
+    if os.getuid() != 0:
+        raise unittest.SkipTest(
+            "policyd-spf reads /etc/resolv.conf only: it needs a private "
+            "mount namespace (root)"
+        )
+    if subprocess.run([UNSHARE, "-m", "true"], capture_output=True).returncode:
+        raise unittest.SkipTest("cannot make a mount namespace (unshare -m)")
+
+
 class PolicydSPFTests(PolicyTestCase):
     """
     SPF checks by a real policyd-spf, its DNS answers from a loopback
@@ -505,22 +529,7 @@ class PolicydSPFTests(PolicyTestCase):
     """
 
     def setUp(self) -> None:
-        for program, package in (
-            (POLICYD_SPF, "postfix-policyd-spf-python"),
-            (SOCAT, "socat"),
-            (UNSHARE, "util-linux"),
-        ):
-            if not os.access(program, os.X_OK):
-                raise unittest.SkipTest(
-                    "%s (Debian package %s) is not installed" % (program, package)
-                )
-        if os.getuid() != 0:
-            raise unittest.SkipTest(
-                "policyd-spf reads /etc/resolv.conf only: it needs a private "
-                "mount namespace (root)"
-            )
-        if subprocess.run([UNSHARE, "-m", "true"], capture_output=True).returncode:
-            raise unittest.SkipTest("cannot make a mount namespace (unshare -m)")
+        requirePolicydSPF()
         PolicyTestCase.setUp(self)
         address, stop = _loopbackDNS(SPF_ZONE, timeout={"temperror.test"})
         self.addCleanup(stop)
