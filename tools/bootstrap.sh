@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 DEBS="python3 python3-venv python3-dev build-essential libdb5.3-dev db5.3-util \
 postfix swaks libnet-ssleay-perl dovecot-lmtpd dovecot-core sasl2-bin dnsmasq-base \
 openssl postgrey postfix-policyd-spf-python socat \
-python3-milter opendkim opendkim-tools bsd-mailx prometheus"
+python3-milter opendkim opendkim-tools bsd-mailx prometheus iproute2"
+# iproute2 is for ss(8), with which split mode's tests see which process
+# holds a connection on the port the SMTPS processes share.
 # bsd-mailx is the mail(1) the smx sendmail tests run (with their own MAILRC,
 # never the system's /usr/sbin/sendmail).
 # postgrey and policyd-spf (run through socat) are Postfix policy servers the
