@@ -354,12 +354,12 @@ class PostfixTests(_Base):
         to the sender, with the ENVID and ORCPT smx passed on; smx sends
         none of its own.
         """
-        from smx.mail.test.test_integration_smtputf8 import POSTFIX, PrivatePostfix
+        from smx.mail.test.test_integration_smtputf8 import POSTFIX, privatePostfix
 
         self.need(POSTFIX)
         if os.geteuid() != 0:
             raise SkipTest("a private Postfix needs root")
-        postfix = PrivatePostfix(self, os.path.join(self.root, "pf"), self.mta.port)
+        postfix = privatePostfix(self, os.path.join(self.root, "pf"), self.mta.port)
         self.mta.write(
             configuration(self.mta.port, smtpc="remote_port = %d;" % (postfix.port,)),
             mt="localhost lmtp:\npf.test [127.0.0.1]\n",
