@@ -25,7 +25,9 @@ DESCRIPTION
       -t            recipients from To:, Cc:, Bcc: (Resent- forms if
                     present) as well as the arguments (as Postfix)
       -f ADDR, -r ADDR
-                    the envelope sender (C{<>}: null); default
+                    the envelope sender, one address (C{<>}: null;
+                    C{"Name <a@b>"} gives C{a@b}; C{"a b"}, unbalanced
+                    brackets or a list are usage errors); default
                     login@hostname
       -F NAME       the full name in a From: header that is added
                     (default: $NAME, else the password file's)
@@ -96,6 +98,7 @@ SECURITY
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import time
@@ -217,6 +220,7 @@ def _option(o: SendmailOptions, letter: str, value: str) -> None:
     elif letter == "b":
         _bmode(o, value)
     elif letter in ("f", "r"):
+        parseSender(value)
         o.sender = value
     elif letter == "o":
         _ooption(o, value)
@@ -427,15 +431,49 @@ def qualify(address: str, hostname: str) -> str:
     return address
 
 
+#: one mailbox of C{-f}: a local part of atoms and dots (C{a..b}, as
+#: sendmail takes it) or quoted, and a dot-atom or literal domain (any non-ASCII character counts as atext, SMTPUTF8)
+_ATOM = r"[^\s\x00-\x1f\x7f()<>\[\]:;@\\,.\"]+"
+_MAILBOX = re.compile(
+    r'(?:[^\s\x00-\x1f\x7f()<>\[\]:;@\\,"]+|"(?:[^"\\\r\n]|\\.)*")'
+    r"(?:@(?:%(a)s(?:\.%(a)s)*|\[[^\[\]\\\s]*\]))?" % {"a": _ATOM}
+)
+#: C{Name <mailbox>} or C{<mailbox>}
+_ANGLE = re.compile(r"((?:[^<>\"]|\"(?:[^\"\\]|\\.)*\")*)<\s*([^<>]*?)\s*>")
+#: C{mailbox (Full Name)}, the old form
+_COMMENT = re.compile(r"(\S+)\s*\([^()]*\)")
+
+
 def parseSender(text: str) -> str:
     """
-    The address of C{-f}: the first address in C{text} (C{"Name
-    <a@b>"} gives C{a@b}); C{""} for C{<>} or nothing.
-    """
-    from smx.scripts.sendmailmessage import headerAddresses
+    The address of C{-f}: C{text} is one address, C{"Name <a@b>"},
+    C{<a@b>}, C{a@b (Name)} or C{a@b} (giving C{a@b}); C{""} for C{<>},
+    C{"Name <>"} or nothing.
 
-    addresses = headerAddresses([text])
-    return addresses[0] if addresses else ""
+    @raise Failure: C{EX_USAGE} for anything else (C{"a b"}, unbalanced
+        angle brackets or quotes, a list of addresses, C{"a@"}), rather
+        than submitting with an address the user did not mean.
+    """
+    stripped = text.strip()
+    address = None  # type: Optional[str]
+    angle = _ANGLE.fullmatch(stripped)
+    comment = _COMMENT.fullmatch(stripped)
+    if angle is not None:
+        name = re.sub(r'"(?:[^"\\]|\\.)*"', "", angle.group(1))
+        if not re.search(r"[,;@()]", name):
+            address = angle.group(2)
+    elif comment is not None:
+        address = comment.group(1)
+    else:
+        address = stripped
+    if address == "" or (address is not None and _MAILBOX.fullmatch(address)):
+        return address
+    raise Failure(
+        EX_USAGE,
+        "-f option specified malformed sender %r: give one address "
+        '(user@domain, "Full Name <user@domain>", or <> for the null '
+        "sender)" % (text,),
+    )
 
 
 def recipientList(

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 from twisted.trial.unittest import SkipTest, TestCase
 
 from smx.maps.createmap import createMapFromFile
-from smx.queue.maildrop import waitingNames
+from smx.queue.maildrop import readDrop, removeDrop, waitingNames
 from smx.test.mta import MTA, configuration, tempDirectory, waitFor
 
 MAILX = "/usr/bin/bsd-mailx"
@@ -402,6 +402,33 @@ class StoppedTests(_Base):
         [record] = records()
         self.assertIn("accepted=2", record)
         self.assertIn("uid=%d" % (os.getuid(),), record)
+
+    def test_malformedSender(self) -> None:
+        """
+        C{sendmail -f "a b"} (not one address) exits 64 (EX_USAGE) with
+        one line naming the value and keeps nothing; C{-f "<>"} and C{-f
+        ""} still submit with the null sender, and C{-f "Name <a@b>"}
+        with C{a@b}.
+        """
+        directory = self.mta.path("maildrop")
+        for value in ("a b", "<carol@smx.test", "carol@smx.test, dave@smx.test"):
+            status, err, _ = self.sendmail("-f", value, "bob@smx.test")
+            self.assertEqual(status, 64, err)
+            self.assertEqual(err.count("\n"), 1, err)
+            self.assertIn("sendmail: -f option specified malformed sender", err)
+            self.assertIn(repr(value), err)
+        self.assertFalse(os.path.exists(directory) and waitingNames(directory))
+        for value, sender in (
+            ("<>", ""),
+            ("", ""),
+            ("Carol <carol@smx.test>", "carol@smx.test"),
+        ):
+            status, err, _ = self.sendmail("-f", value, "bob@smx.test")
+            self.assertEqual((status, err), (0, ""))
+            [name] = waitingNames(directory)
+            envelope, _, _ = readDrop(directory, name, 1 << 20)
+            self.assertEqual(envelope.sender, sender)
+            removeDrop(directory, name)
 
     def test_withoutSmx(self) -> None:
         """

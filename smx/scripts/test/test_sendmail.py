@@ -193,6 +193,51 @@ class ArgumentTests(unittest.TestCase):
         self.assertIn("twistd", parseFails(["-bd"]))
         self.assertIn("-bt", parseFails(["-bt"]))
 
+    def test_malformedSender(self) -> None:
+        """
+        A C{-f} (or C{-r}) that is not one address is a usage error naming
+        the value: words with a space, unbalanced angle brackets or
+        quotes, a list, a domain missing after C{@}.  Postfix takes the
+        first word of some of these (C{a b} gives C{a}), which submits
+        with a sender the user did not mean.
+        """
+        for value in (
+            "a b",
+            "<a@b.test",
+            "a@b.test>",
+            '"a@b.test',
+            "a@b.test, c@d.test",
+            "a@b.test c@d.test",
+            "a@",
+            "@@",
+            "a;b@c.test",
+            "<a@b.test> x",
+        ):
+            err = parseFails(["-f", value, "x@y.test"])
+            self.assertIn("malformed sender %r" % (value,), err)
+        self.assertIn("malformed sender", parseFails(["-r", "a b", "x@y.test"]))
+
+    def test_senderForms(self) -> None:
+        """
+        The forms of one address C{-f} takes, and the null sender.
+        """
+        for value, address in (
+            ("", ""),
+            ("<>", ""),
+            ("Name <>", ""),
+            ("a@b.test", "a@b.test"),
+            ("<a@b.test>", "a@b.test"),
+            ("Full Name <a@b.test>", "a@b.test"),
+            ('"Name, Jr." <a@b.test>', "a@b.test"),
+            ("a@b.test (Cron Daemon)", "a@b.test"),
+            ("user", "user"),
+            ("first..last@b.test", "first..last@b.test"),
+            ("a@[192.0.2.1]", "a@[192.0.2.1]"),
+            ("\u00e4@b.test", "\u00e4@b.test"),
+        ):
+            self.assertEqual(sendmail.parseSender(value), address, value)
+            self.assertEqual(parseArguments(["-f", value, "x"]).sender, value)
+
     def test_parseNotify(self) -> None:
         """
         C{never}, or a list of success, failure and delay.
