@@ -60,7 +60,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application import service
 from twisted.internet import defer, task
@@ -165,7 +165,9 @@ class QueueManager(service.Service):
         self.defedb = DeferredEnvelopeDB.fromSettings(
             s, report=self._reportProblem, statvfs=statvfs
         )
-        self.store = QueueStore(self.log, self.defedb, contentStore, self.logger)
+        self.store = QueueStore(
+            self.log, self.defedb, contentStore, self.logger, clock=reactor
+        )
         self.lock = QueueLock(self.queueDirectory)
         self.conf = ConfigurationMap(s.confMapPath, self._reportProblem)
         self.incoming = IncomingControl(
@@ -405,16 +407,7 @@ class QueueManager(service.Service):
     ) -> defer.Deferred[Optional[ReplyData]]:
         inFlight = getattr(self.contentStore, "bytesInFlight", 0)
         reply = self.disk.check(size, inFlight, sessionId)
-        if self.disk.short != self._wasShort:
-            self._wasShort = self.disk.short
-            if self.disk.short:
-                self.logger.error(
-                    "QueueManager.checkAcceptance",
-                    stat="disk space short",
-                    free=self.disk.free,
-                )
-            else:
-                self.logger.notice(stat="disk space ok", free=self.disk.free)
+        self._diskMeasured()
         if reply is not None:
             if not self.disk.short:
                 # this one does not fit beside those in flight
@@ -433,10 +426,56 @@ class QueueManager(service.Service):
             return defer.succeed(dict(QUEUE_FULL))
         return defer.succeed(None)
 
+    def _diskMeasured(self) -> None:
+        """Log the change into or out of the short state."""
+        if self.disk.short != self._wasShort:
+            self._wasShort = self.disk.short
+            if self.disk.short:
+                self.logger.error(
+                    "QueueManager.checkAcceptance",
+                    stat="disk space short",
+                    free=self.disk.free,
+                )
+            else:
+                self.logger.notice(stat="disk space ok", free=self.disk.free)
+
+    def acceptanceState(self) -> Tuple[Optional[ReplyData], int]:
+        """
+        What SMTPS processes answer C{checkAcceptance} from without asking
+        (split mode, L{smx.split.queue}), the disk measured now.
+
+        @return: the reply a new transaction gets now (C{None}: accepted)
+            and the bytes of C{SIZE=} that may be admitted without asking:
+            the free bytes above C{min_disk_space} less those reserved and
+            in flight, 0 while refusing or while IQDB is half full.
+        """
+        inFlight = getattr(self.contentStore, "bytesInFlight", 0)
+        reply = self.disk.check(0, inFlight)
+        self._diskMeasured()
+        if reply is not None:
+            return reply, 0
+        limit = self.iqdbMaxEntries
+        if self.scheduler.iqdbFull(limit):
+            return dict(QUEUE_FULL), 0
+        if len(self.scheduler.ready) * 2 >= limit:
+            return None, 0
+        free = self.disk.free or 0
+        return None, max(0, free - self.disk.reserved - inFlight - self.disk.minimum)
+
     def commitTransaction(self, envelope: EnvelopeData) -> defer.Deferred[None]:
         try:
             # the shape first (smx.values: one named error for any of it)
             Envelope.fromData(envelope)
+        except (KeyError, TypeError, ValueError) as e:
+            return defer.fail(ValueError("bad envelope: %s" % (e,)))
+        return self.commitChecked(envelope)
+
+    def commitChecked(self, envelope: EnvelopeData) -> defer.Deferred[None]:
+        """
+        L{commitTransaction} of an envelope whose shape was checked
+        already (by QMGR's AMP server, L{smx.split.queue}).
+        """
+        try:
             ta = Transaction.fromEnvelope(envelope)
         except (KeyError, TypeError, ValueError) as e:
             return defer.fail(ValueError("bad envelope: %s" % (e,)))

@@ -16,7 +16,7 @@ DESCRIPTION
     Which socket carries what (seed §5.4):
 
         - C{SMTPS_socket} (QMGR listens, SMTPS connects): the
-          C{IQueueManager} commands;
+          C{IQueueManager} commands, and L{Acceptance} from QMGR;
         - C{SMAR_socket} (SMAR listens, QMGR and SMTPS connect): the
           C{IAddressResolver} commands;
         - C{SMTPC_socket} (QMGR listens, SMTPC connects): L{Deliver},
@@ -111,7 +111,22 @@ class CommitTransaction(amp.Command):
 class ContentCommitted(amp.Command):
     arguments = [(b"transactionId", amp.Unicode()), (b"stored", amp.Boolean())]
     response = []  # type: ignore[var-annotated]
-    errors = ERRORS
+    # SMTPS answered 250 already and waits for nothing: QMGR logs a
+    # failure (an unknown transaction) itself
+    requiresAnswer = False
+
+
+class Acceptance(amp.Command):
+    """
+    QMGR to SMTPS, over the connection SMTPS opened, at its start and when
+    the state changes: SMTPS may answer C{checkAcceptance} itself for
+    transactions whose C{SIZE=} together fit in C{budget} bytes (0: ask
+    QMGR for each).
+    """
+
+    arguments = [(b"budget", amp.Integer())]
+    response = []  # type: ignore[var-annotated]
+    requiresAnswer = False
 
 
 class Status(amp.Command):

@@ -41,7 +41,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from twisted.application import service
 from twisted.internet import defer
@@ -89,11 +89,39 @@ class QueueManagerServer(QuietAMP):
         if contentStore is None:
             contentStore = getattr(qmgr, "contentStore", None)
         self.contentStore = contentStore
+        self.logger = getattr(qmgr, "logger", None) or Logger("qmgr")
         self.sessions = {}  # type: Dict[str, str]
         self.pending = {}  # type: Dict[str, int]
+        self.budget = None  # type: Optional[int]
+
+    def connectionMade(self) -> None:
+        QuietAMP.connectionMade(self)
+        factory = getattr(self, "factory", None)
+        if isinstance(factory, QueueManagerServerFactory):
+            factory.connected(self)
+
+    def pushBudget(self, budget: int) -> None:
+        """
+        Tell SMTPS its budget (L{c.Acceptance}) if it changed much since
+        the last: from or to 0, or by more than an eighth.
+        """
+        last = self.budget
+        if last is not None and (last == 0) == (budget == 0):
+            if abs(budget - last) * 8 <= last:
+                return
+        self.budget = budget
+        if self.transport is not None:
+            self.callRemote(c.Acceptance, budget=budget)
+
+    def _refresh(self) -> None:
+        factory = getattr(self, "factory", None)
+        if isinstance(factory, QueueManagerServerFactory):
+            factory.refresh()
 
     @c.SessionOpen.responder
     def sessionOpen(self, sessionId: str, clientAddress: str) -> Any:
+        # SMTPS's budget is fresh before its first MAIL
+        self._refresh()
         d = defer.maybeDeferred(self.qmgr.sessionOpen, sessionId, clientAddress)
 
         def opened(reply: Any) -> Dict[str, Any]:
@@ -113,12 +141,17 @@ class QueueManagerServer(QuietAMP):
     @c.CheckAcceptance.responder
     def checkAcceptance(self, size: int, sessionId: Optional[str] = None) -> Any:
         d = defer.maybeDeferred(self.qmgr.checkAcceptance, size, sessionId)
+        self._refresh()
         return d.addCallback(lambda reply: {"reply": _replyData(reply)})
 
     @c.CommitTransaction.responder
     def commitTransaction(self, envelope: Any) -> Any:
+        # the one check of the envelope between SMTPS and IBDB
         data = checked(Envelope, envelope)
-        d = defer.maybeDeferred(self.qmgr.commitTransaction, data)
+        self._refresh()
+        # QueueManager's commit of a checked envelope, else the interface's
+        commit = getattr(self.qmgr, "commitChecked", None)
+        d = defer.maybeDeferred(commit or self.qmgr.commitTransaction, data)
 
         def committed(_: Any) -> Dict[str, Any]:
             if data.get("contentPending"):
@@ -129,9 +162,23 @@ class QueueManagerServer(QuietAMP):
 
     @c.ContentCommitted.responder
     def contentCommitted(self, transactionId: str, stored: bool) -> Any:
+        # one-way: a failure is logged here, the connection goes on
         self.pending.pop(transactionId, None)
-        d = defer.maybeDeferred(self.qmgr.contentCommitted, transactionId, stored)
-        return d.addCallback(lambda _: {})
+        try:
+            d = self.qmgr.contentCommitted(transactionId, stored)
+        except Exception:
+            d = defer.fail()
+        if isinstance(d, defer.Deferred):
+            d.addErrback(self._contentFailed, transactionId, stored)
+        return {}
+
+    def _contentFailed(self, reason: Failure, transactionId: str, stored: bool) -> None:
+        self.logger.error(
+            "QueueManagerServer.contentCommitted",
+            ss_ta=transactionId,
+            stored=int(stored),
+            error="%s: %s" % (type(reason.value).__name__, reason.value),
+        )
 
     @c.Status.responder
     def status(self) -> Any:
@@ -153,6 +200,9 @@ class QueueManagerServer(QuietAMP):
         return d.addCallback(lambda result: {"result": _plain(result)})
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[assignment]
+        factory = getattr(self, "factory", None)
+        if isinstance(factory, QueueManagerServerFactory):
+            factory.disconnected(self)
         sessions, self.sessions = self.sessions, {}
         for sessionId, clientAddress in sessions.items():
             self.qmgr.sessionClose(sessionId, clientAddress)
@@ -181,15 +231,79 @@ def _replyData(reply: Any) -> Any:
     return None if reply is None else checked(Reply, reply)
 
 
-def queueManagerFactory(qmgr: IQueueManager, contentStore: Any = None) -> Any:
+class QueueManagerServerFactory(Factory):
+    """
+    QMGR's C{SMTPS_socket}: one L{QueueManagerServer} per SMTPS process,
+    and the budgets pushed to them (see the module docstring).
+
+    @ivar servers: the connected L{QueueManagerServer}s.
+    """
+
+    noisy = False
+    #: seconds between two measurements of the state (the disk)
+    interval = 0.1
+    #: SMTPS processes together may admit this part of the free bytes
+    #: above C{min_disk_space} without asking
+    share = 4
+
+    def __init__(self, qmgr: IQueueManager, contentStore: Any, clock: Any) -> None:
+        self.qmgr = qmgr
+        self.contentStore = contentStore
+        self.clock = clock
+        self.servers = []  # type: List[QueueManagerServer]
+        self._measured = None  # type: Optional[float]
+        self._state = getattr(qmgr, "acceptanceState", None)
+
+    def buildProtocol(self, addr: Any) -> QueueManagerServer:
+        proto = QueueManagerServer(self.qmgr, self.contentStore)
+        proto.factory = self
+        return proto
+
+    def connected(self, server: QueueManagerServer) -> None:
+        self.servers.append(server)
+        self.refresh(force=True)
+
+    def disconnected(self, server: QueueManagerServer) -> None:
+        if server in self.servers:
+            self.servers.remove(server)
+
+    def refresh(self, force: bool = False) -> None:
+        """
+        Measure QMGR's state (at most every L{interval} seconds unless
+        C{force}) and push each SMTPS process its budget if it changed.
+        """
+        if self._state is None or not self.servers:
+            return
+        now = self.clock.seconds()
+        if not force and self._measured is not None:
+            if 0 <= now - self._measured < self.interval:
+                return
+        self._measured = now
+        try:
+            reply, room = self._state()
+        except Exception:
+            self.servers[0].logger.failure(
+                "QueueManagerServerFactory.refresh", Failure()
+            )
+            reply, room = None, 0
+        budget = 0 if reply is not None else room // (self.share * len(self.servers))
+        for server in list(self.servers):
+            server.pushBudget(budget)
+
+
+def queueManagerFactory(
+    qmgr: IQueueManager, contentStore: Any = None, clock: Any = None
+) -> Any:
     """
     The factory of QMGR's C{SMTPS_socket} (see L{QueueManagerServer}).
+
+    @param clock: the reactor (default: C{qmgr}'s, else the global one).
     """
-    factory = Factory.forProtocol(  # type: ignore[arg-type]
-        lambda: QueueManagerServer(qmgr, contentStore)
-    )
-    factory.noisy = False
-    return factory
+    if clock is None:
+        clock = getattr(qmgr, "reactor", None)
+    if clock is None:
+        from twisted.internet import reactor as clock
+    return QueueManagerServerFactory(qmgr, contentStore, clock)
 
 
 @implementer(IQueueManager)
@@ -212,9 +326,35 @@ class QueueManagerProxy(service.MultiService):
         service.MultiService.__init__(self)
         self.logger = logger or Logger("smtps")
         self.peer = PeerConnection(
-            reactor, path, QuietAMP, waitForServer, "qmgr", self.logger
+            reactor,
+            path,
+            lambda: _QueueManagerClient(self),
+            waitForServer,
+            "qmgr",
+            self.logger,
         )
         self.peer.setServiceParent(self)
+        self.budget = 0
+        self._budgetFrom = None  # type: Any
+        self._reserved = {}  # type: Dict[str, int]
+        self._spent = 0
+
+    def _pushed(self, proto: Any, budget: int) -> None:
+        """QMGR sent its state (L{c.Acceptance}) over C{proto}."""
+        self.budget = max(0, budget)
+        self._budgetFrom = proto
+
+    def _lostState(self, proto: Any) -> None:
+        """The connection QMGR sent its state over ended."""
+        if self._budgetFrom is proto:
+            self.budget = 0
+            self._budgetFrom = None
+            self._reserved.clear()
+            self._spent = 0
+
+    def _release(self, sessionId: Optional[str]) -> None:
+        if self._reserved and sessionId is not None:
+            self._spent -= self._reserved.pop(sessionId, 0)
 
     def _unavailable(self, reason: Failure, call: str, answer: Any) -> Any:
         self.logger.warn(
@@ -234,6 +374,7 @@ class QueueManagerProxy(service.MultiService):
         return d
 
     def sessionClose(self, sessionId, clientAddress):
+        self._release(sessionId)
         if self.peer.protocol is None:
             return None  # a new QMGR does not know the session
         d = self.peer.callRemote(
@@ -243,6 +384,19 @@ class QueueManagerProxy(service.MultiService):
         return None
 
     def checkAcceptance(self, size, sessionId=None):
+        self._release(sessionId)
+        size = max(0, int(size or 0))
+        if (
+            self.budget
+            and sessionId is not None
+            and self._spent + size <= self.budget
+            and self._budgetFrom is self.peer.protocol
+        ):
+            # within what QMGR lets this process admit: no round trip
+            if size:
+                self._reserved[sessionId] = size
+                self._spent += size
+            return defer.succeed(None)
         d = self.peer.callRemote(
             c.CheckAcceptance, idempotent=True, size=size, sessionId=sessionId
         )
@@ -253,19 +407,30 @@ class QueueManagerProxy(service.MultiService):
         return d
 
     def commitTransaction(self, envelope):
+        # SMTPS made the envelope; QMGR's server checks it (once)
         try:
-            data = checked(Envelope, envelope)
-        except ValueError as e:
-            return defer.fail(e)
-        return self.peer.callRemote(c.CommitTransaction, envelope=data).addCallback(
-            lambda _: None
+            self._release(envelope.get("session"))
+        except AttributeError:
+            return defer.fail(ValueError("bad envelope: not a mapping"))
+        return self.peer.callRemote(c.CommitTransaction, envelope=envelope).addCallback(
+            _none
         )
 
     def contentCommitted(self, transactionId, stored):
-        d = self.peer.callRemote(
+        # one-way: QMGR logs an unknown transaction; without a connection
+        # the QMGR that had the envelope settled it when SMTPS went away
+        # (its server's connectionLost), a new one by its recovery
+        if self.peer.protocol is None or self.peer.protocol.transport is None:
+            self.logger.warn(
+                "QueueManagerProxy.contentCommitted",
+                peer="qmgr",
+                ss_ta=transactionId,
+                error="no connection",
+            )
+            return defer.succeed(None)
+        return self.peer.callRemote(
             c.ContentCommitted, transactionId=transactionId, stored=bool(stored)
         )
-        return d.addCallback(lambda _: None)
 
     def status(self):
         return self.peer.callRemote(c.Status, idempotent=True).addCallback(
@@ -289,3 +454,27 @@ class QueueManagerProxy(service.MultiService):
 
 def _replyOut(data: Any) -> Any:
     return None if data is None else checked(Reply, data)
+
+
+def _none(_: Any) -> None:
+    return None
+
+
+class _QueueManagerClient(QuietAMP):
+    """
+    SMTPS's connection to QMGR: takes QMGR's state (L{c.Acceptance}) for
+    the proxy.
+    """
+
+    def __init__(self, proxy: QueueManagerProxy) -> None:
+        QuietAMP.__init__(self)
+        self.proxy = proxy
+
+    @c.Acceptance.responder
+    def acceptance(self, budget: int) -> Any:
+        self.proxy._pushed(self, budget)
+        return {}
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[assignment]
+        self.proxy._lostState(self)
+        QuietAMP.connectionLost(self, reason)

@@ -10,7 +10,7 @@ when QMGR cannot be reached, and close the sessions of a lost SMTPS.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, List
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
@@ -18,6 +18,8 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from smx.interfaces import IQueueManager
+from smx.log import Logger, MemorySink
+from smx.queue.test.test_qmgr import QueueManagerTestMixin
 from smx.queue.testing import FakeQueueManager, MemoryContentStore
 from smx.split.queue import QueueManagerProxy, queueManagerFactory
 from smx.split.testing import running, serve, socketPath
@@ -164,19 +166,77 @@ class ProxiedTests(QueueManagerBehaviour, unittest.TestCase):
 
     def setUp(self) -> None:
         self.backend = FakeQueueManager()
+        self.sink = MemorySink()
+        self.answers = []  # type: List[defer.Deferred]
+        self.backend.logger = Logger(  # type: ignore[attr-defined]
+            "qmgr", sink=self.sink
+        )
         path = socketPath(self)
         serve(self, queueManagerFactory(self.backend), path)
         self.qmgr = QueueManagerProxy(reactor, path, waitForServer=5)
         running(self, self.qmgr)
 
     @defer.inlineCallbacks
+    def test_contentCommitted(self) -> Any:
+        """
+        C{contentCommitted} is one-way: the proxy's result fires at once,
+        without waiting for QMGR; QMGR records it.  Of an unknown
+        transaction, QMGR logs the C{KeyError} (C{sev=ERR}) and the
+        connection goes on.
+        """
+        yield self.qmgr.commitTransaction(ENVELOPE)
+        self.backend.contentCommitted = self.slowContentCommitted  # type: ignore[method-assign]
+        d = self.qmgr.contentCommitted(ENVELOPE["id"], True)
+        self.assertTrue(d.called)
+        self.assertIsNone(self.successResultOf(d))
+        yield self.settle()
+        # QMGR got it, and has not answered yet
+        self.assertEqual(self.backend.contents, [(ENVELOPE["id"], True)])
+        [answer] = self.answers
+        self.assertFalse(answer.called)
+        answer.callback(None)
+        del self.backend.contentCommitted
+        yield self.qmgr.contentCommitted("S999", False)
+        status = yield self.settle()
+        self.assertEqual(status["transactions"], 1)
+        [record] = [r for r in self.sink.lines() if "S999" in r]
+        self.assertIn("sev=ERR", record)
+        self.assertIn("QueueManagerServer.contentCommitted", record)
+        self.assertIn("KeyError", record)
+
+    def slowContentCommitted(self, transactionId: str, stored: bool) -> Any:
+        """A C{contentCommitted} of QMGR that does not answer yet."""
+        self.backend.contents.append((transactionId, stored))
+        d = defer.Deferred()  # type: defer.Deferred
+        self.answers.append(d)
+        return d
+
+    @defer.inlineCallbacks
     def test_badEnvelope(self) -> Any:
         """
-        An envelope of the wrong shape is a C{ValueError}, before it is
-        sent.
+        An envelope of the wrong shape is a C{ValueError}: QMGR's server
+        checks it and does not hand it on.
         """
         with self.assertRaises(ValueError):
             yield self.qmgr.commitTransaction({"id": "S1", "recipients": "bob"})
+        with self.assertRaises(ValueError):
+            yield self.qmgr.commitTransaction(["not", "a", "mapping"])
+        self.assertEqual(self.backend.envelopes, [])
+
+    @defer.inlineCallbacks
+    def test_checkedOnce(self) -> Any:
+        """
+        A QMGR with C{commitChecked} (L{smx.queue.qmgr.QueueManager}) gets
+        the envelope its server checked through it, not through
+        C{commitTransaction}, which would check it again.
+        """
+        calls = []
+        self.backend.commitChecked = lambda e: (  # type: ignore[attr-defined]
+            calls.append(e) or defer.succeed(None)
+        )
+        self.backend.commitTransaction = None  # type: ignore[assignment]
+        yield self.qmgr.commitTransaction(ENVELOPE)
+        self.assertEqual([e["id"] for e in calls], [ENVELOPE["id"]])
 
     @defer.inlineCallbacks
     def test_bigEnvelope(self) -> Any:
@@ -363,3 +423,142 @@ class UnreachableTests(unittest.TestCase):
         serve(self, queueManagerFactory(second), self.path)
         self.assertIsNone((yield self.qmgr.sessionOpen("S2", "192.0.2.1")))
         self.assertEqual(second.sessions, {"S2": "192.0.2.1"})
+
+
+MB = 1024 * 1024
+
+
+class PushedStateTests(QueueManagerTestMixin, unittest.TestCase):
+    """
+    QMGR pushes its acceptance state to each SMTPS process
+    (L{smx.split.commands.Acceptance}); the proxy answers
+    C{checkAcceptance} itself within its budget and asks QMGR otherwise.
+    A real L{smx.queue.qmgr.QueueManager} (its clock a L{Clock}, its
+    disk's free space set by the test) behind a real Unix socket.
+    """
+
+    def setUp(self) -> None:
+        self.free = [100 * MB]
+        test = self
+
+        class Stat:
+            f_frsize = 1
+
+            @property
+            def f_bavail(self) -> int:
+                return test.free[0]
+
+        self.setUpQueue(
+            minDiskSpace=10 * MB, okDiskSpace=20 * MB, statvfs=lambda p: Stat()
+        )
+        self.path = socketPath(self)
+        self.factory = queueManagerFactory(self.qmgr)
+        self.port = serve(self, self.factory, self.path)
+        self.asked = []  # type: List[tuple]
+        check = self.qmgr.checkAcceptance
+
+        def counted(size: int, sessionId: Any = None) -> Any:
+            self.asked.append((size, sessionId))
+            return check(size, sessionId)
+
+        self.qmgr.checkAcceptance = counted  # type: ignore[method-assign]
+        self.proxy = QueueManagerProxy(reactor, self.path, waitForServer=5)
+        running(self, self.proxy)
+
+    @defer.inlineCallbacks
+    def test_answeredLocally(self) -> Any:
+        """
+        After the connection, SMTPS knows its budget (a quarter of the
+        free bytes above C{min_disk_space}, shared by the SMTPS
+        processes) and answers a C{SIZE=} within it at once, without
+        asking QMGR; a size beyond what is left of it is asked for, and
+        QMGR reserves it for the session.
+        """
+        yield self.proxy.sessionOpen("s1", "127.0.0.1")
+        self.assertEqual(self.proxy.budget, 90 * MB // 4)
+        d = self.proxy.checkAcceptance(20 * MB, "s1")
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(self.asked, [])
+        # s1's next transaction replaces its reservation
+        self.assertIsNone(self.successResultOf(self.proxy.checkAcceptance(1, "s1")))
+        self.assertIsNone(
+            self.successResultOf(self.proxy.checkAcceptance(20 * MB, "s2"))
+        )
+        self.assertEqual(self.asked, [])
+        reply = yield self.proxy.checkAcceptance(5 * MB, "s3")
+        self.assertIsNone(reply)
+        self.assertEqual(self.asked, [(5 * MB, "s3")])
+        self.assertEqual(self.qmgr.disk.reserved, 5 * MB)
+        # a session that ends gives its part back
+        self.proxy.sessionClose("s2", "127.0.0.1")
+        self.assertIsNone(
+            self.successResultOf(self.proxy.checkAcceptance(20 * MB, "s4"))
+        )
+
+    @defer.inlineCallbacks
+    def test_diskShort(self) -> Any:
+        """
+        Once the disk is short, QMGR pushes a budget of 0 at the next
+        session (its state is measured at most every 0.1 s) and every
+        MAIL is asked for: 452 4.3.1, as in one process.
+        """
+        yield self.proxy.sessionOpen("s1", "127.0.0.1")
+        self.assertTrue(self.proxy.budget)
+        self.free[0] = 5 * MB
+        self.clock.advance(1)
+        yield self.proxy.sessionOpen("s2", "127.0.0.1")
+        self.assertEqual(self.proxy.budget, 0)
+        reply = yield self.proxy.checkAcceptance(0, "s2")
+        self.assertEqual((reply["code"], reply["dsn"]), (452, "4.3.1"))
+        self.assertEqual(self.asked, [(0, "s2")])
+        # room again: the next session's MAIL is answered locally again
+        self.free[0] = 100 * MB
+        self.clock.advance(1)
+        yield self.proxy.sessionOpen("s3", "127.0.0.1")
+        self.assertIsNone(self.successResultOf(self.proxy.checkAcceptance(0, "s3")))
+        self.assertEqual(len(self.asked), 1)
+
+    @defer.inlineCallbacks
+    def test_iqdbFull(self) -> Any:
+        """
+        While IQDB is half full, every MAIL is asked for, so that a full
+        IQDB is refused with 452 4.3.2 as in one process.
+        """
+        self.stop()
+        self.changes.update(iqdbMaxEntries=2, aqMaxEntries=1)
+        self.qmgr = self.makeQueueManager()
+        self.qmgr.startService()
+        self.factory.qmgr = self.qmgr
+        self.factory._state = self.qmgr.acceptanceState
+        self.agent.pending = []
+        self.clock.advance(1)
+        yield self.proxy.sessionOpen("s1", "127.0.0.1")
+        self.assertTrue(self.proxy.budget)
+        self.submit(recipients=("1@y.test", "2@y.test", "3@y.test"))
+        self.clock.advance(1)
+        yield self.proxy.sessionOpen("s2", "127.0.0.1")
+        self.assertEqual(self.proxy.budget, 0)
+        reply = yield self.proxy.checkAcceptance(0, "s2")
+        self.assertEqual((reply["code"], reply["dsn"]), (452, "4.3.2"))
+
+    @defer.inlineCallbacks
+    def test_connectionLost(self) -> Any:
+        """
+        Without the connection its state came over, the proxy answers
+        nothing itself: without QMGR, MAIL gets 451 after
+        C{wait_for_server}.
+        """
+        yield self.proxy.sessionOpen("s1", "127.0.0.1")
+        self.assertTrue(self.proxy.budget)
+        yield self.port.stopListening()
+        for server in list(self.factory.servers):
+            server.transport.loseConnection()
+        for _ in range(100):
+            if self.proxy.peer.protocol is None:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(self.proxy.budget, 0)
+        self.proxy.peer.waitForServer = 0.1
+        reply = yield self.proxy.checkAcceptance(0, "s1")
+        self.assertEqual((reply["code"], reply["dsn"]), (451, "4.3.0"))
+        self.assertEqual(self.asked, [])
