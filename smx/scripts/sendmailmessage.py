@@ -26,7 +26,10 @@ DESCRIPTION
         the same), so blind copies stay blind;
       - a C{Received:} header naming the user id is put on top, and the
         missing ones of C{From:} (C{-F} full name and sender), C{Date:}
-        and C{Message-ID:} are added at the end of the header;
+        and C{Message-ID:} are added at the end of the header; in a
+        message with any C{Resent-} field, the missing ones of
+        C{Resent-From:}, C{Resent-Date:} and C{Resent-Message-ID:}
+        instead (as Postfix's cleanup);
       - a message that does not start with a header gets these headers
         and an empty line before it; a header block that ends without an
         empty line gets one.
@@ -242,15 +245,19 @@ def prepareMessage(
         )
     kept = [f for f, n in zip(fields, names) if n not in ("bcc", "resent-bcc")]
     present = set(names)
+    # a message sent again (any Resent- field) gets the missing fields of
+    # its resent block instead, as from Postfix's cleanup
+    prefix = "Resent-" if any(n.startswith("resent-") for n in names) else ""
     date = email.utils.formatdate(now, localtime=True)
     added = []  # type: List[str]
-    if "from" not in present:
-        added.append("From: " + _formatFrom(identity))
-    if "date" not in present:
-        added.append("Date: " + date)
-    if "message-id" not in present:
+    if prefix.lower() + "from" not in present:
+        added.append(prefix + "From: " + _formatFrom(identity))
+    if prefix.lower() + "date" not in present:
+        added.append(prefix + "Date: " + date)
+    if prefix.lower() + "message-id" not in present:
         added.append(
-            "Message-ID: <%s.%s@%s>"
+            prefix
+            + "Message-ID: <%s.%s@%s>"
             % (
                 time.strftime("%Y%m%d%H%M%S", time.gmtime(now)),
                 secrets.token_hex(8),

@@ -196,6 +196,36 @@ class RunningTests(_Base):
         self.assertIn("<<< 250 ", err)
         self.delivered("dave", 2)
 
+    def test_resent(self) -> None:
+        """
+        C{sendmail -t} with a message sent again: the C{Resent-To:},
+        C{Resent-Cc:} and C{Resent-Bcc:} recipients get it, not those of
+        C{To:} and C{Bcc:} (as Postfix); neither Bcc field is delivered,
+        and the missing C{Resent-From:}, C{Resent-Date:} and
+        C{Resent-Message-ID:} are added rather than C{From:}, C{Date:}
+        and C{Message-ID:}.
+        """
+        status, err, _ = self.sendmail(
+            "-t",
+            "-f",
+            "resender@smx.test",
+            stdin=b"To: alice@smx.test\nBcc: dave@smx.test\n"
+            b"Resent-To: bob@smx.test\nResent-Bcc: carol@smx.test\n"
+            b"Subject: again\n\nbody\n",
+        )
+        self.assertEqual((status, err), (0, ""))
+        for user in ("bob", "carol"):
+            [m] = self.delivered(user)
+            header = self.header(m)
+            self.assertNotIn(b"Bcc", header)
+            if user == "bob":
+                self.assertNotIn(b"carol@", header)
+            self.assertRegex(header, rb"\nResent-From: .*<resender@smx.test>\n")
+            self.assertIn(b"\nResent-Date: ", header)
+            self.assertIn(b"\nResent-Message-ID: <", header)
+            self.assertNotIn(b"\nFrom:", header)
+        self.assertEqual(self.mta.maildir("alice") + self.mta.maildir("dave"), [])
+
     def test_refused(self) -> None:
         """
         A recipient SMTPS refuses: exit 67 (EX_NOUSER) with one line

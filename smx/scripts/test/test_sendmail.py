@@ -382,6 +382,34 @@ class MessageTests(unittest.TestCase):
         self.assertEqual(m.recipients, ["new@x.test", "hidden@x.test"])
         self.assertNotIn(b"hidden", m.content)
 
+    def test_resentBlockCompleted(self) -> None:
+        """
+        A message with a C{Resent-} field gets the missing C{Resent-From:},
+        C{Resent-Date:} and C{Resent-Message-ID:} instead of C{From:},
+        C{Date:} and C{Message-ID:} (as Postfix's cleanup); one present is
+        kept.  A C{Resent-From:} alone leaves the recipients of C{-t} to
+        C{To:}, C{Cc:} and C{Bcc:} (as Postfix).
+        """
+        m = self.prepare(
+            b"To: old@x.test\nResent-To: new@x.test\n"
+            b"Resent-Date: Tue, 1 Dec 2026 15:00:00 +0000\n\nb\n",
+            extract=True,
+        )
+        header = self.header(m.content)
+        self.assertIn(b"Resent-From: Alice Liddell <alice@h.test>", header)
+        self.assertEqual(
+            [h for h in header if h.startswith(b"Resent-Date:")],
+            [b"Resent-Date: Tue, 1 Dec 2026 15:00:00 +0000"],
+        )
+        self.assertEqual(
+            [h for h in header if h.startswith(b"Resent-Message-ID: <")][0][-8:],
+            b"@h.test>",
+        )
+        for name in (b"From:", b"Date:", b"Message-ID:"):
+            self.assertEqual([h for h in header if h.startswith(name)], [])
+        m = self.prepare(b"To: old@x.test\nResent-From: r@x.test\n\nb\n", extract=True)
+        self.assertEqual(m.recipients, ["old@x.test"])
+
     def test_bccRemovedWithoutExtract(self) -> None:
         """
         Bcc is removed also without C{-t}, and gives no recipients then.
