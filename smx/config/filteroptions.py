@@ -15,6 +15,7 @@ calls L{checkFilters} and L{checkMilters}.
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 from smx.config.commonoptions import opt
@@ -194,9 +195,18 @@ def _milterSocket(text: str) -> None:
         raise ValueProblem(str(e))
 
 
+#: a macro name: one character, or a word of letters, digits and
+#: underscores with or without braces (sendmail's macid_parse)
+_MACRO_NAME = re.compile(r"[!-z|~]|\{[A-Za-z0-9_]+\}|[A-Za-z0-9_]+")
+
+
 def _macroName(text: str) -> None:
-    if not text or not text.isascii() or not text.isprintable() or " " in text:
-        raise ValueProblem("%r is not a macro name" % (text,))
+    if _MACRO_NAME.fullmatch(text) is None:
+        raise ValueProblem(
+            "%r is not a macro name (one character, or letters, digits and "
+            'underscores with or without braces: i, client_addr, "{client_addr}")'
+            % (text,)
+        )
 
 
 def _macros(stage: str, when: str) -> Option:
