@@ -220,5 +220,8 @@ def checkFiles(configuration: "Configuration") -> List[ConfigError]:
         _checkCertificateAndKey(tls, errors)
         if tls.keyword.lower() == "tls":
             _checkCAs(tls, errors)
+    from smx.tlspolicy.policymap import checkPolicyMaps
+
+    checkPolicyMaps(configuration)  # a warning: the map may come later
     errors.sort(key=lambda e: (e.line or 0, e.column or 0))
     return errors

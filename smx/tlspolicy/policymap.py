@@ -34,7 +34,9 @@ DIAGNOSTICS
     An entry that does not parse, or a map that cannot be read, is a
     temporary failure of its destination (L{PolicyMapError}): its mail
     is deferred, never sent with a weaker policy; the error is logged
-    with the map's file and key.
+    with the map's file and key.  A map file that cannot be opened is a
+    warning of C{smx config} and of C{twistd smx} at start
+    (L{checkPolicyMaps}).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from smx.maps.errors import MapTemporaryError
 from smx.maps.lookup import domainKeys
 from smx.tlspolicy.policy import LEVELS, TLSPolicy
 
-__all__ = ["PolicyMap", "PolicyMapError", "parsePolicy"]
+__all__ = ["PolicyMap", "PolicyMapError", "checkPolicyMaps", "parsePolicy"]
 
 #: Postfix attributes smx accepts without using them
 IGNORED_ATTRIBUTES = frozenset(
@@ -104,6 +106,34 @@ def parsePolicy(text: str, domain: str = "", source: str = "map") -> TLSPolicy:
         source=source,
         policyDomain=domain,
     )
+
+
+def checkPolicyMaps(configuration: Any) -> None:
+    """
+    Warn (C{smx config}, C{twistd smx} at start) about the
+    C{tls_policy_map} of an C{smtpc} section that cannot be opened as a
+    hash map: missing, unreadable, or not a Berkeley DB hash file.  Not
+    an error: smx runs, and defers the mail of every destination of that
+    section (never sending it under a weaker policy) until the file is
+    made (C{smx createmap}) and reopened (C{smx qmgrctl reload},
+    SIGUSR1), as it does for a map that breaks while smx runs.
+    """
+    from smx.maps.hashmap import openHashFile
+
+    for section in configuration.sections("smtpc"):
+        path = section["tls_policy_map"]
+        if not path:
+            continue
+        try:
+            openHashFile(path).close()
+        except MapTemporaryError as e:
+            configuration.warn(
+                "option 'tls_policy_map' in %s: %s; the mail of every "
+                "destination is deferred (4.3.0) until the map is made (smx "
+                "createmap) and reopened (smx qmgrctl reload)"
+                % (section.describe(), e),
+                section.positionOf("tls_policy_map"),
+            )
 
 
 class PolicyMap:

@@ -13,7 +13,13 @@ from twisted.trial import unittest
 from smx.log import Logger, MemorySink
 from smx.maps.createmap import createMap
 from smx.tlspolicy.policy import TLSPolicy
-from smx.tlspolicy.policymap import PolicyMap, PolicyMapError, parsePolicy
+from smx.config import configurationFromText
+from smx.tlspolicy.policymap import (
+    PolicyMap,
+    PolicyMapError,
+    checkPolicyMaps,
+    parsePolicy,
+)
 
 FP1 = ":".join(["AB"] * 32)
 FP2 = ":".join(["12"] * 32)
@@ -139,3 +145,28 @@ class MapTests(unittest.TestCase):
         missing = PolicyMap(os.path.join(self.dir, "missing.db"), None)
         e = self.assertRaises(PolicyMapError, missing.find, "example.com")
         self.assertIn("missing.db", str(e))
+
+    def test_checkPolicyMaps(self) -> None:
+        """
+        L{checkPolicyMaps} warns at the C{tls_policy_map} of each
+        C{smtpc} section whose file cannot be opened as a hash map
+        (missing, or not a Berkeley DB file), naming the file and the
+        reason; a good map and a section without one give no warning.
+        """
+        notMap = os.path.join(self.dir, "text")
+        with open(notMap, "w") as f:
+            f.write("example.com verify\n")
+        cfg = configurationFromText(
+            'smtpc { tls_policy_map = "%s"; }\n'
+            'smtpc a { tls_policy_map = "%s"; }\n'
+            'smtpc b { tls_policy_map = "%s"; }\n'
+            "smtpc c { }\n" % (self.path, os.path.join(self.dir, "missing.db"), notMap),
+            filename="smx.conf",
+        )
+        checkPolicyMaps(cfg)
+        [missing, broken] = cfg.warnings
+        self.assertTrue(missing.startswith("smx.conf:2:11: warning: "), missing)
+        self.assertIn("'smtpc a'", missing)
+        self.assertIn("missing.db: cannot open hash map: No such file", missing)
+        self.assertTrue(broken.startswith("smx.conf:3:11: warning: "), broken)
+        self.assertIn("%s: cannot open hash map" % (notMap,), broken)
