@@ -165,9 +165,7 @@ class QueueManager(service.Service):
         self.defedb = DeferredEnvelopeDB.fromSettings(
             s, report=self._reportProblem, statvfs=statvfs
         )
-        self.store = QueueStore(
-            self.log, self.defedb, contentStore, self.logger, clock=reactor
-        )
+        self.store = QueueStore(self.log, self.defedb, contentStore, self.logger)
         self.lock = QueueLock(self.queueDirectory)
         self.conf = ConfigurationMap(s.confMapPath, self._reportProblem)
         self.incoming = IncomingControl(
