@@ -142,7 +142,9 @@ class IQueueManager(Interface):
         C{ok_disk_space}, measured now, less the sizes of the transactions
         in flight) and whether AQ and IQDB have room.  An accepted C{size}
         is reserved for the session until its envelope is committed, its
-        next C{checkAcceptance} or L{sessionClose}.
+        next C{checkAcceptance} or L{sessionClose}.  (In split mode SMTPS
+        answers it itself within the budget QMGR pushes it, and asks QMGR
+        otherwise: L{smx.split.queue}.)
 
         @param size: the C{SIZE=} the client declared, or 0 (an C{int}).
         @param sessionId: the SMTPS session id (a C{str}), or C{None}.
@@ -185,7 +187,9 @@ class IQueueManager(Interface):
         @param transactionId: the SMTPS transaction id, a C{str}.
         @param stored: a C{bool}.
         @return: a L{Deferred} firing with C{None}; it errbacks with
-            C{KeyError} for a transaction that is not waiting.
+            C{KeyError} for a transaction that is not waiting (in split
+            mode the call is one-way: QMGR logs the error, and the
+            proxy's L{Deferred} fires at once).
         """
 
     def status():

@@ -24,6 +24,10 @@ DESCRIPTION
     0660, so that the group of the socket's directory (seed §4.1) may
     connect.
 
+    L{QuietAMP} (both sides) sends the answer of a responder that
+    answers at once without Twisted's chain of L{Deferred}s; a responder
+    returning a L{Deferred} or raising goes through AMP's own answering.
+
 DIAGNOSTICS
     A lost connection is logged once (C{sev=WARN}), and once when it is
     back (C{sev=NOTICE}), naming the peer and the socket; a peer that
@@ -69,8 +73,58 @@ class QuietAMP(FastBoxReceiver, amp.AMP):
     whole boxes at a time (L{smx.split.boxes}).
     """
 
+    #: (command, outcome) of a command answered outside the fast path
+    _outcome = None  # type: Any
+
     def makeConnection(self, transport: Any) -> None:
         amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def _commandReceived(self, box: Any) -> None:
+        """
+        Call the responder of a command (as L{amp.BoxDispatcher}) and, if
+        it answered at once, send its answer without Twisted's chain of
+        L{Deferred}s (four per command); a L{Deferred} or an exception
+        goes through Twisted's own answering (L{dispatchCommand}).
+        """
+        entry = self._commandDispatch.get(box[amp.COMMAND])  # type: ignore[attr-defined]
+        if entry is None:
+            amp.AMP._commandReceived(self, box)  # type: ignore[attr-defined]
+            return
+        command, responder = entry
+        try:
+            result = responder(self, **command.parseArguments(box, self))
+        except Exception:
+            result = Failure()
+        if not isinstance(result, (defer.Deferred, Failure)):
+            if amp.ASK not in box:
+                return
+            try:
+                answer = command.makeResponse(result, self)
+            except Exception:
+                # as AMP: a bug of the responder, not an error of the command
+                result = Failure(
+                    amp.BadLocalReturn(
+                        "%r returned %r and %r could not serialize it"
+                        % (responder, result, command),
+                        Failure(),
+                    )
+                )
+            else:
+                answer[amp.ANSWER] = box[amp.ASK]
+                self._safeEmit(answer)  # type: ignore[attr-defined]
+                return
+        self._outcome = (command, result)
+        amp.AMP._commandReceived(self, box)  # type: ignore[attr-defined]
+
+    def dispatchCommand(self, box: Any) -> defer.Deferred:
+        outcome, self._outcome = self._outcome, None
+        if outcome is None:
+            return amp.AMP.dispatchCommand(self, box)
+        command, result = outcome
+        # the responder ran: its outcome through Twisted's serialization
+        # and error handling
+        wrapped = self._wrapWithSerialization(lambda **kw: result, command)
+        return defer.maybeDeferred(wrapped, box)
 
     def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
         amp.BinaryBoxProtocol.connectionLost(self, reason)

@@ -14,15 +14,37 @@ DESCRIPTION
     L{QueueManagerProxy} provides L{smx.interfaces.IQueueManager} by
     calling the queue manager of another process over AMP
     (L{smx.split.commands}); L{QueueManagerServer} answers those calls
-    with the in-process queue manager.  Every envelope and reply is
-    checked and converted with L{smx.values} on both sides.
+    with the in-process queue manager.  Every reply is checked with
+    L{smx.values} on both sides; an envelope once, by the server (the
+    trust boundary), which hands it to C{QueueManager.commitChecked}
+    without a second check.
+
+    A relayed message costs two round trips: C{sessionOpen} (QMGR
+    applies the connection limits of all SMTPS processes) and
+    C{commitTransaction}; C{contentCommitted} and C{sessionClose} are
+    one-way (SMTPS has answered 250 already, or the session is over;
+    QMGR logs a C{contentCommitted} that fails, e.g. of an unknown
+    transaction), and C{checkAcceptance} is mostly answered by the proxy
+    itself: QMGR pushes each SMTPS connection a budget
+    (L{smx.split.commands.Acceptance}) when it connects and when the
+    budget changes by more than an eighth, measured (the free disk
+    space, IQDB) at most every 0.1 s when a session opens or a
+    transaction is committed: a quarter of the bytes free above
+    C{min_disk_space} (less those reserved and in flight), shared by the
+    SMTPS processes, and 0 while QMGR refuses (disk short, IQDB full) or
+    IQDB is half full.  The proxy accepts a MAIL whose C{SIZE=}, with
+    those it admitted for its other sessions, fits in its budget, and
+    asks QMGR otherwise (QMGR then measures and reserves as in one
+    process: C{452 4.3.1} for a short disk, C{452 4.3.2} for a full
+    IQDB).
 
     When QMGR cannot be reached within C{waitForServer} (it is being
     restarted), the proxy refuses instead of accepting: C{sessionOpen}
     answers 421 4.3.2 and C{checkAcceptance} 451 4.3.0 (SMTPS sends them
     to the client), C{commitTransaction} fails (SMTPS answers 451 to the
     final dot, and removes the content): a message is answered with 250
-    only once the QMGR that took it has it on stable storage.
+    only once the QMGR that took it has it on stable storage.  Without a
+    connection the proxy has no budget: every MAIL asks.
 
     The server remembers the sessions each SMTPS process opened over its
     connection: when the connection ends (SMTPS crashed or restarts),
@@ -122,7 +144,6 @@ class QueueManagerServer(QuietAMP):
     def sessionOpen(self, sessionId: str, clientAddress: str) -> Any:
         # SMTPS's budget is fresh before its first MAIL
         self._refresh()
-        d = defer.maybeDeferred(self.qmgr.sessionOpen, sessionId, clientAddress)
 
         def opened(reply: Any) -> Dict[str, Any]:
             if reply is None:
@@ -130,7 +151,7 @@ class QueueManagerServer(QuietAMP):
                 return {"reply": None}
             return {"reply": checked(Reply, reply)}
 
-        return d.addCallback(opened)
+        return _then(self.qmgr.sessionOpen, (sessionId, clientAddress), opened)
 
     @c.SessionClose.responder
     def sessionClose(self, sessionId: str, clientAddress: str) -> Any:
@@ -140,9 +161,9 @@ class QueueManagerServer(QuietAMP):
 
     @c.CheckAcceptance.responder
     def checkAcceptance(self, size: int, sessionId: Optional[str] = None) -> Any:
-        d = defer.maybeDeferred(self.qmgr.checkAcceptance, size, sessionId)
+        answer = _then(self.qmgr.checkAcceptance, (size, sessionId), _replyBox)
         self._refresh()
-        return d.addCallback(lambda reply: {"reply": _replyData(reply)})
+        return answer
 
     @c.CommitTransaction.responder
     def commitTransaction(self, envelope: Any) -> Any:
@@ -227,8 +248,27 @@ class QueueManagerServer(QuietAMP):
         d.addErrback(lambda f: None)
 
 
-def _replyData(reply: Any) -> Any:
-    return None if reply is None else checked(Reply, reply)
+def _replyBox(reply: Any) -> Dict[str, Any]:
+    return {"reply": None if reply is None else checked(Reply, reply)}
+
+
+def _then(call: Any, args: Any, then: Any) -> Any:
+    """
+    C{then} of the result of C{call(*args)}: at once when the result is
+    there (a value or a L{Deferred} that has fired with one), so that the
+    answer goes without a chain of L{Deferred}s; else chained.
+    """
+    try:
+        result = call(*args)
+    except Exception:
+        return Failure()
+    if isinstance(result, defer.Deferred):
+        if result.called and not result.paused:
+            value = result.result
+            if not isinstance(value, Failure):
+                return then(value)
+        return result.addCallback(then)
+    return then(result)
 
 
 class QueueManagerServerFactory(Factory):
