@@ -33,9 +33,11 @@ DESCRIPTION
     status is C{EX_USAGE} (64) or C{EX_CONFIG} (78): a restart cannot
     help, and the MCP logs it with C{sev=ERR} and leaves it stopped.
     Restarts back off: a process that ran less than C{threshold} seconds
-    waits C{minRestartDelay} doubled for each such quick end in a row, at
-    most C{maxRestartDelay}, so a component that dies at once does not
-    spin.
+    (10: it died at or soon after its start) waits C{minRestartDelay}
+    doubled for each such quick end in a row, at most C{maxRestartDelay},
+    so a component that dies at once does not spin; one that had been
+    serving (killed, crashed on a message) is started again after
+    C{minRestartDelay}, within its peers' C{wait_for_server}.
 
     Stopping the MCP (SIGTERM, SIGINT) stops every service in reverse
     start order, each with SIGTERM and, after C{killTimeout} seconds,
@@ -187,7 +189,7 @@ class ProcessSupervisor(service.Service):
         log: Optional[smxlog.Logger] = None,
         minRestartDelay: float = 1.0,
         maxRestartDelay: float = 60.0,
-        threshold: float = 30.0,
+        threshold: float = 10.0,
         killTimeout: float = 10.0,
         installSignals: bool = False,
         newSession: bool = True,

@@ -263,6 +263,31 @@ class SupervisorTests(SynchronousTestCase):
         self.reactor.advance(1)
         self.assertEqual(len(self.running("smtpc")), 1)
 
+    def test_killedInTurn(self) -> None:
+        """
+        With the default back-off, a component killed again and again
+        while it serves (every 15 s, as a tester kills each component in
+        turn during a stream of messages) is restarted after 1 s each
+        time: only a process that dies within seconds of its start backs
+        off (doc/split.md), so its peers' C{wait_for_server} and
+        C{wait_for_client} (4 s in the seed's §5.3 example) are not
+        exceeded.
+        """
+        supervisor = ProcessSupervisor(
+            layout(),
+            self.reactor,
+            queueDirectory="/q",
+            log=smxlog.Logger("mcp", sink=self.sink),
+            newSession=False,
+        )
+        supervisor.startService()
+        for i in range(5):
+            self.reactor.advance(15)
+            [smtpc] = self.reactor.running("smtpc", supervisor)
+            smtpc.end(sig=signal.SIGKILL)
+            self.reactor.advance(1)
+            self.assertEqual(len(self.reactor.running("smtpc", supervisor)), 1, i)
+
     def test_noRestart(self) -> None:
         """
         A process that exits with EX_USAGE (64) or EX_CONFIG (78) is not
