@@ -239,7 +239,8 @@ def _number(value: Any) -> str:
     return repr(float(value))
 
 
-def _escape(value: str) -> str:
+def escapeLabelValue(value: str) -> str:
+    """A label value as written between the quotes of the text format."""
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
@@ -501,7 +502,7 @@ class MetricsRecorder:
             for key in sorted(values):
                 if labels:
                     text = ",".join(
-                        '%s="%s"' % (label, _escape(str(value)))
+                        '%s="%s"' % (label, escapeLabelValue(str(value)))
                         for label, value in zip(labels, key)
                     )
                     lines.append("%s{%s} %s" % (name, text, _number(values[key])))
@@ -560,6 +561,52 @@ class MetricsPage(resource.Resource):
         return server.NOT_DONE_YET
 
 
+def metricsSite(source: Any) -> server.Site:
+    """
+    The web site of L{MetricsPage} for C{source} (a L{MetricsRecorder},
+    or the MCP's gatherer), without a log line per scrape.
+    """
+    site = server.Site(MetricsPage(source))
+    site.noisy = False
+    site.log = lambda request: None  # type: ignore[method-assign]
+    return site
+
+
+class RecorderHooks:
+    """
+    A L{MetricsRecorder} attached to the log records (in front of the
+    observer that was there, which still sees every record) and to the
+    commits of QMGR's IBDB, while a metrics service runs.
+    """
+
+    def __init__(self, recorder: MetricsRecorder) -> None:
+        self.recorder = recorder
+        self._previous = None  # type: Any
+
+    def _observe(self, logger: Any, fields: Dict[str, Any]) -> None:
+        try:
+            self.recorder.observe(logger, fields)
+        finally:
+            previous = self._previous
+            if previous is not None:
+                previous(logger, fields)
+
+    def attach(self) -> None:
+        self._previous = Logger.observer
+        Logger.observer = self._observe
+        ibdb = getattr(self.recorder.qmgr, "log", None)
+        if ibdb is not None and hasattr(ibdb, "commitObserver"):
+            ibdb.commitObserver = self.recorder.ibdbCommitted
+
+    def detach(self) -> None:
+        if Logger.observer == self._observe:
+            Logger.observer = self._previous
+        self._previous = None
+        ibdb = getattr(self.recorder.qmgr, "log", None)  # type: Any
+        if getattr(ibdb, "commitObserver", None) == self.recorder.ibdbCommitted:
+            ibdb.commitObserver = None
+
+
 class MetricsService(service.Service):
     """
     The HTTP listener, and the recorder attached to the log records while
@@ -577,6 +624,7 @@ class MetricsService(service.Service):
         self.host = host
         self.portNumber = port
         self.recorder = recorder
+        self.hooks = RecorderHooks(recorder)
         self.port = None  # type: Any
 
     def privilegedStartService(self) -> None:
@@ -586,27 +634,17 @@ class MetricsService(service.Service):
     def startService(self) -> None:
         service.Service.startService(self)
         self._listen()
-        Logger.observer = self.recorder.observe
-        ibdb = getattr(self.recorder.qmgr, "log", None)
-        if ibdb is not None and hasattr(ibdb, "commitObserver"):
-            ibdb.commitObserver = self.recorder.ibdbCommitted
+        self.hooks.attach()
 
     def _listen(self) -> None:
         if self.port is None:
-            site = server.Site(MetricsPage(self.recorder))
-            site.noisy = False
-            site.log = lambda request: None  # type: ignore[method-assign]
             self.port = self.reactor.listenTCP(
-                self.portNumber, site, interface=self.host
+                self.portNumber, metricsSite(self.recorder), interface=self.host
             )
 
     def stopService(self) -> Any:
         service.Service.stopService(self)
-        if Logger.observer == self.recorder.observe:
-            Logger.observer = None
-        ibdb = getattr(self.recorder.qmgr, "log", None)  # type: Any
-        if getattr(ibdb, "commitObserver", None) == self.recorder.ibdbCommitted:
-            ibdb.commitObserver = None
+        self.hooks.detach()
         port, self.port = self.port, None
         if port is not None:
             return port.stopListening()
@@ -621,6 +659,18 @@ def metricsService(cfg: Any, reactor: Any, components: Dict[str, Any]) -> Any:
     @param components: what L{smx.components.assemble} built (QMGR and
         the SMTPS listeners, whose loggers name the listener label).
     """
+    address = metricsAddress(cfg)
+    if address is None:
+        return None
+    return MetricsService(reactor, *address, componentRecorder(reactor, components))
+
+
+def metricsAddress(cfg: Any) -> Optional[Tuple[str, int]]:
+    """
+    The host and port of C{metrics { address; }} (default port 9125; no
+    host written: loopback, since the endpoint has no authentication),
+    or C{None} when no address is set.
+    """
     from smx.config.values import splitAddress
 
     address = cfg.section("metrics")["address"]
@@ -628,12 +678,19 @@ def metricsService(cfg: Any, reactor: Any, components: Dict[str, Any]) -> Any:
         return None
     host, port = splitAddress(address, 9125)
     if address.startswith(":"):
-        # no host written: loopback, since the endpoint has no authentication
         host = "127.0.0.1"
+    return host, port
+
+
+def componentRecorder(reactor: Any, components: Dict[str, Any]) -> MetricsRecorder:
+    """
+    The recorder of the components built (QMGR, and the SMTPS listeners,
+    whose loggers name the listener label).
+    """
     recorder = MetricsRecorder(reactor, components.get("qmgr"))
     for listener in components.get("smtps") or ():
         factory = getattr(listener, "factory", None)
         if factory is not None:
             name = getattr(factory.settings, "name", "") or "smtps"
             recorder.listeners[factory.log] = name
-    return MetricsService(reactor, host, port, recorder)
+    return recorder

@@ -77,7 +77,14 @@ from twisted.internet import defer, endpoints, error, protocol
 from twisted.python.failure import Failure
 
 from smx.log import Logger
-from smx.metrics import MetricsPage, MetricsRecorder
+from smx.metrics import (
+    MetricsRecorder,
+    RecorderHooks,
+    componentRecorder,
+    escapeLabelValue,
+    metricsAddress,
+    metricsSite,
+)
 
 #: the environment variable that names a component process's metrics socket
 METRICS_SOCKET = "SMX_METRICS_SOCKET"
@@ -398,10 +405,6 @@ def renderFamilies(families: Sequence[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
 # -- one component process -----------------------------------------------------
 
 
@@ -442,10 +445,10 @@ class ProcessMetricsService(service.Service):
         self.reactor = reactor
         self.path = path
         self.recorder = recorder
+        self.hooks = RecorderHooks(recorder)
         self.component = component
         self.port = None  # type: Any
         self.started = time.time()
-        self._previous = None  # type: Any
 
     def render(self) -> Any:
         """
@@ -462,24 +465,12 @@ class ProcessMetricsService(service.Service):
 
         return self.recorder.collect().addCallback(_cbText)
 
-    def _observe(self, logger: Any, fields: Dict[str, Any]) -> None:
-        try:
-            self.recorder.observe(logger, fields)
-        finally:
-            previous = self._previous
-            if previous is not None:
-                previous(logger, fields)
-
     def startService(self) -> None:
         from smx.split.peer import listenSocket
 
         service.Service.startService(self)
         self.started = time.time()
-        self._previous = Logger.observer
-        Logger.observer = self._observe
-        ibdb = getattr(self.recorder.qmgr, "log", None)
-        if ibdb is not None and hasattr(ibdb, "commitObserver"):
-            ibdb.commitObserver = self.recorder.ibdbCommitted
+        self.hooks.attach()
         factory = protocol.Factory.forProtocol(_TextProtocol)
         factory.render = self.render  # type: ignore[attr-defined]
         factory.noisy = False
@@ -487,12 +478,7 @@ class ProcessMetricsService(service.Service):
 
     def stopService(self) -> Any:
         service.Service.stopService(self)
-        if Logger.observer == self._observe:
-            Logger.observer = self._previous
-        self._previous = None
-        ibdb = getattr(self.recorder.qmgr, "log", None)  # type: Any
-        if getattr(ibdb, "commitObserver", None) == self.recorder.ibdbCommitted:
-            ibdb.commitObserver = None
+        self.hooks.detach()
         port, self.port = self.port, None
         if port is not None:
             return port.stopListening()
@@ -516,13 +502,8 @@ def processMetricsService(
     path = (os.environ if environ is None else environ).get(METRICS_SOCKET)
     if not path:
         return None
-    recorder = MetricsRecorder(reactor, components.get("qmgr"))
+    recorder = componentRecorder(reactor, components)
     recorder.families = SPLIT_FAMILIES.get(component, frozenset())
-    for listener in components.get("smtps") or ():
-        factory = getattr(listener, "factory", None)
-        if factory is not None:
-            name = getattr(factory.settings, "name", "") or "smtps"
-            recorder.listeners[factory.log] = name
     return ProcessMetricsService(reactor, path, recorder, component)
 
 
@@ -608,8 +589,8 @@ class Target:
     @property
     def labels(self) -> Tuple[Label, ...]:
         return (
-            ("component", _escape(self.component)),
-            ("process", _escape(self.process)),
+            ("component", escapeLabelValue(self.component)),
+            ("process", escapeLabelValue(self.process)),
         )
 
 
@@ -811,18 +792,13 @@ class GatherService(service.Service):
 
         @raise smx.mcp.sockets.ListenError: naming the option.
         """
-        from twisted.web import server
-
         from smx.mcp.sockets import ListenError
 
         if self.port is not None:
             return
-        site = server.Site(MetricsPage(self.gatherer))
-        site.noisy = False
-        site.log = lambda request: None  # type: ignore[method-assign]
         try:
             self.port = self.reactor.listenTCP(
-                self.portNumber, site, interface=self.host
+                self.portNumber, metricsSite(self.gatherer), interface=self.host
             )
         except error.CannotListenError as e:
             raise ListenError(
@@ -850,18 +826,13 @@ def gatherService(configuration: Any, supervisor: Any) -> Optional[GatherService
 
     @raise smx.mcp.sockets.ListenError: the address cannot be bound.
     """
-    from smx.config.values import splitAddress
-
-    address = configuration.section("metrics")["address"]
-    if not address:
+    address = metricsAddress(configuration)
+    if address is None:
         return None
-    host, port = splitAddress(address, 9125)
-    if address.startswith(":"):
-        host = "127.0.0.1"
     gatherer = MetricsGatherer(
         supervisor.reactor, supervisorTargets(supervisor), log=supervisor.log
     )
-    gather = GatherService(supervisor.reactor, host, port, gatherer)
+    gather = GatherService(supervisor.reactor, *address, gatherer)
     gather.bind()
     supervisor.processEnviron = processEnviron(supervisor)
     return gather

@@ -7,6 +7,8 @@ C{smx qmgrctl status} (L{smx.scripts.qmgrctl.healthProblem}).
 
 from __future__ import annotations
 
+from typing import Any, Dict, List
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -293,6 +295,34 @@ class ServiceTests(SynchronousTestCase):
             )
             service = metricsService(cfg, Clock(), {})
             self.assertEqual((service.host, service.portNumber), (host, 9999), text)
+
+    def test_keepsEarlierObserver(self) -> None:
+        """
+        The service's recorder goes in front of an observer that was
+        there (it still sees every record, as in split mode) and puts it
+        back when the service stops; it took its place before, and
+        cleared it at stop.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        seen = []  # type: List[Dict[str, Any]]
+        self.patch(Logger, "observer", lambda logger, fields: seen.append(fields))
+        earlier = Logger.observer
+        cfg = configurationFromText(
+            'hostname = a.test;\nmetrics { address = "127.0.0.1:9999"; }\n'
+        )
+        service = metricsService(cfg, MemoryReactorClock(), {})
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        Logger("smtps", sink=MemorySink()).info(
+            ss_ta="T1", msgid="<m>", size=10, stat=0
+        )
+        self.assertEqual(len(seen), 1)
+        self.assertEqual(
+            service.recorder.counters["smx_messages_received_total"], {("smtps",): 1}
+        )
+        service.stopService()
+        self.assertIs(Logger.observer, earlier)
 
 
 class HealthProblemTests(SynchronousTestCase):
