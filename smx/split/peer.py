@@ -50,6 +50,7 @@ from twisted.python.failure import Failure
 
 from zope.interface import implementer
 
+from smx._twistedcompat import ampResponder
 from smx.log import Logger
 from smx.split.boxes import FastBoxReceiver
 from smx.unixsocket import socketName
@@ -79,16 +80,20 @@ class QuietAMP(FastBoxReceiver, amp.AMP):
     def makeConnection(self, transport: Any) -> None:
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
-    def _commandReceived(self, box: Any) -> None:
+    def ampBoxReceived(self, box: Any) -> None:
         """
         Call the responder of a command (as L{amp.BoxDispatcher}) and, if
         it answered at once, send its answer without Twisted's chain of
         L{Deferred}s (four per command); a L{Deferred} or an exception
-        goes through Twisted's own answering (L{dispatchCommand}).
+        goes through AMP's own answering (L{locateResponder}).  Answers
+        and errors go to AMP.
         """
-        entry = self._commandDispatch.get(box[amp.COMMAND])  # type: ignore[attr-defined]
+        if amp.COMMAND not in box or amp.ANSWER in box or amp.ERROR in box:
+            amp.AMP.ampBoxReceived(self, box)
+            return
+        entry = ampResponder(self, box[amp.COMMAND])
         if entry is None:
-            amp.AMP._commandReceived(self, box)  # type: ignore[attr-defined]
+            amp.AMP.ampBoxReceived(self, box)
             return
         command, responder = entry
         try:
@@ -102,32 +107,60 @@ class QuietAMP(FastBoxReceiver, amp.AMP):
                 answer = command.makeResponse(result, self)
             except Exception:
                 # as AMP: a bug of the responder, not an error of the command
-                result = Failure(
-                    amp.BadLocalReturn(
-                        "%r returned %r and %r could not serialize it"
-                        % (responder, result, command),
-                        Failure(),
-                    )
-                )
+                result = _badReturn(responder, result, command)
             else:
                 answer[amp.ANSWER] = box[amp.ASK]
-                self._safeEmit(answer)  # type: ignore[attr-defined]
+                try:
+                    self.sendBox(answer)
+                except (amp.ProtocolSwitched, error.ConnectionLost):
+                    pass
                 return
         self._outcome = (command, result)
-        amp.AMP._commandReceived(self, box)  # type: ignore[attr-defined]
+        amp.AMP.ampBoxReceived(self, box)
 
-    def dispatchCommand(self, box: Any) -> defer.Deferred:
+    def locateResponder(self, name: bytes) -> Any:
         outcome, self._outcome = self._outcome, None
         if outcome is None:
-            return amp.AMP.dispatchCommand(self, box)
+            return amp.AMP.locateResponder(self, name)
         command, result = outcome
-        # the responder ran: its outcome through Twisted's serialization
-        # and error handling
-        wrapped = self._wrapWithSerialization(lambda **kw: result, command)
-        return defer.maybeDeferred(wrapped, box)
+
+        # the responder ran: its outcome as AMP's own wrapper gives it
+        def serialize(objects: Any) -> Any:
+            try:
+                return command.makeResponse(objects, self)
+            except BaseException:
+                return _badReturn(None, objects, command)
+
+        def knownErrors(reason: Failure) -> Failure:
+            key = reason.trap(*command.allErrors)
+            return Failure(
+                amp.RemoteAmpError(
+                    command.allErrors[key],
+                    str(reason.value),
+                    key in command.fatalErrors,
+                    local=reason,
+                )
+            )
+
+        def replay(box: Any) -> defer.Deferred:
+            d = result if isinstance(result, defer.Deferred) else defer.fail(result)
+            return d.addCallback(serialize).addErrback(knownErrors)
+
+        return replay
 
     def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
         amp.BinaryBoxProtocol.connectionLost(self, reason)
+
+
+def _badReturn(responder: Any, result: Any, command: Any) -> Failure:
+    """An answer that does not fit its command: AMP's error for it."""
+    return Failure(
+        amp.BadLocalReturn(
+            "%r returned %r and %r could not serialize it"
+            % (responder, result, command),
+            Failure(),
+        )
+    )
 
 
 class PeerConnection(service.Service):
