@@ -12,9 +12,10 @@ DESCRIPTION
     A configuration is in split mode (the seed's §5.3 form) when one of its
     top-level sections sets C{path}: that section is a service the MCP
     starts.  Every such section becomes one L{ServiceSettings}, with its
-    user and group looked up, its program checked and its sockets
-    resolved, before anything starts: a problem is a L{ConfigError} that
-    names the file, line, section and option.
+    user and group looked up, its program checked, its sockets resolved
+    and what its user must reach checked (L{smx.mcp.access}), before
+    anything starts: a problem is a L{ConfigError} that names the file,
+    line, section and option.
 
 CONFIGURATION PARAMETERS
     The options of seed §5.2 in every section that sets C{path}:
@@ -391,6 +392,10 @@ def servicesFromConfiguration(
                     ),
                     "restartdependencies",
                 )
+    from smx.mcp.access import checkServiceAccess
+
+    for section, service in zip(sections, services):
+        checkServiceAccess(section, service, configuration.queueDirectory)
     order = sorted(range(len(services)), key=lambda i: (services[i].rank, i))
     return [services[i] for i in order]
 
