@@ -37,9 +37,10 @@ SECURITY
     PROGRAM ...} to start one by hand.
 
 DIAGNOSTICS
-    A bad argument: one line and exit status 64.  A bad configuration:
-    one line naming file, line and option, exit status 1 (78 for a bad
-    service of the MCP).
+    A bad argument: one line and exit status 64.  A bad configuration
+    (or a file others can write, seed §9.2): one line per problem naming
+    file, line and option, exit status 78 (EX_CONFIG, which the MCP and
+    the systemd unit do not restart).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import shlex
 import sys
 from typing import List, Optional
 
-from smx.mcp.settings import EX_USAGE
+from smx.mcp.settings import EX_CONFIG, EX_USAGE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +59,19 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         sys.stderr.write("%s: %s\n" % (self.prog, message))
         raise SystemExit(EX_USAGE)
+
+
+def _number(value: str) -> str:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError("takes a number, not %r" % (value,))
+    return value
+
+
+def _limit(value: str) -> str:
+    key, sep, number = value.partition("=")
+    if not sep or key not in ("R", "0") or not number.isdigit():
+        raise argparse.ArgumentTypeError("takes R=n or 0=n, not %r" % (value,))
+    return value
 
 
 def parser(component: str) -> argparse.ArgumentParser:
@@ -100,13 +114,20 @@ def parser(component: str) -> argparse.ArgumentParser:
     if component == "smar":
         p.add_argument("-U", action="store_true", help="DNS over TCP")
     if component == "qmgr":
-        p.add_argument("-C", dest="max", metavar="N", help="smtpc_max_connections")
         p.add_argument(
-            "-c", dest="initial", metavar="N", help="smtpc_initial_connections"
+            "-C", dest="max", metavar="N", type=_number, help="smtpc_max_connections"
+        )
+        p.add_argument(
+            "-c",
+            dest="initial",
+            metavar="N",
+            type=_number,
+            help="smtpc_initial_connections",
         )
         p.add_argument(
             "-O",
             dest="limits",
+            type=_limit,
             metavar="R=N|0=N",
             action="append",
             default=[],
@@ -186,11 +207,21 @@ def run(component: str, argv: Optional[List[str]] = None) -> int:
             refuseRoot("smx-" + component)
         except SystemExit as e:
             return int(e.code or 0)
-    from twisted.scripts.twistd import run as twistd
+    from twisted.python import usage
+    from twisted.scripts.twistd import ServerOptions, runApp
 
     sys.argv = arguments
+    options = ServerOptions()
     try:
-        twistd()
+        options.parseOptions(arguments[1:])
+    except usage.error as e:
+        # twistd would print its whole usage text before the one line
+        # that matters, and exit 1 (which the MCP and systemd restart)
+        for line in str(e).splitlines():
+            sys.stderr.write("smx-%s: %s\n" % (component, line))
+        return EX_CONFIG
+    try:
+        runApp(options)
     except SystemExit as e:
         if isinstance(e.code, str):
             sys.stderr.write(e.code + "\n")

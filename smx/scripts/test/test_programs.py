@@ -115,6 +115,53 @@ class ArgumentTests(SynchronousTestCase):
         self.assertEqual(e.code, 64)
 
 
+class ConfigurationErrorTests(SynchronousTestCase):
+    """
+    A program given a bad configuration says what is wrong in one line.
+    """
+
+    def test_oneLine(self) -> None:
+        """
+        C{smx-mcp -f F} with C{mcp_type = pass} and no C{pass_fd_socket}:
+        one line naming the file, line and section, nothing else (not
+        twistd's usage text), exit status 78 (EX_CONFIG: the MCP and the
+        systemd unit do not restart it).
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "smx.conf")
+        with open(path, "w") as f:
+            f.write(
+                "smtps { port = 2525; mcp_type = pass;\n"
+                "  path = /bin/true; arguments = smtps; }\n"
+            )
+        result = subprocess.run(
+            [os.path.join(BIN, "smx-mcp"), "-f", path],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=directory,
+        )
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr),
+            (
+                78,
+                "",
+                "smx-mcp: %s:1:22: mcp_type = pass requires 'pass_fd_socket' in "
+                "section 'smtps'\n" % (path,),
+            ),
+        )
+
+    def test_badLimits(self) -> None:
+        """
+        QMGR's C{-C}, C{-c} and C{-O} are checked with the other
+        arguments: EX_USAGE, not a configuration error.
+        """
+        for argv in (["-C", "x"], ["-c", "1x"], ["-O", "Q=1"], ["-O", "R=x"]):
+            e = self.assertRaises(SystemExit, twistdArguments, "qmgr", argv)
+            self.assertEqual(e.code, 64, argv)
+
+
 class RootTests(SynchronousTestCase):
     """
     As root: the components refuse to run; C{smx runas} changes the user.
