@@ -65,14 +65,20 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 OPENDKIM = shutil.which("opendkim") or "/usr/sbin/opendkim"
 OPENDKIM_GENKEY = shutil.which("opendkim-genkey") or "/usr/sbin/opendkim-genkey"
 
-#: the milter written with python3-milter.  argv: socket, log, kind.  The
-#: kind of milter (how it negotiates) is chosen per process; what it
-#: answers is chosen per SMTP session by the client's host name.
+#: the milter written with python3-milter, for these tests and those of
+#: SMTPS (L{smx.mail.test.test_integration_milter}).  argv: socket, log,
+#: kind (default plain).  The kind (how it negotiates, and where the mode
+#: comes from) is chosen per process; the mode (what it answers) per SMTP
+#: session: by the client's host name, or with the kind C{relay} (SMTPS
+#: run by twistd, swaks from 127.0.0.1) by the first label of the HELO
+#: name.  The changes of mode C{edit} name the domain of the first
+#: recipient.
 PEER = r"""
-import hashlib, json, sys, time
+import hashlib, json, os, sys, time
 import Milter
 
-SOCKET, LOG, KIND = sys.argv[1:4]
+SOCKET, LOG = sys.argv[1:3]
+KIND = sys.argv[3] if len(sys.argv) > 3 else "plain"
 out = open(LOG, "a")
 
 MACROS = ["j", "_", "v", "i", "{daemon_name}", "{daemon_addr}",
@@ -87,10 +93,15 @@ def record(*what):
 
 
 class Peer(Milter.Base):
+    #: what mode edit does besides the changes SMTPS can pass on
+    quarantineEdit = True
+    fromParameters = ("SIZE=1234",)
+
     def __init__(self):
         self.mode = "plain"
         self.digest = hashlib.sha256()
         self.size = 0
+        self.domain = "example.net"
 
     def macros(self):
         values = {}
@@ -112,11 +123,15 @@ class Peer(Milter.Base):
 
     def hello(self, name):
         record("helo", name, self.macros())
+        if self.mode == "rejecthelo":
+            self.setreply("550", "5.7.1", "go away")
+            return Milter.REJECT
         return Milter.CONTINUE
 
     def envfrom(self, sender, *parameters):
         self.digest = hashlib.sha256()
         self.size = 0
+        self.domain = None
         record("mail", sender, list(parameters), self.macros())
         if self.mode == "tempfailmail":
             return Milter.TEMPFAIL
@@ -124,10 +139,12 @@ class Peer(Milter.Base):
 
     def envrcpt(self, recipient, *parameters):
         record("rcpt", recipient, list(parameters), self.macros())
-        if recipient == "<reject@example.net>":
+        if self.domain is None:
+            self.domain = recipient.strip("<>").rpartition("@")[2]
+        if recipient.startswith("<reject@"):
             self.setreply("550", "5.1.1", "no such user", "try 100%% again")
             return Milter.REJECT
-        if recipient == "<discard@example.net>":
+        if recipient.startswith("<discard@"):
             return Milter.DISCARD
         return Milter.CONTINUE
 
@@ -166,22 +183,40 @@ class Peer(Milter.Base):
             self.chgheader("X-Remove", 1, "")
             self.replacebody(b"replaced ")
             self.replacebody(b"body\r\n")
-            self.chgfrom("<new-sender@example.org>", "SIZE=1234")
-            self.addrcpt("<added@example.net>")
-            self.addrcpt("<added-par@example.net>", "NOTIFY=NEVER")
-            self.delrcpt("<b@example.net>")
+            self.chgfrom("<new-sender@example.org>", *self.fromParameters)
+            self.addrcpt("<added@%s>" % self.domain)
+            self.addrcpt("<added-par@%s>" % self.domain, "NOTIFY=NEVER")
+            self.delrcpt("<b@%s>" % self.domain)
+            if self.quarantineEdit:
+                self.quarantine("held by the test milter")
+            return Milter.ACCEPT
+        if self.mode == "smx":
+            # QMGR's own mail (its HELO is the hostname, smx.test)
+            self.addheader("X-Internal-Milter", "saw %s" % self.getsymval("i"))
+            return Milter.ACCEPT
+        if self.mode == "subject":
+            self.chgheader("Subject", 1, "changed by the first milter")
+            self.addheader("X-First", "yes")
+            return Milter.CONTINUE
+        if self.mode == "quarantine":
             self.quarantine("held by the test milter")
             return Milter.ACCEPT
         if self.mode == "leadspace":
             self.addheader("X-Lead", "\tkept as sent")
             return Milter.CONTINUE
         if self.mode == "rejecteom":
-            self.setreply("550", "5.7.1", "100%% spam")
+            self.setreply("554", "5.7.1", "spam", "100%% spam")
             return Milter.REJECT
+        if self.mode == "tempfaileom":
+            return Milter.TEMPFAIL
         if self.mode == "discardeom":
             return Milter.DISCARD
         if self.mode == "sloweom":
             time.sleep(3)
+        if self.mode == "hang":
+            time.sleep(30)
+        if self.mode == "die":
+            os._exit(3)
         return Milter.CONTINUE
 
     def abort(self):
@@ -191,6 +226,17 @@ class Peer(Milter.Base):
     def close(self):
         record("close")
         return Milter.CONTINUE
+
+
+class Relay(Peer):
+    # the mail goes on to the next hop: edit neither holds it nor asks
+    # for a SIZE the next hop would see
+    quarantineEdit = False
+    fromParameters = ()
+
+    def hello(self, name):
+        self.mode = name.split(".")[0]
+        return Peer.hello(self, name)
 
 
 class NoReply(Peer):
@@ -236,6 +282,7 @@ Milter.rejected_recipients(Rejected)
 
 KINDS = {
     "plain": Peer,
+    "relay": Relay,
     "noreply": NoReply,
     "symlist": SymList,
     "leadspace": LeadSpace,
@@ -647,7 +694,7 @@ class PythonMilterTests(MilterTestCase):
         yield session.mail("a@example.org")
         yield session.rcpt("b@example.net")
         decision = yield self.send(session, body=b"spam\r\n")
-        self.assertEqual(decision.reply(), "550 5.7.1 100% spam")
+        self.assertEqual(decision.reply(), "554-5.7.1 spam\r\n554 5.7.1 100% spam")
         yield session.quit()
 
         session = self.client().session("S3")
