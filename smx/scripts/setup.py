@@ -694,6 +694,39 @@ class Setup:
                     unreachableHint(python, user),
                 )
             )
+        self.checkReach()
+
+    def checkReach(self) -> None:
+        """
+        Can every component user enter the queue directory (QMGR: write
+        to it) and read smx.conf?  Not when setup kept a directory made
+        before it, e.g. a temporary queue of C{mktemp -d} (root, 0700):
+        the MCP would refuse to start them (L{smx.mcp.access}).
+        """
+        from smx.mcp.access import accessProblem
+
+        for role in ("smtps", "qmgr", "smtpc", "smar"):
+            user = self.layout.users[role]
+            uid = _user(user)
+            if uid is None:
+                continue  # a dry run before --users
+            gid = pwd.getpwuid(uid).pw_gid
+            needs = [(self.layout.queueDir, "x", "enter the queue directory")]
+            if role == "qmgr":
+                needs.append(
+                    (self.layout.queueDir, "w", "write to the queue directory")
+                )
+            needs.append((self.layout.config, "r", "read"))
+            for path, want, what in needs:
+                problem = accessProblem(path, uid, gid, want)
+                if problem is not None:
+                    self.problem(
+                        "user %s cannot %s %s: %s; smx setup does not change "
+                        "what exists: give it the owner and mode it says above, "
+                        "or remove it and run smx setup again"
+                        % (user, what, path, problem)
+                    )
+                    break
 
     def run(
         self,

@@ -343,6 +343,40 @@ class LayoutTests(_Base):
             self.assertNotIn("smx setup: done", out)
 
 
+class ReachTests(_Base):
+    """
+    A directory made before setup, which it keeps as it is.
+    """
+
+    def test_temporaryQueue(self) -> None:
+        """
+        A queue directory made by C{mktemp -d} (root, 0700) is kept, and
+        setup says that the component users cannot enter it (QMGR: nor
+        write to it) and what to do, and exits 1 instead of "done".
+        """
+        os.makedirs(self.queue, 0o700)
+        os.chmod(self.queue, 0o700)
+        status, out = self.setup("--users")
+        self.assertEqual(status, 1, out)
+        for key in ("SMXS", "SMXQ", "SMXC", "SMXM"):
+            self.assertIn(
+                "smx setup: user %s cannot enter the queue directory %s: it is "
+                "root:root 0700; smx setup does not change what exists: give it "
+                "the owner and mode it says above, or remove it and run smx "
+                "setup again\n" % (self.names[key], self.queue),
+                out,
+            )
+        self.assertNotIn("smx setup: done", out)
+        os.chmod(self.queue, 0o755)
+        status, out = self.setup("--users")
+        self.assertIn(
+            "smx setup: user %s cannot write to the queue directory %s: it is "
+            "root:root 0755;" % (self.names["SMXQ"], self.queue),
+            out,
+        )
+        self.assertNotIn("cannot enter the queue directory", out)
+
+
 class SendmailLinkTests(_Base):
     """
     C{--install-sendmail} into temporary directories.
