@@ -4,7 +4,9 @@ Tests for L{smx.split.queue}: the same behaviour tests of
 L{IQueueManager} run against L{FakeQueueManager} in the process and
 through L{QueueManagerProxy} and L{QueueManagerServer} over a real Unix
 socket (in the test's reactor); then what only the proxy does: refuse
-when QMGR cannot be reached, and close the sessions of a lost SMTPS.
+when QMGR cannot be reached, and close the sessions of a lost SMTPS;
+the one-way content commit; the budget QMGR pushes (a real
+L{smx.queue.qmgr.QueueManager}, also on a real tmpfs that fills).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from zope.interface.verify import verifyObject
 from smx.interfaces import IQueueManager
 from smx.log import Logger, MemorySink
 from smx.queue.test.test_qmgr import QueueManagerTestMixin
+from smx.queue.test.tmpfs import fill, mountTmpfs
 from smx.queue.testing import FakeQueueManager, MemoryContentStore
 from smx.split.queue import QueueManagerProxy, queueManagerFactory
 from smx.split.testing import running, serve, socketPath
@@ -562,3 +565,43 @@ class PushedStateTests(QueueManagerTestMixin, unittest.TestCase):
         reply = yield self.proxy.checkAcceptance(0, "s1")
         self.assertEqual((reply["code"], reply["dsn"]), (451, "4.3.0"))
         self.assertEqual(self.asked, [])
+
+
+class FullDiskTests(QueueManagerTestMixin, unittest.TestCase):
+    """
+    The pushed budget with QMGR's queue on a real 20 MB tmpfs (root
+    only) that fills: SMTPS asks QMGR again and gets its 452 4.3.1, and
+    answers by itself again once there is room.
+    """
+
+    def setUp(self) -> None:
+        mount = mountTmpfs(self, "20m")
+        self.mktemp = lambda: os.path.join(mount, "queue")  # type: ignore[method-assign]
+        self.mount = mount
+        self.setUpQueue(minDiskSpace=2 * MB, okDiskSpace=4 * MB)
+        path = socketPath(self)
+        serve(self, queueManagerFactory(self.qmgr), path)
+        self.proxy = QueueManagerProxy(reactor, path, waitForServer=5)
+        running(self, self.proxy)
+
+    @defer.inlineCallbacks
+    def test_fills(self) -> Any:
+        """
+        A budget while there is room; 0 and QMGR's 452 4.3.1 once the
+        file system is full (at the next session); a budget again once
+        the file is removed.
+        """
+        yield self.proxy.sessionOpen("s1", "127.0.0.1")
+        self.assertGreater(self.proxy.budget, MB)
+        self.assertIsNone(self.successResultOf(self.proxy.checkAcceptance(1000, "s1")))
+        filler = fill(self.mount)
+        self.clock.advance(1)
+        yield self.proxy.sessionOpen("s2", "127.0.0.1")
+        self.assertEqual(self.proxy.budget, 0)
+        reply = yield self.proxy.checkAcceptance(1000, "s2")
+        self.assertEqual((reply["code"], reply["dsn"]), (452, "4.3.1"))
+        os.unlink(filler)
+        self.clock.advance(1)
+        yield self.proxy.sessionOpen("s3", "127.0.0.1")
+        self.assertGreater(self.proxy.budget, MB)
+        self.assertIsNone(self.successResultOf(self.proxy.checkAcceptance(1000, "s3")))
