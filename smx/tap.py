@@ -270,10 +270,25 @@ class SmxService(service.MultiService):
             pass
 
     def stopService(self):
+        """
+        Stop the children one after the other, in reverse start order,
+        each once the one started after it has stopped: SMTPS finishes
+        the commits of the messages whose final dot it has received
+        while the pmilters and QMGR still run (L{smx.mail.drain});
+        C{MultiService} would stop them all at once.  The signal handlers
+        are put back once all have stopped: a second SIGTERM meanwhile
+        does not end smx in the middle of a commit.
+        """
+        service.Service.stopService(self)
+        from smx.servicestop import stopInReverse
+
+        return stopInReverse(list(self)).addBoth(self._restoreSignals)
+
+    def _restoreSignals(self, result: Any) -> Any:
         for signum, handler in self._oldHandlers.items():
             signal.signal(signum, handler)
         self._oldHandlers.clear()
-        return service.MultiService.stopService(self)
+        return result
 
     def _reloadMaps(self, signum: int, frame: Any) -> None:
         from twisted.internet import reactor

@@ -108,6 +108,8 @@ class CommitMixin:
     tlsInfo = None  # type: Any
     authUser = None  # type: Any
     _lost = False
+    #: the session was ended (421: smx stops, L{smx.mail.drain})
+    _closing = False
 
     def _flush(self) -> None:  # pragma: no cover - the protocol's
         raise NotImplementedError()
@@ -224,6 +226,12 @@ class CommitMixin:
         """
         writer = ta.writer
         ta.writer = None
+        if self._closing:
+            # the session got 421 while its message was checked (smx
+            # stops, L{smx.mail.drain}): the client sends it again
+            writer.abort()
+            self._logEnd(ta, event, ta.stored, stat=421)
+            return
         store = self.factory.contentStore
         qmgr = self.factory.queueManager
         envelope = {
@@ -275,11 +283,29 @@ class CommitMixin:
                     ss_ta=ta.id,
                 )
             return
+        if self._closing:
+            # 421 while it was synced (smx stops and waited no longer,
+            # L{smx.mail.drain}): undone, the client sends it again
+            self._logEnd(ta, event, ta.stored, stat=421)
+            self._removeContent(ta)
+            yield self._contentCommitted(ta, False)
+            return
         self._logEnd(ta, event, ta.stored, stat=0)
         if not self._lost:
             self.connection.accept("%s Message accepted for delivery" % (ta.id,))
             self._flush()
         yield self._contentCommitted(ta, True)
+
+    def _removeContent(self, ta: _Transaction) -> None:
+        try:
+            self.factory.contentStore.remove(ta.id)
+        except Exception:
+            self.factory.log.failure(
+                "contentStore.remove",
+                failure.Failure(),
+                ss_sess=self.sessionId,
+                ss_ta=ta.id,
+            )
 
     def _logEnd(
         self, ta: _Transaction, event: sm.EndOfData, size: int, **fields: Any

@@ -46,6 +46,7 @@ from smx import net
 from smx.config.settings import optionValues
 from smx.ids import ServerIdGenerator
 from smx.log import Logger
+from smx.mail.drain import stopListening
 from smx.mail.policyhooks import policyServers, policyStages
 from smx.mail.smtps import SMTPServerFactory
 
@@ -299,12 +300,13 @@ class SMTPSListener(service.Service):
             )
 
     def stopService(self):
+        """
+        Close the socket, say 421 to the sessions; fire once those whose
+        final dot was received have their reply (L{smx.mail.drain}).
+        """
         service.Service.stopService(self)
-        self.factory.shutdown()
         port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
-        return None
+        return stopListening(self.factory, port)
 
 
 def reloadCertificates(listeners: Sequence[Any], log: Optional[Logger] = None) -> int:

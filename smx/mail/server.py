@@ -228,6 +228,21 @@ class ServerConnection(ContentMixin, CommandsMixin):
         return self._pending is not None
 
     @property
+    def awaitingEndOfData(self) -> bool:
+        """
+        The final dot (or BDAT LAST) waits for its reply: the message is
+        being checked and committed (L{smx.mail.drain}).
+        """
+        return isinstance(self._pending, EndOfData)
+
+    def discardInput(self) -> None:
+        """
+        Forget the input received and not yet read: the server stops and
+        answers nothing sent after the final dot (L{smx.mail.drain}).
+        """
+        self._buffer = b""
+
+    @property
     def receivingData(self) -> bool:
         """
         The message content is being read (between 354 and the dot, or

@@ -111,6 +111,9 @@ class SessionTable:
         self._groups = {}  # type: Dict[Any, str]
         # address -> when one of its sessions was last closed to make room
         self._evictedAt = {}  # type: Dict[str, float]
+        #: the reply to every new session while the listener stops
+        #: (L{smx.mail.drain}), else C{None}
+        self.closing = None  # type: Optional[Tuple[int, str, str]]
 
     @property
     def share(self) -> int:
@@ -135,6 +138,8 @@ class SessionTable:
 
         @return: C{None}, or the C{(code, dsn, text)} to refuse it with.
         """
+        if self.closing is not None:
+            return self.closing
         group = clientGroup(session.clientAddress)
         limit = self.maxSessions
         if limit:

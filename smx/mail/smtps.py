@@ -126,7 +126,8 @@ from smx.log import Logger
 from smx.mail import server as sm
 from smx.mail.commit import _TEMPFAIL, CommitMixin, _Transaction
 from smx.mail.authcommands import AuthCommandsMixin
-from smx.mail.deadlines import RECORD_SIZE, DeadlineMixin
+from smx.mail.deadlines import RECORD_SIZE
+from smx.mail.drain import StopMixin, stopSessions, whenStopped
 from smx.mail.milterhooks import MilterMixin
 from smx.mail.pmilterhooks import PolicyMilterMixin
 from smx.mail.policy import SessionPolicy
@@ -160,7 +161,7 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
     PolicyServerMixin,
     PolicyMilterMixin,
     CommitMixin,
-    DeadlineMixin,
+    StopMixin,  # the timers too (L{smx.mail.deadlines})
     protocol.Protocol,
 ):
     """
@@ -674,6 +675,8 @@ class SMTPServerFactory(protocol.ServerFactory):
     policyServers = None  # type: Optional[Dict[str, List[IPolicyClient]]]
     #: policy name -> its C{policy_context} (L{smx.mail.policyhooks})
     policyContexts = None  # type: Optional[Dict[str, str]]
+    #: the stop under way or done (L{shutdown}), or C{None}
+    stopping = None  # type: Optional[defer.Deferred]
 
     def __init__(
         self,
@@ -705,22 +708,34 @@ class SMTPServerFactory(protocol.ServerFactory):
 
     def startFactory(self) -> None:
         """The first listener starts: connect to the AUTH server, if any."""
+        self.stopping = None
+        self.table.closing = None
         if self.settings.authenticator is not None:
             self.settings.authenticator.start(self.log)
 
     def stopFactory(self) -> None:
-        """The last listener stopped: close the AUTH server's connection."""
+        """
+        The last listener stopped: close the AUTH server's connection and
+        the policy servers', once the sessions are over (L{shutdown}).
+        """
+        whenStopped(self).addCallback(lambda _: self._closeClients())
+
+    def _closeClients(self) -> None:
         if self.settings.authenticator is not None:
             self.settings.authenticator.stop()
         closePolicyServers(self.policyServers)
 
-    def shutdown(self) -> None:
-        """Say 421 to every open session and close it."""
-        for p in list(self.sessions):
-            if not p._tlsPending:
-                p.connection.shutdown()
-                p._flush()
-            p._close()
+    def shutdown(self) -> defer.Deferred:
+        """
+        smx stops: say 421 to every open session and close it, except
+        those whose final dot was received, which get their reply first
+        (within a bound; L{smx.mail.drain}).
+
+        @return: a L{Deferred} that fires when the sessions are over.
+        """
+        if self.stopping is None:
+            self.stopping = stopSessions(self)
+        return whenStopped(self)
 
 
 #: names that moved to L{smx.mail.listener}, still importable from here

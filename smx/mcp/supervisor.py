@@ -39,9 +39,11 @@ DESCRIPTION
     serving (killed, crashed on a message) is started again after
     C{minRestartDelay}, within its peers' C{wait_for_server}.
 
-    Stopping the MCP (SIGTERM, SIGINT) stops every service in reverse
-    start order, each with SIGTERM and, after C{killTimeout} seconds,
-    SIGKILL.  SIGUSR1 (reload maps, seed §6.7) and SIGUSR2 (reopen logs,
+    Stopping the MCP (SIGTERM, SIGINT) closes its copies of the listening
+    sockets (a new connection is refused once the processes serving a
+    socket have closed theirs) and stops every service in reverse
+    start order (SMTPS before QMGR), each with SIGTERM and, after
+    C{killTimeout} seconds, SIGKILL.  SIGUSR1 (reload maps, seed §6.7) and SIGUSR2 (reopen logs,
     §6.8.1) are passed on to every process.
 
     Not L{twisted.runner.procmon.ProcessMonitor}: it restarts a process
@@ -301,11 +303,15 @@ class ProcessSupervisor(service.Service):
         for acceptor in self.acceptors.values():
             acceptor.stop()
         running = [p for ps in self.slots.values() for p in ps if p.transport]
+        # new connections are refused at once; a process keeps its own
+        # copy of its socket while it stops (SMTPS: its commits under
+        # way, smx.mail.drain)
+        closed = self._closeSockets()
         d = self._stopInOrder(running)
 
         def _cbStopped(result: Any) -> Any:
             self.log.notice(func="stopService", stopped=len(running))
-            return self._closeSockets()
+            return closed
 
         return d.addBoth(_cbStopped)
 

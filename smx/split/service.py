@@ -390,9 +390,13 @@ class AdoptedListener(service.Service):
                 self.port.transport = net.Server
 
     def stopService(self) -> Any:
+        """
+        Close the socket, say 421 to the sessions; fire once those whose
+        final dot was received have their reply from QMGR
+        (L{smx.mail.drain}).
+        """
         service.Service.stopService(self)
-        self.factory.shutdown()
         port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
-        return None
+        from smx.mail.drain import stopListening
+
+        return stopListening(self.factory, port)

@@ -343,6 +343,36 @@ class SupervisorTests(SynchronousTestCase):
         self.reactor.advance(100)
         self.assertEqual(len(self.reactor.spawned), 5)
 
+    def test_stopClosesSocketsFirst(self) -> None:
+        """
+        Stopping the MCP closes its copy of a service's listening socket
+        at once, before the processes have stopped: new connections are
+        refused as soon as the SMTPS processes close theirs.
+        """
+        from smx.test.mta import canConnect, freePort
+
+        port = freePort()
+        services = layout()[:3] + [
+            service("smtps", 4, mcpType="accept", port=port, address="127.0.0.1")
+        ]
+        supervisor = ProcessSupervisor(
+            services,
+            self.reactor,
+            queueDirectory="/q",
+            log=smxlog.Logger("mcp", sink=self.sink),
+            newSession=False,
+        )
+        supervisor.startService()
+        self.assertTrue(canConnect(port))
+        d = supervisor.stopService()
+        self.assertFalse(canConnect(port))
+        [smtps] = self.reactor.running("smtps", supervisor)
+        self.assertEqual(smtps.signals, ["TERM"])
+        for name in ("smtps", "smtpc", "qmgr", "smar"):
+            for t in self.reactor.running(name, supervisor):
+                t.end(0)
+        self.successResultOf(d)
+
     def test_stopDuringRestart(self) -> None:
         """
         Stopping the MCP while a restart waits for dependencies to exit
