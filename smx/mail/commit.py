@@ -110,6 +110,8 @@ class CommitMixin:
     _lost = False
     #: the session was ended (421: smx stops, L{smx.mail.drain})
     _closing = False
+    #: the transaction whose final dot was last checked and committed
+    _checked = None  # type: Optional[_Transaction]
 
     def _flush(self) -> None:  # pragma: no cover - the protocol's
         raise NotImplementedError()
@@ -166,6 +168,7 @@ class CommitMixin:
     def do_EndOfData(self, event: sm.EndOfData):
         ta = self.transaction
         self.transaction = None
+        self._checked = ta
         s = self.factory.settings
         # no transaction cannot happen: the state machine prevents it
         reply = _TEMPFAIL if ta is None else event.refusal()
@@ -228,7 +231,8 @@ class CommitMixin:
         ta.writer = None
         if self._closing:
             # the session got 421 while its message was checked (smx
-            # stops, L{smx.mail.drain}): the client sends it again
+            # stops, L{smx.mail.drain}, which aborted the writer): the
+            # client sends it again
             writer.abort()
             self._logEnd(ta, event, ta.stored, stat=421)
             return

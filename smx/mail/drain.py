@@ -80,6 +80,7 @@ class StopMixin(DeadlineMixin):
     if TYPE_CHECKING:  # pragma: no cover - provided by the protocol
         _expired: bool
         _paused: bool
+        _checked: Any
 
     def committing(self) -> bool:
         """
@@ -117,10 +118,15 @@ class StopMixin(DeadlineMixin):
         smx stops: 421 4.3.2 and close (drop the connection during a TLS
         handshake).
 
-        @param unfinished: the session's commit did not end in time.
+        @param unfinished: the session's final dot did not get its reply
+            in time: its content is removed unless its commit is under
+            way (L{smx.mail.commit} undoes that one when it ends).
         """
         if self._closing or self._lost:
             return
+        ta = self._checked
+        if unfinished and ta is not None and ta.writer is not None:
+            ta.writer.abort()
         self._stopping = True
         record = dict(ss_sess=self.sessionId, where="shutdown", stat=STOP_REPLY[0])
         if unfinished:

@@ -15,7 +15,7 @@ import signal
 import smtplib
 import tempfile
 import time
-from typing import Any, Tuple
+from typing import Any, List, Tuple
 
 from twisted.internet import defer
 from twisted.trial import unittest
@@ -51,6 +51,11 @@ slowdot = SlowDot()
 '''
 
 
+def contentFiles(directory: str) -> List[str]:
+    """@return: the files under C{directory} (CDB)."""
+    return [name for _, _, names in os.walk(directory) for name in names]
+
+
 class EmbeddedStopTests(unittest.TestCase):
     """
     SIGTERM to C{twistd -n smx} while a message's final dot waits for
@@ -80,10 +85,10 @@ class EmbeddedStopTests(unittest.TestCase):
             environ={"PYTHONPATH": self.pythonPath, "STOPTEST_DELAY": str(delay)}
         )
 
-    def sendUntilDot(self, marker: bytes) -> smtplib.SMTP:
+    def sendUntilDot(self, marker: bytes, lines: int = 0) -> smtplib.SMTP:
         """
         A transaction to alice up to and including the final dot (its
-        reply not read yet).
+        reply not read yet), with C{lines} more lines of 72 octets.
         """
         c = smtplib.SMTP("127.0.0.1", self.mta.port, timeout=10)
         self.addCleanup(c.close)
@@ -92,7 +97,8 @@ class EmbeddedStopTests(unittest.TestCase):
         self.assertEqual(c.rcpt("alice@localhost")[0], 250)
         c.putcmd("data")
         self.assertEqual(c.getreply()[0], 354)
-        c.send(b"Subject: stop test\r\n\r\n" + marker + b"\r\n.\r\n")
+        body = marker + b"\r\n" + b"x" * 70 + b"\r\n"
+        c.send(b"Subject: stop test\r\n\r\n" + body * lines + marker + b"\r\n.\r\n")
         return c
 
     def stopDuringCheck(self, c: smtplib.SMTP) -> Tuple[Tuple[int, bytes], bool]:
@@ -156,15 +162,17 @@ class EmbeddedStopTests(unittest.TestCase):
         A final dot whose check does not end within io_timeout (below the
         5 s bound) after SIGTERM gets 421 4.3.2, and the message is not
         queued: after the restart nothing is delivered (the client sends
-        it again).
+        it again); its content, already partly written to CDB (300 kB),
+        is removed.
         """
         self.start(delay=2, ioTimeout="1s")
-        c = self.sendUntilDot(b"MARKER-TWO")
+        c = self.sendUntilDot(b"MARKER-TWO", lines=4000)
         (code, text), refused = self.stopDuringCheck(c)
         self.assertEqual((code, text[:5]), (421, b"4.3.2"), self.mta.log())
         self.assertTrue(refused)
         self.assertEqual(self.exited(), 0)
         self.assertIn("commit=unfinished", self.mta.log())
+        self.assertEqual(contentFiles(self.mta.path("cdb")), [])
         self.mta.start(environ={"PYTHONPATH": self.pythonPath, "STOPTEST_DELAY": "0"})
         yield until(lambda: self.delivered(b"MARKER-TWO"), 1.0)
         self.assertEqual(self.delivered(b"MARKER-TWO"), 0)
