@@ -36,6 +36,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from typing import Any, Optional
 
@@ -72,6 +73,32 @@ def refuseRoot(program: str) -> None:
         raise SystemExit(EX_USAGE)
 
 
+def refuseSecondMCP(path: str) -> None:
+    """
+    Refuse to start a second MCP on the same queue directory: it would
+    replace the sockets of the running one (its control socket, the
+    C{pass_fd_socket}s) and its components those of the running
+    components (C{SMAR_socket}, ...), and the running system would lose
+    them at its next restart.  An MCP runs there when its control socket
+    answers; a socket left by one that was killed does not.
+
+    @raise ConfigError: naming the socket.
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(5)
+    try:
+        probe.connect(path)
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise ConfigError(
+        "another MCP runs on this queue directory: its control socket %s "
+        "(MCP_control_socket) answers; stop it first (smx mcpctl -S %s shows "
+        "its processes)" % (path, path)
+    )
+
+
 def mcpService(
     configuration: Any,
     logDirectory: Optional[str] = None,
@@ -103,6 +130,7 @@ def mcpService(
         installSignals=installSignals,
     )
     path = configuration.globals["MCP_control_socket"]
+    refuseSecondMCP(path)
     control = ControlService(supervisor, path, reactor)
     from smx.metricsgather import gatherService
 

@@ -242,6 +242,36 @@ class BadInputTests(SynchronousTestCase):
             "127.0.0.1:%d: Address already in use" % (port,),
         )
 
+    def test_secondMCP(self) -> None:
+        """
+        A second MCP on the queue directory of a running one (its control
+        socket answers) is refused before it replaces any socket.
+        """
+        running = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(running.close)
+        running.bind(os.path.join(self.directory, "mcp.ctl"))
+        running.listen(1)
+        self.assertRefused(
+            "",
+            "smx mcp: another MCP runs on this queue directory: its control "
+            "socket %s/mcp.ctl (MCP_control_socket) answers; stop it first"
+            % (self.directory,),
+        )
+
+    def test_staleControlSocket(self) -> None:
+        """
+        The control socket of an MCP that was killed (nobody answers) is
+        no obstacle.
+        """
+        from smx.mcp.run import refuseSecondMCP
+
+        path = os.path.join(self.directory, "mcp.ctl")
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(path)
+        stale.close()
+        refuseSecondMCP(path)
+        refuseSecondMCP(os.path.join(self.directory, "none.ctl"))
+
     def test_passWithoutSocket(self) -> None:
         """
         C{mcp_type = pass} without C{pass_fd_socket} (found when the file
