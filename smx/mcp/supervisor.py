@@ -77,6 +77,9 @@ from smx.mcp.sockets import PassingServer, bindService
 #: the environment variable that gives a process its number when its
 #: service has several processes but no C{pass_id}
 PROCESS_NUMBER = "SMX_PROCESS_NUMBER"
+#: the section keywords of smx's components, to which the MCP passes
+#: SIGUSR1 and SIGUSR2 (L{ProcessSupervisor.signalAll})
+SIGNALLED = frozenset(["smar", "qmgr", "lmtpd", "smtpc", "smtps", "pickup"])
 #: the environment variable that names the section a process runs for
 SERVICE_NAME = "SMX_SERVICE"
 #: setsid(1) of util-linux: runs a program in a session of its own
@@ -320,8 +323,11 @@ class ProcessSupervisor(service.Service):
 
     def signalAll(self, signum: int) -> int:
         """
-        Pass C{signum} on to every running process; a SIGUSR2 reopens
-        the MCP's own log too.
+        Pass C{signum} on to every running process of smx's components
+        (L{SIGNALLED}: another program, such as a local mailer, may not
+        handle it, and its default action would end it); a SIGUSR2
+        reopens the MCP's own log too, and rewinds every log file the
+        MCP opened (for the other programs as well).
 
         @return: how many processes it was sent to.
         """
@@ -330,6 +336,8 @@ class ProcessSupervisor(service.Service):
             self.rewindLogs()
         sent = 0
         for process in self._allProcesses():
+            if process.service.keyword.lower() not in SIGNALLED:
+                continue
             if process.transport is not None:
                 try:
                     process.transport.signalProcess(signum)

@@ -89,5 +89,13 @@ def run(argv: List[str], reactor=None) -> int:
         return 1
     log.startLogging(sys.stdout)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    # started by the MCP (doc/split.md), which passes SIGUSR1 (reopen the
+    # maps) and SIGUSR2 (rewind the logs) on to smx's components: lmtpd
+    # has no maps, and the MCP rewinds the log file it gave it; without
+    # this their default action would end it
+    import signal
+
+    for signum in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)
     reactor.run()
     return 0

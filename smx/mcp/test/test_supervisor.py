@@ -399,6 +399,28 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual({s for p, s in self.reactor.signalled}, {signal.SIGUSR1})
         self.assertEqual(len(self.reactor.signalled), 5)
 
+    def test_signalsOnlyToComponents(self) -> None:
+        """
+        SIGUSR1 and SIGUSR2 go to smx's components only: another program
+        the MCP starts (a local mailer such as procmail, or smx lmtpd in a
+        section of another name) may not handle them, and their default
+        action ends it (seen in the issue 16 rehearsal: a reload killed
+        the local mailer).
+        """
+        supervisor = ProcessSupervisor(
+            layout() + [service("mailer", 2)],
+            self.reactor,
+            queueDirectory="/q",
+            log=smxlog.Logger("mcp", sink=self.sink),
+            newSession=False,
+        )
+        supervisor.startService()
+        [mailer] = self.reactor.running("mailer", supervisor)
+        before = len(self.reactor.signalled)
+        self.assertEqual(supervisor.signalAll(signal.SIGUSR2), 5)
+        self.assertEqual(len(self.reactor.signalled), before + 5)
+        self.assertEqual(mailer.signals, [])
+
     def test_stopAndRestartByName(self) -> None:
         """
         C{stop(name)} stops a service for good; C{restart(name)} starts it
