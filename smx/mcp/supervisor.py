@@ -43,8 +43,9 @@ DESCRIPTION
     sockets (a new connection is refused once the processes serving a
     socket have closed theirs) and stops every service in reverse
     start order (SMTPS before QMGR), each with SIGTERM and, after
-    C{killTimeout} seconds, SIGKILL.  SIGUSR1 (reload maps, seed §6.7) and SIGUSR2 (reopen logs,
-    §6.8.1) are passed on to every process.
+    C{killTimeout} seconds, SIGKILL.  SIGUSR1 (reload maps, seed §6.7)
+    and SIGUSR2 (reopen logs, §6.8.1) are passed on to every process of
+    smx's components (L{SIGNALLED}).
 
     Not L{twisted.runner.procmon.ProcessMonitor}: it restarts a process
     whatever its exit status, knows no restart dependencies, no stop
