@@ -130,6 +130,10 @@ def checkPlain(value: Any, where: str = "value", depth: int = 0) -> JSON:
 
 # -- field converters -------------------------------------------------------
 
+#: converter -> (kind, argument) for L{_looksRight}: the converters that
+#: are not plain functions of this module (choices, nested values)
+_KINDS = {}  # type: Dict[Any, Tuple[str, Any]]
+
 
 def _str(what: str, name: str, value: Any) -> str:
     if not isinstance(value, str):
@@ -177,10 +181,17 @@ def _oneOf(*choices: str) -> Callable[[str, str, Any], str]:
     return convert
 
 
+def _oneOfTagged(*choices: str) -> Callable[[str, str, Any], str]:
+    convert = _oneOf(*choices)
+    _KINDS[convert] = ("oneOf", frozenset(choices))
+    return convert
+
+
 def _value(cls: Type[_Value]) -> Callable[[str, str, Any], _Value]:
     def convert(what: str, name: str, value: Any) -> _Value:
         return cls.fromData(value, "%s.%s" % (what, name))
 
+    _KINDS[convert] = ("value", cls)
     return convert
 
 
@@ -194,6 +205,7 @@ def _listOf(cls: Type[_Value]) -> Callable[[str, str, Any], Tuple[_Value, ...]]:
             cls.fromData(v, "%s.%s[%d]" % (what, name, i)) for i, v in enumerate(value)
         )
 
+    _KINDS[convert] = ("list", cls)
     return convert
 
 
@@ -332,7 +344,7 @@ class Decision(_Value):
 
     _WHAT = "decision"
     _SPEC = {
-        "action": (_oneOf(*ACTIONS), True, True),
+        "action": (_oneOfTagged(*ACTIONS), True, True),
         "quick": (_bool, False, True),
         "reply": (_value(Reply), False, True),
     }
@@ -410,7 +422,7 @@ class Result(_Value):
     _SPEC = {
         "index": (_int, True, True),
         "address": (_str, True, True),
-        "status": (_oneOf(*STATUSES), True, True),
+        "status": (_oneOfTagged(*STATUSES), True, True),
         "code": (_int, False, True),
         "reply": (_str, False, True),
         "remoteMTA": (_str, False, True),
@@ -541,15 +553,100 @@ def listFromData(cls: Type[_V], data: Any, what: Optional[str] = None) -> List[_
     return [cls.fromData(v, "%s[%d]" % (what, i)) for i, v in enumerate(data)]
 
 
+def _plainLooksRight(value: Any, depth: int = 0) -> bool:
+    """
+    L{checkPlain} as a yes or no, without copying: C{True} only for data
+    it takes (exact C{dict}, C{list}, C{tuple}, C{str}, ... types; C{False}
+    may be wrong only the other way).
+    """
+    if depth > MAX_DEPTH:
+        return False
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return True
+    if t is float:
+        return math.isfinite(value)
+    if t is dict:
+        for k, v in value.items():
+            if type(k) is not str or not _plainLooksRight(v, depth + 1):
+                return False
+        return True
+    if t is list or t is tuple:
+        for v in value:
+            if not _plainLooksRight(v, depth + 1):
+                return False
+        return True
+    return False
+
+
+def _looksRight(cls: Type[_Value], data: Any) -> bool:
+    """
+    Does C{data} have the shape of a value of type C{cls}?  A quick
+    check that builds nothing and formats no message: C{True} only when
+    C{cls.fromData(data)} would succeed (it may say C{False} for some
+    data that C{fromData} takes, such as a C{Mapping} that is not a
+    C{dict}: L{checked} then asks C{fromData}, which gives the error).
+    """
+    if type(data) is not dict:
+        return False
+    spec = cls._SPEC
+    for name, (convert, required, _) in spec.items():
+        value = data.get(name)
+        if value is None:
+            if required:
+                return False
+            continue
+        t = type(value)
+        if convert is _str:
+            if t is not str:
+                return False
+        elif convert is _int:
+            if t is not int:
+                return False
+        elif convert is _bool:
+            if t is not bool:
+                return False
+        elif convert is _float:
+            if not (t is int or (t is float and math.isfinite(value))):
+                return False
+        else:
+            kind, arg = _KINDS.get(convert, ("", None))
+            if kind == "oneOf":
+                if t is not str or value not in arg:
+                    return False
+            elif kind == "value":
+                if not _looksRight(arg, value):
+                    return False
+            elif kind == "list":
+                if t is not list and t is not tuple:
+                    return False
+                for v in value:
+                    if not _looksRight(arg, v):
+                        return False
+            else:
+                return False
+    for k, v in data.items():
+        if type(k) is not str:
+            return False
+        if k not in spec and not _plainLooksRight(v, 1):
+            return False
+    if cls is Reply and not 200 <= data["code"] <= 599:
+        return False
+    return True
+
+
 def checked(cls: Type[_Value], data: _T, what: Optional[str] = None) -> _T:
     """
     Check that C{data} has the shape of a value of type C{cls} and give it
     back unchanged (what crosses a process boundary: the receiver gets
-    exactly what the sender sent, as in one process).
+    exactly what the sender sent, as in one process).  Data of the right
+    shape is checked without building the value (L{_looksRight}); other
+    data goes through C{cls.fromData}, whose L{BadData} names the field.
 
     @raise BadData: it has not.
     """
-    cls.fromData(data, what)
+    if not _looksRight(cls, data):
+        cls.fromData(data, what)
     return data
 
 
@@ -557,6 +654,13 @@ def checkedList(cls: Type[_Value], data: _T, what: Optional[str] = None) -> _T:
     """
     Like L{checked} for a list of values of type C{cls}.
     """
+    t = type(data)
+    if t is list or t is tuple:
+        for v in data:  # type: ignore[attr-defined]
+            if not _looksRight(cls, v):
+                break
+        else:
+            return data
     listFromData(cls, data, what)
     return data
 

@@ -319,3 +319,86 @@ class BadDataTests(unittest.TestCase):
                 cls.fromData(data)
             except BadData:
                 pass
+
+
+class QuickCheckTests(unittest.TestCase):
+    """
+    L{checked} and L{checkedList} check data of the right shape without
+    building the value: they must take exactly what C{fromData} takes and
+    refuse the rest with C{fromData}'s own L{BadData}.
+    """
+
+    def mutations(self) -> List[Tuple[Any, Any]]:
+        """
+        The examples, each field of each replaced by values of other
+        types, and the garbage.
+        """
+        import copy
+
+        odd = [
+            None,
+            True,
+            0,
+            1000,
+            -1,
+            1.5,
+            float("nan"),
+            "",
+            "x",
+            [],
+            {},
+            [1],
+            {"a": 1},
+        ]
+        out = [(cls, data) for cls, data in EXAMPLES]
+        out += [(cls, data) for cls, data, _ in GARBAGE]
+        for cls, data in EXAMPLES:
+            for name in list(data) + ["extra", "x"]:
+                for value in odd:
+                    changed = copy.deepcopy(data)
+                    changed[name] = value
+                    out.append((cls, changed))
+            for name in ("recipients", "routes", "reply", "error"):
+                if isinstance(data.get(name), list) and data[name]:
+                    for field in list(data[name][0]) + ["x"]:
+                        for value in odd:
+                            changed = copy.deepcopy(data)
+                            changed[name][0][field] = value
+                            out.append((cls, changed))
+                elif isinstance(data.get(name), dict):
+                    for field in list(data[name]) + ["x"]:
+                        for value in odd:
+                            changed = copy.deepcopy(data)
+                            changed[name][field] = value
+                            out.append((cls, changed))
+        return out
+
+    def test_sameVerdict(self) -> None:
+        """
+        For every example and mutation, L{checked} gives the data back
+        when C{fromData} takes it, and otherwise raises the same
+        L{BadData} message; likewise L{checkedList} for a list of it.
+        """
+        for cls, data in self.mutations():
+            try:
+                cls.fromData(data)
+            except BadData as e:
+                e2 = self.assertRaises(BadData, checked, cls, data)
+                self.assertEqual(str(e2), str(e), (cls.__name__, data))
+                e3 = self.assertRaises(BadData, checkedList, cls, [data])
+                self.assertIn(str(e).split(":", 1)[1], str(e3))
+            else:
+                self.assertIs(checked(cls, data), data, (cls.__name__, data))
+                items = [data, data]
+                self.assertIs(checkedList(cls, items), items)
+
+    def test_deep(self) -> None:
+        """
+        Extra fields nested too deep are refused by L{checked} too.
+        """
+        deep = []  # type: List[Any]
+        for _ in range(40):
+            deep = [deep]
+        self.assertRaises(
+            BadData, checked, Envelope, {"id": "S1", "recipients": [], "x": deep}
+        )
