@@ -18,8 +18,9 @@ DESCRIPTION
     QMGR: it hands each delivery transaction to the connected SMTPC
     process with the fewest deliveries in progress, as the L{Deliver}
     command, which SMTPC's L{DeliveryAgentServer} answers with its
-    in-process delivery agent.  Transactions and results are checked and
-    converted with L{smx.values} on both sides.
+    in-process delivery agent.  Transactions are checked
+    (L{smx.values.checked}) by QMGR, which makes them, and by SMTPC, which
+    receives them; results once, by QMGR, which receives them.
 
     When no SMTPC process is connected, a delivery waits at most
     C{waitForClient} seconds (QMGR's C{wait_for_client}) for one.  A
@@ -155,7 +156,7 @@ class DeliveryAgentServer(QuietAMP):
         d.addBoth(done)
 
         def delivered(results: Any) -> Dict[str, Any]:
-            checkedList(Result, results)
+            # checked once, by QMGR, which receives them
             if self.gone:
                 # nobody hears the answer: the next QMGR will
                 self.late.add(data, results)
@@ -409,7 +410,41 @@ class RemoteDeliveryAgents(service.Service):
             data = checked(DeliveryTransaction, transaction)
         except ValueError as e:
             return defer.fail(e)
+        if self.connections and not self.late:
+            # the usual case, without a coroutine: what _deliver does
+            conn = min(self.connections, key=lambda a: a.busy)
+            conn.busy += 1
+            try:
+                d = conn.callRemote(c.Deliver, transaction=data)
+            except Exception:
+                d = defer.fail()
+            return d.addBoth(self._answered, conn, data)
         return defer.Deferred.fromCoroutine(self._deliver(data))
+
+    def _answered(
+        self, answer: Any, conn: _AgentConnection, data: Dict[str, Any]
+    ) -> Any:
+        """
+        The answer to a L{c.Deliver} sent without L{_deliver}: its
+        results, checked, or what L{_deliver} makes of a failure.
+        """
+        conn.busy -= 1
+        if isinstance(answer, Failure):
+            e = answer.value
+            if answer.check(*GONE) and self.running:
+                self.logger.warn(
+                    "RemoteDeliveryAgents.deliver",
+                    da_ta=data["id"],
+                    ss_ta=data["ss_ta"],
+                    error="%s: %s" % (type(e).__name__, e),
+                    action="again",
+                )
+                return defer.Deferred.fromCoroutine(self._deliver(data, again=False))
+            return self._unavailable(data, "%s: %s" % (type(e).__name__, e))
+        try:
+            return checkedList(Result, answer["results"])
+        except Exception as e:
+            return self._unavailable(data, "%s: %s" % (type(e).__name__, e))
 
     def _fromLate(self, data: Dict[str, Any]) -> List[Dict[str, Any]]:
         """

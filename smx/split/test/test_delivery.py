@@ -175,6 +175,21 @@ class ProxiedTests(DeliveryBehaviour, unittest.TestCase):
         )
 
     @defer.inlineCallbacks
+    def test_badResults(self) -> Any:
+        """
+        Results of the wrong shape from SMTPC are refused by QMGR, which
+        receives them (SMTPC sends its agent's results unchecked): every
+        recipient gets a temporary result.
+        """
+        self.backend.deliver = lambda t: defer.succeed(  # type: ignore[method-assign]
+            [{"index": "0", "address": 1, "status": "sent"}]
+        )
+        results = yield self.agent.deliver(transaction())
+        self.assertEqual(
+            [(r["status"], r["code"]) for r in results], [("temp", 451)] * 2
+        )
+
+    @defer.inlineCallbacks
     def test_shared(self) -> Any:
         """
         Deliveries go to the connected SMTPC process with the fewest in
