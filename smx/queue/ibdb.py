@@ -30,7 +30,11 @@ DESCRIPTION
     Group commit: records are gathered in memory and written with one
     write(2) and one fsync(2) when C{maxOpenTransactions} records wait or
     C{maxCommitDelay} has passed since the first of them, whichever comes
-    first.  The Deferred of every record fires after that fsync; SMTPS
+    first.  With a thread pool (QMGR's) the fsync runs in a thread, and a
+    C{T} record (SMTPS waits for it to say 250) starts one at the end of
+    the reactor's turn, or as soon as the one running ends; the C{R} and
+    C{D} records go with it, or at the latest C{maxCommitDelay} after the
+    first of them.  The Deferred of every record fires after that fsync; SMTPS
     answers 250 only then.
 
     When the current file reaches C{fileSize} bytes a new file is started.
@@ -231,6 +235,10 @@ class IncomingBackupLog:
         self._pending = []  # type: List[bytes]
         self._waiting = []  # type: List[defer.Deferred]
         self._timer = None  # type: Any
+        #: the commit of records nobody waits for, after maxCommitDelay
+        self._lazyTimer = None  # type: Any
+        #: a C{T} record waits (SMTPS's 250): commit at the turn's end
+        self._urgent = False
         self._live = {}  # type: Dict[int, Set[str]]
         self._fileOf = {}  # type: Dict[str, int]
         self.commits = 0
@@ -313,22 +321,47 @@ class IncomingBackupLog:
         self._pending.append(record)
         self._waiting.append(d)
         if self.threadPool is not None:
-            # adaptive group commit: the first record starts an fsync in
-            # a thread at the end of this reactor turn; records that come
-            # while it runs share the next one.
-            if not self._inFlight and self._timer is None:
-                self._timer = self.reactor.callLater(0, self._commitInThread)
+            # adaptive group commit: the first C{T} record (SMTPS waits
+            # for it) starts an fsync in a thread at the end of this
+            # reactor turn; records that come while it runs share the
+            # next one.  Other records (nobody waits) go with the next
+            # commit, at the latest after maxCommitDelay.
+            if recordType == TRANSACTION:
+                self._urgent = True
+            if self._inFlight:
+                pass
+            elif self._urgent or len(self._pending) >= self.maxOpenTransactions:
+                if self._timer is None:
+                    self._cancelLazy()
+                    self._timer = self.reactor.callLater(0, self._commitInThread)
+            elif self._timer is None and self._lazyTimer is None:
+                self._lazyTimer = self.reactor.callLater(
+                    self.maxCommitDelay, self._commitLazy
+                )
         elif len(self._pending) >= self.maxOpenTransactions:
             self.commit()
         elif self._timer is None:
             self._timer = self.reactor.callLater(self.maxCommitDelay, self.commit)
         return d
 
+    def _cancelLazy(self) -> None:
+        if self._lazyTimer is not None:
+            if self._lazyTimer.active():
+                self._lazyTimer.cancel()
+            self._lazyTimer = None
+
+    def _commitLazy(self) -> None:
+        self._lazyTimer = None
+        if self._timer is None:
+            self._commitInThread()
+
     def _takeBatch(self) -> Any:
         if self._timer is not None:
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
+        self._cancelLazy()
+        self._urgent = False
         data = b"".join(self._pending)
         waiting = self._waiting
         self._pending = []
@@ -383,8 +416,14 @@ class IncomingBackupLog:
                 d.errback(error)
         else:
             self._committed(length, waiting)
-        if self._pending and self._timer is None:
+        if not self._pending or self._timer is not None:
+            return
+        if self._urgent or len(self._pending) >= self.maxOpenTransactions:
             self._commitInThread()
+        elif self._lazyTimer is None:
+            self._lazyTimer = self.reactor.callLater(
+                self.maxCommitDelay, self._commitLazy
+            )
 
     def _committed(self, length: int, waiting: List) -> None:
         self.commits += 1

@@ -215,17 +215,50 @@ class ThreadedCommitTests(unittest.TestCase):
 
     def test_noDelayWhenIdle(self):
         """
-        A record is committed without waiting for C{maxCommitDelay}.
+        A C{T} record (SMTPS waits for it) is committed without waiting
+        for C{maxCommitDelay}.
         """
-        d = self.log.append(ibdb.DONE, {"id": "S1"})
+        d = self.log.append(ibdb.TRANSACTION, {"id": "S1"})
 
         def check(_):
             self.assertEqual(self.log.commits, 1)
             self.assertEqual(
-                list(ibdb.readLog(self.dir, self.fail)), [(b"D", {"id": "S1"})]
+                list(ibdb.readLog(self.dir, self.fail)), [(b"T", {"id": "S1"})]
             )
 
         return d.addCallback(check)
+
+    def test_lazyRecords(self):
+        """
+        C{R} and C{D} records (nobody waits for them) start no commit of
+        their own: they go with the next C{T} record's, or after
+        C{maxCommitDelay}.
+        """
+        from twisted.internet import defer, reactor
+        from twisted.internet.task import deferLater
+
+        self.log.maxCommitDelay = 0.2
+        lazy = self.log.append(ibdb.DONE, {"id": "S0"})
+        states = self.log.append(ibdb.RECIPIENTS, {"id": "S1", "rcpts": []})
+
+        @defer.inlineCallbacks
+        def run():
+            yield deferLater(reactor, 0.05, lambda: None)
+            # a turn later: not committed yet
+            self.assertEqual(self.log.commits, 0)
+            self.assertFalse(lazy.called)
+            yield self.log.append(ibdb.TRANSACTION, {"id": "S2"})
+            # one commit for all three
+            self.assertEqual((self.log.commits, self.log.records), (1, 3))
+            self.assertTrue(lazy.called and states.called)
+            alone = self.log.append(ibdb.DONE, {"id": "S2"})
+            yield deferLater(reactor, 0.05, lambda: None)
+            self.assertFalse(alone.called)
+            yield alone
+            # after maxCommitDelay
+            self.assertEqual((self.log.commits, self.log.records), (2, 4))
+
+        return run()
 
     def test_batchDuringSync(self):
         """
@@ -237,12 +270,13 @@ class ThreadedCommitTests(unittest.TestCase):
         from twisted.internet import defer, reactor
 
         self.release = threading.Event()
-        first = self.log.append(ibdb.DONE, {"id": "S0"})
+        first = self.log.append(ibdb.TRANSACTION, {"id": "S0"})
         later = []
 
         def appendMore():
             later.extend(
-                self.log.append(ibdb.DONE, {"id": "S%d" % i}) for i in range(1, 4)
+                self.log.append(ibdb.TRANSACTION, {"id": "S%d" % i})
+                for i in range(1, 4)
             )
             self.release.set()
 
