@@ -9,6 +9,7 @@ SYNOPSIS
                             checkpointKBytes)
     db.open()
     db.putRecipients(envelope, [recipient, ...])
+    db.putMany([(envelope, [recipient, ...]), ...])  # one commit
     db.removeRecipients(transactionId, [index, ...])
     for nextTry, transactionId, index in db.due(now): ...
     db.checkpoint()
@@ -28,7 +29,9 @@ DESCRIPTION
           id, NUL, index -> empty: an ordered scan of this database lists
           the recipients due now, earliest first.
 
-    Every change is one Berkeley DB transaction committed durably.  The
+    Every change is one Berkeley DB transaction committed durably
+    (L{DeferredEnvelopeDB.putMany}: the deferrals of several transactions
+    in one, QMGR's group commit, one flush of the log).  The
     environment is opened with C{DB_RECOVER}, so that a crash leaves it
     consistent.  Checkpoints are taken every C{delay_between_2_checkpoints}
     seconds when more than C{KBytes_written_for_checkpointing} KB of log
@@ -600,22 +603,38 @@ class DeferredEnvelopeDB:
 
         @raise DefedbError: if the change could not be committed.
         """
-        taId = envelope["id"]
-        env = {k: v for k, v in envelope.items() if k != "recipients"}
+        self.putMany([(envelope, recipients)])
+
+    def putMany(
+        self, changes: List[Tuple[Dict[str, Any], List[Dict[str, Any]]]]
+    ) -> None:
+        """
+        L{putRecipients} for several transactions (C{(envelope,
+        recipients)} each) in one durable Berkeley DB transaction: one
+        commit, one flush of the log (a group commit).  All of them are
+        stored, or (L{DefedbError}) none.
+
+        @raise DefedbError: if the change could not be committed.
+        """
 
         def work(txn: Any) -> None:
-            self._tas.put(taId.encode("ascii"), json.dumps(env).encode(), txn=txn)
-            for rcpt in recipients:
-                key = recipientKey(taId, rcpt["index"])
-                old = self._rcpts.get(key, txn=txn)
-                if old is not None:
-                    self._deleteDue(old, taId, rcpt["index"], txn)
-                self._rcpts.put(key, json.dumps(rcpt).encode(), txn=txn)
-                self._due.put(
-                    dueKey(rcpt.get("nextTry", 0), taId, rcpt["index"]), b"", txn=txn
-                )
+            for envelope, recipients in changes:
+                taId = envelope["id"]
+                env = {k: v for k, v in envelope.items() if k != "recipients"}
+                self._tas.put(taId.encode("ascii"), json.dumps(env).encode(), txn=txn)
+                for rcpt in recipients:
+                    index = rcpt["index"]
+                    key = recipientKey(taId, index)
+                    old = self._rcpts.get(key, txn=txn)
+                    if old is not None:
+                        self._deleteDue(old, taId, index, txn)
+                    self._rcpts.put(key, json.dumps(rcpt).encode(), txn=txn)
+                    self._due.put(
+                        dueKey(rcpt.get("nextTry", 0), taId, index), b"", txn=txn
+                    )
 
-        self._change(work)
+        if changes:
+            self._change(work)
 
     def _deleteDue(self, old: bytes, taId: str, index: int, txn: Any) -> None:
         try:

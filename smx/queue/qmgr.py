@@ -165,7 +165,18 @@ class QueueManager(service.Service):
         self.defedb = DeferredEnvelopeDB.fromSettings(
             s, report=self._reportProblem, statvfs=statvfs
         )
-        self.store = QueueStore(self.log, self.defedb, contentStore, self.logger)
+        # deferrals are committed to DEFEDB in groups (smx.queue.store):
+        # in a running QMGR (IBDB fsyncs in threads) those of
+        # max_commit_delay, as IBDB's records; else (tests on a Clock)
+        # those of one reactor turn
+        self.store = QueueStore(
+            self.log,
+            self.defedb,
+            contentStore,
+            self.logger,
+            clock=reactor,
+            groupDelay=s.maxCommitDelay if threadPool is not None else 0.0,
+        )
         self.lock = QueueLock(self.queueDirectory)
         self.conf = ConfigurationMap(s.confMapPath, self._reportProblem)
         self.incoming = IncomingControl(

@@ -274,7 +274,7 @@ class Scheduler:
         if deferred:
             dbg.debug(self.logger, dbg.DEFEDB, 1, ss_ta=ta.id, deferred=len(deferred))
             self.deferred += len(deferred)
-            self.store.defer(ta, deferred)
+            self.store.defer(ta, deferred, group=True)
             for r in deferred:
                 self.retries.retryAt(ta, r)
             self.bounces.warn(ta, deferred, now)

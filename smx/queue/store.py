@@ -7,6 +7,7 @@ SYNOPSIS
     store = QueueStore(ibdbLog, defedb, contentStore, logger)
     d = store.logNew(transaction)          # fires when durable
     store.defer(transaction, recipients)   # DEFEDB, then IBDB "deferred"
+    store.defer(transaction, recipients, group=True)  # at the group commit
     store.finish(transaction, recipients)  # final states
     store.checkDone(transaction)           # D record, then CDB removal
     store.writePending()                   # what DEFEDB could not take
@@ -23,6 +24,19 @@ DESCRIPTION
           so it is not retried;
         - the content is removed from CDB only after the C{D} record of the
           transaction is on stable storage.
+
+    Group commit: the deferrals of the scheduler (C{defer(...,
+    group=True)}) wait C{groupDelay} seconds (QMGR: IBDB's
+    C{max_commit_delay}) or to the end of the reactor's turn, and those
+    of that time are written to DEFEDB in one Berkeley DB transaction,
+    with one flush of its log, instead of one each (or at once when
+    L{GROUP_MAX} transactions wait).  The recipients stay as
+    they were until then (not C{inDefedb}: IBDB keeps their transaction,
+    and no C{deferred} record is written before the commit), so a crash
+    before it loses nothing: recovery finds them in IBDB and tries them
+    again.  What is written is the state at the commit; a recipient no
+    longer deferred or held then (tried again, delivered, deleted) is
+    left out.  L{writePending} (QMGR's stop) makes the commit at once.
 
     When DEFEDB cannot be used (closed, being recovered, a full disk, a
     failed commit), deferred recipients stay in memory and their
@@ -47,7 +61,7 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer
 
@@ -57,6 +71,10 @@ from smx.queue import ibdb as ibdbmod
 from smx.queue.ibdb import IncomingBackupLog
 from smx.queue.defedb import DefedbError, DeferredEnvelopeDB
 from smx.queue.envelope import Recipient, Transaction
+
+#: the most transactions whose deferrals wait for one group commit: one
+#: more commits the group at once
+GROUP_MAX = 64
 
 
 class QueueStore:
@@ -70,7 +88,18 @@ class QueueStore:
         defedb: DeferredEnvelopeDB,
         contentStore: IContentStore,
         logger: Logger,
+        clock: Any = None,
+        groupDelay: float = 0.0,
     ):
+        """
+        @param clock: the reactor (C{callLater}) the group commit of
+            deferrals is scheduled with; C{None}: every deferral is
+            written at once.
+        @param groupDelay: seconds the first deferral of a group waits for
+            others (0: the end of the reactor's turn).
+        """
+        self.clock = clock
+        self.groupDelay = groupDelay
         self.log = log
         self.defedb = defedb
         self.contentStore = contentStore
@@ -85,6 +114,10 @@ class QueueStore:
         self.defedbUnknown = False
         #: DEFEDB refused a write for want of disk space (logged once)
         self._defedbShort = False
+        #: transaction id -> (transaction, recipient indices) of the
+        #: deferrals waiting for the group commit
+        self.grouped = {}  # type: Dict[str, Tuple[Transaction, Set[int]]]
+        self._groupCall = None  # type: Any
 
     def logNew(self, ta: Transaction) -> defer.Deferred:
         """
@@ -116,13 +149,30 @@ class QueueStore:
     def _defedbUsable(self) -> bool:
         return self.defedb is not None and self.defedb.isOpen
 
-    def defer(self, ta: Transaction, rcpts: List[Recipient]) -> None:
+    def defer(
+        self, ta: Transaction, rcpts: List[Recipient], group: bool = False
+    ) -> None:
         """
         Store deferred recipients (their C{nextTry} set) in DEFEDB, then
         note in IBDB that DEFEDB has them.  If DEFEDB cannot take them they
         stay in memory (and in IBDB) and are kept for L{writePending}.
+
+        @param group: write them at the group commit of this reactor turn
+            (see the module docstring) rather than now.
         """
         if not rcpts:
+            return
+        if group and self.clock is not None and self._defedbUsable():
+            entry = self.grouped.get(ta.id)
+            if entry is None:
+                entry = self.grouped[ta.id] = (ta, set())
+            entry[1].update(r.index for r in rcpts)
+            if len(self.grouped) >= GROUP_MAX:
+                self.commitGroup()
+            elif self._groupCall is None:
+                self._groupCall = self.clock.callLater(
+                    self.groupDelay, self.commitGroup
+                )
             return
         failed = True
         if self._defedbUsable():
@@ -130,6 +180,53 @@ class QueueStore:
         if failed:
             self.pending.setdefault(ta.id, set()).update(r.index for r in rcpts)
         self._updateLiveness(ta)
+
+    def commitGroup(self) -> None:
+        """
+        Write the deferrals waiting for the group commit (those still
+        deferred or held) to DEFEDB in one transaction, then note in IBDB
+        that DEFEDB has them; if DEFEDB cannot take them they are kept
+        for L{writePending}, as L{defer} keeps them.
+        """
+        call, self._groupCall = self._groupCall, None
+        if call is not None and call.active():
+            call.cancel()
+        grouped, self.grouped = self.grouped, {}
+        changes = []  # type: List[Tuple[Transaction, List[Recipient]]]
+        for ta, indices in grouped.values():
+            if ta.finished or self.transactions.get(ta.id) is not ta:
+                continue
+            rcpts = [
+                ta.recipients[i]
+                for i in sorted(indices)
+                if i in ta.recipients and ta.recipients[i].state in ("deferred", "held")
+            ]
+            if rcpts:
+                changes.append((ta, rcpts))
+        if not changes:
+            return
+        error = None  # type: Optional[DefedbError]
+        if self._defedbUsable():
+            try:
+                self.defedb.putMany(
+                    [
+                        (ta.envelope(), [r.toDict() for r in rcpts])
+                        for ta, rcpts in changes
+                    ]
+                )
+            except DefedbError as e:
+                error = e
+        if error is None and self._defedbUsable():
+            self._defedbWorks()
+            for ta, rcpts in changes:
+                self._stored(ta, rcpts)
+                self._updateLiveness(ta)
+            return
+        for ta, rcpts in changes:
+            if error is not None:
+                self._defedbFailed("defer", ta.id, error)
+            self.pending.setdefault(ta.id, set()).update(r.index for r in rcpts)
+            self._updateLiveness(ta)
 
     def _putRecipients(
         self, ta: Transaction, rcpts: List[Recipient], func: str
@@ -146,6 +243,14 @@ class QueueStore:
             self._defedbFailed(func, ta.id, e)
             return e
         self._defedbWorks()
+        self._stored(ta, rcpts)
+        return None
+
+    def _stored(self, ta: Transaction, rcpts: List[Recipient]) -> None:
+        """
+        C{rcpts} are committed to DEFEDB: mark them stored and log to IBDB
+        that DEFEDB has them.
+        """
         waiting = self.pending.get(ta.id)
         for r in rcpts:
             r.inDefedb = True
@@ -154,7 +259,6 @@ class QueueStore:
         if waiting is not None and not waiting:
             del self.pending[ta.id]
         self._logStates(ta, rcpts)
-        return None
 
     def update(self, ta: Transaction, rcpts: List[Recipient]) -> None:
         """
@@ -248,6 +352,8 @@ class QueueStore:
 
         @return: how many records are still waiting.
         """
+        if self.grouped:
+            self.commitGroup()
         if not self._defedbUsable():
             return self.pendingCount()
         for taId in sorted(self.pendingRemovals):

@@ -5,10 +5,16 @@ through a real L{QueueManager} on the real reactor and prints C{ACK <id>}
 for every transaction whose commit fired (i.e. SMTPS would have said 250)
 and C{OK <id> <address>} for every recipient the delivery agent accepted.
 
-Usage: python -m smx.queue.test.crashchild DIRECTORY
+With C{--stall-group} the first DEFEDB group commit of two or more
+transactions is stopped before its commit (its changes made in the
+Berkeley DB transaction): the child prints C{GROUP <id> ...} and waits to
+be killed; deferred recipients are retried only after an hour.
+
+Usage: python -m smx.queue.test.crashchild DIRECTORY [--stall-group]
 """
 
 import sys
+import time
 
 from twisted.internet import defer, reactor
 
@@ -17,6 +23,7 @@ from smx.log import Logger, MemorySink
 from smx.mail.testing import FakeDeliveryAgent
 from smx.maps.testing import FakeAddressResolver
 from smx.queue.cdb import FileContentStore
+from smx.queue.defedb import DeferredEnvelopeDB
 from smx.queue.qmgr import QueueManager
 from smx.queue.testing import defaultQueueSettings
 
@@ -64,7 +71,36 @@ async def stream(qmgr, cdb, ids, n):
         sys.stdout.flush()
 
 
-def main(directory):
+def stallGroups():
+    """
+    Make the first group commit of two or more transactions stop before
+    its commit, printing C{GROUP} and the transaction ids.
+    """
+    state = {"stall": None, "done": False}
+    putMany = DeferredEnvelopeDB.putMany
+    change = DeferredEnvelopeDB._change
+
+    def stallingPutMany(self, changes):
+        if len(changes) >= 2 and not state["done"]:
+            state["done"] = True
+            state["stall"] = [envelope["id"] for envelope, _ in changes]
+        return putMany(self, changes)
+
+    def stallingChange(self, work):
+        ids, state["stall"] = state["stall"], None
+        if ids is None:
+            return change(self, work)
+        txn = self.env.txn_begin()
+        work(txn)
+        sys.stdout.write("GROUP %s\n" % (" ".join(ids),))
+        sys.stdout.flush()
+        time.sleep(60)
+
+    DeferredEnvelopeDB.putMany = stallingPutMany
+    DeferredEnvelopeDB._change = stallingChange
+
+
+def main(directory, stall=False):
     cdb = FileContentStore(directory)
     resolver = FakeAddressResolver()
     resolver.routes["@down.test"] = [ROUTE]
@@ -74,8 +110,8 @@ def main(directory):
         maxCommitDelay=0.002,
         maxOpenTransactions=8,
         ibdbFileSize=64 * 1024,
-        retryMinDelay=0.02,
-        retryMaxDelay=0.05,
+        retryMinDelay=3600 if stall else 0.02,
+        retryMaxDelay=3600 if stall else 0.05,
         checkpointDelay=0.1,
     )
     qmgr = QueueManager(
@@ -86,6 +122,8 @@ def main(directory):
         PrintingAgent(outcome),
         logger=Logger("qmgr", sink=MemorySink()),
     )
+    if stall:
+        stallGroups()
     qmgr.startService()
     ids = ServerIdGenerator(1)
     sys.stdout.write("READY\n")
@@ -96,4 +134,4 @@ def main(directory):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], "--stall-group" in sys.argv[2:])

@@ -19,6 +19,7 @@ from smx.log import Logger, MemorySink
 from smx.mail.testing import FakeDeliveryAgent
 from smx.maps.testing import FakeAddressResolver
 from smx.queue.cdb import FileContentStore
+from smx.queue.defedb import DeferredEnvelopeDB
 from smx.queue.qmgr import QueueManager
 from smx.queue.testing import defaultQueueSettings
 
@@ -33,10 +34,17 @@ class CrashRecoveryTests(unittest.TestCase):
     Kill -9 in the middle of a stream of transactions, then recover.
     """
 
-    def runChild(self, directory, acks):
+    def runChild(self, directory, acks, *options):
+        """
+        Run the child until it acknowledged C{acks} transactions (or, with
+        C{--stall-group}, until it stalls a group commit: its ids are kept
+        in C{self.group}), then kill it.
+        """
+        self.group = []
         env = dict(os.environ, PYTHONPATH=ROOT)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "smx.queue.test.crashchild", directory],
+            [sys.executable, "-m", "smx.queue.test.crashchild", directory]
+            + list(options),
             stdout=subprocess.PIPE,
             env=env,
             cwd=ROOT,
@@ -47,6 +55,8 @@ class CrashRecoveryTests(unittest.TestCase):
         try:
             assert proc.stdout is not None
             while len(acked) < acks and time.time() < deadline:
+                if self.group:
+                    break
                 line = proc.stdout.readline()
                 if not line:
                     break
@@ -66,6 +76,71 @@ class CrashRecoveryTests(unittest.TestCase):
             acked.append(parts[1])
         elif parts and parts[0] == "OK":
             okays.add((parts[1], parts[2]))
+        elif parts and parts[0] == "GROUP":
+            self.group = parts[1:]
+
+    def recover(self, directory):
+        """
+        A L{QueueManager} started on the crashed queue (on a L{Clock}).
+
+        @return: the queue manager, its clock and its delivery agent.
+        """
+        clock = Clock()
+        clock.advance(time.time() + 3600)
+        resolver = FakeAddressResolver()
+        resolver.routes["@down.test"] = [ROUTE]
+        resolver.routes["@up.test"] = [ROUTE]
+        agent = FakeDeliveryAgent()
+        qmgr = QueueManager(
+            clock,
+            # the Clock is no reactor to listen with
+            defaultQueueSettings(directory, controlSocket=None),
+            FileContentStore(directory),
+            resolver,
+            agent,
+            logger=Logger("qmgr", sink=MemorySink()),
+        )
+        qmgr.startService()
+        self.addCleanup(qmgr.stopService)
+        clock.advance(0)
+        clock.advance(1)
+        return qmgr, clock, agent
+
+    def test_killInGroupCommit(self):
+        """
+        A DEFEDB group commit (the deferrals of several transactions in
+        one Berkeley DB transaction) cut by C{SIGKILL} before its commit
+        leaves none of them in DEFEDB, and loses nothing: recovery finds
+        those transactions in IBDB and delivers their recipients.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        acked, okays = self.runChild(directory, 100000, "--stall-group")
+        self.assertGreaterEqual(len(self.group), 2)
+        db = DeferredEnvelopeDB(os.path.join(directory, "defedb"), None, 0, 0, 0)
+        db.open()
+        try:
+            stored = {envelope["id"] for envelope, _ in db.loadAll()}
+        finally:
+            db.close()
+        self.assertEqual(stored & set(self.group), set())
+        qmgr, clock, agent = self.recover(directory)
+        delivered = set(okays)
+        for t in agent.transactions:
+            for r in t["recipients"]:
+                delivered.add((t["ss_ta"], r["address"]))
+        # the group's transactions were committed to IBDB before their
+        # first delivery (some may not have printed their ACK yet)
+        missing = [
+            (taId, a)
+            for taId in set(acked) | set(self.group)
+            for a in ("b@down.test", "c@up.test")
+            if (taId, a) not in delivered
+        ]
+        self.assertEqual(missing, [])
+        for taId in self.group:
+            self.assertIn(taId, qmgr.recovered.transactions)
+        self.assertEqual(qmgr.recovered.missing, [])
 
     def test_killMidStream(self):
         """
