@@ -36,13 +36,11 @@ DESCRIPTION
         C{ResolverBase._lookup} (L{responseFromMessage},
         L{RecordResolverBase}): the test DNS server
         L{smx.maps.test.dnsserver}.
-      - C{CommandLocator._commandDispatch} (L{ampResponder}):
-        L{smx.split.peer}.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 from twisted.internet import defer, tcp
 from twisted.mail import maildir
@@ -58,7 +56,6 @@ __all__ = [
     "MaildirNameGenerator",
     "responseFromMessage",
     "RecordResolverBase",
-    "ampResponder",
 ]
 
 
@@ -200,18 +197,3 @@ class RecordResolverBase(common.ResolverBase):
         self, name: bytes, cls: int, type: int, timeout: Optional[Any] = None
     ) -> defer.Deferred:
         return self.lookupRecords(name, cls, type, timeout)
-
-
-def ampResponder(locator: Any, name: bytes) -> Optional[Tuple[Any, Any]]:
-    """
-    The command class and the plain function of the responder of the AMP
-    command C{name} of C{locator} (an C{amp.AMP}), or C{None}.
-
-    Relies on C{CommandLocator._commandDispatch}, the class's table of
-    C{commandName -> (command, function)} that C{Command.responder}
-    fills; C{locateResponder} returns the responder only wrapped in
-    Twisted's chain of Deferreds, which L{smx.split.peer} avoids for the
-    commands answered at once.
-    """
-    entry: Optional[Tuple[Any, Any]] = type(locator)._commandDispatch.get(name)
-    return entry

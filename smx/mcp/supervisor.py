@@ -523,6 +523,11 @@ class ProcessSupervisor(service.Service):
         process.killer = None
         waiters, process.stopped = process.stopped, []
         s = process.service
+        lifetime = self.reactor.seconds() - process.startedAt
+        if lifetime >= self.threshold:
+            # it served, whether it ended or was stopped (restarted with
+            # a dependency): its next quick end starts the back-off anew
+            process.failures = 0
         try:
             if process.connection is not None:
                 # nostartaccept: one process per connection, never restarted
@@ -556,9 +561,6 @@ class ProcessSupervisor(service.Service):
                     "mcpctl restart %s" % (s.name,),
                 )
                 return
-            lifetime = self.reactor.seconds() - process.startedAt
-            if lifetime >= self.threshold:
-                process.failures = 0
             process.failures += 1
             delay = min(
                 self.minRestartDelay * 2 ** (process.failures - 1), self.maxRestartDelay

@@ -24,10 +24,6 @@ DESCRIPTION
     0660, so that the group of the socket's directory (seed §4.1) may
     connect.
 
-    L{QuietAMP} (both sides) sends the answer of a responder that
-    answers at once without Twisted's chain of L{Deferred}s; a responder
-    returning a L{Deferred} or raising goes through AMP's own answering.
-
 DIAGNOSTICS
     A lost connection is logged once (C{sev=WARN}), and once when it is
     back (C{sev=NOTICE}), naming the peer and the socket; a peer that
@@ -50,7 +46,6 @@ from twisted.python.failure import Failure
 
 from zope.interface import implementer
 
-from smx._twistedcompat import ampResponder
 from smx.log import Logger
 from smx.split.boxes import FastBoxReceiver
 from smx.unixsocket import socketName
@@ -74,93 +69,11 @@ class QuietAMP(FastBoxReceiver, amp.AMP):
     whole boxes at a time (L{smx.split.boxes}).
     """
 
-    #: (command, outcome) of a command answered outside the fast path
-    _outcome = None  # type: Any
-
     def makeConnection(self, transport: Any) -> None:
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
-    def ampBoxReceived(self, box: Any) -> None:
-        """
-        Call the responder of a command (as L{amp.BoxDispatcher}) and, if
-        it answered at once, send its answer without Twisted's chain of
-        L{Deferred}s (four per command); a L{Deferred} or an exception
-        goes through AMP's own answering (L{locateResponder}).  Answers
-        and errors go to AMP.
-        """
-        if amp.COMMAND not in box or amp.ANSWER in box or amp.ERROR in box:
-            amp.AMP.ampBoxReceived(self, box)
-            return
-        entry = ampResponder(self, box[amp.COMMAND])
-        if entry is None:
-            amp.AMP.ampBoxReceived(self, box)
-            return
-        command, responder = entry
-        try:
-            result = responder(self, **command.parseArguments(box, self))
-        except Exception:
-            result = Failure()
-        if not isinstance(result, (defer.Deferred, Failure)):
-            if amp.ASK not in box:
-                return
-            try:
-                answer = command.makeResponse(result, self)
-            except Exception:
-                # as AMP: a bug of the responder, not an error of the command
-                result = _badReturn(responder, result, command)
-            else:
-                answer[amp.ANSWER] = box[amp.ASK]
-                try:
-                    self.sendBox(answer)
-                except (amp.ProtocolSwitched, error.ConnectionLost):
-                    pass
-                return
-        self._outcome = (command, result)
-        amp.AMP.ampBoxReceived(self, box)
-
-    def locateResponder(self, name: bytes) -> Any:
-        outcome, self._outcome = self._outcome, None
-        if outcome is None:
-            return amp.AMP.locateResponder(self, name)
-        command, result = outcome
-
-        # the responder ran: its outcome as AMP's own wrapper gives it
-        def serialize(objects: Any) -> Any:
-            try:
-                return command.makeResponse(objects, self)
-            except BaseException:
-                return _badReturn(None, objects, command)
-
-        def knownErrors(reason: Failure) -> Failure:
-            key = reason.trap(*command.allErrors)
-            return Failure(
-                amp.RemoteAmpError(
-                    command.allErrors[key],
-                    str(reason.value),
-                    key in command.fatalErrors,
-                    local=reason,
-                )
-            )
-
-        def replay(box: Any) -> defer.Deferred:
-            d = result if isinstance(result, defer.Deferred) else defer.fail(result)
-            return d.addCallback(serialize).addErrback(knownErrors)
-
-        return replay
-
     def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
         amp.BinaryBoxProtocol.connectionLost(self, reason)
-
-
-def _badReturn(responder: Any, result: Any, command: Any) -> Failure:
-    """An answer that does not fit its command: AMP's error for it."""
-    return Failure(
-        amp.BadLocalReturn(
-            "%r returned %r and %r could not serialize it"
-            % (responder, result, command),
-            Failure(),
-        )
-    )
 
 
 class PeerConnection(service.Service):

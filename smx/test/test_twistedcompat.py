@@ -375,34 +375,3 @@ class DNSTests(unittest.SynchronousTestCase):
                 (b"example.test", dns.IN, dns.TXT),
             ],
         )
-
-
-class AMPResponderTests(unittest.SynchronousTestCase):
-    """
-    L{compat.ampResponder} finds an AMP responder as C{Command.responder}
-    declared it.
-    """
-
-    def test_found(self) -> None:
-        """
-        The command class and the undecorated function, also of a
-        responder inherited; C{None} for an unknown command.
-        """
-        from twisted.protocols import amp
-
-        class Ping(amp.Command):
-            arguments = [(b"n", amp.Integer())]
-            response = [(b"n", amp.Integer())]
-
-        class Base(amp.AMP):
-            @Ping.responder
-            def ping(self, n: int) -> Any:
-                return {"n": n}
-
-        class Sub(Base):
-            pass
-
-        command, function = compat.ampResponder(Sub(), b"Ping")
-        self.assertIs(command, Ping)
-        self.assertEqual(function(None, n=3), {"n": 3})
-        self.assertIsNone(compat.ampResponder(Sub(), b"Pong"))

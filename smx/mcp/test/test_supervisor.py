@@ -288,6 +288,32 @@ class SupervisorTests(SynchronousTestCase):
             self.reactor.advance(1)
             self.assertEqual(len(self.reactor.running("smtpc", supervisor)), 1, i)
 
+    def test_servedThenStoppedResetsBackoff(self) -> None:
+        """
+        A process that ran C{threshold} seconds or more before it was
+        stopped (restarted with a dependency) starts its back-off again:
+        killed soon after that restart it waits C{minRestartDelay}, not
+        twice as long because of a quick end long before.
+        """
+        [smtpc] = self.running("smtpc")
+        smtpc.end(sig=signal.SIGKILL)
+        self.reactor.advance(1)
+        # smtpc serves for a minute; then qmgr dies and restarts it
+        self.reactor.advance(60)
+        [qmgr] = self.running("qmgr")
+        qmgr.end(sig=signal.SIGKILL)
+        for name in ("smtps", "smtpc", "smar"):
+            for t in self.running(name):
+                t.end(0)
+        self.reactor.advance(1)
+        self.assertEqual(len(self.running("smtpc")), 1)
+        # killed 5 s after that restart: 1 s, as the first quick end
+        self.reactor.advance(5)
+        [smtpc] = self.running("smtpc")
+        smtpc.end(sig=signal.SIGKILL)
+        self.reactor.advance(1)
+        self.assertEqual(len(self.running("smtpc")), 1)
+
     def test_noRestart(self) -> None:
         """
         A process that exits with EX_USAGE (64) or EX_CONFIG (78) is not

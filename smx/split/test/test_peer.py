@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, List
+from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory
-from twisted.protocols import amp
 from twisted.trial import unittest
 
 from smx.split.peer import PeerConnection, PeerUnavailable, QuietAMP, listenSocket
@@ -158,100 +157,3 @@ class UnavailableReportTests(unittest.TestCase):
         clock.advance(10)
         self.assertEqual(len([l for l in sink.lines() if "unavailable" in l]), 1)
         peer.stopService()
-
-
-class _Echo(amp.Command):
-    arguments = [(b"value", amp.Integer())]
-    response = [(b"value", amp.Integer())]
-    errors = {KeyError: b"KEY"}
-
-
-class _Note(amp.Command):
-    arguments = [(b"value", amp.Integer())]
-    response = []  # type: ignore[var-annotated]
-    requiresAnswer = False
-
-
-class _Responder(QuietAMP):
-    """Answers L{_Echo} at once, later, or with an error; records L{_Note}."""
-
-    def __init__(self) -> None:
-        QuietAMP.__init__(self)
-        self.notes = []  # type: List[int]
-        self.later = []  # type: List[defer.Deferred]
-
-    @_Echo.responder
-    def echo(self, value: int) -> Any:
-        if value == 1:
-            d = defer.Deferred()  # type: defer.Deferred
-            self.later.append(d)
-            return d
-        if value == 2:
-            raise KeyError("no such thing")
-        if value == 3:
-            raise RuntimeError("a bug")
-        if value == 4:
-            return {"wrong": 1}
-        return {"value": value * 10}
-
-    @_Note.responder
-    def note(self, value: int) -> Any:
-        self.notes.append(value)
-        if value < 0:
-            raise KeyError(value)
-        return {}
-
-
-class DispatchTests(unittest.TestCase):
-    """
-    L{QuietAMP} answers a responder's immediate result without Twisted's
-    chain of Deferreds, and everything else as AMP does.
-    """
-
-    @defer.inlineCallbacks
-    def setUp(self) -> Any:
-        path = socketPath(self)
-        self.server = _Responder()
-        serve(self, Factory.forProtocol(lambda: self.server), path)  # type: ignore[arg-type]
-        self.peer = PeerConnection(reactor, path, QuietAMP, 5, "test")
-        running(self, self.peer)
-        yield self.peer.connection()
-
-    @defer.inlineCallbacks
-    def test_answers(self) -> Any:
-        """
-        An immediate answer, a later one (a Deferred), a known error (the
-        command's C{errors}) cross as in AMP; one-way commands are handed
-        over, and a known error of one does not end the connection.
-        """
-        self.assertEqual((yield self.peer.callRemote(_Echo, value=5)), {"value": 50})
-        later = self.peer.callRemote(_Echo, value=1)
-        self.assertEqual((yield self.peer.callRemote(_Echo, value=6)), {"value": 60})
-        self.assertFalse(later.called)
-        self.server.later[0].callback({"value": 11})
-        self.assertEqual((yield later), {"value": 11})
-        with self.assertRaises(KeyError):
-            yield self.peer.callRemote(_Echo, value=2)
-        yield self.peer.callRemote(_Note, value=7)
-        self.assertEqual((yield self.peer.callRemote(_Echo, value=8)), {"value": 80})
-        self.assertEqual(self.server.notes, [7])
-
-    @defer.inlineCallbacks
-    def test_unknownError(self) -> Any:
-        """
-        An unexpected exception of a responder is an unknown remote error
-        (and logged), as in AMP.
-        """
-        with self.assertRaises(amp.UnknownRemoteError):
-            yield self.peer.callRemote(_Echo, value=3)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-
-    @defer.inlineCallbacks
-    def test_badAnswer(self) -> Any:
-        """
-        An answer that does not fit the command is an unknown remote
-        error (and logged), as in AMP.
-        """
-        with self.assertRaises(amp.UnknownRemoteError):
-            yield self.peer.callRemote(_Echo, value=4)
-        self.assertEqual(len(self.flushLoggedErrors(amp.BadLocalReturn)), 1)
