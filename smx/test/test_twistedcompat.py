@@ -280,6 +280,81 @@ class ConnectionTests(unittest.TestCase):
         )
 
 
+class _MarkedPort(tcp.Port):
+    """A listening port of our own class."""
+
+
+class SharedSocketTests(unittest.TestCase):
+    """
+    L{compat.adoptedTCPPort} (C{tcp.Port._fromListeningDescriptor}) and
+    L{compat.addExclusiveReader} (C{EPollReactor._poller}, C{_reads},
+    C{_selectables}), with a real listening socket.
+    """
+
+    def _listening(self) -> Any:
+        import socket
+
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(s.close)
+        s.bind(("127.0.0.1", 0))
+        s.listen(5)
+        s.setblocking(False)
+        return s
+
+    @defer.inlineCallbacks
+    def test_adoptedTCPPort(self) -> Any:
+        """
+        The port is of the class given, listens on the socket once
+        started and accepts connections on it.
+        """
+        import socket
+
+        s = self._listening()
+        f = protocol.Factory.forProtocol(_Server)
+        f.connected = defer.Deferred()
+        f.lost = defer.Deferred()
+        port = compat.adoptedTCPPort(
+            _MarkedPort, reactor, s.fileno(), socket.AF_INET, f
+        )
+        self.assertIsInstance(port, _MarkedPort)
+        port.startListening()
+        self.addCleanup(port.stopListening)
+        self.assertEqual(port.getHost().port, s.getsockname()[1])
+        c = socket.create_connection(s.getsockname(), timeout=5)
+        self.addCleanup(c.close)
+        yield f.connected
+
+    def test_addExclusiveReader(self) -> None:
+        """
+        With the epoll reactor the reader is registered (the kernel takes
+        C{EPOLLEXCLUSIVE}) and is one of the reactor's readers, which
+        C{removeReader} removes; C{epoll.modify} of it is refused, as
+        only an exclusive registration's is.  Any other reactor: C{False}.
+        """
+        import errno
+        import select
+
+        from twisted.internet import epollreactor
+
+        self.assertFalse(compat.addExclusiveReader(MemoryReactor(), _Descriptor()))
+        if not isinstance(reactor, epollreactor.EPollReactor):
+            raise unittest.SkipTest("not the epoll reactor")
+        s = self._listening()
+        reader = _Descriptor()
+        reader.fileno = s.fileno  # type: ignore[method-assign]
+        if not compat.addExclusiveReader(reactor, reader):
+            raise unittest.SkipTest("no EPOLLEXCLUSIVE here")
+        try:
+            self.assertIn(reader, reactor.getReaders())
+            self.assertTrue(compat.addExclusiveReader(reactor, reader))
+            with self.assertRaises(OSError) as e:
+                reactor._poller.modify(s.fileno(), select.EPOLLIN)
+            self.assertEqual(e.exception.errno, errno.EINVAL)
+        finally:
+            reactor.removeReader(reader)
+        self.assertNotIn(reader, reactor.getReaders())
+
+
 class TwistdLogObserverTests(unittest.TestCase):
     """
     L{compat.twistdLogObserver} (C{_SomeApplicationRunner.loggerFactory}
