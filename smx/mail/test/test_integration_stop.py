@@ -114,7 +114,7 @@ class EmbeddedStopTests(unittest.TestCase):
         self.mta.process.send_signal(signal.SIGTERM)
         time.sleep(0.1)
         self.mta.process.send_signal(signal.SIGTERM)
-        deadline = time.time() + 0.6
+        deadline = time.time() + 1.5
         refused = False
         while time.time() < deadline and not refused:
             refused = not canConnect(self.mta.port)
@@ -138,7 +138,7 @@ class EmbeddedStopTests(unittest.TestCase):
         refused at once; smx exits with status 0; the message is
         delivered exactly once (after the restart at the latest).
         """
-        self.start(delay=1.0)
+        self.start(delay=2.0)
         c = self.sendUntilDot(b"MARKER-ONE")
         (code, text), refused = self.stopDuringCheck(c)
         self.assertEqual(code, 250, (text, self.mta.log()))
@@ -165,7 +165,7 @@ class EmbeddedStopTests(unittest.TestCase):
         it again); its content, already partly written to CDB (300 kB),
         is removed.
         """
-        self.start(delay=2, ioTimeout="1s")
+        self.start(delay=3, ioTimeout="1s")
         c = self.sendUntilDot(b"MARKER-TWO", lines=4000)
         (code, text), refused = self.stopDuringCheck(c)
         self.assertEqual((code, text[:5]), (421, b"4.3.2"), self.mta.log())

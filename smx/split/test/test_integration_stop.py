@@ -2,7 +2,7 @@
 """
 Integration tests of split mode: the SMTPS process gets SIGTERM (as the
 MCP stops it, before QMGR) while a client waits for the reply to its
-final dot, which a pmilter plugin on C{PYTHONPATH} holds for a second;
+final dot, which a pmilter plugin on C{PYTHONPATH} holds for 2 seconds;
 the components are real processes (C{python -m smx.split.run}) and the
 message is relayed to Postfix's smtp-sink.
 """
@@ -39,7 +39,7 @@ class SlowDotSystem(SplitSystem):
             PYTHONPATH=os.pathsep.join(
                 [os.path.join(root, "py"), os.environ.get("PYTHONPATH", "")]
             ),
-            STOPTEST_DELAY="1",
+            STOPTEST_DELAY="2",
         )
         with open(self.config) as f:
             text = f.read()
@@ -99,7 +99,7 @@ class StopSMTPSTests(SynchronousTestCase):
         time.sleep(0.3)
         smtps = self.system.processes.pop("smtps")
         smtps.send_signal(signal.SIGTERM)
-        deadline = time.time() + 0.6
+        deadline = time.time() + 1.5
         refused = False
         while time.time() < deadline and not refused:
             refused = not canConnect(self.system.port)
