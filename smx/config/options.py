@@ -321,7 +321,10 @@ QMGR = section(
             Time(minimum=1),
             "5m",
             "§5.7",
-            "minimum time between delivery attempts",
+            "minimum time between delivery attempts; also how long a next "
+            "hop none of whose addresses took the connection is suspended "
+            "(its mail deferred without an attempt, as Postfix's dead "
+            "destinations)",
         ),
         opt(
             "smtpc_initial_connections",

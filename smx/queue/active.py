@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.queue.test.test_scheduler -*-
+# -*- test-case-name: smx.queue.test.test_scheduler,smx.queue.test.test_suspended -*-
 """
 NAME
     smx.queue.active - AQ, the recipients being resolved and delivered
@@ -35,6 +35,19 @@ DESCRIPTION
     an agent that fails, a missing result and a slot that did not free
     within C{wait_for_server} are temporary failures (451).
 
+    Dead destinations (as Postfix's queue manager): when every result of
+    a delivery transaction is a temporary failure at C{connect} or
+    C{greeting} (the agent tried every route of the group and none took
+    the connection), its route set is suspended for C{retry_min_delay}
+    (L{smx.queue.connections.SlowStart.unreachable}).  Meanwhile the
+    groups over those routes do not go to the agent, neither new ones
+    nor those waiting for a slot when they start: each address is a
+    temporary failure at C{connect}, "451 4.4.1 delivery temporarily
+    suspended: " and the reply of the failure, deferred as any.  Then
+    the next group is the probe; its success ends the suspension, its
+    failure renews it.  A failure of the agent itself or a timeout is no
+    verdict on the routes.
+
 CONFIGURATION PARAMETERS
     AQ_max_entries, SMAR_timeout, delivery_timeout, wait_for_server
 
@@ -43,7 +56,9 @@ SECURITY
 
 DIAGNOSTICS
     Every result is logged (C{ss_ta}, C{da_ta}, C{rcpt}, C{idx}, C{stat},
-    C{reply}); a failing resolver or agent with C{sev=ERR} and
+    C{reply}); a route set suspended or reached again with C{routes} and
+    C{status=suspended} (C{delay}, C{reply}) or C{status=resumed}; a
+    failing resolver or agent with C{sev=ERR} and
     C{ActiveQueue.resolve}, C{ActiveQueue.deliver} or
     C{ActiveQueue.attempt}.  Debug categories (C{qmgr -x}): 3 (attempts),
     4 (routes), 5 (deliveries and results), 8 (waits for a slot).
@@ -92,15 +107,36 @@ class _Attempt:
         self.pending = 0
 
 
+#: the delivery agent reached none of the routes with such a result
+UNREACHED = ("connect", "greeting")
+
+
 class _Group:
-    """The addresses of an attempt that go in one delivery transaction."""
+    """
+    The addresses of an attempt that go in one delivery transaction.
 
-    __slots__ = ("sender", "routes", "members")
+    @ivar routeKey: the route set (mailer, host, address, port of each
+        route): the key of a suspension.
+    @ivar probe: whether it is the first delivery over a route set whose
+        suspension expired.
+    """
 
-    def __init__(self, sender: str, routes: List[RouteData]) -> None:
+    __slots__ = ("sender", "routes", "members", "routeKey", "probe")
+
+    def __init__(
+        self, sender: str, routes: List[RouteData], routeKey: Tuple[Any, ...] = ()
+    ) -> None:
         self.sender = sender
         self.routes = routes
         self.members = []  # type: List[Tuple[Recipient, str]]
+        self.routeKey = routeKey
+        self.probe = False
+
+    def name(self) -> str:
+        """The route set as the status and the log show it."""
+        return ",".join(
+            str(x.get("address") or x.get("host") or "") for x in self.routes
+        )
 
     def destination(self) -> str:
         """The address (or host) of the first route: slow start's key."""
@@ -257,12 +293,16 @@ class ActiveQueue:
         )
         group = groups.get(key)
         if group is None:
-            group = groups[key] = _Group(sender, routes)
+            group = groups[key] = _Group(sender, routes, key[1])
         group.members.append((r, address))
 
     # -- delivering ----------------------------------------------------------
 
     def _schedule(self, attempt: _Attempt, group: _Group) -> None:
+        reply = self.destinations.slowStart.suspended(group.routeKey)
+        if reply is not None:
+            self._suspend(attempt, group, reply)
+            return
         dest = group.destination()
         started = self.destinations.request(
             dest,
@@ -286,7 +326,37 @@ class ActiveQueue:
             )
         self._groupDone(attempt)
 
+    def _suspend(self, attempt: _Attempt, group: _Group, reply: str) -> None:
+        """
+        The routes of C{group} are suspended: each address is deferred
+        with the reply of the failure that suspended them, not sent.
+        """
+        code, _, rest = reply.partition(" ")
+        if code.isdigit() and len(code) == 3:
+            # the failure's own code and enhanced code give way to 4.4.1
+            first, _, after = rest.partition(" ")
+            if first[:1].isdigit() and first.count(".") == 2:
+                rest = after
+        else:
+            rest = reply
+        text = "451 4.4.1 delivery temporarily suspended: " + rest
+        mailer = group.routes[0].get("mailer") if group.routes else None
+        dbg.debug(self.logger, dbg.CONN, 1, ss_ta=attempt.ta.id, suspended=group.name())
+        for r, address in group.members:
+            self._record(
+                attempt, r, address, TEMP, 451, text, None, "connect", None, mailer
+            )
+        self._groupDone(attempt)
+
     def _deliver(self, attempt: _Attempt, group: _Group, dest: str) -> None:
+        slowStart = self.destinations.slowStart
+        reply = slowStart.suspended(group.routeKey)
+        if reply is not None:
+            # suspended while it waited for its slot
+            self.destinations.release(dest)
+            self._suspend(attempt, group, reply)
+            return
+        group.probe = slowStart.probe(group.routeKey)
         ta = attempt.ta
         members = group.members
         daId = self.nextDeliveryId()
@@ -331,8 +401,8 @@ class ActiveQueue:
         d.addCallbacks(
             self._cbDelivered,
             self._ebDelivered,
-            callbackArgs=(attempt, members, dest, daId, mailer),
-            errbackArgs=(attempt, members, dest, daId, mailer),
+            callbackArgs=(attempt, members, dest, daId, mailer, group),
+            errbackArgs=(attempt, members, dest, daId, mailer, group),
         )
         d.addErrback(self._ebAttempt, attempt)
         self.inFlight.add(d)
@@ -376,8 +446,14 @@ class ActiveQueue:
         dest: str,
         daId: str,
         mailer: Optional[str],
+        group: _Group,
     ) -> None:
         byIndex = {}  # type: Dict[int, ResultData]
+        # reached: a route took the connection; unreached: the reply of a
+        # failure of every route, if every result says so
+        reached = False
+        unreached = None  # type: Optional[str]
+        allUnreached = bool(members)
         for found in results or []:
             try:
                 byIndex[int(found["index"])] = found
@@ -399,12 +475,17 @@ class ActiveQueue:
                     daId,
                     mailer,
                 )
+                allUnreached = False
                 continue
             status = res.get("status")
             if status not in (OK, TEMP, PERM):
                 status = TEMP
-            if status == TEMP and res.get("where") in ("connect", "greeting"):
+            if status == TEMP and res.get("where") in UNREACHED:
                 success = False
+                unreached = str(res.get("reply") or "")
+            else:
+                reached = True
+                allUnreached = False
             self._record(
                 attempt,
                 r,
@@ -418,8 +499,30 @@ class ActiveQueue:
                 mailer,
                 bool(res.get("dsnPassed")),
             )
+        self._verdict(group, reached, unreached if allUnreached else None)
         self.destinations.done(dest, success)
         self._groupDone(attempt)
+
+    def _verdict(self, group: _Group, reached: bool, unreached: Optional[str]) -> None:
+        """
+        What a delivery over the routes of C{group} says of them: a route
+        C{reached} ends their suspension, a failure of every route
+        (C{unreached}: its reply) suspends them; else no verdict.
+        """
+        slowStart = self.destinations.slowStart
+        if reached:
+            if slowStart.reachable(group.routeKey):
+                self.logger.info(routes=group.name(), status="resumed")
+        elif unreached is not None:
+            if slowStart.unreachable(group.routeKey, group.name(), unreached):
+                self.logger.info(
+                    routes=group.name(),
+                    status="suspended",
+                    delay=slowStart.deadTime,
+                    reply=unreached,
+                )
+        elif group.probe:
+            slowStart.probeEnded(group.routeKey)
 
     def _ebDelivered(
         self,
@@ -429,7 +532,11 @@ class ActiveQueue:
         dest: str,
         daId: str,
         mailer: Optional[str],
+        group: _Group,
     ) -> None:
+        if group.probe:
+            # the agent failed or timed out: no verdict on the routes
+            self.destinations.slowStart.probeEnded(group.routeKey)
         if failure.check(defer.TimeoutError, defer.CancelledError):
             text = "451 4.4.7 delivery timeout"
         else:

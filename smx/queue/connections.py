@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.queue.test.test_limits -*-
+# -*- test-case-name: smx.queue.test.test_limits,smx.queue.test.test_suspended -*-
 """
 NAME
     smx.queue.connections - slow start for outgoing and limits for incoming
@@ -6,8 +6,10 @@ NAME
 
 SYNOPSIS
     out = SlowStart(clock, initial, maximum, conf=confMap,
-                    cacheSize=OCC_max_entries)
+                    cacheSize=OCC_max_entries, deadTime=retry_min_delay)
     if out.mayOpen(ip): out.opened(ip); ...; out.closed(ip, success)
+    out.suspended(routes)              # None, or the reply of the failure
+    out.probe(routes); out.unreachable(routes, name, reply); out.reachable(routes)
     inc = IncomingControl(clock, maxRate, maxOpen, conf=confMap)
     reply = inc.sessionOpen(sessionId, ip)     # None or a 4xx reply
 
@@ -20,6 +22,19 @@ DESCRIPTION
     (C{OCC_max_entries}); an idle entry older than C{octo:} seconds is
     forgotten, and the least recently used idle entries make room.
 
+    Dead destinations (as Postfix's queue manager): when no route of a
+    delivery transaction took the connection (every result a temporary
+    failure at C{connect} or C{greeting}), its I{route set} (the routes
+    of the transaction: mailer, host, address, port) is suspended for
+    C{deadTime} seconds (C{retry_min_delay}, as Postfix's
+    C{minimal_backoff_time}): L{suspended} gives the failure's reply and
+    the scheduler defers the mail for those routes at once, without a
+    connection attempt.  Then the next delivery over them is the probe
+    (L{probe}; the others stay suspended until it ends): a route that
+    takes the connection ends the suspension (L{reachable}), a failure of
+    every route renews it (L{unreachable}).  The key is the whole route
+    set, so a down primary MX whose secondary answers is never suspended.
+
     Incoming control: a client address may open at most C{icr:} /
     C{smtps_max_connection_rate} sessions per 60 seconds and have at most
     C{ios:} / C{smtps_max_open_connections} open at once.
@@ -27,7 +42,8 @@ DESCRIPTION
 CONFIGURATION PARAMETERS
     smtpc_initial_connections, smtpc_max_connections,
     smtps_max_connection_rate, smtps_max_open_connections, OCC_max_entries,
-    the conf map (oci: ocm: octo: icr: ios:)
+    the conf map (oci: ocm: octo: icr: ios:), retry_min_delay (how long a
+    destination that cannot be reached is suspended)
 
 SECURITY
     The per-client state is bounded: addresses with no open session and no
@@ -40,7 +56,8 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import collections
-from typing import Any, Deque, Dict, Optional
+import math
+from typing import Any, Deque, Dict, Hashable, Optional
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -61,9 +78,25 @@ class _Destination:
         self.failures = 0
 
 
+class _Suspension:
+    """A route set that could not be reached (see L{SlowStart.unreachable})."""
+
+    __slots__ = ("name", "reply", "until", "probing")
+
+    def __init__(self, name: str, reply: str, until: float) -> None:
+        self.name = name
+        self.reply = reply
+        self.until = until
+        self.probing = False
+
+
 class SlowStart:
     """
-    Concurrency limits per destination IP address.
+    Concurrency limits per destination IP address, and the route sets
+    suspended because none of their routes could be reached.
+
+    @ivar deadTime: seconds a route set stays suspended after a failure
+        of all its routes (0: never suspended).
     """
 
     def __init__(
@@ -74,6 +107,7 @@ class SlowStart:
         conf: Optional[ConfigurationMap] = None,
         *,
         cacheSize: int,
+        deadTime: float,
         cacheTimeout: float = 600.0,
     ) -> None:
         """
@@ -82,6 +116,8 @@ class SlowStart:
         @param conf: the conf map (L{smx.queue.confmap}), or C{None}.
         @param cacheSize: C{OCC_max_entries}.
         @param cacheTimeout: seconds an idle entry is kept (C{octo:}).
+        @param deadTime: seconds a route set none of whose routes could be
+            reached is suspended (C{retry_min_delay}; 0: none is).
         """
         self.clock = clock
         self.initial = max(1, initial)
@@ -92,6 +128,10 @@ class SlowStart:
         self._cache = (
             collections.OrderedDict()
         )  # type: collections.OrderedDict[str, _Destination]
+        self.deadTime = deadTime
+        self._suspensions = (
+            collections.OrderedDict()
+        )  # type: collections.OrderedDict[Hashable, _Suspension]
 
     def _confValue(self, tag: str, address: str, default: Any) -> Any:
         if self.conf is None:
@@ -140,15 +180,18 @@ class SlowStart:
         entry.open += 1
         entry.lastUsed = self.clock.seconds()
 
-    def closed(self, address: str, success: bool) -> None:
+    def closed(self, address: str, success: Optional[bool]) -> None:
         """
         A delivery to C{address} ended; C{success} raises the limit, a
-        failure lowers it.
+        failure lowers it, C{None} (nothing was sent to C{address}: its
+        route set was suspended) leaves it.
         """
         entry = self._entry(address)
         entry.open = max(0, entry.open - 1)
         entry.lastUsed = self.clock.seconds()
-        if success:
+        if success is None:
+            pass
+        elif success:
             entry.successes += 1
             entry.limit = min(self.limits(address)[1], entry.limit + 1)
         else:
@@ -156,9 +199,111 @@ class SlowStart:
             entry.limit = max(1, entry.limit // 2)
         self._evict()
 
+    # -- dead destinations ----------------------------------------------
+
+    def suspended(self, routes: Hashable) -> Optional[str]:
+        """
+        @param routes: a route set (hashable: the routes' mailer, host,
+            address and port).
+        @return: the reply of the failure that suspended deliveries over
+            C{routes} while they are suspended (C{deadTime} since the last
+            failure has not passed, or the probe after it is under way);
+            C{None} when a delivery may go.
+        """
+        mark = self._suspensions.get(routes)
+        if mark is None:
+            return None
+        if mark.probing or self.clock.seconds() < mark.until:
+            return mark.reply
+        return None
+
+    def probe(self, routes: Hashable) -> bool:
+        """
+        A delivery over C{routes} starts: if their suspension has expired
+        it is the probe, and the deliveries after it stay suspended until
+        its result (L{reachable}, L{unreachable} or L{probeEnded}).
+
+        @return: whether it is the probe.
+        """
+        mark = self._suspensions.get(routes)
+        if mark is None or mark.probing or self.clock.seconds() < mark.until:
+            return False
+        mark.probing = True
+        return True
+
+    def unreachable(self, routes: Hashable, name: str, reply: str) -> bool:
+        """
+        No route of C{routes} took the connection: deliveries over them
+        are suspended for C{deadTime} seconds from now (a suspension is
+        renewed).
+
+        @param name: the route set as the status shows it.
+        @param reply: the reply of the failure.
+        @return: whether C{routes} were not suspended before.
+        """
+        if self.deadTime <= 0:
+            return False
+        new = self._suspensions.pop(routes, None) is None
+        self._suspensions[routes] = _Suspension(
+            name, reply, self.clock.seconds() + self.deadTime
+        )
+        if len(self._suspensions) > self.cacheSize:
+            now = self.clock.seconds()
+            for key, mark in list(self._suspensions.items()):
+                if len(self._suspensions) <= self.cacheSize:
+                    break
+                if not mark.probing and mark.until <= now:
+                    del self._suspensions[key]
+            while len(self._suspensions) > self.cacheSize:
+                # the oldest: at worst one more connection attempt
+                self._suspensions.popitem(last=False)
+        return new
+
+    def reachable(self, routes: Hashable) -> bool:
+        """
+        A route of C{routes} took the connection: their suspension ends.
+
+        @return: whether they were suspended.
+        """
+        return self._suspensions.pop(routes, None) is not None
+
+    def probeEnded(self, routes: Hashable) -> None:
+        """
+        The probe of C{routes} gave no verdict (the delivery agent failed
+        or did not answer in time): the next delivery is the probe.
+        """
+        mark = self._suspensions.get(routes)
+        if mark is not None:
+            mark.probing = False
+
+    def resume(self) -> int:
+        """
+        End every suspension (a flush of the whole queue, as Postfix's
+        C{postqueue -f}).
+
+        @return: how many there were.
+        """
+        n = len(self._suspensions)
+        self._suspensions.clear()
+        return n
+
     def state(self) -> Dict[str, Dict[str, int]]:
-        """@return: address -> C{{"limit", "open"}} of the cached entries."""
-        return {a: {"limit": e.limit, "open": e.open} for a, e in self._cache.items()}
+        """
+        @return: address -> C{{"limit", "open"}} of the cached entries,
+            and route set -> C{{"suspended": seconds left}} of the
+            suspended route sets (0: its probe is under way), in the
+            entry of its address when it has one route.
+        """
+        out = {
+            a: {"limit": e.limit, "open": e.open} for a, e in self._cache.items()
+        }  # type: Dict[str, Dict[str, int]]
+        now = self.clock.seconds()
+        for mark in self._suspensions.values():
+            if mark.probing or now < mark.until:
+                left = max(0, int(math.ceil(mark.until - now)))
+                entry = out.setdefault(mark.name, {})
+                entry["suspended"] = max(left, entry.get("suspended", 0))
+        return out
 
 
 class IncomingControl:

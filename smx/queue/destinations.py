@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.queue.test.test_scheduler -*-
+# -*- test-case-name: smx.queue.test.test_scheduler,smx.queue.test.test_suspended -*-
 """
 NAME
     smx.queue.destinations - delivery transactions waiting for a
@@ -8,6 +8,7 @@ SYNOPSIS
     queues = DestinationQueues(clock, slowStart, waitForServer=60)
     queues.request(dest, start, expire)  # start() now or when a slot frees
     queues.done(dest, success)           # a delivery to dest ended
+    queues.release(dest)                 # it started, but did not go to dest
     queues.waiting(dest)                 # how many wait for dest
     queues.stop()
 
@@ -23,7 +24,10 @@ DESCRIPTION
     The slot is taken (C{SlowStart.opened}) just before C{start} is
     called; L{done} gives it back (C{SlowStart.closed}, which adapts the
     destination's limit to the success of the delivery) and starts the
-    waiting transactions that now fit.
+    waiting transactions that now fit.  L{release} gives it back without
+    a verdict on the destination: the transaction that had it did not go
+    there after all (its route set was suspended meanwhile, see
+    L{smx.queue.connections.SlowStart.suspended}).
 
 CONFIGURATION PARAMETERS
     wait_for_server; smtpc_initial_connections, smtpc_max_connections and
@@ -39,7 +43,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import collections
-from typing import Callable, Deque, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional, Set
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -70,6 +74,8 @@ class DestinationQueues:
         self.slowStart = slowStart
         self.waitForServer = waitForServer
         self._queues = {}  # type: Dict[str, Deque[_Waiter]]
+        #: the destinations whose waiting transactions are being started
+        self._starting = set()  # type: Set[str]
 
     def request(self, dest: str, start: Action, expire: Action) -> bool:
         """
@@ -104,16 +110,39 @@ class DestinationQueues:
         reached): give back its slot and start those waiting that fit.
         """
         self.slowStart.closed(dest, success)
-        queue = self._queues.get(dest)
-        while queue and self.slowStart.mayOpen(dest):
-            waiter = queue.popleft()
-            if waiter.timer is not None and waiter.timer.active():
-                waiter.timer.cancel()
-            self.slowStart.opened(dest)
-            waiter.start()
-        if queue is not None and not queue and self._queues.get(dest) is queue:
-            # (a delivery started above may have ended and emptied it)
-            del self._queues[dest]
+        self._startWaiting(dest)
+
+    def release(self, dest: str) -> None:
+        """
+        A delivery transaction that got a slot of C{dest} did not go
+        there after all: give back the slot, with no verdict on C{dest}.
+        """
+        self.slowStart.closed(dest, None)
+        self._startWaiting(dest)
+
+    def _startWaiting(self, dest: str) -> None:
+        """
+        Start the transactions waiting for C{dest} that fit; one that
+        gives back its slot at once (L{release}) does not start the next
+        itself but lets this loop go on (no recursion however long the
+        queue).
+        """
+        if dest in self._starting:
+            return
+        self._starting.add(dest)
+        try:
+            queue = self._queues.get(dest)
+            while queue and self.slowStart.mayOpen(dest):
+                waiter = queue.popleft()
+                if waiter.timer is not None and waiter.timer.active():
+                    waiter.timer.cancel()
+                self.slowStart.opened(dest)
+                waiter.start()
+            if queue is not None and not queue and self._queues.get(dest) is queue:
+                # (a delivery started above may have ended and emptied it)
+                del self._queues[dest]
+        finally:
+            self._starting.discard(dest)
 
     def waiting(self, dest: Optional[str] = None) -> int:
         """

@@ -188,6 +188,7 @@ class QueueManager(service.Service):
             s.smtpcMaxConnections,
             self.conf,
             cacheSize=s.occMaxEntries,
+            deadTime=s.retryMinDelay,
         )
         paths = [self.queueDirectory]
         base = getattr(contentStore, "baseDirectory", None)
@@ -648,6 +649,7 @@ class QueueManager(service.Service):
             return defer.fail(ValueError("unknown command %r" % (command,)))
         if transactionId is None:
             if command == "flush":
+                self.slowStart.resume()  # as postqueue -f: dead ones too
                 n = self.scheduler.flush()
                 return defer.succeed({"command": command, "recipients": n})
             return defer.fail(ValueError("%s needs a transaction id" % (command,)))

@@ -16,7 +16,9 @@ DESCRIPTION
     C{reload}) reloads the maps (SMAR's and the conf map) and SMTPS's
     certificates (doc/tls.md); if a section's certificates cannot be
     read, it keeps its old ones and the exit status is 1.  C{flush}
-    retries deferred recipients now (all, or of one transaction),
+    retries deferred recipients now (all, or of one transaction; a flush
+    of all also ends the suspension of the next hops that could not be
+    reached, shown as C{suspended=SECONDS} under C{destinations}),
     C{hold}/C{release} stop and restart delivery of a transaction or one
     recipient (by index or address), C{delete} removes them without a
     bounce.

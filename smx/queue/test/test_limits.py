@@ -127,7 +127,9 @@ class SlowStartTests(unittest.TestCase):
         The limit starts at C{initial}, grows by one per success up to
         C{maximum} and halves on failure.
         """
-        s = SlowStart(Clock(), initial=2, maximum=4, cacheSize=OCC_MAX_ENTRIES)
+        s = SlowStart(
+            Clock(), initial=2, maximum=4, cacheSize=OCC_MAX_ENTRIES, deadTime=0
+        )
         s.opened("a")
         s.opened("a")
         self.assertFalse(s.mayOpen("a"))
@@ -149,7 +151,12 @@ class SlowStartTests(unittest.TestCase):
         conf = ConfigurationMap(path)
         conf.open()
         s = SlowStart(
-            Clock(), initial=10, maximum=100, conf=conf, cacheSize=OCC_MAX_ENTRIES
+            Clock(),
+            initial=10,
+            maximum=100,
+            conf=conf,
+            cacheSize=OCC_MAX_ENTRIES,
+            deadTime=0,
         )
         self.assertEqual(s.limits("127.0.0.1"), (5, 10))
         self.assertEqual(s.limits("192.0.2.1"), (1, 4))
@@ -161,7 +168,12 @@ class SlowStartTests(unittest.TestCase):
         """
         clock = Clock()
         s = SlowStart(
-            clock, initial=1, maximum=5, cacheSize=OCC_MAX_ENTRIES, cacheTimeout=10
+            clock,
+            initial=1,
+            maximum=5,
+            cacheSize=OCC_MAX_ENTRIES,
+            cacheTimeout=10,
+            deadTime=0,
         )
         s.opened("a")
         s.closed("a", True)
@@ -174,7 +186,7 @@ class SlowStartTests(unittest.TestCase):
         """
         At most C{cacheSize} idle entries are kept.
         """
-        s = SlowStart(Clock(), initial=10, maximum=100, cacheSize=2)
+        s = SlowStart(Clock(), initial=10, maximum=100, cacheSize=2, deadTime=0)
         for a in "abc":
             s.mayOpen(a)
         self.assertEqual(sorted(s.state()), ["b", "c"])

@@ -115,6 +115,7 @@ class SchedulerTestMixin:
             s.smtpcInitialConnections,
             s.smtpcMaxConnections,
             cacheSize=s.occMaxEntries,
+            deadTime=0,
         )
         daIds = iter(range(1, 1000))
         self.scheduler = Scheduler(
@@ -763,7 +764,7 @@ class DestinationQueuesTests(unittest.TestCase):
         self.clock = Clock()
         self.queues = DestinationQueues(
             self.clock,
-            SlowStart(self.clock, 1, 2, cacheSize=OCC_MAX_ENTRIES),
+            SlowStart(self.clock, 1, 2, cacheSize=OCC_MAX_ENTRIES, deadTime=0),
             waitForServer=30,
         )
         self.events = []
