@@ -78,6 +78,8 @@ class DeadlineMixin(TimeoutMixin):
 
         def _closeTransaction(self) -> None: ...
 
+        def _sessionOver(self) -> None: ...
+
         def _logConnection(self, code: int, dsn: str, text: str) -> None: ...
 
     def _record(self, partial: int) -> None:
@@ -187,6 +189,9 @@ class DeadlineMixin(TimeoutMixin):
         self._stopTimers()
         self._closeTransaction()
         self.factory.table.remove(self)
+        # QMGR knows before the client reads the last reply (and connects
+        # again, perhaps to another SMTPS process)
+        self._sessionOver()
         if abort or self._tlsPending:
             self.transport.abortConnection()
             return

@@ -268,6 +268,8 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
         reply = yield f.queueManager.sessionOpen(self.sessionId, self.clientAddress)
         if reply is None:
             self._opened = True
+            if self._lost:
+                self._sessionOver()
             reply = yield self.policy.checkConnection()
             if reply is None and not self._lost:
                 # Postfix policy servers (doc/policy.md)
@@ -423,7 +425,12 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
         self._mlClose()
         self.factory.table.remove(self)
         self.factory.sessions.discard(self)
+        self._sessionOver()
+
+    def _sessionOver(self) -> None:
+        """Tell the queue manager the session is over (once)."""
         if self._opened:
+            self._opened = False
             self.factory.queueManager.sessionClose(self.sessionId, self.clientAddress)
 
     def _closeTransaction(self) -> None:

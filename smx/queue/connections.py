@@ -12,6 +12,7 @@ SYNOPSIS
     out.probe(routes); out.unreachable(routes, name, reply); out.reachable(routes)
     inc = IncomingControl(clock, maxRate, maxOpen, conf=confMap)
     reply = inc.sessionOpen(sessionId, ip)     # None or a 4xx reply
+    d = inc.admit(sessionId, ip)    # the same, a while later if over ios:
 
 DESCRIPTION
     Slow start (seed §5.7.1): at most C{initial} (C{oci:}) concurrent
@@ -37,7 +38,16 @@ DESCRIPTION
 
     Incoming control: a client address may open at most C{icr:} /
     C{smtps_max_connection_rate} sessions per 60 seconds and have at most
-    C{ios:} / C{smtps_max_open_connections} open at once.
+    C{ios:} / C{smtps_max_open_connections} open at once.  L{admit}
+    (QMGR's C{sessionOpen}) does not refuse a session over the open
+    limit at once: it waits for a close of that address, at most
+    L{OPEN_GRACE} seconds, then looks again (and refuses if the limit
+    still holds).  In split mode the close of a session and the open of
+    the client's next one come from two SMTPS processes over two
+    connections, and the open may arrive first: a client that keeps
+    within the limit is not refused for that.  The rate limit is exact:
+    a session counts when it is accepted, and the look after the wait
+    checks the rate again.
 
 CONFIGURATION PARAMETERS
     smtpc_initial_connections, smtpc_max_connections,
@@ -47,7 +57,9 @@ CONFIGURATION PARAMETERS
 
 SECURITY
     The per-client state is bounded: addresses with no open session and no
-    session in the last 60 s are dropped.
+    session in the last 60 s are dropped; a session waits for a close at
+    most L{OPEN_GRACE} seconds (one timer each, at most one per open
+    SMTPS connection).
 
 DIAGNOSTICS
     Refused sessions get C{421 4.7.0} replies naming the limit.
@@ -57,14 +69,21 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Any, Deque, Dict, Hashable, Optional
+from typing import Any, Deque, Dict, Hashable, List, Optional, Tuple
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from smx.queue.confmap import ConfigurationMap
 from smx.values import ReplyData
 
 RATE_WINDOW = 60.0
+#: how long a session over the open-connections limit waits for a close
+#: of its address (from another SMTPS process) before it is refused
+OPEN_GRACE = 0.15
+#: L{IncomingControl.sessionOpen}'s answer, when asked not to refuse, to
+#: a session over the open-connections limit
+_OVER_OPEN = {"code": 421, "dsn": "4.7.0", "text": "over the limit"}  # type: ReplyData
 
 
 class _Destination:
@@ -330,6 +349,10 @@ class IncomingControl:
         self._recent = {}  # type: Dict[str, Deque[float]]
         self._open = {}  # type: Dict[str, int]
         self._sessions = {}  # type: Dict[str, str]
+        # address -> the sessions waiting for a close (L{admit})
+        self._waiting = (
+            {}
+        )  # type: Dict[str, List[Tuple[str, defer.Deferred[Optional[ReplyData]], Any]]]
         self.refused = 0
 
     def limits(self, address: str) -> tuple:
@@ -344,8 +367,12 @@ class IncomingControl:
                 open_ = v
         return rate, open_
 
-    def sessionOpen(self, sessionId: str, address: str) -> Optional[ReplyData]:
+    def sessionOpen(
+        self, sessionId: str, address: str, refuse: bool = True
+    ) -> Optional[ReplyData]:
         """
+        @param refuse: if false, a session over the open-connections limit
+            is not refused (nor counted) but answered with C{_OVER_OPEN}.
         @return: C{None} to accept, or a 421 reply to refuse.
         """
         now = self.clock.seconds()
@@ -361,6 +388,8 @@ class IncomingControl:
                 "text": "connection rate limit exceeded for %s" % (address,),
             }
         if self._open.get(address, 0) >= maxOpen:
+            if not refuse:
+                return _OVER_OPEN
             self.refused += 1
             return {
                 "code": 421,
@@ -372,6 +401,45 @@ class IncomingControl:
         self._sessions[sessionId] = address
         return None
 
+    def admit(
+        self, sessionId: str, address: str
+    ) -> defer.Deferred[Optional[ReplyData]]:
+        """
+        L{sessionOpen}, except that a session over the open-connections
+        limit waits for a close of its address, at most L{OPEN_GRACE}
+        seconds, before it is looked at again.
+
+        @return: a L{Deferred} firing with C{None} to accept, or a 421
+            reply to refuse.
+        """
+        reply = self.sessionOpen(sessionId, address, refuse=False)
+        if reply is not _OVER_OPEN:
+            return defer.succeed(reply)
+        d = defer.Deferred()  # type: defer.Deferred[Optional[ReplyData]]
+        timer = self.clock.callLater(  # type: ignore[attr-defined]
+            OPEN_GRACE, self._lastLook, sessionId, address, d
+        )
+        self._waiting.setdefault(address, []).append((sessionId, d, timer))
+        return d
+
+    def _unwait(self, address: str, d: defer.Deferred) -> None:
+        waiting = self._waiting.get(address, [])
+        waiting[:] = [w for w in waiting if w[1] is not d]
+        if not waiting:
+            self._waiting.pop(address, None)
+
+    def _lastLook(self, sessionId: str, address: str, d: defer.Deferred) -> None:
+        self._unwait(address, d)
+        d.callback(self.sessionOpen(sessionId, address))
+
+    def stop(self) -> None:
+        """Answer the sessions still waiting for a close now."""
+        for address, waiting in list(self._waiting.items()):
+            for sessionId, d, timer in list(waiting):
+                timer.cancel()
+                self._lastLook(sessionId, address, d)
+        self._waiting.clear()
+
     def sessionClose(self, sessionId: str, address: str) -> None:
         """A session accepted by L{sessionOpen} ended."""
         address = self._sessions.pop(sessionId, "") or address
@@ -382,6 +450,15 @@ class IncomingControl:
             self._open[address] = n
         else:
             self._open.pop(address, None)
+        waiting = self._waiting.get(address)
+        if waiting:
+            # the first session waiting for this close takes its place
+            sessionId, d, timer = waiting[0]
+            reply = self.sessionOpen(sessionId, address, refuse=False)
+            if reply is not _OVER_OPEN:
+                timer.cancel()
+                self._unwait(address, d)
+                d.callback(reply)
         self._expire()
 
     def _expire(self) -> None:

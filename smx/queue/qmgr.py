@@ -379,6 +379,7 @@ class QueueManager(service.Service):
         return self._close()
 
     def _close(self) -> Any:
+        self.incoming.stop()
         self.store.writePending()
         self.log.stop()
         if self.defedb.isOpen:
@@ -396,16 +397,21 @@ class QueueManager(service.Service):
     def sessionOpen(
         self, sessionId: str, clientAddress: str
     ) -> defer.Deferred[Optional[ReplyData]]:
-        reply = self.incoming.sessionOpen(sessionId, clientAddress)
-        dbg.debug(
-            self.logger,
-            dbg.SMTPS,
-            2,
-            ss_sess=sessionId,
-            client=clientAddress,
-            open="refused" if reply else "ok",
-        )
-        return defer.succeed(reply)
+        # over the open limit: a while for a close from another SMTPS
+        d = self.incoming.admit(sessionId, clientAddress)
+
+        def answered(reply: Optional[ReplyData]) -> Optional[ReplyData]:
+            dbg.debug(
+                self.logger,
+                dbg.SMTPS,
+                2,
+                ss_sess=sessionId,
+                client=clientAddress,
+                open="refused" if reply else "ok",
+            )
+            return reply
+
+        return d.addCallback(answered)
 
     def sessionClose(self, sessionId: str, clientAddress: str) -> None:
         dbg.debug(self.logger, dbg.SMTPS, 2, ss_sess=sessionId, close="ok")

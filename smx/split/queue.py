@@ -83,6 +83,24 @@ SESSION_UNAVAILABLE = Reply(421, "4.3.2", "Service not available, try again late
 TRANSACTION_UNAVAILABLE = Reply(451, "4.3.0", "Temporary failure, try again later")
 
 
+def _sendNow(proto: Any) -> None:
+    """
+    Write what C{proto}'s transport holds now instead of at the reactor's
+    next turn (L{twisted.internet.abstract.FileDescriptor.doWrite}).
+    """
+    transport: Any = getattr(proto, "transport", None)
+    doWrite = getattr(transport, "doWrite", None)
+    if (
+        doWrite is None
+        or not getattr(transport, "connected", False)
+        or transport.disconnecting
+        or getattr(transport, "_writeDisconnecting", False)
+    ):
+        return
+    # an error is the reactor's to find on its next write
+    doWrite()
+
+
 def _plain(value: Any) -> Any:
     """Status and queue listings as plain data (keys as strings)."""
     return json.loads(json.dumps(value, default=str))
@@ -421,6 +439,9 @@ class QueueManagerProxy(service.MultiService):
             c.SessionClose, sessionId=sessionId, clientAddress=clientAddress
         )
         d.addErrback(lambda f: None)
+        # on the wire before SMTPS's last reply to the client, whose next
+        # session (perhaps through another SMTPS) must not find it open
+        _sendNow(self.peer.protocol)
         return None
 
     def checkAcceptance(self, size, sessionId=None):

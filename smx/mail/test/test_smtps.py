@@ -10,7 +10,9 @@ from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python import failure
 from twisted.trial import unittest
 
 from smx.log import Logger, MemorySink, parseRecord
@@ -104,6 +106,36 @@ class SessionTests(unittest.TestCase):
         self.assertTrue(h.transport.disconnecting)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertIn("sev=ERR", h.sink.lines()[0])
+
+    def test_closeBeforeLastReply(self):
+        """
+        At QUIT the queue manager hears that the session is over when the
+        221 is written, before the connection is gone (in split mode the
+        client's next session may reach QMGR through another SMTPS
+        process); once only, not again when the connection ends.
+        """
+        h = Harness()
+        h.connect()
+        sid = h.protocol.sessionId
+        self.assertEqual(h.send(b"QUIT\r\n")[:4], b"221 ")
+        self.assertTrue(h.transport.disconnecting)
+        self.assertEqual(h.qmgr.closed, [sid])
+        h.protocol.connectionLost(failure.Failure(ConnectionDone()))
+        self.assertEqual(h.qmgr.closed, [sid])
+
+    def test_closeLostBeforeOpened(self):
+        """
+        A client gone while QMGR's answer to C{sessionOpen} is pending:
+        the session QMGR then opens is closed at once.
+        """
+        h = Harness()
+        opened = defer.Deferred()
+        h.qmgr.sessionOpen = lambda sessionId, address: opened
+        h.connect()
+        h.protocol.connectionLost(failure.Failure(ConnectionDone()))
+        self.assertEqual(h.qmgr.closed, [])
+        opened.callback(None)
+        self.assertEqual(h.qmgr.closed, [h.protocol.sessionId])
 
     def test_mappedAddress(self):
         """An IPv4-mapped IPv6 client is logged as IPv4."""

@@ -58,10 +58,14 @@ def _usable() -> str:
     return ""
 
 
-class LayoutTests(SynchronousTestCase):
+class LayoutBase(SynchronousTestCase):
     """
-    The §5.3 layout under the MCP, with SIGKILLs.
+    The §5.3 layout under the MCP: the users, the queue, the sink and the
+    configuration (L{qmgrOptions} added to QMGR's section).
     """
+
+    #: more options of the qmgr section
+    qmgrOptions = ""
 
     def setUp(self) -> None:
         reason = _usable()
@@ -144,6 +148,7 @@ qmgr {
     mcp_type = wait; user = %(SMXQ)s;
     restartdependencies = { smtps, smtpc, smar };
     path = "%(qmgr)s"; arguments = "smx-qmgr -f %(config)s";
+    %(qmgrOptions)s
 }
 
 smtps {
@@ -179,6 +184,7 @@ smar {
             smtps=program % "smtps",
             smtpc=program % "smtpc",
             smar=program % "smar",
+            qmgrOptions=self.qmgrOptions,
         )
         os.unlink(self.config)
         with open(self.config, "w") as f:
@@ -260,6 +266,12 @@ smar {
     def delivered(self, markers: List[str], timeout: float = 15.0) -> Dict[str, int]:
         waitFor(lambda: all(self.counts(markers).values()), timeout)
         return self.counts(markers)
+
+
+class LayoutTests(LayoutBase):
+    """
+    The §5.3 layout under the MCP, with SIGKILLs.
+    """
 
     def test_killEachComponent(self) -> None:
         """

@@ -11,7 +11,7 @@ from twisted.trial import unittest
 
 from smx.bdb import db
 from smx.queue.confmap import ConfigurationMap, lookupKeys
-from smx.queue.connections import IncomingControl, SlowStart
+from smx.queue.connections import OPEN_GRACE, IncomingControl, SlowStart
 from smx.queue.diskspace import FLOOR, DiskSpaceMonitor, leastFreeBytes
 from smx.queue.testing import defaultQueueSettings
 
@@ -223,6 +223,62 @@ class IncomingControlTests(unittest.TestCase):
         c.sessionClose("s1", "1.2.3.4")
         self.assertIsNone(c.sessionOpen("s3", "1.2.3.4"))
         self.assertEqual(c.openSessions(), 1)
+
+    def test_admitWaitsForClose(self):
+        """
+        L{IncomingControl.admit} keeps a session over the open limit
+        waiting: a close of its address (which in split mode may come
+        after the open, from another SMTPS process) lets the first waiting
+        session in; another address's close does not.
+        """
+        clock = Clock()
+        c = IncomingControl(clock, maxRate=100, maxOpen=1)
+        self.assertIsNone(self.successResultOf(c.admit("s1", "1.2.3.4")))
+        self.assertIsNone(self.successResultOf(c.admit("o1", "5.6.7.8")))
+        d2 = c.admit("s2", "1.2.3.4")
+        d3 = c.admit("s3", "1.2.3.4")
+        self.assertNoResult(d2)
+        c.sessionClose("o1", "5.6.7.8")
+        self.assertNoResult(d2)
+        clock.advance(OPEN_GRACE / 2)
+        c.sessionClose("s1", "1.2.3.4")
+        self.assertIsNone(self.successResultOf(d2))
+        self.assertNoResult(d3)
+        self.assertEqual(c.refused, 0)
+        clock.advance(OPEN_GRACE)
+        self.assertEqual(self.successResultOf(d3)["code"], 421)
+        self.assertEqual(c.refused, 1)
+        self.assertEqual(c.openSessions(), 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_admitRateExact(self):
+        """
+        A session that waited for a close is checked against the rate
+        limit again when it is let in: the sessions accepted meanwhile
+        count, and the one refused is not counted as accepted.
+        """
+        clock = Clock()
+        c = IncomingControl(clock, maxRate=2, maxOpen=1)
+        self.assertIsNone(self.successResultOf(c.admit("s1", "1.2.3.4")))
+        d = c.admit("s2", "1.2.3.4")
+        self.assertNoResult(d)
+        c.sessionClose("s1", "1.2.3.4")
+        self.assertIsNone(self.successResultOf(d))
+        c.sessionClose("s2", "1.2.3.4")
+        reply = self.successResultOf(c.admit("s3", "1.2.3.4"))
+        self.assertEqual(reply["text"], "connection rate limit exceeded for 1.2.3.4")
+
+    def test_admitStop(self):
+        """
+        L{IncomingControl.stop} answers the waiting sessions at once.
+        """
+        clock = Clock()
+        c = IncomingControl(clock, maxRate=100, maxOpen=1)
+        self.successResultOf(c.admit("s1", "1.2.3.4"))
+        d = c.admit("s2", "1.2.3.4")
+        c.stop()
+        self.assertEqual(self.successResultOf(d)["code"], 421)
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_confMap(self):
         """

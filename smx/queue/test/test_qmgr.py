@@ -18,6 +18,7 @@ from smx.mail.testing import FakeDeliveryAgent
 from smx.maps.testing import FakeAddressResolver
 from smx.queue import ibdb
 from smx.queue.cdb import FileContentStore
+from smx.queue.connections import OPEN_GRACE
 from smx.queue.qmgr import STOP_WAIT, QueueManager
 from smx.queue.testing import defaultQueueSettings
 
@@ -562,10 +563,18 @@ class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
         """
         self.restartWith(smtpsMaxOpenConnections=1)
         self.assertIsNone(self.successResultOf(self.qmgr.sessionOpen("s1", "1.2.3.4")))
-        reply = self.successResultOf(self.qmgr.sessionOpen("s2", "1.2.3.4"))
-        self.assertEqual(reply["code"], 421)
+        d = self.qmgr.sessionOpen("s2", "1.2.3.4")
+        # over the limit: refused after a while without a close
+        self.assertNoResult(d)
+        self.clock.advance(OPEN_GRACE)
+        self.assertEqual(self.successResultOf(d)["code"], 421)
         self.qmgr.sessionClose("s1", "1.2.3.4")
         self.assertIsNone(self.successResultOf(self.qmgr.sessionOpen("s3", "1.2.3.4")))
+        # a close that comes while a session waits lets it in
+        d = self.qmgr.sessionOpen("s4", "1.2.3.4")
+        self.assertNoResult(d)
+        self.qmgr.sessionClose("s3", "1.2.3.4")
+        self.assertIsNone(self.successResultOf(d))
 
     def test_diskShort(self):
         """
