@@ -684,6 +684,28 @@ class QueueManager(service.Service):
         ]
         return out or None
 
+    def retryReply(self, reply: str) -> int:
+        """
+        Try again now the deferred recipients whose last reply is
+        C{reply} (in split mode, those deferred because no SMTPC process
+        was connected, when one connects again).
+
+        @return: how many.
+        """
+        if not self.running:
+            return 0
+        now = self.reactor.seconds()
+        n = 0
+        for ta in list(self.store.transactions.values()):
+            for r in ta.recipients.values():
+                if r.state == "deferred" and r.reply == reply and r.nextTry > now:
+                    r.nextTry = now
+                    self.scheduler.retryAt(ta, r)
+                    n += 1
+        if n:
+            self.logger.notice(stat="retry", reply=reply, rcpts=n)
+        return n
+
     def _control_flush(self, ta: Transaction, rcpts: List[Recipient]) -> int:
         n = 0
         for r in rcpts:

@@ -28,7 +28,9 @@ DESCRIPTION
     MCP starts another) is handed over once more, to the next SMTPC
     process.  A delivery that cannot be handed over, or whose SMTPC
     process goes away again, gives a temporary result (C{451 4.4.0}) for
-    every recipient: QMGR defers them and tries again.
+    every recipient: QMGR defers them and tries again, at once when an
+    SMTPC process connects (L{RemoteDeliveryAgents.onConnected}), not
+    after C{retry_min_delay}.
 
     An SMTPC process goes on with the deliveries it has when QMGR goes
     away (killed, restarting): the successful results it could not give,
@@ -66,6 +68,8 @@ from smx.values import DeliveryTransaction, Result, checked, checkedList
 
 #: the most late results either side keeps
 MAX_LATE = 10000
+#: the reply of every recipient of a delivery no SMTPC process took
+AGENT_UNAVAILABLE = "451 4.4.0 delivery agent unavailable"
 #: seconds before its connection is lost within which a delivery's answer
 #: may not have been acted on by QMGR (killed with the answer unread, or
 #: before it logged it): its results are given to the next QMGR as well
@@ -308,6 +312,9 @@ class RemoteDeliveryAgents(service.Service):
     module docstring).
 
     @ivar connections: the connected SMTPC processes.
+    @ivar onConnected: called (without arguments) when an SMTPC process
+        has connected and said L{c.Ready}: QMGR tries again the
+        recipients deferred with L{AGENT_UNAVAILABLE}.
     """
 
     name = "smtpc socket"  # type: ignore[assignment]
@@ -331,6 +338,7 @@ class RemoteDeliveryAgents(service.Service):
         )  # type: collections.OrderedDict[Tuple[str, str], Dict[str, Any]]
         self._waiting = []  # type: List[defer.Deferred]
         self._port = None  # type: Any
+        self.onConnected = None  # type: Optional[Callable[[], Any]]
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -374,6 +382,11 @@ class RemoteDeliveryAgents(service.Service):
         for d in waiting:
             if not d.called:
                 d.callback(conn)
+        if self.onConnected is not None:
+            try:
+                self.onConnected()
+            except Exception:
+                self.logger.failure("RemoteDeliveryAgents.onConnected", Failure())
 
     def _lost(self, conn: _AgentConnection) -> None:
         if conn in self.connections:
@@ -519,8 +532,9 @@ class RemoteDeliveryAgents(service.Service):
                 address=r["address"],
                 status="temp",
                 code=451,
-                reply="451 4.4.0 delivery agent unavailable",
-                where="connect",
+                reply=AGENT_UNAVAILABLE,
+                # not "connect": no next hop was tried, none is suspended
+                where="agent",
             ).toData()
             for i, r in enumerate(data["recipients"])
         ]

@@ -184,7 +184,7 @@ def _qmgr(
     cfg: Any, reactor: Any, root: Any, instanceId: Any, fd: Any
 ) -> Dict[str, Any]:
     from smx.queue.qmgr import QueueManager, contentStoreFromConfiguration
-    from smx.split.delivery import RemoteDeliveryAgents
+    from smx.split.delivery import AGENT_UNAVAILABLE, RemoteDeliveryAgents
     from smx.split.queue import queueManagerFactory
     from smx.split.resolver import AddressResolverProxy
 
@@ -213,6 +213,7 @@ def _qmgr(
     qmgr = QueueManager.fromConfiguration(
         cfg, contentStore, resolver, agents, reactor, logger, threadPool=threadPool
     )
+    agents.onConnected = lambda: qmgr.retryReply(AGENT_UNAVAILABLE)
     from smx.mail.milterinternal import internalMilters
 
     # qmgr's milters: its bounces and notices (doc/milter.md)

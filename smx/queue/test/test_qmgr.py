@@ -463,6 +463,31 @@ class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
         self.assertFalse(self.cdb.exists(taId))
         self.failureResultOf(self.qmgr.control("hold", "S0"), KeyError)
 
+    def test_retryReply(self):
+        """
+        C{retryReply} tries again now the deferred recipients whose last
+        reply is the one given (in split mode: no SMTPC process was
+        connected), not the others.
+        """
+        unavailable = "451 4.4.0 delivery agent unavailable"
+        self.agent.outcome = lambda r: (
+            ("temp", 451, unavailable)
+            if r["address"].startswith("b@")
+            else ("temp", 451, "451 later")
+        )
+        self.submit(recipients=("b@y.test", "c@y.test"))
+        self.clock.advance(0.01)
+        self.assertEqual(len(self.agent.transactions), 1)
+        self.agent.outcome = lambda r: ("ok", 250, "250 2.0.0 ok")
+        self.assertEqual(self.qmgr.retryReply(unavailable), 1)
+        self.clock.advance(0.01)
+        self.assertEqual(len(self.agent.transactions), 2)
+        self.assertEqual(
+            [r["address"] for r in self.agent.transactions[-1]["recipients"]],
+            ["b@y.test"],
+        )
+        self.assertEqual(self.qmgr.retryReply(unavailable), 0)
+
     def test_holdSurvivesRestart(self):
         """
         A held recipient is still held after a restart (DEFEDB has it),

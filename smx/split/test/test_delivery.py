@@ -19,7 +19,11 @@ from zope.interface.verify import verifyObject
 
 from smx.interfaces import IDeliveryAgent
 from smx.mail.testing import FakeDeliveryAgent
-from smx.split.delivery import RemoteDeliveryAgents, deliveryAgentClient
+from smx.split.delivery import (
+    AGENT_UNAVAILABLE,
+    RemoteDeliveryAgents,
+    deliveryAgentClient,
+)
 from smx.split.testing import running, socketPath
 
 ROUTE = {
@@ -227,13 +231,28 @@ class NoAgentTests(unittest.TestCase):
     def test_none(self) -> Any:
         """
         Without an SMTPC process within C{wait_for_client}, every
-        recipient has a temporary result.
+        recipient has a temporary result, C{AGENT_UNAVAILABLE}, not one of
+        a connection (which would suspend the next hop).
         """
         results = yield self.agent.deliver(transaction())
         self.assertEqual(
-            [(r["index"], r["status"], r["where"]) for r in results],
-            [(0, "temp", "connect"), (1, "temp", "connect")],
+            [(r["index"], r["status"], r["where"], r["reply"]) for r in results],
+            [(i, "temp", "agent", AGENT_UNAVAILABLE) for i in (0, 1)],
         )
+
+    @defer.inlineCallbacks
+    def test_onConnected(self) -> Any:
+        """
+        C{onConnected} is called when an SMTPC process has connected and
+        said Ready (QMGR then retries what was deferred without one).
+        """
+        calls: List[int] = []
+        self.agent.onConnected = lambda: calls.append(len(self.agent.connections))
+        self.agent.waitForClient = 5
+        d = self.agent.deliver(transaction())
+        running(self, deliveryAgentClient(reactor, self.path, FakeDeliveryAgent(), 5))
+        yield d
+        self.assertEqual(calls, [1])
 
     @defer.inlineCallbacks
     def test_waits(self) -> Any:

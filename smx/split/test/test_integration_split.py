@@ -59,6 +59,7 @@ class SplitSystem:
                     lmtpd=False,
                     qmgr="wait_for_client = 2s; wait_for_server = 2s;",
                     smtpc="wait_for_server = 5s;",
+                    retry=getattr(testCase, "retry", "1s"),
                 )
             )
         with open(os.path.join(self.directory, "mt"), "w") as f:
@@ -289,6 +290,43 @@ class SplitModeTests(_SplitTestCase):
         self.system.listening("qmsmar/smarsock")
         self.assertEqual(self.system.send("smar-after"), 250)
         self.assertEqual(self.delivered(["smar-after"]), {"smar-after": 1})
+
+
+class AgentBackTests(_SplitTestCase):
+    """
+    Recipients deferred because no SMTPC process was connected for
+    C{wait_for_client} (2 s here) are tried again as soon as one connects,
+    not after C{retry_min_delay} (5 minutes here).
+    """
+
+    retry = "5m"
+
+    def test_deferredRetriedWhenBack(self) -> None:
+        """
+        SMTPC stopped longer than C{wait_for_client}: the messages accepted
+        meanwhile are deferred with C{451 4.4.0 delivery agent
+        unavailable}; SMTPC started again delivers them within seconds.
+        """
+        self.system.kill("smtpc")
+        markers = ["back-%d-%s" % (i, os.urandom(4).hex()) for i in range(3)]
+        for m in markers:
+            self.assertEqual(self.system.send(m), 250)
+        self.assertTrue(
+            waitFor(
+                lambda: self.system.log("qmgr").count(
+                    "451 4.4.0 delivery agent unavailable"
+                )
+                >= len(markers),
+                20,
+            ),
+            self.system.log("qmgr")[-3000:],
+        )
+        self.system.start("smtpc")
+        self.assertEqual(
+            self.delivered(markers, 15),
+            {m: 1 for m in markers},
+            self.system.log("qmgr")[-3000:],
+        )
 
 
 class InFlightTests(_SplitTestCase):
