@@ -65,6 +65,41 @@ def lostReason(reason: Failure) -> str:
     return reason.getErrorMessage()
 
 
+def connectReason(reason: Any) -> str:
+    """
+    Why a connection could not be made, in one line: the system's reason
+    (C{Connection refused}, C{No such file or directory}), C{connection
+    closed} for a peer that closed it at once, rather than Twisted's
+    C{An error occurred while connecting: [Failure instance: ...]}.
+
+    @param reason: a L{Failure} or an exception.
+    """
+    e = reason.value if isinstance(reason, Failure) else reason
+    for _ in range(5):
+        inner = e.args[0] if isinstance(e, error.ConnectError) and e.args else None
+        if isinstance(inner, Failure):
+            e = inner.value
+        elif isinstance(inner, BaseException):
+            e = inner
+        else:
+            break
+    if isinstance(e, error.ConnectionDone):
+        text = "connection closed"
+    elif isinstance(e, error.ConnectionLost):
+        text = "connection lost"
+    elif isinstance(e, error.ConnectError):
+        arg = e.args[0] if e.args else ""
+        if arg:
+            text = str(arg)
+        elif e.osError:
+            text = str(e.osError)
+        else:
+            text = e.MESSAGE
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split()).rstrip(".") or type(e).__name__
+
+
 class SessionError(Exception):
     """
     A session could not be set up (or reset).
@@ -627,6 +662,6 @@ class _ConnectFactory(ClientFactory):
                 SessionError(
                     "connect",
                     0,
-                    "451 4.4.1 cannot connect: %s" % (reason.getErrorMessage(),),
+                    "451 4.4.1 cannot connect: %s" % (connectReason(reason),),
                 )
             )

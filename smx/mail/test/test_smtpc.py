@@ -10,15 +10,16 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectError, ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from smx.interfaces import IDeliveryAgent
 from smx.log import Logger, MemorySink, parseRecord
 from smx.mail import client, smtpc
+from smx.mail.clientprotocol import SessionError
 from smx.mail.smtpc import (
     ClientProtocol,
     DeliveryAgent,
@@ -752,3 +753,50 @@ class ConfigurationTests(SynchronousTestCase):
             MemoryReactorClock(),
         )
         self.assertIn("/nonexistent/c.pem", str(e))
+
+
+class ConnectReasonTests(TestCase):
+    """
+    The reply of a connection that could not be made names the reason in
+    one line (L{smx.mail.clientprotocol.connectReason}), never Twisted's
+    repr of a L{Failure}.
+    """
+
+    def connectFailed(self, connect: Any) -> Any:
+        from twisted.internet import reactor
+
+        factory = _ConnectFactory(lambda: None)
+        connect(reactor, factory)
+        return self.assertFailure(factory.deferred, SessionError).addCallback(
+            lambda e: e.reply
+        )
+
+    def test_refused(self) -> Any:
+        """A loopback port nobody listens on: C{Connection refused}."""
+        from smx.test.mta import freePort
+
+        port = freePort()
+        d = self.connectFailed(lambda r, f: r.connectTCP("127.0.0.1", port, f))
+        return d.addCallback(
+            self.assertEqual, "451 4.4.1 cannot connect: Connection refused"
+        )
+
+    def test_noSocket(self) -> Any:
+        """A Unix socket (LMTP) that is not there: the system's reason."""
+        path = self.mktemp()
+        d = self.connectFailed(lambda r, f: r.connectUNIX(path, f))
+        return d.addCallback(
+            self.assertEqual, "451 4.4.1 cannot connect: No such file or directory"
+        )
+
+    def test_closedWhileConnecting(self) -> None:
+        """
+        A connection lost before it was made (Twisted's C{ConnectError}
+        holding the L{Failure} of C{ConnectionDone}, seen with LMTP
+        around restarts): C{connection closed}.
+        """
+        factory = _ConnectFactory(lambda: None)
+        reason = Failure(ConnectError(string=Failure(ConnectionDone())))
+        factory.clientConnectionFailed(None, reason)
+        e = self.failureResultOf(factory.deferred, SessionError).value
+        self.assertEqual(e.reply, "451 4.4.1 cannot connect: connection closed")
