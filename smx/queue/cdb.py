@@ -513,7 +513,12 @@ class FileContentStore:
         if missing:
             spreadSubdirectories(self.baseDirectory)
         for path in missing:
-            os.mkdir(path, 0o771)
+            try:
+                os.mkdir(path, 0o771)
+            except FileExistsError:
+                # made meanwhile by another process starting at once
+                if not os.path.isdir(path):
+                    raise
 
     def _checkId(self, transactionId: str) -> None:
         if not isServerId(transactionId) and not (

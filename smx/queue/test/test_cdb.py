@@ -34,6 +34,32 @@ class FileContentStoreTests(unittest.TestCase):
         """
         self.assertTrue(verifyObject(IContentStore, self.store))
 
+    def test_directoriesRace(self):
+        """
+        Another process (QMGR and SMTPS start at once) making the
+        directories between the check and the C{mkdir}: no error, the
+        directories are there.  A file where a directory should be is
+        still an error.
+        """
+        base = self.mktemp()
+        os.makedirs(base)
+        real = cdb.spreadSubdirectories
+
+        def other(path):
+            # the other process makes them all after this one's check
+            for name in cdb.DIRECTORIES:
+                os.mkdir(os.path.join(path, name), 0o771)
+            return real(path)
+
+        self.patch(cdb, "spreadSubdirectories", other)
+        cdb.FileContentStore(base)
+        self.assertEqual(sorted(os.listdir(base)), sorted(cdb.DIRECTORIES))
+        self.patch(cdb, "spreadSubdirectories", real)
+        bad = self.mktemp()
+        os.makedirs(bad)
+        open(os.path.join(bad, "8"), "w").close()
+        self.assertRaises(FileExistsError, cdb.FileContentStore, bad)
+
     def test_directories(self):
         """
         The sixteen directories 0-9, A-F exist after construction.
