@@ -53,7 +53,7 @@ import re
 import resource
 import signal
 import sys
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, NoReturn, Optional
 
 from twisted.application import service
 from twisted.internet import error
@@ -138,7 +138,7 @@ class Options(usage.Options):
         try:
             self.configuration = loadConfiguration(path, queueDirectory=queueDirectory)
         except ConfigError as e:
-            raise usage.UsageError(str(e))
+            self._configProblem(str(e))
         qmgr = self.configuration.section("qmgr")
         for name, value in self["overrides"].items():
             try:
@@ -153,7 +153,7 @@ class Options(usage.Options):
         try:
             self.configuration.reconcile()
         except ConfigError as e:
-            raise usage.UsageError(str(e))
+            self._configProblem(str(e))
         from smx.config.files import checkFiles
 
         problems = checkFiles(self.configuration)
@@ -161,7 +161,23 @@ class Options(usage.Options):
         for warning in self.configuration.warnings:
             sys.stderr.write("%s\n" % (warning,))
         if problems:
-            raise usage.UsageError("\n".join(str(e) for e in problems))
+            self._configProblem("\n".join(str(e) for e in problems))
+
+    def _configProblem(self, text: str) -> NoReturn:
+        """
+        A mistake in the configuration: under twistd, one line per problem
+        on standard error and exit status 78 (EX_CONFIG, as C{smx-mcp}),
+        not twistd's usage text before it; a L{usage.UsageError}
+        otherwise.
+        """
+        if getattr(self, "parent", None) is None:
+            raise usage.UsageError(text)
+        from smx.mcp.settings import EX_CONFIG
+
+        for line in text.splitlines():
+            sys.stderr.write("smx: %s\n" % (line,))
+        sys.stderr.flush()
+        raise SystemExit(EX_CONFIG)
 
 
 class SmxService(service.MultiService):

@@ -1042,8 +1042,8 @@ SMTPC = section(
             "1",
             "§5.10",
             "number of processes",
-            inert="the SMTPC processes of split mode, which smx does not have "
-            "yet; embedded smx delivers from one process",
+            inert="embedded smx delivers from one process; in split mode the "
+            "MCP starts as many SMTPC processes as the min_processes of smtpc",
         ),
         opt(
             "wait_for_server",

@@ -234,6 +234,24 @@ class TwistdIntegrationTests(unittest.TestCase):
             hard = 1 << 20
         self.assertEqual(running, hard)
 
+    def test_badConfigurationOneLine(self):
+        """
+        A mistake in the configuration: twistd prints one line that names
+        file, line and column (not its usage text before it) and exits 78
+        (EX_CONFIG, as C{smx-mcp}).
+        """
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        path = os.path.join(d, "smx.conf")
+        with open(path, "w") as f:
+            f.write("qmgr\n  = 3;\n")
+        proc = self._twistd(d, path)
+        out, _ = proc.communicate(timeout=30)
+        text = out.decode("utf-8", "replace")
+        self.assertEqual(proc.returncode, 78, text)
+        self.assertEqual(text.count("\n"), 1, text)
+        self.assertTrue(text.startswith("smx: %s:2:3: " % (path,)), text)
+
     def test_portInUse(self):
         """
         When the SMTPS port is taken, twistd ends with exit status 1 and

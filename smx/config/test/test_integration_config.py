@@ -315,7 +315,7 @@ class PathTests(_Base):
             cwd=self.mta.directory,
             timeout=30,
         )
-        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertEqual(p.returncode, 78, p.stdout + p.stderr)
         self.assertIn(expected, (p.stdout + p.stderr).splitlines()[-1])
         self.assertFalse(canConnect(self.mta.port))
 

@@ -592,3 +592,19 @@ class SMTPSIdProgramTests(SynchronousTestCase):
             "%s:3:8: invalid value for option 'id' in section 'smtps': 300 is "
             "out of range (0..255)\n" % (path,),
         )
+
+
+class ReferenceTextTests(SynchronousTestCase):
+    """
+    The reference text of options whose meaning depends on the mode.
+    """
+
+    def test_smtpcProcesses(self):
+        """
+        C{processes} of C{smtpc} does not say that split mode has no SMTPC
+        processes: it names what starts them (the MCP, C{min_processes}).
+        """
+
+        [option] = [o for o in table.SMTPC.options if o.name == "processes"]
+        self.assertNotIn("does not have", option.inert)
+        self.assertIn("min_processes", option.inert)

@@ -46,8 +46,8 @@ class MacroNameTests(TestCase):
         """
         C{"{bad"}, an unbalanced brace: C{smx config} exits 2 with one
         line C{FILE:4:COLUMN:} naming the option C{connect} of C{milter
-        filter.macros}, and C{twistd -n smx} does not start (exit 1, the
-        same line after its usage text, no traceback).
+        filter.macros}, and C{twistd -n smx} does not start (exit 78,
+        EX_CONFIG, the same line, no traceback).
         """
         path = self.write('"{bad"')
         p = subprocess.run(
@@ -69,7 +69,7 @@ class MacroNameTests(TestCase):
             cwd=self.root,
             timeout=30,
         )
-        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertEqual(p.returncode, 78, p.stdout)
         self.assertIn(path + ":4:", p.stdout)
         self.assertIn("'{bad' is not a macro name", p.stdout)
         self.assertNotIn("Traceback", p.stdout)
