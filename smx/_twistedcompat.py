@@ -28,10 +28,6 @@ DESCRIPTION
         C{tcp.Connector._makeTransport} (L{hasBufferedWrites},
         L{writeDisconnected}, L{disconnectSelectable}, L{TCPConnector}):
         L{smx.net}.
-      - C{tcp.Port._fromListeningDescriptor} (L{adoptedTCPPort}) and
-        C{EPollReactor._poller}, C{_reads} and C{_selectables}
-        (L{addExclusiveReader}): L{smx.net}'s port on a socket shared by
-        several processes.
       - C{twisted.scripts.twistd._SomeApplicationRunner} and
         C{AppLogger._getLogObserver} (L{twistdLogObserver}): L{smx.tap}.
       - C{twisted.mail.maildir._MaildirNameGenerator}
@@ -44,8 +40,6 @@ DESCRIPTION
 
 from __future__ import annotations
 
-import errno
-import select
 from typing import Any, Optional
 
 from twisted.internet import defer, tcp
@@ -58,8 +52,6 @@ __all__ = [
     "writeDisconnected",
     "disconnectSelectable",
     "TCPConnector",
-    "adoptedTCPPort",
-    "addExclusiveReader",
     "twistdLogObserver",
     "MaildirNameGenerator",
     "responseFromMessage",
@@ -140,59 +132,6 @@ class TCPConnector(tcp.Connector):
         return self.clientClass(
             self.host, self.port, self.bindAddress, self, self.reactor
         )
-
-
-def adoptedTCPPort(
-    portClass: Any, reactor: Any, fd: int, addressFamily: int, factory: Any
-) -> Any:
-    """
-    An instance of C{portClass} (a L{tcp.Port} subclass) for the listening
-    socket C{fd}, not yet listening: what C{reactor.adoptStreamPort} makes
-    and starts, with a class of the caller's choice.
-
-    Relies on C{tcp.Port._fromListeningDescriptor(reactor, fd,
-    addressFamily, factory)}, the class method C{adoptStreamPort} calls
-    (it duplicates C{fd}); C{startListening} then uses that socket instead
-    of binding one.
-    """
-    return portClass._fromListeningDescriptor(reactor, fd, addressFamily, factory)
-
-
-def addExclusiveReader(reactor: Any, reader: Any) -> bool:
-    """
-    Watch C{reader} for reading like C{reactor.addReader}, registered with
-    C{EPOLLIN | EPOLLEXCLUSIVE}: of the processes whose epoll instances
-    wait on the same file (a listening socket they share), the kernel
-    wakes one for an event instead of all of them (Linux 4.5).  The
-    reactor's C{removeReader} removes it as any reader.
-
-    Relies on C{EPollReactor._poller} (its C{select.epoll}), C{_reads}
-    (the descriptors watched for reading) and C{_selectables} (descriptor
-    to reader), which C{addReader} updates the same way; an exclusive
-    registration cannot be changed with C{EPOLL_CTL_MOD}, so the reader
-    must never be watched for writing too (a listening socket is not).
-
-    @return: C{False}, having done nothing, when C{reactor} is not the
-        epoll reactor or the kernel refuses the flag (the caller then uses
-        C{addReader}); C{True} otherwise.
-    """
-    exclusive = getattr(select, "EPOLLEXCLUSIVE", None)
-    epoll: Any = getattr(select, "epoll", None)
-    poller: Any = getattr(reactor, "_poller", None)
-    if exclusive is None or epoll is None or not isinstance(poller, epoll):
-        return False
-    fd = reader.fileno()
-    if fd in reactor._reads:
-        return True
-    try:
-        poller.register(fd, select.EPOLLIN | exclusive)
-    except OSError as e:
-        if e.errno == errno.EINVAL:
-            return False
-        raise
-    reactor._reads.add(fd)
-    reactor._selectables[fd] = reader
-    return True
 
 
 def twistdLogObserver(options: Any) -> Any:

@@ -24,21 +24,9 @@ DESCRIPTION
     closes at the end of the reactor's turn instead of first registering
     the socket for writing.
 
-    L{adoptTCPPort} serves a listening socket that other processes serve
-    too (split mode's SMTPS processes on the socket the MCP passes them).
-    Twisted's epoll reactor watches it with C{EPOLLIN}, so every process
-    waiting in C{epoll_wait} is woken for each new connection, one
-    accepts it and the others find nothing (C{EAGAIN}).  L{SharedPort}
-    watches it with C{EPOLLIN | EPOLLEXCLUSIVE} instead: the kernel wakes
-    one waiting process.  It always prefers the first waiter on the
-    socket's queue, so after a wake-up that accepted a connection the
-    port registers itself again, which puts its process at the end of
-    that queue: the connections of a lightly loaded server still go to
-    every process in turn.
-
-    L{listenTCP}, L{connectTCP} and L{adoptTCPPort} fall back to the
-    reactor's own methods for a reactor that is not Twisted's POSIX
-    reactor (the memory reactors of unit tests).
+    L{listenTCP} and L{connectTCP} fall back to the reactor's own methods
+    for a reactor that is not Twisted's POSIX reactor (the memory reactors
+    of unit tests).
 """
 
 from __future__ import annotations
@@ -50,8 +38,6 @@ from twisted.internet.posixbase import PosixReactorBase
 
 from smx._twistedcompat import (
     TCPConnector,
-    addExclusiveReader,
-    adoptedTCPPort,
     disconnectSelectable,
     hasBufferedWrites,
     writeDisconnected,
@@ -137,45 +123,6 @@ class Port(tcp.Port):
     transport = Server
 
 
-class SharedPort(Port):
-    """
-    A listening TCP port on a socket other processes listen on too: for
-    each connection the kernel wakes one of them (C{EPOLLEXCLUSIVE}), in
-    turn (see the module's description).  Where the reactor is not the
-    epoll reactor, or the kernel has no C{EPOLLEXCLUSIVE}, it is an
-    ordinary L{Port}.
-
-    @ivar exclusive: whether the socket is watched with C{EPOLLEXCLUSIVE}.
-    """
-
-    exclusive = False
-    _watched = False
-
-    def startReading(self) -> None:
-        if self._watched:
-            return
-        self.exclusive = addExclusiveReader(self.reactor, self)
-        if not self.exclusive:
-            super().startReading()
-        self._watched = True
-
-    def stopReading(self) -> None:
-        self._watched = False
-        super().stopReading()
-
-    def doRead(self) -> Any:
-        before = self.sessionno
-        result = super().doRead()
-        if self.exclusive and self._watched and self.sessionno != before:
-            # to the end of the socket's queue of waiters: the next
-            # connection wakes another process if one is waiting
-            self.reactor.removeReader(self)
-            if not addExclusiveReader(self.reactor, self):
-                self.exclusive = False
-                Port.startReading(self)
-        return result
-
-
 class Connector(TCPConnector):
     """
     A TCP connector whose connection sends at once.
@@ -193,19 +140,6 @@ def listenTCP(
     if not isinstance(reactor, PosixReactorBase):
         return reactor.listenTCP(port, factory, backlog=backlog, interface=interface)
     p = Port(port, factory, backlog, interface, reactor)
-    p.startListening()
-    return p
-
-
-def adoptTCPPort(reactor: Any, fd: int, addressFamily: int, factory: Any) -> Any:
-    """
-    Like C{reactor.adoptStreamPort} for a listening TCP socket C{fd} (in
-    non-blocking mode) that other processes serve too: a L{SharedPort},
-    whose connections send at once.
-    """
-    if not isinstance(reactor, PosixReactorBase):
-        return reactor.adoptStreamPort(fd, addressFamily, factory)
-    p = adoptedTCPPort(SharedPort, reactor, fd, addressFamily, factory)
     p.startListening()
     return p
 

@@ -62,6 +62,7 @@ import socket
 from typing import Any, Dict, List, Optional
 
 from twisted.application import service
+from twisted.internet import tcp
 
 from smx import net
 from smx.components import ComponentError, _ResolverService
@@ -380,18 +381,14 @@ class AdoptedListener(service.Service):
                 family = sock.family
             finally:
                 sock.detach()
-            if family in (socket.AF_INET, socket.AF_INET6):
-                # the other SMTPS processes serve the same socket: only
-                # one of them is woken for a connection, and its
-                # connections send at once, as those of embedded smx's
-                # listenTCP (smx.net)
-                self.port = net.adoptTCPPort(
-                    self.factory.reactor, self.fd, family, self.factory
-                )
-            else:
-                self.port = self.factory.reactor.adoptStreamPort(
-                    self.fd, family, self.factory
-                )
+            self.port = self.factory.reactor.adoptStreamPort(
+                self.fd, family, self.factory
+            )
+            if isinstance(self.port, tcp.Port):
+                # its connections send at once, as those of embedded
+                # smx's listenTCP (smx.net): no round through epoll for
+                # each reply
+                self.port.transport = net.Server
 
     def stopService(self) -> Any:
         """
