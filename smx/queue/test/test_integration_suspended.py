@@ -1,20 +1,34 @@
 # -*- test-case-name: smx.queue.test.test_integration_suspended -*-
 """
-Integration tests: a real C{twistd -n smx} (L{smx.test.mta}) relaying to
-a loopback port nobody listens on, then to a real Postfix C{smtp-sink}
-on that port: QMGR suspends the next hop that refuses connections (as
+Integration tests: a real C{twistd -n smx} (L{smx.test.mta}), and split
+mode's four processes, relaying to a loopback port nobody listens on,
+then to a real Postfix C{smtp-sink} on that port: QMGR suspends the next hop that refuses connections (as
 Postfix's queue manager, "delivery temporarily suspended") instead of
 having SMTPC try it for every message.
 """
 
 from __future__ import annotations
 
+import os
 import smtplib
+import subprocess
 from typing import Any, List
 
 from twisted.internet import defer
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from smx.test.mta import SMTP_SINK, MTATestCase, SmtpSink, configuration, until
+from smx.test.mta import (
+    SMTP_SINK,
+    SMX,
+    SWAKS,
+    MTATestCase,
+    SmtpSink,
+    configuration,
+    missing,
+    tempDirectory,
+    until,
+    waitFor,
+)
 
 MESSAGES = 12
 
@@ -110,3 +124,64 @@ class SuspendedNextHopTests(MTATestCase):
                 len([m for m in messages if b"MARK-%d-END" % (n,) in m]), 1
             )
         self.assertEqual(len(self.connectAttempts()), 1)
+
+
+class SplitSuspendedNextHopTests(SynchronousTestCase):
+    """
+    The same in split mode: QMGR, SMAR, SMTPC and SMTPS as four processes
+    (L{smx.split.test.test_integration_split.SplitSystem}).
+    """
+
+    retry = "1h"
+
+    def test_suspendedThenDelivered(self) -> None:
+        """
+        Only the first message costs SMTPC a connection attempt; the
+        others are deferred by QMGR as suspended; after a flush with the
+        sink listening, each is delivered once.
+        """
+        from smx.split.test.test_integration_split import SplitSystem
+
+        reason = missing(SWAKS, SMTP_SINK)
+        if reason:
+            raise SkipTest(reason)
+        root = tempDirectory(self, "smx-split-")
+        sink = SmtpSink(self, root)
+        system = SplitSystem(self, root, sink)
+        system.startAll()
+        markers = ["dead-%d-%s" % (i, os.urandom(4).hex()) for i in range(4)]
+        self.assertEqual(system.send(markers[0]), 250)
+        self.assertTrue(
+            waitFor(lambda: "status=suspended" in system.log("qmgr"), 20),
+            system.log("qmgr")[-3000:],
+        )
+        for m in markers[1:]:
+            self.assertEqual(system.send(m), 250)
+        self.assertTrue(
+            waitFor(
+                lambda: system.log("qmgr").count("delivery temporarily suspended")
+                >= len(markers) - 1,
+                20,
+            ),
+            system.log("qmgr")[-3000:],
+        )
+        self.assertEqual(system.log("smtpc").count("cannot connect"), 1)
+        sink.start()
+        p = subprocess.run(
+            [SMX, "qmgrctl", "-f", system.config, "-q", system.directory, "flush"],
+            capture_output=True,
+            timeout=30,
+        )
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+        def delivered() -> bool:
+            messages = sink.messages()
+            return all(any(m.encode() in x for x in messages) for m in markers)
+
+        self.assertTrue(waitFor(delivered, 20), system.log("qmgr")[-3000:])
+        waitFor(lambda: False, 0.3)
+        messages = sink.messages()
+        self.assertEqual(
+            [sum(1 for x in messages if m.encode() in x) for m in markers],
+            [1] * len(markers),
+        )
