@@ -89,6 +89,9 @@ class Options(usage.Options):
         ["log-directory", "L", None, "split mode: the MCP's log directory"],
     ]
 
+    #: the name a configuration problem is reported under (L{_configProblem})
+    programName = "smx"
+
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self["overrides"] = {}
@@ -175,7 +178,7 @@ class Options(usage.Options):
         from smx.mcp.settings import EX_CONFIG
 
         for line in text.splitlines():
-            sys.stderr.write("smx: %s\n" % (line,))
+            sys.stderr.write("%s: %s\n" % (self.programName, line))
         sys.stderr.flush()
         raise SystemExit(EX_CONFIG)
 

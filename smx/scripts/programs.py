@@ -211,6 +211,10 @@ def run(component: str, argv: Optional[List[str]] = None) -> int:
     from twisted.scripts.twistd import ServerOptions, runApp
 
     sys.argv = arguments
+    from smx import tap
+
+    # a configuration problem is reported as smx-NAME's
+    tap.Options.programName = "smx-" + component
     options = ServerOptions()
     try:
         options.parseOptions(arguments[1:])
