@@ -28,6 +28,9 @@ DESCRIPTION
         C{tcp.Connector._makeTransport} (L{hasBufferedWrites},
         L{writeDisconnected}, L{disconnectSelectable}, L{TCPConnector}):
         L{smx.net}.
+      - C{EPollReactor._poller}, C{_selectables} and
+        C{_PollLikeMixin._doReadOrWrite} (L{dispatchWithoutLogContext}):
+        the SMTPS processes of split mode (L{smx.split.service}).
       - C{twisted.scripts.twistd._SomeApplicationRunner} and
         C{AppLogger._getLogObserver} (L{twistdLogObserver}): L{smx.tap}.
       - C{twisted.mail.maildir._MaildirNameGenerator}
@@ -40,11 +43,14 @@ DESCRIPTION
 
 from __future__ import annotations
 
+import errno
+import select
 from typing import Any, Optional
 
 from twisted.internet import defer, tcp
 from twisted.mail import maildir
 from twisted.names import common, dns
+from twisted.python import log
 
 __all__ = [
     "hasRunningCallbacks",
@@ -52,6 +58,7 @@ __all__ = [
     "writeDisconnected",
     "disconnectSelectable",
     "TCPConnector",
+    "dispatchWithoutLogContext",
     "twistdLogObserver",
     "MaildirNameGenerator",
     "responseFromMessage",
@@ -132,6 +139,56 @@ class TCPConnector(tcp.Connector):
         return self.clientClass(
             self.host, self.port, self.bindAddress, self, self.reactor
         )
+
+
+def dispatchWithoutLogContext(reactor: Any) -> bool:
+    """
+    Make the epoll reactor C{reactor} hand each ready descriptor to its
+    selectable directly, without wrapping the call in
+    C{log.callWithLogger}: that asks the selectable for its C{logPrefix}
+    and runs the call in a new log context (C{{"system": prefix}}) for
+    every I/O event, for the C{[system]} part of legacy C{log.msg} lines
+    logged meanwhile (they show C{[-]} instead); smx's own records do not
+    use it.  Exceptions of C{doRead} and C{doWrite} are still caught,
+    logged and end the connection (C{_doReadOrWrite} does that); one
+    escaping that is logged, as C{callWithLogger} does.
+
+    Relies on C{EPollReactor._poller} and C{_selectables} (as
+    C{EPollReactor.doPoll}, which this replaces as the reactor's
+    C{doIteration}) and C{_PollLikeMixin._doReadOrWrite(selectable, fd,
+    event)}.
+
+    @return: whether it was done (C{False}: not the epoll reactor).
+    """
+    epoll: Any = getattr(select, "epoll", None)
+    poller: Any = getattr(reactor, "_poller", None)
+    if epoll is None or not isinstance(poller, epoll):
+        return False
+    selectables = reactor._selectables
+    handle = reactor._doReadOrWrite
+    poll = poller.poll
+    EINTR = errno.EINTR
+
+    def doPoll(timeout: Optional[float]) -> None:
+        if timeout is None:
+            timeout = -1
+        try:
+            events = poll(timeout, len(selectables))
+        except OSError as e:
+            if e.errno == EINTR:
+                return
+            raise
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is not None:
+                try:
+                    handle(selectable, fd, event)
+                except BaseException:
+                    # as callWithLogger: log it, go on with the others
+                    log.err()
+
+    reactor.doIteration = doPoll
+    return True
 
 
 def twistdLogObserver(options: Any) -> Any:

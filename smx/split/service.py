@@ -65,6 +65,7 @@ from twisted.application import service
 from twisted.internet import tcp
 
 from smx import net
+from smx._twistedcompat import dispatchWithoutLogContext
 from smx.components import ComponentError, _ResolverService
 from smx.log import Logger, loggerFromConfiguration
 from smx.split.peer import listenSocket
@@ -293,6 +294,8 @@ def _smtps(
     qsection = cfg.section("qmgr")
     sockets = _sockets(cfg)
     logger = Logger("smtps")
+    # no log context per I/O event (smx._twistedcompat)
+    dispatchWithoutLogContext(reactor)
     try:
         contentStore = contentStoreFromConfiguration(
             cfg, threadPool=_threadPool(reactor)

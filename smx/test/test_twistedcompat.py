@@ -280,6 +280,66 @@ class ConnectionTests(unittest.TestCase):
         )
 
 
+class _SystemRecorder(protocol.Protocol):
+    """Records the log context's C{system} of each C{dataReceived}."""
+
+    def connectionMade(self) -> None:
+        self.systems: List[Any] = []
+        self.lost = defer.Deferred()
+        self.factory.connected.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        from twisted.python import context, log
+
+        self.systems.append(context.get(log.ILogContext)["system"])
+        if data == b"boom":
+            raise RuntimeError("boom")
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.reason = reason
+        self.lost.callback(None)
+
+
+class DispatchTests(unittest.TestCase):
+    """
+    L{compat.dispatchWithoutLogContext} (C{EPollReactor._poller},
+    C{_selectables}, C{_PollLikeMixin._doReadOrWrite}) on the running
+    reactor, with a real loopback connection.
+    """
+
+    @defer.inlineCallbacks
+    def test_dispatch(self) -> Any:
+        """
+        Data reaches the protocol without a log context of its own
+        (C{system} is C{"-"}, not the connection's prefix); an exception
+        of C{dataReceived} is logged and ends the connection, as before.
+        """
+        import socket
+
+        from twisted.internet import epollreactor
+
+        self.assertFalse(compat.dispatchWithoutLogContext(MemoryReactor()))
+        if not isinstance(reactor, epollreactor.EPollReactor):
+            raise unittest.SkipTest("not the epoll reactor")
+        f = protocol.Factory.forProtocol(_SystemRecorder)
+        f.connected = defer.Deferred()
+        port = reactor.listenTCP(0, f, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.assertTrue(compat.dispatchWithoutLogContext(reactor))
+        self.addCleanup(delattr, reactor, "doIteration")
+        c = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        self.addCleanup(c.close)
+        server = yield f.connected
+        c.sendall(b"hello")
+        while not server.systems:
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(server.systems, ["-"])
+        c.sendall(b"boom")
+        yield server.lost
+        self.assertTrue(server.reason.check(RuntimeError))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
 class TwistdLogObserverTests(unittest.TestCase):
     """
     L{compat.twistdLogObserver} (C{_SomeApplicationRunner.loggerFactory}
