@@ -331,6 +331,8 @@ class RemoteDeliveryAgents(service.Service):
         self.waitForClient = waitForClient
         self.logger = logger or Logger("qmgr")
         self.connections = []  # type: List[_AgentConnection]
+        #: turns of L{_pick} among equally busy connections
+        self._turn = 0
         #: (ss_ta, address) -> the successful result an SMTPC process
         #: gave after its connection was lost (L{LateResults})
         self.late = (
@@ -395,7 +397,7 @@ class RemoteDeliveryAgents(service.Service):
 
     def _agent(self) -> defer.Deferred:
         if self.connections:
-            return defer.succeed(min(self.connections, key=lambda a: a.busy))
+            return defer.succeed(self._pick())
         d = defer.Deferred()  # type: defer.Deferred
         self._waiting.append(d)
 
@@ -418,6 +420,23 @@ class RemoteDeliveryAgents(service.Service):
 
         return d.addBoth(stopTimer)
 
+    def _pick(self) -> _AgentConnection:
+        """
+        The least busy SMTPC connection; among equally busy ones, each in
+        turn (so that deliveries that never overlap still go to every
+        SMTPC process, not always to the first).
+        """
+        conns = self.connections
+        n = len(conns)
+        start = self._turn % n
+        self._turn += 1
+        best = conns[start]
+        for i in range(1, n):
+            conn = conns[(start + i) % n]
+            if conn.busy < best.busy:
+                best = conn
+        return best
+
     def deliver(self, transaction):
         try:
             data = checked(DeliveryTransaction, transaction)
@@ -425,7 +444,7 @@ class RemoteDeliveryAgents(service.Service):
             return defer.fail(e)
         if self.connections and not self.late:
             # the usual case, without a coroutine: what _deliver does
-            conn = min(self.connections, key=lambda a: a.busy)
+            conn = self._pick()
             conn.busy += 1
             try:
                 d = conn.callRemote(c.Deliver, transaction=data)

@@ -216,6 +216,22 @@ class ProxiedTests(DeliveryBehaviour, unittest.TestCase):
         results = yield defer.gatherResults(ds)
         self.assertEqual([r[0]["status"] for r in results], ["ok"] * 4)
 
+    @defer.inlineCallbacks
+    def test_sharedOneAtATime(self) -> Any:
+        """
+        Deliveries that never overlap (each answered before the next is
+        sent) still go to every connected SMTPC process in turn, not
+        always to the first.
+        """
+        other = FakeDeliveryAgent()
+        running(self, deliveryAgentClient(reactor, self.path, other, 5))
+        yield self.connected(2)
+        for i in range(4):
+            yield self.agent.deliver(transaction(1, "C%d" % i))
+        self.assertEqual(
+            (len(self.backend.transactions), len(other.transactions)), (2, 2)
+        )
+
 
 class NoAgentTests(unittest.TestCase):
     """
