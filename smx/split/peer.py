@@ -34,7 +34,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Set
 
 from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
@@ -110,6 +110,9 @@ class PeerConnection(service.Service):
         self._wasUp = False
         self._reportedDown = False
         self._watcher = None  # type: Any
+        #: the calls waiting for a connection (L{stopWaiting})
+        self._waiters = set()  # type: Set[defer.Deferred]
+        self._stopping = False
         outer = self
 
         def build() -> amp.AMP:
@@ -147,6 +150,8 @@ class PeerConnection(service.Service):
     def _lost(self, proto: amp.AMP) -> None:
         if self.protocol is proto:
             self.protocol = None
+            if self._stopping:
+                self._failWaiters()
             if self.running:
                 self._reportedDown = True
                 self.logger.warn(
@@ -174,6 +179,7 @@ class PeerConnection(service.Service):
 
     def startService(self) -> None:
         service.Service.startService(self)
+        self._stopping = False
         self._client.startService()
         self._watch()
 
@@ -192,7 +198,11 @@ class PeerConnection(service.Service):
             return defer.succeed(self.protocol)
         if not self.running:
             return defer.fail(PeerUnavailable("%s: not started" % (self.peerName,)))
+        if self._stopping:
+            return defer.fail(self._stoppingError())
         out = defer.Deferred()  # type: defer.Deferred
+        self._waiters.add(out)
+        out.addBoth(self._waited, out)
         waiting = self._client.whenConnected()
 
         def timedOut() -> None:
@@ -205,6 +215,13 @@ class PeerConnection(service.Service):
                 )
 
         timer = self.reactor.callLater(self.waitForServer, timedOut)
+
+        def stopTimer(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        out.addBoth(stopTimer)
 
         def connected(proto: Any) -> None:
             if not out.called:
@@ -224,6 +241,32 @@ class PeerConnection(service.Service):
             lambda reason: self.reactor.callLater(0, failed, reason),
         )
         return out
+
+    def _waited(self, result: Any, out: defer.Deferred) -> Any:
+        self._waiters.discard(out)
+        return result
+
+    def _stoppingError(self) -> PeerUnavailable:
+        return PeerUnavailable(
+            "%s unavailable (%s) while stopping" % (self.peerName, self.path)
+        )
+
+    def stopWaiting(self) -> None:
+        """
+        This process is stopping: calls no longer wait for a connection
+        that is not there (now or after a loss from now on) but fail at
+        once with L{PeerUnavailable}, so that a stop does not wait
+        C{waitForServer} for a peer that is gone (QMGR killed: the MCP
+        stops SMTPS, whose commits in flight then get 451 at once).
+        """
+        self._stopping = True
+        if self.protocol is None:
+            self._failWaiters()
+
+    def _failWaiters(self) -> None:
+        for out in list(self._waiters):
+            if not out.called:
+                out.errback(self._stoppingError())
 
     def callRemote(
         self, command: Any, /, *, idempotent: bool = False, **kw: Any

@@ -401,6 +401,12 @@ class AdoptedListener(service.Service):
         """
         service.Service.stopService(self)
         port, self.port = self.port, None
+        # a commit waiting for a QMGR that is gone (killed: the MCP stops
+        # this process as its restart dependency) fails at once with 451
+        # instead of holding the stop for wait_for_server
+        peer = getattr(getattr(self.factory, "queueManager", None), "peer", None)
+        if peer is not None:
+            peer.stopWaiting()
         from smx.mail.drain import stopListening
 
         return stopListening(self.factory, port)

@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from smx.split.peer import PeerConnection, PeerUnavailable, QuietAMP, listenSocket
@@ -63,6 +64,52 @@ class PeerConnectionTests(unittest.TestCase):
             yield peer.connection()
         self.assertIn("smar", str(e.exception))
         self.assertIn(path, str(e.exception))
+
+    @defer.inlineCallbacks
+    def test_stopWaiting(self) -> Any:
+        """
+        Once the process is stopping (L{PeerConnection.stopWaiting}), a
+        call waiting for a peer that is not there fails at once with
+        L{PeerUnavailable}, not after C{waitForServer}, and so does a new
+        one; a connection lost from then on fails its waiting calls at
+        once too.
+        """
+        path = socketPath(self)
+        peer = PeerConnection(reactor, path, QuietAMP, 30, "qmgr")
+        running(self, peer)
+        waiting = peer.connection()
+        start = reactor.seconds()
+        peer.stopWaiting()
+        with self.assertRaises(PeerUnavailable) as e:
+            yield waiting
+        self.assertIn("stopping", str(e.exception))
+        with self.assertRaises(PeerUnavailable):
+            yield peer.connection()
+        self.assertLess(reactor.seconds() - start, 5)
+
+    @defer.inlineCallbacks
+    def test_stopWaitingThenLost(self) -> Any:
+        """
+        A peer connected when the stop begins serves calls; once its
+        connection is lost, a call waiting for a new one fails at once.
+        """
+        path = socketPath(self)
+        port = serve(self, Factory.forProtocol(QuietAMP), path)
+        peer = PeerConnection(reactor, path, QuietAMP, 30, "qmgr")
+        running(self, peer)
+        proto = yield peer.connection()
+        peer.stopWaiting()
+        self.assertIs((yield peer.connection()), proto)
+        yield port.stopListening()
+        proto.transport.loseConnection()
+        for _ in range(100):
+            if peer.protocol is None:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        start = reactor.seconds()
+        with self.assertRaises(PeerUnavailable):
+            yield peer.connection()
+        self.assertLess(reactor.seconds() - start, 5)
 
     @defer.inlineCallbacks
     def test_connects(self) -> Any:
