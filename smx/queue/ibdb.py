@@ -31,9 +31,11 @@ DESCRIPTION
     write(2) and one fsync(2) when C{maxOpenTransactions} records wait or
     C{maxCommitDelay} has passed since the first of them, whichever comes
     first.  With a thread pool (QMGR's) the fsync runs in a thread, and a
-    C{T} record (SMTPS waits for it to say 250) starts one at the end of
-    the reactor's turn, or as soon as the one running ends; the C{R} and
-    C{D} records go with it, or at the latest C{maxCommitDelay} after the
+    C{T} record (SMTPS waits for it to say 250), a C{D} record and an
+    C{R} record with a delivered recipient (a QMGR killed before they are
+    on disk would deliver again) start one at the end of the reactor's
+    turn, or as soon as the one running ends; other C{R} records
+    (deferrals) go with it, or at the latest C{maxCommitDelay} after the
     first of them.  The Deferred of every record fires after that fsync; SMTPS
     answers 250 only then.
 
@@ -192,6 +194,26 @@ def readLog(
         yield from readLogFile(path, report)
 
 
+def _urgent(recordType: bytes, payload: Any) -> bool:
+    """
+    Does this record start a commit at the end of the reactor's turn?
+    A C{T} record (SMTPS waits for it to say 250), and the records that
+    say a recipient was delivered (its C{R} record, the transaction's
+    C{D}): until they are on disk a QMGR killed with SIGKILL would
+    deliver the message again after its restart.  Other records
+    (deferrals) go with the next commit.
+    """
+    if recordType == TRANSACTION or recordType == DONE:
+        return True
+    if recordType == RECIPIENTS:
+        rcpts = payload.get("rcpts") if isinstance(payload, dict) else None
+        return any(
+            isinstance(r, (list, tuple)) and len(r) > 1 and r[1] == "delivered"
+            for r in rcpts or ()
+        )
+    return False
+
+
 class IncomingBackupLog:
     """
     The writer of IBDB, with group commit and rotation.
@@ -326,7 +348,7 @@ class IncomingBackupLog:
             # reactor turn; records that come while it runs share the
             # next one.  Other records (nobody waits) go with the next
             # commit, at the latest after maxCommitDelay.
-            if recordType == TRANSACTION:
+            if _urgent(recordType, payload):
                 self._urgent = True
             if self._inFlight:
                 pass

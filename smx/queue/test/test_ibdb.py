@@ -230,15 +230,17 @@ class ThreadedCommitTests(unittest.TestCase):
 
     def test_lazyRecords(self):
         """
-        C{R} and C{D} records (nobody waits for them) start no commit of
-        their own: they go with the next C{T} record's, or after
+        C{R} records of deferrals (nobody waits for them) start no commit
+        of their own: they go with the next C{T} record's, or after
         C{maxCommitDelay}.
         """
         from twisted.internet import defer, reactor
         from twisted.internet.task import deferLater
 
         self.log.maxCommitDelay = 0.2
-        lazy = self.log.append(ibdb.DONE, {"id": "S0"})
+        lazy = self.log.append(
+            ibdb.RECIPIENTS, {"id": "S0", "rcpts": [[0, "deferred"]]}
+        )
         states = self.log.append(ibdb.RECIPIENTS, {"id": "S1", "rcpts": []})
 
         @defer.inlineCallbacks
@@ -251,12 +253,41 @@ class ThreadedCommitTests(unittest.TestCase):
             # one commit for all three
             self.assertEqual((self.log.commits, self.log.records), (1, 3))
             self.assertTrue(lazy.called and states.called)
-            alone = self.log.append(ibdb.DONE, {"id": "S2"})
+            alone = self.log.append(
+                ibdb.RECIPIENTS, {"id": "S2", "rcpts": [[0, "deferred"]]}
+            )
             yield deferLater(reactor, 0.05, lambda: None)
             self.assertFalse(alone.called)
             yield alone
             # after maxCommitDelay
             self.assertEqual((self.log.commits, self.log.records), (2, 4))
+
+        return run()
+
+    def test_deliveredRecordsUrgent(self):
+        """
+        The records that say a message was delivered (a C{D} record, an
+        C{R} record with a recipient C{delivered}) start a commit at the
+        end of the reactor's turn, as a C{T} record does, not after
+        C{maxCommitDelay}: a QMGR killed meanwhile would deliver again.
+        """
+        from twisted.internet import defer, reactor
+        from twisted.internet.task import deferLater
+
+        self.log.maxCommitDelay = 5.0
+
+        @defer.inlineCallbacks
+        def run():
+            for recordType, payload in [
+                (ibdb.DONE, {"id": "S0"}),
+                (ibdb.RECIPIENTS, {"id": "S1", "rcpts": [[0, "delivered"]]}),
+            ]:
+                d = self.log.append(recordType, payload)
+                for _ in range(100):
+                    if d.called:
+                        break
+                    yield deferLater(reactor, 0.01, lambda: None)
+                self.assertTrue(d.called, recordType)
 
         return run()
 
