@@ -535,6 +535,35 @@ class Logger:
         )
 
 
+class ChainedObserver:
+    """
+    C{observe(logger, fields)} put in front of L{Logger.observer} while
+    attached: the observer that was there still sees every record after
+    it (the metrics and the TLS reports both watch the records).
+    """
+
+    def __init__(self, observe: Callable[[Logger, Dict[str, Any]], None]) -> None:
+        self.observe = observe
+        self._previous = None  # type: Any
+
+    def __call__(self, logger: Logger, fields: Dict[str, Any]) -> None:
+        try:
+            self.observe(logger, fields)
+        finally:
+            previous = self._previous
+            if previous is not None:
+                previous(logger, fields)
+
+    def attach(self) -> None:
+        self._previous = Logger.observer
+        Logger.observer = self
+
+    def detach(self) -> None:
+        if Logger.observer is self:
+            Logger.observer = self._previous
+        self._previous = None
+
+
 class MemorySink:
     """
     A sink that keeps records in a list: for tests of any component.

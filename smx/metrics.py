@@ -48,7 +48,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.web import resource, server
 
-from smx.log import Logger
+from smx.log import ChainedObserver, Logger
 
 #: the content type of the text exposition format
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -581,27 +581,16 @@ class RecorderHooks:
 
     def __init__(self, recorder: MetricsRecorder) -> None:
         self.recorder = recorder
-        self._previous = None  # type: Any
-
-    def _observe(self, logger: Any, fields: Dict[str, Any]) -> None:
-        try:
-            self.recorder.observe(logger, fields)
-        finally:
-            previous = self._previous
-            if previous is not None:
-                previous(logger, fields)
+        self._observer = ChainedObserver(recorder.observe)
 
     def attach(self) -> None:
-        self._previous = Logger.observer
-        Logger.observer = self._observe
+        self._observer.attach()
         ibdb = getattr(self.recorder.qmgr, "log", None)
         if ibdb is not None and hasattr(ibdb, "commitObserver"):
             ibdb.commitObserver = self.recorder.ibdbCommitted
 
     def detach(self) -> None:
-        if Logger.observer == self._observe:
-            Logger.observer = self._previous
-        self._previous = None
+        self._observer.detach()
         ibdb = getattr(self.recorder.qmgr, "log", None)  # type: Any
         if getattr(ibdb, "commitObserver", None) == self.recorder.ibdbCommitted:
             ibdb.commitObserver = None

@@ -68,7 +68,7 @@ from typing import Set, Tuple
 
 from twisted.application import service
 
-from smx.log import Logger
+from smx.log import ChainedObserver, Logger
 from smx.tlspolicy.policy import FAILED_RECORD, OK_RECORD
 
 #: days a day file is kept
@@ -475,26 +475,15 @@ class ReportService(service.Service):
 
     def __init__(self, recorder: SessionRecorder) -> None:
         self.recorder = recorder
-        self._previous = None  # type: Any
-
-    def _observe(self, logger: Any, fields: Dict[str, Any]) -> None:
-        try:
-            self.recorder.observe(logger, fields)
-        finally:
-            previous = self._previous
-            if previous is not None:
-                previous(logger, fields)
+        self._observer = ChainedObserver(recorder.observe)
 
     def startService(self) -> None:
         service.Service.startService(self)
-        self._previous = Logger.observer
-        Logger.observer = self._observe
+        self._observer.attach()
 
     def stopService(self) -> Any:
         service.Service.stopService(self)
-        if Logger.observer == self._observe:
-            Logger.observer = self._previous
-        self._previous = None
+        self._observer.detach()
         self.recorder.close()
 
 
