@@ -67,6 +67,8 @@ class SplitSystem:
         self._createmap("aliases", "", "-a")
         self._createmap("access", "cltaddr:127.0.0.1 relay\n")
         self.processes = {}  # type: Dict[str, subprocess.Popen]
+        #: the components' environment (C{None}: this process's)
+        self.environ = None  # type: Optional[Dict[str, str]]
         testCase.addCleanup(self.stopAll)
 
     def _createmap(self, name: str, text: str, *options: str) -> None:
@@ -98,6 +100,7 @@ class SplitSystem:
                 cwd=self.directory,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                env=self.environ,
             )
         finally:
             out.close()

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
-import subprocess
-import sys
 import time
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -50,20 +48,6 @@ class SlowDotSystem(SplitSystem):
         )
         with open(self.config, "w") as f:
             f.write(text)
-
-    def start(self, component: str) -> None:
-        out = open(os.path.join(self.directory, component + ".log"), "ab")
-        try:
-            self.processes[component] = subprocess.Popen(
-                [sys.executable, "-m", "smx.split.run", "-f", self.config]
-                + ["-c", component],
-                cwd=self.directory,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.environ,
-            )
-        finally:
-            out.close()
 
 
 class StopSMTPSTests(SynchronousTestCase):
