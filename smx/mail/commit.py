@@ -236,7 +236,6 @@ class CommitMixin:
             writer.abort()
             self._logEnd(ta, event, ta.stored, stat=421)
             return
-        store = self.factory.contentStore
         qmgr = self.factory.queueManager
         envelope = {
             "id": ta.id,
@@ -277,15 +276,7 @@ class CommitMixin:
             return
         if not queuedOk:
             self._commitFailed(ta, event, queuedResult, "commitTransaction")
-            try:
-                store.remove(ta.id)
-            except Exception:
-                self.factory.log.failure(
-                    "contentStore.remove",
-                    failure.Failure(),
-                    ss_sess=self.sessionId,
-                    ss_ta=ta.id,
-                )
+            self._removeContent(ta)
             return
         if self._closing:
             # 421 while it was synced (smx stops and waited no longer,
