@@ -25,6 +25,7 @@ from smx.split.delivery import (
     deliveryAgentClient,
 )
 from smx.split.testing import running, socketPath
+from smx.test.mta import until
 
 ROUTE = {
     "mailer": "esmtp",
@@ -205,10 +206,9 @@ class ProxiedTests(DeliveryBehaviour, unittest.TestCase):
         self.backend.pending = []
         other.pending = []
         ds = [self.agent.deliver(transaction(1, "C%d" % i)) for i in range(4)]
-        for _ in range(100):
-            if len(self.backend.pending) + len(other.pending) == 4:
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield until(
+            lambda: len(self.backend.pending) + len(other.pending) == 4, 5, 0.01
+        )
         self.assertEqual((len(self.backend.pending), len(other.pending)), (2, 2))
         for agent in (self.backend, other):
             for t, d in agent.pending:
@@ -315,10 +315,7 @@ class LateResultTests(unittest.TestCase):
         first.startService()
         running(self, deliveryAgentClient(reactor, path, backend, 5))
         d = first.deliver(transaction(2))
-        for _ in range(200):
-            if backend.pending:
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield until(lambda: backend.pending, 5, 0.01)
         # QMGR goes away while SMTPC delivers
         yield first.stopService()
         results = yield d
@@ -397,10 +394,7 @@ class LateResultFileTests(unittest.TestCase):
         client = deliveryAgentClient(reactor, path, backend, 5, stateFile=state)
         client.startService()
         d = first.deliver(transaction(2))
-        for _ in range(200):
-            if backend.pending:
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield until(lambda: backend.pending, 5, 0.01)
         yield first.stopService()
         yield d
         stopping = client.stopService()

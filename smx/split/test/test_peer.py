@@ -12,11 +12,11 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory
-from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from smx.split.peer import PeerConnection, PeerUnavailable, QuietAMP, listenSocket
 from smx.split.testing import running, serve, socketPath
+from smx.test.mta import until
 
 
 class ListenSocketTests(unittest.TestCase):
@@ -102,10 +102,7 @@ class PeerConnectionTests(unittest.TestCase):
         self.assertIs((yield peer.connection()), proto)
         yield port.stopListening()
         proto.transport.loseConnection()
-        for _ in range(100):
-            if peer.protocol is None:
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield until(lambda: peer.protocol is None, 5, 0.01)
         start = reactor.seconds()
         with self.assertRaises(PeerUnavailable):
             yield peer.connection()

@@ -26,6 +26,7 @@ from smx.queue.test.tmpfs import fill, mountTmpfs
 from smx.queue.testing import FakeQueueManager, MemoryContentStore
 from smx.split.queue import QueueManagerProxy, queueManagerFactory
 from smx.split.testing import running, serve, socketPath
+from smx.test.mta import until
 from smx.values import Envelope
 
 ENVELOPE = {
@@ -265,10 +266,7 @@ class ProxiedTests(QueueManagerBehaviour, unittest.TestCase):
         """
         self.backend.pending = []
         d = self.qmgr.commitTransaction(ENVELOPE)
-        for _ in range(100):
-            if self.backend.pending:
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield until(lambda: self.backend.pending, 5, 0.01)
         self.qmgr.peer.protocol.transport.loseConnection()
         with self.assertRaises(Exception):
             yield d
@@ -287,10 +285,7 @@ class ProxiedTests(QueueManagerBehaviour, unittest.TestCase):
         self.qmgr.sessionClose("S1", "192.0.2.1")
         yield self.settle()
         yield self.qmgr.stopService()
-        for _ in range(50):
-            if "S2" in self.backend.closed:
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield until(lambda: "S2" in self.backend.closed, 5, 0.01)
         self.assertEqual(sorted(self.backend.closed), ["S1", "S2"])
         self.assertEqual(self.backend.sessions, {})
         self.qmgr.startService()
@@ -326,10 +321,7 @@ class PendingContentTests(unittest.TestCase):
         # the first one's content commit arrives, as usual
         yield proxy.contentCommitted(ids[0], True)
         yield proxy.stopService()
-        for _ in range(100):
-            if len(backend.contents) == 3:
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield until(lambda: len(backend.contents) == 3, 5, 0.01)
         self.assertEqual(
             sorted(backend.contents), [(ids[0], True), (ids[1], False), (ids[2], False)]
         )
@@ -351,10 +343,7 @@ class PendingContentTests(unittest.TestCase):
         yield w.commit()
         yield proxy.commitTransaction(ENVELOPE)
         yield proxy.stopService()
-        for _ in range(100):
-            if backend.contents:
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield until(lambda: backend.contents, 5, 0.01)
         self.assertEqual(backend.contents, [(ENVELOPE["id"], True)])
 
 
@@ -556,10 +545,7 @@ class PushedStateTests(QueueManagerTestMixin, unittest.TestCase):
         yield self.port.stopListening()
         for server in list(self.factory.servers):
             server.transport.loseConnection()
-        for _ in range(100):
-            if self.proxy.peer.protocol is None:
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield until(lambda: self.proxy.peer.protocol is None, 5, 0.01)
         self.assertEqual(self.proxy.budget, 0)
         self.proxy.peer.waitForServer = 0.1
         reply = yield self.proxy.checkAcceptance(0, "s1")
