@@ -208,6 +208,15 @@ def twistdLogObserver(options: Any) -> Any:
     return appLogger._getLogObserver()
 
 
+def fileOfObserver(observer: Any) -> Any:
+    """
+    The file a L{twisted.logger.FileLogObserver} writes to (standard
+    output, or twistd's L{twisted.python.logfile.LogFile}).  Relies on its
+    private C{_outFile}: the observer has no public way to give it.
+    """
+    return observer._outFile
+
+
 #: Unique Maildir file names (C{<seconds>.M<microseconds>P<pid>Q<n>.<host>},
 #: as bytes, from C{generate()}), made from a clock.  Relies on
 #: C{twisted.mail.maildir._MaildirNameGenerator(clock)}; the public

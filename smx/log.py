@@ -182,19 +182,31 @@ def parseRecord(line: str) -> Dict[str, str]:
 
 class _TwistedSink:
     """
-    Records to Twisted's global log (standard output under C{twistd -n}).
+    Records to Twisted's global log (standard output under C{twistd -n}),
+    or straight to twistd's text log while L{writeTwistedRecordsTo} has
+    named it (the same line, without Twisted's event machinery).
     """
 
     def __init__(self, component: str) -> None:
-        self._log = _TwistedLogger(namespace="smx." + component)
+        self.namespace = "smx." + component
+        self._log = _TwistedLogger(namespace=self.namespace)
 
     def write(self, severity: str, line: str) -> None:
+        direct = _direct
         if SEVERITIES[severity] <= SEVERITIES["ERR"]:
-            self._log.error("{line}", line=line)
+            if direct is None:
+                self._log.error("{line}", line=line)
+            else:
+                direct.record(self.namespace, "error", line)
         elif severity == "WARN":
-            self._log.warn("{line}", line=line)
-        else:
+            if direct is None:
+                self._log.warn("{line}", line=line)
+            else:
+                direct.record(self.namespace, "warn", line)
+        elif direct is None:
             self._log.info("{line}", line=line)
+        else:
+            direct.record(self.namespace, "info", line)
 
     def reopen(self) -> None:
         pass
@@ -203,22 +215,73 @@ class _TwistedSink:
         pass
 
 
-class _LogFile:
+#: where L{_TwistedSink} writes its records while twistd's text log goes
+#: through L{smx.logobserver.TurnLog}: that observer; C{None}: through
+#: Twisted's L{Logger<twisted.logger.Logger>}
+_direct = None  # type: Any
+
+
+def writeTwistedRecordsTo(target: Any) -> None:
+    """
+    Send the records meant for Twisted's log straight to C{target} (an
+    object with C{record(namespace, levelName, line)} and C{flush()}), or
+    through Twisted's log again with C{None}.
+    """
+    global _direct
+    previous, _direct = _direct, target
+    if previous is not None and previous is not target:
+        previous.flush()
+
+
+class TurnBuffer:
+    """
+    Text for one file, collected in the reactor thread of a running
+    reactor and written with one C{write} at the end of the reactor's
+    turn (a dozen records per message would otherwise be a dozen system
+    calls); anywhere else written at once.
+    """
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+        self._pending = []  # type: List[str]
+
+    def add(self, text: str) -> None:
+        self._pending.append(text)
+        if len(self._pending) > 1:
+            return
+        reactor = _runningReactor()
+        if reactor is None:
+            self.flush()
+        else:
+            reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """
+        Write the collected text.
+        """
+        if self._pending:
+            text = "".join(self._pending)
+            del self._pending[:]
+            try:
+                self._file.write(text)
+                self._file.flush()
+            except (OSError, ValueError):
+                self.failed()
+
+    def failed(self) -> None:
+        """A write failed (the text is dropped)."""
+
+
+class _LogFile(TurnBuffer):
     """
     One log file shared by the L{FileSink}s that name it, so that their
-    records stay in order.
-
-    In the reactor thread of a running reactor, records are collected and
-    written with one C{write} at the end of the reactor's turn (a dozen
-    records per message would otherwise be a dozen system calls); anywhere
-    else they are written at once.
+    records stay in order (collected as L{TurnBuffer} says).
     """
 
     def __init__(self, path: str) -> None:
+        TurnBuffer.__init__(self, open(path, "a", encoding="ascii", errors="replace"))
         self.path = path
         self.users = 0
-        self._file = open(path, "a", encoding="ascii", errors="replace")
-        self._pending = []  # type: List[str]
         self._pid = os.getpid()
         self._second = -1
         self._stamp = ""
@@ -229,33 +292,16 @@ class _LogFile:
             self._second = now
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
             self._pid = os.getpid()
-        self._pending.append("%s %s[%d]: %s\n" % (self._stamp, ident, self._pid, line))
-        if len(self._pending) > 1:
-            return
-        reactor = _runningReactor()
-        if reactor is None:
-            self.flush()
-        else:
-            reactor.callLater(0, self.flush)
+        self.add("%s %s[%d]: %s\n" % (self._stamp, ident, self._pid, line))
 
     def forgetStamp(self) -> None:
         """Make the next record take the time and the pid again."""
         self._second = -1
 
-    def flush(self) -> None:
-        """
-        Write the collected records.
-        """
-        if self._pending:
-            text = "".join(self._pending)
-            del self._pending[:]
-            try:
-                self._file.write(text)
-                self._file.flush()
-            except (OSError, ValueError):
-                _TwistedLogger(namespace="smx.log").failure(
-                    "smx.log: cannot write to {path}", path=self.path
-                )
+    def failed(self) -> None:
+        _TwistedLogger(namespace="smx.log").failure(
+            "smx.log: cannot write to {path}", path=self.path
+        )
 
     def reopen(self) -> None:
         """
@@ -318,7 +364,9 @@ def flushAll() -> None:
     """
     Write every record still collected (at exit, and before a fork).
     """
-    for shared in list(_files.values()):
+    for shared in list(_files.values()) + [_direct]:
+        if shared is None:
+            continue
         try:
             shared.flush()
         except (OSError, ValueError):

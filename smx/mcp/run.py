@@ -196,7 +196,7 @@ def splitService(options: Any) -> Optional[service.IService]:
         listeningFd = _passedSocket(configuration)
     from smx.components import ComponentError
     from smx.split.service import makeComponentService
-    from smx.tap import quietLogObserver
+    from smx.tap import useQuietLog
 
     try:
         root = makeComponentService(
@@ -207,9 +207,7 @@ def splitService(options: Any) -> Optional[service.IService]:
         raise SystemExit(EX_CONFIG)
     # as embedded smx: a socket it cannot listen on is one line, exit 1
     root.exitOnStartupError = True  # type: ignore[attr-defined]
-    root.logObserver = quietLogObserver(  # type: ignore[attr-defined]
-        getattr(options, "parent", None)
-    )
+    useQuietLog(root, getattr(options, "parent", None))
     return root
 
 

@@ -17,7 +17,18 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from smx.logobserver import speedUp
+from smx import log as smxlog
+from smx.logobserver import TurnLog, speedUp
+
+
+class CountingFile(io.StringIO):
+    """A file that counts its C{write} calls."""
+
+    writes = 0
+
+    def write(self, text):
+        self.writes += 1
+        return io.StringIO.write(self, text)
 
 
 def lines(observer_factory, emit):
@@ -80,13 +91,16 @@ class ClassicFormatterTests(unittest.TestCase):
 
     def test_otherObservers(self):
         """
-        An observer that is not a L{FileLogObserver} is left as it is.
+        An observer that is not a L{FileLogObserver} is left as it is; a
+        L{FileLogObserver} becomes a L{TurnLog} on the same file.
         """
         observer = object()
         self.assertIs(speedUp(observer), observer)
-        self.assertIsInstance(
-            speedUp(textFileLogObserver(io.StringIO())), FileLogObserver
-        )
+        out = io.StringIO()
+        turn = speedUp(textFileLogObserver(out))
+        self.assertIsInstance(turn, TurnLog)
+        turn({"log_format": "x", "log_level": LogLevel.info, "log_time": 0.0})
+        self.assertIn("x\n", out.getvalue())
 
     def test_fastPath(self):
         """
@@ -105,3 +119,119 @@ class ClassicFormatterTests(unittest.TestCase):
         }
         self.assertTrue(formatter(event).endswith(" [smx.qmgr#info] a=1\n"))
         self.assertEqual(formatter(dict(event, log_format="{x}")), "twisted\n")
+
+
+class TurnLogTests(unittest.TestCase):
+    """
+    L{TurnLog}: the text of a reactor turn in one write, and smx's records
+    taken directly (L{smx.log.writeTwistedRecordsTo}) written as the
+    events would have been.
+    """
+
+    def setUp(self):
+        self.addCleanup(smxlog.writeTwistedRecordsTo, None)
+
+    def test_directSameLines(self):
+        """
+        A record of each severity through a L{smx.log.Logger} writing to
+        Twisted's log: the same line whether it goes through Twisted's
+        log or straight to the L{TurnLog}.
+        """
+
+        def emit(logger):
+            logger.info(ss_sess="S1", client_ipv4="127.0.0.1")
+            logger.warn("f", peer="qmgr")
+            logger.error("g", error="two\nlines, and a comma")
+            logger.critical("h", x=1)
+
+        for _ in range(3):
+            slowOut = io.StringIO()
+            publisher = LogPublisher(textFileLogObserver(slowOut))
+            slow = smxlog.Logger("smtps")
+            slow.sink._log = Logger(namespace="smx.smtps", observer=publisher)
+            emit(slow)
+            fastOut = io.StringIO()
+            turn = speedUp(textFileLogObserver(fastOut))
+            turn.startDirect()
+            emit(smxlog.Logger("smtps"))
+            turn.stopDirect()
+            if slowOut.getvalue().split()[0] == fastOut.getvalue().split()[0]:
+                break  # not across a change of second
+        self.assertEqual(fastOut.getvalue(), slowOut.getvalue())
+        self.assertEqual(len(fastOut.getvalue().splitlines()), 4)
+        self.assertIn("[smx.smtps#error] sev=CRIT, func=h, x=1\n", fastOut.getvalue())
+
+    def test_stopDirect(self):
+        """
+        After L{TurnLog.stopDirect} records go through Twisted's log
+        again.
+        """
+        out = io.StringIO()
+        turn = speedUp(textFileLogObserver(out))
+        turn.startDirect()
+        turn.stopDirect()
+        self.assertIsNone(smxlog._direct)
+        events = []
+        logger = smxlog.Logger("qmgr")
+        logger.sink._log = Logger(namespace="smx.qmgr", observer=events.append)
+        logger.info(a=1)
+        self.assertEqual(out.getvalue(), "")
+        self.assertEqual([e["line"] for e in events], ["a=1"])
+
+    def test_oneWritePerTurn(self):
+        """
+        In a running reactor's turn the records and events go to the file
+        with one C{write}, in order, at the end of the turn.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.defer import Deferred
+
+        out = CountingFile()
+        turn = speedUp(textFileLogObserver(out))
+        logger = smxlog.Logger("smtpc")
+        seen = Deferred()
+
+        def inTurn():
+            turn.startDirect()
+            logger.info(a=1)
+            turn(
+                {
+                    "log_format": "twisted",
+                    "log_level": LogLevel.info,
+                    "log_time": time.time(),
+                }
+            )
+            logger.info(b=2)
+            seen.callback((out.getvalue(), out.writes))
+
+        reactor.callLater(0, inTurn)
+
+        def check(during):
+            self.assertEqual(during, ("", 0))
+            d = Deferred()
+            reactor.callLater(0, d.callback, None)
+            return d.addCallback(lambda _: self.assertWrittenOnce(out))
+
+        return seen.addCallback(check)
+
+    def assertWrittenOnce(self, out):
+        smxlog.writeTwistedRecordsTo(None)
+        self.assertEqual(out.writes, 1)
+        text = out.getvalue()
+        self.assertRegex(
+            text,
+            r"^\S+ \[smx.smtpc#info\] a=1\n\S+ \[-#info\] twisted\n"
+            r"\S+ \[smx.smtpc#info\] b=2\n$",
+        )
+
+    def test_flushAll(self):
+        """
+        L{smx.log.flushAll} (at exit and before a fork) writes what the
+        direct L{TurnLog} collected.
+        """
+        out = io.StringIO()
+        turn = speedUp(textFileLogObserver(out))
+        turn.startDirect()
+        turn._buffer._pending.append("kept\n")
+        smxlog.flushAll()
+        self.assertEqual(out.getvalue(), "kept\n")

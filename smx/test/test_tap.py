@@ -276,7 +276,7 @@ class TwistdIntegrationTests(unittest.TestCase):
 
 class QuietLogTests(unittest.TestCase):
     """
-    L{tap.quietLogObserver} drops Twisted's per-DNS-query lines and keeps
+    L{tap.useQuietLog} drops Twisted's per-DNS-query lines and keeps
     everything else.
     """
 
@@ -298,15 +298,26 @@ class QuietLogTests(unittest.TestCase):
             self.assertEqual(tap._isNoise(event(text)), PredicateResult.maybe, text)
 
     def test_twistdOptions(self):
-        """With twistd's options the observer is built; with syslog not."""
+        """
+        With twistd's options the observer is built, around a
+        L{smx.logobserver.TurnLog} for its text log; with syslog not.
+        """
         from twisted.scripts.twistd import ServerOptions
+
+        from smx.logobserver import TurnLog
 
         config = ServerOptions()
         config.parseOptions(["-n"])
-        self.assertIsNotNone(tap.quietLogObserver(config))
+        root = tap.SmxService(None, installSignals=False)
+        tap.useQuietLog(root, config)
+        self.assertIsNotNone(root.logObserver)
+        self.assertIsInstance(root.turnLog, TurnLog)
         config["syslog"] = True
-        self.assertIsNone(tap.quietLogObserver(config))
-        self.assertIsNone(tap.quietLogObserver(None))
+        for options in (config, None):
+            root = tap.SmxService(None, installSignals=False)
+            tap.useQuietLog(root, options)
+            self.assertIsNone(root.logObserver)
+            self.assertIsNone(root.turnLog)
 
 
 class GarbageCollectorTests(unittest.TestCase):
