@@ -138,6 +138,9 @@ def makeComponentService(
         raise ComponentError("only smtps takes a listening socket, not %s" % component)
     from smx.tap import SmxService
 
+    # no log context per I/O event (smx._twistedcompat): a dozen events
+    # per message in each component
+    dispatchWithoutLogContext(reactor)
     root = SmxService(configuration, installSignals=installSignals)
     root.setName(component if instanceId is None else "%s%d" % (component, instanceId))
     build = {
@@ -294,8 +297,6 @@ def _smtps(
     qsection = cfg.section("qmgr")
     sockets = _sockets(cfg)
     logger = Logger("smtps")
-    # no log context per I/O event (smx._twistedcompat)
-    dispatchWithoutLogContext(reactor)
     try:
         contentStore = contentStoreFromConfiguration(
             cfg, threadPool=_threadPool(reactor)
