@@ -59,14 +59,19 @@ class _Stamp:
 
 
 def classicFormatter(
-    fallback: Callable[[Any], Optional[str]], timeFormat: str = timeFormatRFC3339
+    fallback: Callable[[Any], Optional[str]],
+    timeFormat: str = timeFormatRFC3339,
+    stamp: Optional[_Stamp] = None,
 ) -> Callable[[Any], Optional[str]]:
     """
     A formatter of C{"{time} [{namespace}#{level}] {line}\\n"} lines
     (Twisted's L{formatEventAsClassicLogText} with C{timeFormat}) for
     smx's records, C{fallback} for any other event.
+
+    @param stamp: the L{_Stamp} to use (default: its own).
     """
-    stamp = _Stamp(timeFormat)
+    if stamp is None:
+        stamp = _Stamp(timeFormat)
 
     def formatEvent(event: Any) -> Optional[str]:
         if (
@@ -89,7 +94,6 @@ def classicFormatter(
             return fallback(event)
         return "%s [%s#%s] %s\n" % (stamp(when), namespace, level.name, line)
 
-    formatEvent.stamp = stamp  # type: ignore[attr-defined]
     return formatEvent
 
 
@@ -104,8 +108,8 @@ class TurnLog:
     """
 
     def __init__(self, observer: FileLogObserver) -> None:
-        self.formatEvent = classicFormatter(observer.formatEvent)
-        self._stamp = self.formatEvent.stamp  # type: ignore[attr-defined]
+        self._stamp = _Stamp(timeFormatRFC3339)
+        self.formatEvent = classicFormatter(observer.formatEvent, stamp=self._stamp)
         self._buffer = smxlog.TurnBuffer(fileOfObserver(observer))
 
     def __call__(self, event: Any) -> None:
