@@ -33,6 +33,7 @@ from typing import Any, Dict
 
 from twisted.protocols import amp
 
+from smx.split.dispatch import FastCommand
 from smx.values import BadData
 
 #: the most bytes of JSON in one AMP value (an AMP value holds 65,535)
@@ -82,19 +83,19 @@ class PlainData(amp.Argument):
 # -- IQueueManager (SMTPS_socket) -------------------------------------------
 
 
-class SessionOpen(amp.Command):
+class SessionOpen(FastCommand):
     arguments = [(b"sessionId", amp.Unicode()), (b"clientAddress", amp.Unicode())]
     response = [(b"reply", PlainData())]
 
 
-class SessionClose(amp.Command):
+class SessionClose(FastCommand):
     arguments = [(b"sessionId", amp.Unicode()), (b"clientAddress", amp.Unicode())]
     response = []  # type: ignore[var-annotated]
     # nothing to wait for: one packet less per session
     requiresAnswer = False
 
 
-class CheckAcceptance(amp.Command):
+class CheckAcceptance(FastCommand):
     arguments = [
         (b"size", amp.Integer()),
         (b"sessionId", amp.Unicode(optional=True)),
@@ -102,13 +103,13 @@ class CheckAcceptance(amp.Command):
     response = [(b"reply", PlainData())]
 
 
-class CommitTransaction(amp.Command):
+class CommitTransaction(FastCommand):
     arguments = [(b"envelope", PlainData())]
     response = []  # type: ignore[var-annotated]
     errors = ERRORS
 
 
-class ContentCommitted(amp.Command):
+class ContentCommitted(FastCommand):
     arguments = [(b"transactionId", amp.Unicode()), (b"stored", amp.Boolean())]
     response = []  # type: ignore[var-annotated]
     # SMTPS answered 250 already and waits for nothing: QMGR logs a
@@ -116,7 +117,7 @@ class ContentCommitted(amp.Command):
     requiresAnswer = False
 
 
-class Acceptance(amp.Command):
+class Acceptance(FastCommand):
     """
     QMGR to SMTPS, over the connection SMTPS opened, at its start and when
     the state changes: SMTPS may answer C{checkAcceptance} itself for
@@ -129,17 +130,17 @@ class Acceptance(amp.Command):
     requiresAnswer = False
 
 
-class Status(amp.Command):
+class Status(FastCommand):
     arguments = []  # type: ignore[var-annotated]
     response = [(b"status", PlainData())]
 
 
-class ListQueue(amp.Command):
+class ListQueue(FastCommand):
     arguments = []  # type: ignore[var-annotated]
     response = [(b"entries", PlainData())]
 
 
-class Control(amp.Command):
+class Control(FastCommand):
     arguments = [
         (b"command", amp.Unicode()),
         (b"transactionId", amp.Unicode(optional=True)),
@@ -156,32 +157,32 @@ class Control(amp.Command):
 KEEP = (b"keep", amp.Float(optional=True))
 
 
-class CheckClient(amp.Command):
+class CheckClient(FastCommand):
     arguments = [(b"clientAddress", amp.Unicode())]
     response = [(b"decision", PlainData()), KEEP]
 
 
-class CheckSender(amp.Command):
+class CheckSender(FastCommand):
     arguments = [(b"sender", amp.Unicode()), (b"client", PlainData())]
     response = [(b"decision", PlainData()), KEEP]
 
 
-class CheckRecipient(amp.Command):
+class CheckRecipient(FastCommand):
     arguments = [(b"recipient", amp.Unicode()), (b"client", PlainData())]
     response = [(b"decision", PlainData()), KEEP]
 
 
-class LookupAccess(amp.Command):
+class LookupAccess(FastCommand):
     arguments = [(b"tag", amp.Unicode()), (b"key", amp.Unicode())]
     response = [(b"decision", PlainData())]
 
 
-class ResolveRecipient(amp.Command):
+class ResolveRecipient(FastCommand):
     arguments = [(b"address", amp.Unicode())]
     response = [(b"resolved", PlainData()), KEEP]
 
 
-class Reload(amp.Command):
+class Reload(FastCommand):
     arguments = []  # type: ignore[var-annotated]
     response = []  # type: ignore[var-annotated]
 
@@ -189,12 +190,12 @@ class Reload(amp.Command):
 # -- IDeliveryAgent (SMTPC_socket) ------------------------------------------
 
 
-class Deliver(amp.Command):
+class Deliver(FastCommand):
     arguments = [(b"transaction", PlainData())]
     response = [(b"results", PlainData())]
 
 
-class Ready(amp.Command):
+class Ready(FastCommand):
     """
     SMTPC's first command on each connection to QMGR: the deliveries it
     finished while it had no connection (QMGR was restarting), as a list

@@ -48,6 +48,7 @@ from zope.interface import implementer
 
 from smx.log import Logger
 from smx.split.boxes import FastBoxReceiver
+from smx.split.dispatch import LeanDispatch
 from smx.unixsocket import socketName
 
 #: the errors of a connection that ended
@@ -63,10 +64,11 @@ class PeerUnavailable(Exception):
     """
 
 
-class QuietAMP(FastBoxReceiver, amp.AMP):
+class QuietAMP(LeanDispatch, FastBoxReceiver, amp.AMP):
     """
     AMP without the lines per connection that C{amp.AMP} logs, reading
-    whole boxes at a time (L{smx.split.boxes}).
+    whole boxes at a time (L{smx.split.boxes}), answering at once what
+    can be answered at once (L{smx.split.dispatch}).
     """
 
     def makeConnection(self, transport: Any) -> None:

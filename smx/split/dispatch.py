@@ -1,0 +1,178 @@
+# -*- test-case-name: smx.split.test.test_dispatch -*-
+"""
+NAME
+    smx.split.dispatch - AMP commands and their dispatch, with less work
+    per box
+
+SYNOPSIS
+    class SessionOpen(FastCommand): ...
+    class QuietAMP(LeanDispatch, FastBoxReceiver, amp.AMP): ...
+
+DESCRIPTION
+    A relayed message in split mode makes three AMP round trips between
+    the processes (SessionOpen, CommitTransaction, Deliver) and sends two
+    one-way boxes; each costs some 60 us of CPU, a good part of it
+    Twisted's generic bookkeeping:
+
+      - L{FastCommand} parses and makes its boxes from a table of its
+        arguments computed once per command class, where L{amp.Command}
+        derives each Python name from the wire name (twice per argument
+        and box) and copies the box first;
+      - L{LeanDispatch} answers a command whose responder returns at once
+        (not a L{Deferred}) without AMP's chain of five callbacks: parse,
+        call, make the answer, send it.  A responder that returns a
+        L{Deferred} or raises, an answer that cannot be made, a command
+        without responder: all go through AMP's own dispatch, from the
+        result already obtained (the responder is not called twice), so
+        errors are reported exactly as AMP reports them.
+
+    The wire format and every outcome are AMP's; a socketpair round trip
+    takes about 50 us instead of 66.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.protocols import amp
+
+#: per argument: its wire name, its Python name, its L{amp.Argument}, and
+#: whether that argument is one value under its own name (so that its
+#: C{fromStringProto}/C{toStringProto} can be called directly)
+_Table = List[Tuple[bytes, str, Any, bool]]
+
+
+def _table(arguments: Any) -> _Table:
+    table = []  # type: _Table
+    for wire, argument in arguments:
+        kind = type(argument)
+        plain = (
+            kind.fromBox is amp.Argument.fromBox and kind.toBox is amp.Argument.toBox
+        )
+        table.append((wire, wire.replace(b"-", b"_").decode("ascii"), argument, plain))
+    return table
+
+
+def _parse(table: _Table, box: Any, proto: Any) -> Dict[str, Any]:
+    objects = {}  # type: Dict[str, Any]
+    for wire, name, argument, plain in table:
+        if not plain:
+            argument.fromBox(wire, box, objects, proto)
+            continue
+        text = box.get(wire)
+        if text is None:
+            if not argument.optional:
+                raise KeyError(wire)
+            objects[name] = None
+        else:
+            objects[name] = argument.fromStringProto(text, proto)
+    return objects
+
+
+def _make(table: _Table, objects: Dict[str, Any], box: Any, proto: Any) -> Any:
+    for wire, name, argument, plain in table:
+        if not plain:
+            argument.toBox(wire, box, objects, proto)
+            continue
+        if argument.optional:
+            value = objects.get(name)
+            if value is None:
+                continue
+        else:
+            value = objects[name]
+        box[wire] = argument.toStringProto(value, proto)
+    return box
+
+
+class FastCommand(amp.Command):
+    """
+    An L{amp.Command} that parses and makes its boxes from tables of its
+    arguments and response computed once per class (see the module
+    docstring); the same boxes, the same errors.
+    """
+
+    @classmethod
+    def _tables(cls) -> Tuple[_Table, _Table, frozenset]:
+        tables = cls.__dict__.get("_fastTables")
+        if tables is None:
+            arguments = _table(cls.arguments)
+            tables = (
+                arguments,
+                _table(cls.response),
+                frozenset(a[1] for a in arguments),
+            )
+            cls._fastTables = tables  # type: ignore[attr-defined]
+        return tables
+
+    @classmethod
+    def parseArguments(cls, box: Any, protocol: Any) -> Dict[str, Any]:
+        return _parse(cls._tables()[0], box, protocol)
+
+    @classmethod
+    def parseResponse(cls, box: Any, protocol: Any) -> Dict[str, Any]:
+        return _parse(cls._tables()[1], box, protocol)
+
+    @classmethod
+    def makeArguments(cls, objects: Dict[str, Any], proto: Any) -> Any:
+        arguments, _, names = cls._tables()
+        for name in objects:
+            if name not in names:
+                raise amp.InvalidSignature("%s is not a valid argument" % (name,))
+        return _make(arguments, objects, cls.commandType(), proto)
+
+    @classmethod
+    def makeResponse(cls, objects: Dict[str, Any], proto: Any) -> Any:
+        return _make(cls._tables()[1], objects, cls.responseType(), proto)
+
+
+class LeanDispatch:
+    """
+    A mixin for L{amp.AMP} (put before it): commands whose responder
+    returns at once are answered without AMP's callback chain (see the
+    module docstring).
+    """
+
+    #: the command box and what its responder gave, handed from
+    #: L{_commandReceived} to L{dispatchCommand} (in the same call)
+    _held = None  # type: Any
+
+    def _commandReceived(self, box: Any) -> None:
+        entry = None
+        if self.locator is self:  # type: ignore[attr-defined]
+            entry = self._commandDispatch.get(box[amp.COMMAND])  # type: ignore[attr-defined]
+        if entry is None:
+            amp.AMP._commandReceived(self, box)  # type: ignore[arg-type]
+            return
+        command, responder = entry
+        try:
+            result = responder(self, **command.parseArguments(box, self))
+        except BaseException:
+            result = fail()
+        if not isinstance(result, Deferred):
+            try:
+                answer = command.makeResponse(result, self)
+            except BaseException:
+                pass  # AMP reports it (BadLocalReturn)
+            else:
+                tag = box.get(amp.ASK)
+                if tag is not None:  # else one-way: nothing to answer
+                    answer[amp.ANSWER] = tag
+                    self._safeEmit(answer)  # type: ignore[attr-defined]
+                return
+        # AMP's own way from here, with the result already obtained
+        self._held = (box, command, result)
+        amp.AMP._commandReceived(self, box)  # type: ignore[arg-type]
+
+    def dispatchCommand(self, box: Any) -> Deferred:
+        held, self._held = self._held, None
+        if held is None or held[0] is not box:
+            return amp.AMP.dispatchCommand(self, box)  # type: ignore[arg-type]
+        _, command, result = held
+        doit = self._wrapWithSerialization(  # type: ignore[attr-defined]
+            lambda **kw: result, command
+        )
+        return maybeDeferred(doit, box)
+
+
+__all__ = ["FastCommand", "LeanDispatch"]
