@@ -151,7 +151,8 @@ class LeanDispatch:
             self._asAMP(box, command, fail())
             return
         if isinstance(result, Deferred):
-            unhandled = self.unhandledError  # type: Any  # (AMP's, its last errback)
+            # AMP's last errback too
+            unhandled = self.unhandledError  # type: ignore[attr-defined]
             result.addCallbacks(
                 self._answer,
                 self._failed,
