@@ -114,6 +114,8 @@ def serverClass(lean):
                 raise Boom("boom")
             if name == "unserializable":
                 return {"wrong": 1}
+            if name == "unserializable-later":
+                return defer.succeed({"wrong": 1})
             raise AssertionError(name)
 
         @OneWay.responder
@@ -192,7 +194,7 @@ class LeanDispatchTests(unittest.TestCase):
         response: AMP's unknown error, the connection closed, the
         responder called once.
         """
-        for name in ("unknown", "unserializable"):
+        for name in ("unknown", "unserializable", "unserializable-later"):
             plain, lean = self.both(name)
             self.assertEqual(
                 self.describe(lean[0]), (amp.UnknownRemoteError, b"UNKNOWN"), name
