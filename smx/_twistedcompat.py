@@ -30,9 +30,15 @@ DESCRIPTION
         L{smx.net}.
       - C{EPollReactor._poller}, C{_selectables} and
         C{_PollLikeMixin._doReadOrWrite} (L{dispatchWithoutLogContext}):
-        the SMTPS processes of split mode (L{smx.split.service}).
+        the processes of split mode (L{smx.split.service}).
       - C{twisted.scripts.twistd._SomeApplicationRunner} and
-        C{AppLogger._getLogObserver} (L{twistdLogObserver}): L{smx.tap}.
+        C{AppLogger._getLogObserver} (L{twistdLogObserver}): L{smx.tap};
+        C{FileLogObserver._outFile} (L{fileOfObserver}):
+        L{smx.logobserver}.
+      - C{CommandLocator._commandDispatch},
+        C{CommandLocator._wrapWithSerialization} and
+        C{BoxDispatcher._safeEmit} (L{ampResponder}, L{ampWrapResponder},
+        L{ampSendAnswer}): L{smx.split.dispatch}.
       - C{twisted.mail.maildir._MaildirNameGenerator}
         (L{MaildirNameGenerator}): L{smx.mail.lmtpd}.
       - C{DNSServerFactory._responseFromMessage} and
@@ -60,6 +66,10 @@ __all__ = [
     "TCPConnector",
     "dispatchWithoutLogContext",
     "twistdLogObserver",
+    "fileOfObserver",
+    "ampResponder",
+    "ampWrapResponder",
+    "ampSendAnswer",
     "MaildirNameGenerator",
     "responseFromMessage",
     "RecordResolverBase",
@@ -215,6 +225,38 @@ def fileOfObserver(observer: Any) -> Any:
     private C{_outFile}: the observer has no public way to give it.
     """
     return observer._outFile
+
+
+def ampResponder(proto: Any, commandName: bytes) -> Any:
+    """
+    C{(commandClass, responderFunction)} for C{commandName} from the
+    C{Command.responder} declarations of C{proto}'s class, or C{None}.
+
+    Relies on C{CommandLocator._commandDispatch}, the table its metaclass
+    builds and C{CommandLocator.locateResponder} reads (which returns the
+    responder wrapped in AMP's callback chain: L{smx.split.dispatch}
+    calls it directly).
+    """
+    return proto._commandDispatch.get(commandName)
+
+
+def ampWrapResponder(proto: Any, aCallable: Any, command: Any) -> Any:
+    """
+    AMP's wrapping of C{aCallable} in C{command}'s argument parsing and
+    answer making, as C{locateResponder} returns it.
+
+    Relies on C{CommandLocator._wrapWithSerialization(aCallable, command)}.
+    """
+    return proto._wrapWithSerialization(aCallable, command)
+
+
+def ampSendAnswer(proto: Any, box: Any) -> None:
+    """
+    Send an answer box as AMP does, ignoring a lost connection.
+
+    Relies on C{BoxDispatcher._safeEmit(box)}.
+    """
+    proto._safeEmit(box)
 
 
 #: Unique Maildir file names (C{<seconds>.M<microseconds>P<pid>Q<n>.<host>},

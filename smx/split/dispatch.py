@@ -38,6 +38,8 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from smx._twistedcompat import ampResponder, ampSendAnswer, ampWrapResponder
+
 #: per argument: its wire name, its Python name, its L{amp.Argument}, and
 #: whether that argument is one value under its own name (so that its
 #: C{fromStringProto}/C{toStringProto} can be called directly)
@@ -140,7 +142,7 @@ class LeanDispatch:
     def _commandReceived(self, box: Any) -> None:
         entry = None
         if self.locator is self:  # type: ignore[attr-defined]
-            entry = self._commandDispatch.get(box[amp.COMMAND])  # type: ignore[attr-defined]
+            entry = ampResponder(self, box[amp.COMMAND])
         if entry is None:
             amp.AMP._commandReceived(self, box)  # type: ignore[arg-type]
             return
@@ -172,7 +174,7 @@ class LeanDispatch:
         tag = box.get(amp.ASK)
         if tag is not None:  # else one-way: nothing to answer
             answer[amp.ANSWER] = tag
-            self._safeEmit(answer)  # type: ignore[attr-defined]
+            ampSendAnswer(self, answer)
 
     def _failed(self, reason: Failure, box: Any, command: Any) -> None:
         self._asAMP(box, command, fail(reason))
@@ -190,9 +192,7 @@ class LeanDispatch:
         if held is None or held[0] is not box:
             return amp.AMP.dispatchCommand(self, box)  # type: ignore[arg-type]
         _, command, result = held
-        doit = self._wrapWithSerialization(  # type: ignore[attr-defined]
-            lambda **kw: result, command
-        )
+        doit = ampWrapResponder(self, lambda **kw: result, command)
         return maybeDeferred(doit, box)
 
 

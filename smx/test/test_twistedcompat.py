@@ -12,9 +12,10 @@ reactor.
 from __future__ import annotations
 
 import configparser
+import io
 import os
 import re
-from typing import Any, List
+from typing import Any, Dict, List
 
 from twisted.internet import defer, error, main, protocol, reactor, tcp
 from twisted.internet import task
@@ -365,6 +366,57 @@ class TwistdLogObserverTests(unittest.TestCase):
         )
         with open(path) as f:
             self.assertIn("hello compat", f.read())
+
+
+class FileOfObserverTests(unittest.SynchronousTestCase):
+    """
+    L{compat.fileOfObserver} (C{FileLogObserver._outFile}).
+    """
+
+    def test_file(self) -> None:
+        from twisted.logger import textFileLogObserver
+
+        out = io.StringIO()
+        self.assertIs(compat.fileOfObserver(textFileLogObserver(out)), out)
+
+
+class AMPDispatchTests(unittest.SynchronousTestCase):
+    """
+    L{compat.ampResponder} (C{CommandLocator._commandDispatch}),
+    L{compat.ampWrapResponder} (C{_wrapWithSerialization}) and
+    L{compat.ampSendAnswer} (C{BoxDispatcher._safeEmit}).
+    """
+
+    def test_dispatch(self) -> None:
+        from twisted.protocols import amp
+        from twisted.internet.testing import StringTransport
+
+        class Echo(amp.Command):
+            arguments = [(b"text", amp.Unicode())]
+            response = [(b"text", amp.Unicode())]
+
+        class Server(amp.AMP):
+            @Echo.responder
+            def echo(self, text: str) -> Dict[str, str]:
+                return {"text": text + "!"}
+
+        server = Server()
+        transport = StringTransport()
+        server.makeConnection(transport)
+        command, function = compat.ampResponder(server, b"Echo")
+        self.assertIs(command, Echo)
+        self.assertEqual(function(server, text="a"), {"text": "a!"})
+        self.assertIsNone(compat.ampResponder(server, b"Other"))
+        doit = compat.ampWrapResponder(server, lambda **kw: {"text": "b"}, Echo)
+        answers: List[Any] = []
+        doit(amp.AmpBox(text=b"x")).addCallback(answers.append)
+        self.assertEqual(answers, [amp.AmpBox(text=b"b")])
+        compat.ampSendAnswer(server, amp.AmpBox(_answer=b"1", text=b"c"))
+        self.assertIn(b"_answer", transport.value())
+        transport.loseConnection()
+        server.connectionLost(Failure(error.ConnectionDone()))
+        # a lost connection is not an error
+        compat.ampSendAnswer(server, amp.AmpBox(_answer=b"2"))
 
 
 class MaildirNameGeneratorTests(unittest.SynchronousTestCase):

@@ -1,3 +1,4 @@
+# -*- test-case-name: smx.split.test.test_dispatch -*-
 """
 Tests for L{smx.split.dispatch}: the same boxes and the same outcomes as
 Twisted's AMP, for every way a responder can answer.
