@@ -36,8 +36,9 @@ DESCRIPTION
         C{FileLogObserver._outFile} (L{fileOfObserver}):
         L{smx.logobserver}.
       - C{CommandLocator._commandDispatch},
-        C{CommandLocator._wrapWithSerialization} and
-        C{BoxDispatcher._safeEmit} (L{ampResponder}, L{ampWrapResponder},
+        C{CommandLocator._wrapWithSerialization},
+        C{BoxDispatcher._commandReceived} and C{BoxDispatcher._safeEmit}
+        (L{ampResponder}, L{ampWrapResponder}, L{ampCommandReceived},
         L{ampSendAnswer}): L{smx.split.dispatch}.
       - C{twisted.mail.maildir._MaildirNameGenerator}
         (L{MaildirNameGenerator}): L{smx.mail.lmtpd}.
@@ -56,6 +57,7 @@ from typing import Any, Optional
 from twisted.internet import defer, tcp
 from twisted.mail import maildir
 from twisted.names import common, dns
+from twisted.protocols import amp
 from twisted.python import log
 
 __all__ = [
@@ -69,6 +71,7 @@ __all__ = [
     "fileOfObserver",
     "ampResponder",
     "ampWrapResponder",
+    "ampCommandReceived",
     "ampSendAnswer",
     "MaildirNameGenerator",
     "responseFromMessage",
@@ -238,6 +241,19 @@ def ampResponder(proto: Any, commandName: bytes) -> Any:
     calls it directly).
     """
     return proto._commandDispatch.get(commandName)
+
+
+def ampCommandReceived(proto: Any, box: Any) -> None:
+    """
+    AMP's own handling of a command box: find the responder, call it,
+    send the answer or the error.
+
+    Relies on C{BoxDispatcher._commandReceived(box)}, which
+    C{ampBoxReceived} calls for every box with a C{_command} key;
+    L{smx.split.dispatch.LeanDispatch} overrides it and hands AMP here
+    what it does not answer itself.
+    """
+    amp.BoxDispatcher._commandReceived(proto, box)
 
 
 def ampWrapResponder(proto: Any, aCallable: Any, command: Any) -> Any:

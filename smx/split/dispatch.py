@@ -38,7 +38,12 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from smx._twistedcompat import ampResponder, ampSendAnswer, ampWrapResponder
+from smx._twistedcompat import (
+    ampCommandReceived,
+    ampResponder,
+    ampSendAnswer,
+    ampWrapResponder,
+)
 
 #: per argument: its wire name, its Python name, its L{amp.Argument}, and
 #: whether that argument is one value under its own name (so that its
@@ -144,7 +149,7 @@ class LeanDispatch:
         if self.locator is self:  # type: ignore[attr-defined]
             entry = ampResponder(self, box[amp.COMMAND])
         if entry is None:
-            amp.AMP._commandReceived(self, box)  # type: ignore[arg-type]
+            ampCommandReceived(self, box)
             return
         command, responder = entry
         try:
@@ -185,7 +190,7 @@ class LeanDispatch:
         makes the answer or the error box and sends it.
         """
         self._held = (box, command, result)
-        amp.AMP._commandReceived(self, box)  # type: ignore[arg-type]
+        ampCommandReceived(self, box)
 
     def dispatchCommand(self, box: Any) -> Deferred:
         held, self._held = self._held, None

@@ -383,7 +383,8 @@ class FileOfObserverTests(unittest.SynchronousTestCase):
 class AMPDispatchTests(unittest.SynchronousTestCase):
     """
     L{compat.ampResponder} (C{CommandLocator._commandDispatch}),
-    L{compat.ampWrapResponder} (C{_wrapWithSerialization}) and
+    L{compat.ampWrapResponder} (C{_wrapWithSerialization}),
+    L{compat.ampCommandReceived} (C{BoxDispatcher._commandReceived}) and
     L{compat.ampSendAnswer} (C{BoxDispatcher._safeEmit}).
     """
 
@@ -411,6 +412,10 @@ class AMPDispatchTests(unittest.SynchronousTestCase):
         answers: List[Any] = []
         doit(amp.AmpBox(text=b"x")).addCallback(answers.append)
         self.assertEqual(answers, [amp.AmpBox(text=b"b")])
+        compat.ampCommandReceived(
+            server, amp.AmpBox(_command=b"Echo", _ask=b"7", text=b"d")
+        )
+        self.assertIn(b"d!", transport.value())
         compat.ampSendAnswer(server, amp.AmpBox(_answer=b"1", text=b"c"))
         self.assertIn(b"_answer", transport.value())
         transport.loseConnection()
