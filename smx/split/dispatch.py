@@ -113,6 +113,19 @@ class FastCommand(amp.Command):
             cls._fastTables = tables  # type: ignore[attr-defined]
         return tables
 
+    def __init__(self, **kw: Any) -> None:
+        # as amp.Command's, from the table
+        self.structured = kw
+        forgotten = [
+            name
+            for _, name, argument, _ in self._tables()[0]
+            if name not in kw and not argument.optional
+        ]
+        if forgotten:
+            raise amp.InvalidSignature(
+                "forgot %s for %r" % (", ".join(forgotten), self.commandName)
+            )
+
     @classmethod
     def parseArguments(cls, box: Any, protocol: Any) -> Dict[str, Any]:
         return _parse(cls._tables()[0], box, protocol)

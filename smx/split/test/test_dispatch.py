@@ -88,6 +88,10 @@ class FastCommandTests(unittest.TestCase):
             del box[b"name"]
             self.assertRaises(KeyError, command.parseArguments, box, None)
             self.assertRaises(KeyError, command.makeResponse, {}, None)
+            # a call without a required argument
+            e = self.assertRaises(amp.InvalidSignature, command, name="x")
+            self.assertEqual(str(e), "forgot count, with_dash, data for b'Cmd'")
+            self.assertEqual(command(**ARGS).structured, ARGS)
 
 
 class Boom(Exception):
