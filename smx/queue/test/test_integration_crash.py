@@ -106,6 +106,22 @@ class CrashRecoveryTests(unittest.TestCase):
         clock.advance(1)
         return qmgr, clock, agent
 
+    def undelivered(self, agent, okays, transactionIds):
+        """
+        The recipients of C{transactionIds} delivered neither before the
+        crash (C{okays}) nor by C{agent} after recovery.
+        """
+        delivered = set(okays)
+        for t in agent.transactions:
+            for r in t["recipients"]:
+                delivered.add((t["ss_ta"], r["address"]))
+        return [
+            (taId, a)
+            for taId in transactionIds
+            for a in ("b@down.test", "c@up.test")
+            if (taId, a) not in delivered
+        ]
+
     def test_killInGroupCommit(self):
         """
         A DEFEDB group commit (the deferrals of several transactions in
@@ -125,18 +141,9 @@ class CrashRecoveryTests(unittest.TestCase):
             db.close()
         self.assertEqual(stored & set(self.group), set())
         qmgr, clock, agent = self.recover(directory)
-        delivered = set(okays)
-        for t in agent.transactions:
-            for r in t["recipients"]:
-                delivered.add((t["ss_ta"], r["address"]))
         # the group's transactions were committed to IBDB before their
         # first delivery (some may not have printed their ACK yet)
-        missing = [
-            (taId, a)
-            for taId in set(acked) | set(self.group)
-            for a in ("b@down.test", "c@up.test")
-            if (taId, a) not in delivered
-        ]
+        missing = self.undelivered(agent, okays, set(acked) | set(self.group))
         self.assertEqual(missing, [])
         for taId in self.group:
             self.assertIn(taId, qmgr.recovered.transactions)
@@ -151,37 +158,9 @@ class CrashRecoveryTests(unittest.TestCase):
         os.makedirs(directory)
         acked, okays = self.runChild(directory, 400)
         self.assertGreaterEqual(len(acked), 400)
-        clock = Clock()
-        clock.advance(time.time() + 3600)
-        resolver = FakeAddressResolver()
-        resolver.routes["@down.test"] = [ROUTE]
-        resolver.routes["@up.test"] = [ROUTE]
-        agent = FakeDeliveryAgent()
-        sink = MemorySink()
+        qmgr, clock, agent = self.recover(directory)
         cdb = FileContentStore(directory)
-        qmgr = QueueManager(
-            clock,
-            # the Clock is no reactor to listen with
-            defaultQueueSettings(directory, controlSocket=None),
-            cdb,
-            resolver,
-            agent,
-            logger=Logger("qmgr", sink=sink),
-        )
-        qmgr.startService()
-        self.addCleanup(qmgr.stopService)
-        clock.advance(0)
-        clock.advance(1)
-        delivered = set(okays)
-        for t in agent.transactions:
-            for r in t["recipients"]:
-                delivered.add((t["ss_ta"], r["address"]))
-        missing = [
-            (taId, a)
-            for taId in acked
-            for a in ("b@down.test", "c@up.test")
-            if (taId, a) not in delivered
-        ]
+        missing = self.undelivered(agent, okays, acked)
         self.assertEqual(missing, [])
         # everything was delivered: the queue is empty and the content gone
         clock.advance(1)
