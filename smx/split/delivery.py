@@ -76,6 +76,17 @@ AGENT_UNAVAILABLE = "451 4.4.0 delivery agent unavailable"
 RECENT = 10.0
 
 
+def _describe(e: Any) -> str:
+    """C{"ConnectionLost: ..."}: an exception in a delivery's reply."""
+    return "%s: %s" % (type(e).__name__, e)
+
+
+def _index(recipient: Dict[str, Any], position: int) -> int:
+    """A recipient's index in its transaction (its position without one)."""
+    index = recipient.get("index")
+    return position if index is None else index
+
+
 class LateResults:
     """
     SMTPC's results of deliveries that ended after the connection they
@@ -464,19 +475,28 @@ class RemoteDeliveryAgents(service.Service):
         if isinstance(answer, Failure):
             e = answer.value
             if answer.check(*GONE) and self.running:
-                self.logger.warn(
-                    "RemoteDeliveryAgents.deliver",
-                    da_ta=data["id"],
-                    ss_ta=data["ss_ta"],
-                    error="%s: %s" % (type(e).__name__, e),
-                    action="again",
-                )
+                self._handOverAgain(data, e)
                 return defer.Deferred.fromCoroutine(self._deliver(data, again=False))
-            return self._unavailable(data, "%s: %s" % (type(e).__name__, e))
+            return self._unavailable(data, _describe(e))
         try:
             return checkedList(Result, answer["results"])
         except Exception as e:
-            return self._unavailable(data, "%s: %s" % (type(e).__name__, e))
+            return self._unavailable(data, _describe(e))
+
+    def _handOverAgain(self, data: Dict[str, Any], e: Any) -> None:
+        """
+        Log that the SMTPC process of C{data}'s delivery went away (killed)
+        and that the delivery goes to the next one: the MCP starts
+        another, and waiting for it (at most C{wait_for_client}) is better
+        than deferring for C{retry_min_delay}.
+        """
+        self.logger.warn(
+            "RemoteDeliveryAgents.deliver",
+            da_ta=data["id"],
+            ss_ta=data["ss_ta"],
+            error=_describe(e),
+            action="again",
+        )
 
     def _fromLate(self, data: Dict[str, Any]) -> List[Dict[str, Any]]:
         """
@@ -489,8 +509,7 @@ class RemoteDeliveryAgents(service.Service):
             for i, r in enumerate(data["recipients"]):
                 result = self.late.pop((data["ss_ta"], r["address"]), None)
                 if result is not None:
-                    index = r["index"] if r.get("index") is not None else i
-                    found.append(dict(result, index=index))
+                    found.append(dict(result, index=_index(r, i)))
         return found
 
     async def _deliver(
@@ -505,9 +524,7 @@ class RemoteDeliveryAgents(service.Service):
         if known:
             done = {r["index"] for r in known}
             rest = [
-                r
-                for i, r in enumerate(data["recipients"])
-                if (r["index"] if r.get("index") is not None else i) not in done
+                r for i, r in enumerate(data["recipients"]) if _index(r, i) not in done
             ]
             self.logger.info(
                 da_ta=data["id"], ss_ta=data["ss_ta"], late=len(known), stat="late"
@@ -520,21 +537,12 @@ class RemoteDeliveryAgents(service.Service):
             answer = await conn.callRemote(c.Deliver, transaction=data)
             return known + checkedList(Result, answer["results"])
         except GONE as e:
-            # the SMTPC process went away (killed): the MCP starts another;
-            # hand the delivery over once more (waiting for a process at
-            # most wait_for_client) rather than defer it for retry_min_delay
             if not again or not self.running:
-                return known + self._unavailable(data, "%s: %s" % (type(e).__name__, e))
-            self.logger.warn(
-                "RemoteDeliveryAgents.deliver",
-                da_ta=data["id"],
-                ss_ta=data["ss_ta"],
-                error="%s: %s" % (type(e).__name__, e),
-                action="again",
-            )
+                return known + self._unavailable(data, _describe(e))
+            self._handOverAgain(data, e)
             return known + await self._deliver(data, again=False)
         except Exception as e:
-            return known + self._unavailable(data, "%s: %s" % (type(e).__name__, e))
+            return known + self._unavailable(data, _describe(e))
         finally:
             conn.busy -= 1
 
