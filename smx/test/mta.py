@@ -133,6 +133,22 @@ def tempDirectory(testCase: Any, prefix: str = "smx-e2e-") -> str:
     return path
 
 
+def dropInPlugins(root: str, **modules: str) -> str:
+    """
+    Write each of C{modules} (module name -> source) as a drop-in plugin
+    module under C{ROOT/py/smx/plugins}, as an administrator would put a
+    pmilter on the path.
+
+    @return: a C{PYTHONPATH} with C{ROOT/py} ahead of the current one.
+    """
+    plugins = os.path.join(root, "py", "smx", "plugins")
+    os.makedirs(plugins, exist_ok=True)
+    for name, source in modules.items():
+        with open(os.path.join(plugins, name + ".py"), "w") as f:
+            f.write(source)
+    return os.pathsep.join([os.path.join(root, "py"), os.environ.get("PYTHONPATH", "")])
+
+
 def configuration(
     port: int,
     smtps: str = "",

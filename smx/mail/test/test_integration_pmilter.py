@@ -23,7 +23,7 @@ from typing import Any, Dict, List
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from smx.test.mta import MTA, SMX, configuration, until, waitFor
+from smx.test.mta import MTA, SMX, configuration, dropInPlugins, until, waitFor
 
 #: two pmilters of someone else that record what they see (JSON lines in
 #: $PMTEST_RECORD) and decide by the addresses and the content
@@ -193,15 +193,9 @@ class _Base(unittest.TestCase):
         # short: the pmilter server's socket name must fit in sun_path
         self.root = tempfile.mkdtemp(prefix="smxpm")
         self.addCleanup(shutil.rmtree, self.root, True)
-        plugins = os.path.join(self.root, "py", "smx", "plugins")
-        os.makedirs(plugins)
-        with open(os.path.join(plugins, "pmtest_recorder.py"), "w") as f:
-            f.write(RECORDER)
         self.record = os.path.join(self.root, "record")
         self.environ = {
-            "PYTHONPATH": os.pathsep.join(
-                [os.path.join(self.root, "py"), os.environ.get("PYTHONPATH", "")]
-            ),
+            "PYTHONPATH": dropInPlugins(self.root, pmtest_recorder=RECORDER),
             "PMTEST_RECORD": self.record,
         }
         self.mta = MTA(self, os.path.join(self.root, "smx"))

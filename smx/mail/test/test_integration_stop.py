@@ -20,7 +20,7 @@ from typing import Any, List, Tuple
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from smx.test.mta import MTA, canConnect, configuration, until
+from smx.test.mta import MTA, canConnect, configuration, dropInPlugins, until
 
 #: a pmilter that answers the final dot late
 SLOWDOT = r'''
@@ -65,13 +65,7 @@ class EmbeddedStopTests(unittest.TestCase):
     def setUp(self) -> None:
         self.root = tempfile.mkdtemp(prefix="smxstop")
         self.addCleanup(shutil.rmtree, self.root, True)
-        plugins = os.path.join(self.root, "py", "smx", "plugins")
-        os.makedirs(plugins)
-        with open(os.path.join(plugins, "stoptest_slowdot.py"), "w") as f:
-            f.write(SLOWDOT)
-        self.pythonPath = os.pathsep.join(
-            [os.path.join(self.root, "py"), os.environ.get("PYTHONPATH", "")]
-        )
+        self.pythonPath = dropInPlugins(self.root, stoptest_slowdot=SLOWDOT)
         self.mta = MTA(self, os.path.join(self.root, "smx"))
 
     def start(self, delay: float, ioTimeout: str = "30s") -> None:

@@ -18,7 +18,14 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from smx.mail.test.test_integration_stop import SLOWDOT
 from smx.split.test.test_integration_split import SplitSystem
-from smx.test.mta import SMTP_SINK, SmtpSink, canConnect, missing, tempDirectory
+from smx.test.mta import (
+    SMTP_SINK,
+    SmtpSink,
+    canConnect,
+    dropInPlugins,
+    missing,
+    tempDirectory,
+)
 
 
 class SlowDotSystem(SplitSystem):
@@ -28,15 +35,9 @@ class SlowDotSystem(SplitSystem):
 
     def __init__(self, testCase: SynchronousTestCase, root: str, sink: SmtpSink):
         SplitSystem.__init__(self, testCase, root, sink)
-        plugins = os.path.join(root, "py", "smx", "plugins")
-        os.makedirs(plugins)
-        with open(os.path.join(plugins, "stoptest_slowdot.py"), "w") as f:
-            f.write(SLOWDOT)
         self.environ = dict(
             os.environ,
-            PYTHONPATH=os.pathsep.join(
-                [os.path.join(root, "py"), os.environ.get("PYTHONPATH", "")]
-            ),
+            PYTHONPATH=dropInPlugins(root, stoptest_slowdot=SLOWDOT),
             STOPTEST_DELAY="2",
         )
         with open(self.config) as f:
