@@ -235,3 +235,27 @@ class TurnLogTests(unittest.TestCase):
         turn._buffer._pending.append("kept\n")
         smxlog.flushAll()
         self.assertEqual(out.getvalue(), "kept\n")
+
+    def test_writeFails(self):
+        """
+        A log file that cannot be written (a full disk, a closed standard
+        output) drops the text; the record's caller sees no exception and
+        the next write goes through again.
+        """
+
+        class Full(io.StringIO):
+            full = True
+
+            def write(self, text):
+                if self.full:
+                    raise OSError(28, "No space left on device")
+                return io.StringIO.write(self, text)
+
+        out = Full()
+        turn = speedUp(textFileLogObserver(out))
+        turn.startDirect()
+        smxlog.Logger("qmgr").info(a=1)
+        self.assertEqual(out.getvalue(), "")
+        out.full = False
+        smxlog.Logger("qmgr").info(b=2)
+        self.assertTrue(out.getvalue().endswith(" [smx.qmgr#info] b=2\n"))
