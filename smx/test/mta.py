@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -147,6 +148,26 @@ def dropInPlugins(root: str, **modules: str) -> str:
         with open(os.path.join(plugins, name + ".py"), "w") as f:
             f.write(source)
     return os.pathsep.join([os.path.join(root, "py"), os.environ.get("PYTHONPATH", "")])
+
+
+def sendUntilDot(
+    testCase: Any, port: int, sender: str, recipient: str, message: bytes
+) -> smtplib.SMTP:
+    """
+    One transaction on 127.0.0.1:C{port} up to and including the final
+    dot of C{message} (CRLF lines, without the dot), its reply not read
+    yet: for what happens to a message whose commit is under way.  The
+    connection is closed by a cleanup of C{testCase}.
+    """
+    c = smtplib.SMTP("127.0.0.1", port, timeout=10)
+    testCase.addCleanup(c.close)
+    c.ehlo("client.test")
+    testCase.assertEqual(c.mail(sender)[0], 250)
+    testCase.assertEqual(c.rcpt(recipient)[0], 250)
+    c.putcmd("data")
+    testCase.assertEqual(c.getreply()[0], 354)
+    c.send(message + b".\r\n")
+    return c
 
 
 def configuration(

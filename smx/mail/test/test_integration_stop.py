@@ -20,7 +20,14 @@ from typing import Any, List, Tuple
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from smx.test.mta import MTA, canConnect, configuration, dropInPlugins, until
+from smx.test.mta import (
+    MTA,
+    canConnect,
+    configuration,
+    dropInPlugins,
+    sendUntilDot,
+    until,
+)
 
 #: a pmilter that answers the final dot late
 SLOWDOT = r'''
@@ -84,16 +91,14 @@ class EmbeddedStopTests(unittest.TestCase):
         A transaction to alice up to and including the final dot (its
         reply not read yet), with C{lines} more lines of 72 octets.
         """
-        c = smtplib.SMTP("127.0.0.1", self.mta.port, timeout=10)
-        self.addCleanup(c.close)
-        c.ehlo("client.test")
-        self.assertEqual(c.mail("carol@client.test")[0], 250)
-        self.assertEqual(c.rcpt("alice@localhost")[0], 250)
-        c.putcmd("data")
-        self.assertEqual(c.getreply()[0], 354)
         body = marker + b"\r\n" + b"x" * 70 + b"\r\n"
-        c.send(b"Subject: stop test\r\n\r\n" + body * lines + marker + b"\r\n.\r\n")
-        return c
+        return sendUntilDot(
+            self,
+            self.mta.port,
+            "carol@client.test",
+            "alice@localhost",
+            b"Subject: stop test\r\n\r\n" + body * lines + marker + b"\r\n",
+        )
 
     def stopDuringCheck(self, c: smtplib.SMTP) -> Tuple[Tuple[int, bytes], bool]:
         """

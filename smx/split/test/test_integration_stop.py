@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import smtplib
 import time
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -24,6 +23,7 @@ from smx.test.mta import (
     canConnect,
     dropInPlugins,
     missing,
+    sendUntilDot,
     tempDirectory,
 )
 
@@ -73,14 +73,13 @@ class StopSMTPSTests(SynchronousTestCase):
         connections are refused at once; the process exits with status
         0 and QMGR delivers the message once.
         """
-        c = smtplib.SMTP("127.0.0.1", self.system.port, timeout=10)
-        self.addCleanup(c.close)
-        c.ehlo("client.test")
-        self.assertEqual(c.mail("a@client.test")[0], 250)
-        self.assertEqual(c.rcpt("b@sink.test")[0], 250)
-        c.putcmd("data")
-        self.assertEqual(c.getreply()[0], 354)
-        c.send(b"Subject: split stop\r\n\r\nSPLIT-STOP-MARKER\r\n.\r\n")
+        c = sendUntilDot(
+            self,
+            self.system.port,
+            "a@client.test",
+            "b@sink.test",
+            b"Subject: split stop\r\n\r\nSPLIT-STOP-MARKER\r\n",
+        )
         time.sleep(0.3)
         smtps = self.system.processes.pop("smtps")
         smtps.send_signal(signal.SIGTERM)
