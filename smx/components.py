@@ -92,6 +92,8 @@ def assemble(cfg: Any, reactor: Any, parent: service.MultiService) -> Dict[str, 
         raise ComponentError(
             "CDB_base_directory: cannot use %s: %s" % (e.filename, e.strerror)
         )
+    # SMTPS writes contents unsynced; QMGR syncs them with the envelopes
+    contentStore.syncedByQueueManager = True
     components["contentStore"] = contentStore
     # stops after the services that remove content: its last removals
     from smx.queue.cdb import ContentStoreService

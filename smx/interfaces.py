@@ -169,7 +169,11 @@ class IQueueManager(Interface):
             and optionally C{"envid"}, C{"ret"} (RFC 3461) and
             C{"contentPending"}: C{True} when the content is still being
             synced, so that both syncs run at once; the transaction then
-            waits for L{contentCommitted} before anything is scheduled.
+            waits for L{contentCommitted} before anything is scheduled;
+            or C{"syncContent"}: C{True} when the content is written and
+            not synced: QMGR syncs it in the commit of the envelope (for
+            a QMGR whose content store is L{smx.queue.cdb.FileContentStore};
+            one C{syncfs} covers many messages).
         @return: a L{Deferred} that fires with C{None} once the envelope is
             on stable storage (IBDB group commit), only then (and, with
             C{"contentPending"}, once the content is) may SMTPS answer

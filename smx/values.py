@@ -449,6 +449,7 @@ class Envelope(_Value):
     envid: Optional[str] = None
     ret: Optional[str] = None
     contentPending: bool = False
+    syncContent: bool = False
     requiretls: Optional[bool] = None
     tlsRequiredNo: Optional[bool] = None
     quarantine: Optional[str] = None
@@ -468,6 +469,7 @@ class Envelope(_Value):
         "envid": (_str, False, False),
         "ret": (_str, False, False),
         "contentPending": (_bool, False, True),
+        "syncContent": (_bool, False, True),
         # MAIL ... REQUIRETLS and the header TLS-Required: No (RFC 8689)
         "requiretls": (_bool, False, False),
         "tlsRequiredNo": (_bool, False, False),

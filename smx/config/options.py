@@ -242,6 +242,17 @@ QMGR = section(
                     "§5.7",
                     "open transactions that force a commit",
                 ),
+                opt(
+                    "content_sync",
+                    Enum(("filesystem", "file")),
+                    "filesystem",
+                    "smx",
+                    "how a commit makes the contents SMTPS wrote durable: "
+                    "one syncfs(2) of each file system holding CDB for all "
+                    "of them (and IBDB on the same one), or an fsync of each "
+                    "content file (for a queue on a file system that other "
+                    "programs write much to)",
+                ),
             ],
         ),
         section(

@@ -15,6 +15,14 @@ DESCRIPTION
     storage, then QMGR is told (L{IQueueManager.contentCommitted}).  If
     either fails the reply is 451 4.3.0 and nothing is scheduled.
 
+    With a store whose contents QMGR syncs (C{syncedByQueueManager}, the
+    L{smx.queue.cdb.FileContentStore} of the running components) the
+    content is written out unsynced first, and the envelope then goes to
+    QMGR with C{syncContent}: QMGR's IBDB commit syncs the contents of
+    all the envelopes it carries at once (L{smx.queue.cdb.ContentSync})
+    before the envelopes are on stable storage; the 250 waits for that
+    commit alone.
+
 DIAGNOSTICS
     C{ss_sess=..., ss_ta=..., msgid=<...>, size=N, stat=0} for an accepted
     message, C{stat=CODE, reply=...} for a rejected one; a failed sync is
@@ -255,6 +263,9 @@ class CommitMixin:
             "tlsRequiredNo": event.tlsRequiredNo and not ta.requiretls,
             "contentPending": True,
         }
+        if getattr(self.factory.contentStore, "syncedByQueueManager", False):
+            yield self._commitWithEnvelope(ta, event, writer, envelope)
+            return
         content = defer.maybeDeferred(writer.commit)
         queued = defer.maybeDeferred(qmgr.commitTransaction, envelope)
         (contentOk, contentResult), (queuedOk, queuedResult) = yield (
@@ -290,6 +301,38 @@ class CommitMixin:
             self.connection.accept("%s Message accepted for delivery" % (ta.id,))
             self._flush()
         yield self._contentCommitted(ta, True)
+
+    @inlineCallbacks
+    def _commitWithEnvelope(
+        self, ta: _Transaction, event: sm.EndOfData, writer: Any, envelope: Any
+    ):
+        """
+        L{_commit} for a content store whose contents QMGR syncs
+        (C{syncedByQueueManager}): the content is written out unsynced,
+        then QMGR syncs it in the IBDB commit of its envelope
+        (C{syncContent}): one sync for many messages, and nothing to tell
+        QMGR afterwards.
+        """
+        try:
+            writer.finish()
+        except Exception:
+            self._commitFailed(ta, event, failure.Failure(), "writer.finish")
+            return
+        envelope["contentPending"] = False
+        envelope["syncContent"] = True
+        try:
+            yield self.factory.queueManager.commitTransaction(envelope)
+        except Exception:
+            self._commitFailed(ta, event, failure.Failure(), "commitTransaction")
+            self._removeContent(ta)
+            return
+        # queued: QMGR delivers it, even if the session got 421 meanwhile
+        # (smx stops and waited no longer, L{smx.mail.drain}; the client
+        # may send it again)
+        self._logEnd(ta, event, ta.stored, stat=0)
+        if not self._lost and not self._closing:
+            self.connection.accept("%s Message accepted for delivery" % (ta.id,))
+            self._flush()
 
     def _removeContent(self, ta: _Transaction) -> None:
         try:

@@ -31,9 +31,13 @@ DESCRIPTION
     C{io_timeout} when that is shorter.  A session still waiting after
     that gets C{421 4.3.2} and is closed; its message is then not
     queued: a commit that had not started is not made, and one that
-    ends after the 421 is undone (its content removed, QMGR told the
-    content is not stored; L{smx.mail.commit}).  The client, told 421,
-    sends the message again.
+    ends after the 421 is undone where SMTPS syncs the content itself
+    (its content removed, QMGR told the content is not stored;
+    L{smx.mail.commit}).  The client, told 421, sends the message again.
+    Where QMGR syncs the content with the envelope (the components' store,
+    L{smx.queue.cdb.ContentSync}), a commit that ends after the 421 stays
+    queued: the message the client sends again is a duplicate, never a
+    loss.
 
 CONFIGURATION PARAMETERS
     smtps: io_timeout (bounds the wait, see above).

@@ -36,8 +36,17 @@ DESCRIPTION
     runs in the thread pool given to the store (so that the reactor keeps
     serving other clients), or synchronously when no pool is given.
 
+    SMTPS does not sync what it receives itself: its store is
+    C{syncedByQueueManager}, its writers write the content out with
+    C{finish()} (in the reactor thread: page cache writes), and QMGR
+    makes it durable in the IBDB commit of the envelopes
+    (L{ContentSync}): with C{IBDB { content_sync = filesystem }} one
+    C{syncfs(2)} of the queue's file system covers every content and the
+    IBDB records of that commit, however many; with C{file}, an fsync of
+    each content file.
+
 CONFIGURATION PARAMETERS
-    CDB_base_directory (global, seed §5.4)
+    CDB_base_directory (global, seed §5.4); IBDB { content_sync } (qmgr)
 
 SECURITY
     Files are created with mode 0640 and O_EXCL: an existing file is never
@@ -52,6 +61,8 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import os
 import struct
@@ -212,6 +223,119 @@ def _commitBatch(work: List[Tuple[Any, Optional[int], bytes, bool]]) -> List[Any
     return errors
 
 
+def _libcSyncfs() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        f = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    f.argtypes = [ctypes.c_int]
+    f.restype = ctypes.c_int
+    return f
+
+
+#: Linux C{syncfs(2)}, or C{None} where there is none
+_syncfs = _libcSyncfs()
+
+
+def syncFileSystem(fd: int) -> None:
+    """
+    C{syncfs(2)} the file system of the open file C{fd}: every file
+    written on it, and its journal, go to stable storage.
+
+    @raise OSError: the sync failed, or a write-back on that file system
+        failed since the last call with C{fd} (Linux 5.8 and later).
+    """
+    if _syncfs is None:
+        raise OSError(errno.ENOSYS, "syncfs is not available")
+    if _syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+#: values of C{IBDB { content_sync }}
+SYNC_FILESYSTEM = "filesystem"
+SYNC_FILE = "file"
+
+
+class ContentSync:
+    """
+    Makes the contents that SMTPS wrote without syncing them durable in
+    QMGR's IBDB commit (L{FileContentStore.syncedByQueueManager}, the
+    envelope's C{syncContent}), in the commit's thread, before the C{T}
+    records of their envelopes are on stable storage:
+
+      - C{"filesystem"}: one C{syncfs(2)} of each file system a CDB
+        directory is on, however many contents the commit carries (and,
+        on the same file system, the IBDB file itself: its own fsync is
+        then not needed);
+      - C{"file"}: an fsync of each content file (and of its directory
+        where the file system needs it), as SMTPS would do itself; for a
+        queue on a file system that other programs write much to, which
+        a C{syncfs} would flush as well.  Also where C{syncfs} is missing.
+
+    @ivar mode: C{"filesystem"} or C{"file"}.
+    """
+
+    def __init__(self, store: "FileContentStore", mode: str = SYNC_FILESYSTEM):
+        self.store = store
+        self.mode = mode if _syncfs is not None else SYNC_FILE
+        #: per file system (st_dev) holding a CDB directory: an open
+        #: descriptor of one of those directories
+        self._fileSystems = None  # type: Optional[Dict[int, int]]
+
+    def _openFileSystems(self) -> Dict[int, int]:
+        found = {}  # type: Dict[int, int]
+        try:
+            for name in DIRECTORIES:
+                path = os.path.join(self.store.baseDirectory, name)
+                device = os.stat(path).st_dev
+                if device not in found:
+                    found[device] = os.open(
+                        path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0)
+                    )
+        except OSError:
+            for fd in found.values():
+                os.close(fd)
+            raise
+        return found
+
+    def sync(self, paths: List[str], fd: int) -> bool:
+        """
+        Make the contents C{paths} durable.
+
+        @param fd: the IBDB file being committed.
+        @return: whether C{fd} is on stable storage too.
+        @raise OSError: the sync failed (the commit fails: nothing of it
+            is acknowledged).
+        """
+        if self.mode == SYNC_FILE:
+            directories = set()
+            for path in paths:
+                content = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(content)
+                finally:
+                    os.close(content)
+                if self.store.mustSyncDirectory(path):
+                    directories.add(os.path.dirname(path))
+            for directory in directories:
+                fsyncDirectory(directory)
+            return False
+        if self._fileSystems is None:
+            self._fileSystems = self._openFileSystems()
+        for opened in self._fileSystems.values():
+            syncFileSystem(opened)
+        return os.fstat(fd).st_dev in self._fileSystems
+
+    def close(self) -> None:
+        """Close the descriptors of the file systems."""
+        opened, self._fileSystems = self._fileSystems or {}, None
+        for fd in opened.values():
+            os.close(fd)
+
+
 def _unlinkAll(paths: List[str]) -> None:
     for path in paths:
         try:
@@ -276,7 +400,7 @@ class ContentWriter:
         self._opening = None  # type: Optional[defer.Deferred]
         self._whenOpened = None  # type: Optional[defer.Deferred]
         self._dirSynced = False
-        if store.threadPool is None:
+        if store.threadPool is None or store.syncedByQueueManager:
             self._create()
         elif store.idle():
             self._opening = store._inPool(self._createSynced)
@@ -364,6 +488,31 @@ class ContentWriter:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def finish(self) -> None:
+        """
+        Write what is left and close the file, without syncing it: the
+        content of a store whose contents QMGR syncs
+        (L{FileContentStore.syncedByQueueManager}; the envelope then
+        carries C{syncContent}).  Instead of L{commit}.
+
+        @raise OSError: a failed create or write (the file is removed).
+        """
+        if self._done or self._opening is not None:
+            raise RuntimeError("finish after commit or abort, or with a pool job")
+        self._done = True
+        self._flush()
+        fd, self._fd = self._fd, None
+        error = self._error
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError as e:
+                error = error or e
+        if error is not None:
+            self._dropBuffer()
+            self._removeFile()
+            raise error
 
     def commit(self) -> defer.Deferred:
         """
@@ -457,6 +606,10 @@ class FileContentStore:
     ) -> None:
         self.baseDirectory = os.path.abspath(baseDirectory)
         self.threadPool = threadPool
+        #: SMTPS writes contents with L{ContentWriter.finish}, unsynced,
+        #: and QMGR syncs them with their envelopes (L{ContentSync}); its
+        #: writers create their files at once, not in the pool
+        self.syncedByQueueManager = False
         if reactor is None and threadPool is not None:
             from twisted.internet import reactor as _reactor
 

@@ -37,7 +37,10 @@ DESCRIPTION
     turn, or as soon as the one running ends; other C{R} records
     (deferrals) go with it, or at the latest C{maxCommitDelay} after the
     first of them.  The Deferred of every record fires after that fsync; SMTPS
-    answers 250 only then.
+    answers 250 only then.  A C{T} record may name the content file of its
+    transaction, written by SMTPS and not synced: the commit syncs it
+    first (C{contentSync}, L{smx.queue.cdb.ContentSync}: one C{syncfs}
+    covers the contents and, on the same file system, the IBDB file).
 
     When the current file reaches C{fileSize} bytes a new file is started.
     A file is removed when it is not the current one and no transaction
@@ -45,6 +48,7 @@ DESCRIPTION
 
 CONFIGURATION PARAMETERS
     IBDB { max_commit_delay; size; max_open_TAs }   (qmgr, seed §5.7)
+    IBDB { content_sync }                          (qmgr, smx)
 
 SECURITY
     Files are created mode 0600 in a directory only QMGR uses (0700).
@@ -256,6 +260,11 @@ class IncomingBackupLog:
         self._size = 0
         self._pending = []  # type: List[bytes]
         self._waiting = []  # type: List[defer.Deferred]
+        #: contents to sync with the waiting records (L{append}'s C{content})
+        self._contents = []  # type: List[str]
+        #: how contents are synced (a L{smx.queue.cdb.ContentSync}), or
+        #: C{None}: no record may name one
+        self.contentSync = None  # type: Any
         self._timer = None  # type: Any
         #: the commit of records nobody waits for, after maxCommitDelay
         self._lazyTimer = None  # type: Any
@@ -320,10 +329,16 @@ class IncomingBackupLog:
         self._live.setdefault(self._number, set())
         fsyncDirectory(self.directory)
 
-    def append(self, recordType: bytes, payload: Any) -> defer.Deferred:
+    def append(
+        self, recordType: bytes, payload: Any, content: Optional[str] = None
+    ) -> defer.Deferred:
         """
         Add a record; for a C{T} record the transaction C{payload["id"]}
         becomes referenced by the current file until L{release}.
+
+        @param content: the path of a content file written and not synced:
+            it is synced (by L{contentSync}) in the same commit, before
+            the record is on stable storage.
 
         @return: a L{Deferred} firing with C{None} once the record is on
             stable storage, or errbacking with the L{OSError} that kept it
@@ -331,6 +346,10 @@ class IncomingBackupLog:
         """
         if self._fd is None:
             return defer.fail(OSError("IBDB is not open"))
+        if content is not None:
+            if self.contentSync is None:
+                return defer.fail(OSError("IBDB cannot sync contents"))
+            self._contents.append(content)
         record = encodeRecord(recordType, payload)
         if recordType == TRANSACTION:
             taId = payload["id"]
@@ -386,14 +405,19 @@ class IncomingBackupLog:
         self._urgent = False
         data = b"".join(self._pending)
         waiting = self._waiting
+        contents = self._contents
         self._pending = []
         self._waiting = []
-        return data, waiting
+        self._contents = []
+        return data, waiting, contents
 
-    def _writeAndSync(self, fd: int, data: bytes, size: int) -> None:
+    def _writeAndSync(
+        self, fd: int, data: bytes, size: int, contents: List[str]
+    ) -> None:
         """
-        Append C{data} to C{fd} and fsync it (in a thread when there is a
-        thread pool); on failure cut the file back to C{size}.
+        Append C{data} to C{fd}, sync C{contents} and fsync C{fd} (in a
+        thread when there is a thread pool); on failure cut the file back
+        to C{size}.
         """
         try:
             view = memoryview(data)
@@ -401,7 +425,8 @@ class IncomingBackupLog:
                 n = os.write(fd, view)
                 view = view[n:]
             started = time.monotonic()
-            self._syncFile(fd)
+            if not contents or not self.contentSync.sync(contents, fd):
+                self._syncFile(fd)
             self._syncSeconds = time.monotonic() - started
             self._size = size + len(data)
         except OSError:
@@ -417,7 +442,7 @@ class IncomingBackupLog:
         self._timer = None
         if self._inFlight or not self._pending or self._fd is None:
             return
-        data, waiting = self._takeBatch()
+        data, waiting, contents = self._takeBatch()
         self._inFlight = True
         self._idle.clear()
         d = threads.deferToThreadPool(
@@ -427,6 +452,7 @@ class IncomingBackupLog:
             self._fd,
             data,
             self._size,
+            contents,
         )
         d.addBoth(self._cbThreadCommitted, len(data), waiting)
 
@@ -465,10 +491,10 @@ class IncomingBackupLog:
         self._idle.wait(30)
         if not self._pending or self._fd is None:
             return
-        data, waiting = self._takeBatch()
+        data, waiting, contents = self._takeBatch()
         error = None  # type: Optional[OSError]
         try:
-            self._writeAndSync(self._fd, data, self._size)
+            self._writeAndSync(self._fd, data, self._size, contents)
         except OSError as e:
             error = e
         if error is None:

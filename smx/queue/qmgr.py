@@ -77,7 +77,7 @@ from smx.interfaces import (
 from smx.log import Logger
 from smx.queue import ibdb as ibdbmod
 from smx.queue.bounce import Bouncer
-from smx.queue.cdb import FileContentStore
+from smx.queue.cdb import ContentSync, FileContentStore
 from smx.queue.confmap import ConfigurationMap
 from smx.queue.connections import IncomingControl, SlowStart
 from smx.queue import debug as dbg
@@ -162,6 +162,9 @@ class QueueManager(service.Service):
         self.log = ibdbmod.IncomingBackupLog.fromSettings(
             s, reactor, self.ibdbDirectory, threadPool=threadPool
         )
+        if isinstance(contentStore, FileContentStore):
+            # the contents SMTPS writes unsynced (syncContent)
+            self.log.contentSync = ContentSync(contentStore, s.contentSync)
         self.defedb = DeferredEnvelopeDB.fromSettings(
             s, report=self._reportProblem, statvfs=statvfs
         )
@@ -382,6 +385,8 @@ class QueueManager(service.Service):
         self.incoming.stop()
         self.store.writePending()
         self.log.stop()
+        if self.log.contentSync is not None:
+            self.log.contentSync.close()
         if self.defedb.isOpen:
             self._checkpoint()
         self.defedb.close()
@@ -499,6 +504,14 @@ class QueueManager(service.Service):
             return defer.fail(ValueError("envelope without recipients"))
         if ta.id in self.store.transactions:
             return defer.fail(ValueError("transaction %s already queued" % ta.id))
+        content = None  # type: Optional[str]
+        syncContent = bool(envelope.get("syncContent"))
+        if syncContent:
+            if self.log.contentSync is None:
+                return defer.fail(ValueError("this QMGR does not sync contents"))
+            content = self.contentStore.path(ta.id)  # type: ignore[attr-defined]
+            # in IBDB as pending: recovery checks that the content is whole
+            ta.contentPending = True
         if ta.session:
             # its content is written: the SIZE= reserved at MAIL goes
             self.disk.release(ta.session)
@@ -513,15 +526,20 @@ class QueueManager(service.Service):
             nrcpts=len(ta.recipients),
             size=ta.size,
         )
-        d = self.store.logNew(ta)
-        d.addCallback(self._cbCommitted, ta)
+        d = self.store.logNew(ta, content)
+        d.addCallback(self._cbCommitted, ta, syncContent)
         d.addErrback(self._ebCommit, ta)
         return d
 
-    def _cbCommitted(self, _: object, ta: Transaction) -> None:
+    def _cbCommitted(
+        self, _: object, ta: Transaction, contentSynced: bool = False
+    ) -> None:
         dbg.debug(self.logger, dbg.IBDB, 1, ss_ta=ta.id, ibdb="synced")
         self.store.transactions[ta.id] = ta
-        if ta.contentPending:
+        if contentSynced:
+            # synced with the envelope: on stable storage like it
+            ta.contentPending = False
+        elif ta.contentPending:
             self._awaitingContent[ta.id] = ta
             return None
         self._queued(ta)

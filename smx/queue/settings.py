@@ -59,6 +59,7 @@ class QueueSettings:
     maxCommitDelay: float
     maxOpenTransactions: int
     ibdbFileSize: int
+    contentSync: str
     iqdbMaxEntries: int
     aqMaxEntries: int
     smarTimeout: float
@@ -94,6 +95,7 @@ class QueueSettings:
         "maxCommitDelay": "IBDB.max_commit_delay",
         "maxOpenTransactions": "IBDB.max_open_TAs",
         "ibdbFileSize": "IBDB.size",
+        "contentSync": "IBDB.content_sync",
         "iqdbMaxEntries": "IQDB.max_cache_entries",
         "aqMaxEntries": "AQ_max_entries",
         "smarTimeout": "SMAR_timeout",

@@ -119,13 +119,15 @@ class QueueStore:
         self.grouped = {}  # type: Dict[str, Tuple[Transaction, Set[int]]]
         self._groupCall = None  # type: Any
 
-    def logNew(self, ta: Transaction) -> defer.Deferred:
+    def logNew(self, ta: Transaction, content: Optional[str] = None) -> defer.Deferred:
         """
         Write the C{T} record of a transaction.
 
+        @param content: the path of its content, when it is to be synced
+            in the same commit (L{IncomingBackupLog.append}).
         @return: a L{Deferred} firing once it is on stable storage.
         """
-        d = self.log.append(ibdbmod.TRANSACTION, ta.toRecord())
+        d = self.log.append(ibdbmod.TRANSACTION, ta.toRecord(), content)
 
         def _ebLog(failure: Any) -> Any:
             self.log.release(ta.id)

@@ -305,6 +305,8 @@ def _smtps(
         raise ComponentError(
             "CDB_base_directory: cannot use %s: %s" % (e.filename, e.strerror)
         )
+    # contents are written unsynced; QMGR syncs them with the envelopes
+    contentStore.syncedByQueueManager = True
     # stops after the listeners: the removals of their aborted commits
     from smx.queue.cdb import ContentStoreService
 

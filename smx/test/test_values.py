@@ -113,6 +113,7 @@ EXAMPLES: List[Tuple[Any, Dict[str, Any]]] = [
             "envid": "xyz",
             "ret": "HDRS",
             "contentPending": True,
+            "syncContent": False,
             "requiretls": True,
             "tlsRequiredNo": False,
             "quarantine": "suspicious attachment",

@@ -5,6 +5,7 @@ a L{Clock} and the fakes of QMGR, CDB and SMAR.
 """
 
 import base64
+import errno
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet import defer
@@ -20,6 +21,8 @@ from smx.maps.testing import FakeAddressResolver
 from smx.mail import smtps
 from smx.mail.smtps import SMTPServerFactory
 from smx.mail.testing import defaultServerSettings
+from smx.queue import cdb
+from smx.queue.cdb import FileContentStore
 from smx.queue.testing import FakeQueueManager, MemoryContentStore
 
 
@@ -305,6 +308,72 @@ class SessionTests(unittest.TestCase):
         h.store.pending[0].callback(None)
         self.assertTrue(h.take().startswith(b"250 2.0.0 "))
         self.assertEqual(h.qmgr.contents, [(h.qmgr.envelopes[0]["id"], True)])
+
+    def fileStoreHarness(self):
+        """
+        A L{Harness} with a real L{FileContentStore} whose contents QMGR
+        syncs (as the components use it); C{os.fsync} recorded.
+        """
+        h = Harness()
+        h.store = FileContentStore(self.mktemp())
+        h.store.syncedByQueueManager = True
+        h.factory.contentStore = h.store
+        self.fsynced = []
+        self.patch(cdb.os, "fsync", self.fsynced.append)
+        return h
+
+    def test_contentSyncedByQueueManager(self):
+        """
+        With a store whose contents QMGR syncs, the content is written
+        out whole (and not synced) before the envelope goes to QMGR with
+        C{syncContent}; 250 comes when QMGR's commit does, and QMGR is
+        told nothing afterwards.
+        """
+        h = self.fileStoreHarness()
+        h.qmgr.pending = []
+        h.connect()
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
+        self.assertEqual(h.send(MESSAGE + b".\r\n"), b"")
+        [envelope] = h.qmgr.envelopes
+        self.assertEqual(
+            (envelope["syncContent"], envelope["contentPending"]), (True, False)
+        )
+        with h.store.open(envelope["id"]) as f:
+            content = f.read()
+        self.assertEqual(len(content), envelope["size"])
+        self.assertTrue(content.endswith(b"\r\nHello\r\n.dot\r\n"))
+        h.qmgr.pending[0].callback(None)
+        self.assertTrue(h.take().startswith(b"250 2.0.0 %s " % envelope["id"].encode()))
+        self.assertEqual((h.qmgr.contents, self.fsynced), ([], []))
+
+    def test_syncedByQueueManagerCommitFails(self):
+        """QMGR failing the commit is 451, and the written content removed."""
+        h = self.fileStoreHarness()
+        h.qmgr.failCommit = OSError("disk")
+        h.connect()
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
+        out = h.send(b"x\r\n.\r\n")
+        self.assertTrue(out.startswith(b"451 4.3.0 "))
+        self.assertEqual(h.store.transactionIds(), [])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_syncedByQueueManagerWriteFails(self):
+        """
+        A content that cannot be written (a full disk) is 451 with
+        nothing sent to QMGR and no file left.
+        """
+        h = self.fileStoreHarness()
+
+        def write(fd, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(cdb, "_write", write)
+        h.connect()
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
+        out = h.send(b"x\r\n.\r\n")
+        self.assertTrue(out.startswith(b"451 4.3.0 "))
+        self.assertEqual((h.qmgr.envelopes, h.store.transactionIds()), ([], []))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
     def rejected(self, body, **settings):
         h = Harness(**settings)

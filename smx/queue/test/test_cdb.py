@@ -3,6 +3,7 @@
 Tests for L{smx.queue.cdb}: real files in a temporary directory.
 """
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -696,3 +697,196 @@ class BusyPoolStoreTests(PooledStoreTests):
                 self.assertEqual(f.read(), b"content %d" % (i,))
         with self.store.open(ids[2]) as f:
             self.assertEqual(f.read(), b"there already")
+
+
+class SyncedByQueueManagerTests(unittest.TestCase):
+    """
+    A store whose contents QMGR syncs (C{syncedByQueueManager}): its
+    writers create their files at once, even with a thread pool, and
+    L{cdb.ContentWriter.finish} writes the content out without a sync.
+    """
+
+    def setUp(self):
+        from twisted.internet import reactor
+
+        self.pool = ThreadPool(1, 2)
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+        self.store = cdb.FileContentStore(
+            self.mktemp(), threadPool=self.pool, reactor=reactor, chunkSize=1024
+        )
+        self.store.syncedByQueueManager = True
+        self.synced = []
+        self.patch(cdb.os, "fsync", self.synced.append)
+
+    def test_finish(self):
+        """
+        C{finish} writes the whole content (large chunks on the way) and
+        closes the file, in the calling thread and without an fsync; the
+        bytes are no longer in flight.
+        """
+        w = self.store.createWriter(TA)
+        self.assertTrue(os.path.exists(self.store.path(TA)))
+        w.write(b"a" * 1500)
+        self.assertEqual(self.store.size(TA), 1500)
+        w.write(b"tail")
+        self.assertIsNone(w.finish())
+        self.assertEqual(self.store.size(TA), 1504)
+        self.assertEqual(self.store.bytesInFlight, 0)
+        self.assertEqual(self.synced, [])
+        self.assertIsNone(w._fd)
+
+    def test_finishFullDisk(self):
+        """
+        A write failing with ENOSPC makes C{finish} raise the L{OSError};
+        the partial file is removed.
+        """
+
+        def write(fd, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(cdb, "_write", write)
+        w = self.store.createWriter(TA)
+        w.write(b"x" * 10)
+        e = self.assertRaises(OSError, w.finish)
+        self.assertEqual(e.errno, errno.ENOSPC)
+        self.assertEqual(self.store.bytesInFlight, 0)
+        return self._gone(TA)
+
+    def test_finishNotCreated(self):
+        """
+        A file that could not be created (here: one that exists) makes
+        C{finish} raise, and the existing file is left alone.
+        """
+        with open(self.store.path(TA), "wb") as f:
+            f.write(b"other")
+        w = self.store.createWriter(TA)
+        w.write(b"x")
+        e = self.assertRaises(OSError, w.finish)
+        self.assertEqual(e.errno, errno.EEXIST)
+        self.assertEqual(self.store.size(TA), 5)
+        self.assertEqual(self.store.bytesInFlight, 0)
+
+    def test_finishTwice(self):
+        """C{finish} after C{finish} (or C{commit}) is a programming error."""
+        w = self.store.createWriter(TA)
+        w.finish()
+        self.assertRaises(RuntimeError, w.finish)
+
+    def test_abortAfterFinish(self):
+        """A finished content that is given up is removed."""
+        w = self.store.createWriter(TA)
+        w.write(b"x")
+        w.finish()
+        w.abort()
+        return self._gone(TA)
+
+    def _gone(self, ta):
+        """Fire once the content of C{ta} is removed (in the pool)."""
+        from twisted.internet import reactor, task
+
+        def check():
+            if self.store.exists(ta):
+                return task.deferLater(reactor, 0.005, check)
+            return None
+
+        return check()
+
+
+class ContentSyncTests(unittest.TestCase):
+    """
+    Tests for L{cdb.ContentSync}: how QMGR syncs the contents SMTPS wrote.
+    """
+
+    def setUp(self):
+        self.store = cdb.FileContentStore(self.mktemp())
+        self.ibdb = os.open(self.mktemp(), os.O_WRONLY | os.O_CREAT, 0o600)
+        self.addCleanup(os.close, self.ibdb)
+        self.paths = []
+        for ta in (TA, "S00000000407CE49300"):
+            w = self.store.createWriter(ta)
+            w.write(b"content")
+            w.finish()
+            self.paths.append(self.store.path(ta))
+
+    def test_fileSystem(self):
+        """
+        In mode C{filesystem} one C{syncfs} per file system holding the
+        CDB directories syncs every content at once; the IBDB file on the
+        same file system needs no fsync of its own.
+        """
+        if cdb._syncfs is None:
+            raise unittest.SkipTest("no syncfs(2) here")
+        calls = []
+        real = cdb._syncfs
+
+        def syncfs(fd):
+            calls.append(os.fstat(fd).st_dev)
+            return real(fd)
+
+        self.patch(cdb, "_syncfs", syncfs)
+        sync = cdb.ContentSync(self.store)
+        self.addCleanup(sync.close)
+        self.assertEqual(sync.mode, cdb.SYNC_FILESYSTEM)
+        self.assertTrue(sync.sync(self.paths, self.ibdb))
+        self.assertEqual(calls, [os.stat(self.store.baseDirectory).st_dev])
+
+    def test_fileSystemFails(self):
+        """A failed C{syncfs} raises the L{OSError}: the commit fails."""
+        if cdb._syncfs is None:
+            raise unittest.SkipTest("no syncfs(2) here")
+
+        def syncfs(fd):
+            ctypes.set_errno(errno.EIO)
+            return -1
+
+        self.patch(cdb, "_syncfs", syncfs)
+        sync = cdb.ContentSync(self.store)
+        self.addCleanup(sync.close)
+        e = self.assertRaises(OSError, sync.sync, self.paths, self.ibdb)
+        self.assertEqual(e.errno, errno.EIO)
+
+    def test_otherFileSystem(self):
+        """
+        An IBDB file on another file system than CDB's still needs its
+        own fsync.
+        """
+        if cdb._syncfs is None:
+            raise unittest.SkipTest("no syncfs(2) here")
+        self.patch(cdb, "_syncfs", lambda fd: 0)
+        sync = cdb.ContentSync(self.store)
+        self.addCleanup(sync.close)
+        sync.sync(self.paths, self.ibdb)
+        sync._fileSystems = {-1: sync._fileSystems.popitem()[1]}
+        self.assertFalse(sync.sync(self.paths, self.ibdb))
+
+    def test_file(self):
+        """
+        In mode C{file} each content is fsynced, and its directory where
+        the file system needs that; the IBDB file is not.
+        """
+        synced = []
+        self.patch(cdb.os, "fsync", lambda fd: synced.append(os.fstat(fd).st_ino))
+        directories = []
+        self.patch(cdb, "fsyncDirectory", directories.append)
+        self.store._syncDirectory = dict.fromkeys(self.store._syncDirectory, True)
+        sync = cdb.ContentSync(self.store, cdb.SYNC_FILE)
+        self.assertFalse(sync.sync(self.paths, self.ibdb))
+        self.assertEqual(synced, [os.stat(p).st_ino for p in self.paths])
+        self.assertEqual(
+            sorted(directories), sorted({os.path.dirname(p) for p in self.paths})
+        )
+
+    def test_fileMissing(self):
+        """
+        In mode C{file} a content that is not there fails the sync.
+        """
+        os.unlink(self.paths[1])
+        sync = cdb.ContentSync(self.store, cdb.SYNC_FILE)
+        self.assertRaises(FileNotFoundError, sync.sync, self.paths, self.ibdb)
+
+    def test_noSyncfs(self):
+        """Where there is no C{syncfs}, the mode is C{file}."""
+        self.patch(cdb, "_syncfs", None)
+        self.assertEqual(cdb.ContentSync(self.store).mode, cdb.SYNC_FILE)
+        self.assertRaises(OSError, cdb.syncFileSystem, self.ibdb)

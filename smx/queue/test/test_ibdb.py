@@ -163,6 +163,69 @@ class IncomingBackupLogTests(unittest.TestCase):
             self.read(), ([(b"D", {"id": "S1"}), (b"D", {"id": "S3"})], [])
         )
 
+    def test_contents(self):
+        """
+        The contents named by records are synced (by C{contentSync}) in
+        the commit of those records, before the IBDB file; where that
+        covered the IBDB file too it is not fsynced again.
+        """
+        calls = []
+
+        class Sync:
+            covers = True
+
+            def sync(self, paths, fd):
+                calls.append((list(paths), fd))
+                return self.covers
+
+        self.log.contentSync = Sync()
+        d1 = self.log.append(ibdb.TRANSACTION, {"id": "S1", "rcpts": []}, "/q/1")
+        d2 = self.log.append(ibdb.DONE, {"id": "S0"})
+        d3 = self.log.append(ibdb.TRANSACTION, {"id": "S2", "rcpts": []}, "/q/2")
+        self.successResultOf(d1)
+        self.successResultOf(d2)
+        self.successResultOf(d3)
+        self.assertEqual(calls, [(["/q/1", "/q/2"], self.log._fd)])
+        self.assertEqual(self.syncs, [])
+        self.log.contentSync.covers = False
+        d = self.log.append(ibdb.TRANSACTION, {"id": "S3", "rcpts": []}, "/q/3")
+        self.log.commit()
+        self.successResultOf(d)
+        self.assertEqual(calls[1:], [(["/q/3"], self.log._fd)])
+        self.assertEqual(self.syncs, [self.log._fd])
+        # a commit without contents does not sync any
+        self.log.append(ibdb.DONE, {"id": "S4"})
+        self.log.commit()
+        self.assertEqual(len(calls), 2)
+
+    def test_contentSyncFails(self):
+        """
+        A failed content sync fails every record of its commit, and the
+        file is cut back: nothing of it is acknowledged.
+        """
+
+        class Sync:
+            def sync(self, paths, fd):
+                raise OSError(errno.EIO, "Input/output error")
+
+        self.log.contentSync = Sync()
+        d1 = self.log.append(ibdb.DONE, {"id": "S0"})
+        d2 = self.log.append(ibdb.TRANSACTION, {"id": "S1", "rcpts": []}, "/q/1")
+        self.log.commit()
+        self.failureResultOf(d1, OSError)
+        self.failureResultOf(d2, OSError)
+        self.assertEqual(os.path.getsize(self.log.currentPath), 0)
+
+    def test_contentWithoutSync(self):
+        """
+        A record naming a content fails at once when the log cannot sync
+        contents.
+        """
+        d = self.log.append(ibdb.TRANSACTION, {"id": "S1", "rcpts": []}, "/q/1")
+        self.failureResultOf(d, OSError)
+        self.log.commit()
+        self.assertEqual(self.read(), ([], []))
+
     def test_restartAppends(self):
         """
         A new writer starts a new file after the existing ones, and

@@ -734,6 +734,85 @@ class PendingContentTests(QueueManagerTestMixin, unittest.TestCase):
         self.assertIn("no envelope for this content", "\n".join(self.sink.lines()))
 
 
+class SyncedContentTests(QueueManagerTestMixin, unittest.TestCase):
+    """
+    Envelopes committed with C{syncContent} (SMTPS wrote the content and
+    did not sync it): QMGR syncs it in the IBDB commit of the envelope
+    (L{smx.queue.cdb.ContentSync}) and queues the transaction at once.
+    """
+
+    def setUp(self):
+        self.setUpQueue()
+        self.synced = []
+        real = self.qmgr.log.contentSync.sync
+
+        def record(paths, fd):
+            self.synced.extend(paths)
+            return real(paths, fd)
+
+        self.patch(self.qmgr.log.contentSync, "sync", record)
+
+    def submitWritten(self):
+        self.counter += 1
+        taId = "S%016X00" % (0x1000 + self.counter,)
+        w = self.cdb.createWriter(taId)
+        w.write(CONTENT)
+        w.finish()
+        envelope = {
+            "id": taId,
+            "session": "S0",
+            "sender": "a@x.test",
+            "recipients": [{"address": "b@y.test", "index": 0}],
+            "size": len(CONTENT),
+            "syncContent": True,
+        }
+        return taId, self.qmgr.commitTransaction(envelope)
+
+    def test_syncedAndQueued(self):
+        """
+        The content is synced with the envelope, the transaction queued
+        and delivered without C{contentCommitted}; IBDB says the content
+        was pending, so that recovery checks it.
+        """
+        taId, d = self.submitWritten()
+        self.clock.advance(0.01)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(self.synced, [self.cdb.path(taId)])
+        self.assertEqual(self.successResultOf(self.qmgr.status())["accepted"], 1)
+        self.clock.advance(0.01)
+        self.assertEqual([t["ss_ta"] for t in self.agent.transactions], [taId])
+        self.failureResultOf(self.qmgr.contentCommitted(taId, True), KeyError)
+        [(kind, record)] = [
+            r for r in ibdb.readLog(self.qmgr.ibdbDirectory, None) if r[0] == b"T"
+        ]
+        self.assertTrue(record["contentPending"])
+
+    def test_crashWithPartialContent(self):
+        """
+        After a crash, content shorter than the envelope says drops the
+        transaction (never acknowledged); whole content is delivered.
+        """
+        cut, _ = self.submitWritten()
+        whole, _ = self.submitWritten()
+        with open(self.cdb.path(cut), "r+b") as f:
+            f.truncate(5)
+        # the envelopes are committed as QMGR stops: nothing was delivered
+        self.restart()
+        self.assertEqual(self.qmgr.recovered.unacknowledged, [cut])
+        self.clock.advance(0.01)
+        self.assertIn(whole, [t["ss_ta"] for t in self.agent.transactions])
+
+    def test_notAFileStore(self):
+        """
+        A QMGR whose content store it cannot sync refuses such an envelope
+        (SMTPS answers 451): nothing is stored.
+        """
+        self.qmgr.log.contentSync = None
+        taId, d = self.submitWritten()
+        self.failureResultOf(d, ValueError)
+        self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
+
+
 class PathStat:
     """
     A C{statvfs} whose answer depends on the path: DEFEDB's directory can
