@@ -28,15 +28,17 @@ DESCRIPTION
         - C{D}: the transaction is finished.
 
     Group commit: records are gathered in memory and written with one
-    write(2) and one fsync(2) when C{maxOpenTransactions} records wait or
-    C{maxCommitDelay} has passed since the first of them, whichever comes
-    first.  With a thread pool (QMGR's) the fsync runs in a thread, and a
-    C{T} record (SMTPS waits for it to say 250), a C{D} record and an
-    C{R} record with a delivered recipient (a QMGR killed before they are
-    on disk would deliver again) start one at the end of the reactor's
-    turn, or as soon as the one running ends; other C{R} records
-    (deferrals) go with it, or at the latest C{maxCommitDelay} after the
-    first of them.  The Deferred of every record fires after that fsync; SMTPS
+    write(2) and one fsync(2).  A C{T} record (SMTPS waits for it to say
+    250), a C{D} record and an C{R} record with a delivered recipient (a
+    QMGR killed before they are on disk would deliver again) start one at
+    the end of the reactor's turn; other C{R} records (deferrals) go with
+    it, or at the latest C{maxCommitDelay} after the first of them, or
+    when C{maxOpenTransactions} records wait.  Without a thread pool (a
+    QMGR of its own, split mode) the commit runs in the reactor's thread:
+    what comes while its sync holds the reactor up waits in the sockets
+    and goes in the next commit.  With one (embedded mode, where SMTP
+    sessions share the reactor) the fsync runs in a thread, and records
+    that come while it runs share the next one.  The Deferred of every record fires after that fsync; SMTPS
     answers 250 only then.  A C{T} record may name the content file of its
     transaction, written by SMTPS and not synced: the commit syncs it
     first (C{contentSync}, L{smx.queue.cdb.ContentSync}: one C{syncfs}
@@ -381,6 +383,15 @@ class IncomingBackupLog:
                 )
         elif len(self._pending) >= self.maxOpenTransactions:
             self.commit()
+        elif _urgent(recordType, payload):
+            # in the reactor's thread: at the end of this turn, with the
+            # other records of the turn and those that came while the
+            # last sync held the reactor up
+            if not self._urgent:
+                self._urgent = True
+                if self._timer is not None and self._timer.active():
+                    self._timer.cancel()
+                self._timer = self.reactor.callLater(0, self.commit)
         elif self._timer is None:
             self._timer = self.reactor.callLater(self.maxCommitDelay, self.commit)
         return d

@@ -215,8 +215,16 @@ def _qmgr(
         reactor, sockets["SMTPC_socket"], section["wait_for_client"], logger
     )
     agents.setServiceParent(root)
+    # IBDB commits in the reactor thread: no thread hand-off per commit
     qmgr = QueueManager.fromConfiguration(
-        cfg, contentStore, resolver, agents, reactor, logger, threadPool=threadPool
+        cfg,
+        contentStore,
+        resolver,
+        agents,
+        reactor,
+        logger,
+        threadPool=threadPool,
+        syncInReactor=True,
     )
     agents.onConnected = lambda: qmgr.retryReply(AGENT_UNAVAILABLE)
     from smx.mail.milterinternal import internalMilters
