@@ -131,19 +131,13 @@ class QueueManager(service.Service):
         processId: int = 0xFE,
         statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
         threadPool: Optional[ThreadPool] = None,
-        syncInReactor: bool = False,
     ) -> None:
         """
         @param settings: the L{QueueSettings} (every option QMGR uses).
         @param processId: the process id in transaction ids (App. C.1).
         @param statvfs: measures free disk space (tests).
-        @param threadPool: where IBDB fsyncs run (C{None}: in the
-            reactor thread), content is unlinked and DEFEDB works.
-        @param syncInReactor: IBDB commits run in the reactor thread even
-            with a thread pool: for a QMGR in a process of its own (split
-            mode), where a thread hand-off per commit costs more CPU than
-            the sync holds the reactor up (relay at 10 sessions: 0.57 ->
-            0.46 ms of QMGR CPU per message).
+        @param threadPool: where content is unlinked and DEFEDB's
+            groups are committed (C{None}: in the reactor thread).
         """
         s = settings
         self.settings = settings
@@ -165,11 +159,13 @@ class QueueManager(service.Service):
         self.iqdbMaxEntries = s.iqdbMaxEntries
         self.checkpointDelay = s.checkpointDelay
         self.controlSocket = s.controlSocket
+        # IBDB commits in the reactor thread, at the end of a turn: a
+        # thread hand-off per commit (futexes, GIL hand-overs, the waker)
+        # cost more CPU than the sync holds the reactor up, in a QMGR of
+        # its own and embedded (relay at 10 sessions, split: QMGR 0.57 ->
+        # 0.46 ms per message; embedded: 1.44 -> 1.14 ms in all)
         self.log = ibdbmod.IncomingBackupLog.fromSettings(
-            s,
-            reactor,
-            self.ibdbDirectory,
-            threadPool=None if syncInReactor else threadPool,
+            s, reactor, self.ibdbDirectory
         )
         if isinstance(contentStore, FileContentStore):
             # the contents SMTPS writes unsynced (syncContent)
@@ -178,9 +174,9 @@ class QueueManager(service.Service):
             s, report=self._reportProblem, statvfs=statvfs
         )
         # deferrals are committed to DEFEDB in groups (smx.queue.store):
-        # in a running QMGR (IBDB fsyncs in threads) those of
-        # max_commit_delay, as IBDB's records; else (tests on a Clock)
-        # those of one reactor turn
+        # in a running QMGR (one with a thread pool) those of
+        # max_commit_delay, as IBDB's deferral records; else (tests on a
+        # Clock) those of one reactor turn
         self.store = QueueStore(
             self.log,
             self.defedb,
@@ -264,7 +260,6 @@ class QueueManager(service.Service):
         reactor: Any,
         logger: Optional[Logger] = None,
         threadPool: Optional[ThreadPool] = None,
-        syncInReactor: bool = False,
     ) -> "QueueManager":
         """
         Build a queue manager from an L{smx.config} configuration (the
@@ -282,7 +277,6 @@ class QueueManager(service.Service):
             deliveryAgent,
             logger=logger,
             threadPool=threadPool,
-            syncInReactor=syncInReactor,
         )
 
     # -- service ------------------------------------------------------------

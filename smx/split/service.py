@@ -215,16 +215,8 @@ def _qmgr(
         reactor, sockets["SMTPC_socket"], section["wait_for_client"], logger
     )
     agents.setServiceParent(root)
-    # IBDB commits in the reactor thread: no thread hand-off per commit
     qmgr = QueueManager.fromConfiguration(
-        cfg,
-        contentStore,
-        resolver,
-        agents,
-        reactor,
-        logger,
-        threadPool=threadPool,
-        syncInReactor=True,
+        cfg, contentStore, resolver, agents, reactor, logger, threadPool=threadPool
     )
     agents.onConnected = lambda: qmgr.retryReply(AGENT_UNAVAILABLE)
     from smx.mail.milterinternal import internalMilters
