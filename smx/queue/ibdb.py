@@ -33,12 +33,11 @@ DESCRIPTION
     QMGR killed before they are on disk would deliver again) start one at
     the end of the reactor's turn; other C{R} records (deferrals) go with
     it, or at the latest C{maxCommitDelay} after the first of them, or
-    when C{maxOpenTransactions} records wait.  Without a thread pool (a
-    QMGR of its own, split mode) the commit runs in the reactor's thread:
-    what comes while its sync holds the reactor up waits in the sockets
-    and goes in the next commit.  With one (embedded mode, where SMTP
-    sessions share the reactor) the fsync runs in a thread, and records
-    that come while it runs share the next one.  The Deferred of every record fires after that fsync; SMTPS
+    when C{maxOpenTransactions} records wait.  The commit runs in the
+    reactor's thread: what comes while its sync holds the reactor up
+    waits in the sockets and goes in the next commit.  (A commit in a
+    pool thread cost QMGR more CPU in the thread hand-off than the
+    hold-up costs: see doc/architecture.md.)  The Deferred of every record fires after that fsync; SMTPS
     answers 250 only then.  A C{T} record may name the content file of its
     transaction, written by SMTPS and not synced: the commit syncs it
     first (C{contentSync}, L{smx.queue.cdb.ContentSync}: one C{syncfs}
@@ -67,13 +66,11 @@ from __future__ import annotations
 import json
 import os
 import struct
-import threading
 import time
 import zlib
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
-from twisted.internet import defer, threads
-from twisted.python import failure
+from twisted.internet import defer
 
 from smx.queue.cdb import fsyncDirectory
 
@@ -236,7 +233,6 @@ class IncomingBackupLog:
         maxOpenTransactions: int,
         fileSize: int,
         sync: Callable[[int], None] = os.fsync,
-        threadPool: Any = None,
     ) -> None:
         """
         @param directory: the IBDB directory.
@@ -244,14 +240,8 @@ class IncomingBackupLog:
         @param maxOpenTransactions: C{IBDB { max_open_TAs }}.
         @param fileSize: C{IBDB { size }} in bytes.
         @param sync: the fsync to use (tests).
-        @param threadPool: where fsyncs run (C{None}: in the reactor
-            thread).
         """
         self.directory = os.path.abspath(directory)
-        self.threadPool = threadPool
-        self._inFlight = False
-        self._idle = threading.Event()
-        self._idle.set()
         self.reactor = reactor
         self.maxCommitDelay = maxCommitDelay
         self.maxOpenTransactions = max(1, maxOpenTransactions)
@@ -268,8 +258,6 @@ class IncomingBackupLog:
         #: C{None}: no record may name one
         self.contentSync = None  # type: Any
         self._timer = None  # type: Any
-        #: the commit of records nobody waits for, after maxCommitDelay
-        self._lazyTimer = None  # type: Any
         #: a C{T} record waits (SMTPS's 250): commit at the turn's end
         self._urgent = False
         self._live = {}  # type: Dict[int, Set[str]]
@@ -288,7 +276,6 @@ class IncomingBackupLog:
         reactor: Any,
         directory: Optional[str] = None,
         sync: Callable[[int], None] = os.fsync,
-        threadPool: Any = None,
     ) -> "IncomingBackupLog":
         """
         @param settings: the L{smx.queue.settings.QueueSettings}.
@@ -302,7 +289,6 @@ class IncomingBackupLog:
             maxOpenTransactions=settings.maxOpenTransactions,
             fileSize=settings.ibdbFileSize,
             sync=sync,
-            threadPool=threadPool,
         )
 
     def start(self) -> None:
@@ -363,30 +349,11 @@ class IncomingBackupLog:
         d = defer.Deferred()  # type: defer.Deferred
         self._pending.append(record)
         self._waiting.append(d)
-        if self.threadPool is not None:
-            # adaptive group commit: the first C{T} record (SMTPS waits
-            # for it) starts an fsync in a thread at the end of this
-            # reactor turn; records that come while it runs share the
-            # next one.  Other records (nobody waits) go with the next
-            # commit, at the latest after maxCommitDelay.
-            if _urgent(recordType, payload):
-                self._urgent = True
-            if self._inFlight:
-                pass
-            elif self._urgent or len(self._pending) >= self.maxOpenTransactions:
-                if self._timer is None:
-                    self._cancelLazy()
-                    self._timer = self.reactor.callLater(0, self._commitInThread)
-            elif self._timer is None and self._lazyTimer is None:
-                self._lazyTimer = self.reactor.callLater(
-                    self.maxCommitDelay, self._commitLazy
-                )
-        elif len(self._pending) >= self.maxOpenTransactions:
+        if len(self._pending) >= self.maxOpenTransactions:
             self.commit()
         elif _urgent(recordType, payload):
-            # in the reactor's thread: at the end of this turn, with the
-            # other records of the turn and those that came while the
-            # last sync held the reactor up
+            # at the end of this turn, with the other records of the turn
+            # and those that came while the last sync held the reactor up
             if not self._urgent:
                 self._urgent = True
                 if self._timer is not None and self._timer.active():
@@ -396,23 +363,11 @@ class IncomingBackupLog:
             self._timer = self.reactor.callLater(self.maxCommitDelay, self.commit)
         return d
 
-    def _cancelLazy(self) -> None:
-        if self._lazyTimer is not None:
-            if self._lazyTimer.active():
-                self._lazyTimer.cancel()
-            self._lazyTimer = None
-
-    def _commitLazy(self) -> None:
-        self._lazyTimer = None
-        if self._timer is None:
-            self._commitInThread()
-
     def _takeBatch(self) -> Any:
         if self._timer is not None:
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
-        self._cancelLazy()
         self._urgent = False
         data = b"".join(self._pending)
         waiting = self._waiting
@@ -426,9 +381,8 @@ class IncomingBackupLog:
         self, fd: int, data: bytes, size: int, contents: List[str]
     ) -> None:
         """
-        Append C{data} to C{fd}, sync C{contents} and fsync C{fd} (in a
-        thread when there is a thread pool); on failure cut the file back
-        to C{size}.
+        Append C{data} to C{fd}, sync C{contents} and fsync C{fd}; on
+        failure cut the file back to C{size}.
         """
         try:
             view = memoryview(data)
@@ -446,43 +400,6 @@ class IncomingBackupLog:
             except OSError:
                 pass
             raise
-        finally:
-            self._idle.set()
-
-    def _commitInThread(self) -> None:
-        self._timer = None
-        if self._inFlight or not self._pending or self._fd is None:
-            return
-        data, waiting, contents = self._takeBatch()
-        self._inFlight = True
-        self._idle.clear()
-        d = threads.deferToThreadPool(
-            self.reactor,
-            self.threadPool,
-            self._writeAndSync,
-            self._fd,
-            data,
-            self._size,
-            contents,
-        )
-        d.addBoth(self._cbThreadCommitted, len(data), waiting)
-
-    def _cbThreadCommitted(self, result: Any, length: int, waiting: List) -> None:
-        self._inFlight = False
-        if isinstance(result, failure.Failure):
-            error = result.value
-            for d in waiting:
-                d.errback(error)
-        else:
-            self._committed(length, waiting)
-        if not self._pending or self._timer is not None:
-            return
-        if self._urgent or len(self._pending) >= self.maxOpenTransactions:
-            self._commitInThread()
-        elif self._lazyTimer is None:
-            self._lazyTimer = self.reactor.callLater(
-                self.maxCommitDelay, self._commitLazy
-            )
 
     def _committed(self, length: int, waiting: List) -> None:
         self.commits += 1
@@ -496,10 +413,8 @@ class IncomingBackupLog:
 
     def commit(self) -> None:
         """
-        Write and fsync every waiting record now, then fire their Deferreds
-        (after waiting for an fsync running in a thread to finish).
+        Write and fsync every waiting record now, then fire their Deferreds.
         """
-        self._idle.wait(30)
         if not self._pending or self._fd is None:
             return
         data, waiting, contents = self._takeBatch()

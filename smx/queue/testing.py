@@ -65,7 +65,6 @@ def defaultIncomingBackupLog(
     directory: str,
     reactor: Any,
     sync: Any = os.fsync,
-    threadPool: Any = None,
     **changes: Any,
 ) -> Any:
     """
@@ -81,7 +80,6 @@ def defaultIncomingBackupLog(
         reactor,
         os.path.abspath(directory),
         sync=sync,
-        threadPool=threadPool,
     )
 
 

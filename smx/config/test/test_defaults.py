@@ -69,7 +69,7 @@ CONSTRUCTORS = [
         QueueSettings,
         {"logger", "processId", "statvfs", "threadPool"},
     ),
-    (ibdb.IncomingBackupLog, QueueSettings, {"sync", "threadPool"}),
+    (ibdb.IncomingBackupLog, QueueSettings, {"sync"}),
     (defedb.DeferredEnvelopeDB, QueueSettings, {"report", "statvfs"}),
     (scheduler.Scheduler, QueueSettings, set()),
     (active.ActiveQueue, QueueSettings, set()),

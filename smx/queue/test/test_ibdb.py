@@ -246,145 +246,68 @@ class IncomingBackupLogTests(unittest.TestCase):
         self.assertEqual(self.read(), ([(b"D", {"id": "S2"})], []))
 
 
-class ThreadedCommitTests(unittest.TestCase):
+class AdaptiveCommitTests(unittest.TestCase):
     """
-    With a thread pool, IBDB writes and fsyncs in a thread: the first
-    record is committed at once, records that arrive during an fsync share
-    the next one.  Uses the real reactor and a real thread pool.
+    The adaptive group commit: records someone waits for start a commit
+    at the end of the reactor's turn, with the other records of the turn;
+    records of deferrals wait for one, at most C{maxCommitDelay}.
     """
 
     def setUp(self):
-        from twisted.internet import reactor
-        from twisted.python.threadpool import ThreadPool
-
-        self.pool = ThreadPool(1, 1, "ibdb-test")
-        self.pool.start()
-        self.addCleanup(self.pool.stop)
+        self.clock = Clock()
         self.dir = os.path.abspath(self.mktemp())
-        self.release = None
-        self.syncs = []
-
-        def sync(fd):
-            self.syncs.append(fd)
-            if self.release is not None:
-                self.release.wait(5)
-            os.fsync(fd)
-
         self.log = defaultIncomingBackupLog(
-            self.dir, reactor, sync=sync, threadPool=self.pool, maxCommitDelay=10
+            self.dir, self.clock, maxCommitDelay=0.2, maxOpenTransactions=100
         )
         self.log.start()
         self.addCleanup(self.log.stop)
 
-    def test_noDelayWhenIdle(self):
+    def test_urgentAtTurnEnd(self):
         """
-        A C{T} record (SMTPS waits for it) is committed without waiting
-        for C{maxCommitDelay}.
+        A C{T} record (SMTPS waits for it), a C{D} record and an C{R}
+        record with a recipient C{delivered} (a QMGR killed meanwhile
+        would deliver again) are committed at the end of the turn, not
+        after C{maxCommitDelay}; the records of one turn share a commit.
         """
-        d = self.log.append(ibdb.TRANSACTION, {"id": "S1"})
-
-        def check(_):
-            self.assertEqual(self.log.commits, 1)
-            self.assertEqual(
-                list(ibdb.readLog(self.dir, self.fail)), [(b"T", {"id": "S1"})]
-            )
-
-        return d.addCallback(check)
+        ds = [
+            self.log.append(ibdb.TRANSACTION, {"id": "S1", "rcpts": []}),
+            self.log.append(ibdb.DONE, {"id": "S0"}),
+            self.log.append(ibdb.RECIPIENTS, {"id": "S2", "rcpts": [[0, "delivered"]]}),
+        ]
+        self.assertNoResult(ds[0])
+        self.clock.advance(0)
+        for d in ds:
+            self.successResultOf(d)
+        self.assertEqual((self.log.commits, self.log.records), (1, 3))
+        for recordType, payload in [
+            (ibdb.DONE, {"id": "S1"}),
+            (ibdb.RECIPIENTS, {"id": "S3", "rcpts": [[0, "delivered"]]}),
+        ]:
+            d = self.log.append(recordType, payload)
+            self.clock.advance(0)
+            self.successResultOf(d)
 
     def test_lazyRecords(self):
         """
         C{R} records of deferrals (nobody waits for them) start no commit
-        of their own: they go with the next C{T} record's, or after
+        of their own: they go with the next urgent record's, or after
         C{maxCommitDelay}.
         """
-        from twisted.internet import defer, reactor
-        from twisted.internet.task import deferLater
-
-        self.log.maxCommitDelay = 0.2
         lazy = self.log.append(
             ibdb.RECIPIENTS, {"id": "S0", "rcpts": [[0, "deferred"]]}
         )
-        states = self.log.append(ibdb.RECIPIENTS, {"id": "S1", "rcpts": []})
-
-        @defer.inlineCallbacks
-        def run():
-            yield deferLater(reactor, 0.05, lambda: None)
-            # a turn later: not committed yet
-            self.assertEqual(self.log.commits, 0)
-            self.assertFalse(lazy.called)
-            yield self.log.append(ibdb.TRANSACTION, {"id": "S2"})
-            # one commit for all three
-            self.assertEqual((self.log.commits, self.log.records), (1, 3))
-            self.assertTrue(lazy.called and states.called)
-            alone = self.log.append(
-                ibdb.RECIPIENTS, {"id": "S2", "rcpts": [[0, "deferred"]]}
-            )
-            yield deferLater(reactor, 0.05, lambda: None)
-            self.assertFalse(alone.called)
-            yield alone
-            # after maxCommitDelay
-            self.assertEqual((self.log.commits, self.log.records), (2, 4))
-
-        return run()
-
-    def test_deliveredRecordsUrgent(self):
-        """
-        The records that say a message was delivered (a C{D} record, an
-        C{R} record with a recipient C{delivered}) start a commit at the
-        end of the reactor's turn, as a C{T} record does, not after
-        C{maxCommitDelay}: a QMGR killed meanwhile would deliver again.
-        """
-        from twisted.internet import defer, reactor
-        from twisted.internet.task import deferLater
-
-        self.log.maxCommitDelay = 5.0
-
-        @defer.inlineCallbacks
-        def run():
-            for recordType, payload in [
-                (ibdb.DONE, {"id": "S0"}),
-                (ibdb.RECIPIENTS, {"id": "S1", "rcpts": [[0, "delivered"]]}),
-            ]:
-                d = self.log.append(recordType, payload)
-                for _ in range(100):
-                    if d.called:
-                        break
-                    yield deferLater(reactor, 0.01, lambda: None)
-                self.assertTrue(d.called, recordType)
-
-        return run()
-
-    def test_batchDuringSync(self):
-        """
-        Records appended while an fsync runs are committed together by the
-        next one, and every Deferred fires once its record is stable.
-        """
-        import threading
-
-        from twisted.internet import defer, reactor
-
-        self.release = threading.Event()
-        first = self.log.append(ibdb.TRANSACTION, {"id": "S0"})
-        later = []
-
-        def appendMore():
-            later.extend(
-                self.log.append(ibdb.TRANSACTION, {"id": "S%d" % i})
-                for i in range(1, 4)
-            )
-            self.release.set()
-
-        reactor.callLater(0.05, appendMore)
-
-        def check(_):
-            self.assertEqual(self.log.commits, 2)
-            self.assertEqual(self.log.records, 4)
-            self.assertEqual(
-                [p["id"] for _, p in ibdb.readLog(self.dir, self.fail)],
-                ["S0", "S1", "S2", "S3"],
-            )
-
-        def waitLater(_):
-            return defer.gatherResults(later)
-
-        return first.addCallback(waitLater).addCallback(check)
+        self.clock.advance(0.1)
+        self.assertNoResult(lazy)
+        urgent = self.log.append(ibdb.TRANSACTION, {"id": "S2", "rcpts": []})
+        self.clock.advance(0)
+        self.successResultOf(lazy)
+        self.successResultOf(urgent)
+        self.assertEqual((self.log.commits, self.log.records), (1, 2))
+        alone = self.log.append(
+            ibdb.RECIPIENTS, {"id": "S2", "rcpts": [[0, "deferred"]]}
+        )
+        self.clock.advance(0.1)
+        self.assertNoResult(alone)
+        self.clock.advance(0.1)
+        self.successResultOf(alone)
+        self.assertEqual((self.log.commits, self.log.records), (2, 3))
