@@ -126,17 +126,20 @@ class DeliveryAgentServer(QuietAMP):
         late: Optional[LateResults] = None,
         clock: Callable[[], float] = time.monotonic,
         inFlight: Optional[Set[defer.Deferred]] = None,
+        handedOver: Optional[Callable[[], None]] = None,
     ) -> None:
         """
         @param late: where results go that QMGR may not have acted on.
         @param clock: the time in seconds (tests).
         @param inFlight: where the deliveries in progress are kept.
+        @param handedOver: called when QMGR has taken the late results.
         """
         QuietAMP.__init__(self)
         self.agent = agent
         self.late = late if late is not None else LateResults()
         self.clock = clock
         self.inFlight = inFlight if inFlight is not None else set()
+        self.handedOver = handedOver
         self.gone = False
         #: (when, transaction, results) of the last RECENT seconds
         self.recent = (
@@ -147,7 +150,18 @@ class DeliveryAgentServer(QuietAMP):
         QuietAMP.connectionMade(self)
         entries = self.late.take()
         d = self.callRemote(c.Ready, late=entries)
-        d.addErrback(lambda f: self.late.putBack(entries))
+        d.addCallbacks(self._taken, lambda f: self.late.putBack(entries), (entries,))
+
+    def _taken(self, answer: Any, entries: List[Dict[str, Any]]) -> None:
+        """
+        QMGR has the late results: they count as given now (a QMGR killed
+        within L{RECENT} seconds gets them again from L{connectionLost}).
+        """
+        now = self.clock()
+        for entry in entries:
+            self.recent.append((now, {"ss_ta": entry["ss_ta"]}, entry["results"]))
+        if self.handedOver is not None:
+            self.handedOver()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[assignment]
         self.gone = True
@@ -197,8 +211,9 @@ class DeliveryAgentClient(service.MultiService):
     With a C{stateFile}, the late results (L{LateResults}) outlive the
     process: at its stop SMTPC waits at most L{STOP_WAIT} seconds for the
     deliveries it is making and writes the late results there; at its
-    start it reads (and removes) the file, for the next QMGR.  (The MCP
-    restarts SMTPC with QMGR, its restart dependency.)
+    start it reads the file, for the next QMGR, and removes it once a QMGR
+    has taken them (an SMTPC killed before that leaves it to the next
+    one).  (The MCP restarts SMTPC with QMGR, its restart dependency.)
 
     @ivar peer: the L{PeerConnection}.
     @ivar late: the L{LateResults}.
@@ -224,7 +239,9 @@ class DeliveryAgentClient(service.MultiService):
         self.peer = PeerConnection(
             reactor,
             path,
-            lambda: DeliveryAgentServer(agent, self.late, inFlight=self.inFlight),
+            lambda: DeliveryAgentServer(
+                agent, self.late, inFlight=self.inFlight, handedOver=self._handedOver
+            ),
             waitForServer,
             "qmgr",
             self.logger,
@@ -240,7 +257,6 @@ class DeliveryAgentClient(service.MultiService):
         try:
             with open(path, encoding="utf-8") as f:
                 entries = json.load(f)
-            os.unlink(path)
         except FileNotFoundError:
             return
         except (OSError, ValueError) as e:
@@ -248,6 +264,17 @@ class DeliveryAgentClient(service.MultiService):
             return
         if isinstance(entries, list):
             self.late.putBack([e for e in entries if isinstance(e, dict)])
+
+    def _handedOver(self) -> None:
+        """A QMGR has the late results: the state file has served."""
+        if self.stateFile is None:
+            return
+        try:
+            os.unlink(self.stateFile)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            self.logger.error("DeliveryAgentClient", file=self.stateFile, error=str(e))
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:

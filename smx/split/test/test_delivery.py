@@ -409,7 +409,47 @@ class LateResultFileTests(unittest.TestCase):
         second = RemoteDeliveryAgents(reactor, path, waitForClient=5)
         running(self, second)
         running(self, deliveryAgentClient(reactor, path, again, 5, stateFile=state))
-        self.assertFalse(os.path.exists(state))
+        yield until(lambda: not os.path.exists(state), 5, 0.01)
         results = yield second.deliver(transaction(2, id="C0000018A2B3C4D5E99"))
         self.assertEqual([r["status"] for r in results], ["ok", "ok"])
+        self.assertEqual(again.transactions, [])
+
+    @defer.inlineCallbacks
+    def test_keptUntilGiven(self) -> Any:
+        """
+        The state file stays until a QMGR has taken the late results: an
+        SMTPC process that reads it and dies (killed) before it reached a
+        QMGR leaves them to the next SMTPC process.
+        """
+        import json
+        import os
+
+        path = socketPath(self)
+        state = os.path.join(os.path.dirname(path), "smtpc.late")
+        late = [
+            {
+                "ss_ta": transaction(1)["ss_ta"],
+                "results": [{"index": 0, "address": "r0@example.com", "status": "ok"}],
+            }
+        ]
+        os.makedirs(os.path.dirname(state), exist_ok=True)
+        with open(state, "w") as f:
+            json.dump(late, f)
+        # read, and no QMGR to give them to: the process is killed
+        doomed = deliveryAgentClient(
+            reactor, path, FakeDeliveryAgent(), 5, stateFile=state
+        )
+        doomed.startService()
+        self.assertEqual(doomed.late.entries, late)
+        doomed.peer.stopService()
+        self.assertTrue(os.path.exists(state))
+        # the next SMTPC process gives them to a QMGR, which does not
+        # deliver that recipient again
+        again = FakeDeliveryAgent()
+        qmgr = RemoteDeliveryAgents(reactor, path, waitForClient=5)
+        running(self, qmgr)
+        running(self, deliveryAgentClient(reactor, path, again, 5, stateFile=state))
+        yield until(lambda: not os.path.exists(state), 5, 0.01)
+        results = yield qmgr.deliver(transaction(1, id="C0000018A2B3C4D5E99"))
+        self.assertEqual([r["status"] for r in results], ["ok"])
         self.assertEqual(again.transactions, [])
