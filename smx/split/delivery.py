@@ -127,12 +127,14 @@ class DeliveryAgentServer(QuietAMP):
         clock: Callable[[], float] = time.monotonic,
         inFlight: Optional[Set[defer.Deferred]] = None,
         handedOver: Optional[Callable[[], None]] = None,
+        kept: Optional[Callable[[], None]] = None,
     ) -> None:
         """
         @param late: where results go that QMGR may not have acted on.
         @param clock: the time in seconds (tests).
         @param inFlight: where the deliveries in progress are kept.
         @param handedOver: called when QMGR has taken the late results.
+        @param kept: called when results were added to the late ones.
         """
         QuietAMP.__init__(self)
         self.agent = agent
@@ -140,6 +142,7 @@ class DeliveryAgentServer(QuietAMP):
         self.clock = clock
         self.inFlight = inFlight if inFlight is not None else set()
         self.handedOver = handedOver
+        self.kept = kept
         self.gone = False
         #: (when, transaction, results) of the last RECENT seconds
         self.recent = (
@@ -170,7 +173,12 @@ class DeliveryAgentServer(QuietAMP):
             if when >= cutoff:
                 self.late.add(data, results)
         self.recent.clear()
+        self._kept()
         QuietAMP.connectionLost(self, reason)
+
+    def _kept(self) -> None:
+        if self.kept is not None and self.late.entries:
+            self.kept()
 
     @c.Deliver.responder
     def deliver(self, transaction: Any) -> Any:
@@ -189,6 +197,7 @@ class DeliveryAgentServer(QuietAMP):
             if self.gone:
                 # nobody hears the answer: the next QMGR will
                 self.late.add(data, results)
+                self._kept()
             elif any(r.get("status") == "ok" for r in results):
                 now = self.clock()
                 self.recent.append((now, data, results))
@@ -213,7 +222,9 @@ class DeliveryAgentClient(service.MultiService):
     deliveries it is making and writes the late results there; at its
     start it reads the file, for the next QMGR, and removes it once a QMGR
     has taken them (an SMTPC killed before that leaves it to the next
-    one).  (The MCP restarts SMTPC with QMGR, its restart dependency.)
+    one).  Late results are also written there as soon as they are kept
+    (QMGR went away), for an SMTPC killed while it waits for the next
+    QMGR.  (The MCP restarts SMTPC with QMGR, its restart dependency.)
 
     @ivar peer: the L{PeerConnection}.
     @ivar late: the L{LateResults}.
@@ -240,7 +251,11 @@ class DeliveryAgentClient(service.MultiService):
             reactor,
             path,
             lambda: DeliveryAgentServer(
-                agent, self.late, inFlight=self.inFlight, handedOver=self._handedOver
+                agent,
+                self.late,
+                inFlight=self.inFlight,
+                handedOver=self._handedOver,
+                kept=self._kept,
             ),
             waitForServer,
             "qmgr",
@@ -264,6 +279,14 @@ class DeliveryAgentClient(service.MultiService):
             return
         if isinstance(entries, list):
             self.late.putBack([e for e in entries if isinstance(e, dict)])
+
+    def _kept(self) -> None:
+        """
+        Late results were added (QMGR went away): on disk at once, so that
+        an SMTPC killed before the next QMGR comes does not lose them.
+        """
+        if self.stateFile is not None:
+            self._save(self.stateFile, list(self.late.entries))
 
     def _handedOver(self) -> None:
         """A QMGR has the late results: the state file has served."""

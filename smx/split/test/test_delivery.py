@@ -415,6 +415,45 @@ class LateResultFileTests(unittest.TestCase):
         self.assertEqual(again.transactions, [])
 
     @defer.inlineCallbacks
+    def test_writtenWhenKept(self) -> Any:
+        """
+        Results kept because QMGR went away are in the state file at once,
+        before any stop: an SMTPC killed while it waits for the next QMGR
+        does not lose them.
+        """
+        import json
+        import os
+
+        path = socketPath(self)
+        state = os.path.join(os.path.dirname(path), "smtpc.late")
+        backend = FakeDeliveryAgent()
+        backend.pending = []
+        first = RemoteDeliveryAgents(reactor, path, waitForClient=5)
+        first.startService()
+        client = deliveryAgentClient(reactor, path, backend, 5, stateFile=state)
+        client.startService()
+        d = first.deliver(transaction(2))
+        yield until(lambda: backend.pending, 5, 0.01)
+        yield first.stopService()
+        yield d
+        self.assertFalse(os.path.exists(state))
+        [(t, pending)] = backend.pending
+        pending.callback(backend.results(t))
+        yield until(lambda: os.path.exists(state), 5, 0.01)
+        with open(state) as f:
+            [entry] = json.load(f)
+        self.assertEqual(entry["ss_ta"], t["ss_ta"])
+        # killed: no stop of its own
+        yield client.peer.stopService()
+        again = FakeDeliveryAgent()
+        second = RemoteDeliveryAgents(reactor, path, waitForClient=5)
+        running(self, second)
+        running(self, deliveryAgentClient(reactor, path, again, 5, stateFile=state))
+        results = yield second.deliver(transaction(2, id="C0000018A2B3C4D5E99"))
+        self.assertEqual([r["status"] for r in results], ["ok", "ok"])
+        self.assertEqual(again.transactions, [])
+
+    @defer.inlineCallbacks
     def test_keptUntilGiven(self) -> Any:
         """
         The state file stays until a QMGR has taken the late results: an
