@@ -74,6 +74,7 @@ from twisted.internet import defer, threads
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from smx import libc
 from smx.ids import isServerId
 from smx.interfaces import IContentStore
 
@@ -223,20 +224,8 @@ def _commitBatch(work: List[Tuple[Any, Optional[int], bytes, bool]]) -> List[Any
     return errors
 
 
-def _libcSyncfs() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        f = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    f.argtypes = [ctypes.c_int]
-    f.restype = ctypes.c_int
-    return f
-
-
 #: Linux C{syncfs(2)}, or C{None} where there is none
-_syncfs = _libcSyncfs()
+_syncfs = libc.function(("syncfs",), [ctypes.c_int])
 
 
 def syncFileSystem(fd: int) -> None:
@@ -263,8 +252,9 @@ class ContentSync:
     """
     Makes the contents that SMTPS wrote without syncing them durable in
     QMGR's IBDB commit (L{FileContentStore.syncedByQueueManager}, the
-    envelope's C{syncContent}), in the commit's thread, before the C{T}
-    records of their envelopes are on stable storage:
+    envelope's C{syncContent}), before the C{T}
+    records of their envelopes are on stable storage (in the reactor's
+    thread, as IBDB commits):
 
       - C{"filesystem"}: one C{syncfs(2)} of each file system a CDB
         directory is on, however many contents the commit carries (and,

@@ -85,9 +85,9 @@ import errno
 import json
 import os
 import struct
-import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from smx import libc
 from smx.bdb import db
 from smx.queue.diskspace import leastFreeBytes
 
@@ -167,20 +167,10 @@ def _needsRecovery(e: Exception) -> bool:
     )
 
 
-def _libcFallocate() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        f = getattr(libc, "fallocate64", None) or libc.fallocate
-    except (OSError, AttributeError):
-        return None
-    f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    f.restype = ctypes.c_int
-    return f
-
-
-_fallocate = _libcFallocate()
+_fallocate = libc.function(
+    ("fallocate64", "fallocate"),
+    [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64],
+)
 
 #: from <linux/falloc.h>
 FALLOC_FL_KEEP_SIZE = 1
