@@ -411,6 +411,21 @@ class DirectorySyncTests(unittest.TestCase):
         self.assertEqual(self.directoriesSynced(store, [TA]), [])
 
 
+def pooledStore(case):
+    """
+    A L{cdb.FileContentStore} for the test C{case} with a thread pool of
+    its own (stopped after the test) and 1 KB chunks.
+    """
+    from twisted.internet import reactor
+
+    case.pool = ThreadPool(1, 2)
+    case.pool.start()
+    case.addCleanup(case.pool.stop)
+    return cdb.FileContentStore(
+        case.mktemp(), threadPool=case.pool, reactor=reactor, chunkSize=1024
+    )
+
+
 class PooledStoreTests(unittest.TestCase):
     """
     L{cdb.FileContentStore} with a thread pool: small content is written
@@ -418,14 +433,7 @@ class PooledStoreTests(unittest.TestCase):
     """
 
     def setUp(self):
-        from twisted.internet import reactor
-
-        self.pool = ThreadPool(1, 2)
-        self.pool.start()
-        self.addCleanup(self.pool.stop)
-        self.store = cdb.FileContentStore(
-            self.mktemp(), threadPool=self.pool, reactor=reactor, chunkSize=1024
-        )
+        self.store = pooledStore(self)
 
     def _exists(self, ta, wanted=True):
         """Fire once the content file of C{ta} exists (or not)."""
@@ -707,14 +715,7 @@ class SyncedByQueueManagerTests(unittest.TestCase):
     """
 
     def setUp(self):
-        from twisted.internet import reactor
-
-        self.pool = ThreadPool(1, 2)
-        self.pool.start()
-        self.addCleanup(self.pool.stop)
-        self.store = cdb.FileContentStore(
-            self.mktemp(), threadPool=self.pool, reactor=reactor, chunkSize=1024
-        )
+        self.store = pooledStore(self)
         self.store.syncedByQueueManager = True
         self.synced = []
         self.patch(cdb.os, "fsync", self.synced.append)

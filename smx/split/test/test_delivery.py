@@ -10,6 +10,8 @@ give temporary results without one, share deliveries among several.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, List
 
 from twisted.internet import defer, reactor
@@ -372,47 +374,72 @@ class LateResultTests(unittest.TestCase):
 class LateResultFileTests(unittest.TestCase):
     """
     The late results outlive an SMTPC process that is stopped (as the MCP
-    stops SMTPC when QMGR, which it depends on, is restarted).
+    stops SMTPC when QMGR, which it depends on, is restarted) or killed.
     """
+
+    def setUp(self) -> None:
+        self.path = socketPath(self)
+        self.state = os.path.join(os.path.dirname(self.path), "smtpc.late")
+
+    @defer.inlineCallbacks
+    def qmgrGoneWhileDelivering(self) -> Any:
+        """
+        An SMTPC process (with the state file) making a delivery when its
+        QMGR goes away.
+
+        @return: a L{Deferred} firing with the client and its delivery
+            agent, whose delivery waits in C{pending}, once QMGR is gone.
+        """
+        backend = FakeDeliveryAgent()
+        backend.pending = []
+        first = RemoteDeliveryAgents(reactor, self.path, waitForClient=5)
+        first.startService()
+        client = deliveryAgentClient(
+            reactor, self.path, backend, 5, stateFile=self.state
+        )
+        client.startService()
+        d = first.deliver(transaction(2))
+        yield until(lambda: backend.pending, 5, 0.01)
+        yield first.stopService()
+        yield d
+        return client, backend
+
+    @defer.inlineCallbacks
+    def nextDeliversNothingAgain(self) -> Any:
+        """
+        The next SMTPC process and the next QMGR: the recipients of the
+        late results are not delivered again, and the state file is
+        removed once that QMGR has them.
+        """
+        again = FakeDeliveryAgent()
+        second = RemoteDeliveryAgents(reactor, self.path, waitForClient=5)
+        running(self, second)
+        running(
+            self,
+            deliveryAgentClient(reactor, self.path, again, 5, stateFile=self.state),
+        )
+        results = yield second.deliver(transaction(2, id="C0000018A2B3C4D5E99"))
+        self.assertEqual([r["status"] for r in results], ["ok", "ok"])
+        self.assertEqual(again.transactions, [])
+        yield until(lambda: not os.path.exists(self.state), 5, 0.01)
 
     @defer.inlineCallbacks
     def test_savedAndGiven(self) -> Any:
         """
         At its stop, SMTPC waits for the delivery it is making and writes
         its late results to its state file; the next SMTPC process reads
-        (and removes) the file and gives them to the next QMGR, which does
-        not deliver those recipients again.
+        the file and gives them to the next QMGR, which does not deliver
+        those recipients again.
         """
-        import os
-
-        path = socketPath(self)
-        state = os.path.join(os.path.dirname(path), "smtpc.late")
-        backend = FakeDeliveryAgent()
-        backend.pending = []
-        first = RemoteDeliveryAgents(reactor, path, waitForClient=5)
-        first.startService()
-        client = deliveryAgentClient(reactor, path, backend, 5, stateFile=state)
-        client.startService()
-        d = first.deliver(transaction(2))
-        yield until(lambda: backend.pending, 5, 0.01)
-        yield first.stopService()
-        yield d
+        client, backend = yield self.qmgrGoneWhileDelivering()
         stopping = client.stopService()
         yield deferLater(reactor, 0.05, lambda: None)
         self.assertFalse(stopping.called)  # it waits for the delivery
         [(t, pending)] = backend.pending
         pending.callback(backend.results(t))
         yield stopping
-        self.assertTrue(os.path.exists(state))
-        # the next SMTPC process and the next QMGR
-        again = FakeDeliveryAgent()
-        second = RemoteDeliveryAgents(reactor, path, waitForClient=5)
-        running(self, second)
-        running(self, deliveryAgentClient(reactor, path, again, 5, stateFile=state))
-        yield until(lambda: not os.path.exists(state), 5, 0.01)
-        results = yield second.deliver(transaction(2, id="C0000018A2B3C4D5E99"))
-        self.assertEqual([r["status"] for r in results], ["ok", "ok"])
-        self.assertEqual(again.transactions, [])
+        self.assertTrue(os.path.exists(self.state))
+        yield self.nextDeliversNothingAgain()
 
     @defer.inlineCallbacks
     def test_writtenWhenKept(self) -> Any:
@@ -421,37 +448,17 @@ class LateResultFileTests(unittest.TestCase):
         before any stop: an SMTPC killed while it waits for the next QMGR
         does not lose them.
         """
-        import json
-        import os
-
-        path = socketPath(self)
-        state = os.path.join(os.path.dirname(path), "smtpc.late")
-        backend = FakeDeliveryAgent()
-        backend.pending = []
-        first = RemoteDeliveryAgents(reactor, path, waitForClient=5)
-        first.startService()
-        client = deliveryAgentClient(reactor, path, backend, 5, stateFile=state)
-        client.startService()
-        d = first.deliver(transaction(2))
-        yield until(lambda: backend.pending, 5, 0.01)
-        yield first.stopService()
-        yield d
-        self.assertFalse(os.path.exists(state))
+        client, backend = yield self.qmgrGoneWhileDelivering()
+        self.assertFalse(os.path.exists(self.state))
         [(t, pending)] = backend.pending
         pending.callback(backend.results(t))
-        yield until(lambda: os.path.exists(state), 5, 0.01)
-        with open(state) as f:
+        yield until(lambda: os.path.exists(self.state), 5, 0.01)
+        with open(self.state) as f:
             [entry] = json.load(f)
         self.assertEqual(entry["ss_ta"], t["ss_ta"])
         # killed: no stop of its own
         yield client.peer.stopService()
-        again = FakeDeliveryAgent()
-        second = RemoteDeliveryAgents(reactor, path, waitForClient=5)
-        running(self, second)
-        running(self, deliveryAgentClient(reactor, path, again, 5, stateFile=state))
-        results = yield second.deliver(transaction(2, id="C0000018A2B3C4D5E99"))
-        self.assertEqual([r["status"] for r in results], ["ok", "ok"])
-        self.assertEqual(again.transactions, [])
+        yield self.nextDeliversNothingAgain()
 
     @defer.inlineCallbacks
     def test_keptUntilGiven(self) -> Any:
@@ -460,11 +467,7 @@ class LateResultFileTests(unittest.TestCase):
         SMTPC process that reads it and dies (killed) before it reached a
         QMGR leaves them to the next SMTPC process.
         """
-        import json
-        import os
-
-        path = socketPath(self)
-        state = os.path.join(os.path.dirname(path), "smtpc.late")
+        path, state = self.path, self.state
         late = [
             {
                 "ss_ta": transaction(1)["ss_ta"],
