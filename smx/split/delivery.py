@@ -246,6 +246,8 @@ class DeliveryAgentClient(service.MultiService):
         self.stateFile = stateFile
         self.logger = logger or Logger("smtpc")
         self.late = LateResults()
+        #: a write of the late results waits for the end of the turn
+        self._savePending = False
         self.inFlight = set()  # type: Set[defer.Deferred]
         self.peer = PeerConnection(
             reactor,
@@ -282,11 +284,21 @@ class DeliveryAgentClient(service.MultiService):
 
     def _kept(self) -> None:
         """
-        Late results were added (QMGR went away): on disk at once, so that
-        an SMTPC killed before the next QMGR comes does not lose them.
+        Late results were added (QMGR went away): on disk at the end of
+        the reactor's turn (with the others of the turn), so that an
+        SMTPC killed before the next QMGR comes does not lose them.
         """
-        if self.stateFile is not None:
-            self._save(self.stateFile, list(self.late.entries))
+        if self.stateFile is not None and not self._savePending:
+            self._savePending = True
+            self.reactor.callLater(0, self._saveKept)
+
+    def _saveKept(self) -> None:
+        # without an fsync: the file is for a killed process, whose
+        # writes the system keeps (after a crash of the system a
+        # duplicate is allowed; the stop still syncs it)
+        self._savePending = False
+        if self.stateFile is not None and self.late.entries:
+            self._save(self.stateFile, list(self.late.entries), sync=False)
 
     def _handedOver(self) -> None:
         """A QMGR has the late results: the state file has served."""
@@ -318,13 +330,16 @@ class DeliveryAgentClient(service.MultiService):
         if self.stateFile is not None and self.late.entries:
             self._save(self.stateFile, self.late.take())
 
-    def _save(self, path: str, entries: List[Dict[str, Any]]) -> None:
+    def _save(
+        self, path: str, entries: List[Dict[str, Any]], sync: bool = True
+    ) -> None:
         temporary = path + ".tmp"
         try:
             with open(temporary, "w", encoding="utf-8") as f:
                 json.dump(entries, f)
-                f.flush()
-                os.fsync(f.fileno())
+                if sync:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(temporary, path)
         except OSError as e:
             self.logger.error("DeliveryAgentClient", file=path, error=str(e))
