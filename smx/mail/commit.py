@@ -261,11 +261,12 @@ class CommitMixin:
             "requiretls": ta.requiretls,
             # RFC 8689 §4.1: the header counts only without REQUIRETLS
             "tlsRequiredNo": event.tlsRequiredNo and not ta.requiretls,
-            "contentPending": True,
         }
         if getattr(self.factory.contentStore, "syncedByQueueManager", False):
+            envelope["syncContent"] = True
             yield self._commitWithEnvelope(ta, event, writer, envelope)
             return
+        envelope["contentPending"] = True
         content = defer.maybeDeferred(writer.commit)
         queued = defer.maybeDeferred(qmgr.commitTransaction, envelope)
         (contentOk, contentResult), (queuedOk, queuedResult) = yield (
@@ -318,8 +319,6 @@ class CommitMixin:
         except Exception:
             self._commitFailed(ta, event, failure.Failure(), "writer.finish")
             return
-        envelope["contentPending"] = False
-        envelope["syncContent"] = True
         try:
             yield self.factory.queueManager.commitTransaction(envelope)
         except Exception:

@@ -268,7 +268,11 @@ class ContentSync:
     @ivar mode: C{"filesystem"} or C{"file"}.
     """
 
-    def __init__(self, store: "FileContentStore", mode: str = SYNC_FILESYSTEM):
+    def __init__(self, store: "FileContentStore", mode: str):
+        """
+        @param mode: C{IBDB { content_sync }} (its default is in the
+            option table, L{smx.config.options}).
+        """
         self.store = store
         self.mode = mode if _syncfs is not None else SYNC_FILE
         #: per file system (st_dev) holding a CDB directory: an open

@@ -336,7 +336,8 @@ class SessionTests(unittest.TestCase):
         self.assertEqual(h.send(MESSAGE + b".\r\n"), b"")
         [envelope] = h.qmgr.envelopes
         self.assertEqual(
-            (envelope["syncContent"], envelope["contentPending"]), (True, False)
+            (envelope["syncContent"], envelope.get("contentPending", False)),
+            (True, False),
         )
         with h.store.open(envelope["id"]) as f:
             content = f.read()

@@ -826,7 +826,7 @@ class ContentSyncTests(unittest.TestCase):
             return real(fd)
 
         self.patch(cdb, "_syncfs", syncfs)
-        sync = cdb.ContentSync(self.store)
+        sync = cdb.ContentSync(self.store, cdb.SYNC_FILESYSTEM)
         self.addCleanup(sync.close)
         self.assertEqual(sync.mode, cdb.SYNC_FILESYSTEM)
         self.assertTrue(sync.sync(self.paths, self.ibdb))
@@ -842,7 +842,7 @@ class ContentSyncTests(unittest.TestCase):
             return -1
 
         self.patch(cdb, "_syncfs", syncfs)
-        sync = cdb.ContentSync(self.store)
+        sync = cdb.ContentSync(self.store, cdb.SYNC_FILESYSTEM)
         self.addCleanup(sync.close)
         e = self.assertRaises(OSError, sync.sync, self.paths, self.ibdb)
         self.assertEqual(e.errno, errno.EIO)
@@ -855,7 +855,7 @@ class ContentSyncTests(unittest.TestCase):
         if cdb._syncfs is None:
             raise unittest.SkipTest("no syncfs(2) here")
         self.patch(cdb, "_syncfs", lambda fd: 0)
-        sync = cdb.ContentSync(self.store)
+        sync = cdb.ContentSync(self.store, cdb.SYNC_FILESYSTEM)
         self.addCleanup(sync.close)
         sync.sync(self.paths, self.ibdb)
         sync._fileSystems = {-1: sync._fileSystems.popitem()[1]}
@@ -889,5 +889,7 @@ class ContentSyncTests(unittest.TestCase):
     def test_noSyncfs(self):
         """Where there is no C{syncfs}, the mode is C{file}."""
         self.patch(cdb, "_syncfs", None)
-        self.assertEqual(cdb.ContentSync(self.store).mode, cdb.SYNC_FILE)
+        self.assertEqual(
+            cdb.ContentSync(self.store, cdb.SYNC_FILESYSTEM).mode, cdb.SYNC_FILE
+        )
         self.assertRaises(OSError, cdb.syncFileSystem, self.ibdb)
