@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.test.test_integration_e2e -*-
+# -*- test-case-name: smx.test.test_integration_e2e,smx.test.test_mta -*-
 """
 A small harness for end-to-end tests: smx run the way a user runs it.
 
@@ -84,6 +84,62 @@ def waitFor(check: Callable[[], Any], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return bool(check())
+
+
+def processStat(pid: int) -> Optional[List[bytes]]:
+    """
+    The fields of C{/proc/PID/stat} after the command (the state first),
+    or C{None} if there is no such process.
+    """
+    try:
+        with open("/proc/%d/stat" % (pid,), "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the command may contain spaces and parentheses: the state follows ")"
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def processIdentity(pid: int) -> Optional[Tuple[int, int]]:
+    """
+    C{(pid, start time)} of a live process: unlike the pid alone, which the
+    kernel hands out again (this machine wraps at 32768), it names one
+    process for good.  C{None} if there is no such process.
+    """
+    fields = processStat(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    return (pid, int(fields[19]))
+
+
+def signalIdentified(identity: Optional[Tuple[int, int]], signum: int) -> None:
+    """
+    Send C{signum} to the process L{processIdentity} named, if it is still
+    that process: never to another that got its pid since.
+    """
+    if identity is None or processIdentity(identity[0]) != identity:
+        return
+    try:
+        os.kill(identity[0], signum)
+    except OSError:
+        pass
+
+
+def signalPidFile(path: str, command: str, signum: int) -> None:
+    """
+    Send C{signum} to the process whose pid C{path} holds, if that process
+    runs C{command} (the pid file of a program that died may name a
+    process started since).
+    """
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip())
+        with open("/proc/%d/comm" % (pid,)) as f:
+            if f.read().strip() != command:
+                return
+        os.kill(pid, signum)
+    except (OSError, ValueError):
+        pass
 
 
 @defer.inlineCallbacks
@@ -561,11 +617,9 @@ class Dovecot:
         if not self.started:
             return
         self.started = False
-        try:
-            with open(os.path.join(self.root, "run", "master.pid")) as f:
-                os.kill(int(f.read().strip()), signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
+        signalPidFile(
+            os.path.join(self.root, "run", "master.pid"), "dovecot", signal.SIGTERM
+        )
 
     def maildir(self, user: str) -> List[bytes]:
         """

@@ -114,6 +114,19 @@ class PrivatePostfix:
         except OSError:
             return ""
 
+    def report(self) -> str:
+        """
+        Its log and its queue (C{postqueue -p}), for a failure message: a
+        message missing at the far end may still wait in Postfix's queue,
+        and then the queue says why.
+        """
+        queue = subprocess.run(
+            ["/usr/sbin/postqueue", "-c", self.etc, "-p"],
+            capture_output=True,
+            text=True,
+        )
+        return "%s\n--- postqueue -p\n%s%s" % (self.log(), queue.stdout, queue.stderr)
+
     def mailbox(self) -> List[bytes]:
         """The messages stored in C{root/vmail/box/}."""
         return readMaildir(os.path.join(self.root, "vmail", "box"))

@@ -26,9 +26,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from smx.test.mta import waitFor
+from smx.test.mta import processIdentity, processStat, signalIdentified, waitFor
 
 DOVECOT = "/usr/sbin/dovecot"
 SASLAUTHD = "/usr/sbin/saslauthd"
@@ -71,32 +71,26 @@ service anvil {
 """
 
 
-def _children(pid: int) -> List[int]:
-    """The ids of the processes whose parent is C{pid}."""
+def _children(pid: int) -> List[Tuple[int, int]]:
+    """The identities (L{processIdentity}) of the children of C{pid}."""
     out = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        try:
-            with open("/proc/%s/stat" % (name,), "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # the command may contain spaces and parentheses: ppid follows ")"
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            out.append(int(name))
-    return out
+        fields = processStat(int(name))
+        if fields is not None and len(fields) > 1 and int(fields[1]) == pid:
+            out.append(processIdentity(int(name)))
+    return [identity for identity in out if identity is not None]
 
 
-def _running(pid: int) -> bool:
-    """Whether C{pid} is a live process (not a zombie)."""
-    try:
-        with open("/proc/%d/stat" % (pid,), "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :][:1] != b"Z"
+def _running(identity: Tuple[int, int]) -> bool:
+    """Whether the process C{identity} names is alive (not a zombie)."""
+    fields = processStat(identity[0])
+    return (
+        fields is not None
+        and fields[:1] != [b"Z"]
+        and processIdentity(identity[0]) == identity
+    )
 
 
 class DovecotAuthServer:
@@ -179,12 +173,9 @@ class DovecotAuthServer:
         children = _children(process.pid)
         process.kill()
         process.wait()
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except OSError:
-                pass
-        waitFor(lambda: not any(_running(pid) for pid in children))
+        for identity in children:
+            signalIdentified(identity, signal.SIGTERM)
+        waitFor(lambda: not any(_running(identity) for identity in children))
 
     def log(self) -> str:
         """What Dovecot logged."""

@@ -208,8 +208,8 @@ class PostfixTests(unittest.TestCase):
             body,
         )
         self.assertEqual(status, 0, out)
-        ok = yield until(lambda: self.mta.maildir("alice"), timeout=10)
-        self.assertTrue(ok, self.mta.log())
+        ok = yield until(lambda: self.mta.maildir("alice"), timeout=30)
+        self.assertTrue(ok, self.mta.log() + self.postfix.report())
         [message] = self.mta.maildir("alice")
         self.assertIn(
             b"line\n.\nMAIL FROM:<evil@x.test>\n..dots\nPF TO SMX MARK", message
@@ -232,8 +232,8 @@ class PostfixTests(unittest.TestCase):
         out = yield threads.deferToThread(session, self.mta.port, pieces)
         self.assertEqual(out.count(b"octets received"), 5, out)
         self.assertIn(b"Message accepted for delivery\r\n221 ", out)
-        ok = yield until(lambda: self.sink.containing(b"BDAT MARK"), timeout=10)
-        self.assertTrue(ok, self.mta.log())
+        ok = yield until(lambda: self.sink.containing(b"BDAT MARK"), timeout=30)
+        self.assertTrue(ok, self.mta.log() + self.postfix.report())
         [received] = self.sink.containing(b"BDAT MARK")
         # Postfix's cleanup adds Date: and From:, the body is as it was sent
         body = message.split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b"\n")

@@ -168,8 +168,8 @@ class PostfixTests(unittest.TestCase):
             send, self.mta.port, "jörg@client.test", ["zoë@pf.test"], MESSAGE
         )
         self.assertEqual(refused, {})
-        ok = yield until(self.postfix.mailbox, timeout=10)
-        self.assertTrue(ok, self.mta.log() + self.postfix.log())
+        ok = yield until(self.postfix.mailbox, timeout=30)
+        self.assertTrue(ok, self.mta.log() + self.postfix.report())
         [message] = self.postfix.mailbox()
         self.assertIn("Subject: Grüße aus Köln".encode("utf-8"), message)
         self.assertIn("Schöne Grüße\nUTF8 MARK".encode("utf-8"), message)
@@ -216,8 +216,8 @@ class PostfixTests(unittest.TestCase):
             MESSAGE,
         )
         self.assertEqual(refused, {})
-        ok = yield until(lambda: len(self.mta.maildir("alice")) >= 1, timeout=10)
-        self.assertTrue(ok, self.mta.log() + self.postfix.log())
+        ok = yield until(lambda: len(self.mta.maildir("alice")) >= 1, timeout=30)
+        self.assertTrue(ok, self.mta.log() + self.postfix.report())
         messages = self.mta.maildir("alice")
         self.assertIn("Subject: Grüße aus Köln".encode("utf-8"), messages[0])
         log = self.postfix.log()

@@ -36,7 +36,13 @@ from smx.mail.lmtpd import LMTPDeliveryService
 from smx.mail.smtpc import ClientTLSCreator, DeliveryAgent
 from smx.mail.testing import defaultDeliverySettings, defaultLMTPServerSettings
 from smx.queue.testing import MemoryContentStore
-from smx.test.mta import DOVECOT_CONF, canConnect, freePort, waitFor
+from smx.test.mta import (
+    DOVECOT_CONF,
+    canConnect,
+    freePort,
+    signalPidFile,
+    waitFor,
+)
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 DOVECOT = "/usr/sbin/dovecot"
@@ -479,14 +485,12 @@ class LMTPTests(_Base):
             f.write(DOVECOT_CONF.replace("@ROOT@", root))
         subprocess.run([DOVECOT, "-c", conf], check=True, timeout=10)
 
-        def stop() -> None:
-            try:
-                with open(os.path.join(root, "run", "master.pid")) as f:
-                    os.kill(int(f.read().strip()), signal.SIGTERM)
-            except (OSError, ValueError):
-                pass
-
-        self.addCleanup(stop)
+        self.addCleanup(
+            signalPidFile,
+            os.path.join(root, "run", "master.pid"),
+            "dovecot",
+            signal.SIGTERM,
+        )
         sock = os.path.join(root, "lmtp")
         if not waitFor(lambda: os.path.exists(sock)):
             self.fail("dovecot did not create its LMTP socket")

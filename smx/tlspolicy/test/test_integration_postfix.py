@@ -161,7 +161,7 @@ class PostfixTests(MTATestCase):
             )
 
         ok = yield until(settled, 15)
-        self.assertTrue(ok, self.mta.log() + self.postfix.log())
+        self.assertTrue(ok, self.mta.log() + self.postfix.report())
         subjects = sorted(
             m.split(b"Subject: to ", 1)[1].split(b"\n", 1)[0].strip()
             for m in self.postfix.mailbox()
