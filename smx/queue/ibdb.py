@@ -27,21 +27,26 @@ DESCRIPTION
           deferred = moved to DEFEDB, deleted);
         - C{D}: the transaction is finished.
 
-    Group commit: records are gathered in memory and written with one
-    write(2) and one fsync(2).  A C{T} record (SMTPS waits for it to say
-    250), a C{D} record and an C{R} record with a delivered recipient (a
-    QMGR killed before they are on disk would deliver again) start one at
-    the end of the reactor's turn; other C{R} records (deferrals) go with
-    it, or at the latest C{maxCommitDelay} after the first of them, or
-    when C{maxOpenTransactions} records wait.  The commit runs in the
-    reactor's thread: what comes while its sync holds the reactor up
-    waits in the sockets and goes in the next commit.  (A commit in a
-    pool thread cost QMGR more CPU in the thread hand-off than the
-    hold-up costs: see doc/architecture.md.)  The Deferred of every record fires after that fsync; SMTPS
-    answers 250 only then.  A C{T} record may name the content file of its
-    transaction, written by SMTPS and not synced: the commit syncs it
-    first (C{contentSync}, L{smx.queue.cdb.ContentSync}: one C{syncfs}
-    covers the contents and, on the same file system, the IBDB file).
+    Group commit: the records of a reactor turn are gathered in memory
+    and written at the end of the turn with one write(2), where a QMGR
+    killed with SIGKILL no longer loses them.  A C{T} record (SMTPS waits
+    for it to say 250) is synced as well: one fsync(2) for every record
+    of the turn, and the records written unsynced before.  Other records
+    (recipient states, C{D}) are only written: they reach stable storage
+    with the next C{T} record's sync, or at the latest C{maxCommitDelay}
+    after they were written, or when C{maxOpenTransactions} records wait
+    (seed §10: after a delivery "a record is written to IBDB").  A power
+    failure before that sync may thus deliver a message again, never lose
+    one.  The writes and syncs run in the reactor's thread: what comes
+    while a sync holds the reactor up waits in the sockets and goes in the
+    next commit.  (A commit in a pool thread cost QMGR more CPU in the
+    thread hand-off than the hold-up costs: see doc/architecture.md.)
+    The Deferred of a C{T} record fires after its sync, and SMTPS answers
+    250 only then; that of another record once it is written.  A C{T}
+    record may name the content file of its transaction, written by SMTPS
+    and not synced: the commit syncs it first (C{contentSync},
+    L{smx.queue.cdb.ContentSync}: one C{syncfs} covers the contents and,
+    on the same file system, the IBDB file).
 
     When the current file reaches C{fileSize} bytes a new file is started.
     A file is removed when it is not the current one and no transaction
@@ -197,26 +202,6 @@ def readLog(
         yield from readLogFile(path, report)
 
 
-def _urgent(recordType: bytes, payload: Any) -> bool:
-    """
-    Does this record start a commit at the end of the reactor's turn?
-    A C{T} record (SMTPS waits for it to say 250), and the records that
-    say a recipient was delivered (its C{R} record, the transaction's
-    C{D}): until they are on disk a QMGR killed with SIGKILL would
-    deliver the message again after its restart.  Other records
-    (deferrals) go with the next commit.
-    """
-    if recordType == TRANSACTION or recordType == DONE:
-        return True
-    if recordType == RECIPIENTS:
-        rcpts = payload.get("rcpts") if isinstance(payload, dict) else None
-        return any(
-            isinstance(r, (list, tuple)) and len(r) > 1 and r[1] == "delivered"
-            for r in rcpts or ()
-        )
-    return False
-
-
 class IncomingBackupLog:
     """
     The writer of IBDB, with group commit and rotation.
@@ -257,9 +242,14 @@ class IncomingBackupLog:
         #: how contents are synced (a L{smx.queue.cdb.ContentSync}), or
         #: C{None}: no record may name one
         self.contentSync = None  # type: Any
-        self._timer = None  # type: Any
-        #: a C{T} record waits (SMTPS's 250): commit at the turn's end
-        self._urgent = False
+        #: the write (and sync) at the end of this turn
+        self._turnEnd = None  # type: Any
+        #: a waiting record must be synced, not only written (a C{T})
+        self._syncWanted = False
+        #: records are written and not yet synced
+        self._unsynced = False
+        #: the sync of written records, C{maxCommitDelay} after the first
+        self._syncTimer = None  # type: Any
         self._live = {}  # type: Dict[int, Set[str]]
         self._fileOf = {}  # type: Dict[str, int]
         self.commits = 0
@@ -349,26 +339,27 @@ class IncomingBackupLog:
         d = defer.Deferred()  # type: defer.Deferred
         self._pending.append(record)
         self._waiting.append(d)
+        if recordType == TRANSACTION or content is not None:
+            self._syncWanted = True
         if len(self._pending) >= self.maxOpenTransactions:
             self.commit()
-        elif _urgent(recordType, payload):
-            # at the end of this turn, with the other records of the turn
-            # and those that came while the last sync held the reactor up
-            if not self._urgent:
-                self._urgent = True
-                if self._timer is not None and self._timer.active():
-                    self._timer.cancel()
-                self._timer = self.reactor.callLater(0, self.commit)
-        elif self._timer is None:
-            self._timer = self.reactor.callLater(self.maxCommitDelay, self.commit)
+        elif self._turnEnd is None:
+            self._turnEnd = self.reactor.callLater(0, self._endOfTurn)
         return d
 
+    def _endOfTurn(self) -> None:
+        self._turnEnd = None
+        if self._syncWanted:
+            self.commit()
+        else:
+            self.write()
+
     def _takeBatch(self) -> Any:
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
-            self._timer = None
-        self._urgent = False
+        if self._turnEnd is not None:
+            if self._turnEnd.active():
+                self._turnEnd.cancel()
+            self._turnEnd = None
+        self._syncWanted = False
         data = b"".join(self._pending)
         waiting = self._waiting
         contents = self._contents
@@ -377,6 +368,49 @@ class IncomingBackupLog:
         self._contents = []
         return data, waiting, contents
 
+    def write(self) -> None:
+        """
+        Write every waiting record now, without a sync, then fire their
+        Deferreds; the sync follows at the latest C{maxCommitDelay}
+        later.  A record that must be synced (a C{T}) makes it a
+        L{commit}.
+        """
+        if self._syncWanted:
+            self.commit()
+            return
+        if not self._pending or self._fd is None:
+            return
+        data, waiting, _ = self._takeBatch()
+        try:
+            self._write(self._fd, data, self._size)
+        except OSError as e:
+            for d in waiting:
+                d.errback(e)
+            return
+        self._unsynced = True
+        if self._syncTimer is None:
+            self._syncTimer = self.reactor.callLater(self.maxCommitDelay, self.commit)
+        self.records += len(waiting)
+        for d in waiting:
+            d.callback(None)
+
+    def _write(self, fd: int, data: bytes, size: int) -> None:
+        """
+        Append C{data} to C{fd}; on failure cut the file back to C{size}.
+        """
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        except OSError:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise
+        self._size = size + len(data)
+
     def _writeAndSync(
         self, fd: int, data: bytes, size: int, contents: List[str]
     ) -> None:
@@ -384,21 +418,18 @@ class IncomingBackupLog:
         Append C{data} to C{fd}, sync C{contents} and fsync C{fd}; on
         failure cut the file back to C{size}.
         """
+        self._write(fd, data, size)
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
             started = time.monotonic()
             if not contents or not self.contentSync.sync(contents, fd):
                 self._syncFile(fd)
             self._syncSeconds = time.monotonic() - started
-            self._size = size + len(data)
         except OSError:
             try:
                 os.ftruncate(fd, size)
             except OSError:
                 pass
+            self._size = size
             raise
 
     def _committed(self, length: int, waiting: List) -> None:
@@ -413,9 +444,14 @@ class IncomingBackupLog:
 
     def commit(self) -> None:
         """
-        Write and fsync every waiting record now, then fire their Deferreds.
+        Write and fsync every waiting record now (and those written
+        before without a sync), then fire their Deferreds.
         """
-        if not self._pending or self._fd is None:
+        if self._syncTimer is not None:
+            if self._syncTimer.active():
+                self._syncTimer.cancel()
+            self._syncTimer = None
+        if (not self._pending and not self._unsynced) or self._fd is None:
             return
         data, waiting, contents = self._takeBatch()
         error = None  # type: Optional[OSError]
@@ -424,8 +460,14 @@ class IncomingBackupLog:
         except OSError as e:
             error = e
         if error is None:
+            self._unsynced = False
             self._committed(len(data), waiting)
         else:
+            if self._unsynced:
+                # retry the sync of the records written before
+                self._syncTimer = self.reactor.callLater(
+                    self.maxCommitDelay, self.commit
+                )
             for d in waiting:
                 d.errback(error)
 

@@ -44,16 +44,16 @@ class IncomingBackupLogTests(unittest.TestCase):
         records = list(ibdb.readLog(self.dir, problems.append))
         return records, problems
 
-    def test_groupCommitByDelay(self):
+    def test_groupCommitAtTurnEnd(self):
         """
-        Records wait for C{maxCommitDelay}; then one fsync commits all of
-        them and every Deferred fires.
+        The records of one turn wait for its end; a C{T} record among them
+        makes one fsync commit all of them, and every Deferred fires.
         """
         d1 = self.log.append(ibdb.TRANSACTION, {"id": "S1", "rcpts": []})
         d2 = self.log.append(ibdb.DONE, {"id": "S0"})
         self.assertNoResult(d1)
         self.assertEqual(self.read()[0], [])
-        self.clock.advance(0.005)
+        self.clock.advance(0)
         self.successResultOf(d1)
         self.successResultOf(d2)
         self.assertEqual(len(self.syncs), 1)
@@ -61,6 +61,44 @@ class IncomingBackupLogTests(unittest.TestCase):
             self.read(),
             ([(b"T", {"id": "S1", "rcpts": []}), (b"D", {"id": "S0"})], []),
         )
+
+    def test_writtenThenSynced(self):
+        """
+        Records without a C{T} among them are written at the end of the
+        turn, without a sync, and their Deferreds fire; one fsync follows
+        C{maxCommitDelay} later, or with the next C{T} record.
+        """
+        d = self.log.append(ibdb.DONE, {"id": "S0"})
+        self.clock.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(self.read(), ([(b"D", {"id": "S0"})], []))
+        self.assertEqual(self.syncs, [])
+        self.clock.advance(0.005)
+        self.assertEqual(len(self.syncs), 1)
+        self.assertEqual(self.log.commits, 1)
+        self.clock.advance(1)
+        self.assertEqual(len(self.syncs), 1)
+
+        d = self.log.append(ibdb.DONE, {"id": "S1"})
+        self.clock.advance(0)
+        self.successResultOf(d)
+        t = self.log.append(ibdb.TRANSACTION, {"id": "S2", "rcpts": []})
+        self.clock.advance(0)
+        self.successResultOf(t)
+        self.assertEqual(len(self.syncs), 2)
+        self.clock.advance(1)
+        self.assertEqual(len(self.syncs), 2)
+
+    def test_stopSyncs(self):
+        """
+        L{IncomingBackupLog.stop} syncs the records written unsynced.
+        """
+        self.log.append(ibdb.DONE, {"id": "S0"})
+        self.clock.advance(0)
+        self.assertEqual(self.syncs, [])
+        self.log.stop()
+        self.assertEqual(len(self.syncs), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_groupCommitByCount(self):
         """
@@ -248,9 +286,9 @@ class IncomingBackupLogTests(unittest.TestCase):
 
 class AdaptiveCommitTests(unittest.TestCase):
     """
-    The adaptive group commit: records someone waits for start a commit
-    at the end of the reactor's turn, with the other records of the turn;
-    records of deferrals wait for one, at most C{maxCommitDelay}.
+    The adaptive group commit: every record is written at the end of the
+    reactor's turn; a C{T} record (SMTPS waits for it) is synced there
+    too, the others at the latest C{maxCommitDelay} later.
     """
 
     def setUp(self):
@@ -262,12 +300,13 @@ class AdaptiveCommitTests(unittest.TestCase):
         self.log.start()
         self.addCleanup(self.log.stop)
 
-    def test_urgentAtTurnEnd(self):
+    def read(self):
+        return list(ibdb.readLog(self.dir, self.fail))
+
+    def test_transactionAtTurnEnd(self):
         """
-        A C{T} record (SMTPS waits for it), a C{D} record and an C{R}
-        record with a recipient C{delivered} (a QMGR killed meanwhile
-        would deliver again) are committed at the end of the turn, not
-        after C{maxCommitDelay}; the records of one turn share a commit.
+        A C{T} record is committed at the end of the turn, not after
+        C{maxCommitDelay}, with the other records of the turn.
         """
         ds = [
             self.log.append(ibdb.TRANSACTION, {"id": "S1", "rcpts": []}),
@@ -279,35 +318,24 @@ class AdaptiveCommitTests(unittest.TestCase):
         for d in ds:
             self.successResultOf(d)
         self.assertEqual((self.log.commits, self.log.records), (1, 3))
-        for recordType, payload in [
-            (ibdb.DONE, {"id": "S1"}),
-            (ibdb.RECIPIENTS, {"id": "S3", "rcpts": [[0, "delivered"]]}),
-        ]:
-            d = self.log.append(recordType, payload)
-            self.clock.advance(0)
-            self.successResultOf(d)
 
-    def test_lazyRecords(self):
+    def test_othersWrittenAtTurnEnd(self):
         """
-        C{R} records of deferrals (nobody waits for them) start no commit
-        of their own: they go with the next urgent record's, or after
-        C{maxCommitDelay}.
+        A C{D} record and C{R} records, delivered or deferred, are written
+        at the end of the turn (a QMGR killed with SIGKILL then keeps
+        them), in one write, and synced C{maxCommitDelay} later.
         """
-        lazy = self.log.append(
-            ibdb.RECIPIENTS, {"id": "S0", "rcpts": [[0, "deferred"]]}
-        )
-        self.clock.advance(0.1)
-        self.assertNoResult(lazy)
-        urgent = self.log.append(ibdb.TRANSACTION, {"id": "S2", "rcpts": []})
+        ds = [
+            self.log.append(ibdb.DONE, {"id": "S1"}),
+            self.log.append(ibdb.RECIPIENTS, {"id": "S3", "rcpts": [[0, "delivered"]]}),
+            self.log.append(ibdb.RECIPIENTS, {"id": "S0", "rcpts": [[0, "deferred"]]}),
+        ]
+        self.assertNoResult(ds[0])
+        self.assertEqual(self.read(), [])
         self.clock.advance(0)
-        self.successResultOf(lazy)
-        self.successResultOf(urgent)
-        self.assertEqual((self.log.commits, self.log.records), (1, 2))
-        alone = self.log.append(
-            ibdb.RECIPIENTS, {"id": "S2", "rcpts": [[0, "deferred"]]}
-        )
-        self.clock.advance(0.1)
-        self.assertNoResult(alone)
-        self.clock.advance(0.1)
-        self.successResultOf(alone)
-        self.assertEqual((self.log.commits, self.log.records), (2, 3))
+        for d in ds:
+            self.successResultOf(d)
+        self.assertEqual(len(self.read()), 3)
+        self.assertEqual((self.log.commits, self.log.records), (0, 3))
+        self.clock.advance(0.2)
+        self.assertEqual((self.log.commits, self.log.records), (1, 3))

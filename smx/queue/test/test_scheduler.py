@@ -356,6 +356,7 @@ class SchedulerTests(SchedulerTestMixin, unittest.TestCase):
         self.agent.outcome = lambda r: TEMP
         ta = self.queue()
         self.clock.advance(0.01)  # the IBDB commit
+        self.clock.advance(0.01)  # the sync of the deferral's record
         self.assertTrue(self.clock.getDelayedCalls())
         self.scheduler.stop()
         self.assertEqual(self.clock.getDelayedCalls(), [])
