@@ -110,6 +110,15 @@ class IContentStore(Interface):
         """
 
 
+class QueueManagerUnavailable(Exception):
+    """
+    QMGR could not be reached, or its connection ended before it answered
+    (it is restarting): what the call was to do is not known to be done.
+    An expected event in split mode, not a defect: SMTPS answers 451 and
+    the client sends the message again.
+    """
+
+
 class IQueueManager(Interface):
     """
     QMGR, the queue manager (seed §5.7, §10).  SMTPS asks it whether a
@@ -177,8 +186,9 @@ class IQueueManager(Interface):
         @return: a L{Deferred} that fires with C{None} once the envelope is
             on stable storage (IBDB group commit), only then (and, with
             C{"contentPending"}, once the content is) may SMTPS answer
-            250; it errbacks if it could not be stored, and SMTPS answers
-            451.
+            250; it errbacks if it could not be stored
+            (L{QueueManagerUnavailable} if QMGR did not answer), and SMTPS
+            answers 451.
         """
 
     def contentCommitted(transactionId, stored):

@@ -37,6 +37,7 @@ from twisted.internet import defer
 from twisted.python import failure
 
 from smx.fastdefer import inlineCallbacks, settled
+from smx.interfaces import QueueManagerUnavailable
 from smx.mail import server as sm
 from smx.mail.address import addressKey
 from smx.mail.received import protocolName, receivedHeader
@@ -368,7 +369,13 @@ class CommitMixin:
         return d
 
     def _commitFailed(self, ta, event, reason, func) -> None:
-        self.factory.log.failure(func, reason, ss_sess=self.sessionId, ss_ta=ta.id)
+        if reason.check(QueueManagerUnavailable):
+            # QMGR restarting (split mode): expected, no traceback
+            self.factory.log.error(
+                func, ss_sess=self.sessionId, ss_ta=ta.id, error=str(reason.value)
+            )
+        else:
+            self.factory.log.failure(func, reason, ss_sess=self.sessionId, ss_ta=ta.id)
         self._logEnd(ta, event, ta.stored, stat=451)
         if not self._lost:
             self.connection.reject(*_TEMPFAIL)

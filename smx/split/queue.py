@@ -71,10 +71,10 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from smx.interfaces import IQueueManager
+from smx.interfaces import IQueueManager, QueueManagerUnavailable
 from smx.log import Logger
 from smx.split import commands as c
-from smx.split.peer import PeerConnection, QuietAMP
+from smx.split.peer import GONE, PeerConnection, PeerUnavailable, QuietAMP
 from smx.values import Envelope, Reply, checked
 
 #: SMTPS's answer to a new session while QMGR cannot be reached
@@ -473,9 +473,8 @@ class QueueManagerProxy(service.MultiService):
             self._release(envelope.get("session"))
         except AttributeError:
             return defer.fail(ValueError("bad envelope: not a mapping"))
-        return self.peer.callRemote(c.CommitTransaction, envelope=envelope).addCallback(
-            _none
-        )
+        d = self.peer.callRemote(c.CommitTransaction, envelope=envelope)
+        return d.addCallbacks(_none, _gone)
 
     def contentCommitted(self, transactionId, stored):
         # one-way: QMGR logs an unknown transaction; without a connection
@@ -519,6 +518,16 @@ def _replyOut(data: Any) -> Any:
 
 def _none(_: Any) -> None:
     return None
+
+
+def _gone(reason: Failure) -> None:
+    """
+    No answer from QMGR (none reached, or the connection ended first):
+    L{QueueManagerUnavailable}; other failures as they are.
+    """
+    if reason.check(PeerUnavailable, *GONE):
+        raise QueueManagerUnavailable("qmgr: %s" % (reason.value,))
+    reason.raiseException()
 
 
 class _QueueManagerClient(QuietAMP):

@@ -16,6 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python import failure
 from twisted.trial import unittest
 
+from smx.interfaces import QueueManagerUnavailable
 from smx.log import Logger, MemorySink, parseRecord
 from smx.maps.testing import FakeAddressResolver
 from smx.mail import smtps
@@ -357,6 +358,24 @@ class SessionTests(unittest.TestCase):
         self.assertTrue(out.startswith(b"451 4.3.0 "))
         self.assertEqual(h.store.transactionIds(), [])
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_queueManagerUnavailable(self):
+        """
+        QMGR not answering the commit (split mode, QMGR restarting) is 451
+        and the written content removed, logged C{sev=ERR} with the reason
+        and no traceback: an expected event, not a defect.
+        """
+        h = self.fileStoreHarness()
+        h.qmgr.failCommit = QueueManagerUnavailable("qmgr: connection lost")
+        h.connect()
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
+        out = h.send(b"x\r\n.\r\n")
+        self.assertTrue(out.startswith(b"451 4.3.0 "))
+        self.assertEqual(h.store.transactionIds(), [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+        [line] = [l for l in h.sink.lines() if "sev=ERR" in l]
+        self.assertIn("func=commitTransaction", line)
+        self.assertIn("error=qmgr: connection lost", line)
 
     def test_syncedByQueueManagerWriteFails(self):
         """

@@ -19,7 +19,7 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from smx.interfaces import IQueueManager
+from smx.interfaces import IQueueManager, QueueManagerUnavailable
 from smx.log import Logger, MemorySink
 from smx.queue.test.test_qmgr import QueueManagerTestMixin
 from smx.queue.test.tmpfs import fill, mountTmpfs
@@ -268,7 +268,7 @@ class ProxiedTests(QueueManagerBehaviour, unittest.TestCase):
         d = self.qmgr.commitTransaction(ENVELOPE)
         yield until(lambda: self.backend.pending, 5, 0.01)
         self.qmgr.peer.protocol.transport.loseConnection()
-        with self.assertRaises(Exception):
+        with self.assertRaises(QueueManagerUnavailable):
             yield d
         yield self.settle()
         self.assertEqual(len(self.backend.envelopes), 1)
@@ -376,9 +376,10 @@ class UnreachableTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_commitTransaction(self) -> Any:
         """
-        An envelope cannot be committed: the call fails, SMTPS answers 451.
+        An envelope cannot be committed: the call fails with
+        L{QueueManagerUnavailable}, SMTPS answers 451.
         """
-        with self.assertRaises(Exception):
+        with self.assertRaises(QueueManagerUnavailable):
             yield self.qmgr.commitTransaction(ENVELOPE)
 
     @defer.inlineCallbacks
