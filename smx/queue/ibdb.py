@@ -207,7 +207,8 @@ class IncomingBackupLog:
     The writer of IBDB, with group commit and rotation.
 
     @ivar commits: number of fsyncs done (for status and tests).
-    @ivar records: number of records committed.
+    @ivar records: number of records committed (synced: a record written
+        unsynced counts once the commit after it has synced it).
     """
 
     def __init__(
@@ -248,6 +249,8 @@ class IncomingBackupLog:
         self._syncWanted = False
         #: records are written and not yet synced
         self._unsynced = False
+        #: how many (counted in L{records} once synced)
+        self._unsyncedRecords = 0
         #: the sync of written records, C{maxCommitDelay} after the first
         self._syncTimer = None  # type: Any
         self._live = {}  # type: Dict[int, Set[str]]
@@ -388,9 +391,9 @@ class IncomingBackupLog:
                 d.errback(e)
             return
         self._unsynced = True
+        self._unsyncedRecords += len(waiting)
         if self._syncTimer is None:
             self._syncTimer = self.reactor.callLater(self.maxCommitDelay, self.commit)
-        self.records += len(waiting)
         for d in waiting:
             d.callback(None)
 
@@ -433,10 +436,13 @@ class IncomingBackupLog:
             raise
 
     def _committed(self, length: int, waiting: List) -> None:
+        # the records of this commit and those written unsynced before
+        records = len(waiting) + self._unsyncedRecords
+        self._unsyncedRecords = 0
         self.commits += 1
-        self.records += len(waiting)
+        self.records += records
         if self.commitObserver is not None:
-            self.commitObserver(len(waiting), self._syncSeconds)
+            self.commitObserver(records, self._syncSeconds)
         if self._size >= self.fileSize:
             self._rotate()
         for d in waiting:
