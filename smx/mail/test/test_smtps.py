@@ -348,15 +348,25 @@ class SessionTests(unittest.TestCase):
         self.assertTrue(h.take().startswith(b"250 2.0.0 %s " % envelope["id"].encode()))
         self.assertEqual((h.qmgr.contents, self.fsynced), ([], []))
 
-    def test_syncedByQueueManagerCommitFails(self):
-        """QMGR failing the commit is 451, and the written content removed."""
+    def commitFailing(self, error):
+        """
+        A message sent through a L{fileStoreHarness} whose QMGR fails the
+        commit with C{error}: it gets 451 and its content is removed.
+
+        @return: the harness.
+        """
         h = self.fileStoreHarness()
-        h.qmgr.failCommit = OSError("disk")
+        h.qmgr.failCommit = error
         h.connect()
         h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
         out = h.send(b"x\r\n.\r\n")
         self.assertTrue(out.startswith(b"451 4.3.0 "))
         self.assertEqual(h.store.transactionIds(), [])
+        return h
+
+    def test_syncedByQueueManagerCommitFails(self):
+        """QMGR failing the commit is 451, and the written content removed."""
+        self.commitFailing(OSError("disk"))
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
     def test_queueManagerUnavailable(self):
@@ -365,13 +375,7 @@ class SessionTests(unittest.TestCase):
         and the written content removed, logged C{sev=ERR} with the reason
         and no traceback: an expected event, not a defect.
         """
-        h = self.fileStoreHarness()
-        h.qmgr.failCommit = QueueManagerUnavailable("qmgr: connection lost")
-        h.connect()
-        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n")
-        out = h.send(b"x\r\n.\r\n")
-        self.assertTrue(out.startswith(b"451 4.3.0 "))
-        self.assertEqual(h.store.transactionIds(), [])
+        h = self.commitFailing(QueueManagerUnavailable("qmgr: connection lost"))
         self.assertEqual(self.flushLoggedErrors(), [])
         [line] = [l for l in h.sink.lines() if "sev=ERR" in l]
         self.assertIn("func=commitTransaction", line)
