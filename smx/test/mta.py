@@ -417,6 +417,16 @@ class MTA:
         except OSError:
             return ""
 
+    def logWith(self, *texts: str, timeout: float = 10.0) -> str:
+        """
+        The log once it contains every one of C{texts} (or, after
+        C{timeout} seconds, as it is): smx writes the records of a reactor
+        turn at its end, so a client may have its last reply before the
+        records of the turn that sent the reply before it are in the file.
+        """
+        waitFor(lambda: all(text in self.log() for text in texts), timeout)
+        return self.log()
+
     def records(self, component: str) -> List[str]:
         """
         The App. C.2 records of one component (C{smtps}, C{smtpc},

@@ -338,7 +338,7 @@ class PythonMilterTests(MilterMTATestCase):
         self.assertIn("451 4.7.1", out)
         self.assertIn("221", out)
         self.assertNotIn("accepted for delivery", out)
-        log = self.mta.log()
+        log = self.mta.logWith("no reply to eom within 1s")
         self.assertIn("sev=WARN", log)
         self.assertIn("milter=filter", log)
         self.assertIn("no reply to eom within 1s", log)
@@ -357,7 +357,10 @@ class PythonMilterTests(MilterMTATestCase):
         )
         self.assertIn("451 4.7.1", out)
         self.assertNotIn("accepted for delivery", out)
-        self.assertIn("connection closed by the milter", self.mta.log())
+        self.assertIn(
+            "connection closed by the milter",
+            self.mta.logWith("connection closed by the milter"),
+        )
         self.assertEqual(self.sink.containing(b"DIED"), [])
 
 
@@ -392,7 +395,7 @@ class DownMilterTests(MilterMTATestCase):
         out, status = yield self.down("tempfail")
         self.assertIn("451 4.7.1", out)
         self.assertIn("221", out)
-        log = self.mta.log()
+        log = self.mta.logWith("cannot connect")
         self.assertIn("milter=gone", log)
         self.assertIn("sev=WARN", log)
         self.assertIn("cannot connect", log)
@@ -414,7 +417,7 @@ class DownMilterTests(MilterMTATestCase):
         out, status = yield self.send("--to", "d@remote.test")
         self.assertIn("451 4.7.1", out)
         self.assertIn("221", out)
-        log = self.mta.log()
+        log = self.mta.logWith("milter=garbage")
         self.assertIn("milter=garbage", log)
         self.assertIn("sev=WARN", log)
 

@@ -405,7 +405,7 @@ class FailureTests(_Base):
         self.assertEqual((code, text[:5]), (451, b"4.3.0"))
         self.assertEqual(c.mail("good@client.test")[0], 250)
         c.quit()
-        log = self.mta.log()
+        log = self.mta.logWith("action=tempfail")
         self.assertIn("pmilter=failing", log)
         self.assertIn("action=tempfail", log)
 

@@ -290,7 +290,7 @@ class EndToEndTests(TestCase):
         out, err, status = yield self.swaks("PLAIN", "secret", "down")
         self.assertNotEqual(status, 0)
         self.assertIn("454 4.7.0 Temporary authentication failure", out.decode())
-        log = self.mta.log()
+        log = self.mta.logWith("stat=454")
         self.assertIn("where=auth, mech=PLAIN, user=alice, relay=1, stat=0", log)
         self.assertIn("stat=454", log)
         self.assertNotIn("Traceback", log)
