@@ -222,7 +222,10 @@ class EightBitTests(_Base):
                 part.get_payload(decode=True),
                 text[:-2].replace("\r\n", "\n").encode(),
             )
-        self.assertIn("body=8bit converted to 7bit", self.mta.log())
+        self.assertIn(
+            "body=8bit converted to 7bit",
+            self.mta.logWith("body=8bit converted to 7bit"),
+        )
 
 
 class TooManyRecipientsTests(_Base):
