@@ -520,14 +520,14 @@ def _none(_: Any) -> None:
     return None
 
 
-def _gone(reason: Failure) -> None:
+def _gone(reason: Failure) -> Failure:
     """
     No answer from QMGR (none reached, or the connection ended first):
     L{QueueManagerUnavailable}; other failures as they are.
     """
     if reason.check(PeerUnavailable, *GONE):
-        raise QueueManagerUnavailable("qmgr: %s" % (reason.value,))
-    reason.raiseException()
+        return Failure(QueueManagerUnavailable("qmgr: %s" % (reason.value,)))
+    return reason
 
 
 class _QueueManagerClient(QuietAMP):
