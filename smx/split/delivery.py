@@ -180,11 +180,6 @@ class DeliveryAgentServer(QuietAMP):
         if self.kept is not None and self.late.entries:
             self.kept()
 
-    #: the results of a delivery leave at once: an SMTPC killed after it
-    #: read the next hop's 250 has then already told QMGR (which would
-    #: else deliver the message again), but for the moments SMTP leaves
-    answersAtOnce = (c.Deliver,)
-
     @c.Deliver.responder
     def deliver(self, transaction: Any) -> Any:
         data = checked(DeliveryTransaction, transaction)

@@ -28,13 +28,6 @@ DESCRIPTION
 
     The wire format and every outcome are AMP's; a socketpair round trip
     takes about 50 us instead of 66.
-
-    An answer leaves when the reactor next finds the socket writable,
-    with the others of the turn, except the answers to the commands a
-    protocol names in C{answersAtOnce}: those are written before the
-    responder's caller goes on (L{sendNow}).  SMTPC answers L{Deliver} so:
-    an SMTPC killed after it read the next hop's 250 has then already
-    told QMGR, in all but the moments SMTP itself leaves open.
 """
 
 from __future__ import annotations
@@ -154,34 +147,11 @@ class FastCommand(amp.Command):
         return _make(cls._tables()[1], objects, cls.responseType(), proto)
 
 
-def sendNow(proto: Any) -> None:
-    """
-    Write what C{proto}'s transport holds now instead of at the reactor's
-    next turn (L{twisted.internet.abstract.FileDescriptor.doWrite}).
-    """
-    transport: Any = getattr(proto, "transport", None)
-    doWrite = getattr(transport, "doWrite", None)
-    if (
-        doWrite is None
-        or not getattr(transport, "connected", False)
-        or transport.disconnecting
-        or getattr(transport, "_writeDisconnecting", False)
-    ):
-        return
-    # an error is the reactor's to find on its next write
-    doWrite()
-
-
 class LeanDispatch:
     """
     A mixin for L{amp.AMP} (put before it): commands answered without
     AMP's callback chain (see the module docstring).
-
-    @cvar answersAtOnce: the commands whose answers are written at once
-        (L{sendNow}), not with the others of the turn.
     """
-
-    answersAtOnce = ()  # type: Tuple[Any, ...]
 
     #: the command box and what its responder gave, handed from
     #: L{_commandReceived} to L{dispatchCommand} (in the same call)
@@ -223,8 +193,6 @@ class LeanDispatch:
         if tag is not None:  # else one-way: nothing to answer
             answer[amp.ANSWER] = tag
             ampSendAnswer(self, answer)
-            if command in self.answersAtOnce:
-                sendNow(self)
 
     def _failed(self, reason: Failure, box: Any, command: Any) -> None:
         self._asAMP(box, command, fail(reason))
@@ -246,4 +214,4 @@ class LeanDispatch:
         return maybeDeferred(doit, box)
 
 
-__all__ = ["FastCommand", "LeanDispatch", "sendNow"]
+__all__ = ["FastCommand", "LeanDispatch"]

@@ -4,18 +4,13 @@ Tests for L{smx.split.dispatch}: the same boxes and the same outcomes as
 Twisted's AMP, for every way a responder can answer.
 """
 
-import shutil
-import tempfile
-
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer
 from twisted.protocols import amp
 from twisted.test import iosim
 from twisted.trial import unittest
 
-from smx._twistedcompat import hasBufferedWrites
 from smx.split.commands import PlainData
 from smx.split.dispatch import FastCommand, LeanDispatch
-from smx.test.mta import until
 
 
 def _arguments():
@@ -231,49 +226,3 @@ class LeanDispatchTests(unittest.TestCase):
             client.callRemote(Other).addBoth(outcome.append)
             pump.flush()
             self.assertIsInstance(outcome[0].value, amp.UnhandledCommand)
-
-
-class AnswersAtOnceTests(unittest.TestCase):
-    """
-    C{answersAtOnce}: the answer to such a command is on its way (in the
-    socket, nothing buffered) as soon as the responder's L{Deferred}
-    fires; other answers wait for the reactor to find the socket
-    writable.  Real Unix sockets.
-    """
-
-    @defer.inlineCallbacks
-    def buffered(self, atOnce):
-        Server, _ = serverClass(True)
-        if atOnce:
-            Server = type("AtOnce", (Server,), {"answersAtOnce": (Fast,)})
-        servers = []
-
-        def make():
-            servers.append(Server())
-            return servers[-1]
-
-        directory = tempfile.mkdtemp(prefix="smx-dispatch-")
-        self.addCleanup(shutil.rmtree, directory)
-        port = reactor.listenUNIX(
-            directory + "/s", protocol.Factory.forProtocol(lambda: make())
-        )
-        self.addCleanup(port.stopListening)
-        client = yield protocol.ClientCreator(reactor, amp.AMP).connectUNIX(
-            directory + "/s"
-        )
-        self.addCleanup(client.transport.loseConnection)
-        answer = client.callRemote(Fast, **dict(ARGS, name="later"))
-        self.assertTrue((yield until(lambda: servers and hasattr(servers[0], "later"))))
-        [srv] = servers
-        srv.later.callback({"reply": "done", "extra": 2})
-        left = hasBufferedWrites(srv.transport)
-        self.assertEqual((yield answer), {"reply": "done", "extra": 2})
-        return left
-
-    @defer.inlineCallbacks
-    def test_atOnce(self):
-        self.assertFalse((yield self.buffered(True)))
-
-    @defer.inlineCallbacks
-    def test_withTheTurn(self):
-        self.assertTrue((yield self.buffered(False)))
