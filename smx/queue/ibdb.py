@@ -247,9 +247,8 @@ class IncomingBackupLog:
         self._turnEnd = None  # type: Any
         #: a waiting record must be synced, not only written (a C{T})
         self._syncWanted = False
-        #: records are written and not yet synced
-        self._unsynced = False
-        #: how many (counted in L{records} once synced)
+        #: records written and not yet synced (counted in L{records} once
+        #: synced)
         self._unsyncedRecords = 0
         #: the sync of written records, C{maxCommitDelay} after the first
         self._syncTimer = None  # type: Any
@@ -352,10 +351,7 @@ class IncomingBackupLog:
 
     def _endOfTurn(self) -> None:
         self._turnEnd = None
-        if self._syncWanted:
-            self.commit()
-        else:
-            self.write()
+        self.write()
 
     def _takeBatch(self) -> Any:
         if self._turnEnd is not None:
@@ -390,7 +386,6 @@ class IncomingBackupLog:
             for d in waiting:
                 d.errback(e)
             return
-        self._unsynced = True
         self._unsyncedRecords += len(waiting)
         if self._syncTimer is None:
             self._syncTimer = self.reactor.callLater(self.maxCommitDelay, self.commit)
@@ -407,12 +402,17 @@ class IncomingBackupLog:
                 n = os.write(fd, view)
                 view = view[n:]
         except OSError:
-            try:
-                os.ftruncate(fd, size)
-            except OSError:
-                pass
+            self._cutBack(fd, size)
             raise
         self._size = size + len(data)
+
+    def _cutBack(self, fd: int, size: int) -> None:
+        """After a failed write or sync: the file back to C{size} bytes."""
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            pass
+        self._size = size
 
     def _writeAndSync(
         self, fd: int, data: bytes, size: int, contents: List[str]
@@ -428,11 +428,7 @@ class IncomingBackupLog:
                 self._syncFile(fd)
             self._syncSeconds = time.monotonic() - started
         except OSError:
-            try:
-                os.ftruncate(fd, size)
-            except OSError:
-                pass
-            self._size = size
+            self._cutBack(fd, size)
             raise
 
     def _committed(self, length: int, waiting: List) -> None:
@@ -457,7 +453,7 @@ class IncomingBackupLog:
             if self._syncTimer.active():
                 self._syncTimer.cancel()
             self._syncTimer = None
-        if (not self._pending and not self._unsynced) or self._fd is None:
+        if (not self._pending and not self._unsyncedRecords) or self._fd is None:
             return
         data, waiting, contents = self._takeBatch()
         error = None  # type: Optional[OSError]
@@ -466,10 +462,9 @@ class IncomingBackupLog:
         except OSError as e:
             error = e
         if error is None:
-            self._unsynced = False
             self._committed(len(data), waiting)
         else:
-            if self._unsynced:
+            if self._unsyncedRecords:
                 # retry the sync of the records written before
                 self._syncTimer = self.reactor.callLater(
                     self.maxCommitDelay, self.commit

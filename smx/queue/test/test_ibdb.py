@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from smx.queue import ibdb
+from smx.queue.test.tmpfs import fill, mountTmpfs
 from smx.queue.testing import defaultIncomingBackupLog
 
 
@@ -340,3 +341,68 @@ class AdaptiveCommitTests(unittest.TestCase):
         self.assertEqual((self.log.commits, self.log.records), (0, 0))
         self.clock.advance(0.2)
         self.assertEqual((self.log.commits, self.log.records), (1, 3))
+
+    def test_syncOfWrittenRetried(self):
+        """
+        A failed sync of records written unsynced leaves them in the file
+        and is tried again C{maxCommitDelay} later; they count as
+        committed once that sync succeeds.
+        """
+        self.log.append(ibdb.DONE, {"id": "S0"})
+        self.clock.advance(0)
+
+        def failingSync(fd):
+            raise OSError(errno.EIO, "Input/output error")
+
+        self.log._syncFile = failingSync
+        self.clock.advance(0.2)
+        self.assertEqual((self.log.commits, self.log.records), (0, 0))
+        self.assertEqual(self.read(), [(b"D", {"id": "S0"})])
+        self.log._syncFile = os.fsync
+        self.clock.advance(0.2)
+        self.assertEqual((self.log.commits, self.log.records), (1, 1))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class FullDiskWriteTests(unittest.TestCase):
+    """
+    Records written without a sync on a file system that is really full
+    (a tmpfs, root only).
+    """
+
+    def test_writeFails(self):
+        """
+        The write fails: the Deferreds of exactly those records fail with
+        C{ENOSPC}, the file keeps its good records, and the log goes on
+        once there is room.
+        """
+        mount = mountTmpfs(self, "2m")
+        clock = Clock()
+        directory = os.path.join(mount, "ibdb")
+        log = defaultIncomingBackupLog(
+            directory, clock, maxCommitDelay=0.2, maxOpenTransactions=100
+        )
+        log.start()
+        self.addCleanup(log.stop)
+        self.successResultOf(self.written(log, clock, {"id": "S1"}))
+        good = os.path.getsize(log.currentPath)
+        filler = fill(mount)
+        # larger than what is left of the file's last page
+        failed = self.written(log, clock, {"id": "S2", "pad": "x" * 8192})
+        self.assertEqual(
+            self.failureResultOf(failed, OSError).value.errno, errno.ENOSPC
+        )
+        self.assertEqual(os.path.getsize(log.currentPath), good)
+        os.unlink(filler)
+        self.successResultOf(self.written(log, clock, {"id": "S3"}))
+        clock.advance(0.2)
+        self.assertEqual(log.records, 2)
+        self.assertEqual(
+            list(ibdb.readLog(directory, self.fail)),
+            [(b"D", {"id": "S1"}), (b"D", {"id": "S3"})],
+        )
+
+    def written(self, log, clock, payload):
+        d = log.append(ibdb.DONE, payload)
+        clock.advance(0)
+        return d

@@ -1,4 +1,4 @@
-# -*- test-case-name: smx.queue.test.test_defedb -*-
+# -*- test-case-name: smx.queue.test.test_defedb,smx.queue.test.test_ibdb -*-
 """
 A small real file system for tests of full disks: a tmpfs mounted by the
 test (root only) and unmounted by its cleanup, and a file that fills it.
