@@ -453,6 +453,7 @@ class Envelope(_Value):
     requiretls: Optional[bool] = None
     tlsRequiredNo: Optional[bool] = None
     quarantine: Optional[str] = None
+    contentCrc: Optional[int] = None
     extra: Dict[str, JSON] = _extra()
 
     _WHAT = "envelope"
@@ -475,6 +476,8 @@ class Envelope(_Value):
         "tlsRequiredNo": (_bool, False, False),
         # a milter's quarantine reason (the recipients are held)
         "quarantine": (_str, False, False),
+        # the CRC-32 of a content written to a recycled file (smx.queue.cdb)
+        "contentCrc": (_int, False, False),
     }
 
 

@@ -320,6 +320,10 @@ class CommitMixin:
         except Exception:
             self._commitFailed(ta, event, failure.Failure(), "writer.finish")
             return
+        crc = getattr(writer, "recycledCrc", None)
+        if crc is not None:
+            # written over a removed content: recovery checks it is this one
+            envelope["contentCrc"] = crc
         try:
             yield self.factory.queueManager.commitTransaction(envelope)
         except Exception:

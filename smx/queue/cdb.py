@@ -45,13 +45,39 @@ DESCRIPTION
     IBDB records of that commit, however many; with C{file}, an fsync of
     each content file.
 
+    Removed contents are recycled: QMGR renames the file of a removed
+    content of at most L{RECYCLE_MAX_SIZE} bytes to C{.free.ID} in its
+    directory (at most L{RECYCLE_PER_DIRECTORY} such files in each)
+    instead of unlinking it, and a writer that creates its file at once
+    (SMTPS) takes one of them by renaming it to its transaction id
+    (C{renameat2(RENAME_NOREPLACE)}), overwrites it in place and cuts it
+    to the length written.  Overwriting blocks the file already has costs
+    the file system far less than a new file and an unlink: no inode or
+    block is allocated or freed, so there is nothing to journal beyond the
+    size and times, and nothing to discard (measured on this project's
+    ext4 with C{discard}: half the time and CPU per message synced).
+    Names starting with a dot are not contents (L{transactionIds}).
+    Two guards keep an old message from ever going out as a new one:
+
+      - readers (L{open}) take a shared C{flock} and check that the path
+        still names the file they opened; a writer takes a recycled file
+        only with an exclusive C{flock} (not while anybody still reads
+        it: it makes a new file instead);
+      - a recycled file's writer gives the CRC-32 of what it wrote
+        (L{ContentWriter.recycledCrc}); SMTPS puts it in the envelope
+        (C{contentCrc}), and recovery drops a transaction never
+        acknowledged whose content does not match it (a power failure
+        may keep the rename and not the overwrite).
+
 CONFIGURATION PARAMETERS
     CDB_base_directory (global, seed §5.4); IBDB { content_sync } (qmgr)
 
 SECURITY
-    Files are created with mode 0640 and O_EXCL: an existing file is never
-    overwritten.  Transaction ids are checked before they become file
-    names.
+    Files are created with mode 0640 and O_EXCL, and recycled files are
+    renamed without replacing: an existing content is never overwritten.
+    A recycled file keeps old content until it is overwritten, in the
+    same directories as the contents (at most 16 x 32 files of at most
+    64 KiB).  Transaction ids are checked before they become file names.
 
 DIAGNOSTICS
     A failed write (a full disk: ENOSPC, EDQUOT) does not raise from
@@ -65,8 +91,11 @@ import ctypes
 import errno
 import fcntl
 import os
+import random
 import struct
 import sys
+import time
+import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.application import service
@@ -86,6 +115,50 @@ CHUNK_SIZE = 128 * 1024
 
 #: the write(2) used (tests replace it to simulate a full disk)
 _write = os.write
+
+#: the name prefix of a removed content file kept for reuse
+FREE_PREFIX = ".free."
+#: a removed content larger than this is unlinked, not kept for reuse
+RECYCLE_MAX_SIZE = 64 * 1024
+#: at most this many files kept for reuse in each CDB directory
+RECYCLE_PER_DIRECTORY = 32
+#: the shortest and longest time in seconds between two listings of a
+#: directory: by a writer looking for free files, by removals counting
+#: them once there seem to be enough (writers take them meanwhile);
+#: doubled each time a listing finds none, or still enough
+LIST_DELAY_MIN = 0.01
+LIST_DELAY_MAX = 1.0
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+#: Linux C{renameat2(2)}, or C{None} where there is none
+_renameat2 = libc.function(
+    ("renameat2",),
+    [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint],
+)
+
+
+def renameNoReplace(source: str, target: str) -> None:
+    """
+    Rename C{source} to C{target} unless C{target} exists.
+
+    @raise OSError: C{EEXIST} if it does, C{ENOENT} if C{source} is gone,
+        C{ENOSYS} where the system cannot rename without replacing.
+    """
+    if _renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    if (
+        _renameat2(
+            _AT_FDCWD,
+            os.fsencode(source),
+            _AT_FDCWD,
+            os.fsencode(target),
+            _RENAME_NOREPLACE,
+        )
+        != 0
+    ):
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), source)
 
 
 #: from <linux/fs.h>: FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_TOPDIR_FL
@@ -181,6 +254,7 @@ def fsyncDirectory(path: str) -> None:
 
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+_REUSE_FLAGS = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 def _writeAll(fd: int, data: bytes) -> None:
@@ -330,13 +404,29 @@ class ContentSync:
             os.close(fd)
 
 
-def _unlinkAll(paths: List[str]) -> None:
-    for path in paths:
-        try:
-            _unlink(path)
-        except OSError:
-            # left for recovery, which removes content no envelope names
-            pass
+def _listed(
+    directory: str,
+    now: float,
+    nextListing: Dict[str, float],
+    delays: Dict[str, float],
+    found: Any = bool,
+) -> Optional[List[str]]:
+    """
+    The free files of C{directory}, or C{None} when it was listed less
+    than its delay ago.  The delay is L{LIST_DELAY_MIN} after a listing
+    that C{found} what it looked for, and doubles after one that did not.
+    """
+    if now < nextListing.get(directory, 0.0):
+        return None
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(FREE_PREFIX)]
+    except OSError:
+        names = []
+    delay = delays.get(directory, LIST_DELAY_MIN / 2)
+    delay = LIST_DELAY_MIN if found(names) else min(delay * 2, LIST_DELAY_MAX)
+    delays[directory] = delay
+    nextListing[directory] = now + delay
+    return names
 
 
 def directoryFor(transactionId: str) -> str:
@@ -394,13 +484,31 @@ class ContentWriter:
         self._opening = None  # type: Optional[defer.Deferred]
         self._whenOpened = None  # type: Optional[defer.Deferred]
         self._dirSynced = False
+        #: the file is a recycled one (L{FileContentStore.takeFree})
+        self.recycled = False
+        self._crc = 0
         if store.threadPool is None or store.syncedByQueueManager:
             self._create()
         elif store.idle():
             self._opening = store._inPool(self._createSynced)
             self._opening.addBoth(self._opened)
 
+    @property
+    def recycledCrc(self) -> Optional[int]:
+        """
+        The CRC-32 of the content written to a recycled file (for recovery
+        to tell it from what the file held before), or C{None}.
+        """
+        return self._crc if self.recycled else None
+
     def _create(self) -> None:
+        if self._store.syncedByQueueManager:
+            fd = self._store.takeFree(self.path)
+            if fd is not None:
+                self._fd = fd
+                self._created = True
+                self.recycled = True
+                return
         try:
             self._fd = os.open(self.path, _CREATE_FLAGS, 0o640)
             self._created = True
@@ -448,6 +556,7 @@ class ContentWriter:
         if self._error is not None or self._done:
             return
         self._buffer.append(data)
+        self._crc = zlib.crc32(data, self._crc)
         self._buffered += len(data)
         self._store.bytesInFlight += len(data)
         self.size += len(data)
@@ -479,6 +588,8 @@ class ContentWriter:
             self._created = True
         try:
             _writeAll(fd, data)
+            if self.recycled:
+                os.ftruncate(fd, self.size)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -498,6 +609,12 @@ class ContentWriter:
         self._flush()
         fd, self._fd = self._fd, None
         error = self._error
+        if fd is not None and self.recycled and error is None:
+            # what the file held before goes
+            try:
+                os.ftruncate(fd, self.size)
+            except OSError as e:
+                error = e
         if fd is not None:
             try:
                 os.close(fd)
@@ -612,6 +729,20 @@ class FileContentStore:
         self.chunkSize = chunkSize
         self._doomed = []  # type: List[str]
         self._unlinking = False
+        #: per CDB directory: names of free files to take (reactor thread)
+        self._free = {}  # type: Dict[str, List[str]]
+        #: per CDB directory: when it may be listed again for free files,
+        #: and the delay after that
+        self._nextListing = {}  # type: Dict[str, float]
+        self._listDelay = {}  # type: Dict[str, float]
+        #: per CDB directory: free files it holds (as far as removals
+        #: know: writers take them meanwhile), and when they were counted
+        #: (the removal job's thread)
+        self._freeCount = {}  # type: Dict[str, int]
+        self._nextCount = {}  # type: Dict[str, float]
+        self._countDelay = {}  # type: Dict[str, float]
+        #: the clock of the listings and counts (tests)
+        self.clock = time.monotonic
         #: the files of the unlink job under way in the pool
         self._handed = []  # type: List[str]
         #: content jobs (create, write and sync) running in the thread pool
@@ -681,12 +812,151 @@ class FileContentStore:
         return ContentWriter(self, transactionId)
 
     def open(self, transactionId):
+        """
+        Open the content of C{transactionId} to read it, with a shared
+        C{flock} held while it is open: a writer does not take the file
+        for reuse meanwhile (L{takeFree}).
+
+        @raise KeyError: there is no such content, or its file is being
+            reused (it was removed and taken by a writer).
+        """
         self._checkId(transactionId)
+        path = self.path(transactionId)
         try:
             # unbuffered: SMTPC reads in large chunks anyway
-            return open(self.path(transactionId), "rb", buffering=0)
+            f = open(path, "rb", buffering=0)
         except FileNotFoundError:
             raise KeyError(transactionId)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            opened = os.fstat(f.fileno())
+            named = os.stat(path)
+        except OSError:
+            # locked by a writer reusing it, or no longer at that name
+            f.close()
+            raise KeyError(transactionId)
+        if (opened.st_ino, opened.st_dev) != (named.st_ino, named.st_dev):
+            f.close()
+            raise KeyError(transactionId)
+        return f
+
+    def crc(self, transactionId: str) -> int:
+        """
+        @return: the CRC-32 of the stored content (recovery compares it
+            with the envelope's C{contentCrc}).
+        @raise KeyError: there is no such content.
+        """
+        crc = 0
+        with self.open(transactionId) as f:
+            while True:
+                chunk = f.read(CHUNK_SIZE)
+                if not chunk:
+                    return crc
+                crc = zlib.crc32(chunk, crc)
+
+    def takeFree(self, path: str) -> Optional[int]:
+        """
+        Take a removed content file of C{path}'s directory for reuse: rename
+        it to C{path} and open it to write, with an exclusive C{flock}
+        (not a file that a reader still has open).  The writer overwrites
+        it and cuts it to the length it wrote.
+
+        @return: the open descriptor, or C{None} when there is no free
+            file (the writer makes a new one).
+        """
+        directory = os.path.dirname(path)
+        names = self._free.get(directory)
+        if not names:
+            names = self._listFree(directory)
+        while names:
+            source = os.path.join(directory, names.pop())
+            try:
+                renameNoReplace(source, path)
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    # taken by another process
+                    continue
+                # EEXIST: the create fails as it would have; ENOSYS: no reuse
+                return None
+            try:
+                # (not blocking on a FIFO, not following a link)
+                fd = os.open(path, _REUSE_FLAGS)
+            except OSError:
+                _unlink(path)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                # still read by somebody: left to them, a new file instead
+                os.close(fd)
+                _unlink(path)
+                continue
+            return fd
+        return None
+
+    def _listFree(self, directory: str) -> List[str]:
+        """
+        The free files of C{directory}, listed at most every
+        L{LIST_DELAY_MIN} seconds, less often while there are none.
+        """
+        names = _listed(directory, self.clock(), self._nextListing, self._listDelay)
+        if names is None:
+            return []
+        # another process may list the same names: not all in one order
+        random.shuffle(names)
+        self._free[directory] = names
+        return names
+
+    def _dispose(self, paths: List[str]) -> List[Tuple[str, str]]:
+        """
+        In the removal job: recycle or unlink each of C{paths}.
+
+        @return: C{(directory, name)} of each file kept for reuse.
+        """
+        kept = []
+        for path in paths:
+            try:
+                name = self._recycle(path)
+                if name is None:
+                    _unlink(path)
+                else:
+                    kept.append((os.path.dirname(path), name))
+            except OSError:
+                # left for recovery, which removes content no envelope names
+                pass
+        return kept
+
+    def _recycle(self, path: str) -> Optional[str]:
+        """
+        Keep the removed content C{path} for reuse, if it is small and its
+        directory has room.
+
+        @return: its new name, or C{None} (to be unlinked).
+        """
+        if _renameat2 is None:
+            # no writer could take it without the risk of replacing a file
+            return None
+        directory, name = os.path.split(path)
+        count = self._freeCount.get(directory, RECYCLE_PER_DIRECTORY)
+        if count >= RECYCLE_PER_DIRECTORY:
+            names = _listed(
+                directory,
+                self.clock(),
+                self._nextCount,
+                self._countDelay,
+                lambda names: len(names) < RECYCLE_PER_DIRECTORY,
+            )
+            if names is None:
+                return None
+            count = self._freeCount[directory] = len(names)
+            if count >= RECYCLE_PER_DIRECTORY:
+                return None
+        if os.stat(path).st_size > RECYCLE_MAX_SIZE:
+            return None
+        free = FREE_PREFIX + name
+        os.rename(path, os.path.join(directory, free))
+        self._freeCount[directory] = count + 1
+        return free
 
     def path(self, transactionId):
         return os.path.join(
@@ -764,10 +1034,7 @@ class FileContentStore:
 
     def _unlinkPath(self, path: str) -> None:
         if self.threadPool is None:
-            try:
-                _unlink(path)
-            except OSError:
-                pass
+            self._keep(self._dispose([path]))
             return
         self._doomed.append(path)
         if not self._unlinking:
@@ -777,14 +1044,23 @@ class FileContentStore:
         paths, self._doomed = self._doomed, []
         self._unlinking = True
         self._handed = paths
-        d = threads.deferToThreadPool(self.reactor, self.threadPool, _unlinkAll, paths)
+        d = threads.deferToThreadPool(
+            self.reactor, self.threadPool, self._dispose, paths
+        )
         d.addBoth(self._unlinked)
 
     def _unlinked(self, result: Any) -> None:
         self._unlinking = False
         self._handed = []
+        if isinstance(result, list):
+            self._keep(result)
         if self._doomed:
             self._unlinkDoomed()
+
+    def _keep(self, kept: List[Tuple[str, str]]) -> None:
+        """The files kept for reuse: this process's writers take them first."""
+        for directory, name in kept:
+            self._free.setdefault(directory, []).append(name)
 
     def flushRemovals(self) -> None:
         """
@@ -794,7 +1070,7 @@ class FileContentStore:
         """
         paths, self._doomed = self._handed + self._doomed, []
         self._handed = []
-        _unlinkAll(paths)
+        self._dispose(paths)
 
     def exists(self, transactionId: str) -> bool:
         """Is content stored under C{transactionId}?"""

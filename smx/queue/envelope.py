@@ -66,6 +66,7 @@ ENVELOPE_FIELDS = (
     "bounces",
     "contentPending",
     "quarantine",
+    "contentCrc",
 )
 
 #: recipient fields kept in IBDB and DEFEDB
@@ -191,6 +192,10 @@ class Transaction:
         #: IQueueManager.commitTransaction); true in IBDB for good, false
         #: in memory once the content is on stable storage
         self.contentPending = bool(envelope.get("contentPending"))
+        #: the CRC-32 of the content, given when it was written to a
+        #: recycled file (recovery checks it, L{smx.queue.cdb})
+        crc = envelope.get("contentCrc")
+        self.contentCrc = crc if isinstance(crc, int) else None
         self.recipients = {}  # type: Dict[int, Recipient]
         self.pendingFailures = []  # type: List[Recipient]
         #: results of delivered addresses whose recipient asked for a

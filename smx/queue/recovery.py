@@ -32,8 +32,10 @@ DESCRIPTION
     stored, and lists the records of recipients that are final by now.
 
     A transaction stored with C{contentPending} (its envelope and content
-    were synced at the same time) whose content is missing or shorter than
-    its envelope says, and to whose recipients nothing happened yet, was
+    were synced at the same time) whose content is missing, shorter than
+    its envelope says or, written over a removed content
+    (L{smx.queue.cdb}), not the one whose CRC-32 its envelope gives
+    (C{contentCrc}), and to whose recipients nothing happened yet, was
     never acknowledged with 250: it is dropped (and a partial content file
     removed).  Any other transaction whose content is missing from CDB is
     reported and held;
@@ -320,7 +322,20 @@ def _unacknowledged(
         r.state != "queued" or r.tries or r.inDefedb for r in ta.recipients.values()
     ):
         return False
-    return not present or _size(contentStore, ta.id) != ta.size
+    if not present or _size(contentStore, ta.id) != ta.size:
+        return True
+    if ta.contentCrc is None:
+        return False
+    # not the content written (unreadable: kept, and reported if missing)
+    crc = _crc(contentStore, ta.id)
+    return crc is not None and crc != ta.contentCrc
+
+
+def _crc(contentStore: IContentStore, taId: str) -> Optional[int]:
+    try:
+        return int(getattr(contentStore, "crc")(taId))
+    except (KeyError, OSError, AttributeError):
+        return None
 
 
 def _fromDefedb(ta: Transaction, data: Dict[str, Any]) -> None:

@@ -14,13 +14,14 @@ import email
 import email.policy
 import json
 import os
+import re
 import signal
 import smtplib
 import subprocess
 import threading
 from typing import Any, Dict, List
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.trial.unittest import SkipTest, TestCase
 
 from smx.maps.test.dnsserver import startDNSServer
@@ -136,6 +137,68 @@ class RelayTests(_Base):
             smtpc,
             r"^da_sess=C\w+, da_ta=C\w+, ss_ta=S\w+, where=final_dot, size=\d+, stat=0$",
         )
+
+    @defer.inlineCallbacks
+    def test_recycledContents(self) -> Any:
+        """
+        Forty messages one after the other, each delivered before the next
+        is sent: the later ones are written over the files of removed
+        earlier ones in the same CDB directory (C{.free.ID}), shorter than
+        them, and each reaches the sink exactly as sent, nothing of an
+        earlier message in it.
+        """
+        sink = self.startRelayByMX()
+        bodies = []
+        for i in range(40):
+            marker = "END%02d" % (i,)
+            # long ones first, then short ones in the same directories
+            filler = "\r\n".join(["old message %02d" % (i,)] * (150 if i < 16 else 2))
+            body = "%s\r\n%s" % (filler, marker)
+            bodies.append((marker, body))
+            yield self.sent(body, marker)
+            self.assertDelivered(
+                (yield until(lambda: sink.containing(marker.encode()), timeout=10)),
+                "message %d did not reach the sink" % (i,),
+            )
+        for marker, body in bodies:
+            [message] = sink.containing(marker.encode())
+            # (smtp-sink stores lines ending in LF)
+            expected = body.replace("\r\n", "\n").encode()
+            self.assertTrue(message.rstrip(b"\n").endswith(expected), (marker, message))
+            self.assertEqual(message.count(b"old message"), body.count("old message"))
+
+        def cdb() -> List[str]:
+            return [
+                name
+                for directory in os.listdir(self.mta.path("cdb"))
+                for name in os.listdir(self.mta.path("cdb", directory))
+            ]
+
+        # once the last content is removed: every removed content kept,
+        # and taken by the next message in its directory (the directory
+        # of a transaction is the 17th character of its id)
+        ids = [
+            re.search(rb"\sid (S[0-9A-F]+);", m).group(1)  # type: ignore[union-attr]
+            for m in sink.messages()
+        ]
+        self.assertEqual(len(ids), 40)
+        yield until(lambda: all(name.startswith(".free.") for name in cdb()))
+        self.assertEqual(len(cdb()), len({i[16] for i in ids}), cdb())
+        self.assertLess(len(cdb()), 40)
+        self.assertTrue(all(name.startswith(".free.") for name in cdb()), cdb())
+
+    def sent(self, body: str, marker: str) -> "defer.Deferred[Any]":
+        """Send C{body} from alice@client.test to bob@remote.test."""
+
+        def send() -> None:
+            with smtplib.SMTP("127.0.0.1", self.mta.port, timeout=30) as client:
+                client.sendmail(
+                    "alice@client.test",
+                    ["bob@remote.test"],
+                    "Subject: %s\r\n\r\n%s\r\n" % (marker, body),
+                )
+
+        return threads.deferToThread(send)
 
     def assertRecord(self, records: List[str], pattern: str) -> None:
         import re

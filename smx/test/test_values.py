@@ -117,6 +117,7 @@ EXAMPLES: List[Tuple[Any, Dict[str, Any]]] = [
             "requiretls": True,
             "tlsRequiredNo": False,
             "quarantine": "suspicious attachment",
+            "contentCrc": 3735928559,
         },
     ),
     (

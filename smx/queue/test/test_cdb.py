@@ -8,6 +8,7 @@ import errno
 import fcntl
 import os
 import struct
+import zlib
 
 from twisted.internet import defer
 from twisted.python.threadpool import ThreadPool
@@ -789,6 +790,247 @@ class SyncedByQueueManagerTests(unittest.TestCase):
         def check():
             if self.store.exists(ta):
                 return task.deferLater(reactor, 0.005, check)
+            return None
+
+        return check()
+
+
+#: in the same CDB directory as L{TA}
+TA2 = "S00000000407CE4A200"
+TA3 = "S00000000407CE4B200"
+
+
+class RecycleTests(unittest.TestCase):
+    """
+    Removed contents are kept for reuse (C{.free.ID}) and taken by the
+    writers of a store whose contents QMGR syncs, which overwrite them in
+    place; real files, no thread pool (removals happen at once).
+    """
+
+    def setUp(self):
+        self.base = self.mktemp()
+        self.store = self._store()
+        self.directory = os.path.dirname(self.store.path(TA))
+        self.assertEqual(self.directory, os.path.dirname(self.store.path(TA2)))
+
+    def _store(self):
+        store = cdb.FileContentStore(self.base)
+        store.syncedByQueueManager = True
+        return store
+
+    def _write(self, ta, data, store=None):
+        w = (store or self.store).createWriter(ta)
+        w.write(data)
+        w.finish()
+        return w
+
+    def _read(self, ta):
+        with self.store.open(ta) as f:
+            return f.read()
+
+    def _free(self):
+        return sorted(
+            n for n in os.listdir(self.directory) if n.startswith(cdb.FREE_PREFIX)
+        )
+
+    def test_removedKept(self):
+        """
+        A removed content is renamed to C{.free.ID} in its directory; it
+        is no content any more.
+        """
+        self._write(TA, b"x" * 100)
+        inode = os.stat(self.store.path(TA)).st_ino
+        self.store.remove(TA)
+        self.assertEqual(self._free(), [cdb.FREE_PREFIX + TA])
+        self.assertEqual(
+            os.stat(os.path.join(self.directory, cdb.FREE_PREFIX + TA)).st_ino, inode
+        )
+        self.assertFalse(self.store.exists(TA))
+        self.assertRaises(KeyError, self.store.open, TA)
+        self.assertEqual(self.store.transactionIds(), [])
+
+    def test_takenOverwrittenAndCut(self):
+        """
+        The next writer in that directory takes the free file: the same
+        inode, overwritten and cut to what it wrote; its C{recycledCrc} is
+        the CRC-32 of that.
+        """
+        self._write(TA, b"old message " * 300)
+        inode = os.stat(self.store.path(TA)).st_ino
+        self.store.remove(TA)
+        w = self._write(TA2, b"new")
+        self.assertTrue(w.recycled)
+        self.assertEqual(w.recycledCrc, zlib.crc32(b"new"))
+        self.assertEqual(os.stat(self.store.path(TA2)).st_ino, inode)
+        self.assertEqual(self._read(TA2), b"new")
+        self.assertEqual(self._free(), [])
+        self.assertEqual(self.store.crc(TA2), zlib.crc32(b"new"))
+
+    def test_newFileNoCrc(self):
+        """A writer that made a new file gives no CRC."""
+        w = self._write(TA, b"x")
+        self.assertFalse(w.recycled)
+        self.assertIsNone(w.recycledCrc)
+
+    def test_largeUnlinked(self):
+        """A removed content larger than L{cdb.RECYCLE_MAX_SIZE} is unlinked."""
+        self.patch(cdb, "RECYCLE_MAX_SIZE", 10)
+        self._write(TA, b"x" * 11)
+        self._write(TA2, b"x" * 10)
+        self.store.remove(TA)
+        self.store.remove(TA2)
+        self.assertEqual(self._free(), [cdb.FREE_PREFIX + TA2])
+
+    def test_perDirectory(self):
+        """
+        At most L{cdb.RECYCLE_PER_DIRECTORY} free files in a directory: a
+        removal beyond that unlinks, until a count finds room again (not
+        sooner than L{cdb.LIST_DELAY_MIN} after the last).
+        """
+        self.patch(cdb, "RECYCLE_PER_DIRECTORY", 2)
+        now = [100.0]
+        self.store.clock = lambda: now[0]
+        for ta in (TA, TA2, TA3):
+            self._write(ta, b"x")
+        for ta in (TA, TA2, TA3):
+            self.store.remove(ta)
+        self.assertEqual(self._free(), [cdb.FREE_PREFIX + TA, cdb.FREE_PREFIX + TA2])
+        # another process takes one meanwhile
+        other = self._store()
+        self._write(TA3, b"y", store=other)
+        self.assertEqual(len(self._free()), 1)
+        self.store.remove(TA3)
+        self.assertEqual(len(self._free()), 1)
+        now[0] += cdb.LIST_DELAY_MAX
+        self._write(TA3, b"z", store=other)
+        self.store.remove(TA3)
+        self.assertEqual(len(self._free()), 1)
+
+    def test_otherProcess(self):
+        """
+        A store in another process finds the free files by listing the
+        directory, at most every L{cdb.LIST_DELAY_MIN} seconds; while it
+        finds none, less and less often.
+        """
+        self._write(TA, b"x")
+        self.store.remove(TA)
+        other = self._store()
+        now = [100.0]
+        other.clock = lambda: now[0]
+        listings = []
+        listdir = os.listdir
+        self.patch(cdb.os, "listdir", lambda p: listings.append(p) or listdir(p))
+        # in another directory, without free files: a new file every 10 ms
+        # for 0.1 s, the directory listed at 0, 10, 30 and 70 ms
+        for n in range(11):
+            w = self._write("S%015X300" % (n,), b"a", store=other)
+            self.assertFalse(w.recycled)
+            now[0] += cdb.LIST_DELAY_MIN
+        self.assertEqual(len(listings), 4)
+        self.assertNotIn(self.directory, listings)
+        w = self._write(TA2, b"b", store=other)
+        self.assertTrue(w.recycled)
+        self.assertEqual(listings[4:], [self.directory])
+        self.assertEqual(self._read(TA2), b"b")
+
+    def test_readerKeepsItsFile(self):
+        """
+        A file that a reader still has open is not taken: the writer makes
+        a new file, and the reader reads what it opened.
+        """
+        self._write(TA, b"first message")
+        reader = self.store.open(TA)
+        self.addCleanup(reader.close)
+        self.store.remove(TA)
+        w = self._write(TA2, b"second")
+        self.assertFalse(w.recycled)
+        self.assertEqual(self._free(), [])
+        self.assertEqual(reader.read(), b"first message")
+        self.assertEqual(self._read(TA2), b"second")
+
+    def test_writerLocksItsFile(self):
+        """
+        A recycled file being written cannot be opened to read: the reader
+        is told the content is not there.
+        """
+        self._write(TA, b"first message")
+        self.store.remove(TA)
+        w = self.store.createWriter(TA2)
+        self.assertTrue(w.recycled)
+        self.assertRaises(KeyError, self.store.open, TA2)
+        w.write(b"second")
+        w.finish()
+        self.assertEqual(self._read(TA2), b"second")
+
+    def test_openedThenRenamed(self):
+        """
+        A reader whose file was renamed between its open and its lock
+        (removed and taken meanwhile) is told the content is not there.
+        """
+        self._write(TA, b"first message")
+        flock = fcntl.flock
+
+        def renamedMeanwhile(fd, operation):
+            os.rename(self.store.path(TA), self.store.path(TA2))
+            return flock(fd, operation)
+
+        self.patch(cdb.fcntl, "flock", renamedMeanwhile)
+        self.assertRaises(KeyError, self.store.open, TA)
+
+    def test_neverReplaces(self):
+        """
+        A free file is not renamed over an existing content: the writer
+        fails as a create would.
+        """
+        self._write(TA, b"x")
+        self.store.remove(TA)
+        with open(self.store.path(TA2), "wb") as f:
+            f.write(b"other")
+        w = self.store.createWriter(TA2)
+        w.write(b"y")
+        e = self.assertRaises(OSError, w.finish)
+        self.assertEqual(e.errno, errno.EEXIST)
+        self.assertEqual(self._read(TA2), b"other")
+
+    def test_withoutRenameat2(self):
+        """Where renameat2 is missing, removed contents are unlinked."""
+        self.patch(cdb, "_renameat2", None)
+        self._write(TA, b"x")
+        self.store.remove(TA)
+        self.assertEqual(self._free(), [])
+        self.assertFalse(self._write(TA2, b"y").recycled)
+
+    def test_abortedRecycled(self):
+        """A recycled file given up is kept for reuse again."""
+        self._write(TA, b"x")
+        self.store.remove(TA)
+        w = self.store.createWriter(TA2)
+        self.assertTrue(w.recycled)
+        w.write(b"partial")
+        w.abort()
+        self.assertFalse(self.store.exists(TA2))
+        self.assertEqual(self._free(), [cdb.FREE_PREFIX + TA2])
+
+    def test_pooledRemoval(self):
+        """
+        With a thread pool, removals are recycled in the pool, and this
+        store's writers then take them without listing.
+        """
+        store = pooledStore(self)
+        store.syncedByQueueManager = True
+        w = store.createWriter(TA)
+        w.write(b"x")
+        w.finish()
+        store.remove(TA)
+        from twisted.internet import reactor, task
+
+        def check():
+            if store._unlinking:
+                return task.deferLater(reactor, 0.005, check)
+            self.patch(cdb.os, "listdir", lambda p: self.fail("listed"))
+            w = store.createWriter(TA2)
+            self.assertTrue(w.recycled)
+            w.finish()
             return None
 
         return check()

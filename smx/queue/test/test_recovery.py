@@ -6,6 +6,7 @@ Berkeley DB DEFEDB and real CDB files in a temporary directory.
 """
 
 import os
+import zlib
 
 from twisted.trial import unittest
 
@@ -218,6 +219,50 @@ class RecoverQueueTests(unittest.TestCase):
         self.assertEqual(sorted(result.unacknowledged), [A, B])
         self.assertEqual(list(result.transactions), ["S0000000000003000"])
         self.assertEqual(len(self.problems), 2)
+
+    def test_recycledContentChecked(self):
+        """
+        A transaction stored while its content was being synced into a
+        recycled file (its envelope gives the content's CRC-32), to which
+        nothing happened, never got a 250 when the file holds other bytes
+        of the same length (a power failure kept the rename and not the
+        overwrite): it is dropped.  One whose content matches is queued.
+        """
+        other = CONTENT.replace(b"hello", b"HELLO")
+        self.log(
+            ibdb.TRANSACTION,
+            envelope(A, contentPending=True, contentCrc=zlib.crc32(CONTENT)),
+        )
+        self.log(
+            ibdb.TRANSACTION,
+            envelope(B, contentPending=True, contentCrc=zlib.crc32(CONTENT)),
+        )
+        self.content(A, other)
+        self.content(B)
+        result = self.recover()
+        self.assertEqual(result.unacknowledged, [A])
+        self.assertEqual(list(result.transactions), [B])
+        self.assertEqual(result.transactions[B].contentCrc, zlib.crc32(CONTENT))
+
+    def test_recycledContentAfterAttempt(self):
+        """
+        Once a delivery was attempted the content had been committed: a
+        CRC-32 that does not match drops nothing.
+        """
+        self.log(
+            ibdb.TRANSACTION,
+            envelope(
+                A,
+                ("b@y.test", "c@y.test"),
+                contentPending=True,
+                contentCrc=zlib.crc32(b"other"),
+            ),
+        )
+        self.log(ibdb.RECIPIENTS, {"id": A, "rcpts": [[0, "failed"]]})
+        self.content(A)
+        result = self.recover()
+        self.assertEqual(result.unacknowledged, [])
+        self.assertEqual(list(result.transactions), [A])
 
     def test_damagedRecord(self):
         """
