@@ -40,7 +40,9 @@ DESCRIPTION
     removed).  Any other transaction whose content is missing from CDB is
     reported and held;
     an empty CDB file without an envelope (made ahead for a transaction
-    that never ended) is removed; any other CDB file without an envelope
+    that never ended), or one beginning with the C{Received:} header of
+    another transaction (a recycled file whose writer died before
+    writing to it), is removed; any other CDB file without an envelope
     is reported and left alone (C{smx recover-from-log} can rebuild its
     envelope from the logs, §6.10.2).
 
@@ -58,6 +60,7 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Dict, List, Optional, Set, Union
 
 from smx.interfaces import IContentStore
@@ -189,9 +192,11 @@ def recoverQueue(
                 r.reply = "content missing"
     for taId in contentStore.transactionIds():
         if taId not in known:
-            if _empty(contentStore, taId):
+            if _empty(contentStore, taId) or _anotherMessage(contentStore, taId):
                 # made ahead for a transaction that never got to its
-                # final dot (ContentWriter): nothing to recover
+                # final dot (ContentWriter), or a recycled file its writer
+                # never wrote to (what it holds names another
+                # transaction): nothing to recover
                 result.finished.add(taId)
                 continue
             result.orphans.append(taId)
@@ -306,6 +311,34 @@ def _size(contentStore: IContentStore, taId: str) -> Optional[int]:
 
 def _empty(contentStore: IContentStore, taId: str) -> bool:
     return _size(contentStore, taId) == 0
+
+
+#: the transaction id in smx's Received: header (App. C.3)
+_RECEIVED_ID = re.compile(rb"\sid (\S+?);")
+
+
+def _anotherMessage(contentStore: IContentStore, taId: str) -> bool:
+    """
+    Does the content stored under C{taId} begin with the C{Received:}
+    header smx wrote for another transaction?  Then it is a removed
+    content whose file a writer took for C{taId} (L{smx.queue.cdb}) and
+    died before writing to it.
+    """
+    try:
+        with contentStore.open(taId) as f:
+            head = f.read(2048)
+    except (KeyError, OSError):
+        return False
+    lines = head.split(b"\n")
+    if not lines[0].lower().startswith(b"received:"):
+        return False
+    field = [lines[0]]
+    for line in lines[1:]:
+        if line[:1] not in (b" ", b"\t"):
+            break
+        field.append(line)
+    found = _RECEIVED_ID.search(b" ".join(field))
+    return found is not None and found.group(1) != taId.encode()
 
 
 def _unacknowledged(

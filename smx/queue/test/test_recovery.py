@@ -244,6 +244,26 @@ class RecoverQueueTests(unittest.TestCase):
         self.assertEqual(list(result.transactions), [B])
         self.assertEqual(result.transactions[B].contentCrc, zlib.crc32(CONTENT))
 
+    def test_recycledNeverWritten(self):
+        """
+        A content without an envelope that begins with smx's C{Received:}
+        header of another transaction is a recycled file whose writer died
+        before writing to it: it is removed, not reported.  One whose
+        header names its own transaction is reported and kept.
+        """
+        received = (
+            "Received: from client.test ([127.0.0.1])\r\n"
+            "\tby smx.test (smx 0.1.0) with ESMTP\r\n"
+            "\tid %s; Tue, 01 Dec 2026 23:55:01 +0000\r\n"
+        )
+        self.content(A, (received % (B,)).encode() + CONTENT)
+        self.content(B, (received % (B,)).encode() + CONTENT)
+        result = self.recover()
+        self.assertIn(A, result.finished)
+        self.assertEqual(result.orphans, [B])
+        [problem] = self.problems
+        self.assertIn(B, problem)
+
     def test_recycledContentAfterAttempt(self):
         """
         Once a delivery was attempted the content had been committed: a
