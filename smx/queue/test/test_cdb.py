@@ -427,6 +427,19 @@ def pooledStore(case):
     )
 
 
+def assertFinishFailsOverExisting(case, store, ta):
+    """
+    With a file already at C{ta}'s path (holding C{b"other"}), the
+    C{finish} of a writer for C{ta} raises C{EEXIST}.
+    """
+    with open(store.path(ta), "wb") as f:
+        f.write(b"other")
+    w = store.createWriter(ta)
+    w.write(b"x")
+    e = case.assertRaises(OSError, w.finish)
+    case.assertEqual(e.errno, errno.EEXIST)
+
+
 class PooledStoreTests(unittest.TestCase):
     """
     L{cdb.FileContentStore} with a thread pool: small content is written
@@ -760,12 +773,7 @@ class SyncedByQueueManagerTests(unittest.TestCase):
         A file that could not be created (here: one that exists) makes
         C{finish} raise, and the existing file is left alone.
         """
-        with open(self.store.path(TA), "wb") as f:
-            f.write(b"other")
-        w = self.store.createWriter(TA)
-        w.write(b"x")
-        e = self.assertRaises(OSError, w.finish)
-        self.assertEqual(e.errno, errno.EEXIST)
+        assertFinishFailsOverExisting(self, self.store, TA)
         self.assertEqual(self.store.size(TA), 5)
         self.assertEqual(self.store.bytesInFlight, 0)
 
@@ -984,12 +992,7 @@ class RecycleTests(unittest.TestCase):
         """
         self._write(TA, b"x")
         self.store.remove(TA)
-        with open(self.store.path(TA2), "wb") as f:
-            f.write(b"other")
-        w = self.store.createWriter(TA2)
-        w.write(b"y")
-        e = self.assertRaises(OSError, w.finish)
-        self.assertEqual(e.errno, errno.EEXIST)
+        assertFinishFailsOverExisting(self, self.store, TA2)
         self.assertEqual(self._read(TA2), b"other")
 
     def test_withoutRenameat2(self):
