@@ -646,13 +646,17 @@ class SmxSplit(MTA):
         raise RuntimeError("split smx: not every component started")
 
     def queuedFiles(self) -> int:
-        """The number of CDB files in the queue (16 directories)."""
+        """
+        The number of contents in the queue (16 directories; not the
+        C{.free.} files kept for reuse).
+        """
         n = 0
         for sub in "0123456789ABCDEF":
             try:
-                n += len(os.listdir(os.path.join(self.queue, sub)))
+                names = os.listdir(os.path.join(self.queue, sub))
             except OSError:
-                pass
+                continue
+            n += sum(1 for name in names if not name.startswith("."))
         return n
 
     def stop(self) -> None:

@@ -128,6 +128,8 @@ RECYCLE_PER_DIRECTORY = 32
 #: doubled each time a listing finds none, or still enough
 LIST_DELAY_MIN = 0.01
 LIST_DELAY_MAX = 1.0
+#: seconds without a file kept for reuse after which the kept ones go
+PURGE_AFTER = 10.0
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -743,6 +745,9 @@ class FileContentStore:
         self._countDelay = {}  # type: Dict[str, float]
         #: the clock of the listings and counts (tests)
         self.clock = time.monotonic
+        #: when a removed file was last kept for reuse (L{clock}), or
+        #: C{None} since the last L{purgeFree}
+        self.lastKept = None  # type: Optional[float]
         #: the files of the unlink job under way in the pool
         self._handed = []  # type: List[str]
         #: content jobs (create, write and sync) running in the thread pool
@@ -956,7 +961,46 @@ class FileContentStore:
         free = FREE_PREFIX + name
         os.rename(path, os.path.join(directory, free))
         self._freeCount[directory] = count + 1
+        self.lastKept = self.clock()
         return free
+
+    def purgeIfIdle(self) -> None:
+        """
+        L{purgeFree}, in the thread pool, if a file was kept for reuse and
+        none for L{PURGE_AFTER} seconds.
+        """
+        if self.lastKept is None or self.clock() - self.lastKept < PURGE_AFTER:
+            return
+        if self._unlinking:
+            # a removal job under way may keep files: next time
+            return
+        self._free = {}
+        if self.threadPool is None:
+            self.purgeFree()
+            return
+        self._unlinking = True
+        d = threads.deferToThreadPool(self.reactor, self.threadPool, self.purgeFree)
+        d.addBoth(self._unlinked)
+
+    def purgeFree(self) -> None:
+        """
+        Unlink every file kept for reuse (not those a writer took
+        meanwhile).  In the removal job's thread, or with none running.
+        """
+        self.lastKept = None
+        for name in DIRECTORIES:
+            directory = os.path.join(self.baseDirectory, name)
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            for entry in names:
+                if entry.startswith(FREE_PREFIX):
+                    try:
+                        _unlink(os.path.join(directory, entry))
+                    except OSError:
+                        pass
+            self._freeCount[directory] = 0
 
     def path(self, transactionId):
         return os.path.join(
@@ -1099,13 +1143,33 @@ class ContentStoreService(service.Service):
     Removes, when it stops, the content files still waiting to be removed
     (L{FileContentStore.flushRemovals}).  Put it before the services that
     use the store in their parent, so that it stops after them.
+
+    Removes the files its store kept for reuse once it kept none for
+    L{PURGE_AFTER} seconds (no mail was delivered meanwhile), and when it
+    stops: no old content lingers in a queue at rest.
     """
 
     name = "cdb"
 
     def __init__(self, store: FileContentStore) -> None:
         self.store = store
+        self._purge = None  # type: Any
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        if self.store.reactor is not None:
+            from twisted.internet import task
+
+            self._purge = task.LoopingCall(self.store.purgeIfIdle)
+            self._purge.clock = self.store.reactor
+            self._purge.start(PURGE_AFTER, now=False)
 
     def stopService(self) -> None:
         service.Service.stopService(self)
+        if self._purge is not None and self._purge.running:
+            self._purge.stop()
+        self._purge = None
         self.store.flushRemovals()
+        if self.store.lastKept is not None:
+            self.store._free = {}
+            self.store.purgeFree()

@@ -1014,6 +1014,38 @@ class RecycleTests(unittest.TestCase):
         self.assertFalse(self.store.exists(TA2))
         self.assertEqual(self._free(), [cdb.FREE_PREFIX + TA2])
 
+    def test_purgedWhenIdle(self):
+        """
+        L{cdb.ContentStoreService} removes the kept files once none was
+        kept for L{cdb.PURGE_AFTER} seconds, and when it stops.
+        """
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        self.store.reactor = clock
+        self.store.clock = clock.seconds
+        service = cdb.ContentStoreService(self.store)
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        self._write(TA, b"x")
+        self.store.remove(TA)
+        clock.advance(cdb.PURGE_AFTER / 2)
+        self._write(TA2, b"y")
+        self.store.remove(TA2)
+        clock.advance(cdb.PURGE_AFTER / 2)
+        self.assertEqual(len(self._free()), 1)
+        clock.advance(cdb.PURGE_AFTER)
+        self.assertEqual(self._free(), [])
+        self.assertIsNone(self.store.lastKept)
+        # then new files, and more kept
+        w = self._write(TA3, b"z")
+        self.assertFalse(w.recycled)
+        self.store.remove(TA3)
+        self.assertEqual(self._free(), [cdb.FREE_PREFIX + TA3])
+        service.stopService()
+        self.assertEqual(self._free(), [])
+        self.assertEqual(os.listdir(self.directory), [])
+
     def test_pooledRemoval(self):
         """
         With a thread pool, removals are recycled in the pool, and this
@@ -1027,16 +1059,35 @@ class RecycleTests(unittest.TestCase):
         store.remove(TA)
         from twisted.internet import reactor, task
 
-        def check():
+        def idle():
             if store._unlinking:
-                return task.deferLater(reactor, 0.005, check)
-            self.patch(cdb.os, "listdir", lambda p: self.fail("listed"))
-            w = store.createWriter(TA2)
-            self.assertTrue(w.recycled)
-            w.finish()
+                return task.deferLater(reactor, 0.005, idle)
             return None
 
-        return check()
+        def taken(_):
+            with self.patch(cdb.os, "listdir", lambda p: self.fail("listed")):
+                w = store.createWriter(TA2)
+            self.assertTrue(w.recycled)
+            w.finish()
+            store.remove(TA2)
+            return idle()
+
+        def purged(_):
+            self.assertEqual(
+                os.listdir(os.path.dirname(store.path(TA2))),
+                [cdb.FREE_PREFIX + TA2],
+            )
+            # idle long enough: purged in the pool
+            store.lastKept -= cdb.PURGE_AFTER
+            store.purgeIfIdle()
+            self.assertTrue(store._unlinking)
+            return idle().addCallback(
+                lambda _: self.assertEqual(
+                    os.listdir(os.path.dirname(store.path(TA2))), []
+                )
+            )
+
+        return idle().addCallback(taken).addCallback(purged)
 
 
 class ContentSyncTests(unittest.TestCase):
