@@ -56,7 +56,9 @@ DESCRIPTION
     block is allocated or freed, so there is nothing to journal beyond the
     size and times, and nothing to discard (measured on this project's
     ext4 with C{discard}: half the time and CPU per message synced).
-    Names starting with a dot are not contents (L{transactionIds}).
+    Names starting with a dot are not contents (L{transactionIds}).  The
+    kept files are removed once none was kept for L{PURGE_AFTER} seconds,
+    and when the store's service stops (L{ContentStoreService}).
     Two guards keep an old message from ever going out as a new one:
 
       - readers (L{open}) take a shared C{flock} and check that the path
