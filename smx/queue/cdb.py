@@ -131,7 +131,7 @@ RECYCLE_PER_DIRECTORY = 32
 LIST_DELAY_MIN = 0.01
 LIST_DELAY_MAX = 1.0
 #: seconds without a file kept for reuse after which the kept ones go
-PURGE_AFTER = 10.0
+PURGE_AFTER = 2.0
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
