@@ -10,12 +10,14 @@ RFC 5321 §4.4, RFC 3848)::
 
 The client name is shown only when it is known (the C{access} flag makes
 SMTPS look it up); otherwise the parenthesis holds C{[CLIENT-ADDR]} alone.
-The TLS line is present only while TLS is active.
+The TLS line is present only while TLS is active.  L{receivedId} reads
+the id back from a stored content (recovery, L{smx.queue.recovery}).
 """
 
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from typing import Optional
 
@@ -99,3 +101,25 @@ def receivedHeader(
     date = _date(time.time() if now is None else now)
     lines.append("\tid %s; %s" % (transactionId, date))
     return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")
+
+
+#: the transaction id of the header's last line (L{receivedHeader})
+_ID = re.compile(rb"\sid (\S+?);")
+
+
+def receivedId(content: bytes) -> Optional[str]:
+    """
+    The transaction id in the C{Received:} header that begins C{content}
+    (as L{receivedHeader} writes it: C{id ID;}), or C{None} when content
+    does not begin with such a header.
+    """
+    lines = content.split(b"\n")
+    if not lines[0].lower().startswith(b"received:"):
+        return None
+    field = [lines[0]]
+    for line in lines[1:]:
+        if line[:1] not in (b" ", b"\t"):
+            break
+        field.append(line)
+    found = _ID.search(b" ".join(field))
+    return found.group(1).decode("ascii", "replace") if found else None

@@ -560,7 +560,8 @@ class ContentWriter:
         if self._error is not None or self._done:
             return
         self._buffer.append(data)
-        self._crc = zlib.crc32(data, self._crc)
+        if self.recycled:
+            self._crc = zlib.crc32(data, self._crc)
         self._buffered += len(data)
         self._store.bytesInFlight += len(data)
         self.size += len(data)
@@ -740,15 +741,15 @@ class FileContentStore:
         self._nextListing = {}  # type: Dict[str, float]
         self._listDelay = {}  # type: Dict[str, float]
         #: per CDB directory: free files it holds (as far as removals
-        #: know: writers take them meanwhile), and when they were counted
-        #: (the removal job's thread)
+        #: know: writers take them meanwhile), when it may be counted
+        #: again and the delay after that (the removal job's thread)
         self._freeCount = {}  # type: Dict[str, int]
         self._nextCount = {}  # type: Dict[str, float]
         self._countDelay = {}  # type: Dict[str, float]
         #: the clock of the listings and counts (tests)
         self.clock = time.monotonic
         #: when a removed file was last kept for reuse (L{clock}), or
-        #: C{None} since the last L{purgeFree}
+        #: C{None} since the last purge
         self.lastKept = None  # type: Optional[float]
         #: the files of the unlink job under way in the pool
         self._handed = []  # type: List[str]
@@ -968,7 +969,7 @@ class FileContentStore:
 
     def purgeIfIdle(self) -> None:
         """
-        L{purgeFree}, in the thread pool, if a file was kept for reuse and
+        L{purgeKept}, in the thread pool, if a file was kept for reuse and
         none for L{PURGE_AFTER} seconds.
         """
         if self.lastKept is None or self.clock() - self.lastKept < PURGE_AFTER:
@@ -976,15 +977,20 @@ class FileContentStore:
         if self._unlinking:
             # a removal job under way may keep files: next time
             return
-        self._free = {}
         if self.threadPool is None:
-            self.purgeFree()
+            self.purgeKept()
             return
+        self._free = {}
         self._unlinking = True
-        d = threads.deferToThreadPool(self.reactor, self.threadPool, self.purgeFree)
+        d = threads.deferToThreadPool(self.reactor, self.threadPool, self._purge)
         d.addBoth(self._unlinked)
 
-    def purgeFree(self) -> None:
+    def purgeKept(self) -> None:
+        """Unlink every file kept for reuse, now, in the calling thread."""
+        self._free = {}
+        self._purge()
+
+    def _purge(self) -> None:
         """
         Unlink every file kept for reuse (not those a writer took
         meanwhile).  In the removal job's thread, or with none running.
@@ -1173,5 +1179,4 @@ class ContentStoreService(service.Service):
         self._purge = None
         self.store.flushRemovals()
         if self.store.lastKept is not None:
-            self.store._free = {}
-            self.store.purgeFree()
+            self.store.purgeKept()

@@ -60,10 +60,10 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Dict, List, Optional, Set, Union
 
 from smx.interfaces import IContentStore
+from smx.mail.received import receivedId
 from smx.queue import ibdb
 from smx.queue.defedb import CheckpointedDEFEDB, DeferredEnvelopeDB
 from smx.queue.envelope import FINAL, Recipient, Transaction
@@ -300,21 +300,24 @@ def mergeDefedb(
     return result
 
 
-def _size(contentStore: IContentStore, taId: str) -> Optional[int]:
-    """The size of the content of C{taId}, C{None} if it cannot be read."""
+def _ask(contentStore: IContentStore, what: str, taId: str) -> Optional[int]:
+    """
+    The C{size} or C{crc} of the content of C{taId}, C{None} if it cannot
+    be read (neither is part of IContentStore: a store without them
+    answers C{None}).
+    """
     try:
-        # size is not part of IContentStore: a store without it answers None
-        return int(getattr(contentStore, "size")(taId))
+        return int(getattr(contentStore, what)(taId))
     except (KeyError, OSError, AttributeError):
         return None
 
 
+def _size(contentStore: IContentStore, taId: str) -> Optional[int]:
+    return _ask(contentStore, "size", taId)
+
+
 def _empty(contentStore: IContentStore, taId: str) -> bool:
     return _size(contentStore, taId) == 0
-
-
-#: the transaction id in smx's Received: header (App. C.3)
-_RECEIVED_ID = re.compile(rb"\sid (\S+?);")
 
 
 def _anotherMessage(contentStore: IContentStore, taId: str) -> bool:
@@ -329,16 +332,8 @@ def _anotherMessage(contentStore: IContentStore, taId: str) -> bool:
             head = f.read(2048)
     except (KeyError, OSError):
         return False
-    lines = head.split(b"\n")
-    if not lines[0].lower().startswith(b"received:"):
-        return False
-    field = [lines[0]]
-    for line in lines[1:]:
-        if line[:1] not in (b" ", b"\t"):
-            break
-        field.append(line)
-    found = _RECEIVED_ID.search(b" ".join(field))
-    return found is not None and found.group(1) != taId.encode()
+    found = receivedId(head)
+    return found is not None and found != taId
 
 
 def _unacknowledged(
@@ -360,15 +355,8 @@ def _unacknowledged(
     if ta.contentCrc is None:
         return False
     # not the content written (unreadable: kept, and reported if missing)
-    crc = _crc(contentStore, ta.id)
+    crc = _ask(contentStore, "crc", ta.id)
     return crc is not None and crc != ta.contentCrc
-
-
-def _crc(contentStore: IContentStore, taId: str) -> Optional[int]:
-    try:
-        return int(getattr(contentStore, "crc")(taId))
-    except (KeyError, OSError, AttributeError):
-        return None
 
 
 def _fromDefedb(ta: Transaction, data: Dict[str, Any]) -> None:

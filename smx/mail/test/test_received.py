@@ -5,7 +5,7 @@ Tests for L{smx.mail.received}: the App. C.3 header.
 
 from twisted.trial import unittest
 
-from smx.mail.received import protocolName, receivedHeader
+from smx.mail.received import protocolName, receivedHeader, receivedId
 
 
 class ReceivedTests(unittest.TestCase):
@@ -42,6 +42,24 @@ class ReceivedTests(unittest.TestCase):
         lines = header.split(b"\r\n")
         self.assertEqual(lines[0], b"Received: from c (localhost [IPv6:::1])")
         self.assertEqual(lines[2], b"\t(TLS=TLSv1.3, cipher=X, bits=256, verify=NO)")
+
+    def test_idReadBack(self):
+        """
+        L{receivedId} reads the id back from a content beginning with the
+        header, with or without the TLS line; a content beginning with
+        anything else has none.
+        """
+        for tls in (
+            None,
+            {"version": "TLSv1.3", "cipher": "X", "bits": 1, "verify": "NO"},
+        ):
+            header = receivedHeader(
+                "c", "127.0.0.1", "mx.test", "ESMTP", "S00AB01", tlsInfo=tls, now=0
+            )
+            content = header + b"Subject: id S999; x\r\n\r\nbody\r\n"
+            self.assertEqual(receivedId(content), "S00AB01")
+        self.assertIsNone(receivedId(b"Subject: id S1; x\r\n\r\nbody\r\n"))
+        self.assertIsNone(receivedId(b"Received: from x by y; date\r\nid S1;\r\n"))
 
     def test_dateOfEachSecond(self):
         """

@@ -1003,6 +1003,33 @@ class RecycleTests(unittest.TestCase):
         self.assertEqual(self._free(), [])
         self.assertFalse(self._write(TA2, b"y").recycled)
 
+    def test_recycledOnFullDisk(self):
+        """
+        A recycled file that must grow on a full file system (a real tmpfs,
+        root only): C{finish} raises C{ENOSPC}, nothing is left under the
+        transaction's name, the file is kept for reuse again, and the next
+        writer that fits in it writes its content whole.
+        """
+        from smx.queue.test.tmpfs import fill, mountTmpfs
+
+        self.base = os.path.join(mountTmpfs(self, "2m"), "cdb")
+        self.store = self._store()
+        self.directory = os.path.dirname(self.store.path(TA))
+        self._write(TA, b"old" * 100)
+        self.store.remove(TA)
+        filler = fill(self.base)
+        self.addCleanup(os.unlink, filler)
+        w = self.store.createWriter(TA2)
+        self.assertTrue(w.recycled)
+        w.write(b"x" * 65536)
+        e = self.assertRaises(OSError, w.finish)
+        self.assertEqual(e.errno, errno.ENOSPC)
+        self.assertFalse(self.store.exists(TA2))
+        self.assertEqual(self._free(), [cdb.FREE_PREFIX + TA2])
+        w = self._write(TA3, b"new")
+        self.assertTrue(w.recycled)
+        self.assertEqual(self._read(TA3), b"new")
+
     def test_abortedRecycled(self):
         """A recycled file given up is kept for reuse again."""
         self._write(TA, b"x")
