@@ -6,6 +6,7 @@ process it started, never one that got its pid since.
 
 import signal
 import subprocess
+import time
 
 from twisted.trial import unittest
 
@@ -18,10 +19,23 @@ class IdentityTests(unittest.TestCase):
     """
 
     def sleeper(self) -> subprocess.Popen:
+        """
+        A C{sleep} process, returned once it runs C{sleep}: until the
+        child has called exec its command is still that of this process.
+        """
         process = subprocess.Popen(["sleep", "30"])
         self.addCleanup(process.wait)
         self.addCleanup(process.kill)
+        deadline = time.monotonic() + 10
+        while self.command(process.pid) != "sleep":
+            self.assertLess(time.monotonic(), deadline, "sleep never started")
+            time.sleep(0.01)
         return process
+
+    @staticmethod
+    def command(pid: int) -> str:
+        with open("/proc/%d/comm" % (pid,)) as f:
+            return f.read().strip()
 
     def test_signalled(self):
         """
