@@ -313,17 +313,13 @@ class ActiveQueue:
             dbg.debug(self.logger, dbg.CONN, 1, ss_ta=attempt.ta.id, wait=dest)
 
     def _waitExpired(self, attempt: _Attempt, group: _Group, dest: str) -> None:
+        reply = "451 4.4.5 too many concurrent deliveries to %s" % (dest,)
         for r, address in group.members:
-            self._record(
-                attempt,
-                r,
-                address,
-                TEMP,
-                451,
-                "451 4.4.5 too many concurrent deliveries to %s" % (dest,),
-                None,
-                "connect",
-            )
+            self._record(attempt, r, address, TEMP, 451, reply, None, "connect")
+        # deferred, and tried again as soon as dest has room
+        self.destinations.park(
+            dest, [(dest, attempt.ta.id, r.index, reply) for r, _ in group.members]
+        )
         self._groupDone(attempt)
 
     def _suspend(self, attempt: _Attempt, group: _Group, reply: str) -> None:

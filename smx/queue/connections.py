@@ -193,6 +193,11 @@ class SlowStart:
         entry = self._entry(address)
         return entry.open < entry.limit
 
+    def room(self, address: str) -> int:
+        """How many more deliveries to C{address} may start now."""
+        entry = self._entry(address)
+        return max(0, entry.limit - entry.open)
+
     def opened(self, address: str) -> None:
         """A delivery to C{address} started."""
         entry = self._entry(address)

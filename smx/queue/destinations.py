@@ -10,6 +10,7 @@ SYNOPSIS
     queues.done(dest, success)           # a delivery to dest ended
     queues.release(dest)                 # it started, but did not go to dest
     queues.waiting(dest)                 # how many wait for dest
+    queues.park(dest, entries)           # expired: retry when dest has room
     queues.stop()
 
 DESCRIPTION
@@ -29,6 +30,15 @@ DESCRIPTION
     there after all (its route set was suspended meanwhile, see
     L{smx.queue.connections.SlowStart.suspended}).
 
+    The recipients of an expired transaction are deferred, but not for
+    C{retry_min_delay}: the scheduler parks them here (L{park}), and
+    when a delivery to their destination ends and nobody waits for it,
+    as many as the destination has room for are handed to C{onRoom},
+    which tries them again at once.  So a destination that was only
+    slow, or whose deliveries waited for an SMTPC process that was
+    restarting, takes its mail at its own pace, without a wait that
+    could expire again; one that takes nothing keeps it deferred.
+
 CONFIGURATION PARAMETERS
     wait_for_server; smtpc_initial_connections, smtpc_max_connections and
     the conf map entries of slow start (C{oci:}, C{ocm:}, C{octo:}).
@@ -43,13 +53,17 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import collections
-from typing import Callable, Deque, Dict, List, Optional, Set
+from typing import Any, Callable, Deque, Dict, List, Optional, Set
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from smx.queue.connections import SlowStart
 
 Action = Callable[[], None]
+
+#: the most expired entries parked per destination (the oldest go first;
+#: they are retried at their next-time-to-try as any deferred recipient)
+MAX_PARKED = 100000
 
 
 class _Waiter:
@@ -67,6 +81,8 @@ class DestinationQueues:
 
     @ivar slowStart: the L{smx.queue.connections.SlowStart}.
     @ivar waitForServer: seconds a transaction waits (C{wait_for_server}).
+    @ivar onRoom: called with a list of parked entries (L{park}) when
+        their destination has room for them.
     """
 
     def __init__(self, clock: IReactorTime, slowStart: SlowStart, waitForServer: float):
@@ -76,6 +92,8 @@ class DestinationQueues:
         self._queues = {}  # type: Dict[str, Deque[_Waiter]]
         #: the destinations whose waiting transactions are being started
         self._starting = set()  # type: Set[str]
+        self._parked = {}  # type: Dict[str, Deque[Any]]
+        self.onRoom = None  # type: Optional[Callable[[List[Any]], None]]
 
     def request(self, dest: str, start: Action, expire: Action) -> bool:
         """
@@ -141,8 +159,35 @@ class DestinationQueues:
             if queue is not None and not queue and self._queues.get(dest) is queue:
                 # (a delivery started above may have ended and emptied it)
                 del self._queues[dest]
+            if dest in self._parked and dest not in self._queues:
+                self._unpark(dest)
         finally:
             self._starting.discard(dest)
+
+    def park(self, dest: str, entries: List[Any]) -> None:
+        """
+        Keep C{entries} (the recipients of a transaction whose wait for
+        C{dest} expired, in the form C{onRoom} takes) for C{onRoom}, once
+        C{dest} has room and nobody waits for it.
+        """
+        parked = self._parked.get(dest)
+        if parked is None:
+            parked = self._parked[dest] = collections.deque(maxlen=MAX_PARKED)
+        parked.extend(entries)
+
+    def _unpark(self, dest: str) -> None:
+        parked = self._parked[dest]
+        n = min(self.slowStart.room(dest), len(parked))
+        if n <= 0 or self.onRoom is None:
+            return
+        batch = [parked.popleft() for _ in range(n)]
+        if not parked:
+            del self._parked[dest]
+        self.onRoom(batch)
+
+    def parked(self, dest: str) -> int:
+        """@return: how many entries are parked for C{dest}."""
+        return len(self._parked.get(dest) or ())
 
     def waiting(self, dest: Optional[str] = None) -> int:
         """
@@ -157,6 +202,7 @@ class DestinationQueues:
         """Forget the waiting transactions and cancel their timers."""
         queues = list(self._queues.values())  # type: List[Deque[_Waiter]]
         self._queues = {}
+        self._parked = {}
         for queue in queues:
             for waiter in queue:
                 if waiter.timer is not None and waiter.timer.active():

@@ -117,6 +117,7 @@ class Scheduler:
         self.deferred = 0
         self.waiting = WaitingQueue()
         self.destinations = DestinationQueues(clock, slowStart, s.waitForServer)
+        self.destinations.onRoom = self._retryParked
         self.activeQueue = ActiveQueue(
             clock,
             resolver,
@@ -226,6 +227,26 @@ class Scheduler:
         @return: the number of recipients requeued.
         """
         return self.retries.flush(ta)
+
+    def _retryParked(self, entries: List[Tuple[str, str, int, str]]) -> None:
+        """
+        Try again now the recipients whose wait for a slot of their
+        destination expired (L{DestinationQueues.park}), the destination
+        having room: those still deferred with that reply.  One whose
+        transaction is still in AQ (another of its destinations is being
+        delivered) is parked again.
+        """
+        now = self.clock.seconds()
+        for dest, taId, index, reply in entries:
+            ta = self.store.transactions.get(taId)
+            r = ta.recipients.get(index) if ta is not None else None
+            if ta is None or r is None:
+                continue
+            if r.state == "active":
+                self.destinations.park(dest, [(dest, taId, index, reply)])
+            elif r.state == "deferred" and r.reply == reply and r.nextTry > now:
+                r.nextTry = now
+                self.retries.retryAt(ta, r)
 
     def sendBounce(self, ta: Transaction) -> None:
         """

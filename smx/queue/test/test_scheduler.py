@@ -605,6 +605,46 @@ class SlowStartTests(SchedulerTestMixin, unittest.TestCase):
         )
         self.assertEqual(len(self.agent.pending), 1)
 
+    def test_expiredRetriedWhenFree(self):
+        """
+        A recipient whose wait expired is deferred, but tried again as
+        soon as a delivery to its destination ends and nobody waits, not
+        after C{retry_min_delay}; it is then delivered.
+        """
+        self.queue()
+        ta = self.queue()
+        self.clock.advance(30)
+        r = ta.recipients[0]
+        self.assertEqual(r.state, "deferred")
+        self.assertGreater(r.nextTry, self.clock.seconds() + 60)
+        tx, d = self.agent.pending.pop()
+        d.callback(self.agent.results(tx))
+        self.clock.advance(0)
+        self.assertEqual(r.state, "active")
+        tx, d = self.agent.pending.pop()
+        self.assertEqual(tx["ss_ta"], ta.id)
+        d.callback(self.agent.results(tx))
+        self.assertEqual(r.state, "delivered")
+        self.assertEqual(self.scheduler.destinations.parked("127.0.0.2"), 0)
+
+    def test_expiredFailsAgain(self):
+        """
+        A parked recipient that is no longer deferred with the expiry's
+        reply (tried meanwhile, failed otherwise) is left to its own
+        next-time-to-try.
+        """
+        self.queue()
+        ta = self.queue()
+        self.clock.advance(30)
+        r = ta.recipients[0]
+        r.reply = "451 4.4.1 something else"
+        nextTry = r.nextTry
+        tx, d = self.agent.pending.pop()
+        d.callback(self.agent.results(tx))
+        self.clock.advance(0)
+        self.assertEqual((r.state, r.nextTry), ("deferred", nextTry))
+        self.assertEqual(self.agent.pending, [])
+
 
 class WaitingQueueTests(unittest.TestCase):
     """
@@ -805,6 +845,39 @@ class DestinationQueuesTests(unittest.TestCase):
         self.assertEqual(self.queues.waiting(), 0)
         self.queues.done("a", True)
         self.assertEqual(len(self.events), 2)
+
+    def test_parkedWhenRoom(self):
+        """
+        Parked entries go to C{onRoom} when a delivery to their
+        destination ends and nobody waits for it, as many as it has room
+        for; not while others wait.
+        """
+        rooms = []
+        self.queues.onRoom = rooms.append
+        self.request("a", 1)
+        self.request("a", 2)
+        self.request("a", 3)
+        self.queues.park("a", ["w", "x", "y", "z"])
+        self.assertEqual(self.queues.parked("a"), 4)
+        # 1 ends, the limit grows to 2: 2 and 3 start, none waits
+        self.queues.done("a", True)
+        self.assertEqual(rooms, [])
+        # 2 ends: room for one
+        self.queues.done("a", True)
+        self.assertEqual(rooms, [["w"]])
+        # 3 ends: room for two
+        self.queues.done("a", True)
+        self.assertEqual(rooms, [["w"], ["x", "y"]])
+        self.assertEqual(self.queues.parked("a"), 1)
+        self.request("a", 4)
+        self.request("a", 5)
+        self.request("a", 6)
+        # 4 ends and 6 starts: full again
+        self.queues.done("a", True)
+        self.assertEqual(len(rooms), 2)
+        self.queues.done("a", True)
+        self.assertEqual(rooms[-1], ["z"])
+        self.assertEqual(self.queues.parked("a"), 0)
 
     def test_stop(self):
         """
