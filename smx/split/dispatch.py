@@ -100,6 +100,10 @@ class FastCommand(amp.Command):
     docstring); the same boxes, the same errors.
     """
 
+    #: send the answer at once (L{sendNow}) instead of at the reactor's
+    #: next turn: for an answer whose loss costs more than a write
+    answerAtOnce = False
+
     @classmethod
     def _tables(cls) -> Tuple[_Table, _Table, frozenset]:
         tables = cls.__dict__.get("_fastTables")
@@ -145,6 +149,24 @@ class FastCommand(amp.Command):
     @classmethod
     def makeResponse(cls, objects: Dict[str, Any], proto: Any) -> Any:
         return _make(cls._tables()[1], objects, cls.responseType(), proto)
+
+
+def sendNow(proto: Any) -> None:
+    """
+    Write what C{proto}'s transport holds now instead of at the reactor's
+    next turn (L{twisted.internet.abstract.FileDescriptor.doWrite}).
+    """
+    transport: Any = getattr(proto, "transport", None)
+    doWrite = getattr(transport, "doWrite", None)
+    if (
+        doWrite is None
+        or not getattr(transport, "connected", False)
+        or transport.disconnecting
+        or getattr(transport, "_writeDisconnecting", False)
+    ):
+        return
+    # an error is the reactor's to find on its next write
+    doWrite()
 
 
 class LeanDispatch:
@@ -193,6 +215,8 @@ class LeanDispatch:
         if tag is not None:  # else one-way: nothing to answer
             answer[amp.ANSWER] = tag
             ampSendAnswer(self, answer)
+            if getattr(command, "answerAtOnce", False):
+                sendNow(self)
 
     def _failed(self, reason: Failure, box: Any, command: Any) -> None:
         self._asAMP(box, command, fail(reason))
@@ -214,4 +238,4 @@ class LeanDispatch:
         return maybeDeferred(doit, box)
 
 
-__all__ = ["FastCommand", "LeanDispatch"]
+__all__ = ["FastCommand", "LeanDispatch", "sendNow"]

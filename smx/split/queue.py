@@ -74,6 +74,7 @@ from zope.interface import implementer
 from smx.interfaces import IQueueManager, QueueManagerUnavailable
 from smx.log import Logger
 from smx.split import commands as c
+from smx.split.dispatch import sendNow
 from smx.split.peer import GONE, PeerConnection, PeerUnavailable, QuietAMP
 from smx.values import Envelope, Reply, checked
 
@@ -81,24 +82,6 @@ from smx.values import Envelope, Reply, checked
 SESSION_UNAVAILABLE = Reply(421, "4.3.2", "Service not available, try again later")
 #: SMTPS's answer to MAIL while QMGR cannot be reached
 TRANSACTION_UNAVAILABLE = Reply(451, "4.3.0", "Temporary failure, try again later")
-
-
-def _sendNow(proto: Any) -> None:
-    """
-    Write what C{proto}'s transport holds now instead of at the reactor's
-    next turn (L{twisted.internet.abstract.FileDescriptor.doWrite}).
-    """
-    transport: Any = getattr(proto, "transport", None)
-    doWrite = getattr(transport, "doWrite", None)
-    if (
-        doWrite is None
-        or not getattr(transport, "connected", False)
-        or transport.disconnecting
-        or getattr(transport, "_writeDisconnecting", False)
-    ):
-        return
-    # an error is the reactor's to find on its next write
-    doWrite()
 
 
 def _plain(value: Any) -> Any:
@@ -441,7 +424,7 @@ class QueueManagerProxy(service.MultiService):
         d.addErrback(lambda f: None)
         # on the wire before SMTPS's last reply to the client, whose next
         # session (perhaps through another SMTPS) must not find it open
-        _sendNow(self.peer.protocol)
+        sendNow(self.peer.protocol)
         return None
 
     def checkAcceptance(self, size, sessionId=None):

@@ -5,6 +5,7 @@ Twisted's AMP, for every way a responder can answer.
 """
 
 from twisted.internet import defer
+from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
 from twisted.test import iosim
 from twisted.trial import unittest
@@ -40,6 +41,12 @@ class Fast(FastCommand):
 class OneWay(FastCommand):
     arguments = [(b"n", amp.Integer())]
     requiresAnswer = False
+
+
+class AtOnce(FastCommand):
+    arguments = [(b"n", amp.Integer())]
+    response = [(b"n", amp.Integer())]
+    answerAtOnce = True
 
 
 ARGS = {
@@ -127,6 +134,13 @@ def serverClass(lean):
         def oneWay(self, n):
             calls.append(n)
             return {}
+
+        @AtOnce.responder
+        def atOnce(self, n):
+            if n:
+                return {"n": n}
+            self.later = defer.Deferred()
+            return self.later
 
     if lean:
         Server = type("LeanServer", (LeanDispatch, Server), {})
@@ -226,3 +240,50 @@ class LeanDispatchTests(unittest.TestCase):
             client.callRemote(Other).addBoth(outcome.append)
             pump.flush()
             self.assertIsInstance(outcome[0].value, amp.UnhandledCommand)
+
+
+class _WritingTransport(StringTransport):
+    """Counts the writes made now (C{doWrite}) and what was held then."""
+
+    connected = True
+
+    def __init__(self):
+        StringTransport.__init__(self)
+        self.flushed = []
+
+    def doWrite(self):
+        self.flushed.append(self.value())
+
+
+class AnswerAtOnceTests(unittest.TestCase):
+    """
+    The answer of a command with C{answerAtOnce} is written at once, not
+    at the reactor's next turn; other answers wait for it.
+    """
+
+    def server(self):
+        server, _ = serverClass(True)
+        proto = server()
+        transport = _WritingTransport()
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def test_atOnce(self):
+        proto, transport = self.server()
+        proto.ampBoxReceived(amp.AmpBox(n=b"3", _ask=b"1", _command=b"AtOnce"))
+        self.assertEqual(len(transport.flushed), 1)
+        self.assertIn(b"_answer", transport.flushed[0])
+        # later: when the answer is made
+        proto.ampBoxReceived(amp.AmpBox(n=b"0", _ask=b"2", _command=b"AtOnce"))
+        self.assertEqual(len(transport.flushed), 1)
+        proto.later.callback({"n": 9})
+        self.assertEqual(len(transport.flushed), 2)
+
+    def test_notOthers(self):
+        proto, transport = self.server()
+        box = Fast.makeArguments(dict(ARGS, name="sync"), proto)
+        box[b"_ask"] = b"1"
+        box[b"_command"] = b"Cmd"
+        proto.ampBoxReceived(box)
+        self.assertIn(b"_answer", transport.value())
+        self.assertEqual(transport.flushed, [])
