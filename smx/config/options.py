@@ -385,7 +385,10 @@ QMGR = section(
             Time(),
             "10s",
             "§5.7",
-            "how long to wait for a server (SMAR) to become available",
+            "how long to wait for a server (SMAR) to become available; also "
+            "how long a delivery waits for a slow-start slot of its "
+            "destination before it is deferred (and tried again when the "
+            "destination has room)",
         ),
         opt(
             "conf",
