@@ -85,6 +85,24 @@ TEMP = "temp"
 PERM = "perm"
 OK = "ok"
 
+#: the reply of a recipient whose address SMAR did not resolve (it
+#: failed, timed out, or went away)
+RESOLVER_FAILED = "451 4.4.3 address resolver failed"
+#: the reply of every recipient of a delivery no SMTPC process took
+AGENT_UNAVAILABLE = "451 4.4.0 delivery agent unavailable"
+#: the reply of a recipient whose wait for a slot of its destination
+#: expired, before the destination's address
+SLOT_WAIT_EXPIRED = "451 4.4.5 too many concurrent deliveries to "
+#: the replies of temporary failures inside smx, which say nothing of the
+#: next hop: a QMGR that starts tries their recipients again at once
+LOCAL_FAILURES = (RESOLVER_FAILED, AGENT_UNAVAILABLE, SLOT_WAIT_EXPIRED)
+
+
+def localFailure(reply: Optional[str]) -> bool:
+    """Is C{reply} one of L{LOCAL_FAILURES}?"""
+    return bool(reply) and str(reply).startswith(LOCAL_FAILURES)
+
+
 #: C{(address, result)} of a temporary failure, or C{None}
 TempFailure = Optional[Tuple[str, ResultData]]
 Done = Callable[[Transaction, List[Tuple[Recipient, TempFailure]], float], None]
@@ -234,7 +252,7 @@ class ActiveQueue:
                     r.address,
                     TEMP,
                     451,
-                    "451 4.4.3 address resolver failed",
+                    RESOLVER_FAILED,
                     None,
                     "resolve",
                 )
@@ -313,7 +331,7 @@ class ActiveQueue:
             dbg.debug(self.logger, dbg.CONN, 1, ss_ta=attempt.ta.id, wait=dest)
 
     def _waitExpired(self, attempt: _Attempt, group: _Group, dest: str) -> None:
-        reply = "451 4.4.5 too many concurrent deliveries to %s" % (dest,)
+        reply = SLOT_WAIT_EXPIRED + dest
         for r, address in group.members:
             self._record(attempt, r, address, TEMP, 451, reply, None, "connect")
         # deferred, and tried again as soon as dest has room

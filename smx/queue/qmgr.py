@@ -76,6 +76,7 @@ from smx.interfaces import (
 )
 from smx.log import Logger
 from smx.queue import ibdb as ibdbmod
+from smx.queue.active import localFailure
 from smx.queue.bounce import Bouncer
 from smx.queue.cdb import ContentSync, FileContentStore
 from smx.queue.confmap import ConfigurationMap
@@ -332,10 +333,17 @@ class QueueManager(service.Service):
             orphans=len(self.recovered.orphans),
             missing=len(self.recovered.missing),
         )
+        now = self.reactor.seconds()
+        local = 0
         for ta in list(self.store.transactions.values()):
             queued = [r for r in ta.recipients.values() if r.state == "queued"]
             for r in ta.recipients.values():
                 if r.state == "deferred":
+                    if r.nextTry > now and localFailure(r.reply):
+                        # a failure inside smx (SMAR, SMTPC, a slot): this
+                        # QMGR, and perhaps they, started anew
+                        r.nextTry = now
+                        local += 1
                     self.scheduler.retryAt(ta, r)
             if queued and ta.quarantine:
                 self._quarantine(ta)
@@ -343,6 +351,8 @@ class QueueManager(service.Service):
                 self.scheduler.enqueue(ta, queued)
             if ta.isDone():
                 self.store.checkDone(ta)
+        if local:
+            self.logger.notice(stat="retry", reason="local failures", rcpts=local)
         self.defedbWatch.start()
         if self.checkpointDelay:
             self._checkpointer = task.LoopingCall(self._checkpoint)

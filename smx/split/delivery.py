@@ -62,14 +62,13 @@ from zope.interface import implementer
 
 from smx.interfaces import IDeliveryAgent
 from smx.log import Logger
+from smx.queue.active import AGENT_UNAVAILABLE
 from smx.split import commands as c
 from smx.split.peer import GONE, PeerConnection, QuietAMP, listenSocket
 from smx.values import DeliveryTransaction, Result, checked, checkedList
 
 #: the most late results either side keeps
 MAX_LATE = 10000
-#: the reply of every recipient of a delivery no SMTPC process took
-AGENT_UNAVAILABLE = "451 4.4.0 delivery agent unavailable"
 #: seconds before its connection is lost within which a delivery's answer
 #: may not have been acted on by QMGR (killed with the answer unread, or
 #: before it logged it): its results are given to the next QMGR as well

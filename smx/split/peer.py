@@ -84,6 +84,7 @@ class PeerConnection(service.Service):
     (see the module docstring).
 
     @ivar protocol: the connected protocol, or C{None}.
+    @ivar onConnected: called (without arguments) after each connection.
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class PeerConnection(service.Service):
         self.setName("%s connection" % (name,))
         self.logger = logger or Logger("split")
         self.protocol = None  # type: Optional[amp.AMP]
+        self.onConnected = None  # type: Optional[Callable[[], Any]]
         self._wasUp = False
         self._reportedDown = False
         self._watcher = None  # type: Any
@@ -148,6 +150,11 @@ class PeerConnection(service.Service):
             self.logger.notice(peer=self.peerName, socket=self.path, stat="connected")
         self._wasUp = True
         self._reportedDown = False
+        if self.onConnected is not None:
+            try:
+                self.onConnected()
+            except Exception:
+                self.logger.failure("PeerConnection.onConnected", Failure())
 
     def _lost(self, proto: amp.AMP) -> None:
         if self.protocol is proto:

@@ -188,8 +188,9 @@ def _smar(
 def _qmgr(
     cfg: Any, reactor: Any, root: Any, instanceId: Any, fd: Any
 ) -> Dict[str, Any]:
+    from smx.queue.active import AGENT_UNAVAILABLE, RESOLVER_FAILED
     from smx.queue.qmgr import QueueManager, contentStoreFromConfiguration
-    from smx.split.delivery import AGENT_UNAVAILABLE, RemoteDeliveryAgents
+    from smx.split.delivery import RemoteDeliveryAgents
     from smx.split.queue import queueManagerFactory
     from smx.split.resolver import AddressResolverProxy
 
@@ -219,6 +220,8 @@ def _qmgr(
         cfg, contentStore, resolver, agents, reactor, logger, threadPool=threadPool
     )
     agents.onConnected = lambda: qmgr.retryReply(AGENT_UNAVAILABLE)
+    # SMAR back: the recipients it did not resolve when it went away
+    resolver.peer.onConnected = lambda: qmgr.retryReply(RESOLVER_FAILED)
     from smx.mail.milterinternal import internalMilters
 
     # qmgr's milters: its bounces and notices (doc/milter.md)

@@ -488,6 +488,40 @@ class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
         )
         self.assertEqual(self.qmgr.retryReply(unavailable), 0)
 
+    def test_localFailuresRetriedAtStart(self):
+        """
+        A QMGR that starts tries again at once the recipients deferred by
+        a failure inside smx (SMAR, no SMTPC, a slot wait), not after
+        C{retry_min_delay}; the others keep their next-time-to-try.
+        """
+        replies = {
+            "a@y.test": "451 4.4.3 address resolver failed",
+            "b@y.test": "451 4.4.0 delivery agent unavailable",
+            "c@y.test": "451 4.4.5 too many concurrent deliveries to 127.0.0.2",
+            "d@y.test": "451 4.4.0 next hop busy",
+        }
+        self.agent.outcome = lambda r: ("temp", 451, replies[r["address"]])
+        self.submit(recipients=tuple(replies))
+        self.clock.advance(0.01)
+        self.agent.outcome = lambda r: ("ok", 250, "250 2.0.0 ok")
+        before = len(self.agent.transactions)
+        self.restart()
+        self.clock.advance(0.01)
+        self.assertEqual(
+            sorted(
+                r["address"]
+                for t in self.agent.transactions[before:]
+                for r in t["recipients"]
+            ),
+            ["a@y.test", "b@y.test", "c@y.test"],
+        )
+        self.assertIn("reason=local failures, rcpts=3", "\n".join(self.sink.lines()))
+        [t] = self.successResultOf(self.qmgr.listQueue())
+        self.assertEqual(
+            [(r["address"], r["state"]) for r in t["recipients"]],
+            [("d@y.test", "deferred")],
+        )
+
     def test_holdSurvivesRestart(self):
         """
         A held recipient is still held after a restart (DEFEDB has it),

@@ -122,6 +122,39 @@ class PeerConnectionTests(unittest.TestCase):
         self.assertIs((yield peer.connection()), proto)
 
     @defer.inlineCallbacks
+    def test_onConnected(self) -> Any:
+        """
+        C{onConnected} is called after each connection, the first and
+        one after the peer came back; one that raises is logged.
+        """
+        path = socketPath(self)
+        servers = []
+
+        class Server(QuietAMP):
+            def connectionMade(self) -> None:
+                servers.append(self)
+
+        serve(self, Factory.forProtocol(Server), path)
+        peer = PeerConnection(reactor, path, QuietAMP, 5, "smar")
+        calls = []
+        peer.onConnected = lambda: calls.append(peer.protocol)
+        running(self, peer)
+        first = yield peer.connection()
+        self.assertEqual(calls, [first])
+        servers[0].transport.loseConnection()
+        yield until(lambda: len(calls) == 2, 5, 0.01)
+        self.assertIsNot(calls[1], first)
+        self.assertIs(calls[1], peer.protocol)
+
+        def broken() -> None:
+            raise RuntimeError("broken")
+
+        peer.onConnected = broken
+        servers[1].transport.loseConnection()
+        yield until(lambda: len(servers) == 3 and peer.protocol is not None, 5, 0.01)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    @defer.inlineCallbacks
     def test_callsWhenConnected(self) -> Any:
         """
         Over a connection that is up, a call is made at once: its answer,
