@@ -144,7 +144,6 @@ SMTPS_socket = "qmsmtps/smtpssock";
 
 qmgr {
     wait_for_server = 4s; wait_for_client = 4s;
-    retry_min_delay = 1s; retry_max_delay = 1s;
     mcp_type = wait; user = %(SMXQ)s;
     restartdependencies = { smtps, smtpc, smar };
     path = "%(qmgr)s"; arguments = "smx-qmgr -f %(config)s";
