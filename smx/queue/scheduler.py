@@ -56,6 +56,7 @@ from __future__ import annotations
 from typing import Callable, Deque, List, Optional, Tuple
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from smx.interfaces import IAddressResolver, IDeliveryAgent
 from smx.log import Logger
@@ -246,7 +247,11 @@ class Scheduler:
                 self.destinations.park(dest, [(dest, taId, index, reply)])
             elif r.state == "deferred" and r.reply == reply and r.nextTry > now:
                 r.nextTry = now
-                self.retries.retryAt(ta, r)
+                try:
+                    self.retries.retryAt(ta, r)
+                except Exception:
+                    # called from the end of a delivery, which must go on
+                    self.logger.failure("Scheduler.retryParked", Failure(), ss_ta=taId)
 
     def sendBounce(self, ta: Transaction) -> None:
         """

@@ -627,6 +627,26 @@ class SlowStartTests(SchedulerTestMixin, unittest.TestCase):
         self.assertEqual(r.state, "delivered")
         self.assertEqual(self.scheduler.destinations.parked("127.0.0.2"), 0)
 
+    def test_retryParkedFails(self):
+        """
+        A parked recipient that cannot be scheduled again is logged; the
+        delivery whose end had room for it still ends.
+        """
+        self.queue()
+        ta = self.queue()
+        self.clock.advance(30)
+
+        def broken(ta, r):
+            raise RuntimeError("broken")
+
+        self.scheduler.retries.retryAt = broken
+        tx, d = self.agent.pending.pop()
+        d.callback(self.agent.results(tx))
+        self.assertEqual(self.scheduler.active, 0)
+        self.assertEqual(ta.recipients[0].state, "deferred")
+        self.assertIn("func=Scheduler.retryParked", "\n".join(self.sink.lines()))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_expiredFailsAgain(self):
         """
         A parked recipient that is no longer deferred with the expiry's
