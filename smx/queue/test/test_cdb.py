@@ -874,6 +874,21 @@ class RecycleTests(unittest.TestCase):
         self.assertEqual(self._free(), [])
         self.assertEqual(self.store.crc(TA2), zlib.crc32(b"new"))
 
+    def test_takenAndCommitted(self):
+        """
+        A writer that commits (QMGR's bounces in embedded mode) rather
+        than finishing writes over a free file too: the file is cut to
+        what it wrote and synced, nothing of the old content is left.
+        """
+        self._write(TA, b"old message " * 300)
+        self.store.remove(TA)
+        w = self.store.createWriter(TA2)
+        w.write(b"bounce")
+        self.successResultOf(w.commit())
+        self.assertTrue(w.recycled)
+        self.assertEqual(self._read(TA2), b"bounce")
+        self.assertEqual(self.store.crc(TA2), w.recycledCrc)
+
     def test_newFileNoCrc(self):
         """A writer that made a new file gives no CRC."""
         w = self._write(TA, b"x")
