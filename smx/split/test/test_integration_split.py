@@ -332,6 +332,50 @@ class AgentBackTests(_SplitTestCase):
         )
 
 
+class ResolverBackTests(_SplitTestCase):
+    """
+    Recipients QMGR could not resolve because SMAR was gone are tried
+    again as soon as QMGR is connected to SMAR again, not after
+    C{retry_min_delay} (5 minutes here).
+    """
+
+    retry = "5m"
+
+    def test_deferredRetriedWhenBack(self) -> None:
+        """
+        Messages accepted while SMTPC is stopped wait for it; SMAR is
+        killed before SMTPC comes back, so the next attempt cannot resolve
+        them (C{451 4.4.3 address resolver failed} after QMGR's
+        C{wait_for_server}, 2 s here); SMAR started again, QMGR delivers
+        them within seconds.
+        """
+        self.system.kill("smtpc")
+        markers = ["smar-back-%d-%s" % (i, os.urandom(4).hex()) for i in range(2)]
+        for m in markers:
+            self.assertEqual(self.system.send(m), 250)
+
+        def logged(text: str) -> bool:
+            return self.system.log("qmgr").count(text) >= len(markers)
+
+        self.assertTrue(
+            waitFor(lambda: logged("451 4.4.0 delivery agent unavailable"), 20),
+            self.system.log("qmgr")[-3000:],
+        )
+        self.system.kill("smar")
+        self.system.start("smtpc")
+        self.assertTrue(
+            waitFor(lambda: logged("451 4.4.3 address resolver failed"), 20),
+            self.system.log("qmgr")[-3000:],
+        )
+        self.assertEqual(self.sink.messages(), [])
+        self.system.start("smar")
+        self.assertEqual(
+            self.delivered(markers, 15),
+            {m: 1 for m in markers},
+            self.system.log("qmgr")[-3000:],
+        )
+
+
 class InFlightTests(_SplitTestCase):
     """
     QMGR killed while SMTPC is in the middle of deliveries (the next hop
