@@ -23,7 +23,7 @@ HEADLINES = {
 
 #: the smx setups (run.py's MTA names) and how their rows are marked: the
 #: embedded one (one process) and split mode (MCP and components)
-SMX_VARIANTS = {"smx": "", "smx-split": " (split)"}
+SMX_VARIANTS = {"smx": "", "smx-split": " (split)", "floor": " (floor)"}
 
 
 def load(path: str) -> List[Dict[str, Any]]:

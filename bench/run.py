@@ -26,11 +26,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench import clients, mta, profile, report  # noqa: E402
+from bench import clients, floor, mta, profile, report  # noqa: E402
 from bench.sink import SmtpSink, TimingSink  # noqa: E402
 
 WORKLOADS = ("relay", "durable", "latency", "idle", "profile")
-MTAS = ("smx", "smx-split", "postfix")
+MTAS = ("smx", "smx-split", "floor", "postfix")
 
 #: seconds to wait after the last message reached the sink, to see that
 #: no duplicate follows
@@ -93,7 +93,8 @@ def parseArgs(argv: List[str]) -> argparse.Namespace:
         "--mtas",
         default="smx,smx-split,postfix",
         help="MTAs to measure, interleaved in this order: smx (embedded), "
-        "smx-split (MCP and components, as root), postfix",
+        "smx-split (MCP and components, as root), floor (bench/floor.py: the least a "
+        "Python MTA of that layout does), postfix",
     )
     p.add_argument(
         "--split-smtps", type=int, default=2, help="SMTPS processes of smx-split"
@@ -178,6 +179,8 @@ class Bench:
                 smtps=self.args.split_smtps,
                 smtpc=self.args.split_smtpc,
             )
+        if name == "floor":
+            return floor.Floor()
         return mta.Postfix()
 
     def interleave(self, label: str, measure: Callable[[str, int], None]) -> None:
