@@ -56,13 +56,48 @@ CONNECTIONS = 20
 FROM_LINE = b"MAIL FROM:<floor@bench.test>\r\n"
 
 
+#: C{FLOOR_AMP=1}: the processes talk Twisted's stock AMP (one command per
+#: step, L{Open}, L{Commit}, L{Deliver}) instead of lines
+AMP = os.environ.get("FLOOR_AMP") == "1"
+
+
+def _commands() -> Any:
+    from twisted.protocols import amp
+
+    class Open(amp.Command):
+        arguments = [(b"sid", amp.Unicode())]
+        response: List[Any] = []
+
+    class Commit(amp.Command):
+        arguments = [
+            (b"sid", amp.Unicode()),
+            (b"path", amp.Unicode()),
+            (b"sender", amp.Unicode()),
+            (b"recipient", amp.Unicode()),
+        ]
+        response: List[Any] = []
+
+    class Deliver(amp.Command):
+        arguments = [
+            (b"path", amp.Unicode()),
+            (b"sender", amp.Unicode()),
+            (b"recipient", amp.Unicode()),
+        ]
+        response: List[Any] = []
+
+    return Open, Commit, Deliver
+
+
 def _syncfs() -> Any:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     return libc.syncfs
 
 
 def _queueManager(directory: str, hold: bool) -> None:
-    from twisted.internet import protocol, reactor
+    from twisted.internet import defer, protocol, reactor
+    from twisted.protocols import amp
+
+    Open, Commit, Deliver = _commands()
 
     ibdb = os.open(
         os.path.join(directory, "ibdb"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
@@ -84,11 +119,25 @@ def _queueManager(directory: str, hold: bool) -> None:
                 raise OSError(ctypes.get_errno(), "syncfs")
         del records[:]
         for transport, line in answers:
-            transport.write(line)
+            if AMP:
+                transport.callback({})
+            else:
+                transport.write(line)
         del answers[:]
         if deliveries and agent:
-            agent[0].transport.write(b"".join(deliveries))
+            if AMP:
+                for path, sender, recipient in deliveries:
+                    agent[0].callRemote(
+                        Deliver, path=path, sender=sender, recipient=recipient
+                    ).addCallback(delivered, path)
+            else:
+                agent[0].transport.write(b"".join(deliveries))
             del deliveries[:]
+
+    def delivered(_: Any, path: str) -> None:
+        records.append(b"D %s\n" % (path.encode(),))
+        os.unlink(path)
+        later()
 
     def later() -> None:
         if not turn:
@@ -125,6 +174,31 @@ def _queueManager(directory: str, hold: bool) -> None:
             agent.append(self)
             later()  # what was committed before the agent came
 
+    class QueueAMP(amp.AMP):
+        @Open.responder
+        def open(self, sid: str) -> Dict[str, Any]:
+            return {}
+
+        @Commit.responder
+        def commit(self, sid: str, path: str, sender: str, recipient: str) -> Any:
+            records.append(
+                ("T %s %s %s %s\n" % (sid, path, sender, recipient)).encode()
+            )
+            d: Any = defer.Deferred()
+            answers.append((d, b""))
+            if not hold:
+                deliveries.append((path, sender, recipient))  # type: ignore[arg-type]
+            later()
+            return d
+
+    class AgentAMP(QueueAMP):
+        def connectionMade(self) -> None:
+            super().connectionMade()
+            agent.append(self)
+            later()
+
+    if AMP:
+        Server, Agent = QueueAMP, AgentAMP  # type: ignore[misc]
     for name, factoryClass in (("qmgr", Server), ("smtpc", Agent)):
         factory = protocol.Factory()
         factory.protocol = factoryClass
@@ -134,6 +208,9 @@ def _queueManager(directory: str, hold: bool) -> None:
 
 def _smtpServer(directory: str, fd: int) -> None:
     from twisted.internet import protocol, reactor
+    from twisted.protocols import amp
+
+    Open, Commit, _ = _commands()
 
     from smx import net
 
@@ -176,6 +253,11 @@ def _smtpServer(directory: str, fd: int) -> None:
         def connectionMade(self) -> None:
             self.sid = prefix + b"%d" % (next(counter),)
             sessions[self.sid] = self
+            if AMP:
+                qmgr.callRemote(Open, sid=self.sid.decode()).addCallback(
+                    lambda _: self.transport.write(b"220 floor ESMTP\r\n")
+                )
+                return
             qmgr.transport.write(b"O " + self.sid + b"\n")
 
         def dataReceived(self, data: bytes) -> None:
@@ -214,6 +296,17 @@ def _smtpServer(directory: str, fd: int) -> None:
                 os.write(fd, content)
             finally:
                 os.close(fd)
+            if AMP:
+                qmgr.callRemote(
+                    Commit,
+                    sid=self.sid.decode(),
+                    path=path.decode(),
+                    sender=self.sender.decode(),
+                    recipient=self.recipient.decode(),
+                ).addCallback(
+                    lambda _: self.transport.write(b"250 2.0.0 Ok: queued\r\n")
+                )
+                return
             qmgr.transport.write(
                 b"T %s %s %s %s\n" % (self.sid, path, self.sender, self.recipient)
             )
@@ -228,7 +321,7 @@ def _smtpServer(directory: str, fd: int) -> None:
         port.transport = net.Server  # send at once, as SMTPS does
         os.close(fd)
 
-    qmgr = Queue()
+    qmgr = amp.AMP() if AMP else Queue()
     connected = protocol.ClientCreator(reactor, lambda: qmgr).connectUNIX(
         os.path.join(directory, "qmgr")
     )
@@ -237,12 +330,15 @@ def _smtpServer(directory: str, fd: int) -> None:
 
 
 def _deliveryAgent(directory: str, sinkPort: int) -> None:
-    from twisted.internet import protocol, reactor
+    from twisted.internet import defer, protocol, reactor
+    from twisted.protocols import amp
+
+    _, _, Deliver = _commands()
 
     from smx import net
 
     idle: List[Any] = []
-    waiting: List[Tuple[bytes, bytes, bytes]] = []
+    waiting: List[Tuple[bytes, bytes, bytes, Any]] = []
     opened = [0]
 
     class Next(protocol.Protocol):
@@ -252,7 +348,8 @@ def _deliveryAgent(directory: str, sinkPort: int) -> None:
         expected = 1  # the greeting
         greeted = False
 
-        def send(self, path: bytes, sender: bytes, recipient: bytes) -> None:
+        def send(self, path: bytes, sender: bytes, recipient: bytes, done: Any) -> None:
+            self.done = done
             self.path = path
             with open(path, "rb") as f:
                 self.content = f.read()
@@ -281,7 +378,7 @@ def _deliveryAgent(directory: str, sinkPort: int) -> None:
                     self.content = None
                     continue
                 if self.path:
-                    queue.transport.write(b"R " + self.path + b"\n")
+                    self.done()
                     self.path = b""
                 self.ready()
 
@@ -304,20 +401,38 @@ def _deliveryAgent(directory: str, sinkPort: int) -> None:
             self.buffer = lines.pop()
             for line in lines:
                 _, path, sender, recipient = line.split(b" ")
-                if idle:
-                    idle.pop().send(path, sender, recipient)
-                    continue
-                waiting.append((path, sender, recipient))
-                if opened[0] < CONNECTIONS:
-                    opened[0] += 1
-                    net.connectTCP(
-                        reactor,
-                        mta.SINK_HOST,
-                        sinkPort,
-                        protocol.ClientFactory.forProtocol(Next),
-                    )
+                take(path, sender, recipient, lambda p=path: reported(p))
 
-    queue = Queue()
+    def reported(path: bytes) -> None:
+        queue.transport.write(b"R " + path + b"\n")
+
+    def take(path: bytes, sender: bytes, recipient: bytes, done: Any) -> None:
+        if idle:
+            idle.pop().send(path, sender, recipient, done)
+            return
+        waiting.append((path, sender, recipient, done))
+        if opened[0] < CONNECTIONS:
+            opened[0] += 1
+            net.connectTCP(
+                reactor,
+                mta.SINK_HOST,
+                sinkPort,
+                protocol.ClientFactory.forProtocol(Next),
+            )
+
+    class AgentAMP(amp.AMP):
+        @Deliver.responder
+        def deliver(self, path: str, sender: str, recipient: str) -> Any:
+            d: Any = defer.Deferred()
+            take(
+                path.encode(),
+                sender.encode(),
+                recipient.encode(),
+                lambda: d.callback({}),
+            )
+            return d
+
+    queue = AgentAMP() if AMP else Queue()
     protocol.ClientCreator(reactor, lambda: queue).connectUNIX(
         os.path.join(directory, "smtpc")
     )
