@@ -49,6 +49,8 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from twisted.internet import protocol
+
 from bench import mta
 
 SMTPS_PROCESSES = 2
@@ -59,6 +61,21 @@ FROM_LINE = b"MAIL FROM:<floor@bench.test>\r\n"
 #: C{FLOOR_AMP=1}: the processes talk Twisted's stock AMP (one command per
 #: step, L{Open}, L{Commit}, L{Deliver}) instead of lines
 AMP = os.environ.get("FLOOR_AMP") == "1"
+
+
+class _Lines(protocol.Protocol):
+    """A protocol of lines ending in C{delimiter}: L{linesReceived}."""
+
+    delimiter = b"\n"
+    buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        lines = (self.buffer + data).split(self.delimiter)
+        self.buffer = lines.pop()
+        self.linesReceived(lines)
+
+    def linesReceived(self, lines: List[bytes]) -> None:
+        raise NotImplementedError()
 
 
 def _commands() -> Any:
@@ -78,11 +95,7 @@ def _commands() -> Any:
         response: List[Any] = []
 
     class Deliver(amp.Command):
-        arguments = [
-            (b"path", amp.Unicode()),
-            (b"sender", amp.Unicode()),
-            (b"recipient", amp.Unicode()),
-        ]
+        arguments = Commit.arguments[1:]  # path, sender, recipient
         response: List[Any] = []
 
     return Open, Commit, Deliver
@@ -94,7 +107,7 @@ def _syncfs() -> Any:
 
 
 def _queueManager(directory: str, hold: bool) -> None:
-    from twisted.internet import defer, protocol, reactor
+    from twisted.internet import defer, reactor
     from twisted.protocols import amp
 
     Open, Commit, Deliver = _commands()
@@ -143,12 +156,8 @@ def _queueManager(directory: str, hold: bool) -> None:
         if not turn:
             turn.append(reactor.callLater(0, endOfTurn))
 
-    class Server(protocol.Protocol):
-        buffer = b""
-
-        def dataReceived(self, data: bytes) -> None:
-            lines = (self.buffer + data).split(b"\n")
-            self.buffer = lines.pop()
+    class Server(_Lines):
+        def linesReceived(self, lines: List[bytes]) -> None:
             for line in lines:
                 kind = line[:1]
                 if kind == b"O":
@@ -207,7 +216,7 @@ def _queueManager(directory: str, hold: bool) -> None:
 
 
 def _smtpServer(directory: str, fd: int) -> None:
-    from twisted.internet import protocol, reactor
+    from twisted.internet import reactor
     from twisted.protocols import amp
 
     Open, Commit, _ = _commands()
@@ -229,12 +238,8 @@ def _smtpServer(directory: str, fd: int) -> None:
         b"QUIT": b"221 2.0.0 Bye\r\n",
     }
 
-    class Queue(protocol.Protocol):
-        buffer = b""
-
-        def dataReceived(self, data: bytes) -> None:
-            lines = (self.buffer + data).split(b"\n")
-            self.buffer = lines.pop()
+    class Queue(_Lines):
+        def linesReceived(self, lines: List[bytes]) -> None:
             for line in lines:
                 session = sessions.get(line[2:])
                 if session is None:
@@ -330,7 +335,7 @@ def _smtpServer(directory: str, fd: int) -> None:
 
 
 def _deliveryAgent(directory: str, sinkPort: int) -> None:
-    from twisted.internet import defer, protocol, reactor
+    from twisted.internet import defer, reactor
     from twisted.protocols import amp
 
     _, _, Deliver = _commands()
@@ -341,8 +346,8 @@ def _deliveryAgent(directory: str, sinkPort: int) -> None:
     waiting: List[Tuple[bytes, bytes, bytes, Any]] = []
     opened = [0]
 
-    class Next(protocol.Protocol):
-        buffer = b""
+    class Next(_Lines):
+        delimiter = b"\r\n"
         path = b""
         content: Optional[bytes] = None
         expected = 1  # the greeting
@@ -358,9 +363,7 @@ def _deliveryAgent(directory: str, sinkPort: int) -> None:
                 b"MAIL FROM:%s\r\nRCPT TO:%s\r\nDATA\r\n" % (sender, recipient)
             )
 
-        def dataReceived(self, data: bytes) -> None:
-            lines = (self.buffer + data).split(b"\r\n")
-            self.buffer = lines.pop()
+        def linesReceived(self, lines: List[bytes]) -> None:
             for line in lines:
                 if line[3:4] == b"-":
                     continue
@@ -393,12 +396,8 @@ def _deliveryAgent(directory: str, sinkPort: int) -> None:
                 idle.remove(self)
             opened[0] -= 1
 
-    class Queue(protocol.Protocol):
-        buffer = b""
-
-        def dataReceived(self, data: bytes) -> None:
-            lines = (self.buffer + data).split(b"\n")
-            self.buffer = lines.pop()
+    class Queue(_Lines):
+        def linesReceived(self, lines: List[bytes]) -> None:
             for line in lines:
                 _, path, sender, recipient = line.split(b" ")
                 take(path, sender, recipient, lambda p=path: reported(p))
@@ -509,9 +508,7 @@ class Floor(mta.MTA):
 
     def stop(self) -> None:
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                self.process.wait(timeout=60)
+            mta.terminate(self.process)
             self.process = None
         if self.directory:
             mta.retire(self.directory)

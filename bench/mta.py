@@ -126,6 +126,20 @@ def waitForExit(pid: int, timeout: float) -> bool:
     return False
 
 
+def terminate(process: "subprocess.Popen[bytes]", signum: int = signal.SIGTERM) -> None:
+    """
+    Stop a process the bench started: C{signum}, and SIGKILL if it is not
+    gone within a minute.
+    """
+    if process.poll() is None:
+        process.send_signal(signum)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 class MTA:
     """
     What the harness needs from an MTA under test.
@@ -262,13 +276,7 @@ class Smx(MTA):
 
     def stop(self) -> None:
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(timeout=10)
+            terminate(self.process)
             self.process = None
             self.out.close()
         if self.blackhole is not None:
@@ -661,13 +669,7 @@ class SmxSplit(MTA):
 
     def stop(self) -> None:
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(timeout=10)
+            terminate(self.process)
             self.process = None
             self.out.close()
         if self.directory:

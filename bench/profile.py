@@ -94,12 +94,7 @@ def _spy(pid: int, fmt: str, path: str, wait: float = 1.0) -> "subprocess.Popen[
 
 
 def _stopSpy(p: "subprocess.Popen[bytes]") -> None:
-    p.send_signal(signal.SIGINT)
-    try:
-        p.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait(timeout=10)
+    mta.terminate(p, signal.SIGINT)
 
 
 def profileRelay(m: mta.Smx, n: int, out: str, current: List[Any]) -> None:
