@@ -116,6 +116,20 @@ def writeDisconnected(transport: Any) -> bool:
     return bool(transport._writeDisconnected)
 
 
+def writeDisconnecting(transport: Any) -> bool:
+    """
+    Is the writing half of C{transport} being shut down, or shut down?
+
+    Relies on C{FileDescriptor._writeDisconnecting}, set by Twisted's
+    C{loseWriteConnection} until the buffer is written, and on
+    L{writeDisconnected}'s flag after it: a C{doWrite} of its own may
+    then not be called.
+    """
+    return bool(getattr(transport, "_writeDisconnecting", False)) or bool(
+        getattr(transport, "_writeDisconnected", False)
+    )
+
+
 def disconnectSelectable(
     reactor: Any, selectable: Any, why: Any, isRead: bool = False
 ) -> None:

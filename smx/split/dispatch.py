@@ -43,6 +43,7 @@ from smx._twistedcompat import (
     ampResponder,
     ampSendAnswer,
     ampWrapResponder,
+    writeDisconnecting,
 )
 
 #: per argument: its wire name, its Python name, its L{amp.Argument}, and
@@ -162,7 +163,7 @@ def sendNow(proto: Any) -> None:
         doWrite is None
         or not getattr(transport, "connected", False)
         or transport.disconnecting
-        or getattr(transport, "_writeDisconnecting", False)
+        or writeDisconnecting(transport)
     ):
         return
     # an error is the reactor's to find on its next write

@@ -108,8 +108,9 @@ class _Descriptor(FileDescriptor):
 
 class BufferedWritesTests(unittest.SynchronousTestCase):
     """
-    L{compat.hasBufferedWrites} (C{FileDescriptor._tempDataBuffer}) and
-    L{compat.writeDisconnected} (C{FileDescriptor._writeDisconnected}).
+    L{compat.hasBufferedWrites} (C{FileDescriptor._tempDataBuffer}),
+    L{compat.writeDisconnected} (C{FileDescriptor._writeDisconnected}) and
+    L{compat.writeDisconnecting} (also C{_writeDisconnecting}).
     """
 
     def _descriptor(self) -> _Descriptor:
@@ -159,6 +160,18 @@ class BufferedWritesTests(unittest.SynchronousTestCase):
         self.assertTrue(compat.writeDisconnected(fd))
         fd.write(b"late")
         self.assertFalse(compat.hasBufferedWrites(fd))
+
+    def test_writeDisconnecting(self) -> None:
+        """
+        False while the writing half is open; true from
+        C{loseWriteConnection} on, before and after it took effect.
+        """
+        fd = self._descriptor()
+        self.assertFalse(compat.writeDisconnecting(fd))
+        fd.loseWriteConnection()
+        self.assertTrue(compat.writeDisconnecting(fd))
+        fd.doWrite()
+        self.assertTrue(compat.writeDisconnecting(fd))
 
 
 class _Server(protocol.Protocol):
