@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import protocol
 
@@ -55,8 +55,6 @@ from bench import mta
 
 SMTPS_PROCESSES = 2
 CONNECTIONS = 20
-FROM_LINE = b"MAIL FROM:<floor@bench.test>\r\n"
-
 
 #: C{FLOOR_AMP=1}: the processes talk Twisted's stock AMP (one command per
 #: step, L{Open}, L{Commit}, L{Deliver}) instead of lines
@@ -118,9 +116,10 @@ def _queueManager(directory: str, hold: bool) -> None:
     queueFd = os.open(os.path.join(directory, "q"), os.O_RDONLY)
     syncfs = _syncfs()
     records: List[bytes] = []
-    answers: List[Tuple[Any, bytes]] = []
-    deliveries: List[bytes] = []
-    paths: Set[bytes] = set()
+    #: what answers each commit of this turn, after the sync
+    answers: List[Callable[[], Any]] = []
+    #: (path, sender, recipient) of the messages committed this turn
+    deliveries: List[Tuple[bytes, bytes, bytes]] = []
     agent: List[Any] = []
     turn: List[Any] = []
 
@@ -131,24 +130,32 @@ def _queueManager(directory: str, hold: bool) -> None:
             if syncfs(queueFd) != 0:
                 raise OSError(ctypes.get_errno(), "syncfs")
         del records[:]
-        for transport, line in answers:
-            if AMP:
-                transport.callback({})
-            else:
-                transport.write(line)
+        for answer in answers:
+            answer()
         del answers[:]
         if deliveries and agent:
             if AMP:
                 for path, sender, recipient in deliveries:
                     agent[0].callRemote(
-                        Deliver, path=path, sender=sender, recipient=recipient
-                    ).addCallback(delivered, path)
+                        Deliver,
+                        path=path.decode(),
+                        sender=sender.decode(),
+                        recipient=recipient.decode(),
+                    ).addCallback(lambda _, p=path: delivered(p))
             else:
-                agent[0].transport.write(b"".join(deliveries))
+                agent[0].transport.write(
+                    b"".join(b"D %s %s %s\n" % message for message in deliveries)
+                )
             del deliveries[:]
 
-    def delivered(_: Any, path: str) -> None:
-        records.append(b"D %s\n" % (path.encode(),))
+    def committed(line: bytes, path: bytes, sender: bytes, recipient: bytes) -> None:
+        records.append(line)
+        if not hold:
+            deliveries.append((path, sender, recipient))
+        later()
+
+    def delivered(path: bytes) -> None:
+        records.append(b"D " + path + b"\n")
         os.unlink(path)
         later()
 
@@ -163,20 +170,12 @@ def _queueManager(directory: str, hold: bool) -> None:
                 if kind == b"O":
                     self.transport.write(line + b"\n")
                 elif kind == b"T":
-                    # T sid path sender recipient
-                    _, sid, path, rest = line.split(b" ", 3)
-                    records.append(line + b"\n")
-                    answers.append((self.transport, b"T " + sid + b"\n"))
-                    if not hold:
-                        paths.add(path)
-                        deliveries.append(b"D " + path + b" " + rest + b"\n")
-                    later()
+                    _, sid, path, sender, recipient = line.split(b" ")
+                    answer = b"T " + sid + b"\n"
+                    answers.append(lambda a=answer: self.transport.write(a))
+                    committed(line + b"\n", path, sender, recipient)
                 elif kind == b"R":
-                    path = line[2:]
-                    records.append(b"D " + path + b"\n")
-                    paths.remove(path)
-                    os.unlink(path)
-                    later()
+                    delivered(line[2:])
 
     class Agent(Server):
         def connectionMade(self) -> None:
@@ -190,14 +189,10 @@ def _queueManager(directory: str, hold: bool) -> None:
 
         @Commit.responder
         def commit(self, sid: str, path: str, sender: str, recipient: str) -> Any:
-            records.append(
-                ("T %s %s %s %s\n" % (sid, path, sender, recipient)).encode()
-            )
+            line = "T %s %s %s %s\n" % (sid, path, sender, recipient)
             d: Any = defer.Deferred()
-            answers.append((d, b""))
-            if not hold:
-                deliveries.append((path, sender, recipient))  # type: ignore[arg-type]
-            later()
+            answers.append(lambda: d.callback({}))
+            committed(line.encode(), path.encode(), sender.encode(), recipient.encode())
             return d
 
     class AgentAMP(QueueAMP):
@@ -206,9 +201,8 @@ def _queueManager(directory: str, hold: bool) -> None:
             agent.append(self)
             later()
 
-    if AMP:
-        Server, Agent = QueueAMP, AgentAMP  # type: ignore[misc]
-    for name, factoryClass in (("qmgr", Server), ("smtpc", Agent)):
+    protocols = (QueueAMP, AgentAMP) if AMP else (Server, Agent)
+    for name, factoryClass in zip(("qmgr", "smtpc"), protocols):
         factory = protocol.Factory()
         factory.protocol = factoryClass
         reactor.listenUNIX(os.path.join(directory, name), factory)
@@ -454,7 +448,8 @@ def serve(directory: str, port: int, sinkPort: int, hold: bool) -> None:
     children = [subprocess.Popen(me + ["qmgr", directory, "hold" if hold else "relay"])]
     deadline = time.monotonic() + 30
     while not os.path.exists(os.path.join(directory, "smtpc")):
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or children[0].poll() is not None:
+            mta.terminate(children[0])
             raise RuntimeError("the floor's queue manager did not start")
         time.sleep(0.05)
     children.append(subprocess.Popen(me + ["smtpc", directory, str(sinkPort)]))
