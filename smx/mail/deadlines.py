@@ -109,6 +109,11 @@ class DeadlineMixin(TimeoutMixin):
         whose handshake did not finish is dropped (nothing can be said
         to it).
         """
+        if self._waiting:
+            # smx itself works on the session (QMGR, SMAR): not the
+            # client's time
+            self.setTimeout(self.factory.settings.ioTimeout)
+            return
         if self._tlsPending:
             self.factory.log.info(
                 ss_sess=self.sessionId, where="timeout", tls="handshake", stat=421

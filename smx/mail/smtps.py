@@ -341,8 +341,10 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
 
     def _suspend(self, d: defer.Deferred) -> None:
         """Process no more events until C{d} has fired."""
+        # io_timeout goes on running: it is restarted when the answer
+        # comes, and if it ends first it is started again
+        # (L{timeoutConnection}), cheaper than stopping it each time
         self._waiting = True
-        self.setTimeout(None)
         d.addErrback(self._ebUnexpected)
         d.addBoth(self._cbResume)
 
@@ -354,7 +356,7 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
             if self._paused:
                 self._paused = False
                 self.transport.resumeProducing()
-            self.setTimeout(self.factory.settings.ioTimeout)
+            self.resetTimeout()
             self._advance()
 
     def _ebUnexpected(self, reason: failure.Failure) -> None:

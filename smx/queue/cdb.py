@@ -132,6 +132,9 @@ LIST_DELAY_MIN = 0.01
 LIST_DELAY_MAX = 1.0
 #: seconds without a file kept for reuse after which the kept ones go
 PURGE_AFTER = 2.0
+#: seconds a removal waits in the reactor for others to go to the thread
+#: pool with it (one hand-over to a thread costs more than an unlink)
+REMOVAL_DELAY = 0.05
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -733,7 +736,9 @@ class FileContentStore:
         self.reactor = reactor
         self.chunkSize = chunkSize
         self._doomed = []  # type: List[str]
+        #: a removal job pending (L{_removalCall}) or in the thread pool
         self._unlinking = False
+        self._removalCall = None  # type: Any
         #: per CDB directory: names of free files to take (reactor thread)
         self._free = {}  # type: Dict[str, List[str]]
         #: per CDB directory: when it may be listed again for free files,
@@ -1018,10 +1023,10 @@ class FileContentStore:
     def remove(self, transactionId):
         """
         Remove the content of C{transactionId}.  With a thread pool the
-        file is unlinked there, together with the others removed
-        meanwhile (an unlink is a journal update that would otherwise hold
-        up the reactor); a file whose unlink a crash prevented is an
-        orphan that recovery removes.
+        file is unlinked there, L{REMOVAL_DELAY} seconds later, together
+        with the others removed meanwhile (an unlink is a journal update
+        that would otherwise hold up the reactor); a file whose unlink a
+        crash prevented is an orphan that recovery removes.
         """
         self._checkId(transactionId)
         self._unlinkPath(self.path(transactionId))
@@ -1090,9 +1095,18 @@ class FileContentStore:
             return
         self._doomed.append(path)
         if not self._unlinking:
-            self._unlinkDoomed()
+            self._removeLater()
+
+    def _removeLater(self) -> None:
+        """
+        Hand the files doomed by then to the thread pool in
+        L{REMOVAL_DELAY} seconds (a removal job is pending meanwhile).
+        """
+        self._unlinking = True
+        self._removalCall = self.reactor.callLater(REMOVAL_DELAY, self._unlinkDoomed)
 
     def _unlinkDoomed(self) -> None:
+        self._removalCall = None
         paths, self._doomed = self._doomed, []
         self._unlinking = True
         self._handed = paths
@@ -1107,7 +1121,7 @@ class FileContentStore:
         if isinstance(result, list):
             self._keep(result)
         if self._doomed:
-            self._unlinkDoomed()
+            self._removeLater()
 
     def _keep(self, kept: List[Tuple[str, str]]) -> None:
         """The files kept for reuse: this process's writers take them first."""
@@ -1121,6 +1135,11 @@ class FileContentStore:
         and each would be an orphan the next QMGR reports).
         """
         paths, self._doomed = self._handed + self._doomed, []
+        if self._removalCall is not None:
+            # nothing in the pool yet: no job is under way any more
+            self._removalCall.cancel()
+            self._removalCall = None
+            self._unlinking = False
         self._handed = []
         self._dispose(paths)
 

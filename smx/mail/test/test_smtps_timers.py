@@ -114,6 +114,8 @@ class LineDeadlineTests(unittest.TestCase):
         h.clock.advance(9)
         self.assertFalse(h.transport.disconnecting)
         self.assertEqual(h.protocol.lag(h.clock.seconds()), 9)
+        h.clock.advance(1)
+        self.assertTrue(h.transport.disconnecting)
 
 
 class HandshakeTests(unittest.TestCase):

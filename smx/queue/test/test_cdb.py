@@ -609,18 +609,75 @@ class FlushRemovalsTests(unittest.TestCase):
                 self.jobs.append(f)
 
         pool = StoppedPool()
-        store = cdb.FileContentStore(self.mktemp(), threadPool=pool, reactor=Clock())
+        clock = Clock()
+        store = cdb.FileContentStore(self.mktemp(), threadPool=pool, reactor=clock)
         ids = ["S0000000040%dCE49200" % (i,) for i in range(2)]
         for ta in ids:
             with open(store.path(ta), "wb") as f:
                 f.write(b"x")
-            store.remove(ta)
+        store.remove(ids[0])
+        clock.advance(cdb.REMOVAL_DELAY)
+        store.remove(ids[1])
         self.assertEqual(len(pool.jobs), 1)
         self.assertEqual(store.transactionIds(), sorted(ids))
         service = cdb.ContentStoreService(store)
         service.startService()
         service.stopService()
         self.assertEqual(store.transactionIds(), [])
+
+    def test_stopBeforeTheJob(self):
+        """
+        Content removed less than L{cdb.REMOVAL_DELAY} before the stop,
+        not yet handed to the pool, is unlinked at the stop, and no job
+        is handed to the pool after it.
+        """
+        from twisted.internet.task import Clock
+
+        jobs = []
+
+        class Pool:
+            def callInThreadWithCallback(self, onResult, f, *args, **kw):
+                jobs.append(f)
+
+        clock = Clock()
+        store = cdb.FileContentStore(self.mktemp(), threadPool=Pool(), reactor=clock)
+        with open(store.path(TA), "wb") as f:
+            f.write(b"x")
+        store.remove(TA)
+        service = cdb.ContentStoreService(store)
+        service.startService()
+        service.stopService()
+        self.assertEqual(store.transactionIds(), [])
+        clock.advance(cdb.REMOVAL_DELAY)
+        self.assertEqual(jobs, [])
+
+
+class RemovalBatchTests(unittest.TestCase):
+    """
+    With a thread pool, the removals of L{cdb.REMOVAL_DELAY} seconds go
+    to the pool in one job.
+    """
+
+    def test_batch(self):
+        from twisted.internet.task import Clock
+
+        jobs = []
+
+        class Pool:
+            def callInThreadWithCallback(self, onResult, f, *args, **kw):
+                jobs.append(args)
+
+        clock = Clock()
+        store = cdb.FileContentStore(self.mktemp(), threadPool=Pool(), reactor=clock)
+        ids = ["S0000000040%dCE49200" % (i,) for i in range(3)]
+        for ta in ids:
+            with open(store.path(ta), "wb") as f:
+                f.write(b"x")
+            store.remove(ta)
+            clock.advance(cdb.REMOVAL_DELAY / 4)
+        self.assertEqual(jobs, [])
+        clock.advance(cdb.REMOVAL_DELAY)
+        self.assertEqual(jobs, [([store.path(ta) for ta in ids],)])
 
 
 class IdleTests(unittest.TestCase):
