@@ -76,6 +76,7 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import json
 import os
@@ -896,11 +897,19 @@ def _namedHosts(hosts: Iterable[str]) -> bool:
             continue
         if host.lower().startswith("ipv6:"):
             continue
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
+        if not _isAddress(host):
             return True
     return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _isAddress(host: str) -> bool:
+    """Is C{host} an IPv4 or IPv6 address? (asked for every delivery)"""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def mtastsSource(
