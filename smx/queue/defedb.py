@@ -87,7 +87,7 @@ import os
 import struct
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from smx import libc
+from smx import compactjson, libc
 from smx.bdb import db
 from smx.queue.diskspace import leastFreeBytes
 
@@ -611,14 +611,16 @@ class DeferredEnvelopeDB:
             for envelope, recipients in changes:
                 taId = envelope["id"]
                 env = {k: v for k, v in envelope.items() if k != "recipients"}
-                self._tas.put(taId.encode("ascii"), json.dumps(env).encode(), txn=txn)
+                self._tas.put(
+                    taId.encode("ascii"), compactjson.dumps(env).encode(), txn=txn
+                )
                 for rcpt in recipients:
                     index = rcpt["index"]
                     key = recipientKey(taId, index)
                     old = self._rcpts.get(key, txn=txn)
                     if old is not None:
                         self._deleteDue(old, taId, index, txn)
-                    self._rcpts.put(key, json.dumps(rcpt).encode(), txn=txn)
+                    self._rcpts.put(key, compactjson.dumps(rcpt).encode(), txn=txn)
                     self._due.put(
                         dueKey(rcpt.get("nextTry", 0), taId, index), b"", txn=txn
                     )

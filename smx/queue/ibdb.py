@@ -77,6 +77,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from twisted.internet import defer
 
+from smx import compactjson
 from smx.queue.cdb import fsyncDirectory
 
 MAGIC = b"SMXI"
@@ -97,7 +98,7 @@ def encodeRecord(recordType: bytes, payload: Any) -> bytes:
     """
     @return: the bytes of one record with a JSON C{payload}.
     """
-    body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+    body = compactjson.dumps(payload).encode("utf-8")
     head = struct.pack(">BcI", VERSION, recordType, len(body))
     crc = zlib.crc32(body, zlib.crc32(head))
     return MAGIC + head + struct.pack(">I", crc) + body

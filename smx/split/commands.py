@@ -33,6 +33,7 @@ from typing import Any, Dict
 
 from twisted.protocols import amp
 
+from smx import compactjson
 from smx.split.dispatch import FastCommand
 from smx.values import BadData
 
@@ -54,7 +55,7 @@ class PlainData(amp.Argument):
         obj = objects.get(name.decode("ascii"))
         try:
             # json refuses what is not plain data (and NaN, infinities)
-            text = json.dumps(obj, allow_nan=False, separators=(",", ":"))
+            text = compactjson.dumps(obj, allowNaN=False)
         except (TypeError, ValueError, RecursionError) as e:
             raise BadData("%s: not plain data: %s" % (name.decode("ascii"), e))
         data = text.encode("utf-8")
