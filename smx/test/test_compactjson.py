@@ -1,3 +1,4 @@
+# -*- test-case-name: smx.test.test_compactjson -*-
 """
 Tests for L{smx.compactjson}.
 """
