@@ -600,17 +600,7 @@ class FlushRemovalsTests(unittest.TestCase):
         stopping) is unlinked when the service stops: the file handed to
         the pool's job and the one waiting behind it.
         """
-        from twisted.internet.task import Clock
-
-        class StoppedPool:
-            jobs = []
-
-            def callInThreadWithCallback(self, onResult, f, *args, **kw):
-                self.jobs.append(f)
-
-        pool = StoppedPool()
-        clock = Clock()
-        store = cdb.FileContentStore(self.mktemp(), threadPool=pool, reactor=clock)
+        pool, clock, store = _stoppedPoolStore(self)
         ids = ["S0000000040%dCE49200" % (i,) for i in range(2)]
         for ta in ids:
             with open(store.path(ta), "wb") as f:
@@ -631,16 +621,7 @@ class FlushRemovalsTests(unittest.TestCase):
         not yet handed to the pool, is unlinked at the stop, and no job
         is handed to the pool after it.
         """
-        from twisted.internet.task import Clock
-
-        jobs = []
-
-        class Pool:
-            def callInThreadWithCallback(self, onResult, f, *args, **kw):
-                jobs.append(f)
-
-        clock = Clock()
-        store = cdb.FileContentStore(self.mktemp(), threadPool=Pool(), reactor=clock)
+        pool, clock, store = _stoppedPoolStore(self)
         with open(store.path(TA), "wb") as f:
             f.write(b"x")
         store.remove(TA)
@@ -649,7 +630,29 @@ class FlushRemovalsTests(unittest.TestCase):
         service.stopService()
         self.assertEqual(store.transactionIds(), [])
         clock.advance(cdb.REMOVAL_DELAY)
-        self.assertEqual(jobs, [])
+        self.assertEqual(pool.jobs, [])
+
+
+class _StoppedPool:
+    """A thread pool that keeps the jobs it is given and runs none."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kw):
+        self.jobs.append((f, args))
+
+
+def _stoppedPoolStore(case):
+    """
+    @return: a L{_StoppedPool}, a L{Clock} and a store in a new directory
+        of C{case} using them.
+    """
+    from twisted.internet.task import Clock
+
+    pool, clock = _StoppedPool(), Clock()
+    store = cdb.FileContentStore(case.mktemp(), threadPool=pool, reactor=clock)
+    return pool, clock, store
 
 
 class RemovalBatchTests(unittest.TestCase):
@@ -659,25 +662,18 @@ class RemovalBatchTests(unittest.TestCase):
     """
 
     def test_batch(self):
-        from twisted.internet.task import Clock
-
-        jobs = []
-
-        class Pool:
-            def callInThreadWithCallback(self, onResult, f, *args, **kw):
-                jobs.append(args)
-
-        clock = Clock()
-        store = cdb.FileContentStore(self.mktemp(), threadPool=Pool(), reactor=clock)
+        pool, clock, store = _stoppedPoolStore(self)
         ids = ["S0000000040%dCE49200" % (i,) for i in range(3)]
         for ta in ids:
             with open(store.path(ta), "wb") as f:
                 f.write(b"x")
             store.remove(ta)
             clock.advance(cdb.REMOVAL_DELAY / 4)
-        self.assertEqual(jobs, [])
+        self.assertEqual(pool.jobs, [])
         clock.advance(cdb.REMOVAL_DELAY)
-        self.assertEqual(jobs, [([store.path(ta) for ta in ids],)])
+        self.assertEqual(
+            [args for f, args in pool.jobs], [([store.path(ta) for ta in ids],)]
+        )
 
 
 class IdleTests(unittest.TestCase):
