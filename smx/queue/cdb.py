@@ -1128,6 +1128,23 @@ class FileContentStore:
         for directory, name in kept:
             self._free.setdefault(directory, []).append(name)
 
+    def removeWaitingNow(self) -> None:
+        """
+        Recycle or unlink now, in the calling thread, the files waiting
+        for the next removal job (L{REMOVAL_DELAY}): IBDB calls this
+        before it removes a file whose C{D} records name them, so that a
+        crash cannot leave a content that neither an envelope nor a C{D}
+        record names.  A job already in the pool goes on.
+        """
+        if not self._doomed:
+            return
+        paths, self._doomed = self._doomed, []
+        if self._removalCall is not None:
+            self._removalCall.cancel()
+            self._removalCall = None
+            self._unlinking = False
+        self._keep(self._dispose(paths))
+
     def flushRemovals(self) -> None:
         """
         Unlink now, in the calling thread, the files still waiting for

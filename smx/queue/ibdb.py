@@ -261,6 +261,9 @@ class IncomingBackupLog:
         # group commit (smx.metrics)
         self.commitObserver = None  # type: Optional[Callable[[int, float], None]]
         self._syncSeconds = 0.0
+        #: called before a file is removed: the contents of the C{D}
+        #: records it holds must be gone first (L{smx.queue.store})
+        self.beforeRemoving = None  # type: Optional[Callable[[], None]]
 
     @classmethod
     def fromSettings(
@@ -505,6 +508,8 @@ class IncomingBackupLog:
             return
         self._live.pop(number, None)
         path = os.path.join(self.directory, "%s%010d" % (FILE_PREFIX, number))
+        if self.beforeRemoving is not None:
+            self.beforeRemoving()
         try:
             os.unlink(path)
         except FileNotFoundError:

@@ -103,6 +103,9 @@ class QueueStore:
         self.log = log
         self.defedb = defedb
         self.contentStore = contentStore
+        # a D record goes with the IBDB file holding it: the removals of
+        # the contents it names, waiting for their batch, are made first
+        log.beforeRemoving = getattr(contentStore, "removeWaitingNow", None)
         self.logger = logger
         self.transactions = {}  # type: Dict[str, Transaction]
         #: transaction id -> recipient indices whose state DEFEDB must get

@@ -675,6 +675,28 @@ class RemovalBatchTests(unittest.TestCase):
             [args for f, args in pool.jobs], [([store.path(ta) for ta in ids],)]
         )
 
+    def test_removeWaitingNow(self):
+        """
+        L{cdb.FileContentStore.removeWaitingNow} removes the files waiting
+        for the next job at once, in the calling thread; no job follows.
+        """
+        pool, clock, store = _stoppedPoolStore(self)
+        with open(store.path(TA), "wb") as f:
+            f.write(b"x" * (cdb.RECYCLE_MAX_SIZE + 1))
+        store.remove(TA)
+        store.removeWaitingNow()
+        self.assertEqual(store.transactionIds(), [])
+        self.assertFalse(os.path.exists(store.path(TA)))
+        clock.advance(cdb.REMOVAL_DELAY)
+        self.assertEqual(pool.jobs, [])
+        # and the next removal waits for its batch again
+        with open(store.path(TA2), "wb") as f:
+            f.write(b"y")
+        store.remove(TA2)
+        self.assertEqual(pool.jobs, [])
+        clock.advance(cdb.REMOVAL_DELAY)
+        self.assertEqual(len(pool.jobs), 1)
+
 
 class IdleTests(unittest.TestCase):
     """

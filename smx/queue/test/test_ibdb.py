@@ -168,6 +168,26 @@ class IncomingBackupLogTests(unittest.TestCase):
         files = ibdb.logFiles(self.dir)
         self.assertEqual([p for _, p in files], [self.log.currentPath])
 
+    def test_beforeRemoving(self):
+        """
+        L{ibdb.IncomingBackupLog.beforeRemoving} is called before a file
+        is removed (the contents its C{D} records name go first), and only
+        then.
+        """
+        seen = []
+        self.log.beforeRemoving = lambda: seen.append(
+            [os.path.exists(p) for _, p in ibdb.logFiles(self.dir)]
+        )
+        big = "x" * 6000
+        self.log.append(ibdb.TRANSACTION, {"id": "S1", "pad": big})
+        self.log.append(ibdb.TRANSACTION, {"id": "S2", "pad": big})
+        self.log.commit()
+        self.log.release("S1")
+        self.assertEqual(seen, [])
+        self.log.release("S2")
+        self.assertEqual(seen, [[True, True]])
+        self.assertEqual(len(ibdb.logFiles(self.dir)), 1)
+
     def test_currentFileNotRemoved(self):
         """
         Releasing every transaction of the current file keeps the file.
