@@ -1139,11 +1139,18 @@ class FileContentStore:
         if not self._doomed:
             return
         paths, self._doomed = self._doomed, []
+        self._cancelRemoval()
+        self._keep(self._dispose(paths))
+
+    def _cancelRemoval(self) -> None:
+        """
+        No removal job is to be handed to the pool after all (its files
+        are removed here): if one was only pending, none is under way.
+        """
         if self._removalCall is not None:
             self._removalCall.cancel()
             self._removalCall = None
             self._unlinking = False
-        self._keep(self._dispose(paths))
 
     def flushRemovals(self) -> None:
         """
@@ -1152,11 +1159,7 @@ class FileContentStore:
         and each would be an orphan the next QMGR reports).
         """
         paths, self._doomed = self._handed + self._doomed, []
-        if self._removalCall is not None:
-            # nothing in the pool yet: no job is under way any more
-            self._removalCall.cancel()
-            self._removalCall = None
-            self._unlinking = False
+        self._cancelRemoval()
         self._handed = []
         self._dispose(paths)
 

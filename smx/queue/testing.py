@@ -83,6 +83,35 @@ def defaultIncomingBackupLog(
     )
 
 
+class StoppedPool:
+    """
+    A thread pool that keeps the jobs it is given, C{(f, args)}, and runs
+    none (one that is stopping).
+    """
+
+    def __init__(self) -> None:
+        self.jobs = []  # type: List[Tuple[Any, Tuple[Any, ...]]]
+
+    def callInThreadWithCallback(
+        self, onResult: Any, f: Any, *args: Any, **kw: Any
+    ) -> None:
+        self.jobs.append((f, args))
+
+
+def stoppedPoolContentStore(directory: str) -> Tuple[StoppedPool, Any, Any]:
+    """
+    @return: a L{StoppedPool}, a L{Clock<twisted.internet.task.Clock>} and
+        a L{FileContentStore<smx.queue.cdb.FileContentStore>} in
+        C{directory} using both (its removals wait for the pool).
+    """
+    from twisted.internet.task import Clock
+
+    from smx.queue.cdb import FileContentStore
+
+    pool, clock = StoppedPool(), Clock()
+    return pool, clock, FileContentStore(directory, threadPool=pool, reactor=clock)
+
+
 class _MemoryWriter:
     def __init__(self, store: "MemoryContentStore", transactionId: str) -> None:
         self._store = store

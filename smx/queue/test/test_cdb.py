@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 
 from smx.interfaces import IContentStore
 from smx.queue import cdb
+from smx.queue.testing import stoppedPoolContentStore
 
 TA = "S00000000407CE49200"
 
@@ -600,7 +601,7 @@ class FlushRemovalsTests(unittest.TestCase):
         stopping) is unlinked when the service stops: the file handed to
         the pool's job and the one waiting behind it.
         """
-        pool, clock, store = _stoppedPoolStore(self)
+        pool, clock, store = stoppedPoolContentStore(self.mktemp())
         ids = ["S0000000040%dCE49200" % (i,) for i in range(2)]
         for ta in ids:
             with open(store.path(ta), "wb") as f:
@@ -621,7 +622,7 @@ class FlushRemovalsTests(unittest.TestCase):
         not yet handed to the pool, is unlinked at the stop, and no job
         is handed to the pool after it.
         """
-        pool, clock, store = _stoppedPoolStore(self)
+        pool, clock, store = stoppedPoolContentStore(self.mktemp())
         with open(store.path(TA), "wb") as f:
             f.write(b"x")
         store.remove(TA)
@@ -633,28 +634,6 @@ class FlushRemovalsTests(unittest.TestCase):
         self.assertEqual(pool.jobs, [])
 
 
-class _StoppedPool:
-    """A thread pool that keeps the jobs it is given and runs none."""
-
-    def __init__(self):
-        self.jobs = []
-
-    def callInThreadWithCallback(self, onResult, f, *args, **kw):
-        self.jobs.append((f, args))
-
-
-def _stoppedPoolStore(case):
-    """
-    @return: a L{_StoppedPool}, a L{Clock} and a store in a new directory
-        of C{case} using them.
-    """
-    from twisted.internet.task import Clock
-
-    pool, clock = _StoppedPool(), Clock()
-    store = cdb.FileContentStore(case.mktemp(), threadPool=pool, reactor=clock)
-    return pool, clock, store
-
-
 class RemovalBatchTests(unittest.TestCase):
     """
     With a thread pool, the removals of L{cdb.REMOVAL_DELAY} seconds go
@@ -662,7 +641,7 @@ class RemovalBatchTests(unittest.TestCase):
     """
 
     def test_batch(self):
-        pool, clock, store = _stoppedPoolStore(self)
+        pool, clock, store = stoppedPoolContentStore(self.mktemp())
         ids = ["S0000000040%dCE49200" % (i,) for i in range(3)]
         for ta in ids:
             with open(store.path(ta), "wb") as f:
@@ -680,7 +659,7 @@ class RemovalBatchTests(unittest.TestCase):
         L{cdb.FileContentStore.removeWaitingNow} removes the files waiting
         for the next job at once, in the calling thread; no job follows.
         """
-        pool, clock, store = _stoppedPoolStore(self)
+        pool, clock, store = stoppedPoolContentStore(self.mktemp())
         with open(store.path(TA), "wb") as f:
             f.write(b"x" * (cdb.RECYCLE_MAX_SIZE + 1))
         store.remove(TA)

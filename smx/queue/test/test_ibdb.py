@@ -12,7 +12,7 @@ from twisted.trial import unittest
 
 from smx.queue import ibdb
 from smx.queue.test.tmpfs import fill, mountTmpfs
-from smx.queue.testing import defaultIncomingBackupLog
+from smx.queue.testing import defaultIncomingBackupLog, stoppedPoolContentStore
 
 
 class IncomingBackupLogTests(unittest.TestCase):
@@ -187,6 +187,32 @@ class IncomingBackupLogTests(unittest.TestCase):
         self.log.release("S2")
         self.assertEqual(seen, [[True, True]])
         self.assertEqual(len(ibdb.logFiles(self.dir)), 1)
+
+    def test_contentsGoFirst(self):
+        """
+        Wired by L{QueueStore}, IBDB removes a file only after the content
+        removals still waiting for their batch (the contents its C{D}
+        records name) are made.
+        """
+        from smx.log import Logger, MemorySink
+        from smx.queue.store import QueueStore
+
+        pool, _, contents = stoppedPoolContentStore(self.mktemp())
+        QueueStore(self.log, None, contents, Logger("qmgr", sink=MemorySink()))
+        big = "x" * 6000
+        self.log.append(ibdb.TRANSACTION, {"id": "S1", "pad": big})
+        self.log.append(ibdb.TRANSACTION, {"id": "S2", "pad": big})
+        self.log.commit()
+        ta = "S00000000407CE49200"
+        with open(contents.path(ta), "wb") as f:
+            f.write(b"x")
+        contents.remove(ta)
+        self.log.release("S1")
+        self.assertEqual(contents.transactionIds(), [ta])
+        self.log.release("S2")
+        self.assertEqual(len(ibdb.logFiles(self.dir)), 1)
+        self.assertEqual(contents.transactionIds(), [])
+        self.assertEqual(pool.jobs, [])
 
     def test_currentFileNotRemoved(self):
         """

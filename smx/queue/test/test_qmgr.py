@@ -148,14 +148,6 @@ class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
         """
         self.assertTrue(verifyObject(IQueueManager, self.qmgr))
 
-    def test_contentRemovalsBeforeIBDBFiles(self):
-        """
-        Before IBDB removes a file, the content removals waiting for their
-        batch are made (L{FileContentStore.removeWaitingNow}): a file's
-        C{D} records do not go before the contents they name.
-        """
-        self.assertEqual(self.qmgr.store.log.beforeRemoving, self.cdb.removeWaitingNow)
-
     def test_commitWaitsForIBDB(self):
         """
         C{commitTransaction} fires only after the IBDB group commit.
