@@ -302,7 +302,10 @@ class QueueStore:
             self.removeFromDefedb(ta.id, stored)
         for r in rcpts:
             r.inDefedb = False
-        self._logStates(ta, rcpts)
+        if ta.finished or not ta.isDone():
+            self._logStates(ta, rcpts)
+        # else the D record that checkDone writes now says all: recovery
+        # forgets a transaction at its D, whatever R records came before
         self.checkDone(ta)
 
     def removeFromDefedb(self, taId: str, indices: List[int]) -> bool:

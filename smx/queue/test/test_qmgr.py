@@ -192,6 +192,38 @@ class QueueManagerTests(QueueManagerTestMixin, unittest.TestCase):
         self.assertFalse(self.cdb.exists(taId))
         self.assertEqual(self.successResultOf(self.qmgr.listQueue()), [])
 
+    def test_doneWithoutStates(self):
+        """
+        Recipients that finish their transaction are logged by its C{D}
+        record alone; those that leave others to go get an C{R} record of
+        their states.  A restart finds neither transaction to deliver.
+        """
+        self.resolver.routes["@x.test"] = [ROUTE]
+        self.agent.outcome = lambda r: (
+            ("temp", 451, "451 later")
+            if r["address"] == "a@x.test"
+            else ("ok", 250, "250 ok")
+        )
+        done, _ = self.submit(recipients=("b@y.test", "c@y.test"))
+        partly, _ = self.submit(recipients=("b@y.test", "a@x.test"))
+        self.clock.advance(0.01)
+        kinds = [
+            (kind, p["id"])
+            for kind, p in ibdb.readLog(self.qmgr.ibdbDirectory, self.fail)
+        ]
+        self.assertEqual(
+            [k for k, taId in kinds if taId == done],
+            [ibdb.TRANSACTION, ibdb.DONE],
+        )
+        self.assertIn((ibdb.RECIPIENTS, partly), kinds)
+        self.assertNotIn((ibdb.DONE, partly), kinds)
+        sent = len(self.agent.transactions)
+        self.restart()
+        self.clock.advance(0.01)
+        self.assertNotIn(done, [t["ss_ta"] for t in self.agent.transactions[sent:]])
+        [queued] = self.successResultOf(self.qmgr.listQueue())
+        self.assertEqual(queued["id"], partly)
+
     def test_temporaryFailureRetried(self):
         """
         A temporary failure goes to DEFEDB and is retried after
