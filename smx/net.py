@@ -1,11 +1,12 @@
 # -*- test-case-name: smx.test.test_net -*-
 """
 NAME
-    smx.net - TCP transports that send at once
+    smx.net - TCP transports that send at once; address literals
 
 SYNOPSIS
     port = listenTCP(reactor, 25, factory, backlog=1024, interface="::")
     connector = connectTCP(reactor, "192.0.2.1", 25, factory, timeout=300)
+    isIPAddress("[192.0.2.1]")  # True
 
 DESCRIPTION
     Twisted's TCP transport buffers every C{write} and sends it when the
@@ -27,10 +28,16 @@ DESCRIPTION
     L{listenTCP} and L{connectTCP} fall back to the reactor's own methods
     for a reactor that is not Twisted's POSIX reactor (the memory reactors
     of unit tests).
+
+    L{isIPAddress} tells an address literal from a host name, and
+    remembers the answer: SMTPC asks it of the next hop of every delivery
+    (its TLS policy, MTA-STS, the certificate check).
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from typing import Any, Iterable, Optional, Tuple
 
 from twisted.internet import main, tcp
@@ -162,3 +169,16 @@ def connectTCP(
     c = Connector(host, port, factory, timeout, bindAddress, reactor)
     c.connect()
     return c
+
+
+@functools.lru_cache(maxsize=1024)
+def isIPAddress(name: str) -> bool:
+    """
+    Is C{name} an IPv4 or IPv6 address, bare or in brackets
+    (C{[192.0.2.1]})?  The answers for the last 1,024 names are kept.
+    """
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True

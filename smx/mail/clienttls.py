@@ -14,7 +14,6 @@ never fails on a certificate, so that C{may} still encrypts.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, List, Optional, Tuple
 
 from OpenSSL import SSL
@@ -22,6 +21,7 @@ from twisted.internet import interfaces
 from zope.interface import implementer
 
 from smx.mail.tls import TLSConfigurationError, makeContext
+from smx.net import isIPAddress
 
 #: C{tls_min_protocol} -> the OpenSSL version constant
 PROTOCOL_VERSIONS = {
@@ -148,7 +148,7 @@ class ClientTLSSession:
         connection = SSL.Connection(self._context, None)
         connection.smxClientSession = self  # type: ignore[attr-defined]
         name = self.serverName
-        if name and not _isAddress(name):
+        if name and not isIPAddress(name):
             try:
                 connection.set_tlsext_host_name(name.encode("idna"))
             except UnicodeError:
@@ -178,11 +178,3 @@ class ClientTLSSession:
             self.connection.get_protocol_version_name(),
             self.connection.get_cipher_name(),
         )
-
-
-def _isAddress(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        return False
-    return True

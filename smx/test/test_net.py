@@ -140,3 +140,33 @@ class SendAtOnceTests(unittest.TestCase):
         self.assertEqual(memory.tcpServers[0][0], 25)
         self.assertEqual(memory.tcpServers[0][2], 7)
         self.assertEqual(memory.tcpClients[0][:2], ("192.0.2.1", 25))
+
+
+class IsIPAddressTests(unittest.TestCase):
+    """
+    L{net.isIPAddress} tells address literals from host names.
+    """
+
+    def test_addresses(self):
+        """
+        IPv4 and IPv6 addresses, bare or in brackets, are addresses.
+        """
+        for name in ("192.0.2.1", "[192.0.2.1]", "::1", "[2001:db8::1]"):
+            self.assertTrue(net.isIPAddress(name), name)
+
+    def test_names(self):
+        """
+        Host names, the empty name, a tagged literal and a number out of
+        range are not.
+        """
+        for name in ("mx.example", "", "[IPv6:2001:db8::1]", "192.0.2.256"):
+            self.assertFalse(net.isIPAddress(name), name)
+
+    def test_remembered(self):
+        """
+        The answer for a name is parsed once.
+        """
+        net.isIPAddress.cache_clear()
+        net.isIPAddress("198.51.100.7")
+        net.isIPAddress("198.51.100.7")
+        self.assertEqual(net.isIPAddress.cache_info().hits, 1)

@@ -46,13 +46,13 @@ DESCRIPTION
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from typing import Any, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from smx.maps.errors import DNSTemporaryError
+from smx.net import isIPAddress
 from smx.tlspolicy.dane import PolicyFailure, TLSARecord, tlsaForHost
 from smx.tlspolicy.matching import VerifyError, checkPeer
 from smx.tlspolicy.policy import FAILED_RECORD, OK_RECORD, TLSPolicy
@@ -359,7 +359,7 @@ class TLSPolicies:
         """
         host = (host or "").lower().rstrip(".")
         base = dest.base
-        named = bool(host) and not _isAddress(host)
+        named = bool(host) and not isIPAddress(host)
         if base.level in ("dane", "dane-only"):
             session = await self._dane(dest, host, address, named)
             if session is not None:
@@ -503,14 +503,6 @@ class TLSPolicies:
         """Open the policy map again (SIGUSR1)."""
         if self.policyMap is not None:
             self.policyMap.reopen()
-
-
-def _isAddress(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def groupByDestination(

@@ -36,7 +36,6 @@ DESCRIPTION
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from typing import List, Optional, Sequence, Tuple
 
 from cryptography import x509
@@ -48,6 +47,7 @@ from service_identity.cryptography import (
 )
 from service_identity.hazmat import DNSPattern
 
+from smx.net import isIPAddress
 from smx.tlspolicy.dane import PolicyFailure, TLSARecord, matchTLSA, selectorData
 from smx.tlspolicy.policy import TLSPolicy
 
@@ -121,7 +121,7 @@ def namesMatch(certificate: x509.Certificate, names: Sequence[str]) -> bool:
                 return True
             continue
         try:
-            if _isAddress(name):
+            if isIPAddress(name):
                 verify_certificate_ip_address(certificate, name.strip("[]"))
             else:
                 verify_certificate_hostname(certificate, name)
@@ -129,14 +129,6 @@ def namesMatch(certificate: x509.Certificate, names: Sequence[str]) -> bool:
             continue
         return True
     return False
-
-
-def _isAddress(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def _dnsNames(certificate: x509.Certificate) -> List[str]:

@@ -76,8 +76,6 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import dataclasses
-import functools
-import ipaddress
 import json
 import os
 import re
@@ -105,6 +103,7 @@ from zope.interface import implementer
 from smx.log import Logger
 from smx.mail.address import domainKey
 from smx.maps.errors import DNSPermanentError, DNSTemporaryError
+from smx.net import isIPAddress
 from smx.tlspolicy.policy import FAILED_RECORD, ITLSPolicySource, TLSPolicy
 
 #: the largest C{max_age} of RFC 8461 §3.2 (about a year)
@@ -897,19 +896,9 @@ def _namedHosts(hosts: Iterable[str]) -> bool:
             continue
         if host.lower().startswith("ipv6:"):
             continue
-        if not _isAddress(host):
+        if not isIPAddress(host):
             return True
     return False
-
-
-@functools.lru_cache(maxsize=1024)
-def _isAddress(host: str) -> bool:
-    """Is C{host} an IPv4 or IPv6 address? (asked for every delivery)"""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def mtastsSource(
