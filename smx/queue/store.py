@@ -302,7 +302,7 @@ class QueueStore:
             self.removeFromDefedb(ta.id, stored)
         for r in rcpts:
             r.inDefedb = False
-        if ta.finished or not ta.isDone():
+        if not self._completes(ta):
             self._logStates(ta, rcpts)
         # else the D record that checkDone writes now says all: recovery
         # forgets a transaction at its D, whatever R records came before
@@ -397,12 +397,16 @@ class QueueStore:
         if not ta.needsLog():
             self.log.release(ta.id)
 
+    def _completes(self, ta: Transaction) -> bool:
+        """Is every recipient of C{ta} final, and its C{D} not yet logged?"""
+        return not ta.finished and ta.isDone()
+
     def checkDone(self, ta: Transaction) -> None:
         """
         If every recipient is final: log C{D}, then remove the content.
         """
         self._updateLiveness(ta)
-        if ta.finished or not ta.isDone():
+        if not self._completes(ta):
             return
         ta.finished = True
         self.transactions.pop(ta.id, None)
