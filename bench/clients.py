@@ -48,7 +48,7 @@ def smtpSource(
     )
 
 
-class _Conversation:
+class Conversation:
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         # No Nagle: the final dot must leave at once, not 40 ms later after
@@ -91,7 +91,7 @@ def latency(
     acked: List[float] = []
     lost = 0
     for seq in range(messages):
-        c = _Conversation(port)
+        c = Conversation(port)
         try:
             c.reply()
             c.command(b"EHLO latency.bench.test", b"250")
@@ -122,15 +122,16 @@ def latency(
     return {
         "messages": messages,
         "lost": lost,
-        "p50_ms": _percentile(delivered, 50),
-        "p99_ms": _percentile(delivered, 99),
+        "p50_ms": percentile(delivered, 50),
+        "p99_ms": percentile(delivered, 99),
         "max_ms": max(delivered) if delivered else None,
-        "ack_p50_ms": _percentile(acked, 50),
-        "ack_p99_ms": _percentile(acked, 99),
+        "ack_p50_ms": percentile(acked, 50),
+        "ack_p99_ms": percentile(acked, 99),
     }
 
 
-def _percentile(values: List[float], p: float) -> Optional[float]:
+def percentile(values: List[float], p: float) -> Optional[float]:
+    """The C{p}th percentile of C{values} (C{None} for none)."""
     if not values:
         return None
     if len(values) == 1:

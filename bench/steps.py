@@ -46,7 +46,7 @@ def probe(port: int, stop: threading.Event, times: Dict[str, List[float]]) -> No
     )
     while not stop.is_set():
         t0 = time.monotonic()
-        c = clients._Conversation(port)
+        c = clients.Conversation(port)
         try:
             c.reply()
             times["greeting"].append(time.monotonic() - t0)
@@ -57,11 +57,6 @@ def probe(port: int, stop: threading.Event, times: Dict[str, List[float]]) -> No
                 times[step].append(time.monotonic() - t0)
         finally:
             c.sock.close()
-
-
-def _quantile(values: List[float], q: float) -> float:
-    values = sorted(values)
-    return 1000 * values[min(len(values) - 1, int(len(values) * q))]
 
 
 def measure(m: mta.MTA, args: argparse.Namespace) -> str:
@@ -89,7 +84,11 @@ def measure(m: mta.MTA, args: argparse.Namespace) -> str:
             sink.stop()
     cells = [
         "%s %.2f/%.2f"
-        % (step, _quantile(times[step], 0.5), _quantile(times[step], 0.9))
+        % (
+            step,
+            1000 * (clients.percentile(times[step], 50) or 0),
+            1000 * (clients.percentile(times[step], 90) or 0),
+        )
         for step in STEPS
         if times[step]
     ]
