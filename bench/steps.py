@@ -114,6 +114,12 @@ def main() -> None:
         "smx-split": lambda: mta.SmxSplit(),
         "postfix": lambda: mta.Postfix(),
     }
+    unknown = [n for n in args.mtas.split(",") if n not in makers]
+    if unknown:
+        parser.error(
+            "--mtas: unknown %s (choose from %s)"
+            % (", ".join(unknown), ", ".join(sorted(makers)))
+        )
     try:
         for run in range(args.runs):
             for name in args.mtas.split(","):
