@@ -141,8 +141,8 @@ class RelayTests(_Base):
     @defer.inlineCallbacks
     def test_recycledContents(self) -> Any:
         """
-        Forty messages one after the other, each delivered before the next
-        is sent: the later ones are written over the files of removed
+        Forty messages one after the other, each delivered and removed
+        before the next is sent: the later ones are written over the files of removed
         earlier ones in the same CDB directory (C{.free.ID}), shorter than
         them, and each reaches the sink exactly as sent, nothing of an
         earlier message in it.  The kept files go once no mail comes.
@@ -169,6 +169,17 @@ class RelayTests(_Base):
             self.assertDelivered(
                 (yield until(lambda: sink.containing(marker.encode()), timeout=10)),
                 "message %d did not reach the sink" % (i,),
+            )
+            # and removed: QMGR removes contents in batches
+            # (smx.queue.cdb.REMOVAL_DELAY), and the next message written
+            # meanwhile in the same directory would find no file to reuse
+            self.assertTrue(
+                (
+                    yield until(
+                        lambda: all(n.startswith(".free.") for n in cdb()), timeout=10
+                    )
+                ),
+                "message %d was not removed: %r" % (i, cdb()),
             )
             kept.append(sum(1 for name in cdb() if name.startswith(".free.")))
         for marker, body in bodies:
