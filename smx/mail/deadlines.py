@@ -38,9 +38,7 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from twisted.protocols.policies import TimeoutMixin
+from typing import TYPE_CHECKING, Any, Optional
 
 #: bytes without a line end that count as a complete record for the
 #: io_timeout deadline (a long DATA line; Postfix's line_length_limit)
@@ -50,12 +48,33 @@ RECORD_SIZE = 2048
 #: TCP connection is dropped
 CLOSE_GRACE = 10.0
 
+#: a deadline this close (seconds) counts as reached: a timer set for it
+#: may fire that much early through rounding
+_EPSILON = 1e-6
 
-class DeadlineMixin(TimeoutMixin):
+
+class DeadlineMixin:
     """
     The timers of L{smx.mail.smtps.SMTPServerProtocol}, its lag (see
     L{smx.mail.sessions}) and the end of the session.
+
+    The four deadlines of a session (io_timeout from C{_readySince}, the
+    end of max_message_time, of max_session_time, and of the grace of a
+    closing session) share one timer of the reactor, set for the
+    earliest of them.  A deadline that moves later (io_timeout at every
+    line) does not touch the timer: when the timer fires it finds what
+    is due, and is set again for what is not (one timer per session
+    instead of four, and no change of it per command line).
     """
+
+    #: the one timer, and the time it is set for
+    _timer = None  # type: Any
+    _timerAt = 0.0
+    #: when max_message_time, max_session_time and the grace of a closing
+    #: session end (None: not running)
+    _messageAt = None  # type: Optional[float]
+    _sessionAt = None  # type: Optional[float]
+    _abortAt = None  # type: Optional[float]
 
     if TYPE_CHECKING:  # pragma: no cover - provided by the protocol
         factory: Any
@@ -70,9 +89,6 @@ class DeadlineMixin(TimeoutMixin):
         _expired: bool
         _readySince: float
         _partial: int
-        _abortCall: Any
-        _messageTimer: Any
-        _sessionTimer: Any
 
         def _flush(self) -> None: ...
 
@@ -82,11 +98,93 @@ class DeadlineMixin(TimeoutMixin):
 
         def _logConnection(self, code: int, dsn: str, text: str) -> None: ...
 
+    # -- the one timer ------------------------------------------------------
+
+    def _startTimers(self) -> None:
+        """
+        The session starts (C{_readySince} is now): io_timeout and
+        max_session_time run.
+        """
+        seconds = self.factory.settings.maxSessionTime
+        if seconds:
+            self._sessionAt = self._readySince + seconds
+        self._setTimer()
+
+    def _ioDeadline(self) -> Optional[float]:
+        """When io_timeout ends (C{None}: it does not run)."""
+        if self._closing or self._lost:
+            return None
+        seconds = self.factory.settings.ioTimeout
+        return self._readySince + seconds if seconds else None
+
+    def _earliest(self) -> Optional[float]:
+        earliest = self._ioDeadline()
+        for at in (self._messageAt, self._sessionAt, self._abortAt):
+            if at is not None and (earliest is None or at < earliest):
+                earliest = at
+        return earliest
+
+    def _setTimer(self) -> None:
+        """
+        Set the timer for the earliest deadline, unless it is set for an
+        earlier time already (it then sets itself again when it fires).
+        """
+        at = self._earliest()
+        timer = self._timer
+        if at is None:
+            if timer is not None:
+                self._timer = None
+                if timer.active():
+                    timer.cancel()
+            return
+        if timer is not None and timer.active():
+            if self._timerAt <= at:
+                return
+            timer.reset(max(0.0, at - self.factory.reactor.seconds()))
+        else:
+            self._timer = self.factory.reactor.callLater(
+                max(0.0, at - self.factory.reactor.seconds()), self._timeUp
+            )
+        self._timerAt = at
+
+    def _timeUp(self) -> None:
+        """The timer fired: act on every deadline that has passed."""
+        self._timer = None
+        now = self.factory.reactor.seconds() + _EPSILON
+        if self._abortAt is not None and self._abortAt <= now:
+            self._abortAt = None
+            self._abortNow()
+        if self._messageAt is not None and self._messageAt <= now:
+            self._messageAt = None
+            self._messageTimeUp()
+        if self._sessionAt is not None and self._sessionAt <= now:
+            self._sessionAt = None
+            self._sessionTimeUp()
+        io = self._ioDeadline()
+        if io is not None and io <= now:
+            if self._waiting:
+                # smx itself works on the session (QMGR, SMAR): not the
+                # client's time; it has a whole io_timeout from now
+                self._readySince = self.factory.reactor.seconds()
+            else:
+                self.timeoutConnection()
+        if not self._lost:
+            self._setTimer()
+
+    def _stopTimers(self) -> None:
+        """No deadline runs any more (the connection is gone)."""
+        self._messageAt = self._sessionAt = self._abortAt = None
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    # -- io_timeout ---------------------------------------------------------
+
     def _record(self, partial: int) -> None:
         """
         A complete line arrived; C{partial} bytes of the next one follow.
         """
-        self.resetTimeout()
+        # io_timeout now ends later: the timer finds out when it fires
         self._readySince = self.factory.reactor.seconds()
         if bool(partial) != bool(self._partial):
             self.factory.table.setIncomplete(self, bool(partial))
@@ -109,11 +207,6 @@ class DeadlineMixin(TimeoutMixin):
         whose handshake did not finish is dropped (nothing can be said
         to it).
         """
-        if self._waiting:
-            # smx itself works on the session (QMGR, SMAR): not the
-            # client's time
-            self.setTimeout(self.factory.settings.ioTimeout)
-            return
         if self._tlsPending:
             self.factory.log.info(
                 ss_sess=self.sessionId, where="timeout", tls="handshake", stat=421
@@ -125,20 +218,20 @@ class DeadlineMixin(TimeoutMixin):
         self._flush()
         self._close()
 
+    # -- max_message_time and max_session_time -------------------------------
+
     def _startMessageTimer(self) -> None:
         seconds = self.factory.settings.maxMessageTime
-        if seconds and self._messageTimer is None:
-            self._messageTimer = self.callLater(seconds, self._messageTimeUp)
+        if seconds and self._messageAt is None:
+            self._messageAt = self.factory.reactor.seconds() + seconds
+            self._setTimer()
 
     def _stopMessageTimer(self) -> None:
-        if self._messageTimer is not None:
-            if self._messageTimer.active():
-                self._messageTimer.cancel()
-            self._messageTimer = None
+        # the timer, if set for it, finds nothing due and is set again
+        self._messageAt = None
 
     def _messageTimeUp(self) -> None:
         """max_message_time passed between the 354 and the final dot."""
-        self._messageTimer = None
         if self._closing or self._lost:
             return
         self._endSession("max_message_time", "Error: message transfer time exceeded")
@@ -148,7 +241,6 @@ class DeadlineMixin(TimeoutMixin):
         max_session_time passed: end the session when the server next
         waits for a command (a message being received may finish).
         """
-        self._sessionTimer = None
         self._expired = True
         if not (self._running or self._waiting or self._closing or self._lost):
             self._endExpired()
@@ -190,8 +282,7 @@ class DeadlineMixin(TimeoutMixin):
         if self._closing:
             return
         self._closing = True
-        self.setTimeout(None)
-        self._stopTimers()
+        self._messageAt = self._sessionAt = None
         self._closeTransaction()
         self.factory.table.remove(self)
         # QMGR knows before the client reads the last reply (and connects
@@ -202,18 +293,9 @@ class DeadlineMixin(TimeoutMixin):
             return
         self.transport.loseConnection()
         if not self._lost:
-            self._abortCall = self.callLater(CLOSE_GRACE, self._abortNow)
+            self._abortAt = self.factory.reactor.seconds() + CLOSE_GRACE
+            self._setTimer()
 
     def _abortNow(self) -> None:
-        self._abortCall = None
         if not self._lost:
             self.transport.abortConnection()
-
-    def _stopTimers(self) -> None:
-        self._stopMessageTimer()
-        for name in ("_sessionTimer", "_abortCall"):
-            call = getattr(self, name)
-            if call is not None:
-                if call.active():
-                    call.cancel()
-                setattr(self, name, None)

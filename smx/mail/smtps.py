@@ -233,12 +233,8 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
         # the bytes of the line (record) received so far
         self._readySince = f.reactor.seconds()
         self._partial = 0
-        self._abortCall = None  # type: Any
-        self._messageTimer = None  # type: Any
-        self._sessionTimer = None  # type: Any
         self._expired = False
-        self.callLater = f.reactor.callLater  # type: ignore[method-assign]
-        self.setTimeout(s.ioTimeout)
+        self._startTimers()
         f.sessions.add(self)
         refusal = f.table.admit(self)
         if refusal is not None:
@@ -246,8 +242,6 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
             self.connection.refuse(*refusal)
             self._advance()
             return
-        if s.maxSessionTime:
-            self._sessionTimer = self.callLater(s.maxSessionTime, self._sessionTimeUp)
         self._wait(self._startSession())
 
     def _logConnection(self, code: int, dsn: str, text: str) -> None:
@@ -341,9 +335,9 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
 
     def _suspend(self, d: defer.Deferred) -> None:
         """Process no more events until C{d} has fired."""
-        # io_timeout goes on running: it is restarted when the answer
-        # comes, and if it ends first it is started again
-        # (L{timeoutConnection}), cheaper than stopping it each time
+        # io_timeout goes on running: it starts again when the answer
+        # comes, and if it ends first it starts again then
+        # (L{DeadlineMixin._timeUp})
         self._waiting = True
         d.addErrback(self._ebUnexpected)
         d.addBoth(self._cbResume)
@@ -356,7 +350,6 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
             if self._paused:
                 self._paused = False
                 self.transport.resumeProducing()
-            self.resetTimeout()
             self._advance()
 
     def _ebUnexpected(self, reason: failure.Failure) -> None:
@@ -420,7 +413,6 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
 
     def connectionLost(self, reason: failure.Failure = protocol.connectionDone) -> None:
         self._lost = True
-        self.setTimeout(None)
         self._stopTimers()
         self._closeTransaction()
         self._pmClose()
