@@ -4,7 +4,7 @@ NAME
     smx._twistedcompat - every private name of Twisted smx relies on
 
 SYNOPSIS
-    from smx._twistedcompat import hasRunningCallbacks, MaildirNameGenerator
+    from smx._twistedcompat import hasFinalResult, MaildirNameGenerator
 
 DESCRIPTION
     smx uses a few names that Twisted does not promise to keep (their
@@ -21,13 +21,14 @@ DESCRIPTION
 
     What is used, and by whom:
 
-      - C{Deferred._runningCallbacks} (L{hasRunningCallbacks}):
+      - C{Deferred._runningCallbacks} (L{hasFinalResult}):
         L{smx.fastdefer}.
       - C{FileDescriptor._tempDataBuffer}, C{FileDescriptor._writeDisconnected},
-        C{PosixReactorBase._disconnectSelectable} and
-        C{tcp.Connector._makeTransport} (L{hasBufferedWrites},
-        L{writeDisconnected}, L{disconnectSelectable}, L{TCPConnector}):
-        L{smx.net}.
+        C{PosixReactorBase._disconnectSelectable},
+        C{tcp.Connector._makeTransport}, C{unix.Connector._makeTransport}
+        and C{_SendmsgMixin._sendmsgQueue} (L{hasBufferedWrites},
+        L{canWriteDirectly}, L{disconnectSelectable}, L{TCPConnector},
+        L{UNIXConnector}, L{hasQueuedDescriptors}): L{smx.net}.
       - C{EPollReactor._poller}, C{_selectables} and
         C{_PollLikeMixin._doReadOrWrite} (L{dispatchWithoutLogContext}):
         the processes of split mode (L{smx.split.service}).
@@ -52,20 +53,22 @@ from __future__ import annotations
 
 import errno
 import select
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from twisted.internet import defer, tcp
+from twisted.internet import defer, tcp, unix
 from twisted.mail import maildir
 from twisted.names import common, dns
 from twisted.protocols import amp
 from twisted.python import log
 
 __all__ = [
-    "hasRunningCallbacks",
+    "hasFinalResult",
     "hasBufferedWrites",
-    "writeDisconnected",
+    "canWriteDirectly",
     "disconnectSelectable",
     "TCPConnector",
+    "UNIXConnector",
+    "hasQueuedDescriptors",
     "dispatchWithoutLogContext",
     "twistdLogObserver",
     "fileOfObserver",
@@ -79,18 +82,20 @@ __all__ = [
 ]
 
 
-def hasRunningCallbacks(d: defer.Deferred) -> bool:
+def hasFinalResult(d: defer.Deferred) -> bool:
     """
-    Are C{d}'s callbacks running right now?
+    Has C{d} its final result: fired, not waiting for another Deferred,
+    and its callbacks not running right now?
 
     Relies on C{Deferred._runningCallbacks}, the flag Twisted sets while
     it runs a Deferred's callback chain (it guards the same re-entrancy in
     C{Deferred._runCallbacks}).  L{smx.fastdefer} takes a fired Deferred's
     result directly instead of adding a callback; while the callbacks run
     (one of them may be what asks) C{d.result} is not the final result
-    yet, and only this flag tells.
+    yet, and only this flag tells.  (One function for the three tests:
+    it runs for nearly every Deferred an SMTP command yields.)
     """
-    return bool(d._runningCallbacks)
+    return d.called and not d.paused and not d._runningCallbacks
 
 
 def hasBufferedWrites(transport: Any) -> bool:
@@ -105,15 +110,22 @@ def hasBufferedWrites(transport: Any) -> bool:
     return bool(transport._tempDataBuffer or transport.dataBuffer)
 
 
-def writeDisconnected(transport: Any) -> bool:
+def canWriteDirectly(transport: Any) -> bool:
     """
-    Has the writing half of C{transport} been shut down?
+    Has a TCP transport nothing waiting to be written, and its writing
+    half open?
 
-    Relies on C{FileDescriptor._writeDisconnected}, set by Twisted once
-    C{loseWriteConnection} took effect; C{write} then drops data, and so
-    must L{smx.net}'s direct write.
+    Relies on C{FileDescriptor._tempDataBuffer} and C{dataBuffer} (as
+    L{hasBufferedWrites}) and on C{FileDescriptor._writeDisconnected},
+    set by Twisted once C{loseWriteConnection} took effect (C{write} then
+    drops data, and so must L{smx.net}'s direct write).  One function for
+    both: it runs for every reply an SMTP server writes.
     """
-    return bool(transport._writeDisconnected)
+    return not (
+        transport._tempDataBuffer
+        or transport.dataBuffer
+        or transport._writeDisconnected
+    )
 
 
 def writeDisconnecting(transport: Any) -> bool:
@@ -146,6 +158,33 @@ def disconnectSelectable(
     reactor._disconnectSelectable(selectable, why, isRead)
 
 
+class UNIXConnector(unix.Connector):
+    """
+    A L{unix.Connector} whose connection is an instance of C{clientClass}
+    (as L{TCPConnector}).
+
+    Relies on C{unix.Connector._makeTransport} and its C{checkPID}.
+
+    @cvar clientClass: the L{unix.Client} subclass to create.
+    """
+
+    clientClass = unix.Client
+
+    def _makeTransport(self) -> Any:
+        return self.clientClass(self.address, self, self.reactor, self.checkPID)
+
+
+def hasQueuedDescriptors(transport: Any) -> bool:
+    """
+    Has a Unix transport file descriptors waiting to go with its next
+    bytes (C{sendFileDescriptor})?
+
+    Relies on C{_SendmsgMixin._sendmsgQueue}; L{smx.net}'s own send must
+    leave such bytes to Twisted, which sends the descriptors with them.
+    """
+    return bool(getattr(transport, "_sendmsgQueue", None))
+
+
 class TCPConnector(tcp.Connector):
     """
     A L{tcp.Connector} whose connection is an instance of C{clientClass}
@@ -168,7 +207,9 @@ class TCPConnector(tcp.Connector):
         )
 
 
-def dispatchWithoutLogContext(reactor: Any) -> bool:
+def dispatchWithoutLogContext(
+    reactor: Any, beforePoll: Optional[Callable[[], bool]] = None
+) -> bool:
     """
     Make the epoll reactor C{reactor} hand each ready descriptor to its
     selectable directly, without wrapping the call in
@@ -185,6 +226,10 @@ def dispatchWithoutLogContext(reactor: Any) -> bool:
     C{doIteration}) and C{_PollLikeMixin._doReadOrWrite(selectable, fd,
     event)}.
 
+    @param beforePoll: called before each wait for events (the work of
+        L{smx.turn}); when it says it did something, the wait is no
+        longer than the reactor's public C{timeout()} then says (that
+        work may have set a timer).
     @return: whether it was done (C{False}: not the epoll reactor).
     """
     epoll: Any = getattr(select, "epoll", None)
@@ -197,6 +242,10 @@ def dispatchWithoutLogContext(reactor: Any) -> bool:
     EINTR = errno.EINTR
 
     def doPoll(timeout: Optional[float]) -> None:
+        if beforePoll is not None and beforePoll():
+            due = reactor.timeout()
+            if due is not None and (timeout is None or due < timeout):
+                timeout = due
         if timeout is None:
             timeout = -1
         try:

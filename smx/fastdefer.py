@@ -43,7 +43,7 @@ from typing import Any, Callable, List, Optional
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from smx._twistedcompat import hasRunningCallbacks
+from smx._twistedcompat import hasFinalResult
 
 
 def inlineCallbacks(f: Callable[..., Any]) -> Callable[..., defer.Deferred]:
@@ -62,27 +62,66 @@ def inlineCallbacks(f: Callable[..., Any]) -> Callable[..., defer.Deferred]:
             raise TypeError(
                 "fastdefer.inlineCallbacks requires %r to produce a generator" % (f,)
             )
-        return _Run(gen).start()
+        return _drive(gen, None, False, None)
 
     return wrapper
-
-
-def _final(d: defer.Deferred) -> bool:
-    """
-    Has C{d} its final result?  Not while it waits for another Deferred,
-    nor while its callbacks run (one of them may be what asks).
-    """
-    return d.called and not d.paused and not hasRunningCallbacks(d)
 
 
 def _handled(failure: Failure) -> None:
     return None
 
 
+def _drive(
+    gen: types.GeneratorType, result: Any, isFailure: bool, run: Optional[_Run]
+) -> defer.Deferred:
+    """
+    Run C{gen} on from C{result} while what it yields has a result; a
+    L{_Run} (C{run}, made at the first wait) waits for the rest.
+
+    @return: the Deferred of the whole run.
+    """
+    while True:
+        try:
+            if isFailure:
+                yielded = result.throwExceptionIntoGenerator(gen)
+            else:
+                yielded = gen.send(result)
+        except StopIteration as e:
+            return _finish(run, e.value, False)
+        except BaseException:
+            return _finish(run, Failure(), True)
+        if not isinstance(yielded, defer.Deferred):
+            result, isFailure = yielded, False
+            continue
+        if hasFinalResult(yielded):
+            # the usual case: taken as it is; a failure goes into the
+            # generator, so it is handled (consumed here)
+            result = yielded.result
+            isFailure = isinstance(result, Failure)
+            if isFailure:
+                yielded.addErrback(_handled)
+            continue
+        if run is None:
+            run = _Run(gen)
+        return run.wait(yielded)
+
+
+def _finish(run: Optional[_Run], value: Any, isFailure: bool) -> defer.Deferred:
+    out = None if run is None else run.out
+    if out is None:
+        return defer.fail(value) if isFailure else defer.succeed(value)
+    if not out.called:
+        if isFailure:
+            out.errback(value)
+        else:
+            out.callback(value)
+    return out
+
+
 class _Run:
     """
-    One run of a generator: drives it, and waits with a callback only when
-    a yielded Deferred has no result yet.
+    A generator waiting for a Deferred it yielded: L{_drive} goes on with
+    the result.
     """
 
     __slots__ = ("gen", "out", "waitingOn")
@@ -92,35 +131,7 @@ class _Run:
         self.out = None  # type: Optional[defer.Deferred]
         self.waitingOn = None  # type: Optional[defer.Deferred]
 
-    def start(self) -> defer.Deferred:
-        return self._drive(None, False)
-
-    def _drive(self, result: Any, isFailure: bool) -> defer.Deferred:
-        gen = self.gen
-        while True:
-            try:
-                if isFailure:
-                    yielded = result.throwExceptionIntoGenerator(gen)
-                else:
-                    yielded = gen.send(result)
-            except StopIteration as e:
-                return self._finish(e.value, False)
-            except BaseException:
-                return self._finish(Failure(), True)
-            if not isinstance(yielded, defer.Deferred):
-                result, isFailure = yielded, False
-                continue
-            if _final(yielded):
-                # the usual case: taken as it is; a failure goes into the
-                # generator, so it is handled (consumed here)
-                result = yielded.result
-                isFailure = isinstance(result, Failure)
-                if isFailure:
-                    yielded.addErrback(_handled)
-                continue
-            return self._wait(yielded)
-
-    def _wait(self, d: defer.Deferred) -> defer.Deferred:
+    def wait(self, d: defer.Deferred) -> defer.Deferred:
         self.waitingOn = d
         if self.out is None:
             self.out = defer.Deferred(self._cancel)
@@ -129,24 +140,13 @@ class _Run:
 
     def _resume(self, result: Any) -> None:
         self.waitingOn = None
-        self._drive(result, isinstance(result, Failure))
+        _drive(self.gen, result, isinstance(result, Failure), self)
         return None
 
     def _cancel(self, out: defer.Deferred) -> None:
         waiting = self.waitingOn
         if waiting is not None:
             waiting.cancel()
-
-    def _finish(self, value: Any, isFailure: bool) -> defer.Deferred:
-        out = self.out
-        if out is None:
-            return defer.fail(value) if isFailure else defer.succeed(value)
-        if not out.called:
-            if isFailure:
-                out.errback(value)
-            else:
-                out.callback(value)
-        return out
 
 
 def onFailure(d: defer.Deferred, errback: Callable[[Failure], Any]) -> None:
@@ -155,7 +155,7 @@ def onFailure(d: defer.Deferred, errback: Callable[[Failure], Any]) -> None:
     (there is nothing for it to catch, and a callback costs more than
     the test).
     """
-    if _final(d) and not isinstance(d.result, Failure):
+    if hasFinalResult(d) and not isinstance(d.result, Failure):
         return
     d.addErrback(errback)
 

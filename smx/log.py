@@ -62,6 +62,7 @@ from typing import Any, Callable, Dict, List, Optional
 from twisted.logger import Logger as _TwistedLogger
 from twisted.python import threadable
 
+from smx.turn import atEndOfTurn
 from smx.unixsocket import socketName
 
 #: severities and their syslog priority
@@ -253,7 +254,7 @@ class TurnBuffer:
         if reactor is None:
             self.flush()
         else:
-            reactor.callLater(0, self.flush)
+            atEndOfTurn(reactor, self.flush)
 
     def flush(self) -> None:
         """

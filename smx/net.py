@@ -1,11 +1,14 @@
 # -*- test-case-name: smx.test.test_net -*-
 """
 NAME
-    smx.net - TCP transports that send at once; address literals
+    smx.net - TCP transports that send at once, Unix transports that send
+    once per turn; address literals
 
 SYNOPSIS
     port = listenTCP(reactor, 25, factory, backlog=1024, interface="::")
     connector = connectTCP(reactor, "192.0.2.1", 25, factory, timeout=300)
+    port = listenUNIX(reactor, "/var/spool/smx/qmgr/smtpssock", factory)
+    connector = connectUNIX(reactor, "/var/spool/smx/qmgr/smtpssock", factory)
     isIPAddress("[192.0.2.1]")  # True
 
 DESCRIPTION
@@ -25,9 +28,19 @@ DESCRIPTION
     closes at the end of the reactor's turn instead of first registering
     the socket for writing.
 
-    L{listenTCP} and L{connectTCP} fall back to the reactor's own methods
-    for a reactor that is not Twisted's POSIX reactor (the memory reactors
-    of unit tests).
+    The Unix transports of L{listenUNIX} and L{connectUNIX} (the AMP
+    connections between the processes of split mode) gather what is
+    written during a reactor turn and send it with one C{send} at the end
+    of the turn (L{smx.turn}): a queue manager answers many commands in
+    one turn, so the answers to one process still go out together, and
+    none waits for a registration for writability.  What the kernel does
+    not take, bytes that carry file descriptors, and anything written
+    while Twisted's own buffer holds bytes go through Twisted's buffer,
+    in order; C{loseConnection} sends the bytes of the turn first.
+
+    L{listenTCP}, L{connectTCP}, L{listenUNIX} and L{connectUNIX} fall
+    back to the reactor's own methods for a reactor that is not Twisted's
+    POSIX reactor (the memory reactors of unit tests).
 
     L{isIPAddress} tells an address literal from a host name, and
     remembers the answer: SMTPC asks it of the next hop of every delivery
@@ -38,17 +51,20 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import Any, Iterable, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
-from twisted.internet import main, tcp
+from twisted.internet import main, tcp, unix
 from twisted.internet.posixbase import PosixReactorBase
 
 from smx._twistedcompat import (
     TCPConnector,
+    UNIXConnector,
+    canWriteDirectly,
     disconnectSelectable,
     hasBufferedWrites,
-    writeDisconnected,
+    hasQueuedDescriptors,
 )
+from smx.turn import atEndOfTurn
 
 
 class _SendAtOnce:
@@ -63,12 +79,10 @@ class _SendAtOnce:
         """
         return not (
             self.TLS  # type: ignore[attr-defined]
-            or hasBufferedWrites(self)
             or self.producer is not None  # type: ignore[attr-defined]
             or self.disconnecting  # type: ignore[attr-defined]
             or not self.connected  # type: ignore[attr-defined]
-            or writeDisconnected(self)
-        )
+        ) and canWriteDirectly(self)
 
     def write(self, data: bytes) -> None:
         if not isinstance(data, bytes) or not self._plainAndIdle():
@@ -96,7 +110,7 @@ class _SendAtOnce:
         # without first watching for writability as Twisted does
         self.stopReading()  # type: ignore[attr-defined]
         setattr(self, "disconnecting", 1)
-        self.reactor.callLater(0, self._closeNow)  # type: ignore[attr-defined]
+        atEndOfTurn(self.reactor, self._closeNow)  # type: ignore[attr-defined]
 
     def _closeNow(self) -> None:
         if not self.connected:  # type: ignore[attr-defined]
@@ -167,6 +181,135 @@ def connectTCP(
             host, port, factory, timeout=timeout, bindAddress=bindAddress
         )
     c = Connector(host, port, factory, timeout, bindAddress, reactor)
+    c.connect()
+    return c
+
+
+class _SendAtEndOfTurn:
+    """
+    Mixin for L{unix.Server} and L{unix.Client}: the bytes written during
+    a reactor turn go with one C{send} at its end (see the module
+    docstring).
+    """
+
+    #: the bytes written this turn, not sent yet (C{None}: none)
+    _turnBytes = None  # type: Optional[List[bytes]]
+
+    def _plainAndIdle(self) -> bool:
+        """
+        Open, without a producer, with nothing buffered by Twisted and no
+        file descriptor to send: may bytes go straight to the socket?
+        """
+        return (
+            not (
+                self.producer is not None  # type: ignore[attr-defined]
+                or self.disconnecting  # type: ignore[attr-defined]
+                or not self.connected  # type: ignore[attr-defined]
+            )
+            and canWriteDirectly(self)
+            and not hasQueuedDescriptors(self)
+        )
+
+    def write(self, data: bytes) -> None:
+        pending = self._turnBytes
+        if pending is not None and isinstance(data, bytes):
+            pending.append(data)
+            return
+        if not isinstance(data, bytes) or not self._plainAndIdle():
+            super().write(data)  # type: ignore[misc]
+            return
+        self._turnBytes = [data]
+        atEndOfTurn(self.reactor, self.sendTurnBytes)  # type: ignore[attr-defined]
+
+    def writeSequence(self, iovec: Iterable[bytes]) -> None:
+        self.write(b"".join(iovec))
+
+    def sendTurnBytes(self) -> None:
+        """Send the bytes written this turn now."""
+        pending, self._turnBytes = self._turnBytes, None
+        if not pending:
+            return
+        data = b"".join(pending)
+        if not self._plainAndIdle():
+            super().write(data)  # type: ignore[misc]
+            return
+        try:
+            sent = self.socket.send(data)  # type: ignore[attr-defined]
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            # the reactor's write finds the error and closes the
+            # connection the usual way
+            sent = 0
+        if sent < len(data):
+            super().write(data[sent:])  # type: ignore[misc]
+
+    def loseConnection(self, *args: Any, **kwargs: Any) -> None:
+        self.sendTurnBytes()
+        super().loseConnection(*args, **kwargs)  # type: ignore[misc]
+
+    def loseWriteConnection(self) -> None:
+        self.sendTurnBytes()
+        super().loseWriteConnection()  # type: ignore[misc]
+
+    def abortConnection(self) -> None:
+        # what was not sent yet goes with the connection, as in Twisted's
+        # buffer
+        self._turnBytes = None
+        super().abortConnection()  # type: ignore[misc]
+
+    def connectionLost(self, reason: Any) -> None:
+        self._turnBytes = None
+        super().connectionLost(reason)  # type: ignore[misc]
+
+
+class UNIXServer(_SendAtEndOfTurn, unix.Server):
+    """
+    An accepted Unix connection that sends once per reactor turn.
+    """
+
+
+class UNIXClient(_SendAtEndOfTurn, unix.Client):
+    """
+    An outgoing Unix connection that sends once per reactor turn.
+    """
+
+
+class UNIXPort(unix.Port):
+    """
+    A listening Unix socket whose connections send once per reactor turn.
+    """
+
+    transport = UNIXServer
+
+
+class _UNIXConnector(UNIXConnector):
+    clientClass = UNIXClient
+
+
+def listenUNIX(
+    reactor: Any, address: str, factory: Any, backlog: int = 50, mode: int = 0o666
+) -> Any:
+    """
+    Like C{reactor.listenUNIX}, with connections that send once per turn.
+    """
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.listenUNIX(address, factory, backlog=backlog, mode=mode)
+    p = UNIXPort(address, factory, backlog, mode, reactor)  # type: ignore[arg-type]
+    p.startListening()
+    return p
+
+
+def connectUNIX(
+    reactor: Any, address: str, factory: Any, timeout: float = 30, checkPID: int = 0
+) -> Any:
+    """
+    Like C{reactor.connectUNIX}, with a connection that sends once per
+    turn.
+    """
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.connectUNIX(address, factory, timeout=timeout, checkPID=checkPID)
+    c = _UNIXConnector(address, factory, timeout, reactor, checkPID)
     c.connect()
     return c
 

@@ -58,7 +58,7 @@ class Reply:
         The reply as one line of text: the code and the text of every line
         joined by spaces (C{"550 5.1.1 unknown user"}).
         """
-        body = " ".join(line for line in self.lines if line)
+        body = " ".join(filter(None, self.lines))
         return ("%d %s" % (self.code, body)).rstrip()
 
     @property

@@ -40,6 +40,9 @@ def protocolName(
 
 
 def _clean(text: str) -> str:
+    if text and text.isascii() and text.isprintable() and " " not in text:
+        # the usual HELO name: nothing to replace (checked in C)
+        return text
     return "".join(c if 32 < ord(c) < 127 else "?" for c in text) or "?"
 
 

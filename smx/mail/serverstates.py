@@ -45,6 +45,11 @@ from typing import Dict, NamedTuple, Optional, Tuple, Union
 class State(enum.Enum):
     """Where a server session is."""
 
+    # members are singletons compared by identity: the hash of the object
+    # (a C slot) in place of Enum's, a Python call hashing the name, in
+    # the command table's look-ups of every command line
+    __hash__ = object.__hash__
+
     #: no greeting sent yet
     CONNECTED = "connected"
     #: greeting sent: HELO/EHLO (LHLO) expected

@@ -79,6 +79,7 @@ from twisted.internet import defer
 
 from smx import compactjson
 from smx.queue.cdb import fsyncDirectory
+from smx.turn import atEndOfTurn
 
 MAGIC = b"SMXI"
 VERSION = 1
@@ -245,7 +246,7 @@ class IncomingBackupLog:
         #: C{None}: no record may name one
         self.contentSync = None  # type: Any
         #: the write (and sync) at the end of this turn
-        self._turnEnd = None  # type: Any
+        self._turnEnd = False
         #: a waiting record must be synced, not only written (a C{T})
         self._syncWanted = False
         #: records written and not yet synced (counted in L{records} once
@@ -349,19 +350,19 @@ class IncomingBackupLog:
             self._syncWanted = True
         if len(self._pending) >= self.maxOpenTransactions:
             self.commit()
-        elif self._turnEnd is None:
-            self._turnEnd = self.reactor.callLater(0, self._endOfTurn)
+        elif not self._turnEnd:
+            self._turnEnd = True
+            atEndOfTurn(self.reactor, self._endOfTurn)
         return d
 
     def _endOfTurn(self) -> None:
-        self._turnEnd = None
-        self.write()
+        if self._turnEnd:
+            self._turnEnd = False
+            self.write()
 
     def _takeBatch(self) -> Any:
-        if self._turnEnd is not None:
-            if self._turnEnd.active():
-                self._turnEnd.cancel()
-            self._turnEnd = None
+        # the write at the end of the turn has nothing left to do
+        self._turnEnd = False
         self._syncWanted = False
         data = b"".join(self._pending)
         waiting = self._waiting

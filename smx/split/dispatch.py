@@ -38,6 +38,7 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from smx.split.boxes import LightBox
 from smx._twistedcompat import (
     ampCommandReceived,
     ampResponder,
@@ -105,25 +106,28 @@ class FastCommand(amp.Command):
     #: next turn: for an answer whose loss costs more than a write
     answerAtOnce = False
 
-    @classmethod
-    def _tables(cls) -> Tuple[_Table, _Table, frozenset]:
-        tables = cls.__dict__.get("_fastTables")
-        if tables is None:
-            arguments = _table(cls.arguments)
-            tables = (
-                arguments,
-                _table(cls.response),
-                frozenset(a[1] for a in arguments),
-            )
-            cls._fastTables = tables  # type: ignore[attr-defined]
-        return tables
+    #: its boxes (AMP's, without the check of their keys: see L{LightBox})
+    commandType = responseType = LightBox
+
+    #: the tables of the arguments and the response, and the names of
+    #: the arguments, made once per command class (L{__init_subclass__})
+    _fastTables = ([], [], frozenset())  # type: Tuple[_Table, _Table, frozenset]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        arguments = _table(cls.arguments)
+        cls._fastTables = (
+            arguments,
+            _table(cls.response),
+            frozenset(a[1] for a in arguments),
+        )
 
     def __init__(self, **kw: Any) -> None:
         # as amp.Command's, from the table
         self.structured = kw
         forgotten = [
             name
-            for _, name, argument, _ in self._tables()[0]
+            for _, name, argument, _ in self._fastTables[0]
             if name not in kw and not argument.optional
         ]
         if forgotten:
@@ -133,15 +137,15 @@ class FastCommand(amp.Command):
 
     @classmethod
     def parseArguments(cls, box: Any, protocol: Any) -> Dict[str, Any]:
-        return _parse(cls._tables()[0], box, protocol)
+        return _parse(cls._fastTables[0], box, protocol)
 
     @classmethod
     def parseResponse(cls, box: Any, protocol: Any) -> Dict[str, Any]:
-        return _parse(cls._tables()[1], box, protocol)
+        return _parse(cls._fastTables[1], box, protocol)
 
     @classmethod
     def makeArguments(cls, objects: Dict[str, Any], proto: Any) -> Any:
-        arguments, _, names = cls._tables()
+        arguments, _, names = cls._fastTables
         for name in objects:
             if name not in names:
                 raise amp.InvalidSignature("%s is not a valid argument" % (name,))
@@ -149,7 +153,7 @@ class FastCommand(amp.Command):
 
     @classmethod
     def makeResponse(cls, objects: Dict[str, Any], proto: Any) -> Any:
-        return _make(cls._tables()[1], objects, cls.responseType(), proto)
+        return _make(cls._fastTables[1], objects, cls.responseType(), proto)
 
 
 def sendNow(proto: Any) -> None:
@@ -158,6 +162,10 @@ def sendNow(proto: Any) -> None:
     next turn (L{twisted.internet.abstract.FileDescriptor.doWrite}).
     """
     transport: Any = getattr(proto, "transport", None)
+    # the bytes a Unix transport of smx.net holds for the end of the turn
+    sendTurnBytes = getattr(transport, "sendTurnBytes", None)
+    if sendTurnBytes is not None:
+        sendTurnBytes()
     doWrite = getattr(transport, "doWrite", None)
     if (
         doWrite is None

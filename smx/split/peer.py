@@ -46,6 +46,7 @@ from twisted.python.failure import Failure
 
 from zope.interface import implementer
 
+from smx import net
 from smx.log import Logger
 from smx.split.boxes import FastBoxReceiver
 from smx.split.dispatch import LeanDispatch
@@ -329,8 +330,25 @@ class _UnixEndpoint:
             name = socketName(self.path)
         except OSError as e:
             return defer.fail(e)
-        return endpoints.UNIXClientEndpoint(self.reactor, name, timeout=10).connect(
-            factory
+        return endpoints.UNIXClientEndpoint(
+            _SendingOncePerTurn(self.reactor), name, timeout=10
+        ).connect(factory)
+
+
+class _SendingOncePerTurn:
+    """
+    The C{connectUNIX} of a reactor, whose connections send once per
+    reactor turn (L{smx.net.connectUNIX}), for an endpoint.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def connectUNIX(
+        self, address: str, factory: Any, timeout: float = 30, checkPID: int = 0
+    ) -> Any:
+        return net.connectUNIX(
+            self.reactor, address, factory, timeout=timeout, checkPID=checkPID
         )
 
 
@@ -346,4 +364,4 @@ def listenSocket(reactor: Any, path: str, factory: Any, mode: int = 0o660) -> An
         os.makedirs(directory, exist_ok=True)
     if os.path.exists(path):
         os.unlink(path)
-    return reactor.listenUNIX(socketName(path), factory, mode=mode)
+    return net.listenUNIX(reactor, socketName(path), factory, mode=mode)

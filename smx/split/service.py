@@ -65,7 +65,7 @@ from twisted.application import service
 from twisted.internet import tcp
 
 from smx import net
-from smx._twistedcompat import dispatchWithoutLogContext
+from smx.turn import runBeforePoll
 from smx.components import ComponentError, _ResolverService
 from smx.log import Logger, loggerFromConfiguration
 from smx.split.peer import listenSocket
@@ -139,8 +139,9 @@ def makeComponentService(
     from smx.tap import SmxService
 
     # no log context per I/O event (smx._twistedcompat): a dozen events
-    # per message in each component
-    dispatchWithoutLogContext(reactor)
+    # per message in each component; the work of the end of each turn
+    # (log writes, IBDB's commit) without a timer (smx.turn)
+    runBeforePoll(reactor)
     root = SmxService(configuration, installSignals=installSignals)
     root.setName(component if instanceId is None else "%s%d" % (component, instanceId))
     build = {

@@ -1,8 +1,11 @@
 # -*- test-case-name: smx.test.test_net -*-
 """
 Tests for L{smx.net}: TCP transports that send at once, over real
-loopback sockets.
+loopback sockets; Unix transports that send once per reactor turn, over
+real Unix sockets.
 """
+
+import os
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.testing import MemoryReactor
@@ -140,6 +143,139 @@ class SendAtOnceTests(unittest.TestCase):
         self.assertEqual(memory.tcpServers[0][0], 25)
         self.assertEqual(memory.tcpServers[0][2], 7)
         self.assertEqual(memory.tcpClients[0][:2], ("192.0.2.1", 25))
+
+
+class _CountingSocket:
+    """A socket whose C{send} calls are counted."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.sends = 0
+
+    def send(self, data):
+        self.sends += 1
+        return self._sock.send(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class SendAtEndOfTurnTests(unittest.TestCase):
+    """
+    The Unix transports of L{net.listenUNIX} and L{net.connectUNIX}: the
+    writes of a turn go in one C{send} at its end, complete and in order.
+    """
+
+    def _pair(self, expect):
+        path = self.mktemp()
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        server = protocol.Factory.forProtocol(_Collect)
+        server.expect = expect
+        server.connected = defer.Deferred()
+        server.done = defer.Deferred()
+        port = net.listenUNIX(reactor, path, server)
+        self.addCleanup(port.stopListening)
+        self.assertIsInstance(port, net.UNIXPort)
+        client = protocol.ClientFactory.forProtocol(_Sender)
+        client.connected = defer.Deferred()
+        connector = net.connectUNIX(reactor, path, client, timeout=5)
+        self.addCleanup(connector.disconnect)
+        return client.connected, server.done
+
+    @defer.inlineCallbacks
+    def test_oneSendPerTurn(self):
+        """
+        Writes of one turn are held until its end, then sent with one
+        C{send}, without registering the socket for writing.
+        """
+        connected, done = self._pair(10)
+        sender = yield connected
+        self.assertIsInstance(sender.transport, net.UNIXClient)
+        counting = sender.transport.socket = _CountingSocket(sender.transport.socket)
+        sender.transport.write(b"hel")
+        sender.transport.write(b"lo")
+        sender.transport.writeSequence([b"wor", b"ld"])
+        self.assertEqual(counting.sends, 0)
+        self.assertNotIn(sender.transport, reactor.getWriters())
+        received = yield done
+        self.assertEqual(received, b"helloworld")
+        self.assertEqual(counting.sends, 1)
+
+    @defer.inlineCallbacks
+    def test_largeWritesInOrder(self):
+        """
+        What the kernel does not take is finished by Twisted, and what is
+        written meanwhile follows it, in order.
+        """
+        big = bytes(range(256)) * (16 * 1024)  # 4 MB
+        total = 2 * len(big) + 6
+        connected, done = self._pair(total)
+        sender = yield connected
+        sender.transport.write(b"start:")
+        sender.transport.write(big)
+        sender.transport.sendTurnBytes()
+        self.assertIn(sender.transport, reactor.getWriters())
+        sender.transport.write(big)
+        received = yield done
+        self.assertEqual(len(received), total)
+        self.assertEqual(received, b"start:" + big + big)
+
+    @defer.inlineCallbacks
+    def test_writeThenClose(self):
+        """
+        The bytes of the turn are sent before C{loseConnection} closes.
+        """
+        connected, done = self._pair(1 << 30)
+        sender = yield connected
+        sender.transport.write(b"last ")
+        sender.transport.write(b"words")
+        sender.transport.loseConnection()
+        received = yield done
+        self.assertEqual(received, b"last words")
+
+    @defer.inlineCallbacks
+    def test_abortDrops(self):
+        """
+        C{abortConnection} drops the bytes of the turn, as Twisted drops
+        what it holds.
+        """
+        connected, done = self._pair(1 << 30)
+        sender = yield connected
+        counting = sender.transport.socket = _CountingSocket(sender.transport.socket)
+        sender.transport.write(b"never")
+        sender.transport.abortConnection()
+        received = yield done
+        self.assertEqual(received, b"")
+        self.assertEqual(counting.sends, 0)
+
+    @defer.inlineCallbacks
+    def test_descriptorsLeftToTwisted(self):
+        """
+        Bytes written after C{sendFileDescriptor} go through Twisted's
+        buffer, which sends the descriptor with them.
+        """
+        connected, done = self._pair(4)
+        sender = yield connected
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        sender.transport.sendFileDescriptor(r)
+        sender.transport.write(b"fd!!")
+        self.assertIsNone(sender.transport._turnBytes)
+        self.assertIn(sender.transport, reactor.getWriters())
+        received = yield done
+        self.assertEqual(received, b"fd!!")
+
+    def test_otherReactors(self):
+        """
+        With a reactor that is not Twisted's POSIX reactor the reactor's
+        own methods are used.
+        """
+        memory = MemoryReactor()
+        net.listenUNIX(memory, "/x/sock", protocol.Factory(), backlog=7, mode=0o600)
+        net.connectUNIX(memory, "/x/sock", protocol.ClientFactory(), timeout=3)
+        self.assertEqual(memory.unixServers[0][0], "/x/sock")
+        self.assertEqual(memory.unixClients[0][0], "/x/sock")
 
 
 class IsIPAddressTests(unittest.TestCase):

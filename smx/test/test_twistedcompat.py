@@ -65,22 +65,35 @@ class SupportedRangeTests(unittest.SynchronousTestCase):
         self.assertLess(installed, _versionTuple(upper.group(1)))
 
 
-class RunningCallbacksTests(unittest.SynchronousTestCase):
+class FinalResultTests(unittest.SynchronousTestCase):
     """
-    L{compat.hasRunningCallbacks} (C{Deferred._runningCallbacks}).
+    L{compat.hasFinalResult} (C{Deferred._runningCallbacks}).
     """
 
-    def test_flag(self) -> None:
+    def test_runningCallbacks(self) -> None:
         """
-        False before and after the callbacks run, true while they do.
+        Not before the Deferred fires, nor while its callbacks run; once
+        they have run, yes.
         """
         d: defer.Deferred = defer.Deferred()
         seen: List[bool] = []
-        d.addCallback(lambda r: seen.append(compat.hasRunningCallbacks(d)))
-        self.assertFalse(compat.hasRunningCallbacks(d))
+        d.addCallback(lambda r: seen.append(compat.hasFinalResult(d)))
+        self.assertFalse(compat.hasFinalResult(d))
         d.callback(None)
-        self.assertEqual(seen, [True])
-        self.assertFalse(compat.hasRunningCallbacks(d))
+        self.assertEqual(seen, [False])
+        self.assertTrue(compat.hasFinalResult(d))
+
+    def test_paused(self) -> None:
+        """
+        Not while it waits for the Deferred a callback returned.
+        """
+        inner: defer.Deferred = defer.Deferred()
+        d: defer.Deferred = defer.succeed(None)
+        d.addCallback(lambda r: inner)
+        self.assertFalse(compat.hasFinalResult(d))
+        inner.callback(1)
+        self.assertTrue(compat.hasFinalResult(d))
+        self.assertEqual(self.successResultOf(d), 1)
 
     def test_attribute(self) -> None:
         """
@@ -109,7 +122,7 @@ class _Descriptor(FileDescriptor):
 class BufferedWritesTests(unittest.SynchronousTestCase):
     """
     L{compat.hasBufferedWrites} (C{FileDescriptor._tempDataBuffer}),
-    L{compat.writeDisconnected} (C{FileDescriptor._writeDisconnected}) and
+    L{compat.canWriteDirectly} (also C{FileDescriptor._writeDisconnected}) and
     L{compat.writeDisconnecting} (also C{_writeDisconnecting}).
     """
 
@@ -125,10 +138,12 @@ class BufferedWritesTests(unittest.SynchronousTestCase):
         """
         fd = self._descriptor()
         self.assertFalse(compat.hasBufferedWrites(fd))
+        self.assertTrue(compat.canWriteDirectly(fd))
         fd.write(b"abc")
         self.assertEqual(fd._tempDataBuffer, [b"abc"])
         self.assertEqual(fd.dataBuffer, b"")
         self.assertTrue(compat.hasBufferedWrites(fd))
+        self.assertFalse(compat.canWriteDirectly(fd))
 
     def test_partlyWrittenStaysBuffered(self) -> None:
         """
@@ -142,22 +157,24 @@ class BufferedWritesTests(unittest.SynchronousTestCase):
         self.assertEqual(fd.written, b"ab")
         self.assertEqual(fd._tempDataBuffer, [])
         self.assertTrue(compat.hasBufferedWrites(fd))
+        self.assertFalse(compat.canWriteDirectly(fd))
         fd.accept = 100
         fd.doWrite()
         self.assertEqual(fd.written, b"abcdef")
         self.assertFalse(compat.hasBufferedWrites(fd))
+        self.assertTrue(compat.canWriteDirectly(fd))
 
     def test_writeDisconnected(self) -> None:
         """
-        False until C{loseWriteConnection} took effect; then true, and
-        C{write} drops data.
+        L{compat.canWriteDirectly} is true until C{loseWriteConnection}
+        took effect; then false, and C{write} drops data.
         """
         fd = self._descriptor()
-        self.assertFalse(compat.writeDisconnected(fd))
+        self.assertTrue(compat.canWriteDirectly(fd))
         fd.loseWriteConnection()
-        self.assertFalse(compat.writeDisconnected(fd))
+        self.assertTrue(compat.canWriteDirectly(fd))
         fd.doWrite()
-        self.assertTrue(compat.writeDisconnected(fd))
+        self.assertFalse(compat.canWriteDirectly(fd))
         fd.write(b"late")
         self.assertFalse(compat.hasBufferedWrites(fd))
 

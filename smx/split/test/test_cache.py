@@ -72,6 +72,20 @@ class AnswerCacheTests(unittest.TestCase):
             {"action": "ok", "reply": {"code": 250}, "routes": [{"a": 1}]},
         )
 
+    def test_copiesBeyondMarshal(self) -> None:
+        """
+        An answer holding data C{marshal} cannot take is kept and copied
+        all the same (the dicts and lists of it).
+        """
+        other = object()
+        answer = {"action": "ok", "routes": [{"a": other}]}
+        self.cache.put("a", answer, 5)
+        answer["routes"].append("changed")
+        got = self.cache.get("a")
+        self.assertEqual(got, {"action": "ok", "routes": [{"a": other}]})
+        got["routes"][0]["a"] = 2
+        self.assertIs(self.cache.get("a")["routes"][0]["a"], other)
+
     def test_size(self) -> None:
         """
         At most C{size} answers: the oldest go first.
