@@ -162,6 +162,8 @@ class ClientProtocol(Protocol):
         self._parser = ReplyParser()
         self._waiting = None  # type: Optional[defer.Deferred]
         self._timer = None  # type: Optional[Any]
+        #: when the peer's time to answer ends (L{_resetTimer})
+        self._deadline = 0.0
         self._body = None  # type: Optional[Union[_BodySender, _ChunkSender]]
         self._bodyFile = None  # type: Optional[Any]
 
@@ -181,15 +183,23 @@ class ClientProtocol(Protocol):
     def _resetTimer(self) -> None:
         if self.lost:
             return
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(self.timeout)
-        else:
-            self._timer = self.reactor.callLater(self.timeout, self._timedOut)
+        # the deadline moves; the timer, set for an earlier one, finds
+        # out when it fires (no change of the reactor's timers per reply)
+        self._deadline = self.reactor.seconds() + self.timeout
+        if self._timer is None or not self._timer.active():
+            self._timer = self.reactor.callLater(self.timeout, self._timeUp)
 
     def _stopTimer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+
+    def _timeUp(self) -> None:
+        left = self._deadline - self.reactor.seconds()
+        if left > 1e-6:
+            self._timer = self.reactor.callLater(left, self._timeUp)
+            return
+        self._timedOut()
 
     def _timedOut(self) -> None:
         self._timer = None

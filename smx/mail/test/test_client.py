@@ -1,13 +1,16 @@
 # -*- test-case-name: smx.mail.test.test_client -*-
 """
 Tests for L{smx.mail.client}: the sans-I/O ESMTP/LMTP client machine, the
-reply parser and the DATA encoder.
+reply parser and the DATA encoder; the io_timeout of
+L{smx.mail.clientprotocol.ClientProtocol}.
 """
 
 from __future__ import annotations
 
 from typing import Any, List
 
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from smx.mail.client import (
@@ -27,6 +30,7 @@ from smx.mail.client import (
     enhancedStatus,
     tooManyRecipients,
 )
+from smx.mail.clientprotocol import ClientProtocol
 
 
 def r(line: bytes) -> Reply:
@@ -664,3 +668,26 @@ class DSNClientTests(SynchronousTestCase):
             events = m.startTransaction("a@b", ["c@d"], dsn=self.DSN)
             self.assertNotIn(b"NOTIFY", events[0].data)
             self.assertNotIn(b"RET=", events[0].data)
+
+
+class ClientTimerTests(SynchronousTestCase):
+    """
+    L{ClientProtocol}'s io_timeout: the peer has C{timeout} seconds from
+    its last reply (the deadline moves with each reply).
+    """
+
+    def test_deadlineMovesWithReplies(self) -> None:
+        clock = Clock()
+        proto = ClientProtocol(ClientMachine("me.test"), clock, 60)
+        ready = proto.whenReady()
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        clock.advance(50)
+        proto.dataReceived(b"220 mx.test ESMTP\r\n")
+        self.assertEqual(transport.value(), b"EHLO me.test\r\n")
+        clock.advance(59)
+        self.assertNoResult(ready)
+        clock.advance(1)
+        reason = self.failureResultOf(ready)
+        self.assertIn("timeout after 60s", str(reason.value))
+        self.assertEqual(clock.getDelayedCalls(), [])
