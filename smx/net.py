@@ -67,7 +67,40 @@ from smx._twistedcompat import (
 from smx.turn import atEndOfTurn
 
 
-class _SendAtOnce:
+class _DirectSend:
+    """
+    What the transports below share: bytes go straight to the socket when
+    Twisted holds none before them.
+    """
+
+    def _plainAndIdle(self) -> bool:  # pragma: no cover - each defines it
+        raise NotImplementedError()
+
+    def _send(self, data: bytes) -> None:
+        """
+        Send C{data} with one C{send}; what the kernel does not take, and
+        all of it when the socket is not plain and idle, goes to
+        Twisted's buffer, in order.
+        """
+        if not self._plainAndIdle():
+            super().write(data)  # type: ignore[misc]
+            return
+        try:
+            sent = self.socket.send(data)  # type: ignore[attr-defined]
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            # let the reactor's write find the error and close the
+            # connection the usual way
+            sent = 0
+        if sent < len(data):
+            super().write(data[sent:])  # type: ignore[misc]
+
+    def writeSequence(self, iovec: Iterable[bytes]) -> None:
+        self.write(b"".join(iovec))  # type: ignore[attr-defined]
+
+
+class _SendAtOnce(_DirectSend):
     """
     Mixin for L{tcp.Connection}: C{write} sends at once when it can.
     """
@@ -85,22 +118,10 @@ class _SendAtOnce:
         ) and canWriteDirectly(self)
 
     def write(self, data: bytes) -> None:
-        if not isinstance(data, bytes) or not self._plainAndIdle():
+        if not isinstance(data, bytes):
             super().write(data)  # type: ignore[misc]
             return
-        try:
-            sent = self.socket.send(data)  # type: ignore[attr-defined]
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            # let the reactor's write find the error and close the
-            # connection the usual way
-            sent = 0
-        if sent < len(data):
-            super().write(data[sent:])  # type: ignore[misc]
-
-    def writeSequence(self, iovec: Iterable[bytes]) -> None:
-        self.write(b"".join(iovec))
+        self._send(data)
 
     def loseConnection(self, *args: Any, **kwargs: Any) -> None:
         if not self._plainAndIdle():
@@ -185,7 +206,7 @@ def connectTCP(
     return c
 
 
-class _SendAtEndOfTurn:
+class _SendAtEndOfTurn(_DirectSend):
     """
     Mixin for L{unix.Server} and L{unix.Client}: the bytes written during
     a reactor turn go with one C{send} at its end (see the module
@@ -221,28 +242,11 @@ class _SendAtEndOfTurn:
         self._turnBytes = [data]
         atEndOfTurn(self.reactor, self.sendTurnBytes)  # type: ignore[attr-defined]
 
-    def writeSequence(self, iovec: Iterable[bytes]) -> None:
-        self.write(b"".join(iovec))
-
     def sendTurnBytes(self) -> None:
         """Send the bytes written this turn now."""
         pending, self._turnBytes = self._turnBytes, None
-        if not pending:
-            return
-        data = b"".join(pending)
-        if not self._plainAndIdle():
-            super().write(data)  # type: ignore[misc]
-            return
-        try:
-            sent = self.socket.send(data)  # type: ignore[attr-defined]
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            # the reactor's write finds the error and closes the
-            # connection the usual way
-            sent = 0
-        if sent < len(data):
-            super().write(data[sent:])  # type: ignore[misc]
+        if pending:
+            self._send(b"".join(pending))
 
     def loseConnection(self, *args: Any, **kwargs: Any) -> None:
         self.sendTurnBytes()

@@ -33,27 +33,82 @@ class _Sender(protocol.Protocol):
         self.factory.connected.callback(self)
 
 
-class SendAtOnceTests(unittest.TestCase):
+class _PairTests:
     """
-    Writes reach the peer complete and in order, whether the kernel takes
-    them at once or Twisted has to buffer the rest.
+    What the transports of L{net} have in common: writes reach the peer
+    complete and in order, whether the kernel takes them at once or
+    Twisted has to buffer the rest.  A subclass says how to listen and
+    connect, and what ends a turn's writes.
     """
+
+    def listen(self, factory):
+        raise NotImplementedError()
+
+    def connect(self, port, factory):
+        raise NotImplementedError()
+
+    def endTurn(self, transport):
+        """The writes made so far go to the socket (or Twisted's buffer)."""
 
     def _pair(self, expect):
         server = protocol.Factory.forProtocol(_Collect)
         server.expect = expect
         server.connected = defer.Deferred()
         server.done = defer.Deferred()
-        port = net.listenTCP(reactor, 0, server, interface="127.0.0.1")
+        port = self.listen(server)
         self.addCleanup(port.stopListening)
-        self.assertIsInstance(port, net.Port)
         client = protocol.ClientFactory.forProtocol(_Sender)
         client.connected = defer.Deferred()
-        connector = net.connectTCP(
-            reactor, "127.0.0.1", port.getHost().port, client, timeout=5
-        )
+        connector = self.connect(port, client)
         self.addCleanup(connector.disconnect)
         return client.connected, server.done
+
+    @defer.inlineCallbacks
+    def test_largeWritesInOrder(self):
+        """
+        Writes larger than the socket buffer are finished by Twisted, and
+        writes made meanwhile follow them, in order.
+        """
+        big = bytes(range(256)) * (16 * 1024)  # 4 MB
+        total = 2 * len(big) + 6
+        connected, done = self._pair(total)
+        sender = yield connected
+        sender.transport.write(b"start:")
+        sender.transport.write(big)
+        self.endTurn(sender.transport)
+        self.assertIn(sender.transport, reactor.getWriters())
+        sender.transport.write(big)
+        received = yield done
+        self.assertEqual(len(received), total)
+        self.assertEqual(received, b"start:" + big + big)
+
+    @defer.inlineCallbacks
+    def test_writeThenClose(self):
+        """
+        Data written right before C{loseConnection} is delivered before
+        the connection closes.
+        """
+        connected, done = self._pair(1 << 30)
+        sender = yield connected
+        sender.transport.write(b"last ")
+        sender.transport.write(b"words")
+        sender.transport.loseConnection()
+        received = yield done
+        self.assertEqual(received, b"last words")
+
+
+class SendAtOnceTests(_PairTests, unittest.TestCase):
+    """TCP transports that send at once."""
+
+    def listen(self, factory):
+        port = net.listenTCP(reactor, 0, factory, interface="127.0.0.1")
+        self.assertIsInstance(port, net.Port)
+        return port
+
+    def connect(self, port, factory):
+        return net.connectTCP(
+            reactor, "127.0.0.1", port.getHost().port, factory, timeout=5
+        )
 
     @defer.inlineCallbacks
     def test_smallWritesSentAtOnce(self):
@@ -70,37 +125,6 @@ class SendAtOnceTests(unittest.TestCase):
         self.assertNotIn(sender.transport, reactor.getWriters())
         received = yield done
         self.assertEqual(received, b"helloworld")
-
-    @defer.inlineCallbacks
-    def test_largeWritesInOrder(self):
-        """
-        Writes larger than the socket buffer are finished by Twisted, and
-        writes made meanwhile follow them, in order.
-        """
-        big = bytes(range(256)) * (16 * 1024)  # 4 MB
-        total = 2 * len(big) + 6
-        connected, done = self._pair(total)
-        sender = yield connected
-        sender.transport.write(b"start:")
-        sender.transport.write(big)
-        self.assertIn(sender.transport, reactor.getWriters())
-        sender.transport.write(big)
-        received = yield done
-        self.assertEqual(len(received), total)
-        self.assertEqual(received, b"start:" + big + big)
-
-    @defer.inlineCallbacks
-    def test_writeThenClose(self):
-        """
-        Data written right before C{loseConnection} is delivered before
-        the connection closes.
-        """
-        connected, done = self._pair(1 << 30)
-        sender = yield connected
-        sender.transport.write(b"last words")
-        sender.transport.loseConnection()
-        received = yield done
-        self.assertEqual(received, b"last words")
 
     @defer.inlineCallbacks
     def test_closeWithoutWatchingWritability(self):
@@ -160,27 +184,24 @@ class _CountingSocket:
         return getattr(self._sock, name)
 
 
-class SendAtEndOfTurnTests(unittest.TestCase):
+class SendAtEndOfTurnTests(_PairTests, unittest.TestCase):
     """
     The Unix transports of L{net.listenUNIX} and L{net.connectUNIX}: the
-    writes of a turn go in one C{send} at its end, complete and in order.
+    writes of a turn go in one C{send} at its end.
     """
 
-    def _pair(self, expect):
+    def listen(self, factory):
         path = self.mktemp()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        server = protocol.Factory.forProtocol(_Collect)
-        server.expect = expect
-        server.connected = defer.Deferred()
-        server.done = defer.Deferred()
-        port = net.listenUNIX(reactor, path, server)
-        self.addCleanup(port.stopListening)
+        port = net.listenUNIX(reactor, path, factory)
         self.assertIsInstance(port, net.UNIXPort)
-        client = protocol.ClientFactory.forProtocol(_Sender)
-        client.connected = defer.Deferred()
-        connector = net.connectUNIX(reactor, path, client, timeout=5)
-        self.addCleanup(connector.disconnect)
-        return client.connected, server.done
+        return port
+
+    def connect(self, port, factory):
+        return net.connectUNIX(reactor, port.getHost().name, factory, timeout=5)
+
+    def endTurn(self, transport):
+        transport.sendTurnBytes()
 
     @defer.inlineCallbacks
     def test_oneSendPerTurn(self):
@@ -200,38 +221,6 @@ class SendAtEndOfTurnTests(unittest.TestCase):
         received = yield done
         self.assertEqual(received, b"helloworld")
         self.assertEqual(counting.sends, 1)
-
-    @defer.inlineCallbacks
-    def test_largeWritesInOrder(self):
-        """
-        What the kernel does not take is finished by Twisted, and what is
-        written meanwhile follows it, in order.
-        """
-        big = bytes(range(256)) * (16 * 1024)  # 4 MB
-        total = 2 * len(big) + 6
-        connected, done = self._pair(total)
-        sender = yield connected
-        sender.transport.write(b"start:")
-        sender.transport.write(big)
-        sender.transport.sendTurnBytes()
-        self.assertIn(sender.transport, reactor.getWriters())
-        sender.transport.write(big)
-        received = yield done
-        self.assertEqual(len(received), total)
-        self.assertEqual(received, b"start:" + big + big)
-
-    @defer.inlineCallbacks
-    def test_writeThenClose(self):
-        """
-        The bytes of the turn are sent before C{loseConnection} closes.
-        """
-        connected, done = self._pair(1 << 30)
-        sender = yield connected
-        sender.transport.write(b"last ")
-        sender.transport.write(b"words")
-        sender.transport.loseConnection()
-        received = yield done
-        self.assertEqual(received, b"last words")
 
     @defer.inlineCallbacks
     def test_abortDrops(self):
