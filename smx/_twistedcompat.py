@@ -112,13 +112,13 @@ def hasBufferedWrites(transport: Any) -> bool:
 
 def canWriteDirectly(transport: Any) -> bool:
     """
-    Has a TCP transport nothing waiting to be written, and its writing
-    half open?
+    Has a transport (TCP or Unix) nothing waiting to be written, and its
+    writing half open?
 
     Relies on C{FileDescriptor._tempDataBuffer} and C{dataBuffer} (as
     L{hasBufferedWrites}) and on C{FileDescriptor._writeDisconnected},
     set by Twisted once C{loseWriteConnection} took effect (C{write} then
-    drops data, and so must L{smx.net}'s direct write).  One function for
+    drops data, and so must L{smx.net}'s direct send).  One function for
     both: it runs for every reply an SMTP server writes.
     """
     return not (

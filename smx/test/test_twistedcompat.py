@@ -15,9 +15,10 @@ import configparser
 import io
 import os
 import re
+import socket
 from typing import Any, Dict, List
 
-from twisted.internet import defer, error, main, protocol, reactor, tcp
+from twisted.internet import defer, error, main, protocol, reactor, tcp, unix
 from twisted.internet import task
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.task import Clock
@@ -117,6 +118,26 @@ class _Descriptor(FileDescriptor):
 
     def fileno(self) -> int:
         return -1
+
+
+class QueuedDescriptorsTests(unittest.SynchronousTestCase):
+    """
+    L{compat.hasQueuedDescriptors} (C{_SendmsgMixin._sendmsgQueue}).
+    """
+
+    def test_queue(self) -> None:
+        """
+        False for a new Unix transport; true once a descriptor waits to
+        be sent; false for a transport without the queue (TCP).
+        """
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        transport = unix.Server(a, protocol.Protocol(), None, None, 1, MemoryReactor())
+        self.assertFalse(compat.hasQueuedDescriptors(transport))
+        transport.sendFileDescriptor(b.fileno())
+        self.assertTrue(compat.hasQueuedDescriptors(transport))
+        self.assertFalse(compat.hasQueuedDescriptors(object()))
 
 
 class BufferedWritesTests(unittest.SynchronousTestCase):
