@@ -84,7 +84,8 @@ class EndOfTurn:
 
 
 _ends = weakref.WeakKeyDictionary()  # type: weakref.WeakKeyDictionary[Any, EndOfTurn]
-#: the L{EndOfTurn} asked for last (a process has one reactor: no look-up)
+#: the L{EndOfTurn} asked for last (a process has one reactor: no look-up;
+#: it keeps that reactor alive, which the weak dictionary alone would not)
 _last = None  # type: Optional[EndOfTurn]
 
 

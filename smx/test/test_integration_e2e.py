@@ -142,10 +142,11 @@ class RelayTests(_Base):
     def test_recycledContents(self) -> Any:
         """
         Forty messages one after the other, each delivered and removed
-        before the next is sent: the later ones are written over the files of removed
-        earlier ones in the same CDB directory (C{.free.ID}), shorter than
-        them, and each reaches the sink exactly as sent, nothing of an
-        earlier message in it.  The kept files go once no mail comes.
+        before the next is sent: the later ones are written over the files
+        of removed earlier ones in the same CDB directory (C{.free.ID}),
+        shorter than them, and each reaches the sink exactly as sent,
+        nothing of an earlier message in it.  The kept files go once no
+        mail comes.
         """
         sink = self.startRelayByMX()
 
