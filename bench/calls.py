@@ -14,6 +14,7 @@ import argparse
 import collections
 import json
 import os
+import signal
 import sys
 from typing import Dict, List, Optional
 
@@ -33,6 +34,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--messages", type=int, required=True)
     p.add_argument("--top", type=int, default=40)
     a = p.parse_args(argv)
+    # quietly cut short when piped into head
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     with open(a.file) as f:
         data = json.load(f)
     n = a.messages

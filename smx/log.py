@@ -499,6 +499,11 @@ class Logger:
     #: its level (L{smx.metrics} counts them); C{None}: nobody listens
     observer = None  # type: Optional[Callable[[Logger, Dict[str, Any]], None]]
 
+    #: the debug levels of QMGR's categories (L{smx.queue.debug.DebugLogger}
+    #: sets them); C{None}: no debug records, which a caller can test
+    #: before it builds one
+    debugLevels = None  # type: Any
+
     def __init__(self, component: str, level: int = DEFAULT_LEVEL, sink=None):
         self.component = component
         self.level = level

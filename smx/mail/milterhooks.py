@@ -400,16 +400,17 @@ class MilterMixin:
         record["milter"] = name
         self.factory.log.info(**record)
 
-    def _mlOpen(self) -> defer.Deferred:
+    def _mlOpen(self) -> Optional[defer.Deferred]:
         """
         SMTPS's connection checks passed: connect to the milters.
 
         @return: a L{Deferred} firing with a reply that refuses the
-            session (a milter's shutdown), or C{None}.
+            session (a milter's shutdown), or C{None}; C{None} at once
+            when there is no milter.
         """
         clients = getattr(self.factory, "milters", None)
         if not clients:
-            return defer.succeed(None)
+            return None
         self.mlChain = MilterChain(clients, self.sessionId)
         peer = self.transport.getPeer()
         host = self.transport.getHost()

@@ -88,17 +88,17 @@ class PolicyMilterMixin:
     _logEnd: Callable[..., None]
     _pmShutdown: Callable[[], None]
 
-    def _pmOpen(self) -> defer.Deferred:
+    def _pmOpen(self) -> Optional[defer.Deferred]:
         """
         SMTPS's connection checks passed: open the pmilter session and
         call C{connect}.
 
         @return: a L{Deferred} firing with a reply to refuse the session,
-            or C{None}.
+            or C{None}; C{None} at once when there is no pmilter.
         """
         host = getattr(self.factory, "pmilterHost", None)
         if host is None:
-            return defer.succeed(None)
+            return None
         self.pmSession = host.openSession(self.sessionId)
         d = self.pmSession.connect(self.policy.clientName, self.transport.getPeer())
         return d.addCallback(self._pmConnected)

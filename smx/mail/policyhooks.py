@@ -54,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
+from twisted.internet import defer
 from twisted.python import failure
 
 from smx.fastdefer import inlineCallbacks
@@ -344,16 +345,19 @@ class PolicyServerMixin:
 
     # -- the stages ------------------------------------------------------------
 
-    @inlineCallbacks
-    def _pdConnect(self):
+    def _pdConnect(self) -> Optional[defer.Deferred]:
         """
         SMTPS's connection checks passed: ask the CONNECT policies.
 
         @return: a L{Deferred} firing with a reply to refuse the session,
-            or C{None}.
+            or C{None}; C{None} at once when there is no CONNECT policy.
         """
         if not self._pdServers("CONNECT"):
             return None
+        return self._pdAskConnect()
+
+    @inlineCallbacks
+    def _pdAskConnect(self):
         name = getattr(self.policy, "clientName", None) or "unknown"
         reply, effects = yield self._pdAsk(
             "CONNECT",

@@ -225,7 +225,8 @@ class ActiveQueue:
 
     def _startAttempt(self, ta: Transaction, rcpts: List[Recipient]) -> None:
         attempt = _Attempt(ta, rcpts)
-        dbg.debug(self.logger, dbg.SCHED, 1, ss_ta=ta.id, attempt=len(rcpts))
+        if self.logger.debugLevels is not None:
+            dbg.debug(self.logger, dbg.SCHED, 1, ss_ta=ta.id, attempt=len(rcpts))
         ds = []
         for r in rcpts:
             d = defer.maybeDeferred(self.resolver.resolveRecipient, r.address)
@@ -298,17 +299,18 @@ class ActiveQueue:
                 for x in routes
             ),
         )
-        dbg.debug(
-            self.logger,
-            dbg.SMAR,
-            2,
-            ss_ta=attempt.ta.id,
-            rcpt="<%s>" % (address,),
-            route=" ".join(
-                "%s:%s" % (x.get("mailer"), x.get("address") or x.get("host"))
-                for x in routes
-            ),
-        )
+        if self.logger.debugLevels is not None:
+            dbg.debug(
+                self.logger,
+                dbg.SMAR,
+                2,
+                ss_ta=attempt.ta.id,
+                rcpt="<%s>" % (address,),
+                route=" ".join(
+                    "%s:%s" % (x.get("mailer"), x.get("address") or x.get("host"))
+                    for x in routes
+                ),
+            )
         group = groups.get(key)
         if group is None:
             group = groups[key] = _Group(sender, routes, key[1])
@@ -328,7 +330,8 @@ class ActiveQueue:
             lambda: self._waitExpired(attempt, group, dest),
         )
         if not started:
-            dbg.debug(self.logger, dbg.CONN, 1, ss_ta=attempt.ta.id, wait=dest)
+            if self.logger.debugLevels is not None:
+                dbg.debug(self.logger, dbg.CONN, 1, ss_ta=attempt.ta.id, wait=dest)
 
     def _waitExpired(self, attempt: _Attempt, group: _Group, dest: str) -> None:
         reply = SLOT_WAIT_EXPIRED + dest
@@ -355,7 +358,10 @@ class ActiveQueue:
             rest = reply
         text = "451 4.4.1 delivery temporarily suspended: " + rest
         mailer = group.routes[0].get("mailer") if group.routes else None
-        dbg.debug(self.logger, dbg.CONN, 1, ss_ta=attempt.ta.id, suspended=group.name())
+        if self.logger.debugLevels is not None:
+            dbg.debug(
+                self.logger, dbg.CONN, 1, ss_ta=attempt.ta.id, suspended=group.name()
+            )
         for r, address in group.members:
             self._record(
                 attempt, r, address, TEMP, 451, text, None, "connect", None, mailer
@@ -398,15 +404,16 @@ class ActiveQueue:
             "tlsRequiredNo": ta.tlsRequiredNo,
         }
         self.deliveries += 1
-        dbg.debug(
-            self.logger,
-            dbg.SMTPC,
-            1,
-            ss_ta=ta.id,
-            da_ta=daId,
-            deliver=dest,
-            nrcpts=len(members),
-        )
+        if self.logger.debugLevels is not None:
+            dbg.debug(
+                self.logger,
+                dbg.SMTPC,
+                1,
+                ss_ta=ta.id,
+                da_ta=daId,
+                deliver=dest,
+                nrcpts=len(members),
+            )
         d = defer.maybeDeferred(self.agent.deliver, transaction)
         if self.deliveryTimeout:
             d.addTimeout(self.deliveryTimeout, self.clock)
@@ -579,15 +586,16 @@ class ActiveQueue:
         mailer: Optional[str] = None,
         dsnPassed: bool = False,
     ) -> None:
-        dbg.debug(
-            self.logger,
-            dbg.SMTPC,
-            2,
-            ss_ta=attempt.ta.id,
-            da_ta=daId,
-            rcpt="<%s>" % (address,),
-            result=code,
-        )
+        if self.logger.debugLevels is not None:
+            dbg.debug(
+                self.logger,
+                dbg.SMTPC,
+                2,
+                ss_ta=attempt.ta.id,
+                da_ta=daId,
+                rcpt="<%s>" % (address,),
+                result=code,
+            )
         attempt.outcomes[r.index].append(
             (
                 address,

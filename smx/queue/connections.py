@@ -153,9 +153,11 @@ class SlowStart:
         )  # type: collections.OrderedDict[Hashable, _Suspension]
 
     def _confValue(self, tag: str, address: str, default: Any) -> Any:
-        if self.conf is None:
+        conf = self.conf
+        if conf is None or not conf.entries:
+            # no conf map, or an empty one (the usual case): no lookup
             return default
-        value = self.conf.lookup(tag, address)
+        value = conf.lookup(tag, address)
         return default if value is None else value
 
     def limits(self, address: str) -> tuple:
@@ -363,7 +365,7 @@ class IncomingControl:
     def limits(self, address: str) -> tuple:
         """@return: C{(rate, open)} in force for C{address}."""
         rate, open_ = self.maxRate, self.maxOpen
-        if self.conf is not None:
+        if self.conf is not None and self.conf.entries:
             v = self.conf.lookup("icr", address)
             if v is not None:
                 rate = v

@@ -419,6 +419,8 @@ class QueueManager(service.Service):
     ) -> defer.Deferred[Optional[ReplyData]]:
         # over the open limit: a while for a close from another SMTPS
         d = self.incoming.admit(sessionId, clientAddress)
+        if self.logger.debugLevels is None:
+            return d
 
         def answered(reply: Optional[ReplyData]) -> Optional[ReplyData]:
             dbg.debug(
@@ -434,7 +436,8 @@ class QueueManager(service.Service):
         return d.addCallback(answered)
 
     def sessionClose(self, sessionId: str, clientAddress: str) -> None:
-        dbg.debug(self.logger, dbg.SMTPS, 2, ss_sess=sessionId, close="ok")
+        if self.logger.debugLevels is not None:
+            dbg.debug(self.logger, dbg.SMTPS, 2, ss_sess=sessionId, close="ok")
         self.disk.release(sessionId)
         self.incoming.sessionClose(sessionId, clientAddress)
 
@@ -532,15 +535,16 @@ class QueueManager(service.Service):
             self.disk.release(ta.session)
         for r in ta.recipients.values():
             r.state = "queued"
-        dbg.debug(
-            self.logger,
-            dbg.SMTPS,
-            1,
-            ss_ta=ta.id,
-            commit="envelope",
-            nrcpts=len(ta.recipients),
-            size=ta.size,
-        )
+        if self.logger.debugLevels is not None:
+            dbg.debug(
+                self.logger,
+                dbg.SMTPS,
+                1,
+                ss_ta=ta.id,
+                commit="envelope",
+                nrcpts=len(ta.recipients),
+                size=ta.size,
+            )
         d = self.store.logNew(ta, content)
         d.addCallback(self._cbCommitted, ta, syncContent)
         d.addErrback(self._ebCommit, ta)
@@ -549,7 +553,8 @@ class QueueManager(service.Service):
     def _cbCommitted(
         self, _: object, ta: Transaction, contentSynced: bool = False
     ) -> None:
-        dbg.debug(self.logger, dbg.IBDB, 1, ss_ta=ta.id, ibdb="synced")
+        if self.logger.debugLevels is not None:
+            dbg.debug(self.logger, dbg.IBDB, 1, ss_ta=ta.id, ibdb="synced")
         self.store.transactions[ta.id] = ta
         if contentSynced:
             # synced with the envelope: on stable storage like it
@@ -584,7 +589,10 @@ class QueueManager(service.Service):
         self, transactionId: str, stored: bool
     ) -> defer.Deferred[None]:
         ta = self._awaitingContent.pop(transactionId, None)
-        dbg.debug(self.logger, dbg.SMTPS, 1, ss_ta=transactionId, content=int(stored))
+        if self.logger.debugLevels is not None:
+            dbg.debug(
+                self.logger, dbg.SMTPS, 1, ss_ta=transactionId, content=int(stored)
+            )
         if ta is None:
             return defer.fail(KeyError(transactionId))
         if stored:

@@ -276,15 +276,16 @@ class Scheduler:
                 r.state = "deferred"
                 r.nextTry = now + self.retries.retryDelay(r.tries)
                 deferred.append(r)
-                dbg.debug(
-                    self.logger,
-                    dbg.DEFEDB,
-                    2,
-                    ss_ta=ta.id,
-                    idx=r.index,
-                    tries=r.tries,
-                    next=int(r.nextTry - now),
-                )
+                if self.logger.debugLevels is not None:
+                    dbg.debug(
+                        self.logger,
+                        dbg.DEFEDB,
+                        2,
+                        ss_ta=ta.id,
+                        idx=r.index,
+                        tries=r.tries,
+                        next=int(r.nextTry - now),
+                    )
             elif temp is not None:
                 address, res = temp
                 r.failures.append(dict(res, address=address, lastAttempt=now))
@@ -298,7 +299,10 @@ class Scheduler:
                 self.delivered += 1
                 final.append(r)
         if deferred:
-            dbg.debug(self.logger, dbg.DEFEDB, 1, ss_ta=ta.id, deferred=len(deferred))
+            if self.logger.debugLevels is not None:
+                dbg.debug(
+                    self.logger, dbg.DEFEDB, 1, ss_ta=ta.id, deferred=len(deferred)
+                )
             self.deferred += len(deferred)
             self.store.defer(ta, deferred, group=True)
             for r in deferred:
