@@ -159,8 +159,19 @@ def formatRecord(fields: Dict[str, Any]) -> str:
     for name, value in fields.items():
         if value is None:
             continue
-        if type(value) is int:
+        t = type(value)
+        if t is int:
             parts.append("%s=%d" % (name, value))
+        elif (
+            t is str
+            and value.isprintable()
+            and value.isascii()
+            and "," not in value
+            and "%" not in value
+        ):
+            # most values need no encoding: L{encodeValue}'s first test,
+            # without the call
+            parts.append(name + "=" + value)
         else:
             parts.append(name + "=" + encodeValue(value))
     return ", ".join(parts)

@@ -354,7 +354,11 @@ class ServerConnection(ContentMixin, CommandsMixin):
             elif self._state is State.CHUNK:
                 event = self._chunkEvent()
             elif self._state in _READING_LINES:
-                event = self._commandEvent()
+                try:
+                    event = self._command()
+                finally:
+                    # only a command's own problems name its line
+                    self._currentLine = None
             else:
                 return NEED_DATA
             if event is None:
@@ -518,12 +522,6 @@ class ServerConnection(ContentMixin, CommandsMixin):
         self._due = []
 
     # -- commands -------------------------------------------------------
-
-    def _commandEvent(self):
-        try:
-            return self._command()
-        finally:
-            self._currentLine = None
 
     def _command(self):
         buf = self._buffer

@@ -429,12 +429,16 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
 
     def _closeTransaction(self) -> None:
         # a BDAT transfer may end with RSET, HELO or QUIT
-        self._stopMessageTimer()
+        self._messageAt = None  # the max_message_time timer stops
         if self.transaction is not None:
             self.transaction.abort()
             self.transaction = None
-        self._pmAbort()
-        self._mlAbort()
+        # (called for every MAIL, RSET, HELO and QUIT: the hooks only
+        # where there is something to end)
+        if self.pmSession is not None or self._pmSenderDelayed is not None:
+            self._pmAbort()
+        if self.mlChain is not None:
+            self._mlAbort()
 
     # -- events -----------------------------------------------------------
 

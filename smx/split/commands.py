@@ -28,7 +28,6 @@ DESCRIPTION
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict
 
 from twisted.protocols import amp
@@ -75,7 +74,7 @@ class PlainData(amp.Argument):
                 raise BadData("%s: piece %d is missing" % (name.decode("ascii"), i))
             pieces.append(piece)
         try:
-            value = json.loads(b"".join(pieces).decode("utf-8"))
+            value = compactjson.loads(b"".join(pieces).decode("utf-8"))
         except (ValueError, RecursionError) as e:
             raise BadData("%s: not JSON: %s" % (name.decode("ascii"), e))
         objects[name.decode("ascii")] = value

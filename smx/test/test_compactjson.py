@@ -63,3 +63,39 @@ class DumpsTests(unittest.TestCase):
         loop.append(loop)
         self.assertRaises(RecursionError, compactjson.dumps, loop)
         self.assertEqual(compactjson.dumps([[1]]), "[[1]]")
+
+
+class LoadsTests(unittest.TestCase):
+    """
+    L{compactjson.loads} gives what C{json.loads} gives, and its errors.
+    """
+
+    TEXTS = [
+        "null",
+        "0",
+        "-7.5e3",
+        '"x"',
+        '"\\u00e9\\ud83d\\ude00"',
+        '{"a":[1,2,{"b":null}],"c":"d"}',
+        " [1, 2] ",
+        "\n{}\t",
+        "[]",
+    ]
+
+    def test_sameAsJSON(self):
+        """Every text reads as C{json.loads} reads it."""
+        for text in self.TEXTS:
+            self.assertEqual(compactjson.loads(text), json.loads(text), text)
+
+    def test_errors(self):
+        """Bad text raises C{json.loads}'s error, with its message."""
+        for text in ["", " ", "[1,", "[1] x", "nul", "{'a':1}", "[1]]", "NaNx"]:
+            with self.assertRaises(ValueError) as mine:
+                compactjson.loads(text)
+            with self.assertRaises(ValueError) as theirs:
+                json.loads(text)
+            self.assertEqual(str(mine.exception), str(theirs.exception), text)
+
+    def test_deep(self):
+        """Nesting too deep for the scanner raises L{RecursionError}."""
+        self.assertRaises(RecursionError, compactjson.loads, "[" * 100000)

@@ -52,6 +52,33 @@ class EncodingTests(unittest.TestCase):
             {"ss_sess": "S1", "mail": "<a,b@x>", "stat": "0"},
         )
 
+    def test_formatEncodesEachValue(self):
+        """
+        L{log.formatRecord} writes each value as L{log.encodeValue} does,
+        whether its shortcut for plain text applies or not.
+        """
+
+        class Text(str):
+            pass
+
+        values = [
+            "plain<a@b>",
+            "a,b",
+            "100%",
+            "x\r\ny",
+            "tab\there",
+            "müller",
+            "",
+            b"bytes,\xff",
+            1.5,
+            True,
+            Text("sub,class"),
+        ]
+        for value in values:
+            self.assertEqual(
+                log.formatRecord({"v": value}), "v=" + log.encodeValue(value)
+            )
+
 
 class LoggerTests(unittest.TestCase):
     """
