@@ -87,6 +87,9 @@ def _drive(
             else:
                 yielded = gen.send(result)
         except StopIteration as e:
+            if run is None:
+                # finished without waiting: the usual case
+                return defer.succeed(e.value)
             return _finish(run, e.value, False)
         except BaseException:
             return _finish(run, Failure(), True)

@@ -462,6 +462,9 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
             event.name,
             self.clientAddress,
         )
+        if self._noHooks("HELO"):
+            self.connection.accept(text)
+            return None
         return self._pdHelo(
             event,
             lambda: self._pmHelo(
@@ -623,7 +626,21 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
         self.authUser = None
         self._wait(self.policy.tlsEstablished(info))
 
+    def _noHooks(self, stage: str) -> bool:
+        """
+        Is there no policy server for C{stage}, no pmilter session and no
+        milter chain?  Then the hooks of a command would each just go on
+        to the next, and the command is answered without them.
+        """
+        return (
+            self.pmSession is None
+            and self.mlChain is None
+            and not self._pdServers(stage)
+        )
+
     def _dataCommand(self, event: sm.DataCommand):
+        if self._noHooks("DATA"):
+            return self._dataAccepted(event)
         return self._pdData(
             event,
             lambda: self._pmData(
