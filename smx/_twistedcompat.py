@@ -27,8 +27,8 @@ DESCRIPTION
         C{PosixReactorBase._disconnectSelectable},
         C{tcp.Connector._makeTransport}, C{unix.Connector._makeTransport}
         and C{_SendmsgMixin._sendmsgQueue} (L{hasBufferedWrites},
-        L{canWriteDirectly}, L{disconnectSelectable}, L{TCPConnector},
-        L{UNIXConnector}, L{hasQueuedDescriptors}): L{smx.net}.
+        L{canSendTCPNow}, L{canSendUnixNow}, L{disconnectSelectable},
+        L{TCPConnector}, L{UNIXConnector}): L{smx.net}.
       - C{EPollReactor._poller}, C{_selectables} and
         C{_PollLikeMixin._doReadOrWrite} (L{dispatchWithoutLogContext}):
         the processes of split mode (L{smx.split.service}).
@@ -64,11 +64,11 @@ from twisted.python import log
 __all__ = [
     "hasFinalResult",
     "hasBufferedWrites",
-    "canWriteDirectly",
+    "canSendTCPNow",
+    "canSendUnixNow",
     "disconnectSelectable",
     "TCPConnector",
     "UNIXConnector",
-    "hasQueuedDescriptors",
     "dispatchWithoutLogContext",
     "twistdLogObserver",
     "fileOfObserver",
@@ -110,21 +110,49 @@ def hasBufferedWrites(transport: Any) -> bool:
     return bool(transport._tempDataBuffer or transport.dataBuffer)
 
 
-def canWriteDirectly(transport: Any) -> bool:
+def canSendTCPNow(transport: Any) -> bool:
     """
-    Has a transport (TCP or Unix) nothing waiting to be written, and its
+    May a write on a TCP transport go straight to its socket: plain TCP
+    (no TLS), open, without a producer, with nothing buffered and its
     writing half open?
 
-    Relies on C{FileDescriptor._tempDataBuffer} and C{dataBuffer} (as
-    L{hasBufferedWrites}) and on C{FileDescriptor._writeDisconnected},
-    set by Twisted once C{loseWriteConnection} took effect (C{write} then
-    drops data, and so must L{smx.net}'s direct send).  One function for
-    both: it runs for every reply an SMTP server writes.
+    One function for the whole test, public state and private: it runs
+    for every write of SMTPS and SMTPC (L{smx.net}).  Relies on
+    C{FileDescriptor._tempDataBuffer} and C{dataBuffer} (as
+    L{hasBufferedWrites}) and on C{FileDescriptor._writeDisconnected}, set
+    by Twisted once C{loseWriteConnection} took effect (C{write} then
+    drops data, and so must the direct send).
     """
     return not (
-        transport._tempDataBuffer
+        transport.TLS
+        or transport.producer is not None
+        or transport.disconnecting
+        or not transport.connected
+        or transport._tempDataBuffer
         or transport.dataBuffer
         or transport._writeDisconnected
+    )
+
+
+def canSendUnixNow(transport: Any) -> bool:
+    """
+    May bytes go straight to the socket of a Unix transport: open,
+    without a producer, with nothing buffered, its writing half open and
+    no file descriptor waiting to be sent?
+
+    As L{canSendTCPNow}, and also relies on
+    C{_SendmsgMixin._sendmsgQueue}: bytes that carry descriptors
+    (C{sendFileDescriptor}) must be left to Twisted, which sends the
+    descriptors with them.
+    """
+    return not (
+        transport.producer is not None
+        or transport.disconnecting
+        or not transport.connected
+        or transport._tempDataBuffer
+        or transport.dataBuffer
+        or transport._writeDisconnected
+        or getattr(transport, "_sendmsgQueue", None)
     )
 
 
@@ -172,17 +200,6 @@ class UNIXConnector(unix.Connector):
 
     def _makeTransport(self) -> Any:
         return self.clientClass(self.address, self, self.reactor, self.checkPID)
-
-
-def hasQueuedDescriptors(transport: Any) -> bool:
-    """
-    Has a Unix transport file descriptors waiting to go with its next
-    bytes (C{sendFileDescriptor})?
-
-    Relies on C{_SendmsgMixin._sendmsgQueue}; L{smx.net}'s own send must
-    leave such bytes to Twisted, which sends the descriptors with them.
-    """
-    return bool(getattr(transport, "_sendmsgQueue", None))
 
 
 class TCPConnector(tcp.Connector):

@@ -65,7 +65,7 @@ def dumps(obj: Any, allowNaN: bool = True) -> str:
     return _dumps[allowNaN](obj)
 
 
-_scan = json.JSONDecoder().scan_once
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def loads(text: str) -> Any:

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from twisted.internet import main, tcp, unix
 from twisted.internet.posixbase import PosixReactorBase
@@ -59,10 +59,10 @@ from twisted.internet.posixbase import PosixReactorBase
 from smx._twistedcompat import (
     TCPConnector,
     UNIXConnector,
-    canWriteDirectly,
+    canSendTCPNow,
+    canSendUnixNow,
     disconnectSelectable,
     hasBufferedWrites,
-    hasQueuedDescriptors,
 )
 from smx.turn import atEndOfTurn
 
@@ -73,16 +73,18 @@ class _DirectSend:
     Twisted holds none before them.
     """
 
-    def _plainAndIdle(self) -> bool:  # pragma: no cover - each defines it
-        raise NotImplementedError()
+    #: may bytes go straight to the socket now (each kind of transport
+    #: has its own test, from L{smx._twistedcompat})
+    _canSendNow: Callable[..., bool]
 
     def _send(self, data: bytes) -> None:
         """
         Send C{data} with one C{send}; what the kernel does not take, and
         all of it when the socket is not plain and idle, goes to
-        Twisted's buffer, in order.
+        Twisted's buffer, in order (and what is not bytes to Twisted's
+        C{write}, which refuses it).
         """
-        if not self._plainAndIdle():
+        if type(data) is not bytes or not self._canSendNow():
             super().write(data)  # type: ignore[misc]
             return
         try:
@@ -105,26 +107,14 @@ class _SendAtOnce(_DirectSend):
     Mixin for L{tcp.Connection}: C{write} sends at once when it can.
     """
 
-    def _plainAndIdle(self) -> bool:
-        """
-        Plain TCP, open, without a producer, with nothing buffered: may a
-        write go straight to the socket?
-        """
-        return not (
-            self.TLS  # type: ignore[attr-defined]
-            or self.producer is not None  # type: ignore[attr-defined]
-            or self.disconnecting  # type: ignore[attr-defined]
-            or not self.connected  # type: ignore[attr-defined]
-        ) and canWriteDirectly(self)
+    # plain TCP, open, without a producer, with nothing buffered
+    _canSendNow = canSendTCPNow
 
-    def write(self, data: bytes) -> None:
-        if not isinstance(data, bytes):
-            super().write(data)  # type: ignore[misc]
-            return
-        self._send(data)
+    #: each write is sent at once (one call less per SMTP reply)
+    write = _DirectSend._send
 
     def loseConnection(self, *args: Any, **kwargs: Any) -> None:
-        if not self._plainAndIdle():
+        if not self._canSendNow():
             super().loseConnection(*args, **kwargs)  # type: ignore[misc]
             return
         # nothing left to send: close at the end of this reactor turn,
@@ -216,27 +206,16 @@ class _SendAtEndOfTurn(_DirectSend):
     #: the bytes written this turn, not sent yet (C{None}: none)
     _turnBytes = None  # type: Optional[List[bytes]]
 
-    def _plainAndIdle(self) -> bool:
-        """
-        Open, without a producer, with nothing buffered by Twisted and no
-        file descriptor to send: may bytes go straight to the socket?
-        """
-        return (
-            not (
-                self.producer is not None  # type: ignore[attr-defined]
-                or self.disconnecting  # type: ignore[attr-defined]
-                or not self.connected  # type: ignore[attr-defined]
-            )
-            and canWriteDirectly(self)
-            and not hasQueuedDescriptors(self)
-        )
+    # open, without a producer, with nothing buffered by Twisted and no
+    # file descriptor to send
+    _canSendNow = canSendUnixNow
 
     def write(self, data: bytes) -> None:
         pending = self._turnBytes
-        if pending is not None and isinstance(data, bytes):
+        if pending is not None and type(data) is bytes:
             pending.append(data)
             return
-        if not isinstance(data, bytes) or not self._plainAndIdle():
+        if type(data) is not bytes or not self._canSendNow():
             super().write(data)  # type: ignore[misc]
             return
         self._turnBytes = [data]

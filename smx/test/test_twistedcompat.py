@@ -110,6 +110,7 @@ class _Descriptor(FileDescriptor):
 
     accept = 0
     written = b""
+    TLS = False  # as a plain TCP transport
 
     def writeSomeData(self, data: Any) -> int:
         data = bytes(data)[: self.accept]
@@ -120,30 +121,10 @@ class _Descriptor(FileDescriptor):
         return -1
 
 
-class QueuedDescriptorsTests(unittest.SynchronousTestCase):
-    """
-    L{compat.hasQueuedDescriptors} (C{_SendmsgMixin._sendmsgQueue}).
-    """
-
-    def test_queue(self) -> None:
-        """
-        False for a new Unix transport; true once a descriptor waits to
-        be sent; false for a transport without the queue (TCP).
-        """
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
-        transport = unix.Server(a, protocol.Protocol(), None, None, 1, MemoryReactor())
-        self.assertFalse(compat.hasQueuedDescriptors(transport))
-        transport.sendFileDescriptor(b.fileno())
-        self.assertTrue(compat.hasQueuedDescriptors(transport))
-        self.assertFalse(compat.hasQueuedDescriptors(object()))
-
-
 class BufferedWritesTests(unittest.SynchronousTestCase):
     """
     L{compat.hasBufferedWrites} (C{FileDescriptor._tempDataBuffer}),
-    L{compat.canWriteDirectly} (also C{FileDescriptor._writeDisconnected}) and
+    L{compat.canSendTCPNow} (also C{FileDescriptor._writeDisconnected}) and
     L{compat.writeDisconnecting} (also C{_writeDisconnecting}).
     """
 
@@ -159,12 +140,12 @@ class BufferedWritesTests(unittest.SynchronousTestCase):
         """
         fd = self._descriptor()
         self.assertFalse(compat.hasBufferedWrites(fd))
-        self.assertTrue(compat.canWriteDirectly(fd))
+        self.assertTrue(compat.canSendTCPNow(fd))
         fd.write(b"abc")
         self.assertEqual(fd._tempDataBuffer, [b"abc"])
         self.assertEqual(fd.dataBuffer, b"")
         self.assertTrue(compat.hasBufferedWrites(fd))
-        self.assertFalse(compat.canWriteDirectly(fd))
+        self.assertFalse(compat.canSendTCPNow(fd))
 
     def test_partlyWrittenStaysBuffered(self) -> None:
         """
@@ -178,24 +159,24 @@ class BufferedWritesTests(unittest.SynchronousTestCase):
         self.assertEqual(fd.written, b"ab")
         self.assertEqual(fd._tempDataBuffer, [])
         self.assertTrue(compat.hasBufferedWrites(fd))
-        self.assertFalse(compat.canWriteDirectly(fd))
+        self.assertFalse(compat.canSendTCPNow(fd))
         fd.accept = 100
         fd.doWrite()
         self.assertEqual(fd.written, b"abcdef")
         self.assertFalse(compat.hasBufferedWrites(fd))
-        self.assertTrue(compat.canWriteDirectly(fd))
+        self.assertTrue(compat.canSendTCPNow(fd))
 
     def test_writeDisconnected(self) -> None:
         """
-        L{compat.canWriteDirectly} is true until C{loseWriteConnection}
+        L{compat.canSendTCPNow} is true until C{loseWriteConnection}
         took effect; then false, and C{write} drops data.
         """
         fd = self._descriptor()
-        self.assertTrue(compat.canWriteDirectly(fd))
+        self.assertTrue(compat.canSendTCPNow(fd))
         fd.loseWriteConnection()
-        self.assertTrue(compat.canWriteDirectly(fd))
+        self.assertTrue(compat.canSendTCPNow(fd))
         fd.doWrite()
-        self.assertFalse(compat.canWriteDirectly(fd))
+        self.assertFalse(compat.canSendTCPNow(fd))
         fd.write(b"late")
         self.assertFalse(compat.hasBufferedWrites(fd))
 
@@ -543,3 +524,75 @@ class DNSTests(unittest.SynchronousTestCase):
                 (b"example.test", dns.IN, dns.TXT),
             ],
         )
+
+
+class _FakePort:
+    """What a L{tcp.Server} asks of its port when it is made."""
+
+    _realPortNumber = 25
+
+
+class CanSendNowTests(unittest.SynchronousTestCase):
+    """
+    L{compat.canSendTCPNow} and L{compat.canSendUnixNow}: the test of
+    L{smx.net}'s direct send, on real transports.
+    """
+
+    def _pair(self, family: int) -> "tuple[socket.socket, socket.socket]":
+        a, b = socket.socketpair(family, socket.SOCK_STREAM)
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        return a, b
+
+    def test_unix(self) -> None:
+        """
+        True for an open idle Unix transport; false with a producer,
+        with bytes buffered, with a descriptor waiting, or disconnecting.
+        """
+        a, b = self._pair(socket.AF_UNIX)
+
+        def transport() -> unix.Server:
+            return unix.Server(a, protocol.Protocol(), None, None, 1, MemoryReactor())
+
+        t = transport()
+        self.assertTrue(compat.canSendUnixNow(t))
+        t.producer = object()
+        self.assertFalse(compat.canSendUnixNow(t))
+        t = transport()
+        t.write(b"x")
+        self.assertFalse(compat.canSendUnixNow(t))
+        t = transport()
+        t.sendFileDescriptor(b.fileno())
+        self.assertFalse(compat.canSendUnixNow(t))
+        t = transport()
+        t.disconnecting = True
+        self.assertFalse(compat.canSendUnixNow(t))
+
+    def test_tcp(self) -> None:
+        """
+        True for an open idle TCP transport; false with bytes buffered,
+        once not connected, and once its writing half is shut.
+        """
+        a, b = self._pair(socket.AF_UNIX)
+
+        def transport() -> tcp.Server:
+            return tcp.Server(
+                a,
+                protocol.Protocol(),
+                ("127.0.0.1", 1),
+                _FakePort(),  # type: ignore[arg-type]
+                1,
+                MemoryReactor(),
+            )
+
+        t = transport()
+        self.assertTrue(compat.canSendTCPNow(t))
+        t.write(b"x")
+        self.assertFalse(compat.canSendTCPNow(t))
+        t = transport()
+        t.connected = 0
+        self.assertFalse(compat.canSendTCPNow(t))
+        t = transport()
+        t.loseWriteConnection()
+        t.doWrite()
+        self.assertFalse(compat.canSendTCPNow(t))
