@@ -22,7 +22,9 @@ DESCRIPTION
     What is used, and by whom:
 
       - C{Deferred._runningCallbacks} (L{hasFinalResult}):
-        L{smx.fastdefer}.
+        L{smx.fastdefer}; C{Deferred._callbacks}, C{_canceller} and C{_chainedTo}
+        (L{succeeded}): L{smx.fastdefer}, the proxies of split mode and
+        QMGR's admission of sessions (L{smx.queue.connections}).
       - C{FileDescriptor._tempDataBuffer}, C{FileDescriptor._writeDisconnected},
         C{PosixReactorBase._disconnectSelectable},
         C{tcp.Connector._makeTransport}, C{unix.Connector._makeTransport}
@@ -63,6 +65,7 @@ from twisted.python import log
 
 __all__ = [
     "hasFinalResult",
+    "succeeded",
     "hasBufferedWrites",
     "canSendTCPNow",
     "canSendUnixNow",
@@ -96,6 +99,32 @@ def hasFinalResult(d: defer.Deferred) -> bool:
     it runs for nearly every Deferred an SMTP command yields.)
     """
     return d.called and not d.paused and not d._runningCallbacks
+
+
+_newObject = object.__new__
+_Deferred = defer.Deferred
+
+
+def succeeded(result: Any) -> defer.Deferred:
+    """
+    C{defer.succeed(result)}, without a call of C{Deferred.__init__}.
+
+    A command of SMTPS makes several Deferreds that have fired already
+    (cached answers, checks that finished without waiting): this makes
+    one with a single call.  Relies on C{Deferred._callbacks} and
+    C{Deferred._canceller}, the two attributes C{__init__} sets, and on
+    C{_chainedTo}, which C{succeed} sets (the rest are class attributes); with C{Deferred.debug} on (which adds the
+    creator's stack) it calls C{defer.succeed}.
+    """
+    if _Deferred.debug:
+        return defer.succeed(result)
+    d = _newObject(_Deferred)
+    d._callbacks = []
+    d._canceller = None
+    d.result = result
+    d.called = True
+    d._chainedTo = None
+    return d
 
 
 def hasBufferedWrites(transport: Any) -> bool:

@@ -43,7 +43,7 @@ from typing import Any, Callable, List, Optional
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from smx._twistedcompat import hasFinalResult
+from smx._twistedcompat import hasFinalResult, succeeded
 
 
 def inlineCallbacks(f: Callable[..., Any]) -> Callable[..., defer.Deferred]:
@@ -89,7 +89,7 @@ def _drive(
         except StopIteration as e:
             if run is None:
                 # finished without waiting: the usual case
-                return defer.succeed(e.value)
+                return succeeded(e.value)
             return _finish(run, e.value, False)
         except BaseException:
             return _finish(run, Failure(), True)
@@ -112,7 +112,7 @@ def _drive(
 def _finish(run: Optional[_Run], value: Any, isFailure: bool) -> defer.Deferred:
     out = None if run is None else run.out
     if out is None:
-        return defer.fail(value) if isFailure else defer.succeed(value)
+        return defer.fail(value) if isFailure else succeeded(value)
     if not out.called:
         if isFailure:
             out.errback(value)

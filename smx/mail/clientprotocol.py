@@ -186,15 +186,13 @@ class ClientProtocol(Protocol):
         # the deadline moves; the timer, set for an earlier one, finds
         # out when it fires (no change of the reactor's timers per reply)
         self._deadline = self.reactor.seconds() + self.timeout
-        # _timer is None or a call that has neither run nor been
-        # cancelled: _timeUp and _stopTimer set it again as they end it
-        if self._timer is None:
+        if self._timer is None or not self._timer.active():
             self._timer = self.reactor.callLater(self.timeout, self._timeUp)
 
     def _stopTimer(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
     def _timeUp(self) -> None:
         left = self._deadline - self.reactor.seconds()

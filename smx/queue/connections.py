@@ -74,6 +74,7 @@ from typing import Any, Deque, Dict, Hashable, List, Optional, Tuple
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
+from smx._twistedcompat import succeeded
 from smx.queue.confmap import ConfigurationMap
 from smx.values import ReplyData
 
@@ -421,7 +422,7 @@ class IncomingControl:
         """
         reply = self.sessionOpen(sessionId, address, refuse=False)
         if reply is not _OVER_OPEN:
-            return defer.succeed(reply)
+            return succeeded(reply)
         d = defer.Deferred()  # type: defer.Deferred[Optional[ReplyData]]
         timer = self.clock.callLater(  # type: ignore[attr-defined]
             OPEN_GRACE, self._lastLook, sessionId, address, d

@@ -46,6 +46,7 @@ from twisted.python.failure import Failure
 
 from zope.interface import implementer
 
+from smx._twistedcompat import succeeded
 from smx import net
 from smx.log import Logger
 from smx.split.boxes import FastBoxReceiver
@@ -300,7 +301,7 @@ class PeerConnection(service.Service):
             except Exception:
                 d = defer.fail()
             if d is None:  # a command that needs no answer
-                d = defer.succeed(None)
+                d = succeeded(None)
         else:
             d = self.connection().addCallback(lambda p: p.callRemote(command, **kw))
         if idempotent:

@@ -71,6 +71,7 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from smx._twistedcompat import succeeded
 from smx.interfaces import IQueueManager, QueueManagerUnavailable
 from smx.log import Logger
 from smx.split import commands as c
@@ -440,7 +441,7 @@ class QueueManagerProxy(service.MultiService):
             if size:
                 self._reserved[sessionId] = size
                 self._spent += size
-            return defer.succeed(None)
+            return succeeded(None)
         d = self.peer.callRemote(
             c.CheckAcceptance, idempotent=True, size=size, sessionId=sessionId
         )
@@ -470,7 +471,7 @@ class QueueManagerProxy(service.MultiService):
                 ss_ta=transactionId,
                 error="no connection",
             )
-            return defer.succeed(None)
+            return succeeded(None)
         return self.peer.callRemote(
             c.ContentCommitted, transactionId=transactionId, stored=bool(stored)
         )

@@ -37,6 +37,7 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from smx._twistedcompat import succeeded
 from smx.interfaces import IAddressResolver
 from smx.log import Logger
 from smx.maps.resolver import cacheKey
@@ -165,7 +166,7 @@ class AddressResolverProxy(service.MultiService):
     ) -> Any:
         hit = self._kept(cacheAs)
         if hit is not None:
-            return defer.succeed(hit)
+            return succeeded(hit)
         d = self.peer.callRemote(command, idempotent=True, **kw)
         d.addCallback(
             lambda r: self._remember(
@@ -219,7 +220,7 @@ class AddressResolverProxy(service.MultiService):
         key = cacheKey("resolveRecipient", address)
         hit = self._kept(key)
         if hit is not None:
-            return defer.succeed(hit)
+            return succeeded(hit)
         d = self.peer.callRemote(c.ResolveRecipient, idempotent=True, address=address)
         return d.addCallback(
             lambda r: self._remember(

@@ -596,3 +596,39 @@ class CanSendNowTests(unittest.SynchronousTestCase):
         t.loseWriteConnection()
         t.doWrite()
         self.assertFalse(compat.canSendTCPNow(t))
+
+
+class SucceededTests(unittest.SynchronousTestCase):
+    """
+    L{compat.succeeded} makes the Deferred that C{defer.succeed} makes.
+    """
+
+    def test_sameAsSucceed(self) -> None:
+        """
+        Its attributes are those of C{defer.succeed}'s Deferred, and it
+        behaves as one: callbacks run at once, errbacks are skipped,
+        cancelling does nothing.
+        """
+        value = object()
+        mine, theirs = compat.succeeded(value), defer.succeed(value)
+        self.assertIs(type(mine), defer.Deferred)
+        self.assertEqual(vars(mine), vars(theirs))
+        self.assertIs(self.successResultOf(mine), value)
+        seen: List[Any] = []
+        d = compat.succeeded(1)
+        d.addCallback(lambda r: r + 1).addErrback(seen.append)
+        d.addCallback(seen.append)
+        self.assertEqual(seen, [2])
+        d.cancel()
+        self.assertEqual(seen, [2])
+
+    def test_debug(self) -> None:
+        """
+        With Deferred debugging on it is C{defer.succeed}'s, with the
+        creator's stack.
+        """
+        defer.setDebugging(True)
+        self.addCleanup(defer.setDebugging, False)
+        d = compat.succeeded(3)
+        self.assertIsNotNone(d._debugInfo)
+        self.assertEqual(self.successResultOf(d), 3)
