@@ -429,16 +429,12 @@ class SMTPServerProtocol(  # the milters' hooks in L{MilterMixin}
 
     def _closeTransaction(self) -> None:
         # a BDAT transfer may end with RSET, HELO or QUIT
-        self._messageAt = None  # the max_message_time timer stops
+        self._stopMessageTimer()
         if self.transaction is not None:
             self.transaction.abort()
             self.transaction = None
-        # (called for every MAIL, RSET, HELO and QUIT: the hooks only
-        # where there is something to end)
-        if self.pmSession is not None or self._pmSenderDelayed is not None:
-            self._pmAbort()
-        if self.mlChain is not None:
-            self._mlAbort()
+        self._pmAbort()
+        self._mlAbort()
 
     # -- events -----------------------------------------------------------
 
